@@ -1,0 +1,123 @@
+"""The connector contract (architecture rule 5, after Telegraf's Input/ServiceInput/Output).
+
+- A polled source implements `read()`: an iterator of Polars DataFrame batches.
+- A streaming source implements `start(emit)` and `stop()` (protocol work, later).
+- A sink implements `open()`, `write(batch)` and `close()`; `close()` commits atomically and
+  `abort()` throws away everything written so far (no partial file, no half-written table).
+- Every connector implements `check()` for "test connection".
+The executor owns retries, statistics and logging so that connectors do not reinvent them.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict
+
+from engine.context import RunContext
+
+DEFAULT_BATCH_ROWS = 1_000_000
+
+
+class ConnectorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def normalize_type(name: str) -> str:
+    """`"REST API"`, `"rest-api"` and `"rest_api"` are the same connector type."""
+    return re.sub(r"[\s\-]+", "_", name.strip()).lower()
+
+
+class Connector(ABC):
+    connector_type: ClassVar[str]
+    title: ClassVar[str] = ""
+    SourceConfig: ClassVar[type[ConnectorConfig] | None] = None
+    SinkConfig: ClassVar[type[ConnectorConfig] | None] = None
+
+    @classmethod
+    def roles(cls) -> list[str]:
+        return [r for r, m in (("source", cls.SourceConfig), ("destination", cls.SinkConfig)) if m]
+
+    @classmethod
+    def make_source(cls, config: ConnectorConfig, ctx: RunContext, name: str) -> Source:
+        raise NotImplementedError(f"{cls.connector_type} is not a source")
+
+    @classmethod
+    def make_sink(cls, config: ConnectorConfig, ctx: RunContext, name: str) -> Sink:
+        raise NotImplementedError(f"{cls.connector_type} is not a destination")
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        return {
+            "connector_type": cls.connector_type,
+            "title": cls.title or cls.connector_type,
+            "roles": cls.roles(),
+            "source_schema": cls.SourceConfig.model_json_schema() if cls.SourceConfig else None,
+            "destination_schema": cls.SinkConfig.model_json_schema() if cls.SinkConfig else None,
+        }
+
+
+class Source(ABC):
+    """A polled source. `read` yields batches; it never builds a whole-file Python list."""
+
+    def __init__(self, config: ConnectorConfig, ctx: RunContext, name: str = "source"):
+        self.config = config
+        self.ctx = ctx
+        self.name = name
+
+    @abstractmethod
+    def read(self, limit: int | None = None, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pl.DataFrame]:
+        """Yield the data as DataFrame batches; at most `limit` rows in all when given."""
+
+    def schema(self) -> pl.Schema | None:
+        """The output schema when it is cheap to know (used by validation); None if unknown."""
+        return None
+
+    def check(self) -> None:
+        """Raise a ConnectorError with a clear message when the source cannot be reached."""
+
+
+class StreamingSource(ABC):
+    def __init__(self, config: ConnectorConfig, ctx: RunContext, name: str = "source"):
+        self.config, self.ctx, self.name = config, ctx, name
+
+    @abstractmethod
+    def start(self, emit: Callable[[pl.DataFrame], None]) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    def check(self) -> None:
+        pass
+
+
+class Sink(ABC):
+    def __init__(self, config: ConnectorConfig, ctx: RunContext, name: str = "destination"):
+        self.config = config
+        self.ctx = ctx
+        self.name = name
+
+    @abstractmethod
+    def open(self) -> None: ...
+
+    @abstractmethod
+    def write(self, batch: pl.DataFrame) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None:
+        """Commit: make everything written visible at once (rename, COMMIT)."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Discard everything written since open(); leave the destination as it was."""
+
+    def check(self) -> None:
+        pass
+
+    def describe_target(self) -> str:
+        """Where the data went, for the run summary (a path, `historian.duckdb:orders`...)."""
+        return self.name

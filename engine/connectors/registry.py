@@ -1,0 +1,28 @@
+"""Registry of connector types. Protocol packages register theirs through `register`."""
+
+from __future__ import annotations
+
+from engine.connectors.base import Connector, normalize_type
+
+_TYPES: dict[str, type[Connector]] = {}
+
+
+def register(cls: type[Connector]) -> type[Connector]:
+    _TYPES[normalize_type(cls.connector_type)] = cls
+    return cls
+
+
+def _load_builtins() -> None:
+    if "file" not in _TYPES:
+        import engine.connectors.duckdb_connector  # noqa: F401
+        import engine.connectors.file  # noqa: F401
+
+
+def get(name: str) -> type[Connector] | None:
+    _load_builtins()
+    return _TYPES.get(normalize_type(name))
+
+
+def names(role: str | None = None) -> list[str]:
+    _load_builtins()
+    return sorted(n for n, c in _TYPES.items() if role is None or role in c.roles())

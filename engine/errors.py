@@ -1,0 +1,85 @@
+"""Typed errors. Each one knows *where* the problem is, so the CLI can print one clear line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class AggregatorError(Exception):
+    """Base of every error the engine raises on purpose (anything else is a bug)."""
+
+    exit_code = 1
+
+    def one_line(self) -> str:
+        return str(self)
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One problem in a pipeline document: JSON path, what is wrong, and what is allowed."""
+
+    path: str
+    message: str
+    allowed: str | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.path or '<root>'}: {self.message}"
+        if self.allowed:
+            text += f" (allowed: {self.allowed})"
+        return text
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "message": self.message, "allowed": self.allowed}
+
+
+class SpecError(AggregatorError):
+    """A pipeline document is invalid. Carries every problem found, not just the first."""
+
+    exit_code = 2
+
+    def __init__(self, issues: list[SpecIssue], source: str | None = None):
+        self.issues = list(issues)
+        self.source = source
+        where = f"{source}: " if source else ""
+        first = str(self.issues[0]) if self.issues else "invalid pipeline"
+        more = f" (+{len(self.issues) - 1} more)" if len(self.issues) > 1 else ""
+        super().__init__(f"{where}{first}{more}")
+
+
+class DataError(AggregatorError):
+    """Input data is unreadable or does not fit: names the file, line/record and field."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
+                 record: int | None = None, field: str | None = None):
+        self.file, self.line, self.record, self.field = file, line, record, field
+        parts = []
+        if file:
+            parts.append(str(file))
+        if line is not None:
+            parts.append(f"line {line}")
+        if record is not None:
+            parts.append(f"record {record}")
+        if field:
+            parts.append(f"field '{field}'")
+        where = ", ".join(parts)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ConnectorError(AggregatorError):
+    """A connector could not read or write (missing file, refused connection, ...)."""
+
+
+class TransformError(AggregatorError):
+    """A transformation failed on data (e.g. `on_failure: fail` validation, a bad cast)."""
+
+    def __init__(self, message: str, *, node: str | None = None):
+        self.node = node
+        super().__init__(f"node '{node}': {message}" if node else message)
+
+
+class RunCancelled(AggregatorError):
+    """The run was cancelled by the user; not a failure."""
+
+
+class UsageError(AggregatorError):
+    exit_code = 2
