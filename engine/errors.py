@@ -72,8 +72,9 @@ class ConnectorError(AggregatorError):
 class TransformError(AggregatorError):
     """A transformation failed on data (e.g. `on_failure: fail` validation, a bad cast)."""
 
-    def __init__(self, message: str, *, node: str | None = None):
+    def __init__(self, message: str, *, node: str | None = None, param: str | None = None):
         self.node = node
+        self.param = param  # the config key at fault (e.g. "field_name"), for the spec's JSON path
         super().__init__(f"node '{node}': {message}" if node else message)
 
 

@@ -50,6 +50,11 @@ class Transform(ABC):
         """True when the node is row-local and may run batch by batch (one input only)."""
         return True
 
+    @property
+    def fails_on_reject(self) -> bool:
+        """True when any rejected record must fail the run (validation `on_failure: fail`)."""
+        return False
+
     @classmethod
     def side_sources(cls, config: TransformConfig) -> list[str]:
         """Linear form only: names of the other sources this step reads (join_source, ...)."""
