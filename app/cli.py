@@ -1,0 +1,94 @@
+"""`aggregator` command line (spec section 7). Errors are one line; tracebacks only with --debug."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aggregator", description="Data Aggregator: industrial edge data pipelines.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def data_dir(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--data-dir", type=Path, help="data directory (default: $AGGREGATOR_HOME, else the user data dir)")
+
+    sp = sub.add_parser("run", help="run a pipeline once, now")
+    sp.add_argument("spec", type=Path)
+    data_dir(sp)
+    sp.add_argument("--json", action="store_true", help="print the run record as JSON")
+
+    sp = sub.add_parser("validate", help="validate a pipeline and print every error with its path")
+    sp.add_argument("spec", type=Path)
+    sp.add_argument("--json", action="store_true")
+
+    sp = sub.add_parser("preview", help="dry run: the first rows at each node; writes nothing")
+    sp.add_argument("spec", type=Path)
+    sp.add_argument("--node", help="show only this node")
+    sp.add_argument("--limit", type=int, default=10, help="rows per node (default 10)")
+    data_dir(sp)
+    sp.add_argument("--json", action="store_true")
+
+    sp = sub.add_parser("runs", help="run history")
+    sp.add_argument("--pipeline")
+    sp.add_argument("--status")
+    sp.add_argument("--limit", type=int, default=50)
+    data_dir(sp)
+    sp.add_argument("--json", action="store_true")
+
+    sp = sub.add_parser("demo", help="build the example data and pipelines, run them, say where the results are")
+    data_dir(sp)
+    sp.add_argument("--json", action="store_true")
+
+    sub.add_parser("schema", help="print the JSON Schema of the pipeline document")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:
+        from engine.errors import AggregatorError, SpecError
+
+        if args.debug:
+            traceback.print_exc()
+        if isinstance(exc, SpecError):
+            _print_spec_error(exc)
+            return EXIT_INVALID
+        if isinstance(exc, AggregatorError):
+            print(f"error: {exc.one_line()}", file=sys.stderr)
+            return exc.exit_code
+        print(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from app import commands
+
+    handler = getattr(commands, f"cmd_{args.command}")
+    return handler(args)
+
+
+def _print_spec_error(exc: Any) -> None:
+    where = f"{exc.source}: " if exc.source else ""
+    for issue in exc.issues:
+        print(f"error: {where}{issue}", file=sys.stderr)
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

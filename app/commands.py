@@ -1,0 +1,151 @@
+"""The CLI's commands. Each returns the process exit code of spec section 7."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from app.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, print_json
+
+
+def _workspace(args: argparse.Namespace):
+    from engine.workspace import Workspace
+
+    return Workspace(getattr(args, "data_dir", None))
+
+
+def _load(path):
+    from engine.spec.io import load_pipeline
+
+    return load_pipeline(path)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from engine.errors import SpecError
+
+    try:
+        compiled = _load(args.spec)
+    except SpecError as exc:
+        if args.json:
+            print_json({"valid": False, "file": str(args.spec), "errors": [i.to_dict() for i in exc.issues]})
+            return EXIT_INVALID
+        raise
+    nodes = len(compiled.graph.nodes)
+    if args.json:
+        print_json({"valid": True, "file": str(args.spec), "form": compiled.form, "nodes": nodes, "errors": []})
+    else:
+        print(f"{args.spec}: valid ({compiled.form} form, {nodes} nodes)")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine.runner import run_pipeline
+
+    compiled = _load(args.spec)
+    with _workspace(args) as ws:
+        record = run_pipeline(compiled, ws, base_dir=args.spec.resolve().parent, spec_path=str(args.spec))
+    targets = record.pop("_targets", {})
+    if args.json:
+        print_json(record)
+    else:
+        print_run(record, targets)
+    if record["status"] == "failed":
+        if not args.json:
+            print(f"error: {record['error']}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def print_run(record: dict[str, Any], targets: dict[str, str]) -> None:
+    print(f"Run {record['run_id']} of \"{record['pipeline']}\": {record['status'].upper()} "
+          f"in {record['duration_s']:.2f} s")
+    print(f"  rows in {record['rows_in']:,}, out {record['rows_out']:,}, rejected {record['rows_rejected']:,}")
+    nodes = record["nodes"]
+    if nodes:
+        width = max(len(n) for n in nodes) + 2
+        print(f"  {'node':<{width}}{'rows in':>12}{'rows out':>12}{'rejected':>10}{'time':>10}")
+        for nid, s in nodes.items():
+            print(f"  {nid:<{width}}{s['rows_in']:>12,}{s['rows_out']:>12,}{s['rows_rejected']:>10,}"
+                  f"{s['duration_s']:>9.3f}s")
+    for nid, target in targets.items():
+        print(f"  wrote {nid} -> {target}")
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from engine.errors import UsageError
+    from engine.runner import frame_to_json_rows, preview_pipeline
+
+    if args.limit < 1:
+        raise UsageError("--limit must be 1 or more")
+    compiled = _load(args.spec)
+    ids = [n.id for n in compiled.graph.nodes]
+    if args.node and args.node not in ids:
+        raise UsageError(f"--node: unknown node '{args.node}' (nodes: {', '.join(ids)})")
+    with _workspace(args) as ws:
+        result = preview_pipeline(compiled, ws, base_dir=args.spec.resolve().parent, limit=args.limit)
+    out: dict[str, Any] = {}
+    for node in compiled.graph.nodes:
+        if args.node and node.id != args.node:
+            continue
+        ports = {port: df for (nid, port), df in result["samples"].items() if nid == node.id}
+        stats = result["stats"][node.id]
+        out[node.id] = {
+            "kind": node.kind,
+            **stats.public(),
+            "ports": {port: {"columns": {c: str(t) for c, t in df.schema.items()}, "rows": frame_to_json_rows(df)}
+                      for port, df in ports.items()},
+        }
+    if args.json:
+        print_json({"pipeline": compiled.graph.name, "limit": args.limit, "nodes": out})
+        return EXIT_OK
+    import polars as pl
+
+    for nid, info in out.items():
+        print(f"== {nid} ({info['kind']}): in {info['rows_in']}, out {info['rows_out']}, "
+              f"rejected {info['rows_rejected']} (sample)")
+        for port, data in info["ports"].items():
+            label = "" if port == "out" else f" [{port}]"
+            df = result["samples"][(nid, port)]
+            with pl.Config(tbl_rows=args.limit, tbl_cols=12, fmt_str_lengths=40):
+                print(f"{label}\n{df}" if label else df)
+    return EXIT_OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    with _workspace(args) as ws:
+        rows = ws.metadata.runs(pipeline=args.pipeline, status=args.status, limit=args.limit)
+        if args.json:
+            for row in rows:
+                row["nodes"] = {s["node_id"]: {k: s[k] for k in ("rows_in", "rows_out", "rows_rejected", "duration_s")}
+                                for s in ws.metadata.node_stats(row["run_id"])}
+            print_json(rows)
+            return EXIT_OK
+    if not rows:
+        print("no runs yet" + (f" for pipeline '{args.pipeline}'" if args.pipeline else ""))
+        return EXIT_OK
+    print(f"{'run id':<26}{'pipeline':<28}{'status':<10}{'started (UTC)':<22}{'secs':>8}{'in':>12}{'out':>12}{'rej':>8}")
+    for r in rows:
+        print(f"{r['run_id']:<26}{(r['pipeline'] or '')[:27]:<28}{r['status'] or '':<10}"
+              f"{(r['started_at'] or '')[:19]:<22}{r['duration_s'] or 0:>8.2f}{r['rows_in'] or 0:>12,}"
+              f"{r['rows_out'] or 0:>12,}{r['rows_rejected'] or 0:>8,}")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from engine.spec.schema import document_schema
+
+    print(json.dumps(document_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from app.demo import run_demo
+
+    with _workspace(args) as ws:
+        record = run_demo(ws, as_json=args.json)
+    return EXIT_OK if record["status"] in ("success", "warning") else EXIT_FAILED
+
+
+__all__ = ["EXIT_FAILED", "EXIT_INVALID"]

@@ -1,0 +1,345 @@
+"""Runs a compiled pipeline as a push-based DAG of columnar batches.
+
+Sources are read concurrently, each in its own thread, and push Polars DataFrame batches into one
+dispatch queue. The dispatcher (the calling thread) pushes each batch through the row-local
+transformations at once, buffers the input of blocking ones (aggregation, join, sort, ...) until
+every input is finished, and hands results to the destinations, each of which writes in its own
+thread behind a small bounded queue. Reading, transforming and writing therefore overlap, memory
+stays bounded for row-local chains, and every node's rows and time are counted exactly.
+
+Destinations commit only when every node succeeded; otherwise all of them abort, so a failed or
+cancelled run leaves no partial file and no half-written table.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from engine.connectors import registry as connectors
+from engine.connectors.base import Sink, Source
+from engine.context import NodeContext, RunContext
+from engine.errors import AggregatorError, ConnectorError, RunCancelled, TransformError
+from engine.spec.models import parse_input
+from engine.spec.validate import Compiled
+from engine.transforms.base import OUT, REJECT_REASON, REJECTED
+
+QUEUE_DEPTH = 4
+
+
+@dataclass
+class NodeStats:
+    kind: str
+    status: str = "pending"
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_rejected: int = 0
+    duration_s: float = 0.0
+
+    def public(self) -> dict[str, Any]:
+        return {"rows_in": self.rows_in, "rows_out": self.rows_out, "rows_rejected": self.rows_rejected,
+                "duration_s": round(self.duration_s, 6)}
+
+
+@dataclass
+class ExecutionResult:
+    stats: dict[str, NodeStats]
+    rows_in: int
+    rows_out: int
+    rows_rejected: int
+    targets: dict[str, str] = field(default_factory=dict)
+    samples: dict[tuple[str, str], pl.DataFrame] = field(default_factory=dict)
+
+
+class _SinkWorker:
+    """Writes one destination's batches in its own thread, behind a bounded queue."""
+
+    _END = object()
+
+    def __init__(self, sink: Sink, stats: NodeStats):
+        self.sink, self.stats = sink, stats
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=f"sink-{sink.name}", daemon=True)
+
+    def start(self) -> None:
+        t0 = time.perf_counter()
+        self.sink.open()
+        self.stats.duration_s += time.perf_counter() - t0
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is self._END:
+                return
+            if self.error is not None:
+                continue  # drain so the producer never blocks
+            try:
+                t0 = time.perf_counter()
+                self.sink.write(item)
+                self.stats.duration_s += time.perf_counter() - t0
+            except BaseException as exc:
+                self.error = exc
+
+    def put(self, batch: pl.DataFrame) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(batch)
+
+    def finish(self) -> None:
+        self.queue.put(self._END)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+class Executor:
+    def __init__(self, compiled: Compiled, ctx: RunContext, *, sample_rows: int | None = None,
+                 preview_limit: int | None = None, on_event: Callable[[dict[str, Any]], None] | None = None):
+        self.c = compiled
+        self.ctx = ctx
+        self.sample_rows = sample_rows  # read at most this many rows per source (preview)
+        self.preview_limit = preview_limit  # keep the first N rows of every node/port
+        self.on_event = on_event or (lambda event: None)
+        self.nodes = {n.id: n for n in compiled.graph.nodes}
+        self.stats = {n.id: NodeStats(n.kind) for n in compiled.graph.nodes}
+        self.consumers = compiled.consumers()
+        self.samples: dict[tuple[str, str], pl.DataFrame] = {}
+        self._buffers: dict[str, dict[int, list[pl.DataFrame]]] = {}
+        self._open_inputs = {n.id: len(n.inputs) for n in compiled.graph.nodes}
+        self._sinks: dict[str, _SinkWorker] = {}
+        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+        self._stop = threading.Event()  # internal: tells source threads to quit early
+        self._port_rows: dict[tuple[str, str], int] = {}
+
+    # ---- public ------------------------------------------------------------------------------
+    def execute(self) -> ExecutionResult:
+        sources = {nid: self._make_source(nid) for nid in self.c.order if self.nodes[nid].kind == "source"}
+        try:
+            if not self.ctx.dry_run:
+                for nid in self.c.order:
+                    if self.nodes[nid].kind == "destination":
+                        worker = _SinkWorker(self._make_sink(nid), self.stats[nid])
+                        self._sinks[nid] = worker
+                        worker.start()
+            self._run_sources(sources)
+            for nid, worker in self._sinks.items():
+                worker.finish()
+                self.stats[nid].status = "writing"
+            for nid, worker in self._sinks.items():
+                t0 = time.perf_counter()
+                worker.sink.close()
+                self.stats[nid].duration_s += time.perf_counter() - t0
+                self.stats[nid].status = "success"
+        except BaseException:
+            self._abort_all()
+            raise
+        return self._result()
+
+    # ---- building ----------------------------------------------------------------------------
+    def _resolved(self, nid: str):
+        node = self.nodes[nid]
+        cls = connectors.get(node.connector_type or "")
+        model = cls.SourceConfig if node.kind == "source" else cls.SinkConfig
+        return cls, model.model_validate(self.ctx.resolve_config(node.config or {}))
+
+    def _make_source(self, nid: str) -> Source:
+        cls, config = self._resolved(nid)
+        return cls.make_source(config, self.ctx, nid)
+
+    def _make_sink(self, nid: str) -> Sink:
+        cls, config = self._resolved(nid)
+        return cls.make_sink(config, self.ctx, nid)
+
+    # ---- running -----------------------------------------------------------------------------
+    def _run_sources(self, sources: dict[str, Source]) -> None:
+        threads = []
+        for nid, source in sources.items():
+            self.stats[nid].status = "running"
+            t = threading.Thread(target=self._read, args=(nid, source), name=f"source-{nid}", daemon=True)
+            t.start()
+            threads.append(t)
+        remaining = len(threads)
+        try:
+            while remaining:
+                kind, nid, payload = self._get()
+                if kind == "batch":
+                    self._emit(nid, OUT, payload, origin=nid)
+                elif kind == "done":
+                    remaining -= 1
+                    self.stats[nid].status = "success"
+                    self._close_outputs(nid)
+                else:
+                    self.stats[nid].status = "failed"
+                    raise payload
+        finally:
+            self._stop.set()
+            for t in threads:
+                while t.is_alive():  # unblock readers waiting on a full queue
+                    try:
+                        self._queue.get_nowait()
+                    except queue.Empty:
+                        t.join(0.05)
+
+    def _get(self) -> tuple[str, str, Any]:
+        while True:
+            if self.ctx.cancel.is_set():
+                raise RunCancelled("run cancelled")
+            try:
+                return self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+
+    def _read(self, nid: str, source: Source) -> None:
+        stats = self.stats[nid]
+        try:
+            sent = False
+            t0 = time.perf_counter()
+            for batch in source.read(limit=self.sample_rows):
+                stats.duration_s += time.perf_counter() - t0
+                if self._stop.is_set() or self.ctx.cancel.is_set():
+                    return
+                stats.rows_out += batch.height
+                self._queue.put(("batch", nid, batch))
+                sent = True
+                t0 = time.perf_counter()
+            if not sent:
+                schema = source.schema() or {}
+                self._queue.put(("batch", nid, pl.DataFrame(schema=schema)))
+            self._queue.put(("done", nid, None))
+        except BaseException as exc:
+            if not isinstance(exc, AggregatorError):
+                exc = ConnectorError(f"source '{nid}': {type(exc).__name__}: {exc}")
+            self._queue.put(("error", nid, exc))
+
+    def _emit(self, nid: str, port: str, batch: pl.DataFrame, origin: str | None) -> None:
+        self._sample(nid, port, batch)
+        self._port_rows[(nid, port)] = self._port_rows.get((nid, port), 0) + batch.height
+        for consumer, consumer_port, idx in self.consumers.get(nid, []):
+            if consumer_port == port:
+                self._push(consumer, idx, batch, origin)
+
+    def _push(self, nid: str, idx: int, batch: pl.DataFrame, origin: str | None) -> None:
+        node = self.nodes[nid]
+        stats = self.stats[nid]
+        stats.rows_in += batch.height
+        stats.status = "running"
+        if node.kind == "destination":
+            if self.ctx.dry_run:
+                self._sample(nid, OUT, batch)
+            else:
+                self._sinks[nid].put(batch)
+            return
+        transform = self.c.transforms[nid]
+        if transform.streaming and len(node.inputs) == 1:
+            if batch.width == 0:
+                self._emit(nid, OUT, batch, origin)
+                return
+            self._apply(nid, [batch], origin)
+        else:
+            self._buffers.setdefault(nid, {}).setdefault(idx, []).append(batch)
+
+    def _close_outputs(self, nid: str) -> None:
+        """`nid` will send nothing more: finish consumers whose inputs are now all closed."""
+        for consumer, _port, _idx in self.consumers.get(nid, []):
+            self._open_inputs[consumer] -= 1
+            if self._open_inputs[consumer] > 0:
+                continue
+            node = self.nodes[consumer]
+            if node.kind == "transform":
+                transform = self.c.transforms[consumer]
+                if not (transform.streaming and len(node.inputs) == 1):
+                    buffers = self._buffers.pop(consumer, {})
+                    frames = [_concat(buffers.get(i, [])) for i in range(len(node.inputs))]
+                    self._apply(consumer, frames, None)
+                self.stats[consumer].status = "success"
+                self._close_outputs(consumer)
+
+    def _apply(self, nid: str, frames: list[pl.DataFrame], origin: str | None) -> None:
+        transform = self.c.transforms[nid]
+        stats = self.stats[nid]
+        t0 = time.perf_counter()
+        try:
+            lazy = transform.apply([f.lazy() for f in frames], NodeContext(self.ctx, nid, origin))
+            ports = list(lazy)
+            results = dict(zip(ports, pl.collect_all([lazy[p] for p in ports]), strict=True))
+        except AggregatorError as exc:
+            stats.status = "failed"
+            raise TransformError(str(exc).removeprefix(f"node '{nid}': "), node=nid) from None
+        except (pl.exceptions.PolarsError, ValueError, TypeError, ArithmeticError) as exc:
+            stats.status = "failed"
+            raise TransformError(str(exc).strip().splitlines()[0], node=nid) from None
+        stats.duration_s += time.perf_counter() - t0
+        rejected = results.get(REJECTED)
+        if rejected is not None and rejected.height:
+            stats.rows_rejected += rejected.height
+            if transform.fails_on_reject:
+                reason = rejected.get_column(REJECT_REASON)[0] if REJECT_REASON in rejected.columns else "invalid"
+                stats.status = "failed"
+                raise TransformError(f"{rejected.height} record(s) failed validation, first: {reason}", node=nid)
+            self._store_rejects(nid, rejected)
+        for port, frame in results.items():
+            if port != REJECTED:
+                stats.rows_out += frame.height
+            self._emit(nid, port, frame, origin)
+
+    def _store_rejects(self, nid: str, rejected: pl.DataFrame) -> None:
+        dlq = self.c.graph.error_handling.dead_letter_queue
+        if self.ctx.dry_run or not dlq.enabled or self.ctx.historian is None:
+            return
+        if dlq.storage == "reject_store":
+            self.ctx.historian.write_rejects(rejected, run_id=self.ctx.run_id, pipeline=self.ctx.pipeline, node_id=nid)
+        else:
+            path = self.ctx.resolve_path(dlq.storage)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tagged = rejected.with_columns(pl.lit(self.ctx.run_id).alias("_run_id"), pl.lit(nid).alias("_node_id"))
+            with open(path, "ab") as fh:
+                tagged.write_ndjson(fh)
+
+    def _sample(self, nid: str, port: str, batch: pl.DataFrame) -> None:
+        if self.preview_limit is None:
+            return
+        key = (nid, port)
+        have = self.samples.get(key)
+        if have is None:
+            self.samples[key] = batch.head(self.preview_limit)
+        elif have.height < self.preview_limit:
+            self.samples[key] = _concat([have, batch.head(self.preview_limit - have.height)])
+
+    def _abort_all(self) -> None:
+        for nid, worker in self._sinks.items():
+            try:
+                if worker.thread.is_alive():
+                    worker.queue.put(_SinkWorker._END)
+                    worker.thread.join(5)
+                worker.sink.abort()
+            except Exception as exc:  # abort must try every sink
+                self.ctx.log("error", f"abort failed: {exc}", nid)
+            if self.stats[nid].status != "failed":
+                self.stats[nid].status = "aborted"
+
+    def _result(self) -> ExecutionResult:
+        rows_in = sum(s.rows_out for nid, s in self.stats.items() if self.nodes[nid].kind == "source")
+        # Rows that left the pipeline: each output feeding a destination counts once, however many
+        # destinations it feeds; outputs of `rejected` ports are counted as rejected, not out.
+        fed = {parse_input(r) for n in self.c.graph.nodes if n.kind == "destination" for r in n.inputs}
+        rows_out = sum(self._port_rows.get(edge, 0) for edge in fed if edge[1] != REJECTED)
+        rejected = sum(s.rows_rejected for s in self.stats.values())
+        targets = {nid: w.sink.describe_target() for nid, w in self._sinks.items()}
+        return ExecutionResult(self.stats, rows_in, rows_out, rejected, targets, self.samples)
+
+
+def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    frames = [f for f in frames if f.width]
+    if not frames:
+        return pl.DataFrame()
+    if len(frames) == 1:
+        return frames[0]
+    return pl.concat(frames, how="diagonal_relaxed")

@@ -1,0 +1,149 @@
+"""One run of a pipeline: retries with backoff, statuses, the run record and its storage."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from engine.context import RunContext
+from engine.errors import AggregatorError, ConnectorError, RunCancelled
+from engine.executor import ExecutionResult, Executor
+from engine.spec.models import dump
+from engine.spec.validate import Compiled
+from engine.workspace import Workspace
+
+# Errors worth another attempt: the outside world may heal (file appears, server comes back).
+RETRYABLE = (ConnectorError, OSError)
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_run_id(now: datetime) -> str:
+    return f"{now.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+
+
+def _context(compiled: Compiled, ws: Workspace, run_id: str, started: datetime, base_dir: Path | None,
+             cancel: threading.Event, dry_run: bool) -> RunContext:
+    return RunContext(run_id=run_id, pipeline=compiled.graph.name, started_at=started, data_dir=ws.data_dir,
+                      base_dir=base_dir or Path.cwd(), secret=ws.secrets.get, historian=ws.historian,
+                      cancel=cancel, dry_run=dry_run,
+                      log=lambda level, msg, node=None: ws.metadata.log(run_id, level, msg, node))
+
+
+def run_pipeline(compiled: Compiled, ws: Workspace, *, base_dir: Path | None = None, spec_path: str | None = None,
+                 trigger: str = "manual", cancel: threading.Event | None = None,
+                 on_event: Callable[[dict[str, Any]], None] | None = None,
+                 sleep: Callable[[float], None] | None = None) -> dict[str, Any]:
+    """Run now; return the run record of spec section 6. Never raises for a failed run."""
+    cancel = cancel or threading.Event()
+    wait = sleep or (lambda s: cancel.wait(s))
+    started = datetime.now(UTC)
+    run_id = new_run_id(started)
+    graph = compiled.graph
+    version = ws.metadata.save_pipeline_version(graph.name, dump(graph))
+    policy = graph.error_handling.retry_policy
+    base = {"run_id": run_id, "pipeline": graph.name, "version": version, "started_at": _iso(started),
+            "trigger": trigger, "spec_path": spec_path}
+    ws.metadata.upsert_run({**base, "status": "running", "attempt": 1})
+    ws.metadata.log(run_id, "info", f"run started ({trigger})")
+    emit = on_event or (lambda e: None)
+    emit({"event": "run_started", "run_id": run_id, "pipeline": graph.name})
+
+    attempt, error, result, status = 0, None, None, "failed"
+    failure: BaseException | None = None
+    t0 = time.perf_counter()
+    while True:
+        attempt += 1
+        ctx = _context(compiled, ws, run_id, started, base_dir, cancel, dry_run=False)
+        executor = Executor(compiled, ctx, on_event=emit)
+        try:
+            result = executor.execute()
+            status, error = ("warning" if result.rows_rejected else "success"), None
+            break
+        except RunCancelled:
+            status, error, result = "cancelled", "run cancelled", _partial(executor)
+            break
+        except AggregatorError as exc:
+            error, result, failure = exc.one_line(), _partial(executor), exc
+        except Exception as exc:  # a bug: still recorded, never a silent crash
+            error, result = f"internal error: {type(exc).__name__}: {exc}", _partial(executor)
+            ws.metadata.log(run_id, "error", error)
+            break
+        retryable = isinstance(failure, RETRYABLE)
+        if not retryable or attempt > policy.max_retries:
+            break
+        delay = policy.delay(attempt)
+        ws.metadata.log(run_id, "warning", f"attempt {attempt} failed: {error}; retrying in {delay:g}s")
+        ws.metadata.upsert_run({**base, "status": "retrying", "attempt": attempt + 1, "error": error})
+        emit({"event": "retrying", "run_id": run_id, "attempt": attempt + 1, "delay_s": delay})
+        wait(delay)
+        if cancel.is_set():
+            status, error = "cancelled", "run cancelled"
+            break
+
+    finished = datetime.now(UTC)
+    record = {
+        "run_id": run_id, "pipeline": graph.name, "status": status,
+        "started_at": _iso(started), "finished_at": _iso(finished),
+        "duration_s": round(time.perf_counter() - t0, 6),
+        "rows_in": result.rows_in if result else 0,
+        "rows_out": result.rows_out if result else 0,
+        "rows_rejected": result.rows_rejected if result else 0,
+        "nodes": {nid: s.public() for nid, s in result.stats.items()} if result else {},
+        "error": error,
+    }
+    ws.metadata.upsert_run({**base, "status": status, "attempt": attempt, "finished_at": record["finished_at"],
+                            "duration_s": record["duration_s"], "rows_in": record["rows_in"],
+                            "rows_out": record["rows_out"], "rows_rejected": record["rows_rejected"],
+                            "error": error})
+    if result:
+        ws.metadata.save_node_stats(run_id, {nid: {"kind": s.kind, "status": s.status, **s.public()}
+                                             for nid, s in result.stats.items()})
+    ws.metadata.log(run_id, "error" if status == "failed" else "info", f"run {status}" + (f": {error}" if error else ""))
+    emit({"event": "run_finished", "run_id": run_id, "status": status})
+    record["_targets"] = result.targets if result else {}
+    return record
+
+
+def _partial(executor: Executor) -> ExecutionResult:
+    stats = executor.stats
+    rows_in = sum(s.rows_out for s in stats.values() if s.kind == "source")
+    return ExecutionResult(stats, rows_in, 0, sum(s.rows_rejected for s in stats.values()))
+
+
+def preview_pipeline(compiled: Compiled, ws: Workspace, *, base_dir: Path | None = None, limit: int = 20,
+                     sample_rows: int = 10_000, cancel: threading.Event | None = None) -> dict[str, Any]:
+    """Dry run on a sample: the first `limit` rows at every node and port; writes nothing."""
+    started = datetime.now(UTC)
+    ctx = _context(compiled, ws, "preview", started, base_dir, cancel or threading.Event(), dry_run=True)
+    executor = Executor(compiled, ctx, sample_rows=sample_rows, preview_limit=limit)
+    result = executor.execute()
+    return {"stats": result.stats, "samples": result.samples}
+
+
+def frame_to_json_rows(df: pl.DataFrame) -> list[dict[str, Any]]:
+    """Small frames (previews) to JSON-ready rows; timestamps as ISO 8601 UTC with Z."""
+    import json
+
+    conv = []
+    for name, dtype in df.schema.items():
+        if isinstance(dtype, pl.Datetime):
+            col = pl.col(name)
+            if dtype.time_zone:
+                col = col.dt.convert_time_zone("UTC")
+            conv.append(col.dt.strftime("%Y-%m-%dT%H:%M:%S%.fZ").alias(name))
+        elif dtype in (pl.Date, pl.Time, pl.Duration) or isinstance(dtype, pl.Duration):
+            conv.append(pl.col(name).cast(pl.String))
+        else:
+            conv.append(pl.col(name))
+    text = df.select(conv).write_json() if df.width else "[]"
+    return json.loads(text)

@@ -1,0 +1,334 @@
+"""Validation of a pipeline document: every problem at once, each with its JSON path.
+
+Produces a `Compiled` pipeline (graph form, node instances, topological order) that the executor
+runs, so validation and execution can never disagree about what a document means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+from pydantic import ValidationError
+
+from engine.connectors import registry as connectors
+from engine.connectors.base import ConnectorConfig
+from engine.errors import AggregatorError, SpecError, SpecIssue
+from engine.spec import issues as pyd
+from engine.spec.convert import linear_to_graph, side_refs
+from engine.spec.models import GraphPipeline, LinearPipeline, Node, parse_input
+from engine.transforms import registry as transforms
+from engine.transforms.base import Transform
+
+
+@dataclass
+class Compiled:
+    graph: GraphPipeline
+    form: str  # "linear" | "graph"
+    paths: dict[str, str]  # node id -> JSON path of that node in the document as written
+    transforms: dict[str, Transform] = field(default_factory=dict)
+    configs: dict[str, ConnectorConfig] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    linear: LinearPipeline | None = None
+
+    def consumers(self) -> dict[str, list[tuple[str, str, int]]]:
+        """producer id -> [(consumer id, producer port, consumer input index)]."""
+        out: dict[str, list[tuple[str, str, int]]] = {}
+        for node in self.graph.nodes:
+            for idx, ref in enumerate(node.inputs):
+                producer, port = parse_input(ref)
+                out.setdefault(producer, []).append((node.id, port, idx))
+        return out
+
+
+def form_of(doc: dict[str, Any]) -> str:
+    return "graph" if "nodes" in doc else "linear"
+
+
+def validate(doc: Any, *, check_schemas: bool = True, ctx: Any = None) -> Compiled:
+    """Validate a parsed document; raise SpecError listing every issue."""
+    if not isinstance(doc, dict):
+        raise SpecError([SpecIssue("", "a pipeline document is a JSON/YAML object")])
+    issues: list[SpecIssue] = []
+    form = form_of(doc)
+    model = GraphPipeline if form == "graph" else LinearPipeline
+    if form == "graph" and any(k in doc for k in ("sources", "source", "transformations")):
+        issues.append(SpecIssue("", "a document has either 'nodes' (graph form) or 'sources' (linear form), not both"))
+    if form == "linear" and "sources" not in doc and "source" not in doc:
+        issues.append(SpecIssue("", "missing 'nodes' (graph form) or 'sources' (linear form)"))
+
+    parsed = None
+    try:
+        parsed = model.model_validate(doc)
+    except ValidationError as exc:
+        issues += [i for i in pyd.from_pydantic(exc, "", model)
+                   if not (i.path == "" and i.message.startswith("missing") and issues)]
+
+    issues += _check_parts(doc, form)
+    if issues or parsed is None:
+        raise SpecError(_dedupe(issues))
+
+    if isinstance(parsed, LinearPipeline):
+        graph, paths = linear_to_graph(parsed)
+        compiled = Compiled(graph, "linear", paths, linear=parsed)
+    else:
+        compiled = Compiled(parsed, "graph", {n.id: f"nodes[{i}]" for i, n in enumerate(parsed.nodes)})
+    issues += _check_graph(compiled)
+    if not issues and check_schemas:
+        issues += _check_schemas(compiled, ctx)
+    if issues:
+        raise SpecError(_dedupe(issues))
+    return compiled
+
+
+def _dedupe(issues: list[SpecIssue]) -> list[SpecIssue]:
+    seen, out = set(), []
+    for i in issues:
+        if (i.path, i.message) not in seen:
+            seen.add((i.path, i.message))
+            out.append(i)
+    return out
+
+
+# ---- per-part checks on the raw document (so one bad part does not hide the others) ---------
+def _check_parts(doc: dict[str, Any], form: str) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+    if form == "graph":
+        for i, node in enumerate(doc.get("nodes") or []):
+            if not isinstance(node, dict):
+                continue
+            kind = node.get("kind")
+            if kind == "transform":
+                if node.get("transform") is not None:
+                    issues += check_step(node["transform"], f"nodes[{i}].transform")
+                else:
+                    issues.append(SpecIssue(f"nodes[{i}].transform", "missing required field for a transform node"))
+            elif kind in ("source", "destination"):
+                issues += check_endpoint(node, kind, f"nodes[{i}]")
+                if node.get("transform") is not None:
+                    issues.append(SpecIssue(f"nodes[{i}].transform", f"a {kind} node has no 'transform'"))
+        return issues
+    sources = doc.get("sources") or ([doc["source"]] if isinstance(doc.get("source"), dict) else [])
+    names = [s.get("name") for s in sources if isinstance(s, dict)]
+    for i, src in enumerate(sources):
+        if isinstance(src, dict):
+            issues += check_endpoint(src, "source", f"sources[{i}]")
+    dests = doc.get("destinations") or ([doc["destination"]] if isinstance(doc.get("destination"), dict) else [])
+    for i, dst in enumerate(dests):
+        if isinstance(dst, dict):
+            issues += check_endpoint(dst, "destination", f"destinations[{i}]")
+    for i, step in enumerate(doc.get("transformations") or []):
+        issues += check_step(step, f"transformations[{i}]")
+        if isinstance(step, dict):
+            key = next((k for k in ("join_source", "lookup_source", "sources") if k in step), None)
+            for ref in side_refs(step) if key else []:
+                if ref not in names:
+                    issues.append(SpecIssue(f"transformations[{i}].{key}", f"unknown source '{ref}'",
+                                            ", ".join(str(n) for n in names)))
+                elif ref == names[0]:
+                    issues.append(SpecIssue(f"transformations[{i}].{key}",
+                                            f"'{ref}' is the primary source; name another source"))
+            if transforms.canonical(str(step.get("type"))) == "join" and "join_source" not in step:
+                issues.append(SpecIssue(f"transformations[{i}].join_source",
+                                        "missing required field (the source to join with)",
+                                        ", ".join(str(n) for n in names[1:]) or None))
+    return issues
+
+
+def check_step(step: Any, path: str) -> list[SpecIssue]:
+    if not isinstance(step, dict):
+        return [SpecIssue(path, "a transformation is an object with a 'type'")]
+    if "type" not in step:
+        return [SpecIssue(f"{path}.type", "missing required field", _type_list())]
+    type_name = step["type"]
+    cls = transforms.canonical(type_name) if isinstance(type_name, str) else None
+    if cls is None:
+        return [SpecIssue(f"{path}.type", f"unknown transformation type '{type_name}'", _type_list())]
+    config_cls = transforms.get(type_name).Config
+    try:
+        config_cls.model_validate(step)
+    except ValidationError as exc:
+        return pyd.from_pydantic(exc, path, config_cls)
+    return []
+
+
+def _type_list() -> str:
+    return ", ".join(transforms.names())
+
+
+def _mask_secrets(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"secret"}:
+            return "<secret>"
+        return {k: _mask_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_secrets(v) for v in value]
+    return value
+
+
+def check_endpoint(raw: dict[str, Any], role: str, path: str) -> list[SpecIssue]:
+    ctype = raw.get("connector_type")
+    if not isinstance(ctype, str):
+        return [SpecIssue(f"{path}.connector_type", "missing required field", ", ".join(connectors.names(role)))]
+    cls = connectors.get(ctype)
+    if cls is None:
+        return [SpecIssue(f"{path}.connector_type", f"unknown connector type '{ctype}'",
+                          ", ".join(connectors.names(role)))]
+    model = cls.SourceConfig if role == "source" else cls.SinkConfig
+    if model is None:
+        return [SpecIssue(f"{path}.connector_type", f"connector '{ctype}' cannot be a {role}",
+                          ", ".join(connectors.names(role)))]
+    config = raw.get("config") or {}
+    if not isinstance(config, dict):
+        return []  # reported by the document model
+    try:
+        model.model_validate(_mask_secrets(config))
+    except ValidationError as exc:
+        return pyd.from_pydantic(exc, f"{path}.config", model)
+    return []
+
+
+def endpoint_config(node: Node) -> ConnectorConfig:
+    cls = connectors.get(node.connector_type or "")
+    model = cls.SourceConfig if node.kind == "source" else cls.SinkConfig
+    return model.model_validate(node.config or {})
+
+
+# ---- graph structure -------------------------------------------------------------------------
+def _check_graph(c: Compiled) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+    nodes = c.graph.nodes
+    ids = [n.id for n in nodes]
+    by_id: dict[str, Node] = {}
+    for n in nodes:
+        if n.id in by_id:
+            issues.append(SpecIssue(f"{c.paths[n.id]}.id", f"duplicate node id '{n.id}'"))
+        by_id[n.id] = n
+
+    for n in nodes:
+        base = c.paths.get(n.id, "")
+        in_path = f"{base}.inputs" if c.form == "graph" else base
+        if n.kind == "transform":
+            step = n.transform or {}
+            cls = transforms.get(step["type"])
+            config = cls.Config.model_validate(step)
+            c.transforms[n.id] = cls(config, n.id)
+            low, high = cls.min_inputs, cls.max_inputs
+            count = len(n.inputs)
+            if count < low or (high is not None and count > high):
+                want = f"exactly {low}" if low == high else f"at least {low}" if high is None else f"{low} to {high}"
+                issues.append(SpecIssue(in_path, f"'{cls.type}' takes {want} input(s), got {count}"))
+        else:
+            try:
+                c.configs[n.id] = endpoint_config(n)
+            except ValidationError as exc:  # pragma: no cover - checked earlier
+                issues += pyd.from_pydantic(exc, f"{base}.config")
+            if n.kind == "source" and n.inputs:
+                issues.append(SpecIssue(in_path, "a source takes no inputs"))
+            if n.kind == "destination" and not n.inputs:
+                issues.append(SpecIssue(in_path, "a destination needs an input"))
+
+    for n in nodes:
+        base = c.paths.get(n.id, "")
+        for j, ref in enumerate(n.inputs):
+            where = f"{base}.inputs[{j}]" if c.form == "graph" else base
+            producer, port = parse_input(ref)
+            if producer not in by_id:
+                issues.append(SpecIssue(where, f"unknown node '{producer}'", ", ".join(ids)))
+                continue
+            src = by_id[producer]
+            if src.kind == "destination":
+                issues.append(SpecIssue(where, f"'{producer}' is a destination; destinations have no outputs"))
+                continue
+            ports = c.transforms[producer].output_ports() if producer in c.transforms else ["out"]
+            if port not in ports:
+                issues.append(SpecIssue(where, f"node '{producer}' has no port '{port}'", ", ".join(ports)))
+    for key in c.graph.layout:
+        if key not in by_id:
+            issues.append(SpecIssue(f"layout.{key}", f"unknown node '{key}'", ", ".join(ids)))
+    if not any(n.kind == "source" for n in nodes):
+        issues.append(SpecIssue("nodes", "a pipeline needs at least one source"))
+    if issues:
+        return issues
+
+    order, cycle = _toposort(nodes)
+    if cycle:
+        first = cycle[0]
+        issues.append(SpecIssue(f"{c.paths[first]}.inputs", "cycle: " + " -> ".join(cycle)))
+    c.order = order
+    return issues
+
+
+def _toposort(nodes: list[Node]) -> tuple[list[str], list[str]]:
+    deps = {n.id: [parse_input(r)[0] for r in n.inputs] for n in nodes}
+    state: dict[str, int] = {}
+    order: list[str] = []
+    stack: list[str] = []
+
+    def visit(node_id: str) -> list[str]:
+        if state.get(node_id) == 2:
+            return []
+        if state.get(node_id) == 1:
+            return [*stack[stack.index(node_id):], node_id]
+        state[node_id] = 1
+        stack.append(node_id)
+        for dep in deps.get(node_id, []):
+            found = visit(dep)
+            if found:
+                return found
+        stack.pop()
+        state[node_id] = 2
+        order.append(node_id)
+        return []
+
+    for n in nodes:
+        cycle = visit(n.id)
+        if cycle:
+            return [], cycle
+    return order, []
+
+
+# ---- types, where the input schema is known --------------------------------------------------
+def _check_schemas(c: Compiled, ctx: Any) -> list[SpecIssue]:
+    """Plan every transformation over empty frames of the sources' schemas (no data is read)."""
+    from engine.context import NodeContext, RunContext
+
+    run_ctx = ctx or RunContext()
+    schemas: dict[tuple[str, str], pl.Schema] = {}
+    issues: list[SpecIssue] = []
+    for node_id in c.order:
+        node = c.graph.node(node_id)
+        if node.kind == "source":
+            schema = _source_schema(node, c.configs[node_id], run_ctx)
+            if schema is not None:
+                schemas[(node_id, "out")] = schema
+            continue
+        if node.kind != "transform":
+            continue
+        ins = [schemas.get(parse_input(r)) for r in node.inputs]
+        if any(s is None for s in ins):
+            continue
+        transform = c.transforms[node_id]
+        path = f"{c.paths[node_id]}.transform" if c.form == "graph" else c.paths[node_id]
+        if transform.type in ("python", "sql"):
+            continue  # user code: types are only known by running it
+        try:
+            outs = transform.apply([pl.LazyFrame(schema=s) for s in ins], NodeContext(run_ctx, node_id))
+            for port, lf in outs.items():
+                schemas[(node_id, port)] = lf.collect_schema()
+        except AggregatorError as exc:
+            param = getattr(exc, "param", None)
+            msg = str(exc).removeprefix(f"node '{node_id}': ")
+            issues.append(SpecIssue(f"{path}.{param}" if param else path, msg))
+        except (pl.exceptions.PolarsError, ValueError, TypeError) as exc:
+            issues.append(SpecIssue(path, "type mismatch: " + str(exc).strip().splitlines()[0]))
+    return issues
+
+
+def _source_schema(node: Node, config: ConnectorConfig, ctx: Any) -> pl.Schema | None:
+    try:
+        cls = connectors.get(node.connector_type or "")
+        return cls.make_source(config, ctx, node.id).schema()
+    except Exception:  # an unreachable source is a run-time error, not a spec error
+        return None

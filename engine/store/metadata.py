@@ -1,0 +1,133 @@
+"""Metadata store: SQLite through sqlite-utils, WAL mode.
+
+Pipelines and their versions, runs, per-node statistics and run log lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class MetadataStore:
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared by the executor's threads; every write holds self._lock.
+        conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self.db = sqlite_utils.Database(conn)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self._lock = threading.Lock()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        db = self.db
+        db["pipelines"].create({"name": str, "created_at": str, "latest_version": int}, pk="name", if_not_exists=True)
+        db["pipeline_versions"].create(
+            {"pipeline": str, "version": int, "spec_hash": str, "spec": str, "saved_at": str},
+            pk=("pipeline", "version"), if_not_exists=True)
+        db["runs"].create({
+            "run_id": str, "pipeline": str, "version": int, "status": str, "attempt": int,
+            "started_at": str, "finished_at": str, "duration_s": float, "rows_in": int, "rows_out": int,
+            "rows_rejected": int, "error": str, "trigger": str, "spec_path": str,
+        }, pk="run_id", if_not_exists=True)
+        db["node_stats"].create({
+            "run_id": str, "node_id": str, "kind": str, "status": str, "rows_in": int, "rows_out": int,
+            "rows_rejected": int, "duration_s": float,
+        }, pk=("run_id", "node_id"), if_not_exists=True)
+        db["run_logs"].create({"id": int, "run_id": str, "ts": str, "level": str, "node_id": str, "message": str},
+                              pk="id", if_not_exists=True)
+        db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+        db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+        db["runs"].create_index(["pipeline", "started_at"], if_not_exists=True)
+        db["run_logs"].create_index(["run_id"], if_not_exists=True)
+
+    # ---- pipelines ---------------------------------------------------------------------------
+    def save_pipeline_version(self, name: str, document: dict[str, Any]) -> int:
+        """Store the document as a new version unless it is identical to the latest one."""
+        text = json.dumps(document, sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        with self._lock:
+            row = next(self.db.query("SELECT latest_version FROM pipelines WHERE name = ?", [name]), None)
+            latest = row["latest_version"] if row else 0
+            if latest:
+                last = next(self.db.query(
+                    "SELECT spec_hash FROM pipeline_versions WHERE pipeline = ? AND version = ?", [name, latest]))
+                if last["spec_hash"] == digest:
+                    return latest
+            version = latest + 1
+            self.db["pipeline_versions"].insert({"pipeline": name, "version": version, "spec_hash": digest,
+                                                 "spec": text, "saved_at": utc_now()})
+            if row:
+                self.db["pipelines"].update(name, {"latest_version": version})
+            else:
+                self.db["pipelines"].insert({"name": name, "created_at": utc_now(), "latest_version": version})
+            return version
+
+    def pipeline_versions(self, name: str) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT pipeline, version, spec_hash, saved_at FROM pipeline_versions"
+                                  " WHERE pipeline = ? ORDER BY version", [name]))
+
+    def pipeline_spec(self, name: str, version: int | None = None) -> dict[str, Any] | None:
+        sql = "SELECT spec FROM pipeline_versions WHERE pipeline = ? ORDER BY version DESC LIMIT 1"
+        params: list[Any] = [name]
+        if version is not None:
+            sql = "SELECT spec FROM pipeline_versions WHERE pipeline = ? AND version = ?"
+            params.append(version)
+        row = next(self.db.query(sql, params), None)
+        return json.loads(row["spec"]) if row else None
+
+    # ---- runs --------------------------------------------------------------------------------
+    def upsert_run(self, run: dict[str, Any]) -> None:
+        with self._lock:
+            self.db["runs"].upsert(run, pk="run_id", alter=False)
+
+    def save_node_stats(self, run_id: str, stats: dict[str, dict[str, Any]]) -> None:
+        rows = [{"run_id": run_id, "node_id": node_id, **s} for node_id, s in stats.items()]
+        with self._lock:
+            self.db["node_stats"].upsert_all(rows, pk=("run_id", "node_id"))
+
+    def log(self, run_id: str, level: str, message: str, node_id: str | None = None) -> None:
+        with self._lock:
+            self.db["run_logs"].insert({"run_id": run_id, "ts": utc_now(), "level": level, "node_id": node_id,
+                                        "message": message})
+
+    def runs(self, pipeline: str | None = None, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        where, params = [], []
+        if pipeline:
+            where.append("pipeline = ?")
+            params.append(pipeline)
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY started_at DESC LIMIT ?"
+        return list(self.db.query(sql, [*params, limit]))
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        return next(self.db.query("SELECT * FROM runs WHERE run_id = ?", [run_id]), None)
+
+    def node_stats(self, run_id: str) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM node_stats WHERE run_id = ? ORDER BY rowid", [run_id]))
+
+    def logs(self, run_id: str) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT ts, level, node_id, message FROM run_logs WHERE run_id = ? ORDER BY id",
+                                  [run_id]))
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,39 @@
+"""A data directory: metadata store, historian, plugins and secrets, opened together."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from engine.secrets import SecretStore
+from engine.store.historian import Historian
+from engine.store.metadata import MetadataStore
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("AGGREGATOR_HOME")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("data-aggregator", appauthor=False))
+
+
+class Workspace:
+    def __init__(self, data_dir: Path | str | None = None):
+        self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "plugins").mkdir(exist_ok=True)
+        self.metadata = MetadataStore(self.data_dir / "metadata.db")
+        self.historian = Historian(self.data_dir / "historian.duckdb")
+        self.secrets = SecretStore(self.data_dir)
+
+    def close(self) -> None:
+        self.historian.close()
+        self.metadata.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

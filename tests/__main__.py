@@ -1,0 +1,35 @@
+"""The whole check, as CI and the README run it: ruff, import contracts, then pytest.
+
+    python -m tests [pytest args...]
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def step(title: str, cmd: list[str]) -> None:
+    print(f"\n=== {title}: {' '.join(cmd)}", flush=True)
+    code = subprocess.call(cmd, cwd=ROOT)
+    if code:
+        print(f"=== {title} failed (exit {code})", flush=True)
+        sys.exit(code)
+
+
+def main() -> None:
+    step("ruff lint", [str(BIN / "ruff"), "check", "."])
+    step("ruff format", [str(BIN / "ruff"), "format", "--check", "."])
+    step("import contracts", [str(BIN / "lint-imports"), "--no-cache"])
+    env_args = sys.argv[1:]
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    step("pytest", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *env_args])
+
+
+if __name__ == "__main__":
+    main()

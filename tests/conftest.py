@@ -1,0 +1,29 @@
+"""Shared fixtures. Service-backed tests use `require_service`: they skip with a reason when the
+service is absent, and fail instead when REQUIRE_SERVICES=1 (CI), so nothing skips silently."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+SERVICES = {"postgresql": 5432, "mariadb": 3306, "mosquitto": 1883, "redis": 6379}
+
+
+def require_service(name: str) -> None:
+    port = SERVICES[name]
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        message = f"{name} is not reachable on 127.0.0.1:{port}"
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{message} and REQUIRE_SERVICES=1")
+        pytest.skip(message)
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    path = tmp_path / "data"
+    monkeypatch.setenv("AGGREGATOR_HOME", str(path))
+    return path
