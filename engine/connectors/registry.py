@@ -14,7 +14,7 @@ def register(cls: type[Connector]) -> type[Connector]:
 
 def _load_builtins() -> None:
     if "file" not in _TYPES:
-        import engine.connectors.duckdb_connector  # noqa: F401
+        import engine.connectors.duckdb_connector
         import engine.connectors.file  # noqa: F401
 
 

@@ -1,0 +1,349 @@
+"""The `duckdb` connector: tables of the embedded historian (or of another DuckDB file).
+
+Data crosses between Polars and DuckDB as Arrow, without copies: a source streams Arrow record
+batches into DataFrames; a sink registers each batch's Arrow table and inserts it `BY NAME`.
+A sink runs in ONE transaction from `open()` to `close()`, so a failed run leaves the table exactly
+as it was (a failed `replace` keeps the old table).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+import polars as pl
+from pydantic import Field, field_validator, model_validator
+
+from engine.connectors.base import DEFAULT_BATCH_ROWS, Connector, ConnectorConfig, Sink, Source
+from engine.connectors.registry import register
+from engine.context import RunContext
+from engine.errors import ConnectorError
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
+_BATCH = "_aggregator_batch"  # the name each incoming Arrow batch is registered under
+
+
+def _valid_table(value: str | None) -> str | None:
+    if value is not None and not _NAME.fullmatch(value):
+        raise ValueError(
+            "a table name is letters, digits and underscores, optionally with a schema (main.orders)"
+        )
+    return value
+
+
+def quote(name: str) -> str:
+    return ".".join('"' + part.replace('"', '""') + '"' for part in name.split("."))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+class DuckDBSourceConfig(ConnectorConfig):
+    table: str | None = Field(None, description="a table to read (or give `query`)")
+    query: str | None = Field(None, description="a SELECT to run (or give `table`)")
+    database: str | None = Field(None, description="a DuckDB file (default: the embedded historian)")
+
+    @field_validator("table")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return _valid_table(value)
+
+    @model_validator(mode="after")
+    def _table_or_query(self):
+        if (self.table is None) == (self.query is None):
+            raise ValueError(
+                "give either `table` or `query`, not both" if self.table else "give `table` or `query`"
+            )
+        return self
+
+
+class DuckDBSinkConfig(ConnectorConfig):
+    table: str = Field(description="the table to write (created from the first batch if missing)")
+    database: str | None = Field(None, description="a DuckDB file (default: the embedded historian)")
+    mode: Literal["append", "replace", "upsert"] = "append"
+    keys: list[str] | None = Field(
+        None, description="upsert: the columns that identify a row", validate_default=True
+    )
+
+    @field_validator("table")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _valid_table(value) or value
+
+    @field_validator("keys")
+    @classmethod
+    def _keys_for_upsert(cls, value: list[str] | None, info) -> list[str] | None:
+        if info.data.get("mode") == "upsert" and not value:
+            raise ValueError("mode upsert needs `keys`: the columns that identify a row")
+        return value
+
+
+class _Connection:
+    """A cursor on the historian's shared connection, or on a connection of our own to `database`."""
+
+    def __init__(self, ctx: RunContext, database: str | None, *, create: bool):
+        historian = ctx.historian
+        path = ctx.resolve_path(database) if database else None
+        self.owned: duckdb.DuckDBPyConnection | None = None
+        if path is None or (historian is not None and path.resolve() == Path(historian.path).resolve()):
+            if historian is None:
+                raise ConnectorError("no embedded historian in this run: set `database` to a DuckDB file")
+            self.label = Path(historian.path).name
+            self.cursor = historian.cursor()
+        else:
+            if not create and not path.is_file():
+                raise ConnectorError(f"{path}: file not found")
+            self.label = path.name
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.owned = duckdb.connect(str(path))
+            except (duckdb.Error, OSError) as exc:
+                raise ConnectorError(f"{path}: {_first_line(exc)}") from None
+            if create:  # writing: faster bulk inserts; reading keeps the table's order
+                self.owned.execute("SET preserve_insertion_order = false")
+            self.cursor = self.owned.cursor()
+        # Time zone-aware timestamps come out in UTC whatever the machine's zone is.
+        self.cursor.execute("SET TimeZone = 'UTC'")
+
+    def close(self) -> None:
+        self.cursor.close()
+        if self.owned is not None:
+            self.owned.close()
+
+
+class DuckDBSource(Source):
+    config: DuckDBSourceConfig
+
+    def _statement(self) -> str:
+        if self.config.table:
+            return f"SELECT * FROM {quote(self.config.table)}"
+        query = self.config.query or ""
+        try:
+            statements = duckdb.extract_statements(query)
+        except duckdb.Error as exc:
+            raise ConnectorError(f"query: {_first_line(exc)}") from None
+        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+            raise ConnectorError("query: give one SELECT statement")
+        return query
+
+    def _where(self, con: _Connection) -> str:
+        return f"{con.label}:{self.config.table}" if self.config.table else con.label
+
+    def read(self, limit: int | None = None, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pl.DataFrame]:
+        if limit is not None and limit <= 0:
+            return
+        statement = self._statement()
+        con = _Connection(self.ctx, self.config.database, create=False)
+        try:
+            try:
+                reader = con.cursor.sql(statement).to_arrow_reader(batch_rows)
+            except duckdb.Error as exc:
+                raise ConnectorError(f"{self._where(con)}: {_first_line(exc)}") from None
+            remaining = limit
+            empty = True
+            # The result streams: a preview stops DuckDB after the rows it shows.
+            for record_batch in reader:
+                batch = pl.from_arrow(record_batch)
+                assert isinstance(batch, pl.DataFrame)
+                if remaining is not None:
+                    batch = batch.head(remaining)
+                    remaining -= batch.height
+                empty = False
+                yield batch
+                if remaining == 0:
+                    return
+            if empty:  # no rows: still say which columns there are
+                yield pl.DataFrame(pl.from_arrow(reader.schema.empty_table()))
+        finally:
+            con.close()
+
+    def schema(self) -> pl.Schema | None:
+        if self.config.database is None and self.ctx.historian is None:
+            return None
+        try:
+            con = _Connection(self.ctx, self.config.database, create=False)
+        except ConnectorError:
+            return None
+        try:
+            table = con.cursor.sql(f"SELECT * FROM ({self._statement()}) LIMIT 0").to_arrow_table()
+            frame = pl.from_arrow(table)
+            return frame.schema if isinstance(frame, pl.DataFrame) else None
+        except (duckdb.Error, ConnectorError):
+            return None
+        finally:
+            con.close()
+
+    def check(self) -> None:
+        statement = self._statement()
+        con = _Connection(self.ctx, self.config.database, create=False)
+        try:
+            con.cursor.sql(f"SELECT * FROM ({statement}) LIMIT 0").fetchall()
+        except duckdb.Error as exc:
+            raise ConnectorError(f"{self._where(con)}: {_first_line(exc)}") from None
+        finally:
+            con.close()
+
+
+def _storable(batch: pl.DataFrame) -> pl.DataFrame:
+    """All-null columns (Arrow type null) and categoricals (DuckDB ENUMs, whose values are fixed
+    at creation) would give the table a column type later batches do not fit: store them as text."""
+    loose = [c for c, t in batch.schema.items() if t == pl.Null or isinstance(t, pl.Categorical | pl.Enum)]
+    return batch.with_columns(pl.col(loose).cast(pl.String)) if loose else batch
+
+
+class DuckDBSink(Sink):
+    config: DuckDBSinkConfig
+
+    def __init__(self, config: DuckDBSinkConfig, ctx: RunContext, name: str = "destination"):
+        super().__init__(config, ctx, name)
+        self.con: _Connection | None = None
+        self.table = quote(config.table)
+        self.columns: dict[str, str] | None = None  # lower-case name -> name, cached after the first batch
+        self.label = config.database or "historian"
+
+    def open(self) -> None:
+        self.con = _Connection(self.ctx, self.config.database, create=True)
+        self.label = self.con.label
+        self.con.cursor.execute("BEGIN TRANSACTION")
+
+    def write(self, batch: pl.DataFrame) -> None:
+        if batch.width == 0:
+            return
+        if self.con is None:
+            raise ConnectorError(f"{self.describe_target()}: write() before open()")
+        if self.config.mode == "upsert":
+            batch = self._deduplicated(batch)
+        batch = _storable(batch)
+        cur = self.con.cursor
+        cur.register(_BATCH, batch.to_arrow())
+        try:
+            if self.columns is None:
+                created = self._first_batch(batch)
+                if created:
+                    return
+            self._add_new_columns(batch)
+            if self.config.mode == "upsert":
+                cur.execute(self._merge_sql(batch.columns))
+            else:
+                cur.execute(f"INSERT INTO {self.table} BY NAME SELECT * FROM {_BATCH}")
+        except duckdb.Error as exc:
+            self._rollback()
+            raise ConnectorError(f"{self.describe_target()}: {_first_line(exc)}") from None
+        finally:
+            if self.con is not None:
+                cur.unregister(_BATCH)
+
+    def _first_batch(self, batch: pl.DataFrame) -> bool:
+        """Create the table when needed. True when the batch went in with the CREATE."""
+        assert self.con is not None
+        cur = self.con.cursor
+        if "." in self.config.table:
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.config.table.split('.')[0])}")
+        existing = self._existing_columns()
+        if self.config.mode == "replace" or not existing:
+            verb = "CREATE OR REPLACE TABLE" if self.config.mode == "replace" else "CREATE TABLE"
+            cur.execute(f"{verb} {self.table} AS SELECT * FROM {_BATCH}")
+            self.columns = {c.lower(): c for c in batch.columns}
+            return True
+        self.columns = {c.lower(): c for c in existing}
+        return False
+
+    def _existing_columns(self) -> list[str]:
+        assert self.con is not None
+        schema, _, table = self.config.table.rpartition(".")
+        rows = self.con.cursor.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database()"
+            " AND lower(table_schema) = lower(?) AND lower(table_name) = lower(?) ORDER BY ordinal_position",
+            [schema or "main", table],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def _add_new_columns(self, batch: pl.DataFrame) -> None:
+        """Schema evolution: a column the table lacks is added (a cheap set check per batch)."""
+        assert self.con is not None and self.columns is not None
+        new = [c for c in batch.columns if c.lower() not in self.columns]
+        if not new:
+            return
+        types = dict(
+            self.con.cursor.execute(f"SELECT column_name, column_type FROM (DESCRIBE {_BATCH})").fetchall()
+        )
+        for column in new:
+            self.con.cursor.execute(f"ALTER TABLE {self.table} ADD COLUMN {quote(column)} {types[column]}")
+            self.columns[column.lower()] = column
+
+    def _deduplicated(self, batch: pl.DataFrame) -> pl.DataFrame:
+        keys = self.config.keys or []
+        missing = [k for k in keys if k not in batch.columns]
+        if missing:
+            self._rollback()
+            raise ConnectorError(f"{self.describe_target()}: key column '{missing[0]}' is not in the data")
+        return batch.unique(subset=keys, keep="last", maintain_order=True)
+
+    def _merge_sql(self, columns: list[str]) -> str:
+        keys = self.config.keys or []
+        on = " AND ".join(f"t.{quote(k)} IS NOT DISTINCT FROM s.{quote(k)}" for k in keys)
+        updates = ", ".join(f"{quote(c)} = s.{quote(c)}" for c in columns if c not in keys)
+        names = ", ".join(quote(c) for c in columns)
+        values = ", ".join(f"s.{quote(c)}" for c in columns)
+        matched = f" WHEN MATCHED THEN UPDATE SET {updates}" if updates else ""
+        return (
+            f"MERGE INTO {self.table} AS t USING {_BATCH} AS s ON ({on}){matched}"
+            f" WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values})"
+        )
+
+    def close(self) -> None:
+        if self.con is None:
+            raise ConnectorError(f"{self.describe_target()}: close() before open()")
+        try:
+            if self.config.mode == "replace" and self.columns is None and self._existing_columns():
+                self.con.cursor.execute(f"DELETE FROM {self.table}")  # replaced by no rows at all
+            self.con.cursor.execute("COMMIT")
+        except duckdb.Error as exc:
+            self._rollback()
+            raise ConnectorError(f"{self.describe_target()}: {_first_line(exc)}") from None
+        self.con.close()
+        self.con = None
+
+    def abort(self) -> None:
+        self._rollback()
+
+    def _rollback(self) -> None:
+        if self.con is None:
+            return
+        try:
+            self.con.cursor.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # nothing to roll back
+        finally:
+            self.con.close()
+            self.con = None
+
+    def check(self) -> None:
+        con = _Connection(self.ctx, self.config.database, create=True)
+        try:
+            con.cursor.execute("SELECT 1").fetchall()
+        finally:
+            con.close()
+
+    def describe_target(self) -> str:
+        return f"{self.label}:{self.config.table}"
+
+
+@register
+class DuckDBConnector(Connector):
+    connector_type = "duckdb"
+    title = "DuckDB"
+    SourceConfig = DuckDBSourceConfig
+    SinkConfig = DuckDBSinkConfig
+
+    @classmethod
+    def make_source(cls, config, ctx, name: str) -> Source:
+        return DuckDBSource(config, ctx, name)
+
+    @classmethod
+    def make_sink(cls, config, ctx, name: str) -> Sink:
+        return DuckDBSink(config, ctx, name)

@@ -1,0 +1,245 @@
+"""CSV: streamed by Polars' scanner; errors located by re-reading the file as text (error path only)."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+
+from engine.connectors.formats.common import (
+    ReadOptions,
+    WriteOptions,
+    cast_expr,
+    first_line,
+    is_utf8,
+    to_text_frame,
+)
+from engine.errors import ConnectorError, DataError
+
+
+@contextlib.contextmanager
+def _utf8(path: Path, encoding: str) -> Iterator[Path]:
+    """Polars reads UTF-8 only: other encodings are transcoded, in chunks, to a temporary file."""
+    if is_utf8(encoding):
+        yield path
+        return
+    fd, name = tempfile.mkstemp(suffix=".csv", prefix="aggregator-")
+    try:
+        with (
+            open(path, encoding=encoding, newline="") as src,
+            os.fdopen(fd, "w", encoding="utf-8", newline="") as dst,
+        ):
+            shutil.copyfileobj(src, dst, 1 << 20)
+        yield Path(name)
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"not valid {encoding} text ({exc.reason} at byte {exc.start})", file=str(path)
+        ) from None
+    finally:
+        os.unlink(name)
+
+
+def _scan(path: Path, opts: ReadOptions, *, as_text: bool = False) -> pl.LazyFrame:
+    return pl.scan_csv(
+        path,
+        separator=opts.delimiter,
+        has_header=opts.header,
+        infer_schema=not as_text,
+        # Declared columns are read as text and cast by `apply_declared`, which names the bad line.
+        schema_overrides={c: pl.String for c in opts.declared} or None,
+        # Without a header, columns are column_1, column_2... (1-based, whatever Polars' default).
+        with_column_names=None if opts.header else _numbered,
+        glob=False,
+    )
+
+
+def _numbered(names: list[str]) -> list[str]:
+    return [f"column_{i}" for i in range(1, len(names) + 1)]
+
+
+def read(path: Path, opts: ReadOptions, limit: int | None, batch_rows: int) -> Iterator[pl.DataFrame]:
+    with _utf8(path, opts.encoding) as src:
+        lf = _scan(src, opts)
+        if limit is not None:
+            lf = lf.head(limit)
+        try:
+            yield from lf.collect_batches(chunk_size=batch_rows)
+        except pl.exceptions.NoDataError:
+            return
+        except pl.exceptions.PolarsError as exc:
+            raise _diagnose(path, src, opts, exc) from None
+
+
+def schema(path: Path, opts: ReadOptions) -> pl.Schema | None:
+    if not is_utf8(opts.encoding):
+        return None
+    try:
+        return _scan(path, opts).collect_schema()
+    except pl.exceptions.NoDataError:
+        return pl.Schema()
+
+
+def locate(path: Path, opts: ReadOptions, row: int) -> dict:
+    """The 1-based line where data row `row` starts (quoted line breaks and blank lines counted)."""
+    with open(path, encoding=opts.encoding, newline="") as fh:
+        reader = csv.reader(fh, delimiter=opts.delimiter)
+        if opts.header:
+            next(reader, None)
+        start = reader.line_num + 1
+        for index, _ in enumerate(reader):
+            if index == row:
+                return {"line": start}
+            start = reader.line_num + 1
+    return {"line": start}
+
+
+def _diagnose(path: Path, src: Path, opts: ReadOptions, exc: Exception) -> DataError:
+    """Turn a Polars parse error into one line naming the file, the line and the field."""
+    try:
+        return _locate_parse_error(path, src, opts, exc)
+    except (pl.exceptions.PolarsError, csv.Error, OSError, UnicodeDecodeError):
+        return DataError(first_line(exc), file=str(path))  # too broken to locate
+
+
+def _locate_parse_error(path: Path, src: Path, opts: ReadOptions, exc: Exception) -> DataError:
+    message = str(exc)
+    if "more fields than" in message:
+        return _ragged_line(path, opts) or DataError(first_line(exc), file=str(path))
+    if "could not parse" in message:
+        found = _first_unfit_value(src, opts)
+        if found:
+            row, column, value, dtype = found
+            return DataError(
+                f"value {value!r} is not a valid {dtype}, the type inferred from the first rows"
+                " (set the column's type in `schema`)",
+                file=str(path),
+                field=column,
+                **locate(path, opts, row),
+            )
+    return DataError(first_line(exc), file=str(path))
+
+
+def _first_unfit_value(src: Path, opts: ReadOptions) -> tuple[int, str, str, str] | None:
+    """Re-read the file as text and find the first value that does not fit its inferred type."""
+    names = {pl.Int64: "int", pl.Float64: "float", pl.Boolean: "bool", pl.Date: "date"}
+    inferred = _scan(src, opts).collect_schema()
+    typed = {
+        c: names.get(t, "datetime") for c, t in inferred.items() if t != pl.String and c not in opts.declared
+    }
+    checks = {c: cast_expr(pl.col(c), pl.String(), t) for c, t in typed.items()}  # type: ignore[arg-type]
+    if not checks:
+        return None
+    bad = pl.any_horizontal([pl.col(c).str.strip_chars().ne("") & e.is_null() for c, e in checks.items()])
+    hit = _scan(src, opts, as_text=True).with_row_index("_row").filter(bad).head(1).collect()
+    if hit.height == 0:
+        return None
+    row = hit.row(0, named=True)
+    for column, expr in checks.items():
+        value = row[column]
+        if value is not None and value.strip() and hit.select(expr).item() is None:
+            return row["_row"], column, value, typed[column]
+    return None
+
+
+def _ragged_line(path: Path, opts: ReadOptions) -> DataError | None:
+    with open(path, encoding=opts.encoding, newline="") as fh:
+        reader = csv.reader(fh, delimiter=opts.delimiter)
+        expected = None
+        start = 1
+        for fields in reader:
+            if expected is None:
+                expected = len(fields)
+            elif len(fields) > expected:
+                return DataError(
+                    f"line has {len(fields)} fields, the header has {expected}", file=str(path), line=start
+                )
+            start = reader.line_num + 1
+    return None
+
+
+class Writer:
+    """Streams batches into the temporary file: the header once, then rows; `finish` syncs it."""
+
+    def __init__(self, temp: Path, opts: WriteOptions, target: Path, append: bool):
+        self.temp, self.opts, self.target = temp, opts, target
+        self.columns: list[str] | None = None
+        if append and target.exists() and target.stat().st_size > 0:
+            self._copy_existing(target)
+        self.fh = open(temp, "ab")  # noqa: SIM115 - kept open across write() calls
+
+    def _copy_existing(self, existing: Path) -> None:
+        """Append = the old rows (re-encoded to UTF-8 while we write) followed by the new ones."""
+        with open(existing, encoding=self.opts.encoding, newline="") as src:
+            if self.opts.header:
+                self.columns = next(csv.reader([src.readline()], delimiter=self.opts.delimiter), None)
+                src.seek(0)
+            with open(self.temp, "w", encoding="utf-8", newline="") as dst:
+                last = ""
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+                    last = chunk[-1]
+                if last not in ("\n", ""):
+                    dst.write("\n")
+
+    def write(self, batch: pl.DataFrame) -> None:
+        if batch.width == 0:
+            return
+        batch = to_text_frame(batch, nested_as_json=True)
+        header = False
+        if self.columns is None:
+            self.columns, header = batch.columns, self.opts.header
+        else:
+            new = [c for c in batch.columns if c not in self.columns]
+            if new and not self.opts.header:
+                raise ConnectorError(f"{self.target}: new column '{new[0]}' in a CSV without a header")
+            if new:
+                self._widen(new)
+            batch = batch.select(
+                pl.col(c) if c in batch.columns else pl.lit(None, pl.String).alias(c) for c in self.columns
+            )
+        batch.write_csv(self.fh, include_header=header, separator=self.opts.delimiter)
+
+    def _widen(self, new: list[str]) -> None:
+        """A batch brought new columns: rewrite what is written so far with the wider header."""
+        self.fh.close()
+        wider = self.temp.with_name(self.temp.name + ".w")
+        rows = pl.scan_csv(self.temp, separator=self.opts.delimiter, infer_schema=False, glob=False)
+        rows.with_columns(pl.lit(None, pl.String).alias(c) for c in new).sink_csv(
+            wider, separator=self.opts.delimiter
+        )
+        os.replace(wider, self.temp)
+        self.columns = [*(self.columns or []), *new]
+        self.fh = open(self.temp, "ab")  # noqa: SIM115
+
+    def finish(self) -> None:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        if not is_utf8(self.opts.encoding):
+            encoded = self.temp.with_name(self.temp.name + ".enc")
+            try:
+                with (
+                    open(self.temp, encoding="utf-8", newline="") as src,
+                    open(encoded, "w", encoding=self.opts.encoding, newline="") as dst,
+                ):
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+            except UnicodeEncodeError as exc:
+                encoded.unlink(missing_ok=True)
+                raise DataError(
+                    f"value {exc.object[exc.start : exc.end]!r} cannot be written as {self.opts.encoding}",
+                    file=str(self.target),
+                ) from None
+            os.replace(encoded, self.temp)
+
+    def discard(self) -> None:
+        self.fh.close()
+        for suffix in ("", ".w", ".enc"):
+            self.temp.with_name(self.temp.name + suffix).unlink(missing_ok=True)

@@ -1,0 +1,199 @@
+"""JSON (one array of objects) and NDJSON (one object per line).
+
+Polars parses and writes; the stdlib parser runs only after a failure, to name the line and column.
+Nested objects become struct columns and arrays list columns, and are written back the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+
+from engine.connectors.formats.common import ReadOptions, WriteOptions, first_line, to_text_frame
+from engine.errors import ConnectorError, DataError
+
+
+def _syntax_error(path: Path, exc: json.JSONDecodeError, line: int | None = None) -> DataError:
+    return DataError(
+        f"invalid JSON: {exc.msg} at column {exc.colno}",
+        file=str(path),
+        line=line if line is not None else exc.lineno,
+    )
+
+
+# ---- JSON array --------------------------------------------------------------------------------
+def read_json(path: Path, opts: ReadOptions, limit: int | None, batch_rows: int) -> Iterator[pl.DataFrame]:
+    # A JSON array is one document: it is parsed whole, then handed on in slices of batch_rows.
+    raw = path.read_bytes()
+    if not raw.strip():
+        return
+    try:
+        frame = pl.read_json(raw, infer_schema_length=None)
+    except pl.exceptions.PolarsError as exc:
+        raise _locate_json_error(path, raw, exc) from None
+    if limit is not None:
+        frame = frame.head(limit)
+    for offset in range(0, frame.height, batch_rows):
+        yield frame.slice(offset, batch_rows)
+
+
+def _locate_json_error(path: Path, raw: bytes, exc: Exception) -> DataError:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as bad:
+        return _syntax_error(path, bad)
+    except UnicodeDecodeError as bad:
+        return DataError(f"not UTF-8 text (at byte {bad.start})", file=str(path))
+    if not isinstance(value, list | dict):
+        return DataError(f"expected an array of objects, found a {type(value).__name__}", file=str(path))
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if not isinstance(item, dict):
+                return DataError(
+                    f"expected an object, found {json.dumps(item)[:40]}", file=str(path), record=index + 1
+                )
+    return DataError(first_line(exc), file=str(path))
+
+
+def locate_record(path: Path, opts: ReadOptions, row: int) -> dict:
+    return {"record": row + 1}
+
+
+# ---- NDJSON ------------------------------------------------------------------------------------
+def read_ndjson(path: Path, opts: ReadOptions, limit: int | None, batch_rows: int) -> Iterator[pl.DataFrame]:
+    # Infer the schema from every line: a key that first appears late would otherwise be dropped
+    # silently. A preview (limit) only needs the lines it shows.
+    lf = pl.scan_ndjson(path, infer_schema_length=None if limit is None else max(limit, 100))
+    if limit is not None:
+        lf = lf.head(limit)
+    try:
+        yield from lf.collect_batches(chunk_size=batch_rows)
+    except pl.exceptions.NoDataError:
+        return
+    except pl.exceptions.PolarsError as exc:
+        raise _locate_ndjson_error(path, exc) from None
+
+
+def ndjson_schema(path: Path, opts: ReadOptions) -> pl.Schema | None:
+    try:  # for validation only: the first 1000 lines tell the types cheaply enough
+        return pl.scan_ndjson(path, infer_schema_length=1000).collect_schema()
+    except pl.exceptions.PolarsError:
+        return None
+
+
+def _locate_ndjson_error(path: Path, exc: Exception) -> DataError:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as bad:
+                return _syntax_error(path, bad, line=number)
+            if not isinstance(value, dict):
+                return DataError(
+                    f"expected an object, found {line.strip()[:40]}", file=str(path), line=number
+                )
+    return DataError(first_line(exc), file=str(path))
+
+
+def locate_line(path: Path, opts: ReadOptions, row: int) -> dict:
+    """The line of the `row`-th record (blank lines are skipped by the reader, so count them)."""
+    seen = -1
+    with open(path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if line.strip():
+                seen += 1
+                if seen == row:
+                    return {"line": number}
+    return {"record": row + 1}
+
+
+# ---- writers -----------------------------------------------------------------------------------
+def _object_lines(batch: pl.DataFrame) -> bytes:
+    """The batch as NDJSON text, built by Polars (never per-row Python dicts)."""
+    text = to_text_frame(batch, nested_as_json=False, decimal_as_float=True).write_ndjson()
+    return text.encode()
+
+
+def _fsync_close(fh) -> None:
+    fh.flush()
+    os.fsync(fh.fileno())
+    fh.close()
+
+
+class NdjsonWriter:
+    def __init__(self, temp: Path, opts: WriteOptions, target: Path, append: bool):
+        self.temp = temp
+        self.fh = open(temp, "wb")  # noqa: SIM115 - kept open across write() calls
+        if append and target.exists():
+            with open(target, "rb") as src:
+                last = b""
+                while chunk := src.read(1 << 20):
+                    self.fh.write(chunk)
+                    last = chunk[-1:]
+            if last not in (b"", b"\n"):
+                self.fh.write(b"\n")
+
+    def write(self, batch: pl.DataFrame) -> None:
+        if batch.height:
+            self.fh.write(_object_lines(batch))
+
+    def finish(self) -> None:
+        _fsync_close(self.fh)
+
+    def discard(self) -> None:
+        self.fh.close()
+        self.temp.unlink(missing_ok=True)
+
+
+class JsonWriter:
+    """`[`, the objects separated by `,` + newline (one per line), `]`: streamed batch by batch."""
+
+    def __init__(self, temp: Path, opts: WriteOptions, target: Path, append: bool):
+        self.temp = temp
+        self.has_rows = False
+        self.fh = open(temp, "wb")  # noqa: SIM115 - kept open across write() calls
+        if append and target.exists() and target.stat().st_size > 0:
+            self._copy_open_array(target)
+        else:
+            self.fh.write(b"[")
+
+    def _copy_open_array(self, target: Path) -> None:
+        """Copy the existing array without its closing `]`, so that new objects continue it."""
+        with open(target, "rb") as src:
+            opening = src.read(64).lstrip()
+            size = src.seek(0, os.SEEK_END)
+            start = src.seek(max(0, size - 65536))
+            body = src.read().rstrip()
+            if not opening.startswith(b"[") or not body.endswith(b"]"):
+                raise ConnectorError(f"{target}: cannot append, the file is not a JSON array")
+            body = body[:-1].rstrip()
+            if body.endswith(b"["):  # an empty array: start afresh
+                self.fh.write(b"[")
+                return
+            src.seek(0)
+            remaining = start + len(body)
+            while remaining > 0 and (chunk := src.read(min(remaining, 1 << 20))):
+                self.fh.write(chunk)
+                remaining -= len(chunk)
+            self.has_rows = True
+
+    def write(self, batch: pl.DataFrame) -> None:
+        if batch.height == 0:
+            return
+        lines = _object_lines(batch).rstrip(b"\n").replace(b"\n", b",\n")
+        self.fh.write((b",\n" if self.has_rows else b"\n") + lines)
+        self.has_rows = True
+
+    def finish(self) -> None:
+        self.fh.write(b"\n]\n" if self.has_rows else b"]\n")
+        _fsync_close(self.fh)
+
+    def discard(self) -> None:
+        self.fh.close()
+        self.temp.unlink(missing_ok=True)
