@@ -319,6 +319,8 @@ class FileSink(Sink):
         folder = self.target.parent
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
+        if not folder.is_dir():
+            raise ConnectorError(f"{folder}: is a file, not a folder; the destination folder is not writable")
         if not os.access(folder, os.W_OK):
             raise ConnectorError(f"{folder}: folder is not writable")
 
