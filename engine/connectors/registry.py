@@ -5,6 +5,7 @@ from __future__ import annotations
 from engine.connectors.base import Connector, normalize_type
 
 _TYPES: dict[str, type[Connector]] = {}
+_loaded = False
 
 
 def register(cls: type[Connector]) -> type[Connector]:
@@ -13,7 +14,9 @@ def register(cls: type[Connector]) -> type[Connector]:
 
 
 def _load_builtins() -> None:
-    if "file" not in _TYPES:
+    global _loaded
+    if not _loaded:
+        _loaded = True
         import engine.connectors.duckdb_connector
         import engine.connectors.file  # noqa: F401
 

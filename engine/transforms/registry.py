@@ -6,6 +6,7 @@ from engine.transforms.base import Transform
 
 _TYPES: dict[str, type[Transform]] = {}
 _ALIASES: dict[str, str] = {}
+_loaded = False
 
 
 def register(cls: type[Transform]) -> type[Transform]:
@@ -16,7 +17,9 @@ def register(cls: type[Transform]) -> type[Transform]:
 
 
 def _load_builtins() -> None:
-    if not _TYPES:
+    global _loaded
+    if not _loaded:
+        _loaded = True
         import engine.transforms.catalog  # noqa: F401  (registers every built-in type)
 
 

@@ -21,7 +21,9 @@ LINEAR = {
     "transformations": [{"type": "field_mapping", "field_name": "product_name", "operation": "title_case"}],
     "destinations": [{"name": "out", "connector_type": "file", "config": {"path": "out.json"}}],
     "schedule": {"type": "cron", "expression": "0 8 * * *", "timezone": "UTC"},
-    "error_handling": {"retry_policy": {"max_retries": 3, "backoff_multiplier": 2, "initial_delay_seconds": 1}},
+    "error_handling": {
+        "retry_policy": {"max_retries": 3, "backoff_multiplier": 2, "initial_delay_seconds": 1}
+    },
 }
 
 GRAPH = {
@@ -30,15 +32,37 @@ GRAPH = {
     "nodes": [
         {"id": "shop", "kind": "source", "connector_type": "file", "config": {"path": "shopify.json"}},
         {"id": "woo", "kind": "source", "connector_type": "file", "config": {"path": "woo.json"}},
-        {"id": "map_shop", "kind": "transform", "inputs": ["shop"],
-         "transform": {"type": "schema_mapping", "mapping": {"id": "order_id", "total_price": "price"}}},
+        {
+            "id": "map_shop",
+            "kind": "transform",
+            "inputs": ["shop"],
+            "transform": {"type": "schema_mapping", "mapping": {"id": "order_id", "total_price": "price"}},
+        },
         {"id": "all", "kind": "transform", "inputs": ["map_shop", "woo"], "transform": {"type": "union"}},
-        {"id": "check", "kind": "transform", "inputs": ["all"],
-         "transform": {"type": "field_validation", "field_name": "customer_email", "validation_type": "email_format"}},
-        {"id": "out", "kind": "destination", "inputs": ["check"], "connector_type": "duckdb",
-         "config": {"table": "orders", "mode": "append"}},
-        {"id": "bad", "kind": "destination", "inputs": ["check.rejected"], "connector_type": "file",
-         "config": {"path": "rejected.json"}},
+        {
+            "id": "check",
+            "kind": "transform",
+            "inputs": ["all"],
+            "transform": {
+                "type": "field_validation",
+                "field_name": "customer_email",
+                "validation_type": "email_format",
+            },
+        },
+        {
+            "id": "out",
+            "kind": "destination",
+            "inputs": ["check"],
+            "connector_type": "duckdb",
+            "config": {"table": "orders", "mode": "append"},
+        },
+        {
+            "id": "bad",
+            "kind": "destination",
+            "inputs": ["check.rejected"],
+            "connector_type": "file",
+            "config": {"path": "rejected.json"},
+        },
     ],
     "layout": {"shop": [0, 0], "woo": [0, 120]},
     "schedule": {"type": "manual"},
@@ -145,8 +169,15 @@ def test_bad_schedule_paths_skip_the_union_tag():
 
 def test_join_on_missing_source_names_the_sources():
     doc = json.loads(json.dumps(LINEAR))
-    doc["transformations"] = [{"type": "join", "join_type": "left", "primary_key": "id", "foreign_key": "id",
-                               "join_source": "customers"}]
+    doc["transformations"] = [
+        {
+            "type": "join",
+            "join_type": "left",
+            "primary_key": "id",
+            "foreign_key": "id",
+            "join_source": "customers",
+        }
+    ]
     found = issues_of(doc)
     assert "unknown source 'customers'" in found["transformations[0].join_source"]
     assert "orders" in found["transformations[0].join_source"]
@@ -156,10 +187,20 @@ def test_type_mismatch_is_caught_from_the_known_input_schema(tmp_path):
     (tmp_path / "orders.csv").write_text("id,name,price\n1,widget,2.5\n")
     doc = {
         "name": "typed",
-        "sources": [{"name": "orders", "connector_type": "file", "config": {"path": str(tmp_path / "orders.csv")}}],
-        "transformations": [{"type": "field_calculation", "field_name": "x", "operation": "multiply",
-                             "parameters": {"source_fields": ["name", "price"], "output_field": "x"}}],
-        "destinations": [{"name": "out", "connector_type": "file", "config": {"path": str(tmp_path / "o.json")}}],
+        "sources": [
+            {"name": "orders", "connector_type": "file", "config": {"path": str(tmp_path / "orders.csv")}}
+        ],
+        "transformations": [
+            {
+                "type": "field_calculation",
+                "field_name": "x",
+                "operation": "multiply",
+                "parameters": {"source_fields": ["name", "price"], "output_field": "x"},
+            }
+        ],
+        "destinations": [
+            {"name": "out", "connector_type": "file", "config": {"path": str(tmp_path / "o.json")}}
+        ],
     }
     with pytest.raises(SpecError) as info:
         validate(doc)
@@ -179,14 +220,25 @@ def test_linear_to_graph_unions_unnamed_sources_and_round_trips():
 
 
 def test_join_source_becomes_second_input_and_back():
-    linear = LinearPipeline.model_validate({
-        "name": "j",
-        "sources": [{"name": "orders", "connector_type": "file", "config": {"path": "o.json"}},
-                    {"name": "customers", "connector_type": "file", "config": {"path": "c.json"}}],
-        "transformations": [{"type": "join", "join_type": "left", "primary_key": "cid", "foreign_key": "id",
-                             "join_source": "customers"}],
-        "destinations": [{"name": "out", "connector_type": "file", "config": {"path": "out.json"}}],
-    })
+    linear = LinearPipeline.model_validate(
+        {
+            "name": "j",
+            "sources": [
+                {"name": "orders", "connector_type": "file", "config": {"path": "o.json"}},
+                {"name": "customers", "connector_type": "file", "config": {"path": "c.json"}},
+            ],
+            "transformations": [
+                {
+                    "type": "join",
+                    "join_type": "left",
+                    "primary_key": "cid",
+                    "foreign_key": "id",
+                    "join_source": "customers",
+                }
+            ],
+            "destinations": [{"name": "out", "connector_type": "file", "config": {"path": "out.json"}}],
+        }
+    )
     graph, _ = linear_to_graph(linear)
     join = graph.node("join_1")
     assert join.inputs == ["orders", "customers"] and "join_source" not in join.transform
@@ -211,8 +263,8 @@ def test_files_json_and_yaml(tmp_path):
 def test_syntax_errors_are_located(tmp_path):
     with pytest.raises(SpecError, match=r"invalid JSON at line 2, column \d+"):
         parse_document('{"name": "x",\n "sources": [}', "p.json")
-    with pytest.raises(SpecError, match="invalid YAML at line 2"):
-        parse_document("name: x\nsources: [a, b\n", "p.yaml", yaml_syntax=True)
+    with pytest.raises(SpecError, match="invalid YAML at line 2, column 7"):
+        parse_document("name: x\nkind: : bad\n", "p.yaml", yaml_syntax=True)
     with pytest.raises(SpecError, match="file not found"):
         read_document(tmp_path / "nope.json")
 

@@ -11,32 +11,57 @@ from engine.spec.convert import graph_to_linear, linear_to_graph
 from engine.spec.models import GraphPipeline, LinearPipeline, dump
 from engine.spec.validate import validate
 
-names = st.text(alphabet=st.sampled_from("abcdefgh xyz_-1"), min_size=1, max_size=12).filter(lambda s: s.strip())
+names = st.text(alphabet=st.sampled_from("abcdefgh xyz_-1"), min_size=1, max_size=12).filter(
+    lambda s: s.strip()
+)
 fields = st.sampled_from(["price", "qty", "name", "address.city", "email"])
 
 steps = st.one_of(
-    st.builds(lambda f, op: {"type": "field_mapping", "field_name": f, "operation": op}, fields,
-              st.sampled_from(["title_case", "lowercase", "uppercase", "trim"])),
-    st.builds(lambda f: {"type": "field_operation", "field_name": f, "operation": "round",
-                         "parameters": {"digits": 2}}, fields),
-    st.builds(lambda f, v: {"type": "record_filter", "condition": {"field": f, "operator": "gt", "value": v}},
-              fields, st.integers(-5, 5)),
-    st.builds(lambda fs: {"type": "field_removal", "field_names": fs}, st.lists(fields, min_size=1, max_size=3)),
+    st.builds(
+        lambda f, op: {"type": "field_mapping", "field_name": f, "operation": op},
+        fields,
+        st.sampled_from(["title_case", "lowercase", "uppercase", "trim"]),
+    ),
+    st.builds(
+        lambda f: {
+            "type": "field_operation",
+            "field_name": f,
+            "operation": "round",
+            "parameters": {"digits": 2},
+        },
+        fields,
+    ),
+    st.builds(
+        lambda f, v: {"type": "record_filter", "condition": {"field": f, "operator": "gt", "value": v}},
+        fields,
+        st.integers(-5, 5),
+    ),
+    st.builds(
+        lambda fs: {"type": "field_removal", "field_names": fs}, st.lists(fields, min_size=1, max_size=3)
+    ),
     st.builds(lambda f, d: {"type": "sort", "fields": [f], "descending": d}, fields, st.booleans()),
     st.builds(lambda f: {"type": "field_validation", "field_name": f, "validation_type": "not_null"}, fields),
 )
-schedules = st.sampled_from([
-    {"type": "manual"}, {"type": "interval", "seconds": 30},
-    {"type": "cron", "expression": "*/5 * * * *", "timezone": "Europe/Berlin"},
-])
+schedules = st.sampled_from(
+    [
+        {"type": "manual"},
+        {"type": "interval", "seconds": 30},
+        {"type": "cron", "expression": "*/5 * * * *", "timezone": "Europe/Berlin"},
+    ]
+)
 
 
 @st.composite
 def linear_docs(draw):
     source_names = draw(st.lists(names, min_size=1, max_size=4, unique_by=lambda s: s.strip()))
-    sources = [{"name": n, "connector_type": draw(st.sampled_from(["file", "File", "duckdb"])),
-                "config": {"path": f"{i}.json"} if i % 2 == 0 else {"table": f"t{i}"}}
-               for i, n in enumerate(source_names)]
+    sources = [
+        {
+            "name": n,
+            "connector_type": draw(st.sampled_from(["file", "File", "duckdb"])),
+            "config": {"path": f"{i}.json"} if i % 2 == 0 else {"table": f"t{i}"},
+        }
+        for i, n in enumerate(source_names)
+    ]
     for s in sources:
         if s["connector_type"] == "duckdb":
             s["config"] = {"table": "t"}
@@ -44,16 +69,25 @@ def linear_docs(draw):
             s["config"] = {"path": "in.json"}
     transformations = draw(st.lists(steps, max_size=6))
     if len(source_names) > 1 and draw(st.booleans()):
-        transformations.insert(draw(st.integers(0, len(transformations))), {
-            "type": "join", "join_type": draw(st.sampled_from(["inner", "left", "anti"])),
-            "primary_key": "id", "foreign_key": "id", "join_source": source_names[-1]})
+        transformations.insert(
+            draw(st.integers(0, len(transformations))),
+            {
+                "type": "join",
+                "join_type": draw(st.sampled_from(["inner", "left", "anti"])),
+                "primary_key": "id",
+                "foreign_key": "id",
+                "join_source": source_names[-1],
+            },
+        )
     dest_names = draw(st.lists(names, min_size=1, max_size=3, unique_by=lambda s: s.strip()))
     return {
         "name": draw(names),
         "sources": sources,
         "transformations": transformations,
-        "destinations": [{"name": n, "connector_type": "file", "config": {"path": f"out{i}.json"}}
-                         for i, n in enumerate(dest_names)],
+        "destinations": [
+            {"name": n, "connector_type": "file", "config": {"path": f"out{i}.json"}}
+            for i, n in enumerate(dest_names)
+        ],
         "schedule": draw(schedules),
     }
 
