@@ -43,8 +43,8 @@ def run_demo(ws: Workspace, *, as_json: bool = False) -> dict[str, Any]:
     if record["status"] in ("success", "warning"):
         cur = ws.historian.cursor()
         try:
-            rows = cur.execute("SELECT count(*) FROM orders").fetchone()[0]
-            rejects = cur.execute("SELECT count(*) FROM _rejects WHERE run_id = ?", [record["run_id"]]).fetchone()[0]
+            rows = cur.execute("SELECT count(*) FROM orders").fetchall()[0][0]
+            rejects = cur.execute("SELECT count(*) FROM _rejects WHERE run_id = ?", [record["run_id"]]).fetchall()[0][0]
         finally:
             cur.close()
         print("\nWhere the results are:")

@@ -23,7 +23,7 @@ class SpecIssue:
     allowed: str | None = None
 
     def __str__(self) -> str:
-        text = f"{self.path or '<root>'}: {self.message}"
+        text = f"{self.path}: {self.message}" if self.path else self.message
         if self.allowed:
             text += f" (allowed: {self.allowed})"
         return text

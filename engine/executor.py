@@ -137,6 +137,7 @@ class Executor:
                 t0 = time.perf_counter()
                 worker.sink.close()
                 self.stats[nid].duration_s += time.perf_counter() - t0
+                self.stats[nid].rows_out = self.stats[nid].rows_in  # committed = written
                 self.stats[nid].status = "success"
         except BaseException:
             self._abort_all()

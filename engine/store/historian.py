@@ -24,7 +24,7 @@ class Historian:
             if self._con is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._con = duckdb.connect(str(self.path))
-                self._con.execute("SET preserve_insertion_order = false")
+                self._con.execute("SET GLOBAL preserve_insertion_order = false")
             return self._con.cursor()
 
     def close(self) -> None:
@@ -68,14 +68,14 @@ class Historian:
         try:
             exists = cur.execute(
                 "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [REJECTS_TABLE]
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             if not exists:
                 return pl.DataFrame(schema={"run_id": pl.String, "node_id": pl.String, "reason": pl.String,
                                             "record": pl.String})
             where, params = ("WHERE run_id = ?", [run_id]) if run_id else ("", [])
-            tbl = cur.execute(
+            tbl = cur.sql(
                 f"SELECT run_id, pipeline, node_id, reason, record::VARCHAR AS record, rejected_at"
-                f" FROM {REJECTS_TABLE} {where} ORDER BY rejected_at", params
+                f" FROM {REJECTS_TABLE} {where} ORDER BY rejected_at", params=params
             ).to_arrow_table()
             return pl.from_arrow(tbl)
         finally:
