@@ -13,12 +13,16 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="aggregator", description="Data Aggregator: industrial edge data pipelines.")
+    p = argparse.ArgumentParser(
+        prog="aggregator", description="Data Aggregator: industrial edge data pipelines."
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def data_dir(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--data-dir", type=Path, help="data directory (default: $AGGREGATOR_HOME, else the user data dir)")
+        sp.add_argument(
+            "--data-dir", type=Path, help="data directory (default: $AGGREGATOR_HOME, else the user data dir)"
+        )
 
     sp = sub.add_parser("run", help="run a pipeline once, now")
     sp.add_argument("spec", type=Path)
@@ -43,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     data_dir(sp)
     sp.add_argument("--json", action="store_true")
 
-    sp = sub.add_parser("demo", help="build the example data and pipelines, run them, say where the results are")
+    sp = sub.add_parser(
+        "demo", help="build the example data and pipelines, run them, say where the results are"
+    )
     data_dir(sp)
     sp.add_argument("--json", action="store_true")
 
@@ -69,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, AggregatorError):
             print(f"error: {exc.one_line()}", file=sys.stderr)
             return exc.exit_code
-        print(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
+        print(
+            f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
 
 

@@ -34,7 +34,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise
     nodes = len(compiled.graph.nodes)
     if args.json:
-        print_json({"valid": True, "file": str(args.spec), "form": compiled.form, "nodes": nodes, "errors": []})
+        print_json(
+            {"valid": True, "file": str(args.spec), "form": compiled.form, "nodes": nodes, "errors": []}
+        )
     else:
         print(f"{args.spec}: valid ({compiled.form} form, {nodes} nodes)")
     return EXIT_OK
@@ -59,16 +61,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def print_run(record: dict[str, Any], targets: dict[str, str]) -> None:
-    print(f"Run {record['run_id']} of \"{record['pipeline']}\": {record['status'].upper()} "
-          f"in {record['duration_s']:.2f} s")
-    print(f"  rows in {record['rows_in']:,}, out {record['rows_out']:,}, rejected {record['rows_rejected']:,}")
+    print(
+        f'Run {record["run_id"]} of "{record["pipeline"]}": {record["status"].upper()} '
+        f"in {record['duration_s']:.2f} s"
+    )
+    print(
+        f"  rows in {record['rows_in']:,}, out {record['rows_out']:,}, rejected {record['rows_rejected']:,}"
+    )
     nodes = record["nodes"]
     if nodes:
         width = max(len(n) for n in nodes) + 2
         print(f"  {'node':<{width}}{'rows in':>12}{'rows out':>12}{'rejected':>10}{'time':>10}")
         for nid, s in nodes.items():
-            print(f"  {nid:<{width}}{s['rows_in']:>12,}{s['rows_out']:>12,}{s['rows_rejected']:>10,}"
-                  f"{s['duration_s']:>9.3f}s")
+            print(
+                f"  {nid:<{width}}{s['rows_in']:>12,}{s['rows_out']:>12,}{s['rows_rejected']:>10,}"
+                f"{s['duration_s']:>9.3f}s"
+            )
     for nid, target in targets.items():
         print(f"  wrote {nid} -> {target}")
 
@@ -94,8 +102,10 @@ def cmd_preview(args: argparse.Namespace) -> int:
         out[node.id] = {
             "kind": node.kind,
             **stats.public(),
-            "ports": {port: {"columns": {c: str(t) for c, t in df.schema.items()}, "rows": frame_to_json_rows(df)}
-                      for port, df in ports.items()},
+            "ports": {
+                port: {"columns": {c: str(t) for c, t in df.schema.items()}, "rows": frame_to_json_rows(df)}
+                for port, df in ports.items()
+            },
         }
     if args.json:
         print_json({"pipeline": compiled.graph.name, "limit": args.limit, "nodes": out})
@@ -103,9 +113,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
     import polars as pl
 
     for nid, info in out.items():
-        print(f"== {nid} ({info['kind']}): in {info['rows_in']}, out {info['rows_out']}, "
-              f"rejected {info['rows_rejected']} (sample)")
-        for port, data in info["ports"].items():
+        print(
+            f"== {nid} ({info['kind']}): in {info['rows_in']}, out {info['rows_out']}, "
+            f"rejected {info['rows_rejected']} (sample)"
+        )
+        for port in info["ports"]:
             label = "" if port == "out" else f" [{port}]"
             df = result["samples"][(nid, port)]
             with pl.Config(tbl_rows=args.limit, tbl_cols=12, fmt_str_lengths=40):
@@ -118,18 +130,24 @@ def cmd_runs(args: argparse.Namespace) -> int:
         rows = ws.metadata.runs(pipeline=args.pipeline, status=args.status, limit=args.limit)
         if args.json:
             for row in rows:
-                row["nodes"] = {s["node_id"]: {k: s[k] for k in ("rows_in", "rows_out", "rows_rejected", "duration_s")}
-                                for s in ws.metadata.node_stats(row["run_id"])}
+                row["nodes"] = {
+                    s["node_id"]: {k: s[k] for k in ("rows_in", "rows_out", "rows_rejected", "duration_s")}
+                    for s in ws.metadata.node_stats(row["run_id"])
+                }
             print_json(rows)
             return EXIT_OK
     if not rows:
         print("no runs yet" + (f" for pipeline '{args.pipeline}'" if args.pipeline else ""))
         return EXIT_OK
-    print(f"{'run id':<26}{'pipeline':<28}{'status':<10}{'started (UTC)':<22}{'secs':>8}{'in':>12}{'out':>12}{'rej':>8}")
+    print(
+        f"{'run id':<26}{'pipeline':<28}{'status':<10}{'started (UTC)':<22}{'secs':>8}{'in':>12}{'out':>12}{'rej':>8}"
+    )
     for r in rows:
-        print(f"{r['run_id']:<26}{(r['pipeline'] or '')[:27]:<28}{r['status'] or '':<10}"
-              f"{(r['started_at'] or '')[:19]:<22}{r['duration_s'] or 0:>8.2f}{r['rows_in'] or 0:>12,}"
-              f"{r['rows_out'] or 0:>12,}{r['rows_rejected'] or 0:>8,}")
+        print(
+            f"{r['run_id']:<26}{(r['pipeline'] or '')[:27]:<28}{r['status'] or '':<10}"
+            f"{(r['started_at'] or '')[:19]:<22}{r['duration_s'] or 0:>8.2f}{r['rows_in'] or 0:>12,}"
+            f"{r['rows_out'] or 0:>12,}{r['rows_rejected'] or 0:>8,}"
+        )
     return EXIT_OK
 
 

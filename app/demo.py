@@ -44,14 +44,18 @@ def run_demo(ws: Workspace, *, as_json: bool = False) -> dict[str, Any]:
         cur = ws.historian.cursor()
         try:
             rows = cur.execute("SELECT count(*) FROM orders").fetchall()[0][0]
-            rejects = cur.execute("SELECT count(*) FROM _rejects WHERE run_id = ?", [record["run_id"]]).fetchall()[0][0]
+            rejects = cur.execute(
+                "SELECT count(*) FROM _rejects WHERE run_id = ?", [record["run_id"]]
+            ).fetchall()[0][0]
         finally:
             cur.close()
         print("\nWhere the results are:")
         print(f"  unified orders (JSON):   {folder / 'unified_orders.json'}")
         print(f"  historian table 'orders': {ws.historian.path} ({rows} rows)")
-        print(f"  rejected records:        {folder / 'rejected_orders.json'}"
-              f" and table '_rejects' ({rejects} rows for this run, with reason and node)")
+        print(
+            f"  rejected records:        {folder / 'rejected_orders.json'}"
+            f" and table '_rejects' ({rejects} rows for this run, with reason and node)"
+        )
         print(f"  run history:             aggregator runs --data-dir {ws.data_dir}")
         print(f"  open the pipeline:       {folder / PIPELINE}")
     else:

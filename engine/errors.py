@@ -49,8 +49,15 @@ class SpecError(AggregatorError):
 class DataError(AggregatorError):
     """Input data is unreadable or does not fit: names the file, line/record and field."""
 
-    def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
-                 record: int | None = None, field: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        record: int | None = None,
+        field: str | None = None,
+    ):
         self.file, self.line, self.record, self.field = file, line, record, field
         parts = []
         if file:

@@ -30,7 +30,7 @@ from engine.spec.models import parse_input
 from engine.spec.validate import Compiled
 from engine.transforms.base import OUT, REJECT_REASON, REJECTED
 
-QUEUE_DEPTH = 4
+QUEUE_DEPTH = 2
 
 
 @dataclass
@@ -43,8 +43,12 @@ class NodeStats:
     duration_s: float = 0.0
 
     def public(self) -> dict[str, Any]:
-        return {"rows_in": self.rows_in, "rows_out": self.rows_out, "rows_rejected": self.rows_rejected,
-                "duration_s": round(self.duration_s, 6)}
+        return {
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "rows_rejected": self.rows_rejected,
+            "duration_s": round(self.duration_s, 6),
+        }
 
 
 @dataclass
@@ -64,7 +68,7 @@ class _SinkWorker:
 
     def __init__(self, sink: Sink, stats: NodeStats):
         self.sink, self.stats = sink, stats
-        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name=f"sink-{sink.name}", daemon=True)
 
@@ -101,8 +105,15 @@ class _SinkWorker:
 
 
 class Executor:
-    def __init__(self, compiled: Compiled, ctx: RunContext, *, sample_rows: int | None = None,
-                 preview_limit: int | None = None, on_event: Callable[[dict[str, Any]], None] | None = None):
+    def __init__(
+        self,
+        compiled: Compiled,
+        ctx: RunContext,
+        *,
+        sample_rows: int | None = None,
+        preview_limit: int | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ):
         self.c = compiled
         self.ctx = ctx
         self.sample_rows = sample_rows  # read at most this many rows per source (preview)
@@ -282,9 +293,13 @@ class Executor:
         if rejected is not None and rejected.height:
             stats.rows_rejected += rejected.height
             if transform.fails_on_reject:
-                reason = rejected.get_column(REJECT_REASON)[0] if REJECT_REASON in rejected.columns else "invalid"
+                reason = (
+                    rejected.get_column(REJECT_REASON)[0] if REJECT_REASON in rejected.columns else "invalid"
+                )
                 stats.status = "failed"
-                raise TransformError(f"{rejected.height} record(s) failed validation, first: {reason}", node=nid)
+                raise TransformError(
+                    f"{rejected.height} record(s) failed validation, first: {reason}", node=nid
+                )
             self._store_rejects(nid, rejected)
         for port, frame in results.items():
             if port != REJECTED:
@@ -296,11 +311,15 @@ class Executor:
         if self.ctx.dry_run or not dlq.enabled or self.ctx.historian is None:
             return
         if dlq.storage == "reject_store":
-            self.ctx.historian.write_rejects(rejected, run_id=self.ctx.run_id, pipeline=self.ctx.pipeline, node_id=nid)
+            self.ctx.historian.write_rejects(
+                rejected, run_id=self.ctx.run_id, pipeline=self.ctx.pipeline, node_id=nid
+            )
         else:
             path = self.ctx.resolve_path(dlq.storage)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tagged = rejected.with_columns(pl.lit(self.ctx.run_id).alias("_run_id"), pl.lit(nid).alias("_node_id"))
+            tagged = rejected.with_columns(
+                pl.lit(self.ctx.run_id).alias("_run_id"), pl.lit(nid).alias("_node_id")
+            )
             with open(path, "ab") as fh:
                 tagged.write_ndjson(fh)
 

@@ -58,7 +58,9 @@ def dtype_of(path: str, schema: pl.Schema | dict) -> pl.DataType:
     raise KeyError(path)
 
 
-def assign(lf: pl.LazyFrame, path: str, value: pl.Expr, schema: pl.Schema | dict | None = None) -> pl.LazyFrame:
+def assign(
+    lf: pl.LazyFrame, path: str, value: pl.Expr, schema: pl.Schema | dict | None = None
+) -> pl.LazyFrame:
     """Write `value` to `path`: a top-level column, or a field inside a struct column."""
     schema = schema if schema is not None else lf.collect_schema()
     if path in schema or "." not in path:
@@ -67,7 +69,9 @@ def assign(lf: pl.LazyFrame, path: str, value: pl.Expr, schema: pl.Schema | dict
     for cut in range(len(parts) - 1, 0, -1):
         head = ".".join(parts[:cut])
         if head in schema and isinstance(schema[head], pl.Struct):
-            return lf.with_columns(_with_struct_field(pl.col(head), schema[head], parts[cut:], value).alias(head))
+            return lf.with_columns(
+                _with_struct_field(pl.col(head), schema[head], parts[cut:], value).alias(head)
+            )
     return lf.with_columns(value.alias(path))
 
 

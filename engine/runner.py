@@ -31,18 +31,40 @@ def new_run_id(now: datetime) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
 
 
-def _context(compiled: Compiled, ws: Workspace, run_id: str, started: datetime, base_dir: Path | None,
-             cancel: threading.Event, dry_run: bool) -> RunContext:
-    return RunContext(run_id=run_id, pipeline=compiled.graph.name, started_at=started, data_dir=ws.data_dir,
-                      base_dir=base_dir or Path.cwd(), secret=ws.secrets.get, historian=ws.historian,
-                      cancel=cancel, dry_run=dry_run,
-                      log=lambda level, msg, node=None: ws.metadata.log(run_id, level, msg, node))
+def _context(
+    compiled: Compiled,
+    ws: Workspace,
+    run_id: str,
+    started: datetime,
+    base_dir: Path | None,
+    cancel: threading.Event,
+    dry_run: bool,
+) -> RunContext:
+    return RunContext(
+        run_id=run_id,
+        pipeline=compiled.graph.name,
+        started_at=started,
+        data_dir=ws.data_dir,
+        base_dir=base_dir or Path.cwd(),
+        secret=ws.secrets.get,
+        historian=ws.historian,
+        cancel=cancel,
+        dry_run=dry_run,
+        log=lambda level, msg, node=None: ws.metadata.log(run_id, level, msg, node),
+    )
 
 
-def run_pipeline(compiled: Compiled, ws: Workspace, *, base_dir: Path | None = None, spec_path: str | None = None,
-                 trigger: str = "manual", cancel: threading.Event | None = None,
-                 on_event: Callable[[dict[str, Any]], None] | None = None,
-                 sleep: Callable[[float], None] | None = None) -> dict[str, Any]:
+def run_pipeline(
+    compiled: Compiled,
+    ws: Workspace,
+    *,
+    base_dir: Path | None = None,
+    spec_path: str | None = None,
+    trigger: str = "manual",
+    cancel: threading.Event | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> dict[str, Any]:
     """Run now; return the run record of spec section 6. Never raises for a failed run."""
     cancel = cancel or threading.Event()
     wait = sleep or (lambda s: cancel.wait(s))
@@ -51,8 +73,14 @@ def run_pipeline(compiled: Compiled, ws: Workspace, *, base_dir: Path | None = N
     graph = compiled.graph
     version = ws.metadata.save_pipeline_version(graph.name, dump(graph))
     policy = graph.error_handling.retry_policy
-    base = {"run_id": run_id, "pipeline": graph.name, "version": version, "started_at": _iso(started),
-            "trigger": trigger, "spec_path": spec_path}
+    base = {
+        "run_id": run_id,
+        "pipeline": graph.name,
+        "version": version,
+        "started_at": _iso(started),
+        "trigger": trigger,
+        "spec_path": spec_path,
+    }
     ws.metadata.upsert_run({**base, "status": "running", "attempt": 1})
     ws.metadata.log(run_id, "info", f"run started ({trigger})")
     emit = on_event or (lambda e: None)
@@ -92,8 +120,11 @@ def run_pipeline(compiled: Compiled, ws: Workspace, *, base_dir: Path | None = N
 
     finished = datetime.now(UTC)
     record = {
-        "run_id": run_id, "pipeline": graph.name, "status": status,
-        "started_at": _iso(started), "finished_at": _iso(finished),
+        "run_id": run_id,
+        "pipeline": graph.name,
+        "status": status,
+        "started_at": _iso(started),
+        "finished_at": _iso(finished),
         "duration_s": round(time.perf_counter() - t0, 6),
         "rows_in": result.rows_in if result else 0,
         "rows_out": result.rows_out if result else 0,
@@ -101,14 +132,27 @@ def run_pipeline(compiled: Compiled, ws: Workspace, *, base_dir: Path | None = N
         "nodes": {nid: s.public() for nid, s in result.stats.items()} if result else {},
         "error": error,
     }
-    ws.metadata.upsert_run({**base, "status": status, "attempt": attempt, "finished_at": record["finished_at"],
-                            "duration_s": record["duration_s"], "rows_in": record["rows_in"],
-                            "rows_out": record["rows_out"], "rows_rejected": record["rows_rejected"],
-                            "error": error})
+    ws.metadata.upsert_run(
+        {
+            **base,
+            "status": status,
+            "attempt": attempt,
+            "finished_at": record["finished_at"],
+            "duration_s": record["duration_s"],
+            "rows_in": record["rows_in"],
+            "rows_out": record["rows_out"],
+            "rows_rejected": record["rows_rejected"],
+            "error": error,
+        }
+    )
     if result:
-        ws.metadata.save_node_stats(run_id, {nid: {"kind": s.kind, "status": s.status, **s.public()}
-                                             for nid, s in result.stats.items()})
-    ws.metadata.log(run_id, "error" if status == "failed" else "info", f"run {status}" + (f": {error}" if error else ""))
+        ws.metadata.save_node_stats(
+            run_id,
+            {nid: {"kind": s.kind, "status": s.status, **s.public()} for nid, s in result.stats.items()},
+        )
+    ws.metadata.log(
+        run_id, "error" if status == "failed" else "info", f"run {status}" + (f": {error}" if error else "")
+    )
     emit({"event": "run_finished", "run_id": run_id, "status": status})
     record["_targets"] = result.targets if result else {}
     return record
@@ -120,8 +164,15 @@ def _partial(executor: Executor) -> ExecutionResult:
     return ExecutionResult(stats, rows_in, 0, sum(s.rows_rejected for s in stats.values()))
 
 
-def preview_pipeline(compiled: Compiled, ws: Workspace, *, base_dir: Path | None = None, limit: int = 20,
-                     sample_rows: int = 10_000, cancel: threading.Event | None = None) -> dict[str, Any]:
+def preview_pipeline(
+    compiled: Compiled,
+    ws: Workspace,
+    *,
+    base_dir: Path | None = None,
+    limit: int = 20,
+    sample_rows: int = 10_000,
+    cancel: threading.Event | None = None,
+) -> dict[str, Any]:
     """Dry run on a sample: the first `limit` rows at every node and port; writes nothing."""
     started = datetime.now(UTC)
     ctx = _context(compiled, ws, "preview", started, base_dir, cancel or threading.Event(), dry_run=True)

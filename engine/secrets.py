@@ -36,7 +36,8 @@ class SecretStore:
         if value is not None:
             return value
         raise ConnectorError(
-            f"secret '{name}' is not set (set {_env_name(name)}, or store it with `aggregator secret set {name}`)")
+            f"secret '{name}' is not set (set {_env_name(name)}, or store it with `aggregator secret set {name}`)"
+        )
 
     def set(self, name: str, value: str, *, use_keyring: bool = True) -> str:
         if use_keyring and self._keyring_set(name, value):

@@ -51,8 +51,15 @@ def linear_to_graph(linear: LinearPipeline) -> tuple[GraphPipeline, dict[str, st
         node_id = new_id(_slug(src.name))
         by_source_name[src.name] = node_id
         origin[node_id] = f"sources[{i}]"
-        nodes.append(Node(id=node_id, kind="source", name=None if node_id == src.name else src.name,
-                          connector_type=src.connector_type, config=src.config))
+        nodes.append(
+            Node(
+                id=node_id,
+                kind="source",
+                name=None if node_id == src.name else src.name,
+                connector_type=src.connector_type,
+                config=src.config,
+            )
+        )
 
     primary = nodes[0].id
     named = {ref for step in linear.transformations for ref in side_refs(step)}
@@ -61,7 +68,9 @@ def linear_to_graph(linear: LinearPipeline) -> tuple[GraphPipeline, dict[str, st
     if unnamed:
         current = new_id(IMPLICIT_UNION)
         origin[current] = "sources"
-        nodes.append(Node(id=current, kind="transform", inputs=[primary, *unnamed], transform={"type": "union"}))
+        nodes.append(
+            Node(id=current, kind="transform", inputs=[primary, *unnamed], transform={"type": "union"})
+        )
 
     for i, step in enumerate(linear.transformations):
         node_id = new_id(f"{_slug(str(step.get('type', 'step')))}_{i + 1}")
@@ -79,16 +88,30 @@ def linear_to_graph(linear: LinearPipeline) -> tuple[GraphPipeline, dict[str, st
     for i, dst in enumerate(linear.destinations):
         node_id = new_id(_slug(dst.name))
         origin[node_id] = f"destinations[{i}]"
-        nodes.append(Node(id=node_id, kind="destination", name=None if node_id == dst.name else dst.name,
-                          inputs=[current], connector_type=dst.connector_type, config=dst.config))
+        nodes.append(
+            Node(
+                id=node_id,
+                kind="destination",
+                name=None if node_id == dst.name else dst.name,
+                inputs=[current],
+                connector_type=dst.connector_type,
+                config=dst.config,
+            )
+        )
 
-    graph = GraphPipeline(name=linear.name, description=linear.description, nodes=nodes,
-                          schedule=linear.schedule, error_handling=linear.error_handling)
+    graph = GraphPipeline(
+        name=linear.name,
+        description=linear.description,
+        nodes=nodes,
+        schedule=linear.schedule,
+        error_handling=linear.error_handling,
+    )
     return graph, origin
 
 
 def graph_to_linear(graph: GraphPipeline) -> LinearPipeline:
     """Only for graphs that are one chain with side sources; anything else is a SpecError."""
+
     def fail(message: str) -> SpecError:
         return SpecError([SpecIssue("nodes", f"cannot be written in linear form: {message}")])
 
@@ -140,10 +163,17 @@ def graph_to_linear(graph: GraphPipeline) -> LinearPipeline:
     ordered = [start, *[s for s in sources if s is not start]]
     del implicit  # implied by the linear form: unnamed sources are unioned
     return LinearPipeline(
-        name=graph.name, description=graph.description,
-        sources=[Endpoint(name=s.label, connector_type=s.connector_type or "", config=s.config or {}) for s in ordered],
+        name=graph.name,
+        description=graph.description,
+        sources=[
+            Endpoint(name=s.label, connector_type=s.connector_type or "", config=s.config or {})
+            for s in ordered
+        ],
         transformations=steps,
-        destinations=[Endpoint(name=d.label, connector_type=d.connector_type or "", config=d.config or {})
-                      for d in destinations],
-        schedule=graph.schedule, error_handling=graph.error_handling,
+        destinations=[
+            Endpoint(name=d.label, connector_type=d.connector_type or "", config=d.config or {})
+            for d in destinations
+        ],
+        schedule=graph.schedule,
+        error_handling=graph.error_handling,
     )

@@ -41,10 +41,14 @@ def parse_document(text: str, where: str = "<text>", *, yaml_syntax: bool = Fals
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise SpecError([SpecIssue("", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")],
-                            source=where) from None
+            raise SpecError(
+                [SpecIssue("", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")],
+                source=where,
+            ) from None
     if not isinstance(doc, dict):
-        raise SpecError([SpecIssue("", "a pipeline document is an object (mapping) at the top level")], source=where)
+        raise SpecError(
+            [SpecIssue("", "a pipeline document is an object (mapping) at the top level")], source=where
+        )
     return doc
 
 

@@ -30,18 +30,36 @@ def from_pydantic(exc: ValidationError, prefix: str, model: type[BaseModel] | No
         ctx = err.get("ctx") or {}
         if kind == "extra_forbidden":
             keys = _allowed_keys(model, loc[:-1]) if model else None
-            issues.append(SpecIssue(join_path(prefix, loc[:-1]), f"unknown key '{loc[-1]}'",
-                                    ", ".join(keys) if keys else None))
+            issues.append(
+                SpecIssue(
+                    join_path(prefix, loc[:-1]), f"unknown key '{loc[-1]}'", ", ".join(keys) if keys else None
+                )
+            )
         elif kind == "missing":
             issues.append(SpecIssue(join_path(prefix, loc), "missing required field"))
         elif kind in ("literal_error", "enum"):
-            issues.append(SpecIssue(join_path(prefix, loc), f"'{err.get('input')}' is not allowed",
-                                    str(ctx.get("expected", "")).replace("'", "") or None))
+            issues.append(
+                SpecIssue(
+                    join_path(prefix, loc),
+                    f"'{err.get('input')}' is not allowed",
+                    str(ctx.get("expected", "")).replace("'", "") or None,
+                )
+            )
         elif kind == "union_tag_invalid":
-            issues.append(SpecIssue(join_path(prefix, loc), f"unknown type '{ctx.get('tag')}'",
-                                    str(ctx.get("expected_tags", "")).replace("'", "")))
+            issues.append(
+                SpecIssue(
+                    join_path(prefix, loc),
+                    f"unknown type '{ctx.get('tag')}'",
+                    str(ctx.get("expected_tags", "")).replace("'", ""),
+                )
+            )
         elif kind == "union_tag_not_found":
-            issues.append(SpecIssue(join_path(prefix, loc), f"missing '{ctx.get('discriminator', 'type')}'".replace("'''", "'")))
+            issues.append(
+                SpecIssue(
+                    join_path(prefix, loc),
+                    f"missing '{ctx.get('discriminator', 'type')}'".replace("'''", "'"),
+                )
+            )
         else:
             msg = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
             issues.append(SpecIssue(join_path(prefix, loc), msg))

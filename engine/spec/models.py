@@ -76,7 +76,9 @@ def check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone '{value}' (use an IANA name such as 'UTC' or 'Europe/Berlin')") from None
+        raise ValueError(
+            f"unknown time zone '{value}' (use an IANA name such as 'UTC' or 'Europe/Berlin')"
+        ) from None
     return value
 
 
@@ -89,7 +91,9 @@ class RetryPolicy(Strict):
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before retry number `attempt` (1-based): exponential, capped."""
-        return min(self.initial_delay_seconds * self.backoff_multiplier ** (attempt - 1), self.max_delay_seconds)
+        return min(
+            self.initial_delay_seconds * self.backoff_multiplier ** (attempt - 1), self.max_delay_seconds
+        )
 
 
 class DeadLetterQueue(Strict):

@@ -54,7 +54,9 @@ def validate(doc: Any, *, check_schemas: bool = True, ctx: Any = None) -> Compil
     form = form_of(doc)
     model = GraphPipeline if form == "graph" else LinearPipeline
     if form == "graph" and any(k in doc for k in ("sources", "source", "transformations")):
-        issues.append(SpecIssue("", "a document has either 'nodes' (graph form) or 'sources' (linear form), not both"))
+        issues.append(
+            SpecIssue("", "a document has either 'nodes' (graph form) or 'sources' (linear form), not both")
+        )
     if form == "linear" and "sources" not in doc and "source" not in doc:
         issues.append(SpecIssue("", "missing 'nodes' (graph form) or 'sources' (linear form)"))
 
@@ -62,8 +64,11 @@ def validate(doc: Any, *, check_schemas: bool = True, ctx: Any = None) -> Compil
     try:
         parsed = model.model_validate(doc)
     except ValidationError as exc:
-        issues += [i for i in pyd.from_pydantic(exc, "", model)
-                   if not (i.path == "" and i.message.startswith("missing") and issues)]
+        issues += [
+            i
+            for i in pyd.from_pydantic(exc, "", model)
+            if not (i.path == "" and i.message.startswith("missing") and issues)
+        ]
 
     issues += _check_parts(doc, form)
     if issues or parsed is None:
@@ -103,7 +108,9 @@ def _check_parts(doc: dict[str, Any], form: str) -> list[SpecIssue]:
                 if node.get("transform") is not None:
                     issues += check_step(node["transform"], f"nodes[{i}].transform")
                 else:
-                    issues.append(SpecIssue(f"nodes[{i}].transform", "missing required field for a transform node"))
+                    issues.append(
+                        SpecIssue(f"nodes[{i}].transform", "missing required field for a transform node")
+                    )
             elif kind in ("source", "destination"):
                 issues += check_endpoint(node, kind, f"nodes[{i}]")
                 if node.get("transform") is not None:
@@ -114,7 +121,9 @@ def _check_parts(doc: dict[str, Any], form: str) -> list[SpecIssue]:
     for i, src in enumerate(sources):
         if isinstance(src, dict):
             issues += check_endpoint(src, "source", f"sources[{i}]")
-    dests = doc.get("destinations") or ([doc["destination"]] if isinstance(doc.get("destination"), dict) else [])
+    dests = doc.get("destinations") or (
+        [doc["destination"]] if isinstance(doc.get("destination"), dict) else []
+    )
     for i, dst in enumerate(dests):
         if isinstance(dst, dict):
             issues += check_endpoint(dst, "destination", f"destinations[{i}]")
@@ -124,15 +133,28 @@ def _check_parts(doc: dict[str, Any], form: str) -> list[SpecIssue]:
             key = next((k for k in ("join_source", "lookup_source", "sources") if k in step), None)
             for ref in side_refs(step) if key else []:
                 if ref not in names:
-                    issues.append(SpecIssue(f"transformations[{i}].{key}", f"unknown source '{ref}'",
-                                            ", ".join(str(n) for n in names)))
+                    issues.append(
+                        SpecIssue(
+                            f"transformations[{i}].{key}",
+                            f"unknown source '{ref}'",
+                            ", ".join(str(n) for n in names),
+                        )
+                    )
                 elif ref == names[0]:
-                    issues.append(SpecIssue(f"transformations[{i}].{key}",
-                                            f"'{ref}' is the primary source; name another source"))
+                    issues.append(
+                        SpecIssue(
+                            f"transformations[{i}].{key}",
+                            f"'{ref}' is the primary source; name another source",
+                        )
+                    )
             if transforms.canonical(str(step.get("type"))) == "join" and "join_source" not in step:
-                issues.append(SpecIssue(f"transformations[{i}].join_source",
-                                        "missing required field (the source to join with)",
-                                        ", ".join(str(n) for n in names[1:]) or None))
+                issues.append(
+                    SpecIssue(
+                        f"transformations[{i}].join_source",
+                        "missing required field (the source to join with)",
+                        ", ".join(str(n) for n in names[1:]) or None,
+                    )
+                )
     return issues
 
 
@@ -170,15 +192,27 @@ def _mask_secrets(value: Any) -> Any:
 def check_endpoint(raw: dict[str, Any], role: str, path: str) -> list[SpecIssue]:
     ctype = raw.get("connector_type")
     if not isinstance(ctype, str):
-        return [SpecIssue(f"{path}.connector_type", "missing required field", ", ".join(connectors.names(role)))]
+        return [
+            SpecIssue(f"{path}.connector_type", "missing required field", ", ".join(connectors.names(role)))
+        ]
     cls = connectors.get(ctype)
     if cls is None:
-        return [SpecIssue(f"{path}.connector_type", f"unknown connector type '{ctype}'",
-                          ", ".join(connectors.names(role)))]
+        return [
+            SpecIssue(
+                f"{path}.connector_type",
+                f"unknown connector type '{ctype}'",
+                ", ".join(connectors.names(role)),
+            )
+        ]
     model = cls.SourceConfig if role == "source" else cls.SinkConfig
     if model is None:
-        return [SpecIssue(f"{path}.connector_type", f"connector '{ctype}' cannot be a {role}",
-                          ", ".join(connectors.names(role)))]
+        return [
+            SpecIssue(
+                f"{path}.connector_type",
+                f"connector '{ctype}' cannot be a {role}",
+                ", ".join(connectors.names(role)),
+            )
+        ]
     config = raw.get("config") or {}
     if not isinstance(config, dict):
         return []  # reported by the document model
@@ -217,7 +251,13 @@ def _check_graph(c: Compiled) -> list[SpecIssue]:
             low, high = cls.min_inputs, cls.max_inputs
             count = len(n.inputs)
             if count < low or (high is not None and count > high):
-                want = f"exactly {low}" if low == high else f"at least {low}" if high is None else f"{low} to {high}"
+                want = (
+                    f"exactly {low}"
+                    if low == high
+                    else f"at least {low}"
+                    if high is None
+                    else f"{low} to {high}"
+                )
                 issues.append(SpecIssue(in_path, f"'{cls.type}' takes {want} input(s), got {count}"))
         else:
             try:
@@ -239,7 +279,9 @@ def _check_graph(c: Compiled) -> list[SpecIssue]:
                 continue
             src = by_id[producer]
             if src.kind == "destination":
-                issues.append(SpecIssue(where, f"'{producer}' is a destination; destinations have no outputs"))
+                issues.append(
+                    SpecIssue(where, f"'{producer}' is a destination; destinations have no outputs")
+                )
                 continue
             ports = c.transforms[producer].output_ports() if producer in c.transforms else ["out"]
             if port not in ports:
@@ -270,7 +312,7 @@ def _toposort(nodes: list[Node]) -> tuple[list[str], list[str]]:
         if state.get(node_id) == 2:
             return []
         if state.get(node_id) == 1:
-            return [*stack[stack.index(node_id):], node_id]
+            return [*stack[stack.index(node_id) :], node_id]
         state[node_id] = 1
         stack.append(node_id)
         for dep in deps.get(node_id, []):

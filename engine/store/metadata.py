@@ -37,21 +37,53 @@ class MetadataStore:
 
     def _migrate(self) -> None:
         db = self.db
-        db["pipelines"].create({"name": str, "created_at": str, "latest_version": int}, pk="name", if_not_exists=True)
+        db["pipelines"].create(
+            {"name": str, "created_at": str, "latest_version": int}, pk="name", if_not_exists=True
+        )
         db["pipeline_versions"].create(
             {"pipeline": str, "version": int, "spec_hash": str, "spec": str, "saved_at": str},
-            pk=("pipeline", "version"), if_not_exists=True)
-        db["runs"].create({
-            "run_id": str, "pipeline": str, "version": int, "status": str, "attempt": int,
-            "started_at": str, "finished_at": str, "duration_s": float, "rows_in": int, "rows_out": int,
-            "rows_rejected": int, "error": str, "trigger": str, "spec_path": str,
-        }, pk="run_id", if_not_exists=True)
-        db["node_stats"].create({
-            "run_id": str, "node_id": str, "kind": str, "status": str, "rows_in": int, "rows_out": int,
-            "rows_rejected": int, "duration_s": float,
-        }, pk=("run_id", "node_id"), if_not_exists=True)
-        db["run_logs"].create({"id": int, "run_id": str, "ts": str, "level": str, "node_id": str, "message": str},
-                              pk="id", if_not_exists=True)
+            pk=("pipeline", "version"),
+            if_not_exists=True,
+        )
+        db["runs"].create(
+            {
+                "run_id": str,
+                "pipeline": str,
+                "version": int,
+                "status": str,
+                "attempt": int,
+                "started_at": str,
+                "finished_at": str,
+                "duration_s": float,
+                "rows_in": int,
+                "rows_out": int,
+                "rows_rejected": int,
+                "error": str,
+                "trigger": str,
+                "spec_path": str,
+            },
+            pk="run_id",
+            if_not_exists=True,
+        )
+        db["node_stats"].create(
+            {
+                "run_id": str,
+                "node_id": str,
+                "kind": str,
+                "status": str,
+                "rows_in": int,
+                "rows_out": int,
+                "rows_rejected": int,
+                "duration_s": float,
+            },
+            pk=("run_id", "node_id"),
+            if_not_exists=True,
+        )
+        db["run_logs"].create(
+            {"id": int, "run_id": str, "ts": str, "level": str, "node_id": str, "message": str},
+            pk="id",
+            if_not_exists=True,
+        )
         db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
         db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
         db["runs"].create_index(["pipeline", "started_at"], if_not_exists=True)
@@ -66,22 +98,40 @@ class MetadataStore:
             row = next(self.db.query("SELECT latest_version FROM pipelines WHERE name = ?", [name]), None)
             latest = row["latest_version"] if row else 0
             if latest:
-                last = next(self.db.query(
-                    "SELECT spec_hash FROM pipeline_versions WHERE pipeline = ? AND version = ?", [name, latest]))
+                last = next(
+                    self.db.query(
+                        "SELECT spec_hash FROM pipeline_versions WHERE pipeline = ? AND version = ?",
+                        [name, latest],
+                    )
+                )
                 if last["spec_hash"] == digest:
                     return latest
             version = latest + 1
-            self.db["pipeline_versions"].insert({"pipeline": name, "version": version, "spec_hash": digest,
-                                                 "spec": text, "saved_at": utc_now()})
+            self.db["pipeline_versions"].insert(
+                {
+                    "pipeline": name,
+                    "version": version,
+                    "spec_hash": digest,
+                    "spec": text,
+                    "saved_at": utc_now(),
+                }
+            )
             if row:
                 self.db["pipelines"].update(name, {"latest_version": version})
             else:
-                self.db["pipelines"].insert({"name": name, "created_at": utc_now(), "latest_version": version})
+                self.db["pipelines"].insert(
+                    {"name": name, "created_at": utc_now(), "latest_version": version}
+                )
             return version
 
     def pipeline_versions(self, name: str) -> list[dict[str, Any]]:
-        return list(self.db.query("SELECT pipeline, version, spec_hash, saved_at FROM pipeline_versions"
-                                  " WHERE pipeline = ? ORDER BY version", [name]))
+        return list(
+            self.db.query(
+                "SELECT pipeline, version, spec_hash, saved_at FROM pipeline_versions"
+                " WHERE pipeline = ? ORDER BY version",
+                [name],
+            )
+        )
 
     def pipeline_spec(self, name: str, version: int | None = None) -> dict[str, Any] | None:
         sql = "SELECT spec FROM pipeline_versions WHERE pipeline = ? ORDER BY version DESC LIMIT 1"
@@ -104,10 +154,13 @@ class MetadataStore:
 
     def log(self, run_id: str, level: str, message: str, node_id: str | None = None) -> None:
         with self._lock:
-            self.db["run_logs"].insert({"run_id": run_id, "ts": utc_now(), "level": level, "node_id": node_id,
-                                        "message": message})
+            self.db["run_logs"].insert(
+                {"run_id": run_id, "ts": utc_now(), "level": level, "node_id": node_id, "message": message}
+            )
 
-    def runs(self, pipeline: str | None = None, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def runs(
+        self, pipeline: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
         where, params = [], []
         if pipeline:
             where.append("pipeline = ?")
@@ -126,8 +179,11 @@ class MetadataStore:
         return list(self.db.query("SELECT * FROM node_stats WHERE run_id = ? ORDER BY rowid", [run_id]))
 
     def logs(self, run_id: str) -> list[dict[str, Any]]:
-        return list(self.db.query("SELECT ts, level, node_id, message FROM run_logs WHERE run_id = ? ORDER BY id",
-                                  [run_id]))
+        return list(
+            self.db.query(
+                "SELECT ts, level, node_id, message FROM run_logs WHERE run_id = ? ORDER BY id", [run_id]
+            )
+        )
 
     def close(self) -> None:
         self.db.close()

@@ -108,6 +108,9 @@ class FieldValidationConfig(TransformConfig):
         return self
 
 
+_VALID = "__aggregator_valid"
+
+
 @register
 class FieldValidation(Transform):
     """Check a field; failing records are rejected with a reason, flagged, or fail the run."""
@@ -142,10 +145,14 @@ class FieldValidation(Transform):
         valid = valid.fill_null(False)
         if cfg.on_failure == "flag":
             return {OUT: lf.with_columns(valid.alias(f"{flat_name(cfg.field_name)}_valid"))}
-        rejected = lf.filter(~valid).with_columns(
-            pl.concat_str([pl.lit(f"{cfg.field_name}: "), reason]).alias(REJECT_REASON)
+        # The check runs once: both ports filter the same marked frame, which collect_all shares.
+        marked = lf.with_columns(valid.alias(_VALID))
+        rejected = (
+            marked.filter(~pl.col(_VALID))
+            .drop(_VALID)
+            .with_columns(pl.concat_str([pl.lit(f"{cfg.field_name}: "), reason]).alias(REJECT_REASON))
         )
-        return {OUT: lf.filter(valid), REJECTED: rejected}
+        return {OUT: marked.filter(pl.col(_VALID)).drop(_VALID), REJECTED: rejected}
 
 
 def _quoted(value: pl.Expr) -> pl.Expr:

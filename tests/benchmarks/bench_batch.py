@@ -29,9 +29,16 @@ EMAIL_OK = 0.98  # share of valid e-mail addresses in the generated data
 
 CHAIN = [
     {"type": "field_mapping", "field_name": "customer_name", "operation": "title_case"},
-    {"type": "field_calculation", "field_name": "total", "operation": "multiply",
-     "parameters": {"source_fields": ["price", "quantity"], "output_field": "total"}},
-    {"type": "record_filter", "condition": {"field": "status", "operator": "not_equals", "value": "cancelled"}},
+    {
+        "type": "field_calculation",
+        "field_name": "total",
+        "operation": "multiply",
+        "parameters": {"source_fields": ["price", "quantity"], "output_field": "total"},
+    },
+    {
+        "type": "record_filter",
+        "condition": {"field": "status", "operator": "not_equals", "value": "cancelled"},
+    },
     {"type": "field_addition", "field_name": "processed_at", "value": "current_timestamp"},
     {"type": "field_validation", "field_name": "customer_email", "validation_type": "email_format"},
 ]
@@ -42,7 +49,9 @@ def generate(path: Path, rows: int) -> float:
     import polars as pl
 
     t0 = time.perf_counter()
-    names = pl.Series(["john smith", "MARY JONES", "ali  khan", "li wei", "sofia ROSSI", "peter novak", "emma jones"])
+    names = pl.Series(
+        ["john smith", "MARY JONES", "ali  khan", "li wei", "sofia ROSSI", "peter novak", "emma jones"]
+    )
     products = pl.Series(["wireless mouse", "usb-c cable", "laptop stand", "monitor arm", "keyboard"])
     statuses = pl.Series(["completed", "pending", "cancelled", "refunded"])
     i = pl.int_range(rows, dtype=pl.Int64)
@@ -50,9 +59,15 @@ def generate(path: Path, rows: int) -> float:
     lf = pl.LazyFrame().select(
         i.alias("order_id"),
         names.implode().list.get((h % names.len()).cast(pl.Int64)).alias("customer_name"),
-        pl.concat_str([pl.lit("user"), (h % 100_000).cast(pl.String),
-                       pl.when((h % 1000) < int(EMAIL_OK * 1000)).then(pl.lit("@example.com")).otherwise(pl.lit("@"))]
-                      ).alias("customer_email"),
+        pl.concat_str(
+            [
+                pl.lit("user"),
+                (h % 100_000).cast(pl.String),
+                pl.when((h % 1000) < int(EMAIL_OK * 1000))
+                .then(pl.lit("@example.com"))
+                .otherwise(pl.lit("@")),
+            ]
+        ).alias("customer_email"),
         products.implode().list.get(((h // 7) % products.len()).cast(pl.Int64)).alias("product_name"),
         (((h // 11) % 10_000).cast(pl.Float64) / 100).alias("price"),
         ((h // 13) % 9 + 1).cast(pl.Int64).alias("quantity"),
@@ -64,9 +79,12 @@ def generate(path: Path, rows: int) -> float:
 
 
 def spec_for(csv: Path, destination: dict) -> dict:
-    return {"name": f"bench {destination['connector_type']}",
-            "sources": [{"name": "orders", "connector_type": "file", "config": {"path": str(csv)}}],
-            "transformations": CHAIN, "destinations": [{"name": "out", **destination}]}
+    return {
+        "name": f"bench {destination['connector_type']}",
+        "sources": [{"name": "orders", "connector_type": "file", "config": {"path": str(csv)}}],
+        "transformations": CHAIN,
+        "destinations": [{"name": "out", **destination}],
+    }
 
 
 def leg(spec_path: Path, data_dir: Path) -> None:
@@ -81,10 +99,21 @@ def leg(spec_path: Path, data_dir: Path) -> None:
         record = run_pipeline(compiled, ws, base_dir=spec_path.parent)
         elapsed = time.perf_counter() - t0
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"status": record["status"], "error": record["error"], "seconds": round(elapsed, 3),
-                      "rows_in": record["rows_in"], "rows_out": record["rows_out"],
-                      "rows_rejected": record["rows_rejected"], "rows_per_s": round(record["rows_in"] / elapsed),
-                      "peak_rss_mb": round(rss_mb), "nodes": record["nodes"]}))
+    print(
+        json.dumps(
+            {
+                "status": record["status"],
+                "error": record["error"],
+                "seconds": round(elapsed, 3),
+                "rows_in": record["rows_in"],
+                "rows_out": record["rows_out"],
+                "rows_rejected": record["rows_rejected"],
+                "rows_per_s": round(record["rows_in"] / elapsed),
+                "peak_rss_mb": round(rss_mb),
+                "nodes": record["nodes"],
+            }
+        )
+    )
 
 
 def run_leg(spec: dict, work: Path, name: str) -> dict:
@@ -92,8 +121,12 @@ def run_leg(spec: dict, work: Path, name: str) -> dict:
     spec_path.write_text(json.dumps(spec))
     data = work / f"data-{name}"
     shutil.rmtree(data, ignore_errors=True)
-    proc = subprocess.run([sys.executable, __file__, "--leg", str(spec_path), "--work", str(data)],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--leg", str(spec_path), "--work", str(data)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if proc.returncode:
         raise SystemExit(f"leg {name} failed: {proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -112,6 +145,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--reference-rows", type=int, default=1_000_000)
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--legs-only", action="store_true", help="skip the whole-process comparison")
     ap.add_argument("--leg", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.leg:
@@ -124,30 +158,61 @@ def main() -> None:
     gen_s = generate(csv, args.rows)
     result: dict = {
         "benchmark": "bench_batch",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "rows": args.rows, "csv_mb": round(csv.stat().st_size / 2**20), "generate_s": round(gen_s, 2),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "rows": args.rows,
+        "csv_mb": round(csv.stat().st_size / 2**20),
+        "generate_s": round(gen_s, 2),
     }
-    result["csv_to_duckdb"] = run_leg(spec_for(csv, {"connector_type": "duckdb",
-                                                     "config": {"table": "orders", "mode": "replace"}}), work, "duckdb")
-    result["csv_to_parquet"] = run_leg(spec_for(csv, {"connector_type": "file",
-                                                      "config": {"path": str(work / "out.parquet")}}), work, "parquet")
+    result["csv_to_duckdb"] = run_leg(
+        spec_for(csv, {"connector_type": "duckdb", "config": {"table": "orders", "mode": "replace"}}),
+        work,
+        "duckdb",
+    )
+    result["csv_to_parquet"] = run_leg(
+        spec_for(csv, {"connector_type": "file", "config": {"path": str(work / "out.parquet")}}),
+        work,
+        "parquet",
+    )
 
+    if args.legs_only:
+        print(json.dumps(result, indent=2))
+        return
     # Whole processes on the reference size: `aggregator run` against the per-record reference.
     small = work / "orders_ref.csv"
     generate(small, args.reference_rows)
     spec_path = work / "ref_engine.json"
-    spec_path.write_text(json.dumps(spec_for(small, {"connector_type": "file",
-                                                     "config": {"path": str(work / "engine_out.parquet")}})))
+    spec_path.write_text(
+        json.dumps(
+            spec_for(small, {"connector_type": "file", "config": {"path": str(work / "engine_out.parquet")}})
+        )
+    )
     aggregator = Path(sys.executable).parent / "aggregator"
     engine_s = timed([str(aggregator), "run", str(spec_path), "--data-dir", str(work / "data-ref")])
-    reference_s = timed([sys.executable, str(HERE / "reference_chain.py"), str(small), str(work / "ref_out.parquet")])
+    reference_s = timed(
+        [
+            sys.executable,
+            str(HERE / "reference_chain.py"),
+            str(spec_path),
+            str(small),
+            str(work / "ref_out.parquet"),
+        ]
+    )
     result["process_vs_reference"] = {
-        "rows": args.reference_rows, "aggregator_run_s": round(engine_s, 3), "reference_s": round(reference_s, 3),
+        "rows": args.reference_rows,
+        "aggregator_run_s": round(engine_s, 3),
+        "reference_s": round(reference_s, 3),
         "speedup": round(reference_s / engine_s, 1),
     }
     duck, parquet = result["csv_to_duckdb"], result["csv_to_parquet"]
     result["targets"] = {
-        "rows_per_s_ge_2M": {"duckdb": duck["rows_per_s"] >= 2_000_000, "parquet": parquet["rows_per_s"] >= 2_000_000},
+        "rows_per_s_ge_2M": {
+            "duckdb": duck["rows_per_s"] >= 2_000_000,
+            "parquet": parquet["rows_per_s"] >= 2_000_000,
+        },
         "peak_rss_lt_1.5GB": {"duckdb": duck["peak_rss_mb"] < 1536, "parquet": parquet["peak_rss_mb"] < 1536},
         "speedup_ge_10x": result["process_vs_reference"]["speedup"] >= 10,
     }

@@ -200,3 +200,52 @@ def join(
         if not partners and how == "left":
             out.append({**record, **{renamed[n]: None for n in right_names}})
     return out
+
+
+# ---- field_addition, email validation and a whole linear chain ------------------------------------
+
+EMAIL = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}$"
+)
+
+
+def valid_email(value: str | None) -> bool:
+    return value is None or EMAIL.search(value) is not None  # null fails only not_null
+
+
+def run_chain(records: list[Record], steps: list[dict], types: dict[str, str], now: Any) -> tuple[list, list]:
+    """Interpret linear-form steps one record at a time, as a per-message flow engine does.
+
+    Covers the benchmark chain: field_mapping (string operations), field_calculation (the four
+    operations), record_filter, field_addition (literal or current_timestamp) and
+    field_validation email_format with reject. Returns (kept records, rejected records).
+    """
+    kept, rejected = [], []
+    for record in records:
+        for step in steps:
+            kind = step["type"]
+            if kind in ("field_mapping", "field_operation"):
+                record[step["field_name"]] = string_operation(record[step["field_name"]], step["operation"])
+            elif kind == "field_calculation":
+                params = step["parameters"]
+                out = params.get("output_field", step.get("field_name"))
+                record[out] = calculate(record, step["operation"], params["source_fields"])
+            elif kind == "record_filter":
+                if not matches(record, step["condition"], types):
+                    record = None
+                    break
+            elif kind == "field_addition":
+                record[step["field_name"]] = now if step["value"] == "current_timestamp" else step["value"]
+            elif kind == "field_validation" and step["validation_type"] == "email_format":
+                if not valid_email(record[step["field_name"]]):
+                    rejected.append(
+                        {**record, "_reject_reason": f"{step['field_name']}: not a valid email address"}
+                    )
+                    record = None
+                    break
+            else:
+                raise ValueError(f"the reference chain does not know {kind}")
+        if record is not None:
+            kept.append(record)
+    return kept, rejected

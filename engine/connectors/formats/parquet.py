@@ -1,13 +1,17 @@
-"""Parquet: scanned by Polars, written row group by row group with pyarrow's ParquetWriter."""
+"""Parquet: scanned by Polars; written by Polars' streaming sink (appends copy row groups with pyarrow)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
+from polars.io.plugins import register_io_source
 
 from engine.connectors.formats.common import ReadOptions, WriteOptions, first_line
 from engine.errors import DataError
@@ -34,13 +38,55 @@ def locate(path: Path, opts: ReadOptions, row: int) -> dict:
     return {"record": row + 1}
 
 
+class _PolarsStream:
+    """Polars' own Parquet writer (parallel, about twice pyarrow's ParquetWriter here), fed batch by
+    batch: a Python IO source that drains a bounded queue, sunk by `sink_parquet` on its own thread."""
+
+    _END = object()
+
+    def __init__(self, temp: Path, schema: pl.Schema):
+        self.queue: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+
+        def batches(with_columns, predicate, n_rows, batch_size):  # the IO-source protocol
+            while (item := self.queue.get()) is not self._END:
+                yield item
+
+        frame = register_io_source(batches, schema=schema)
+        self.thread = threading.Thread(
+            target=self._sink, args=(frame, temp), name="parquet-sink", daemon=True
+        )
+        self.thread.start()
+
+    def _sink(self, frame: pl.LazyFrame, temp: Path) -> None:
+        try:
+            frame.sink_parquet(temp, compression="zstd")
+        except BaseException as exc:
+            self.error = exc
+            while self.queue.get() is not self._END:  # drain so the producer never blocks
+                pass
+
+    def put(self, batch: pl.DataFrame) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(batch)
+
+    def close(self) -> None:
+        self.queue.put(self._END)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 class Writer:
     """Batches go out as they come, cast to the first batch's schema. A batch with new columns
-    (or types that will not cast) switches to collecting everything and writing once at finish."""
+    (or types that will not cast) switches to collecting everything and writing once at finish.
+    Appending copies the old file's row groups first (pyarrow), then streams on with pyarrow."""
 
     def __init__(self, temp: Path, opts: WriteOptions, target: Path, append: bool):
         self.temp = temp
         self.writer: pq.ParquetWriter | None = None
+        self.stream: _PolarsStream | None = None
         self.schema: pl.Schema | None = None
         self.pending: list[pl.DataFrame] | None = None  # set once we fell back to collecting
         if append and target.exists():
@@ -59,13 +105,16 @@ class Writer:
             return
         if self.schema is None:
             self.schema = batch.schema
-            self.writer = pq.ParquetWriter(self.temp, batch.to_arrow().schema, compression="zstd")
+            self.stream = _PolarsStream(self.temp, batch.schema)
         elif batch.schema != self.schema:
             aligned = self._align(batch)
             if aligned is None:
                 self._collect_from_now_on(batch)
                 return
             batch = aligned
+        if self.stream is not None:
+            self.stream.put(batch)
+            return
         assert self.writer is not None
         table = batch.to_arrow()
         if table.schema != self.writer.schema:
@@ -84,23 +133,29 @@ class Writer:
         except pl.exceptions.PolarsError:
             return None
 
+    def _close_open_writer(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
     def _collect_from_now_on(self, batch: pl.DataFrame) -> None:
-        assert self.writer is not None
-        self.writer.close()
-        self.writer = None
+        self._close_open_writer()
         self.pending = [pl.read_parquet(self.temp), batch]
 
     def finish(self) -> None:
         if self.pending is not None:
             pl.concat(self.pending, how="diagonal_relaxed").write_parquet(self.temp, compression="zstd")
-        elif self.writer is not None:
-            self.writer.close()
+        elif self.stream is not None or self.writer is not None:
+            self._close_open_writer()
         else:
             pl.DataFrame().write_parquet(self.temp)
         with open(self.temp, "rb+") as fh:
             os.fsync(fh.fileno())
 
     def discard(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        with contextlib.suppress(Exception):  # discarding anyway: a failed writer keeps nothing worth having
+            self._close_open_writer()
         self.temp.unlink(missing_ok=True)
