@@ -129,6 +129,7 @@ class Executor:
         self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
         self._stop = threading.Event()  # internal: tells source threads to quit early
         self._port_rows: dict[tuple[str, str], int] = {}
+        self._rejects: list[tuple[str, pl.DataFrame]] = []  # kept with the run's commit
 
     # ---- public ------------------------------------------------------------------------------
     def execute(self) -> ExecutionResult:
@@ -144,6 +145,10 @@ class Executor:
             for nid, worker in self._sinks.items():
                 worker.finish()
                 self.stats[nid].status = "writing"
+            if self._rejects:  # rejected records are kept once, when the run's outputs are committed
+                self.ctx.historian.write_reject_batches(
+                    self._rejects, run_id=self.ctx.run_id, pipeline=self.ctx.pipeline
+                )
             for nid, worker in self._sinks.items():
                 t0 = time.perf_counter()
                 worker.sink.close()

@@ -24,7 +24,7 @@ DEFAULT_BATCH_ROWS = 1_000_000
 
 
 class ConnectorConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
 
 def normalize_type(name: str) -> str:

@@ -44,25 +44,53 @@ class Historian:
         reason_column: str = "_reject_reason",
     ) -> int:
         """Keep rejected records with their reason, node and run id (record stored as JSON)."""
-        if rows.height == 0:
-            return 0
-        reasons = (
-            rows.get_column(reason_column)
-            if reason_column in rows.columns
-            else pl.Series([None] * rows.height)
+        return self.write_reject_batches(
+            [(node_id, rows)], run_id=run_id, pipeline=pipeline, reason_column=reason_column
         )
-        payload = rows.drop(reason_column) if reason_column in rows.columns else rows
-        records = _records_as_json(payload)
-        table = pl.DataFrame(
-            {
-                "run_id": [run_id] * rows.height,
-                "pipeline": [pipeline] * rows.height,
-                "node_id": [node_id] * rows.height,
-                "reason": reasons.cast(pl.String),
-                "record": records,
-                "rejected_at": [datetime.now(UTC).replace(tzinfo=None)] * rows.height,
-            }
-        ).to_arrow()
+
+    def write_reject_batches(
+        self,
+        batches: list[tuple[str, pl.DataFrame]],
+        *,
+        run_id: str,
+        pipeline: str,
+        reason_column: str = "_reject_reason",
+    ) -> int:
+        """All of a run's rejected records in one insert (one commit, whatever the number of batches)."""
+        parts = []
+        for node_id, rows in batches:
+            if rows.height == 0:
+                continue
+            reasons = (
+                rows.get_column(reason_column)
+                if reason_column in rows.columns
+                else pl.repeat(None, rows.height, dtype=pl.String, eager=True)
+            )
+            payload = rows.drop(reason_column) if reason_column in rows.columns else rows
+            parts.append(
+                pl.DataFrame(
+                    {
+                        "node_id": pl.repeat(node_id, rows.height, eager=True),
+                        "reason": reasons.cast(pl.String),
+                        "record": _records_as_json(payload),
+                    }
+                )
+            )
+        if not parts:
+            return 0
+        now = datetime.now(UTC).replace(tzinfo=None)
+        table = (
+            pl.concat(parts)
+            .select(
+                pl.lit(run_id).alias("run_id"),
+                pl.lit(pipeline).alias("pipeline"),
+                "node_id",
+                "reason",
+                "record",
+                pl.lit(now).alias("rejected_at"),
+            )
+            .to_arrow()
+        )
         cur = self.cursor()
         try:
             cur.execute(
@@ -74,7 +102,7 @@ class Historian:
             cur.unregister("_reject_batch")
         finally:
             cur.close()
-        return rows.height
+        return table.num_rows
 
     def rejects(self, run_id: str | None = None) -> pl.DataFrame:
         cur = self.cursor()

@@ -23,7 +23,7 @@ REJECTED = "rejected"
 class TransformConfig(BaseModel):
     """Base of every transformation's config. Unknown keys are errors (the spec forbids them)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
     type: str
 
 

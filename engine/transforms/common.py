@@ -19,7 +19,7 @@ from engine.errors import TransformError
 class Params(BaseModel):
     """Base of the nested `parameters` objects: unknown keys are errors, as everywhere in the spec."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
 
 def schema_of(lf: pl.LazyFrame) -> pl.Schema:
