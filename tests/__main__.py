@@ -1,6 +1,6 @@
 """The whole check, as CI and the README run it: ruff, import contracts, then pytest.
 
-    python -m tests [pytest args...]
+python -m tests [pytest args...]
 """
 
 from __future__ import annotations

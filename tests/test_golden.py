@@ -73,8 +73,10 @@ def test_golden_case(case: Path, tmp_path: Path, monkeypatch):
         assert exact.exists() or (case / "expected.json").exists(), "a golden case needs an expected file"
 
         if (case / "expected_rejects.json").exists():
-            got = [{"reason": r["reason"], "record": json.loads(r["record"])}
-                   for r in ws.historian.rejects(record["run_id"]).iter_rows(named=True)]
+            got = [
+                {"reason": r["reason"], "record": json.loads(r["record"])}
+                for r in ws.historian.rejects(record["run_id"]).iter_rows(named=True)
+            ]
             want = json.loads((case / "expected_rejects.json").read_text(encoding="utf-8"))
             key = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731
             assert sorted(got, key=key) == sorted(want, key=key)

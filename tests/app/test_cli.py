@@ -13,12 +13,30 @@ import pytest
 from app.cli import main
 
 ORDERS = [
-    {"order_id": 1, "customer_name": "john smith", "customer_email": "john@example.com", "price": 10.0, "quantity": 2,
-     "status": "completed"},
-    {"order_id": 2, "customer_name": "MARY JONES", "customer_email": "mary@example", "price": 5.5, "quantity": 1,
-     "status": "completed"},
-    {"order_id": 3, "customer_name": "ann lee", "customer_email": "ann@example.com", "price": 3.0, "quantity": 4,
-     "status": "cancelled"},
+    {
+        "order_id": 1,
+        "customer_name": "john smith",
+        "customer_email": "john@example.com",
+        "price": 10.0,
+        "quantity": 2,
+        "status": "completed",
+    },
+    {
+        "order_id": 2,
+        "customer_name": "MARY JONES",
+        "customer_email": "mary@example",
+        "price": 5.5,
+        "quantity": 1,
+        "status": "completed",
+    },
+    {
+        "order_id": 3,
+        "customer_name": "ann lee",
+        "customer_email": "ann@example.com",
+        "price": 3.0,
+        "quantity": 4,
+        "status": "cancelled",
+    },
 ]
 
 
@@ -26,9 +44,14 @@ def spec(tmp: Path, source: dict, transformations: list | None = None, **extra) 
     doc = {
         "name": "Daily orders",
         "sources": [source],
-        "transformations": transformations if transformations is not None else [
+        "transformations": transformations
+        if transformations is not None
+        else [
             {"type": "field_mapping", "field_name": "customer_name", "operation": "title_case"},
-            {"type": "record_filter", "condition": {"field": "status", "operator": "equals", "value": "completed"}},
+            {
+                "type": "record_filter",
+                "condition": {"field": "status", "operator": "equals", "value": "completed"},
+            },
             {"type": "field_validation", "field_name": "customer_email", "validation_type": "email_format"},
         ],
         "destinations": [
@@ -65,8 +88,19 @@ def test_run_json_record_matches_spec(tmp_path, capsys):
     code, out, err = run_cli(capsys, "run", path, "--data-dir", tmp_path / "data", "--json")
     record = json.loads(out)
     assert code == 0, err
-    assert set(record) == {"run_id", "pipeline", "status", "started_at", "finished_at", "duration_s", "rows_in",
-                           "rows_out", "rows_rejected", "nodes", "error"}
+    assert set(record) == {
+        "run_id",
+        "pipeline",
+        "status",
+        "started_at",
+        "finished_at",
+        "duration_s",
+        "rows_in",
+        "rows_out",
+        "rows_rejected",
+        "nodes",
+        "error",
+    }
     assert record["status"] == "warning"  # one invalid email was rejected
     assert (record["rows_in"], record["rows_out"], record["rows_rejected"]) == (3, 1, 1)
     assert record["nodes"]["orders"] == {**record["nodes"]["orders"], "rows_in": 0, "rows_out": 3}
@@ -78,7 +112,9 @@ def test_run_json_record_matches_spec(tmp_path, capsys):
     assert con.execute("SELECT customer_name FROM orders").fetchall() == [("John Smith",)]
     reasons = con.execute("SELECT node_id, reason, record->>'order_id' FROM _rejects").fetchall()
     con.close()
-    assert reasons[0][0] == "field_validation_3" and "customer_email" in reasons[0][1] and reasons[0][2] == "2"
+    assert (
+        reasons[0][0] == "field_validation_3" and "customer_email" in reasons[0][1] and reasons[0][2] == "2"
+    )
 
 
 def test_runs_history_and_human_output(tmp_path, capsys, monkeypatch):
@@ -102,7 +138,9 @@ def test_preview_writes_nothing(tmp_path, capsys):
     result = json.loads(out)
     assert code == 0
     assert [r["customer_name"] for r in result["nodes"]["field_mapping_1"]["ports"]["out"]["rows"]] == [
-        "John Smith", "Mary Jones"]
+        "John Smith",
+        "Mary Jones",
+    ]
     rejected = result["nodes"]["field_validation_3"]["ports"]["rejected"]["rows"]
     assert rejected[0]["order_id"] == 2 and "customer_email" in rejected[0]["_reject_reason"]
     nothing_written(tmp_path, tmp_path / "d")
@@ -114,8 +152,11 @@ def test_validate_exit_codes_and_json(tmp_path, capsys):
     path = spec(tmp_path, {"name": "orders", "connector_type": "file", "config": {"path": "orders.json"}})
     code, out, _ = run_cli(capsys, "validate", path)
     assert code == 0 and "valid" in out
-    bad = spec(tmp_path, {"name": "orders", "connector_type": "file", "config": {"path": "o.json", "colour": 1}},
-               [{"type": "field_mapping", "field_name": "x", "operation": "explode"}])
+    bad = spec(
+        tmp_path,
+        {"name": "orders", "connector_type": "file", "config": {"path": "o.json", "colour": 1}},
+        [{"type": "field_mapping", "field_name": "x", "operation": "explode"}],
+    )
     code, out, _ = run_cli(capsys, "validate", bad, "--json")
     report = json.loads(out)
     assert code == 2 and report["valid"] is False
@@ -130,14 +171,29 @@ def test_schema_command_prints_json_schema(capsys):
 
 
 BAD_INPUTS = {
-    "truncated json": ("orders.json", '[{"order_id": 1, "customer_name": "a"},\n {"order_id": 2, "cust',
-                       {}, 1, [r"orders\.json", r"line 2", r"column"]),
+    "truncated json": (
+        "orders.json",
+        '[{"order_id": 1, "customer_name": "a"},\n {"order_id": 2, "cust',
+        {},
+        1,
+        [r"orders\.json", r"line 2", r"column"],
+    ),
     "csv wrong types (declared schema)": (
-        "orders.csv", "order_id,customer_name,price\n1,a,2.5\n2,b,abc\n", {"schema": {"price": "float"}}, 1,
-        [r"orders\.csv", r"line 3", r"price"]),
+        "orders.csv",
+        "order_id,customer_name,price\n1,a,2.5\n2,b,abc\n",
+        {"schema": {"price": "float"}},
+        1,
+        [r"orders\.csv", r"line 3", r"price"],
+    ),
     "csv wrong types (inferred)": (
-        "orders.csv", "order_id,customer_name,price\n" + "".join(f"{i},n{i},{i}.5\n" for i in range(300))
-        + "300,late,abc\n", {}, 1, [r"orders\.csv", r"line 302", r"price"]),
+        "orders.csv",
+        "order_id,customer_name,price\n"
+        + "".join(f"{i},n{i},{i}.5\n" for i in range(300))
+        + "300,late,abc\n",
+        {},
+        1,
+        [r"orders\.csv", r"line 302", r"price"],
+    ),
     "missing file": (None, None, {}, 1, [r"orders\.json", r"not found"]),
 }
 
@@ -148,8 +204,11 @@ def test_bad_data_fails_cleanly_and_writes_nothing(case, tmp_path, capsys):
     fname = name or "orders.json"
     if content is not None:
         (tmp_path / fname).write_text(content)
-    path = spec(tmp_path, {"name": "orders", "connector_type": "file", "config": {"path": fname, **options}},
-                [{"type": "field_mapping", "field_name": "customer_name", "operation": "title_case"}])
+    path = spec(
+        tmp_path,
+        {"name": "orders", "connector_type": "file", "config": {"path": fname, **options}},
+        [{"type": "field_mapping", "field_name": "customer_name", "operation": "title_case"}],
+    )
     code, out, err = run_cli(capsys, "run", path, "--data-dir", tmp_path / "data")
     assert code == exit_code
     lines = [line for line in err.splitlines() if line]
@@ -163,13 +222,38 @@ def test_bad_data_fails_cleanly_and_writes_nothing(case, tmp_path, capsys):
 
 
 BAD_SPECS = {
-    "unknown transformation": ([{"type": "teleport"}], {}, "transformations[0].type", "unknown transformation type"),
-    "unknown key": ([{"type": "sort", "fields": ["a"], "colour": "red"}], {}, "transformations[0]", "unknown key 'colour'"),
-    "join on missing source": ([{"type": "join", "join_type": "inner", "primary_key": "a", "foreign_key": "b",
-                                 "join_source": "customers"}], {}, "transformations[0].join_source",
-                               "unknown source 'customers'"),
-    "bad operation": ([{"type": "field_mapping", "field_name": "a", "operation": "shout"}], {},
-                      "transformations[0].operation", "'shout' is not allowed"),
+    "unknown transformation": (
+        [{"type": "teleport"}],
+        {},
+        "transformations[0].type",
+        "unknown transformation type",
+    ),
+    "unknown key": (
+        [{"type": "sort", "fields": ["a"], "colour": "red"}],
+        {},
+        "transformations[0]",
+        "unknown key 'colour'",
+    ),
+    "join on missing source": (
+        [
+            {
+                "type": "join",
+                "join_type": "inner",
+                "primary_key": "a",
+                "foreign_key": "b",
+                "join_source": "customers",
+            }
+        ],
+        {},
+        "transformations[0].join_source",
+        "unknown source 'customers'",
+    ),
+    "bad operation": (
+        [{"type": "field_mapping", "field_name": "a", "operation": "shout"}],
+        {},
+        "transformations[0].operation",
+        "'shout' is not allowed",
+    ),
 }
 
 
@@ -177,7 +261,12 @@ BAD_SPECS = {
 def test_bad_spec_exit_2_with_path(case, tmp_path, capsys):
     steps, extra, where, message = BAD_SPECS[case]
     (tmp_path / "orders.json").write_text(json.dumps(ORDERS))
-    path = spec(tmp_path, {"name": "orders", "connector_type": "file", "config": {"path": "orders.json"}}, steps, **extra)
+    path = spec(
+        tmp_path,
+        {"name": "orders", "connector_type": "file", "config": {"path": "orders.json"}},
+        steps,
+        **extra,
+    )
     code, _, err = run_cli(capsys, "run", path, "--data-dir", tmp_path / "data")
     assert code == 2
     assert f"pipeline.json: {where}: {message}" in err
@@ -191,7 +280,9 @@ def test_installed_console_script_and_debug_flag(tmp_path):
     proc = subprocess.run([str(exe), "validate", str(tmp_path / "p.json")], capture_output=True, text=True)
     assert proc.returncode == 2 and "invalid JSON at line 1, column 2" in proc.stderr
     assert "Traceback" not in proc.stderr
-    proc = subprocess.run([str(exe), "--debug", "validate", str(tmp_path / "p.json")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(exe), "--debug", "validate", str(tmp_path / "p.json")], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "Traceback" in proc.stderr
     proc = subprocess.run([str(exe), "run"], capture_output=True, text=True)
     assert proc.returncode == 2 and "usage" in proc.stderr
