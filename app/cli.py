@@ -54,6 +54,18 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
 
     sub.add_parser("schema", help="print the JSON Schema of the pipeline document")
+
+    sp = sub.add_parser("secret", help='store a secret that pipelines name as {"secret": NAME}')
+    secret_sub = sp.add_subparsers(dest="secret_command", required=True, metavar="ACTION")
+    ss = secret_sub.add_parser("set", help="store NAME (value from standard input, or asked for)")
+    ss.add_argument("name")
+    ss.add_argument(
+        "--file-store", action="store_true", help="use the encrypted file even if a keyring exists"
+    )
+    data_dir(ss)
+    ss = secret_sub.add_parser("check", help="say whether NAME is set (never prints the value)")
+    ss.add_argument("name")
+    data_dir(ss)
     return p
 
 

@@ -166,4 +166,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if record["status"] in ("success", "warning") else EXIT_FAILED
 
 
+def cmd_secret(args: argparse.Namespace) -> int:
+    from engine.errors import SecretError, UsageError
+
+    with _workspace(args) as ws:
+        if args.secret_command == "check":
+            try:
+                ws.secrets.get(args.name)
+            except SecretError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+            print(f"secret '{args.name}' is set")
+            return EXIT_OK
+        if sys.stdin.isatty():
+            import getpass
+
+            value = getpass.getpass(f"value of secret '{args.name}': ")
+        else:
+            value = sys.stdin.read().rstrip("\n")
+        if not value:
+            raise UsageError("an empty secret is not stored")
+        where = ws.secrets.set(args.name, value, use_keyring=not args.file_store)
+    print(f"secret '{args.name}' stored in the {where}")
+    return EXIT_OK
+
+
 __all__ = ["EXIT_FAILED", "EXIT_INVALID"]

@@ -14,9 +14,9 @@ if TYPE_CHECKING:
 
 
 def _no_secrets(name: str) -> str:
-    from engine.errors import ConnectorError
+    from engine.errors import SecretError
 
-    raise ConnectorError(f"secret '{name}' is not set (no secret store configured)")
+    raise SecretError(f"secret '{name}' is not set (no secret store configured)")
 
 
 @dataclass

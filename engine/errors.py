@@ -85,6 +85,10 @@ class TransformError(AggregatorError):
         super().__init__(f"node '{node}': {message}" if node else message)
 
 
+class SecretError(AggregatorError):
+    """A secret named by a spec is not set: a configuration problem, never retried."""
+
+
 class RunCancelled(AggregatorError):
     """The run was cancelled by the user; not a failure."""
 

@@ -287,9 +287,10 @@ class Executor:
             lazy = transform.apply([f.lazy() for f in frames], NodeContext(self.ctx, nid, origin))
             ports = list(lazy)
             results = dict(zip(ports, pl.collect_all([lazy[p] for p in ports]), strict=True))
-        except AggregatorError as exc:
+        except AggregatorError as exc:  # raised inside a Polars UDF, it carries Polars' appendix lines
             stats.status = "failed"
-            raise TransformError(str(exc).removeprefix(f"node '{nid}': "), node=nid) from None
+            message = str(exc).strip().splitlines()[0]
+            raise TransformError(message.removeprefix(f"node '{nid}': "), node=nid) from None
         except (pl.exceptions.PolarsError, ValueError, TypeError, ArithmeticError) as exc:
             stats.status = "failed"
             raise TransformError(str(exc).strip().splitlines()[0], node=nid) from None

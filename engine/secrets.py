@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from engine.errors import ConnectorError
+from engine.errors import SecretError
 
 SERVICE = "data-aggregator"
 
@@ -35,7 +35,7 @@ class SecretStore:
         value = self._file_values().get(name)
         if value is not None:
             return value
-        raise ConnectorError(
+        raise SecretError(
             f"secret '{name}' is not set (set {_env_name(name)}, or store it with `aggregator secret set {name}`)"
         )
 

@@ -226,7 +226,7 @@ def check_endpoint(raw: dict[str, Any], role: str, path: str) -> list[SpecIssue]
 def endpoint_config(node: Node) -> ConnectorConfig:
     cls = connectors.get(node.connector_type or "")
     model = cls.SourceConfig if node.kind == "source" else cls.SinkConfig
-    return model.model_validate(node.config or {})
+    return model.model_validate(_mask_secrets(node.config or {}))  # resolved again at run time
 
 
 # ---- graph structure -------------------------------------------------------------------------

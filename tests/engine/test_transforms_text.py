@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from engine.context import NodeContext, RunContext
-from engine.errors import ConnectorError, TransformError
+from engine.errors import SecretError, TransformError
 from engine.transforms.catalog import build
 from engine.transforms.text import parse_json_path
 
@@ -102,7 +102,7 @@ def test_secret_is_only_read_when_data_flows():
     node = build({"type": "hashing", "field_names": ["a"], "salt_secret": "missing"})
     planned = node.apply([pl.LazyFrame(schema={"a": pl.String})], NodeContext(RunContext(), "n"))
     assert planned["out"].collect_schema()["a"] == pl.String
-    with pytest.raises(ConnectorError, match="missing"):
+    with pytest.raises(SecretError, match="missing"):
         node.apply([pl.LazyFrame({"a": ["x"]})], NodeContext(RunContext(), "n"))["out"].collect()
 
 
