@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from typing import Any
 
 from app.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, print_json
@@ -46,14 +48,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.runner import run_pipeline
 
     compiled = _load(args.spec)
-    with _workspace(args) as ws:
-        record = run_pipeline(compiled, ws, base_dir=args.spec.resolve().parent, spec_path=str(args.spec))
+    cancel = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())  # Ctrl-C cancels the run cleanly
+    try:
+        with _workspace(args) as ws:
+            record = run_pipeline(
+                compiled, ws, base_dir=args.spec.resolve().parent, spec_path=str(args.spec), cancel=cancel
+            )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     targets = record.pop("_targets", {})
     if args.json:
         print_json(record)
     else:
         print_run(record, targets)
-    if record["status"] == "failed":
+    if record["status"] in ("failed", "cancelled"):
         if not args.json:
             print(f"error: {record['error']}", file=sys.stderr)
         return EXIT_FAILED

@@ -31,6 +31,7 @@ from engine.spec.validate import Compiled
 from engine.transforms.base import OUT, REJECT_REASON, REJECTED
 
 QUEUE_DEPTH = 2
+READER_GRACE_S = 2.0
 
 
 @dataclass
@@ -197,13 +198,10 @@ class Executor:
                     self.stats[nid].status = "failed"
                     raise payload
         finally:
-            self._stop.set()
+            self._stop.set()  # readers stop at their next batch; a reader busy inside one is not waited for
+            deadline = time.monotonic() + READER_GRACE_S
             for t in threads:
-                while t.is_alive():  # unblock readers waiting on a full queue
-                    try:
-                        self._queue.get_nowait()
-                    except queue.Empty:
-                        t.join(0.05)
+                t.join(max(0.0, deadline - time.monotonic()))
 
     def _get(self) -> tuple[str, str, Any]:
         while True:
@@ -224,17 +222,28 @@ class Executor:
                 if self._stop.is_set() or self.ctx.cancel.is_set():
                     return
                 stats.rows_out += batch.height
-                self._queue.put(("batch", nid, batch))
+                if not self._put(("batch", nid, batch)):
+                    return
                 sent = True
                 t0 = time.perf_counter()
             if not sent:
                 schema = source.schema() or {}
-                self._queue.put(("batch", nid, pl.DataFrame(schema=schema)))
-            self._queue.put(("done", nid, None))
+                self._put(("batch", nid, pl.DataFrame(schema=schema)))
+            self._put(("done", nid, None))
         except BaseException as exc:
             if not isinstance(exc, AggregatorError):
                 exc = ConnectorError(f"source '{nid}': {type(exc).__name__}: {exc}")
-            self._queue.put(("error", nid, exc))
+            self._put(("error", nid, exc))
+
+    def _put(self, item: tuple[str, str, Any]) -> bool:
+        """Hand an item to the dispatcher; give up (False) once the run is stopping."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def _emit(self, nid: str, port: str, batch: pl.DataFrame, origin: str | None) -> None:
         self._sample(nid, port, batch)

@@ -286,3 +286,44 @@ def test_installed_console_script_and_debug_flag(tmp_path):
     assert proc.returncode == 2 and "Traceback" in proc.stderr
     proc = subprocess.run([str(exe), "run"], capture_output=True, text=True)
     assert proc.returncode == 2 and "usage" in proc.stderr
+
+
+def test_ctrl_c_cancels_the_run_and_writes_nothing(tmp_path):
+    """SIGINT during `aggregator run` ends the run as `cancelled` (exit 1), recorded, nothing written."""
+    import signal
+    import sqlite3
+    import time
+
+    records = "".join(
+        f"<order><id>{i}</id><customer_name>n {i}</customer_name></order>" for i in range(400_000)
+    )
+    (tmp_path / "big.xml").write_text(
+        f"<orders>{records}</orders>"
+    )  # XML reads slowly: the run takes a while
+    path = spec(tmp_path, {"name": "orders", "connector_type": "file", "config": {"path": "big.xml"}})
+    exe = Path(sys.executable).parent / "aggregator"
+    data = tmp_path / "data"
+    proc = subprocess.Popen(
+        [str(exe), "run", str(path), "--data-dir", str(data), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # wait until the run is under way
+        try:
+            with sqlite3.connect(data / "metadata.db") as con:
+                if con.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0]:
+                    break
+        except sqlite3.Error:
+            pass
+        time.sleep(0.05)
+    time.sleep(0.3)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - started < 5, "cancelling took too long"
+    assert proc.returncode == 1, err
+    record = json.loads(out)
+    assert record["status"] == "cancelled" and "Traceback" not in err
+    nothing_written(tmp_path, data)
