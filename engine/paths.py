@@ -5,57 +5,40 @@ from __future__ import annotations
 import polars as pl
 
 
-def resolve(path: str, schema: pl.Schema | dict) -> pl.Expr:
-    """Expression reading `path`.
-
-    A column literally named `path` wins (flattened data such as `address.city` from a CSV);
-    otherwise the dots walk into struct columns.
-    """
+def _walk(path: str, schema: pl.Schema | dict) -> tuple[pl.Expr, pl.DataType]:
+    """(expression, dtype) of `path`. A column literally named `path` wins (flattened data such as
+    `address.city` from a CSV); otherwise the dots walk into struct columns."""
     if path in schema:
-        return pl.col(path)
+        return pl.col(path), schema[path]
     parts = path.split(".")
     for cut in range(len(parts) - 1, 0, -1):
         head = ".".join(parts[:cut])
         if head in schema:
-            expr = pl.col(head)
-            dtype = schema[head]
+            expr, dtype = pl.col(head), schema[head]
             for name in parts[cut:]:
-                if not isinstance(dtype, pl.Struct):
-                    raise KeyError(path)
-                fields = {f.name: f.dtype for f in dtype.fields}
+                fields = {f.name: f.dtype for f in dtype.fields} if isinstance(dtype, pl.Struct) else {}
                 if name not in fields:
                     raise KeyError(path)
-                expr = expr.struct.field(name)
-                dtype = fields[name]
-            return expr
+                expr, dtype = expr.struct.field(name), fields[name]
+            return expr, dtype
     raise KeyError(path)
+
+
+def resolve(path: str, schema: pl.Schema | dict) -> pl.Expr:
+    """Expression reading `path` (a column, or a field inside struct columns); KeyError if absent."""
+    return _walk(path, schema)[0]
 
 
 def exists(path: str, schema: pl.Schema | dict) -> bool:
     try:
-        resolve(path, schema)
+        _walk(path, schema)
     except KeyError:
         return False
     return True
 
 
 def dtype_of(path: str, schema: pl.Schema | dict) -> pl.DataType:
-    if path in schema:
-        return schema[path]
-    parts = path.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        head = ".".join(parts[:cut])
-        if head in schema:
-            dtype = schema[head]
-            for name in parts[cut:]:
-                if not isinstance(dtype, pl.Struct):
-                    raise KeyError(path)
-                fields = {f.name: f.dtype for f in dtype.fields}
-                if name not in fields:
-                    raise KeyError(path)
-                dtype = fields[name]
-            return dtype
-    raise KeyError(path)
+    return _walk(path, schema)[1]
 
 
 def assign(
