@@ -28,6 +28,7 @@ from engine.context import NodeContext, RunContext
 from engine.errors import AggregatorError, ConnectorError, RunCancelled, TransformError
 from engine.spec.models import parse_input
 from engine.spec.validate import Compiled
+from engine.store.historian import RejectWriter
 from engine.transforms.base import OUT, REJECT_REASON, REJECTED
 
 QUEUE_DEPTH = 2
@@ -130,7 +131,7 @@ class Executor:
         self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
         self._stop = threading.Event()  # internal: tells source threads to quit early
         self._port_rows: dict[tuple[str, str], int] = {}
-        self._rejects: list[tuple[str, pl.DataFrame]] = []  # kept with the run's commit
+        self._reject_worker: _SinkWorker | None = None  # the reject store, written like a destination
 
     # ---- public ------------------------------------------------------------------------------
     def execute(self) -> ExecutionResult:
@@ -142,14 +143,15 @@ class Executor:
                         worker = _SinkWorker(self._make_sink(nid), self.stats[nid])
                         self._sinks[nid] = worker
                         worker.start()
+                self._open_reject_store()
             self._run_sources(sources)
             for nid, worker in self._sinks.items():
                 worker.finish()
                 self.stats[nid].status = "writing"
-            if self._rejects:  # rejected records are kept once, when the run's outputs are committed
-                self.ctx.historian.write_reject_batches(
-                    self._rejects, run_id=self.ctx.run_id, pipeline=self.ctx.pipeline
-                )
+            if self._reject_worker is not None:  # kept once, committed with the run's outputs
+                self._reject_worker.finish()
+                self._reject_worker.sink.close()
+                self._reject_worker = None
             for nid, worker in self._sinks.items():
                 t0 = time.perf_counter()
                 worker.sink.close()
@@ -160,6 +162,13 @@ class Executor:
             self._abort_all()
             raise
         return self._result()
+
+    def _open_reject_store(self) -> None:
+        dlq = self.c.graph.error_handling.dead_letter_queue
+        if dlq.enabled and dlq.storage == "reject_store" and self.ctx.historian is not None:
+            writer = RejectWriter(self.ctx.historian, run_id=self.ctx.run_id, pipeline=self.ctx.pipeline)
+            self._reject_worker = _SinkWorker(writer, NodeStats("rejects"))
+            self._reject_worker.start()
 
     # ---- building ----------------------------------------------------------------------------
     def _resolved(self, nid: str):
@@ -349,7 +358,10 @@ class Executor:
             self.samples[key] = _concat([have, batch.head(self.preview_limit - have.height)])
 
     def _abort_all(self) -> None:
-        for nid, worker in self._sinks.items():
+        workers = list(self._sinks.items())
+        if self._reject_worker is not None:
+            workers.append(("_rejects", self._reject_worker))
+        for nid, worker in workers:
             try:
                 if worker.thread.is_alive():
                     worker.queue.put(_SinkWorker._END)
@@ -357,7 +369,7 @@ class Executor:
                 worker.sink.abort()
             except Exception as exc:  # abort must try every sink
                 self.ctx.log("error", f"abort failed: {exc}", nid)
-            if self.stats[nid].status != "failed":
+            if nid in self.stats and self.stats[nid].status != "failed":
                 self.stats[nid].status = "aborted"
 
     def _result(self) -> ExecutionResult:

@@ -42,6 +42,7 @@ _OPTION_FORMATS = {
     "encoding": "csv",
     "sheet": "excel",
     "record_path": "xml",
+    "compression": "parquet",
 }
 
 
@@ -52,6 +53,10 @@ class FileOptions(ConnectorConfig):
     sheet: str | int | None = Field(None, description="excel: sheet name or 0-based index (default: first)")
     record_path: str | None = Field(
         None, description="xml: record elements, e.g. `orders/order` or `//order`"
+    )
+    compression: Literal["snappy", "zstd", "lz4", "uncompressed"] | None = Field(
+        None,
+        description="parquet destination: snappy (default; fast), zstd (about half the size), lz4, uncompressed",
     )
 
     @field_validator("delimiter")
@@ -98,6 +103,7 @@ class _FileConfig(ConnectorConfig):
             "encoding": o.encoding or "utf8",
             "sheet": o.sheet,
             "record_path": o.record_path,
+            "compression": o.compression or "snappy",
         }
 
 
@@ -127,10 +133,9 @@ class FileSource(Source):
         return FORMATS[self.config.resolved_format]
 
     def _options(self) -> ReadOptions:
-        return ReadOptions(
-            **self.config._option_values(),
-            declared=dict(self.config.schema or {}),
-        )
+        values = self.config._option_values()
+        values.pop("compression")  # a writing option
+        return ReadOptions(**values, declared=dict(self.config.schema or {}))
 
     def files(self) -> list[Path]:
         pattern = self.ctx.resolve_path(self.config.path)

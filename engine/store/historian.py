@@ -56,53 +56,14 @@ class Historian:
         pipeline: str,
         reason_column: str = "_reject_reason",
     ) -> int:
-        """All of a run's rejected records in one insert (one commit, whatever the number of batches)."""
-        parts = []
-        for node_id, rows in batches:
-            if rows.height == 0:
-                continue
-            reasons = (
-                rows.get_column(reason_column)
-                if reason_column in rows.columns
-                else pl.repeat(None, rows.height, dtype=pl.String, eager=True)
-            )
-            payload = rows.drop(reason_column) if reason_column in rows.columns else rows
-            parts.append(
-                pl.DataFrame(
-                    {
-                        "node_id": pl.repeat(node_id, rows.height, eager=True),
-                        "reason": reasons.cast(pl.String),
-                        "record": _records_as_json(payload),
-                    }
-                )
-            )
-        if not parts:
-            return 0
-        now = datetime.now(UTC).replace(tzinfo=None)
-        table = (
-            pl.concat(parts)
-            .select(
-                pl.lit(run_id).alias("run_id"),
-                pl.lit(pipeline).alias("pipeline"),
-                "node_id",
-                "reason",
-                "record",
-                pl.lit(now).alias("rejected_at"),
-            )
-            .to_arrow()
-        )
+        """Rejected records of several nodes in one insert (one commit)."""
         cur = self.cursor()
         try:
-            cur.execute(
-                f"CREATE TABLE IF NOT EXISTS {REJECTS_TABLE} (run_id VARCHAR, pipeline VARCHAR, node_id VARCHAR,"
-                " reason VARCHAR, record JSON, rejected_at TIMESTAMP)"
+            return _insert_rejects(
+                cur, batches, run_id=run_id, pipeline=pipeline, reason_column=reason_column
             )
-            cur.register("_reject_batch", table)
-            cur.execute(f"INSERT INTO {REJECTS_TABLE} SELECT * FROM _reject_batch")
-            cur.unregister("_reject_batch")
         finally:
             cur.close()
-        return table.num_rows
 
     def rejects(self, run_id: str | None = None) -> pl.DataFrame:
         cur = self.cursor()
@@ -128,6 +89,104 @@ class Historian:
             return pl.from_arrow(tbl)
         finally:
             cur.close()
+
+
+def _insert_rejects(
+    cur: duckdb.DuckDBPyConnection,
+    batches: list[tuple[str, pl.DataFrame]],
+    *,
+    run_id: str,
+    pipeline: str,
+    reason_column: str = "_reject_reason",
+) -> int:
+    parts = []
+    for node_id, rows in batches:
+        if rows.height == 0:
+            continue
+        if reason_column in rows.columns:
+            reasons, payload = rows.get_column(reason_column).cast(pl.String), rows.drop(reason_column)
+        else:
+            reasons, payload = pl.repeat(None, rows.height, dtype=pl.String, eager=True), rows
+        parts.append(
+            pl.DataFrame(
+                {
+                    "node_id": pl.repeat(node_id, rows.height, eager=True),
+                    "reason": reasons,
+                    "record": _records_as_json(payload),
+                }
+            )
+        )
+    if not parts:
+        return 0
+    now = datetime.now(UTC).replace(tzinfo=None)
+    table = (
+        pl.concat(parts)
+        .select(
+            pl.lit(run_id).alias("run_id"),
+            pl.lit(pipeline).alias("pipeline"),
+            "node_id",
+            "reason",
+            "record",
+            pl.lit(now).alias("rejected_at"),
+        )
+        .to_arrow()
+    )
+    cur.execute(
+        f"CREATE TABLE IF NOT EXISTS {REJECTS_TABLE} (run_id VARCHAR, pipeline VARCHAR, node_id VARCHAR,"
+        " reason VARCHAR, record JSON, rejected_at TIMESTAMP)"
+    )
+    cur.register("_reject_batch", table)
+    try:
+        cur.execute(f"INSERT INTO {REJECTS_TABLE} SELECT * FROM _reject_batch")
+    finally:
+        cur.unregister("_reject_batch")
+    return table.num_rows
+
+
+class RejectWriter:
+    """A run's rejected records, written while the run goes on, in one transaction committed with the
+    run's destinations (so a failed or retried run leaves none behind). Same contract as a sink."""
+
+    FLUSH_ROWS = 100_000
+
+    def __init__(self, historian: Historian, *, run_id: str, pipeline: str):
+        self.historian, self.run_id, self.pipeline = historian, run_id, pipeline
+        self.name = "reject store"
+        self.cur: duckdb.DuckDBPyConnection | None = None
+        self.pending: list[tuple[str, pl.DataFrame]] = []
+        self.pending_rows = 0
+
+    def open(self) -> None:
+        self.cur = self.historian.cursor()
+        self.cur.execute("BEGIN TRANSACTION")
+
+    def write(self, batch: tuple[str, pl.DataFrame]) -> None:
+        self.pending.append(batch)
+        self.pending_rows += batch[1].height
+        if self.pending_rows >= self.FLUSH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        assert self.cur is not None
+        _insert_rejects(self.cur, self.pending, run_id=self.run_id, pipeline=self.pipeline)
+        self.pending, self.pending_rows = [], 0
+
+    def close(self) -> None:
+        self._flush()
+        assert self.cur is not None
+        self.cur.execute("COMMIT")
+        self.cur.close()
+        self.cur = None
+
+    def abort(self) -> None:
+        if self.cur is not None:
+            self.cur.execute("ROLLBACK")
+            self.cur.close()
+            self.cur = None
+        self.pending = []
+
+    def describe_target(self) -> str:
+        return f"{self.historian.path.name}:{REJECTS_TABLE}"
 
 
 def _records_as_json(df: pl.DataFrame) -> pl.Series:

@@ -328,3 +328,19 @@ def test_no_batches_gives_a_valid_empty_file(tmp_path, name):
     ctx = RunContext(base_dir=tmp_path)
     src = FileConnector.make_source(FileConnector.SourceConfig.model_validate({"path": name}), ctx, "in")
     assert sum(b.height for b in src.read()) == 0
+
+
+@pytest.mark.parametrize("codec", [None, "zstd", "lz4", "uncompressed"])
+def test_parquet_compression_option(tmp_path, codec):
+    import pyarrow.parquet as pq
+
+    options = {"compression": codec} if codec else {}
+    target = write(tmp_path, ROWS, ROWS, path="out.parquet", options=options)
+    meta = pq.ParquetFile(target).metadata
+    assert meta.row_group(0).column(0).compression == (codec or "snappy").upper()
+    assert pl.read_parquet(target).height == 2 * ROWS.height
+
+
+def test_parquet_compression_is_for_parquet_only(tmp_path):
+    with pytest.raises(ValueError, match=r"options\.compression applies to parquet files"):
+        sink(tmp_path, path="out.csv", options={"compression": "zstd"})

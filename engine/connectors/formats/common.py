@@ -38,6 +38,7 @@ class WriteOptions:
     encoding: str = "utf8"
     sheet: str | int | None = None
     record_path: str | None = None
+    compression: str = "snappy"
 
 
 def is_utf8(encoding: str) -> bool:

@@ -44,7 +44,8 @@ class _PolarsStream:
 
     _END = object()
 
-    def __init__(self, temp: Path, schema: pl.Schema):
+    def __init__(self, temp: Path, schema: pl.Schema, compression: str):
+        self.compression = compression
         self.queue: queue.Queue = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
 
@@ -60,7 +61,7 @@ class _PolarsStream:
 
     def _sink(self, frame: pl.LazyFrame, temp: Path) -> None:
         try:
-            frame.sink_parquet(temp, compression="zstd")
+            frame.sink_parquet(temp, compression=self.compression)
         except BaseException as exc:
             self.error = exc
             while self.queue.get() is not self._END:  # drain so the producer never blocks
@@ -85,6 +86,7 @@ class Writer:
 
     def __init__(self, temp: Path, opts: WriteOptions, target: Path, append: bool):
         self.temp = temp
+        self.compression = opts.compression
         self.writer: pq.ParquetWriter | None = None
         self.stream: _PolarsStream | None = None
         self.schema: pl.Schema | None = None
@@ -95,7 +97,7 @@ class Writer:
     def _copy_existing(self, target: Path) -> None:
         source = pq.ParquetFile(target)
         self.schema = pl.from_arrow(source.schema_arrow.empty_table()).schema
-        self.writer = pq.ParquetWriter(self.temp, source.schema_arrow, compression="zstd")
+        self.writer = pq.ParquetWriter(self.temp, source.schema_arrow, compression=self.compression)
         for group in range(source.num_row_groups):
             self.writer.write_table(source.read_row_group(group))
 
@@ -105,7 +107,7 @@ class Writer:
             return
         if self.schema is None:
             self.schema = batch.schema
-            self.stream = _PolarsStream(self.temp, batch.schema)
+            self.stream = _PolarsStream(self.temp, batch.schema, self.compression)
         elif batch.schema != self.schema:
             aligned = self._align(batch)
             if aligned is None:
@@ -147,7 +149,9 @@ class Writer:
 
     def finish(self) -> None:
         if self.pending is not None:
-            pl.concat(self.pending, how="diagonal_relaxed").write_parquet(self.temp, compression="zstd")
+            pl.concat(self.pending, how="diagonal_relaxed").write_parquet(
+                self.temp, compression=self.compression
+            )
         elif self.stream is not None or self.writer is not None:
             self._close_open_writer()
         else:
