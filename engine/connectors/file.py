@@ -125,6 +125,17 @@ class FileSinkConfig(_FileConfig):
     mode: Literal["overwrite", "append"] = "overwrite"
 
 
+SMALL_FILE_BYTES = 256 << 20
+SMALL_FILE_BATCH_ROWS = 250_000
+
+
+def _batch_rows_for(path: Path, batch_rows: int) -> int:
+    """Smaller batches for smaller files, so that reading, transforming and writing still overlap
+    (a file of one batch runs its stages one after the other); large files keep big batches, which
+    the DuckDB hand-off prefers."""
+    return min(batch_rows, SMALL_FILE_BATCH_ROWS) if _size(path) < SMALL_FILE_BYTES else batch_rows
+
+
 class FileSource(Source):
     config: FileSourceConfig
 
@@ -160,7 +171,8 @@ class FileSource(Source):
                 self.ctx.log("warning", f"{path}: empty file, no rows", self.name)
                 continue
             first_row = 0
-            for batch in _guarded(self._format.read(path, opts, remaining, batch_rows), path):
+            rows = _batch_rows_for(path, batch_rows)
+            for batch in _guarded(self._format.read(path, opts, remaining, rows), path):
                 if remaining is not None and batch.height > remaining:
                     batch = batch.head(remaining)
                 if opts.declared:

@@ -8,7 +8,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from engine.errors import SpecError, SpecIssue
 from engine.spec.models import GraphPipeline, dump
@@ -29,6 +28,8 @@ def read_document(path: str | Path) -> dict[str, Any]:
 
 def parse_document(text: str, where: str = "<text>", *, yaml_syntax: bool = False) -> dict[str, Any]:
     if yaml_syntax:
+        import yaml  # only YAML documents pay for it
+
         try:
             doc = yaml.safe_load(text)
         except yaml.MarkedYAMLError as exc:
@@ -65,6 +66,8 @@ def save_pipeline(pipeline: GraphPipeline, path: str | Path) -> None:
     path = Path(path)
     doc = dump(pipeline)
     if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
         text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
     else:
         text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

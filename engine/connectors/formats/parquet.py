@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 from polars.io.plugins import register_io_source
 
 from engine.connectors.formats.common import ReadOptions, WriteOptions, first_line
@@ -87,7 +86,7 @@ class Writer:
     def __init__(self, temp: Path, opts: WriteOptions, target: Path, append: bool):
         self.temp = temp
         self.compression = opts.compression
-        self.writer: pq.ParquetWriter | None = None
+        self.writer = None  # a pyarrow ParquetWriter, only when appending to an existing file
         self.stream: _PolarsStream | None = None
         self.schema: pl.Schema | None = None
         self.pending: list[pl.DataFrame] | None = None  # set once we fell back to collecting
@@ -95,6 +94,8 @@ class Writer:
             self._copy_existing(target)
 
     def _copy_existing(self, target: Path) -> None:
+        import pyarrow.parquet as pq  # appends only: keeps start-up light
+
         source = pq.ParquetFile(target)
         self.schema = pl.from_arrow(source.schema_arrow.empty_table()).schema
         self.writer = pq.ParquetWriter(self.temp, source.schema_arrow, compression=self.compression)
