@@ -8,7 +8,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-
 from engine.errors import SpecError, SpecIssue
 from engine.spec.models import GraphPipeline, dump
 from engine.spec.validate import Compiled, validate

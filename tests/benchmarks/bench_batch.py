@@ -192,20 +192,24 @@ def main() -> None:
         )
     )
     aggregator = Path(sys.executable).parent / "aggregator"
-    engine_s = timed([str(aggregator), "run", str(spec_path), "--data-dir", str(work / "data-ref")])
-    reference_s = timed(
-        [
-            sys.executable,
-            str(HERE / "reference_chain.py"),
-            str(spec_path),
-            str(small),
-            str(work / "ref_out.parquet"),
-        ]
-    )
+    # Medians of three runs each: single process timings on this machine vary by +-20%.
+    engine_cmd = [str(aggregator), "run", str(spec_path), "--data-dir", str(work / "data-ref")]
+    reference_cmd = [
+        sys.executable,
+        str(HERE / "reference_chain.py"),
+        str(spec_path),
+        str(small),
+        str(work / "ref_out.parquet"),
+    ]
+    engine_runs = [timed(engine_cmd) for _ in range(3)]
+    reference_runs = [timed(reference_cmd) for _ in range(3)]
+    engine_s, reference_s = statistics.median(engine_runs), statistics.median(reference_runs)
     result["process_vs_reference"] = {
         "rows": args.reference_rows,
         "aggregator_run_s": round(engine_s, 3),
         "reference_s": round(reference_s, 3),
+        "aggregator_runs_s": [round(t, 3) for t in engine_runs],
+        "reference_runs_s": [round(t, 3) for t in reference_runs],
         "speedup": round(reference_s / engine_s, 1),
     }
     duck, parquet = result["csv_to_duckdb"], result["csv_to_parquet"]
