@@ -133,6 +133,32 @@ def run_leg(spec: dict, work: Path, name: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def duckdb_ceiling(csv: Path, work: Path) -> dict:
+    """DuckDB importing the same CSV by itself, no transformation at all: the most any CSV -> DuckDB
+    pipeline can reach on this machine (in a child process, like the legs)."""
+    code = (
+        "import duckdb, sys, time; con = duckdb.connect(sys.argv[2]);"
+        " con.execute('SET preserve_insertion_order=false'); t = time.perf_counter();"
+        ' con.execute("CREATE OR REPLACE TABLE t AS SELECT * FROM read_csv(?)", [sys.argv[1]]);'
+        " print(time.perf_counter() - t)"
+    )
+    db = work / "ceiling.duckdb"
+    db.unlink(missing_ok=True)
+    proc = subprocess.run([sys.executable, "-c", code, str(csv), str(db)], capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"duckdb ceiling failed: {proc.stderr.strip()[-1000:]}")
+    seconds = float(proc.stdout.strip())
+    db.unlink(missing_ok=True)
+    rows = int(
+        subprocess.run(
+            [sys.executable, "-c", "import sys; print(sum(1 for _ in open(sys.argv[1])) - 1)", str(csv)],
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    return {"seconds": round(seconds, 3), "rows_per_s": round(rows / seconds)}
+
+
 def timed(cmd: list[str]) -> float:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -179,6 +205,7 @@ def main() -> None:
         "parquet",
     )
 
+    result["duckdb_own_csv_import"] = duckdb_ceiling(csv, work)
     if args.legs_only:
         print(json.dumps(result, indent=2))
         return
