@@ -21,6 +21,7 @@ from engine.connectors.base import DEFAULT_BATCH_ROWS, Connector, ConnectorConfi
 from engine.connectors.registry import register
 from engine.context import RunContext
 from engine.errors import ConnectorError
+from engine.store.historian import quiet
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 _BATCH = "_aggregator_batch"  # the name each incoming Arrow batch is registered under
@@ -105,7 +106,7 @@ class _Connection:
                 raise ConnectorError(f"{path}: {_first_line(exc)}") from None
             if create:  # writing: faster bulk inserts; reading keeps the table's order
                 self.owned.execute("SET preserve_insertion_order = false")
-            self.cursor = self.owned.cursor()
+            self.cursor = quiet(self.owned.cursor())
         # Time zone-aware timestamps come out in UTC whatever the machine's zone is.
         self.cursor.execute("SET TimeZone = 'UTC'")
 

@@ -12,6 +12,12 @@ import polars as pl
 REJECTS_TABLE = "_rejects"
 
 
+def quiet(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """No progress bar: DuckDB would draw it on our stdout and break `--json` output (per session)."""
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
 class Historian:
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -25,7 +31,7 @@ class Historian:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._con = duckdb.connect(str(self.path))
                 self._con.execute("SET GLOBAL preserve_insertion_order = false")
-            return self._con.cursor()
+            return quiet(self._con.cursor())
 
     def close(self) -> None:
         with self._lock:

@@ -53,6 +53,7 @@ def run_sql(query: str, frame: pl.DataFrame) -> pl.DataFrame:
     import duckdb
 
     with duckdb.connect(":memory:") as con:
+        con.execute("SET enable_progress_bar = false")  # it would draw on our stdout
         con.register(INPUT_TABLE, frame.to_arrow())  # zero-copy: DuckDB scans the Arrow buffers
         try:
             result = pl.from_arrow(con.sql(query).to_arrow_table())

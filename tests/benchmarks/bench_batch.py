@@ -137,7 +137,8 @@ def duckdb_ceiling(csv: Path, work: Path) -> dict:
     """DuckDB importing the same CSV by itself, no transformation at all: the most any CSV -> DuckDB
     pipeline can reach on this machine (in a child process, like the legs)."""
     code = (
-        "import duckdb, sys, time; con = duckdb.connect(sys.argv[2]);"
+        "import duckdb, sys, time;"
+        " con = duckdb.connect(sys.argv[2]); con.execute('SET enable_progress_bar=false');"
         " con.execute('SET preserve_insertion_order=false'); t = time.perf_counter();"
         ' con.execute("CREATE OR REPLACE TABLE t AS SELECT * FROM read_csv(?)", [sys.argv[1]]);'
         " print(time.perf_counter() - t)"

@@ -326,3 +326,14 @@ def test_describe_lists_both_roles_with_their_schemas():
     described = DuckDBConnector.describe()
     assert set(described["destination_schema"]["properties"]) == {"table", "database", "mode", "keys"}
     assert set(described["source_schema"]["properties"]) == {"table", "query", "database"}
+
+
+def test_no_progress_bar_on_our_stdout(tmp_path):
+    """DuckDB draws a progress bar on stdout for queries over 2 s; it would break `--json` output."""
+    from engine.store.historian import Historian
+
+    historian = Historian(tmp_path / "h.duckdb")
+    cur = historian.cursor()
+    assert cur.execute("SELECT current_setting('enable_progress_bar')").fetchall() == [(False,)]
+    cur.close()
+    historian.close()
