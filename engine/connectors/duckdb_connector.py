@@ -8,6 +8,7 @@ as it was (a failed `replace` keeps the old table).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,8 @@ from engine.errors import ConnectorError
 from engine.store.historian import quiet
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
-_BATCH = "_aggregator_batch"  # the name each incoming Arrow batch is registered under
+_BATCH = "_aggregator_batch"
+STAGE_PREFIX = "_stage_"  # tables being built by a `replace` run; swapped in at commit  # the name each incoming Arrow batch is registered under
 
 
 def _valid_table(value: str | None) -> str | None:
@@ -202,14 +204,29 @@ class DuckDBSink(Sink):
     def __init__(self, config: DuckDBSinkConfig, ctx: RunContext, name: str = "destination"):
         super().__init__(config, ctx, name)
         self.con: _Connection | None = None
-        self.table = quote(config.table)
+        self.target = quote(config.table)
+        # `replace` builds the new table beside the old one and swaps it in at commit; the other
+        # modes write the table itself inside one transaction.
+        schema, _, base = config.table.rpartition(".")
+        self.stage_name = f"{STAGE_PREFIX}{base}_{re.sub(r'[^A-Za-z0-9_]', '_', ctx.run_id)}"
+        self.staged = config.mode == "replace"
+        self.table = (
+            quote(f"{schema}.{self.stage_name}" if schema else self.stage_name)
+            if self.staged
+            else self.target
+        )
         self.columns: dict[str, str] | None = None  # lower-case name -> name, cached after the first batch
         self.label = config.database or "historian"
 
     def open(self) -> None:
         self.con = _Connection(self.ctx, self.config.database, create=True)
         self.label = self.con.label
-        self.con.cursor.execute("BEGIN TRANSACTION")
+        if self.staged:
+            # Autocommitted inserts into a stage table: DuckDB does not hold the whole run in
+            # memory as it does for one open transaction (measured: 650 MB less at 7 M rows).
+            self._drop_stage()
+        else:
+            self.con.cursor.execute("BEGIN TRANSACTION")
 
     def write(self, batch: pl.DataFrame) -> None:
         if batch.width == 0:
@@ -245,17 +262,17 @@ class DuckDBSink(Sink):
         if "." in self.config.table:
             cur.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.config.table.split('.')[0])}")
         existing = self._existing_columns()
-        if self.config.mode == "replace" or not existing:
-            verb = "CREATE OR REPLACE TABLE" if self.config.mode == "replace" else "CREATE TABLE"
+        if self.staged or not existing:
+            verb = "CREATE OR REPLACE TABLE" if self.staged else "CREATE TABLE"
             cur.execute(f"{verb} {self.table} AS SELECT * FROM {_BATCH}")
             self.columns = {c.lower(): c for c in batch.columns}
             return True
         self.columns = {c.lower(): c for c in existing}
         return False
 
-    def _existing_columns(self) -> list[str]:
+    def _existing_columns(self, table: str | None = None) -> list[str]:
         assert self.con is not None
-        schema, _, table = self.config.table.rpartition(".")
+        schema, _, table = (table or self.config.table).rpartition(".")
         rows = self.con.cursor.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database()"
             " AND lower(table_schema) = lower(?) AND lower(table_name) = lower(?) ORDER BY ordinal_position",
@@ -300,14 +317,32 @@ class DuckDBSink(Sink):
         if self.con is None:
             raise ConnectorError(f"{self.describe_target()}: close() before open()")
         try:
-            if self.config.mode == "replace" and self.columns is None and self._existing_columns():
-                self.con.cursor.execute(f"DELETE FROM {self.table}")  # replaced by no rows at all
-            self.con.cursor.execute("COMMIT")
+            if self.staged:
+                self._swap_in_stage()
+            else:
+                self.con.cursor.execute("COMMIT")
         except duckdb.Error as exc:
             self._rollback()
             raise ConnectorError(f"{self.describe_target()}: {_first_line(exc)}") from None
         self.con.close()
         self.con = None
+
+    def _swap_in_stage(self) -> None:
+        """One transaction: the old table goes, the stage takes its name. Readers see old or new."""
+        assert self.con is not None
+        cur = self.con.cursor
+        cur.execute("BEGIN TRANSACTION")
+        if self.columns is None:  # no batch at all: replaced by no rows, columns kept
+            if self._existing_columns():
+                cur.execute(f"DELETE FROM {self.target}")
+        else:
+            cur.execute(f"DROP TABLE IF EXISTS {self.target}")
+            cur.execute(f"ALTER TABLE {self.table} RENAME TO {quote(self.config.table.rpartition('.')[2])}")
+        cur.execute("COMMIT")
+
+    def _drop_stage(self) -> None:
+        assert self.con is not None
+        self.con.cursor.execute(f"DROP TABLE IF EXISTS {self.table}")
 
     def abort(self) -> None:
         self._rollback()
@@ -316,9 +351,11 @@ class DuckDBSink(Sink):
         if self.con is None:
             return
         try:
-            self.con.cursor.execute("ROLLBACK")
-        except duckdb.Error:
-            pass  # nothing to roll back
+            with contextlib.suppress(duckdb.Error):  # nothing to roll back
+                self.con.cursor.execute("ROLLBACK")
+            if self.staged:  # named after the run: a leftover stage never mixes with real data
+                with contextlib.suppress(duckdb.Error):
+                    self._drop_stage()
         finally:
             self.con.close()
             self.con = None

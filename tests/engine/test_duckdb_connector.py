@@ -337,3 +337,40 @@ def test_no_progress_bar_on_our_stdout(tmp_path):
     assert cur.execute("SELECT current_setting('enable_progress_bar')").fetchall() == [(False,)]
     cur.close()
     historian.close()
+
+
+def tables_in(ctx: RunContext) -> set[str]:
+    cur = ctx.historian.cursor()
+    try:
+        return {r[0] for r in cur.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    finally:
+        cur.close()
+
+
+def test_replace_builds_a_stage_and_swaps_it_in_at_commit(ctx):
+    write(ctx, ORDERS, table="orders")
+    out = sink(ctx, table="orders", mode="replace")
+    out.open()
+    out.write(pl.DataFrame({"id": [7], "other": ["x"]}))
+    # Until commit, readers still see the old table; the new rows wait in a stage named after the run.
+    assert table(ctx).height == 3
+    assert any(t.startswith("_stage_orders_") for t in tables_in(ctx))
+    out.close()
+    assert table(ctx).to_dicts() == [{"id": 7, "other": "x"}]
+    assert tables_in(ctx) == {"orders"}
+
+
+def test_an_aborted_replace_keeps_the_old_table_and_no_stage(ctx):
+    write(ctx, ORDERS, table="orders")
+    out = sink(ctx, table="orders", mode="replace")
+    out.open()
+    out.write(pl.DataFrame({"id": [7], "other": ["x"]}))
+    out.abort()
+    assert table(ctx).equals(ORDERS)
+    assert tables_in(ctx) == {"orders"}
+
+
+def test_replace_in_a_schema(ctx):
+    write(ctx, ORDERS, table="plant.orders", mode="replace")
+    write(ctx, ORDERS.head(1), table="plant.orders", mode="replace")
+    assert table(ctx, "plant.orders").height == 1
