@@ -31,7 +31,7 @@ from engine.spec.validate import Compiled
 from engine.store.historian import RejectWriter
 from engine.transforms.base import OUT, REJECT_REASON, REJECTED
 
-QUEUE_DEPTH = 2
+QUEUE_DEPTH = 1
 READER_GRACE_S = 2.0
 
 
@@ -84,6 +84,11 @@ class _SinkWorker:
         while True:
             item = self.queue.get()
             if item is self._END:
+                if self.error is None:
+                    try:
+                        self.sink.flush()
+                    except BaseException as exc:
+                        self.error = exc
                 return
             if self.error is not None:
                 continue  # drain so the producer never blocks

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.context import RunContext
 
-DEFAULT_BATCH_ROWS = 1_000_000
+DEFAULT_BATCH_ROWS = 500_000
 
 
 class ConnectorConfig(BaseModel):
@@ -106,6 +106,10 @@ class Sink(ABC):
 
     @abstractmethod
     def write(self, batch: pl.DataFrame) -> None: ...
+
+    def flush(self) -> None:
+        """No more batches are coming: write anything held back, so that errors show before any
+        destination of the run commits. Optional."""
 
     @abstractmethod
     def close(self) -> None:

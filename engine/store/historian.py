@@ -172,6 +172,9 @@ class RejectWriter:
         if self.pending_rows >= self.FLUSH_ROWS:
             self._flush()
 
+    def flush(self) -> None:
+        self._flush()
+
     def _flush(self) -> None:
         assert self.cur is not None
         _insert_rejects(self.cur, self.pending, run_id=self.run_id, pipeline=self.pipeline)

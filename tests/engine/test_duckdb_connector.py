@@ -254,8 +254,10 @@ def test_a_failing_batch_rolls_everything_back(ctx):
     out = sink(ctx, table="orders")
     out.open()
     out.write(ORDERS)
+    out.flush()  # written into the open transaction
+    out.write(pl.DataFrame({"id": ["not a number"]}))
     with pytest.raises(ConnectorError, match=r"historian.duckdb:orders: Conversion Error"):
-        out.write(pl.DataFrame({"id": ["not a number"]}))
+        out.flush()  # the executor flushes every destination before any of them commits
     out.abort()  # the executor still calls abort: harmless
     assert table(ctx).equals(ORDERS)
 
@@ -352,6 +354,7 @@ def test_replace_builds_a_stage_and_swaps_it_in_at_commit(ctx):
     out = sink(ctx, table="orders", mode="replace")
     out.open()
     out.write(pl.DataFrame({"id": [7], "other": ["x"]}))
+    out.flush()  # small batches are held back until about a million rows or the end of the run
     # Until commit, readers still see the old table; the new rows wait in a stage named after the run.
     assert table(ctx).height == 3
     assert any(t.startswith("_stage_orders_") for t in tables_in(ctx))
@@ -374,3 +377,15 @@ def test_replace_in_a_schema(ctx):
     write(ctx, ORDERS, table="plant.orders", mode="replace")
     write(ctx, ORDERS.head(1), table="plant.orders", mode="replace")
     assert table(ctx, "plant.orders").height == 1
+
+
+def test_small_batches_are_gathered_into_one_insert(ctx):
+    out = sink(ctx, table="orders")
+    out.open()
+    for i in range(5):
+        out.write(ORDERS.with_columns(pl.col("id") + 10 * i))
+    assert out.pending_rows == 15  # held back: DuckDB ingests big inserts faster
+    out.flush()
+    assert out.pending_rows == 0
+    out.close()
+    assert table(ctx).height == 15
