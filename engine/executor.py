@@ -86,7 +86,9 @@ class _SinkWorker:
             if item is self._END:
                 if self.error is None:
                     try:
+                        t0 = time.perf_counter()
                         self.sink.flush()
+                        self.stats.duration_s += time.perf_counter() - t0
                     except BaseException as exc:
                         self.error = exc
                 return
@@ -203,6 +205,7 @@ class Executor:
             while remaining:
                 kind, nid, payload = self._get()
                 if kind == "batch":
+                    self._progress(nid)
                     self._emit(nid, OUT, payload, origin=nid)
                 elif kind == "done":
                     remaining -= 1
@@ -333,7 +336,22 @@ class Executor:
         for port, frame in results.items():
             if port != REJECTED:
                 stats.rows_out += frame.height
+        self._progress(nid)
+        for port, frame in results.items():
             self._emit(nid, port, frame, origin)
+
+    def _progress(self, nid: str) -> None:
+        """Per-node progress for live views (the editor's run overlay, the service's API)."""
+        stats = self.stats[nid]
+        self.on_event(
+            {
+                "event": "node_progress",
+                "run_id": self.ctx.run_id,
+                "node": nid,
+                "status": stats.status,
+                **stats.public(),
+            }
+        )
 
     def _store_rejects(self, nid: str, rejected: pl.DataFrame) -> None:
         dlq = self.c.graph.error_handling.dead_letter_queue

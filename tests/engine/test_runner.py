@@ -385,3 +385,25 @@ def test_dead_letter_queue_disabled_keeps_no_rejects(tmp_path):
         assert record["status"] == "warning" and record["rows_rejected"] == 2
         assert ws.historian.rejects().height == 0
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["data", "orders.json", "out.json"]
+
+
+def test_progress_events_per_node(tmp_path):
+    """Live views follow a run through events: run started, each node's counts, run finished."""
+    (tmp_path / "in.json").write_text(json.dumps([{"a": i, "b": f"x{i}"} for i in range(10)]))
+    doc = {
+        "name": "events",
+        "sources": [{"name": "src", "connector_type": "file", "config": {"path": "in.json"}}],
+        "transformations": [
+            {"type": "record_filter", "condition": {"field": "a", "operator": "lt", "value": 4}}
+        ],
+        "destinations": [{"name": "out", "connector_type": "file", "config": {"path": "out.json"}}],
+    }
+    events: list[dict] = []
+    with Workspace(tmp_path / "data") as ws:
+        record = run_pipeline(validate(doc), ws, base_dir=tmp_path, on_event=events.append)
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
+    last = {e["node"]: e for e in events if e["event"] == "node_progress"}
+    assert last["src"]["rows_out"] == 10
+    assert (last["record_filter_1"]["rows_in"], last["record_filter_1"]["rows_out"]) == (10, 4)
+    assert events[-1]["status"] == record["status"] == "success"
