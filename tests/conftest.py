@@ -10,6 +10,23 @@ import pytest
 
 SERVICES = {"postgresql": 5432, "mariadb": 3306, "mosquitto": 1883, "redis": 6379}
 
+# The run record of spec section 6, as `aggregator run --json` prints it.
+RUN_RECORD_KEYS = frozenset(
+    {
+        "run_id",
+        "pipeline",
+        "status",
+        "started_at",
+        "finished_at",
+        "duration_s",
+        "rows_in",
+        "rows_out",
+        "rows_rejected",
+        "nodes",
+        "error",
+    }
+)
+
 
 def require_service(name: str) -> None:
     port = SERVICES[name]

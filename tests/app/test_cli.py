@@ -11,6 +11,7 @@ import duckdb
 import pytest
 
 from app.cli import main
+from tests.conftest import RUN_RECORD_KEYS
 
 ORDERS = [
     {
@@ -88,19 +89,7 @@ def test_run_json_record_matches_spec(tmp_path, capsys):
     code, out, err = run_cli(capsys, "run", path, "--data-dir", tmp_path / "data", "--json")
     record = json.loads(out)
     assert code == 0, err
-    assert set(record) == {
-        "run_id",
-        "pipeline",
-        "status",
-        "started_at",
-        "finished_at",
-        "duration_s",
-        "rows_in",
-        "rows_out",
-        "rows_rejected",
-        "nodes",
-        "error",
-    }
+    assert set(record) == RUN_RECORD_KEYS
     assert record["status"] == "warning"  # one invalid email was rejected
     assert (record["rows_in"], record["rows_out"], record["rows_rejected"]) == (3, 1, 1)
     assert record["nodes"]["orders"] == {**record["nodes"]["orders"], "rows_in": 0, "rows_out": 3}

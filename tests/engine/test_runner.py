@@ -18,20 +18,9 @@ from engine.errors import ConnectorError
 from engine.runner import run_pipeline
 from engine.spec.validate import validate
 from engine.workspace import Workspace
+from tests.conftest import RUN_RECORD_KEYS
 
-RECORD_KEYS = {
-    "run_id",
-    "pipeline",
-    "status",
-    "started_at",
-    "finished_at",
-    "duration_s",
-    "rows_in",
-    "rows_out",
-    "rows_rejected",
-    "nodes",
-    "error",
-}
+RECORD_KEYS = RUN_RECORD_KEYS
 NODE_KEYS = {"rows_in", "rows_out", "rows_rejected", "duration_s"}
 
 # ---- a flaky test source: fails the first `fail_times` reads, then delivers -----------------------
