@@ -301,7 +301,10 @@ class Executor:
                 if not (transform.streaming and len(node.inputs) == 1):
                     buffers = self._buffers.pop(consumer, {})
                     frames = [_concat(buffers.get(i, [])) for i in range(len(node.inputs))]
-                    self._apply(consumer, frames, None)
+                    if all(f.width == 0 for f in frames):  # no data and no columns at all (empty files)
+                        self._emit(consumer, OUT, pl.DataFrame(), None)
+                    else:
+                        self._apply(consumer, frames, None)
                 self.stats[consumer].status = "success"
                 self._close_outputs(consumer)
 

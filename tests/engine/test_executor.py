@@ -571,3 +571,22 @@ def test_preview_reads_only_a_sample_of_each_source(tmp_path):
     assert result["samples"][("ticks", "out")]["i"].to_list() == [0, 1, 2]
     assert result["samples"][("out", "out")].height == 3
     assert "opened" not in SINKS[sink] and SINKS[sink]["writes"] == []
+
+
+def test_an_empty_source_file_gives_an_empty_successful_run(tmp_path):
+    """A zero-byte export (a shift with no orders) is not an error: the run succeeds with no rows."""
+    (tmp_path / "empty.csv").write_bytes(b"")
+    doc = {
+        "name": "empty",
+        "sources": [{"name": "src", "connector_type": "file", "config": {"path": "empty.csv"}}],
+        "transformations": [
+            {"type": "field_mapping", "field_name": "name", "operation": "trim"},
+            {"type": "sort", "fields": ["name"]},
+        ],
+        "destinations": [{"name": "out", "connector_type": "file", "config": {"path": "out.json"}}],
+    }
+    with Workspace(tmp_path / "data") as ws:
+        record = run_pipeline(validate(doc), ws, base_dir=tmp_path)
+    assert record["status"] == "success", record["error"]
+    assert (record["rows_in"], record["rows_out"]) == (0, 0)
+    assert json.loads((tmp_path / "out.json").read_text()) == []
