@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import sys
 import threading
@@ -129,7 +130,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
         for port in info["ports"]:
             label = "" if port == "out" else f" [{port}]"
             df = result["samples"][(nid, port)]
-            with pl.Config(tbl_rows=args.limit, tbl_cols=12, fmt_str_lengths=40):
+            width = max(shutil.get_terminal_size((160, 40)).columns, 120)
+            with pl.Config(tbl_rows=args.limit, tbl_cols=12, fmt_str_lengths=40, tbl_width_chars=width):
                 print(f"{label}\n{df}" if label else df)
     return EXIT_OK
 
