@@ -68,7 +68,7 @@ class _SinkWorker:
 
     _END = object()
 
-    def __init__(self, sink: Sink, stats: NodeStats):
+    def __init__(self, sink: Sink | RejectWriter, stats: NodeStats):
         self.sink, self.stats = sink, stats
         self.queue: queue.Queue = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
@@ -101,7 +101,7 @@ class _SinkWorker:
             except BaseException as exc:
                 self.error = exc
 
-    def put(self, batch: pl.DataFrame) -> None:
+    def put(self, batch: Any) -> None:  # a DataFrame; (node id, DataFrame) for the reject store
         if self.error is not None:
             raise self.error
         self.queue.put(batch)
@@ -361,9 +361,8 @@ class Executor:
         if self.ctx.dry_run or not dlq.enabled or self.ctx.historian is None:
             return
         if dlq.storage == "reject_store":
-            self.ctx.historian.write_rejects(
-                rejected, run_id=self.ctx.run_id, pipeline=self.ctx.pipeline, node_id=nid
-            )
+            if self._reject_worker is not None:  # committed with the run's outputs, never before
+                self._reject_worker.put((nid, rejected))
         else:
             path = self.ctx.resolve_path(dlq.storage)
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -39,38 +39,7 @@ class Historian:
                 self._con.close()
                 self._con = None
 
-    # ---- reject store ------------------------------------------------------------------------
-    def write_rejects(
-        self,
-        rows: pl.DataFrame,
-        *,
-        run_id: str,
-        pipeline: str,
-        node_id: str,
-        reason_column: str = "_reject_reason",
-    ) -> int:
-        """Keep rejected records with their reason, node and run id (record stored as JSON)."""
-        return self.write_reject_batches(
-            [(node_id, rows)], run_id=run_id, pipeline=pipeline, reason_column=reason_column
-        )
-
-    def write_reject_batches(
-        self,
-        batches: list[tuple[str, pl.DataFrame]],
-        *,
-        run_id: str,
-        pipeline: str,
-        reason_column: str = "_reject_reason",
-    ) -> int:
-        """Rejected records of several nodes in one insert (one commit)."""
-        cur = self.cursor()
-        try:
-            return _insert_rejects(
-                cur, batches, run_id=run_id, pipeline=pipeline, reason_column=reason_column
-            )
-        finally:
-            cur.close()
-
+    # ---- reject store (written by RejectWriter, read here) -----------------------------------
     def rejects(self, run_id: str | None = None) -> pl.DataFrame:
         cur = self.cursor()
         try:

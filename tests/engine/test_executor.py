@@ -590,3 +590,58 @@ def test_an_empty_source_file_gives_an_empty_successful_run(tmp_path):
     assert record["status"] == "success", record["error"]
     assert (record["rows_in"], record["rows_out"]) == (0, 0)
     assert json.loads((tmp_path / "out.json").read_text()) == []
+
+
+def test_a_failed_run_keeps_no_rejected_records(tmp_path):
+    """Rejects are committed with the run's outputs: a run that fails after rejecting records leaves
+    none in the reject store, so its retry cannot store them twice."""
+    src, sink = key(), key()
+    doc = {
+        "name": "fails after rejects",
+        "nodes": [
+            probe("src", src, batches=4, rows=3, bad_email_from=0, fail_after=2),
+            {
+                "id": "check",
+                "kind": "transform",
+                "inputs": ["src"],
+                "transform": {
+                    "type": "field_validation",
+                    "field_name": "email",
+                    "validation_type": "email_format",
+                },
+            },
+            recorder("out", ["check"], sink),
+        ],
+    }
+    with Workspace(tmp_path / "data") as ws:
+        record = run_pipeline(validate(doc), ws, base_dir=tmp_path)
+        assert record["status"] == "failed"
+        assert record["nodes"]["check"]["rows_rejected"] == 6  # two batches were rejected before the failure
+        assert ws.historian.rejects(record["run_id"]).height == 0
+    assert SINKS[sink]["aborted"] and not SINKS[sink]["committed"]
+
+
+def test_a_successful_run_commits_its_rejected_records_once(tmp_path):
+    src, sink = key(), key()
+    doc = {
+        "name": "rejects",
+        "nodes": [
+            probe("src", src, batches=4, rows=3, bad_email_from=2),
+            {
+                "id": "check",
+                "kind": "transform",
+                "inputs": ["src"],
+                "transform": {
+                    "type": "field_validation",
+                    "field_name": "email",
+                    "validation_type": "email_format",
+                },
+            },
+            recorder("out", ["check"], sink),
+        ],
+    }
+    with Workspace(tmp_path / "data") as ws:
+        record = run_pipeline(validate(doc), ws, base_dir=tmp_path)
+        rejects = ws.historian.rejects(record["run_id"])
+    assert record["status"] == "warning" and record["rows_rejected"] == 6
+    assert rejects.height == 6 and set(rejects["node_id"]) == {"check"}
