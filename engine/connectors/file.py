@@ -103,7 +103,6 @@ class _FileConfig(ConnectorConfig):
             "encoding": o.encoding or "utf8",
             "sheet": o.sheet,
             "record_path": o.record_path,
-            "compression": o.compression or "snappy",
         }
 
 
@@ -144,9 +143,7 @@ class FileSource(Source):
         return FORMATS[self.config.resolved_format]
 
     def _options(self) -> ReadOptions:
-        values = self.config._option_values()
-        values.pop("compression")  # a writing option
-        return ReadOptions(**values, declared=dict(self.config.schema or {}))
+        return ReadOptions(**self.config._option_values(), declared=dict(self.config.schema or {}))
 
     def files(self) -> list[Path]:
         pattern = self.ctx.resolve_path(self.config.path)
@@ -288,7 +285,9 @@ class FileSink(Sink):
         except OSError as exc:
             raise ConnectorError(f"{self.target.parent}: cannot create the folder ({exc.strerror})") from None
         self.temp = self.target.with_name(f".{self.target.name}.tmp-{secrets.token_hex(4)}")
-        opts = WriteOptions(**self.config._option_values())
+        opts = WriteOptions(
+            **self.config._option_values(), compression=self.config.options.compression or "snappy"
+        )
         writer_class = FORMATS[self.config.resolved_format].writer
         try:
             self.writer = writer_class(self.temp, opts, self.target, self.config.mode == "append")

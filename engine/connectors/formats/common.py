@@ -22,22 +22,23 @@ ISO_DATE = "%Y-%m-%d"
 
 
 @dataclass
-class ReadOptions:
+class FormatOptions:
+    """The per-format options reading and writing share."""
+
     delimiter: str = ","
     header: bool = True
     encoding: str = "utf8"
     sheet: str | int | None = None
     record_path: str | None = None
+
+
+@dataclass
+class ReadOptions(FormatOptions):
     declared: dict[str, FieldType] = field(default_factory=dict)
 
 
 @dataclass
-class WriteOptions:
-    delimiter: str = ","
-    header: bool = True
-    encoding: str = "utf8"
-    sheet: str | int | None = None
-    record_path: str | None = None
+class WriteOptions(FormatOptions):
     compression: str = "snappy"
 
 
