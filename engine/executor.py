@@ -168,7 +168,7 @@ class Executor:
         except BaseException:
             self._abort_all()
             raise
-        return self._result()
+        return self.result()
 
     def _open_reject_store(self) -> None:
         dlq = self.c.graph.error_handling.dead_letter_queue
@@ -397,14 +397,17 @@ class Executor:
             if nid in self.stats and self.stats[nid].status != "failed":
                 self.stats[nid].status = "aborted"
 
-    def _result(self) -> ExecutionResult:
+    def result(self, *, committed: bool = True) -> ExecutionResult:
+        """The run's counts; a run that did not commit delivered nothing (rows_out 0, no targets)."""
         rows_in = sum(s.rows_out for nid, s in self.stats.items() if self.nodes[nid].kind == "source")
         # Rows that left the pipeline: each output feeding a destination counts once, however many
         # destinations it feeds; outputs of `rejected` ports are counted as rejected, not out.
         fed = {parse_input(r) for n in self.c.graph.nodes if n.kind == "destination" for r in n.inputs}
-        rows_out = sum(self._port_rows.get(edge, 0) for edge in fed if edge[1] != REJECTED)
+        rows_out = (
+            sum(self._port_rows.get(edge, 0) for edge in fed if edge[1] != REJECTED) if committed else 0
+        )
         rejected = sum(s.rows_rejected for s in self.stats.values())
-        targets = {nid: w.sink.describe_target() for nid, w in self._sinks.items()}
+        targets = {nid: w.sink.describe_target() for nid, w in self._sinks.items()} if committed else {}
         return ExecutionResult(self.stats, rows_in, rows_out, rejected, targets, self.samples)
 
 

@@ -14,7 +14,7 @@ import polars as pl
 
 from engine.context import RunContext
 from engine.errors import AggregatorError, ConnectorError, RunCancelled
-from engine.executor import ExecutionResult, Executor
+from engine.executor import Executor
 from engine.spec.models import dump
 from engine.spec.validate import Compiled
 from engine.workspace import Workspace
@@ -98,12 +98,12 @@ def run_pipeline(
             status, error = ("warning" if result.rows_rejected else "success"), None
             break
         except RunCancelled:
-            status, error, result = "cancelled", "run cancelled", _partial(executor)
+            status, error, result = "cancelled", "run cancelled", executor.result(committed=False)
             break
         except AggregatorError as exc:
-            error, result, failure = exc.one_line(), _partial(executor), exc
+            error, result, failure = exc.one_line(), executor.result(committed=False), exc
         except Exception as exc:  # a bug: still recorded, never a silent crash
-            error, result = f"internal error: {type(exc).__name__}: {exc}", _partial(executor)
+            error, result = f"internal error: {type(exc).__name__}: {exc}", executor.result(committed=False)
             ws.metadata.log(run_id, "error", error)
             break
         retryable = isinstance(failure, RETRYABLE)
@@ -156,12 +156,6 @@ def run_pipeline(
     emit({"event": "run_finished", "run_id": run_id, "status": status})
     record["_targets"] = result.targets if result else {}
     return record
-
-
-def _partial(executor: Executor) -> ExecutionResult:
-    stats = executor.stats
-    rows_in = sum(s.rows_out for s in stats.values() if s.kind == "source")
-    return ExecutionResult(stats, rows_in, 0, sum(s.rows_rejected for s in stats.values()))
 
 
 def preview_pipeline(

@@ -45,21 +45,21 @@ def linear_to_graph(linear: LinearPipeline) -> tuple[GraphPipeline, dict[str, st
         used.add(candidate)
         return candidate
 
-    nodes: list[Node] = []
-    by_source_name: dict[str, str] = {}
-    for i, src in enumerate(linear.sources):
-        node_id = new_id(_slug(src.name))
-        by_source_name[src.name] = node_id
-        origin[node_id] = f"sources[{i}]"
-        nodes.append(
-            Node(
-                id=node_id,
-                kind="source",
-                name=None if node_id == src.name else src.name,
-                connector_type=src.connector_type,
-                config=src.config,
-            )
+    def endpoint(kind: str, i: int, end: Endpoint, inputs: list[str]) -> Node:
+        node_id = new_id(_slug(end.name))
+        origin[node_id] = f"{kind}s[{i}]"
+        name = None if node_id == end.name else end.name  # the id stands for the name when they agree
+        return Node(
+            id=node_id,
+            kind=kind,
+            name=name,
+            inputs=inputs,
+            connector_type=end.connector_type,
+            config=end.config,
         )
+
+    nodes = [endpoint("source", i, src, []) for i, src in enumerate(linear.sources)]
+    by_source_name = {src.name: node.id for src, node in zip(linear.sources, nodes, strict=True)}
 
     primary = nodes[0].id
     named = {ref for step in linear.transformations for ref in side_refs(step)}
@@ -85,19 +85,7 @@ def linear_to_graph(linear: LinearPipeline) -> tuple[GraphPipeline, dict[str, st
         nodes.append(Node(id=node_id, kind="transform", inputs=inputs, transform=step))
         current = node_id
 
-    for i, dst in enumerate(linear.destinations):
-        node_id = new_id(_slug(dst.name))
-        origin[node_id] = f"destinations[{i}]"
-        nodes.append(
-            Node(
-                id=node_id,
-                kind="destination",
-                name=None if node_id == dst.name else dst.name,
-                inputs=[current],
-                connector_type=dst.connector_type,
-                config=dst.config,
-            )
-        )
+    nodes += [endpoint("destination", i, dst, [current]) for i, dst in enumerate(linear.destinations)]
 
     graph = GraphPipeline(
         name=linear.name,
@@ -129,7 +117,6 @@ def graph_to_linear(graph: GraphPipeline) -> LinearPipeline:
         consumers.setdefault(n.inputs[0] if n.inputs else "", []).append(n)
 
     chain: list[Node] = []
-    implicit: list[str] = []
     start = next((s for s in sources if s.id in consumers), sources[0] if sources else None)
     if start is None:
         raise fail("no source")
@@ -139,9 +126,8 @@ def graph_to_linear(graph: GraphPipeline) -> LinearPipeline:
         if len(nexts) > 1:
             raise fail(f"node '{current}' feeds several transformations")
         node = nexts[0]
-        if node.id == IMPLICIT_UNION and node.transform == {"type": "union"} and not chain:
-            implicit = node.inputs[1:]
-        else:
+        # The union of unnamed sources is implied by the linear form: not a step of its own.
+        if not (node.id == IMPLICIT_UNION and node.transform == {"type": "union"} and not chain):
             chain.append(node)
         current = node.id
     if consumers:
@@ -161,7 +147,6 @@ def graph_to_linear(graph: GraphPipeline) -> LinearPipeline:
             step[key] = extra if key == "sources" else extra[0]
         steps.append(step)
     ordered = [start, *[s for s in sources if s is not start]]
-    del implicit  # implied by the linear form: unnamed sources are unioned
     return LinearPipeline(
         name=graph.name,
         description=graph.description,
