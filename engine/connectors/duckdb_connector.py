@@ -1,33 +1,38 @@
 """The `duckdb` connector: tables of the embedded historian (or of another DuckDB file).
 
 Data crosses between Polars and DuckDB as Arrow, without copies: a source streams Arrow record
-batches into DataFrames; a sink registers each batch's Arrow table and inserts it `BY NAME`.
-A sink runs in ONE transaction from `open()` to `close()`, so a failed run leaves the table exactly
-as it was (a failed `replace` keeps the old table).
+batches into DataFrames; a sink feeds its batches, as they come, into ONE `INSERT ... BY NAME`
+statement that reads them as an Arrow stream (see `ArrowFeed`). `upsert` merges gathered batches.
+Nothing is visible before `close()`, so a failed run leaves the table exactly as it was (a failed
+`replace` keeps the old table).
 """
 
 from __future__ import annotations
 
 import contextlib
+import queue
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
 from engine.connectors.base import DEFAULT_BATCH_ROWS, Connector, ConnectorConfig, Sink, Source
 from engine.connectors.registry import register
 from engine.context import RunContext
 from engine.errors import ConnectorError
-from engine.store.historian import quiet
+from engine.store.historian import arrow_view, quiet
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
-_BATCH = "_aggregator_batch"
-INSERT_ROWS = 1_000_000
-STAGE_PREFIX = "_stage_"  # tables being built by a `replace` run; swapped in at commit  # the name each incoming Arrow batch is registered under
+_BATCH = "_aggregator_batch"  # the name an Arrow batch is registered under
+_FEED = "_aggregator_feed"  # the name of the Arrow stream an insert reads
+MERGE_ROWS = 1_000_000  # upsert: batches are gathered to about this many rows per MERGE
+STAGE_PREFIX = "_stage_"  # tables being built by a `replace` run; swapped in at commit
 
 
 def _valid_table(value: str | None) -> str | None:
@@ -199,6 +204,77 @@ def _storable(batch: pl.DataFrame) -> pl.DataFrame:
     return batch.with_columns(pl.col(loose).cast(pl.String)) if loose else batch
 
 
+class ArrowFeed:
+    """Batches pushed from one thread become one Arrow stream that a single INSERT statement,
+    running on a thread of its own, pulls from as they come.
+
+    Measured on 7.35 M order rows: as fast as million-row INSERTs (1.9 s) with 500 MB less peak
+    memory, because nothing is gathered and DuckDB writes its row groups out as it goes; separate
+    500 k-row INSERTs were 40% slower. The queue is one batch deep: a slow insert holds the writer.
+    """
+
+    _END = object()
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, statement: str, schema: pa.Schema):
+        self.cursor, self.schema = cursor, schema
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.aborted = False
+        cursor.register(_FEED, pa.RecordBatchReader.from_batches(schema, self._batches()))
+        self.thread = threading.Thread(target=self._run, args=(statement,), name="duckdb-feed", daemon=True)
+        self.thread.start()
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        while True:
+            item = self.queue.get()
+            if self.aborted:
+                raise RuntimeError("the run was aborted")
+            if item is self._END:
+                return
+            yield from item.to_batches()
+
+    def _run(self, statement: str) -> None:
+        try:
+            self.cursor.execute(statement)
+        except BaseException as exc:
+            self.error = exc
+
+    def push(self, table: pa.Table | object) -> None:
+        """Hand a table to the insert; raise the insert's error if it has stopped."""
+        while self.thread.is_alive():
+            try:
+                self.queue.put(table, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        self._raise()
+
+    def finish(self) -> None:
+        """No more tables: wait for the statement to end; raise its error, if any."""
+        self.push(self._END)
+        self.thread.join()
+        self._unregister()
+        self._raise()
+
+    def abort(self) -> None:
+        """Make the statement fail at its next batch and wait for it (nothing it wrote is kept)."""
+        self.aborted = True
+        with contextlib.suppress(queue.Empty):
+            self.queue.get_nowait()
+        with contextlib.suppress(queue.Full):
+            self.queue.put_nowait(self._END)
+        self.thread.join()
+        self._unregister()
+
+    def _unregister(self) -> None:
+        with contextlib.suppress(duckdb.Error):
+            self.cursor.unregister(_FEED)
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
 class DuckDBSink(Sink):
     config: DuckDBSinkConfig
 
@@ -218,71 +294,92 @@ class DuckDBSink(Sink):
         )
         self.columns: dict[str, str] | None = None  # lower-case name -> name, cached after the first batch
         self.label = config.database or "historian"
-        self.pending: list[pl.DataFrame] = []
+        self.feed: ArrowFeed | None = None  # append/replace: the running INSERT
+        self.pending: list[pl.DataFrame] = []  # upsert: batches gathered for the next MERGE
         self.pending_rows = 0
 
     def open(self) -> None:
         self.con = _Connection(self.ctx, self.config.database, create=True)
         self.label = self.con.label
         if self.staged:
-            # Autocommitted inserts into a stage table: DuckDB does not hold the whole run in
-            # memory as it does for one open transaction (measured: 650 MB less at 7 M rows).
             self._drop_stage()
         else:
             self.con.cursor.execute("BEGIN TRANSACTION")
 
     def write(self, batch: pl.DataFrame) -> None:
-        """Batches are gathered to about a million rows per INSERT: DuckDB ingests smaller ones
-        markedly slower (measured 40% at 500 k rows), while the rest of the run prefers smaller."""
         if batch.width == 0:
             return
         if self.con is None:
             raise ConnectorError(f"{self.describe_target()}: write() before open()")
         if self.config.mode == "upsert":
-            self._check_keys(batch)
+            self._gather(batch)
+            return
+        batch = _storable(batch)
+        table = arrow_view(batch)
+        if self.feed is not None and table.schema != self.feed.schema:
+            self._end_feed()  # a stream has one schema: a changed batch starts the next INSERT
+        if self.feed is None:
+            self._guarded(lambda: self._prepare(batch, table))
+            statement = f"INSERT INTO {self.table} BY NAME SELECT * FROM {_FEED}"
+            self.feed = ArrowFeed(self.con.cursor, statement, table.schema)
+        self._guarded(lambda: self.feed.push(table))  # type: ignore[union-attr]
+
+    def _gather(self, batch: pl.DataFrame) -> None:
+        """Upsert: batches are gathered to about a million rows per MERGE (DuckDB merges smaller
+        ones markedly slower); only same-shaped batches are gathered."""
+        self._check_keys(batch)
         if self.pending and batch.columns != self.pending[0].columns:
-            self._flush()  # only same-shaped batches are gathered; schema changes go in as they come
+            self._merge_pending()
         self.pending.append(batch)
         self.pending_rows += batch.height
-        if self.pending_rows >= INSERT_ROWS:
-            self._flush()
+        if self.pending_rows >= MERGE_ROWS:
+            self._merge_pending()
 
     def flush(self) -> None:
-        self._flush()
+        self._end_feed()
+        self._merge_pending()
 
-    def _flush(self) -> None:
+    def _end_feed(self) -> None:
+        if self.feed is not None:
+            feed, self.feed = self.feed, None
+            self._guarded(feed.finish)
+
+    def _merge_pending(self) -> None:
         if not self.pending:
             return
         batch = self.pending[0] if len(self.pending) == 1 else pl.concat(self.pending, how="vertical_relaxed")
         self.pending, self.pending_rows = [], 0
-        self._insert(batch)
+        batch = _storable(self._deduplicated(batch))
+        table = arrow_view(batch)
+        self._guarded(lambda: self._prepare(batch, table))
+        self._guarded(lambda: self._with_batch(table, self._merge_sql(batch.columns)))
 
-    def _insert(self, batch: pl.DataFrame) -> None:
-        assert self.con is not None
-        if self.config.mode == "upsert":
-            batch = self._deduplicated(batch)
-        batch = _storable(batch)
-        cur = self.con.cursor
-        cur.register(_BATCH, batch.to_arrow())
+    def _guarded(self, action) -> None:
+        """Any DuckDB error rolls the whole destination back and is reported in one line."""
         try:
-            if self.columns is None:
-                created = self._first_batch(batch)
-                if created:
-                    return
-            self._add_new_columns(batch)
-            if self.config.mode == "upsert":
-                cur.execute(self._merge_sql(batch.columns))
-            else:
-                cur.execute(f"INSERT INTO {self.table} BY NAME SELECT * FROM {_BATCH}")
+            action()
         except duckdb.Error as exc:
             self._rollback()
             raise ConnectorError(f"{self.describe_target()}: {_first_line(exc)}") from None
-        finally:
-            if self.con is not None:
-                cur.unregister(_BATCH)
 
-    def _first_batch(self, batch: pl.DataFrame) -> bool:
-        """Create the table when needed. True when the batch went in with the CREATE."""
+    def _with_batch(self, table: pa.Table, statement: str) -> None:
+        assert self.con is not None
+        cur = self.con.cursor
+        cur.register(_BATCH, table)
+        try:
+            cur.execute(statement)
+        finally:
+            cur.unregister(_BATCH)
+
+    def _prepare(self, batch: pl.DataFrame, table: pa.Table) -> None:
+        """Before a batch of this shape goes in: create the table, or add the columns it lacks."""
+        if self.columns is None:
+            self._create(batch, table)
+        else:
+            self._add_new_columns(batch, table)
+
+    def _create(self, batch: pl.DataFrame, table: pa.Table) -> None:
+        """The first batch: create the table from its columns when needed (no rows yet)."""
         assert self.con is not None
         cur = self.con.cursor
         if "." in self.config.table:
@@ -290,11 +387,11 @@ class DuckDBSink(Sink):
         existing = self._existing_columns()
         if self.staged or not existing:
             verb = "CREATE OR REPLACE TABLE" if self.staged else "CREATE TABLE"
-            cur.execute(f"{verb} {self.table} AS SELECT * FROM {_BATCH}")
+            self._with_batch(table, f"{verb} {self.table} AS SELECT * FROM {_BATCH} LIMIT 0")
             self.columns = {c.lower(): c for c in batch.columns}
-            return True
+            return
         self.columns = {c.lower(): c for c in existing}
-        return False
+        self._add_new_columns(batch, table)
 
     def _existing_columns(self, table: str | None = None) -> list[str]:
         assert self.con is not None
@@ -306,17 +403,20 @@ class DuckDBSink(Sink):
         ).fetchall()
         return [r[0] for r in rows]
 
-    def _add_new_columns(self, batch: pl.DataFrame) -> None:
+    def _add_new_columns(self, batch: pl.DataFrame, table: pa.Table) -> None:
         """Schema evolution: a column the table lacks is added (a cheap set check per batch)."""
         assert self.con is not None and self.columns is not None
         new = [c for c in batch.columns if c.lower() not in self.columns]
         if not new:
             return
-        types = dict(
-            self.con.cursor.execute(f"SELECT column_name, column_type FROM (DESCRIBE {_BATCH})").fetchall()
-        )
+        cur = self.con.cursor
+        cur.register(_BATCH, table)
+        try:
+            types = dict(cur.execute(f"SELECT column_name, column_type FROM (DESCRIBE {_BATCH})").fetchall())
+        finally:
+            cur.unregister(_BATCH)
         for column in new:
-            self.con.cursor.execute(f"ALTER TABLE {self.table} ADD COLUMN {quote(column)} {types[column]}")
+            cur.execute(f"ALTER TABLE {self.table} ADD COLUMN {quote(column)} {types[column]}")
             self.columns[column.lower()] = column
 
     def _check_keys(self, batch: pl.DataFrame) -> None:
@@ -343,17 +443,11 @@ class DuckDBSink(Sink):
     def close(self) -> None:
         if self.con is None:
             raise ConnectorError(f"{self.describe_target()}: close() before open()")
-        try:
-            self._flush()
-            if self.staged:
-                self._swap_in_stage()
-            else:
-                self.con.cursor.execute("COMMIT")
-        except duckdb.Error as exc:
-            self._rollback()
-            raise ConnectorError(f"{self.describe_target()}: {_first_line(exc)}") from None
-        self.con.close()
-        self.con = None
+        self.flush()
+        self._guarded(self._swap_in_stage if self.staged else lambda: self.con.cursor.execute("COMMIT"))  # type: ignore[union-attr]
+        if self.con is not None:
+            self.con.close()
+            self.con = None
 
     def _swap_in_stage(self) -> None:
         """One transaction: the old table goes, the stage takes its name. Readers see old or new."""
@@ -376,6 +470,10 @@ class DuckDBSink(Sink):
         self._rollback()
 
     def _rollback(self) -> None:
+        if self.feed is not None:  # the INSERT must end before anything else runs on its cursor
+            feed, self.feed = self.feed, None
+            feed.abort()
+        self.pending, self.pending_rows = [], 0
         if self.con is None:
             return
         try:

@@ -12,6 +12,13 @@ import polars as pl
 REJECTS_TABLE = "_rejects"
 
 
+def arrow_view(frame: pl.DataFrame):
+    """The frame as Arrow without copying its text: Polars' string views go to DuckDB as they are
+    (the default, oldest compat level, rebuilds every string column as large_string: measured 20%
+    of a DuckDB insert's CPU and 200 MB of peak memory on 7 M order rows)."""
+    return frame.to_arrow(compat_level=pl.CompatLevel.newest())
+
+
 def quiet(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     """No progress bar: DuckDB would draw it on our stdout and break `--json` output (per session)."""
     con.execute("SET enable_progress_bar = false")
@@ -94,18 +101,15 @@ def _insert_rejects(
     if not parts:
         return 0
     now = datetime.now(UTC).replace(tzinfo=None)
-    table = (
-        pl.concat(parts)
-        .select(
-            pl.lit(run_id).alias("run_id"),
-            pl.lit(pipeline).alias("pipeline"),
-            "node_id",
-            "reason",
-            "record",
-            pl.lit(now).alias("rejected_at"),
-        )
-        .to_arrow()
+    table = pl.concat(parts).select(
+        pl.lit(run_id).alias("run_id"),
+        pl.lit(pipeline).alias("pipeline"),
+        "node_id",
+        "reason",
+        "record",
+        pl.lit(now).alias("rejected_at"),
     )
+    table = arrow_view(table)
     cur.execute(
         f"CREATE TABLE IF NOT EXISTS {REJECTS_TABLE} (run_id VARCHAR, pipeline VARCHAR, node_id VARCHAR,"
         " reason VARCHAR, record JSON, rejected_at TIMESTAMP)"

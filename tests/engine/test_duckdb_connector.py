@@ -379,13 +379,53 @@ def test_replace_in_a_schema(ctx):
     assert table(ctx, "plant.orders").height == 1
 
 
-def test_small_batches_are_gathered_into_one_insert(ctx):
+def test_batches_stream_into_one_insert_visible_only_at_close(ctx):
+    write(ctx, ORDERS, table="orders")
     out = sink(ctx, table="orders")
     out.open()
-    for i in range(5):
+    feeds = set()
+    for i in range(1, 6):
         out.write(ORDERS.with_columns(pl.col("id") + 10 * i))
-    assert out.pending_rows == 15  # held back: DuckDB ingests big inserts faster
+        feeds.add(id(out.feed))
+    assert len(feeds) == 1 and out.feed is not None  # one INSERT statement reads every batch
     out.flush()
-    assert out.pending_rows == 0
+    assert out.feed is None
+    assert table(ctx).height == 3  # another reader sees nothing before the commit
     out.close()
-    assert table(ctx).height == 15
+    assert table(ctx).height == 18
+
+
+def test_a_changed_batch_schema_starts_a_new_insert_and_adds_the_column(ctx):
+    out = sink(ctx, table="orders")
+    out.open()
+    out.write(ORDERS)
+    first = out.feed
+    out.write(ORDERS.with_columns(pl.lit("x").alias("extra")))
+    assert out.feed is not first
+    out.close()
+    result = table(ctx)
+    assert result.height == 6 and result.get_column("extra").null_count() == 3
+
+
+def test_an_insert_that_fails_mid_stream_rolls_back_with_one_line(ctx):
+    write(ctx, ORDERS, table="orders")
+    out = sink(ctx, table="orders")
+    out.open()
+    out.write(ORDERS)
+    with pytest.raises(ConnectorError, match=r"historian.duckdb:orders: .*") as err:
+        out.write(ORDERS.with_columns(pl.lit("not a number").alias("id")))
+        out.close()
+    assert "\n" not in str(err.value)
+    assert out.con is None and out.feed is None
+    assert table(ctx).equals(ORDERS)
+
+
+def test_abort_stops_a_running_insert(ctx):
+    write(ctx, ORDERS, table="orders")
+    out = sink(ctx, table="orders")
+    out.open()
+    out.write(ORDERS.with_columns(pl.col("id") + 100))
+    feed = out.feed
+    out.abort()
+    assert feed is not None and not feed.thread.is_alive()
+    assert table(ctx).equals(ORDERS)
