@@ -88,6 +88,17 @@ def spec_for(csv: Path, destination: dict) -> dict:
     }
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS. Not `ru_maxrss`: Linux carries that over from the parent
+    across fork and exec, so a leg started by a parent that had just generated 10 M rows reported
+    the parent's peak (VmHWM belongs to the memory map that exec made new)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
+
+
 def leg(spec_path: Path, data_dir: Path) -> None:
     """Child process: run one pipeline in process; print its figures."""
     from engine.runner import run_pipeline
@@ -99,7 +110,7 @@ def leg(spec_path: Path, data_dir: Path) -> None:
         t0 = time.perf_counter()
         record = run_pipeline(compiled, ws, base_dir=spec_path.parent)
         elapsed = time.perf_counter() - t0
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = peak_rss_mb()
     print(
         json.dumps(
             {
@@ -229,8 +240,10 @@ def main() -> None:
         str(small),
         str(work / "ref_out.parquet"),
     ]
-    engine_runs = [timed(engine_cmd) for _ in range(3)]
-    reference_runs = [timed(reference_cmd) for _ in range(3)]
+    engine_runs, reference_runs = [], []
+    for _ in range(3):  # interleaved, so that a slow spell of the machine hits both alike
+        engine_runs.append(timed(engine_cmd))
+        reference_runs.append(timed(reference_cmd))
     engine_s, reference_s = statistics.median(engine_runs), statistics.median(reference_runs)
     result["process_vs_reference"] = {
         "rows": args.reference_rows,
