@@ -206,7 +206,9 @@ class Executor:
                 kind, nid, payload = self._get()
                 if kind == "batch":
                     self._progress(nid)
-                    self._emit(nid, OUT, payload, origin=nid)
+                    box = [payload]
+                    del payload  # the chain below frees each batch as soon as it has passed on
+                    self._emit(nid, OUT, box, origin=nid)
                 elif kind == "done":
                     remaining -= 1
                     self.stats[nid].status = "success"
@@ -262,14 +264,24 @@ class Executor:
                 continue
         return False
 
-    def _emit(self, nid: str, port: str, batch: pl.DataFrame, origin: str | None) -> None:
+    # A batch travels down the graph in a one-item list ("box") that each step empties: no caller
+    # keeps a reference, so every intermediate frame is freed once the next node has its output
+    # (a chain of five nodes held all five copies of a batch while its destination was busy).
+    def _emit(self, nid: str, port: str, box: list[pl.DataFrame], origin: str | None) -> None:
+        batch = box.pop()
         self._sample(nid, port, batch)
         self._port_rows[(nid, port)] = self._port_rows.get((nid, port), 0) + batch.height
-        for consumer, consumer_port, idx in self.consumers.get(nid, []):
-            if consumer_port == port:
-                self._push(consumer, idx, batch, origin)
+        targets = [(c, idx) for c, consumer_port, idx in self.consumers.get(nid, []) if consumer_port == port]
+        for n, (consumer, idx) in enumerate(targets):
+            if n < len(targets) - 1:
+                self._push(consumer, idx, [batch], origin)
+            else:
+                box = [batch]
+                del batch
+                self._push(consumer, idx, box, origin)
 
-    def _push(self, nid: str, idx: int, batch: pl.DataFrame, origin: str | None) -> None:
+    def _push(self, nid: str, idx: int, box: list[pl.DataFrame], origin: str | None) -> None:
+        batch = box.pop()
         node = self.nodes[nid]
         stats = self.stats[nid]
         stats.rows_in += batch.height
@@ -282,10 +294,12 @@ class Executor:
             return
         transform = self.c.transforms[nid]
         if transform.streaming and len(node.inputs) == 1:
-            if batch.width == 0:
-                self._emit(nid, OUT, batch, origin)
+            frames = [batch]
+            del batch
+            if frames[0].width == 0:
+                self._emit(nid, OUT, frames, origin)
                 return
-            self._apply(nid, [batch], origin)
+            self._apply(nid, frames, origin)
         else:
             self._buffers.setdefault(nid, {}).setdefault(idx, []).append(batch)
 
@@ -302,7 +316,7 @@ class Executor:
                     buffers = self._buffers.pop(consumer, {})
                     frames = [_concat(buffers.get(i, [])) for i in range(len(node.inputs))]
                     if all(f.width == 0 for f in frames):  # no data and no columns at all (empty files)
-                        self._emit(consumer, OUT, pl.DataFrame(), None)
+                        self._emit(consumer, OUT, [pl.DataFrame()], None)
                     else:
                         self._apply(consumer, frames, None)
                 self.stats[consumer].status = "success"
@@ -316,6 +330,8 @@ class Executor:
             lazy = transform.apply([f.lazy() for f in frames], NodeContext(self.ctx, nid, origin))
             ports = list(lazy)
             results = dict(zip(ports, pl.collect_all([lazy[p] for p in ports]), strict=True))
+            frames.clear()  # the inputs go as soon as the outputs exist
+            del lazy
         except AggregatorError as exc:  # raised inside a Polars UDF, it carries Polars' appendix lines
             stats.status = "failed"
             message = str(exc).strip().splitlines()[0]
@@ -336,12 +352,11 @@ class Executor:
                     f"{rejected.height} record(s) failed validation, first: {reason}", node=nid
                 )
             self._store_rejects(nid, rejected)
-        for port, frame in results.items():
-            if port != REJECTED:
-                stats.rows_out += frame.height
+        stats.rows_out += sum(frame.height for port, frame in results.items() if port != REJECTED)
+        del rejected
         self._progress(nid)
-        for port, frame in results.items():
-            self._emit(nid, port, frame, origin)
+        for port in list(results):
+            self._emit(nid, port, [results.pop(port)], origin)
 
     def _progress(self, nid: str) -> None:
         """Per-node progress for live views (the editor's run overlay, the service's API)."""
