@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.context import RunContext
 
-DEFAULT_BATCH_ROWS = 500_000
+# Rows per batch. Measured on the 10 M-row benchmark: 300 k rows keep the run as fast as 500 k did
+# and hold 100-150 MB less in flight (each stage of the pipeline holds about one batch).
+DEFAULT_BATCH_ROWS = 300_000
 
 
 class ConnectorConfig(BaseModel):

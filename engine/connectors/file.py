@@ -130,8 +130,8 @@ SMALL_FILE_BATCH_ROWS = 250_000
 
 def _batch_rows_for(path: Path, batch_rows: int) -> int:
     """Smaller batches for smaller files, so that reading, transforming and writing still overlap
-    (a file of one batch runs its stages one after the other); large files keep big batches, which
-    the DuckDB hand-off prefers."""
+    (a file of one batch runs its stages one after the other); large files keep bigger batches,
+    which cost less per-batch overhead."""
     return min(batch_rows, SMALL_FILE_BATCH_ROWS) if _size(path) < SMALL_FILE_BYTES else batch_rows
 
 
