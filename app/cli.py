@@ -95,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    import protocols
     from app import commands
+
+    protocols.register_all()
 
     handler = getattr(commands, f"cmd_{args.command}")
     return handler(args)

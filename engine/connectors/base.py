@@ -1,7 +1,7 @@
 """The connector contract (architecture rule 5, after Telegraf's Input/ServiceInput/Output).
 
 - A polled source implements `read()`: an iterator of Polars DataFrame batches.
-- A streaming source implements `start(emit)` and `stop()` (protocol work, later).
+- A streaming source implements `start(emit)` and `stop()` (field protocols, MQTT).
 - A sink implements `open()`, `write(batch)` and `close()`; `close()` commits atomically and
   `abort()` throws away everything written so far (no partial file, no half-written table).
 - Every connector implements `check()` for "test connection".
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict
@@ -45,7 +46,7 @@ class Connector(ABC):
         return [r for r, m in (("source", cls.SourceConfig), ("destination", cls.SinkConfig)) if m]
 
     @classmethod
-    def make_source(cls, config: ConnectorConfig, ctx: RunContext, name: str) -> Source:
+    def make_source(cls, config: ConnectorConfig, ctx: RunContext, name: str) -> Source | StreamingSource:
         raise NotImplementedError(f"{cls.connector_type} is not a source")
 
     @classmethod
@@ -83,9 +84,29 @@ class Source(ABC):
         """Raise a ConnectorError with a clear message when the source cannot be reached."""
 
 
+SessionState = Literal["stopped", "connecting", "connected", "subscribed", "lost", "reconnecting"]
+
+
 class StreamingSource(ABC):
+    """A source that runs until stopped (Telegraf's ServiceInput): field protocols, MQTT.
+
+    - `start(emit)` returns at once. The source runs on its own thread (usually an asyncio loop of
+      its own) and delivers batches by calling `emit(batch)`; protocol sources emit frames with
+      `engine.tags.TAG_SCHEMA`. `emit` may block for a while: that is the runtime's back-pressure,
+      and a source must not buffer without bound meanwhile (it coalesces or counts drops).
+    - `stop()` ends the source and waits for it; after it returns, `emit` is never called again.
+    - `state` is the session state; the runtime sets `on_state` to hear of every change, with a
+      one-line detail (the error that broke the link, the server that answered...).
+    - `counters` are the protocol's own statistics (reads, notifications, errors, reconnects,
+      dropped), read by the runtime for metrics and the GUI.
+    """
+
     def __init__(self, config: ConnectorConfig, ctx: RunContext, name: str = "source"):
         self.config, self.ctx, self.name = config, ctx, name
+        self.state: SessionState = "stopped"
+        self.state_detail: str | None = None
+        self.on_state: Callable[[str, SessionState, str | None], None] | None = None
+        self.counters: Counter[str] = Counter()
 
     @abstractmethod
     def start(self, emit: Callable[[pl.DataFrame], None]) -> None: ...
@@ -93,8 +114,50 @@ class StreamingSource(ABC):
     @abstractmethod
     def stop(self) -> None: ...
 
+    def set_state(self, state: SessionState, detail: str | None = None) -> None:
+        if state == self.state and detail == self.state_detail:
+            return
+        self.state, self.state_detail = state, detail
+        if self.on_state is not None:
+            self.on_state(self.name, state, detail)
+
+    def schema(self) -> pl.Schema | None:
+        from engine.tags import TAG_SCHEMA
+
+        return TAG_SCHEMA
+
+    def sample(self, seconds: float = 2.0, limit: int | None = None) -> pl.DataFrame:
+        """A short live sample (previews): run for `seconds` or until `limit` rows, then stop."""
+        import threading
+        import time
+
+        from engine.tags import empty_tags
+
+        frames: list[pl.DataFrame] = []
+        rows = 0
+        enough = threading.Event()
+
+        def collect(batch: pl.DataFrame) -> None:
+            nonlocal rows
+            if enough.is_set():
+                return
+            frames.append(batch)
+            rows += batch.height
+            if limit is not None and rows >= limit:
+                enough.set()
+
+        self.start(collect)
+        try:
+            deadline = time.monotonic() + seconds
+            while not enough.is_set() and time.monotonic() < deadline and not self.ctx.cancel.is_set():
+                enough.wait(0.05)
+        finally:
+            self.stop()
+        frame = pl.concat(frames, how="diagonal_relaxed") if frames else empty_tags()
+        return frame.head(limit) if limit is not None else frame
+
     def check(self) -> None:
-        pass
+        """Raise a ConnectorError with a clear message when the peer cannot be reached."""
 
 
 class Sink(ABC):

@@ -1,0 +1,172 @@
+"""Tag records: the one shape every field protocol delivers, one row per value (a long table).
+
+OPC UA, Modbus, DNP3 and MQTT sources all emit Polars DataFrames with exactly `TAG_SCHEMA`, so the
+time-series transformations, the streaming executor and the historian need to know one shape only.
+
+- `timestamp`: when the value was true: the device's or OPC UA server's source timestamp, or the
+  poll time for devices without a clock (Modbus).
+- `server_timestamp`: the OPC UA server timestamp; null for other protocols.
+- `value`: numbers and booleans (true = 1.0); `value_text` holds string values (then `value` is null).
+- `quality`: `good`, `uncertain` or `bad`; `reason` says why it is not good (`comm_lost`,
+  `timeout`, `exception_2`, `stale`, an OPC UA status name...), null when good.
+- `source`: the connector node or device that produced the value.
+- `received_at`: when this process received it (latency = received_at - timestamp).
+
+Gap records (quality `bad`, reason `comm_lost`) are written while a link is down, one per tag, so
+that a historian shows a gap instead of a flat line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import polars as pl
+
+Quality = Literal["good", "uncertain", "bad"]
+QUALITIES: tuple[Quality, ...] = ("good", "uncertain", "bad")
+COMM_LOST = "comm_lost"
+
+TIME = pl.Datetime("us", "UTC")
+TAG_SCHEMA = pl.Schema(
+    {
+        "timestamp": TIME,
+        "server_timestamp": TIME,
+        "tag": pl.String,
+        "value": pl.Float64,
+        "value_text": pl.String,
+        "quality": pl.String,
+        "reason": pl.String,
+        "source": pl.String,
+        "received_at": TIME,
+    }
+)
+TAG_COLUMNS = tuple(TAG_SCHEMA.names())
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def empty_tags() -> pl.DataFrame:
+    return pl.DataFrame(schema=TAG_SCHEMA)
+
+
+def conform(frame: pl.DataFrame) -> pl.DataFrame:
+    """Columns in `TAG_SCHEMA` order and types; missing optional columns become nulls."""
+    return frame.select(
+        [
+            (pl.col(name) if name in frame.columns else pl.lit(None)).cast(dtype).alias(name)
+            for name, dtype in TAG_SCHEMA.items()
+        ]
+    )
+
+
+class TagBatchBuilder:
+    """Collects values column by column and makes ONE DataFrame per micro-batch.
+
+    Protocol callbacks arrive one value at a time (an OPC UA notification, a DNP3 point); they
+    append to plain lists here, and `take()` turns the lists into a columnar batch. Bulk appends
+    (`extend`) serve pollers that decode whole register blocks at once.
+    """
+
+    def __init__(self, source: str):
+        self.source = source
+        self._clear()
+
+    def _clear(self) -> None:
+        self.timestamp: list[datetime | None] = []
+        self.server_timestamp: list[datetime | None] = []
+        self.tag: list[str] = []
+        self.value: list[float | None] = []
+        self.value_text: list[str | None] = []
+        self.quality: list[str] = []
+        self.reason: list[str | None] = []
+        self.received_at: list[datetime] = []
+
+    def __len__(self) -> int:
+        return len(self.tag)
+
+    def add(
+        self,
+        tag: str,
+        value: Any,
+        *,
+        timestamp: datetime | None = None,
+        quality: Quality = "good",
+        reason: str | None = None,
+        server_timestamp: datetime | None = None,
+        received_at: datetime | None = None,
+    ) -> None:
+        now = received_at or utc_now()
+        number, text = split_value(value)
+        self.timestamp.append(timestamp or now)
+        self.server_timestamp.append(server_timestamp)
+        self.tag.append(tag)
+        self.value.append(number)
+        self.value_text.append(text)
+        self.quality.append(quality)
+        self.reason.append(reason)
+        self.received_at.append(now)
+
+    def extend(
+        self,
+        tags: Sequence[str],
+        values: Sequence[Any],
+        *,
+        timestamp: datetime,
+        quality: Quality | Sequence[Quality] = "good",
+        reason: str | Sequence[str | None] | None = None,
+        received_at: datetime | None = None,
+    ) -> None:
+        """Many tags read at one instant (a Modbus block, a DNP3 integrity poll)."""
+        n = len(tags)
+        now = received_at or utc_now()
+        for value in values:
+            number, text = split_value(value)
+            self.value.append(number)
+            self.value_text.append(text)
+        self.tag.extend(tags)
+        self.timestamp.extend([timestamp] * n)
+        self.server_timestamp.extend([None] * n)
+        self.quality.extend([quality] * n if isinstance(quality, str) else quality)
+        self.reason.extend([reason] * n if reason is None or isinstance(reason, str) else reason)
+        self.received_at.extend([now] * n)
+
+    def gap(self, tags: Iterable[str], reason: str = COMM_LOST, at: datetime | None = None) -> None:
+        """One bad record per tag: the link is down (or the device answered nothing usable)."""
+        at = at or utc_now()
+        for tag in tags:
+            self.add(tag, None, timestamp=at, quality="bad", reason=reason, received_at=at)
+
+    def take(self) -> pl.DataFrame:
+        """The collected values as one batch; the builder starts empty again."""
+        frame = pl.DataFrame(
+            {
+                "timestamp": pl.Series(self.timestamp, dtype=TIME),
+                "server_timestamp": pl.Series(self.server_timestamp, dtype=TIME),
+                "tag": pl.Series(self.tag, dtype=pl.String),
+                "value": pl.Series(self.value, dtype=pl.Float64),
+                "value_text": pl.Series(self.value_text, dtype=pl.String),
+                "quality": pl.Series(self.quality, dtype=pl.String),
+                "reason": pl.Series(self.reason, dtype=pl.String),
+                "source": pl.Series([self.source] * len(self.tag), dtype=pl.String),
+                "received_at": pl.Series(self.received_at, dtype=TIME),
+            }
+        )
+        self._clear()
+        return frame
+
+
+def split_value(value: Any) -> tuple[float | None, str | None]:
+    """(number, text) of a protocol value: booleans are 1.0/0.0, strings go to `value_text`."""
+    if value is None:
+        return None, None
+    if isinstance(value, bool):
+        return (1.0 if value else 0.0), None
+    if isinstance(value, int | float):
+        return float(value), None
+    if isinstance(value, bytes | bytearray):
+        return None, bytes(value).hex()
+    return None, str(value)
