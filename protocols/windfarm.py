@@ -88,4 +88,4 @@ def feeder_voltage_kv(t: float, feeder: int = 0) -> float:
 
 def breaker_closed(t: float, feeder: int = 0) -> bool:
     """Feeder breakers trip briefly once an hour, one feeder after another."""
-    return not (int(t) % 3600 == feeder * 60 + 30)
+    return int(t) % 3600 != feeder * 60 + 30
