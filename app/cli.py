@@ -52,8 +52,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     data_dir(sp)
     sp.add_argument("--json", action="store_true")
+    sp.add_argument(
+        "--wind-farm",
+        action="store_true",
+        help="the streaming demo: simulated turbines (OPC UA), meters (Modbus) and an RTU (DNP3) into the historian",
+    )
+    sp.add_argument("--seconds", type=_positive_float, default=20.0, help="wind-farm demo: how long to run")
 
     sub.add_parser("schema", help="print the JSON Schema of the pipeline document")
+
+    sp = sub.add_parser("simulate", help="run a protocol simulator (a wind-farm part) until Ctrl-C")
+    sp.add_argument("protocol", choices=["opcua", "modbus", "dnp3"])
+    sp.add_argument("--port", type=int, default=None, help="TCP port (default: the protocol's usual one)")
+    sp.add_argument("--tags", type=_positive_int, default=None, help="about how many tags to serve")
+    sp.add_argument("--seconds", type=_positive_float, default=None, help="stop after this long")
 
     sp = sub.add_parser("secret", help='store a secret that pipelines name as {"secret": NAME}')
     secret_sub = sp.add_subparsers(dest="secret_command", required=True, metavar="ACTION")
@@ -67,6 +79,26 @@ def _parser() -> argparse.ArgumentParser:
     ss.add_argument("name")
     data_dir(ss)
     return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not positive")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} is not positive")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

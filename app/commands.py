@@ -170,11 +170,23 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.wind_farm:
+        from app.windfarm_demo import run_wind_farm_demo
+
+        with _workspace(args) as ws:
+            record = run_wind_farm_demo(ws, seconds=args.seconds, as_json=args.json)
+        return EXIT_OK if record["status"] in ("success", "warning") else EXIT_FAILED
     from app.demo import run_demo
 
     with _workspace(args) as ws:
         record = run_demo(ws, as_json=args.json)
     return EXIT_OK if record["status"] in ("success", "warning") else EXIT_FAILED
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from app.simulate import run_simulator
+
+    return run_simulator(args.protocol, port=args.port, tags=args.tags, seconds=args.seconds)
 
 
 def cmd_secret(args: argparse.Namespace) -> int:
