@@ -113,19 +113,24 @@ class _SinkWorker:
             raise self.error
 
 
-class Executor:
+class GraphFlow:
+    """Pushes batches through a compiled graph: row-local nodes at once, blocking nodes once all
+    their inputs are closed, results handed to `_deliver` (destinations) and `_queue_rejects`.
+
+    Shared by the batch `Executor` (a run is one pass) and the streaming runner (each micro-batch
+    is a pass of its own: `reset_inputs()` reopens every input, so blocking nodes see one
+    micro-batch at a time)."""
+
     def __init__(
         self,
         compiled: Compiled,
         ctx: RunContext,
         *,
-        sample_rows: int | None = None,
         preview_limit: int | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
     ):
         self.c = compiled
         self.ctx = ctx
-        self.sample_rows = sample_rows  # read at most this many rows per source (preview)
         self.preview_limit = preview_limit  # keep the first N rows of every node/port
         self.on_event = on_event or (lambda event: None)
         self.nodes = {n.id: n for n in compiled.graph.nodes}
@@ -133,49 +138,19 @@ class Executor:
         self.consumers = compiled.consumers()
         self.samples: dict[tuple[str, str], pl.DataFrame] = {}
         self._buffers: dict[str, dict[int, list[pl.DataFrame]]] = {}
-        self._open_inputs = {n.id: len(n.inputs) for n in compiled.graph.nodes}
-        self._sinks: dict[str, _SinkWorker] = {}
-        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
-        self._stop = threading.Event()  # internal: tells source threads to quit early
         self._port_rows: dict[tuple[str, str], int] = {}
-        self._reject_worker: _SinkWorker | None = None  # the reject store, written like a destination
+        self.reset_inputs()
 
-    # ---- public ------------------------------------------------------------------------------
-    def execute(self) -> ExecutionResult:
-        sources = {nid: self._make_source(nid) for nid in self.c.order if self.nodes[nid].kind == "source"}
-        try:
-            if not self.ctx.dry_run:
-                for nid in self.c.order:
-                    if self.nodes[nid].kind == "destination":
-                        worker = _SinkWorker(self._make_sink(nid), self.stats[nid])
-                        self._sinks[nid] = worker
-                        worker.start()
-                self._open_reject_store()
-            self._run_sources(sources)
-            for nid, worker in self._sinks.items():
-                worker.finish()
-                self.stats[nid].status = "writing"
-            if self._reject_worker is not None:  # kept once, committed with the run's outputs
-                self._reject_worker.finish()
-                self._reject_worker.sink.close()
-                self._reject_worker = None
-            for nid, worker in self._sinks.items():
-                t0 = time.perf_counter()
-                worker.sink.close()
-                self.stats[nid].duration_s += time.perf_counter() - t0
-                self.stats[nid].rows_out = self.stats[nid].rows_in  # committed = written
-                self.stats[nid].status = "success"
-        except BaseException:
-            self._abort_all()
-            raise
-        return self.result()
+    def reset_inputs(self) -> None:
+        self._open_inputs = {n.id: len(n.inputs) for n in self.c.graph.nodes}
 
-    def _open_reject_store(self) -> None:
-        dlq = self.c.graph.error_handling.dead_letter_queue
-        if dlq.enabled and dlq.storage == "reject_store" and self.ctx.historian is not None:
-            writer = RejectWriter(self.ctx.historian, run_id=self.ctx.run_id, pipeline=self.ctx.pipeline)
-            self._reject_worker = _SinkWorker(writer, NodeStats("rejects"))
-            self._reject_worker.start()
+    def _deliver(self, nid: str, batch: pl.DataFrame) -> None:
+        """A batch for destination `nid`."""
+        raise NotImplementedError
+
+    def _queue_rejects(self, nid: str, rejected: pl.DataFrame) -> None:
+        """Rejected rows of `nid` for the reject store, committed with the outputs."""
+        raise NotImplementedError
 
     # ---- building ----------------------------------------------------------------------------
     def _resolved(self, nid: str):
@@ -191,78 +166,6 @@ class Executor:
     def _make_sink(self, nid: str) -> Sink:
         cls, config = self._resolved(nid)
         return cls.make_sink(config, self.ctx, nid)
-
-    # ---- running -----------------------------------------------------------------------------
-    def _run_sources(self, sources: dict[str, Source]) -> None:
-        threads = []
-        for nid, source in sources.items():
-            self.stats[nid].status = "running"
-            t = threading.Thread(target=self._read, args=(nid, source), name=f"source-{nid}", daemon=True)
-            t.start()
-            threads.append(t)
-        remaining = len(threads)
-        try:
-            while remaining:
-                kind, nid, payload = self._get()
-                if kind == "batch":
-                    self._progress(nid)
-                    box = [payload]
-                    del payload  # the chain below frees each batch as soon as it has passed on
-                    self._emit(nid, OUT, box, origin=nid)
-                elif kind == "done":
-                    remaining -= 1
-                    self.stats[nid].status = "success"
-                    self._close_outputs(nid)
-                else:
-                    self.stats[nid].status = "failed"
-                    raise payload
-        finally:
-            self._stop.set()  # readers stop at their next batch; a reader busy inside one is not waited for
-            deadline = time.monotonic() + READER_GRACE_S
-            for t in threads:
-                t.join(max(0.0, deadline - time.monotonic()))
-
-    def _get(self) -> tuple[str, str, Any]:
-        while True:
-            if self.ctx.cancel.is_set():
-                raise RunCancelled("run cancelled")
-            try:
-                return self._queue.get(timeout=0.1)
-            except queue.Empty:
-                continue
-
-    def _read(self, nid: str, source: Source) -> None:
-        stats = self.stats[nid]
-        try:
-            sent = False
-            t0 = time.perf_counter()
-            for batch in source.read(limit=self.sample_rows):
-                stats.duration_s += time.perf_counter() - t0
-                if self._stop.is_set() or self.ctx.cancel.is_set():
-                    return
-                stats.rows_out += batch.height
-                if not self._put(("batch", nid, batch)):
-                    return
-                sent = True
-                t0 = time.perf_counter()
-            if not sent:
-                schema = source.schema() or {}
-                self._put(("batch", nid, pl.DataFrame(schema=schema)))
-            self._put(("done", nid, None))
-        except BaseException as exc:
-            if not isinstance(exc, AggregatorError):
-                exc = ConnectorError(f"source '{nid}': {type(exc).__name__}: {exc}")
-            self._put(("error", nid, exc))
-
-    def _put(self, item: tuple[str, str, Any]) -> bool:
-        """Hand an item to the dispatcher; give up (False) once the run is stopping."""
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
 
     # A batch travels down the graph in a one-item list ("box") that each step empties: no caller
     # keeps a reference, so every intermediate frame is freed once the next node has its output
@@ -287,10 +190,7 @@ class Executor:
         stats.rows_in += batch.height
         stats.status = "running"
         if node.kind == "destination":
-            if self.ctx.dry_run:
-                self._sample(nid, OUT, batch)
-            else:
-                self._sinks[nid].put(batch)
+            self._deliver(nid, batch)
             return
         transform = self.c.transforms[nid]
         if transform.streaming and len(node.inputs) == 1:
@@ -376,8 +276,7 @@ class Executor:
         if self.ctx.dry_run or not dlq.enabled or self.ctx.historian is None:
             return
         if dlq.storage == "reject_store":
-            if self._reject_worker is not None:  # committed with the run's outputs, never before
-                self._reject_worker.put((nid, rejected))
+            self._queue_rejects(nid, rejected)
         else:
             path = self.ctx.resolve_path(dlq.storage)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -396,6 +295,143 @@ class Executor:
             self.samples[key] = batch.head(self.preview_limit)
         elif have.height < self.preview_limit:
             self.samples[key] = _concat([have, batch.head(self.preview_limit - have.height)])
+
+
+class Executor(GraphFlow):
+    def __init__(
+        self,
+        compiled: Compiled,
+        ctx: RunContext,
+        *,
+        sample_rows: int | None = None,
+        preview_limit: int | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ):
+        super().__init__(compiled, ctx, preview_limit=preview_limit, on_event=on_event)
+        self.sample_rows = sample_rows  # read at most this many rows per source (preview)
+        self._sinks: dict[str, _SinkWorker] = {}
+        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+        self._stop = threading.Event()  # internal: tells source threads to quit early
+        self._reject_worker: _SinkWorker | None = None  # the reject store, written like a destination
+
+    def _deliver(self, nid: str, batch: pl.DataFrame) -> None:
+        if self.ctx.dry_run:
+            self._sample(nid, OUT, batch)
+        else:
+            self._sinks[nid].put(batch)
+
+    def _queue_rejects(self, nid: str, rejected: pl.DataFrame) -> None:
+        if self._reject_worker is not None:  # committed with the run's outputs, never before
+            self._reject_worker.put((nid, rejected))
+
+    # ---- public ------------------------------------------------------------------------------
+    def execute(self) -> ExecutionResult:
+        sources = {nid: self._make_source(nid) for nid in self.c.order if self.nodes[nid].kind == "source"}
+        try:
+            if not self.ctx.dry_run:
+                for nid in self.c.order:
+                    if self.nodes[nid].kind == "destination":
+                        worker = _SinkWorker(self._make_sink(nid), self.stats[nid])
+                        self._sinks[nid] = worker
+                        worker.start()
+                self._open_reject_store()
+            self._run_sources(sources)
+            for nid, worker in self._sinks.items():
+                worker.finish()
+                self.stats[nid].status = "writing"
+            if self._reject_worker is not None:  # kept once, committed with the run's outputs
+                self._reject_worker.finish()
+                self._reject_worker.sink.close()
+                self._reject_worker = None
+            for nid, worker in self._sinks.items():
+                t0 = time.perf_counter()
+                worker.sink.close()
+                self.stats[nid].duration_s += time.perf_counter() - t0
+                self.stats[nid].rows_out = self.stats[nid].rows_in  # committed = written
+                self.stats[nid].status = "success"
+        except BaseException:
+            self._abort_all()
+            raise
+        return self.result()
+
+    def _open_reject_store(self) -> None:
+        dlq = self.c.graph.error_handling.dead_letter_queue
+        if dlq.enabled and dlq.storage == "reject_store" and self.ctx.historian is not None:
+            writer = RejectWriter(self.ctx.historian, run_id=self.ctx.run_id, pipeline=self.ctx.pipeline)
+            self._reject_worker = _SinkWorker(writer, NodeStats("rejects"))
+            self._reject_worker.start()
+
+    # ---- running -----------------------------------------------------------------------------
+    def _run_sources(self, sources: dict[str, Source]) -> None:
+        threads = []
+        for nid, source in sources.items():
+            self.stats[nid].status = "running"
+            t = threading.Thread(target=self._read, args=(nid, source), name=f"source-{nid}", daemon=True)
+            t.start()
+            threads.append(t)
+        remaining = len(threads)
+        try:
+            while remaining:
+                kind, nid, payload = self._get()
+                if kind == "batch":
+                    self._progress(nid)
+                    box = [payload]
+                    del payload  # the chain below frees each batch as soon as it has passed on
+                    self._emit(nid, OUT, box, origin=nid)
+                elif kind == "done":
+                    remaining -= 1
+                    self.stats[nid].status = "success"
+                    self._close_outputs(nid)
+                else:
+                    self.stats[nid].status = "failed"
+                    raise payload
+        finally:
+            self._stop.set()  # readers stop at their next batch; a reader busy inside one is not waited for
+            deadline = time.monotonic() + READER_GRACE_S
+            for t in threads:
+                t.join(max(0.0, deadline - time.monotonic()))
+
+    def _get(self) -> tuple[str, str, Any]:
+        while True:
+            if self.ctx.cancel.is_set():
+                raise RunCancelled("run cancelled")
+            try:
+                return self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+
+    def _read(self, nid: str, source: Source) -> None:
+        stats = self.stats[nid]
+        try:
+            sent = False
+            t0 = time.perf_counter()
+            for batch in source.read(limit=self.sample_rows):
+                stats.duration_s += time.perf_counter() - t0
+                if self._stop.is_set() or self.ctx.cancel.is_set():
+                    return
+                stats.rows_out += batch.height
+                if not self._put(("batch", nid, batch)):
+                    return
+                sent = True
+                t0 = time.perf_counter()
+            if not sent:
+                schema = source.schema() or {}
+                self._put(("batch", nid, pl.DataFrame(schema=schema)))
+            self._put(("done", nid, None))
+        except BaseException as exc:
+            if not isinstance(exc, AggregatorError):
+                exc = ConnectorError(f"source '{nid}': {type(exc).__name__}: {exc}")
+            self._put(("error", nid, exc))
+
+    def _put(self, item: tuple[str, str, Any]) -> bool:
+        """Hand an item to the dispatcher; give up (False) once the run is stopping."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def _abort_all(self) -> None:
         workers = list(self._sinks.items())
