@@ -1,0 +1,1 @@
+"""MQTT source: JSON payloads and Sparkplug B (see README.md)."""

@@ -1,0 +1,298 @@
+"""Sparkplug B: payload encoding/decoding and the per-edge-node birth state.
+
+Topic namespace: `spBv1.0/<group>/<message type>/<edge node>[/<device>]`.
+- NBIRTH / DBIRTH announce every metric of a node / device with its name, alias and datatype; the
+  session keeps them, so that NDATA / DDATA, which usually carry aliases only, get their names.
+- NDEATH / DDEATH: the node / device is gone. Every metric born on it gets a gap record (quality
+  `bad`, reason `comm_lost`) and its births are forgotten until the next birth.
+- Tag names: `group/edge/metric` for node metrics, `group/edge/device/metric` for device metrics.
+
+Values: integers, floats and booleans go to `value`; String, Text, UUID to `value_text`; DateTime
+(ms since the epoch) to `value_text` as ISO 8601; Bytes/File as hex; DataSet as JSON text;
+Template members are flattened into `metric/member` tags. `is_null` gives a null value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from engine.tags import TagBatchBuilder
+from protocols.mqtt.sparkplug_proto import payload_class
+
+NAMESPACE = "spBv1.0"
+MESSAGE_TYPES = frozenset({"NBIRTH", "NDEATH", "DBIRTH", "DDEATH", "NDATA", "DDATA", "NCMD", "DCMD", "STATE"})
+
+# Sparkplug B DataType enum (spec 3.0, section 6.4.16).
+INT8, INT16, INT32, INT64 = 1, 2, 3, 4
+UINT8, UINT16, UINT32, UINT64 = 5, 6, 7, 8
+FLOAT, DOUBLE, BOOLEAN, STRING, DATETIME, TEXT, UUID = 9, 10, 11, 12, 13, 14, 15
+DATASET, BYTES, FILE, TEMPLATE = 16, 17, 18, 19
+DATATYPE_NAMES = {
+    INT8: "Int8", INT16: "Int16", INT32: "Int32", INT64: "Int64",
+    UINT8: "UInt8", UINT16: "UInt16", UINT32: "UInt32", UINT64: "UInt64",
+    FLOAT: "Float", DOUBLE: "Double", BOOLEAN: "Boolean", STRING: "String",
+    DATETIME: "DateTime", TEXT: "Text", UUID: "UUID", DATASET: "DataSet",
+    BYTES: "Bytes", FILE: "File", TEMPLATE: "Template",
+}  # fmt: skip
+_SIGNED_BITS = {INT8: 8, INT16: 16, INT32: 32, INT64: 64}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class SparkplugError(ValueError):
+    """A payload or topic that is not Sparkplug B."""
+
+
+@dataclass
+class Metric:
+    """One metric, as a test, a simulator or the decoder sees it."""
+
+    name: str | None
+    value: Any = None
+    datatype: int = DOUBLE
+    alias: int | None = None
+    timestamp: int | None = None  # ms since the epoch
+    is_null: bool = False
+    is_historical: bool = False
+    is_transient: bool = False
+
+
+@dataclass(frozen=True)
+class Topic:
+    group: str
+    message_type: str
+    edge_node: str
+    device: str | None = None
+
+    @property
+    def prefix(self) -> str:
+        parts = [self.group, self.edge_node] + ([self.device] if self.device else [])
+        return "/".join(parts)
+
+    def __str__(self) -> str:
+        tail = f"/{self.device}" if self.device else ""
+        return f"{NAMESPACE}/{self.group}/{self.message_type}/{self.edge_node}{tail}"
+
+
+def parse_topic(topic: str) -> Topic | None:
+    """A Sparkplug B topic, or None for STATE and other non-edge topics; SparkplugError if malformed."""
+    parts = topic.split("/")
+    if len(parts) < 2 or parts[0] != NAMESPACE:
+        raise SparkplugError(f"'{topic}' is not in the {NAMESPACE} namespace")
+    if parts[1] == "STATE" or (len(parts) >= 3 and parts[2] == "STATE"):
+        return None
+    if len(parts) not in (4, 5) or parts[2] not in MESSAGE_TYPES:
+        raise SparkplugError(
+            f"'{topic}': expected {NAMESPACE}/<group>/<NBIRTH|NDATA|NDEATH|DBIRTH|DDATA|DDEATH>/<edge>[/<device>]"
+        )
+    return Topic(parts[1], parts[2], parts[3], parts[4] if len(parts) == 5 else None)
+
+
+# ---- encoding ------------------------------------------------------------------------------------
+
+
+def _signed_to_wire(value: int, datatype: int) -> int:
+    bits = 64 if datatype in (INT64, UINT64) else 32
+    return value & ((1 << bits) - 1)
+
+
+def encode_payload(
+    metrics: Iterable[Metric], *, timestamp: int | None = None, seq: int | None = None
+) -> bytes:
+    """Serialise a Sparkplug B payload (timestamps in ms since the epoch)."""
+    payload = payload_class()()
+    if timestamp is not None:
+        payload.timestamp = timestamp
+    if seq is not None:
+        payload.seq = seq
+    for m in metrics:
+        pm = payload.metrics.add()
+        if m.name is not None:
+            pm.name = m.name
+        if m.alias is not None:
+            pm.alias = m.alias
+        if m.timestamp is not None:
+            pm.timestamp = m.timestamp
+        pm.datatype = m.datatype
+        if m.is_historical:
+            pm.is_historical = True
+        if m.is_transient:
+            pm.is_transient = True
+        if m.is_null or m.value is None:
+            pm.is_null = True
+            continue
+        _set_value(pm, m.datatype, m.value)
+    return payload.SerializeToString()
+
+
+def _set_value(pm: Any, datatype: int, value: Any) -> None:
+    if datatype in (INT8, INT16, INT32, UINT8, UINT16, UINT32):
+        pm.int_value = _signed_to_wire(int(value), datatype)
+    elif datatype in (INT64, UINT64):
+        pm.long_value = _signed_to_wire(int(value), datatype)
+    elif datatype == DATETIME:
+        pm.long_value = int(value.timestamp() * 1000) if isinstance(value, datetime) else int(value)
+    elif datatype == FLOAT:
+        pm.float_value = float(value)
+    elif datatype == DOUBLE:
+        pm.double_value = float(value)
+    elif datatype == BOOLEAN:
+        pm.boolean_value = bool(value)
+    elif datatype in (STRING, TEXT, UUID):
+        pm.string_value = str(value)
+    elif datatype in (BYTES, FILE):
+        pm.bytes_value = bytes(value)
+    else:
+        raise SparkplugError(f"cannot encode datatype {DATATYPE_NAMES.get(datatype, datatype)}")
+
+
+# ---- decoding ------------------------------------------------------------------------------------
+
+
+def decode_payload(data: bytes) -> Any:
+    try:
+        return payload_class().FromString(data)
+    except Exception as exc:  # protobuf raises DecodeError, and struct errors on truncated floats
+        raise SparkplugError(f"not a Sparkplug B payload ({type(exc).__name__}: {exc})") from None
+
+
+def metric_value(pm: Any, datatype: int) -> Any:
+    """The Python value of a decoded metric (None for is_null or no value)."""
+    if pm.is_null:
+        return None
+    kind = pm.WhichOneof("value")
+    if kind is None:
+        return None
+    raw = getattr(pm, kind)
+    if datatype in _SIGNED_BITS and kind in ("int_value", "long_value"):
+        # Two's complement, whether the sender masked to the type's width or to the wire's.
+        bits = _SIGNED_BITS[datatype]
+        raw &= (1 << bits) - 1
+        return raw - (1 << bits) if raw >> (bits - 1) else raw
+    if datatype == DATETIME and kind == "long_value":
+        return (_EPOCH + timedelta(milliseconds=raw)).isoformat()
+    if kind == "dataset_value":
+        return _dataset_json(raw)
+    return raw
+
+
+def _dataset_json(ds: Any) -> str:
+    rows = [
+        [getattr(e, e.WhichOneof("value")) if e.WhichOneof("value") else None for e in r.elements]
+        for r in ds.rows
+    ]
+    return json.dumps({"columns": list(ds.columns), "rows": rows}, default=str)
+
+
+def _ms(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+@dataclass
+class _Births:
+    """What one edge node or device announced: alias -> (name, datatype), and every name."""
+
+    aliases: dict[int, tuple[str, int]] = field(default_factory=dict)
+    datatypes: dict[str, int] = field(default_factory=dict)
+
+
+class SparkplugSession:
+    """Decodes Sparkplug B messages into tag records, keeping each node's and device's births.
+
+    `handle(topic, payload, builder, received_at)` appends records to `builder` and raises
+    SparkplugError for a payload it cannot read (the caller records it as a bad payload).
+    Counters: `births`, `deaths`, `unknown_alias`, `ignored` (STATE, commands), `filtered`.
+    """
+
+    def __init__(self, group_ids: Iterable[str] | None = None, edge_nodes: Iterable[str] | None = None):
+        self.group_ids = set(group_ids) if group_ids else None
+        self.edge_nodes = set(edge_nodes) if edge_nodes else None
+        self.births: dict[tuple[str, str, str | None], _Births] = {}
+        self.counters: dict[str, int] = {}
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def handle(self, topic: str, data: bytes, builder: TagBatchBuilder, received_at: datetime) -> None:
+        t = parse_topic(topic)
+        if t is None or t.message_type in ("NCMD", "DCMD"):
+            self._count("ignored")
+            return
+        if (self.group_ids and t.group not in self.group_ids) or (
+            self.edge_nodes and t.edge_node not in self.edge_nodes
+        ):
+            self._count("filtered")
+            return
+        key = (t.group, t.edge_node, t.device)
+        if t.message_type in ("NDEATH", "DDEATH"):
+            self._count("deaths")
+            self.death(t, builder, received_at)
+            return
+        payload = decode_payload(data)
+        if t.message_type in ("NBIRTH", "DBIRTH"):
+            self._count("births")
+            if t.message_type == "NBIRTH":  # a node's rebirth invalidates its devices' births too
+                for k in [k for k in self.births if k[:2] == key[:2]]:
+                    del self.births[k]
+            births = self.births[key] = _Births()
+        else:
+            births = self.births.get(key) or _Births()
+        default_ts = _ms(payload.timestamp) if payload.HasField("timestamp") else received_at
+        for pm in payload.metrics:
+            name = pm.name if pm.HasField("name") else None
+            datatype = pm.datatype if pm.HasField("datatype") else 0
+            reason = None
+            if name is None:
+                known = births.aliases.get(pm.alias) if pm.HasField("alias") else None
+                if known is None:
+                    self._count("unknown_alias")
+                    name, reason = f"alias_{pm.alias}", "unknown_alias"
+                else:
+                    name, datatype = known[0], datatype or known[1]
+            datatype = datatype or births.datatypes.get(name, 0)
+            if t.message_type in ("NBIRTH", "DBIRTH"):
+                if pm.HasField("alias"):
+                    births.aliases[pm.alias] = (name, datatype)
+                births.datatypes[name] = datatype
+            ts = _ms(pm.timestamp) if pm.HasField("timestamp") else default_ts
+            prefix = f"{t.prefix}/{name}"
+            if pm.WhichOneof("value") == "template_value" and not pm.is_null:
+                self._template(prefix, pm.template_value, builder, ts, received_at)
+                continue
+            builder.add(
+                prefix,
+                metric_value(pm, datatype),
+                timestamp=ts,
+                quality="uncertain" if reason else "good",
+                reason=reason,
+                received_at=received_at,
+            )
+
+    def _template(self, prefix: str, tpl: Any, builder: TagBatchBuilder, ts: datetime, now: datetime) -> None:
+        for member in tpl.metrics:
+            name = f"{prefix}/{member.name}"
+            if member.WhichOneof("value") == "template_value":
+                self._template(name, member.template_value, builder, ts, now)
+            else:
+                mts = _ms(member.timestamp) if member.HasField("timestamp") else ts
+                builder.add(name, metric_value(member, member.datatype), timestamp=mts, received_at=now)
+
+    def death(self, t: Topic, builder: TagBatchBuilder, at: datetime) -> None:
+        """Gap records for every metric born on the node (and its devices) or the device."""
+        if t.device is None:
+            keys = [k for k in self.births if k[:2] == (t.group, t.edge_node)]
+        else:
+            keys = [k for k in self.births if k == (t.group, t.edge_node, t.device)]
+        for key in keys:
+            prefix = "/".join(p for p in key if p)
+            builder.gap((f"{prefix}/{name}" for name in self.births.pop(key).datatypes), at=at)
+
+    def known_tags(self) -> list[str]:
+        return [
+            "/".join(p for p in key if p) + f"/{name}"
+            for key, births in self.births.items()
+            for name in births.datatypes
+        ]
