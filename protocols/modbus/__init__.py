@@ -1,0 +1,1 @@
+"""Modbus TCP and RTU: config model, codec, request planner, polling connector and simulator."""
