@@ -130,7 +130,7 @@ def encode_tag(tag: ModbusTag, value: Any) -> list[int]:
     else:
         raw = (float(value) - tag.offset) / tag.scale
         if tag.type.startswith(("int", "uint")):
-            raw = int(round(raw))
+            raw = round(raw)
         data = struct.pack(">" + STRUCT_CODES[tag.type], raw)
     canonical = list(struct.unpack(f">{tag.width}H", data))  # most significant word first
     words = [0] * tag.width
