@@ -17,6 +17,10 @@ from engine.transforms import (  # noqa: F401  (imported for their @register sid
     mapping,
     reshape,
     text,
+    timeseries,
+    ts_deadband,
+    ts_power,
+    ts_quality,
     validation,
 )
 from engine.transforms.base import Transform
