@@ -1,0 +1,221 @@
+"""JSON payloads -> tag records, one micro-batch at a time.
+
+Each message is parsed once (`json.loads`, C-accelerated) and the configured paths are picked out
+into plain column lists; everything after that is columnar Polars on the whole micro-batch: the
+timestamp parsing (epoch in any unit, ISO 8601 with or without offset, or a strftime format),
+quality mapping, tag names and the checks that turn an unreadable row into a rejected one.
+
+Bad payloads are never dropped silently. A message that is not JSON, lacks the value, carries an
+object where a value belongs, or has an unreadable timestamp or quality becomes ONE record with
+quality `bad` and reason `bad_payload: <what> at <path>` (tag: the topic-derived tag, or the
+topic when the tag itself could not be read), so it shows in the historian next to the good data.
+`JsonDecoder.decode` also returns the (topic, reason) pairs, which the source counts
+(`bad_payloads`) and keeps the last few of for the GUI.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+from engine.tags import TAG_SCHEMA, TIME
+from protocols.mqtt.config import JsonMapping
+
+_TOKEN = re.compile(r"\[(\d+)\]|\.?([^.\[\]]+)")
+_MISSING = object()
+_EPOCH_US = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
+_QUALITIES = {"good": "good", "uncertain": "uncertain", "bad": "bad", "true": "good", "false": "bad"}
+
+
+def compile_path(path: str) -> tuple[str | int, ...]:
+    """`$.a.b[0]` -> ("a", "b", 0)."""
+    body = path[1:] if path.startswith("$") else path
+    return tuple(int(i) if i else key for i, key in _TOKEN.findall(body))
+
+
+def pick(document: Any, steps: tuple[str | int, ...]) -> Any:
+    for step in steps:
+        if isinstance(step, int):
+            if not isinstance(document, list) or step >= len(document):
+                return _MISSING
+            document = document[step]
+        else:
+            if not isinstance(document, dict) or step not in document:
+                return _MISSING
+            document = document[step]
+    return document
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), "a number"
+    )
+
+
+@dataclass
+class _Columns:
+    topic: list[str]
+    tag: list[str | None]
+    value: list[float | None]
+    value_text: list[str | None]
+    ts_number: list[float | None]
+    ts_text: list[str | None]
+    quality: list[str | None]
+    error: list[str | None]
+    received: list[datetime]
+
+
+class JsonDecoder:
+    """Maps JSON messages to TAG_SCHEMA rows as configured by a `JsonMapping`."""
+
+    def __init__(self, mapping: JsonMapping, source: str):
+        self.mapping, self.source = mapping, source
+        self.tag_path = None if mapping.tag_from == "topic" else compile_path(mapping.tag_from)
+        fields = mapping.fields or [mapping.value_path]
+        # (suffix appended to the tag, path as written, compiled path)
+        self.fields = [
+            (("/" + p.removeprefix("$").lstrip(".")) if mapping.fields else "", p, compile_path(p))
+            for p in fields
+        ]
+        self.ts_path = compile_path(mapping.timestamp_path) if mapping.timestamp_path else None
+        self.quality_path = compile_path(mapping.quality_path) if mapping.quality_path else None
+        self.fields_missing = 0
+
+    def decode(
+        self, topics: list[str], payloads: list[bytes], received: list[datetime]
+    ) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
+        """One micro-batch of messages -> (TAG_SCHEMA frame, [(topic, reason) of each bad payload])."""
+        cols = _Columns([], [], [], [], [], [], [], [], [])
+        for topic, payload, at in zip(topics, payloads, received, strict=True):
+            self._message(cols, topic, payload, at)
+        frame = self._frame(cols)
+        bad = frame.filter(pl.col("reason").str.starts_with("bad_payload"))
+        rejected = list(zip(bad["topic"].to_list(), bad["reason"].to_list(), strict=True))
+        return frame.drop("topic"), rejected
+
+    def _message(self, c: _Columns, topic: str, payload: bytes, at: datetime) -> None:
+        m = self.mapping
+
+        def row(tag: str | None, number=None, text=None, ts=None, quality=None, error=None) -> None:
+            c.topic.append(topic)
+            c.tag.append(m.tag_prefix + tag if tag is not None else topic)
+            c.value.append(number)
+            c.value_text.append(text)
+            c.ts_number.append(
+                float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else None
+            )
+            c.ts_text.append(ts if isinstance(ts, str) else None)
+            c.quality.append(quality)
+            c.error.append(error)
+            c.received.append(at)
+
+        try:
+            doc = json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return row(topic, error=f"not JSON ({exc.__class__.__name__}: {exc})"[:200])
+        tag = topic
+        if self.tag_path is not None:
+            tag = pick(doc, self.tag_path)
+            if tag is _MISSING or isinstance(tag, dict | list) or tag is None:
+                return row(None, error=f"expected a tag name at {m.tag_from}")
+            tag = str(tag)
+        ts = None
+        if self.ts_path is not None:
+            ts = pick(doc, self.ts_path)
+            if ts is _MISSING or ts is None:
+                ts = None
+            elif not isinstance(ts, int | float | str) or isinstance(ts, bool):
+                return row(tag, error=f"expected a timestamp at {m.timestamp_path}, got {_kind(ts)}")
+        quality = None
+        if self.quality_path is not None:
+            raw = pick(doc, self.quality_path)
+            if raw is not _MISSING and raw is not None:
+                quality = _QUALITIES.get(str(raw).lower())
+                if quality is None:
+                    return row(tag, error=f"expected good, uncertain or bad at {m.quality_path}")
+        for suffix, path, steps in self.fields:
+            value = pick(doc, steps)
+            if value is _MISSING:
+                if m.fields:  # a partial update: that field is simply not in this message
+                    self.fields_missing += 1
+                    continue
+                row(tag, error=f"no value at {path}")
+            elif isinstance(value, dict | list):
+                row(tag + suffix, error=f"expected a number, boolean or string at {path}, got {_kind(value)}")
+            elif isinstance(value, str):
+                row(tag + suffix, text=value, ts=ts, quality=quality)
+            else:
+                row(tag + suffix, number=None if value is None else float(value), ts=ts, quality=quality)
+
+    def _frame(self, c: _Columns) -> pl.DataFrame:
+        m = self.mapping
+        raw = pl.DataFrame(
+            {
+                "topic": pl.Series(c.topic, dtype=pl.String),
+                "tag": pl.Series(c.tag, dtype=pl.String),
+                "value": pl.Series(c.value, dtype=pl.Float64),
+                "value_text": pl.Series(c.value_text, dtype=pl.String),
+                "ts_number": pl.Series(c.ts_number, dtype=pl.Float64),
+                "ts_text": pl.Series(c.ts_text, dtype=pl.String),
+                "quality": pl.Series(c.quality, dtype=pl.String),
+                "error": pl.Series(c.error, dtype=pl.String),
+                "received_at": pl.Series(c.received, dtype=TIME),
+            }
+        )
+        parsed = self._timestamps(pl.col("ts_number"), pl.col("ts_text"))
+        has_ts = pl.col("ts_number").is_not_null() | pl.col("ts_text").is_not_null()
+        ts_error = pl.when(has_ts & parsed.is_null()).then(
+            pl.format(
+                "unreadable timestamp at {} ({}): {}",
+                pl.lit(m.timestamp_path),
+                pl.lit(m.timestamp_format if m.timestamp_format != "epoch" else f"epoch {m.epoch_unit}"),
+                pl.coalesce(pl.col("ts_text"), pl.col("ts_number").cast(pl.String)).str.slice(0, 40),
+            )
+        )
+        error = pl.coalesce(pl.col("error"), ts_error)
+        bad = error.is_not_null()
+        return raw.select(
+            pl.when(bad)
+            .then(pl.col("received_at"))
+            .otherwise(pl.coalesce(parsed, pl.col("received_at")))
+            .alias("timestamp"),
+            pl.lit(None, dtype=TIME).alias("server_timestamp"),
+            pl.col("tag"),
+            pl.when(bad).then(None).otherwise(pl.col("value")).alias("value"),
+            pl.when(bad).then(None).otherwise(pl.col("value_text")).alias("value_text"),
+            pl.when(bad).then(pl.lit("bad")).otherwise(pl.col("quality").fill_null("good")).alias("quality"),
+            pl.when(bad)
+            .then(pl.lit("bad_payload: ") + error)
+            .when(pl.col("quality").is_in(["uncertain", "bad"]))
+            .then(pl.lit("reported"))
+            .alias("reason"),
+            pl.lit(self.source, dtype=pl.String).alias("source"),
+            pl.col("received_at"),
+            pl.col("topic"),
+        ).cast(dict(TAG_SCHEMA))
+
+    def _timestamps(self, number: pl.Expr, text: pl.Expr) -> pl.Expr:
+        m = self.mapping
+        fmt = m.timestamp_format
+        epoch_number = pl.coalesce(number, text.cast(pl.Float64, strict=False)) if fmt == "epoch" else number
+        epoch = (epoch_number * _EPOCH_US[m.epoch_unit]).round().cast(pl.Int64, strict=False).cast(TIME)
+        if fmt == "epoch":
+            return epoch
+        if fmt in ("auto", "iso8601"):
+            iso = text.str.replace(" ", "T", literal=True)
+            parsed = pl.coalesce(
+                iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%#z", time_unit="us", time_zone="UTC", strict=False),
+                iso.str.to_datetime(
+                    "%Y-%m-%dT%H:%M:%S%.f", time_unit="us", strict=False
+                ).dt.replace_time_zone("UTC"),
+            )
+            return pl.coalesce(epoch, parsed) if fmt == "auto" else parsed
+        # A strftime format; a time without an offset is taken as UTC.
+        aware = "%z" in fmt or "%#z" in fmt or "%:z" in fmt
+        parsed = text.str.to_datetime(fmt, time_unit="us", strict=False)
+        return parsed.dt.convert_time_zone("UTC") if aware else parsed.dt.replace_time_zone("UTC")

@@ -1,0 +1,103 @@
+"""JSON payload mapping, without a broker: golden cases, a strftime format, and a property test
+that no payload at all is lost or breaks the batch."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.tags import TAG_SCHEMA
+from protocols.mqtt.config import JsonMapping
+from protocols.mqtt.json_payload import JsonDecoder, compile_path
+
+GOLDEN = sorted((Path(__file__).parent / "golden").glob("json_*.json"))
+RECEIVED = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def decode(mapping: dict, messages: list[tuple[str, bytes]]):
+    decoder = JsonDecoder(JsonMapping.model_validate(mapping), "mqtt")
+    topics, payloads = [t for t, _ in messages], [p for _, p in messages]
+    return decoder, *decoder.decode(topics, payloads, [RECEIVED] * len(messages))
+
+
+@pytest.mark.parametrize("case", GOLDEN, ids=lambda p: p.stem)
+def test_golden(case):
+    spec = json.loads(case.read_text())
+    messages = [(m["topic"], m["payload"].encode()) for m in spec["messages"]]
+    _, frame, rejected = decode(spec["mapping"], messages)
+    assert frame.schema == TAG_SCHEMA
+    assert frame["source"].unique().to_list() == ["mqtt"]
+    got = frame.select("tag", "value", "value_text", "timestamp", "quality", "reason").to_dicts()
+    want = [
+        {
+            **w,
+            "timestamp": RECEIVED if w["timestamp"] == "received" else datetime.fromisoformat(w["timestamp"]),
+        }
+        for w in spec["expected"]
+    ]
+    assert got == want
+    bad_topics = {
+        m["topic"] for m, w in zip(spec["messages"], spec["expected"], strict=False) if w["quality"] == "bad"
+    }
+    assert {topic for topic, _ in rejected} == bad_topics
+
+
+def test_strftime_format_is_utc_unless_it_has_an_offset():
+    mapping = {"timestamp_path": "$.t", "timestamp_format": "%d/%m/%Y %H:%M"}
+    _, frame, rejected = decode(mapping, [("a", b'{"value": 1, "t": "01/01/2026 10:30"}')])
+    assert rejected == []
+    assert frame["timestamp"].to_list() == [datetime(2026, 1, 1, 10, 30, tzinfo=UTC)]
+
+
+def test_missing_fields_are_counted():
+    decoder, frame, _ = decode({"fields": ["$.a", "$.b"]}, [("t", b'{"a": 1}'), ("t", b"{}")])
+    assert frame["tag"].to_list() == ["t/a"]
+    assert decoder.fields_missing == 3
+
+
+def test_compile_path():
+    assert compile_path("$.a.b[2].c") == ("a", "b", 2, "c")
+    assert compile_path("value") == ("value",)
+
+
+def test_bad_paths_are_config_errors():
+    with pytest.raises(ValueError, match="not a JSON path"):
+        JsonMapping(value_path="$..x")
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(2**53), 2**53)
+    | st.text(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.sampled_from(["value", "ts", "q", "x"]), children, max_size=4)
+    ),
+    max_leaves=10,
+)
+payloads = st.one_of(
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=30),
+    st.fixed_dictionaries({"value": json_values, "ts": json_values}).map(lambda v: json.dumps(v).encode()),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(payloads, min_size=1, max_size=10))
+def test_every_message_gives_exactly_one_record(batch):
+    mapping = {"timestamp_path": "$.ts", "quality_path": "$.q"}
+    _, frame, rejected = decode(mapping, [(f"t/{i}", p) for i, p in enumerate(batch)])
+    assert frame.schema == TAG_SCHEMA
+    assert frame.height == len(batch)
+    bad = frame.filter(frame["reason"].str.starts_with("bad_payload: "))
+    assert (bad["quality"] == "bad").all()
+    assert bad.height == len(rejected)
+    assert frame.filter(frame["quality"] != "good")["reason"].is_not_null().all()
+    assert bad.filter(bad["value"].is_not_null() | bad["value_text"].is_not_null()).is_empty()
