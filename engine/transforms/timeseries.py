@@ -38,7 +38,7 @@ _BUCKET: dict[str, Callable[[pl.Expr], pl.Expr]] = {
     "first": lambda e: e.drop_nulls().first(),
     "last": lambda e: e.drop_nulls().last(),
     "count": lambda e: e.count().cast(pl.Int64),
-    "sum": lambda e: e.sum(),
+    "sum": lambda e: pl.when(e.count() > 0).then(e.sum()),  # a bucket of nulls has no sum (not 0)
 }
 
 
@@ -200,17 +200,16 @@ class Rolling(SeriesTransform):
         s = prepare(inputs[0], cfg)
         value = pl.col(cfg.value_field).cast(pl.Float64)
         stat = cfg.statistic
+        present = value.is_not_null().cast(pl.Int64)
         if isinstance(cfg.window, int):
-            if stat == "count":
-                expr = value.is_not_null().cast(pl.Int64).rolling_sum(cfg.window, min_samples=1)
-            else:
-                expr = getattr(value, _BY_ROWS[stat])(cfg.window, min_samples=1)
+            count = present.rolling_sum(cfg.window, min_samples=1)
+            expr = count if stat == "count" else getattr(value, _BY_ROWS[stat])(cfg.window, min_samples=1)
         else:
             window = to_polars_duration(cfg.window, fixed=True)
-            if stat == "count":
-                expr = value.is_not_null().cast(pl.Int64).rolling_sum_by(s.time, window)
-            else:
-                expr = getattr(value, _BY_TIME[stat])(s.time, window)
+            count = present.rolling_sum_by(s.time, window)
+            expr = count if stat == "count" else getattr(value, _BY_TIME[stat])(s.time, window)
+        if stat == "sum":  # a window of nulls has no sum (not 0), as in resample
+            expr = pl.when(count > 0).then(expr)
         return s.outputs(s.frame.with_columns(s.over(expr).alias(cfg.output)))
 
 
