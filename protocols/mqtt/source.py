@@ -1,0 +1,258 @@
+"""The MQTT streaming source: paho's network loop on its own thread, a batcher thread that turns
+the received messages into TAG_SCHEMA micro-batches and hands them to `emit`.
+
+Why two threads: `emit` may block (the runtime's back-pressure); paho must keep answering the
+broker's keep-alives meanwhile, so it only appends to a bounded queue (`max_pending_messages`;
+beyond it messages are dropped and counted in `dropped`). The batcher wakes every
+`batch_interval_ms`, or as soon as `batch_max_messages` wait.
+
+A lost connection is a marker in the same queue, so the gap records (one per tag seen so far,
+quality `bad`, reason `comm_lost`) land in order between the data before and after it. paho
+reconnects by itself with exponential back-off (`reconnect_delay_set`) and resubscribes here.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+
+from engine.connectors.base import StreamingSource
+from engine.context import RunContext
+from engine.errors import ConnectorError
+from engine.tags import TagBatchBuilder, utc_now
+from protocols.mqtt.config import MqttSourceConfig
+
+LAST_ERRORS = 20
+_GAP = object()  # queue marker: the connection was lost here
+
+
+def make_client(config: MqttSourceConfig, client_id: str) -> Any:
+    import ssl
+
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        clean_session=config.clean_session,
+        protocol=mqtt.MQTTv311,
+    )
+    if config.username is not None:
+        client.username_pw_set(config.username, config.password)
+    if config.tls is not None:
+        tls = config.tls
+        client.tls_set(
+            ca_certs=tls.ca_file,
+            certfile=tls.cert_file,
+            keyfile=tls.key_file,
+            cert_reqs=ssl.CERT_REQUIRED if tls.verify else ssl.CERT_NONE,
+        )
+        client.tls_insecure_set(not tls.verify)
+    client.reconnect_delay_set(round(config.reconnect_min_delay) or 1, round(config.reconnect_max_delay) or 1)
+    return client
+
+
+class MqttSource(StreamingSource):
+    config: MqttSourceConfig
+
+    def __init__(self, config: MqttSourceConfig, ctx: RunContext, name: str = "mqtt"):
+        super().__init__(config, ctx, name)
+        self.where = f"mqtt://{config.host}:{config.port}"
+        self.last_errors: deque[tuple[str, str]] = deque(maxlen=LAST_ERRORS)
+        self.seen_tags: set[str] = set()
+        self._pending: deque[Any] = deque()
+        self._wake = threading.Condition()
+        self._stopping = threading.Event()
+        self._client: Any = None
+        self._batcher: threading.Thread | None = None
+        self._connects = 0
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    def start(self, emit: Callable[[pl.DataFrame], None]) -> None:
+        cfg = self.config
+        self._decode = self._make_decoder()
+        self._client = client = make_client(
+            cfg, cfg.client_id or f"aggregator-{self.name}-{uuid.uuid4().hex[:8]}"
+        )
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        self._stopping.clear()
+        self._batcher = threading.Thread(
+            target=self._run_batcher, args=(emit,), name=f"mqtt-{self.name}", daemon=True
+        )
+        self._batcher.start()
+        self.set_state("connecting", self.where)
+        client.connect_async(cfg.host, cfg.port, cfg.keepalive)
+        client.loop_start()
+
+    def stop(self) -> None:
+        if self._client is None:
+            return
+        self._stopping.set()
+        self._client.disconnect()
+        self._client.loop_stop()
+        with self._wake:
+            self._wake.notify()
+        if self._batcher is not None:
+            self._batcher.join()
+        self._client = self._batcher = None
+        self.set_state("stopped")
+
+    def check(self) -> None:
+        """Connect once (CONNACK included) and disconnect; a ConnectorError names host:port."""
+        cfg = self.config
+        client = make_client(cfg, f"aggregator-check-{uuid.uuid4().hex[:8]}")
+        answered = threading.Event()
+        result: list[str] = []
+
+        def on_connect(_c, _u, _flags, reason_code, _props) -> None:
+            if reason_code.is_failure:
+                result.append(f"broker refused the connection: {reason_code}")
+            answered.set()
+
+        client.on_connect = on_connect
+        try:
+            client.connect(cfg.host, cfg.port, keepalive=max(5, min(cfg.keepalive, 30)))
+        except Exception as exc:
+            raise ConnectorError(f"{self.where}: cannot connect ({exc.__class__.__name__}: {exc})") from None
+        client.loop_start()
+        try:
+            if not answered.wait(10.0):
+                raise ConnectorError(f"{self.where}: no answer (CONNACK) within 10 s; is it an MQTT broker?")
+            if result:
+                raise ConnectorError(f"{self.where}: {result[0]}")
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+    # ---- paho callbacks (paho's thread: no decoding, no waiting) ---------------------------------
+
+    def _on_connect(self, client, _userdata, _flags, reason_code, _props) -> None:
+        if reason_code.is_failure:
+            self.counters["connect_errors"] += 1
+            self.set_state("reconnecting", f"{self.where}: broker refused the connection: {reason_code}")
+            return
+        self._connects += 1
+        if self._connects > 1:
+            self.counters["reconnects"] += 1
+        self.set_state("connected", self.where)
+        client.subscribe([(topic, self.config.qos) for topic in self.config.topics])
+
+    def _on_connect_fail(self, _client, _userdata) -> None:
+        self.counters["connect_errors"] += 1
+        self.set_state("reconnecting", f"{self.where}: connection failed, retrying with back-off")
+
+    def _on_subscribe(self, _client, _userdata, _mid, reason_codes, _props) -> None:
+        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if refused:
+            self.set_state("connected", f"{self.where}: subscription refused for some topics: {refused}")
+        else:
+            self.set_state("subscribed", ", ".join(self.config.topics))
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props) -> None:
+        if self._stopping.is_set():
+            return
+        self._enqueue(_GAP)
+        self.set_state("lost", f"{self.where}: {reason_code}")
+        self.set_state("reconnecting", f"{self.where}: {reason_code}; retrying with back-off")
+
+    def _on_message(self, _client, _userdata, message) -> None:
+        self.counters["messages"] += 1
+        self.counters["bytes"] += len(message.payload)
+        if len(self._pending) >= self.config.max_pending_messages:
+            self.counters["dropped"] += 1
+            return
+        self._enqueue((message.topic, message.payload, utc_now()))
+
+    def _enqueue(self, item: Any) -> None:
+        with self._wake:
+            self._pending.append(item)
+            if item is _GAP or len(self._pending) >= self.config.batch_max_messages:
+                self._wake.notify()
+
+    # ---- the batcher thread ----------------------------------------------------------------------
+
+    def _run_batcher(self, emit: Callable[[pl.DataFrame], None]) -> None:
+        interval = self.config.batch_interval_ms / 1000
+        while True:
+            with self._wake:
+                if not self._stopping.is_set() and len(self._pending) < self.config.batch_max_messages:
+                    self._wake.wait(interval)
+                items = list(self._pending)
+                self._pending.clear()
+            if items:
+                batch = self._batch(items)
+                if batch.height:
+                    self.counters["batches"] += 1
+                    emit(batch)
+            if self._stopping.is_set() and not self._pending:
+                return
+
+    def _batch(self, items: list[Any]) -> pl.DataFrame:
+        frames: list[pl.DataFrame] = []
+        run: list[tuple[str, bytes, datetime]] = []
+        for item in items:
+            if item is _GAP:
+                if run:
+                    frames.append(self._decode(run))
+                    run = []
+                gap = TagBatchBuilder(self.name)
+                gap.gap(sorted(self.seen_tags))
+                frames.append(gap.take())
+            else:
+                run.append(item)
+        if run:
+            frames.append(self._decode(run))
+        frame = pl.concat(frames) if len(frames) > 1 else frames[0]
+        good = frame.filter(pl.col("reason").is_null() | ~pl.col("reason").str.starts_with("bad_payload"))
+        self.seen_tags.update(good["tag"].unique().to_list())
+        return frame
+
+    def _reject(self, rejected: list[tuple[str, str]]) -> None:
+        self.counters["bad_payloads"] += len(rejected)
+        self.last_errors.extend(rejected)
+
+    def _make_decoder(self) -> Callable[[list[tuple[str, bytes, datetime]]], pl.DataFrame]:
+        cfg = self.config
+        if cfg.payload == "json":
+            from protocols.mqtt.json_payload import JsonDecoder
+
+            decoder = JsonDecoder(cfg.json_mapping, self.name)
+
+            def decode_json(run: list[tuple[str, bytes, datetime]]) -> pl.DataFrame:
+                topics, payloads, received = (list(column) for column in zip(*run, strict=True))
+                frame, rejected = decoder.decode(topics, payloads, received)
+                self._reject(rejected)
+                self.counters["fields_missing"] = decoder.fields_missing
+                return frame
+
+            return decode_json
+
+        from protocols.mqtt.sparkplug import SparkplugError, SparkplugSession
+
+        session = self.sparkplug = SparkplugSession(cfg.sparkplug.group_ids, cfg.sparkplug.edge_nodes)
+
+        def decode_sparkplug(run: list[tuple[str, bytes, datetime]]) -> pl.DataFrame:
+            builder = TagBatchBuilder(self.name)
+            for topic, payload, received in run:
+                try:
+                    session.handle(topic, payload, builder, received)
+                except SparkplugError as exc:
+                    reason = f"bad_payload: {exc}"
+                    builder.add(topic, None, quality="bad", reason=reason, received_at=received)
+                    self._reject([(topic, reason)])
+            for key, count in session.counters.items():
+                self.counters[key] = count
+            return builder.take()
+
+        return decode_sparkplug

@@ -1,0 +1,247 @@
+"""The MQTT source against the real Mosquitto broker on 127.0.0.1:1883."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+import polars as pl
+import pytest
+
+from engine.connectors import registry
+from engine.context import RunContext
+from engine.errors import ConnectorError
+from engine.tags import TAG_SCHEMA
+from protocols.mqtt import sparkplug as sp
+from tests.conftest import require_service
+
+pytestmark = pytest.mark.services
+T0 = 1767225600000  # 2026-01-01T00:00:00Z in ms
+
+
+@pytest.fixture
+def prefix():
+    require_service("mosquitto")
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+class Collector:
+    def __init__(self):
+        self.frames: list[pl.DataFrame] = []
+        self.states: list[str] = []
+        self.changed = threading.Condition()
+
+    def emit(self, frame: pl.DataFrame) -> None:
+        assert frame.schema == TAG_SCHEMA
+        with self.changed:
+            self.frames.append(frame)
+            self.changed.notify_all()
+
+    def on_state(self, _name, state, _detail) -> None:
+        with self.changed:
+            self.states.append(state)
+            self.changed.notify_all()
+
+    @property
+    def frame(self) -> pl.DataFrame:
+        with self.changed:
+            return pl.concat(self.frames) if self.frames else pl.DataFrame(schema=TAG_SCHEMA)
+
+    def wait(self, predicate, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not predicate(self):
+                left = deadline - time.monotonic()
+                assert left > 0, f"timed out; states {self.states}, rows {sum(f.height for f in self.frames)}"
+                self.changed.wait(left)
+
+    def rows(self, n: int) -> None:
+        self.wait(lambda c: sum(f.height for f in c.frames) >= n)
+
+
+def make_source(connector: str, config: dict):
+    cls = registry.get(connector)
+    source = cls.make_source(cls.SourceConfig.model_validate(config), RunContext(), "mqtt-test")
+    collector = Collector()
+    source.on_state = collector.on_state
+    return source, collector
+
+
+def start_and_subscribe(source, collector: Collector) -> None:
+    source.start(collector.emit)
+    collector.wait(lambda c: "subscribed" in c.states)
+
+
+def publisher() -> mqtt.Client:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+    client.connect("127.0.0.1", 1883)
+    client.loop_start()
+    return client
+
+
+def publish(client: mqtt.Client, topic: str, payload: bytes | str, qos: int = 1) -> None:
+    client.publish(topic, payload, qos=qos).wait_for_publish(5)
+
+
+def test_json_messages_arrive_as_tag_batches(prefix):
+    source, got = make_source(
+        "mqtt",
+        {"topics": [f"{prefix}/+/telemetry"], "json": {"value_path": "$.v", "timestamp_path": "$.ts"}},
+    )
+    start_and_subscribe(source, got)
+    pub = publisher()
+    try:
+        for i in range(20):
+            publish(pub, f"{prefix}/T{i % 2}/telemetry", f'{{"v": {i}, "ts": {T0 // 1000 + i}}}')
+        publish(pub, f"{prefix}/T0/other", '{"v": 99}')  # not subscribed
+        publish(pub, f"{prefix}/T1/telemetry", "{broken")
+        got.rows(21)
+    finally:
+        pub.loop_stop()
+        source.stop()
+    frame = got.frame
+    good = frame.filter(pl.col("quality") == "good").sort("timestamp")
+    assert good["value"].to_list() == [float(i) for i in range(20)]
+    assert good["tag"].to_list() == [f"{prefix}/T{i % 2}/telemetry" for i in range(20)]
+    assert good["timestamp"].dt.epoch("s").to_list() == [T0 // 1000 + i for i in range(20)]
+    bad = frame.filter(pl.col("quality") == "bad")
+    assert bad["reason"].to_list()[0].startswith("bad_payload: not JSON")
+    assert source.counters["messages"] == 21
+    assert source.counters["bad_payloads"] == 1
+    assert source.last_errors[0][0] == f"{prefix}/T1/telemetry"
+    assert got.states[-1] == "stopped"
+
+
+def test_sparkplug_birth_data_death(prefix):
+    group = prefix
+    source, got = make_source("sparkplug_b", {"topics": [f"spBv1.0/{group}/#"]})
+    start_and_subscribe(source, got)
+    pub = publisher()
+    ns = f"spBv1.0/{group}"
+    birth = [sp.Metric("bdSeq", 0, sp.INT64), sp.Metric("Wind/Speed", 7.5, sp.FLOAT, alias=1)]
+    try:
+        publish(pub, f"{ns}/NBIRTH/Mast1", sp.encode_payload(birth, timestamp=T0, seq=0))
+        publish(
+            pub,
+            f"{ns}/DBIRTH/Mast1/Vane",
+            sp.encode_payload([sp.Metric("Dir", 270.0, alias=2)], timestamp=T0),
+        )
+        publish(
+            pub,
+            f"{ns}/NDATA/Mast1",
+            sp.encode_payload([sp.Metric(None, 8.0, sp.FLOAT, alias=1)], timestamp=T0 + 1000),
+        )
+        publish(
+            pub,
+            f"{ns}/DDATA/Mast1/Vane",
+            sp.encode_payload([sp.Metric(None, 275.0, alias=2)], timestamp=T0 + 1000),
+        )
+        got.rows(5)
+        publish(pub, f"{ns}/NDEATH/Mast1", sp.encode_payload([sp.Metric("bdSeq", 0, sp.INT64)]))
+        got.rows(8)
+    finally:
+        pub.loop_stop()
+        source.stop()
+    rows = got.frame.select("tag", "value", "quality", "reason").rows()
+    t = f"{group}/Mast1"
+    assert rows[:5] == [
+        (f"{t}/bdSeq", 0.0, "good", None),
+        (f"{t}/Wind/Speed", 7.5, "good", None),
+        (f"{t}/Vane/Dir", 270.0, "good", None),
+        (f"{t}/Wind/Speed", 8.0, "good", None),
+        (f"{t}/Vane/Dir", 275.0, "good", None),
+    ]
+    assert sorted(rows[5:]) == [
+        (f"{t}/Vane/Dir", None, "bad", "comm_lost"),
+        (f"{t}/Wind/Speed", None, "bad", "comm_lost"),
+        (f"{t}/bdSeq", None, "bad", "comm_lost"),
+    ]
+    assert source.counters["births"] == 2 and source.counters["deaths"] == 1
+
+
+def test_reconnects_after_the_connection_is_dropped(prefix):
+    client_id = f"agg-{prefix}"
+    source, got = make_source(
+        "mqtt",
+        {
+            "client_id": client_id,
+            "topics": [f"{prefix}/#"],
+            "reconnect_min_delay": 0.2,
+            "reconnect_max_delay": 1,
+        },
+    )
+    start_and_subscribe(source, got)
+    pub = publisher()
+    try:
+        publish(pub, f"{prefix}/a", '{"value": 1}')
+        got.rows(1)
+        # A second client with the same id makes the broker drop ours (session takeover).
+        intruder = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        intruder.connect("127.0.0.1", 1883)
+        intruder.loop_start()
+        got.wait(lambda c: "lost" in c.states)
+        intruder.disconnect()
+        intruder.loop_stop()
+        got.wait(lambda c: c.states.count("subscribed") >= 2)
+        publish(pub, f"{prefix}/a", '{"value": 2}')
+        got.wait(lambda c: c.frame.filter(pl.col("value") == 2.0).height == 1)
+    finally:
+        pub.loop_stop()
+        source.stop()
+    rows = got.frame.select("tag", "value", "quality", "reason").rows()
+    assert rows[0] == (f"{prefix}/a", 1.0, "good", None)
+    assert (f"{prefix}/a", None, "bad", "comm_lost") in rows[1:-1]
+    assert rows[-1] == (f"{prefix}/a", 2.0, "good", None)
+    assert source.counters["reconnects"] >= 1
+    assert got.states[:3] == ["connecting", "connected", "subscribed"]
+    assert "reconnecting" in got.states
+
+
+def test_check_names_the_broker(prefix):
+    cls = registry.get("mqtt")
+    ok = cls.make_source(cls.SourceConfig(topics=["x/#"]), RunContext(), "m")
+    ok.check()
+    with socket_closed_port() as port:
+        bad = cls.make_source(cls.SourceConfig(topics=["x/#"], port=port), RunContext(), "m")
+        with pytest.raises(ConnectorError, match=rf"mqtt://127\.0\.0\.1:{port}: cannot connect"):
+            bad.check()
+
+
+def socket_closed_port():
+    import contextlib
+    import socket
+
+    @contextlib.contextmanager
+    def closed():
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()  # nothing listens there now
+        yield port
+
+    return closed()
+
+
+def test_sample_gives_a_short_live_preview(prefix):
+    source, _ = make_source("mqtt", {"topics": [f"{prefix}/#"], "batch_interval_ms": 20})
+    pub = publisher()
+    stop = threading.Event()
+
+    def keep_publishing():
+        while not stop.is_set():
+            pub.publish(f"{prefix}/x", '{"value": 3}', qos=0)
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=keep_publishing)
+    thread.start()
+    try:
+        frame = source.sample(seconds=5, limit=3)
+    finally:
+        stop.set()
+        thread.join()
+        pub.loop_stop()
+    assert frame.height == 3
+    assert frame["value"].to_list() == [3.0, 3.0, 3.0]
+    assert source.state == "stopped"
