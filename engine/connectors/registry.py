@@ -18,7 +18,8 @@ def _load_builtins() -> None:
     if not _loaded:
         _loaded = True
         import engine.connectors.duckdb_connector
-        import engine.connectors.file  # noqa: F401
+        import engine.connectors.file
+        import engine.connectors.historian_connector  # noqa: F401
 
 
 def get(name: str) -> type[Connector] | None:

@@ -215,3 +215,71 @@ def test_buckets_equal_a_polars_reference(tmp_path_factory, rows, every, include
     assert_frame_equal(
         got, reference(frame, every, include_bad), check_exact=False, rel_tol=1e-9, abs_tol=1e-6
     )
+
+
+# ---- the `historian` destination connector ------------------------------------------------------
+
+
+def historian_sink(tmp_path, **config):
+    from engine.connectors import registry
+    from engine.context import RunContext
+
+    connector = registry.get("historian")
+    assert connector is not None and connector.SinkConfig is not None
+    historian = Historian(tmp_path / "historian.duckdb")
+    ctx = RunContext(data_dir=tmp_path, historian=historian)
+    return connector.make_sink(connector.SinkConfig.model_validate(config), ctx, "hist"), historian
+
+
+def test_sink_commits_each_micro_batch_and_aborts_only_the_rest(tmp_path):
+    from engine.store.ring_buffer import forget_ring_buffers, ring_buffers
+
+    sink, historian = historian_sink(tmp_path)
+    sink.open()
+    sink.write(batch([("a", 1.0, 0, "good"), ("b", 2.0, 0, "good")]))
+    sink.commit()
+    sink.write(batch([("a", 3.0, 1, "good")]))
+    sink.abort()
+    store = TagHistorian(historian)
+    assert store.raw("*").select("tag", "value").rows() == [("a", 1.0), ("b", 2.0)]
+    assert store.last_values("a").get_column("value").to_list() == [1.0]
+    live = ring_buffers(tmp_path)
+    assert live.window("a")[1].tolist() == [1.0, 3.0]  # the live view shows writes before commit
+    forget_ring_buffers(tmp_path)
+    historian.close()
+
+
+def test_sink_close_commits_and_applies_retention(tmp_path):
+    sink, historian = historian_sink(
+        tmp_path, retention=[{"pattern": "old.*", "keep": "1d"}], live_buffer=False
+    )
+    sink.open()
+    sink.write(batch([("old.x", 1.0, 0, "good"), ("new.x", 1.0, 0, "good")]))  # T0 is long ago
+    sink.write(batch([("new.x", 2.0, 1, "good")]).with_columns(pl.col("value").cast(pl.Float32)))
+    sink.close()
+    assert TagHistorian(historian).raw("*").select("tag", "value").rows() == [("new.x", 1.0), ("new.x", 2.0)]
+    assert sink.describe_target() == "historian.duckdb:tags"
+    historian.close()
+
+
+def test_sink_names_a_missing_column_and_rolls_back(tmp_path):
+    from engine.errors import ConnectorError
+
+    sink, historian = historian_sink(tmp_path, live_buffer=False)
+    sink.open()
+    sink.write(batch([("a", 1.0, 0, "good")]))
+    with pytest.raises(ConnectorError, match=r"historian\.duckdb:tags: column 'tag' is missing"):
+        sink.write(pl.DataFrame({"timestamp": [T0], "value": [1.0]}))
+    assert TagHistorian(historian).raw("*").height == 0
+    historian.close()
+
+
+def test_sink_config_rejects_bad_retention():
+    from pydantic import ValidationError
+
+    from engine.connectors.historian_connector import HistorianSinkConfig
+
+    with pytest.raises(ValidationError, match="keep '30 days'"):
+        HistorianSinkConfig.model_validate({"retention": [{"pattern": "*", "keep": "30 days"}]})
+    with pytest.raises(ValidationError, match="bad regular expression"):
+        HistorianSinkConfig.model_validate({"retention": [{"pattern": "re:[", "keep": "1d"}]})

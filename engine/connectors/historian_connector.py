@@ -1,0 +1,209 @@
+"""The `historian` destination: tag records (TAG_SCHEMA) into the tag historian's long table.
+
+Each batch is one INSERT into `tags` plus one upsert of `tag_last` (see
+`engine.store.tag_historian`), inside the sink's transaction, and goes into the data directory's
+live ring buffer (`engine.store.ring_buffer.ring_buffers`) for charts.
+
+Durability:
+- A batch pipeline commits once, at `close()`; `abort()` rolls back everything, as the DuckDB sink.
+- A streaming pipeline calls `write(batch)` then `commit()` for each micro-batch: `commit()` makes
+  everything written so far durable (COMMIT, then a new transaction for the next micro-batch), so
+  a crash loses at most the micro-batch in flight; `abort()` then discards only what came after
+  the last commit.
+The ring buffer is a live view: it shows a batch as soon as it is written, before it commits.
+
+Retention rules given here are applied at `close()` and, in streaming runs, at most once per
+`retention_every` on `commit()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import duckdb
+import polars as pl
+from pydantic import Field, field_validator
+
+from engine.connectors.base import Connector, ConnectorConfig, Sink
+from engine.connectors.registry import register
+from engine.errors import ConnectorError, UsageError
+from engine.store.tag_historian import TAGS_TABLE, TagHistorian, parse_duration, selector_matcher
+from engine.tags import TAG_SCHEMA, conform
+
+REQUIRED = ("timestamp", "tag")
+
+
+class RetentionRuleConfig(ConnectorConfig):
+    pattern: str = Field(description="tags it applies to: a name, a glob (turbine*.power) or re:REGEX")
+    keep: str = Field(description="how long to keep values, e.g. 30d, 12h, 2w")
+
+    @field_validator("keep")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        try:
+            parse_duration(value, "keep")
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            selector_matcher(value)
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class HistorianSinkConfig(ConnectorConfig):
+    retention: list[RetentionRuleConfig] = Field(
+        default_factory=list, description="per tag group; the first matching rule wins"
+    )
+    default_retention: str | None = Field(None, description="for tags no rule matches (default: keep all)")
+    retention_every: str = Field("1h", description="streaming: how often retention runs at most")
+    live_buffer: bool = Field(True, description="also feed the live ring buffer (charts)")
+    live_capacity: int | None = Field(None, ge=1, description="live points kept per tag (default 3600)")
+    live_max_tags: int | None = Field(None, ge=1, description="tags kept in the live buffer (default 10000)")
+
+    @field_validator("default_retention", "retention_every")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_duration(value)
+            except UsageError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+class HistorianSink(Sink):
+    config: HistorianSinkConfig
+
+    def __init__(self, config, ctx, name: str = "destination"):
+        super().__init__(config, ctx, name)
+        self.store: TagHistorian | None = None
+        self.cur: duckdb.DuckDBPyConnection | None = None
+        self.rows = 0
+        self.live = None
+        self._last_retention = time.monotonic()
+
+    def _store(self) -> TagHistorian:
+        if self.ctx.historian is None:
+            raise ConnectorError(f"{self.name}: no embedded historian in this run (open a data directory)")
+        return TagHistorian(
+            self.ctx.historian,
+            retention=[r.model_dump() for r in self.config.retention],
+            default_retention=self.config.default_retention,
+        )
+
+    def open(self) -> None:
+        self.store = self._store()
+        self.cur = self.store.cursor()
+        self.cur.execute("BEGIN TRANSACTION")
+        self.live = None
+        if self.config.live_buffer:
+            # Imported here: numpy stays out of `import engine.connectors.registry`.
+            from engine.store import ring_buffer
+
+            self.live = ring_buffer.ring_buffers(
+                self.ctx.data_dir,
+                self.config.live_capacity or ring_buffer.DEFAULT_CAPACITY,
+                self.config.live_max_tags or ring_buffer.DEFAULT_MAX_TAGS,
+            )
+
+    def write(self, batch: pl.DataFrame) -> None:
+        if self.cur is None or self.store is None:
+            raise ConnectorError(f"{self.describe_target()}: write() before open()")
+        missing = [c for c in REQUIRED if c not in batch.columns]
+        if missing:
+            self.abort()
+            raise ConnectorError(
+                f"{self.describe_target()}: column '{missing[0]}' is missing (tag records need the columns"
+                f" of TAG_SCHEMA: {', '.join(TAG_SCHEMA.names())})"
+            )
+        if batch.height == 0:
+            return
+        try:
+            batch = batch if batch.schema == TAG_SCHEMA else conform(batch)
+        except pl.exceptions.PolarsError as exc:
+            self.abort()
+            raise ConnectorError(f"{self.describe_target()}: not tag records: {_first_line(exc)}") from None
+        self._guarded(lambda: self.store.insert(self.cur, batch))  # type: ignore[union-attr,arg-type]
+        self.rows += batch.height
+        if self.live is not None:
+            self.live.append(batch)
+
+    def commit(self) -> None:
+        """Streaming: everything written so far becomes durable; the next micro-batch starts."""
+        if self.cur is None:
+            raise ConnectorError(f"{self.describe_target()}: commit() before open()")
+        self._guarded(lambda: self.cur.execute("COMMIT"))  # type: ignore[union-attr]
+        self._guarded(lambda: self.cur.execute("BEGIN TRANSACTION"))  # type: ignore[union-attr]
+        every = parse_duration(self.config.retention_every).total_seconds()
+        if time.monotonic() - self._last_retention >= every:
+            self._retention()
+
+    def close(self) -> None:
+        if self.cur is None:
+            raise ConnectorError(f"{self.describe_target()}: close() before open()")
+        self._guarded(lambda: self.cur.execute("COMMIT"))  # type: ignore[union-attr]
+        self.cur.close()
+        self.cur = None
+        self._retention()
+
+    def _retention(self) -> None:
+        assert self.store is not None
+        self._last_retention = time.monotonic()
+        if not (self.config.retention or self.config.default_retention):
+            return
+        if self.cur is not None:  # streaming: retention runs between two micro-batches
+            self._guarded(lambda: self.cur.execute("COMMIT"))  # type: ignore[union-attr]
+        try:
+            self.store.apply_retention()
+        except duckdb.Error as exc:
+            raise ConnectorError(f"{self.describe_target()}: retention: {_first_line(exc)}") from None
+        finally:
+            if self.cur is not None:
+                self.cur.execute("BEGIN TRANSACTION")
+
+    def abort(self) -> None:
+        if self.cur is None:
+            return
+        try:
+            with contextlib.suppress(duckdb.Error):  # nothing to roll back
+                self.cur.execute("ROLLBACK")
+        finally:
+            self.cur.close()
+            self.cur = None
+
+    def _guarded(self, action) -> None:
+        try:
+            action()
+        except duckdb.Error as exc:
+            self.abort()
+            raise ConnectorError(f"{self.describe_target()}: {_first_line(exc)}") from None
+
+    def check(self) -> None:
+        cur = self._store().cursor()
+        cur.close()
+
+    def describe_target(self) -> str:
+        path = self.ctx.historian.path.name if self.ctx.historian is not None else "historian"
+        return f"{path}:{TAGS_TABLE}"
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+@register
+class HistorianConnector(Connector):
+    connector_type = "historian"
+    title = "Tag historian"
+    SinkConfig = HistorianSinkConfig
+
+    @classmethod
+    def make_sink(cls, config, ctx, name: str) -> Sink:
+        return HistorianSink(config, ctx, name)
