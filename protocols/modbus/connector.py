@@ -1,0 +1,305 @@
+"""The `modbus` connector: polls Modbus TCP/RTU devices and emits TAG_SCHEMA batches.
+
+One connection per device (a pymodbus client serves one request at a time), each device polled
+on its own interval by its own asyncio task, all on the source's own loop and thread. A poll
+round reads the device's planned requests one after another, decodes every block and emits ONE
+batch for the round. A failed request marks only its own tags bad (`timeout`, `exception_<code>`,
+`bad_length`, `comm_lost`) and makes that device back off, exponentially and capped, while the
+other devices keep their rate. A timeout or a dropped link also ends the round and reconnects:
+an answer that comes late must not be taken for the next request's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import polars as pl
+
+from engine.connectors.base import Connector, SessionState, StreamingSource
+from engine.connectors.registry import register
+from engine.context import RunContext
+from engine.errors import ConnectorError
+from engine.tags import COMM_LOST, TagBatchBuilder, utc_now
+from protocols.modbus.config import BIT_TABLES, ModbusDevice, ModbusSourceConfig
+from protocols.modbus.planner import ReadRequest, plan_requests
+
+STATE_RANK = {"connected": 0, "subscribed": 0, "connecting": 1, "reconnecting": 2, "lost": 3, "stopped": 4}
+READERS = {
+    "coil": "read_coils",
+    "discrete": "read_discrete_inputs",
+    "holding": "read_holding_registers",
+    "input": "read_input_registers",
+}
+
+
+class RequestFailed(Exception):
+    def __init__(self, reason: str, detail: str, *, link: bool = False):
+        super().__init__(detail)
+        self.reason, self.link = reason, link  # link: the connection is no longer usable
+
+
+def make_client(device: ModbusDevice) -> Any:
+    """A pymodbus async client; reconnection is ours (reconnect_delay 0 turns pymodbus' off)."""
+    timeout = device.timeout_ms / 1000
+    if device.transport == "rtu":
+        from pymodbus.client import AsyncModbusSerialClient
+
+        return AsyncModbusSerialClient(
+            device.serial_port,
+            baudrate=device.baudrate,
+            parity=device.parity,
+            stopbits=device.stopbits,
+            bytesize=8,
+            timeout=timeout,
+            retries=device.retries,
+            reconnect_delay=0,
+        )
+    from pymodbus.client import AsyncModbusTcpClient
+
+    return AsyncModbusTcpClient(
+        device.host, port=device.port, timeout=timeout, retries=device.retries, reconnect_delay=0
+    )
+
+
+async def read_block(client: Any, device: ModbusDevice, request: ReadRequest) -> list:
+    """The registers (or bits) of one request; RequestFailed says why not."""
+    from pymodbus.exceptions import ConnectionException, ModbusIOException
+
+    where = f"{request.table} {request.address}+{request.count}"
+    try:
+        response = await getattr(client, READERS[request.table])(
+            request.address, count=request.count, device_id=request.unit_id
+        )
+    except ConnectionException as exc:
+        raise RequestFailed(COMM_LOST, f"{where}: {exc}", link=True) from None
+    except ModbusIOException as exc:
+        if "No response" in str(exc):
+            raise RequestFailed(
+                "timeout", f"{where}: no answer within {device.timeout_ms} ms", link=True
+            ) from None
+        raise RequestFailed("bad_response", f"{where}: {exc}", link=True) from None
+    if response.isError():
+        code = getattr(response, "exception_code", 0)
+        raise RequestFailed(f"exception_{code}", f"{where}: exception code {code}")
+    block = response.bits if request.table in BIT_TABLES else response.registers
+    if len(block) < request.count or (request.table not in BIT_TABLES and len(block) != request.count):
+        raise RequestFailed("bad_length", f"{where}: {len(block)} values in the answer")
+    return block
+
+
+class DevicePoller:
+    """Polls one device on its interval: connect, read the planned requests, decode, emit."""
+
+    def __init__(self, device: ModbusDevice, source: ModbusSource):
+        from protocols.modbus.codec import BlockDecoder
+
+        self.device, self.source = device, source
+        self.requests = plan_requests(device)
+        self.decoders = [BlockDecoder([device.tags[i] for i in r.tags], r.address) for r in self.requests]
+        self.names = [[f"{device.name}.{device.tags[i].name}" for i in r.tags] for r in self.requests]
+        self.all_names = [n for names in self.names for n in names]
+        self.interval = device.poll_interval_ms / 1000
+        self.failures = 0
+        self.client: Any = None
+
+    @property
+    def backoff(self) -> float:
+        """Seconds to wait after `failures` failed rounds in a row: doubling, capped."""
+        return min(self.interval * 2 ** min(self.failures, 30), self.device.backoff_max_ms / 1000)
+
+    async def run(self) -> None:
+        due = time.monotonic()
+        while True:
+            disconnected = self.client is None or not self.client.connected
+            if disconnected and not await self.connect():
+                self.failures += 1
+                await asyncio.sleep(self.backoff)
+                due = time.monotonic()
+                continue
+            now = time.monotonic()
+            if now - due > self.interval / 2:
+                self.source.counters["late_polls"] += 1
+                due = now  # skip the missed rounds rather than bursting to catch up
+            ok = await self.poll_round()
+            self.failures = 0 if ok else self.failures + 1
+            due += self.interval if ok else self.backoff
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+
+    async def connect(self) -> bool:
+        was_connected = self.client is not None
+        self.source.device_state(self.device.name, "reconnecting" if was_connected else "connecting")
+        if self.client is not None:
+            self.client.close()
+        self.client = make_client(self.device)
+        self.source.counters["connects"] += 1
+        if await self.client.connect():
+            self.source.device_state(self.device.name, "connected", self.device.endpoint)
+            return True
+        self.source.counters[f"errors_{COMM_LOST}"] += 1
+        self.source.device_state(self.device.name, "lost", f"cannot connect to {self.device.endpoint}")
+        self.source.deliver_gap(self.all_names, COMM_LOST)
+        return False
+
+    async def poll_round(self) -> bool:
+        """Read every request once; emit one batch. False when anything failed."""
+        counters = self.source.counters
+        counters["polls"] += 1
+        stamp = utc_now()
+        builder = TagBatchBuilder(self.source.name)
+        ok = True
+        for index, (request, decoder, names) in enumerate(
+            zip(self.requests, self.decoders, self.names, strict=True)
+        ):
+            counters["requests"] += 1
+            try:
+                block = await read_block(self.client, self.device, request)
+            except RequestFailed as failure:
+                ok = False
+                counters[f"errors_{failure.reason}"] += 1
+                builder.extend(
+                    names, [None] * len(names), timestamp=stamp, quality="bad", reason=failure.reason
+                )
+                if failure.link:  # the rest of the round would wait for the same dead link
+                    rest = [n for later in self.names[index + 1 :] for n in later]
+                    builder.extend(
+                        rest, [None] * len(rest), timestamp=stamp, quality="bad", reason=failure.reason
+                    )
+                    self.client.close()
+                    self.source.device_state(self.device.name, "lost", f"{failure}")
+                    break
+                continue
+            counters["registers" if request.table not in BIT_TABLES else "bits"] += request.count
+            builder.extend(names, decoder.decode(block), timestamp=stamp)
+        counters["points"] += len(builder)
+        self.source.deliver(builder.take())
+        return ok
+
+
+class ModbusSource(StreamingSource):
+    def __init__(self, config: ModbusSourceConfig, ctx: RunContext, name: str = "modbus"):
+        super().__init__(config, ctx, name)
+        self.device_states: dict[str, SessionState] = {}
+        self._emit: Callable[[pl.DataFrame], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._pollers: list[DevicePoller] = []
+        self._tasks: list[asyncio.Task] = []
+        self._emit_lock = threading.Lock()
+
+    # -- the contract ------------------------------------------------------------------------
+    def start(self, emit: Callable[[pl.DataFrame], None]) -> None:
+        if self._thread is not None:
+            return
+        self._emit = emit
+        self._pollers = [DevicePoller(d, self) for d in self.config.devices]
+        self.device_states = {d.name: "connecting" for d in self.config.devices}
+        self.set_state("connecting")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=f"modbus-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        with self._emit_lock:
+            self._emit = None  # nothing is emitted after stop() returns, even by a round in flight
+        self._loop.call_soon_threadsafe(self._cancel_all)
+        self._thread.join(10)
+        self._thread = self._loop = None
+        self.set_state("stopped")
+
+    def check(self) -> None:
+        """Connect to every device and read its first tag's register; one line on failure."""
+        result: list[BaseException] = []
+        thread = threading.Thread(target=lambda: result.extend(asyncio.run(_check_all(self.config.devices))))
+        thread.start()
+        thread.join()
+        if result:
+            raise result[0]
+
+    # -- used by the pollers (on the loop thread) --------------------------------------------
+    def deliver(self, batch: pl.DataFrame) -> None:
+        with self._emit_lock:
+            emit = self._emit
+            if emit is None:
+                self.counters["dropped_after_stop"] += batch.height
+                return
+            emit(batch)
+
+    def deliver_gap(self, names: list[str], reason: str) -> None:
+        builder = TagBatchBuilder(self.name)
+        builder.gap(names, reason)
+        self.deliver(builder.take())
+
+    def device_state(self, device: str, state: SessionState, detail: str | None = None) -> None:
+        """Per-device state; the source's state is the worst of them, naming that device."""
+        if state == "lost" and self.device_states.get(device) != "lost":
+            self.counters["links_lost"] += 1
+        self.device_states[device] = state
+        worst = max(self.device_states.items(), key=lambda item: STATE_RANK[item[1]])
+        if STATE_RANK[worst[1]] == 0:
+            self.set_state("connected", f"{len(self.device_states)} devices")
+        elif worst[0] == device:
+            self.set_state(worst[1], f"{device}: {detail}" if detail else device)
+        elif self.state != worst[1]:
+            self.set_state(worst[1], worst[0])
+
+    # -- internals ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._main())
+        finally:
+            self._loop.close()
+
+    async def _main(self) -> None:
+        self._tasks = [asyncio.create_task(p.run(), name=p.device.name) for p in self._pollers]
+        tasks = self._tasks
+        try:
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                    self.ctx.log("error", f"modbus poller failed: {result!r}", self.name)
+        finally:
+            for poller in self._pollers:
+                if poller.client is not None:
+                    poller.client.close()
+
+    def _cancel_all(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+
+async def _check_all(devices: list[ModbusDevice]) -> list[ConnectorError]:
+    for device in devices:
+        tag = device.tags[0]
+        request = ReadRequest(tag.table, device.unit_id, tag.address, 1, (0,))
+        client = make_client(device)
+        try:
+            if not await client.connect():
+                return [ConnectorError(f"modbus device '{device.name}': cannot connect to {device.endpoint}")]
+            await read_block(client, device, request)
+        except RequestFailed as failure:
+            return [
+                ConnectorError(
+                    f"modbus device '{device.name}' ({device.endpoint}), tag '{tag.name}': {failure}"
+                )
+            ]
+        finally:
+            client.close()
+    return []
+
+
+@register
+class ModbusConnector(Connector):
+    connector_type = "modbus"
+    title = "Modbus TCP/RTU"
+    SourceConfig = ModbusSourceConfig
+
+    @classmethod
+    def make_source(cls, config: ModbusSourceConfig, ctx: RunContext, name: str) -> ModbusSource:
+        return ModbusSource(config, ctx, name)

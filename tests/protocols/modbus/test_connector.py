@@ -1,0 +1,210 @@
+"""The modbus connector against a real pymodbus TCP server (the fault-injecting simulator)."""
+
+from __future__ import annotations
+
+import math
+import socket
+import threading
+import time
+
+import polars as pl
+import pytest
+
+import protocols
+from engine.connectors import registry
+from engine.context import RunContext
+from engine.errors import ConnectorError
+from engine.tags import TAG_SCHEMA
+from protocols.modbus.config import ModbusSourceConfig
+from protocols.modbus.connector import ModbusSource
+from protocols.modbus.planner import plan_requests
+from protocols.modbus.simulator import METER_MAP, ModbusSimulator
+
+
+class Collector:
+    def __init__(self):
+        self.batches: list[pl.DataFrame] = []
+        self.states: list[tuple[str, str | None]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, batch: pl.DataFrame) -> None:
+        with self.lock:
+            self.batches.append(batch)
+
+    def on_state(self, name, state, detail) -> None:
+        self.states.append((state, detail))
+
+    def frame(self) -> pl.DataFrame:
+        with self.lock:
+            return pl.concat(self.batches)
+
+
+def make_source(config: dict) -> ModbusSource:
+    cls = registry.get("modbus")
+    return cls.make_source(ModbusSourceConfig.model_validate(config), RunContext(), "meters")
+
+
+def run(source: ModbusSource, seconds: float, until=None) -> Collector:
+    out = Collector()
+    source.on_state = out.on_state
+    source.start(out)
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not (until and out.batches and until(out)):
+            time.sleep(0.05)
+    finally:
+        source.stop()
+    return out
+
+
+def polls_of(frame: pl.DataFrame, device: str) -> int:
+    return (
+        frame.filter(pl.col("tag").str.starts_with(f"{device}."))
+        .select(pl.col("timestamp").n_unique())
+        .item()
+    )
+
+
+def test_registered_with_the_engine():
+    assert "modbus" in protocols.register_all()
+    assert registry.get("modbus").describe()["roles"] == ["source"]
+
+
+def test_every_type_and_order_decodes_end_to_end(sim):
+    source = make_source(sim.connector_config(poll_interval_ms=100))
+    out = run(source, 5, until=lambda o: len(o.batches) >= 2)
+    frame = out.frame()
+    assert frame.schema == TAG_SCHEMA
+    for meter, unit in enumerate(sim.unit_ids, start=1):
+        expected = sim.values(unit)
+        rows = frame.filter(pl.col("tag").str.starts_with(f"meter{meter}.")).unique("tag", keep="first")
+        got = dict(
+            zip(
+                rows["tag"], zip(rows["value"], rows["value_text"], rows["quality"], strict=True), strict=True
+            )
+        )
+        assert len(got) == len(METER_MAP)
+        for name, value in expected.items():
+            number, text, quality = got[f"meter{meter}.{name}"]
+            assert quality == "good", name
+            if isinstance(value, str):
+                assert text == value
+            else:  # float32 tags carry ~7 significant digits
+                assert math.isclose(number, float(value), rel_tol=1e-6, abs_tol=1e-6), (name, number, value)
+
+
+def test_near_tags_are_coalesced_into_few_requests():
+    with ModbusSimulator(meters=1, tags_per_meter=314, frozen_at=1000.0) as sim:
+        config = sim.connector_config(poll_interval_ms=100)
+        plan = plan_requests(ModbusSourceConfig.model_validate(config).devices[0])
+        # coil, discrete, holding 0-18, holding 100-399 in three (125+125+50), input
+        assert len(plan) == 7
+        before = sim.requests
+        source = make_source(config)
+        run(source, 5, until=lambda o: len(o.batches) >= 3)
+        polls = source.counters["polls"]
+        assert source.counters["requests"] == 7 * polls
+        assert sim.requests - before == 7 * polls  # what the server saw, not just our count
+        assert source.counters["points"] == 314 * polls
+
+
+def test_exception_codes_mark_only_those_tags_bad_and_the_device_backs_off(sim):
+    sim.exception(2, unit=1, table="holding", addresses=range(0, 20))
+    source = make_source(sim.connector_config(poll_interval_ms=100))
+    out = run(source, 2.0)
+    frame = out.frame()
+    meter1 = frame.filter(pl.col("tag").str.starts_with("meter1."))
+    holding = {f"meter1.{t['name']}" for t in METER_MAP if t["table"] == "holding"}
+    bad = meter1.filter(pl.col("quality") == "bad")
+    assert set(bad["tag"]) == holding and set(bad["reason"]) == {"exception_2"}
+    assert meter1.filter(~pl.col("tag").is_in(holding))["quality"].unique().to_list() == ["good"]
+    assert frame.filter(pl.col("tag").str.starts_with("meter2."))["quality"].unique().to_list() == ["good"]
+    # backing off (0.2, 0.4, 0.8 s...) polls meter1 far less often than meter2 (every 0.1 s)
+    assert polls_of(frame, "meter1") <= 6 < 10 <= polls_of(frame, "meter2")
+    assert source.counters["errors_exception_2"] >= 1
+
+
+def test_a_stalled_device_times_out_while_the_other_keeps_its_rate(sim):
+    sim.stall(unit=1)
+    source = make_source(sim.connector_config(poll_interval_ms=100, timeout_ms=150, backoff_max_ms=400))
+    out = run(source, 2.0)
+    frame = out.frame()
+    meter1 = frame.filter(pl.col("tag").str.starts_with("meter1."))
+    assert meter1.height > 0 and set(meter1["quality"]) == {"bad"} and set(meter1["reason"]) == {"timeout"}
+    assert frame.filter(pl.col("tag").str.starts_with("meter2."))["quality"].unique().to_list() == ["good"]
+    assert polls_of(frame, "meter2") >= 10 > polls_of(frame, "meter1")
+    assert source.counters["errors_timeout"] >= 1
+    assert any(
+        state in ("lost", "reconnecting") and "meter1" in (detail or "") for state, detail in out.states
+    )
+
+
+def test_a_short_answer_is_bad_length(sim):
+    sim.bad_length(unit=2)
+    out = run(make_source(sim.connector_config(poll_interval_ms=100)), 3, until=lambda o: len(o.batches) >= 4)
+    meter2 = out.frame().filter(pl.col("tag").str.starts_with("meter2."))
+    assert set(meter2["reason"]) == {"bad_length"}
+
+
+def test_recovers_after_the_server_restarts():
+    with ModbusSimulator(meters=2, frozen_at=1000.0) as sim:
+        source = make_source(sim.connector_config(poll_interval_ms=100, timeout_ms=300, backoff_max_ms=300))
+        out = Collector()
+        source.on_state = out.on_state
+        source.start(out)
+        try:
+            time.sleep(0.5)
+            sim.restart(down_s=0.6)
+            marker = len(out.batches)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                after = out.frame()[sum(b.height for b in out.batches[:marker]) :]
+                if (
+                    set(after.filter(pl.col("quality") == "good")["tag"].str.split(".").list.first())
+                    == {
+                        "meter1",
+                        "meter2",
+                    }
+                    and source.state == "connected"
+                ):
+                    break
+                time.sleep(0.1)
+        finally:
+            source.stop()
+        frame = out.frame()
+        assert "comm_lost" in set(frame["reason"].drop_nulls()) or source.counters["links_lost"] >= 1
+        assert source.counters["connects"] >= 4  # both devices connected again
+        assert [s for s, _ in out.states if s != "stopped"][-1] == "connected"
+        assert any(s in ("lost", "reconnecting") for s, _ in out.states)
+
+
+def test_check_passes_and_fails_with_one_line_naming_the_device(sim):
+    make_source(sim.connector_config()).check()
+    sim.exception(2, unit=2, table="coil")
+    config = sim.connector_config()
+    config["devices"][1]["tags"] = [t for t in config["devices"][1]["tags"] if t["table"] == "coil"]
+    with pytest.raises(ConnectorError) as info:
+        make_source(config).check()
+    message = str(info.value)
+    assert "\n" not in message
+    assert (
+        "meter2" in message
+        and "breaker_closed" in message
+        and "coil 0" in message
+        and "exception code 2" in message
+    )
+
+
+def test_check_names_an_unreachable_device():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = {
+        "devices": [
+            {"name": "meter9", "port": port, "timeout_ms": 300, "tags": [{"name": "p", "address": 0}]}
+        ]
+    }
+    with pytest.raises(
+        ConnectorError, match=f"modbus device 'meter9': cannot connect to 127.0.0.1:{port} unit 1"
+    ):
+        make_source(config).check()
