@@ -36,6 +36,7 @@ _FIXED_UNITS = {
     "w": 604800.0,
 }
 _PART = re.compile(r"(\d+)(ns|us|ms|s|mo|m|h|d|w|q|y)")
+_PARSED = "__aggregator_time"
 PER_SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
 
 
@@ -130,11 +131,13 @@ def prepare(lf: pl.LazyFrame, cfg: SeriesConfig, *, need_value: bool = True) -> 
             raise TransformError(
                 f"value_field '{value}' must be numeric, but it is {schema[value]}", param="value_field"
             )
-    lf = lf.with_columns(as_time.alias(time))
-    good = pl.col(time).is_not_null()
-    rejected = with_time_reason(lf.filter(~good), time)
+    # rejected rows keep their original timestamp text, so the reject store shows what was wrong
+    lf = lf.with_columns(as_time.alias(_PARSED))
+    good = pl.col(_PARSED).is_not_null()
+    rejected = with_time_reason(lf.filter(~good).drop(_PARSED), time)
     keys = [tag, time] if tag else [time]
-    frame = lf.filter(good).sort(keys, nulls_last=True, maintain_order=True)
+    valid = lf.filter(good).with_columns(pl.col(_PARSED).alias(time)).drop(_PARSED)
+    frame = valid.sort(keys, nulls_last=True, maintain_order=True)
     return Series(frame, rejected, time, tag, frame.collect_schema())
 
 
