@@ -54,7 +54,8 @@ def make_client(config: MqttSourceConfig, client_id: str) -> Any:
             cert_reqs=ssl.CERT_REQUIRED if tls.verify else ssl.CERT_NONE,
         )
         client.tls_insecure_set(not tls.verify)
-    client.reconnect_delay_set(round(config.reconnect_min_delay) or 1, round(config.reconnect_max_delay) or 1)
+    # paho sleeps fractions of a second too; its int annotation is only a hint.
+    client.reconnect_delay_set(config.reconnect_min_delay, config.reconnect_max_delay)  # type: ignore[arg-type]
     return client
 
 

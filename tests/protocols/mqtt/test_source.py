@@ -245,3 +245,54 @@ def test_sample_gives_a_short_live_preview(prefix):
     assert frame.height == 3
     assert frame["value"].to_list() == [3.0, 3.0, 3.0]
     assert source.state == "stopped"
+
+
+def test_a_busy_pipeline_drops_beyond_the_bound_and_counts_it(prefix):
+    source, got = make_source(
+        "mqtt", {"topics": [f"{prefix}/#"], "max_pending_messages": 5, "batch_max_messages": 1, "qos": 0}
+    )
+    release = threading.Event()
+    first = threading.Event()
+
+    def slow_emit(frame):
+        first.set()
+        release.wait(10)
+        got.emit(frame)
+
+    source.on_state = got.on_state
+    source.start(slow_emit)
+    got.wait(lambda c: "subscribed" in c.states)
+    pub = publisher()
+    try:
+        publish(pub, f"{prefix}/x", '{"value": 0}')
+        assert first.wait(5)  # the batcher is now stuck in emit
+        for i in range(1, 31):
+            publish(pub, f"{prefix}/x", f'{{"value": {i}}}')
+        deadline = time.monotonic() + 5
+        while source.counters["messages"] < 31 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        release.set()
+        got.wait(lambda c: sum(f.height for f in c.frames) + source.counters["dropped"] >= 31)
+    finally:
+        pub.loop_stop()
+        source.stop()
+    assert source.counters["messages"] == 31
+    assert source.counters["dropped"] == 31 - got.frame.height > 0
+    assert got.frame.height >= 6  # the first message and the bounded queue's five
+
+
+def test_unreachable_broker_keeps_retrying(prefix):
+    with socket_closed_port() as port:
+        source, got = make_source(
+            "mqtt", {"topics": ["x/#"], "port": port, "reconnect_min_delay": 0.1, "reconnect_max_delay": 0.2}
+        )
+        source.start(got.emit)
+        try:
+            got.wait(lambda c: "reconnecting" in c.states)
+            deadline = time.monotonic() + 5
+            while source.counters["connect_errors"] < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            source.stop()
+    assert source.counters["connect_errors"] >= 2
+    assert got.states[0] == "connecting" and got.states[-1] == "stopped"
