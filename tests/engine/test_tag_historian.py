@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
@@ -201,10 +201,10 @@ points = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None)
 @given(rows=points, every=st.sampled_from(["1m", "7m", "1h", "10s"]), include_bad=st.booleans())
-def test_buckets_equal_a_polars_reference(tmp_path_factory, rows, every, include_bad):
-    historian = Historian(tmp_path_factory.mktemp("q") / "h.duckdb")
+def test_buckets_equal_a_polars_reference(rows, every, include_bad):
+    historian = Historian(":memory:")
     store = TagHistorian(historian)
     frame = batch(rows)
     half = frame.height // 2
