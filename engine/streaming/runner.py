@@ -1,0 +1,413 @@
+"""Runs a real-time pipeline continuously: sources -> bounded queues -> micro-batches -> commits.
+
+One thread (the dispatcher) cuts micro-batches, pushes them through the graph with the batch
+executor's code (`MicroBatchFlow`) and commits each destination once per micro-batch. Streaming
+sources run on threads of their own and hand batches to `BatchQueue.put` (their `emit`), which
+pushes back when the dispatcher falls behind and drops the oldest rows, counted and alarmed, when
+it stays behind. A destination that fails is retried with the pipeline's retry policy while the
+queues keep filling within their bounds; when retries run out the run fails.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import polars as pl
+
+from engine.connectors.base import StreamingSource
+from engine.context import RunContext
+from engine.errors import AggregatorError, ConnectorError, RunCancelled, SpecError
+from engine.executor import _concat
+from engine.spec.validate import Compiled
+from engine.store.historian import RejectWriter
+from engine.streaming.buffer import BatchQueue, Queued
+from engine.streaming.checks import check_streaming
+from engine.streaming.flow import MicroBatchFlow
+from engine.streaming.latency import LatencyWindow, received_us
+from engine.streaming.settings import StreamSettings
+from engine.streaming.sinks import MicroBatchSink, make_committer
+
+RETRYABLE = (ConnectorError, OSError)
+ALARM_LOG_INTERVAL_S = 1.0  # drop warnings are summed per source and logged at most this often
+
+
+class StreamRunner:
+    def __init__(
+        self,
+        compiled: Compiled,
+        ctx: RunContext,
+        *,
+        settings: StreamSettings | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+    ):
+        self.c, self.ctx = compiled, ctx
+        self.settings = settings or StreamSettings.from_schedule(compiled.graph.schedule)
+        self.on_event = on_event or (lambda event: None)
+        self.flow = MicroBatchFlow(compiled, ctx, on_event=self.on_event)
+        self.node_stats = self.flow.stats
+        self.sources: dict[str, StreamingSource] = {}
+        self.queues: dict[str, BatchQueue] = {}
+        self.sinks: dict[str, MicroBatchSink] = {}
+        self.sink_stats: dict[str, dict[str, int]] = {}
+        self.latency = LatencyWindow()
+        self.micro_batches = 0
+        self.rows_committed = 0  # rows that left the pipeline (per micro-batch, counted once)
+        self.status = "pending"
+        self.error: str | None = None
+        self.failure: BaseException | None = None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = 0.0
+        self._alarm_lock = threading.Lock()
+        self._unlogged_drops: dict[str, int] = {}
+        self._last_alarm_log: dict[str, float] = {}
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Build everything, start the sources and the dispatcher; raise if anything cannot start."""
+        self._started = time.monotonic()
+        try:
+            issues = check_streaming(self.c, self.ctx)
+            if issues:
+                raise SpecError(issues)
+            for nid in self.c.order:
+                node = self.flow.nodes[nid]
+                if node.kind == "destination":
+                    cls, config = self.flow._resolved(nid)
+                    self.sinks[nid] = make_committer(
+                        cls.connector_type, config, self.ctx, nid, lambda n=nid: self.flow._make_sink(n)
+                    )
+                    self.sink_stats[nid] = {"commits": 0, "rows": 0, "retries": 0, "dropped": 0}
+                elif node.kind == "source":
+                    self.queues[nid] = self._queue(nid)
+                    self.sources[nid] = self.flow._make_source(nid)  # type: ignore[assignment]
+            self.status = "running"
+            self._thread = threading.Thread(target=self._run, name="stream-dispatcher", daemon=True)
+            self._thread.start()
+            for nid, source in self.sources.items():
+                source.on_state = self._on_state
+                self.node_stats[nid].status = "running"
+                source.start(self.queues[nid].put)
+        except BaseException as exc:
+            self._fail(exc)
+            self.stop()
+            raise
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Graceful: stop the sources, cut and commit what they delivered, end the run."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the run to end by itself (it fails, or it is cancelled); True once it has."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _queue(self, nid: str) -> BatchQueue:
+        s = self.settings
+        return BatchQueue(
+            nid,
+            max_rows=s.max_rows,
+            max_bytes=s.queue_max_bytes,
+            block_timeout_s=s.block_timeout_s,
+            on_arrival=self._wake.set,
+            on_drop=self._alarm_drop,
+        )
+
+    # ---- the dispatcher ----------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                if self.ctx.cancel.is_set():
+                    raise RunCancelled("run cancelled")
+                self._wake.wait(self._next_wait())
+                self._wake.clear()
+                self._cycle(force=False)
+            self._shutdown(cancelled=False)
+        except RunCancelled:
+            self._shutdown(cancelled=True)
+        except BaseException as exc:
+            self._fail(exc)
+            self._stop_sources()
+            for q in self.queues.values():
+                q.discard("run failed")
+        finally:
+            self._log_pending_alarms()
+            final = "success" if self.status == "warning" else self.status
+            for stats in self.node_stats.values():
+                if stats.status in ("running", "success", "pending"):
+                    stats.status = final
+
+    def _shutdown(self, *, cancelled: bool) -> None:
+        self._stop_sources()
+        try:
+            while any(q.rows for q in self.queues.values()):  # flush everything the sources gave
+                self._cycle(force=True)
+        except BaseException as exc:
+            if not (cancelled or self.ctx.cancel.is_set()):
+                self._fail(exc)
+            for q in self.queues.values():
+                q.discard("cancelled" if self.status != "failed" else "run failed")
+        if self.status == "failed":
+            return
+        if cancelled or self.ctx.cancel.is_set():
+            self.status, self.error = "cancelled", "run cancelled"
+        else:
+            self.status = "warning" if any(s.rows_rejected for s in self.node_stats.values()) else "success"
+
+    def _fail(self, exc: BaseException) -> None:
+        self.failure = exc
+        self.status = "failed"
+        self.error = (
+            exc.one_line()
+            if isinstance(exc, AggregatorError)
+            else f"internal error: {type(exc).__name__}: {exc}"
+        )
+        self.ctx.log("error", self.error, None)
+
+    def _stop_sources(self) -> None:
+        for q in self.queues.values():
+            q.release()  # a source blocked in emit must not hold its own stop() up
+        for nid, source in self.sources.items():
+            done = threading.Thread(target=self._stop_one, args=(nid, source), daemon=True)
+            done.start()
+            done.join(self.settings.stop_timeout_s)
+            if done.is_alive():
+                self.ctx.log("warning", f"source did not stop within {self.settings.stop_timeout_s:g}s", nid)
+
+    def _stop_one(self, nid: str, source: StreamingSource) -> None:
+        try:
+            source.stop()
+        except Exception as exc:  # stopping must reach every source
+            self.ctx.log("warning", f"stop failed: {type(exc).__name__}: {exc}", nid)
+
+    def _next_wait(self) -> float:
+        """Seconds until the next micro-batch is due (0: now); at most 0.1 s, to see cancel/stop."""
+        now = time.monotonic()
+        wait = 0.1
+        for q in self.queues.values():
+            if q.rows >= self.settings.batch_size:
+                return 0.0
+            oldest = q.oldest()
+            if oldest is not None:
+                wait = min(wait, max(0.0, oldest + self.settings.max_latency_ms / 1000 - now))
+        return wait
+
+    def _due(self, force: bool) -> list[str]:
+        limit = time.monotonic() - self.settings.max_latency_ms / 1000
+        due = []
+        for nid, q in self.queues.items():
+            oldest = q.oldest()
+            if oldest is not None and (force or q.rows >= self.settings.batch_size or oldest <= limit):
+                due.append(nid)
+        return due
+
+    def _cycle(self, *, force: bool) -> None:
+        """One micro-batch: take from every due source, push through the graph, commit."""
+        due = self._due(force)
+        if not due:
+            return
+        taken: dict[str, list[Queued]] = {nid: self.queues[nid].take(self.settings.batch_size) for nid in due}
+        received = []
+        rows = sum(i.frame.height for items in taken.values() for i in items)
+        for nid, items in taken.items():
+            frame = _concat([i.frame for i in items])
+            received += [received_us(i.frame, i.arrived_us) for i in items]
+            del items
+            self.flow.push(nid, frame)
+            self.flow._progress(nid)
+        outputs, rejects = self.flow.end_pass()
+        for nid, frame in outputs.items():
+            self._commit(nid, self.sinks[nid], frame)
+        if rejects:
+            self._commit_rejects(rejects)
+        committed_us = time.time_ns() // 1000
+        self.latency.add(pl.concat(received) if received else pl.Series(dtype=pl.Int64), committed_us)
+        self.micro_batches += 1
+        self.rows_committed += self._left_pipeline(outputs)
+        self.on_event(
+            {
+                "event": "micro_batch",
+                "run_id": self.ctx.run_id,
+                "sequence": self.micro_batches,
+                "rows": rows,
+                "latency_ms": self.latency.snapshot(),
+            }
+        )
+
+    def _left_pipeline(self, outputs: dict[str, pl.DataFrame]) -> int:
+        # Several destinations fed by one output carry the same rows: count the widest delivery.
+        return max((f.height for f in outputs.values()), default=0)
+
+    # ---- commits -----------------------------------------------------------------------------
+    def _commit(self, nid: str, sink: MicroBatchSink, frame: pl.DataFrame) -> None:
+        self._with_retries(nid, lambda: sink.commit(frame), frame.height)
+        stats = self.sink_stats[nid]
+        stats["commits"] += 1
+        stats["rows"] += frame.height
+        self.node_stats[nid].rows_out += frame.height
+        self.flow._progress(nid)
+
+    def _commit_rejects(self, rejects: list[tuple[str, pl.DataFrame]]) -> None:
+        historian = self.ctx.historian
+        if historian is None:
+            return
+
+        def commit() -> None:
+            writer = RejectWriter(historian, run_id=self.ctx.run_id, pipeline=self.ctx.pipeline)
+            writer.open()
+            try:
+                for item in rejects:
+                    writer.write(item)
+                writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+
+        self._with_retries("_rejects", commit, sum(f.height for _, f in rejects))
+
+    def _with_retries(self, nid: str, action: Callable[[], None], rows: int) -> None:
+        """Retry what the outside world may heal, with the pipeline's backoff; sources keep
+        buffering meanwhile (within their bounds). Cancelling ends the waiting at once."""
+        policy = self.c.graph.error_handling.retry_policy
+        attempt = 0
+        while True:
+            try:
+                action()
+                return
+            except RETRYABLE as exc:
+                attempt += 1
+                message = (
+                    exc.one_line() if isinstance(exc, AggregatorError) else f"{type(exc).__name__}: {exc}"
+                )
+                if attempt > policy.max_retries or self.ctx.cancel.is_set():
+                    self._count_lost(nid, rows)
+                    raise
+                delay = policy.delay(attempt)
+                if nid in self.sink_stats:
+                    self.sink_stats[nid]["retries"] += 1
+                self.ctx.log("warning", f"commit failed: {message}; retry {attempt} in {delay:g}s", nid)
+                self.on_event(
+                    {
+                        "event": "sink_retry",
+                        "run_id": self.ctx.run_id,
+                        "node": nid,
+                        "attempt": attempt,
+                        "delay_s": delay,
+                        "error": message,
+                    }
+                )
+                if self.ctx.cancel.wait(delay):
+                    self._count_lost(nid, rows)
+                    raise RunCancelled("run cancelled while a destination was failing") from None
+            except BaseException:
+                self._count_lost(nid, rows)
+                raise
+
+    def _count_lost(self, nid: str, rows: int) -> None:
+        if nid in self.sink_stats and rows:
+            self.sink_stats[nid]["dropped"] += rows
+            self._alarm_drop(nid, rows, "not committed")
+
+    # ---- events and alarms -------------------------------------------------------------------
+    def _on_state(self, name: str, state: str, detail: str | None) -> None:
+        self.ctx.log("info", f"session {state}" + (f": {detail}" if detail else ""), name)
+        self.on_event(
+            {
+                "event": "source_state",
+                "run_id": self.ctx.run_id,
+                "node": name,
+                "state": state,
+                "detail": detail,
+            }
+        )
+
+    def _alarm_drop(self, node: str, rows: int, why: str) -> None:
+        total = (
+            self.queues[node].dropped
+            if node in self.queues
+            else self.sink_stats.get(node, {}).get("dropped", rows)
+        )
+        self.on_event(
+            {
+                "event": "alarm",
+                "kind": "rows_dropped",
+                "run_id": self.ctx.run_id,
+                "node": node,
+                "rows": rows,
+                "reason": why,
+                "total_dropped": total,
+            }
+        )
+        with self._alarm_lock:
+            self._unlogged_drops[node] = self._unlogged_drops.get(node, 0) + rows
+            now = time.monotonic()
+            if now - self._last_alarm_log.get(node, 0.0) < ALARM_LOG_INTERVAL_S:
+                return
+            self._last_alarm_log[node] = now
+            count = self._unlogged_drops.pop(node)
+        self.ctx.log("warning", f"dropped {count} row(s) ({why}); {total} dropped in all", node)
+
+    def _log_pending_alarms(self) -> None:
+        with self._alarm_lock:
+            pending, self._unlogged_drops = self._unlogged_drops, {}
+        for node, count in pending.items():
+            self.ctx.log("warning", f"dropped {count} row(s); see the run's drop counts", node)
+
+    # ---- the snapshot ------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        sources = {}
+        for nid, q in self.queues.items():
+            source = self.sources.get(nid)
+            sources[nid] = {
+                "state": source.state if source else "stopped",
+                "state_detail": source.state_detail if source else None,
+                "received": q.received,
+                "dropped": q.dropped,
+                "queued_rows": q.rows,
+                "queued_bytes": q.bytes,
+                "peak_queued_rows": q.peak_rows,
+                "peak_queued_bytes": q.peak_bytes,
+                "queue_max_rows": q.max_rows,
+                "queue_max_bytes": q.max_bytes,
+                "counters": dict(source.counters) if source else {},
+            }
+        nodes = {}
+        for nid, s in self.node_stats.items():
+            dropped = (
+                self.queues[nid].dropped
+                if nid in self.queues
+                else self.sink_stats.get(nid, {}).get("dropped", 0)
+            )
+            nodes[nid] = {"kind": s.kind, "status": s.status, **s.public(), "rows_dropped": dropped}
+        return {
+            "run_id": self.ctx.run_id,
+            "status": self.status,
+            "uptime_s": round(time.monotonic() - self._started, 3) if self._started else 0.0,
+            "micro_batches": self.micro_batches,
+            "rows_received": sum(q.received for q in self.queues.values()),
+            "rows_committed": self.rows_committed,
+            "rows_dropped": sum(q.dropped for q in self.queues.values())
+            + sum(s["dropped"] for s in self.sink_stats.values()),
+            "rows_rejected": sum(s.rows_rejected for s in self.node_stats.values()),
+            "latency_ms": self.latency.snapshot(),
+            "sources": sources,
+            "sinks": {
+                nid: {**s, "target": self.sinks[nid].describe_target()} for nid, s in self.sink_stats.items()
+            },
+            "nodes": nodes,
+        }
+
+    stats = snapshot

@@ -1,0 +1,47 @@
+"""How a real-time pipeline micro-batches and how hard it pushes back (see docs/architecture.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    # A micro-batch is cut when a source has `batch_size` rows waiting or its oldest waiting row
+    # is `max_latency_ms` old, whichever comes first (the schedule's two fields).
+    batch_size: int = 1000
+    max_latency_ms: int = 1000
+    # Each source's queue holds at most this much; None: ten micro-batches, at least 10 000 rows.
+    queue_max_rows: int | None = None
+    queue_max_bytes: int = 64 * MIB
+    # A full queue makes the source's emit() wait this long, then the oldest rows are dropped
+    # (counted and alarmed): a live value is worth more than one that is already late.
+    block_timeout_s: float = 0.5
+    # Seconds a source's stop() may take at shutdown before the runner goes on without it.
+    stop_timeout_s: float = 5.0
+
+    @property
+    def max_rows(self) -> int:
+        rows = self.queue_max_rows if self.queue_max_rows is not None else max(10 * self.batch_size, 10_000)
+        return max(rows, self.batch_size)  # a smaller queue could never fill a micro-batch
+
+    @classmethod
+    def from_schedule(cls, schedule: Any, **overrides: Any) -> StreamSettings:
+        """From a RealTimeSchedule (any other schedule gives the defaults); fields the schedule
+        does not have yet (queue bounds, block timeout) are read when present."""
+        found: dict[str, Any] = {}
+        if getattr(schedule, "type", None) == "real_time":
+            for name in (
+                "batch_size",
+                "max_latency_ms",
+                "queue_max_rows",
+                "queue_max_bytes",
+                "block_timeout_s",
+            ):
+                value = getattr(schedule, name, None)
+                if value is not None:
+                    found[name] = value
+        return replace(cls(), **found, **{k: v for k, v in overrides.items() if v is not None})

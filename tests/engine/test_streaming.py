@@ -1,0 +1,479 @@
+"""Streaming execution of real_time pipelines: micro-batching, back-pressure, commits, lifecycle.
+
+The source is a real StreamingSource (a thread emitting tag records at a controlled pace); the
+destinations are the real DuckDB and file sinks, plus a deliberately slow sink for back-pressure.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.connectors import registry
+from engine.connectors.base import Connector, ConnectorConfig, Sink, StreamingSource
+from engine.errors import SpecError
+from engine.runner import _context
+from engine.spec.validate import validate
+from engine.streaming import StreamRunner, StreamSettings, check_streaming, run_streaming
+from engine.streaming.buffer import BatchQueue
+from engine.streaming.sinks import FileAppender
+from engine.tags import TAG_SCHEMA, TagBatchBuilder
+from engine.workspace import Workspace
+from tests.conftest import RUN_RECORD_KEYS
+
+
+# ---- a real streaming source: a thread emitting tag batches ------------------------------------
+class TicksConfig(ConnectorConfig):
+    rows_per_batch: int = 10
+    batches: int | None = 10  # None: until stopped
+    interval_s: float = 0.0
+    tags: int = 5
+
+
+class TickSource(StreamingSource):
+    """Emits `batches` batches of `rows_per_batch` tag records; `value` numbers every row (0, 1,
+    2...), so a test can tell exactly which rows arrived."""
+
+    config: TicksConfig
+
+    def start(self, emit) -> None:
+        self._halt = threading.Event()
+        self.finished = threading.Event()
+        self.set_state("connecting")
+        self._thread = threading.Thread(target=self._run, args=(emit,), daemon=True)
+        self._thread.start()
+
+    def _run(self, emit) -> None:
+        cfg = self.config
+        builder = TagBatchBuilder(self.name)
+        tags = [f"turbine{i}.power" for i in range(cfg.tags)]
+        self.set_state("connected", "ticking")
+        sent = n = 0
+        while (cfg.batches is None or n < cfg.batches) and not self._halt.is_set():
+            values = range(sent, sent + cfg.rows_per_batch)
+            builder.extend([tags[v % cfg.tags] for v in values], list(values), timestamp=datetime.now(UTC))
+            emit(builder.take())
+            sent += cfg.rows_per_batch
+            self.counters["emitted"] += cfg.rows_per_batch
+            n += 1
+            if cfg.interval_s:
+                self._halt.wait(cfg.interval_s)
+        self.finished.set()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self._thread.join()
+        self.set_state("stopped")
+
+
+class TicksConnector(Connector):
+    connector_type = "test_ticks"
+    SourceConfig = TicksConfig
+
+    @classmethod
+    def make_source(cls, config, ctx, name: str) -> StreamingSource:
+        return TickSource(config, ctx, name)
+
+
+# ---- a slow sink, for back-pressure ------------------------------------------------------------
+SLOW_WRITES: dict[str, list[pl.DataFrame]] = {}
+
+
+class SlowConfig(ConnectorConfig):
+    key: str
+    delay_s: float = 0.05
+
+
+class SlowSink(Sink):
+    config: SlowConfig
+
+    def open(self) -> None:
+        self.pending: list[pl.DataFrame] = []
+
+    def write(self, batch: pl.DataFrame) -> None:
+        time.sleep(self.config.delay_s)
+        self.pending.append(batch)
+
+    def close(self) -> None:
+        SLOW_WRITES.setdefault(self.config.key, []).extend(self.pending)
+
+    def abort(self) -> None:
+        self.pending = []
+
+
+class SlowConnector(Connector):
+    connector_type = "test_slow_sink"
+    SinkConfig = SlowConfig
+
+    @classmethod
+    def make_sink(cls, config, ctx, name: str) -> Sink:
+        return SlowSink(config, ctx, name)
+
+
+@pytest.fixture(autouse=True)
+def _connectors():
+    registry.register(TicksConnector)
+    registry.register(SlowConnector)
+
+
+@pytest.fixture
+def ws(tmp_path):
+    with Workspace(tmp_path / "data") as workspace:
+        yield workspace
+
+
+def doc(ticks: dict, *, dest: dict | None = None, steps: list | None = None, **schedule) -> dict:
+    nodes = [{"id": "ticks", "kind": "source", "connector_type": "test_ticks", "config": ticks}]
+    last = "ticks"
+    for i, step in enumerate(steps or []):
+        nodes.append({"id": f"step{i}", "kind": "transform", "inputs": [last], "transform": step})
+        last = f"step{i}"
+    dest = dest or {"connector_type": "duckdb", "config": {"table": "live"}}
+    nodes.append({"id": "out", "kind": "destination", "inputs": [last], **dest})
+    return {
+        "name": "live",
+        "nodes": nodes,
+        "schedule": {"type": "real_time", **schedule},
+    }
+
+
+class Recorder:
+    def __init__(self):
+        self.events: list[dict] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, event: dict) -> None:
+        with self.lock:
+            self.events.append(event)
+
+    def of(self, kind: str) -> list[dict]:
+        with self.lock:
+            return [e for e in self.events if e["event"] == kind]
+
+
+def make_runner(ws, tmp_path, document, *, settings=None, logs=None):
+    compiled = validate(document)
+    ctx = _context(compiled, ws, "run1", datetime.now(UTC), tmp_path, threading.Event(), dry_run=False)
+    if logs is not None:
+        ctx.log = lambda level, msg, node=None: logs.append((level, msg, node))
+    events = Recorder()
+    return StreamRunner(compiled, ctx, settings=settings, on_event=events), events
+
+
+def wait_for(check, timeout=10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def table(ws, name="live") -> pl.DataFrame:
+    return pl.from_arrow(ws.historian.cursor().sql(f"SELECT * FROM {name} ORDER BY value").to_arrow_table())
+
+
+# ---- micro-batching ----------------------------------------------------------------------------
+def test_micro_batches_are_cut_by_size(ws, tmp_path):
+    runner, events = make_runner(
+        ws, tmp_path, doc({"rows_per_batch": 10, "batches": 50}, batch_size=100, max_latency_ms=60_000)
+    )
+    runner.start()
+    wait_for(lambda: runner.stats()["rows_committed"] == 500)
+    sizes = [e["rows"] for e in events.of("micro_batch")]
+    runner.stop()
+    assert sizes == [100] * 5  # the latency bound (60 s) never fired
+    assert runner.status == "success"
+    assert table(ws)["value"].to_list() == [float(v) for v in range(500)]
+
+
+def test_micro_batches_are_cut_by_latency(ws, tmp_path):
+    runner, events = make_runner(
+        ws,
+        tmp_path,
+        doc({"rows_per_batch": 5, "batches": 10, "interval_s": 0.02}, batch_size=100_000, max_latency_ms=100),
+    )
+    runner.start()
+    # batch_size is never reached: every row gets out through the latency bound, before stop()
+    wait_for(lambda: runner.stats()["rows_committed"] == 50)
+    stats = runner.stats()
+    runner.stop()
+    assert stats["micro_batches"] >= 2
+    assert all(e["rows"] < 100_000 for e in events.of("micro_batch"))
+    assert 50 <= stats["latency_ms"]["p50"] < 5_000  # waited for the bound, then committed
+    assert table(ws).height == 50
+
+
+def test_graceful_stop_flushes_the_last_micro_batch(ws, tmp_path):
+    runner, _ = make_runner(
+        ws, tmp_path, doc({"rows_per_batch": 30, "batches": 10}, batch_size=10_000, max_latency_ms=60_000)
+    )
+    runner.start()
+    wait_for(lambda: runner.stats()["rows_received"] == 300)
+    assert runner.stats()["micro_batches"] == 0  # neither bound reached: all still queued
+    runner.stop()
+    assert runner.status == "success"
+    assert table(ws).height == 300
+    snap = runner.stats()
+    assert snap["sources"]["ticks"]["queued_rows"] == 0 and snap["sources"]["ticks"]["state"] == "stopped"
+
+
+# ---- transforms and rejects on micro-batches ----------------------------------------------------
+def test_filter_and_calculation_run_on_every_micro_batch(ws, tmp_path):
+    steps = [
+        {"type": "record_filter", "condition": {"field": "value", "operator": "gte", "value": 100}},
+        {
+            "type": "field_calculation",
+            "operation": "expression",
+            "parameters": {"expression": "value * 2", "output_field": "doubled"},
+        },
+    ]
+    runner, _ = make_runner(
+        ws,
+        tmp_path,
+        doc({"rows_per_batch": 20, "batches": 20}, steps=steps, batch_size=50, max_latency_ms=50),
+    )
+    runner.start()
+    wait_for(lambda: runner.stats()["rows_received"] == 400)
+    runner.stop()
+    out = table(ws)
+    assert out["value"].to_list() == [float(v) for v in range(100, 400)]
+    assert (out["doubled"] == out["value"] * 2).all()
+    nodes = runner.stats()["nodes"]
+    assert nodes["step0"]["rows_in"] == 400 and nodes["step0"]["rows_out"] == 300
+    assert nodes["out"]["rows_out"] == 300
+    assert runner.stats()["micro_batches"] >= 2
+
+
+def test_rejects_go_to_the_reject_store_per_micro_batch(ws, tmp_path):
+    steps = [
+        {
+            "type": "field_validation",
+            "field_name": "value",
+            "validation_type": "range",
+            "parameters": {"min": 0, "max": 89},
+        }
+    ]
+    runner, _ = make_runner(
+        ws,
+        tmp_path,
+        doc(
+            {"rows_per_batch": 10, "batches": 10, "interval_s": 0.01},
+            steps=steps,
+            batch_size=30,
+            max_latency_ms=50,
+        ),
+    )
+    runner.start()
+    # the rejects of the first micro-batches are committed while the stream still runs
+    wait_for(lambda: runner.stats()["rows_received"] == 100)
+    runner.stop()
+    assert runner.status == "warning"
+    rejects = ws.historian.rejects("run1")
+    assert rejects.height == 10 and set(rejects["node_id"]) == {"step0"}
+    assert table(ws).height == 90
+    assert runner.stats()["rows_rejected"] == 10
+
+
+# ---- back-pressure -------------------------------------------------------------------------------
+def test_slow_sink_bounds_memory_and_counts_every_drop(ws, tmp_path):
+    logs: list = []
+    settings = StreamSettings(batch_size=100, max_latency_ms=50, queue_max_rows=500, block_timeout_s=0.01)
+    dest = {"connector_type": "test_slow_sink", "config": {"key": "bp", "delay_s": 0.05}}
+    runner, events = make_runner(
+        ws, tmp_path, doc({"rows_per_batch": 50, "batches": 200}, dest=dest), settings=settings, logs=logs
+    )
+    runner.start()
+    source = runner.sources["ticks"]
+    wait_for(lambda: source.finished.is_set())
+    runner.stop()
+    snap = runner.stats()
+    produced = source.counters["emitted"]
+    delivered = sum(f.height for f in SLOW_WRITES["bp"])
+    dropped = snap["sources"]["ticks"]["dropped"]
+    assert produced == 10_000 == snap["rows_received"]
+    assert dropped > 0 and produced == delivered + dropped  # exact: nothing lost silently
+    assert snap["sources"]["ticks"]["peak_queued_rows"] <= 500  # the bound held
+    assert snap["nodes"]["ticks"]["rows_dropped"] == dropped == snap["rows_dropped"]
+    alarms = events.of("alarm")
+    assert sum(a["rows"] for a in alarms) == dropped and {a["node"] for a in alarms} == {"ticks"}
+    assert any(level == "warning" and "dropped" in msg and node == "ticks" for level, msg, node in logs)
+    # the newest rows survive, the oldest were dropped: the last emitted row was delivered
+    assert pl.concat(SLOW_WRITES["bp"])["value"].max() == float(produced - 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ops=st.lists(st.one_of(st.integers(1, 300), st.integers(-300, -1)), max_size=40),
+    max_rows=st.integers(1, 400),
+)
+def test_queue_never_exceeds_its_bound_and_accounts_for_every_row(ops, max_rows):
+    q = BatchQueue("src", max_rows=max_rows, max_bytes=1 << 30, block_timeout_s=0.0)
+    taken = 0
+    for op in ops:
+        if op > 0:
+            q.put(pl.DataFrame({"v": range(op)}))
+        else:
+            taken += sum(i.frame.height for i in q.take(-op))
+        assert q.rows <= max_rows
+        assert q.received == taken + q.dropped + q.rows
+
+
+def test_queue_bound_in_bytes():
+    frame = pl.DataFrame({"v": range(1000)})  # 8 kB
+    q = BatchQueue("src", max_rows=10**9, max_bytes=20_000, block_timeout_s=0.0)
+    for _ in range(10):
+        q.put(frame)
+    assert q.bytes <= 20_000 and q.peak_bytes <= 20_000
+    assert q.received == q.rows + q.dropped == 10_000
+
+
+def test_blocked_emit_waits_for_room_before_dropping():
+    q = BatchQueue("src", max_rows=100, max_bytes=1 << 30, block_timeout_s=5.0)
+    q.put(pl.DataFrame({"v": range(100)}))
+    threading.Timer(0.2, lambda: q.take(100)).start()
+    t0 = time.monotonic()
+    q.put(pl.DataFrame({"v": range(100, 150)}))  # waits until the runner takes rows
+    assert 0.1 < time.monotonic() - t0 < 4.0
+    assert q.dropped == 0 and q.rows == 50
+
+
+# ---- destinations: commits and failures ----------------------------------------------------------
+def test_file_destination_appends_each_micro_batch(ws, tmp_path):
+    dest = {"connector_type": "file", "config": {"path": "live.csv", "mode": "append"}}
+    (tmp_path / "live.csv").write_text("")
+    runner, _ = make_runner(
+        ws, tmp_path, doc({"rows_per_batch": 25, "batches": 8}, dest=dest, batch_size=50, max_latency_ms=50)
+    )
+    runner.start()
+    wait_for(lambda: runner.stats()["rows_committed"] == 200)
+    # visible while the stream runs: every commit is whole rows (fsynced append)
+    assert pl.read_csv(tmp_path / "live.csv").height == 200
+    runner.stop()
+    out = pl.read_csv(tmp_path / "live.csv")
+    assert out.columns == list(TAG_SCHEMA.names()) and out["value"].to_list() == [
+        float(v) for v in range(200)
+    ]
+
+
+def test_a_torn_last_line_is_cut_before_appending(tmp_path):
+    from engine.connectors.file import FileSinkConfig
+    from engine.context import RunContext
+
+    path = tmp_path / "live.ndjson"
+    path.write_text('{"a":1}\n{"a":2}\n{"a":')  # a crash in the middle of an append
+    appender = FileAppender(
+        FileSinkConfig(path=str(path), mode="append"), RunContext(base_dir=tmp_path), "out"
+    )
+    appender.commit(pl.DataFrame({"a": [3]}))
+    assert [json.loads(line)["a"] for line in path.read_text().splitlines()] == [1, 2, 3]
+
+
+def test_failing_sink_is_retried_while_sources_buffer(ws, tmp_path):
+    blocker = tmp_path / "live.ndjson"
+    blocker.mkdir()  # the target is a folder: every append fails until it is removed
+    dest = {"connector_type": "file", "config": {"path": "live.ndjson", "mode": "append"}}
+    policy = {"retry_policy": {"max_retries": 20, "initial_delay_seconds": 0.05, "backoff_multiplier": 1.0}}
+    logs: list = []
+    compiled_doc = doc(
+        {"rows_per_batch": 10, "batches": 20, "interval_s": 0.01}, dest=dest, batch_size=50, max_latency_ms=50
+    )
+    compiled_doc["error_handling"] = policy
+    runner, events = make_runner(ws, tmp_path, compiled_doc, logs=logs)
+    runner.start()
+    wait_for(lambda: len(events.of("sink_retry")) >= 3)
+    assert runner.stats()["rows_committed"] == 0
+    blocker.rmdir()
+    wait_for(lambda: runner.stats()["rows_committed"] == 200)
+    runner.stop()
+    assert runner.status == "success"
+    assert len(blocker.read_text().splitlines()) == 200
+    assert runner.stats()["sinks"]["out"]["retries"] >= 3
+    assert any(level == "warning" and "retry" in msg for level, msg, _ in logs)
+
+
+def test_sink_failing_beyond_its_retries_fails_the_run(ws, tmp_path):
+    (tmp_path / "live.ndjson").mkdir()
+    dest = {"connector_type": "file", "config": {"path": "live.ndjson", "mode": "append"}}
+    document = doc(
+        {"rows_per_batch": 10, "batches": None, "interval_s": 0.01},
+        dest=dest,
+        batch_size=20,
+        max_latency_ms=20,
+    )
+    document["error_handling"] = {"retry_policy": {"max_retries": 1, "initial_delay_seconds": 0.01}}
+    record = run_streaming(validate(document), ws, seconds=5, settings=None, base_dir=tmp_path)
+    assert record["status"] == "failed" and "live.ndjson" in record["error"]
+    assert record["duration_s"] < 5  # it did not wait for the end
+    assert ws.metadata.run(record["run_id"])["status"] == "failed"
+    stream = record["stream"]
+    assert stream["sinks"]["out"]["dropped"] > 0  # the failed micro-batch is counted, not hidden
+    assert stream["rows_received"] == stream["rows_committed"] + stream["rows_dropped"]
+
+
+# ---- the run record, cancellation, what a real-time pipeline may hold ---------------------------
+def test_run_streaming_keeps_a_run_record(ws, tmp_path):
+    events = Recorder()
+    document = doc(
+        {"rows_per_batch": 10, "batches": None, "interval_s": 0.02}, batch_size=1000, max_latency_ms=100
+    )
+    record = run_streaming(validate(document), ws, seconds=1.0, on_event=events, base_dir=tmp_path)
+    assert set(record) >= RUN_RECORD_KEYS
+    assert record["status"] == "success" and record["rows_in"] > 0
+    assert record["rows_out"] == record["rows_in"] == table(ws).height  # the last micro-batch too
+    stored = ws.metadata.run(record["run_id"])
+    assert stored["status"] == "success" and stored["rows_out"] == record["rows_out"]
+    states = [e["state"] for e in events.of("source_state")]
+    assert "connected" in states and states[-1] == "stopped"
+    assert events.of("stream_stats") and events.of("node_progress")
+    assert events.events[0]["event"] == "run_started"
+    assert events.events[-1] == {"event": "run_finished", "run_id": record["run_id"], "status": "success"}
+
+
+def test_cancel_ends_the_run_cancelled_and_commits_what_was_received(ws, tmp_path):
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    document = doc(
+        {"rows_per_batch": 10, "batches": None, "interval_s": 0.02}, batch_size=1000, max_latency_ms=60_000
+    )
+    record = run_streaming(validate(document), ws, seconds=None, cancel=cancel, base_dir=tmp_path)
+    assert record["status"] == "cancelled"
+    assert record["rows_in"] > 0 and table(ws).height == record["rows_in"] == record["rows_out"]
+    assert ws.metadata.run(record["run_id"])["status"] == "cancelled"
+
+
+def test_polled_sources_and_unappendable_destinations_are_refused(ws, tmp_path):
+    (tmp_path / "in.csv").write_text("a\n1\n")
+    document = {
+        "name": "not live",
+        "nodes": [
+            {"id": "file_in", "kind": "source", "connector_type": "file", "config": {"path": "in.csv"}},
+            {
+                "id": "pq",
+                "kind": "destination",
+                "inputs": ["file_in"],
+                "connector_type": "file",
+                "config": {"path": "out.parquet"},
+            },
+            {
+                "id": "db",
+                "kind": "destination",
+                "inputs": ["file_in"],
+                "connector_type": "duckdb",
+                "config": {"table": "t", "mode": "replace"},
+            },
+        ],
+        "schedule": {"type": "real_time"},
+    }
+    compiled = validate(document, check_schemas=False)
+    paths = {i.path for i in check_streaming(compiled)}
+    assert paths == {"nodes[0].connector_type", "nodes[1].config.format", "nodes[2].config.mode"}
+    record = run_streaming(compiled, ws, seconds=1, base_dir=tmp_path)
+    assert record["status"] == "failed" and "polled source" in record["error"]
+    with pytest.raises(SpecError):
+        make_runner(ws, tmp_path, document)[0].start()
