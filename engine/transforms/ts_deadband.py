@@ -4,7 +4,8 @@ This is report-by-exception compression as historians and SCADA systems do it. W
 kept depends on the last *kept* value, which depends on every decision before it, so no cumulative
 Polars expression gives the exact answer. The decision runs as one tight Python loop over plain
 lists (values, and a "must keep" flag computed columnar beforehand), called once per input through
-`map_batches`: about 0.1-0.2 µs per row, roughly 0.2 s per million rows (see tests for the figure).
+`map_batches`: about 0.5 µs per row for the loop, 0.7 s per million rows end to end with the
+sort (100 tags, 2-core machine; the other time-series nodes take 0.2-0.8 s per million rows).
 """
 
 from __future__ import annotations

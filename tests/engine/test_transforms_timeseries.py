@@ -265,7 +265,7 @@ def test_deadband_percent_of_span():
     assert out["value"].to_list() == [0.0, 1.1, 2.2]
 
 
-def test_deadband_loop_speed_is_linear():
+def test_deadband_keeps_every_move_beyond_the_band():
     values = [float(i % 100) for i in range(200_000)]
     keep = deadband_keep(values, [False] * len(values), 0.5, None, None)
     assert sum(keep) == len(values)  # every step moves by 1
