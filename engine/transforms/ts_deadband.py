@@ -80,7 +80,7 @@ class Deadband(SeriesTransform):
         def keep_mask(batch: pl.Series) -> pl.Series:
             values = batch.struct.field("v").to_list()
             keep = deadband_keep(values, batch.struct.field("f").to_list(), cfg.deadband, fraction, cfg.span)
-            ctx.log("debug", f"deadband kept {sum(keep)} of {len(keep)} rows", ctx.node_id)
+            ctx.log("info", f"deadband kept {sum(keep)} of {len(keep)} rows", ctx.node_id)
             return pl.Series(_KEEP, keep, dtype=pl.Boolean)
 
         mask = pl.struct(value.alias("v"), forced.alias("f")).map_batches(keep_mask, return_dtype=pl.Boolean)
