@@ -186,7 +186,7 @@ class Dnp3Source(StreamingSource):
                 await runner.close()
 
         try:
-            asyncio.run(probe())
+            _run_blocking(probe)
         except Exception as exc:
             raise ConnectorError(f"{_where(self.config)}: integrity poll failed: {_one_line(exc)}") from exc
 
@@ -273,6 +273,18 @@ class Dnp3Source(StreamingSource):
             builder.gap(list(self.points.known), reason)
             self.counters["gap_records"] += len(builder)
             self._emit(builder.take())
+
+
+def _run_blocking(make_coro: Callable[[], Any]) -> Any:
+    """asyncio.run, also from a thread whose own loop is running (the engine's loop, a GUI bridge)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make_coro())
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, make_coro()).result()
 
 
 def _one_line(exc: BaseException) -> str:

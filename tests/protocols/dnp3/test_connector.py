@@ -178,3 +178,12 @@ def test_check_fails_with_one_line_naming_the_endpoint(sim):
         source.check()
     message = str(info.value)
     assert f"127.0.0.1:{port}" in message and "outstation 10" in message and "\n" not in message
+
+
+def test_check_works_from_inside_a_running_event_loop(sim):
+    import asyncio
+
+    async def from_loop() -> None:
+        Dnp3Source(Dnp3SourceConfig(**endpoint(sim)), RunContext()).check()
+
+    asyncio.run(from_loop())
