@@ -151,8 +151,8 @@ class StreamRunner:
                     stats.status = final
 
     def _shutdown(self, *, cancelled: bool) -> None:
-        self._stop_sources()
         try:
+            self._stop_sources(drain=True)
             while any(q.rows for q in self.queues.values()):  # flush everything the sources gave
                 self._cycle(force=True)
         except BaseException as exc:
@@ -177,15 +177,31 @@ class StreamRunner:
         )
         self.ctx.log("error", self.error, None)
 
-    def _stop_sources(self) -> None:
-        for q in self.queues.values():
-            q.release()  # a source blocked in emit must not hold its own stop() up
-        for nid, source in self.sources.items():
-            done = threading.Thread(target=self._stop_one, args=(nid, source), daemon=True)
-            done.start()
-            done.join(self.settings.stop_timeout_s)
-            if done.is_alive():
-                self.ctx.log("warning", f"source did not stop within {self.settings.stop_timeout_s:g}s", nid)
+    def _stop_sources(self, *, drain: bool = False) -> None:
+        """Stop every source. With `drain`, micro-batches go on meanwhile, so a source blocked in
+        emit() gets room and stops without a drop; past `stop_timeout_s`, or without `drain`,
+        blocked emits stop waiting and drop-oldest instead (counted)."""
+        stoppers = [
+            threading.Thread(target=self._stop_one, args=(nid, source), daemon=True)
+            for nid, source in self.sources.items()
+        ]
+        for t in stoppers:
+            t.start()
+        deadline = time.monotonic() + self.settings.stop_timeout_s
+        try:
+            while drain and any(t.is_alive() for t in stoppers) and time.monotonic() < deadline:
+                self._cycle(force=True)
+                if not any(q.rows for q in self.queues.values()):
+                    time.sleep(0.01)
+        finally:  # a failed commit must not leave a source blocked in emit()
+            for q in self.queues.values():
+                q.release()
+            for t, nid in zip(stoppers, self.sources, strict=True):
+                t.join(max(0.0, deadline - time.monotonic()))
+                if t.is_alive():
+                    self.ctx.log(
+                        "warning", f"source did not stop within {self.settings.stop_timeout_s:g}s", nid
+                    )
 
     def _stop_one(self, nid: str, source: StreamingSource) -> None:
         try:

@@ -477,3 +477,18 @@ def test_polled_sources_and_unappendable_destinations_are_refused(ws, tmp_path):
     assert record["status"] == "failed" and "polled source" in record["error"]
     with pytest.raises(SpecError):
         make_runner(ws, tmp_path, document)[0].start()
+
+
+def test_stop_while_a_source_is_blocked_in_emit_drops_nothing(ws, tmp_path):
+    settings = StreamSettings(batch_size=100, max_latency_ms=20, queue_max_rows=200, block_timeout_s=60)
+    dest = {"connector_type": "test_slow_sink", "config": {"key": "stop", "delay_s": 0.02}}
+    runner, _ = make_runner(
+        ws, tmp_path, doc({"rows_per_batch": 100, "batches": None}, dest=dest), settings=settings
+    )
+    runner.start()
+    wait_for(lambda: runner.stats()["sources"]["ticks"]["queued_rows"] == 200)  # full: emit waits
+    runner.stop()
+    snap = runner.stats()
+    delivered = sum(f.height for f in SLOW_WRITES["stop"])
+    assert snap["rows_dropped"] == 0 and delivered == runner.sources["ticks"].counters["emitted"]
+    assert snap["sources"]["ticks"]["peak_queued_rows"] <= 200
