@@ -283,3 +283,13 @@ def test_sink_config_rejects_bad_retention():
         HistorianSinkConfig.model_validate({"retention": [{"pattern": "*", "keep": "30 days"}]})
     with pytest.raises(ValidationError, match="bad regular expression"):
         HistorianSinkConfig.model_validate({"retention": [{"pattern": "re:[", "keep": "1d"}]})
+
+
+def test_buckets_before_1970_floor_too(store):
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    builder = TagBatchBuilder("test")
+    builder.add("old", 1.0, timestamp=epoch - timedelta(seconds=30))
+    builder.add("old", 2.0, timestamp=epoch + timedelta(seconds=30))
+    store.append(builder.take())
+    buckets = store.query("old", bucket="1m", statistics=["avg"]).get_column("bucket").to_list()
+    assert buckets == [epoch - timedelta(minutes=1), epoch]
