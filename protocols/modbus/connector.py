@@ -15,6 +15,8 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
+from itertools import accumulate
 from typing import Any
 
 import polars as pl
@@ -23,7 +25,7 @@ from engine.connectors.base import Connector, SessionState, StreamingSource
 from engine.connectors.registry import register
 from engine.context import RunContext
 from engine.errors import ConnectorError
-from engine.tags import COMM_LOST, TagBatchBuilder, utc_now
+from engine.tags import COMM_LOST, TIME, TagBatchBuilder, utc_now
 from protocols.modbus.config import BIT_TABLES, ModbusDevice, ModbusSourceConfig
 from protocols.modbus.planner import ReadRequest, plan_requests
 
@@ -100,8 +102,11 @@ class DevicePoller:
         self.device, self.source = device, source
         self.requests = plan_requests(device)
         self.decoders = [BlockDecoder([device.tags[i] for i in r.tags], r.address) for r in self.requests]
-        self.names = [[f"{device.name}.{device.tags[i].name}" for i in r.tags] for r in self.requests]
-        self.all_names = [n for names in self.names for n in names]
+        order = [i for r in self.requests for i in r.tags]  # rows of a round: tags in plan order
+        self.all_names = [f"{device.name}.{device.tags[i].name}" for i in order]
+        self.tag_column = pl.Series("tag", self.all_names, dtype=pl.String)
+        self.text_rows = [row for row, i in enumerate(order) if device.tags[i].type == "string"]
+        self.ends = list(accumulate(len(r.tags) for r in self.requests))  # end row of each request
         self.interval = device.poll_interval_ms / 1000
         self.failures = 0
         self.client: Any = None
@@ -149,34 +154,75 @@ class DevicePoller:
         counters = self.source.counters
         counters["polls"] += 1
         stamp = utc_now()
-        builder = TagBatchBuilder(self.source.name)
-        ok = True
-        for index, (request, decoder, names) in enumerate(
-            zip(self.requests, self.decoders, self.names, strict=True)
-        ):
+        values: list = []
+        failed: list[tuple[int, int, str]] = []  # (first row, end row, reason)
+        for index, (request, decoder) in enumerate(zip(self.requests, self.decoders, strict=True)):
             counters["requests"] += 1
             try:
                 block = await read_block(self.client, self.device, request)
             except RequestFailed as failure:
-                ok = False
                 counters[f"errors_{failure.reason}"] += 1
-                builder.extend(
-                    names, [None] * len(names), timestamp=stamp, quality="bad", reason=failure.reason
-                )
+                end = self.ends[index]
                 if failure.link:  # the rest of the round would wait for the same dead link
-                    rest = [n for later in self.names[index + 1 :] for n in later]
-                    builder.extend(
-                        rest, [None] * len(rest), timestamp=stamp, quality="bad", reason=failure.reason
-                    )
+                    end = self.ends[-1]
                     self.client.close()
                     self.source.device_state(self.device.name, "lost", f"{failure}")
+                failed.append((len(values), end, failure.reason))
+                values.extend([None] * (end - len(values)))
+                if failure.link:
                     break
                 continue
             counters["registers" if request.table not in BIT_TABLES else "bits"] += request.count
-            builder.extend(names, decoder.decode(block), timestamp=stamp)
-        counters["points"] += len(builder)
-        self.source.deliver(builder.take())
-        return ok
+            values.extend(decoder.decode(block))
+        counters["points"] += len(values)
+        self.source.deliver(
+            round_frame(self.tag_column, values, self.text_rows, failed, stamp, self.source.name)
+        )
+        return not failed
+
+
+def round_frame(
+    tags: pl.Series,
+    values: list,
+    text_rows: list[int],
+    failed: list[tuple[int, int, str]],
+    stamp: datetime,
+    source: str,
+) -> pl.DataFrame:
+    """One poll round as one TAG_SCHEMA frame, built column-wise.
+
+    Why not TagBatchBuilder: its take() converts one Python datetime per row, 58 ms for a round
+    of 12,500 tags, against ~1.5 ms here. A round always carries every tag of the device in plan
+    order (failed ones as bad nulls), so the tag column is built once per device, and the
+    timestamps of a round are one literal.
+    """
+    texts = None
+    if text_rows:
+        texts = [None] * len(values)
+        for row in text_rows:
+            texts[row], values[row] = values[row], None
+    columns: dict[str, Any] = {
+        "tag": tags,
+        "value": pl.Series(values, dtype=pl.Float64),
+        "value_text": pl.Series(texts, dtype=pl.String) if texts else pl.lit(None, pl.String),
+        "quality": pl.lit("good"),
+        "reason": pl.lit(None, pl.String),
+    }
+    if failed:
+        quality: list[str] = ["good"] * len(values)
+        reason: list[str | None] = [None] * len(values)
+        for first, end, why in failed:
+            quality[first:end] = ["bad"] * (end - first)
+            reason[first:end] = [why] * (end - first)
+        columns["quality"], columns["reason"] = pl.Series(quality), pl.Series(reason, dtype=pl.String)
+    frame = pl.DataFrame({"tag": tags})
+    return frame.select(
+        pl.lit(stamp, TIME).alias("timestamp"),
+        pl.lit(None, TIME).alias("server_timestamp"),
+        *[(c if isinstance(c, pl.Expr) else pl.lit(c)).alias(name) for name, c in columns.items()],
+        pl.lit(source).alias("source"),
+        pl.lit(utc_now(), TIME).alias("received_at"),
+    )
 
 
 class ModbusSource(StreamingSource):

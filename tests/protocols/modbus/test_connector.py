@@ -208,3 +208,17 @@ def test_check_names_an_unreachable_device():
         ConnectorError, match=f"modbus device 'meter9': cannot connect to 127.0.0.1:{port} unit 1"
     ):
         make_source(config).check()
+
+
+def test_round_frame_is_tag_schema_with_texts_and_failed_rows():
+    from engine.tags import utc_now
+    from protocols.modbus.connector import round_frame
+
+    tags = pl.Series("tag", ["m.a", "m.b", "m.sn", "m.c"])
+    frame = round_frame(tags, [1.5, True, "MTR-1", None], [2], [(3, 4, "exception_2")], utc_now(), "src")
+    assert frame.schema == TAG_SCHEMA
+    assert frame["value"].to_list() == [1.5, 1.0, None, None]
+    assert frame["value_text"].to_list() == [None, None, "MTR-1", None]
+    assert frame["quality"].to_list() == ["good", "good", "good", "bad"]
+    assert frame["reason"].to_list() == [None, None, None, "exception_2"]
+    assert frame["source"].unique().to_list() == ["src"] and frame["timestamp"].n_unique() == 1
