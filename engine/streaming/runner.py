@@ -144,6 +144,7 @@ class StreamRunner:
             for q in self.queues.values():
                 q.discard("run failed")
         finally:
+            self._close_sinks()
             self._log_pending_alarms()
             final = "success" if self.status == "warning" else self.status
             for stats in self.node_stats.values():
@@ -166,6 +167,16 @@ class StreamRunner:
             self.status, self.error = "cancelled", "run cancelled"
         else:
             self.status = "warning" if any(s.rows_rejected for s in self.node_stats.values()) else "success"
+
+    def _close_sinks(self) -> None:
+        for nid, sink in self.sinks.items():
+            try:
+                sink.close_stream()
+            except Exception as exc:  # every micro-batch is committed already; say so and go on
+                message = (
+                    exc.one_line() if isinstance(exc, AggregatorError) else f"{type(exc).__name__}: {exc}"
+                )
+                self.ctx.log("warning", f"closing the destination failed: {message}", nid)
 
     def _fail(self, exc: BaseException) -> None:
         self.failure = exc

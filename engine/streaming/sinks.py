@@ -1,7 +1,10 @@
 """Destinations of a real-time pipeline: one commit per micro-batch.
 
-- `TransactionalSink` drives any batch sink through open / write / close for each micro-batch, so
-  each micro-batch is one transaction (DuckDB: BEGIN ... COMMIT; `upsert` one MERGE).
+- `SessionSink` serves sinks made for streaming, which have a `commit()` (the tag historian): one
+  open() for the stream, write() + commit() per micro-batch, close() at the end. After a failed
+  micro-batch the sink is aborted and a fresh one opened for the next attempt.
+- `TransactionalSink` drives any other batch sink through open / write / close for each
+  micro-batch, so each micro-batch is one transaction (DuckDB: BEGIN ... COMMIT; `upsert` one MERGE).
 - `FileAppender` appends each micro-batch to a CSV or NDJSON file and fsyncs it. The batch sink's
   append (copy the old file, rename the new one) would rewrite the whole file every micro-batch.
   A failed append is cut off again, and a torn last line left by a crash is cut off at start, so
@@ -32,7 +35,38 @@ class MicroBatchSink(Protocol):
 
     def commit(self, frame: pl.DataFrame) -> None: ...
 
+    def close_stream(self) -> None: ...
+
     def describe_target(self) -> str: ...
+
+
+class SessionSink:
+    def __init__(self, name: str, make: Callable[[], Sink]):
+        self.name, self._make = name, make
+        self.sink = make()
+        self.opened = False
+
+    def commit(self, frame: pl.DataFrame) -> None:
+        try:
+            if not self.opened:
+                self.sink.open()
+                self.opened = True
+            self.sink.write(frame)
+            self.sink.commit()  # type: ignore[attr-defined]
+        except BaseException:
+            try:
+                self.sink.abort()
+            finally:
+                self.sink, self.opened = self._make(), False
+            raise
+
+    def close_stream(self) -> None:
+        if self.opened:
+            self.opened = False
+            self.sink.close()
+
+    def describe_target(self) -> str:
+        return self.sink.describe_target()
 
 
 class TransactionalSink:
@@ -52,6 +86,9 @@ class TransactionalSink:
             finally:
                 self.sink = self._make()  # nothing cached from the failed transaction carries over
             raise
+
+    def close_stream(self) -> None:
+        pass
 
     def describe_target(self) -> str:
         return self.sink.describe_target()
@@ -132,6 +169,9 @@ class FileAppender:
                 file=str(self.target),
             ) from None
 
+    def close_stream(self) -> None:
+        pass
+
     def describe_target(self) -> str:
         return str(self.target)
 
@@ -163,4 +203,7 @@ def make_committer(connector_type: str, config, ctx: RunContext, name: str, make
     """The micro-batch committer of a destination node."""
     if connector_type == "file":
         return FileAppender(config, ctx, name)
-    return TransactionalSink(name, make)
+    committer = TransactionalSink(name, make)
+    if callable(getattr(committer.sink, "commit", None)):
+        return SessionSink(name, make)
+    return committer

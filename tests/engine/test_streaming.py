@@ -117,10 +117,35 @@ class SlowConnector(Connector):
         return SlowSink(config, ctx, name)
 
 
+class SessionSink(SlowSink):
+    """A sink made for streaming (like the tag historian): opened once, commit() per micro-batch."""
+
+    def open(self) -> None:
+        self.pending = []
+        SLOW_WRITES.setdefault(self.config.key + ".calls", []).append("open")
+
+    def commit(self) -> None:
+        SLOW_WRITES.setdefault(self.config.key, []).extend(self.pending)
+        self.pending = []
+        SLOW_WRITES[self.config.key + ".calls"].append("commit")
+
+    def close(self) -> None:
+        SLOW_WRITES[self.config.key + ".calls"].append("close")
+
+
+class SessionConnector(SlowConnector):
+    connector_type = "test_session_sink"
+
+    @classmethod
+    def make_sink(cls, config, ctx, name: str) -> Sink:
+        return SessionSink(config, ctx, name)
+
+
 @pytest.fixture(autouse=True)
 def _connectors():
     registry.register(TicksConnector)
     registry.register(SlowConnector)
+    registry.register(SessionConnector)
 
 
 @pytest.fixture
@@ -492,3 +517,17 @@ def test_stop_while_a_source_is_blocked_in_emit_drops_nothing(ws, tmp_path):
     delivered = sum(f.height for f in SLOW_WRITES["stop"])
     assert snap["rows_dropped"] == 0 and delivered == runner.sources["ticks"].counters["emitted"]
     assert snap["sources"]["ticks"]["peak_queued_rows"] <= 200
+
+
+def test_a_sink_made_for_streaming_is_opened_once_and_committed_per_micro_batch(ws, tmp_path):
+    dest = {"connector_type": "test_session_sink", "config": {"key": "session", "delay_s": 0}}
+    runner, _ = make_runner(
+        ws,
+        tmp_path,
+        doc({"rows_per_batch": 50, "batches": 6}, dest=dest, batch_size=100, max_latency_ms=60_000),
+    )
+    runner.start()
+    wait_for(lambda: runner.stats()["rows_committed"] == 300)
+    runner.stop()
+    assert SLOW_WRITES["session.calls"] == ["open", "commit", "commit", "commit", "close"]
+    assert sum(f.height for f in SLOW_WRITES["session"]) == 300
