@@ -148,6 +148,14 @@ class BatchQueue:
             self.on_drop(self.name, rows, why)
         return rows
 
+    def lost(self, rows: int, why: str) -> None:
+        """Rows already taken that will never be committed (their micro-batch failed)."""
+        with self._cond:
+            self.taken -= rows
+            self.dropped += rows
+        if rows:
+            self.on_drop(self.name, rows, why)
+
     def release(self) -> None:
         """Shutting down: waiting and future puts no longer block (they drop-oldest at once)."""
         with self._cond:

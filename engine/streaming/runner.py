@@ -247,15 +247,19 @@ class StreamRunner:
         if not due:
             return
         taken: dict[str, list[Queued]] = {nid: self.queues[nid].take(self.settings.batch_size) for nid in due}
-        received = []
-        rows = sum(i.frame.height for items in taken.values() for i in items)
-        for nid, items in taken.items():
-            frame = _concat([i.frame for i in items])
-            received += [received_us(i.frame, i.arrived_us) for i in items]
-            del items
-            self.flow.push(nid, frame)
-            self.flow._progress(nid)
-        outputs, rejects = self.flow.end_pass()
+        received = [received_us(i.frame, i.arrived_us) for items in taken.values() for i in items]
+        counts = {nid: sum(i.frame.height for i in items) for nid, items in taken.items()}
+        rows = sum(counts.values())
+        try:
+            for nid in list(taken):
+                frame = _concat([i.frame for i in taken.pop(nid)])
+                self.flow.push(nid, frame)
+                self.flow._progress(nid)
+            outputs, rejects = self.flow.end_pass()
+        except BaseException:  # a transformation failed: this micro-batch will never be committed
+            for nid, count in counts.items():
+                self.queues[nid].lost(count, "micro-batch failed")
+            raise
         for nid, frame in outputs.items():
             self._commit(nid, self.sinks[nid], frame)
         if rejects:

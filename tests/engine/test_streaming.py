@@ -531,3 +531,26 @@ def test_a_sink_made_for_streaming_is_opened_once_and_committed_per_micro_batch(
     runner.stop()
     assert SLOW_WRITES["session.calls"] == ["open", "commit", "commit", "commit", "close"]
     assert sum(f.height for f in SLOW_WRITES["session"]) == 300
+
+
+def test_a_failing_transformation_fails_the_run_and_counts_its_micro_batch(ws, tmp_path):
+    steps = [
+        {
+            "type": "field_validation",
+            "field_name": "value",
+            "validation_type": "range",
+            "parameters": {"min": 0, "max": 89},
+            "on_failure": "fail",
+        }
+    ]
+    document = doc(
+        {"rows_per_batch": 10, "batches": None, "interval_s": 0.01},
+        steps=steps,
+        batch_size=30,
+        max_latency_ms=50,
+    )
+    record = run_streaming(validate(document), ws, seconds=5, base_dir=tmp_path)
+    assert record["status"] == "failed" and "step0" in record["error"]
+    stream = record["stream"]
+    assert stream["rows_dropped"] > 0 and table(ws).height == stream["rows_committed"] <= 90
+    assert stream["rows_received"] == stream["rows_committed"] + stream["rows_dropped"]
