@@ -27,10 +27,12 @@ def status_quality(code: int) -> tuple[Quality, str | None]:
     severity = (code >> 30) & 3
     if severity == 0:
         return "good", None
-    from asyncua.ua.status_codes import get_name_and_doc
+    from asyncua.ua.status_codes import code_to_name_doc
 
-    name = get_name_and_doc(code)[0]
-    return ("uncertain" if severity == 1 else "bad"), name
+    # The low 16 bits are info flags (overflow, limits...); the name is in the high 16.
+    known = code_to_name_doc.get(code & 0xFFFF0000)
+    quality: Quality = "uncertain" if severity == 1 else "bad"
+    return quality, known[0] if known else f"{quality.capitalize()}_0x{code:08X}"
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -47,6 +49,7 @@ def one_line(exc: BaseException) -> str:
     """asyncua errors often have empty messages; the class name (a status name) is the reason."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     name = type(exc).__name__
+    text = text.removesuffix(f"({name})").strip()
     return f"{name}: {text}" if text and text != name else name
 
 
@@ -101,6 +104,7 @@ class OpcUaSession:
 
             client.connection_lost_callback = lost
         try:
+            await self._require_offered(client)
             if cfg.security_policy != "None":
                 await self._apply_security(client)
             await asyncio.wait_for(client.connect(), timeout=cfg.timeout_s * 2)
@@ -112,6 +116,21 @@ class OpcUaSession:
         self._children_cache.clear()
         if cfg.max_nodes_per_read is None:
             self.max_nodes_per_read = await self._server_max_nodes_per_read()
+
+    async def _require_offered(self, client: Any) -> None:
+        """Look the endpoints up first, so that a policy the server does not offer is a clear
+        refusal and never a silent fall-back to another (weaker) one."""
+        cfg = self.config
+        endpoints = await asyncio.wait_for(client.connect_and_get_server_endpoints(), timeout=cfg.timeout_s)
+        offered = {
+            (e.SecurityPolicyUri.rsplit("#", 1)[-1], e.SecurityMode.name.rstrip("_")) for e in endpoints
+        }
+        if (cfg.security_policy, cfg.security_mode) not in offered:
+            names = ", ".join(sorted(f"{p}/{m}" for p, m in offered))
+            raise ConnectorError(
+                f"OPC UA {cfg.endpoint}: the server does not offer security {cfg.security_policy}/"
+                f"{cfg.security_mode} (it offers: {names})"
+            )
 
     async def _apply_security(self, client: Any) -> None:
         from asyncua import ua
@@ -132,17 +151,6 @@ class OpcUaSession:
                 CertificateValidatorOptions.TRUSTED_VALIDATION | CertificateValidatorOptions.PEER_SERVER,
                 store,
             )
-        if cfg.server_certificate is None:
-            # Look the endpoint up first, so that a policy the server does not offer is a clear
-            # refusal here and never a silent fall-back to no security.
-            endpoints = await client.connect_and_get_server_endpoints()
-            offered = {(e.SecurityPolicyUri, e.SecurityMode) for e in endpoints}
-            if (policy.URI, mode) not in offered:
-                names = sorted({f"{u.rsplit('#', 1)[-1]}/{m.name}" for u, m in offered})
-                raise ConnectorError(
-                    f"OPC UA {cfg.endpoint}: the server does not offer {cfg.security_policy}/{cfg.security_mode} "
-                    f"(it offers: {', '.join(names)})"
-                )
         await client.set_security(
             policy, cfg.certificate, cfg.private_key, server_certificate=cfg.server_certificate, mode=mode
         )
@@ -194,7 +202,14 @@ class OpcUaSession:
 
         parent = node_id or ua.NodeId(ua.ObjectIds.ObjectsFolder).to_string()
         try:
+            exists = (await self.read_attributes([(parent, ua.AttributeIds.NodeClass)]))[0]
+            if not exists.StatusCode.is_good():
+                raise ConnectorError(
+                    f"OPC UA {self.config.endpoint}: cannot browse {parent}: {exists.StatusCode.name}"
+                )
             refs = await self.client.get_node(parent).get_children_descriptions()
+        except ConnectorError:
+            raise
         except Exception as exc:
             raise ConnectorError(
                 f"OPC UA {self.config.endpoint}: cannot browse {parent}: {one_line(exc)}"

@@ -3,8 +3,8 @@
 Address space: Objects/WindFarm/Turbine01..N, each with WindSpeed, Power, RotorRpm, GearboxTemp
 (and Aux05... when `tags_per_turbine` > 4), node ids `ns=2;s=Turbine01.Power`.
 
-Faults: `restart()` (the server goes away and comes back on the same port with a fresh address
-space, so sessions and subscriptions are lost), `stall()` (values stop changing), `flip_quality()`
+Faults: `restart()` (the server closes every connection and its sessions and subscriptions, and
+listens again on the same port), `stall()` (values stop changing), `flip_quality()`
 (values carry a Bad or Uncertain status), and `max_nodes_per_read` (declared in OperationLimits
 and enforced: a larger Read is refused with BadTooManyOperations, as strict servers do).
 
@@ -172,16 +172,23 @@ class OpcUaSimulator:
     # --- faults --------------------------------------------------------------------------------
 
     def restart(self, down_s: float = 0.0) -> None:
-        """Stop the server (clients see the link drop), wait `down_s`, start again on the same port."""
-        self._call(self._stop_server())
+        """The server goes away (sockets closed, sessions and subscriptions forgotten), stays away
+        `down_s`, and comes back on the same port. The address space is kept: rebuilding it costs
+        seconds, and clients cannot tell the difference."""
+        self.go_down()
         time.sleep(down_s)
-        self._call(self._start_server())
+        self.come_back()
 
     def go_down(self) -> None:
-        self._call(self._stop_server())
+        self._call(self._unbind())
 
     def come_back(self) -> None:
-        self._call(self._start_server())
+        self._call(self._bind())
+
+    def set_max_nodes_per_read(self, limit: int) -> None:
+        """Declare (and enforce) a new MaxNodesPerRead; 0 means no limit."""
+        self.max_nodes_per_read = limit
+        self._call(self._declare_limits(self._server))
 
     def stall(self, stalled: bool = True) -> None:
         """Stop (or resume) updating the values; the server still answers."""
@@ -271,25 +278,45 @@ class OpcUaSimulator:
     async def _declare_limits(self, server: Any) -> None:
         from asyncua import ua
 
-        if not self.max_nodes_per_read:
-            return
         node = server.get_node(
             ua.NodeId(ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead)
         )
         await node.write_value(ua.Variant(self.max_nodes_per_read, ua.VariantType.UInt32))
         service = server.iserver.attribute_service
+        if getattr(service, "_limited", False):
+            return
         plain_read = service.read
-        limit = self.max_nodes_per_read
 
         def read(params: Any) -> Any:
             from asyncua.common.utils import ServiceError
 
             self.read_requests += 1
-            if len(params.NodesToRead) > limit:
+            if self.max_nodes_per_read and len(params.NodesToRead) > self.max_nodes_per_read:
                 raise ServiceError(ua.StatusCodes.BadTooManyOperations)
             return plain_read(params)
 
         service.read = read
+        service._limited = True
+
+    async def _unbind(self) -> None:
+        server = self._server
+        if server is None or server.bserver is None:
+            return
+        await server.bserver.stop()
+        server.bserver = None
+        for session in list(server.iserver._external_sessions.values()):
+            with contextlib.suppress(Exception):
+                await session.close_session(delete_subs=True)
+
+    async def _bind(self) -> None:
+        from asyncua.server.binary_server_asyncio import BinaryServer
+
+        server = self._server
+        if server is None or server.bserver is not None:
+            return
+        server.bserver = BinaryServer(server.iserver, "127.0.0.1", self.port, server.limits)
+        server.bserver.set_policies(server._policies)
+        await server.bserver.start()
 
     async def _stop_server(self) -> None:
         if self._updater is not None:

@@ -1,0 +1,60 @@
+"""One wind-farm simulator shared by the read-only tests; fault tests start their own."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import polars as pl
+import pytest
+
+from engine.context import RunContext
+from engine.tags import empty_tags
+from protocols.opcua.connector import OpcUaSource
+from protocols.opcua.simulator import OpcUaSimulator
+
+
+@pytest.fixture(scope="package")
+def farm():
+    sim = OpcUaSimulator(turbines=3, interval_s=0.1).start()
+    yield sim
+    sim.stop()
+
+
+class Recorder:
+    """Runs a source and keeps every batch it emits, with the session states it went through."""
+
+    def __init__(self, config: dict, name: str = "opcua"):
+        self.source = OpcUaSource(config, RunContext(), name)
+        self.batches: list[pl.DataFrame] = []
+        self.states: list[tuple[float, str, str | None]] = []
+        self.source.on_state = lambda _name, state, detail: self.states.append(
+            (time.monotonic(), state, detail)
+        )
+
+    def __enter__(self) -> Recorder:
+        self.source.start(self.batches.append)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.source.stop()
+
+    def frame(self) -> pl.DataFrame:
+        return pl.concat(list(self.batches)) if self.batches else empty_tags()
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float = 10.0) -> float:
+        """Seconds until `condition` held; fails the test after `timeout`."""
+        start = time.monotonic()
+        while not condition():
+            if time.monotonic() - start > timeout:
+                pytest.fail(f"condition not met within {timeout} s; states: {self.states}")
+            time.sleep(0.05)
+        return time.monotonic() - start
+
+    def state_names(self) -> list[str]:
+        return [s for _, s, _ in self.states]
+
+
+@pytest.fixture
+def recorder():
+    return Recorder
