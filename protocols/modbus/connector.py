@@ -80,9 +80,10 @@ async def read_block(client: Any, device: ModbusDevice, request: ReadRequest) ->
         raise RequestFailed(COMM_LOST, f"{where}: {exc}", link=True) from None
     except ModbusIOException as exc:
         if "No response" in str(exc):
-            raise RequestFailed(
-                "timeout", f"{where}: no answer within {device.timeout_ms} ms", link=True
-            ) from None
+            # On TCP a late answer could be taken for the next request's: reconnect. On a serial
+            # line a silent unit is normal and the line is shared: keep it.
+            detail = f"{where}: no answer within {device.timeout_ms} ms"
+            raise RequestFailed("timeout", detail, link=device.transport == "tcp") from None
         raise RequestFailed("bad_response", f"{where}: {exc}", link=True) from None
     if response.isError():
         code = getattr(response, "exception_code", 0)
@@ -137,11 +138,15 @@ class DevicePoller:
     async def connect(self) -> bool:
         was_connected = self.client is not None
         self.source.device_state(self.device.name, "reconnecting" if was_connected else "connecting")
-        if self.client is not None:
-            self.client.close()
-        self.client = make_client(self.device)
         self.source.counters["connects"] += 1
-        if await self.client.connect():
+        if self.device.transport == "rtu":
+            self.client, connected = await self.source.serial_client(self.device)
+        else:
+            if self.client is not None:
+                self.client.close()
+            self.client = make_client(self.device)
+            connected = await self.client.connect()
+        if connected:
             self.source.device_state(self.device.name, "connected", self.device.endpoint)
             return True
         self.source.counters[f"errors_{COMM_LOST}"] += 1
@@ -165,7 +170,8 @@ class DevicePoller:
                 end = self.ends[index]
                 if failure.link:  # the rest of the round would wait for the same dead link
                     end = self.ends[-1]
-                    self.client.close()
+                    if self.device.transport == "tcp" or failure.reason == COMM_LOST:
+                        self.client.close()
                     self.source.device_state(self.device.name, "lost", f"{failure}")
                 failed.append((len(values), end, failure.reason))
                 values.extend([None] * (end - len(values)))
@@ -234,6 +240,8 @@ class ModbusSource(StreamingSource):
         self._thread: threading.Thread | None = None
         self._pollers: list[DevicePoller] = []
         self._tasks: list[asyncio.Task] = []
+        self._serial_clients: dict[str, Any] = {}
+        self._serial_locks: dict[str, asyncio.Lock] = {}
         self._emit_lock = threading.Lock()
 
     # -- the contract ------------------------------------------------------------------------
@@ -268,6 +276,19 @@ class ModbusSource(StreamingSource):
             raise result[0]
 
     # -- used by the pollers (on the loop thread) --------------------------------------------
+    async def serial_client(self, device: ModbusDevice) -> tuple[Any, bool]:
+        """Devices on one serial line share its one client (pymodbus serialises their requests)."""
+        key = str(device.serial_port)
+        lock = self._serial_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            client = self._serial_clients.get(key)
+            if client is None or not client.connected:
+                if client is not None:
+                    client.close()
+                client = self._serial_clients[key] = make_client(device)
+                return client, bool(await client.connect())
+            return client, True
+
     def deliver(self, batch: pl.DataFrame) -> None:
         with self._emit_lock:
             emit = self._emit

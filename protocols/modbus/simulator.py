@@ -218,8 +218,11 @@ class ModbusSimulator:
         host: str = "127.0.0.1",
         update_s: float | None = 1.0,
         frozen_at: float | None = None,
+        serial_port: str | None = None,
+        baudrate: int = 19200,
     ):
         self.host, self.port = host, port
+        self.serial_port, self.baudrate = serial_port, baudrate  # serial_port: Modbus RTU instead of TCP
         self.unit_ids = list(unit_ids) if unit_ids else list(range(1, meters + 1))
         self.tags_per_meter = tags_per_meter
         self.update_s, self.frozen_at = update_s, frozen_at
@@ -310,14 +313,20 @@ class ModbusSimulator:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
     async def _serve(self) -> None:
-        from pymodbus.server import ModbusTcpServer
+        from pymodbus.server import ModbusSerialServer, ModbusTcpServer
         from pymodbus.simulator import DataType, SimData, SimDevice
 
         placeholder = SimDevice(self.unit_ids[0], simdata=[SimData(0, values=0, datatype=DataType.REGISTERS)])
-        server = ModbusTcpServer(placeholder, address=(self.host, self.port), ignore_missing_devices=True)
+        if self.serial_port:
+            server = ModbusSerialServer(
+                placeholder, port=self.serial_port, baudrate=self.baudrate, ignore_missing_devices=True
+            )
+        else:
+            server = ModbusTcpServer(placeholder, address=(self.host, self.port), ignore_missing_devices=True)
         server.context = self.store  # our datastore answers (and injects the faults)
         await server.serve_forever(background=True)
-        self.port = server.transport.sockets[0].getsockname()[1]
+        if not self.serial_port:
+            self.port = server.transport.sockets[0].getsockname()[1]
         self._server = server
         if self._updater is None and self.update_s and self.frozen_at is None:
             self._updater = asyncio.create_task(self._update_forever())
