@@ -31,7 +31,7 @@ class Transform(ABC):
     type: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()
     title: ClassVar[str] = ""
-    category: ClassVar[str] = "transform"  # clean | calculate | validate | combine | reshape | code
+    category: ClassVar[str] = "transform"  # clean | calculate | validate | combine | reshape | code | timeseries
     description: ClassVar[str] = ""
     Config: ClassVar[type[TransformConfig]]
     min_inputs: ClassVar[int] = 1

@@ -32,6 +32,12 @@ TYPES = [
     "json_extract",
     "sql",
     "python",
+    "resample",
+    "rolling",
+    "rate_of_change",
+    "deadband",
+    "quality_check",
+    "power_curve",
 ]
 CONDITION = {"field": "a", "operator": "is_null"}
 MINIMAL = {
@@ -56,6 +62,12 @@ MINIMAL = {
     "json_extract": {"field_name": "a", "path": "$.x"},
     "sql": {"query": "SELECT * FROM input"},
     "python": {"function": "m:f"},
+    "resample": {"interval": "1m"},
+    "rolling": {"window": "5m"},
+    "rate_of_change": {},
+    "deadband": {"deadband": 0.5},
+    "quality_check": {"min": 0},
+    "power_curve": {"curve": [[3, 0], [12, 2500]]},
 }
 STREAMING = {
     "field_mapping": True,
@@ -79,6 +91,12 @@ STREAMING = {
     "json_extract": True,
     "sql": False,
     "python": False,
+    "resample": False,
+    "rolling": False,
+    "rate_of_change": False,
+    "deadband": False,
+    "quality_check": True,
+    "power_curve": True,
 }
 
 
