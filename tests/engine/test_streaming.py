@@ -24,63 +24,10 @@ from engine.spec.validate import validate
 from engine.streaming import StreamRunner, StreamSettings, check_streaming, run_streaming
 from engine.streaming.buffer import BatchQueue
 from engine.streaming.sinks import FileAppender
-from engine.tags import TAG_SCHEMA, TagBatchBuilder
+from engine.tags import TAG_SCHEMA
 from engine.workspace import Workspace
 from tests.conftest import RUN_RECORD_KEYS
-
-
-# ---- a real streaming source: a thread emitting tag batches ------------------------------------
-class TicksConfig(ConnectorConfig):
-    rows_per_batch: int = 10
-    batches: int | None = 10  # None: until stopped
-    interval_s: float = 0.0
-    tags: int = 5
-
-
-class TickSource(StreamingSource):
-    """Emits `batches` batches of `rows_per_batch` tag records; `value` numbers every row (0, 1,
-    2...), so a test can tell exactly which rows arrived."""
-
-    config: TicksConfig
-
-    def start(self, emit) -> None:
-        self._halt = threading.Event()
-        self.finished = threading.Event()
-        self.set_state("connecting")
-        self._thread = threading.Thread(target=self._run, args=(emit,), daemon=True)
-        self._thread.start()
-
-    def _run(self, emit) -> None:
-        cfg = self.config
-        builder = TagBatchBuilder(self.name)
-        tags = [f"turbine{i}.power" for i in range(cfg.tags)]
-        self.set_state("connected", "ticking")
-        sent = n = 0
-        while (cfg.batches is None or n < cfg.batches) and not self._halt.is_set():
-            values = range(sent, sent + cfg.rows_per_batch)
-            builder.extend([tags[v % cfg.tags] for v in values], list(values), timestamp=datetime.now(UTC))
-            emit(builder.take())
-            sent += cfg.rows_per_batch
-            self.counters["emitted"] += cfg.rows_per_batch
-            n += 1
-            if cfg.interval_s:
-                self._halt.wait(cfg.interval_s)
-        self.finished.set()
-
-    def stop(self) -> None:
-        self._halt.set()
-        self._thread.join()
-        self.set_state("stopped")
-
-
-class TicksConnector(Connector):
-    connector_type = "test_ticks"
-    SourceConfig = TicksConfig
-
-    @classmethod
-    def make_source(cls, config, ctx, name: str) -> StreamingSource:
-        return TickSource(config, ctx, name)
-
+from tests.engine.streaming_sources import TicksConnector
 
 # ---- a slow sink, for back-pressure ------------------------------------------------------------
 SLOW_WRITES: dict[str, list[pl.DataFrame]] = {}
@@ -554,3 +501,30 @@ def test_a_failing_transformation_fails_the_run_and_counts_its_micro_batch(ws, t
     stream = record["stream"]
     assert stream["rows_dropped"] > 0 and table(ws).height == stream["rows_committed"] <= 90
     assert stream["rows_received"] == stream["rows_committed"] + stream["rows_dropped"]
+
+
+# ---- a source in a worker process (Arrow IPC over a pipe) ---------------------------------------
+class WorkerTicksConnector(TicksConnector):
+    connector_type = "test_worker_ticks"
+
+    @classmethod
+    def make_source(cls, config, ctx, name: str) -> StreamingSource:
+        from engine.streaming.worker import ProcessSource
+
+        return ProcessSource("tests.engine.streaming_sources:TicksConnector", config.model_dump(), ctx, name)
+
+
+def test_a_source_in_a_worker_process_hands_over_arrow_batches(ws, tmp_path):
+    registry.register(WorkerTicksConnector)
+    document = doc({"rows_per_batch": 50, "batches": 20}, batch_size=100, max_latency_ms=50)
+    document["nodes"][0]["connector_type"] = "test_worker_ticks"
+    runner, events = make_runner(ws, tmp_path, document)
+    runner.start()
+    wait_for(lambda: runner.stats()["rows_committed"] == 1000, timeout=30)
+    runner.stop()
+    out = table(ws)
+    assert out["value"].to_list() == [float(v) for v in range(1000)]
+    assert out.columns == list(TAG_SCHEMA.names()) and out["source"].unique().to_list() == ["ticks"]
+    assert runner.sources["ticks"].counters["emitted"] == 1000  # the child's counters came back
+    states = [e["state"] for e in events.of("source_state")]
+    assert "connected" in states and states[-1] == "stopped"  # the child's session states too
