@@ -61,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the JSON Schema of the pipeline document")
 
+    from app.query import add_query_parser
+
+    add_query_parser(sub)
+
     sp = sub.add_parser("simulate", help="run a protocol simulator (a wind-farm part) until Ctrl-C")
     sp.add_argument("protocol", choices=["opcua", "modbus", "dnp3"])
     sp.add_argument("--port", type=int, default=None, help="TCP port (default: the protocol's usual one)")
@@ -108,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:  # the reader went away (`aggregator query ... | head`): not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:
         from engine.errors import AggregatorError, SpecError
 

@@ -183,6 +183,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if record["status"] in ("success", "warning") else EXIT_FAILED
 
 
+def cmd_query(args: argparse.Namespace) -> int:
+    from app.query import cmd_query as query
+
+    return query(args)
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from app.simulate import run_simulator
 
