@@ -150,6 +150,55 @@ def bench_throughput(turbines: int, rate_hz: float, seconds: float) -> dict:
     }
 
 
+def bench_client_ceiling(nodes: int, rounds: int) -> dict:
+    """What one client process can take when the server is not the limit: publish responses of
+    `nodes` values, encoded once as the server sends them, are decoded and dispatched through the
+    source's own subscription class into micro-batches, round after round, on one core."""
+    from datetime import UTC, datetime
+
+    from asyncua import ua
+    from asyncua.common.utils import Buffer
+    from asyncua.ua.ua_binary import struct_from_binary, struct_to_binary
+
+    from engine.context import RunContext
+    from protocols.opcua.client import _batch_subscription_class
+    from protocols.opcua.connector import OpcUaSource
+
+    source = OpcUaSource({"endpoint": "opc.tcp://127.0.0.1:1", "nodes": ["i=85"]}, RunContext(), "bench")
+    subscription = _batch_subscription_class()(None, ua.CreateSubscriptionParameters(), source._on_value)
+    subscription.tags = {handle: f"Turbine{handle // 20:02d}.Aux{handle % 20:02d}" for handle in range(nodes)}
+    now = datetime.now(UTC)
+    items = [
+        ua.MonitoredItemNotification(
+            ClientHandle=handle,
+            Value=ua.DataValue(
+                ua.Variant(float(handle), ua.VariantType.Double), SourceTimestamp=now, ServerTimestamp=now
+            ),
+        )
+        for handle in range(nodes)
+    ]
+    response = ua.PublishResponse()
+    response.Parameters.NotificationMessage.NotificationData = [ua.DataChangeNotification(MonitoredItems=items)]
+    payload = struct_to_binary(response)
+
+    async def run() -> tuple[float, float, int]:
+        rows = 0
+        start, cpu = time.perf_counter(), time.process_time()
+        for _ in range(rounds):
+            decoded = struct_from_binary(ua.PublishResponse, Buffer(payload))
+            await subscription.publish_callback(decoded.Parameters)
+            rows += source._builder.take().height
+        return time.perf_counter() - start, time.process_time() - cpu, rows
+
+    elapsed, cpu, rows = asyncio.run(run())
+    return {
+        "values_per_publish": nodes,
+        "values": rows,
+        "values_per_s": round(rows / elapsed),
+        "cpu_us_per_value": round(1e6 * cpu / rows, 1),
+    }
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
         serve(int(sys.argv[2]), float(sys.argv[3]))
@@ -161,6 +210,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=10_000, help="monitored items for the creation timing")
     args = parser.parse_args()
     result = {
+        "client_ceiling": bench_client_ceiling(args.nodes, 20),
         "create_items": bench_create_items(args.items),
         "throughput": bench_throughput(-(-args.nodes // TAGS_PER_TURBINE), args.rate_hz, args.seconds),
     }
