@@ -24,10 +24,13 @@ def _parser() -> argparse.ArgumentParser:
             "--data-dir", type=Path, help="data directory (default: $AGGREGATOR_HOME, else the user data dir)"
         )
 
-    sp = sub.add_parser("run", help="run a pipeline once, now")
+    sp = sub.add_parser("run", help="run a pipeline once, now (a real_time pipeline until Ctrl-C)")
     sp.add_argument("spec", type=Path)
     data_dir(sp)
     sp.add_argument("--json", action="store_true", help="print the run record as JSON")
+    sp.add_argument(
+        "--seconds", type=_positive_float, default=None, help="real_time pipelines: stop after this long"
+    )
 
     sp = sub.add_parser("validate", help="validate a pipeline and print every error with its path")
     sp.add_argument("spec", type=Path)

@@ -53,9 +53,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())  # Ctrl-C cancels the run cleanly
     try:
         with _workspace(args) as ws:
-            record = run_pipeline(
-                compiled, ws, base_dir=args.spec.resolve().parent, spec_path=str(args.spec), cancel=cancel
-            )
+            if compiled.graph.schedule.type == "real_time":
+                from engine.streaming.run import run_streaming
+
+                if not args.json:
+                    until = f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
+                    print(f'Streaming "{compiled.graph.name}" {until}...', flush=True)
+                record = run_streaming(
+                    compiled,
+                    ws,
+                    seconds=args.seconds,
+                    cancel=cancel,
+                    base_dir=args.spec.resolve().parent,
+                    spec_path=str(args.spec),
+                )
+            else:
+                record = run_pipeline(
+                    compiled, ws, base_dir=args.spec.resolve().parent, spec_path=str(args.spec), cancel=cancel
+                )
     finally:
         signal.signal(signal.SIGINT, previous)
     targets = record.pop("_targets", {})
@@ -63,7 +78,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_json(record)
     else:
         print_run(record, targets)
-    if record["status"] in ("failed", "cancelled"):
+    # An endless stream (real_time without --seconds) is meant to end with Ctrl-C: the run is
+    # recorded as cancelled, as it was, but that is its normal end, not a failure.
+    endless = compiled.graph.schedule.type == "real_time" and args.seconds is None
+    if record["status"] == "failed" or (record["status"] == "cancelled" and not endless):
         if not args.json:
             print(f"error: {record['error']}", file=sys.stderr)
         return EXIT_FAILED

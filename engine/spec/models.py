@@ -59,6 +59,17 @@ class RealTimeSchedule(Strict):
     trigger: Literal["data_arrival"] = "data_arrival"
     max_latency_ms: int = Field(1000, gt=0)
     batch_size: int = Field(1000, gt=0)
+    queue_max_rows: int | None = Field(
+        None,
+        gt=0,
+        description="rows queued per source before back-pressure; default 10 x batch_size, >= 10,000",
+    )
+    queue_max_bytes: int = Field(64 << 20, gt=0, description="bytes queued per source before back-pressure")
+    block_timeout_s: float = Field(
+        0.5,
+        ge=0,
+        description="a full queue blocks its source this long, then drops the oldest rows (counted)",
+    )
 
 
 class FileArrivalSchedule(Strict):

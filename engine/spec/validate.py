@@ -82,6 +82,10 @@ def validate(doc: Any, *, check_schemas: bool = True, ctx: Any = None) -> Compil
     issues += _check_graph(compiled)
     if not issues and check_schemas:
         issues += _check_schemas(compiled, ctx)
+    if not issues and compiled.graph.schedule.type == "real_time":
+        from engine.streaming.checks import check_streaming  # streaming imports this module
+
+        issues += check_streaming(compiled, ctx)
     if issues:
         raise SpecError(_dedupe(issues))
     return compiled
