@@ -31,7 +31,8 @@ class Transform(ABC):
     type: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()
     title: ClassVar[str] = ""
-    category: ClassVar[str] = "transform"  # clean | calculate | validate | combine | reshape | code | timeseries
+    # clean | calculate | validate | combine | reshape | code | timeseries
+    category: ClassVar[str] = "transform"
     description: ClassVar[str] = ""
     Config: ClassVar[type[TransformConfig]]
     min_inputs: ClassVar[int] = 1
