@@ -122,7 +122,11 @@ def bench_throughput(turbines: int, rate_hz: float, seconds: float) -> dict:
         first = len(frames)
         cpu0, start, counted0 = time.process_time(), time.monotonic(), source.counters["notifications"]
         time.sleep(seconds)
-        counted1, elapsed, cpu = source.counters["notifications"], time.monotonic() - start, time.process_time() - cpu0
+        counted1, elapsed, cpu = (
+            source.counters["notifications"],
+            time.monotonic() - start,
+            time.process_time() - cpu0,
+        )
         window = frames[first:]
     finally:
         source.stop()
@@ -178,7 +182,9 @@ def bench_client_ceiling(nodes: int, rounds: int) -> dict:
         for handle in range(nodes)
     ]
     response = ua.PublishResponse()
-    response.Parameters.NotificationMessage.NotificationData = [ua.DataChangeNotification(MonitoredItems=items)]
+    response.Parameters.NotificationMessage.NotificationData = [
+        ua.DataChangeNotification(MonitoredItems=items)
+    ]
     payload = struct_to_binary(response)
 
     async def run() -> tuple[float, float, int]:
@@ -204,7 +210,9 @@ def main() -> None:
         serve(int(sys.argv[2]), float(sys.argv[3]))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, default=2500, help="subscribed nodes (rounded to 20 per turbine)")
+    parser.add_argument(
+        "--nodes", type=int, default=2500, help="subscribed nodes (rounded to 20 per turbine)"
+    )
     parser.add_argument("--rate-hz", type=float, default=10.0, help="server update rounds per second")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--items", type=int, default=10_000, help="monitored items for the creation timing")
