@@ -68,3 +68,17 @@ def test_known_status_names_are_the_reason():
     assert status_quality(0x80FF0000) == ("bad", "Bad_0x80FF0000")  # not a known code
     assert status_quality(0x40900000) == ("uncertain", "UncertainLastUsableValue")
     assert status_quality(0x00A20000) == ("good", None)  # GoodClamped is still good
+
+
+def _golden_rows():
+    import csv
+    from pathlib import Path
+
+    with open(Path(__file__).parent / "golden" / "status_codes.csv", newline="") as f:
+        return [(row["code"], row["quality"], row["reason"] or None) for row in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize(("code", "quality", "reason"), _golden_rows())
+def test_golden_status_codes(code, quality, reason):
+    """Cases live in golden/status_codes.csv: a new one is a line, not code."""
+    assert status_quality(int(code, 16)) == (quality, reason)
