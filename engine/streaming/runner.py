@@ -156,6 +156,7 @@ class StreamRunner:
             self._stop_sources(drain=True)
             while any(q.rows for q in self.queues.values()):  # flush everything the sources gave
                 self._cycle(force=True)
+            self._final_pass()
         except BaseException as exc:
             if not (cancelled or self.ctx.cancel.is_set()):
                 self._fail(exc)
@@ -260,14 +261,10 @@ class StreamRunner:
             for nid, count in counts.items():
                 self.queues[nid].lost(count, "micro-batch failed")
             raise
-        for nid, frame in outputs.items():
-            self._commit(nid, self.sinks[nid], frame)
-        if rejects:
-            self._commit_rejects(rejects)
+        self._commit_pass(outputs, rejects)
         committed_us = time.time_ns() // 1000
         self.latency.add(pl.concat(received) if received else pl.Series(dtype=pl.Int64), committed_us)
         self.micro_batches += 1
-        self.rows_committed += self._left_pipeline(outputs)
         self.on_event(
             {
                 "event": "micro_batch",
@@ -277,6 +274,19 @@ class StreamRunner:
                 "latency_ms": self.latency.snapshot(),
             }
         )
+
+    def _final_pass(self) -> None:
+        """The stream stops: nodes with per-tag state (resample's open buckets, rows waiting for
+        their successor) hand over what they hold, committed like a micro-batch."""
+        if self.flow.stateful:
+            self._commit_pass(*self.flow.flush())
+
+    def _commit_pass(self, outputs: dict[str, pl.DataFrame], rejects: list[tuple[str, pl.DataFrame]]) -> None:
+        for nid, frame in outputs.items():
+            self._commit(nid, self.sinks[nid], frame)
+        if rejects:
+            self._commit_rejects(rejects)
+        self.rows_committed += self._left_pipeline(outputs)
 
     def _left_pipeline(self, outputs: dict[str, pl.DataFrame]) -> int:
         # Several destinations fed by one output carry the same rows: count the widest delivery.

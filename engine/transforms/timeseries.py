@@ -16,18 +16,22 @@ import polars as pl
 from pydantic import Field, field_validator, model_validator
 
 from engine.context import NodeContext
+from engine.transforms import ts_resample_stream
 from engine.transforms.common import config_error
 from engine.transforms.registry import register
 from engine.transforms.ts_common import (
     PER_SECONDS,
+    Series,
     SeriesConfig,
     SeriesTransform,
+    duration_seconds,
     prepare,
     quality_name,
     quality_rank,
     to_polars_duration,
     validated_duration,
 )
+from engine.transforms.ts_state import StreamsWithHistory, last_rows, per_series
 
 BucketStatistic = Literal["avg", "min", "max", "last", "first", "count", "sum"]
 _BUCKET: dict[str, Callable[[pl.Expr], pl.Expr]] = {
@@ -114,6 +118,16 @@ class Resample(SeriesTransform):
             out = _fill_empty(out, s.keys, s.time, every, cfg.fill, columns, quality)
         return s.outputs(out.sort([*s.keys, s.time], maintain_order=True))
 
+    # streaming: the open bucket of every tag, as partial aggregates (ts_resample_stream)
+    def stream_state(self) -> ts_resample_stream.ResampleState:
+        return ts_resample_stream.ResampleState()
+
+    def apply_stream(self, frame: pl.DataFrame, state, ctx: NodeContext) -> dict[str, pl.DataFrame]:
+        return ts_resample_stream.apply_stream(self, frame, state, ctx)
+
+    def flush_stream(self, state, ctx: NodeContext) -> dict[str, pl.DataFrame]:
+        return ts_resample_stream.flush(self, state, ctx)
+
 
 def _fill_empty(
     out: pl.LazyFrame,
@@ -180,7 +194,7 @@ class RollingConfig(SeriesConfig):
 
 
 @register
-class Rolling(SeriesTransform):
+class Rolling(StreamsWithHistory, SeriesTransform):
     """A moving statistic per tag over a time window or the last n rows; every row is kept.
 
     Nulls are skipped: a window of nulls only gives null (count gives 0). Windows at the start of a
@@ -212,6 +226,14 @@ class Rolling(SeriesTransform):
             expr = pl.when(count > 0).then(expr)
         return s.outputs(s.frame.with_columns(s.over(expr).alias(cfg.output)))
 
+    def stream_tail(self, combined: pl.DataFrame, result: pl.DataFrame, s: Series) -> pl.Expr:
+        window = self.config.window  # type: ignore[attr-defined]
+        if isinstance(window, int):
+            return last_rows(window - 1, s.keys)
+        # a later row's window (t - window, t] reaches back to rows after (newest - window)
+        reach = pl.duration(microseconds=int(duration_seconds(window) * 1e6))
+        return pl.col(s.time) > per_series(pl.col(s.time).max(), s.keys) - reach
+
 
 # ---- rate of change ----------------------------------------------------------------------------
 
@@ -227,7 +249,7 @@ class RateOfChangeConfig(SeriesConfig):
 
 
 @register
-class RateOfChange(SeriesTransform):
+class RateOfChange(StreamsWithHistory, SeriesTransform):  # streaming: the previous row per tag
     """(value - previous value) / time between them, per tag, in units per second/minute/hour.
 
     The first row of a tag has no previous row and gives null, as do rows where either value is null

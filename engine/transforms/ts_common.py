@@ -170,5 +170,12 @@ class SeriesTransform(Transform):
 
     category = "timeseries"
 
+    def stream_state(self) -> object | None:
+        """State carried across a streaming run's micro-batches; None: each micro-batch on its own.
+
+        A node with state also has `apply_stream(frame, state, ctx) -> {port: DataFrame}` and
+        `flush_stream(state, ctx) -> {port: DataFrame}` (what is still held when the stream stops)."""
+        return None
+
     def output_ports(self) -> list[str]:
         return [OUT, REJECTED]

@@ -19,7 +19,8 @@ from pydantic import Field, model_validator
 from engine.context import NodeContext
 from engine.transforms.common import config_error
 from engine.transforms.registry import register
-from engine.transforms.ts_common import SeriesConfig, SeriesTransform, prepare
+from engine.transforms.ts_common import Series, SeriesConfig, SeriesTransform, prepare
+from engine.transforms.ts_state import StreamsWithHistory, kept_rows
 
 _KEEP = "__aggregator_deadband_keep"
 
@@ -51,7 +52,7 @@ class DeadbandConfig(SeriesConfig):
 
 
 @register
-class Deadband(SeriesTransform):
+class Deadband(StreamsWithHistory, SeriesTransform):
     """Drop values that stay within a band around the last kept value, per tag.
 
     Always kept: the first row of a tag, a row whose quality differs from the previous row's, and a
@@ -86,6 +87,10 @@ class Deadband(SeriesTransform):
         mask = pl.struct(value.alias("v"), forced.alias("f")).map_batches(keep_mask, return_dtype=pl.Boolean)
         out = s.frame.with_columns(mask.alias(_KEEP)).filter(pl.col(_KEEP)).drop(_KEEP)
         return s.outputs(out)
+
+    def stream_tail(self, combined: pl.DataFrame, result: pl.DataFrame, s: Series) -> pl.Expr:
+        # the last kept row (the band's reference) besides the newest row (quality changes)
+        return kept_rows(result, s)
 
 
 def deadband_keep(

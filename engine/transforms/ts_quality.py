@@ -18,7 +18,7 @@ Null values fail no value check (range, rate, flatline); a gap record is caught 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 import polars as pl
@@ -31,6 +31,7 @@ from engine.transforms.registry import register
 from engine.transforms.timeseries import rate_expr
 from engine.transforms.ts_common import (
     QUALITY_RANK,
+    Series,
     SeriesConfig,
     SeriesTransform,
     duration_seconds,
@@ -38,6 +39,14 @@ from engine.transforms.ts_common import (
     quality_name,
     quality_rank,
     validated_duration,
+)
+from engine.transforms.ts_state import (
+    SEQ,
+    StreamsWithHistory,
+    TailState,
+    flush_with_history,
+    last_rows,
+    per_series,
 )
 
 CHECKS = ("stale", "flatline", "range", "rate", "gap")
@@ -124,7 +133,7 @@ class QualityCheckConfig(SeriesConfig):
 
 
 @register
-class QualityCheck(SeriesTransform):
+class QualityCheck(StreamsWithHistory, SeriesTransform):
     """Flag stale, flatlined, out-of-range, too-fast and gappy values per tag; optionally downgrade quality."""
 
     type = "quality_check"
@@ -156,6 +165,40 @@ class QualityCheck(SeriesTransform):
         if cfg.downgrade != "none":
             out = out.with_columns(_downgrade(cfg, s.schema))
         return s.outputs(out)
+
+    # ---- streaming: the previous row, the flatline run, the row waiting for its successor ----
+    def stream_state(self) -> TailState | None:
+        return None if self.streaming else TailState()
+
+    @property
+    def holds_last(self) -> bool:
+        # stale depends on the next row of the tag: a tag's newest row waits for it (or the stop)
+        return self.config.stale_after is not None  # type: ignore[attr-defined]
+
+    def stream_tail(self, combined: pl.DataFrame, result: pl.DataFrame, s: Series) -> pl.Expr:
+        after = self.config.flatline_after  # type: ignore[attr-defined]
+        if after is None:
+            return pl.lit(False)  # rate, gap, stale: the newest row is enough
+        if isinstance(after, int):  # the flag only needs to know n - 1 rows of the run came before
+            return last_rows(after if self.holds_last else after - 1, s.keys)
+        value = pl.col(self.config.value_field).cast(pl.Float64)  # type: ignore[attr-defined]
+        run = per_series(per_series(value.ne_missing(value.shift(1)), s.keys).cum_sum(), s.keys)
+        runs = combined.with_columns(run.alias(_RUN))
+        newest_run = runs.filter(pl.col(_RUN) == per_series(pl.col(_RUN).max(), s.keys))
+        starts = (  # the first row of every tag's current run: where its duration is counted from
+            newest_run.group_by(s.keys).agg(pl.col(SEQ).min())
+            if s.keys
+            else newest_run.select(pl.col(SEQ).min())
+        )
+        return pl.col(SEQ).is_in(starts.get_column(SEQ).implode())
+
+    def flush_stream(self, state: TailState, ctx: NodeContext) -> dict[str, pl.DataFrame]:
+        cfg: QualityCheckConfig = self.config  # type: ignore[assignment]
+        node = self
+        if cfg.now is None:  # the held rows are judged against the moment the stream stops
+            now = datetime.now(UTC).isoformat()
+            node = type(self)(cfg.model_copy(update={"now": now}), self.node_id)
+        return flush_with_history(node, state, ctx)
 
 
 def _check(check: str, cfg: QualityCheckConfig, s, value: pl.Expr, time: pl.Expr, now: datetime) -> pl.Expr:
