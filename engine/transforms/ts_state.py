@@ -50,7 +50,8 @@ def per_series(expr: pl.Expr, keys: list[str]) -> pl.Expr:
 
 def last_rows(n: int, keys: list[str]) -> pl.Expr:
     """The last `n` rows of every series."""
-    return per_series(pl.int_range(pl.len()), keys) >= per_series(pl.len(), keys) - n
+    size = pl.len().cast(pl.Int64)  # UInt32 would wrap below 0 for a tag shorter than n
+    return per_series(pl.int_range(pl.len()), keys) >= per_series(size, keys) - n
 
 
 def split_late(
