@@ -305,55 +305,76 @@ def feed_frames(minutes: int, tags: int) -> pl.DataFrame:
     )
 
 
-def test_resample_in_a_real_time_pipeline_stores_each_bucket_once(tmp_path):
+def run_live(tmp_path, steps: list[dict], frame: pl.DataFrame, *, until_committed: int):
+    """`frame` cut into emits of 11 rows -> steps -> DuckDB table `live` and `live.ndjson`; waits
+    until `until_committed` rows are committed, then stops. (runner, stored table, file rows)."""
     registry.register(FeedConnector)
-    frame = feed_frames(minutes=12, tags=3)
-    FEEDS["e2e"] = [frame.slice(i, 11) for i in range(0, frame.height, 11)]  # cut across buckets
-    step = {"type": "resample", "interval": "1m", "statistics": ["avg", "count", "last"]}
-    document = {
-        "name": "live buckets",
-        "nodes": [
-            {"id": "feed", "kind": "source", "connector_type": "test_ts_feed", "config": {"key": "e2e"}},
-            {"id": "minutes", "kind": "transform", "inputs": ["feed"], "transform": step},
-            {
-                "id": "db",
-                "kind": "destination",
-                "inputs": ["minutes"],
-                "connector_type": "duckdb",
-                "config": {"table": "minutes"},
-            },
-            {
-                "id": "file",
-                "kind": "destination",
-                "inputs": ["minutes"],
-                "connector_type": "file",
-                "config": {"path": "minutes.ndjson", "mode": "append"},
-            },
-        ],
-        "schedule": {"type": "real_time"},
-    }
+    key = str(tmp_path)
+    FEEDS[key] = [frame.slice(i, 11) for i in range(0, frame.height, 11)]  # cut across buckets
+    nodes = [{"id": "feed", "kind": "source", "connector_type": "test_ts_feed", "config": {"key": key}}]
+    for i, step in enumerate(steps):
+        nodes.append({"id": f"step{i}", "kind": "transform", "inputs": [nodes[-1]["id"]], "transform": step})
+    last = nodes[-1]["id"]
+    nodes += [
+        {
+            "id": "db",
+            "kind": "destination",
+            "inputs": [last],
+            "connector_type": "duckdb",
+            "config": {"table": "live"},
+        },
+        {
+            "id": "file",
+            "kind": "destination",
+            "inputs": [last],
+            "connector_type": "file",
+            "config": {"path": "live.ndjson", "mode": "append"},
+        },
+    ]
+    document = {"name": "live", "nodes": nodes, "schedule": {"type": "real_time"}}
     with Workspace(tmp_path / "data") as ws:
         compiled = validate(document)
         ctx = _context(compiled, ws, "run1", datetime.now(UTC), tmp_path, threading.Event(), dry_run=False)
         runner = StreamRunner(compiled, ctx, settings=StreamSettings(batch_size=25, max_latency_ms=20))
         runner.start()
         deadline = time.monotonic() + 20
-        while (
-            runner.stats()["rows_received"] < frame.height or runner.stats()["sources"]["feed"]["queued_rows"]
-        ):
+        while runner.stats()["rows_committed"] < until_committed:
             assert time.monotonic() < deadline, "timed out"
             time.sleep(0.01)
-        before_stop = runner.stats()["rows_committed"]
+        time.sleep(0.1)  # anything more would show up now (it must not)
+        assert runner.stats()["rows_committed"] == until_committed
         runner.stop()
         assert runner.status == "success", runner.error
-        stored = pl.from_arrow(ws.historian.cursor().sql("SELECT * FROM minutes").to_arrow_table())
+        stored = pl.from_arrow(ws.historian.cursor().sql("SELECT * FROM live").to_arrow_table())
+    stored = stored.with_columns(pl.col("timestamp").dt.convert_time_zone("UTC"))
+    return runner, stored, pl.read_ndjson(tmp_path / "live.ndjson")
+
+
+def test_resample_in_a_real_time_pipeline_stores_each_bucket_once(tmp_path):
+    frame = feed_frames(minutes=12, tags=3)
+    step = {"type": "resample", "interval": "1m", "statistics": ["avg", "count", "last"]}
     expected = batch_output(step, frame)["out"]
+    assert expected.height == 12 * 3
+    # before the stop, every minute but the last of each tag (still open) is committed
+    runner, stored, in_file = run_live(tmp_path, [step], frame, until_committed=expected.height - 3)
     assert runner.stats()["micro_batches"] >= 5
-    assert before_stop == expected.height - 3  # the last minute of each tag waited for the stop
-    assert stored.height == expected.height == 12 * 3
+    assert stored.height == expected.height  # the stop flushed the open minutes
     assert stored.group_by("tag", "timestamp").len()["len"].max() == 1  # every bucket once
-    same_rows(stored.with_columns(pl.col("timestamp").dt.convert_time_zone("UTC")), expected)
-    in_file = pl.read_ndjson(tmp_path / "minutes.ndjson")
-    assert (
-        in_file.height == expected.height and in_file.unique(["tag", "timestamp"]).height == expected.height
-    )
+    same_rows(stored, expected)
+    assert in_file.height == expected.height == in_file.unique(["tag", "timestamp"]).height
+
+
+def test_chained_stateful_nodes_flush_in_order_on_stop(tmp_path):
+    frame = feed_frames(minutes=5, tags=2)
+    steps = [
+        {"type": "quality_check", "stale_after": "10s", "max_gap": "8s"},  # holds each tag's newest row
+        {"type": "rolling", "window": "30s", "statistic": "avg"},
+        {"type": "resample", "interval": "1m", "statistics": ["avg", "count"]},
+    ]
+    expected = frame
+    for step in steps:
+        expected = batch_output(step, expected)["out"]
+    _, stored, _ = run_live(tmp_path, steps, frame, until_committed=expected.height - 2)
+    # the stop flushed quality_check (rows held for the stale check), then rolling, then resample
+    assert stored.group_by("tag", "timestamp").len()["len"].max() == 1
+    same_rows(stored, expected)
