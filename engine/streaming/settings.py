@@ -30,8 +30,8 @@ class StreamSettings:
 
     @classmethod
     def from_schedule(cls, schedule: Any, **overrides: Any) -> StreamSettings:
-        """From a RealTimeSchedule (any other schedule gives the defaults); fields the schedule
-        does not have yet (queue bounds, block timeout) are read when present."""
+        """From a RealTimeSchedule (any other schedule gives the defaults); `overrides` that are
+        not None win over the schedule's values."""
         found: dict[str, Any] = {}
         if getattr(schedule, "type", None) == "real_time":
             for name in (
@@ -44,4 +44,5 @@ class StreamSettings:
                 value = getattr(schedule, name, None)
                 if value is not None:
                     found[name] = value
-        return replace(cls(), **found, **{k: v for k, v in overrides.items() if v is not None})
+        found.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(cls(), **found)

@@ -532,3 +532,13 @@ def test_a_source_in_a_worker_process_hands_over_arrow_batches(ws, tmp_path):
     assert runner.sources["ticks"].counters["emitted"] == 1000  # the child's counters came back
     states = [e["state"] for e in events.of("source_state")]
     assert "connected" in states and states[-1] == "stopped"  # the child's session states too
+
+
+def test_settings_come_from_the_schedule_and_explicit_overrides_win():
+    from engine.spec.models import RealTimeSchedule
+    from engine.streaming.settings import StreamSettings
+
+    schedule = RealTimeSchedule(type="real_time", batch_size=50, max_latency_ms=20, block_timeout_s=2.0)
+    settings = StreamSettings.from_schedule(schedule, block_timeout_s=0.1, queue_max_rows=None)
+    assert (settings.batch_size, settings.max_latency_ms, settings.block_timeout_s) == (50, 20, 0.1)
+    assert settings.queue_max_bytes == schedule.queue_max_bytes
