@@ -4,6 +4,8 @@ Each works per series (one tag, or the whole input without a tag column, see `ts
 columnar Polars: `group_by_dynamic` for buckets, `rolling_*_by` for time windows, `shift` over the
 series for differences. Output rows are sorted by (tag, time). All three need earlier rows of the
 same tag, so they are blocking nodes in the batch executor: a batch boundary must not cut a window.
+A streaming run carries per-tag state across micro-batches instead (`stream_state`, `apply_stream`,
+`flush_stream`): `ts_resample_stream` for resample, `ts_state` for the others.
 `deadband` lives in `ts_deadband`, `quality_check` in `ts_quality`, `power_curve` in `ts_power`.
 """
 
