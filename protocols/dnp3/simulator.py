@@ -29,6 +29,7 @@ from typing import Any
 
 from protocols import windfarm
 from protocols.dnp3.config import Dnp3Point
+from protocols.serving import serve
 
 log = logging.getLogger(__name__)
 
@@ -436,11 +437,4 @@ def run_cli(port: int, tags: int, seconds: float | None) -> None:
     feeders = max(1, -(-tags // 4))
     sim = Dnp3Simulator(port=port, feeders=feeders).start()
     print(f"DNP3 outstation on {sim.endpoint}: {sim.point_count} points ({feeders} feeders)", flush=True)
-    try:
-        deadline = None if seconds is None else time.monotonic() + seconds
-        while deadline is None or time.monotonic() < deadline:
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()
+    serve(sim.stop, seconds)

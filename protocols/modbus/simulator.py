@@ -27,6 +27,7 @@ from typing import Any
 from protocols import windfarm
 from protocols.modbus.codec import encode_tag
 from protocols.modbus.config import BIT_TABLES, ModbusTag
+from protocols.serving import serve
 
 # The revenue meter's register map: (name, table, address, type, extra).
 METER_MAP: list[dict[str, Any]] = [
@@ -381,11 +382,4 @@ def run_cli(port: int, tags: int, seconds: float | None = None) -> None:
         f"modbus simulator: tcp://{sim.host}:{sim.port} units {sim.unit_ids}, {sim.tag_count} tags",
         flush=True,
     )
-    try:
-        deadline = None if seconds is None else time.monotonic() + seconds
-        while deadline is None or time.monotonic() < deadline:
-            time.sleep(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic())))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()
+    serve(sim.stop, seconds)

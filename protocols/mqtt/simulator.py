@@ -21,6 +21,7 @@ from typing import Any
 
 from protocols import windfarm
 from protocols.mqtt import sparkplug as sp
+from protocols.serving import serve
 
 BASE_TAGS: list[tuple[str, Callable[[float, int], float]]] = [
     ("WindSpeed", windfarm.wind_speed),
@@ -195,11 +196,4 @@ def run_cli(port: int = 1883, tags: int = 4, seconds: float | None = None, host:
         f"sparkplug simulator: mqtt://{host}:{port} spBv1.0/{sim.group}/+/{sim.edge}, {sim.tag_count} tags",
         flush=True,
     )
-    try:
-        deadline = None if seconds is None else time.monotonic() + seconds
-        while deadline is None or time.monotonic() < deadline:
-            time.sleep(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic())))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()
+    serve(sim.stop, seconds)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from protocols import windfarm
+from protocols.serving import serve
 
 NAMESPACE = "urn:data-aggregator:windfarm"
 BASE_TAGS: list[tuple[str, Callable[[float, int], float]]] = [
@@ -409,11 +410,4 @@ def run_cli(port: int, tags: int, seconds: float | None = None) -> None:
     sim = OpcUaSimulator(port=port, turbines=turbines, tags_per_turbine=4 if tags >= 4 else tags)
     sim.start()
     print(f"OPC UA simulator on {sim.endpoint}: {sim.tag_count} tags under Objects/WindFarm", flush=True)
-    try:
-        deadline = None if seconds is None else time.monotonic() + seconds
-        while deadline is None or time.monotonic() < deadline:
-            time.sleep(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic())))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()
+    serve(sim.stop, seconds)
