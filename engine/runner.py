@@ -54,6 +54,34 @@ def _context(
     )
 
 
+def begin_run(
+    compiled: Compiled,
+    ws: Workspace,
+    *,
+    trigger: str,
+    spec_path: str | None,
+    emit: Callable,
+    what: str = "run",
+) -> tuple[str, datetime, dict[str, Any]]:
+    """Record a run as `running` (with the pipeline's version) and announce it: (run id, start,
+    the fields every later update of the run record repeats)."""
+    started = datetime.now(UTC)
+    run_id = new_run_id(started)
+    graph = compiled.graph
+    base = {
+        "run_id": run_id,
+        "pipeline": graph.name,
+        "version": ws.metadata.save_pipeline_version(graph.name, dump(graph)),
+        "started_at": _iso(started),
+        "trigger": trigger,
+        "spec_path": spec_path,
+    }
+    ws.metadata.upsert_run({**base, "status": "running", "attempt": 1})
+    ws.metadata.log(run_id, "info", f"{what} started ({trigger})")
+    emit({"event": "run_started", "run_id": run_id, "pipeline": graph.name})
+    return run_id, started, base
+
+
 def run_pipeline(
     compiled: Compiled,
     ws: Workspace,
@@ -68,23 +96,10 @@ def run_pipeline(
     """Run now; return the run record of spec section 6. Never raises for a failed run."""
     cancel = cancel or threading.Event()
     wait = sleep or (lambda s: cancel.wait(s))
-    started = datetime.now(UTC)
-    run_id = new_run_id(started)
     graph = compiled.graph
-    version = ws.metadata.save_pipeline_version(graph.name, dump(graph))
     policy = graph.error_handling.retry_policy
-    base = {
-        "run_id": run_id,
-        "pipeline": graph.name,
-        "version": version,
-        "started_at": _iso(started),
-        "trigger": trigger,
-        "spec_path": spec_path,
-    }
-    ws.metadata.upsert_run({**base, "status": "running", "attempt": 1})
-    ws.metadata.log(run_id, "info", f"run started ({trigger})")
     emit = on_event or (lambda e: None)
-    emit({"event": "run_started", "run_id": run_id, "pipeline": graph.name})
+    run_id, started, base = begin_run(compiled, ws, trigger=trigger, spec_path=spec_path, emit=emit)
 
     attempt, error, result, status = 0, None, None, "failed"
     failure: BaseException | None = None

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import AggregatorError
-from engine.runner import _context, _iso, new_run_id
-from engine.spec.models import dump
+from engine.runner import _context, _iso, begin_run
 from engine.spec.validate import Compiled
 from engine.streaming.runner import StreamRunner
 from engine.streaming.settings import StreamSettings
@@ -40,21 +39,10 @@ def run_streaming(
     ws = workspace
     cancel = cancel or threading.Event()
     emit = on_event or (lambda e: None)
-    started = datetime.now(UTC)
-    run_id = new_run_id(started)
     graph = compiled.graph
-    version = ws.metadata.save_pipeline_version(graph.name, dump(graph))
-    base = {
-        "run_id": run_id,
-        "pipeline": graph.name,
-        "version": version,
-        "started_at": _iso(started),
-        "trigger": trigger,
-        "spec_path": spec_path,
-    }
-    ws.metadata.upsert_run({**base, "status": "running", "attempt": 1})
-    ws.metadata.log(run_id, "info", f"streaming run started ({trigger})")
-    emit({"event": "run_started", "run_id": run_id, "pipeline": graph.name})
+    run_id, started, base = begin_run(
+        compiled, ws, trigger=trigger, spec_path=spec_path, emit=emit, what="streaming run"
+    )
 
     ctx = _context(compiled, ws, run_id, started, base_dir, cancel, dry_run=False)
     runner = StreamRunner(compiled, ctx, settings=settings, on_event=emit)
