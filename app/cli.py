@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the JSON Schema of the pipeline document")
 
+    sp = sub.add_parser("gui", help="the desktop app")
+    sp.add_argument("spec", type=Path, nargs="?", help="a pipeline to open in the editor")
+    data_dir(sp)
+
     from app.query import add_query_parser
 
     add_query_parser(sub)

@@ -207,6 +207,12 @@ def cmd_query(args: argparse.Namespace) -> int:
     return query(args)
 
 
+def cmd_gui(args: argparse.Namespace) -> int:
+    from app.gui import run_gui
+
+    return run_gui(data_dir=getattr(args, "data_dir", None), spec=args.spec)
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from app.simulate import run_simulator
 

@@ -1,0 +1,146 @@
+"""The engine behind one facade (architecture: process model). The desktop app talks to the engine
+only through `EngineAPI`; `InProcessEngine` is the implementation that runs the engine in this
+process (a remote one, for a service on another machine, implements the same calls over HTTP).
+
+No Qt here. Slow calls return a `Job` at once and do their work on the engine's own threads, so the
+GUI thread never waits on I/O; their results and the engine's events reach the caller through
+callbacks on those threads, which the GUI's bridge (ui/bridge.py) turns into Qt signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import itertools
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Event = dict[str, Any]
+_job_ids = itertools.count(1)
+
+
+class Job:
+    """A background call: a future for its result, a cancel flag, and an id that its events carry."""
+
+    def __init__(self, kind: str, future: concurrent.futures.Future, cancel: threading.Event):
+        self.id = f"{kind}-{next(_job_ids)}"
+        self.kind = kind
+        self.future = future
+        self.cancel_event = cancel
+
+    def cancel(self) -> None:
+        """Ask the work to stop at its next check (a preview or run stops between batches)."""
+        self.cancel_event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self.future.result(timeout)
+
+    def add_done_callback(self, callback: Callable[[Job], None]) -> None:
+        self.future.add_done_callback(lambda _f: callback(self))
+
+
+class EngineCore:
+    """The engine's threads: one asyncio loop (network work, streams) and a small worker pool
+    (blocking work: DuckDB, SQLite, Polars), plus event subscribers and the running jobs."""
+
+    def __init__(self, data_dir: Path | str | None = None, workers: int = 4):
+        from engine.workspace import Workspace
+
+        self.workspace = Workspace(data_dir)
+        self._subscribers: list[Callable[[Event], None]] = []
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="engine")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="engine-loop", daemon=True)
+        self._thread.start()
+        self.state = "ready"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workspace.data_dir
+
+    # ---- events ------------------------------------------------------------------------------
+    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call `callback(event)` for every engine event (from engine threads); returns unsubscribe."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock, contextlib.suppress(ValueError):
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            with contextlib.suppress(Exception):  # a broken view must not break the engine
+                callback(event)
+
+    # ---- work --------------------------------------------------------------------------------
+    def submit(self, kind: str, work: Callable[[threading.Event], Any]) -> Job:
+        """Run `work(cancel_event)` on the worker pool as a Job; `job_started`/`job_finished`
+        events frame it (the status bar's running-jobs indicator counts them)."""
+        cancel = threading.Event()
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        job = Job(kind, future, cancel)
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(work(cancel))
+            except BaseException as exc:
+                future.set_exception(exc)
+            finally:
+                with self._lock:
+                    self._jobs.pop(job.id, None)
+                self.emit(
+                    {"event": "job_finished", "job": job.id, "kind": kind, "running": self.running_jobs()}
+                )
+
+        with self._lock:
+            self._jobs[job.id] = job
+        self.emit({"event": "job_started", "job": job.id, "kind": kind, "running": self.running_jobs()})
+        self._pool.submit(run)
+        return job
+
+    def call(self, work: Callable[[], Any]) -> concurrent.futures.Future:
+        """A quick blocking call (a query, a file read) off the caller's thread, without a Job."""
+        return self._pool.submit(work)
+
+    def run_async(self, coro) -> concurrent.futures.Future:
+        """Run a coroutine on the engine's asyncio loop."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def running_jobs(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
+    def jobs(self) -> list[Job]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Cancel every job, wait for them briefly, stop the loop, close the stores."""
+        self.state = "stopping"
+        for job in self.jobs():
+            job.cancel()
+        concurrent.futures.wait([j.future for j in self.jobs()], timeout=timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+        self.workspace.close()
+        self.state = "stopped"
