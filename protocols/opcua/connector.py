@@ -62,6 +62,7 @@ class OpcUaSource(StreamingSource):
         self._stopping: asyncio.Event | None = None
         self._builder = TagBatchBuilder(name)
         self._wake: asyncio.Event | None = None
+        self._wake_scheduled = False
 
     # --- the contract ------------------------------------------------------------------------
 
@@ -211,6 +212,16 @@ class OpcUaSource(StreamingSource):
         )
         self.counters["notifications"] += 1
         if len(builder) >= BATCH_VALUES and self._wake is not None:
+            self._wake.set()
+        elif not self._wake_scheduled and self._loop is not None:
+            # Hand the values over once this publish response is walked (call_soon runs after it),
+            # not at the flusher's next tick: that tick added up to a publishing interval of latency.
+            self._wake_scheduled = True
+            self._loop.call_soon(self._wake_after_publish)
+
+    def _wake_after_publish(self) -> None:
+        self._wake_scheduled = False
+        if self._wake is not None:
             self._wake.set()
 
     def _refused(self, refused: dict[str, int]) -> None:
