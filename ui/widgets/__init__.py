@@ -1,0 +1,1 @@
+"""Shared widgets: toasts, confirmation, empty and loading states, a Polars table, schema forms."""
