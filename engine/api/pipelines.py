@@ -1,9 +1,210 @@
-"""EngineAPI: the pipelines calls (see engine/api/core.py)."""
+"""EngineAPI: the pipelines calls (see engine/api/core.py).
+
+The editor's palette, port shapes and property forms come from `node_types()` (the registries'
+own descriptions); documents travel as plain graph-form dicts, so the editor never holds a model
+object of ours, only the document it edits.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
 from engine.api.core import EngineCore
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "resources" / "templates"
+_NODE_PATH = re.compile(r"^nodes\[(\d+)\]")
+
+
+def node_key(node: dict[str, Any]) -> str:
+    """The palette key of a graph node: `source:file`, `transform:union`, `destination:duckdb`."""
+    if node.get("kind") == "transform":
+        from engine.transforms import registry
+
+        type_name = str((node.get("transform") or {}).get("type", ""))
+        return f"transform:{registry.canonical(type_name) or type_name}"
+    return f"{node.get('kind')}:{node.get('connector_type')}"
+
+
+def input_ports(min_inputs: int, max_inputs: int | None) -> list[dict[str, Any]]:
+    """One port per input; an open-ended node (union) takes every input on one multi port."""
+    if max_inputs is None:
+        return [{"name": "in", "multi": True}]
+    names = ["in", *(f"in{i + 1}" for i in range(1, max_inputs))]
+    return [{"name": n, "multi": False} for n in names]
+
+
+def output_ports_of(node: dict[str, Any]) -> list[str]:
+    """A node's output ports for its current config (split branches, `rejected` when it can
+    reject); a config that does not parse yet gets the type's usual ports."""
+    kind = node.get("kind")
+    if kind == "destination":
+        return []
+    if kind != "transform":
+        return ["out"]
+    from engine.transforms import registry
+
+    step = node.get("transform") or {}
+    try:
+        cls = registry.get(str(step.get("type")))
+    except KeyError:
+        return ["out"]
+    try:
+        return cls(cls.Config.model_validate(step), node.get("id", "node")).output_ports()
+    except Exception:  # an unfinished config: show the type's default shape
+        return _default_outputs(cls)
+
+
+def _default_outputs(cls) -> list[str]:
+    from engine.transforms.base import REJECTED
+
+    try:
+        return cls(cls.Config.model_construct(type=cls.type), "node").output_ports()
+    except Exception:
+        return ["out", REJECTED] if cls.category in ("validate",) else ["out"]
+
+
+def _transform_type(cls) -> dict[str, Any]:
+    d = cls.describe()
+    schema = d["config_schema"]
+    return {
+        "key": f"transform:{d['type']}",
+        "kind": "transform",
+        "type": d["type"],
+        "title": d["title"],
+        "category": d["category"],
+        "description": d["description"],
+        "config_schema": schema,
+        "inputs": input_ports(d["min_inputs"], d["max_inputs"]),
+        "min_inputs": d["min_inputs"],
+        "max_inputs": d["max_inputs"],
+        "outputs": _default_outputs(cls),
+        "dynamic_outputs": d["type"] in ("split", "field_validation", "conditional"),
+    }
+
+
+def _connector_types(role: str) -> list[dict[str, Any]]:
+    from engine.connectors import registry
+
+    out = []
+    for name in registry.names(role):
+        d = registry.get(name).describe()
+        schema = d["source_schema"] if role == "source" else d["destination_schema"]
+        out.append(
+            {
+                "key": f"{role}:{name}",
+                "kind": role,
+                "type": name,
+                "title": d["title"],
+                "category": f"{role}s",
+                "description": (schema or {}).get("description", "") or f"{d['title']} {role}",
+                "config_schema": schema or {"type": "object", "properties": {}},
+                "inputs": [] if role == "source" else [{"name": "in", "multi": False}],
+                "min_inputs": 0 if role == "source" else 1,
+                "max_inputs": 0 if role == "source" else 1,
+                "outputs": ["out"] if role == "source" else [],
+                "dynamic_outputs": False,
+            }
+        )
+    return out
+
+
+def issues_of(doc: Any) -> list[dict[str, Any]]:
+    """Every validation issue of a document as plain dicts, each with the node it points at."""
+    from engine.errors import SpecError
+    from engine.spec.validate import validate
+
+    try:
+        validate(doc)
+    except SpecError as exc:
+        nodes = doc.get("nodes") if isinstance(doc, dict) else None
+        out = []
+        for issue in exc.issues:
+            node_id = None
+            m = _NODE_PATH.match(issue.path or "")
+            if m and isinstance(nodes, list) and int(m.group(1)) < len(nodes):
+                node = nodes[int(m.group(1))]
+                node_id = node.get("id") if isinstance(node, dict) else None
+            elif (issue.path or "").startswith("layout."):
+                node_id = issue.path.split(".", 1)[1]
+            out.append(
+                {"path": issue.path, "message": issue.message, "allowed": issue.allowed, "node_id": node_id}
+            )
+        return out
+    return []
+
+
+def to_graph_document(doc: dict[str, Any]) -> dict[str, Any]:
+    """A document in graph form: a linear one is converted (its layout left for the editor)."""
+    from engine.spec.convert import linear_to_graph
+    from engine.spec.models import LinearPipeline, dump
+    from engine.spec.validate import form_of
+
+    if form_of(doc) == "graph":
+        return doc
+    graph, _origin = linear_to_graph(LinearPipeline.model_validate(doc))
+    return dump(graph)
+
+
+def write_json_atomically(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class PipelinesAPI(EngineCore):
     """The pipelines part of the in-process engine."""
+
+    def node_types(self) -> list[dict[str, Any]]:
+        """Every node the palette offers: sources, transforms and destinations, each with its
+        title, category, description, config JSON schema and input/output ports."""
+        from engine.transforms import registry
+
+        transforms = [_transform_type(cls) for _, cls in sorted(registry.all_types().items())]
+        return [*_connector_types("source"), *transforms, *_connector_types("destination")]
+
+    def open_pipeline(self, path: str | Path) -> dict[str, Any]:
+        """The document at `path` in graph form (a linear document is converted)."""
+        from engine.errors import SpecError
+        from engine.spec.io import read_document
+
+        doc = read_document(path)
+        try:
+            return to_graph_document(doc)
+        except SpecError:
+            raise
+        except Exception as exc:  # a linear document too broken to convert
+            from engine.errors import SpecIssue
+
+            raise SpecError([SpecIssue("", f"cannot convert to graph form: {exc}")], source=str(path)) from None
+
+    def save_pipeline(self, path: str | Path, doc: dict[str, Any]) -> int:
+        """Write the graph form (with `layout`) atomically and record it as a pipeline version;
+        returns the version number. An invalid document is saved too (work in progress)."""
+        write_json_atomically(Path(path), doc)
+        return self.workspace.metadata.save_pipeline_version(str(doc.get("name") or Path(path).stem), doc)
+
+    def validate(self, doc: dict[str, Any]) -> list[dict[str, Any]]:
+        """Issues as {path, message, allowed, node_id}; empty when the document is valid."""
+        return issues_of(doc)
+
+    def templates(self, directory: str | Path | None = None) -> list[dict[str, Any]]:
+        """The shipped pipeline templates: {name, title, path}."""
+        out = []
+        for path in sorted(Path(directory or TEMPLATES_DIR).glob("*.json")):
+            try:
+                title = json.loads(path.read_text(encoding="utf-8")).get("name") or path.stem
+            except (OSError, ValueError):
+                continue
+            out.append({"name": path.stem, "title": title, "path": str(path)})
+        return out
