@@ -1,9 +1,342 @@
-"""EngineAPI: the runs calls (see engine/api/core.py)."""
+"""EngineAPI: the runs calls (see engine/api/core.py): previews, batch runs, real-time streams and
+the run history.
+
+Every call that touches data returns a `Job` at once; its events (node_progress, run_started,
+run_finished, stream_stats...) reach `emit` tagged with `"job": job.id`, so a view can tell its own
+run from the others."""
 
 from __future__ import annotations
 
-from engine.api.core import EngineCore
+import functools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from engine.api.core import EngineCore, Event, Job
+
+PREVIEW_SAMPLE_ROWS = 10_000  # rows read per source by a preview (a dry run on a sample)
+LIVE_SAMPLE_S = 2.0  # a streaming source's preview listens this long
+
+
+@dataclass
+class PortPreview:
+    """What one node's port produced in a preview."""
+
+    node: str
+    port: str
+    rows: Any  # pl.DataFrame: the first `limit` rows
+    rows_total: int  # rows that passed the port in the preview's sample
+
+    @property
+    def columns(self) -> list[tuple[str, str]]:
+        """(name, type) of every column, as the preview table's headers show them."""
+        return [(name, str(dtype)) for name, dtype in self.rows.schema.items()]
+
+
+@dataclass
+class PreviewResult:
+    node: str | None  # the node previewed (None: the whole pipeline)
+    ports: dict[tuple[str, str], PortPreview] = field(default_factory=dict)
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> status, rows in/out/rejected
+    live_sampled: list[str] = field(default_factory=list)  # streaming sources read for a short sample
+
+    def output(self, node: str, port: str = "out") -> PortPreview | None:
+        return self.ports.get((node, port))
+
+    def rejected(self, node: str) -> PortPreview | None:
+        """The node's rejected rows, with their reasons in `_reject_reason`."""
+        return self.ports.get((node, "rejected"))
+
+    def edge_counts(self) -> dict[tuple[str, str], int]:
+        """(node, port) -> rows, for labelling the canvas links."""
+        return {key: p.rows_total for key, p in self.ports.items()}
+
+
+def _ancestors(graph, node_id: str) -> set[str]:
+    from engine.spec.models import parse_input
+
+    keep, todo = set(), [node_id]
+    while todo:
+        nid = todo.pop()
+        if nid in keep:
+            continue
+        keep.add(nid)
+        todo += [parse_input(ref)[0] for ref in graph.node(nid).inputs]
+    return keep
+
+
+def _through(compiled, node_id: str | None):
+    """The compiled pipeline cut down to `node_id` and what feeds it (a preview reads no more)."""
+    from engine.errors import SpecError, SpecIssue
+    from engine.spec.validate import Compiled
+
+    if node_id is None:
+        return compiled
+    try:
+        keep = _ancestors(compiled.graph, node_id)
+    except KeyError:
+        raise SpecError([SpecIssue("nodes", f"no node '{node_id}' in the pipeline")]) from None
+    graph = compiled.graph.model_copy(update={"nodes": [n for n in compiled.graph.nodes if n.id in keep]})
+    return Compiled(
+        graph,
+        compiled.form,
+        {k: v for k, v in compiled.paths.items() if k in keep},
+        {k: v for k, v in compiled.transforms.items() if k in keep},
+        {k: v for k, v in compiled.configs.items() if k in keep},
+        [n for n in compiled.order if n in keep],
+        compiled.linear,
+    )
+
+
+def _base_dir(spec_path: str | Path | None, base_dir: str | Path | None) -> Path:
+    if base_dir is not None:
+        return Path(base_dir)
+    return Path(spec_path).resolve().parent if spec_path else Path.cwd()
 
 
 class RunsAPI(EngineCore):
     """The runs part of the in-process engine."""
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def _compile(self, doc: dict[str, Any], base_dir: Path):
+        from engine.context import RunContext
+        from engine.spec.validate import validate
+
+        # the sources' schemas resolve relative paths where the run will
+        return validate(doc, ctx=RunContext(base_dir=base_dir, data_dir=self.data_dir))
+
+    def _submit_tagged(
+        self, kind: str, work: Callable[[threading.Event, Callable[[Event], None]], Any]
+    ) -> Job:
+        """submit(), with an `emit` for the work that tags its events with the job's id."""
+        ready, holder = threading.Event(), {}
+
+        def tagged(cancel: threading.Event) -> Any:
+            ready.wait()
+            job_id = holder["job"].id
+            return work(cancel, lambda event: self.emit({**event, "job": job_id}))
+
+        job = self.submit(kind, tagged)
+        holder["job"] = job
+        ready.set()
+        return job
+
+    # ---- preview -----------------------------------------------------------------------------
+    def preview(
+        self,
+        doc: dict[str, Any],
+        node_id: str | None = None,
+        limit: int = 100,
+        base_dir: str | Path | None = None,
+    ) -> Job:
+        """A dry run through `node_id` (and what feeds it; None: every node); nothing is written.
+        The job's result is a `PreviewResult`. Streaming sources give a short live sample.
+        `job.cancel()` stops it between batches (the job then raises RunCancelled)."""
+        where = _base_dir(None, base_dir)
+
+        def work(cancel: threading.Event) -> PreviewResult:
+            compiled = _through(self._compile(doc, where), node_id)
+            return self._preview(compiled, where, limit, cancel, node_id)
+
+        return self.submit("preview", work)
+
+    def _preview(
+        self, compiled, base_dir: Path, limit: int, cancel: threading.Event, node_id
+    ) -> PreviewResult:
+        from engine.errors import RunCancelled
+        from engine.runner import _context
+
+        started = datetime.now(UTC)
+        ctx = _context(compiled, self.workspace, "preview", started, base_dir, cancel, dry_run=True)
+        executor = _preview_executor_class()(
+            compiled, ctx, sample_rows=max(PREVIEW_SAMPLE_ROWS, limit), preview_limit=limit
+        )
+        executor.execute()
+        if cancel.is_set():  # a live sample ends early on cancel; its partial result is no preview
+            raise RunCancelled("preview cancelled")
+        result = PreviewResult(node_id, live_sampled=executor.live_sampled)
+        for (nid, port), rows in executor.samples.items():
+            node = compiled.graph.node(nid)
+            total = (
+                executor.stats[nid].rows_in if node.kind == "destination" else executor.port_rows(nid, port)
+            )
+            result.ports[(nid, port)] = PortPreview(nid, port, rows, total)
+        result.stats = {
+            nid: {"kind": s.kind, "status": s.status, **s.public()} for nid, s in executor.stats.items()
+        }
+        return result
+
+    # ---- runs --------------------------------------------------------------------------------
+    def run(
+        self,
+        doc: dict[str, Any],
+        spec_path: str | Path | None = None,
+        base_dir: str | Path | None = None,
+        trigger: str = "manual",
+    ) -> Job:
+        """Run the pipeline now (a real_time one streams until `stop_stream`); the job's result is
+        the run record. `job.cancel()` cancels the run."""
+        if (doc.get("schedule") or {}).get("type") == "real_time":
+            return self.start_stream(doc, spec_path=spec_path, base_dir=base_dir)
+        where = _base_dir(spec_path, base_dir)
+
+        def work(cancel: threading.Event, emit: Callable[[Event], None]) -> dict[str, Any]:
+            from engine.runner import run_pipeline
+
+            compiled = self._compile(doc, where)
+            record = run_pipeline(
+                compiled,
+                self.workspace,
+                base_dir=where,
+                spec_path=str(spec_path) if spec_path else None,
+                trigger=trigger,
+                cancel=cancel,
+                on_event=emit,
+            )
+            self._final_progress(record["run_id"], emit)
+            return record
+
+        return self._submit_tagged("run", work)
+
+    def _final_progress(self, run_id: str, emit: Callable[[Event], None]) -> None:
+        """Every node's final status and counts (progress events stop at the last batch, before
+        destinations commit), so a view's per-node overlay ends right."""
+        for row in self.workspace.metadata.node_stats(run_id):
+            stats = {k: row[k] for k in ("status", "rows_in", "rows_out", "rows_rejected", "duration_s")}
+            emit({"event": "node_progress", "run_id": run_id, "node": row["node_id"], **stats})
+
+    def start_stream(
+        self,
+        doc: dict[str, Any],
+        spec_path: str | Path | None = None,
+        base_dir: str | Path | None = None,
+        seconds: float | None = None,
+    ) -> Job:
+        """Start a real_time pipeline; it runs until `stop_stream(job.id)` (or `seconds`). Its
+        `stream_stats` events come every second; the job's result is the run record."""
+        where = _base_dir(spec_path, base_dir)
+
+        def work(cancel: threading.Event, emit: Callable[[Event], None]) -> dict[str, Any]:
+            from engine.streaming.run import run_streaming
+
+            compiled = self._compile(doc, where)
+            return run_streaming(
+                compiled,
+                self.workspace,
+                seconds=seconds,
+                on_event=emit,
+                cancel=cancel,
+                base_dir=where,
+                spec_path=str(spec_path) if spec_path else None,
+            )
+
+        return self._submit_tagged("stream", work)
+
+    def stop_stream(self, job_id: str) -> bool:
+        """Stop a running stream gracefully (the last micro-batch is committed); False if no such job."""
+        for job in self.jobs():
+            if job.id == job_id:
+                job.cancel()
+                return True
+        return False
+
+    # ---- history -----------------------------------------------------------------------------
+    def runs(
+        self,
+        pipeline: str | None = None,
+        status: str | None = None,
+        since: datetime | str | None = None,
+        limit: int = 200,
+    ) -> list[dict[str, Any]]:
+        """Run records, newest first; `since` is a datetime or an ISO 8601 UTC text."""
+        where, params = [], []
+        if pipeline:
+            where.append("pipeline = ?")
+            params.append(pipeline)
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if since is not None:
+            if isinstance(since, datetime):
+                since = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            where.append("started_at >= ?")
+            params.append(since)
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY started_at DESC LIMIT ?"
+        return list(self.workspace.metadata.db.query(sql, [*params, limit]))
+
+    def pipeline_names(self) -> list[str]:
+        """Pipelines that have runs (the Runs page's filter)."""
+        rows = self.workspace.metadata.db.query("SELECT DISTINCT pipeline FROM runs ORDER BY pipeline")
+        return [r["pipeline"] for r in rows]
+
+    def run_detail(self, run_id: str) -> dict[str, Any]:
+        """The run record, its node statistics, log lines and rejected records (a DataFrame)."""
+        from engine.errors import DataError
+
+        meta = self.workspace.metadata
+        record = meta.run(run_id)
+        if record is None:
+            raise DataError(f"run '{run_id}' not found")
+        return {
+            "record": record,
+            "nodes": meta.node_stats(run_id),
+            "logs": meta.logs(run_id),
+            "rejects": self.workspace.historian.rejects(run_id),
+        }
+
+    def rerun(self, run_id: str, base_dir: str | Path | None = None) -> Job:
+        """Run again the pipeline version that `run_id` ran, with the same spec path (its folder
+        resolves relative paths unless `base_dir` is given)."""
+        from engine.errors import DataError
+
+        meta = self.workspace.metadata
+        record = meta.run(run_id)
+        if record is None:
+            raise DataError(f"run '{run_id}' not found")
+        doc = meta.pipeline_spec(record["pipeline"], record.get("version"))
+        if doc is None:
+            raise DataError(f"run '{run_id}': pipeline '{record['pipeline']}' has no stored version")
+        return self.run(doc, spec_path=record.get("spec_path"), base_dir=base_dir, trigger="rerun")
+
+
+@functools.cache
+def _preview_executor_class():
+    """The preview's executor, built on first use (the executor imports Polars)."""
+    from engine.connectors.base import Source, StreamingSource
+    from engine.executor import Executor
+
+    class LiveSample(Source):
+        """A streaming source read as a short live sample (a preview cannot wait for a stream)."""
+
+        def __init__(self, live: StreamingSource, limit: int):
+            super().__init__(live.config, live.ctx, live.name)
+            self.live, self.limit = live, limit
+
+        def read(self, limit=None, batch_rows=0):
+            frame = self.live.sample(seconds=LIVE_SAMPLE_S, limit=self.limit)
+            if frame.height:
+                yield frame
+
+        def schema(self):
+            return self.live.schema()
+
+    class PreviewExecutor(Executor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.live_sampled: list[str] = []
+
+        def _make_source(self, nid: str):
+            source = super()._make_source(nid)
+            if isinstance(source, StreamingSource):
+                self.live_sampled.append(nid)
+                return LiveSample(source, self.preview_limit or 100)
+            return source
+
+        def port_rows(self, nid: str, port: str) -> int:
+            return self._port_rows.get((nid, port), 0)
+
+    return PreviewExecutor
