@@ -179,27 +179,29 @@ class RunsAPI(EngineCore):
     ) -> Job:
         """Run the pipeline now (a real_time one streams until `stop_stream`); the job's result is
         the run record. `job.cancel()` cancels the run."""
-        if (doc.get("schedule") or {}).get("type") == "real_time":
+        if _is_real_time(doc):
             return self.start_stream(doc, spec_path=spec_path, base_dir=base_dir)
-        where = _base_dir(spec_path, base_dir)
 
         def work(cancel: threading.Event, emit: Callable[[Event], None]) -> dict[str, Any]:
-            from engine.runner import run_pipeline
-
-            compiled = self._compile(doc, where)
-            record = run_pipeline(
-                compiled,
-                self.workspace,
-                base_dir=where,
-                spec_path=str(spec_path) if spec_path else None,
-                trigger=trigger,
-                cancel=cancel,
-                on_event=emit,
-            )
-            self._final_progress(record["run_id"], emit)
-            return record
+            return self._run_batch(doc, spec_path, base_dir, trigger, cancel, emit)
 
         return self._submit_tagged("run", work)
+
+    def _run_batch(self, doc, spec_path, base_dir, trigger, cancel, emit) -> dict[str, Any]:
+        from engine.runner import run_pipeline
+
+        where = _base_dir(spec_path, base_dir)
+        record = run_pipeline(
+            self._compile(doc, where),
+            self.workspace,
+            base_dir=where,
+            spec_path=str(spec_path) if spec_path else None,
+            trigger=trigger,
+            cancel=cancel,
+            on_event=emit,
+        )
+        self._final_progress(record["run_id"], emit)
+        return record
 
     def _final_progress(self, run_id: str, emit: Callable[[Event], None]) -> None:
         """Every node's final status and counts (progress events stop at the last batch, before
@@ -217,23 +219,26 @@ class RunsAPI(EngineCore):
     ) -> Job:
         """Start a real_time pipeline; it runs until `stop_stream(job.id)` (or `seconds`). Its
         `stream_stats` events come every second; the job's result is the run record."""
-        where = _base_dir(spec_path, base_dir)
 
         def work(cancel: threading.Event, emit: Callable[[Event], None]) -> dict[str, Any]:
-            from engine.streaming.run import run_streaming
-
-            compiled = self._compile(doc, where)
-            return run_streaming(
-                compiled,
-                self.workspace,
-                seconds=seconds,
-                on_event=emit,
-                cancel=cancel,
-                base_dir=where,
-                spec_path=str(spec_path) if spec_path else None,
-            )
+            return self._run_stream(doc, spec_path, base_dir, "real_time", cancel, emit, seconds)
 
         return self._submit_tagged("stream", work)
+
+    def _run_stream(self, doc, spec_path, base_dir, trigger, cancel, emit, seconds=None) -> dict[str, Any]:
+        from engine.streaming.run import run_streaming
+
+        where = _base_dir(spec_path, base_dir)
+        return run_streaming(
+            self._compile(doc, where),
+            self.workspace,
+            seconds=seconds,
+            on_event=emit,
+            cancel=cancel,
+            base_dir=where,
+            spec_path=str(spec_path) if spec_path else None,
+            trigger=trigger,
+        )
 
     def stop_stream(self, job_id: str) -> bool:
         """Stop a running stream gracefully (the last micro-batch is committed); False if no such job."""
@@ -290,17 +295,27 @@ class RunsAPI(EngineCore):
 
     def rerun(self, run_id: str, base_dir: str | Path | None = None) -> Job:
         """Run again the pipeline version that `run_id` ran, with the same spec path (its folder
-        resolves relative paths unless `base_dir` is given)."""
-        from engine.errors import DataError
+        resolves relative paths unless `base_dir` is given). The look-up happens in the job: an
+        unknown run makes the job raise DataError."""
 
-        meta = self.workspace.metadata
-        record = meta.run(run_id)
-        if record is None:
-            raise DataError(f"run '{run_id}' not found")
-        doc = meta.pipeline_spec(record["pipeline"], record.get("version"))
-        if doc is None:
-            raise DataError(f"run '{run_id}': pipeline '{record['pipeline']}' has no stored version")
-        return self.run(doc, spec_path=record.get("spec_path"), base_dir=base_dir, trigger="rerun")
+        def work(cancel: threading.Event, emit: Callable[[Event], None]) -> dict[str, Any]:
+            from engine.errors import DataError
+
+            meta = self.workspace.metadata
+            record = meta.run(run_id)
+            if record is None:
+                raise DataError(f"run '{run_id}' not found")
+            doc = meta.pipeline_spec(record["pipeline"], record.get("version"))
+            if doc is None:
+                raise DataError(f"run '{run_id}': pipeline '{record['pipeline']}' has no stored version")
+            again = self._run_stream if _is_real_time(doc) else self._run_batch
+            return again(doc, record.get("spec_path"), base_dir, "rerun", cancel, emit)
+
+        return self._submit_tagged("run", work)
+
+
+def _is_real_time(doc: dict[str, Any]) -> bool:
+    return (doc.get("schedule") or {}).get("type") == "real_time"
 
 
 @functools.cache

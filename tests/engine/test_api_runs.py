@@ -159,6 +159,8 @@ def test_history_filters_detail_and_rerun(engine, doc, folder):
     )
     with pytest.raises(DataError, match="run 'nope' not found"):
         engine.run_detail("nope")
+    with pytest.raises(DataError, match="run 'nope' not found"):
+        engine.rerun("nope").result(30)
 
 
 def test_cancel_stops_a_run_and_writes_nothing(engine, doc, folder):
