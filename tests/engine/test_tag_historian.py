@@ -3,6 +3,7 @@ reference, last values and the tag list."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -293,3 +294,218 @@ def test_buckets_before_1970_floor_too(store):
     store.append(builder.take())
     buckets = store.query("old", bucket="1m", statistics=["avg"]).get_column("bucket").to_list()
     assert buckets == [epoch - timedelta(minutes=1), epoch]
+
+
+# ---- the 1-minute rollup and the log of newest rows ---------------------------------------------
+
+ALL_STATISTICS = ["avg", "min", "max", "first", "last", "sum", "count"]
+
+
+def reference_all(frame: pl.DataFrame, every: str, include_bad: bool) -> pl.DataFrame:
+    """Every statistic (first and sum too) computed by Polars alone; a sum of no values is null."""
+    usable = pl.col("value").is_not_null()
+    if not include_bad:
+        usable &= pl.col("quality") != "bad"
+    value = pl.col("value").filter(usable)
+    return (
+        frame.sort("timestamp")
+        .group_by("tag", pl.col("timestamp").dt.truncate(every).alias("bucket"))
+        .agg(
+            value.mean().alias("avg"),
+            value.min().alias("min"),
+            value.max().alias("max"),
+            value.first().alias("first"),
+            value.last().alias("last"),
+            pl.when(value.count() > 0).then(value.sum()).alias("sum"),
+            value.count().cast(pl.Int64).alias("count"),
+            (pl.col("quality") == "bad").sum().cast(pl.Int64).alias("bad_count"),
+        )
+        .sort("tag", "bucket")
+    )
+
+
+def assert_same(got: pl.DataFrame, expected: pl.DataFrame) -> None:
+    assert_frame_equal(got, expected, check_exact=False, rel_tol=1e-9, abs_tol=1e-6)
+
+
+timed_points = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "c.x"]),
+        st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False)),
+        st.integers(0, 25 * 60_000),  # milliseconds after T0: ~5 rows a minute, so edges cut near rows
+        st.sampled_from(["good", "good", "uncertain", "bad"]),
+    ),
+    min_size=1,
+    max_size=120,
+    unique_by=lambda p: (p[0], p[2]),
+)
+
+
+def edge(data, rows) -> int | None:
+    """A range edge (milliseconds after T0): open (None), on a minute, or just before or after a
+    stored value (so that the partial minutes at the edges hold values more often than not)."""
+    kind = data.draw(st.sampled_from(["open", "minute", "near a value", "near a value"]))
+    if kind == "open":
+        return None
+    if kind == "minute":
+        return data.draw(st.integers(0, 26)) * 60_000
+    return data.draw(st.sampled_from(rows))[2] + data.draw(st.integers(-1_500, 1_500))
+
+
+def ms_batch(rows) -> pl.DataFrame:
+    builder = TagBatchBuilder("test")
+    for tag, value, ms, quality in rows:
+        builder.add(
+            tag,
+            value,
+            timestamp=T0 + timedelta(milliseconds=ms),
+            quality=quality,
+            reason=None if quality == "good" else "comm_lost",
+        )
+    return builder.take()
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=timed_points,
+    cuts=st.lists(st.integers(0, 120), max_size=4),
+    every=st.sampled_from(["1m", "5m", "1h"]),
+    data=st.data(),
+    include_bad=st.booleans(),
+    compact_after=st.integers(1, 60),
+    shuffled=st.booleans(),
+)
+def test_rollup_buckets_equal_a_polars_reference(
+    rows, cuts, every, data, include_bad, compact_after, shuffled
+):
+    """Whole-minute buckets from the rollup (appended in several batches, late rows included,
+    compacted at random points) plus raw rows for ranges that cut through minutes."""
+    frame = ms_batch(sorted(rows, key=lambda r: r[2]) if not shuffled else rows)
+    historian = Historian(":memory:")
+    store = TagHistorian(historian, compact_after=compact_after)
+    bounds = sorted({0, frame.height, *(min(c, frame.height) for c in cuts)})
+    for lo, hi in itertools.pairwise(bounds):
+        store.append(frame.slice(lo, hi - lo))
+    start_ms, end_ms = edge(data, rows), edge(data, rows)
+    start = None if start_ms is None else T0 + timedelta(milliseconds=start_ms)
+    end = None if end_ms is None else T0 + timedelta(milliseconds=end_ms)
+    got = store.query("*", start, end, every, ALL_STATISTICS, include_bad)
+    raw = store.query("*", start, end, every, ALL_STATISTICS, include_bad, use_rollup=False)
+    historian.close()
+    inside = frame
+    if start is not None:
+        inside = inside.filter(pl.col("timestamp") >= start)
+    if end is not None:
+        inside = inside.filter(pl.col("timestamp") < end)
+    expected = reference_all(inside, every, include_bad)
+    assert_same(got, expected)
+    assert_same(raw, expected)
+
+
+def test_partial_minutes_at_both_edges_come_from_raw_rows(store):
+    store.append(ms_batch([("a", float(s), s * 1000, "good") for s in (10, 50, 70, 100, 130, 170)]))
+    got = store.query("a", T0 + timedelta(seconds=40), T0 + timedelta(seconds=140), "1m", ["sum", "count"])
+    assert got.select("bucket", "sum", "count").rows() == [
+        (T0, 50.0, 1),  # 10 s is before the range
+        (T0 + timedelta(minutes=1), 170.0, 2),  # a whole minute: from the rollup
+        (T0 + timedelta(minutes=2), 130.0, 1),  # 170 s is after the range
+    ]
+
+
+def test_a_range_inside_one_minute_reads_raw_rows_only(store):
+    store.append(
+        ms_batch([("a", 1.0, 1_000, "good"), ("a", 2.0, 20_000, "good"), ("a", 3.0, 50_000, "good")])
+    )
+    got = store.query("a", T0 + timedelta(seconds=10), T0 + timedelta(seconds=40), "1m", ["sum", "count"])
+    assert got.select("bucket", "sum", "count").rows() == [(T0, 2.0, 1)]
+
+
+def test_compaction_leaves_one_rollup_row_per_tag_minute_and_quality(tmp_path):
+    historian = Historian(tmp_path / "h.duckdb")
+    store = TagHistorian(historian, compact_after=10**9)
+    for second in range(0, 180, 5):  # 36 batches: 12 per minute, each a partial row per tag
+        store.append(batch([("a", float(second), second, "good"), ("b", 1.0, second, "bad")]))
+    before = store.query(["a", "b"], bucket="1m", statistics=ALL_STATISTICS, include_bad=True)
+    cur = store.cursor()
+    assert cur.execute("SELECT count(*) FROM tag_minutes").fetchall()[0][0] == 72
+    store.compact_rollup()
+    assert cur.execute("SELECT count(*) FROM tag_minutes").fetchall()[0][0] == 6  # 2 tags x 3 minutes
+    cur.close()
+    assert_frame_equal(
+        store.query(["a", "b"], bucket="1m", statistics=ALL_STATISTICS, include_bad=True), before
+    )
+    historian.close()
+
+
+def test_retention_keeps_the_rollup_equal_to_the_rows_left(tmp_path):
+    historian = Historian(tmp_path / "h.duckdb")
+    store = TagHistorian(historian, retention=[{"pattern": "a", "keep": "1h"}])
+    rows = [("a", float(i), i * 7, "good" if i % 5 else "bad") for i in range(1200)]  # 2 h 20 min
+    rows += [("b", float(i), i * 7, "good") for i in range(1200)]
+    store.append(batch(rows))
+    now = T0 + timedelta(seconds=2 * 3600 + 25)  # the cutoff cuts through a minute
+    assert store.apply_retention(now=now) > 0
+    left = store.raw("*")
+    assert left.filter(pl.col("tag") == "a").get_column("timestamp").min() >= now - timedelta(hours=1)
+    for every in ("1m", "5m"):
+        for include_bad in (False, True):
+            got = store.query("*", bucket=every, statistics=ALL_STATISTICS, include_bad=include_bad)
+            assert_same(got, reference_all(left, every, include_bad))
+    historian.close()
+
+
+def test_a_historian_without_a_rollup_gets_one_built_from_its_rows(tmp_path):
+    historian = Historian(tmp_path / "h.duckdb")
+    frame = batch([("a", float(i), i * 13, "good") for i in range(500)])
+    TagHistorian(historian).append(frame)
+    cur = historian.cursor()
+    cur.execute("DROP TABLE tag_minutes")  # as a file written before the rollup existed
+    cur.close()
+    got = TagHistorian(historian).query("a", bucket="5m", statistics=ALL_STATISTICS)
+    assert_same(got, reference_all(frame, "5m", False))
+    historian.close()
+
+
+def test_rows_without_a_timestamp_land_in_a_null_bucket_on_both_paths(store):
+    frame = pl.concat(
+        [
+            batch([("a", 1.0, 0, "good"), ("a", 2.0, 61, "good")]),
+            batch([("a", 5.0, 0, "good")]).with_columns(
+                pl.lit(None, dtype=TAG_SCHEMA["timestamp"]).alias("timestamp")
+            ),
+        ]
+    )
+    store.append(frame)
+    store.append(frame.tail(1))
+    got = store.query("a", bucket="1m", statistics=["sum", "count"])
+    assert got.select("bucket", "sum", "count").rows() == [
+        (T0, 1.0, 1),
+        (T0 + timedelta(minutes=1), 2.0, 1),
+        (None, 10.0, 2),  # ORDER BY puts NULL last
+    ]
+    assert_frame_equal(got, store.query("a", bucket="1m", statistics=["sum", "count"], use_rollup=False))
+    # a bounded range leaves them out, as `timestamp >= start` does
+    assert store.query("a", start=T0, bucket="1m").height == 2
+
+
+@pytest.mark.parametrize("fold_after", [1, 3, 10**9])
+def test_last_values_through_the_log_and_its_folds(tmp_path, fold_after):
+    historian = Historian(tmp_path / "h.duckdb")
+    store = TagHistorian(historian)
+    store.fold_last_after = fold_after
+    store.append(batch([("a", 1.0, 10, "good"), ("b", 1.0, 10, "good")]))
+    store.append(batch([("a", 2.0, 20, "good"), ("a", 3.0, 20, "uncertain")]))  # a tie: the later row
+    store.append(batch([("a", 9.0, 15, "good"), ("b", None, 30, "bad")]))  # a: older, arrives late
+    store.append(batch([("a", 4.0, 20, "good")]))  # a tie again, a later batch: it wins
+    expected = [
+        ("a", 4.0, "good", T0 + timedelta(seconds=20)),
+        ("b", None, "bad", T0 + timedelta(seconds=30)),
+    ]
+    assert store.last_values().select("tag", "value", "quality", "timestamp").rows() == expected
+    store.fold_last()
+    assert store.last_values().select("tag", "value", "quality", "timestamp").rows() == expected
+    cur = store.cursor()
+    assert cur.execute("SELECT count(*) FROM tag_last_log").fetchall()[0][0] == 0
+    cur.close()
+    assert store.query("*").get_column("tag").unique().sort().to_list() == ["a", "b"]
+    historian.close()
