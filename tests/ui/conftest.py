@@ -1,0 +1,57 @@
+"""GUI fixtures: a MainWindow on a real InProcessEngine with its own temporary data directory.
+
+Qt runs offscreen (tests/__main__.py sets QT_QPA_PLATFORM; this file does too, for direct runs).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _protocols_registered():
+    # The app registers the protocol connectors at start-up (app/gui.py); tests do the same.
+    import protocols
+
+    protocols.register_all()
+
+
+@pytest.fixture
+def engine(tmp_path):
+    from engine.api import InProcessEngine
+
+    engine = InProcessEngine(tmp_path / "data")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture
+def window(qtbot, engine):
+    """The main window, shown, on the `engine` fixture; closed (without prompting) after."""
+    from PySide6.QtWidgets import QApplication
+
+    from ui import theme
+    from ui.main_window import MainWindow
+
+    theme.apply(QApplication.instance(), "light")
+    win = MainWindow(engine)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    win._closing_confirmed = True  # teardown must never wait on an "unsaved changes" dialog
+    win.close()
+    win.deleteLater()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """tests/artifacts/ (git-ignored): where screenshots go."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

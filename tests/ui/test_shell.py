@@ -1,0 +1,300 @@
+"""The shell as a user meets it: sidebar and shortcuts, status bar, toasts, confirmations,
+the bridge between engine threads and the Qt thread, themes, the Pipelines page."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import polars as pl
+import pytest
+from PySide6.QtCore import Qt, QThread, QTimer
+from PySide6.QtWidgets import QApplication, QPushButton
+
+from ui import main_window as shell
+from ui.pages.base import Page
+from ui.widgets.empty_state import EmptyState
+
+
+def click_in_modal(button_name: str) -> None:
+    """Click a button of the next modal dialog once it is up (exec() blocks the test until then)."""
+
+    def attempt() -> None:
+        box = QApplication.activeModalWidget()
+        button = box.findChild(QPushButton, button_name) if box is not None else None
+        if button is None:
+            QTimer.singleShot(20, attempt)
+            return
+        button.click()
+
+    QTimer.singleShot(0, attempt)
+
+
+def click_sidebar(qtbot, window, row: int) -> None:
+    rect = window.sidebar.visualItemRect(window.sidebar.item(row))
+    qtbot.mouseClick(window.sidebar.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+
+
+def assert_page_or_error(window, name: str) -> None:
+    page = window.pages[name]
+    assert window.stack.currentWidget() is page
+    if isinstance(page, EmptyState):  # another helper's page not there yet: the error is named
+        assert name in window.page_errors
+        assert window.page_errors[name].split(":")[0] in page.label.text()
+    else:
+        assert isinstance(page, Page), type(page)
+
+
+def test_window_opens_with_sidebar_and_status_bar(window):
+    assert window.windowTitle() == "Data Aggregator"
+    titles = [window.sidebar.item(i).text().split()[-1] for i in range(window.sidebar.count())]
+    assert titles == ["Dashboard", "Pipelines", "Editor", "Live", "Runs", "Connectors", "Data", "Settings"]
+    assert window.current_page_name() == "dashboard"
+    assert window.engine_label.text().startswith("Engine: ready")
+    assert window.jobs_label.text() == "No jobs running"
+
+
+def test_every_sidebar_entry_shows_its_page(qtbot, window):
+    for row, entry in enumerate(shell.PAGES):
+        click_sidebar(qtbot, window, row)
+        assert window.current_page_name() == entry.name
+        assert_page_or_error(window, entry.name)
+
+
+def test_ctrl_digits_switch_pages(qtbot, window):
+    for i, entry in reversed(list(enumerate(shell.PAGES, start=1))):
+        qtbot.keyClick(window, getattr(Qt.Key, f"Key_{i}"), Qt.KeyboardModifier.ControlModifier)
+        assert window.current_page_name() == entry.name
+        assert window.sidebar.currentRow() == i - 1
+        assert_page_or_error(window, entry.name)
+
+
+def test_a_page_that_fails_to_import_shows_an_empty_state_naming_the_error(qtbot, engine, monkeypatch):
+    broken = shell.PageEntry("runs", "Runs", "▶", "ui.pages.no_such_module", "RunsPage")
+    pages = tuple(broken if p.name == "runs" else p for p in shell.PAGES)
+    monkeypatch.setattr(shell, "PAGES", pages)
+    window = shell.MainWindow(engine)
+    qtbot.addWidget(window)
+    page = window.show_page("runs")
+    assert isinstance(page, EmptyState)
+    assert "ModuleNotFoundError" in page.label.text()
+    assert "ui.pages.no_such_module" in page.label.text()
+    qtbot.mouseClick(page.button, Qt.MouseButton.LeftButton)  # its call to action leads away
+    assert window.current_page_name() == "dashboard"
+    window.shutdown()
+
+
+def test_toasts_stack_bottom_right_and_disappear(qtbot, window):
+    host = window.toasts.host
+    first = window.toast("success", "Saved pipeline", timeout_ms=400)
+    second = window.toast("error", "Connection refused: 127.0.0.1:4840", timeout_ms=600)
+    third = window.toast("info", "Preview ready", timeout_ms=800)
+    qtbot.wait(50)
+    toasts = [first, second, third]
+    assert all(t.isVisible() for t in toasts)
+    assert [t.property("kind") for t in toasts] == ["success", "error", "info"]
+    # newest lowest, older ones above it, none overlapping, all at the right edge
+    assert first.geometry().bottom() < second.geometry().top()
+    assert second.geometry().bottom() < third.geometry().top()
+    assert third.geometry().bottom() <= host.height()
+    assert all(abs(t.geometry().right() - (host.width() - window.toasts.MARGIN - 1)) <= 1 for t in toasts)
+    qtbot.waitUntil(lambda: len(window.toasts.toasts) == 2, timeout=2000)
+    assert window.toasts.toasts == [second, third]
+    assert third.geometry().bottom() <= host.height()  # the rest stayed stacked from the bottom
+    qtbot.waitUntil(lambda: not window.toasts.toasts, timeout=3000)
+
+
+def test_jobs_indicator_counts_real_engine_jobs(qtbot, window, engine):
+    release = threading.Event()
+    jobs = [engine.submit("test", lambda cancel: release.wait(5)) for _ in range(2)]
+    qtbot.waitUntil(lambda: "2 jobs running" in window.jobs_label.text(), timeout=3000)
+    release.set()
+    assert all(job.result(5) for job in jobs)
+    qtbot.waitUntil(lambda: window.jobs_label.text() == "No jobs running", timeout=3000)
+    assert window.running_jobs == set()
+
+
+def test_bridge_delivers_engine_events_and_results_on_the_qt_thread(qtbot, window, engine):
+    gui_thread = QApplication.instance().thread()
+    seen: list[tuple[dict, bool]] = []
+    window.bridge.event.connect(lambda e: seen.append((e, QThread.currentThread() is gui_thread)))
+    worker = threading.Thread(target=lambda: engine.emit({"event": "alarm", "tag": "t1"}))
+    worker.start()
+    worker.join()
+    qtbot.waitUntil(lambda: any(e.get("event") == "alarm" for e, _ in seen), timeout=2000)
+    assert all(on_gui for _, on_gui in seen)
+
+    results: list[tuple[str, object, bool]] = []
+
+    def on_ok(value):
+        results.append(("ok", value, QThread.currentThread() is gui_thread))
+
+    def on_error(exc):
+        results.append(("error", exc, QThread.currentThread() is gui_thread))
+
+    started = time.perf_counter()
+    window.bridge.call(engine.call(lambda: time.sleep(0.2) or 42), on_ok)
+    window.bridge.call(engine.submit("fail", lambda cancel: 1 / 0), on_ok, on_error)
+    assert time.perf_counter() - started < 0.1  # call() does not wait for the work
+    qtbot.waitUntil(lambda: len(results) == 2, timeout=3000)
+    assert sorted(r[0] for r in results) == ["error", "ok"]
+    assert ("ok", 42, True) in results
+    error = next(r for r in results if r[0] == "error")
+    assert isinstance(error[1], ZeroDivisionError) and error[2]
+
+
+@pytest.mark.parametrize(("button", "expected"), [("ConfirmAccept", True), ("ConfirmReject", False)])
+def test_confirm_dialog_accept_and_reject(window, button, expected):
+    click_in_modal(button)
+    assert window.confirm("Delete pipeline", "Delete “orders”?") is expected
+
+
+def test_closing_with_unsaved_changes_asks_first(qtbot, window, monkeypatch):
+    page = window.show_page("pipelines")
+    monkeypatch.setattr(page, "has_unsaved_changes", lambda: True)
+    click_in_modal("ConfirmReject")
+    window.close()
+    assert window.isVisible()  # rejected: the window stays
+    click_in_modal("ConfirmAccept")
+    window.close()
+    assert not window.isVisible()
+
+
+def test_themes_apply_and_unknown_is_refused(window):
+    from ui import theme
+
+    app = QApplication.instance()
+    theme.apply(app, "dark")
+    assert theme.current(app) == "dark"
+    assert app.palette().window().color().lightness() < 80
+    theme.apply(app, "light")
+    assert app.palette().window().color().lightness() > 200
+    with pytest.raises(ValueError, match="allowed are light, dark"):
+        theme.apply(app, "pink")
+
+
+def test_screenshot_of_the_shell(qtbot, window, artifacts):
+    window.resize(1100, 680)
+    window.show_page("pipelines")
+    window.toast("success", "Pipeline “orders” saved", timeout_ms=0)
+    window.toast("warning", "Source “turbines” reconnecting (attempt 3)", timeout_ms=0)
+    qtbot.wait(200)
+    path = artifacts / "shell.png"
+    assert window.grab().save(str(path))
+    assert path.stat().st_size > 10_000
+
+
+def write_spec(path, name):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "name": name,
+        "nodes": [
+            {"id": "src", "kind": "source", "connector_type": "csv", "config": {"path": "in.csv"}},
+            {
+                "id": "out",
+                "kind": "destination",
+                "connector_type": "csv",
+                "config": {"path": "o.csv"},
+                "inputs": ["src"],
+            },
+        ],
+    }
+    path.write_text(json.dumps(doc), encoding="utf-8")
+
+
+def pipelines_page(qtbot, window):
+    page = window.show_page("pipelines")
+    qtbot.waitUntil(lambda: not page.loading.active and bool(page.files), timeout=5000)
+    return page
+
+
+def test_pipelines_page_empty_state_then_lists_and_opens(qtbot, window, engine, monkeypatch):
+    opened = []
+    monkeypatch.setattr(window, "open_pipeline", opened.append)
+    page = pipelines_page(qtbot, window)
+    assert page.mine_stack.currentWidget() is page.mine_empty  # nothing of the user's yet
+    assert page.mine_empty.button.text() == "New pipeline"
+    shipped = [page.shipped.topLevelItem(i).text(2) for i in range(page.shipped.topLevelItemCount())]
+    assert "wind_farm.json" in shipped and "ecommerce_orders.json" in shipped
+
+    write_spec(engine.data_dir / "pipelines" / "orders.json", "Orders cleanup")
+    qtbot.mouseClick(page.refresh_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.mine.topLevelItemCount() == 1, timeout=5000)
+    assert page.mine_stack.currentWidget() is page.mine
+    item = page.mine.topLevelItem(0)
+    assert item.text(0) == "Orders cleanup"
+    rect = page.mine.visualItemRect(item)
+    # a double click is a press, a release and then the double-click event (Qt6 item views)
+    qtbot.mouseClick(page.mine.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    qtbot.mouseDClick(page.mine.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    assert opened == [engine.data_dir / "pipelines" / "orders.json"]
+
+    qtbot.keyClicks(page.search, "wind")
+    assert page.mine.topLevelItemCount() == 0
+    assert page.shipped.topLevelItemCount() == 1
+
+
+def test_pipelines_page_delete_asks_and_shipped_ones_cannot_be_deleted(qtbot, window, engine):
+    target = engine.data_dir / "pipelines" / "old.json"
+    write_spec(target, "Old pipeline")
+    page = pipelines_page(qtbot, window)
+    page.shipped.setCurrentItem(page.shipped.topLevelItem(0))
+    assert page.open_button.isEnabled() and not page.delete_button.isEnabled()
+    page.mine.setCurrentItem(page.mine.topLevelItem(0))
+    assert page.delete_button.isEnabled() and not page.shipped.selectedItems()
+
+    click_in_modal("ConfirmReject")
+    qtbot.mouseClick(page.delete_button, Qt.MouseButton.LeftButton)
+    assert target.exists()
+
+    click_in_modal("ConfirmAccept")
+    qtbot.mouseClick(page.delete_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(
+        lambda: not target.exists() and page.mine_stack.currentWidget() is page.mine_empty, timeout=5000
+    )
+    assert any("Deleted old.json" in t.text for t in window.toasts.toasts)
+
+
+def test_frame_table_shows_names_types_and_loads_rows_in_chunks(qtbot):
+    from ui.widgets.frame_table import CHUNK_ROWS, FrameTable
+
+    table = FrameTable()
+    qtbot.addWidget(table)
+    frame = pl.DataFrame({"id": range(1200), "tag": ["a", None] * 600, "value": [0.5] * 1200})
+    table.set_frame(frame)
+    model = table.model()
+    header = [model.headerData(i, Qt.Orientation.Horizontal) for i in range(3)]
+    assert header == ["id\nInt64", "tag\nString", "value\nFloat64"]
+    assert model.rowCount() == CHUNK_ROWS
+    assert model.data(model.index(1, 1)) == "null"
+    assert model.data(model.index(3, 2)) == "0.5"
+    while model.canFetchMore():
+        model.fetchMore()
+    assert model.rowCount() == 1200
+    assert table.frame() is frame
+
+
+def test_loading_overlay_covers_its_parent(qtbot, window):
+    from ui.widgets.loading import LoadingOverlay
+
+    host = window.stack
+    overlay = LoadingOverlay(host)
+    overlay.start("Running preview…")
+    assert overlay.isVisible() and overlay.geometry() == host.rect() and overlay.active
+    overlay.stop()
+    assert not overlay.isVisible() and not overlay.active
+
+
+def test_event_loop_probe_sees_a_blocked_loop(qtbot):
+    from ui.probe import EventLoopProbe
+
+    probe = EventLoopProbe(interval_ms=10).start()
+    qtbot.wait(150)
+    QTimer.singleShot(0, lambda: time.sleep(0.15))  # block the loop on purpose
+    qtbot.wait(150)
+    report = probe.stop()
+    assert report["ticks"] >= 5
+    assert probe.max_gap_ms >= 140
+    assert report["over_50ms"] >= 1
+    assert set(report) >= {"max_gap_ms", "max_blocked_ms", "p99_gap_ms", "seconds"}

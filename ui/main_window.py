@@ -1,0 +1,286 @@
+"""The main window: a sidebar switching pages, a status bar (engine state, running jobs), toasts,
+confirmation before destructive actions and before closing with unsaved changes.
+
+Pages are imported from fixed module paths when first shown (a quicker start; other pages'
+imports, such as NodeGraphQt or pyqtgraph, are paid when needed). A page whose module is missing
+or fails to import shows an EmptyState naming the error instead of taking the window down.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ui.bridge import EngineBridge
+from ui.widgets.dialogs import confirm
+from ui.widgets.empty_state import EmptyState
+from ui.widgets.toast import ToastManager
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PageEntry:
+    name: str
+    title: str
+    glyph: str
+    module: str
+    cls: str
+
+
+PAGES = (
+    PageEntry("dashboard", "Dashboard", "▦", "ui.pages.dashboard", "DashboardPage"),
+    PageEntry("pipelines", "Pipelines", "☰", "ui.pages.pipelines", "PipelinesPage"),
+    PageEntry("editor", "Editor", "✎", "ui.editor.page", "EditorPage"),
+    PageEntry("live", "Live", "∿", "ui.pages.live", "LivePage"),
+    PageEntry("runs", "Runs", "▶", "ui.pages.runs", "RunsPage"),
+    PageEntry("connectors", "Connectors", "⇄", "ui.pages.connectors", "ConnectorsPage"),
+    PageEntry("data", "Data", "▤", "ui.pages.data", "DataPage"),
+    PageEntry("settings", "Settings", "⚙", "ui.pages.settings", "SettingsPage"),
+)
+PAGE_NAMES = tuple(p.name for p in PAGES)
+SPINNER = "◐◓◑◒"
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, engine, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.engine = engine
+        self.bridge = EngineBridge(engine, self)
+        self.setWindowTitle("Data Aggregator")
+        self.resize(1280, 800)
+        self.pages: dict[str, QWidget] = {}  # created pages (a Page, or an EmptyState on failure)
+        self.page_errors: dict[str, str] = {}
+        self.running_jobs: set[str] = set()
+        self._closing_confirmed = False
+        self._shut_down = False
+
+        central = QWidget()
+        central.setObjectName("PageHost")
+        row = QHBoxLayout(central)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(0)
+        row.addWidget(self._build_sidebar())
+        self.stack = QStackedWidget()
+        row.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+        self.toasts = ToastManager(central)
+        self._build_status_bar()
+        for i, entry in enumerate(PAGES, start=1):
+            shortcut = QShortcut(QKeySequence(f"Ctrl+{i}"), self)
+            shortcut.setContext(Qt.ShortcutContext.ApplicationShortcut)
+            shortcut.activated.connect(lambda name=entry.name: self.show_page(name))
+        self.bridge.event.connect(self._on_event)
+        self.show_page("dashboard")
+
+    # ---- layout ----------------------------------------------------------------------------
+    def _build_sidebar(self) -> QWidget:
+        box = QWidget()
+        box.setFixedWidth(190)
+        column = QVBoxLayout(box)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        title = QLabel("Data Aggregator")
+        title.setObjectName("AppTitle")
+        column.addWidget(title)
+        self.sidebar = QListWidget()
+        self.sidebar.setObjectName("Sidebar")
+        for i, entry in enumerate(PAGES, start=1):
+            item = QListWidgetItem(f"{entry.glyph}   {entry.title}")
+            item.setData(Qt.ItemDataRole.UserRole, entry.name)
+            item.setToolTip(f"{entry.title} (Ctrl+{i})")
+            self.sidebar.addItem(item)
+        self.sidebar.currentRowChanged.connect(lambda row: self.show_page(PAGES[row].name))
+        column.addWidget(self.sidebar, 1)
+        return box
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.engine_label = QLabel()
+        self.engine_label.setObjectName("EngineState")
+        bar.addWidget(self.engine_label)
+        self.jobs_label = QLabel()
+        self.jobs_label.setObjectName("JobsIndicator")
+        bar.addPermanentWidget(self.jobs_label)
+        self._spin = 0
+        self._spinner = QTimer(self)
+        self._spinner.setInterval(150)
+        self._spinner.timeout.connect(self._update_jobs)
+        # The state is an attribute of the engine object (no I/O): polling it is free.
+        self._state_timer = QTimer(self)
+        self._state_timer.setInterval(1000)
+        self._state_timer.timeout.connect(self._update_engine_state)
+        self._state_timer.start()
+        self._update_engine_state()
+        self._update_jobs()
+
+    def _update_engine_state(self) -> None:
+        state = getattr(self.engine, "state", "unknown")
+        self.engine_label.setText(f"Engine: {state}  ·  {self.engine.data_dir}")
+        if self.engine_label.property("state") != state:
+            self.engine_label.setProperty("state", state)
+            self.engine_label.style().unpolish(self.engine_label)
+            self.engine_label.style().polish(self.engine_label)
+
+    def _update_jobs(self) -> None:
+        count = len(self.running_jobs)
+        if count:
+            self._spin = (self._spin + 1) % len(SPINNER)
+            noun = "job" if count == 1 else "jobs"
+            self.jobs_label.setText(f"{SPINNER[self._spin]} {count} {noun} running")
+            if not self._spinner.isActive():
+                self._spinner.start()
+        else:
+            self.jobs_label.setText("No jobs running")
+            self._spinner.stop()
+
+    def _on_event(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "job_started":
+            self.running_jobs.add(event.get("job"))
+            self._update_jobs()
+        elif kind == "job_finished":
+            self.running_jobs.discard(event.get("job"))
+            self._update_jobs()
+        elif kind == "engine_state":
+            self._update_engine_state()
+
+    # ---- pages -----------------------------------------------------------------------------
+    def _create_page(self, entry: PageEntry) -> QWidget:
+        try:
+            module = importlib.import_module(entry.module)
+            page = getattr(module, entry.cls)(self)
+        except Exception as exc:  # other helpers' pages may be missing or broken mid-edit
+            error = f"{type(exc).__name__}: {exc}"
+            log.error(
+                "page %s (%s.%s) unavailable: %s\n%s",
+                entry.name,
+                entry.module,
+                entry.cls,
+                error,
+                traceback.format_exc(),
+            )
+            self.page_errors[entry.name] = error
+            page = EmptyState(
+                f"The {entry.title} page could not be loaded.\n\n{entry.module}.{entry.cls}: {error}",
+                "Go to Dashboard" if entry.name != "dashboard" else None,
+                lambda: self.show_page("pipelines" if entry.name == "dashboard" else "dashboard"),
+            )
+        page.setObjectName(f"page_{entry.name}")
+        return page
+
+    def page(self, name: str) -> QWidget:
+        """The page widget for `name`, created on first use."""
+        if name not in PAGE_NAMES:
+            raise KeyError(f"page {name!r}: allowed are {', '.join(PAGE_NAMES)}")
+        if name not in self.pages:
+            entry = PAGES[PAGE_NAMES.index(name)]
+            self.pages[name] = self._create_page(entry)
+            self.stack.addWidget(self.pages[name])
+        return self.pages[name]
+
+    def current_page_name(self) -> str:
+        return PAGE_NAMES[self.sidebar.currentRow()]
+
+    def show_page(self, name: str) -> QWidget:
+        page = self.page(name)
+        row = PAGE_NAMES.index(name)
+        if self.sidebar.currentRow() != row:
+            self.sidebar.blockSignals(True)
+            self.sidebar.setCurrentRow(row)
+            self.sidebar.blockSignals(False)
+        already = self.stack.currentWidget() is page
+        self.stack.setCurrentWidget(page)
+        if not already and hasattr(page, "on_show"):
+            try:
+                page.on_show()
+            except Exception as exc:
+                log.exception("page %s on_show failed", name)
+                self.toast("error", f"{name} page: {type(exc).__name__}: {exc}")
+        return page
+
+    def open_pipeline(self, path: str | Path) -> None:
+        """Show the editor with the spec file at `path` (the editor reads it in the background)."""
+        editor = self.show_page("editor")
+        opener = getattr(editor, "open_pipeline", None) or getattr(editor, "open", None)
+        if opener is None:
+            self.toast("error", f"The editor is not available to open {path}")
+            return
+        opener(Path(path))
+
+    def new_pipeline(self) -> None:
+        editor = self.show_page("editor")
+        create = getattr(editor, "new_pipeline", None)
+        if create is None:
+            self.toast("error", "The editor is not available to create a pipeline")
+            return
+        create()
+
+    # ---- feedback --------------------------------------------------------------------------
+    def toast(self, kind: str, text: str, timeout_ms: int | None = None):
+        return self.toasts.show(kind, text, timeout_ms)
+
+    def confirm(
+        self, title: str, text: str, destructive: bool = True, accept_text: str | None = None
+    ) -> bool:
+        return confirm(self, title, text, destructive, accept_text)
+
+    # ---- closing ---------------------------------------------------------------------------
+    def unsaved_pages(self) -> list[str]:
+        names = []
+        for name, page in self.pages.items():
+            check = getattr(page, "has_unsaved_changes", None)
+            try:
+                if check is not None and check():
+                    names.append(name)
+            except Exception:
+                log.exception("page %s has_unsaved_changes failed", name)
+        return names
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        unsaved = self.unsaved_pages()
+        if unsaved and not self._closing_confirmed:
+            titles = ", ".join(PAGES[PAGE_NAMES.index(n)].title for n in unsaved)
+            if not self.confirm(
+                "Unsaved changes",
+                f"{titles} has unsaved changes. Close and lose them?",
+                destructive=True,
+                accept_text="Close without saving",
+            ):
+                event.ignore()
+                return
+        self._closing_confirmed = True
+        self.shutdown()
+        event.accept()
+
+    def shutdown(self) -> None:
+        """Stop the pages and the bridge (the engine belongs to whoever created it). Idempotent."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        for name, page in self.pages.items():
+            stop = getattr(page, "shutdown", None)
+            if stop is not None:
+                try:
+                    stop()
+                except Exception:
+                    log.exception("page %s shutdown failed", name)
+        self._spinner.stop()
+        self._state_timer.stop()
+        self.bridge.close()

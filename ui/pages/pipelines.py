@@ -1,0 +1,233 @@
+"""Pipelines page: the user's pipeline files (<data dir>/pipelines) and the shipped examples and
+templates (resources/pipelines, resources/templates); open one in the editor, create, delete.
+
+Listing reads files, so it runs on the engine's workers (`engine.call`) and comes back through the
+bridge; the Qt thread only fills the tables.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QStackedWidget,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+)
+
+from ui.pages.base import Page
+from ui.widgets.empty_state import EmptyState
+from ui.widgets.loading import LoadingOverlay
+
+RESOURCES = Path(__file__).resolve().parents[2] / "resources"
+SPEC_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class PipelineFile:
+    path: Path
+    origin: str  # "mine" | "example" | "template"
+    name: str
+    description: str
+    modified: float
+    error: str = ""
+
+
+def _describe(path: Path, origin: str) -> PipelineFile:
+    from engine.spec.io import read_document
+
+    modified = path.stat().st_mtime
+    try:
+        doc = read_document(path)
+        name = str(doc.get("name") or path.stem)
+        return PipelineFile(path, origin, name, str(doc.get("description") or ""), modified)
+    except Exception as exc:  # a broken file is listed, with its error, so it can be fixed or deleted
+        return PipelineFile(path, origin, path.stem, "", modified, f"{type(exc).__name__}: {exc}")
+
+
+def scan_pipelines(data_dir: Path) -> list[PipelineFile]:
+    """Every pipeline file, the user's first (newest first), then the shipped ones by name."""
+    folders = [
+        (data_dir / "pipelines", "mine"),
+        (RESOURCES / "pipelines", "example"),
+        (RESOURCES / "templates", "template"),
+    ]
+    found: list[PipelineFile] = []
+    for folder, origin in folders:
+        if not folder.is_dir():
+            continue
+        files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SPEC_SUFFIXES]
+        described = [_describe(p, origin) for p in files]
+        if origin == "mine":
+            described.sort(key=lambda f: -f.modified)
+        else:
+            described.sort(key=lambda f: f.name.lower())
+        found.extend(described)
+    return found
+
+
+def _tree(headers: list[str]) -> QTreeWidget:
+    tree = QTreeWidget()
+    tree.setHeaderLabels(headers)
+    tree.setRootIsDecorated(False)
+    tree.setAlternatingRowColors(True)
+    tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+    tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+    tree.header().setStretchLastSection(True)
+    return tree
+
+
+class PipelinesPage(Page):
+    title = "Pipelines"
+    icon_name = "pipelines"
+
+    def __init__(self, window):
+        super().__init__(window)
+        self.files: list[PipelineFile] = []
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(20, 16, 20, 16)
+
+        header = QHBoxLayout()
+        title = QLabel("Pipelines")
+        title.setObjectName("PageTitle")
+        header.addWidget(title)
+        header.addStretch(1)
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Filter by name…")
+        self.search.setClearButtonEnabled(True)
+        self.search.textChanged.connect(self._fill)
+        header.addWidget(self.search)
+        self.new_button = QPushButton("New pipeline")
+        self.new_button.setObjectName("PrimaryButton")
+        self.new_button.clicked.connect(self.main_window.new_pipeline)
+        header.addWidget(self.new_button)
+        self.open_button = QPushButton("Open")
+        self.open_button.clicked.connect(self.open_selected)
+        header.addWidget(self.open_button)
+        self.delete_button = QPushButton("Delete")
+        self.delete_button.clicked.connect(self.delete_selected)
+        header.addWidget(self.delete_button)
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.clicked.connect(self.refresh)
+        header.addWidget(self.refresh_button)
+        layout.addLayout(header)
+
+        layout.addWidget(QLabel("<b>My pipelines</b>"))
+        self.mine_stack = QStackedWidget()
+        self.mine = _tree(["Name", "File", "Modified", "Description"])
+        self.mine_empty = EmptyState(
+            "No pipelines of your own yet. Start from a template below, or draw one in the editor.",
+            "New pipeline",
+            self.main_window.new_pipeline,
+        )
+        self.mine_stack.addWidget(self.mine)
+        self.mine_stack.addWidget(self.mine_empty)
+        layout.addWidget(self.mine_stack, 3)
+
+        layout.addWidget(QLabel("<b>Examples and templates</b> (read-only: saving makes your own copy)"))
+        self.shipped = _tree(["Name", "Kind", "File", "Description"])
+        layout.addWidget(self.shipped, 2)
+
+        for tree in (self.mine, self.shipped):
+            tree.itemDoubleClicked.connect(lambda item, _col: self._open_item(item))
+            tree.itemSelectionChanged.connect(lambda tree=tree: self._selection_changed(tree))
+        self.loading = LoadingOverlay(self, "Reading pipelines…")
+        self._update_buttons()
+
+    # ---- data ------------------------------------------------------------------------------
+    def on_show(self) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.loading.start()
+        data_dir = Path(self.engine.data_dir)
+        self.bridge.call(self.engine.call(lambda: scan_pipelines(data_dir)), self._loaded, self._failed)
+
+    def _loaded(self, files: list[PipelineFile]) -> None:
+        self.loading.stop()
+        self.files = files
+        self._fill()
+
+    def _failed(self, exc: BaseException) -> None:
+        self.loading.stop()
+        self.toast("error", f"Listing pipelines failed: {exc}")
+
+    def _fill(self) -> None:
+        needle = self.search.text().strip().lower()
+        self.mine.clear()
+        self.shipped.clear()
+        for f in self.files:
+            if needle and needle not in f.name.lower() and needle not in f.path.name.lower():
+                continue
+            description = f"⚠ {f.error}" if f.error else f.description
+            if f.origin == "mine":
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(f.modified))
+                item = QTreeWidgetItem([f.name, f.path.name, when, description])
+                self.mine.addTopLevelItem(item)
+            else:
+                item = QTreeWidgetItem([f.name, f.origin, f.path.name, description])
+                self.shipped.addTopLevelItem(item)
+            item.setData(0, Qt.ItemDataRole.UserRole, f)
+            item.setToolTip(0, str(f.path))
+        has_mine = self.mine.topLevelItemCount() > 0
+        self.mine_stack.setCurrentWidget(self.mine if has_mine or needle else self.mine_empty)
+        self._update_buttons()
+
+    # ---- actions ---------------------------------------------------------------------------
+    def selected(self) -> PipelineFile | None:
+        for tree in (self.mine, self.shipped):
+            items = tree.selectedItems()
+            if items:
+                return items[0].data(0, Qt.ItemDataRole.UserRole)
+        return None
+
+    def _selection_changed(self, tree: QTreeWidget) -> None:
+        # One selection across both lists: choosing in one clears the other.
+        other = self.shipped if tree is self.mine else self.mine
+        if tree.selectedItems() and other.selectedItems():
+            other.blockSignals(True)
+            other.clearSelection()
+            other.blockSignals(False)
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        chosen = self.selected()
+        self.open_button.setEnabled(chosen is not None)
+        self.delete_button.setEnabled(chosen is not None and chosen.origin == "mine")
+
+    def _open_item(self, item: QTreeWidgetItem) -> None:
+        self.main_window.open_pipeline(item.data(0, Qt.ItemDataRole.UserRole).path)
+
+    def open_selected(self) -> None:
+        chosen = self.selected()
+        if chosen is not None:
+            self.main_window.open_pipeline(chosen.path)
+
+    def delete_selected(self) -> None:
+        chosen = self.selected()
+        if chosen is None or chosen.origin != "mine":
+            return
+        if not self.confirm(
+            "Delete pipeline", f"Delete “{chosen.name}” ({chosen.path.name})? This cannot be undone."
+        ):
+            return
+
+        def deleted(_result) -> None:
+            self.toast("success", f"Deleted {chosen.path.name}")
+            self.refresh()
+
+        self.bridge.call(
+            self.engine.call(chosen.path.unlink),
+            deleted,
+            lambda exc: self.toast("error", f"Deleting {chosen.path} failed: {exc}"),
+        )
