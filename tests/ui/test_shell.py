@@ -184,6 +184,18 @@ def test_screenshot_of_the_shell(qtbot, window, artifacts):
     assert window.grab().save(str(path))
     assert path.stat().st_size > 10_000
 
+    from ui import theme
+
+    theme.apply(QApplication.instance(), "dark")
+    window.show_page("settings")
+    window.show_page("pipelines")
+    qtbot.wait(100)
+    dark = artifacts / "shell_dark.png"
+    assert window.grab().save(str(dark))
+    image = window.grab().toImage()
+    assert image.pixelColor(5, image.height() // 2).lightness() < 80  # the sidebar went dark
+    theme.apply(QApplication.instance(), "light")
+
 
 def write_spec(path, name):
     path.parent.mkdir(parents=True, exist_ok=True)
