@@ -1,0 +1,203 @@
+"""Running from the editor (RunController) and the Runs page, on the e-commerce demo with real
+runs: progress per node, the summary toast and its link, history filters, detail, re-run, streams."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+
+from engine.connectors import registry
+from tests.engine.streaming_sources import TicksConnector
+from ui.editor.run_controller import RunController
+
+RESOURCES = Path(__file__).resolve().parents[2] / "resources"
+PIPELINE = "E-commerce order unification"
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    target = tmp_path / "ecommerce"
+    shutil.copytree(RESOURCES / "examples" / "ecommerce", target)
+    shutil.copy(RESOURCES / "pipelines" / "ecommerce_orders.json", target)
+    return target
+
+
+@pytest.fixture
+def spec(folder) -> Path:
+    return folder / "ecommerce_orders.json"
+
+
+@pytest.fixture
+def doc(spec) -> dict:
+    return json.loads(spec.read_text())
+
+
+@pytest.fixture
+def controller(window):
+    return RunController(window.engine, window.bridge, window)
+
+
+def run_and_wait(qtbot, controller, doc, spec) -> dict:
+    with qtbot.waitSignal(controller.finished, timeout=30_000) as done:
+        assert controller.start(doc, spec_path=spec) is not None
+        assert controller.running
+    return done.args[0]
+
+
+def rows_of(table) -> int:
+    return table.rowCount()
+
+
+def test_run_shows_progress_per_node_and_a_toast_linking_to_the_run(qtbot, window, controller, doc, spec):
+    progress: list[tuple[str, dict]] = []
+    controller.node_progress.connect(lambda node, stats: progress.append((node, stats)))
+    edges: dict = {}
+    controller.edge_counts.connect(edges.update)
+
+    record = run_and_wait(qtbot, controller, doc, spec)
+
+    assert (record["status"], record["rows_in"], record["rows_out"], record["rows_rejected"]) == (
+        "warning", 15, 12, 3,
+    )  # fmt: skip
+    assert not controller.running
+    assert {node for node, _ in progress} >= {"shopify", "union", "check_email", "historian"}
+    assert controller.progress["check_email"]["status"] == "success"
+    assert controller.progress["check_email"]["rows_rejected"] == 3
+    assert controller.progress["historian"]["rows_in"] == 12
+    assert edges[("union", "out")] == 15 and edges[("check_email", "rejected")] == 3
+    toast = controller.last_toast
+    assert toast.kind == "warning" and "15 rows in, 12 out, 3 rejected" in toast.text
+    assert "Open run" in toast.text
+
+    toast.label.linkActivated.emit("run")  # the user clicks "Open run"
+    page = window.pages["runs"]
+    assert window.current_page_name() == "runs"
+    qtbot.waitUntil(lambda: page.detail is not None, timeout=10_000)
+    assert page.selected_run_id() == record["run_id"]
+    assert page.detail["record"]["run_id"] == record["run_id"]
+
+
+def test_cancel_a_run(qtbot, controller, doc, spec):
+    with qtbot.waitSignal(controller.finished, timeout=30_000) as done:
+        controller.start(doc, spec_path=spec)
+        controller.cancel()
+    assert done.args[0]["status"] == "cancelled"
+    assert controller.last_toast.kind == "info"
+    assert not (spec.parent / "unified_orders.json").exists()
+
+
+def test_a_second_start_while_running_is_refused(qtbot, controller, doc, spec):
+    with qtbot.waitSignal(controller.finished, timeout=30_000):
+        controller.start(doc, spec_path=spec)
+        assert controller.start(doc, spec_path=spec) is None
+        assert "already going" in controller.last_toast.text
+
+
+def test_a_real_time_pipeline_starts_and_stops(qtbot, controller):
+    registry.register(TicksConnector)
+    doc = {
+        "name": "ticks live",
+        "nodes": [
+            {"id": "ticks", "kind": "source", "connector_type": "test_ticks",
+             "config": {"rows_per_batch": 5, "batches": None, "interval_s": 0.02}},
+            {"id": "out", "kind": "destination", "inputs": ["ticks"], "connector_type": "duckdb",
+             "config": {"table": "ticks"}},
+        ],
+        "schedule": {"type": "real_time"},
+    }  # fmt: skip
+    with qtbot.waitSignal(controller.stream_stats, timeout=15_000) as stats:
+        controller.start(doc)
+        assert controller.streaming
+    assert stats.args[0]["rows_received"] > 0
+    with qtbot.waitSignal(controller.finished, timeout=15_000) as done:
+        controller.stop()
+    assert done.args[0]["status"] == "cancelled" and done.args[0]["rows_out"] > 0
+    assert not controller.streaming
+
+
+def test_runs_page_empty_state(qtbot, window, artifacts):
+    page = window.show_page("runs")
+    qtbot.waitUntil(lambda: not page.overlay.active, timeout=10_000)
+    assert page.stack.currentWidget() is page.no_runs
+    window.grab().save(str(artifacts / "runs_empty.png"))
+    qtbot.mouseClick(page.no_runs.button, Qt.MouseButton.LeftButton)
+    assert window.current_page_name() == "pipelines"
+
+
+def test_runs_page_history_filters_detail_and_rerun(qtbot, window, controller, doc, spec, artifacts):
+    good = run_and_wait(qtbot, controller, doc, spec)
+    broken = json.loads(json.dumps(doc))
+    broken["name"] = "Broken orders"
+    broken["nodes"][0]["config"]["path"] = "missing.json"
+    bad = run_and_wait(qtbot, controller, broken, spec)
+    assert bad["status"] == "failed"
+
+    page = window.show_page("runs")
+    qtbot.waitUntil(lambda: rows_of(page.table) == 2, timeout=10_000)
+    assert page.table.item(0, 0).text() == "failed" and page.table.item(0, 1).text() == "Broken orders"
+    assert [page.table.item(1, c).text() for c in (0, 1, 4, 5, 6)] == ["warning", PIPELINE, "15", "12", "3"]
+    assert [page.pipeline_filter.itemText(i) for i in range(page.pipeline_filter.count())] == [
+        "All", "Broken orders", PIPELINE,
+    ]  # fmt: skip
+
+    # filters: status, pipeline, time range; nothing matching shows an empty state with "Clear filters"
+    page.status_filter.setCurrentText("failed")
+    qtbot.waitUntil(lambda: rows_of(page.table) == 1 and page.records[0]["run_id"] == bad["run_id"])
+    page.status_filter.setCurrentText("All")
+    page.pipeline_filter.setCurrentText(PIPELINE)
+    qtbot.waitUntil(lambda: [r["run_id"] for r in page.records] == [good["run_id"]])
+    page.time_filter.setCurrentText("Last hour")
+    qtbot.waitUntil(lambda: [r["run_id"] for r in page.records] == [good["run_id"]])
+    page.status_filter.setCurrentText("cancelled")
+    qtbot.waitUntil(lambda: page.stack.currentWidget() is page.no_match)
+    qtbot.mouseClick(page.no_match.button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: rows_of(page.table) == 2 and page.stack.currentWidget() is page.content)
+
+    # detail of the good run: node statistics, log lines, rejected records
+    rect = page.table.visualItemRect(page.table.item(1, 1))
+    qtbot.mouseClick(page.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    qtbot.waitUntil(lambda: page.detail is not None and page.detail["record"]["run_id"] == good["run_id"])
+    nodes = {page.nodes_table.item(r, 0).text(): r for r in range(page.nodes_table.rowCount())}
+    assert page.nodes_table.item(nodes["union"], 4).text() == "15"
+    assert page.nodes_table.item(nodes["check_email"], 5).text() == "3"
+    log = page.log_view.toPlainText()
+    assert "run started (manual)" in log and "run warning" in log
+    assert page.detail_tabs.tabText(2) == "Rejected (3)"
+    rejects = page.rejects_table.frame()
+    assert rejects["node_id"].to_list() == ["check_email"] * 3
+    assert all("not a valid email" in reason for reason in rejects["reason"])
+    assert PIPELINE in page.summary.text()
+    for toast in list(window.toasts.toasts):  # the screenshots show the page, not the run toasts
+        toast.dismiss()
+    window.grab().save(str(artifacts / "runs.png"))
+    page.detail_tabs.setCurrentIndex(1)
+    window.grab().save(str(artifacts / "runs_log.png"))
+    page.detail_tabs.setCurrentIndex(2)
+    window.grab().save(str(artifacts / "runs_rejected.png"))
+
+    # detail of the failed run names the error
+    rect = page.table.visualItemRect(page.table.item(0, 1))
+    qtbot.mouseClick(page.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    qtbot.waitUntil(lambda: page.detail is not None and page.detail["record"]["run_id"] == bad["run_id"])
+    assert "missing.json" in page.summary.text()
+
+    # re-run the good one: a new run, selected when it is done
+    qtbot.mouseClick(page.table.viewport(), Qt.MouseButton.LeftButton, pos=page.table.visualItemRect(
+        page.table.item(1, 1)).center())  # fmt: skip
+    qtbot.waitUntil(lambda: page.selected_run_id() == good["run_id"])
+    qtbot.mouseClick(page.rerun_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: rows_of(page.table) == 3, timeout=30_000)
+    qtbot.waitUntil(
+        lambda: page.detail is not None and page.detail["record"]["trigger"] == "rerun", timeout=10_000
+    )
+    new = page.detail["record"]
+    assert new["run_id"] not in (good["run_id"], bad["run_id"])
+    assert (new["status"], new["rows_out"], new["version"]) == ("warning", 12, good_version(page, good))
+
+
+def good_version(page, good) -> int:
+    return page.engine.run_detail(good["run_id"])["record"]["version"]
