@@ -1,9 +1,202 @@
-"""EngineAPI: the connectors calls (see engine/api/core.py)."""
+"""EngineAPI: the connectors calls (see engine/api/core.py).
+
+Saved connector configurations live in the metadata store. Secrets never do: a field named like a
+secret (password, token, secret...) must hold a `{"secret": NAME}` reference, whose value lives in
+the secret store (keyring, or the encrypted file).
+"""
 
 from __future__ import annotations
 
-from engine.api.core import EngineCore
+import contextlib
+import os
+import re
+import time
+from concurrent.futures import Future
+from typing import Any
+
+from engine.api.core import EngineCore, Job
+from engine.errors import ConnectorError
+
+SECRET_FIELD = re.compile(r"(^|_)(password|passwd|token|secret|api_key)$", re.IGNORECASE)
+ROLES = ("source", "destination")
+
+
+def clear_secrets(config: Any, path: str = "") -> list[str]:
+    """JSON paths of secret-named fields that hold a value in clear instead of a reference."""
+    found: list[str] = []
+    if secret_references(config) and isinstance(config, dict) and set(config) == {"secret"}:
+        return found  # a reference is what a secret field should hold
+    if isinstance(config, dict):
+        for key, value in config.items():
+            where = f"{path}.{key}" if path else str(key)
+            if SECRET_FIELD.search(str(key)) and isinstance(value, str) and value:
+                found.append(where)
+            else:
+                found += clear_secrets(value, where)
+    elif isinstance(config, list):
+        for i, value in enumerate(config):
+            found += clear_secrets(value, f"{path}[{i}]")
+    return found
+
+
+def secret_references(config: Any) -> set[str]:
+    if isinstance(config, dict):
+        if set(config) == {"secret"} and isinstance(config["secret"], str):
+            return {config["secret"]}
+        return set().union(*(secret_references(v) for v in config.values())) if config else set()
+    if isinstance(config, list):
+        return set().union(*(secret_references(v) for v in config)) if config else set()
+    return set()
 
 
 class ConnectorsAPI(EngineCore):
     """The connectors part of the in-process engine."""
+
+    # ---- types -------------------------------------------------------------------------------
+    def connector_types(self) -> list[dict[str, Any]]:
+        """Every registered connector type with its roles and config schemas (cheap, no I/O)."""
+        from engine.connectors import registry
+
+        return [registry.get(n).describe() for n in registry.names()]
+
+    def connector_schema(self, connector_type: str, role: str) -> dict[str, Any]:
+        cls = self._connector_class(connector_type)
+        model = cls.SourceConfig if role == "source" else cls.SinkConfig
+        if model is None:
+            raise ConnectorError(
+                f"connector '{connector_type}' cannot be a {role} (roles: {', '.join(cls.roles())})"
+            )
+        return model.model_json_schema()
+
+    # ---- saved configurations ----------------------------------------------------------------
+    def list_connectors(self) -> list[dict[str, Any]]:
+        """Saved connectors: name, connector_type, role, config, updated_at."""
+        return self.workspace.metadata.connectors()
+
+    def get_connector(self, name: str) -> dict[str, Any] | None:
+        return self.workspace.metadata.connector(name)
+
+    def save_connector(
+        self, name: str, connector_type: str, role: str, config: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Store (or replace) a saved connector. Refuses secrets in clear and unknown types/roles."""
+        name = name.strip()
+        if not name:
+            raise ConnectorError("a saved connector needs a name")
+        if role not in ROLES:
+            raise ConnectorError(f"connector '{name}': role '{role}' (allowed: {', '.join(ROLES)})")
+        self.connector_schema(connector_type, role)  # the type exists and has this role
+        clear = clear_secrets(config)
+        if clear:
+            raise ConnectorError(
+                f"connector '{name}': {', '.join(clear)} holds a secret in clear;"
+                ' store it as a secret and refer to it as {"secret": NAME}'
+            )
+        self.workspace.metadata.save_connector(name, connector_type, role, config)
+        self.emit({"event": "connectors_changed", "name": name})
+        return self.workspace.metadata.connector(name) or {}
+
+    def delete_connector(self, name: str) -> bool:
+        deleted = self.workspace.metadata.delete_connector(name)
+        self.emit({"event": "connectors_changed", "name": name})
+        return deleted
+
+    # ---- secrets -----------------------------------------------------------------------------
+    def secret_names(self) -> list[str]:
+        """Names a config can refer to: stored through the app, in the encrypted file, in the
+        environment (AGGREGATOR_SECRET_*), or referenced by a saved connector."""
+        names = set(self.workspace.metadata.secret_names())
+        with contextlib.suppress(Exception):  # an unreadable file must not hide the rest
+            names |= set(self.workspace.secrets._file_values())  # SecretStore has no public names()
+        prefix = "AGGREGATOR_SECRET_"
+        names |= {k[len(prefix) :].lower() for k in os.environ if k.startswith(prefix)}
+        for row in self.list_connectors():
+            names |= secret_references(row["config"])
+        return sorted(names)
+
+    def set_secret(self, name: str, value: str) -> str:
+        """Store a secret's value (keyring, else the encrypted file); returns where it went."""
+        where = self.workspace.secrets.set(name, value)
+        self.workspace.metadata.note_secret_name(name)
+        return where
+
+    # ---- test connection ---------------------------------------------------------------------
+    def test_connection(
+        self, connector_type: str, role: str, config: dict[str, Any], name: str = "test"
+    ) -> Job:
+        """Check a connector in the background. The job's result is `{"ok", "error", "seconds"}`
+        (a failed check is a result, not an exception); a `connection_tested` event follows."""
+
+        def work(cancel) -> dict[str, Any]:
+            started = time.monotonic()
+            try:
+                self._check(connector_type, role, config, name, cancel)
+                result = {"ok": True, "error": None}
+            except Exception as exc:  # the badge shows whatever went wrong, in one line
+                text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                result = {"ok": False, "error": text}
+            result["seconds"] = round(time.monotonic() - started, 3)
+            self.emit({"event": "connection_tested", "name": name, **result})
+            return result
+
+        return self.submit("test_connection", work)
+
+    def _check(self, connector_type: str, role: str, config: dict[str, Any], name: str, cancel) -> None:
+        from pydantic import ValidationError
+
+        from engine.context import RunContext
+
+        cls = self._connector_class(connector_type)
+        model = cls.SourceConfig if role == "source" else cls.SinkConfig
+        if model is None:
+            raise ConnectorError(f"connector '{connector_type}' cannot be a {role}")
+        ctx = RunContext(
+            pipeline="test-connection",
+            data_dir=self.data_dir,
+            base_dir=self.data_dir,
+            secret=self.workspace.secrets.get,
+            historian=self.workspace.historian,
+            cancel=cancel,
+            dry_run=True,
+        )
+        try:
+            parsed = model.model_validate(ctx.resolve_config(config))
+        except ValidationError as exc:  # one line per field, as the spec validator words them
+            raise ConnectorError(
+                "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg'].removeprefix('Value error, ')}"
+                    for e in exc.errors()
+                )
+            ) from None
+        endpoint = (
+            cls.make_source(parsed, ctx, name) if role == "source" else cls.make_sink(parsed, ctx, name)
+        )
+        endpoint.check()
+
+    # ---- OPC UA tag browser ------------------------------------------------------------------
+    def browse_opcua(self, config: dict[str, Any], node_id: str | None = None) -> Future:
+        """The children of `node_id` (default: Objects) on the server of an OPC UA config, through
+        the registered connector's `browse(config, node_id)` (the engine imports no protocol)."""
+
+        def work() -> list[dict[str, Any]]:
+            from engine.context import RunContext
+
+            cls = self._connector_class("opc_ua")
+            browse = getattr(cls, "browse", None)
+            if browse is None:
+                raise ConnectorError("the opc_ua connector offers no browse(config, node_id)")
+            ctx = RunContext(secret=self.workspace.secrets.get)
+            return browse(ctx.resolve_config(config), node_id)
+
+        return self.call(work)
+
+    @staticmethod
+    def _connector_class(connector_type: str):
+        from engine.connectors import registry
+
+        cls = registry.get(connector_type)
+        if cls is None:
+            raise ConnectorError(
+                f"unknown connector type '{connector_type}' (allowed: {', '.join(registry.names())})"
+            )
+        return cls

@@ -1,9 +1,136 @@
-"""EngineAPI: the data calls (see engine/api/core.py)."""
+"""EngineAPI: the data calls (see engine/api/core.py): the historian's tables and views, paged
+previews, a read-only SQL console and exports. Every call here touches DuckDB or disk, so the GUI
+runs them through `call`/`submit`, never on its own thread."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
 from engine.api.core import EngineCore
+from engine.errors import DataError
+
+EXPORT_FORMATS = ("csv", "parquet", "xlsx")
+# Statement types the console runs; anything that could write is refused before it runs.
+READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA"}
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def write_frame(frame: pl.DataFrame, path: Path | str, fmt: str | None = None) -> Path:
+    """Write `frame` as CSV, Parquet or Excel, atomically: a temporary file beside the target is
+    renamed over it once complete, so a failed export leaves no partial file."""
+    path = Path(path)
+    fmt = (fmt or path.suffix.lstrip(".")).lower()
+    fmt = {"xls": "xlsx", "excel": "xlsx", "pq": "parquet"}.get(fmt, fmt)
+    if fmt not in EXPORT_FORMATS:
+        raise DataError(f"export to {path}: format '{fmt}' (allowed: {', '.join(EXPORT_FORMATS)})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{fmt}", dir=path.parent)
+    os.close(fd)
+    try:
+        if fmt == "csv":
+            frame.write_csv(tmp)
+        elif fmt == "parquet":
+            frame.write_parquet(tmp)
+        else:
+            # Excel has no time zones; naive local-free UTC values keep the numbers the same
+            naive = frame.with_columns(
+                pl.col(c).dt.replace_time_zone(None)
+                for c, t in frame.schema.items()
+                if isinstance(t, pl.Datetime) and t.time_zone
+            )
+            naive.write_excel(tmp, autofit=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 class DataAPI(EngineCore):
     """The data part of the in-process engine."""
+
+    def data_objects(self) -> list[dict[str, Any]]:
+        """The historian's tables and views: name, schema, kind, estimated rows, columns."""
+        cur = self.workspace.historian.cursor()
+        try:
+            rows = cur.execute(
+                "SELECT schema_name, table_name, 'table' AS kind, estimated_size, column_count"
+                " FROM duckdb_tables() WHERE NOT internal"
+                " UNION ALL SELECT schema_name, view_name, 'view', NULL, column_count"
+                " FROM duckdb_views() WHERE NOT internal AND NOT temporary"
+                " ORDER BY 3, 1, 2"
+            ).fetchall()
+        finally:
+            cur.close()
+        return [
+            {
+                "schema": s,
+                "name": n if s == "main" else f"{s}.{n}",
+                "kind": k,
+                "rows": size,
+                "columns": cols,
+            }
+            for s, n, k, size, cols in rows
+        ]
+
+    def preview_object(self, name: str, offset: int = 0, limit: int = 200) -> dict[str, Any]:
+        """One page of a table or view: `{"frame", "offset", "total"}`."""
+        known = {o["name"] for o in self.data_objects()}
+        if name not in known:
+            raise DataError(
+                f"historian: no table or view '{name}' (known: {', '.join(sorted(known)) or 'none'})"
+            )
+        ref = ".".join(_quote(p) for p in name.split(".", 1))
+        cur = self.workspace.historian.cursor()
+        try:
+            total = cur.sql(f"SELECT count(*) FROM {ref}").fetchall()[0][0]
+            frame = cur.sql(f"SELECT * FROM {ref} LIMIT ? OFFSET ?", params=[int(limit), int(offset)]).pl()
+        finally:
+            cur.close()
+        return {"frame": frame, "offset": offset, "total": total}
+
+    def run_sql(self, sql: str, limit: int = 10_000) -> dict[str, Any]:
+        """Run one read-only statement on the historian: `{"frame", "truncated", "rows"}`.
+        At most `limit` rows come back; writes (INSERT, DROP, COPY, ATTACH...) are refused."""
+        cur = self.workspace.historian.cursor()
+        try:
+            import duckdb
+
+            try:
+                statements = cur.extract_statements(sql)
+            except duckdb.Error as exc:
+                raise DataError(f"SQL console: {str(exc).splitlines()[0]}") from None
+            if len(statements) != 1:
+                raise DataError(f"SQL console: one statement at a time (got {len(statements)})")
+            kind = statements[0].type.name
+            if kind not in READ_ONLY_STATEMENTS:
+                raise DataError(
+                    f"SQL console: {kind} statements are not allowed here (read-only: SELECT, EXPLAIN, PRAGMA)"
+                )
+            try:
+                rel = cur.sql(sql.strip().rstrip(";"))
+                frame = rel.limit(limit + 1).pl() if rel is not None else pl.DataFrame()
+            except duckdb.Error as exc:
+                raise DataError(f"SQL console: {str(exc).strip().splitlines()[0]}") from None
+        finally:
+            cur.close()
+        truncated = frame.height > limit
+        frame = frame.head(limit)
+        return {"frame": frame, "truncated": truncated, "rows": frame.height}
+
+    def export_frame(self, frame: pl.DataFrame, path: Path | str, fmt: str | None = None) -> Path:
+        return write_frame(frame, path, fmt)
+
+    def export_object(self, name: str, path: Path | str, fmt: str | None = None) -> Path:
+        """A whole table or view to a file (no row limit)."""
+        page = self.preview_object(name, 0, 0)
+        result = self.preview_object(name, 0, max(page["total"], 1))
+        return write_frame(result["frame"], path, fmt)

@@ -84,6 +84,14 @@ class MetadataStore:
             pk="id",
             if_not_exists=True,
         )
+        # saved connector configurations (the GUI's Connectors page); secrets only as references
+        db["connectors"].create(
+            {"name": str, "connector_type": str, "role": str, "config": str, "updated_at": str},
+            pk="name",
+            if_not_exists=True,
+        )
+        # names of secrets stored through the app (a keyring cannot list its entries)
+        db["secret_names"].create({"name": str, "stored_at": str}, pk="name", if_not_exists=True)
         db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
         db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
         db["runs"].create_index(["pipeline", "started_at"], if_not_exists=True)
@@ -184,6 +192,38 @@ class MetadataStore:
                 "SELECT ts, level, node_id, message FROM run_logs WHERE run_id = ? ORDER BY id", [run_id]
             )
         )
+
+    # ---- connectors --------------------------------------------------------------------------
+    def save_connector(self, name: str, connector_type: str, role: str, config: dict[str, Any]) -> None:
+        row = {
+            "name": name,
+            "connector_type": connector_type,
+            "role": role,
+            "config": json.dumps(config, sort_keys=True),
+            "updated_at": utc_now(),
+        }
+        with self._lock:
+            self.db["connectors"].upsert(row, pk="name")
+
+    def connectors(self) -> list[dict[str, Any]]:
+        rows = self.db.query("SELECT * FROM connectors ORDER BY name")
+        return [{**r, "config": json.loads(r["config"])} for r in rows]
+
+    def connector(self, name: str) -> dict[str, Any] | None:
+        row = next(self.db.query("SELECT * FROM connectors WHERE name = ?", [name]), None)
+        return {**row, "config": json.loads(row["config"])} if row else None
+
+    def delete_connector(self, name: str) -> bool:
+        with self._lock:
+            cur = self.db.execute("DELETE FROM connectors WHERE name = ?", [name])
+            return cur.rowcount > 0
+
+    def note_secret_name(self, name: str) -> None:
+        with self._lock:
+            self.db["secret_names"].upsert({"name": name, "stored_at": utc_now()}, pk="name")
+
+    def secret_names(self) -> list[str]:
+        return [r["name"] for r in self.db.query("SELECT name FROM secret_names ORDER BY name")]
 
     def close(self) -> None:
         self.db.close()
