@@ -1,47 +1,75 @@
 """Engine -> Qt: engine events and call results arrive as Qt signals on the GUI thread.
 
-Engine threads call `EngineCore.emit`; our subscriber only emits a Qt signal, and Qt queues it to
-the bridge's thread (the GUI thread) because the emitting thread differs. Nothing here waits: a
-result comes back through `call(future_or_job, on_ok, on_error)` when it is ready.
+Engine threads call `EngineCore.emit`; our subscriber only appends the event to a queue and, if no
+delivery is pending, posts one queued wake-up to the GUI thread. The GUI thread drains the queue in
+slices of at most DRAIN_BUDGET_S, re-posting itself for the rest, so a burst of thousands of
+events never holds the event loop for long and costs one cross-thread post, not one per event.
+Nothing here waits: a result comes back through `call(future_or_job, on_ok, on_error)` when it is
+ready.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 
 log = logging.getLogger(__name__)
+DRAIN_BUDGET_S = 0.015
 
 
 class EngineBridge(QObject):
     """One per window. `event` carries every engine event dict, on the Qt thread."""
 
     event = Signal(dict)
-    _raw_event = Signal(object)
+    _wake = Signal()
     _result = Signal(object, object, object, object)  # on_ok, on_error, value, exception
 
     def __init__(self, engine, parent: QObject | None = None):
         super().__init__(parent)
         self.engine = engine
         # Queued: engine threads only post; the slot runs on the GUI thread.
-        self._raw_event.connect(self._deliver_event, Qt.ConnectionType.QueuedConnection)
+        self._pending: collections.deque[dict] = collections.deque()
+        self._pending_lock = threading.Lock()
+        self._wake_posted = False
+        self._wake.connect(self._drain, Qt.ConnectionType.QueuedConnection)
         self._result.connect(self._deliver_result, Qt.ConnectionType.QueuedConnection)
         self._closed = False
         self._unsubscribe = engine.subscribe(self._on_engine_event)
 
     # ---- events ----------------------------------------------------------------------------
     def _on_engine_event(self, event: dict) -> None:  # engine thread
-        if not self._closed:
-            self._raw_event.emit(event)
+        if self._closed:
+            return
+        with self._pending_lock:
+            self._pending.append(event)
+            if self._wake_posted:
+                return
+            self._wake_posted = True
+        self._wake.emit()
 
-    @Slot(object)
-    def _deliver_event(self, event: dict) -> None:  # GUI thread
-        if not self._closed:
-            self.event.emit(event)
+    @Slot()
+    def _drain(self) -> None:  # GUI thread
+        deadline = time.perf_counter() + DRAIN_BUDGET_S
+        while not self._closed:
+            with self._pending_lock:
+                if not self._pending:
+                    self._wake_posted = False
+                    return
+                event = self._pending.popleft()
+            try:
+                self.event.emit(event)
+            except Exception:  # a broken view must not stop the others' events
+                log.exception("engine event handler failed")
+            if time.perf_counter() > deadline:
+                self._wake.emit()  # the rest after the loop has run other work (still queued)
+                return
 
     # ---- results ---------------------------------------------------------------------------
     def call(
