@@ -141,7 +141,7 @@ class SecretEditor(_Single):
         self.text = self.edit = QLineEdit()
         self.text.setPlaceholderText("(not set)" if nullable else str(schema.get("default", "") or ""))
         self.mode = QToolButton()
-        self.mode.setText("🔑")
+        self.mode.setText("Secret")
         self.mode.setCheckable(True)
         self.mode.setToolTip("a secret reference (its value stays in the keyring, never in the config)")
         self.picker = QComboBox()
