@@ -40,6 +40,14 @@ class LiveAPI(EngineCore):
         self._stored_reading: concurrent.futures.Future | None = None
         self.subscribe(self._note_live_event)
 
+    def close(self, timeout: float = 10.0) -> None:
+        # A historian read of ours may be running on the pool: it must end before DuckDB closes.
+        with self._live_lock:
+            reading = self._stored_reading
+        if reading is not None:
+            concurrent.futures.wait([reading], timeout=timeout)
+        super().close(timeout)
+
     # ---- the ring buffers --------------------------------------------------------------------
     def live_buffer(self):
         """The data directory's ring buffers (the `historian` destination feeds the same ones)."""

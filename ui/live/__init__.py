@@ -1,0 +1,1 @@
+"""Live view widgets: the tag browser and the pyqtgraph charts."""

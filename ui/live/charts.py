@@ -1,0 +1,220 @@
+"""Live charts (pyqtgraph): tag trends with bad-quality spans shaded, a crosshair read-out, and
+the throughput of running pipelines.
+
+Every chart draws with automatic peak downsampling and clip-to-view, so a curve of 10k points
+costs about as much as the chart is wide in pixels. X is seconds since the epoch on a date axis;
+charts of one page share it (`link_x`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+
+from ui.live.tag_browser import MIME_TAGS
+
+PALETTE = (
+    "#3b82f6", "#ef4444", "#10b981", "#f59e0b", "#8b5cf6", "#06b6d4", "#ec4899", "#84cc16",
+    "#f97316", "#6366f1", "#14b8a6", "#eab308", "#a855f7", "#22c55e", "#0ea5e9", "#e11d48",
+)  # fmt: skip
+BAD_BRUSH = (214, 69, 69, 45)  # bad-quality spans, translucent so the trace stays readable
+MAX_SPANS = 200  # shaded spans per chart; beyond that neighbouring spans are merged
+BAD = 2
+
+
+def bad_spans(ts: np.ndarray, quality: np.ndarray) -> list[tuple[float, float]]:
+    """(start, end) x of each run of bad points: from its first point to the next point after it
+    (or its last point when the run ends the series). Vectorised: no loop over points."""
+    if len(ts) == 0:
+        return []
+    bad = (quality == BAD).astype(np.int8)
+    edges = np.diff(np.concatenate(([0], bad, [0])))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1)  # index after the run
+    last = len(ts) - 1
+    spans = [(float(ts[s]), float(ts[min(e, last)])) for s, e in zip(starts, ends, strict=True)]
+    if len(spans) > MAX_SPANS:  # merge into MAX_SPANS groups of neighbours
+        groups = np.array_split(np.arange(len(spans)), MAX_SPANS)
+        spans = [(spans[g[0]][0], spans[g[-1]][1]) for g in groups]
+    return spans
+
+
+class _Plot(pg.PlotWidget):
+    """A PlotWidget on a date axis with the live settings (downsampling, clip-to-view, crosshair)."""
+
+    crosshair_moved = Signal(float)  # x under the mouse (charts of a page follow each other)
+
+    def __init__(self, parent=None):
+        super().__init__(parent, axisItems={"bottom": pg.DateAxisItem(orientation="bottom")})
+        self.setBackground("w")
+        item = self.getPlotItem()
+        item.showGrid(x=True, y=True, alpha=0.15)
+        item.setDownsampling(auto=True, mode="peak")
+        item.setClipToView(True)
+        item.getAxis("left").setWidth(56)  # one width on every chart, so their X axes line up
+        self.legend = item.addLegend(offset=(8, 8), labelTextSize="8pt")
+        self.cursor = pg.InfiniteLine(
+            angle=90, movable=False, pen=pg.mkPen("#888", style=Qt.PenStyle.DashLine)
+        )
+        self.cursor.setVisible(False)
+        self.cursor.setZValue(50)
+        self.addItem(self.cursor, ignoreBounds=True)
+        self.readout = pg.TextItem(color="#222", anchor=(1, 0), fill=pg.mkBrush(255, 255, 255, 210))
+        self.readout.setZValue(60)
+        self.readout.setVisible(False)
+        self.addItem(self.readout, ignoreBounds=True)
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        self._series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.scene().sigMouseMoved.connect(self._mouse_moved)
+
+    def add_curve(self, name: str, width: float = 1.5) -> pg.PlotDataItem:
+        color = PALETTE[len(self.curves) % len(PALETTE)]
+        curve = self.plot([], [], name=name, pen=pg.mkPen(color, width=width), connect="finite")
+        self.curves[name] = curve
+        return curve
+
+    def set_curve(self, name: str, x: np.ndarray, y: np.ndarray, quality: np.ndarray | None = None) -> None:
+        curve = self.curves.get(name) or self.add_curve(name)
+        curve.setData(x, y)
+        self._series[name] = (x, y, quality if quality is not None else np.zeros(len(x), np.uint8))
+
+    def series(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        empty = np.empty(0)
+        return self._series.get(name, (empty, empty, np.empty(0, np.uint8)))
+
+    def visible(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Each curve's points inside the visible X range."""
+        (x0, x1), _ = self.viewRange()
+        out = {}
+        for name, (x, y, q) in self._series.items():
+            keep = (x >= x0) & (x <= x1)
+            out[name] = (x[keep], y[keep], q[keep])
+        return out
+
+    # ---- crosshair ---------------------------------------------------------------------------
+    def _mouse_moved(self, pos) -> None:
+        if not self.sceneBoundingRect().contains(pos) or not self.curves:
+            self.hide_crosshair()
+            return
+        self.crosshair_moved.emit(self.getPlotItem().vb.mapSceneToView(pos).x())
+
+    def show_crosshair(self, x: float) -> str:
+        """The vertical line at `x` and a read-out of each curve's value nearest to it; returns the text."""
+        lines = [datetime.fromtimestamp(x).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]]
+        for name, (xs, ys, qs) in self._series.items():
+            if len(xs) == 0:
+                continue
+            i = int(np.clip(np.searchsorted(xs, x), 0, len(xs) - 1))
+            if i > 0 and abs(xs[i - 1] - x) < abs(xs[i] - x):
+                i -= 1
+            value = "—" if not np.isfinite(ys[i]) else f"{ys[i]:.6g}"
+            flag = {1: " (uncertain)", 2: " (bad)"}.get(int(qs[i]), "")
+            lines.append(f"{name}: {value}{flag}")
+        text = "\n".join(lines)
+        self.cursor.setPos(x)
+        self.cursor.setVisible(True)
+        (_, x1), (_, y1) = self.viewRange()
+        self.readout.setText(text)
+        self.readout.setPos(x1, y1)  # top right: the legend has the top left
+        self.readout.setVisible(True)
+        return text
+
+    def hide_crosshair(self) -> None:
+        self.cursor.setVisible(False)
+        self.readout.setVisible(False)
+
+
+class TagChart(_Plot):
+    """One chart of tags. Tags dropped on it (from the tag browser) are asked for by `tags_dropped`."""
+
+    tags_dropped = Signal(list)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setAcceptDrops(True)
+        self.setMinimumHeight(160)
+        self._regions: list[pg.LinearRegionItem] = []
+        self._spans: list[tuple[float, float]] = []
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.curves)
+
+    def set_series(self, tag: str, ts_us: np.ndarray, values: np.ndarray, quality: np.ndarray) -> None:
+        self.set_curve(tag, ts_us / 1e6, values, quality)
+
+    def remove_tag(self, tag: str) -> None:
+        curve = self.curves.pop(tag, None)
+        if curve is not None:
+            self.removeItem(curve)
+            self.legend.removeItem(curve)
+            self._series.pop(tag, None)
+
+    def shade_bad_quality(self) -> None:
+        """Shade every bad span of every curve (items are reused; only changed spans move)."""
+        spans = []
+        for x, _, q in self._series.values():
+            spans += bad_spans(x, q)
+        if spans == self._spans:
+            return
+        self._spans = spans
+        while len(self._regions) < len(spans):
+            region = pg.LinearRegionItem(movable=False, brush=pg.mkBrush(*BAD_BRUSH), pen=pg.mkPen(None))
+            region.setZValue(-10)
+            self.addItem(region, ignoreBounds=True)
+            self._regions.append(region)
+        for i, region in enumerate(self._regions):
+            if i < len(spans):
+                region.setRegion(spans[i])
+                region.setVisible(True)
+            else:
+                region.setVisible(False)
+
+    @property
+    def shaded_spans(self) -> list[tuple[float, float]]:
+        return list(self._spans)
+
+    # ---- drops from the tag browser ----------------------------------------------------------
+    def dragEnterEvent(self, event):
+        if event.mimeData().hasFormat(MIME_TAGS) or event.mimeData().hasText():
+            event.acceptProposedAction()
+        else:
+            super().dragEnterEvent(event)
+
+    def dragMoveEvent(self, event):
+        event.acceptProposedAction()
+
+    def dropEvent(self, event):
+        data = event.mimeData()
+        raw = bytes(data.data(MIME_TAGS)).decode() if data.hasFormat(MIME_TAGS) else data.text()
+        tags = [t for t in raw.splitlines() if t.strip()]
+        if tags:
+            self.tags_dropped.emit(tags)
+            event.acceptProposedAction()
+
+
+class ThroughputChart(_Plot):
+    """Rows/s of each running pipeline over time (one point per refresh, the last `keep` kept)."""
+
+    def __init__(self, keep: int = 7_200, parent=None):
+        super().__init__(parent)
+        self.keep = keep
+        self.setLabel("left", "rows/s")
+        self.setMinimumHeight(120)
+        self._points: dict[str, tuple[list[float], list[float]]] = {}
+
+    def add_sample(self, at_s: float, rates: dict[str, float]) -> None:
+        for name, rate in rates.items():
+            xs, ys = self._points.setdefault(name, ([], []))
+            xs.append(at_s)
+            ys.append(rate)
+            if len(xs) > self.keep:
+                del xs[: len(xs) - self.keep]
+                del ys[: len(ys) - self.keep]
+            self.set_curve(name, np.asarray(xs), np.asarray(ys))
+
+    def pipelines(self) -> list[str]:
+        return list(self._points)

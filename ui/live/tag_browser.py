@@ -1,0 +1,157 @@
+"""The live tag browser: a tree per source, each tag with its newest value, quality and time.
+
+Rows are updated in place (items are kept per tag), so a refresh twice a second does not rebuild
+the tree or lose the selection. Double-clicking a tag asks for it to be charted (`tag_activated`);
+tags can also be dragged onto a chart (their names travel as text, one per line).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from PySide6.QtCore import QMimeData, Qt, Signal
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import QAbstractItemView, QLineEdit, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
+
+COLUMNS = ("Tag", "Value", "Quality", "Time")
+QUALITY_COLORS = {"good": "#2e9d57", "uncertain": "#d08b00", "bad": "#d64545"}
+TAG_ROLE = Qt.ItemDataRole.UserRole
+MIME_TAGS = "application/x-aggregator-tags"
+
+
+def format_value(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def format_time(timestamp_us: int | None) -> str:
+    if not timestamp_us:
+        return "—"
+    return datetime.fromtimestamp(timestamp_us / 1e6).strftime("%H:%M:%S.%f")[:-3]
+
+
+class _TagTree(QTreeWidget):
+    def mimeData(self, items):
+        names = [i.data(0, TAG_ROLE) for i in items if i.data(0, TAG_ROLE)]
+        data = QMimeData()
+        data.setText("\n".join(names))
+        data.setData(MIME_TAGS, "\n".join(names).encode())
+        return data
+
+    def mimeTypes(self):
+        return [MIME_TAGS, "text/plain"]
+
+
+class TagBrowser(QWidget):
+    tag_activated = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.filter = QLineEdit()
+        self.filter.setPlaceholderText("Filter tags")
+        self.filter.setClearButtonEnabled(True)
+        self.filter.textChanged.connect(self._apply_filter)
+        layout.addWidget(self.filter)
+        self.tree = _TagTree()
+        self.tree.setColumnCount(len(COLUMNS))
+        self.tree.setHeaderLabels(list(COLUMNS))
+        self.tree.setUniformRowHeights(True)  # a fast tree with thousands of tags
+        self.tree.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.tree.setDragEnabled(True)
+        self.tree.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
+        for column, width in enumerate((190, 70, 70, 90)):
+            self.tree.setColumnWidth(column, width)
+        self.tree.itemDoubleClicked.connect(self._double_clicked)
+        layout.addWidget(self.tree)
+        self._sources: dict[str, QTreeWidgetItem] = {}
+        self._tags: dict[str, QTreeWidgetItem] = {}
+
+    # ---- data --------------------------------------------------------------------------------
+    def update_tags(self, rows: list[dict]) -> None:
+        """Show `LiveAPI.live_tags()` rows: new tags are added, known ones updated in place, tags
+        no longer listed removed."""
+        seen = set()
+        self.tree.setUpdatesEnabled(False)
+        try:
+            for row in rows:
+                tag = row["tag"]
+                seen.add(tag)
+                item = self._tags.get(tag)
+                if item is None:
+                    item = self._tags[tag] = QTreeWidgetItem([tag, "", "", ""])
+                    item.setData(0, TAG_ROLE, tag)
+                    item.setToolTip(0, tag)
+                    item.setFlags(item.flags() | Qt.ItemFlag.ItemIsDragEnabled)
+                    self._source_item(row["source"]).addChild(item)
+                    item.setHidden(not self._matches(tag))
+                elif item.parent() is not None and item.parent().text(0) != row["source"]:
+                    # The source became known (the historian read lags the ring buffer): move it.
+                    selected = item.isSelected()
+                    item.parent().removeChild(item)
+                    self._source_item(row["source"]).addChild(item)
+                    item.setSelected(selected)
+                self._fill(item, row)
+            for tag in [t for t in self._tags if t not in seen]:
+                item = self._tags.pop(tag)
+                parent = item.parent()
+                if parent is not None:
+                    parent.removeChild(item)
+            for source, item in list(self._sources.items()):
+                if item.childCount() == 0:
+                    self.tree.takeTopLevelItem(self.tree.indexOfTopLevelItem(item))
+                    del self._sources[source]
+                else:
+                    item.setText(1, f"{item.childCount()} tags")
+        finally:
+            self.tree.setUpdatesEnabled(True)
+
+    def _source_item(self, source: str) -> QTreeWidgetItem:
+        item = self._sources.get(source)
+        if item is None:
+            item = self._sources[source] = QTreeWidgetItem([source])
+            item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsDragEnabled)
+            font = item.font(0)
+            font.setBold(True)
+            item.setFont(0, font)
+            self.tree.addTopLevelItem(item)
+            item.setExpanded(True)
+        return item
+
+    @staticmethod
+    def _fill(item: QTreeWidgetItem, row: dict) -> None:
+        quality = row.get("quality") or "bad"
+        item.setText(1, format_value(row.get("value")))
+        item.setText(2, quality if row.get("live", True) else f"{quality} (stored)")
+        item.setText(3, format_time(row.get("timestamp_us")))
+        item.setForeground(2, QBrush(QColor(QUALITY_COLORS.get(quality, "#d64545"))))
+
+    # ---- questions and actions ---------------------------------------------------------------
+    def tags(self) -> list[str]:
+        return sorted(self._tags)
+
+    def sources(self) -> list[str]:
+        return sorted(self._sources)
+
+    def item(self, tag: str) -> QTreeWidgetItem | None:
+        return self._tags.get(tag)
+
+    def selected_tags(self) -> list[str]:
+        return [i.data(0, TAG_ROLE) for i in self.tree.selectedItems() if i.data(0, TAG_ROLE)]
+
+    def _double_clicked(self, item: QTreeWidgetItem, _column: int) -> None:
+        tag = item.data(0, TAG_ROLE)
+        if tag:
+            self.tag_activated.emit(tag)
+
+    def _matches(self, tag: str) -> bool:
+        text = self.filter.text().strip().lower()
+        return not text or text in tag.lower()
+
+    def _apply_filter(self) -> None:
+        for tag, item in self._tags.items():
+            item.setHidden(not self._matches(tag))
