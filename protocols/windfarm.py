@@ -17,14 +17,17 @@ RATED_WIND = 12.0
 CUT_OUT = 25.0
 RATED_RPM = 16.0
 
-# The turbine's nominal power curve (wind m/s -> kW), as a manufacturer's table gives it. The
-# `power_curve` transformation reads the same table to compute the expected power.
+# The turbine's nominal power curve (wind m/s -> kW), as a manufacturer's table gives it, in
+# 0.25 m/s bins. The `power_curve` transformation reads the same table to compute the expected power;
+# between bins it interpolates linearly, which overestimates the cubic by at most 3.8% from 4 m/s up
+# (1% from 5 m/s; with 1 m/s bins it was 13% at 5.5 m/s, so healthy turbines looked faulty at low
+# wind). Just above cut-in the power is a few kW and percentages mean little.
 POWER_CURVE: list[tuple[float, float]] = [
     (0.0, 0.0),
     (CUT_IN, 0.0),
     *[
-        (w, round(RATED_KW * ((w - CUT_IN) / (RATED_WIND - CUT_IN)) ** 3, 1))
-        for w in (4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0)
+        (w, round(RATED_KW * ((w - CUT_IN) / (RATED_WIND - CUT_IN)) ** 3, 2))
+        for w in (CUT_IN + 0.25 * i for i in range(1, int((RATED_WIND - CUT_IN) / 0.25)))
     ],
     (RATED_WIND, RATED_KW),
     (CUT_OUT, RATED_KW),
