@@ -278,6 +278,10 @@ def completeness(ws, start_us: int, end_us: int, ramp_tags: dict[str, int]) -> d
             f"SELECT source, epoch_us(timestamp) AS ts, count(*) FROM {TAGS_TABLE}"
             " WHERE tag LIKE '%.Aux%' AND quality = 'good' GROUP BY source, ts ORDER BY source, ts"
         ).fetchall()
+        stored = cur.execute(
+            f"SELECT count(*) FROM {TAGS_TABLE} WHERE epoch_us(timestamp) > ? AND epoch_us(timestamp) < ?",
+            [start_us, end_us],
+        ).fetchall()[0][0]
     finally:
         cur.close()
     expected = got = rounds = 0
@@ -291,6 +295,7 @@ def completeness(ws, start_us: int, end_us: int, ramp_tags: dict[str, int]) -> d
         "ramp_values_expected": expected,
         "ramp_values_stored": got,
         "missing": expected - got,
+        "values_stored": stored,
     }
 
 
@@ -380,6 +385,8 @@ def run_leg(name: str, nodes: int, workers: int, args) -> dict[str, Any]:
             "window_s": round(elapsed, 2),
             "server_update_rounds_per_s": rounds_per_s,
             "offered_changes_per_s": round(offered),
+            # values whose source timestamp lies in the window, all in the historian at the end
+            "stored_per_s": round(complete["values_stored"] / elapsed),
             "committed_per_s": round(latency.get("rows_committed", 0) / elapsed),
             "dropped_total": dropped,
             "engine_rows_dropped": stream.get("rows_dropped"),
@@ -412,6 +419,7 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "runs": len(ok),
         "offered_changes_per_s": med(lambda r: r["offered_changes_per_s"]),
+        "stored_per_s": med(lambda r: r["stored_per_s"]),
         "committed_per_s": med(lambda r: r["committed_per_s"]),
         "dropped_total_max": max(r["dropped_total"] for r in ok),
         "source_to_commit_ms": {
