@@ -59,9 +59,12 @@ SPINNER = "◐◓◑◒"
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, engine, parent: QWidget | None = None):
+    def __init__(self, engine, parent: QWidget | None = None, settings=None):
         super().__init__(parent)
         self.engine = engine
+        # The settings store (app.settings.SettingsStore) when the app gave one: ui cannot import
+        # app, so the Settings page reaches it here. None in tests that do not need it.
+        self.settings = settings
         self.bridge = EngineBridge(engine, self)
         self.setWindowTitle("Data Aggregator")
         self.resize(1280, 800)

@@ -328,3 +328,38 @@ def test_a_burst_of_engine_events_is_delivered_in_order_in_slices(qtbot, window,
     assert 0 < len(received) < count
     qtbot.waitUntil(lambda: len(received) == count, timeout=15_000)
     assert received == list(range(count))
+
+
+def test_run_gui_reads_settings_opens_the_window_and_closes_the_engine(qtbot, tmp_path, monkeypatch):
+    from app.gui import run_gui
+    from ui import theme
+
+    settings = tmp_path / "settings.toml"
+    settings.write_text('theme = "dark"\n', encoding="utf-8")
+    monkeypatch.setenv("AGGREGATOR_SETTINGS", str(settings))
+    monkeypatch.delenv("AGGREGATOR_THEME", raising=False)
+    seen = {}
+
+    def close_when_up() -> None:
+        windows = [
+            w for w in QApplication.topLevelWidgets() if type(w).__name__ == "MainWindow" and w.isVisible()
+        ]
+        if not windows:
+            QTimer.singleShot(50, close_when_up)
+            return
+        window = windows[0]
+        seen["theme"] = theme.current(QApplication.instance())
+        seen["data_dir"] = window.engine.data_dir
+        seen["engine"] = window.engine
+        seen["settings"] = window.settings
+        window.close()
+        # closing the last window ends exec(); quit too, in case another test left a window open
+        QApplication.instance().quit()
+
+    QTimer.singleShot(0, close_when_up)
+    assert run_gui(data_dir=tmp_path / "data") == 0
+    assert seen["theme"] == "dark"
+    assert seen["data_dir"] == tmp_path / "data"
+    assert seen["settings"].path == settings
+    assert seen["engine"].state == "stopped"
+    theme.apply(QApplication.instance(), "light")
