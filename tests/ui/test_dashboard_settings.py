@@ -35,7 +35,8 @@ def test_dashboard_counts_real_runs(qtbot, window, artifacts, tmp_path):
     page = window.show_page("dashboard")
     window.engine.emit({"event": "source_state", "source": "turbines", "state": "subscribed", "detail": None})
     window.engine.emit({"event": "alarm", "message": "Turbine01.Power above 3000"})
-    qtbot.waitUntil(lambda: page.cards["runs_today"].value.text() == "3", timeout=5000)
+    page.refresh()  # the dashboard is the first page: it showed before these runs (a timer refreshes it)
+    qtbot.waitUntil(lambda: page.cards["runs_today"].value.text() == "3", timeout=10000)
     page.refresh()
     qtbot.waitUntil(lambda: "turbines: subscribed" in page.health.text(), timeout=5000)
     assert page.cards["rows_today"].value.text() == "30"
