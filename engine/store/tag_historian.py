@@ -33,17 +33,19 @@ from engine.errors import UsageError
 from engine.store import tag_last, tag_rollup
 from engine.store.historian import Historian, arrow_view
 from engine.store.tag_last import LAST_TABLE
-from engine.store.tag_rollup import MINUTE_US, MINUTES_TABLE, floor_div
+from engine.store.tag_rollup import MINUTE_US, MINUTES_TABLE, STATE_TABLE, floor_div
 from engine.tags import TAG_COLUMNS, TAG_SCHEMA, conform
 
 TAGS_TABLE = "tags"
 STATISTICS = ("avg", "min", "max", "first", "last", "sum", "count")
 DEFAULT_STATISTICS = ("avg", "min", "max", "last", "count")
 _BATCH = "_tag_batch"
-# Rollup rows appended before their minutes are merged: at 10k-row batches of 1,000 tags that is
-# about every 1 M raw rows, a merge of ~100k small rows (tens of ms) that keeps the rollup within
-# a few percent of one row per tag and minute.
+# Late partial rows appended to the rollup before a compaction merges them (a merge of that many
+# small rows takes tens of ms).
 COMPACT_AFTER = 100_000
+# The newest minutes stay raw: the rollup moves up to LAG_MINUTES before the newest value's minute,
+# so that values a few seconds late still land in raw minutes and cost no late partial rows.
+LAG_MINUTES = 1
 # Rows logged for `tag_last` before they are folded into it: ~20 batches of 1,000 tags, so that
 # readers of the last values go over at most a few ten thousand rows.
 FOLD_LAST_AFTER = 20_000
@@ -106,6 +108,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _epoch_us(value: datetime) -> int:
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value
     return (value - _EPOCH) // timedelta(microseconds=1)
 
 
@@ -177,13 +180,23 @@ class TagHistorian:
         )
         for statement in tag_last.create_sql():
             cur.execute(statement)
-        exists = cur.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [MINUTES_TABLE]
-        ).fetchall()[0][0]
-        if not exists:
-            # A historian written before the rollup existed: build it once from the raw rows.
-            backfill = [tag_rollup.create_sql(), tag_rollup.insert_sql(TAGS_TABLE)]
-            _in_transaction(cur, backfill, own=not in_transaction)
+        present = {
+            r[0]
+            for r in cur.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_name IN (?, ?)",
+                [MINUTES_TABLE, STATE_TABLE],
+            ).fetchall()
+        }
+        if MINUTES_TABLE not in present or STATE_TABLE not in present:
+            # A historian written before the rollup existed: build it once from every raw row, and
+            # call all of it rolled up (later values of its newest minute come in as late rows).
+            work = [tag_rollup.create_sql(), *tag_rollup.state_sql()]
+            if MINUTES_TABLE not in present:
+                work.append(tag_rollup.insert_sql(TAGS_TABLE))
+            work.append(
+                f"UPDATE {STATE_TABLE} SET rolled_up_to = (SELECT max(minute) + 1 FROM {MINUTES_TABLE})"
+            )
+            _in_transaction(cur, work, own=not in_transaction)
         self._ready = True
 
     # ---- writing --------------------------------------------------------------------------------
@@ -213,12 +226,29 @@ class TagHistorian:
             .group_by("tag")
             .last()
         )
+        stamps = batch.get_column("timestamp")
+        earliest, latest = stamps.min(), stamps.max()
         cur.register(_BATCH, arrow_view(batch))
         try:
             cur.execute(f"INSERT INTO {TAGS_TABLE} BY NAME SELECT * FROM {_BATCH}")
-            added = cur.execute(tag_rollup.insert_sql(_BATCH)).fetchall()[0][0]
+            upto = cur.execute(tag_rollup.rolled_up_to_sql()).fetchall()[0][0]
+            late = ["timestamp IS NULL"] if stamps.null_count() else []
+            if upto is not None and earliest is not None and _epoch_us(earliest) < upto * MINUTE_US:  # type: ignore[arg-type]
+                late.append(f"timestamp < {tag_rollup.minute_start(upto)}")
+            if late:
+                added = cur.execute(tag_rollup.insert_sql(_BATCH, "WHERE " + " OR ".join(late))).fetchall()[
+                    0
+                ][0]
+                self._note_pending(added, earliest)  # type: ignore[arg-type]
         finally:
             cur.unregister(_BATCH)
+        if latest is not None:
+            # A clock running ahead must not drag the rollup into the future: it stops at now.
+            newest_minute = min(_epoch_us(latest), _epoch_us(datetime.now(UTC))) // MINUTE_US  # type: ignore[arg-type]
+            target = newest_minute - LAG_MINUTES
+            if upto is None or target > upto:
+                for statement in tag_rollup.advance_sql(TAGS_TABLE, upto, target):
+                    cur.execute(statement)
         cur.register(_BATCH, arrow_view(newest))
         try:
             cur.execute(tag_last.append_sql(_BATCH))
@@ -227,20 +257,19 @@ class TagHistorian:
         self._pending_last += newest.height
         if self._pending_last >= self.fold_last_after:
             self.fold_last(cur)
-        self._note_pending(added, batch.get_column("timestamp").min())  # type: ignore[arg-type]
         if self._pending_rows >= self.compact_after:
             self.compact_rollup(cur)
 
     def _note_pending(self, rows: int, earliest: datetime | None) -> None:
         self._pending_rows += rows
         if earliest is not None:
-            minute = _epoch_us(_to_utc(earliest)) // MINUTE_US  # type: ignore[arg-type]
+            minute = _epoch_us(earliest) // MINUTE_US
             self._pending_from = minute if self._pending_from is None else min(self._pending_from, minute)
 
     def compact_rollup(self, cur: duckdb.DuckDBPyConnection | None = None) -> None:
-        """Merge the rollup rows appended since the last compaction into one per tag and minute
-        (in the caller's transaction with `cur`). Runs by itself every `compact_after` rollup rows;
-        rows left unmerged by a process that stopped early only cost a little query time."""
+        """Merge the late partial rows appended since the last compaction into one per tag, minute
+        and `is_bad` (in the caller's transaction with `cur`). Runs by itself every `compact_after`
+        late rows; rows left unmerged by a process that stopped early only cost a little query time."""
         if self._pending_from is not None:
             self._run(cur, tag_rollup.compact_sql(self._pending_from))
         self._pending_rows, self._pending_from = 0, None
@@ -297,18 +326,20 @@ class TagHistorian:
                     f"DELETE FROM {LAST_TABLE} t USING _cutoffs c WHERE t.tag = c.tag AND t.timestamp < c.cutoff"
                 )
                 # The rollup forgets every minute that began before the cutoff, then gets the minute
-                # the cutoff cuts through back from the raw rows that are left of it.
+                # the cutoff cuts through back from the raw rows left of it (if it was rolled up).
                 cut = floor_div("epoch_us(c.cutoff)", MINUTE_US)
                 cur.execute(
                     f"DELETE FROM {MINUTES_TABLE} t USING _cutoffs c WHERE t.tag = c.tag AND t.minute <= {cut}"
                 )
-                cur.execute(
-                    tag_rollup.insert_sql(
-                        f"(SELECT t.* FROM {TAGS_TABLE} t JOIN _cutoffs c ON t.tag = c.tag"
-                        f" WHERE t.timestamp >= make_timestamptz({cut} * {MINUTE_US})"
-                        f" AND t.timestamp < make_timestamptz(({cut} + 1) * {MINUTE_US}))"
+                upto = cur.execute(tag_rollup.rolled_up_to_sql()).fetchall()[0][0]
+                if upto is not None:
+                    cur.execute(
+                        tag_rollup.insert_sql(
+                            f"(SELECT t.* FROM {TAGS_TABLE} t JOIN _cutoffs c ON t.tag = c.tag"
+                            f" WHERE t.timestamp >= make_timestamptz({cut} * {MINUTE_US})"
+                            f" AND t.timestamp < make_timestamptz(least({cut} + 1, {upto}) * {MINUTE_US}))"
+                        )
                     )
-                )
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -359,11 +390,11 @@ class TagHistorian:
         statistics = list(dict.fromkeys(statistics))
         cur = self.cursor()
         try:
+            cur.execute("BEGIN TRANSACTION")  # one snapshot: `rolled_up_to` and the rows agree
             names = self.resolve(tags, cur)
-            if names == []:
-                sql, params = self._raw_buckets_sql(names, start, end, w, statistics, include_bad)
-            elif use_rollup and w % MINUTE_US == 0:
-                sql, params = self._rollup_buckets_sql(names, start, end, w, statistics, include_bad)
+            if names != [] and use_rollup and w % MINUTE_US == 0:
+                upto = cur.execute(tag_rollup.rolled_up_to_sql()).fetchall()[0][0]
+                sql, params = self._rollup_buckets_sql(names, start, end, w, statistics, include_bad, upto)
             else:
                 sql, params = self._raw_buckets_sql(names, start, end, w, statistics, include_bad)
             frame = pl.from_arrow(cur.sql(sql, params=params).to_arrow_table())
@@ -372,6 +403,7 @@ class TagHistorian:
                 pl.col(c).cast(pl.Int64) for c in ("count", "bad_count") if c in frame.columns
             )
         finally:
+            cur.execute("ROLLBACK")  # read only: nothing to keep
             cur.close()
 
     def _raw_buckets_sql(self, names, start, end, w: int, statistics, include_bad: bool) -> tuple[str, list]:
@@ -400,38 +432,58 @@ class TagHistorian:
         return sql, params
 
     def _rollup_buckets_sql(
-        self, names, start, end, w: int, statistics, include_bad: bool
+        self, names, start, end, w: int, statistics, include_bad: bool, upto: int | None
     ) -> tuple[str, list]:
-        """Whole minutes inside [start, end) from the rollup, the partial minutes at the edges from
-        raw rows folded into the same per-minute partials, then one aggregation into buckets."""
+        """Whole minutes inside [start, end) before `upto` (the rollup's end) from the rollup; whole
+        minutes from `upto` on and the partial minutes at the edges from raw rows, folded into the
+        same per-minute partials; then one aggregation into buckets."""
         start, end = _to_utc(start), _to_utc(end)
         first_whole = None if start is None else -(-_epoch_us(start) // MINUTE_US)  # ceil
         after_whole = None if end is None else _epoch_us(end) // MINUTE_US
+        raw_ranges: list[tuple[datetime | None, datetime | None]] = []
+        rolled: tuple[int | None, int | None] | None = None
         if first_whole is not None and after_whole is not None and first_whole >= after_whole:
-            whole = None  # [start, end) lies inside one minute (or two partial ones): raw rows only
-            edges = [(start, end)]
+            raw_ranges.append((start, end))  # inside one minute (or two partial ones): raw rows only
         else:
-            whole = (first_whole, after_whole)
-            edges = []
             if start is not None and _epoch_us(start) % MINUTE_US:
-                edges.append((start, _from_epoch_us(first_whole * MINUTE_US)))
+                raw_ranges.append((start, _from_epoch_us(first_whole * MINUTE_US)))  # type: ignore[operator]
             if end is not None and _epoch_us(end) % MINUTE_US:
-                edges.append((_from_epoch_us(after_whole * MINUTE_US), end))
+                raw_ranges.append((_from_epoch_us(after_whole * MINUTE_US), end))  # type: ignore[operator]
+            if upto is None:
+                raw_from = first_whole
+            else:
+                rolled = (first_whole, upto if after_whole is None else min(after_whole, upto))
+                raw_from = upto if first_whole is None else max(first_whole, upto)
+            if raw_from is None or after_whole is None or raw_from < after_whole:
+                raw_ranges.append(
+                    (
+                        None if raw_from is None else _from_epoch_us(raw_from * MINUTE_US),
+                        None if after_whole is None else _from_epoch_us(after_whole * MINUTE_US),
+                    )
+                )
+        tag_clause, tag_params = self._tag_clause(names)
+        minutes = []
+        if rolled is not None and (rolled[0] is None or rolled[0] < rolled[1]):  # type: ignore[operator]
+            lower = "" if rolled[0] is None else f"minute >= {rolled[0]} AND "
+            minutes.append(f"{lower}minute < {rolled[1]}")
+        if start is None and end is None:
+            minutes.append("minute IS NULL")  # values without a timestamp live in the rollup only
         branches, params = [], []
-        if whole is not None:
-            tag_clause, tag_params = self._tag_clause(names)
+        if minutes:
             clauses = [tag_clause] if tag_clause else []
-            if whole[0] is not None:
-                clauses.append(f"minute >= {whole[0]}")
-            if whole[1] is not None:
-                clauses.append(f"minute < {whole[1]}")
-            where = "WHERE " + " AND ".join(clauses) if clauses else ""
-            branches.append(f"SELECT {', '.join(tag_rollup.COLUMNS)} FROM {MINUTES_TABLE} {where}")
+            clauses.append("(" + " OR ".join(minutes) + ")")
+            branches.append(
+                f"SELECT {', '.join(tag_rollup.COLUMNS)} FROM {MINUTES_TABLE} WHERE {' AND '.join(clauses)}"
+            )
             params += tag_params
-        for edge_start, edge_end in edges:
-            where, edge_params = self._where(names, edge_start, edge_end)
+        for range_start, range_end in raw_ranges:
+            where, range_params = self._where(names, range_start, range_end)
+            if range_start is None:
+                where += (" AND " if where else "WHERE ") + "timestamp IS NOT NULL"
             branches.append(tag_rollup.partials_sql(TAGS_TABLE, where))
-            params += edge_params
+            params += range_params
+        if not branches:
+            return self._raw_buckets_sql([], start, end, w, statistics, include_bad)
         parts = " UNION ALL ".join(f"({b})" for b in branches)
         k = w // MINUTE_US
         final = tag_rollup.final_statistics(include_bad)

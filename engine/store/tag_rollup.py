@@ -3,12 +3,17 @@ every bucket of whole minutes (1m, 5m, 1h, 1d...) is computed without reading ra
 
 Why: rows arrive in time order, all tags interleaved, so every DuckDB row group holds every tag and
 zone maps cannot skip anything for a one-tag query: one tag over 10 M rows scanned all 10 M. The
-rollup holds about 1/60 as many rows at one value per second, and it is written in the same
-transaction as the raw rows, so it is never behind and never ahead of them.
+rollup holds about 1/40 as many rows at one value per second.
 
-Each batch appends its own partial rows (one per tag, minute and `is_bad` in the batch), so a minute
-that spans several batches has several rows until a compaction merges them; queries aggregate
-partial rows whether merged or not, so compaction changes speed, never results.
+How it is written: the rollup covers every raw row older than the minute `rolled_up_to` (a one-row
+table) and none newer; raw rows of the newest minutes stay raw. When a batch's newest timestamp has
+moved on (`advance_sql`), the minutes in between are aggregated from the raw table in one statement
+(zone maps find those recent rows) and `rolled_up_to` moves, in the batch's transaction. Rows older
+than `rolled_up_to` that arrive later (and rows without a timestamp) are folded in with the batch
+as extra partial rows (`insert_sql`), which `compact_sql` merges now and then. Aggregating a whole
+minute at once measured 5x cheaper per row than a partial row set per 10k-row batch (8 rows per
+group instead of 40 at 1,000 tags and one value per second). Queries take whole minutes before
+`rolled_up_to` from the rollup and the rest from raw rows, read in one snapshot.
 
 A rollup row is the partial statistics of the rows of one tag in one minute, split by `is_bad`
 (quality `bad` or not), so that a default query (bad values left out) and `include_bad` both stay
@@ -25,6 +30,7 @@ in a NULL bucket, as the raw query does.
 from __future__ import annotations
 
 MINUTES_TABLE = "tag_minutes"
+STATE_TABLE = "tag_minutes_state"  # one row: `rolled_up_to`, a minute number (NULL: none yet)
 MINUTE_US = 60_000_000
 COLUMNS = (
     "tag",
@@ -73,12 +79,34 @@ def partials_sql(source: str, where: str = "") -> str:
     )
 
 
+def state_sql() -> list[str]:
+    return [
+        f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (rolled_up_to BIGINT)",
+        f"INSERT INTO {STATE_TABLE} SELECT NULL WHERE NOT EXISTS (SELECT 1 FROM {STATE_TABLE})",
+    ]
+
+
+def rolled_up_to_sql() -> str:
+    return f"SELECT rolled_up_to FROM {STATE_TABLE}"
+
+
 def insert_sql(source: str, where: str = "") -> str:
     """Append the partials of the raw rows of `source` to the rollup. Appending, not merging: an
-    upsert (ON CONFLICT on a unique key) measured 2x the cost of the aggregation itself per 10k-row
-    batch; partial rows of the same minute add up in every query anyway, and `compact_sql` merges
-    them now and then."""
+    upsert (ON CONFLICT on a unique key) measured 2x the cost of the aggregation itself; partial
+    rows of one key add up in every query anyway, and `compact_sql` merges them now and then."""
     return f"INSERT INTO {MINUTES_TABLE} ({', '.join(COLUMNS)}) {partials_sql(source, where)}"
+
+
+def minute_start(minute: int) -> str:
+    return f"make_timestamptz({minute * MINUTE_US}::BIGINT)"
+
+
+def advance_sql(source: str, old: int | None, new: int) -> list[str]:
+    """Statements that roll the raw rows of minutes [old, new) up and move `rolled_up_to` to new."""
+    where = f"WHERE timestamp < {minute_start(new)}"
+    if old is not None:
+        where += f" AND timestamp >= {minute_start(old)}"
+    return [insert_sql(source, where), f"UPDATE {STATE_TABLE} SET rolled_up_to = {new}"]
 
 
 def merged_sql(where: str) -> str:
