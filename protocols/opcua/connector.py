@@ -328,3 +328,12 @@ class OpcUaConnector(Connector):
     @classmethod
     def make_source(cls, config: ConnectorConfig, ctx: RunContext, name: str) -> OpcUaSource:
         return OpcUaSource(config, ctx, name)
+
+    @classmethod
+    def browse(cls, config: dict, node_id: str | None = None) -> list[dict]:
+        """The tag browser (the GUI reaches it through the registry, never importing protocols):
+        the children of `node_id` (default: Objects), connecting as the source's config says."""
+        from protocols.opcua.client import browse
+
+        options = {k: v for k, v in config.items() if k not in ("endpoint", "nodes", "browse_root")}
+        return browse(config["endpoint"], node_id, **options)
