@@ -3,12 +3,17 @@
 Tables (in the historian file of the data directory):
 - `tags`: one row per value, the columns of `engine.tags.TAG_SCHEMA`. Batches go in as Arrow
   (no copies), one INSERT per batch, never row by row.
-- `tag_last`: one row per tag, the newest record, updated in the same transaction as each batch,
-  so "what is every tag now" never scans the long table.
-- `tag_minutes`: the 1-minute rollup (`engine.store.tag_rollup`), per tag per minute the partial
-  statistics, also updated in the same transaction. Buckets of whole minutes read it; finer buckets,
-  and the partial minutes at the edges of a range that does not start or end on a minute, read raw
-  rows. Both paths give the raw computation's result (sum/avg up to floating-point rounding).
+- `tag_last` (+ `tag_last_log`): the newest record of each tag, logged in the same transaction as
+  each batch and folded every ~20 batches (`engine.store.tag_last`), so "what is every tag now"
+  never scans the long table.
+- `tag_minutes` (+ `tag_minutes_state`): the 1-minute rollup (`engine.store.tag_rollup`), per tag
+  per minute the partial statistics of every raw row older than `rolled_up_to` (a minute behind the
+  newest value), kept in the same transaction as each batch.
+
+Query rule: buckets of whole minutes (1m, 5m, 1h, 1d...) read the rollup for whole minutes before
+`rolled_up_to`, and raw rows for the newest minutes and for the partial minutes where `start` or
+`end` cut through a minute; finer buckets (10s, 90s...) read raw rows only. Both paths give the raw
+computation's result (`sum` and `avg` up to floating-point rounding); `use_rollup=False` forces raw.
 
 Queries bucket values from the Unix epoch (as Polars' `dt.truncate` and DuckDB's `time_bucket` with
 the epoch as origin do), one row per tag per bucket. Values of quality `bad` are left out of the value
