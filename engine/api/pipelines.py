@@ -175,18 +175,25 @@ class PipelinesAPI(EngineCore):
 
     def open_pipeline(self, path: str | Path) -> dict[str, Any]:
         """The document at `path` in graph form (a linear document is converted)."""
+        return self.read_pipeline(path)["document"]
+
+    def read_pipeline(self, path: str | Path) -> dict[str, Any]:
+        """{"document": the graph form, "form": "linear" | "graph" as the file had it}."""
         from engine.errors import SpecError
         from engine.spec.io import read_document
+        from engine.spec.validate import form_of
 
         doc = read_document(path)
         try:
-            return to_graph_document(doc)
+            return {"document": to_graph_document(doc), "form": form_of(doc)}
         except SpecError:
             raise
         except Exception as exc:  # a linear document too broken to convert
             from engine.errors import SpecIssue
 
-            raise SpecError([SpecIssue("", f"cannot convert to graph form: {exc}")], source=str(path)) from None
+            raise SpecError(
+                [SpecIssue("", f"cannot convert to graph form: {exc}")], source=str(path)
+            ) from None
 
     def save_pipeline(self, path: str | Path, doc: dict[str, Any]) -> int:
         """Write the graph form (with `layout`) atomically and record it as a pipeline version;

@@ -114,6 +114,7 @@ class PipelineCanvas(QObject):
         self.on_drop: Callable[[str, tuple[float, float]], None] | None = None
         self.graph.node_selection_changed.connect(self._on_selection)
         document.changed.connect(self.sync)
+        document.renamed.connect(self._renamed)
         self.sync(None)
 
     @property
@@ -136,6 +137,18 @@ class PipelineCanvas(QObject):
             self._sync_edges()
         finally:
             self._syncing = False
+
+    def _renamed(self, old: str, new: str) -> None:
+        """Keep the drawn node (and its selection) under its new id."""
+        item = self._items.pop(old, None)
+        if item is None:
+            return
+        self._items[new] = item
+        self._doc_ids[item.id] = new
+        self._edges = {(new if a == old else a, p, new if c == old else c, q) for a, p, c, q in self._edges}
+        for table in (self._errors, self._progress):
+            if old in table:
+                table[new] = table.pop(old)
 
     def _remove_item(self, node_id: str) -> None:
         item = self._items.pop(node_id, None)

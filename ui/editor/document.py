@@ -47,6 +47,7 @@ class PipelineDocument(QObject):
     """`changed(ids)` after every change: the node ids touched, or None for a new document."""
 
     changed = Signal(object)
+    renamed = Signal(str, str)  # old id, new id: emitted just before the change that renames
 
     def __init__(self, doc: Doc | None = None, parent: QObject | None = None):
         super().__init__(parent)
@@ -359,6 +360,15 @@ class RenameNode(_StateCommand):
             ]
             after[c] = (c_index, c_node)
         self.after = {"nodes": after, "layout": {old: None, new: self.before["layout"].get(old)}}
+        self.old, self.new = old, new
+
+    def redo(self) -> None:
+        self.doc.renamed.emit(self.old, self.new)
+        super().redo()
+
+    def undo(self) -> None:
+        self.doc.renamed.emit(self.new, self.old)
+        super().undo()
 
 
 class MoveNodes(_StateCommand):

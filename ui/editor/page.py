@@ -166,7 +166,10 @@ class EditorPage(Page):
             self.bridge.call(self.engine.call(names), lambda v: setattr(self, "_secret_names", list(v)))
 
     def has_unsaved_changes(self) -> bool:
-        return not self.document.undo_stack.isClean()
+        try:
+            return not self.document.undo_stack.isClean()
+        except RuntimeError:  # the stack is being destroyed with the page (its last cleanChanged)
+            return False
 
     def shutdown(self) -> None:
         self._validate_timer.stop()
@@ -208,10 +211,10 @@ class EditorPage(Page):
             return
         path = Path(path)
         self.loading.start(f"Opening {path.name}…")
-        future = self.engine.call(lambda: self.engine.open_pipeline(path))
+        future = self.engine.call(lambda: self.engine.read_pipeline(path))
         self.bridge.call(
             future,
-            lambda doc: self._opened(doc, None if as_template else path, path),
+            lambda read: self._opened(read, None if as_template else path, path),
             lambda exc: self._open_failed(path, exc),
         )
 
@@ -232,14 +235,11 @@ class EditorPage(Page):
         self.canvas.fit_to_view()
         self._update_title()
 
-    def _opened(self, doc: dict[str, Any], path: Path | None, source: Path) -> None:
+    def _opened(self, read: dict[str, Any], path: Path | None, source: Path) -> None:
         self.loading.stop()
-        was_linear = "sources" in doc or "source" in doc
-        self.load_document(doc, path)
+        # A linear document is shown as a graph; saving writes a new file, not over the linear one.
+        self.load_document(read["document"], None if read["form"] == "linear" else path)
         self.opened.emit(str(source))
-        if path is None or was_linear:
-            self.path = None
-        self._update_title()
 
     def _open_failed(self, path: Path, exc: BaseException) -> None:
         self.loading.stop()

@@ -44,8 +44,7 @@ class Palette(QWidget):
         self._entries: dict[str, QTreeWidgetItem] = {}
         self._build(node_types)
         self.search.textChanged.connect(self.filter)
-        self.tree.itemActivated.connect(self._on_activated)
-        self.tree.itemDoubleClicked.connect(self._on_activated)
+        self.tree.itemActivated.connect(self._on_activated)  # double-click or Enter
         self.setMinimumWidth(200)
 
     def _build(self, types: list[dict[str, Any]]) -> None:

@@ -86,6 +86,7 @@ class PropertiesPanel(QWidget):
         self.id_edit.editingFinished.connect(self._rename)
         self.name_edit.editingFinished.connect(self._relabel)
         document.changed.connect(self._on_document_changed)
+        document.renamed.connect(self._renamed)
         self.show_node(None)
 
     # ---- what is shown --------------------------------------------------------------------------
@@ -154,10 +155,12 @@ class PropertiesPanel(QWidget):
         new = self.id_edit.text().strip()
         if self.node_id and new and new != self.node_id:
             old = self.node_id
-            if self.document.rename_node(old, new):
-                self.node_id = new
-            else:
+            if not self.document.rename_node(old, new):
                 self.id_edit.setText(old)
+
+    def _renamed(self, old: str, new: str) -> None:
+        if self.node_id == old:
+            self.node_id = new
 
     def _relabel(self) -> None:
         if not self.node_id:

@@ -1,0 +1,393 @@
+"""The pipeline editor, driven as a user drives it: palette, canvas gestures, property forms,
+shortcuts. The e-commerce pipeline of the user guide is built from nothing and saved; the saved
+spec must equal resources/pipelines/ecommerce_orders.json (layout coordinates aside)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QDropEvent
+from PySide6.QtWidgets import QApplication, QCheckBox, QComboBox, QLineEdit
+
+ROOT = Path(__file__).resolve().parents[2]
+ECOMMERCE = ROOT / "resources" / "pipelines" / "ecommerce_orders.json"
+WIND_FARM = ROOT / "resources" / "pipelines" / "wind_farm.json"
+TEMPLATES = sorted((ROOT / "resources" / "templates").glob("*.json"))
+CTRL = Qt.KeyboardModifier.ControlModifier
+CTRL_SHIFT = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+
+
+@pytest.fixture
+def editor(window, qtbot):
+    page = window.show_page("editor")
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)  # shortcuts fire in the active window only
+    page.canvas.graph.viewer().setFocus()
+    return page
+
+
+def settle(qtbot, page) -> None:
+    """Wait until the debounced validation of the current document has come back."""
+    with qtbot.waitSignal(page.validated, timeout=10_000):
+        page.validate_now()
+
+
+def press(qtbot, page, key, modifiers=Qt.KeyboardModifier.NoModifier) -> None:
+    """A key press on the canvas, as the user gives it: window active, canvas focused."""
+    window = page.main_window
+    if not window.isActiveWindow():
+        window.activateWindow()
+        qtbot.waitUntil(window.isActiveWindow)
+    viewer = page.canvas.graph.viewer()
+    viewer.setFocus()
+    qtbot.keyClick(viewer, key, modifiers)
+
+
+def palette_add(qtbot, page, key: str) -> str:
+    """Double-click a palette entry (it lands in the view's centre, selected)."""
+    tree, item = page.palette.tree, page.palette.entry(key)
+    tree.scrollToItem(item)
+    before = set(page.document.ids())
+    rect = tree.visualItemRect(item)
+    assert rect.isValid(), (key, rect)
+    # Qt 6's item views take a double-click only after a press on the same item.
+    qtbot.mouseClick(tree.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    qtbot.mouseDClick(tree.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    (new,) = set(page.document.ids()) - before
+    return new
+
+
+def palette_drop(qtbot, page, key: str, scene_pos: tuple[float, float]) -> str:
+    """Drop a palette entry's drag data on the canvas, as a drag from the palette does."""
+    tree, item = page.palette.tree, page.palette.entry(key)
+    mime = tree.mimeData([item])
+    viewer = page.canvas.graph.viewer()
+    where = viewer.mapFromScene(QPointF(*scene_pos))
+    before = set(page.document.ids())
+    event = QDropEvent(
+        QPointF(where),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
+    viewer.dropEvent(event)
+    (new,) = set(page.document.ids()) - before
+    return new
+
+
+def type_into(qtbot, line: QLineEdit, text: str) -> None:
+    line.selectAll()
+    qtbot.keyClick(line, Qt.Key.Key_Backspace)
+    qtbot.keyClicks(line, text)
+    qtbot.keyClick(line, Qt.Key.Key_Return)
+
+
+def fill(qtbot, page, values: dict) -> None:
+    """Fill the shown node's property form field by field (structured values through the field's
+    editor, as its rows and sub-forms would give them)."""
+    form = page.properties.form
+    for key, value in values.items():
+        editor = form.field(key)
+        assert editor is not None, f"no field {key!r} in the form"
+        combo, line, check = (
+            editor.findChild(QComboBox),
+            editor.findChild(QLineEdit),
+            editor.findChild(QCheckBox),
+        )
+        kind = type(editor).__name__
+        if kind == "EnumEditor":
+            wanted = combo.findText(str(value))
+            if combo.currentIndex() == wanted:  # the default: pick it again to write it explicitly
+                combo.setCurrentIndex((wanted + 1) % combo.count())
+            combo.setCurrentIndex(wanted)
+        elif kind in ("SecretEditor", "StringEditor") and isinstance(value, str):
+            qtbot.keyClicks(line, value)
+        elif kind == "BoolEditor":
+            if check.isChecked() != value:
+                qtbot.mouseClick(check, Qt.MouseButton.LeftButton)
+        else:
+            editor.set_value(value)
+            editor.changed.emit()
+
+
+def add_node(qtbot, page, node: dict, *, drop_at: tuple[float, float] | None = None) -> None:
+    from engine.api.pipelines import node_key
+
+    key = node_key(node)
+    new = palette_drop(qtbot, page, key, drop_at) if drop_at else palette_add(qtbot, page, key)
+    assert page.properties.node_id == new
+    type_into(qtbot, page.properties.id_edit, node["id"])
+    assert page.properties.node_id == node["id"]
+    if node.get("name"):
+        type_into(qtbot, page.properties.name_edit, node["name"])
+    config = node.get("config") or {k: v for k, v in (node.get("transform") or {}).items() if k != "type"}
+    fill(qtbot, page, config)
+
+
+def port_view(page, node_id: str, port: str, output: bool):
+    item = page.canvas.item(node_id)
+    return (item.get_output(port) if output else item.get_input(port)).view
+
+
+def connect(page, producer: str, port: str, consumer: str, in_port: str = "in") -> None:
+    """A finished port-to-port drag: the viewer's connection_changed, as NodeGraphQt sends it."""
+    viewer = page.canvas.graph.viewer()
+    viewer.connection_changed.emit(
+        [], [(port_view(page, producer, port, True), port_view(page, consumer, in_port, False))]
+    )
+
+
+def drag_connect(qtbot, page, producer: str, consumer: str) -> None:
+    """A real mouse drag from an output port to an input port on the canvas."""
+    viewer = page.canvas.graph.viewer()
+    page.canvas.select([producer, consumer])
+    viewer.zoom_to_nodes([page.canvas.item(producer).view, page.canvas.item(consumer).view])
+    page.canvas.graph.clear_selection()
+    start = port_view(page, producer, "out", True)
+    end = port_view(page, consumer, "in", False)
+
+    def at(view) -> QPoint:
+        return viewer.mapFromScene(view.sceneBoundingRect().center())
+
+    qtbot.mousePress(viewer.viewport(), Qt.MouseButton.LeftButton, pos=at(start))
+    qtbot.mouseMove(viewer.viewport(), pos=(at(start) + at(end)) / 2)
+    qtbot.mouseMove(viewer.viewport(), pos=at(end))
+    qtbot.mouseRelease(viewer.viewport(), Qt.MouseButton.LeftButton, pos=at(end))
+
+
+def without_layout(doc: dict) -> dict:
+    return {k: v for k, v in doc.items() if k != "layout"}
+
+
+def test_build_the_user_guide_pipeline_through_the_gui(editor, qtbot, tmp_path, artifacts):
+    page = editor
+    expected = json.loads(ECOMMERCE.read_text())
+    toasts = []
+    page.toast = lambda kind, text: toasts.append((kind, text))
+
+    # The pipeline's own fields: nothing selected, the properties show the pipeline form.
+    page.canvas.graph.clear_selection()
+    page.properties.show_node(None)
+    name = page.properties.form.field("name").findChild(QLineEdit)
+    name.selectAll()
+    qtbot.keyClicks(name, expected["name"])
+    desc = page.properties.form.field("description")
+    desc.set_value(expected["description"])
+    desc.changed.emit()
+
+    for i, node in enumerate(expected["nodes"]):
+        # The first source arrives by drag and drop, the rest by double-click.
+        add_node(qtbot, page, node, drop_at=(0.0, 0.0) if i == 0 else None)
+
+    connections = 0
+    for node in expected["nodes"]:
+        info = page.canvas.item(node["id"]).info
+        for index, ref in enumerate(node.get("inputs", [])):
+            producer, _, port = ref.partition(".")
+            in_port = info["inputs"][min(index, len(info["inputs"]) - 1)]["name"]
+            if connections == 0:
+                drag_connect(qtbot, page, producer, node["id"])
+            else:
+                connect(page, producer, port or "out", node["id"], in_port)
+            connections += 1
+
+    page.canvas.graph.viewer().setFocus()
+    press(qtbot, page, Qt.Key.Key_L, CTRL)  # auto-layout
+    assert page.document.position("shopify")[0] < page.document.position("map_shopify")[0]
+    settle(qtbot, page)
+    assert page.issues == []
+    assert page.problems.count() == 1 and "No problems" in page.problems.item(0).text()
+
+    page.canvas.fit_to_view()
+    page.select_node("check_email")
+    page.grab().save(str(artifacts / "editor_ecommerce.png"))
+
+    target = tmp_path / "ecommerce.json"
+    page.path = target
+    assert page.has_unsaved_changes()
+    page.canvas.graph.viewer().setFocus()
+    with qtbot.waitSignal(page.saved, timeout=10_000):
+        press(qtbot, page, Qt.Key.Key_S, CTRL)
+    assert toasts[-1][0] == "success"
+    assert not page.has_unsaved_changes()
+    saved = json.loads(target.read_text())
+    for got, want in zip(saved["nodes"], expected["nodes"], strict=True):
+        assert got == want
+    assert without_layout(saved) == without_layout(expected)
+    assert set(saved["layout"]) == {n["id"] for n in expected["nodes"]}
+    versions = page.engine.workspace.metadata.pipeline_versions(expected["name"])
+    assert [v["version"] for v in versions] == [1]
+
+    # Undo everything: back to the empty document; redo everything: the saved spec again.
+    stack = page.document.undo_stack
+    steps = stack.index()
+    assert steps > 60
+    for _ in range(steps):
+        press(qtbot, page, Qt.Key.Key_Z, CTRL)
+    assert stack.index() == 0
+    assert page.document.nodes == [] and page.canvas._items == {}
+    for _ in range(steps):
+        press(qtbot, page, Qt.Key.Key_Z, CTRL_SHIFT)
+    assert page.document.to_dict() == saved
+    assert not page.has_unsaved_changes()
+    assert len(page.canvas._edges) == sum(len(n.get("inputs", [])) for n in expected["nodes"])
+
+
+def test_validation_marks_the_node_and_a_problem_selects_it(editor, qtbot):
+    page = editor
+    page.load_document(json.loads(ECOMMERCE.read_text()))
+    node = dict(page.document.node("check_email"))
+    node["transform"] = {**node["transform"], "validation_type": "shiny"}
+    page.document.set_node("check_email", node)
+    with qtbot.waitSignal(page.validated, timeout=10_000):
+        pass
+    assert [i["node_id"] for i in page.issues] == ["check_email"]
+    assert page.canvas.error_of("check_email")
+    assert page.canvas.item("check_email").view.border_color[:3] == (230, 60, 60)
+    assert "shiny" in page.canvas.item("check_email").view.toolTip()
+    page.canvas.graph.clear_selection()
+    item = page.problems.item(0)
+    qtbot.mouseClick(
+        page.problems.viewport(), Qt.MouseButton.LeftButton, pos=page.problems.visualItemRect(item).center()
+    )
+    assert page.canvas.selected_ids() == ["check_email"]
+    assert page.properties.node_id == "check_email"
+    press(qtbot, page, Qt.Key.Key_Z, CTRL)
+    settle(qtbot, page)
+    assert page.issues == [] and not page.canvas.error_of("check_email")
+
+
+def test_copy_paste_delete_and_undo(editor, qtbot):
+    page = editor
+    page.load_document(json.loads(ECOMMERCE.read_text()))
+    before = page.document.to_dict()
+    page.canvas.select(["map_shopify", "tag_shopify"])
+    page.canvas.graph.viewer().setFocus()
+    press(qtbot, page, Qt.Key.Key_C, CTRL)
+    press(qtbot, page, Qt.Key.Key_V, CTRL)
+    pasted = set(page.document.ids()) - set(before_ids := [n["id"] for n in before["nodes"]])
+    assert pasted == {"map_shopify_2", "tag_shopify_2"}
+    assert page.document.node("tag_shopify_2")["inputs"] == ["map_shopify_2"]  # the inner link kept
+    assert page.document.node("map_shopify_2")["inputs"] == []  # the link from outside dropped
+    assert sorted(page.canvas.selected_ids()) == sorted(pasted)
+    press(qtbot, page, Qt.Key.Key_Delete)
+    assert page.document.ids() == before_ids
+    page.canvas.select(["union"])
+    press(qtbot, page, Qt.Key.Key_Delete)
+    assert page.document.node("union") is None
+    assert page.document.node("full_name")["inputs"] == []  # links into the deleted node went too
+    for _ in range(3):
+        press(qtbot, page, Qt.Key.Key_Z, CTRL)
+    assert page.document.to_dict() == before
+
+
+def test_split_branches_and_rejected_ports_follow_the_config(editor, qtbot):
+    page = editor
+    split = palette_add(qtbot, page, "transform:split")
+    assert list(page.canvas.item(split).outputs()) == ["out"]  # no branches yet
+    fill(
+        qtbot,
+        page,
+        {"branches": [{"name": "hot", "condition": {"field": "t", "operator": "gt", "value": 30}}]},
+    )
+    assert list(page.canvas.item(split).outputs()) == ["hot", "default"]
+    check = palette_add(qtbot, page, "transform:field_validation")
+    assert set(page.canvas.item(check).outputs()) == {"out", "rejected"}
+    sink = palette_add(qtbot, page, "destination:file")
+    connect(page, split, "hot", check)
+    connect(page, check, "rejected", sink)
+    assert page.document.node(check)["inputs"] == [f"{split}.hot"]
+    assert page.document.node(sink)["inputs"] == [f"{check}.rejected"]
+    # A destination has no outputs and a source no inputs: the canvas offers neither.
+    assert page.canvas.item(sink).outputs() == {}
+    # Moving a node is a command; its position is the layout's.
+    viewer = page.canvas.graph.viewer()
+    view = page.canvas.item(sink).view
+    old = tuple(view.xy_pos)
+    view.xy_pos = [old[0] + 100, old[1] + 50]
+    viewer.moved_nodes.emit({view: old})
+    assert page.document.position(sink) == (old[0] + 100, old[1] + 50)
+    page.document.undo_stack.undo()
+    assert tuple(page.canvas.item(sink).view.xy_pos) == old
+
+
+def test_palette_search_filters_by_words(editor):
+    palette = editor.palette
+    palette.search.setText("valid")
+    assert "transform:field_validation" in palette.visible_keys()
+    assert "source:file" not in palette.visible_keys()
+    palette.search.setText("")
+    assert len(palette.visible_keys()) == len(palette.keys())
+    categories = [palette.tree.topLevelItem(i).text(0) for i in range(palette.tree.topLevelItemCount())]
+    assert categories == ["Sources", "Transforms", "Destinations"]
+
+
+@pytest.mark.parametrize("path", [*TEMPLATES, WIND_FARM], ids=lambda p: p.stem)
+def test_open_templates_and_the_wind_farm_without_errors(editor, qtbot, path, artifacts):
+    page = editor
+    with qtbot.waitSignal(page.opened, timeout=10_000):
+        page.open_pipeline(path, as_template=path != WIND_FARM, confirm=False)
+    settle(qtbot, page)
+    doc = json.loads(path.read_text())
+    assert page.issues == []
+    assert page.document.ids() == [n["id"] for n in doc["nodes"]]
+    assert len(page.canvas._items) == len(doc["nodes"])
+    assert len(page.canvas._edges) == sum(len(n.get("inputs", [])) for n in doc["nodes"])
+    page.canvas.fit_to_view()
+    page.grab().save(str(artifacts / f"editor_{path.stem}.png"))
+
+
+def test_templates_are_listed_and_valid(engine):
+    names = {t["name"] for t in engine.templates()}
+    assert {
+        "file_to_duckdb_cleanup",
+        "multi_source_union",
+        "opcua_to_historian",
+        "modbus_meters_quality",
+    } <= names
+
+
+def test_linear_form_imports_as_a_graph_and_is_laid_out(editor, qtbot, tmp_path):
+    linear = {
+        "name": "Linear import",
+        "sources": [{"name": "orders", "connector_type": "file", "config": {"path": "orders.csv"}}],
+        "transformations": [{"type": "sort", "fields": ["id"]}],
+        "destinations": [{"name": "out", "connector_type": "file", "config": {"path": "out.json"}}],
+    }
+    path = tmp_path / "linear.json"
+    path.write_text(json.dumps(linear))
+    with qtbot.waitSignal(editor.opened, timeout=10_000):
+        editor.open_pipeline(path, confirm=False)
+    assert editor.document.ids() == ["orders", "sort_1", "out"]
+    assert editor.document.node("sort_1")["inputs"] == ["orders"]
+    assert set(editor.document.get("layout")) == {"orders", "sort_1", "out"}
+    assert editor.path is None  # saving writes the graph form to a new file, not over the linear one
+
+
+def test_unsaved_changes_flag(editor, qtbot, tmp_path):
+    page = editor
+    assert not page.has_unsaved_changes()
+    palette_add(qtbot, page, "source:file")
+    assert page.has_unsaved_changes()
+    with qtbot.waitSignal(page.saved, timeout=10_000):
+        page.save_to(tmp_path / "p.json")
+    assert not page.has_unsaved_changes()
+    page.document.undo_stack.undo()
+    assert page.has_unsaved_changes()
+
+
+def test_screenshot_for_the_docs(editor, qtbot, artifacts):
+    page = editor
+    page.main_window.resize(1400, 860)
+    with qtbot.waitSignal(page.opened, timeout=10_000):
+        page.open_pipeline(TEMPLATES[0], as_template=True, confirm=False)
+    settle(qtbot, page)
+    page.select_node("check_email")
+    QApplication.processEvents()
+    page.canvas.fit_to_view()
+    page.main_window.grab().save(str(artifacts / "editor_window.png"))
+    assert (artifacts / "editor_window.png").stat().st_size > 10_000
