@@ -256,12 +256,19 @@ class LivePage(Page):
             return
         now_us = time.time_ns() // 1000
         since_us = now_us - int(self.window_s * 1e6)
+        follow = not self.paused
         for chart in self.charts:
             for tag in chart.tags:
                 chart.set_series(tag, *self._series(tag, since_us))
             chart.shade_bad_quality()
-        if not self.paused:
+            if follow:
+                chart.fit_y()
+        if follow:
             self.charts[0].setXRange(since_us / 1e6, now_us / 1e6, padding=0)
+        # Settle the new ranges now: pyqtgraph applies them when painting, and the clipped curves
+        # that react to them would ask for a second paint of every chart in the same frame.
+        for chart in (*self.charts, self.throughput):
+            chart.getViewBox().prepareForPaint()
         if time.monotonic() - self._history_at > HISTORY_EVERY_S:
             self.fetch_history()
 
