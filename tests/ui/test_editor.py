@@ -5,6 +5,7 @@ spec must equal resources/pipelines/ecommerce_orders.json (layout coordinates as
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -378,6 +379,55 @@ def test_unsaved_changes_flag(editor, qtbot, tmp_path):
     assert not page.has_unsaved_changes()
     page.document.undo_stack.undo()
     assert page.has_unsaved_changes()
+
+
+def ecommerce_copy(tmp_path: Path) -> Path:
+    """The user guide's pipeline beside its example exports (its paths are relative to the spec)."""
+    for f in (ROOT / "resources" / "examples" / "ecommerce").iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    shutil.copy(ECOMMERCE, tmp_path / ECOMMERCE.name)
+    return tmp_path / ECOMMERCE.name
+
+
+def test_preview_a_node_then_run_with_f5(editor, qtbot, tmp_path, artifacts):
+    page = editor
+    page.main_window.resize(1400, 900)
+    spec = ecommerce_copy(tmp_path)
+    with qtbot.waitSignal(page.opened, timeout=10_000):
+        page.open_pipeline(spec, confirm=False)
+    settle(qtbot, page)
+    page.canvas.fit_to_view()
+    with qtbot.waitSignal(page.preview.finished, timeout=20_000) as preview:
+        page.select_node("check_email")  # selecting a node previews it (debounced)
+    result = preview.args[0]
+    rows = result.output("check_email").rows
+    assert rows.height > 0 and "customer_email" in rows.columns and "channel" in rows.columns
+    assert result.rejected("check_email").rows_total == 3  # the user guide's three bad addresses
+    assert page.preview.rows_table.model().rowCount() == rows.height
+    page.bottom_tabs.setCurrentIndex(1)
+    page.canvas.zoom_to(
+        [
+            "order_time",
+            "currency_default",
+            "status",
+            "drop_parts",
+            "check_email",
+            "sorted",
+            "historian",
+            "rejected",
+        ]
+    )
+    qtbot.wait(50)
+    page.main_window.grab().save(str(artifacts / "editor_preview.png"))
+
+    with qtbot.waitSignal(page.runner.finished, timeout=30_000) as run:
+        press(qtbot, page, Qt.Key.Key_F5)
+    record = run.args[0]
+    assert record["status"] in ("success", "warning")
+    assert record["rows_rejected"] == 3
+    assert (tmp_path / "unified_orders.json").exists()
+    runs = page.engine.workspace.metadata.runs()
+    assert [r["run_id"] for r in runs] == [record["run_id"]]
 
 
 def test_screenshot_for_the_docs(editor, qtbot, artifacts):

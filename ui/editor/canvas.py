@@ -337,6 +337,12 @@ class PipelineCanvas(QObject):
         if items:
             self.graph.viewer().zoom_to_nodes(items)
 
+    def zoom_to(self, ids: list[str]) -> None:
+        """Frame these nodes (a part of a long pipeline, readable)."""
+        items = [self._items[i].view for i in ids if i in self._items]
+        if items:
+            self.graph.viewer().zoom_to_nodes(items)
+
     def _on_selection(self, _selected, _deselected) -> None:
         self.selection_changed.emit(self.selected_ids())
 

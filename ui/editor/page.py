@@ -109,7 +109,7 @@ class EditorPage(Page):
         vertical.addWidget(middle)
         vertical.addWidget(bottom)
         vertical.setStretchFactor(0, 1)
-        vertical.setSizes([560, 170])
+        vertical.setSizes([520, 220])
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
