@@ -251,3 +251,27 @@ def test_empty_state_leads_to_the_pipelines(qtbot, window):
 
 def _keep_for_docs(shot: Path) -> None:  # used by hand: python -c "...": see the module's report
     shutil.copy(shot, DOCS_IMAGE)
+
+
+def test_tag_browser_fills_the_rows_on_screen_and_the_rest_when_scrolled_to(qtbot):
+    from ui.live.tag_browser import TagBrowser
+
+    browser = TagBrowser()
+    qtbot.addWidget(browser)
+    browser.resize(500, 300)
+    browser.show()
+    qtbot.waitExposed(browser)
+    rows = [
+        {"tag": f"unit.tag{i:04d}", "source": "plc", "value": float(i), "quality": "good", "timestamp_us": 1}
+        for i in range(1000)
+    ]
+    browser.update_tags(rows)
+    browser.update_tags(rows)  # the second refresh sees the laid-out rows
+    assert len(browser.tags()) == 1000 and browser.sources() == ["plc"]
+    assert browser.item("unit.tag0000").text(1) == "0"
+    last = browser.item("unit.tag0999")
+    assert last.text(1) == ""  # off screen: not filled yet
+    browser.tree.scrollToItem(last)
+    qtbot.waitUntil(lambda: last.text(1) == "999", timeout=2_000)
+    browser.filter.setText("tag0500")
+    assert [t for t in browser.tags() if not browser.item(t).isHidden()] == ["unit.tag0500"]

@@ -70,33 +70,36 @@ class TagBrowser(QWidget):
         layout.addWidget(self.tree)
         self._sources: dict[str, QTreeWidgetItem] = {}
         self._tags: dict[str, QTreeWidgetItem] = {}
+        self._rows: dict[str, dict] = {}
+        self.tree.verticalScrollBar().valueChanged.connect(self.fill_visible)
+        self.tree.itemExpanded.connect(self.fill_visible)
 
     # ---- data --------------------------------------------------------------------------------
     def update_tags(self, rows: list[dict]) -> None:
-        """Show `LiveAPI.live_tags()` rows: new tags are added, known ones updated in place, tags
-        no longer listed removed."""
-        seen = set()
+        """Show `LiveAPI.live_tags()` rows: new tags are added, known ones updated, tags no longer
+        listed removed. Only the rows on screen get their texts set (a thousand streaming tags
+        would otherwise cost ~50 ms of the Qt thread twice a second); scrolling fills the rest."""
+        self._rows = {row["tag"]: row for row in rows}
         self.tree.setUpdatesEnabled(False)
         try:
-            for row in rows:
-                tag = row["tag"]
-                seen.add(tag)
+            added: dict[str, list[QTreeWidgetItem]] = {}
+            for tag, row in self._rows.items():
                 item = self._tags.get(tag)
                 if item is None:
                     item = self._tags[tag] = QTreeWidgetItem([tag, "", "", ""])
                     item.setData(0, TAG_ROLE, tag)
                     item.setToolTip(0, tag)
-                    item.setFlags(item.flags() | Qt.ItemFlag.ItemIsDragEnabled)
-                    self._source_item(row["source"]).addChild(item)
                     item.setHidden(not self._matches(tag))
+                    added.setdefault(row["source"], []).append(item)
                 elif item.parent() is not None and item.parent().text(0) != row["source"]:
                     # The source became known (the historian read lags the ring buffer): move it.
                     selected = item.isSelected()
                     item.parent().removeChild(item)
-                    self._source_item(row["source"]).addChild(item)
+                    added.setdefault(row["source"], []).append(item)
                     item.setSelected(selected)
-                self._fill(item, row)
-            for tag in [t for t in self._tags if t not in seen]:
+            for source, items in added.items():
+                self._source_item(source).addChildren(items)  # one insertion per source
+            for tag in [t for t in self._tags if t not in self._rows]:
                 item = self._tags.pop(tag)
                 parent = item.parent()
                 if parent is not None:
@@ -107,8 +110,22 @@ class TagBrowser(QWidget):
                     del self._sources[source]
                 else:
                     item.setText(1, f"{item.childCount()} tags")
+            self.fill_visible()
         finally:
             self.tree.setUpdatesEnabled(True)
+
+    def fill_visible(self) -> None:
+        """Set the texts of the tag rows that are on screen from the latest rows."""
+        height = self.tree.viewport().height()
+        item = self.tree.itemAt(4, 1)
+        while item is not None:
+            if self.tree.visualItemRect(item).top() > height:
+                break
+            tag = item.data(0, TAG_ROLE)
+            row = self._rows.get(tag) if tag else None
+            if row is not None:
+                self._fill(item, row)
+            item = self.tree.itemBelow(item)
 
     def _source_item(self, source: str) -> QTreeWidgetItem:
         item = self._sources.get(source)
@@ -125,10 +142,12 @@ class TagBrowser(QWidget):
     @staticmethod
     def _fill(item: QTreeWidgetItem, row: dict) -> None:
         quality = row.get("quality") or "bad"
+        state = quality if row.get("live", True) else f"{quality} (stored)"
+        if item.text(2) != state:
+            item.setText(2, state)
+            item.setForeground(2, QBrush(QColor(QUALITY_COLORS.get(quality, "#d64545"))))
         item.setText(1, format_value(row.get("value")))
-        item.setText(2, quality if row.get("live", True) else f"{quality} (stored)")
         item.setText(3, format_time(row.get("timestamp_us")))
-        item.setForeground(2, QBrush(QColor(QUALITY_COLORS.get(quality, "#d64545"))))
 
     # ---- questions and actions ---------------------------------------------------------------
     def tags(self) -> list[str]:
@@ -155,3 +174,8 @@ class TagBrowser(QWidget):
     def _apply_filter(self) -> None:
         for tag, item in self._tags.items():
             item.setHidden(not self._matches(tag))
+        self.fill_visible()
+
+    def resizeEvent(self, event):
+        super().resizeEvent(event)
+        self.fill_visible()
