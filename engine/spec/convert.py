@@ -56,6 +56,7 @@ def linear_to_graph(linear: LinearPipeline) -> tuple[GraphPipeline, dict[str, st
             inputs=inputs,
             connector_type=end.connector_type,
             config=end.config,
+            worker_process=end.worker_process,
         )
 
     nodes = [endpoint("source", i, src, []) for i, src in enumerate(linear.sources)]
@@ -151,12 +152,22 @@ def graph_to_linear(graph: GraphPipeline) -> LinearPipeline:
         name=graph.name,
         description=graph.description,
         sources=[
-            Endpoint(name=s.label, connector_type=s.connector_type or "", config=s.config or {})
+            Endpoint(
+                name=s.label,
+                connector_type=s.connector_type or "",
+                config=s.config or {},
+                worker_process=s.worker_process,
+            )
             for s in ordered
         ],
         transformations=steps,
         destinations=[
-            Endpoint(name=d.label, connector_type=d.connector_type or "", config=d.config or {})
+            Endpoint(
+                name=d.label,
+                connector_type=d.connector_type or "",
+                config=d.config or {},
+                worker_process=d.worker_process,
+            )
             for d in destinations
         ],
         schedule=graph.schedule,

@@ -135,6 +135,11 @@ class Endpoint(Strict):
     name: str = Field(min_length=1)
     connector_type: str
     config: dict[str, Any] = Field(default_factory=dict)
+    worker_process: bool | None = Field(
+        None,
+        description="real_time: run this streaming source in a worker process of its own (its batches"
+        " come back as Arrow over a pipe), for protocol stacks one Python thread cannot keep up with",
+    )
 
 
 class LinearPipeline(Strict):
@@ -168,6 +173,11 @@ class Node(Strict):
     connector_type: str | None = None
     config: dict[str, Any] | None = None
     transform: dict[str, Any] | None = None
+    worker_process: bool | None = Field(
+        None,
+        description="real_time: run this streaming source in a worker process of its own (its batches"
+        " come back as Arrow over a pipe), for protocol stacks one Python thread cannot keep up with",
+    )
 
     @field_validator("id")
     @classmethod

@@ -247,6 +247,8 @@ def _check_graph(c: Compiled) -> list[SpecIssue]:
     for n in nodes:
         base = c.paths.get(n.id, "")
         in_path = f"{base}.inputs" if c.form == "graph" else base
+        if n.worker_process and n.kind != "source":
+            issues.append(SpecIssue(f"{base}.worker_process", "only a source runs in a worker process"))
         if n.kind == "transform":
             step = n.transform or {}
             cls = transforms.get(step["type"])

@@ -65,6 +65,19 @@ class MicroBatchFlow(GraphFlow):
         )
         self.stateful = {nid: t for nid, t in self.c.transforms.items() if isinstance(t, Stateful)}
 
+    def _make_source(self, nid: str):
+        """A source with `worker_process: true` runs in a child process (engine/streaming/worker.py)."""
+        node = self.nodes[nid]
+        if not node.worker_process:
+            return super()._make_source(nid)
+        from engine.connectors import registry
+        from engine.streaming.worker import ProcessSource
+
+        cls = registry.get(node.connector_type or "")
+        assert cls is not None  # validation named unknown types
+        config = self.ctx.resolve_config(node.config or {})
+        return ProcessSource(f"{cls.__module__}:{cls.__name__}", config, self.ctx, nid)
+
     def push(self, source: str, frame: pl.DataFrame) -> None:
         self.stats[source].rows_out += frame.height
         self._emit(source, OUT, [frame], origin=source)

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.connectors import registry
-from engine.connectors.base import Connector, ConnectorConfig, Sink, StreamingSource
+from engine.connectors.base import Connector, ConnectorConfig, Sink
 from engine.errors import SpecError
 from engine.runner import _context
 from engine.spec.validate import validate
@@ -508,21 +508,12 @@ def test_a_failing_transformation_fails_the_run_and_counts_its_micro_batch(ws, t
 
 
 # ---- a source in a worker process (Arrow IPC over a pipe) ---------------------------------------
-class WorkerTicksConnector(TicksConnector):
-    connector_type = "test_worker_ticks"
-
-    @classmethod
-    def make_source(cls, config, ctx, name: str) -> StreamingSource:
-        from engine.streaming.worker import ProcessSource
-
-        return ProcessSource("tests.engine.streaming_sources:TicksConnector", config.model_dump(), ctx, name)
-
-
 def test_a_source_in_a_worker_process_hands_over_arrow_batches(ws, tmp_path):
-    registry.register(WorkerTicksConnector)
+    registry.register(TicksConnector)  # the child imports it from tests.engine.streaming_sources
     document = doc({"rows_per_batch": 50, "batches": 20}, batch_size=100, max_latency_ms=50)
-    document["nodes"][0]["connector_type"] = "test_worker_ticks"
+    document["nodes"][0]["worker_process"] = True
     runner, events = make_runner(ws, tmp_path, document)
+    assert type(runner.flow._make_source("ticks")).__name__ == "ProcessSource"
     runner.start()
     wait_for(lambda: runner.stats()["rows_committed"] == 1000, timeout=30)
     runner.stop()
@@ -532,6 +523,14 @@ def test_a_source_in_a_worker_process_hands_over_arrow_batches(ws, tmp_path):
     assert runner.sources["ticks"].counters["emitted"] == 1000  # the child's counters came back
     states = [e["state"] for e in events.of("source_state")]
     assert "connected" in states and states[-1] == "stopped"  # the child's session states too
+
+
+def test_only_a_source_runs_in_a_worker_process():
+    document = doc({"rows_per_batch": 1, "batches": 1})
+    document["nodes"][-1]["worker_process"] = True
+    with pytest.raises(SpecError) as refused:
+        validate(document)
+    assert [i.path for i in refused.value.issues] == [f"nodes[{len(document['nodes']) - 1}].worker_process"]
 
 
 def test_settings_come_from_the_schedule_and_explicit_overrides_win():
