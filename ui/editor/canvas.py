@@ -168,6 +168,7 @@ class PipelineCanvas(QObject):
         if item is None:
             cls = self._classes.get(key) or self._unknown_class(key, node)
             item = cls()
+            item.NODE_NAME = node.get("name") or node_id  # drawn once with its label
             pos = self.document.position(node_id) or (0.0, 0.0)
             self.graph.add_node(item, pos=[pos[0], pos[1]], selected=False, push_undo=False)
             self._items[node_id] = item
@@ -333,15 +334,22 @@ class PipelineCanvas(QObject):
             self.graph.center_on([item])
 
     def fit_to_view(self) -> None:
-        items = [n.view for n in self._items.values()]
-        if items:
-            self.graph.viewer().zoom_to_nodes(items)
+        self.zoom_to(list(self._items))
 
     def zoom_to(self, ids: list[str]) -> None:
         """Frame these nodes (a part of a long pipeline, readable)."""
         items = [self._items[i].view for i in ids if i in self._items]
-        if items:
-            self.graph.viewer().zoom_to_nodes(items)
+        if not items:
+            return
+        # NodeGraphQt's zoom_to_nodes groups the items to measure them (0.3 s for 200 nodes).
+        rect = items[0].sceneBoundingRect()
+        for view in items[1:]:
+            rect = rect.united(view.sceneBoundingRect())
+        viewer = self.graph.viewer()
+        viewer._scene_range = rect.adjusted(-40, -40, 40, 40)
+        viewer._update_scene()
+        if viewer.get_zoom() > 0.1:
+            viewer.reset_zoom(viewer._scene_range.center())
 
     def _on_selection(self, _selected, _deselected) -> None:
         self.selection_changed.emit(self.selected_ids())
