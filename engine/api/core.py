@@ -139,7 +139,7 @@ class EngineCore:
         for job in self.jobs():
             job.cancel()
         concurrent.futures.wait([j.future for j in self.jobs()], timeout=timeout)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)  # a query still running holds the stores
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout)
         self.workspace.close()
