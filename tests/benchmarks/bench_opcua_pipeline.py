@@ -11,8 +11,7 @@ server). Legs:
 - one_process: 2,500 nodes at 10 Hz (25,000 changes/s) the same way, in one process.
 - two_workers: two `opc_ua` sources, each in a worker process (`engine.streaming.worker.
   ProcessSource`, Arrow IPC batches back to the runner), each subscribed to half of 4,000 nodes
-  (40,000 changes/s), union -> historian. The spec cannot ask for a worker process yet, so this
-  script registers a connector type `opc_ua_worker` (the `opc_ua` config, run by ProcessSource).
+  (40,000 changes/s), union -> historian: the spec marks each source `"worker_process": true`.
 
 How it measures, per leg: the run starts; once every source is subscribed and 2 s have settled,
 a window of `--seconds` opens. Commit latencies are taken by wrapping `HistorianSink.commit` in
@@ -31,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -195,38 +195,16 @@ class CommitClock:
 
 
 # ---- the pipeline ------------------------------------------------------------------------------------
-def register_worker_connector(workers: list) -> None:
-    """`opc_ua_worker`: the `opc_ua` source run in a worker process by ProcessSource."""
-    from engine.connectors import registry
-    from engine.connectors.base import Connector
-    from engine.streaming.worker import ProcessSource
-    from protocols.opcua.config import OpcUaConfig
-
-    class OpcUaWorkerConnector(Connector):
-        connector_type = "opc_ua_worker"
-        title = "OPC UA (worker process)"
-        SourceConfig = OpcUaConfig
-
-        @classmethod
-        def make_source(cls, config, ctx, name: str) -> ProcessSource:
-            source = ProcessSource(
-                "protocols.opcua.connector:OpcUaConnector", config.model_dump(mode="json"), ctx, name
-            )
-            workers.append(source)
-            return source
-
-    registry.register(OpcUaWorkerConnector)
-
-
-def pipeline_spec(groups: list[tuple[str, list[str]]], connector_type: str, args) -> dict[str, Any]:
-    """`groups`: (endpoint, node ids) per source."""
+def pipeline_spec(groups: list[tuple[str, list[str]]], args, *, workers: bool) -> dict[str, Any]:
+    """`groups`: (endpoint, node ids) per source; `workers`: each source in a worker process."""
     nodes: list[dict[str, Any]] = []
     for i, (endpoint, ids) in enumerate(groups):
         nodes.append(
             {
                 "id": f"opcua{i + 1}",
                 "kind": "source",
-                "connector_type": connector_type,
+                "connector_type": "opc_ua",
+                **({"worker_process": True} if workers else {}),
                 "config": {
                     "endpoint": endpoint,
                     "nodes": ids,
@@ -310,7 +288,6 @@ def run_leg(name: str, nodes: int, workers: int, args) -> dict[str, Any]:
     groups_n = max(1, workers)
     servers_n = args.servers if workers else 1
     servers = [Server(turbines_total // servers_n, args.rate_hz) for _ in range(servers_n)]
-    worker_sources: list = []
     clock = CommitClock()
     try:
         if servers_n == 1:  # every source subscribes to its share of the one server's nodes
@@ -319,9 +296,7 @@ def run_leg(name: str, nodes: int, workers: int, args) -> dict[str, Any]:
         else:  # a server per source
             groups = [(s.endpoint, s.node_ids) for s in servers]
         ramp_tags = {f"opcua{i + 1}": sum(".Aux" in n for n in ids) for i, (_, ids) in enumerate(groups)}
-        if workers:
-            register_worker_connector(worker_sources)
-        spec = pipeline_spec(groups, "opc_ua_worker" if workers else "opc_ua", args)
+        spec = pipeline_spec(groups, args, workers=bool(workers))
         compiled = validate(spec)
         subscribed: dict[str, float] = {}
         events: list[dict] = []
@@ -353,7 +328,7 @@ def run_leg(name: str, nodes: int, workers: int, args) -> dict[str, Any]:
                 }
             time.sleep(SETTLE_S)
             pids = {"runner (main)": os.getpid()}
-            pids.update({f"worker {s.name}": s.process.pid for s in worker_sources if s.process is not None})
+            pids.update({f"worker {p.pid}": p.pid for p in multiprocessing.active_children()})
             pids.update({f"simulator {i + 1}": s.proc.pid for i, s in enumerate(servers)})
             cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
             upd0 = [s.updates() for s in servers]
