@@ -441,3 +441,19 @@ def test_screenshot_for_the_docs(editor, qtbot, artifacts):
     page.canvas.fit_to_view()
     page.main_window.grab().save(str(artifacts / "editor_window.png"))
     assert (artifacts / "editor_window.png").stat().st_size > 10_000
+
+
+def test_secret_fields_offer_the_stored_secret_names(window, engine, qtbot):
+    engine.set_secret("plc_password", "s3cret")
+    page = window.show_page("editor")  # on_show fetches the names in the background
+    qtbot.waitUntil(lambda: page._secret_names == ["plc_password"], timeout=5_000)
+    plc = palette_add(qtbot, page, "source:opc_ua")
+    secret = page.properties.form.field("password")
+    secret = getattr(secret, "inner", secret)
+    secret.refresh_names()
+    assert [secret.picker.itemText(i) for i in range(secret.picker.count())][-1:] == ["plc_password"]
+    secret.set_value({"secret": "plc_password"})
+    secret.changed.emit()
+    assert page.document.node(plc)["config"]["password"] == {"secret": "plc_password"}
+    type_into(qtbot, page.properties.id_edit, "plc")
+    assert page.properties.title.text().endswith("plc")

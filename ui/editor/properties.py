@@ -187,6 +187,8 @@ class PropertiesPanel(QWidget):
             wanted = self._config_of(node)
             if self.id_edit.text() != node["id"]:
                 self.id_edit.setText(node["id"])
+            title = self.types.get(_key(node), {}).get("title", _key(node))
+            self.title.setText(f"{title}  ·  {node['id']}")
             if self.name_edit.text() != (node.get("name") or ""):
                 self.name_edit.setText(node.get("name") or "")
         else:
