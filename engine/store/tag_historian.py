@@ -48,9 +48,11 @@ _BATCH = "_tag_batch"
 # Late partial rows appended to the rollup before a compaction merges them (a merge of that many
 # small rows takes tens of ms).
 COMPACT_AFTER = 100_000
-# The newest minutes stay raw: the rollup moves up to LAG_MINUTES before the newest value's minute,
-# so that values a few seconds late still land in raw minutes and cost no late partial rows.
-LAG_MINUTES = 1
+# The rollup moves up to LAG_MINUTES before the newest value's minute: only that minute stays raw
+# (at most 60k rows at 1,000 tags a second for a query to aggregate; a lag of 1 doubled that and
+# measured +90 ms on an all-tags query under load). Values that come in after their minute was
+# rolled up cost one late partial row per tag and batch, merged by the next compaction.
+LAG_MINUTES = 0
 # Rows logged for `tag_last` before they are folded into it: ~20 batches of 1,000 tags, so that
 # readers of the last values go over at most a few ten thousand rows.
 FOLD_LAST_AFTER = 20_000

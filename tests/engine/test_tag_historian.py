@@ -423,7 +423,7 @@ def test_a_range_inside_one_minute_reads_raw_rows_only(store):
 def test_late_rows_become_partial_rows_that_compaction_merges(tmp_path):
     historian = Historian(tmp_path / "h.duckdb")
     store = TagHistorian(historian, compact_after=10**9)
-    store.append(batch([("a", 0.5, 250, "good")]))  # minute 4: the rollup now covers minutes 0-2
+    store.append(batch([("a", 0.5, 250, "good")]))  # minute 4: the rollup now covers minutes 0-3
     for second in range(0, 180, 5):  # 36 late batches, each a partial row per tag
         store.append(batch([("a", float(second), second, "good"), ("b", 1.0, second, "bad")]))
     before = store.query(["a", "b"], bucket="1m", statistics=ALL_STATISTICS, include_bad=True)
@@ -444,7 +444,7 @@ def test_the_rollup_follows_the_newest_minute_but_never_passes_now(tmp_path):
     store = TagHistorian(historian)
     store.append(batch([("a", 1.0, 0, "good"), ("a", 2.0, 200, "good")]))
     cur = store.cursor()
-    assert cur.execute("SELECT rolled_up_to FROM tag_minutes_state").fetchall()[0][0] == _minute(T0) + 2
+    assert cur.execute("SELECT rolled_up_to FROM tag_minutes_state").fetchall()[0][0] == _minute(T0) + 3
     future = datetime.now(UTC) + timedelta(days=400)  # a device clock running ahead
     store.append(
         batch([("a", 3.0, 0, "good")]).with_columns(
