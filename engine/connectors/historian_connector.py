@@ -1,8 +1,8 @@
 """The `historian` destination: tag records (TAG_SCHEMA) into the tag historian's long table.
 
-Each batch is one INSERT into `tags` plus one upsert of `tag_last` (see
-`engine.store.tag_historian`), inside the sink's transaction, and goes into the data directory's
-live ring buffer (`engine.store.ring_buffer.ring_buffers`) for charts.
+Each batch is one INSERT into `tags`, its newest rows logged for `tag_last`, and the 1-minute
+rollup kept up to date (see `engine.store.tag_historian`), inside the sink's transaction; it also
+goes into the data directory's live ring buffer (`engine.store.ring_buffer.ring_buffers`) for charts.
 
 Durability:
 - A batch pipeline commits once, at `close()`; `abort()` rolls back everything, as the DuckDB sink.
