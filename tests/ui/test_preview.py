@@ -110,3 +110,76 @@ def test_cancel_stops_a_live_preview(qtbot, panel):
     assert panel.title.text() == "ticks: preview cancelled" and not panel.overlay.active
     qtbot.waitUntil(job.done, timeout=5_000)
     assert job.cancelled and type(job.future.exception()).__name__ == "RunCancelled"
+
+
+# ---- a real protocol source: a short live sample from an OPC UA server ------------------------------
+@pytest.fixture(scope="module")
+def opcua_sim():
+    from protocols.opcua.simulator import OpcUaSimulator
+
+    sim = OpcUaSimulator(turbines=2, tags_per_turbine=4, interval_s=0.1).start()
+    yield sim
+    sim.stop()
+
+
+def opcua_doc(sim) -> dict:
+    return {
+        "name": "wind farm preview",
+        "spec_version": 1,
+        "nodes": [
+            {"id": "plc", "kind": "source", "connector_type": "opc_ua",
+             "config": {"endpoint": sim.endpoint, "nodes": sim.node_ids(),
+                        "publishing_interval_ms": 100, "sampling_interval_ms": 100}},
+            {"id": "historian", "kind": "destination", "inputs": ["plc"], "connector_type": "historian"},
+        ],
+        "layout": {"plc": [0, 0], "historian": [300, 0]},
+        "schedule": {"type": "real_time", "max_latency_ms": 500},
+    }  # fmt: skip
+
+
+@pytest.fixture
+def editor(window, qtbot):
+    page = window.show_page("editor")
+    page.main_window.resize(1300, 820)
+    return page
+
+
+def test_selecting_an_opc_ua_source_previews_a_live_sample(qtbot, editor, opcua_sim, artifacts):
+    from engine.tags import TAG_SCHEMA
+
+    page = editor
+    page.load_document(opcua_doc(opcua_sim))
+    page.bottom_tabs.setCurrentWidget(page.preview)
+    with qtbot.waitSignal(page.preview.finished, timeout=20_000) as done:
+        page.select_node("plc")  # selecting a node previews it (debounced), as a user clicks it
+        qtbot.waitUntil(lambda: page.preview.running, timeout=5_000)
+        assert page.preview.overlay.active and page.preview.cancel_button.isVisible()
+    result = done.args[0]
+    assert result.live_sampled == ["plc"]
+    rows = page.preview.rows_table.frame()
+    assert rows.schema == TAG_SCHEMA
+    assert rows.height > 0 and rows.height == page.preview.rows_table.model().rowCount()
+    wanted = {node_id.split(";s=", 1)[1] for node_id in opcua_sim.node_ids()}  # Turbine01.Power ...
+    assert set(rows["tag"]) == wanted  # every tag of the server, in its initial values
+    assert set(rows["quality"]) == {"good"} and rows["value"].null_count() == 0
+    assert page.preview.title.text().startswith("plc · ") and "live sample" in page.preview.title.text()
+    page.main_window.grab().save(str(artifacts / "editor_opcua_preview.png"))
+    # nothing was written: the historian has no tags
+    assert page.engine.call(lambda: page.engine.workspace.metadata.runs()).result(10) == []
+
+
+def test_a_live_sample_can_be_cancelled_while_sampling(qtbot, panel, opcua_sim):
+    opcua_sim.stall()  # values stop changing: the sample waits its full time for more rows
+    try:
+        panel.show_node(opcua_doc(opcua_sim), "plc")
+        job = panel.job
+        qtbot.wait(400)  # connected and listening
+        assert panel.running and not job.done()
+        with qtbot.waitSignal(panel.failed, timeout=5_000) as failed:
+            qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+        assert failed.args == ["cancelled"] and not panel.overlay.active
+        qtbot.waitUntil(job.done, timeout=10_000)
+        assert job.cancelled and type(job.future.exception()).__name__ == "RunCancelled"
+        assert panel.result is None  # the partial sample is no preview
+    finally:
+        opcua_sim.stall(False)

@@ -17,6 +17,7 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QGraphicsSimpleTextItem
 
 from engine.api.pipelines import node_key, output_ports_of
+from ui.editor.badges import ProgressBadge, status_color
 from ui.editor.document import PipelineDocument
 
 PALETTE_MIME_PREFIX = "aggregator-node:"
@@ -110,6 +111,7 @@ class PipelineCanvas(QObject):
         self._edges: set[tuple[str, str, str, str]] = set()  # drawn links
         self._errors: dict[str, str] = {}
         self._progress: dict[str, dict[str, Any]] = {}
+        self._badges: dict[str, ProgressBadge] = {}  # node id -> its run progress pill
         self._syncing = False
         self.on_drop: Callable[[str, tuple[float, float]], None] | None = None
         self.graph.node_selection_changed.connect(self._on_selection)
@@ -146,7 +148,7 @@ class PipelineCanvas(QObject):
         self._items[new] = item
         self._doc_ids[item.id] = new
         self._edges = {(new if a == old else a, p, new if c == old else c, q) for a, p, c, q in self._edges}
-        for table in (self._errors, self._progress):
+        for table in (self._errors, self._progress, self._badges):
             if old in table:
                 table[new] = table.pop(old)
 
@@ -156,6 +158,7 @@ class PipelineCanvas(QObject):
             return
         self._edges = {e for e in self._edges if node_id not in (e[0], e[2])}
         self._doc_ids.pop(item.id, None)
+        self._badges.pop(node_id, None)  # a child of the node's picture: it goes with it
         self.graph.delete_node(item, push_undo=False)
 
     def _update_item(self, node: dict[str, Any]) -> None:
@@ -277,7 +280,10 @@ class PipelineCanvas(QObject):
             item.view.border_color = ERROR_BORDER
             item.view.setToolTip(f"{tip}\n{message}")
         else:
-            item.view.border_color = (46, 57, 66, 255)
+            # a run's status colours the border (running blue, success green, failed red)
+            item.view.border_color = (
+                (*status_color(progress.get("status")), 255) if progress else (46, 57, 66, 255)
+            )
             item.view.setToolTip(tip + (f"\n{node['name']}" if node.get("name") else ""))
         item.view.update()
 
@@ -304,14 +310,35 @@ class PipelineCanvas(QObject):
                 pipe.setToolTip(f"{node_id}.{port}: {rows:,} rows")
 
     def set_progress(self, node_id: str | None, stats: dict[str, Any] | None) -> None:
-        """A run's progress on a node (status and rows) in its tooltip; None clears every node."""
+        """A run's progress on a node (status and rows): a pill under the node, its border colour
+        and its tooltip. `None` clears every node (a new run starts)."""
         if node_id is None:
             self._progress = {}
+            for badge in self._badges.values():
+                if badge.scene() is not None:
+                    badge.scene().removeItem(badge)
+            self._badges.clear()
             for nid in self._items:
                 self._paint_error(nid)
             return
-        self._progress[node_id] = stats or {}
+        item = self._items.get(node_id)
+        if item is None:
+            return
+        self._progress[node_id] = stats = dict(stats or {})
+        badge = self._badges.get(node_id)
+        if badge is None or badge.parentItem() is not item.view:
+            badge = self._badges[node_id] = ProgressBadge(item.view)
+        badge.set_stats(stats)
         self._paint_error(node_id)
+
+    def progress_of(self, node_id: str) -> dict[str, Any] | None:
+        """The run progress drawn on a node (status, rows_in, rows_out, ...), if any."""
+        return self._progress.get(node_id)
+
+    def badge_text(self, node_id: str) -> str | None:
+        """The text of the progress pill under a node, as the user reads it."""
+        badge = self._badges.get(node_id)
+        return badge.text if badge is not None and badge.isVisible() else None
 
     # ---- selection and view -----------------------------------------------------------------------
     def item(self, node_id: str) -> PipelineNode | None:

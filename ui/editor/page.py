@@ -155,8 +155,12 @@ class EditorPage(Page):
         self._action("Fit", self.canvas.fit_to_view, "Ctrl+0")
         self.toolbar.addSeparator()
         self._action("Preview", self.preview_selected, "Ctrl+P")
-        self.run_action = self._action("Run", self.run, "F5")
-        self._action("Stop", self.stop, "Shift+F5")
+        # One button: Run, and Stop while a run or a stream goes (F5 runs, Shift+F5 stops).
+        self.run_action = self._action("Run", self.run_or_stop)
+        self.run_action.setToolTip("Run (F5)")
+        for keys, slot in (("F5", self.run), ("Shift+F5", self.stop)):
+            shortcut = QShortcut(QKeySequence(keys), self, slot)
+            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
 
     # ---- page contract ------------------------------------------------------------------------------
     def on_show(self) -> None:
@@ -186,7 +190,11 @@ class EditorPage(Page):
         name = self.document.get("name") or "Untitled"
         where = str(self.path) if self.path else "not saved yet"
         star = " •" if self.has_unsaved_changes() else ""
-        self.status.setText(f"{name}{star} — {where} — {len(self.document.nodes)} nodes")
+        runner = getattr(self, "runner", None)
+        state = ""
+        if runner is not None and runner.running:
+            state = " — streaming (Shift+F5 stops)" if runner.streaming else " — running (Shift+F5 cancels)"
+        self.status.setText(f"{name}{star} — {where} — {len(self.document.nodes)} nodes{state}")
 
     # ---- files --------------------------------------------------------------------------------------
     def _may_discard(self) -> bool:
@@ -370,8 +378,20 @@ class EditorPage(Page):
         self.runner.start(doc, spec_path=self.path, base_dir=self._base_dir())
 
     def stop(self) -> None:
+        """Shift+F5: cancel the run; a stream stops after committing its last micro-batch."""
         self.runner.cancel()
 
+    def run_or_stop(self) -> None:
+        """The toolbar's Run button, which reads Stop while a run goes."""
+        if self.runner.running:
+            self.stop()
+        else:
+            self.run()
+
     def _running_changed(self, running: bool) -> None:
-        self.run_action.setEnabled(not running)
+        streaming = running and self.runner.streaming
+        self.run_action.setText("Stop" if running else "Run")
+        self.run_action.setToolTip(
+            ("Stop the stream" if streaming else "Cancel the run") + " (Shift+F5)" if running else "Run (F5)"
+        )
         self._update_title()

@@ -11,6 +11,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+STAT_KEYS = ("status", "rows_in", "rows_out", "rows_rejected", "duration_s")
 TOAST_KIND = {"success": "success", "warning": "warning", "failed": "error", "cancelled": "info"}
 
 
@@ -85,23 +86,31 @@ class RunController(QObject):
         if kind == "run_started":
             self.run_id = event.get("run_id")
         elif kind == "node_progress":
-            node = event["node"]
-            stats = {
-                k: event.get(k) for k in ("status", "rows_in", "rows_out", "rows_rejected", "duration_s")
-            }
-            self.progress[node] = stats
-            self.node_progress.emit(node, stats)
-            counts = {(node, "out"): stats["rows_out"] or 0}
-            if stats["rows_rejected"]:
-                counts[(node, "rejected")] = stats["rows_rejected"]
-            self.edge_counts.emit(counts)
+            self._node_stats(event["node"], event)
         elif kind == "stream_stats":
+            # a stream has no per-node events: its stats carry every node's live counts
+            self._stream_nodes(event)
             self.stream_stats.emit(event)
+
+    def _node_stats(self, node: str, source: dict[str, Any]) -> None:
+        stats = {k: source.get(k) for k in STAT_KEYS}
+        self.progress[node] = stats
+        self.node_progress.emit(node, stats)
+        counts = {(node, "out"): stats["rows_out"] or 0}
+        if stats["rows_rejected"]:
+            counts[(node, "rejected")] = stats["rows_rejected"]
+        self.edge_counts.emit(counts)
+
+    def _stream_nodes(self, stats: dict[str, Any]) -> None:
+        for node, node_stats in (stats.get("nodes") or {}).items():
+            self._node_stats(node, node_stats)
 
     def _done(self, job, record: dict[str, Any]) -> None:
         if job is not self.job:
             return
         self.job, self.last_record = None, record
+        if record.get("stream"):  # a stream's final counts and statuses, after its last commit
+            self._stream_nodes(record["stream"])
         self.run_id = record.get("run_id", self.run_id)
         self.running_changed.emit(False)
         status = record.get("status", "failed")
