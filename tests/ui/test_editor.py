@@ -457,3 +457,55 @@ def test_secret_fields_offer_the_stored_secret_names(window, engine, qtbot):
     assert page.document.node(plc)["config"]["password"] == {"secret": "plc_password"}
     type_into(qtbot, page.properties.id_edit, "plc")
     assert page.properties.title.text().endswith("plc")
+
+
+def test_f5_draws_every_nodes_status_and_rows_on_the_canvas(editor, qtbot, tmp_path, artifacts):
+    page = editor
+    page.main_window.resize(1400, 900)
+    spec = ecommerce_copy(tmp_path)
+    with qtbot.waitSignal(page.opened, timeout=10_000):
+        page.open_pipeline(spec, confirm=False)
+    settle(qtbot, page)
+    page.canvas.fit_to_view()
+    assert page.run_action.text() == "Run"
+    seen_running: set[str] = set()
+    page.runner.node_progress.connect(
+        lambda node, stats: stats["status"] == "running" and seen_running.add(node)
+    )
+
+    with qtbot.waitSignal(page.runner.finished, timeout=30_000) as run:
+        press(qtbot, page, Qt.Key.Key_F5)
+        assert page.run_action.text() == "Stop" and "running" in page.status.text()
+    record = run.args[0]
+    assert record["status"] == "warning" and page.run_action.text() == "Run"
+    assert seen_running  # nodes were drawn running on the way
+
+    stats = {row["node_id"]: row for row in page.engine.workspace.metadata.node_stats(record["run_id"])}
+    assert set(stats) == set(page.document.ids())
+    for node_id, row in stats.items():
+        shown = page.canvas.progress_of(node_id)
+        assert (shown["status"], shown["rows_out"]) == (row["status"], row["rows_out"]), node_id
+        rows = row["rows_out"] or row["rows_in"]
+        text = page.canvas.badge_text(node_id)
+        assert text and row["status"] in text and f"{rows:,} rows" in text, (node_id, text)
+        color = page.canvas.item(node_id).view.border_color
+        assert tuple(color[:3]) == {"success": (40, 160, 80), "warning": (215, 150, 30)}[row["status"]]
+    assert "3 rejected" in page.canvas.badge_text("check_email")
+    # the links carry the run's counts
+    assert page.canvas.edge_labels("union") == ["15 rows"]
+    assert page.canvas.edge_labels("check_email", "rejected") == ["3 rows"]
+
+    for toast in list(page.main_window.toasts.toasts):
+        if "Open run" not in toast.text:
+            toast.dismiss()
+    with qtbot.waitSignal(page.preview.finished, timeout=20_000):
+        page.select_node("check_email")  # the marks stay while a node is previewed
+    page.bottom_tabs.setCurrentWidget(page.preview)
+    assert page.canvas.badge_text("check_email").startswith("✓ success · 12 rows")
+    page.canvas.zoom_to(["status", "drop_parts", "check_email", "sorted", "historian", "rejected"])
+    qtbot.wait(50)
+    page.main_window.grab().save(str(artifacts / "editor_run.png"))
+
+    # a new run clears the old marks first
+    page.canvas.set_progress(None, None)
+    assert page.canvas.badge_text("union") is None and page.canvas.progress_of("union") is None

@@ -309,6 +309,15 @@ class PipelineCanvas(QObject):
                 label.setPos(mid.x() - label.boundingRect().width() / 2, mid.y() - 18)
                 pipe.setToolTip(f"{node_id}.{port}: {rows:,} rows")
 
+    def edge_labels(self, node_id: str, port: str = "out") -> list[str]:
+        """The row-count labels on the links leaving (node, port), as drawn."""
+        item = self._items.get(node_id)
+        out = item.get_output(port) if item is not None else None
+        if out is None:
+            return []
+        labels = [getattr(pipe, "_rows_label", None) for pipe in out.view.connected_pipes]
+        return [label.text() for label in labels if label is not None]
+
     def set_progress(self, node_id: str | None, stats: dict[str, Any] | None) -> None:
         """A run's progress on a node (status and rows): a pill under the node, its border colour
         and its tooltip. `None` clears every node (a new run starts)."""
