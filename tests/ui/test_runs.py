@@ -201,3 +201,78 @@ def test_runs_page_history_filters_detail_and_rerun(qtbot, window, controller, d
 
 def good_version(page, good) -> int:
     return page.engine.run_detail(good["run_id"])["record"]["version"]
+
+
+# ---- a real_time pipeline from the editor: OPC UA simulator -> historian ----------------------------
+@pytest.fixture
+def opcua_sim():
+    from protocols.opcua.simulator import OpcUaSimulator
+
+    sim = OpcUaSimulator(turbines=2, tags_per_turbine=4, interval_s=0.1).start()
+    yield sim
+    sim.stop()
+
+
+def press_on_canvas(qtbot, page, key, modifiers=Qt.KeyboardModifier.NoModifier) -> None:
+    window = page.main_window
+    if not window.isActiveWindow():
+        window.activateWindow()
+        qtbot.waitUntil(window.isActiveWindow)  # shortcuts fire in the active window only
+    viewer = page.canvas.graph.viewer()
+    viewer.setFocus()
+    qtbot.keyClick(viewer, key, modifiers)
+
+
+def rows_drawn(page, node_id: str) -> int:
+    stats = page.canvas.progress_of(node_id) or {}
+    return stats.get("rows_out") or 0
+
+
+def test_a_real_time_pipeline_streams_from_the_editor(qtbot, window, opcua_sim, artifacts):
+    page = window.show_page("editor")
+    window.resize(1300, 820)
+    page.load_document({
+        "name": "Wind farm stream",
+        "spec_version": 1,
+        "nodes": [
+            {"id": "plc", "kind": "source", "connector_type": "opc_ua",
+             "config": {"endpoint": opcua_sim.endpoint, "nodes": opcua_sim.node_ids(),
+                        "publishing_interval_ms": 100, "sampling_interval_ms": 100}},
+            {"id": "historian", "kind": "destination", "inputs": ["plc"], "connector_type": "historian"},
+        ],
+        "layout": {"plc": [0, 0], "historian": [320, 0]},
+        "schedule": {"type": "real_time", "max_latency_ms": 300},
+    })  # fmt: skip
+    with qtbot.waitSignal(page.validated, timeout=10_000):
+        page.validate_now()
+    assert page.issues == []
+
+    with qtbot.waitSignal(page.runner.running_changed, timeout=5_000):
+        press_on_canvas(qtbot, page, Qt.Key.Key_F5)
+    assert page.runner.streaming
+    assert page.run_action.text() == "Stop" and "streaming" in page.status.text()
+
+    # the badges show live counts that grow with every stats tick (once a second)
+    qtbot.waitUntil(lambda: rows_drawn(page, "historian") > 0, timeout=15_000)
+    first = rows_drawn(page, "historian")
+    assert page.canvas.progress_of("historian")["status"] == "running"
+    assert "running" in page.canvas.badge_text("plc")
+    qtbot.waitUntil(lambda: rows_drawn(page, "historian") > first, timeout=15_000)
+    assert rows_drawn(page, "plc") >= rows_drawn(page, "historian")
+    page.canvas.fit_to_view()
+    qtbot.wait(50)
+    window.grab().save(str(artifacts / "editor_streaming.png"))
+
+    with qtbot.waitSignal(page.runner.finished, timeout=20_000) as done:
+        press_on_canvas(qtbot, page, Qt.Key.Key_F5, Qt.KeyboardModifier.ShiftModifier)
+    record = done.args[0]
+    assert record["status"] == "cancelled" and record["rows_out"] >= first
+    assert page.run_action.text() == "Run" and not page.runner.running
+    final = page.canvas.progress_of("historian")
+    assert final["status"] != "running" and final["rows_out"] == record["rows_out"]
+    assert f"{record['rows_out']:,} rows" in page.canvas.badge_text("historian")
+
+    runs = window.show_page("runs")
+    qtbot.waitUntil(lambda: [r["run_id"] for r in runs.records] == [record["run_id"]], timeout=10_000)
+    assert runs.table.item(0, 1).text() == "Wind farm stream"
+    assert runs.table.item(0, 0).text() == "cancelled"
