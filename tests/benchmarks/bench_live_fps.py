@@ -107,7 +107,9 @@ def bench_fps(seconds: float) -> dict:
         while time.perf_counter() < t_end:
             # New points arrive (the stream's work, on its own thread in the app: not timed)...
             t_data = time.process_time()
-            new_ts = last_ts + step * np.arange(1, 11, dtype=np.int64)
+            # Ten points a tag a frame, up to the wall clock (ahead of it they would leave the view).
+            now_us = max(time.time_ns() // 1000, last_ts + 10)
+            new_ts = last_ts + (now_us - last_ts) * np.arange(1, 11, dtype=np.int64) // 10
             last_ts = int(new_ts[-1])
             fresh = np.sin(new_ts[None, :] / 2e6 + phase) * 10 + phase * 3
             engine.live_buffer().append(tag_frame(tags, np.broadcast_to(new_ts, (CURVES, 10)).copy(), fresh))

@@ -85,10 +85,12 @@ def test_live_view_charts_a_simulators_tags(qtbot, window, engine, simulator, tm
         qtbot.waitUntil(lambda: points(chart, "Turbine01.Power") > 3, timeout=10_000)
         before = points(chart, "Turbine01.Power")
         qtbot.waitUntil(lambda: points(chart, "Turbine01.Power") > before + 3, timeout=10_000)
-        # Downsampling and clip-to-view are on for the curves.
+        # The curve draws the points in view (few here: no downsampling needed, all of them drawn).
         curve = chart.curves["Turbine01.Power"]
-        assert curve.opts["autoDownsample"] and curve.opts["clipToView"]
-        assert curve.opts["downsampleMethod"] == "peak"
+        drawn_x, _ = curve.getData()
+        (x0, x1), _ = chart.viewRange()
+        inside = [x for x in chart.series("Turbine01.Power")[0] if x0 <= x <= x1]
+        assert len(inside) > 0 and set(inside) <= set(drawn_x)
 
         # A second chart, linked on X, with another tag.
         qtbot.mouseClick(page.add_chart_button, Qt.MouseButton.LeftButton)
@@ -275,3 +277,61 @@ def test_tag_browser_fills_the_rows_on_screen_and_the_rest_when_scrolled_to(qtbo
     qtbot.waitUntil(lambda: last.text(1) == "999", timeout=2_000)
     browser.filter.setText("tag0500")
     assert [t for t in browser.tags() if not browser.item(t).isHidden()] == ["unit.tag0500"]
+
+
+def test_peak_reduce_keeps_spikes_the_newest_point_and_only_the_view():
+    from ui.live.charts import peak_reduce
+
+    x = np.arange(100_000, dtype=float)
+    y = np.sin(x / 500.0)
+    y[54_321] = 50.0  # a one-point spike
+    y[60_000] = np.nan  # a gap
+    shown_x, shown_y = peak_reduce(x, y, 10_000.0, 99_999.0, columns=1000)
+    assert len(shown_x) <= 2 * 1000 + 200  # about two points a column, plus the tail
+    assert shown_x[0] <= 10_000.0 and shown_x[-1] == 99_999.0 and shown_y[-1] == y[-1]
+    assert np.all(np.diff(shown_x) >= 0)
+    assert np.nanmax(shown_y) == 50.0 and np.isnan(shown_y).any()
+    assert np.nanmin(shown_y) == pytest.approx(np.nanmin(y[10_000:]), abs=1e-6)
+    # Few points: drawn as they are.
+    small_x, small_y = peak_reduce(x[:50], y[:50], 0.0, 49.0, columns=1000)
+    assert np.array_equal(small_x, x[:50]) and np.array_equal(small_y, y[:50])
+
+
+@pytest.mark.parametrize("points", [1, 2, 3, 2_001, 10_000, 123_457])
+def test_peak_reduce_min_and_max_match_the_visible_points(points):
+    from ui.live.charts import peak_reduce
+
+    rng = np.random.default_rng(points)
+    x = np.cumsum(rng.uniform(0.1, 1.0, points))
+    y = rng.normal(0, 1, points)
+    x0, x1 = x[points // 4], x[-1] - (x[-1] - x[0]) / 10
+    shown_x, shown_y = peak_reduce(x, y, float(x0), float(x1), columns=500)
+    lo = max(0, np.searchsorted(x, x0) - 1)
+    hi = min(points, np.searchsorted(x, x1, "right") + 1)
+    assert shown_y.max() == y[lo:hi].max() and shown_y.min() == y[lo:hi].min()
+    assert shown_x[0] == x[lo] and len(shown_x) <= max(2 * 500 + 500, hi - lo)
+
+
+def test_a_chart_draws_each_new_series_once_and_a_bounded_number_of_points(qtbot):
+    from ui.live.charts import TagChart
+
+    chart = TagChart()
+    qtbot.addWidget(chart)
+    chart.resize(800, 300)
+    chart.show()
+    qtbot.waitExposed(chart)
+    ts = 1_700_000_000_000_000 + np.arange(10_000, dtype=np.int64) * 4_500
+    chart.setXRange(ts[0] / 1e6, ts[-1] / 1e6, padding=0)
+    calls = []
+    curve = chart.add_curve("a")
+    original = curve.setData
+    curve.setData = lambda *a, **k: (calls.append(len(a[0])), original(*a, **k))[1]
+    chart.set_series("a", ts, np.sin(np.arange(10_000) / 50.0), np.zeros(10_000, np.uint8), draw=False)
+    assert calls == []  # held until the frame draws
+    chart.draw()
+    chart.draw()  # nothing changed: not drawn again
+    assert len(calls) == 1 and calls[0] <= 2 * chart.getViewBox().width() + 100
+    chart.setXRange(ts[5_000] / 1e6, ts[-1] / 1e6, padding=0)  # a zoom redraws from the full series
+    assert len(calls) == 2
+    drawn = curve.getData()[0]
+    assert ts[4_999] / 1e6 == drawn[0] < ts[5_000] / 1e6  # from the point just left of the view

@@ -1,8 +1,10 @@
 """Live charts (pyqtgraph): tag trends with bad-quality spans shaded, a crosshair read-out, and
 the throughput of running pipelines.
 
-Every chart draws with automatic peak downsampling and clip-to-view, so a curve of 10k points
-costs about as much as the chart is wide in pixels. X is seconds since the epoch on a date axis;
+Every chart draws the visible part of each curve only, peak-downsampled to two points a pixel column
+(`peak_reduce`, one pass a frame done here: pyqtgraph's own clip-to-view and downsampling ran twice a
+frame, on the data change and again on the X range change), so a curve of 10k points costs about
+as much as the chart is wide in pixels. X is seconds since the epoch on a date axis;
 charts of one page share it (`link_x`).
 """
 
@@ -92,6 +94,41 @@ class SpanShade(pg.GraphicsObject):
         painter.restore()
 
 
+def peak_reduce(
+    x: np.ndarray, y: np.ndarray, x0: float, x1: float, columns: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The points of (x, y) inside [x0, x1] (and one either side, so the line reaches the edges),
+    as at most about 2 * `columns` points: each bucket of consecutive points gives its max and its
+    min (a spike stays visible). `x` is ascending. The newest points past the last whole bucket are
+    kept as they are, so the latest value is always drawn."""
+    first = max(0, int(np.searchsorted(x, x0, "left")) - 1)
+    last = min(len(x), int(np.searchsorted(x, x1, "right")) + 1)
+    x, y = x[first:last], y[first:last]
+    n = len(x)
+    if n <= 2 * max(columns, 1):
+        return x, y
+    size = n // max(columns, 1)  # points per bucket (>= 2 here)
+    buckets = n // size
+    whole = y[: buckets * size].reshape(buckets, size)
+    if size >= 32:  # long rows: numpy's row reduction is fast
+        high, low = whole.max(axis=1), whole.min(axis=1)
+    else:  # short rows: a few vector ops over columns beat a reduction per row
+        high, low = whole[:, 0].copy(), whole[:, 0].copy()
+        for k in range(1, size):
+            np.maximum(high, whole[:, k], out=high)  # NaN propagates: a gap stays a gap
+            np.minimum(low, whole[:, k], out=low)
+    out_x = np.empty(2 * buckets + (n - buckets * size))
+    out_y = np.empty_like(out_x)
+    starts = x[: buckets * size : size]
+    out_x[0 : 2 * buckets : 2] = starts
+    out_x[1 : 2 * buckets : 2] = starts
+    out_y[0 : 2 * buckets : 2] = high
+    out_y[1 : 2 * buckets : 2] = low
+    out_x[2 * buckets :] = x[buckets * size :]
+    out_y[2 * buckets :] = y[buckets * size :]
+    return out_x, out_y
+
+
 def merge_spans(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """Overlapping or touching spans as one (tags of a chart often go bad together: one shade)."""
     merged: list[tuple[float, float]] = []
@@ -114,8 +151,9 @@ class _Plot(pg.PlotWidget):
         item = self.getPlotItem()
         # No grid: pyqtgraph draws it as translucent lines over the whole plot with every axis
         # paint, measured at half the frame time of a 20-curve page.
-        item.setDownsampling(auto=True, mode="peak")
-        item.setClipToView(True)
+        # Clipping and downsampling are ours (`peak_reduce`, once a frame); pyqtgraph's are off.
+        item.setDownsampling(auto=False)
+        item.setClipToView(False)
         item.getAxis("left").setWidth(56)  # one width on every chart, so their X axes line up
         self.legend = item.addLegend(offset=(8, 8), labelTextSize="8pt")
         self.cursor = pg.InfiniteLine(
@@ -130,18 +168,46 @@ class _Plot(pg.PlotWidget):
         self.addItem(self.readout, ignoreBounds=True)
         self.curves: dict[str, pg.PlotDataItem] = {}
         self._series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._drawn: dict[str, tuple] = {}  # name -> (series version, x range, columns) last drawn
+        self._versions: dict[str, int] = {}  # name -> a number bumped with every new series
         self.scene().sigMouseMoved.connect(self._mouse_moved)
+        self.getViewBox().sigXRangeChanged.connect(lambda *_: self.draw())
 
     def add_curve(self, name: str, width: int = 1) -> pg.PlotDataItem:
         color = PALETTE[len(self.curves) % len(PALETTE)]
         curve = self.plot([], [], name=name, pen=pg.mkPen(color, width=width), connect="finite")
+        curve.opts["dynamicRangeLimit"] = None  # Y is fitted to the data: no clipping pass on Y changes
         self.curves[name] = curve
         return curve
 
-    def set_curve(self, name: str, x: np.ndarray, y: np.ndarray, quality: np.ndarray | None = None) -> None:
-        curve = self.curves.get(name) or self.add_curve(name)
-        curve.setData(x, y)
+    def set_curve(
+        self, name: str, x: np.ndarray, y: np.ndarray, quality: np.ndarray | None = None, draw: bool = True
+    ) -> None:
+        """Keep the full series of `name`; draw its visible part now, or with the next `draw()`
+        (the page sets every series, then the X range, then draws: one pass a frame)."""
+        if name not in self.curves:
+            self.add_curve(name)
         self._series[name] = (x, y, quality if quality is not None else np.zeros(len(x), np.uint8))
+        self._versions[name] = self._versions.get(name, 0) + 1
+        if draw:
+            self.draw()
+
+    def draw(self) -> None:
+        """Give each curve its visible points, peak-downsampled to the chart's width; curves whose
+        data, X range and width did not change since they were last drawn are left alone."""
+        view = self.getViewBox()
+        (x0, x1), _ = view.viewRange()
+        columns = max(100, int(view.width()) or 1000)
+        for name, (x, y, _q) in self._series.items():
+            key = (self._versions.get(name), x0, x1, columns)
+            if self._drawn.get(name) == key:
+                continue
+            self._drawn[name] = key
+            shown_x, shown_y = peak_reduce(x, y, x0, x1, columns)
+            finite = bool(np.isfinite(shown_y).all())
+            self.curves[name].setData(
+                shown_x, shown_y, connect="all" if finite else "finite", skipFiniteCheck=finite
+            )
 
     def fit_y(self) -> None:
         """Y range over the curves' values (set here, once per refresh: pyqtgraph's auto-range
@@ -218,8 +284,10 @@ class TagChart(_Plot):
     def tags(self) -> list[str]:
         return list(self.curves)
 
-    def set_series(self, tag: str, ts_us: np.ndarray, values: np.ndarray, quality: np.ndarray) -> None:
-        self.set_curve(tag, ts_us / 1e6, values, quality)
+    def set_series(
+        self, tag: str, ts_us: np.ndarray, values: np.ndarray, quality: np.ndarray, draw: bool = True
+    ) -> None:
+        self.set_curve(tag, ts_us / 1e6, values, quality, draw)
 
     def remove_tag(self, tag: str) -> None:
         curve = self.curves.pop(tag, None)
@@ -227,6 +295,7 @@ class TagChart(_Plot):
             self.removeItem(curve)
             self.legend.removeItem(curve)
             self._series.pop(tag, None)
+            self._drawn.pop(tag, None)
 
     def shade_bad_quality(self) -> None:
         """Shade every bad span of every curve (one item; repainted only when the spans change)."""
@@ -277,7 +346,8 @@ class ThroughputChart(_Plot):
             if len(xs) > self.keep:
                 del xs[: len(xs) - self.keep]
                 del ys[: len(ys) - self.keep]
-            self.set_curve(name, np.asarray(xs), np.asarray(ys))
+            self.set_curve(name, np.asarray(xs), np.asarray(ys), draw=False)
+        self.draw()
 
     def pipelines(self) -> list[str]:
         return list(self._points)

@@ -259,12 +259,14 @@ class LivePage(Page):
         follow = not self.paused
         for chart in self.charts:
             for tag in chart.tags:
-                chart.set_series(tag, *self._series(tag, since_us))
+                chart.set_series(tag, *self._series(tag, since_us), draw=False)
             chart.shade_bad_quality()
             if follow:
                 chart.fit_y()
-        if follow:
+        if follow:  # linked charts follow; each draws its new visible points once, here
             self.charts[0].setXRange(since_us / 1e6, now_us / 1e6, padding=0)
+        for chart in self.charts:
+            chart.draw()  # those whose X range did not move (paused, forced) draw their new data
         # Settle the new ranges now: pyqtgraph applies them when painting, and the clipped curves
         # that react to them would ask for a second paint of every chart in the same frame.
         for chart in (*self.charts, self.throughput):
