@@ -509,3 +509,31 @@ def test_f5_draws_every_nodes_status_and_rows_on_the_canvas(editor, qtbot, tmp_p
     # a new run clears the old marks first
     page.canvas.set_progress(None, None)
     assert page.canvas.badge_text("union") is None and page.canvas.progress_of("union") is None
+
+
+def test_the_minimap_shows_the_pipeline_and_a_click_centres_the_canvas(editor, qtbot, artifacts):
+    page = editor
+    page.main_window.resize(1400, 860)
+    with qtbot.waitSignal(page.opened, timeout=10_000):
+        page.open_pipeline(WIND_FARM, as_template=True, confirm=False)
+    minimap = page.canvas.minimap
+    assert minimap.isVisible() and minimap.parent() is page.canvas.graph.viewer()
+    viewport = page.canvas.graph.viewer().viewport().geometry()
+    assert viewport.contains(minimap.geometry())  # in the canvas' corner
+    first, last = page.document.ids()[0], page.document.ids()[-1]
+    page.canvas.select([first])
+    page.canvas.graph.viewer().zoom_to_nodes([page.canvas.item(first).view])  # zoomed in on one node
+    qtbot.waitUntil(lambda: not minimap._fit_timer.isActive())
+    shown = minimap.mapToScene(minimap.viewport().rect()).boundingRect()
+    for node_id in page.document.ids():  # the whole pipeline is on the minimap
+        assert shown.contains(page.canvas.item(node_id).view.sceneBoundingRect()), node_id
+    target = page.canvas.item(last).view.sceneBoundingRect().center()
+    assert not minimap.visible_rect().contains(target)
+
+    qtbot.mouseClick(minimap.viewport(), Qt.MouseButton.LeftButton, pos=minimap.mapFromScene(target))
+    centre = minimap.visible_rect().center()
+    assert abs(centre.x() - target.x()) < 30 and abs(centre.y() - target.y()) < 30
+    assert minimap.visible_rect().contains(target)
+    assert page.document.undo_stack.count() == 0  # steering the view edits nothing
+    qtbot.wait(60)
+    page.main_window.grab().save(str(artifacts / "editor_minimap.png"))

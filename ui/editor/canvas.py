@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QGraphicsSimpleTextItem
 from engine.api.pipelines import node_key, output_ports_of
 from ui.editor.badges import ProgressBadge, status_color
 from ui.editor.document import PipelineDocument
+from ui.editor.minimap import Minimap
 
 PALETTE_MIME_PREFIX = "aggregator-node:"
 KIND_COLORS = {"source": (40, 110, 80), "transform": (50, 80, 120), "destination": (120, 80, 40)}
@@ -115,6 +116,7 @@ class PipelineCanvas(QObject):
         self._syncing = False
         self.on_drop: Callable[[str, tuple[float, float]], None] | None = None
         self.graph.node_selection_changed.connect(self._on_selection)
+        self.minimap = Minimap(self.graph.viewer())
         document.changed.connect(self.sync)
         document.renamed.connect(self._renamed)
         self.sync(None)
@@ -139,6 +141,7 @@ class PipelineCanvas(QObject):
             self._sync_edges()
         finally:
             self._syncing = False
+        self.minimap.refit()
 
     def _renamed(self, old: str, new: str) -> None:
         """Keep the drawn node (and its selection) under its new id."""
