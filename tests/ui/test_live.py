@@ -335,3 +335,28 @@ def test_a_chart_draws_each_new_series_once_and_a_bounded_number_of_points(qtbot
     assert len(calls) == 2
     drawn = curve.getData()[0]
     assert ts[4_999] / 1e6 == drawn[0] < ts[5_000] / 1e6  # from the point just left of the view
+
+
+def test_bad_spans_are_shaded_in_the_colour_the_translucent_brush_shows_on_white(qtbot):
+    from ui.live.charts import BAD_BRUSH, TagChart, opaque_over
+
+    assert opaque_over((214, 69, 69, 45), (255, 255, 255)) == (248, 222, 222)
+    assert opaque_over((10, 20, 30, 255), (255, 255, 255)) == (10, 20, 30)
+    chart = TagChart()
+    qtbot.addWidget(chart)
+    chart.resize(600, 250)
+    chart.show()
+    qtbot.waitExposed(chart)
+    ts = 1_700_000_000_000_000 + np.arange(1_000, dtype=np.int64) * 10_000
+    quality = np.where((np.arange(1_000) >= 400) & (np.arange(1_000) < 600), 2, 0).astype(np.uint8)
+    chart.set_series("a", ts, np.zeros(1_000), quality)
+    chart.setXRange(ts[0] / 1e6, ts[-1] / 1e6, padding=0)
+    chart.shade_bad_quality()
+    assert chart.shaded_spans == [(ts[400] / 1e6, ts[600] / 1e6)]
+    image = chart.grab().toImage()
+    view = chart.getViewBox()
+    middle = view.mapViewToDevice(QPointF(ts[500] / 1e6, 0.5)).toPoint()  # above the flat curve
+    outside = view.mapViewToDevice(QPointF(ts[100] / 1e6, 0.5)).toPoint()
+    shown = image.pixelColor(middle)
+    assert (shown.red(), shown.green(), shown.blue()) == opaque_over(BAD_BRUSH, (255, 255, 255))
+    assert image.pixelColor(outside).name() == "#ffffff"
