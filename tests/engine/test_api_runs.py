@@ -184,3 +184,26 @@ def test_a_stream_starts_reports_stats_and_stops(engine):
     assert record["status"] == "cancelled" and record["rows_out"] > 0
     assert engine.runs(status="cancelled")[0]["run_id"] == record["run_id"]
     assert not engine.stop_stream(job.id)
+
+
+def test_engine_threads_run_below_the_callers_priority(engine):
+    """A batch run keeps every core busy; the GUI thread (the engine's creator) must win a core.
+    The worker, and the threads it starts (an executor's readers and sinks), run at ENGINE_NICE."""
+    import os
+
+    from engine.api.core import ENGINE_NICE
+
+    if not hasattr(os, "getpriority") or not os.path.isdir("/proc/self/task"):
+        pytest.skip("per-thread priorities are a Linux feature")
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def priorities() -> tuple[int, int]:
+        seen = {}
+        child = threading.Thread(target=lambda: seen.update(nice=os.getpriority(os.PRIO_PROCESS, 0)))
+        child.start()
+        child.join()
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), seen["nice"]
+
+    worker, started_by_worker = engine.submit("probe", lambda _cancel: priorities()).result(10)
+    assert worker == started_by_worker == max(caller, ENGINE_NICE)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller  # ours untouched
