@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import itertools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +31,7 @@ class EngineBridge(QObject):
 
     event = Signal(dict)
     _wake = Signal()
-    _result = Signal(object, object, object, object)  # on_ok, on_error, value, exception
+    _result = Signal(object, object, object)  # call token, value, exception
 
     def __init__(self, engine, parent: QObject | None = None):
         super().__init__(parent)
@@ -41,6 +43,11 @@ class EngineBridge(QObject):
         self._wake.connect(self._drain, Qt.ConnectionType.QueuedConnection)
         self._result.connect(self._deliver_result, Qt.ConnectionType.QueuedConnection)
         self._closed = False
+        # Callbacks stay here, on the Qt side, keyed by a token: a future's done-callback runs on
+        # an engine thread and must never hold the last reference to a widget (a Qt object whose
+        # wrapper dies there is destroyed off the GUI thread).
+        self._callbacks: dict[int, tuple[Callable[[Any], None], Callable[[BaseException], None] | None]] = {}
+        self._tokens = itertools.count()
         self._unsubscribe = engine.subscribe(self._on_engine_event)
 
     # ---- events ----------------------------------------------------------------------------
@@ -81,21 +88,26 @@ class EngineBridge(QObject):
         """Call `on_ok(result)` or `on_error(exception)` on the Qt thread when the future (or the
         Job's future) is done. Returns at once; never waits."""
         future: concurrent.futures.Future = getattr(future_or_job, "future", future_or_job)
+        token = next(self._tokens)
+        self._callbacks[token] = (on_ok, on_error)
+        bridge = weakref.ref(self)
 
-        def done(f: concurrent.futures.Future) -> None:  # any thread
-            if self._closed:
+        def done(f: concurrent.futures.Future) -> None:  # any thread: only the token crosses
+            target = bridge()
+            if target is None or target._closed:
                 return
             try:
                 value, exc = f.result(), None
             except BaseException as error:  # cancelled futures land here too
                 value, exc = None, error
-            self._result.emit(on_ok, on_error, value, exc)
+            target._result.emit(token, value, exc)
 
         future.add_done_callback(done)
 
-    @Slot(object, object, object, object)
-    def _deliver_result(self, on_ok, on_error, value, exc) -> None:  # GUI thread
-        if self._closed:
+    @Slot(object, object, object)
+    def _deliver_result(self, token, value, exc) -> None:  # GUI thread
+        on_ok, on_error = self._callbacks.pop(token, (None, None))
+        if self._closed or on_ok is None:
             return
         try:
             if exc is None:
@@ -109,4 +121,5 @@ class EngineBridge(QObject):
 
     def close(self) -> None:
         self._closed = True
+        self._callbacks.clear()
         self._unsubscribe()

@@ -61,6 +61,11 @@ SPINNER = "◐◓◑◒"
 class MainWindow(QMainWindow):
     def __init__(self, engine, parent: QWidget | None = None, settings=None):
         super().__init__(parent)
+        from PySide6.QtWidgets import QApplication
+
+        from ui import gc_guard
+
+        gc_guard.install(QApplication.instance())  # Qt objects die on the GUI thread only
         self.engine = engine
         # The settings store (app.settings.SettingsStore) when the app gave one: ui cannot import
         # app, so the Settings page reaches it here. None in tests that do not need it.

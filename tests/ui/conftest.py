@@ -23,6 +23,17 @@ def _protocols_registered():
     protocols.register_all()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _collect_on_the_qt_thread(qapp):
+    """As the app does (ui/gc_guard.py): cyclic garbage is collected on the Qt thread only, so a
+    widget a test left behind is never destroyed by an engine worker thread."""
+    from ui import gc_guard
+
+    collector = gc_guard.install(qapp)
+    yield
+    collector.stop()
+
+
 @pytest.fixture
 def engine(tmp_path):
     from engine.api import InProcessEngine
