@@ -235,8 +235,8 @@ def bench_event_loop(seconds: float, batch_rows: int = 0) -> dict:
         page._tag_timer.timeout.connect(page.refresh_tags)
         page._chart_timer.timeout.disconnect()
         page._chart_timer.timeout.connect(page.refresh_charts)
-        feeder = threading.Thread(target=feed, daemon=True)
-        feeder.start()
+        # On an engine worker, as the app's stream sinks run (at the engine's priority, below the GUI's).
+        feeder = engine.submit("bench stream", lambda _cancel: feed())
 
         def run_loop(ms: int) -> None:
             loop = QEventLoop()
@@ -270,7 +270,7 @@ def bench_event_loop(seconds: float, batch_rows: int = 0) -> dict:
             }
         rows_before = fed["rows"]
         stop.set()
-        feeder.join(10)
+        feeder.result(10)
         result = {
             "seconds": round(elapsed, 1),
             "stream_tags": STREAM_TAGS,

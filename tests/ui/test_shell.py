@@ -144,6 +144,17 @@ def test_bridge_delivers_engine_events_and_results_on_the_qt_thread(qtbot, windo
     assert isinstance(error[1], ZeroDivisionError) and error[2]
 
 
+def test_the_gui_process_hands_the_gil_over_quickly(window):
+    """Engine threads running Python give the GIL back to the Qt thread after the switch
+    interval; the window's bridge sets it to 1 ms (the default 5 ms stalled chart refreshes)."""
+    import sys
+
+    from ui.bridge import GUI_SWITCH_INTERVAL_S
+
+    assert window.bridge is not None
+    assert sys.getswitchinterval() <= GUI_SWITCH_INTERVAL_S
+
+
 @pytest.mark.parametrize(("button", "expected"), [("ConfirmAccept", True), ("ConfirmReject", False)])
 def test_confirm_dialog_accept_and_reject(window, button, expected):
     click_in_modal(button)
