@@ -20,7 +20,10 @@ class EventLoopProbe(QObject):
         super().__init__(parent)
         self.interval_ms = interval_ms
         self.gaps_ms: list[float] = []
+        self.gap_at_s: list[float] = []  # when each gap ended, seconds after start()
+        self.gap_cpu_ms: list[float] = []  # the Qt thread's own CPU in each gap (the rest: waiting)
         self._last: float | None = None
+        self._last_cpu = 0.0
         self._started = 0.0
         self._stopped: float | None = None
         self._timer = QTimer(self)
@@ -30,6 +33,9 @@ class EventLoopProbe(QObject):
 
     def start(self) -> EventLoopProbe:
         self.gaps_ms.clear()
+        self.gap_cpu_ms.clear()
+        self.gap_at_s.clear()
+        self._last_cpu = time.thread_time()
         self._started = self._last = time.perf_counter()
         self._stopped = None
         self._timer.start()
@@ -41,10 +47,12 @@ class EventLoopProbe(QObject):
         return self.report()
 
     def _tick(self) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.thread_time()
         if self._last is not None:
             self.gaps_ms.append((now - self._last) * 1000.0)
-        self._last = now
+            self.gap_cpu_ms.append((cpu - self._last_cpu) * 1000.0)
+            self.gap_at_s.append(now - self._started)
+        self._last, self._last_cpu = now, cpu
 
     def __enter__(self) -> EventLoopProbe:
         return self.start()
@@ -81,4 +89,11 @@ class EventLoopProbe(QObject):
             "max_blocked_ms": round(self.max_blocked_ms, 2),
             "p99_gap_ms": round(self.percentile_ms(99), 2),
             "over_50ms": sum(1 for g in self.gaps_ms if g > 50.0),
+            # The longest gap's own CPU: near the gap, the loop was busy; far below, it waited (GIL, core).
+            "max_gap_cpu_ms": round(self.gap_cpu_ms[self.gaps_ms.index(self.max_gap_ms)], 2)
+            if self.gaps_ms
+            else 0.0,
+            "max_gap_at_s": round(self.gap_at_s[self.gaps_ms.index(self.max_gap_ms)], 3)
+            if self.gaps_ms
+            else 0.0,
         }
