@@ -257,21 +257,9 @@ class RunsAPI(EngineCore):
         limit: int = 200,
     ) -> list[dict[str, Any]]:
         """Run records, newest first; `since` is a datetime or an ISO 8601 UTC text."""
-        where, params = [], []
-        if pipeline:
-            where.append("pipeline = ?")
-            params.append(pipeline)
-        if status:
-            where.append("status = ?")
-            params.append(status)
-        if since is not None:
-            if isinstance(since, datetime):
-                since = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            where.append("started_at >= ?")
-            params.append(since)
-        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY started_at DESC LIMIT ?"
-        return list(self.workspace.metadata.db.query(sql, [*params, limit]))
+        if isinstance(since, datetime):
+            since = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return self.workspace.metadata.runs(pipeline=pipeline, status=status, limit=limit, since=since)
 
     def pipeline_names(self) -> list[str]:
         """Pipelines that have runs (the Runs page's filter)."""

@@ -167,8 +167,13 @@ class MetadataStore:
             )
 
     def runs(
-        self, pipeline: str | None = None, status: str | None = None, limit: int = 100
+        self,
+        pipeline: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        since: str | None = None,
     ) -> list[dict[str, Any]]:
+        """Run records, newest first; `since` is an ISO 8601 UTC text (`started_at` >= it)."""
         where, params = [], []
         if pipeline:
             where.append("pipeline = ?")
@@ -176,6 +181,9 @@ class MetadataStore:
         if status:
             where.append("status = ?")
             params.append(status)
+        if since is not None:
+            where.append("started_at >= ?")
+            params.append(since)
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY started_at DESC LIMIT ?"
         return list(self.db.query(sql, [*params, limit]))
