@@ -96,6 +96,8 @@ def print_run(record: dict[str, Any], targets: dict[str, str]) -> None:
     print(
         f"  rows in {record['rows_in']:,}, out {record['rows_out']:,}, rejected {record['rows_rejected']:,}"
     )
+    if record["status"] == "warning" and record.get("error"):
+        print(f"  warning: {record['error']}")
     nodes = record["nodes"]
     if nodes:
         width = max(len(n) for n in nodes) + 2

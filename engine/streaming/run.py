@@ -65,6 +65,11 @@ def run_streaming(
         runner.stop()
     snapshot = runner.stats()
     finished = datetime.now(UTC)
+    problems = runner.link_problems()
+    for problem in problems:
+        ws.metadata.log(run_id, "warning", problem)
+    if problems and runner.status == "success":  # finished, with a non-fatal error: spec section 6
+        runner.status, runner.error = "warning", "; ".join(problems)
     record = {
         "run_id": run_id,
         "pipeline": graph.name,

@@ -65,6 +65,8 @@ class StreamRunner:
         self._alarm_lock = threading.Lock()
         self._unlogged_drops: dict[str, int] = {}
         self._last_alarm_log: dict[str, float] = {}
+        # Per source: was the link ever up, and the last state and detail before the stop.
+        self.links: dict[str, dict[str, Any]] = {}
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -364,6 +366,11 @@ class StreamRunner:
 
     # ---- events and alarms -------------------------------------------------------------------
     def _on_state(self, name: str, state: str, detail: str | None) -> None:
+        link = self.links.setdefault(name, {"ever_up": False, "state": state, "detail": detail})
+        if state in ("connected", "subscribed"):
+            link["ever_up"] = True
+        if state != "stopped":  # the stop itself says nothing of the link's health
+            link["state"], link["detail"] = state, detail
         self.ctx.log("info", f"session {state}" + (f": {detail}" if detail else ""), name)
         self.on_event(
             {
@@ -408,6 +415,20 @@ class StreamRunner:
             self.ctx.log("warning", f"dropped {count} row(s); see the run's drop counts", node)
 
     # ---- the snapshot ------------------------------------------------------------------------
+    def link_problems(self) -> list[str]:
+        """One line per source whose link never came up, or was down when the run ended."""
+        problems = []
+        for nid in self.sources:
+            link = self.links.get(nid)
+            if link is None:
+                continue
+            why = f": {link['detail']}" if link["detail"] else ""
+            if not link["ever_up"]:
+                problems.append(f"source '{nid}' never connected ({link['state']}{why})")
+            elif link["state"] in ("lost", "reconnecting", "connecting"):
+                problems.append(f"source '{nid}' was {link['state']} when the run ended{why}")
+        return problems
+
     def snapshot(self) -> dict[str, Any]:
         sources = {}
         for nid, q in self.queues.items():

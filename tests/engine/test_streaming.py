@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.connectors import registry
-from engine.connectors.base import Connector, ConnectorConfig, Sink
+from engine.connectors.base import Connector, ConnectorConfig, Sink, StreamingSource
 from engine.errors import SpecError
 from engine.runner import _context
 from engine.spec.validate import validate
@@ -541,3 +541,32 @@ def test_settings_come_from_the_schedule_and_explicit_overrides_win():
     settings = StreamSettings.from_schedule(schedule, block_timeout_s=0.1, queue_max_rows=None)
     assert (settings.batch_size, settings.max_latency_ms, settings.block_timeout_s) == (50, 20, 0.1)
     assert settings.queue_max_bytes == schedule.queue_max_bytes
+
+
+class _Unreachable(StreamingSource):
+    """A peer that never answers: the session stays `connecting` with the refusal as detail."""
+
+    def start(self, emit) -> None:
+        self.set_state("connecting", "127.0.0.1:1: connection refused")
+
+    def stop(self) -> None:
+        self.set_state("stopped")
+
+
+class UnreachableConnector(TicksConnector):
+    connector_type = "test_unreachable"
+
+    @classmethod
+    def make_source(cls, config, ctx, name: str) -> StreamingSource:
+        return _Unreachable(config, ctx, name)
+
+
+def test_a_source_that_never_connects_ends_the_run_with_a_warning_that_says_so(ws, tmp_path):
+    registry.register(UnreachableConnector)
+    document = doc({"rows_per_batch": 1, "batches": 1}, batch_size=10, max_latency_ms=50)
+    document["nodes"][0]["connector_type"] = "test_unreachable"
+    record = run_streaming(validate(document), ws, seconds=0.5, base_dir=tmp_path)
+    assert record["status"] == "warning" and record["rows_in"] == 0
+    assert record["error"] == "source 'ticks' never connected (connecting: 127.0.0.1:1: connection refused)"
+    logged = [line["message"] for line in ws.metadata.logs(record["run_id"])]
+    assert record["error"] in logged
