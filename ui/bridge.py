@@ -24,7 +24,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 
 log = logging.getLogger(__name__)
-DRAIN_BUDGET_S = 0.015
+DRAIN_BUDGET_S = 0.005
 # The GIL hand-over interval for the GUI process. The Qt thread lets go of the GIL in every C++ call
 # (a paint, a setData) and then waits for an engine thread running Python to hand it back, which
 # it does after the switch interval: at the default 5 ms, one chart refresh of 6 ms CPU took 40 ms.

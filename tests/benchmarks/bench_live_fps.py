@@ -168,7 +168,7 @@ def batch_doc(work: Path, rows: int) -> tuple[dict, float]:
 
 def bench_event_loop(seconds: float, batch_rows: int = 0) -> dict:
     import numpy as np
-    from PySide6.QtCore import QEventLoop, QTimer
+    from PySide6.QtCore import QEventLoop, Qt, QTimer
 
     from engine.store.tag_historian import TagHistorian
     from ui.probe import EventLoopProbe
@@ -215,11 +215,10 @@ def bench_event_loop(seconds: float, batch_rows: int = 0) -> dict:
             cur.close()
             engine.emit({"event": "run_finished", "run_id": "bench", "status": "success"})
 
-        slowest: dict[str, float] = {}  # the page's Qt-thread handlers: their longest call (ms)
-        for name in ("refresh_tags", "_got_tags", "refresh_charts"):
-            method = getattr(page, name)
+        slowest: dict[str, float] = {}  # the Qt-thread handlers: their longest call (ms)
 
-            def timed(*a, _method=method, _name=name, **k):
+        def timing(_method, _name):
+            def timed(*a, **k):
                 t, cpu = time.perf_counter(), time.thread_time()
                 try:
                     return _method(*a, **k)
@@ -230,11 +229,18 @@ def bench_event_loop(seconds: float, batch_rows: int = 0) -> dict:
                         # The Qt thread's own CPU in that call: the rest was waiting (GIL, a lock, a core).
                         slowest[f"{_name}_cpu"] = round((time.thread_time() - cpu) * 1000, 2)
 
-            setattr(page, name, timed)
-        page._tag_timer.timeout.disconnect()
-        page._tag_timer.timeout.connect(page.refresh_tags)
-        page._chart_timer.timeout.disconnect()
-        page._chart_timer.timeout.connect(page.refresh_charts)
+            return timed
+
+        for name in ("refresh_tags", "_got_tags", "refresh_charts"):
+            setattr(page, name, timing(getattr(page, name), name))
+        # The app's other Qt-thread work: the bridge's event drain and the main-thread collector.
+        collector = getattr(_app, "_main_thread_collector", None)
+        if collector is not None:
+            collector.timer.timeout.disconnect()
+            collector.timer.timeout.connect(timing(collector.check, "gc_collect"))
+        bridge = window.bridge
+        bridge._wake.disconnect()
+        bridge._wake.connect(timing(bridge._drain, "bridge_drain"), Qt.ConnectionType.QueuedConnection)
         # On an engine worker, as the app's stream sinks run (at the engine's priority, below the GUI's).
         feeder = engine.submit("bench stream", lambda _cancel: feed())
 
