@@ -238,6 +238,9 @@ def bench_event_loop(seconds: float, batch_rows: int = 0) -> dict:
         if collector is not None:
             collector.timer.timeout.disconnect()
             collector.timer.timeout.connect(timing(collector.check, "gc_collect"))
+        import pyqtgraph as pg
+
+        pg.GraphicsView.paintEvent = timing(pg.GraphicsView.paintEvent, "chart_paint")  # one chart's paint
         bridge = window.bridge
         bridge._wake.disconnect()
         bridge._wake.connect(timing(bridge._drain, "bridge_drain"), Qt.ConnectionType.QueuedConnection)

@@ -266,9 +266,12 @@ class LivePage(Page):
         now_us = time.time_ns() // 1000
         since_us = now_us - int(self.window_s * 1e6)
         follow = not self.paused
+        # Looked up once a refresh, not per tag: the lookup resolves the data directory's path
+        # (file system calls, each letting an engine thread take the GIL from the Qt thread).
+        buffer = self.engine.live_buffer()
         for chart in self.charts:
             for tag in chart.tags:
-                chart.set_series(tag, *self._series(tag, since_us), draw=False)
+                chart.set_series(tag, *self._series(tag, since_us, buffer), draw=False)
             chart.shade_bad_quality()
             if follow:
                 chart.fit_y()
@@ -283,8 +286,9 @@ class LivePage(Page):
         if time.monotonic() - self._history_at > HISTORY_EVERY_S:
             self.fetch_history()
 
-    def _series(self, tag: str, since_us: int):
-        ts, values, quality = self.engine.live_window(tag, since_us)
+    def _series(self, tag: str, since_us: int, buffer=None):
+        buffer = buffer if buffer is not None else self.engine.live_buffer()
+        ts, values, quality = buffer.window(tag, since_us)
         older = self._history.get(tag)
         if older is None:
             return ts, values, quality
