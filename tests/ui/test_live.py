@@ -360,3 +360,22 @@ def test_bad_spans_are_shaded_in_the_colour_the_translucent_brush_shows_on_white
     shown = image.pixelColor(middle)
     assert (shown.red(), shown.green(), shown.blue()) == opaque_over(BAD_BRUSH, (255, 255, 255))
     assert image.pixelColor(outside).name() == "#ffffff"
+
+
+def test_the_page_timer_never_refreshes_charts_and_tags_in_the_same_tick(qtbot, window, monkeypatch):
+    """One 50 ms timer drives the page: the charts on every 4th tick, the tag list on every 10th
+    from tick 5, so the two (and the repaints they cause) never share one loop pass."""
+    page = window.show_page("live")
+    calls: list[tuple[int, str]] = []
+    monkeypatch.setattr(page, "refresh_charts", lambda: calls.append((page._ticks - 1, "charts")))
+    monkeypatch.setattr(page, "refresh_tags", lambda: calls.append((page._ticks - 1, "tags")))
+    page._timer.stop()
+    page._ticks = 0
+    for _ in range(40):  # two seconds of ticks
+        page._tick()
+    charts = [tick for tick, job in calls if job == "charts"]
+    tags = [tick for tick, job in calls if job == "tags"]
+    assert charts == list(range(0, 40, 4))  # 5x/s
+    assert tags == [5, 15, 25, 35]  # 2x/s
+    assert not set(charts) & set(tags)
+    assert page._timer.timerType() == Qt.TimerType.PreciseTimer
