@@ -134,23 +134,9 @@ def test_data_objects_preview_sql_and_export(engine, tmp_path):
 def test_dashboard_counts_real_runs(engine, tmp_path):
     from engine.runner import run_pipeline
     from engine.spec.validate import validate
+    from tests.pipelines import csv_into_duckdb
 
-    source = tmp_path / "in.csv"
-    pl.DataFrame({"a": [1, 2, 3]}).write_csv(source)
-    spec = {
-        "name": "tiny",
-        "spec_version": 1,
-        "nodes": [
-            {"id": "src", "kind": "source", "connector_type": "file", "config": {"path": str(source)}},
-            {
-                "id": "dst",
-                "kind": "destination",
-                "inputs": ["src"],
-                "connector_type": "duckdb",
-                "config": {"table": "tiny"},
-            },
-        ],
-    }
+    spec = csv_into_duckdb(tmp_path, 3, name="tiny", table="tiny")
     before = engine.dashboard_summary()
     for _ in range(2):
         record = run_pipeline(validate(spec), engine.workspace, base_dir=tmp_path)

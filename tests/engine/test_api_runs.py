@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -15,17 +14,12 @@ from engine.api import InProcessEngine
 from engine.connectors import registry
 from engine.errors import DataError, RunCancelled, SpecError
 from tests.engine.streaming_sources import TicksConnector
-
-RESOURCES = Path(__file__).resolve().parents[2] / "resources"
+from tests.pipelines import ecommerce_folder
 
 
 @pytest.fixture
 def folder(tmp_path) -> Path:
-    """The e-commerce demo (pipeline and its two exports) in a folder of its own."""
-    target = tmp_path / "ecommerce"
-    shutil.copytree(RESOURCES / "examples" / "ecommerce", target)
-    shutil.copy(RESOURCES / "pipelines" / "ecommerce_orders.json", target)
-    return target
+    return ecommerce_folder(tmp_path)
 
 
 @pytest.fixture

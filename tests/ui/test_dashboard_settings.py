@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import tomllib
 
-import polars as pl
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QComboBox, QSpinBox
 
@@ -13,23 +12,9 @@ from PySide6.QtWidgets import QApplication, QComboBox, QSpinBox
 def test_dashboard_counts_real_runs(qtbot, window, artifacts, tmp_path):
     from engine.runner import run_pipeline
     from engine.spec.validate import validate
+    from tests.pipelines import csv_into_duckdb
 
-    source = tmp_path / "in.csv"
-    pl.DataFrame({"a": range(10)}).write_csv(source)
-    spec = {
-        "name": "orders",
-        "spec_version": 1,
-        "nodes": [
-            {"id": "src", "kind": "source", "connector_type": "file", "config": {"path": str(source)}},
-            {
-                "id": "dst",
-                "kind": "destination",
-                "inputs": ["src"],
-                "connector_type": "duckdb",
-                "config": {"table": "t"},
-            },
-        ],
-    }
+    spec = csv_into_duckdb(tmp_path, 10, name="orders", table="t")
     for _ in range(3):
         run_pipeline(validate(spec), window.engine.workspace, base_dir=tmp_path)
     page = window.show_page("dashboard")

@@ -4,7 +4,6 @@ rows with reasons, link row counts for the canvas, errors in one line, and Cance
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,17 +11,13 @@ from PySide6.QtCore import Qt
 
 from engine.connectors import registry
 from tests.engine.streaming_sources import TicksConnector
+from tests.pipelines import ecommerce_folder, ticks_stream
 from ui.editor.preview_panel import PreviewPanel
-
-RESOURCES = Path(__file__).resolve().parents[2] / "resources"
 
 
 @pytest.fixture
 def folder(tmp_path) -> Path:
-    target = tmp_path / "ecommerce"
-    shutil.copytree(RESOURCES / "examples" / "ecommerce", target)
-    shutil.copy(RESOURCES / "pipelines" / "ecommerce_orders.json", target)
-    return target
+    return ecommerce_folder(tmp_path)
 
 
 @pytest.fixture
@@ -91,16 +86,7 @@ def test_a_broken_spec_shows_one_line(qtbot, panel, doc, folder):
 
 def test_cancel_stops_a_live_preview(qtbot, panel):
     registry.register(TicksConnector)
-    doc = {
-        "name": "ticks",
-        "nodes": [
-            {"id": "ticks", "kind": "source", "connector_type": "test_ticks",
-             "config": {"rows_per_batch": 1, "batches": None, "interval_s": 0.2}},
-            {"id": "out", "kind": "destination", "inputs": ["ticks"], "connector_type": "duckdb",
-             "config": {"table": "ticks"}},
-        ],
-        "schedule": {"type": "real_time"},
-    }  # fmt: skip
+    doc = ticks_stream("ticks", rows_per_batch=1, interval_s=0.2)
     panel.show_node(doc, "ticks")
     job = panel.job
     qtbot.wait(200)

@@ -4,7 +4,6 @@ runs: progress per node, the summary toast and its link, history filters, detail
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,18 +11,15 @@ from PySide6.QtCore import Qt
 
 from engine.connectors import registry
 from tests.engine.streaming_sources import TicksConnector
+from tests.pipelines import ecommerce_folder, ticks_stream
 from ui.editor.run_controller import RunController
 
-RESOURCES = Path(__file__).resolve().parents[2] / "resources"
 PIPELINE = "E-commerce order unification"
 
 
 @pytest.fixture
 def folder(tmp_path) -> Path:
-    target = tmp_path / "ecommerce"
-    shutil.copytree(RESOURCES / "examples" / "ecommerce", target)
-    shutil.copy(RESOURCES / "pipelines" / "ecommerce_orders.json", target)
-    return target
+    return ecommerce_folder(tmp_path)
 
 
 @pytest.fixture
@@ -99,16 +95,7 @@ def test_a_second_start_while_running_is_refused(qtbot, controller, doc, spec):
 
 def test_a_real_time_pipeline_starts_and_stops(qtbot, controller):
     registry.register(TicksConnector)
-    doc = {
-        "name": "ticks live",
-        "nodes": [
-            {"id": "ticks", "kind": "source", "connector_type": "test_ticks",
-             "config": {"rows_per_batch": 5, "batches": None, "interval_s": 0.02}},
-            {"id": "out", "kind": "destination", "inputs": ["ticks"], "connector_type": "duckdb",
-             "config": {"table": "ticks"}},
-        ],
-        "schedule": {"type": "real_time"},
-    }  # fmt: skip
+    doc = ticks_stream("ticks live", rows_per_batch=5, interval_s=0.02)
     with qtbot.waitSignal(controller.stream_stats, timeout=15_000) as stats:
         controller.start(doc)
         assert controller.streaming
