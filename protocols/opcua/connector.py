@@ -195,21 +195,11 @@ class OpcUaSource(StreamingSource):
     def _on_value(
         self, tag: str, value: Any, code: int, source_ts: datetime | None, server_ts: datetime | None
     ) -> None:
-        from protocols.opcua.client import status_quality
-
         builder = self._builder
         if len(builder) >= MAX_PENDING:
             self.counters["dropped"] += 1
             return
-        quality, reason = ("good", None) if code == 0 else status_quality(code)
-        builder.add(
-            tag,
-            value,
-            timestamp=source_ts or server_ts,
-            server_timestamp=server_ts,
-            quality=quality,
-            reason=reason,
-        )
+        add_value(builder, tag, value, code, source_ts, server_ts)
         self.counters["notifications"] += 1
         if len(builder) >= BATCH_VALUES and self._wake is not None:
             self._wake.set()
@@ -291,24 +281,37 @@ async def _check(config: OpcUaConfig, counters: Any) -> None:
             raise ConnectorError(f"OPC UA {config.endpoint}: the server state is {state}, not Running")
 
 
+def add_value(
+    builder: TagBatchBuilder,
+    tag: str,
+    value: Any,
+    code: int,
+    source_ts: datetime | None,
+    server_ts: datetime | None,
+) -> None:
+    """One OPC UA value as a tag record: the source timestamp (the server's when the source gave
+    none), both timestamps kept, the StatusCode as quality and reason."""
+    from protocols.opcua.client import status_quality
+
+    quality, reason = ("good", None) if code == 0 else status_quality(code)
+    builder.add(
+        tag,
+        value,
+        timestamp=source_ts or server_ts,
+        server_timestamp=server_ts,
+        quality=quality,
+        reason=reason,
+    )
+
+
 async def _read_once(config: OpcUaConfig, name: str, counters: Any) -> pl.DataFrame:
-    from protocols.opcua.client import OpcUaSession, status_quality
+    from functools import partial
+
+    from protocols.opcua.client import OpcUaSession
 
     builder = TagBatchBuilder(name)
-
-    def add(tag: str, value: Any, code: int, source_ts: datetime | None, server_ts: datetime | None) -> None:
-        quality, reason = status_quality(code)
-        builder.add(
-            tag,
-            value,
-            timestamp=source_ts or server_ts,
-            server_timestamp=server_ts,
-            quality=quality,
-            reason=reason,
-        )
-
     async with OpcUaSession(config, counters) as session:
-        await session.read_values(await session.tag_nodes(), add)
+        await session.read_values(await session.tag_nodes(), partial(add_value, builder))
     return builder.take()
 
 
