@@ -58,6 +58,9 @@ PAGE_NAMES = tuple(p.name for p in PAGES)
 SPINNER = "◐◓◑◒"
 
 
+WARM_UP_DELAY_MS = 300
+
+
 class MainWindow(QMainWindow):
     def __init__(self, engine, parent: QWidget | None = None, settings=None):
         super().__init__(parent)
@@ -96,6 +99,13 @@ class MainWindow(QMainWindow):
             shortcut.activated.connect(lambda name=entry.name: self.show_page(name))
         self.bridge.event.connect(self._on_event)
         self.show_page("dashboard")
+        # Once the window is up, the engine imports what a first preview or run needs, so that
+        # the user's first run does not hold the GIL (and this thread) while it compiles them.
+        QTimer.singleShot(WARM_UP_DELAY_MS, self, self._warm_up_engine)
+
+    def _warm_up_engine(self) -> None:
+        if not self._shut_down and hasattr(self.engine, "warm_up"):
+            self.engine.warm_up()
 
     # ---- layout ----------------------------------------------------------------------------
     def _build_sidebar(self) -> QWidget:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import importlib
 import itertools
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,26 @@ _job_ids = itertools.count(1)
 # ~50 ms for a core. Linux nice values are per thread and inherited by the threads a thread starts
 # (the executor's reader, dispatcher and sink threads). 10: a weight of 110 against 1024.
 ENGINE_NICE = 10
-_COMPUTE_POOLS = ("polars-",)  # native pools started by whoever touched the library first
+# Native pools, started by whichever thread touched the library first (at that thread's priority):
+# Polars' workers, its streaming engine's executors, its I/O runtime and its allocator's purgers.
+_COMPUTE_POOLS = ("polars-", "async-executor", "tokio-rt-worker", "jemalloc_bg_thd")
+POOL_SWEEP_S = 1.0  # how often the engine loop lowers pool threads started since the last sweep
+# What a first preview or run imports: loaded by `warm_up` before the user asks. An import holds the
+# GIL from start to end (compiling the source, where no bytecode is cached, takes 10-30 ms a module),
+# so a first run that imported them itself held the GUI thread up for 30-60 ms.
+WARM_MODULES = (
+    "engine.spec.validate",
+    "engine.runner",
+    "engine.executor",
+    "engine.transforms.catalog",
+    "engine.connectors.registry",
+    "engine.connectors.file",
+    "engine.connectors.duckdb_connector",
+    "engine.connectors.historian_connector",
+    "engine.connectors.formats",
+    "engine.streaming.runner",
+    "engine.streaming.flow",
+)
 
 
 def lower_thread_priority(native_id: int | None = None, nice: int = ENGINE_NICE) -> bool:
@@ -41,8 +62,8 @@ def lower_thread_priority(native_id: int | None = None, nice: int = ENGINE_NICE)
 
 
 def lower_compute_pools(nice: int = ENGINE_NICE) -> int:
-    """Lower the native compute pools' threads (Polars' workers), which may have been started by
-    the GUI thread at its priority; returns how many were lowered."""
+    """Lower the native compute pools' threads, which may have been started by the GUI thread at its
+    priority; returns how many were lowered (threads already as low are not counted)."""
     try:
         tasks = os.listdir("/proc/self/task")
     except OSError:
@@ -54,7 +75,14 @@ def lower_compute_pools(nice: int = ENGINE_NICE) -> int:
                 name = f.read().strip()
         except OSError:  # the thread ended meanwhile
             continue
-        if name.startswith(_COMPUTE_POOLS) and lower_thread_priority(int(tid), nice):
+        if not name.startswith(_COMPUTE_POOLS):
+            continue
+        try:
+            if os.getpriority(os.PRIO_PROCESS, int(tid)) >= nice:
+                continue
+        except OSError:
+            continue
+        if lower_thread_priority(int(tid), nice):
             lowered += 1
     return lowered
 
@@ -100,7 +128,6 @@ class EngineCore:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             workers, thread_name_prefix="engine", initializer=lower_thread_priority
         )
-        self._pools_lowered = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="engine-loop", daemon=True)
         self._thread.start()
@@ -108,7 +135,14 @@ class EngineCore:
 
     def _run_loop(self) -> None:
         lower_thread_priority()
+        self._loop.call_soon(self._sweep_pools)
         self._loop.run_forever()
+
+    def _sweep_pools(self) -> None:
+        """Lower the compute pools' new threads, now and every POOL_SWEEP_S (Polars starts its
+        streaming executors and I/O runtime lazily, on the first query that needs them)."""
+        lower_compute_pools()
+        self._loop.call_later(POOL_SWEEP_S, self._sweep_pools)
 
     @property
     def data_dir(self) -> Path:
@@ -144,9 +178,7 @@ class EngineCore:
         def run() -> None:
             if not future.set_running_or_notify_cancel():
                 return
-            if not self._pools_lowered:  # once: by now the pools exist (the engine imported Polars)
-                self._pools_lowered = True
-                lower_compute_pools()
+            lower_compute_pools()  # before the work: pools started since the last sweep
             try:
                 future.set_result(work(cancel))
             except BaseException as exc:
@@ -171,6 +203,25 @@ class EngineCore:
     def run_async(self, coro) -> concurrent.futures.Future:
         """Run a coroutine on the engine's asyncio loop."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def warm_up(self) -> concurrent.futures.Future:
+        """Import what a first preview or run needs, on an engine thread, one module at a time
+        (the GUI calls this once its window is painted). The future's result: the seconds it took
+        (0.0 when the engine is already stopping)."""
+        if self.state != "ready":
+            done: concurrent.futures.Future = concurrent.futures.Future()
+            done.set_result(0.0)
+            return done
+
+        def work() -> float:
+            started = time.perf_counter()
+            for name in WARM_MODULES:
+                with contextlib.suppress(ImportError):
+                    importlib.import_module(name)
+                time.sleep(0.005)  # between modules the GIL goes back to whoever waits for it
+            return time.perf_counter() - started
+
+        return self._pool.submit(work)
 
     def running_jobs(self) -> int:
         with self._lock:

@@ -155,6 +155,36 @@ def test_the_gui_process_hands_the_gil_over_quickly(window):
     assert sys.getswitchinterval() <= GUI_SWITCH_INTERVAL_S
 
 
+def test_the_window_has_the_engine_warm_up_once_it_is_shown(qtbot, tmp_path):
+    """The first run must not import (and compile) the run machinery while holding the GIL: the
+    window asks the engine to import it in the background, once, shortly after it opens."""
+    from engine.api import InProcessEngine
+    from ui.main_window import WARM_UP_DELAY_MS, MainWindow
+
+    class Recording(InProcessEngine):
+        warmed: list = []
+
+        def warm_up(self):
+            future = super().warm_up()
+            self.warmed.append(future)
+            return future
+
+    engine = Recording(tmp_path / "data")
+    win = MainWindow(engine)
+    try:
+        win.show()
+        assert engine.warmed == []  # not while the window is being built
+        qtbot.waitUntil(lambda: len(engine.warmed) == 1, timeout=WARM_UP_DELAY_MS + 3000)
+        assert engine.warmed[0].result(60) > 0
+        qtbot.wait(WARM_UP_DELAY_MS)
+        assert len(engine.warmed) == 1
+    finally:
+        win._closing_confirmed = True
+        win.close()
+        win.deleteLater()
+        engine.close()
+
+
 @pytest.mark.parametrize(("button", "expected"), [("ConfirmAccept", True), ("ConfirmReject", False)])
 def test_confirm_dialog_accept_and_reject(window, button, expected):
     click_in_modal(button)
