@@ -105,6 +105,18 @@ def test_widgets_follow_the_schema(qtbot):
     assert form.field("verbose").findChild(QCheckBox) is not None
 
 
+def test_a_nested_object_is_titled_once_by_its_row_and_list_items_keep_theirs(qtbot):
+    from PySide6.QtWidgets import QGroupBox, QLabel
+
+    form = form_for(qtbot, Everything, {"host": "h", "points": [{"name": "p1"}]})
+    labels = [w.text() for w in form.findChildren(QLabel) if w.isVisible()]
+    assert labels.count("Tls") == 1  # the row's label; its frame shows no second title
+    assert form.field("tls").findChild(QGroupBox).title() == ""
+    # A list item has no row label: its frame keeps the item's title.
+    item_boxes = form.field("points").findChildren(QGroupBox)
+    assert item_boxes and all(box.title() == "Point" for box in item_boxes)
+
+
 def test_user_edits_reach_the_value(qtbot):
     form = form_for(qtbot, Everything, {"host": "h"})
     changes = []

@@ -108,6 +108,9 @@ class Editor(QWidget):
         self.setStyleSheet("")
         self.setToolTip(self.schema.get("description", ""))
 
+    def drop_title(self) -> None:
+        """The editor sits in a labelled row: a frame of its own shows no second title."""
+
     def _load(self, fn: Callable[[], None]) -> None:
         self._loading = True
         try:
@@ -382,6 +385,9 @@ class NullableEditor(Editor):
     def clear_errors(self):
         self.inner.clear_errors()
 
+    def drop_title(self):
+        self.inner.drop_title()
+
 
 class ObjectEditor(Editor):
     """A nested form: one row per property; unset optional properties stay out of `value()`."""
@@ -397,8 +403,9 @@ class ObjectEditor(Editor):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         body: QWidget = self
+        self.box: QGroupBox | None = None
         if framed:
-            body = QGroupBox(schema.get("title", ""))
+            body = self.box = QGroupBox(schema.get("title", ""))
             outer.addWidget(body)
         self.layout_ = QFormLayout()
         self.layout_.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -408,6 +415,7 @@ class ObjectEditor(Editor):
             outer.addLayout(self.layout_)
         for name, prop in schema.get("properties", {}).items():
             editor = build_editor(prop, resolve, secrets, name=name)
+            editor.drop_title()  # the row's label names it
             editor.setObjectName(f"field_{name}")
             editor.changed.connect(lambda n=name: self._field_changed(n))
             title = resolve(prop).get("title") or prop.get("title") or name.replace("_", " ").capitalize()
@@ -427,6 +435,10 @@ class ObjectEditor(Editor):
             self.fields[name] = editor
             self.defaults[name] = _default_of(resolve(prop))
             self.error_labels[name] = error
+
+    def drop_title(self) -> None:
+        if self.box is not None:
+            self.box.setTitle("")
 
     def _field_changed(self, name: str) -> None:
         self.touched.add(name)
