@@ -242,6 +242,12 @@ class EditorPage(Page):
         self.document.load(doc)
         self.canvas.fit_to_view()
         self._update_title()
+        # The previous document's problems go at once; this one is checked now, not after a pause.
+        self._validate_timer.stop()
+        self.issues = []
+        self.canvas.set_errors({})
+        self.problems.set_checking()
+        self.validate_now()
 
     def _opened(self, read: dict[str, Any], path: Path | None, source: Path) -> None:
         self.loading.stop()

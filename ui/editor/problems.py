@@ -30,6 +30,14 @@ class ProblemsList(QListWidget):
         self.itemActivated.connect(self._clicked)
         self.set_issues([])
 
+    def set_checking(self) -> None:
+        """A new document is being validated: none of the old one's problems stay on show."""
+        self.issues = []
+        self.clear()
+        item = QListWidgetItem("… Checking the pipeline")
+        item.setFlags(Qt.ItemFlag.NoItemFlags)
+        self.addItem(item)
+
     def set_issues(self, issues: list[dict[str, Any]]) -> None:
         self.issues = list(issues)
         self.clear()
