@@ -242,3 +242,35 @@ def test_real_configs_round_trip(qtbot):
         assert config in results, f"{where}: {type_name} {config} -> {results}"
         checked += 1
     assert checked >= 40
+
+
+def test_variants_read_as_words_and_an_empty_choice_is_a_note(qtbot):
+    """Field validation's `parameters`: an anyOf of models. The picker names them in words, the
+    no-parameters choice shows a note (not a JSON box), a value picks its own variant, and the
+    form is as tall as the shown choice."""
+    from PySide6.QtWidgets import QLabel
+
+    from engine.transforms.validation import FieldValidationConfig
+
+    config = {"field_name": "sku", "validation_type": "regex", "parameters": {"regex": "^[A-Z]+$"}}
+    form = form_for(qtbot, FieldValidationConfig, config)
+    params = form.field("parameters")
+    picker = params.findChild(QComboBox, "variant_picker")
+    titles = [picker.itemText(i) for i in range(picker.count())]
+    assert titles == [
+        "No parameters",
+        "Regex parameters",
+        "Range parameters",
+        "In set parameters",
+        "Date format parameters",
+    ]
+    assert picker.currentText() == "Regex parameters"
+    assert form.value() == config
+    picker.setCurrentIndex(titles.index("Range parameters"))
+    ranged = params.stack.sizeHint().height()
+    picker.setCurrentIndex(0)  # the user picks "No parameters"
+    assert form.value()["parameters"] == {}
+    note = params.findChild(QLabel, "no_settings")
+    assert note.isVisible() and "Nothing to set" in note.text()
+    assert params.stack.sizeHint().height() < ranged / 2
+    FieldValidationConfig.model_validate({**form.value(), "validation_type": "email_format"})

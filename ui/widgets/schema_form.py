@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QStackedWidget,
     QToolButton,
@@ -405,7 +406,7 @@ class ObjectEditor(Editor):
         body: QWidget = self
         self.box: QGroupBox | None = None
         if framed:
-            body = self.box = QGroupBox(schema.get("title", ""))
+            body = self.box = QGroupBox(humanize(schema.get("title", "")))
             outer.addWidget(body)
         self.layout_ = QFormLayout()
         self.layout_.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -658,6 +659,29 @@ class MappingEditor(Editor):
         return isinstance(value, dict)
 
 
+class EmptyObjectEditor(Editor):
+    """An object that takes no settings (`additionalProperties: false`, no properties): a note
+    instead of a field. Its value is `{}`."""
+
+    def __init__(self, schema, resolve, secrets):
+        super().__init__(schema, resolve, secrets)
+        note = QLabel("Nothing to set for this choice.")
+        note.setObjectName("no_settings")
+        note.setEnabled(False)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(note)
+
+    def value(self):
+        return {}
+
+    def set_value(self, value):
+        pass
+
+    def matches(self, value):
+        return value == {}
+
+
 class UnionEditor(Editor):
     """`anyOf` of several shapes: a combo picks the variant, each variant has its own editor."""
 
@@ -677,9 +701,18 @@ class UnionEditor(Editor):
         layout.addWidget(self.stack)
         self.picker.currentIndexChanged.connect(self.stack.setCurrentIndex)
         self.picker.currentIndexChanged.connect(self._emit)
+        self.stack.currentChanged.connect(self._fit)
+        self._fit(self.stack.currentIndex())
         default = schema.get("default")
         if default is not None:
             self.set_value(default)
+
+    def _fit(self, index: int) -> None:
+        """The stack is as tall as the shown variant, not as the tallest one."""
+        for i in range(self.stack.count()):
+            policy = QSizePolicy.Policy.Preferred if i == index else QSizePolicy.Policy.Ignored
+            self.stack.widget(i).setSizePolicy(policy, policy)
+        self.stack.adjustSize()
 
     def value(self):
         return self.variants[self.picker.currentIndex()].value()
@@ -705,9 +738,17 @@ class UnionEditor(Editor):
             e.clear_errors()
 
 
+def humanize(title: str) -> str:
+    """A model's class name as words: "NoParameters" -> "No parameters"; other titles as they are."""
+    if " " in title or not re.fullmatch(r"[A-Z][A-Za-z0-9]*[a-z][A-Za-z0-9]*", title):
+        return title
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", title).split()
+    return " ".join([words[0], *(w.lower() for w in words[1:])])
+
+
 def _variant_title(schema: dict) -> str:
     if schema.get("title"):
-        return schema["title"]
+        return humanize(schema["title"])
     if "enum" in schema:
         return "one of " + ", ".join(map(str, schema["enum"]))[:40]
     if "const" in schema:
@@ -781,6 +822,8 @@ def _build_editor(schema: dict, resolve: Resolver, secrets: SecretNames | None, 
     if kind == "object" or "properties" in schema:
         if schema.get("properties"):
             return ObjectEditor(schema, resolve, secrets, framed=raw is not resolve.root)
+        if schema.get("additionalProperties") is False:
+            return EmptyObjectEditor(schema, resolve, secrets)
         if isinstance(schema.get("additionalProperties"), dict) and schema["additionalProperties"]:
             return MappingEditor(schema, resolve, secrets)
     return JsonEditor(schema, resolve, secrets)
