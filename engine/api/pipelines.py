@@ -16,7 +16,10 @@ from typing import Any
 
 from engine.api.core import EngineCore
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "resources" / "templates"
+RESOURCES_DIR = Path(__file__).resolve().parents[2] / "resources"
+TEMPLATES_DIR = RESOURCES_DIR / "templates"
+EXAMPLES_DIR = RESOURCES_DIR / "pipelines"
+SPEC_SUFFIXES = (".json", ".yaml", ".yml")
 _NODE_PATH = re.compile(r"^nodes\[(\d+)\]")
 
 
@@ -162,8 +165,71 @@ def write_json_atomically(path: Path, doc: dict[str, Any]) -> None:
         raise
 
 
+def describe_pipeline_file(path: Path, origin: str) -> dict[str, Any]:
+    """{path, origin, name, description, mode, modified, error} of one spec file; a file that does
+    not read is described too, with its error, so that it can be fixed or deleted."""
+    from engine.spec.io import read_document
+
+    entry: dict[str, Any] = {
+        "path": str(path),
+        "origin": origin,
+        "name": path.stem,
+        "description": "",
+        "mode": "",
+        "modified": path.stat().st_mtime,
+        "error": "",
+    }
+    try:
+        doc = read_document(path)
+    except Exception as exc:  # any reader error is this file's problem: shown on its row
+        entry["error"] = str(exc) or type(exc).__name__
+        return entry
+    schedule = doc.get("schedule") if isinstance(doc.get("schedule"), dict) else {}
+    entry.update(
+        name=str(doc.get("name") or path.stem),
+        description=str(doc.get("description") or ""),
+        mode=str(schedule.get("type") or "manual"),
+    )
+    return entry
+
+
 class PipelinesAPI(EngineCore):
     """The pipelines part of the in-process engine."""
+
+    @property
+    def pipelines_dir(self) -> Path:
+        """Where the user's own pipeline files live."""
+        return self.data_dir / "pipelines"
+
+    def list_pipelines(self) -> list[dict[str, Any]]:
+        """Every pipeline file: the user's own (`origin` "mine", newest first), then the shipped
+        examples and templates by name. Each as `describe_pipeline_file` gives it, plus `last_run`:
+        the newest run record of a pipeline of that name, or None."""
+        folders = [(self.pipelines_dir, "mine"), (EXAMPLES_DIR, "example"), (TEMPLATES_DIR, "template")]
+        last_runs = self.workspace.metadata.last_runs()
+        found: list[dict[str, Any]] = []
+        for folder, origin in folders:
+            if not folder.is_dir():
+                continue
+            files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SPEC_SUFFIXES]
+            described = [describe_pipeline_file(p, origin) for p in files]
+            if origin == "mine":
+                described.sort(key=lambda f: -f["modified"])
+            else:
+                described.sort(key=lambda f: f["name"].lower())
+            for entry in described:
+                entry["last_run"] = last_runs.get(entry["name"])
+            found.extend(described)
+        return found
+
+    def delete_pipeline(self, path: str | Path) -> None:
+        """Delete one of the user's own pipeline files; the shipped ones, and files elsewhere, are
+        refused (PermissionError, saying which folder may be deleted from)."""
+        target = Path(path).resolve()
+        mine = self.pipelines_dir.resolve()
+        if target.parent != mine:
+            raise PermissionError(f"{target}: only pipelines in {mine} can be deleted")
+        target.unlink()
 
     def node_types(self) -> list[dict[str, Any]]:
         """Every node the palette offers: sources, transforms and destinations, each with its

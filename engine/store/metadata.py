@@ -188,6 +188,14 @@ class MetadataStore:
         sql += " ORDER BY started_at DESC LIMIT ?"
         return list(self.db.query(sql, [*params, limit]))
 
+    def last_runs(self) -> dict[str, dict[str, Any]]:
+        """Each pipeline's newest run record, by pipeline name."""
+        rows = self.db.query(
+            "SELECT r.* FROM runs r JOIN (SELECT pipeline, MAX(started_at) AS latest FROM runs"
+            " GROUP BY pipeline) l ON r.pipeline = l.pipeline AND r.started_at = l.latest"
+        )
+        return {row["pipeline"]: row for row in rows}
+
     def run(self, run_id: str) -> dict[str, Any] | None:
         return next(self.db.query("SELECT * FROM runs WHERE run_id = ?", [run_id]), None)
 

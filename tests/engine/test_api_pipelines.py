@@ -156,3 +156,49 @@ def test_templates_are_listed_and_every_one_is_valid_graph_form_with_layout(engi
         assert t["title"] == doc["name"]
         assert "nodes" in doc and set(doc["layout"]) == {n["id"] for n in doc["nodes"]}, t["name"]
         assert engine.validate(doc) == [], t["name"]
+
+
+def test_list_pipelines_mine_first_with_mode_last_run_and_errors(engine, tmp_path):
+    import time
+
+    from tests.pipelines import csv_into_duckdb
+
+    mine = engine.pipelines_dir
+    mine.mkdir(parents=True)
+    doc = csv_into_duckdb(tmp_path, 10, name="Nightly load", table="t")
+    (mine / "nightly.json").write_text(json.dumps(doc), encoding="utf-8")
+    time.sleep(0.01)
+    (mine / "broken.json").write_text('{"name": ', encoding="utf-8")
+    (mine / "notes.txt").write_text("not a pipeline", encoding="utf-8")
+
+    listed = engine.list_pipelines()
+    own = [p for p in listed if p["origin"] == "mine"]
+    assert [Path(p["path"]).name for p in own] == ["broken.json", "nightly.json"]  # newest first
+    broken, nightly = own
+    assert broken["error"] and "broken.json" in broken["error"] and broken["last_run"] is None
+    assert nightly["name"] == "Nightly load" and nightly["mode"] == "manual" and not nightly["error"]
+    shipped = [p for p in listed if p["origin"] != "mine"]
+    assert {p["origin"] for p in shipped} == {"example", "template"}
+    assert {Path(p["path"]).name for p in shipped} >= {"wind_farm.json", "ecommerce_orders.json"}
+    assert next(p for p in shipped if p["name"] == "Wind farm to historian")["mode"] == "real_time"
+
+    record = engine.run(doc, base_dir=tmp_path).result(60)
+    nightly = next(p for p in engine.list_pipelines() if p["name"] == "Nightly load")
+    assert nightly["last_run"]["run_id"] == record["run_id"]
+    assert nightly["last_run"]["status"] == "success"
+
+
+def test_delete_pipeline_only_in_my_folder(engine):
+    from engine.api.pipelines import EXAMPLES_DIR
+
+    mine = engine.pipelines_dir
+    mine.mkdir(parents=True)
+    target = mine / "old.json"
+    target.write_text("{}", encoding="utf-8")
+    with pytest.raises(PermissionError, match="only pipelines in"):
+        engine.delete_pipeline(EXAMPLES_DIR / "wind_farm.json")
+    with pytest.raises(PermissionError, match="only pipelines in"):
+        engine.delete_pipeline(mine / ".." / "old.json")
+    assert (EXAMPLES_DIR / "wind_farm.json").exists()
+    engine.delete_pipeline(target)
+    assert not target.exists()

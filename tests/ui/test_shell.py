@@ -243,11 +243,11 @@ def write_spec(path, name):
     doc = {
         "name": name,
         "nodes": [
-            {"id": "src", "kind": "source", "connector_type": "csv", "config": {"path": "in.csv"}},
+            {"id": "src", "kind": "source", "connector_type": "file", "config": {"path": "in.csv"}},
             {
                 "id": "out",
                 "kind": "destination",
-                "connector_type": "csv",
+                "connector_type": "file",
                 "config": {"path": "o.csv"},
                 "inputs": ["src"],
             },
@@ -286,6 +286,31 @@ def test_pipelines_page_empty_state_then_lists_and_opens(qtbot, window, engine, 
     qtbot.keyClicks(page.search, "wind")
     assert page.mine.topLevelItemCount() == 0
     assert page.shipped.topLevelItemCount() == 1
+
+
+def test_pipelines_page_shows_mode_last_run_and_broken_files(qtbot, window, engine):
+    spec = engine.data_dir / "pipelines" / "orders.json"
+    write_spec(spec, "Orders cleanup")
+    (spec.parent / "in.csv").write_text("id,qty\n1,2\n2,5\n", encoding="utf-8")
+    (spec.parent / "broken.json").write_text('{"name": "half', encoding="utf-8")
+    page = pipelines_page(qtbot, window)
+    rows = {page.mine.topLevelItem(i).text(1): page.mine.topLevelItem(i) for i in range(2)}
+    assert rows["orders.json"].text(2) == "manual" and rows["orders.json"].text(3) == "never"
+    assert rows["broken.json"].text(5).startswith("⚠ ") and "broken.json" in rows["broken.json"].text(5)
+
+    record = engine.run(json.loads(spec.read_text()), spec_path=spec).result(30)
+    assert record["status"] == "success"
+    qtbot.mouseClick(page.refresh_button, Qt.MouseButton.LeftButton)
+
+    def orders_row():
+        return next(
+            page.mine.topLevelItem(i)
+            for i in range(page.mine.topLevelItemCount())
+            if page.mine.topLevelItem(i).text(1) == "orders.json"
+        )
+
+    qtbot.waitUntil(lambda: orders_row().text(3) != "never", timeout=5000)
+    assert orders_row().text(3).startswith("✓ success · " + record["started_at"][:10])
 
 
 def test_pipelines_page_delete_asks_and_shipped_ones_cannot_be_deleted(qtbot, window, engine):

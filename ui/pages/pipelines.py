@@ -1,15 +1,15 @@
 """Pipelines page: the user's pipeline files (<data dir>/pipelines) and the shipped examples and
 templates (resources/pipelines, resources/templates); open one in the editor, create, delete.
 
-Listing reads files, so it runs on the engine's workers (`engine.call`) and comes back through the
-bridge; the Qt thread only fills the tables.
+Listing and deleting are EngineAPI calls (`list_pipelines`, `delete_pipeline`) on the engine's
+workers, and come back through the bridge; the Qt thread only fills the tables.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
@@ -29,51 +29,16 @@ from ui.pages.base import Page
 from ui.widgets.empty_state import EmptyState
 from ui.widgets.loading import LoadingOverlay
 
-RESOURCES = Path(__file__).resolve().parents[2] / "resources"
-SPEC_SUFFIXES = (".json", ".yaml", ".yml")
+STATUS_GLYPH = {"success": "✓", "warning": "⚠", "failed": "✗", "cancelled": "■", "running": "▶"}
 
 
-@dataclass(frozen=True)
-class PipelineFile:
-    path: Path
-    origin: str  # "mine" | "example" | "template"
-    name: str
-    description: str
-    modified: float
-    error: str = ""
-
-
-def _describe(path: Path, origin: str) -> PipelineFile:
-    from engine.spec.io import read_document
-
-    modified = path.stat().st_mtime
-    try:
-        doc = read_document(path)
-        name = str(doc.get("name") or path.stem)
-        return PipelineFile(path, origin, name, str(doc.get("description") or ""), modified)
-    except Exception as exc:  # a broken file is listed, with its error, so it can be fixed or deleted
-        return PipelineFile(path, origin, path.stem, "", modified, f"{type(exc).__name__}: {exc}")
-
-
-def scan_pipelines(data_dir: Path) -> list[PipelineFile]:
-    """Every pipeline file, the user's first (newest first), then the shipped ones by name."""
-    folders = [
-        (data_dir / "pipelines", "mine"),
-        (RESOURCES / "pipelines", "example"),
-        (RESOURCES / "templates", "template"),
-    ]
-    found: list[PipelineFile] = []
-    for folder, origin in folders:
-        if not folder.is_dir():
-            continue
-        files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SPEC_SUFFIXES]
-        described = [_describe(p, origin) for p in files]
-        if origin == "mine":
-            described.sort(key=lambda f: -f.modified)
-        else:
-            described.sort(key=lambda f: f.name.lower())
-        found.extend(described)
-    return found
+def last_run_text(run: dict[str, Any] | None) -> str:
+    """A run record as `✓ success · 2026-11-27 09:14`; "never" without one."""
+    if not run:
+        return "never"
+    started = str(run.get("started_at") or "")[:16].replace("T", " ")
+    status = str(run.get("status") or "")
+    return f"{STATUS_GLYPH.get(status, '')} {status} · {started}".strip()
 
 
 def _tree(headers: list[str]) -> QTreeWidget:
@@ -93,7 +58,7 @@ class PipelinesPage(Page):
 
     def __init__(self, window):
         super().__init__(window)
-        self.files: list[PipelineFile] = []
+        self.files: list[dict[str, Any]] = []
         layout = QVBoxLayout(self)
         layout.setContentsMargins(20, 16, 20, 16)
 
@@ -124,7 +89,7 @@ class PipelinesPage(Page):
 
         layout.addWidget(QLabel("<b>My pipelines</b>"))
         self.mine_stack = QStackedWidget()
-        self.mine = _tree(["Name", "File", "Modified", "Description"])
+        self.mine = _tree(["Name", "File", "Mode", "Last run", "Modified", "Description"])
         self.mine_empty = EmptyState(
             "No pipelines of your own yet. Start from a template below, or draw one in the editor.",
             "New pipeline",
@@ -135,7 +100,7 @@ class PipelinesPage(Page):
         layout.addWidget(self.mine_stack, 3)
 
         layout.addWidget(QLabel("<b>Examples and templates</b> (read-only: saving makes your own copy)"))
-        self.shipped = _tree(["Name", "Kind", "File", "Description"])
+        self.shipped = _tree(["Name", "Kind", "File", "Mode", "Last run", "Description"])
         layout.addWidget(self.shipped, 2)
 
         for tree in (self.mine, self.shipped):
@@ -150,10 +115,9 @@ class PipelinesPage(Page):
 
     def refresh(self) -> None:
         self.loading.start()
-        data_dir = Path(self.engine.data_dir)
-        self.bridge.call(self.engine.call(lambda: scan_pipelines(data_dir)), self._loaded, self._failed)
+        self.bridge.call(self.engine.call(self.engine.list_pipelines), self._loaded, self._failed)
 
-    def _loaded(self, files: list[PipelineFile]) -> None:
+    def _loaded(self, files: list[dict[str, Any]]) -> None:
         self.loading.stop()
         self.files = files
         self._fill()
@@ -167,24 +131,28 @@ class PipelinesPage(Page):
         self.mine.clear()
         self.shipped.clear()
         for f in self.files:
-            if needle and needle not in f.name.lower() and needle not in f.path.name.lower():
+            file_name = Path(f["path"]).name
+            if needle and needle not in f["name"].lower() and needle not in file_name.lower():
                 continue
-            description = f"⚠ {f.error}" if f.error else f.description
-            if f.origin == "mine":
-                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(f.modified))
-                item = QTreeWidgetItem([f.name, f.path.name, when, description])
+            description = f"⚠ {f['error']}" if f["error"] else f["description"]
+            last = last_run_text(f.get("last_run"))
+            if f["origin"] == "mine":
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(f["modified"]))
+                item = QTreeWidgetItem([f["name"], file_name, f["mode"], last, when, description])
                 self.mine.addTopLevelItem(item)
             else:
-                item = QTreeWidgetItem([f.name, f.origin, f.path.name, description])
+                item = QTreeWidgetItem([f["name"], f["origin"], file_name, f["mode"], last, description])
                 self.shipped.addTopLevelItem(item)
             item.setData(0, Qt.ItemDataRole.UserRole, f)
-            item.setToolTip(0, str(f.path))
+            item.setToolTip(0, f["path"])
+            if f["error"]:
+                item.setToolTip(item.columnCount() - 1, f["error"])
         has_mine = self.mine.topLevelItemCount() > 0
         self.mine_stack.setCurrentWidget(self.mine if has_mine or needle else self.mine_empty)
         self._update_buttons()
 
     # ---- actions ---------------------------------------------------------------------------
-    def selected(self) -> PipelineFile | None:
+    def selected(self) -> dict[str, Any] | None:
         for tree in (self.mine, self.shipped):
             items = tree.selectedItems()
             if items:
@@ -203,31 +171,32 @@ class PipelinesPage(Page):
     def _update_buttons(self) -> None:
         chosen = self.selected()
         self.open_button.setEnabled(chosen is not None)
-        self.delete_button.setEnabled(chosen is not None and chosen.origin == "mine")
+        self.delete_button.setEnabled(chosen is not None and chosen["origin"] == "mine")
 
     def _open_item(self, item: QTreeWidgetItem) -> None:
-        self.main_window.open_pipeline(item.data(0, Qt.ItemDataRole.UserRole).path)
+        self.main_window.open_pipeline(Path(item.data(0, Qt.ItemDataRole.UserRole)["path"]))
 
     def open_selected(self) -> None:
         chosen = self.selected()
         if chosen is not None:
-            self.main_window.open_pipeline(chosen.path)
+            self.main_window.open_pipeline(Path(chosen["path"]))
 
     def delete_selected(self) -> None:
         chosen = self.selected()
-        if chosen is None or chosen.origin != "mine":
+        if chosen is None or chosen["origin"] != "mine":
             return
+        file_name = Path(chosen["path"]).name
         if not self.confirm(
-            "Delete pipeline", f"Delete “{chosen.name}” ({chosen.path.name})? This cannot be undone."
+            "Delete pipeline", f"Delete “{chosen['name']}” ({file_name})? This cannot be undone."
         ):
             return
 
         def deleted(_result) -> None:
-            self.toast("success", f"Deleted {chosen.path.name}")
+            self.toast("success", f"Deleted {file_name}")
             self.refresh()
 
         self.bridge.call(
-            self.engine.call(chosen.path.unlink),
+            self.engine.call(lambda: self.engine.delete_pipeline(chosen["path"])),
             deleted,
-            lambda exc: self.toast("error", f"Deleting {chosen.path} failed: {exc}"),
+            lambda exc: self.toast("error", f"Deleting {file_name} failed: {exc}"),
         )
