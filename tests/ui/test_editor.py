@@ -7,11 +7,15 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
+from pydantic import BaseModel, ConfigDict, Field
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QDropEvent
-from PySide6.QtWidgets import QApplication, QCheckBox, QComboBox, QLineEdit
+from PySide6.QtWidgets import QApplication, QLineEdit
+
+from tests.ui.form_driver import fill_form
 
 ROOT = Path(__file__).resolve().parents[2]
 ECOMMERCE = ROOT / "resources" / "pipelines" / "ecommerce_orders.json"
@@ -88,31 +92,9 @@ def type_into(qtbot, line: QLineEdit, text: str) -> None:
 
 
 def fill(qtbot, page, values: dict) -> None:
-    """Fill the shown node's property form field by field (structured values through the field's
-    editor, as its rows and sub-forms would give them)."""
-    form = page.properties.form
-    for key, value in values.items():
-        editor = form.field(key)
-        assert editor is not None, f"no field {key!r} in the form"
-        combo, line, check = (
-            editor.findChild(QComboBox),
-            editor.findChild(QLineEdit),
-            editor.findChild(QCheckBox),
-        )
-        kind = type(editor).__name__
-        if kind == "EnumEditor":
-            wanted = combo.findText(str(value))
-            if combo.currentIndex() == wanted:  # the default: pick it again to write it explicitly
-                combo.setCurrentIndex((wanted + 1) % combo.count())
-            combo.setCurrentIndex(wanted)
-        elif kind in ("SecretEditor", "StringEditor") and isinstance(value, str):
-            qtbot.keyClicks(line, value)
-        elif kind == "BoolEditor":
-            if check.isChecked() != value:
-                qtbot.mouseClick(check, Qt.MouseButton.LeftButton)
-        else:
-            editor.set_value(value)
-            editor.changed.emit()
+    """Fill the shown property form field by field through its widgets (tests/ui/form_driver.py):
+    typing, clicking, picking, Add buttons and sub-forms, as the user fills it in."""
+    fill_form(qtbot, lambda: page.properties.form, values)
 
 
 def add_node(qtbot, page, node: dict, *, drop_at: tuple[float, float] | None = None) -> None:
@@ -173,12 +155,9 @@ def test_build_the_user_guide_pipeline_through_the_gui(editor, qtbot, tmp_path, 
     # The pipeline's own fields: nothing selected, the properties show the pipeline form.
     page.canvas.graph.clear_selection()
     page.properties.show_node(None)
-    name = page.properties.form.field("name").findChild(QLineEdit)
-    name.selectAll()
-    qtbot.keyClicks(name, expected["name"])
-    desc = page.properties.form.field("description")
-    desc.set_value(expected["description"])
-    desc.changed.emit()
+    fill(qtbot, page, {"name": expected["name"], "description": expected["description"]})
+    assert page.document.get("name") == expected["name"]
+    assert page.document.get("description") == expected["description"]
 
     for i, node in enumerate(expected["nodes"]):
         # The first source arrives by drag and drop, the rest by double-click.
@@ -452,11 +431,98 @@ def test_secret_fields_offer_the_stored_secret_names(window, engine, qtbot):
     secret = getattr(secret, "inner", secret)
     secret.refresh_names()
     assert [secret.picker.itemText(i) for i in range(secret.picker.count())][-1:] == ["plc_password"]
-    secret.set_value({"secret": "plc_password"})
-    secret.changed.emit()
+    fill(qtbot, page, {"password": {"secret": "plc_password"}})
     assert page.document.node(plc)["config"]["password"] == {"secret": "plc_password"}
     type_into(qtbot, page.properties.id_edit, "plc")
     assert page.properties.title.text().endswith("plc")
+
+
+class Corner(BaseModel):
+    label: str
+    at: tuple[float, float]
+
+
+class NoSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Scale(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    factor: float
+
+
+class EveryKind(BaseModel):
+    """One field per editor kind of the schema form, several at their defaults (the driver must
+    still write those explicitly, as a user re-picking them does)."""
+
+    host: str
+    port: int = Field(1883, ge=1, le=65535)
+    retries_max: int = 5
+    ratio: float = 0.5
+    mode: Literal["subscribe", "poll"] = "subscribe"
+    retries: int | None = None
+    level: Literal["low", "high"] | None = None
+    verbose: bool = True
+    password: str | dict | None = None
+    token: str | dict | None = None
+    key: str | int = "a"
+    point: tuple[float, float] = (0.0, 0.0)
+    limits: dict[str, int] = {}
+    corners: list[Corner] = []
+    extra: Any = None
+    note: str | None = "x"
+    tags: list[str] = ["a", "b"]
+    choice: NoSettings | Scale = Scale(factor=2.0)
+    scaling: NoSettings | Scale = NoSettings()
+
+
+def test_the_form_driver_fills_every_editor_kind_through_its_widgets(qtbot):
+    """The user guide's pipeline meets only some editor kinds; the driver must reach every one
+    (numbers, tuples, unions, secrets, empty choices too) or the GUI tests built on it prove less."""
+    from ui.widgets.schema_form import SchemaForm
+
+    form = SchemaForm(EveryKind.model_json_schema(), secret_names=lambda: ["plc_password"])
+    qtbot.addWidget(form)
+    form.show()
+    kinds = {name: type(editor).__name__ for name, editor in form.editor.fields.items()}
+    assert set(kinds.values()) == {
+        "SecretEditor",
+        "NumberEditor",
+        "EnumEditor",
+        "NullableEditor",
+        "BoolEditor",
+        "UnionEditor",
+        "TupleEditor",
+        "MappingEditor",
+        "ListEditor",
+        "JsonEditor",
+    }, kinds
+    variants = {type(e).__name__ for e in form.editor.fields["choice"].variants}
+    assert variants == {"EmptyObjectEditor", "ObjectEditor"}
+    values = {
+        "host": "broker.local",
+        "port": 1883,
+        "retries_max": 5,
+        "ratio": 0.25,
+        "mode": "subscribe",
+        "retries": 3,
+        "level": "high",
+        "verbose": True,
+        "password": {"secret": "plc_password"},
+        "token": {"secret": "broker_token"},
+        "key": 7,
+        "point": [1.5, -2.0],
+        "limits": {"a": 1, "b": 2},
+        "corners": [{"label": "ne", "at": [1.0, 2.0]}, {"label": "sw", "at": [-1.0, -2.5]}],
+        "extra": {"k": [1, 2]},
+        "note": None,
+        "tags": ["z"],
+        "choice": {},
+        "scaling": {"factor": 0.5},
+    }
+    fill_form(qtbot, form, values)
+    assert form.value() == values
+    assert EveryKind.model_validate(form.value()).key == 7
 
 
 def test_f5_draws_every_nodes_status_and_rows_on_the_canvas(editor, qtbot, tmp_path, artifacts):
