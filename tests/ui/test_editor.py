@@ -219,12 +219,13 @@ def test_build_the_user_guide_pipeline_through_the_gui(editor, qtbot, tmp_path, 
 
 def test_validation_marks_the_node_and_a_problem_selects_it(editor, qtbot):
     page = editor
-    page.load_document(json.loads(ECOMMERCE.read_text()))
+    with qtbot.waitSignal(page.validated, timeout=10_000):  # opening validates at once
+        page.load_document(json.loads(ECOMMERCE.read_text()))
+    assert page.issues == []
     node = dict(page.document.node("check_email"))
     node["transform"] = {**node["transform"], "validation_type": "shiny"}
-    page.document.set_node("check_email", node)
-    with qtbot.waitSignal(page.validated, timeout=10_000):
-        pass
+    with qtbot.waitSignal(page.validated, timeout=10_000):  # an edit, after the edit debounce
+        page.document.set_node("check_email", node)
     assert [i["node_id"] for i in page.issues] == ["check_email"]
     assert page.canvas.error_of("check_email")
     assert page.canvas.item("check_email").view.border_color[:3] == (230, 60, 60)
