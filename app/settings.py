@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 SCHEMA_VERSION = 1
 ENV_PREFIX = "AGGREGATOR_"
+LOCAL_ZONE = "local"  # the computer's own time zone (what a plant engineer expects by default)
 
 
 class Settings(BaseModel):
@@ -28,18 +29,75 @@ class Settings(BaseModel):
 
     schema_version: int = Field(SCHEMA_VERSION, description="format of this file")
     data_dir: str | None = Field(
-        None, description="where the metadata and the historian live (empty: the default)"
+        None,
+        title="Data directory",
+        description="where the metadata and the historian live (empty: the default)",
     )
-    theme: Literal["light", "dark"] = Field("light", description="the window's colours")
-    time_zone: str = Field("UTC", description="IANA name (Europe/Berlin); times are shown in it")
-    preview_rows: int = Field(200, ge=1, le=100_000, description="rows a node preview shows by default")
+    theme: Literal["light", "dark"] = Field("light", title="Theme", description="the window's colours")
+    time_zone: str = Field(
+        LOCAL_ZONE,
+        title="Time zone",
+        description="times are shown in it: an IANA name (Europe/Berlin), UTC, or 'local' for this computer's",
+    )
+    preview_rows: int = Field(
+        200, ge=1, le=100_000, title="Preview rows", description="rows a node preview shows by default"
+    )
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: Any) -> Any:
+        # an emptied field in the settings page means "the default folder", not a folder named ""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
 
     @field_validator("time_zone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        if value != "UTC" and value not in available_timezones():
-            raise ValueError(f"unknown time zone '{value}' (an IANA name such as Europe/Berlin)")
+        value = value.strip()
+        if value in ("UTC", LOCAL_ZONE):
+            return value
+        if value not in available_timezones():
+            raise ValueError(f"unknown time zone '{value}' (an IANA name such as Europe/Berlin, or 'local')")
         return value
+
+
+class SettingsError(ValueError):
+    """A refused settings value, with the field it belongs to (the settings page shows the message
+    under that field) and one line that says what is wrong and what is allowed."""
+
+    def __init__(self, field: str, message: str):
+        info = Settings.model_fields.get(field)
+        title = info.title if info is not None and info.title else field.replace("_", " ").capitalize()
+        super().__init__(f"{title}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _first_error(exc: ValidationError) -> SettingsError:
+    error = exc.errors()[0]
+    field = str(error["loc"][0]) if error.get("loc") else ""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error.get("type") == "literal_error":
+        message = f"'{error.get('input')}' is not one of {error['ctx']['expected']}"
+    return SettingsError(field, message)
+
+
+def check_data_dir(value: str | None) -> None:
+    """Raise SettingsError when `value` cannot be the data directory: it is a file, or it cannot be
+    written (or created). Checked when the settings page saves, not on every load: a folder that is
+    away for a while must not make the app forget the user's other settings."""
+    if value is None:
+        return
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise SettingsError("data_dir", f"{path} is a file, not a folder")
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
+        where = "cannot be written" if existing == path else f"cannot be created: {existing} is not writable"
+        raise SettingsError("data_dir", f"{path} {where}")
 
 
 def default_path() -> Path:
@@ -101,6 +159,23 @@ class SettingsStore:
     def overridden(self) -> list[str]:
         """Fields the environment sets (the settings page shows them as not editable)."""
         return sorted(env_overrides(self.env))
+
+    def update(self, changes: Mapping[str, Any]) -> Settings:
+        """Write `changes` over the file's values (the settings page's Save) and return the settings
+        now in force. Fields the environment overrides keep the file's own value: a page showing
+        AGGREGATOR_THEME=dark must not write "dark" into the file. Refused values raise
+        SettingsError (field and one-line message) and leave the file as it was."""
+        overridden = set(self.overridden())
+        before = self.read_file()
+        values = {**before, **{k: v for k, v in changes.items() if k not in overridden}}
+        try:
+            model = Settings.model_validate(values)
+        except ValidationError as exc:
+            raise _first_error(exc) from None
+        if model.data_dir != before.get("data_dir"):  # a folder kept as it was is not checked again
+            check_data_dir(model.data_dir)
+        self.save(model)
+        return self.load()
 
     def save(self, settings: Settings | Mapping[str, Any]) -> Path:
         model = settings if isinstance(settings, Settings) else Settings.model_validate(dict(settings))

@@ -255,11 +255,25 @@ class RunsAPI(EngineCore):
         status: str | None = None,
         since: datetime | str | None = None,
         limit: int = 200,
+        until: datetime | str | None = None,
     ) -> list[dict[str, Any]]:
-        """Run records, newest first; `since` is a datetime or an ISO 8601 UTC text."""
-        if isinstance(since, datetime):
-            since = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        return self.workspace.metadata.runs(pipeline=pipeline, status=status, limit=limit, since=since)
+        """Run records, newest first, started in [`since`, `until`) (each a datetime or an ISO 8601
+        UTC text; None: open)."""
+        since, until = _utc_text(since), _utc_text(until)
+        meta = self.workspace.metadata
+        if until is None:
+            return meta.runs(pipeline=pipeline, status=status, limit=limit, since=since)
+        # The Runs page's date range: the metadata store filters from `since` on only.
+        where, params = ["started_at < ?"], [until]
+        for column, value in (("pipeline", pipeline), ("status", status)):
+            if value:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            where.append("started_at >= ?")
+            params.append(since)
+        sql = f"SELECT * FROM runs WHERE {' AND '.join(where)} ORDER BY started_at DESC LIMIT ?"
+        return list(meta.db.query(sql, [*params, limit]))
 
     def pipeline_names(self) -> list[str]:
         """Pipelines that have runs (the Runs page's filter)."""
@@ -300,6 +314,13 @@ class RunsAPI(EngineCore):
             return again(doc, record.get("spec_path"), base_dir, "rerun", cancel, emit)
 
         return self._submit_tagged("run", work)
+
+
+def _utc_text(moment: datetime | str | None) -> str | None:
+    """The run records' time format (ISO 8601 UTC, microseconds, Z): texts compare in time order."""
+    if isinstance(moment, datetime):
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment
 
 
 def _is_real_time(doc: dict[str, Any]) -> bool:

@@ -4,10 +4,12 @@ runs: progress per node, the summary toast and its link, history filters, detail
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QAbstractSpinBox, QComboBox, QDateTimeEdit, QLineEdit
 
 from engine.connectors import registry
 from tests.engine.streaming_sources import TicksConnector
@@ -46,6 +48,56 @@ def run_and_wait(qtbot, controller, doc, spec) -> dict:
 
 def rows_of(table) -> int:
     return table.rowCount()
+
+
+def ids_of(page) -> list[str]:
+    return [r["run_id"] for r in page.records]
+
+
+# ---- gestures (tests/ui/test_dashboard_settings.py uses them too) -----------------------------------
+def pick(qtbot, combo: QComboBox, text: str) -> None:
+    """Open the combo's popup and click the item, as a user picks it."""
+    index = combo.findText(text)
+    assert index >= 0, f"no {text!r} in {[combo.itemText(i) for i in range(combo.count())]}"
+    combo.showPopup()
+    view = combo.view()
+    qtbot.waitUntil(view.isVisible, timeout=2_000)
+    item = view.model().index(index, combo.modelColumn(), view.rootIndex())
+    view.scrollTo(item)
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=view.visualRect(item).center())
+    qtbot.waitUntil(lambda: not view.isVisible(), timeout=2_000)
+    assert combo.currentText() == text
+
+
+def type_over(qtbot, line: QLineEdit | QAbstractSpinBox, text: str) -> None:
+    """Select what the line (or spin box) holds and type `text` over it."""
+    line.setFocus()
+    qtbot.keyClick(line, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClicks(line, text)
+    if isinstance(line, QAbstractSpinBox):
+        assert line.value() == type(line.value())(text)
+    else:
+        assert line.text() == text
+
+
+def type_datetime(qtbot, edit: QDateTimeEdit, moment: datetime) -> None:
+    """Type a date and time into a yyyy-MM-dd HH:mm edit: select the year, type the digits (each
+    full section moves on to the next)."""
+    edit.setFocus()
+    qtbot.keyClick(edit, Qt.Key.Key_Home)
+    for _ in range(4):
+        qtbot.keyClick(edit, Qt.Key.Key_Right, Qt.KeyboardModifier.ShiftModifier)
+    qtbot.keyClicks(edit, moment.strftime("%Y%m%d%H%M"))
+    assert edit.dateTime().toPython() == moment.replace(second=0, microsecond=0)
+
+
+def click_row(qtbot, page, row: int) -> None:
+    rect = page.table.visualItemRect(page.table.item(row, 1))
+    qtbot.mouseClick(page.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+
+
+def tab_center(page, index: int):
+    return page.detail_tabs.tabBar().tabRect(index).center()
 
 
 def test_run_shows_progress_per_node_and_a_toast_linking_to_the_run(qtbot, window, controller, doc, spec):
@@ -108,6 +160,7 @@ def test_a_real_time_pipeline_starts_and_stops(qtbot, controller):
 
 def test_runs_page_empty_state(qtbot, window, artifacts):
     page = window.show_page("runs")
+    assert page.overlay.active  # the history is read in the background
     qtbot.waitUntil(lambda: not page.overlay.active, timeout=10_000)
     assert page.stack.currentWidget() is page.no_runs
     window.grab().save(str(artifacts / "runs_empty.png"))
@@ -127,26 +180,39 @@ def test_runs_page_history_filters_detail_and_rerun(qtbot, window, controller, d
     qtbot.waitUntil(lambda: rows_of(page.table) == 2, timeout=10_000)
     assert page.table.item(0, 0).text() == "failed" and page.table.item(0, 1).text() == "Broken orders"
     assert [page.table.item(1, c).text() for c in (0, 1, 4, 5, 6)] == ["warning", PIPELINE, "15", "12", "3"]
+    started = datetime.fromisoformat(good["started_at"].replace("Z", "+00:00")).astimezone()
+    assert page.table.item(1, 2).text() == started.strftime("%Y-%m-%d %H:%M:%S")  # local time by default
+    assert page.table.horizontalHeaderItem(2).text() == "Started (local time)"
     assert [page.pipeline_filter.itemText(i) for i in range(page.pipeline_filter.count())] == [
         "All", "Broken orders", PIPELINE,
     ]  # fmt: skip
 
-    # filters: status, pipeline, time range; nothing matching shows an empty state with "Clear filters"
-    page.status_filter.setCurrentText("failed")
-    qtbot.waitUntil(lambda: rows_of(page.table) == 1 and page.records[0]["run_id"] == bad["run_id"])
-    page.status_filter.setCurrentText("All")
-    page.pipeline_filter.setCurrentText(PIPELINE)
-    qtbot.waitUntil(lambda: [r["run_id"] for r in page.records] == [good["run_id"]])
-    page.time_filter.setCurrentText("Last hour")
-    qtbot.waitUntil(lambda: [r["run_id"] for r in page.records] == [good["run_id"]])
-    page.status_filter.setCurrentText("cancelled")
+    # filters, picked from their popups: status, pipeline, a preset time range, a From/To range
+    pick(qtbot, page.status_filter, "failed")
+    qtbot.waitUntil(lambda: ids_of(page) == [bad["run_id"]])
+    pick(qtbot, page.status_filter, "All")
+    pick(qtbot, page.pipeline_filter, PIPELINE)
+    qtbot.waitUntil(lambda: ids_of(page) == [good["run_id"]])
+    pick(qtbot, page.time_filter, "Last hour")
+    qtbot.waitUntil(lambda: not page.overlay.active and ids_of(page) == [good["run_id"]])
+    pick(qtbot, page.time_filter, "Between…")
+    assert page.from_edit.isVisible() and page.to_edit.isVisible()
+    now = datetime.now().astimezone().replace(second=0, microsecond=0, tzinfo=None)
+    type_datetime(qtbot, page.from_edit, now - timedelta(days=3))
+    type_datetime(qtbot, page.to_edit, now - timedelta(days=2))  # both runs are newer: none in range
+    qtbot.waitUntil(lambda: page.stack.currentWidget() is page.no_match, timeout=5_000)
+    type_datetime(qtbot, page.to_edit, now + timedelta(minutes=2))
+    qtbot.waitUntil(lambda: ids_of(page) == [good["run_id"]], timeout=5_000)
+    pick(qtbot, page.status_filter, "cancelled")
     qtbot.waitUntil(lambda: page.stack.currentWidget() is page.no_match)
+    window.grab().save(str(artifacts / "runs_no_match.png"))
     qtbot.mouseClick(page.no_match.button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: rows_of(page.table) == 2 and page.stack.currentWidget() is page.content)
+    assert page.time_filter.currentText() == "Any time" and not page.range_box.isVisible()
 
     # detail of the good run: node statistics, log lines, rejected records
-    rect = page.table.visualItemRect(page.table.item(1, 1))
-    qtbot.mouseClick(page.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    click_row(qtbot, page, 1)
+    assert page.detail_overlay.active  # read in the background
     qtbot.waitUntil(lambda: page.detail is not None and page.detail["record"]["run_id"] == good["run_id"])
     nodes = {page.nodes_table.item(r, 0).text(): r for r in range(page.nodes_table.rowCount())}
     assert page.nodes_table.item(nodes["union"], 4).text() == "15"
@@ -154,6 +220,7 @@ def test_runs_page_history_filters_detail_and_rerun(qtbot, window, controller, d
     log = page.log_view.toPlainText()
     assert "run started (manual)" in log and "run warning" in log
     assert page.detail_tabs.tabText(2) == "Rejected (3)"
+    assert page.rejects_stack.currentWidget() is page.rejects_table
     rejects = page.rejects_table.frame()
     assert rejects["node_id"].to_list() == ["check_email"] * 3
     assert all("not a valid email" in reason for reason in rejects["reason"])
@@ -161,22 +228,26 @@ def test_runs_page_history_filters_detail_and_rerun(qtbot, window, controller, d
     for toast in list(window.toasts.toasts):  # the screenshots show the page, not the run toasts
         toast.dismiss()
     window.grab().save(str(artifacts / "runs.png"))
-    page.detail_tabs.setCurrentIndex(1)
+    qtbot.mouseClick(page.detail_tabs.tabBar(), Qt.MouseButton.LeftButton, pos=tab_center(page, 1))
+    assert page.log_view.isVisible()
     window.grab().save(str(artifacts / "runs_log.png"))
-    page.detail_tabs.setCurrentIndex(2)
+    qtbot.mouseClick(page.detail_tabs.tabBar(), Qt.MouseButton.LeftButton, pos=tab_center(page, 2))
     window.grab().save(str(artifacts / "runs_rejected.png"))
 
-    # detail of the failed run names the error
-    rect = page.table.visualItemRect(page.table.item(0, 1))
-    qtbot.mouseClick(page.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+    # detail of the failed run names the error; nothing was rejected: an empty state that offers
+    # to open the pipeline (in the editor) to fix it
+    click_row(qtbot, page, 0)
     qtbot.waitUntil(lambda: page.detail is not None and page.detail["record"]["run_id"] == bad["run_id"])
     assert "missing.json" in page.summary.text()
+    assert page.detail_tabs.tabText(2) == "Rejected (0)"
+    assert page.rejects_stack.currentWidget() is page.no_rejects and page.no_rejects.button.isVisible()
+    window.grab().save(str(artifacts / "runs_failed.png"))
 
     # re-run the good one: a new run, selected when it is done
-    qtbot.mouseClick(page.table.viewport(), Qt.MouseButton.LeftButton, pos=page.table.visualItemRect(
-        page.table.item(1, 1)).center())  # fmt: skip
+    click_row(qtbot, page, 1)
     qtbot.waitUntil(lambda: page.selected_run_id() == good["run_id"])
     qtbot.mouseClick(page.rerun_button, Qt.MouseButton.LeftButton)
+    assert page.rerun_button.text() == "Stop re-run"  # it can be stopped while it runs
     qtbot.waitUntil(lambda: rows_of(page.table) == 3, timeout=30_000)
     qtbot.waitUntil(
         lambda: page.detail is not None and page.detail["record"]["trigger"] == "rerun", timeout=10_000
@@ -184,6 +255,14 @@ def test_runs_page_history_filters_detail_and_rerun(qtbot, window, controller, d
     new = page.detail["record"]
     assert new["run_id"] not in (good["run_id"], bad["run_id"])
     assert (new["status"], new["rows_out"], new["version"]) == ("warning", 12, good_version(page, good))
+    assert page.rerun_button.text() == "Re-run"
+    assert page.table.item(0, 7).text() == "rerun" and page.table.item(0, 1).text() == PIPELINE
+
+    # "Open pipeline" opens the run's pipeline file in the editor
+    qtbot.mouseClick(page.open_button, Qt.MouseButton.LeftButton)
+    assert window.current_page_name() == "editor"
+    editor = window.pages["editor"]
+    qtbot.waitUntil(lambda: editor.path == spec, timeout=10_000)
 
 
 def good_version(page, good) -> int:
@@ -263,3 +342,25 @@ def test_a_real_time_pipeline_streams_from_the_editor(qtbot, window, opcua_sim, 
     qtbot.waitUntil(lambda: [r["run_id"] for r in runs.records] == [record["run_id"]], timeout=10_000)
     assert runs.table.item(0, 1).text() == "Wind farm stream"
     assert runs.table.item(0, 0).text() == "cancelled"
+
+    # a re-run of a real_time run streams again until the user stops it on the Runs page
+    qtbot.waitUntil(lambda: runs.selected_run_id() == record["run_id"], timeout=5_000)
+    qtbot.mouseClick(runs.rerun_button, Qt.MouseButton.LeftButton)
+    assert runs.rerun_button.text() == "Stop re-run"
+    qtbot.waitUntil(
+        lambda: rows_of(runs.table) == 2 and runs.table.item(0, 0).text() == "running", timeout=10_000
+    )
+    assert runs.table.item(0, 7).text() == "rerun" and runs.table.item(0, 3).text() == "…"
+    engine = window.engine
+    qtbot.waitUntil(lambda: [s["state"] for s in engine.source_sessions()] == ["subscribed"], timeout=10_000)
+    assert engine.active_streams() == 1
+    qtbot.waitUntil(lambda: sum(engine.throughput().values()) > 0, timeout=10_000)  # rows committed
+    qtbot.mouseClick(runs.rerun_button, Qt.MouseButton.LeftButton)
+    assert runs.rerun_button.text() == "Stopping…" and not runs.rerun_button.isEnabled()
+    qtbot.waitUntil(lambda: runs.rerun_job is None, timeout=20_000)
+    qtbot.waitUntil(
+        lambda: runs.detail is not None and runs.detail["record"]["trigger"] == "rerun", timeout=10_000
+    )
+    again = runs.detail["record"]
+    assert again["run_id"] != record["run_id"] and again["status"] == "cancelled" and again["rows_out"] > 0
+    assert runs.table.item(0, 0).text() == "cancelled" and runs.rerun_button.text() == "Re-run"
