@@ -396,36 +396,61 @@ def test_a_burst_of_engine_events_is_delivered_in_order_in_slices(qtbot, window,
     assert received == list(range(count))
 
 
-def test_run_gui_reads_settings_opens_the_window_and_closes_the_engine(qtbot, tmp_path, monkeypatch):
-    from app.gui import run_gui
-    from ui import theme
+def test_run_gui_reads_settings_opens_the_window_and_closes_the_engine(tmp_path):
+    """`aggregator gui`'s start-up, whole, in a process of its own: its QApplication.exec() and
+    quit() must not touch this test process's application (a quit app runs no more event loops)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
 
     settings = tmp_path / "settings.toml"
     settings.write_text('theme = "dark"\n', encoding="utf-8")
-    monkeypatch.setenv("AGGREGATOR_SETTINGS", str(settings))
-    monkeypatch.delenv("AGGREGATOR_THEME", raising=False)
-    seen = {}
+    env = {**os.environ, "AGGREGATOR_SETTINGS": str(settings), "QT_QPA_PLATFORM": "offscreen"}
+    env.pop("AGGREGATOR_THEME", None)
+    code = textwrap.dedent(
+        f"""
+        import json
+        from PySide6.QtCore import QTimer
+        from PySide6.QtWidgets import QApplication
+        from app.gui import run_gui
+        from ui import theme
 
-    def close_when_up() -> None:
-        windows = [
-            w for w in QApplication.topLevelWidgets() if type(w).__name__ == "MainWindow" and w.isVisible()
-        ]
-        if not windows:
-            QTimer.singleShot(50, close_when_up)
-            return
-        window = windows[0]
-        seen["theme"] = theme.current(QApplication.instance())
-        seen["data_dir"] = window.engine.data_dir
-        seen["engine"] = window.engine
-        seen["settings"] = window.settings
-        window.close()
-        # closing the last window ends exec(); quit too, in case another test left a window open
-        QApplication.instance().quit()
+        app = QApplication([])
+        seen = {{}}
 
-    QTimer.singleShot(0, close_when_up)
-    assert run_gui(data_dir=tmp_path / "data") == 0
-    assert seen["theme"] == "dark"
-    assert seen["data_dir"] == tmp_path / "data"
-    assert seen["settings"].path == settings
-    assert seen["engine"].state == "stopped"
-    theme.apply(QApplication.instance(), "light")
+        def close_when_up():
+            windows = [w for w in app.topLevelWidgets() if type(w).__name__ == "MainWindow" and w.isVisible()]
+            if not windows:
+                QTimer.singleShot(50, close_when_up)
+                return
+            window = windows[0]
+            seen.update(theme=theme.current(app), data_dir=str(window.engine.data_dir),
+                        settings=str(window.settings.path))
+            seen["engine"] = window.engine
+            window.close()  # the last window: exec() returns
+
+        QTimer.singleShot(0, close_when_up)
+        code = run_gui(data_dir={str(tmp_path / "data")!r})
+        engine = seen.pop("engine")
+        print(json.dumps({{**seen, "exit": code, "engine_state": engine.state}}))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {
+        "theme": "dark",
+        "data_dir": str(tmp_path / "data"),
+        "settings": str(settings),
+        "exit": 0,
+        "engine_state": "stopped",
+    }
