@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
+from engine.examples import ECOMMERCE_SPEC as PIPELINE
+from engine.examples import install_ecommerce_example
 from engine.runner import run_pipeline
 from engine.spec.io import load_pipeline
 from engine.workspace import Workspace
-
-PIPELINE = "ecommerce_orders.json"
-
-
-def install_example(ws: Workspace) -> Path:
-    """Copy the sample exports and the graph-form pipeline into <data dir>/demo/ecommerce."""
-    target = ws.data_dir / "demo" / "ecommerce"
-    target.mkdir(parents=True, exist_ok=True)
-    root = resources.files("resources")
-    for item in (root / "examples" / "ecommerce").iterdir():
-        if item.is_file():
-            (target / item.name).write_bytes(item.read_bytes())
-    (target / PIPELINE).write_bytes((root / "pipelines" / PIPELINE).read_bytes())
-    return target
 
 
 def run_demo(ws: Workspace, *, as_json: bool = False) -> dict[str, Any]:
     from app.cli import print_json
     from app.commands import print_run
 
-    folder = install_example(ws)
-    for stale in ("unified_orders.json", "rejected_orders.json"):
-        (folder / stale).unlink(missing_ok=True)
+    folder = install_ecommerce_example(ws.data_dir).parent
     compiled = load_pipeline(folder / PIPELINE)
     record = run_pipeline(compiled, ws, base_dir=folder, spec_path=str(folder / PIPELINE), trigger="demo")
     targets = record.pop("_targets", {})

@@ -13,14 +13,11 @@ import json
 import shutil
 import threading
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from engine.api.core import EngineCore, Event
 
 STREAM_JOB_KINDS = ("stream", "streaming", "real_time")
-DEMO_SPEC = "ecommerce_orders.json"
-DEMO_OUTPUTS = ("unified_orders.json", "rejected_orders.json")
 
 
 def _iso(moment: datetime) -> str:
@@ -132,15 +129,7 @@ class DashboardAPI(EngineCore):
         """Copy the user guide's e-commerce example (two shop exports and the pipeline) into
         <data dir>/demo/ecommerce, as `aggregator demo` does, with the last outputs removed; returns
         {"document", "spec_path"} for `run(document, spec_path=...)`. Blocking: call it on the pool."""
-        from engine.api.pipelines import EXAMPLES_DIR, RESOURCES_DIR
+        from engine.examples import install_ecommerce_example
 
-        target = self.data_dir / "demo" / "ecommerce"
-        target.mkdir(parents=True, exist_ok=True)
-        for item in (RESOURCES_DIR / "examples" / "ecommerce").iterdir():
-            if item.is_file():
-                shutil.copyfile(item, target / item.name)
-        spec = target / DEMO_SPEC
-        shutil.copyfile(Path(EXAMPLES_DIR) / DEMO_SPEC, spec)
-        for stale in DEMO_OUTPUTS:
-            (target / stale).unlink(missing_ok=True)
+        spec = install_ecommerce_example(self.data_dir)
         return {"document": json.loads(spec.read_text(encoding="utf-8")), "spec_path": str(spec)}
