@@ -1,19 +1,23 @@
 """The Live page as a user sees it: a real OPC UA simulator streamed through a real_time pipeline
 (opc_ua -> historian) by the engine; the tag browser lists the tags, a double-clicked tag is
-charted and its curve grows, pause freezes it, the crosshair reads values, exports write the
-visible points; window switching reads the historian for the older part; drops add tags."""
+charted and its curve grows, pause freezes it, the mouse moves a crosshair that reads values, the
+Export buttons write the visible points through the file dialog; a window picked in the selector
+reads the historian for the older part; drops add tags; the chart menu removes tags and charts."""
 
 from __future__ import annotations
 
 import shutil
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-from PySide6.QtCore import QPoint, QPointF, Qt
-from PySide6.QtGui import QDropEvent
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, QTimer
+from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QWheelEvent
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication, QFileDialog, QLineEdit, QPushButton
 
 from engine.store.tag_historian import TagHistorian
 from engine.tags import conform
@@ -65,43 +69,145 @@ def double_click(qtbot, tree, item) -> None:
     qtbot.mouseDClick(tree.viewport(), Qt.MouseButton.LeftButton, pos=center)
 
 
-def test_live_view_charts_a_simulators_tags(qtbot, window, engine, simulator, tmp_path, artifacts):
+def click_item(qtbot, tree, item, modifier=Qt.KeyboardModifier.NoModifier) -> None:
+    tree.scrollToItem(item)
+    rect = tree.visualItemRect(item)
+    qtbot.mouseClick(
+        tree.viewport(), Qt.MouseButton.LeftButton, modifier, QPoint(rect.left() + 20, rect.center().y())
+    )
+
+
+def pick(qtbot, combo, text: str) -> None:
+    """Open the combo box's list (what a click on it does) and click the entry `text`."""
+    combo.showPopup()
+    view = combo.view()
+    qtbot.waitUntil(view.isVisible, timeout=2_000)
+    item = view.model().index(combo.findText(text), combo.modelColumn(), view.rootIndex())
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=view.visualRect(item).center())
+    qtbot.waitUntil(lambda: not view.isVisible(), timeout=2_000)
+    assert combo.currentText() == text
+
+
+def in_next_modal(act) -> None:
+    """Run `act(dialog)` on the next modal dialog once it is up (exec() blocks the test until then)."""
+    tries = [0]
+
+    def attempt() -> None:
+        dialog = QApplication.activeModalWidget()
+        if dialog is None or not dialog.isVisible():
+            tries[0] += 1
+            if tries[0] < 250:  # five seconds
+                QTimer.singleShot(20, attempt)
+            return
+        act(dialog)
+
+    QTimer.singleShot(0, attempt)
+
+
+def save_as(name: str) -> None:
+    """In the next file dialog, type `name` over the suggested file name and press Enter, as a user
+    does (a dialog still open after 5 s is cancelled, so a failing test does not hang)."""
+
+    def type_name(dialog) -> None:
+        QTimer.singleShot(5_000, lambda: dialog.isVisible() and dialog.reject())
+        assert isinstance(dialog, QFileDialog)
+        edit = dialog.findChild(QLineEdit, "fileNameEdit")
+        edit.selectAll()
+        QTest.keyClicks(edit, name)
+        QTest.keyClick(edit, Qt.Key.Key_Return)
+
+    in_next_modal(type_name)
+
+
+def click_in_modal(button_name: str) -> None:
+    in_next_modal(lambda dialog: dialog.findChild(QPushButton, button_name).click())
+
+
+def view_point(chart, x: float, y: float) -> QPoint:
+    """Where the data point (x, y) is on the chart's viewport."""
+    return chart.mapFromScene(chart.getViewBox().mapViewToScene(QPointF(x, y)))
+
+
+def wheel_on_time_axis(chart, x: float, steps: int) -> None:
+    """Turn the mouse wheel `steps` notches away from the user over the chart's time axis at `x`."""
+    axis = chart.getPlotItem().getAxis("bottom").sceneBoundingRect()
+    scene_x = chart.getViewBox().mapViewToScene(QPointF(x, 0)).x()
+    pos = chart.mapFromScene(QPointF(scene_x, axis.center().y()))
+    event = QWheelEvent(
+        QPointF(pos),
+        QPointF(chart.viewport().mapToGlobal(pos)),
+        QPoint(0, 0),
+        QPoint(0, 120 * steps),
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+        Qt.ScrollPhase.NoScrollPhase,
+        False,
+    )
+    QApplication.sendEvent(chart.viewport(), event)
+
+
+def toast_texts(window) -> list[str]:
+    return [t.text for t in window.toasts.toasts]
+
+
+def test_live_view_charts_a_simulators_tags(
+    qtbot, window, engine, simulator, tmp_path, artifacts, monkeypatch
+):
+    monkeypatch.setenv("HOME", str(tmp_path))  # where the first export dialog opens
     page = window.show_page("live")
-    assert page.stack.currentWidget() is page.empty  # nothing streams yet
+    qtbot.waitUntil(lambda: page.stack.currentWidget() is page.empty, timeout=5_000)  # nothing streams yet
+    assert not page.csv_button.isEnabled() and not page.clear_button.isEnabled()  # nothing charted
 
     job = engine.start_stream(stream_spec(simulator))
     try:
-        # The tag browser lists every simulator tag under its source, with values.
+        # The tag browser lists every simulator tag under its source, with value, quality and time.
         qtbot.waitUntil(lambda: len(page.browser.tags()) == 12, timeout=20_000)
         assert page.stack.currentWidget() is page.content
         qtbot.waitUntil(lambda: page.browser.sources() == ["opcua"], timeout=10_000)  # from the historian
         item = page.browser.item("Turbine01.Power")
-        assert item is not None and item.text(2) == "good" and item.text(1) not in ("", "—")
+        assert item.parent().text(0) == "opcua" and item.parent().text(1) == "12 tags"
+        assert item.text(2) == "good" and float(item.text(1)) > 0
+        shown = datetime.strptime(item.text(3), "%H:%M:%S.%f").time()
+        age = datetime.combine(datetime.now().date(), datetime.now().time()) - datetime.combine(
+            datetime.now().date(), shown
+        )
+        assert timedelta(0) <= age < timedelta(seconds=10)  # the newest value's local time
 
-        # Double-click charts the tag; its curve grows as the stream goes on.
+        # Typing in the filter narrows the tree; double-clicking a tag charts it.
+        qtbot.keyClicks(page.browser.filter, "power")
+        assert [t for t in page.browser.tags() if not page.browser.item(t).isHidden()] == [
+            "Turbine01.Power",
+            "Turbine02.Power",
+            "Turbine03.Power",
+        ]
         double_click(qtbot, page.browser.tree, item)
         assert len(page.charts) == 1 and page.charts[0].tags == ["Turbine01.Power"]
+        assert page.csv_button.isEnabled()
+        page.browser.filter.selectAll()
+        qtbot.keyClick(page.browser.filter, Qt.Key.Key_Backspace)
+        assert not page.browser.item("Turbine02.WindSpeed").isHidden()
+
+        # The curve grows as the stream goes on, and draws the points in view.
         chart = page.charts[0]
         qtbot.waitUntil(lambda: points(chart, "Turbine01.Power") > 3, timeout=10_000)
         before = points(chart, "Turbine01.Power")
         qtbot.waitUntil(lambda: points(chart, "Turbine01.Power") > before + 3, timeout=10_000)
-        # The curve draws the points in view (few here: no downsampling needed, all of them drawn).
-        curve = chart.curves["Turbine01.Power"]
-        drawn_x, _ = curve.getData()
+        drawn_x, _ = chart.curves["Turbine01.Power"].getData()
         (x0, x1), _ = chart.viewRange()
         inside = [x for x in chart.series("Turbine01.Power")[0] if x0 <= x <= x1]
         assert len(inside) > 0 and set(inside) <= set(drawn_x)
+        assert x1 - x0 == pytest.approx(60, abs=0.5) and abs(x1 - time.time()) < 2  # the last minute
 
         # A second chart, linked on X, with another tag.
         qtbot.mouseClick(page.add_chart_button, Qt.MouseButton.LeftButton)
         double_click(qtbot, page.browser.tree, page.browser.item("Turbine02.WindSpeed"))
-        assert page.charts[1].tags == ["Turbine02.WindSpeed"]
+        assert page.charts[1].tags == ["Turbine02.WindSpeed"] and chart.tags == ["Turbine01.Power"]
         qtbot.waitUntil(lambda: points(page.charts[1], "Turbine02.WindSpeed") > 3, timeout=10_000)
         assert page.charts[1].getViewBox().linkedView(0) is chart.getViewBox()
 
-        # Throughput of the running pipeline (from its stream_stats events).
+        # Throughput of the running pipeline (from its stream_stats events): 12 tags at ~10/s.
         qtbot.waitUntil(lambda: "windfarm live" in page.throughput.pipelines(), timeout=10_000)
-        qtbot.waitUntil(lambda: page.throughput.series("windfarm live")[1].max() > 0, timeout=10_000)
+        qtbot.waitUntil(lambda: page.throughput.series("windfarm live")[1].max() > 10, timeout=10_000)
 
         # Values of bad quality are shaded on the trace; the tag shows its quality.
         simulator.flip_quality("bad")
@@ -111,42 +217,73 @@ def test_live_view_charts_a_simulators_tags(qtbot, window, engine, simulator, tm
         finally:
             simulator.flip_quality("good")
         qtbot.waitUntil(lambda: page.browser.item("Turbine01.Power").text(2) == "good", timeout=10_000)
-        qtbot.wait(1500)  # some good values after the bad span, for the picture
+        bad_start, bad_end = chart.shaded_spans[0]
+        x, _, q = chart.series("Turbine01.Power")
+        assert np.all(q[(x >= bad_start) & (x < bad_end)] == 2)  # the shade covers bad points only
+        qtbot.wait(1000)  # some good values after the bad span, for the picture
+
+        # Pause freezes the charts.
+        qtbot.mouseClick(page.pause_button, Qt.MouseButton.LeftButton)
+        assert page.paused and page.pause_button.text() == "Resume"
+        frozen = points(chart, "Turbine01.Power")
+        frozen_range = chart.viewRange()[0]
+        qtbot.wait(600)
+        assert points(chart, "Turbine01.Power") == frozen and chart.viewRange()[0] == frozen_range
+
+        # Paused, the wheel over the time axis zooms in on the newest points; every chart follows.
+        newest = chart.series("Turbine01.Power")[0][-1]
+        wheel_on_time_axis(chart, newest, steps=6)
+        (x0, x1), _ = chart.viewRange()
+        assert x1 - x0 < (frozen_range[1] - frozen_range[0]) / 4 and x0 < newest <= x1
+        assert page.charts[1].viewRange()[0] == [x0, x1]
+        qtbot.wait(300)
+        assert chart.viewRange()[0] == [x0, x1]  # paused: the page leaves the zoom alone
+
+        # Moving the mouse over a chart reads every chart's values at that time (both crosshairs).
+        x, y, _ = chart.series("Turbine01.Power")
+        moved: list[float] = []
+        chart.crosshair_moved.connect(moved.append)
+        qtbot.mouseMove(chart.viewport(), view_point(chart, float(x[-5]), float(y[-5])))
+        qtbot.waitUntil(lambda: bool(moved), timeout=2_000)
+        nearest = int(np.argmin(np.abs(x - moved[-1])))
+        assert f"Turbine01.Power: {y[nearest]:.6g}" in page.readout.text()
+        assert "Turbine02.WindSpeed:" in page.readout.text()
+        assert chart.cursor.isVisible() and page.charts[1].cursor.isVisible()
+        assert page.charts[1].cursor.value() == chart.cursor.value() == moved[-1]
+        dot = chart.markers.points()[0].pos()  # a dot on the curve at the value read out
+        assert (dot.x(), dot.y()) == (x[nearest], pytest.approx(y[nearest]))
         shot = artifacts / "live.png"
         window.grab().save(str(shot))
         assert shot.stat().st_size > 10_000
 
-        # Pause freezes the charts; resume continues.
-        qtbot.mouseClick(page.pause_button, Qt.MouseButton.LeftButton)
-        assert page.paused and page.pause_button.text() == "Resume"
-        frozen = points(chart, "Turbine01.Power")
-        qtbot.wait(1200)
-        assert points(chart, "Turbine01.Power") == frozen
-
-        # The crosshair reads the value at a point of the curve, on both charts.
-        x, y, _ = chart.series("Turbine01.Power")
-        chart.crosshair_moved.emit(float(x[-2]))
-        assert f"Turbine01.Power: {y[-2]:.6g}" in page.readout.text()
-        assert "Turbine02.WindSpeed:" in page.readout.text()
-
-        # Export the visible data (paused: exactly what is on screen).
+        # Export CSV: the button opens a file dialog; the visible points are written (paused: as shown).
         csv_path = tmp_path / "visible.csv"
-        page.export_csv(csv_path).result(10)
+        save_as("visible.csv")
+        qtbot.mouseClick(page.csv_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: any(t.startswith("Exported ") for t in toast_texts(window)), timeout=10_000)
+        assert page.csv_button.text() == "Export CSV" and page.csv_button.isEnabled()
         exported = pl.read_csv(csv_path)
         visible = sum(len(s[0]) for c in page.charts for s in c.visible().values())
         assert exported.height == visible > 0
+        assert f"Exported {visible} points to {csv_path}" in toast_texts(window)
         assert set(exported["tag"]) == {"Turbine01.Power", "Turbine02.WindSpeed"}
-        assert set(exported["quality"]) <= {"good", "uncertain", "bad"}
+        assert set(exported["chart"]) == {1, 2}
+        assert "bad" in set(exported["quality"]) and "good" in set(exported["quality"])
         power = exported.filter(pl.col("tag") == "Turbine01.Power")["value"].to_numpy()
-        shown = chart.visible()["Turbine01.Power"][1]
-        assert np.allclose(power, shown, equal_nan=True)
-        png_path = tmp_path / "charts.png"
-        page.export_png(png_path).result(10)
-        assert png_path.stat().st_size > 1000
+        assert np.allclose(power, chart.visible()["Turbine01.Power"][1], equal_nan=True)
 
+        # Export PNG the same way.
+        png_path = tmp_path / "charts.png"  # the dialog opens where the CSV went
+        save_as("charts.png")
+        qtbot.mouseClick(page.png_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: f"Saved {png_path}" in toast_texts(window), timeout=10_000)
+        assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png_path.stat().st_size > 5_000
+
+        # Resume: the charts follow the clock again.
         qtbot.mouseClick(page.pause_button, Qt.MouseButton.LeftButton)
-        assert not page.paused
+        assert not page.paused and page.pause_button.text() == "Pause"
         qtbot.waitUntil(lambda: points(chart, "Turbine01.Power") > frozen, timeout=10_000)
+        qtbot.waitUntil(lambda: chart.viewRange()[0][1] > frozen_range[1], timeout=5_000)
     finally:
         engine.stop_stream(job.id)
         record = job.result(30)
@@ -156,9 +293,9 @@ def test_live_view_charts_a_simulators_tags(qtbot, window, engine, simulator, tm
     qtbot.waitUntil(lambda: page.idle, timeout=5_000)
 
 
-def test_window_switching_reads_the_historian_for_the_older_part(qtbot, window, engine):
-    now = datetime.now(UTC)
-    # 50 minutes of history every 10 s (with a bad span), of which the ring buffer has the last 5 s.
+def store_history(engine, now: datetime) -> None:
+    """50 minutes of `plant.temp` in the historian every 10 s (bad for 100 s around minute -25),
+    and its last 5 s (value 30) in the ring buffer, as the historian destination leaves them."""
     seconds = list(range(-3000, -5, 10))
     older = conform(
         pl.DataFrame(
@@ -185,33 +322,65 @@ def test_window_switching_reads_the_historian_for_the_older_part(qtbot, window, 
     )
     engine.live_buffer().append(recent)
 
+
+def test_window_switching_reads_the_historian_for_the_older_part(qtbot, window, engine):
+    now = datetime.now(UTC)
+    store_history(engine, now)
     page = window.show_page("live")
     qtbot.waitUntil(lambda: page.browser.tags() == ["plant.temp"], timeout=10_000)
     qtbot.waitUntil(lambda: page.browser.sources() == ["plc"], timeout=10_000)
-    page.window_box.setCurrentText("1 min")
-    chart = page.add_tags(["plant.temp"])
+    assert page.window_box.currentText() == "1 min"
+    double_click(qtbot, page.browser.tree, page.browser.item("plant.temp"))
+    chart = page.charts[0]
     # 1 min: the ring buffer's 5 points and the historian's 10-s values of the last minute.
     qtbot.waitUntil(lambda: points(chart, "plant.temp") >= 5 + 5, timeout=10_000)
     assert points(chart, "plant.temp") <= 5 + 6
     assert chart.shaded_spans == []
 
-    page.window_box.setCurrentText("1 h")  # as the user picks it
+    pick(qtbot, page.window_box, "1 h")
+    assert page.status.text() == "Reading 1 h of history…"  # until the historian answers
     qtbot.waitUntil(lambda: points(chart, "plant.temp") > 250, timeout=10_000)
+    qtbot.waitUntil(lambda: page.status.text() == "", timeout=5_000)
     x, y, _ = chart.series("plant.temp")
     assert np.all(np.diff(x) > 0) and y[-1] == 30.0
     assert x[0] < now.timestamp() - 2900  # reaches back to the start of the stored history
-    # The bad values are shaded (one span around minute -25), and not drawn as values.
+    # The bad values are shaded (one span around minute -25).
     spans = chart.shaded_spans
     assert len(spans) == 1
     assert now.timestamp() - 1510 < spans[0][0] < now.timestamp() - 1490
     (x0, x1), _ = chart.viewRange()
     assert x1 - x0 == pytest.approx(3600, rel=0.01)
 
-    page.window_box.setCurrentText("10 min")
+    pick(qtbot, page.window_box, "10 min")
     qtbot.waitUntil(lambda: 55 <= points(chart, "plant.temp") <= 70, timeout=10_000)
 
+    # Paused, a window picked keeps the paused end: the charts show that window up to it.
+    qtbot.mouseClick(page.pause_button, Qt.MouseButton.LeftButton)
+    (_, paused_end), _ = chart.viewRange()
+    qtbot.wait(300)
+    pick(qtbot, page.window_box, "24 h")
+    qtbot.waitUntil(lambda: page.status.text() == "", timeout=5_000)
+    (x0, x1), _ = chart.viewRange()
+    assert x1 == pytest.approx(paused_end, abs=1e-3) and x1 - x0 == pytest.approx(86_400, rel=0.01)
+    assert chart.series("plant.temp")[0][0] < now.timestamp() - 2900  # the whole history is in it
 
-def test_tags_dropped_on_a_chart_are_charted(qtbot, window, engine):
+
+def drag_onto(widget, mime) -> None:
+    """What a drag from the tag browser delivers to `widget`: enter, move, drop (a real QDrag blocks
+    in its own loop offscreen, so the events it would send are sent here)."""
+    pos = QPointF(widget.width() / 2, widget.height() / 2)
+    buttons, keys = Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    action = Qt.DropAction.CopyAction
+    enter = QDragEnterEvent(pos.toPoint(), action, mime, buttons, keys)
+    QApplication.sendEvent(widget, enter)
+    assert enter.isAccepted()
+    QApplication.sendEvent(widget, QDragMoveEvent(pos.toPoint(), action, mime, buttons, keys))
+    drop = QDropEvent(pos, action, mime, buttons, keys, QEvent.Type.Drop)
+    QApplication.sendEvent(widget, drop)
+    assert drop.isAccepted()
+
+
+def three_tags(engine) -> None:
     now = datetime.now(UTC)
     frame = conform(
         pl.DataFrame(
@@ -225,30 +394,88 @@ def test_tags_dropped_on_a_chart_are_charted(qtbot, window, engine):
     )
     TagHistorian(engine.workspace.historian).append(frame)
     engine.live_buffer().append(frame)
+
+
+def test_tags_dragged_onto_a_chart_are_charted(qtbot, window, engine):
+    three_tags(engine)
     page = window.show_page("live")
     qtbot.waitUntil(lambda: page.browser.sources() == ["a", "b"], timeout=10_000)
-    chart = page.add_chart()
-    items = [page.browser.item("a.two"), page.browser.item("b.three")]
-    mime = page.browser.tree.mimeData(items)
-    drop = QDropEvent(
-        QPointF(20, 20),
-        Qt.DropAction.CopyAction,
-        mime,
-        Qt.MouseButton.LeftButton,
-        Qt.KeyboardModifier.NoModifier,
-    )
-    chart.dropEvent(drop)
+    qtbot.mouseClick(page.add_chart_button, Qt.MouseButton.LeftButton)
+    chart = page.charts[0]
+    tree = page.browser.tree
+    click_item(qtbot, tree, page.browser.item("a.two"))
+    click_item(qtbot, tree, page.browser.item("b.three"), Qt.KeyboardModifier.ControlModifier)
+    assert page.browser.selected_tags() == ["a.two", "b.three"]
+    drag_onto(chart.viewport(), tree.mimeData(tree.selectedItems()))
     assert chart.tags == ["a.two", "b.three"]
     qtbot.waitUntil(lambda: points(chart, "b.three") == 1, timeout=5_000)
 
 
-def test_empty_state_leads_to_the_pipelines(qtbot, window):
+def test_the_chart_menu_removes_tags_and_charts_and_clearing_asks_first(qtbot, window, engine):
+    three_tags(engine)
     page = window.show_page("live")
-    qtbot.wait(600)  # a tag refresh has come back: still nothing live
-    assert page.stack.currentWidget() is page.empty
+    qtbot.waitUntil(lambda: page.browser.sources() == ["a", "b"], timeout=10_000)
+    for tag in ("a.one", "a.two"):
+        double_click(qtbot, page.browser.tree, page.browser.item(tag))
+    qtbot.mouseClick(page.add_chart_button, Qt.MouseButton.LeftButton)
+    double_click(qtbot, page.browser.tree, page.browser.item("b.three"))
+    first, second = page.charts
+    assert first.tags == ["a.one", "a.two"] and second.tags == ["b.three"]
+
+    def choose(chart, text: str) -> None:
+        qtbot.mouseClick(chart.viewport(), Qt.MouseButton.RightButton, pos=chart.viewport().rect().center())
+        qtbot.waitUntil(chart.menu.isVisible, timeout=2_000)
+        action = next(a for a in chart.menu.actions() if a.text() == text)
+        qtbot.mouseClick(
+            chart.menu, Qt.MouseButton.LeftButton, pos=chart.menu.actionGeometry(action).center()
+        )
+        qtbot.waitUntil(lambda: not chart.menu.isVisible(), timeout=2_000)
+
+    choose(first, "Remove a.one")
+    assert first.tags == ["a.two"] and page.chart_tags() == ["a.two", "b.three"]
+    assert "a.one" not in [first.legend.items[i][1].text for i in range(len(first.legend.items))]
+
+    choose(first, "Remove chart")  # the second chart stays, and leads the X axis now
+    assert page.charts == [second] and page.throughput.getViewBox().linkedView(0) is second.getViewBox()
+    qtbot.waitUntil(lambda: points(second, "b.three") == 1, timeout=5_000)
+    (_, x1), _ = second.viewRange()
+    assert abs(x1 - time.time()) < 2  # still following the clock
+
+    # Clear charts asks first: Cancel keeps them, Clear removes them.
+    click_in_modal("ConfirmReject")
+    qtbot.mouseClick(page.clear_button, Qt.MouseButton.LeftButton)
+    assert page.charts == [second]
+    click_in_modal("ConfirmAccept")
+    qtbot.mouseClick(page.clear_button, Qt.MouseButton.LeftButton)
+    assert page.charts == [] and not page.clear_button.isEnabled() and not page.csv_button.isEnabled()
+    assert page.hint.isVisible()
+
+
+def test_loading_then_empty_state_leads_to_the_pipelines(qtbot, window):
+    page = window.show_page("live")
+    assert page.stack.currentWidget() is page.loading  # the first tag list is being read
+    assert page.loading.label.text() == "Reading the live tags…"
+    qtbot.waitUntil(lambda: page.stack.currentWidget() is page.empty, timeout=5_000)
     assert "No tags are live" in page.empty.label.text()
     qtbot.mouseClick(page.empty.button, Qt.MouseButton.LeftButton)
     assert window.current_page_name() == "pipelines"
+
+
+def test_export_errors_are_one_line_toasts(qtbot, window, engine, tmp_path):
+    three_tags(engine)
+    page = window.show_page("live")
+    qtbot.waitUntil(lambda: page.browser.sources() == ["a", "b"], timeout=10_000)
+    double_click(qtbot, page.browser.tree, page.browser.item("a.one"))
+    missing = tmp_path / "no such folder"
+    page.export_csv(missing / "x.csv")
+    page.export_png(missing / "x.png")
+    qtbot.waitUntil(lambda: len([t for t in toast_texts(window) if "failed" in t]) == 2, timeout=5_000)
+    errors = sorted(t.text for t in window.toasts.toasts if t.kind == "error")
+    assert errors == [
+        f"CSV export failed: No such file or directory (os error 2): {missing / 'x.csv'}",
+        f"PNG export failed: {missing / 'x.png'}: the image could not be written (does the folder exist?)",
+    ]
+    assert page.csv_button.isEnabled() and page.csv_button.text() == "Export CSV"
 
 
 def _keep_for_docs(shot: Path) -> None:  # used by hand: python -c "...": see the module's report

@@ -165,6 +165,7 @@ class _Plot(pg.PlotWidget):
         item.setDownsampling(auto=False)
         item.setClipToView(False)
         item.getAxis("left").setWidth(56)  # one width on every chart, so their X axes line up
+        item.hideButtons()  # pyqtgraph's "A" (auto-range) would fight the page's window and Y fit
         self.legend = item.addLegend(offset=(8, 8), labelTextSize="8pt")
         self.cursor = pg.InfiniteLine(
             angle=90, movable=False, pen=pg.mkPen("#888", style=Qt.PenStyle.DashLine)
@@ -172,10 +173,16 @@ class _Plot(pg.PlotWidget):
         self.cursor.setVisible(False)
         self.cursor.setZValue(50)
         self.addItem(self.cursor, ignoreBounds=True)
-        self.readout = pg.TextItem(color="#222", anchor=(1, 0), fill=pg.mkBrush(255, 255, 255, 210))
-        self.readout.setZValue(60)
+        # Under the curves (which draw at Z 0) and over the shade: the box never hides a trace.
+        self.readout = pg.TextItem(color="#222", anchor=(1, 0), fill=pg.mkBrush(255, 255, 255, 200))
+        self.readout.setZValue(-5)
         self.readout.setVisible(False)
         self.addItem(self.readout, ignoreBounds=True)
+        # A dot on each curve at the point the read-out gives, in the curve's colour.
+        self.markers = pg.ScatterPlotItem(size=7, pen=pg.mkPen("w", width=1))
+        self.markers.setZValue(55)
+        self.markers.setVisible(False)
+        self.addItem(self.markers, ignoreBounds=True)
         self.curves: dict[str, pg.PlotDataItem] = {}
         self._series: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._drawn: dict[str, tuple] = {}  # name -> (series version, x range, columns) last drawn
@@ -184,7 +191,9 @@ class _Plot(pg.PlotWidget):
         self.getViewBox().sigXRangeChanged.connect(lambda *_: self.draw())
 
     def add_curve(self, name: str, width: int = 1) -> pg.PlotDataItem:
-        color = PALETTE[len(self.curves) % len(PALETTE)]
+        used = {c.opts["pen"].color().name() for c in self.curves.values()}
+        # The first colour not on the chart: a tag charted after one was removed gets its own.
+        color = next((c for c in PALETTE if c not in used), PALETTE[len(self.curves) % len(PALETTE)])
         curve = self.plot([], [], name=name, pen=pg.mkPen(color, width=width), connect="finite")
         curve.opts["dynamicRangeLimit"] = None  # Y is fitted to the data: no clipping pass on Y changes
         self.curves[name] = curve
@@ -254,6 +263,7 @@ class _Plot(pg.PlotWidget):
     def show_crosshair(self, x: float) -> str:
         """The vertical line at `x` and a read-out of each curve's value nearest to it; returns the text."""
         lines = [datetime.fromtimestamp(x).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]]
+        dots = []
         for name, (xs, ys, qs) in self._series.items():
             if len(xs) == 0:
                 continue
@@ -263,24 +273,35 @@ class _Plot(pg.PlotWidget):
             value = "—" if not np.isfinite(ys[i]) else f"{ys[i]:.6g}"
             flag = {1: " (uncertain)", 2: " (bad)"}.get(int(qs[i]), "")
             lines.append(f"{name}: {value}{flag}")
+            if np.isfinite(ys[i]):
+                color = self.curves[name].opts["pen"].color()
+                dots.append({"pos": (float(xs[i]), float(ys[i])), "brush": pg.mkBrush(color)})
         text = "\n".join(lines)
         self.cursor.setPos(x)
         self.cursor.setVisible(True)
-        (_, x1), (_, y1) = self.viewRange()
+        self.markers.setData(dots)
+        self.markers.setVisible(bool(dots))
+        (x0, x1), (_, y1) = self.viewRange()
         self.readout.setText(text)
-        self.readout.setPos(x1, y1)  # top right: the legend has the top left
+        # At the top, beside the line, on the side with more room: in the right half (where a live
+        # chart's newest points are) the box goes left of the line, so it never hides them.
+        self.readout.setAnchor((1, 0) if x > (x0 + x1) / 2 else (0, 0))
+        self.readout.setPos(x, y1)
         self.readout.setVisible(True)
         return text
 
     def hide_crosshair(self) -> None:
         self.cursor.setVisible(False)
         self.readout.setVisible(False)
+        self.markers.setVisible(False)
 
 
 class TagChart(_Plot):
     """One chart of tags. Tags dropped on it (from the tag browser) are asked for by `tags_dropped`."""
 
     tags_dropped = Signal(list)
+    tag_removed = Signal(str)  # "Remove <tag>" picked in the chart's right-click menu
+    remove_requested = Signal()  # "Remove chart" picked there
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -289,6 +310,32 @@ class TagChart(_Plot):
         self.shade = SpanShade(BAD_BRUSH)
         self.addItem(self.shade, ignoreBounds=True)
         self._spans: list[tuple[float, float]] = []
+        # Pens come off a chart, and the chart off the page, from the right-click menu pyqtgraph
+        # already shows on a chart (its zoom and export entries stay below ours).
+        self.menu = self.getViewBox().menu
+        self.menu.addSeparator()
+        self._tag_actions: list = []
+        self.remove_action = self.menu.addAction("Remove chart")
+        self.remove_action.triggered.connect(self.remove_requested)
+        self.menu.aboutToShow.connect(self._list_tags_in_menu)
+
+    def _list_tags_in_menu(self) -> None:
+        """One "Remove <tag>" entry per charted tag, above "Remove chart" (rebuilt each time the
+        menu opens: the tags change)."""
+        for action in self._tag_actions:
+            self.menu.removeAction(action)
+            action.deleteLater()
+        self._tag_actions = []
+        for tag in self.tags:
+            action = self.menu.addAction(f"Remove {tag}")
+            action.triggered.connect(lambda _checked=False, t=tag: self._remove_from_menu(t))
+            self.menu.insertAction(self.remove_action, action)
+            self._tag_actions.append(action)
+
+    def _remove_from_menu(self, tag: str) -> None:
+        self.remove_tag(tag)
+        self.shade_bad_quality()
+        self.tag_removed.emit(tag)
 
     @property
     def tags(self) -> list[str]:

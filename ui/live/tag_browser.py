@@ -11,7 +11,15 @@ from datetime import datetime
 
 from PySide6.QtCore import QMimeData, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import QAbstractItemView, QLineEdit, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QLineEdit,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 COLUMNS = ("Tag", "Value", "Quality", "Time")
 QUALITY_COLORS = {"good": "#2e9d57", "uncertain": "#d08b00", "bad": "#d64545"}
@@ -64,8 +72,18 @@ class TagBrowser(QWidget):
         self.tree.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.tree.setDragEnabled(True)
         self.tree.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
-        for column, width in enumerate((190, 70, 70, 90)):
-            self.tree.setColumnWidth(column, width)
+        # The tag name takes the room left by the fixed value, quality and time columns, and is
+        # elided in the middle: tag paths differ at both ends (Turbine01.…Temp, Turbine02.…Temp).
+        header = self.tree.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column, width in enumerate((0, 76, 84, 96)):
+            if width:
+                header.setSectionResizeMode(column, QHeaderView.ResizeMode.Interactive)
+                self.tree.setColumnWidth(column, width)
+        header.setMinimumSectionSize(40)
+        self.tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.tree.setIndentation(14)
         self.tree.itemDoubleClicked.connect(self._double_clicked)
         layout.addWidget(self.tree)
         self._sources: dict[str, QTreeWidgetItem] = {}

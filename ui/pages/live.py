@@ -6,6 +6,9 @@ twice a second; the charts read the ring buffers (`live_window`, in memory, a co
 five times a second, and the part of the chosen window older than the ring buffer comes from the
 historian (`chart_series`, on a worker, re-read every few seconds). The Qt thread does no I/O:
 exports write their files on the engine's workers too.
+
+Paused, the charts keep the window they showed (`_end_us` is frozen): a window picked, a tag added
+or an export made while paused all work on that same stretch of time.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QStackedWidget,
     QVBoxLayout,
@@ -41,6 +45,9 @@ TAGS_EVERY_TICKS = 10  # the tag browser, 2x/s, on ticks 5, 15, 25, ...: never w
 TAGS_PHASE = 5
 HISTORY_EVERY_S = 10.0  # the historian part of the window is re-read this often
 QUALITY_NAMES = np.array(["good", "uncertain", "bad"])
+LOADING_TEXT = "Reading the live tags…"
+EXPORTING = "Exporting…"  # an export button's text while its file is written
+ERROR_COLOR = "#d64545"  # readable on the light and the dark theme
 EMPTY_TEXT = (
     "No tags are live.\n\nStart a real-time pipeline that writes into the historian "
     "(for example the OPC UA to historian template); its tags appear here as values arrive."
@@ -60,8 +67,14 @@ class LivePage(Page):
         self._history: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._history_at = float("-inf")
         self._history_busy = False
+        self._history_pending = False  # another read was asked for while one ran
+        self._history_announced = False  # the user asked for the running read: say when it is done
         self._tags_busy = False
+        self._tags_loaded = False  # the first tag list has come back (until then: "Reading…")
+        self._frozen_us: int | None = None  # the end of the shown window while paused
+        self._notes: dict[str, tuple[str, bool]] = {}  # status line parts: key -> (text, is error)
         self.tag_rows: list[dict] = []
+        self._export_dir: Path | None = None  # where the last export went: the next one starts there
         self._build()
         # One timer, not one per job: two coarse timers of 200 and 500 ms fire in the same loop
         # pass every second (Qt even aligns coarse timers on purpose), and the two handlers plus
@@ -80,7 +93,11 @@ class LivePage(Page):
         heading = QLabel("Live")
         heading.setObjectName("PageTitle")
         bar.addWidget(heading)
-        bar.addStretch(1)
+        # Loading and error notes (historian reads, a failed tag read): one line, full text as tooltip.
+        self.status = QLabel("")
+        self.status.setObjectName("LiveStatus")
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        bar.addWidget(self.status, 1)
         bar.addWidget(QLabel("Window"))
         self.window_box = QComboBox()
         self.window_box.addItems(list(WINDOWS))
@@ -96,17 +113,21 @@ class LivePage(Page):
         self.add_chart_button.clicked.connect(lambda: self.add_chart())
         bar.addWidget(self.add_chart_button)
         self.clear_button = QPushButton("Clear charts")
-        self.clear_button.clicked.connect(self.clear_charts)
+        self.clear_button.clicked.connect(self.ask_clear_charts)
         bar.addWidget(self.clear_button)
         self.csv_button = QPushButton("Export CSV")
+        self.csv_button.setToolTip("Write the points the charts show to a CSV file")
         self.csv_button.clicked.connect(lambda: self.export_csv())
         bar.addWidget(self.csv_button)
         self.png_button = QPushButton("Export PNG")
+        self.png_button.setToolTip("Save a picture of the charts")
         self.png_button.clicked.connect(lambda: self.export_png())
         bar.addWidget(self.png_button)
         outer.addLayout(bar)
 
         self.stack = QStackedWidget()
+        self.loading = EmptyState(LOADING_TEXT)
+        self.stack.addWidget(self.loading)
         self.empty = EmptyState(EMPTY_TEXT, "Open pipelines", lambda: self.main_window.show_page("pipelines"))
         self.stack.addWidget(self.empty)
         content = QSplitter(Qt.Orientation.Horizontal)
@@ -131,10 +152,12 @@ class LivePage(Page):
         column.addWidget(self.readout)
         content.addWidget(right)
         content.setStretchFactor(1, 3)
-        content.setSizes([440, 800])
+        content.setSizes([460, 780])
         self.stack.addWidget(content)
         self.content = content
+        self.stack.setCurrentWidget(self.loading)
         outer.addWidget(self.stack, 1)
+        self._update_actions()
 
     # ---- visibility: timers run only while the page is shown ---------------------------------
     def on_show(self) -> None:
@@ -174,22 +197,53 @@ class LivePage(Page):
 
     def _got_tags(self, rows: list[dict]) -> None:
         self._tags_busy = False
+        self._tags_loaded = True
+        self._note("tags")
         self.tag_rows = rows
         self.browser.update_tags(rows)
         self._show_content(bool(rows) or bool(self.charts))
 
     def _tags_failed(self, exc: BaseException) -> None:
         self._tags_busy = False
-        self.hint.setText(f"Live tags could not be read: {exc}")
+        self._tags_loaded = True
+        self._note("tags", f"Live tags could not be read: {one_line(exc)}", error=True)
+        self._show_content(bool(self.tag_rows) or bool(self.charts))
 
     def _show_content(self, content: bool) -> None:
-        self.stack.setCurrentWidget(self.content if content else self.empty)
+        if content:
+            self.stack.setCurrentWidget(self.content)
+        else:
+            self.stack.setCurrentWidget(self.empty if self._tags_loaded else self.loading)
+
+    def _note(self, key: str, text: str | None = None, error: bool = False) -> None:
+        """Set (or, without `text`, drop) one part of the status line; errors are shown first, in red."""
+        note = (text, error) if text else None
+        if self._notes.get(key) == note:
+            return  # the usual case, twice a second from the tag list: nothing to redo
+        if note is None:
+            del self._notes[key]
+        else:
+            self._notes[key] = note
+        notes = sorted(self._notes.values(), key=lambda item: not item[1])
+        line = "  ·  ".join(text for text, _ in notes)
+        self.status.setText(line)
+        self.status.setToolTip(line)
+        self.status.setStyleSheet(f"color: {ERROR_COLOR};" if any(e for _, e in notes) else "")
+
+    def _update_actions(self) -> None:
+        """Exports and clearing need a chart; their tooltips say so while there is none."""
+        has_charts = bool(self.charts)
+        for button in (self.csv_button, self.png_button, self.clear_button):
+            button.setEnabled(has_charts and button.text() != EXPORTING)  # a running export re-enables
+        self.clear_button.setToolTip("Remove every chart" if has_charts else "No charts yet")
 
     # ---- charts -------------------------------------------------------------------------------
     def add_chart(self) -> TagChart:
         chart = TagChart()
         chart.tags_dropped.connect(lambda tags, c=chart: self.add_tags(tags, c))
         chart.crosshair_moved.connect(self._crosshair)
+        chart.tag_removed.connect(lambda _tag: self.refresh_charts(force=True))
+        chart.remove_requested.connect(lambda c=chart: self.remove_chart(c))
         if self.charts:
             chart.setXLink(self.charts[0])  # one X axis for every chart
         else:
@@ -199,7 +253,30 @@ class LivePage(Page):
         self.target = chart
         self.hint.setVisible(False)
         self._show_content(True)
+        self._update_actions()
         return chart
+
+    def remove_chart(self, chart: TagChart) -> None:
+        """Take one chart off the page; the others stay linked on X (to the new first chart)."""
+        if chart not in self.charts:
+            return
+        self.charts.remove(chart)
+        chart.setXLink(None)
+        chart.setParent(None)
+        chart.deleteLater()
+        if self.charts:
+            first = self.charts[0]
+            first.setXLink(None)
+            for other in self.charts[1:]:
+                other.setXLink(first)
+            self.throughput.setXLink(first)
+        else:
+            self.throughput.setXLink(None)
+            self.hint.setVisible(True)
+        if self.target is chart:
+            self.target = self.charts[-1] if self.charts else None
+        self._update_actions()
+        self.refresh_charts(force=True)
 
     def add_tags(self, tags: list[str], chart: TagChart | None = None) -> TagChart:
         """Chart `tags` on `chart` (default: the last chart used; a first chart is made)."""
@@ -209,8 +286,20 @@ class LivePage(Page):
             if tag not in chart.curves:
                 chart.add_curve(tag)
         self.refresh_charts(force=True)
-        self.fetch_history()
+        self.fetch_history(announce=True)
         return chart
+
+    def ask_clear_charts(self) -> None:
+        """The Clear charts button: the chart layout is the user's work, so ask first."""
+        count = len(self.charts)
+        if count and self.main_window.confirm(
+            "Clear charts?",
+            f"Remove all {count} chart{'s' if count != 1 else ''} from the Live page? "
+            "The tags and their stored values are not touched.",
+            True,
+            "Clear",
+        ):
+            self.clear_charts()
 
     def clear_charts(self) -> None:
         self.throughput.setXLink(None)
@@ -219,6 +308,8 @@ class LivePage(Page):
             chart.deleteLater()
         self.charts, self.target, self._history = [], None, {}
         self.hint.setVisible(True)
+        self.readout.setText("")
+        self._update_actions()
         self._show_content(bool(self.tag_rows))
 
     def chart_tags(self) -> list[str]:
@@ -229,41 +320,79 @@ class LivePage(Page):
         if self.window_box.currentText() != label:
             self.window_box.setCurrentText(label)
         self._history = {}
-        self.fetch_history()
+        self.fetch_history(announce=True)
         self.refresh_charts(force=True)
+        if self.paused and self.charts:  # not following the clock: show the new window's span here
+            end_s = self._end_us() / 1e6
+            self.charts[0].setXRange(end_s - self.window_s, end_s, padding=0)
+            for chart in self.charts:
+                chart.fit_y()
 
     def set_paused(self, paused: bool) -> None:
+        if paused and not self.paused:
+            # Frozen where the charts stand (the last refresh set their range to end about now).
+            self._frozen_us = (
+                int(self.charts[0].viewRange()[0][1] * 1e6) if self.charts else time.time_ns() // 1000
+            )
         self.paused = paused
+        if not paused:
+            self._frozen_us = None
         self.pause_button.setText("Resume" if paused else "Pause")
         if self.pause_button.isChecked() != paused:
             self.pause_button.setChecked(paused)
 
-    def fetch_history(self) -> None:
-        """Read the historian's part of the window for the charted tags (on a worker)."""
+    def _end_us(self) -> int:
+        """The end of the shown window: now, or where the charts were paused."""
+        return self._frozen_us if self.paused and self._frozen_us is not None else time.time_ns() // 1000
+
+    def fetch_history(self, announce: bool = False) -> None:
+        """Read the historian's part of the window for the charted tags (on a worker). With
+        `announce` (the user asked: a window picked, a tag charted) the status line says so until
+        it is in. A read asked for while one runs follows it (its tags or window are newer)."""
         tags = self.chart_tags()
-        if not tags or self._history_busy:
+        if not tags:
+            return
+        if announce:
+            self._history_announced = True
+            self._note("history", f"Reading {self.window_box.currentText()} of history…")
+        if self._history_busy:
+            self._history_pending = True
             return
         self._history_busy = True
+        self._history_pending = False
         self._history_at = time.monotonic()
-        window = self.window_s
+        window, end_us = self.window_s, self._end_us()
 
         def done(series: dict) -> None:
             self._history_busy = False
             if window == self.window_s:
                 self._history.update(series)
                 self.refresh_charts(force=True)
+            self._history_settled()
 
         def failed(exc: BaseException) -> None:
             self._history_busy = False
-            self.toast("error", f"Historian read failed: {exc}")
+            message = f"Historian read failed: {one_line(exc)}"
+            if self._history_announced:
+                self.toast("error", message)
+            self._history_announced = False
+            self._history_pending = False
+            self._note("history", message, error=True)
 
-        self.bridge.call(self.engine.chart_series(tags, window), done, failed)
+        self.bridge.call(self.engine.chart_series(tags, window, now_us=end_us), done, failed)
+
+    def _history_settled(self) -> None:
+        if self._history_pending:
+            self.fetch_history()
+            return
+        self._history_announced = False
+        self._note("history")
 
     def refresh_charts(self, force: bool = False) -> None:
         """Redraw every chart from the ring buffer (recent part) and the cached historian part."""
         if (self.paused and not force) or not self.charts:
             return
-        now_us = time.time_ns() // 1000
+        now_us = self._end_us()
         since_us = now_us - int(self.window_s * 1e6)
         follow = not self.paused
         # Looked up once a refresh, not per tag: the lookup resolves the data directory's path
@@ -341,20 +470,25 @@ class LivePage(Page):
 
     def export_csv(self, path: str | Path | None = None) -> Future | None:
         """Write the visible data to CSV (asks for a file without `path`); the write runs on a worker."""
+        if not self.charts:
+            self.toast("warning", "Nothing to export: chart some tags first.")
+            return None
         path = path or self._ask_path("Export visible data", "CSV files (*.csv)", ".csv")
         if not path:
             return None
         frame = self.visible_frame()
-        future = self.engine.call(lambda: frame.write_csv(str(path)))
-        self.bridge.call(
-            future,
-            lambda _: self.toast("success", f"Exported {frame.height} points to {path}"),
-            lambda exc: self.toast("error", f"CSV export failed: {exc}"),
+        return self._write(
+            self.csv_button,
+            lambda: frame.write_csv(str(path)),
+            f"Exported {frame.height} points to {path}",
+            "CSV export failed",
         )
-        return future
 
     def export_png(self, path: str | Path | None = None) -> Future | None:
         """Save a picture of the charts (asks for a file without `path`); the file is written on a worker."""
+        if not self.charts:
+            self.toast("warning", "Nothing to export: chart some tags first.")
+            return None
         path = path or self._ask_path("Export charts as PNG", "PNG images (*.png)", ".png")
         if not path:
             return None
@@ -362,18 +496,41 @@ class LivePage(Page):
 
         def save() -> None:
             if not image.save(str(path), "PNG"):
-                raise OSError(f"{path}: the image could not be written")
+                raise OSError(f"{path}: the image could not be written (does the folder exist?)")
 
-        future = self.engine.call(save)
+        return self._write(self.png_button, save, f"Saved {path}", "PNG export failed")
+
+    def _write(self, button: QPushButton, write, success: str, failure: str) -> Future:
+        """Run `write` on a worker; `button` reads "Exporting…" (and is disabled) until it is done."""
+        text = button.text()
+        button.setEnabled(False)
+        button.setText(EXPORTING)
+
+        def finished(kind: str, message: str) -> None:
+            button.setText(text)
+            button.setEnabled(bool(self.charts))
+            self.toast(kind, message)
+
+        future = self.engine.call(write)
         self.bridge.call(
             future,
-            lambda _: self.toast("success", f"Saved {path}"),
-            lambda exc: self.toast("error", f"PNG export failed: {exc}"),
+            lambda _: finished("success", success),
+            lambda exc: finished("error", f"{failure}: {one_line(exc)}"),
         )
         return future
 
     def _ask_path(self, caption: str, pattern: str, suffix: str) -> str | None:
+        """A save dialog on a time-stamped name, in the folder of the last export (home at first)."""
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        default = str(Path.home() / f"live-{stamp}{suffix}")
+        default = str((self._export_dir or Path.home()) / f"live-{stamp}{suffix}")
         path, _ = QFileDialog.getSaveFileName(self, caption, default, pattern)
+        if path:
+            self._export_dir = Path(path).parent
         return path or None
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error's message (engine errors can carry a trace or a query below it)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= 200 else text[:199] + "…"
