@@ -109,7 +109,8 @@ def save_as(name: str) -> None:
     does (a dialog still open after 5 s is cancelled, so a failing test does not hang)."""
 
     def type_name(dialog) -> None:
-        QTimer.singleShot(5_000, lambda: dialog.isVisible() and dialog.reject())
+        # The dialog is the timer's context: once it is deleted, the timer is dropped with it.
+        QTimer.singleShot(5_000, dialog, lambda: dialog.isVisible() and dialog.reject())
         assert isinstance(dialog, QFileDialog)
         edit = dialog.findChild(QLineEdit, "fileNameEdit")
         edit.selectAll()
@@ -409,6 +410,37 @@ def test_tags_dragged_onto_a_chart_are_charted(qtbot, window, engine):
     drag_onto(chart.viewport(), tree.mimeData(tree.selectedItems()))
     assert chart.tags == ["a.two", "b.three"]
     qtbot.waitUntil(lambda: points(chart, "b.three") == 1, timeout=5_000)
+
+
+def test_times_follow_the_settings_time_zone(qtbot, window, engine):
+    """The tag list's timestamps, the time axes and the crosshair read-out are shown in the time
+    zone the Settings page saved (here Kolkata, UTC+05:30: no DST, and unlike most test machines)."""
+    from zoneinfo import ZoneInfo
+
+    from ui.preferences import Preferences
+
+    three_tags(engine)
+    page = window.show_page("live")
+    qtbot.waitUntil(lambda: page.browser.sources() == ["a", "b"], timeout=10_000)
+    qtbot.mouseClick(page.add_chart_button, Qt.MouseButton.LeftButton)
+    chart = page.charts[0]
+    stamp_us = engine.live_buffer().last("a.one")[0]
+    kolkata = ZoneInfo("Asia/Kolkata")
+    prefs = Preferences.of(window)
+    prefs.apply({**prefs.values, "time_zone": "Asia/Kolkata"}, kolkata)  # what the page's Save does
+    qtbot.waitUntil(
+        lambda: (
+            page.browser.item("a.one").text(3)
+            == datetime.fromtimestamp(stamp_us / 1e6, kolkata).strftime("%H:%M:%S.%f")[:-3]
+        ),
+        timeout=5_000,
+    )
+    for plot in (chart, page.throughput):
+        assert plot.getPlotItem().getAxis("bottom").utcOffset == -(5 * 3600 + 1800)
+    readout = chart.show_crosshair(stamp_us / 1e6)
+    assert readout.startswith(datetime.fromtimestamp(stamp_us / 1e6, kolkata).strftime("%Y-%m-%d %H:%M:%S"))
+    prefs.apply({**prefs.values, "time_zone": "local"}, None)  # back to the computer's zone
+    assert chart.getPlotItem().getAxis("bottom").utcOffset is None
 
 
 def test_the_chart_menu_removes_tags_and_charts_and_clearing_asks_first(qtbot, window, engine):

@@ -10,7 +10,7 @@ charts of one page share it (`link_x`).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, tzinfo
 
 import numpy as np
 import pyqtgraph as pg
@@ -157,6 +157,7 @@ class _Plot(pg.PlotWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent, axisItems={"bottom": pg.DateAxisItem(orientation="bottom")})
+        self.zone: tzinfo | None = None  # the time axis's and read-out's zone (None: the computer's)
         self.setBackground("w")
         item = self.getPlotItem()
         # No grid: pyqtgraph draws it as translucent lines over the whole plot with every axis
@@ -253,6 +254,16 @@ class _Plot(pg.PlotWidget):
             out[name] = (x[keep], y[keep], q[keep])
         return out
 
+    def set_zone(self, zone: tzinfo | None) -> None:
+        """Show times in `zone` (the Settings page's time zone; None: the computer's)."""
+        self.zone = zone
+        axis = self.getPlotItem().getAxis("bottom")
+        offset = None if zone is None else datetime.now(zone).utcoffset()
+        # pyqtgraph's utcOffset counts seconds west of UTC, as time.timezone does
+        axis.utcOffset = None if offset is None else -int(offset.total_seconds())
+        axis.picture = None
+        axis.update()
+
     # ---- crosshair ---------------------------------------------------------------------------
     def _mouse_moved(self, pos) -> None:
         if not self.sceneBoundingRect().contains(pos) or not self.curves:
@@ -262,7 +273,7 @@ class _Plot(pg.PlotWidget):
 
     def show_crosshair(self, x: float) -> str:
         """The vertical line at `x` and a read-out of each curve's value nearest to it; returns the text."""
-        lines = [datetime.fromtimestamp(x).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]]
+        lines = [datetime.fromtimestamp(x, tz=self.zone).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]]
         dots = []
         for name, (xs, ys, qs) in self._series.items():
             if len(xs) == 0:

@@ -7,7 +7,7 @@ tags can also be dragged onto a chart (their names travel as text, one per line)
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, tzinfo
 
 from PySide6.QtCore import QMimeData, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
@@ -35,10 +35,11 @@ def format_value(value) -> str:
     return str(value)
 
 
-def format_time(timestamp_us: int | None) -> str:
+def format_time(timestamp_us: int | None, zone: tzinfo | None = None) -> str:
+    """HH:MM:SS.mmm in `zone` (None: the computer's)."""
     if not timestamp_us:
         return "—"
-    return datetime.fromtimestamp(timestamp_us / 1e6).strftime("%H:%M:%S.%f")[:-3]
+    return datetime.fromtimestamp(timestamp_us / 1e6, tz=zone).strftime("%H:%M:%S.%f")[:-3]
 
 
 class _TagTree(QTreeWidget):
@@ -58,6 +59,7 @@ class TagBrowser(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
+        self.zone: tzinfo | None = None  # the time zone of the shown timestamps (None: the computer's)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.filter = QLineEdit()
@@ -157,15 +159,14 @@ class TagBrowser(QWidget):
             item.setExpanded(True)
         return item
 
-    @staticmethod
-    def _fill(item: QTreeWidgetItem, row: dict) -> None:
+    def _fill(self, item: QTreeWidgetItem, row: dict) -> None:
         quality = row.get("quality") or "bad"
         state = quality if row.get("live", True) else f"{quality} (stored)"
         if item.text(2) != state:
             item.setText(2, state)
             item.setForeground(2, QBrush(QColor(QUALITY_COLORS.get(quality, "#d64545"))))
         item.setText(1, format_value(row.get("value")))
-        item.setText(3, format_time(row.get("timestamp_us")))
+        item.setText(3, format_time(row.get("timestamp_us"), self.zone))
 
     # ---- questions and actions ---------------------------------------------------------------
     def tags(self) -> list[str]:

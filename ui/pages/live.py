@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 from ui.live.charts import TagChart, ThroughputChart
 from ui.live.tag_browser import TagBrowser
 from ui.pages.base import Page
+from ui.preferences import Preferences
 from ui.widgets.empty_state import EmptyState
 
 WINDOWS = {"1 min": 60, "10 min": 600, "1 h": 3_600, "24 h": 86_400}
@@ -158,6 +159,16 @@ class LivePage(Page):
         self.stack.setCurrentWidget(self.loading)
         outer.addWidget(self.stack, 1)
         self._update_actions()
+        # Times in the Settings page's time zone: the tag list, the time axes and the read-out.
+        self.prefs = Preferences.of(self.main_window)
+        self.prefs.changed.connect(lambda _values: self._apply_zone())
+        self._apply_zone()
+
+    def _apply_zone(self) -> None:
+        zone = self.prefs.zone
+        self.browser.zone = zone
+        for plot in (*self.charts, self.throughput):
+            plot.set_zone(zone)
 
     # ---- visibility: timers run only while the page is shown ---------------------------------
     def on_show(self) -> None:
@@ -240,6 +251,7 @@ class LivePage(Page):
     # ---- charts -------------------------------------------------------------------------------
     def add_chart(self) -> TagChart:
         chart = TagChart()
+        chart.set_zone(self.prefs.zone)
         chart.tags_dropped.connect(lambda tags, c=chart: self.add_tags(tags, c))
         chart.crosshair_moved.connect(self._crosshair)
         chart.tag_removed.connect(lambda _tag: self.refresh_charts(force=True))

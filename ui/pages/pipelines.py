@@ -7,7 +7,7 @@ workers, and come back through the bridge; the Qt thread only fills the tables.
 
 from __future__ import annotations
 
-import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +26,18 @@ from PySide6.QtWidgets import (
 )
 
 from ui.pages.base import Page
+from ui.preferences import Preferences
 from ui.widgets.empty_state import EmptyState
 from ui.widgets.loading import LoadingOverlay
 
 STATUS_GLYPH = {"success": "✓", "warning": "⚠", "failed": "✗", "cancelled": "■", "running": "▶"}
 
 
-def last_run_text(run: dict[str, Any] | None) -> str:
-    """A run record as `✓ success · 2026-11-27 09:14`; "never" without one."""
+def last_run_text(run: dict[str, Any] | None, prefs: Preferences) -> str:
+    """A run record as `✓ success · 2026-11-27 09:14` (in the settings' time zone); "never" without one."""
     if not run:
         return "never"
-    started = str(run.get("started_at") or "")[:16].replace("T", " ")
+    started = prefs.format_time(run.get("started_at"), "%Y-%m-%d %H:%M")
     status = str(run.get("status") or "")
     return f"{STATUS_GLYPH.get(status, '')} {status} · {started}".strip()
 
@@ -59,6 +60,8 @@ class PipelinesPage(Page):
     def __init__(self, window):
         super().__init__(window)
         self.files: list[dict[str, Any]] = []
+        self.prefs = Preferences.of(window)
+        self.prefs.changed.connect(lambda _values: self._fill())
         layout = QVBoxLayout(self)
         layout.setContentsMargins(20, 16, 20, 16)
 
@@ -135,9 +138,9 @@ class PipelinesPage(Page):
             if needle and needle not in f["name"].lower() and needle not in file_name.lower():
                 continue
             description = f"⚠ {f['error']}" if f["error"] else f["description"]
-            last = last_run_text(f.get("last_run"))
+            last = last_run_text(f.get("last_run"), self.prefs)
             if f["origin"] == "mine":
-                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(f["modified"]))
+                when = self.prefs.format_time(datetime.fromtimestamp(f["modified"], UTC), "%Y-%m-%d %H:%M")
                 item = QTreeWidgetItem([f["name"], file_name, f["mode"], last, when, description])
                 self.mine.addTopLevelItem(item)
             else:

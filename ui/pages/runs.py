@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from ui.pages.base import Page
-from ui.pages.settings import Preferences
+from ui.preferences import Preferences
 from ui.widgets.empty_state import EmptyState
 from ui.widgets.frame_table import FrameTable
 from ui.widgets.loading import LoadingOverlay
