@@ -76,10 +76,34 @@ class ConnectorsAPI(EngineCore):
     def get_connector(self, name: str) -> dict[str, Any] | None:
         return self.workspace.metadata.connector(name)
 
+    def check_connector(self, connector_type: str, role: str, config: dict[str, Any]) -> list[dict[str, str]]:
+        """What is wrong with a config, without any I/O: `[{"path", "message"}]` with paths relative
+        to the config (`endpoint`, `devices[0].tags[1].address`), as the spec validator words them,
+        so a form can mark each field. Secret references count as filled in."""
+        from engine.spec.validate import check_endpoint
+
+        issues = check_endpoint({"connector_type": connector_type, "config": config}, role, "")
+        out = [
+            {"path": path, "message": "a secret in clear: store it as a secret and pick its name"}
+            for path in clear_secrets(config)
+        ]
+        for issue in issues:
+            path = issue.path.removeprefix(".").removeprefix("config").removeprefix(".")
+            message = f"{issue.message} (allowed: {issue.allowed})" if issue.allowed else issue.message
+            out.append({"path": path, "message": message})
+        return out
+
     def save_connector(
-        self, name: str, connector_type: str, role: str, config: dict[str, Any]
+        self,
+        name: str,
+        connector_type: str,
+        role: str,
+        config: dict[str, Any],
+        previous_name: str | None = None,
     ) -> dict[str, Any]:
-        """Store (or replace) a saved connector. Refuses secrets in clear and unknown types/roles."""
+        """Store (or replace) a saved connector. Refuses secrets in clear and unknown types/roles.
+        `previous_name` is the name it was saved under when the user renamed it: that row goes, so a
+        rename never leaves the old copy behind."""
         name = name.strip()
         if not name:
             raise ConnectorError("a saved connector needs a name")
@@ -93,6 +117,8 @@ class ConnectorsAPI(EngineCore):
                 ' store it as a secret and refer to it as {"secret": NAME}'
             )
         self.workspace.metadata.save_connector(name, connector_type, role, config)
+        if previous_name and previous_name != name:
+            self.workspace.metadata.delete_connector(previous_name)
         self.emit({"event": "connectors_changed", "name": name})
         return self.workspace.metadata.connector(name) or {}
 

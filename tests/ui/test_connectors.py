@@ -1,6 +1,7 @@
-"""Connectors page as a user drives it: empty state, a form per type, Test connection against the
-historian (success), a closed port (failure with the error text) and a live OPC UA simulator, the
-tag browser picking nodes, save and delete."""
+"""Connectors page as a user drives it (clicks, typing, combo popups, dialog buttons): the empty state,
+a form per type, Test connection against real peers (the historian, an OPC UA simulator, a Modbus
+simulator) and against a refused port and a bad endpoint (a one-line error in the badge), the tag
+browser picking nodes, save, edit, rename, replace, unsaved-changes prompts and delete."""
 
 from __future__ import annotations
 
@@ -8,109 +9,355 @@ import shutil
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLineEdit
+from PySide6.QtWidgets import QAbstractSpinBox, QComboBox, QLineEdit, QListWidget, QPushButton
 
 from tests.engine.test_api_connectors_data import closed_port, opcua_browse_classmethod
+from tests.ui.test_shell import click_in_modal
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "images"
+LEFT = Qt.MouseButton.LeftButton
 
 
+# ---- gestures ---------------------------------------------------------------------------------------
+def pick(qtbot, combo: QComboBox, text: str) -> None:
+    """Open the combo's popup and click the item, as a user picks it."""
+    index = combo.findText(text)
+    assert index >= 0, f"{text!r} is not offered: {[combo.itemText(i) for i in range(combo.count())]}"
+    combo.showPopup()
+    view = combo.view()
+    qtbot.waitUntil(view.isVisible, timeout=2000)
+    item = view.model().index(index, combo.modelColumn(), view.rootIndex())
+    view.scrollTo(item)
+    rect = view.visualRect(item).intersected(view.viewport().rect())  # a popup squeezed at the screen edge
+    qtbot.mouseClick(view.viewport(), LEFT, pos=rect.center())
+    qtbot.waitUntil(lambda: not view.isVisible(), timeout=2000)
+    assert combo.currentText() == text
+
+
+def type_over(qtbot, widget: QLineEdit | QAbstractSpinBox, text: str) -> None:
+    """Select what the field holds and type over it (Enter commits a spin box)."""
+    widget.setFocus()
+    qtbot.keyClick(widget, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClicks(widget, text)
+    if isinstance(widget, QAbstractSpinBox):
+        qtbot.keyClick(widget, Qt.Key.Key_Return)
+
+
+def click(qtbot, button: QPushButton) -> None:
+    assert button.isVisible() and button.isEnabled(), f"{button.text()} cannot be clicked"
+    qtbot.mouseClick(button, LEFT)
+
+
+def click_row(qtbot, listing: QListWidget, text: str) -> None:
+    """Click the list row whose first line is `text`."""
+    rows = [listing.item(i) for i in range(listing.count())]
+    item = next((r for r in rows if r.text().splitlines()[0] == text), None)
+    assert item is not None, f"no row {text!r} in {[r.text() for r in rows]}"
+    listing.scrollToItem(item)
+    qtbot.mouseClick(listing.viewport(), LEFT, pos=listing.visualItemRect(item).center())
+
+
+def listed(page) -> list[str]:
+    return [page.list.item(i).text().splitlines()[0] for i in range(page.list.count())]
+
+
+# ---- page helpers -------------------------------------------------------------------------------------
 def open_page(qtbot, window):
     page = window.show_page("connectors")
     qtbot.waitUntil(lambda: not page.list_loading.active, timeout=5000)
     return page
 
 
-def choose(page, connector_type, role):
-    page.type_combo.setCurrentIndex(page.type_combo.findData(connector_type))
-    page.role_combo.setCurrentIndex(page.role_combo.findData(role))
+def choose(qtbot, page, type_title: str, role: str) -> None:
+    pick(qtbot, page.type_combo, type_title)
+    pick(qtbot, page.role_combo, role)
 
 
-def badge_settles(qtbot, page, timeout=30000):
+def text_field(page, path: str) -> QLineEdit:
+    return page.form.field(path).text
+
+
+def add_list_item(qtbot, page, path: str) -> None:
+    editor = page.form.field(path)
+    before = len(editor.rows)
+    page.form_area.ensureWidgetVisible(editor.add_button)
+    click(qtbot, editor.add_button)
+    assert len(editor.rows) == before + 1
+    qtbot.waitUntil(editor.rows[-1][0].isVisible, timeout=2000)  # Qt shows a new row on the next pass
+
+
+def run_check(qtbot, page, timeout=30000) -> tuple[str, str]:
+    """Click Test connection: the badge says "Testing…" at once, then the result."""
+    click(qtbot, page.test_button)
+    assert page.badge.property("kind") == "busy" and page.badge.text() == "Testing…"
+    assert not page.test_button.isEnabled()  # no second test while one runs
     qtbot.waitUntil(lambda: page.badge.property("kind") in ("ok", "error"), timeout=timeout)
+    assert page.badge.isVisible() and page.test_button.isEnabled()
     return page.badge.property("kind"), page.badge.text()
 
 
-def test_empty_state_then_save_and_test(qtbot, window, artifacts):
+def save(qtbot, page) -> None:
+    click(qtbot, page.save_button)
+    qtbot.waitUntil(lambda: not page.loading.active and not page.list_loading.active, timeout=5000)
+
+
+def assert_one_line_error(text: str) -> None:
+    assert text.startswith("✕ ") and "\n" not in text and "Traceback" not in text, text
+
+
+# ---- tests --------------------------------------------------------------------------------------------
+def test_empty_state_then_save_and_test(qtbot, window):
     page = open_page(qtbot, window)
     assert page.left_stack.currentWidget() is page.empty
-    qtbot.mouseClick(page.empty.button, Qt.MouseButton.LeftButton)
-    choose(page, "historian", "destination")
+    assert page.empty.button.text() == "New connector"
+    click(qtbot, page.empty.button)
+    assert not page.delete_button.isVisible()  # a new connector has nothing to delete yet
+    choose(qtbot, page, "Tag historian", "destination")
     qtbot.keyClicks(page.name, "plant_historian")
-    qtbot.mouseClick(page.test_button, Qt.MouseButton.LeftButton)
-    kind, text = badge_settles(qtbot, page)
-    assert kind == "ok" and "Connected" in text
-    qtbot.mouseClick(page.save_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: page.list.count() == 1, timeout=5000)
+    kind, text = run_check(qtbot, page)
+    assert kind == "ok" and text.startswith("✓ Connected")
+    assert page.unsaved.isVisible() and page.has_unsaved_changes()
+    click(qtbot, page.save_button)
+    assert page.loading.active  # saving shows its overlay until the engine answers
+    qtbot.waitUntil(lambda: listed(page) == ["plant_historian"], timeout=5000)
     assert page.left_stack.currentWidget() is page.list
     assert page.engine.get_connector("plant_historian")["role"] == "destination"
+    assert not page.unsaved.isVisible() and not page.has_unsaved_changes()
+    assert page.delete_button.isVisible()
 
 
-def test_failure_shows_the_error_text(qtbot, window):
+def test_failure_shows_a_refused_port_and_a_bad_endpoint(qtbot, window):
     page = open_page(qtbot, window)
-    choose(page, "opc_ua", "source")
+    choose(qtbot, page, "OPC UA", "source")
     port = closed_port()
-    endpoint = page.form.field("endpoint").findChild(QLineEdit)
-    qtbot.keyClicks(endpoint, f"opc.tcp://127.0.0.1:{port}")
-    page.form.set_value({**page.form.value(), "nodes": ["ns=2;s=Turbine01.Power"]})
-    qtbot.mouseClick(page.test_button, Qt.MouseButton.LeftButton)
-    kind, text = badge_settles(qtbot, page)
-    assert kind == "error" and str(port) in text
+    qtbot.keyClicks(text_field(page, "endpoint"), f"opc.tcp://127.0.0.1:{port}")
+    add_list_item(qtbot, page, "nodes")
+    qtbot.keyClicks(text_field(page, "nodes.0"), "ns=2;s=Turbine01.Power")
+    kind, text = run_check(qtbot, page)
+    assert kind == "error"
+    assert_one_line_error(text)
+    assert f"127.0.0.1:{port}" in text and "refused" in text
+
+    type_over(qtbot, text_field(page, "endpoint"), "http://127.0.0.1:4840")
+    assert not page.badge.isVisible()  # the last result was for the old endpoint
+    kind, text = run_check(qtbot, page)
+    assert kind == "error"
+    assert_one_line_error(text)
+    assert text == "✕ endpoint: the endpoint must start with opc.tcp:// (e.g. opc.tcp://127.0.0.1:4840)"
 
 
-def test_opcua_success_browse_pick_save_delete(qtbot, window, artifacts, monkeypatch):
+def test_modbus_success_against_the_simulator_then_failure(qtbot, window):
+    from protocols.modbus.simulator import ModbusSimulator
+
+    page = open_page(qtbot, window)
+    choose(qtbot, page, "Modbus TCP/RTU", "source")
+    qtbot.keyClicks(page.name, "revenue_meters")
+    add_list_item(qtbot, page, "devices")
+    device = page.form.field("devices.0")
+    qtbot.keyClicks(device.fields["name"].text, "meter1")
+    add_list_item(qtbot, page, "devices.0.tags")
+    tag = page.form.field("devices.0.tags.0")
+    qtbot.keyClicks(tag.fields["name"].text, "power_kw")
+    pick(qtbot, tag.fields["type"].combo, "float32")
+    with ModbusSimulator(meters=1) as sim:
+        type_over(qtbot, device.fields["port"].spin, str(sim.port))
+        kind, text = run_check(qtbot, page, timeout=10000)
+        assert kind == "ok", text
+        config = page.form.value()
+        assert config["devices"][0]["port"] == sim.port
+        assert config["devices"][0]["tags"] == [{"name": "power_kw", "address": 0, "type": "float32"}]
+    port = closed_port()
+    type_over(qtbot, device.fields["port"].spin, str(port))
+    kind, text = run_check(qtbot, page, timeout=10000)
+    assert kind == "error"
+    assert_one_line_error(text)
+    assert f"cannot connect to 127.0.0.1:{port}" in text
+
+
+def test_opcua_browse_pick_test_and_save(qtbot, window, artifacts):
     from protocols.opcua.simulator import OpcUaSimulator
 
-    opcua_browse_classmethod(monkeypatch)
+    opcua_browse_classmethod(None)
     page = open_page(qtbot, window)
     with OpcUaSimulator(turbines=2, interval_s=0.5) as sim:
-        choose(page, "opc_ua", "source")
+        choose(qtbot, page, "OPC UA", "source")
         qtbot.keyClicks(page.name, "windfarm")
-        qtbot.keyClicks(page.form.field("endpoint").findChild(QLineEdit), sim.endpoint)
-        assert page.browse_button.isVisible()
-        qtbot.mouseClick(page.browse_button, Qt.MouseButton.LeftButton)
+        qtbot.keyClicks(text_field(page, "endpoint"), sim.endpoint)
+        click(qtbot, page.browse_button)
         tree = page.browser.tree
+        assert page.browser.status.text() == "Loading…"
         qtbot.waitUntil(lambda: tree.topLevelItemCount() > 0, timeout=30000)
-        farm = next(
-            tree.topLevelItem(i)
-            for i in range(tree.topLevelItemCount())
-            if "WindFarm" in tree.topLevelItem(i).text(0)
-        )
-        farm.setExpanded(True)
+
+        def expand(item) -> None:  # a double click opens a branch, as in any tree
+            tree.scrollToItem(item)
+            rect = tree.visualItemRect(item)
+            qtbot.mouseClick(tree.viewport(), LEFT, pos=rect.center())
+            qtbot.mouseDClick(tree.viewport(), LEFT, pos=rect.center())
+
+        top = [tree.topLevelItem(i) for i in range(tree.topLevelItemCount())]
+        farm = next(item for item in top if "WindFarm" in item.text(0))
+        expand(farm)
         qtbot.waitUntil(lambda: farm.childCount() == 2 and farm.child(0).text(1) != "", timeout=30000)
         turbine = farm.child(0)
-        turbine.setExpanded(True)
+        expand(turbine)
         qtbot.waitUntil(lambda: turbine.childCount() > 1, timeout=30000)
         picked = [turbine.child(0).text(1), turbine.child(1).text(1)]
-        for i in range(2):
-            turbine.child(i).setCheckState(0, Qt.CheckState.Checked)
+        for i in range(2):  # select the tag's name and press Space: its box is ticked
+            rect = tree.visualRect(tree.indexFromItem(turbine.child(i), 0))
+            qtbot.mouseClick(tree.viewport(), LEFT, pos=rect.center())
+            qtbot.keyClick(tree, Qt.Key.Key_Space)
+            assert turbine.child(i).checkState(0) == Qt.CheckState.Checked
         page.browser.grab().save(str(artifacts / "connectors_browser.png"))
-        page.browser.accept()
+        add = next(b for b in page.browser.findChildren(QPushButton) if b.text() == "Add checked nodes")
+        click(qtbot, add)
+        assert not page.browser.isVisible()
         assert page.form.value()["nodes"] == picked
-        qtbot.mouseClick(page.test_button, Qt.MouseButton.LeftButton)
-        kind, text = badge_settles(qtbot, page)
+        assert page.unsaved.isVisible()
+        kind, text = run_check(qtbot, page)
         assert kind == "ok", text
-        qtbot.mouseClick(page.save_button, Qt.MouseButton.LeftButton)
-        qtbot.waitUntil(lambda: page.list.count() == 1, timeout=5000)
+        save(qtbot, page)
+        qtbot.waitUntil(lambda: listed(page) == ["windfarm"], timeout=5000)
+        for toast in list(window.toasts.toasts):  # the screenshot shows the page, not the toasts
+            toast.dismiss()
+        qtbot.wait(50)
         window.grab().save(str(artifacts / "connectors.png"))
-        assert page.engine.get_connector("windfarm")["config"]["nodes"] == picked
+        saved = page.engine.get_connector("windfarm")["config"]
+        assert saved["nodes"] == picked and saved["endpoint"] == sim.endpoint
 
-    asked = []
-    monkeypatch.setattr(window, "confirm", lambda *a, **k: asked.append(a) or True)
-    qtbot.mouseClick(page.delete_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: page.left_stack.currentWidget() is page.empty, timeout=5000)
-    assert asked and page.engine.list_connectors() == []
+
+def test_browse_needs_an_endpoint(qtbot, window):
+    page = open_page(qtbot, window)
+    choose(qtbot, page, "OPC UA", "source")
+    click(qtbot, page.browse_button)
+    assert page.browser is None
+    assert page.problems.isVisible()
+    assert page.problems.text() == "Cannot browse: endpoint: enter the server's endpoint"
+    assert page.form.editor.error_labels["endpoint"].isVisible()
+
+
+def test_save_marks_the_wrong_fields_and_keeps_nothing(qtbot, window):
+    page = open_page(qtbot, window)
+    choose(qtbot, page, "OPC UA", "source")
+    click(qtbot, page.save_button)
+    assert page.problems.text() == "Not saved: Give the connector a name"
+    qtbot.keyClicks(page.name, "plant")
+    qtbot.keyClicks(text_field(page, "endpoint"), "plc-01:4840")
+    click(qtbot, page.save_button)
+    error = page.form.editor.error_labels["endpoint"]
+    assert error.isVisible() and "opc.tcp://" in error.text()
+    assert page.problems.text().startswith("Not saved: endpoint: the endpoint must start with opc.tcp://")
+    qtbot.wait(100)
+    assert page.engine.list_connectors() == [] and page.has_unsaved_changes()
+
+    # a password typed in clear (the Secret key turned off) is refused on its field
+    password = page.form.field("password")
+    page.form_area.ensureWidgetVisible(password.mode)
+    click(qtbot, password.mode)
+    qtbot.keyClicks(password.text, "hunter2")
+    click(qtbot, page.save_button)
+    assert page.form.editor.error_labels["password"].isVisible()
+    assert "password: a secret in clear" in page.problems.text()
+    click(qtbot, password.mode)  # back to a secret reference, left empty
+    assert page.form.value()["password"] is None
+
+    type_over(qtbot, text_field(page, "endpoint"), "opc.tcp://plc-01:4840")
+    click(qtbot, page.save_button)  # a problem of the whole config is listed, not put on a field
+    assert page.problems.text() == "Not saved: give `nodes` or `browse_root` (or both)"
+    assert not error.isVisible()
+    add_list_item(qtbot, page, "nodes")
+    qtbot.keyClicks(text_field(page, "nodes.0"), "ns=2;s=Line1.Speed")
+    save(qtbot, page)
+    assert not page.problems.isVisible() and not error.isVisible()
+    assert page.engine.get_connector("plant")["config"] == {
+        "endpoint": "opc.tcp://plc-01:4840",
+        "nodes": ["ns=2;s=Line1.Speed"],
+        "password": None,
+    }
+
+
+def new_duckdb_destination(qtbot, page, name: str, table: str) -> None:
+    click(qtbot, page.findChild(QPushButton, "new_connector"))
+    choose(qtbot, page, "DuckDB", "destination")
+    qtbot.keyClicks(page.name, name)
+    qtbot.keyClicks(text_field(page, "table"), table)
+    save(qtbot, page)
+
+
+def test_edit_rename_replace_unsaved_and_delete(qtbot, window):
+    page = open_page(qtbot, window)
+    new_duckdb_destination(qtbot, page, "line_a", "a")
+    new_duckdb_destination(qtbot, page, "line_b", "b")
+    assert listed(page) == ["line_a", "line_b"]
+
+    # open a saved one: its settings come back; an edit is marked unsaved
+    click_row(qtbot, page.list, "line_a")
+    assert page.name.text() == "line_a" and text_field(page, "table").text() == "a"
+    assert not page.unsaved.isVisible()
+    type_over(qtbot, text_field(page, "table"), "a2")
+    assert page.unsaved.isVisible() and window.unsaved_pages() == ["connectors"]
+
+    # leaving for another connector asks; Cancel keeps the edit and the selection
+    click_in_modal("ConfirmReject")
+    click_row(qtbot, page.list, "line_b")
+    assert page.name.text() == "line_a" and text_field(page, "table").text() == "a2"
+    assert page.list.currentItem().text().startswith("line_a")
+    save(qtbot, page)
+    assert page.engine.get_connector("line_a")["config"] == {"table": "a2"}
+    assert not page.has_unsaved_changes()
+
+    # saving under a new name renames: the old entry goes
+    type_over(qtbot, page.name, "line_a_east")
+    assert page.unsaved.isVisible()
+    save(qtbot, page)
+    qtbot.waitUntil(lambda: listed(page) == ["line_a_east", "line_b"], timeout=5000)
+    assert page.engine.get_connector("line_a") is None
+    assert page.engine.get_connector("line_a_east")["config"] == {"table": "a2"}
+    assert any("Renamed connector 'line_a' to 'line_a_east'" in t.text for t in window.toasts.toasts)
+
+    # saving over another connector's name asks first; Cancel changes nothing
+    type_over(qtbot, page.name, "line_b")
+    click_in_modal("ConfirmReject")
+    click(qtbot, page.save_button)
+    qtbot.wait(100)
+    assert page.engine.get_connector("line_b")["config"] == {"table": "b"}
+    assert listed(page) == ["line_a_east", "line_b"]
+
+    # New connector with edits pending asks; Discard drops them
+    click_in_modal("ConfirmAccept")
+    click(qtbot, page.findChild(QPushButton, "new_connector"))
+    assert page.name.text() == "" and page.current is None and not page.has_unsaved_changes()
+    assert page.engine.get_connector("line_a_east") is not None
+
+    # another connector picked with edits pending: Discard drops them and opens it
+    click_row(qtbot, page.list, "line_b")
+    type_over(qtbot, text_field(page, "table"), "b2")
+    click_in_modal("ConfirmAccept")
+    click_row(qtbot, page.list, "line_a_east")
+    assert page.name.text() == "line_a_east" and text_field(page, "table").text() == "a2"
+    assert not page.has_unsaved_changes()
+    assert page.engine.get_connector("line_b")["config"] == {"table": "b"}
+
+    # delete asks; Cancel keeps it, Delete removes it
+    click_row(qtbot, page.list, "line_b")
+    click_in_modal("ConfirmReject")
+    click(qtbot, page.delete_button)
+    assert page.engine.get_connector("line_b") is not None
+    click_in_modal("ConfirmAccept")
+    click(qtbot, page.delete_button)
+    qtbot.waitUntil(lambda: listed(page) == ["line_a_east"], timeout=5000)
+    assert page.engine.get_connector("line_b") is None
+    assert page.name.text() == "" and not page.delete_button.isVisible()
 
 
 def test_secret_field_offers_stored_names(qtbot, window):
     window.engine.workspace.metadata.note_secret_name("plc_password")
     page = open_page(qtbot, window)
     qtbot.waitUntil(lambda: "plc_password" in page.secret_cache, timeout=5000)
-    choose(page, "opc_ua", "source")
+    choose(qtbot, page, "OPC UA", "source")
     secret = page.form.field("password")
-    secret.refresh_names()
-    assert secret.picker.findText("plc_password") >= 0
-    secret.picker.setCurrentText("plc_password")
+    assert secret.picker.isVisible() and not secret.text.isVisible()  # a password is a secret reference
+    page.form_area.ensureWidgetVisible(secret.picker)
+    pick(qtbot, secret.picker, "plc_password")
     assert page.form.value()["password"] == {"secret": "plc_password"}
 
 

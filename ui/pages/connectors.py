@@ -1,5 +1,10 @@
 """Connectors page: saved connector configurations, edited through schema forms, with "Test
-connection" in the background and an OPC UA tag browser that picks nodes into the config."""
+connection" in the background and an OPC UA tag browser that picks nodes into the config.
+
+Editing works as in other engineering tools: Save checks the form first and marks the fields that are
+wrong; saving under a new name renames (the old entry goes); saving over another connector's name
+asks first; leaving a form with unsaved edits (another connector, New connector) asks first.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QFormLayout,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QListWidget,
@@ -38,6 +44,12 @@ BADGE_STYLE = {
 }
 
 
+def one_line(exc: BaseException | str) -> str:
+    """The first line of an error: a badge or a status line shows one sentence, never a traceback."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class TagBrowser(QDialog):
     """The OPC UA server's address space, expanded on demand; checked variables are picked."""
 
@@ -45,10 +57,12 @@ class TagBrowser(QDialog):
         super().__init__(page)
         self.page, self.config = page, config
         self.setWindowTitle(f"Browse {config.get('endpoint', '')}")
-        self.resize(560, 520)
+        self.resize(680, 520)
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["Name", "Node id", "Type"])
         self.tree.setColumnWidth(0, 220)
+        # the node id is what goes into the config: shown whole, never elided
+        self.tree.header().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         self.tree.itemExpanded.connect(self._expand)
         self.status = QLabel("Loading…")
         buttons = QDialogButtonBox(
@@ -84,7 +98,7 @@ class TagBrowser(QDialog):
         self.status.setText(f"{len(nodes)} nodes")
 
     def _failed(self, exc: BaseException) -> None:
-        self.status.setText(f"Browse failed: {exc}")
+        self.status.setText(f"Browse failed: {one_line(exc)}")
 
     def _expand(self, item: QTreeWidgetItem) -> None:
         if id(item) not in self.loaded:
@@ -115,16 +129,16 @@ class ConnectorsPage(Page):
             d["connector_type"]: d for d in self.engine.connector_types()
         }
         self.secret_cache: list[str] = []
+        self.rows: dict[str, dict[str, Any]] = {}
         self.current: str | None = None  # name of the saved connector being edited
         self.form: SchemaForm | None = None
         self.dirty = False
         self.browser: TagBrowser | None = None
+        self.test_seq = 0  # a test's result is shown only if no newer test or form replaced it
 
         # left: the list, or its empty state
         self.list = QListWidget()
-        self.list.currentItemChanged.connect(
-            lambda item, _prev: item and self.edit(item.data(Qt.ItemDataRole.UserRole))
-        )
+        self.list.currentItemChanged.connect(self._picked)
         self.empty = EmptyState(
             "No saved connectors yet. Save a source or destination once and use it in any pipeline.",
             "New connector",
@@ -145,12 +159,13 @@ class ConnectorsPage(Page):
         # right: the editor
         self.name = QLineEdit()
         self.name.setPlaceholderText("a name, e.g. plant_opcua")
+        self.name.textEdited.connect(self._mark_dirty)
         self.type_combo = QComboBox()
         for name, d in sorted(self.types.items()):
             self.type_combo.addItem(d["title"], name)
         self.role_combo = QComboBox()
         self.type_combo.currentIndexChanged.connect(self._type_changed)
-        self.role_combo.currentIndexChanged.connect(lambda _i: self._build_form({}))
+        self.role_combo.currentIndexChanged.connect(self._role_changed)
         header = QFormLayout()
         header.addRow("Name", self.name)
         header.addRow("Type", self.type_combo)
@@ -160,7 +175,17 @@ class ConnectorsPage(Page):
         self.badge = QLabel()
         self.badge.setObjectName("test_badge")
         self.badge.setWordWrap(True)
+        self.badge.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.badge.hide()
+        self.problems = QLabel()
+        self.problems.setObjectName("form_problems")
+        self.problems.setWordWrap(True)
+        self.problems.setStyleSheet("color:#c62828;")
+        self.problems.hide()
+        self.unsaved = QLabel("Unsaved changes")
+        self.unsaved.setObjectName("unsaved_marker")
+        self.unsaved.setStyleSheet("color:#b26a00;")
+        self.unsaved.hide()
         self.save_button = QPushButton("Save")
         self.save_button.setObjectName("PrimaryButton")
         self.test_button = QPushButton("Test connection")
@@ -174,12 +199,14 @@ class ConnectorsPage(Page):
         buttons = QHBoxLayout()
         for b in (self.save_button, self.test_button, self.browse_button):
             buttons.addWidget(b)
+        buttons.addWidget(self.unsaved)
         buttons.addStretch(1)
         buttons.addWidget(self.delete_button)
         self.editor = QWidget()
         right_layout = QVBoxLayout(self.editor)
         right_layout.addLayout(header)
         right_layout.addWidget(self.form_area, 1)
+        right_layout.addWidget(self.problems)
         right_layout.addWidget(self.badge)
         right_layout.addLayout(buttons)
         self.loading = LoadingOverlay(self.editor)
@@ -224,13 +251,49 @@ class ConnectorsPage(Page):
     def _error(self, exc: BaseException) -> None:
         self.list_loading.stop()
         self.loading.stop()
-        self.toast("error", str(exc))
+        self.toast("error", one_line(exc))
 
     # ---- editing ---------------------------------------------------------------------------
+    def _picked(self, item: QListWidgetItem | None, previous: QListWidgetItem | None) -> None:
+        """A click in the list: open that connector, unless the user keeps unsaved edits."""
+        if item is None:
+            return
+        name = item.data(Qt.ItemDataRole.UserRole)
+        if name == self.current and not self.dirty:
+            return
+        if not self._may_discard():
+            self.list.blockSignals(True)  # stay where we were, selection included
+            self.list.setCurrentItem(previous)
+            if previous is None:
+                self.list.clearSelection()
+            self.list.blockSignals(False)
+            return
+        self.edit(name)
+
+    def _may_discard(self) -> bool:
+        """True when there are no unsaved edits, or the user agreed to drop them."""
+        if not self.dirty:
+            return True
+        what = f"'{self.current}'" if self.current else "the new connector"
+        return self.main_window.confirm(
+            "Unsaved changes",
+            f"Your changes to {what} are not saved. Discard them?",
+            destructive=True,
+            accept_text="Discard changes",
+        )
+
     def new_connector(self) -> None:
+        if not self._may_discard():
+            return
+        self._start_new()
+
+    def _start_new(self) -> None:
         self.current = None
         self.name.clear()
+        self.list.blockSignals(True)
+        self.list.setCurrentItem(None)
         self.list.clearSelection()
+        self.list.blockSignals(False)
         self._build_form({})
         self.name.setFocus()
 
@@ -262,6 +325,16 @@ class ConnectorsPage(Page):
     def _type_changed(self, *_args) -> None:
         self._fill_roles()
         self._build_form({})
+        self._mark_dirty_if_editing()
+
+    def _role_changed(self, *_args) -> None:
+        self._build_form({})
+        self._mark_dirty_if_editing()
+
+    def _mark_dirty_if_editing(self) -> None:
+        # A new type or role is a new (empty) form: an edit of a saved connector, or of a named draft.
+        if self.current is not None or self.name.text().strip():
+            self._mark_dirty()
 
     def connector_type(self) -> str:
         return self.type_combo.currentData()
@@ -273,54 +346,110 @@ class ConnectorsPage(Page):
         d = self.types.get(self.connector_type(), {})
         schema = d.get("source_schema" if self.role() == "source" else "destination_schema") or {}
         self.form = SchemaForm(schema, config, secret_names=lambda: self.secret_cache)
-        self.form.changed.connect(self._mark_dirty)
+        self.form.changed.connect(self._form_changed)
         self.form_area.setWidget(self.form)
+        self.test_seq += 1  # a test still running was for the previous form
+        self.test_button.setEnabled(True)
         self.badge.hide()
-        self.dirty = False
+        self.problems.hide()
+        self._set_dirty(False)
         self.browse_button.setVisible(self.connector_type() == "opc_ua" and self.role() == "source")
-        self.delete_button.setEnabled(self.current is not None)
+        self.delete_button.setVisible(self.current is not None)  # nothing saved yet: nothing to delete
 
-    def _mark_dirty(self) -> None:
-        self.dirty = True
+    def _form_changed(self) -> None:
+        self._mark_dirty()
+        if self.badge.property("kind") in ("ok", "error"):
+            self.badge.hide()  # the last result was for other settings: it would mislead
+
+    def _mark_dirty(self, *_args) -> None:
+        self._set_dirty(True)
+
+    def _set_dirty(self, dirty: bool) -> None:
+        self.dirty = dirty
+        self.unsaved.setVisible(dirty)
 
     def has_unsaved_changes(self) -> bool:
         return self.dirty
 
     # ---- actions ---------------------------------------------------------------------------
     def save(self) -> None:
+        """Check the form (marking wrong fields), ask before replacing another connector, then
+        store it; under a new name the old entry goes (a rename)."""
         name = self.name.text().strip()
-        args = (name, self.connector_type(), self.role(), self.form.value())
+        if not name:
+            self._show_problems([{"path": "", "message": "Give the connector a name"}])
+            self.name.setFocus()
+            return
+        config = self.form.value()
+        issues = self.engine.check_connector(self.connector_type(), self.role(), config)
+        if issues:
+            self._show_problems(issues)
+            return
+        self.problems.hide()
+        self.form.clear_errors()
+        if (
+            name != self.current
+            and name in self.rows
+            and not self.main_window.confirm(
+                "Replace connector",
+                f"A connector named '{name}' already exists. Replace it with this one?",
+                destructive=True,
+                accept_text="Replace",
+            )
+        ):
+            return
+        args = (name, self.connector_type(), self.role(), config, self.current)
         self.loading.start("Saving…")
         self.bridge.call(
-            self.engine.call(lambda: self.engine.save_connector(*args)), self._saved, self._save_failed
+            self.engine.call(lambda: self.engine.save_connector(*args)),
+            lambda row: self._saved(row, args[4]),
+            self._save_failed,
         )
 
-    def _saved(self, row: dict[str, Any]) -> None:
+    def _show_problems(self, issues: list[dict[str, str]], heading: str = "Not saved") -> None:
+        """Mark each field at its path and list every problem under the form, one per line."""
+        self.form.show_errors({i["path"]: i["message"] for i in issues if i["path"]})
+        lines = [f"{i['path']}: {i['message']}" if i["path"] else i["message"] for i in issues]
+        self.problems.setText(f"{heading}: " + "\n".join(lines))
+        self.problems.show()
+
+    def _saved(self, row: dict[str, Any], previous: str | None) -> None:
         self.loading.stop()
         self.current = row["name"]
-        self.dirty = False
-        self.delete_button.setEnabled(True)
-        self.toast("success", f"Saved connector '{row['name']}'")
+        self._set_dirty(False)
+        self.delete_button.setVisible(True)
+        if previous and previous != row["name"]:
+            self.toast("success", f"Renamed connector '{previous}' to '{row['name']}'")
+        else:
+            self.toast("success", f"Saved connector '{row['name']}'")
         self.refresh()
 
     def _save_failed(self, exc: BaseException) -> None:
         self.loading.stop()
-        self.toast("error", str(exc))
+        self.toast("error", one_line(exc))
 
     def test_connection(self) -> None:
+        self.test_seq += 1
+        seq = self.test_seq
         self._badge("busy", "Testing…")
         self.test_button.setEnabled(False)
         job = self.engine.test_connection(
             self.connector_type(), self.role(), self.form.value(), self.name.text() or "test"
         )
-        self.bridge.call(job, self._tested, lambda exc: self._tested({"ok": False, "error": str(exc)}))
+        self.bridge.call(
+            job,
+            lambda result: self._tested(seq, result),
+            lambda exc: self._tested(seq, {"ok": False, "error": one_line(exc)}),
+        )
 
-    def _tested(self, result: dict[str, Any]) -> None:
+    def _tested(self, seq: int, result: dict[str, Any]) -> None:
+        if seq != self.test_seq:
+            return  # the user moved on (another connector, another test): not this form's result
         self.test_button.setEnabled(True)
         if result["ok"]:
             self._badge("ok", f"✓ Connected ({result.get('seconds', 0):.2f} s)")
         else:
-            self._badge("error", f"✕ {result['error']}")
+            self._badge("error", f"✕ {one_line(result.get('error') or 'failed')}")
 
     def _badge(self, kind: str, text: str) -> None:
         self.badge.setProperty("kind", kind)
@@ -337,6 +466,7 @@ class ConnectorsPage(Page):
             f"Delete the saved connector '{name}'? Pipelines that use it keep their own copy.",
         ):
             return
+        self.loading.start("Deleting…")
         self.bridge.call(
             self.engine.call(lambda: self.engine.delete_connector(name)),
             lambda _ok: self._deleted(name),
@@ -344,12 +474,19 @@ class ConnectorsPage(Page):
         )
 
     def _deleted(self, name: str) -> None:
+        self.loading.stop()
         self.toast("info", f"Deleted connector '{name}'")
-        self.new_connector()
+        self._start_new()
         self.refresh()
 
     def browse_tags(self) -> None:
-        self.browser = TagBrowser(self, self.form.value())
+        config = self.form.value()
+        if not str(config.get("endpoint") or "").strip():
+            self._show_problems(
+                [{"path": "endpoint", "message": "enter the server's endpoint"}], "Cannot browse"
+            )
+            return
+        self.browser = TagBrowser(self, config)
         self.browser.accepted.connect(self._add_picked)
         self.browser.show()
 
@@ -360,5 +497,5 @@ class ConnectorsPage(Page):
         nodes += [n for n in picked if n not in nodes]
         value["nodes"] = nodes
         self.form.set_value(value)
-        self.dirty = True
+        self._mark_dirty()
         self.toast("info", f"Added {len(picked)} nodes")
