@@ -5,6 +5,7 @@ runs them through `call`/`submit`, never on its own thread."""
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,25 @@ from engine.errors import DataError
 EXPORT_FORMATS = ("csv", "parquet", "xlsx")
 # Statement types the console runs; anything that could write is refused before it runs.
 READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA"}
+# PRAGMAs that only describe (others change settings of the one DuckDB instance the engine shares).
+READ_ONLY_PRAGMAS = {
+    "collations",
+    "database_list",
+    "database_size",
+    "functions",
+    "metadata_info",
+    "platform",
+    "show",
+    "show_databases",
+    "show_tables",
+    "show_tables_expanded",
+    "storage_info",
+    "table_info",
+    "user_agent",
+    "version",
+}
+EXPLAIN_PREFIX = re.compile(r"^\s*EXPLAIN\s+(\([^)]*\)\s*)?(ANALY[SZ]E\s+)?", re.IGNORECASE)
+PRAGMA_NAME = re.compile(r"^\s*PRAGMA\s+([A-Za-z_]+)", re.IGNORECASE)
 
 
 def _quote(name: str) -> str:
@@ -31,8 +51,11 @@ def write_frame(frame: pl.DataFrame, path: Path | str, fmt: str | None = None) -
     fmt = {"xls": "xlsx", "excel": "xlsx", "pq": "parquet"}.get(fmt, fmt)
     if fmt not in EXPORT_FORMATS:
         raise DataError(f"export to {path}: format '{fmt}' (allowed: {', '.join(EXPORT_FORMATS)})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{fmt}", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{fmt}", dir=path.parent)
+    except OSError as exc:
+        raise DataError(f"export to {path}: {exc.strerror or exc}") from None
     os.close(fd)
     try:
         if fmt == "csv":
@@ -48,8 +71,11 @@ def write_frame(frame: pl.DataFrame, path: Path | str, fmt: str | None = None) -
             )
             naive.write_excel(tmp, autofit=True)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, Exception) and not isinstance(exc, DataError):  # one line, as the GUI shows it
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"export to {path}: {text}") from exc
         raise
     return path
 
@@ -99,32 +125,55 @@ class DataAPI(EngineCore):
 
     def run_sql(self, sql: str, limit: int = 10_000) -> dict[str, Any]:
         """Run one read-only statement on the historian: `{"frame", "truncated", "rows"}`.
-        At most `limit` rows come back; writes (INSERT, DROP, COPY, ATTACH...) are refused."""
+        At most `limit` rows come back; writes (INSERT, DROP, COPY, ATTACH, SET...) are refused,
+        and so is an EXPLAIN ANALYZE of one (it would run it). What passes runs in a transaction that
+        is always rolled back, so nothing the console runs can change the historian."""
+        import duckdb
+
         cur = self.workspace.historian.cursor()
         try:
-            import duckdb
-
-            try:
-                statements = cur.extract_statements(sql)
-            except duckdb.Error as exc:
-                raise DataError(f"SQL console: {str(exc).splitlines()[0]}") from None
-            if len(statements) != 1:
-                raise DataError(f"SQL console: one statement at a time (got {len(statements)})")
-            kind = statements[0].type.name
-            if kind not in READ_ONLY_STATEMENTS:
-                raise DataError(
-                    f"SQL console: {kind} statements are not allowed here (read-only: SELECT, EXPLAIN, PRAGMA)"
-                )
+            self._refuse_writes(cur, sql)
+            cur.begin()
             try:
                 rel = cur.sql(sql.strip().rstrip(";"))
                 frame = rel.limit(limit + 1).pl() if rel is not None else pl.DataFrame()
             except duckdb.Error as exc:
                 raise DataError(f"SQL console: {str(exc).strip().splitlines()[0]}") from None
+            finally:
+                cur.rollback()
         finally:
             cur.close()
         truncated = frame.height > limit
         frame = frame.head(limit)
         return {"frame": frame, "truncated": truncated, "rows": frame.height}
+
+    @staticmethod
+    def _refuse_writes(cur, sql: str) -> None:
+        import duckdb
+
+        def statements_of(text: str) -> list:
+            try:
+                return cur.extract_statements(text)
+            except duckdb.Error as exc:
+                raise DataError(f"SQL console: {str(exc).strip().splitlines()[0]}") from None
+
+        statements = statements_of(sql)
+        if len(statements) != 1:
+            raise DataError(f"SQL console: one statement at a time (got {len(statements)})")
+        kind = statements[0].type.name
+        allowed = "read-only: SELECT, EXPLAIN of a SELECT, and PRAGMAs that describe"
+        if kind not in READ_ONLY_STATEMENTS:
+            raise DataError(f"SQL console: {kind} statements are not allowed here ({allowed})")
+        if kind == "EXPLAIN":
+            inner = statements_of(EXPLAIN_PREFIX.sub("", sql, count=1))
+            inner_kind = inner[0].type.name if len(inner) == 1 else "EXPLAIN"
+            if inner_kind != "SELECT":
+                raise DataError(f"SQL console: EXPLAIN of {inner_kind} is not allowed here ({allowed})")
+        if kind == "PRAGMA":
+            match = PRAGMA_NAME.match(sql)
+            name = match.group(1).lower() if match else "?"
+            if name not in READ_ONLY_PRAGMAS:
+                raise DataError(f"SQL console: PRAGMA {name} is not allowed here ({allowed})")
 
     def export_frame(self, frame: pl.DataFrame, path: Path | str, fmt: str | None = None) -> Path:
         return write_frame(frame, path, fmt)
