@@ -215,6 +215,31 @@ def test_themes_apply_and_unknown_is_refused(window):
         theme.apply(app, "pink")
 
 
+@pytest.mark.parametrize("theme_name", ["light", "dark"])
+@pytest.mark.parametrize("role", ["PrimaryButton", "DangerButton"])
+def test_a_disabled_coloured_button_looks_disabled(qtbot, window, theme_name, role):
+    """A Delete or Save button that cannot be pressed must not look as if it could."""
+    from ui import theme
+
+    theme.apply(QApplication.instance(), theme_name)
+    try:
+        button = QPushButton("Delete", window)
+        button.setObjectName(role)
+        button.resize(120, 32)
+        button.show()
+
+        def fill_colour():
+            image = button.grab().toImage()
+            return image.pixelColor(6, image.height() // 2)
+
+        enabled = fill_colour()
+        button.setEnabled(False)
+        disabled = fill_colour()
+        assert disabled.hsvSaturation() < enabled.hsvSaturation() * 0.7, (enabled.name(), disabled.name())
+    finally:
+        theme.apply(QApplication.instance(), "light")
+
+
 def test_screenshot_of_the_shell(qtbot, window, artifacts):
     window.resize(1100, 680)
     window.show_page("pipelines")
