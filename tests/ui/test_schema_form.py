@@ -169,6 +169,21 @@ def test_show_errors_marks_the_fields(qtbot):
     assert label.isHidden()
 
 
+def test_an_error_on_a_whole_sub_form_is_a_line_above_it_not_a_border_on_every_field(qtbot):
+    from PySide6.QtWidgets import QLabel
+
+    form = form_for(qtbot, Everything, {"host": "h", "points": [{"name": "a"}]})
+    form.show_errors({"tls": "give ca_file when enabled", "points": "at most 8 points"})
+    for key, text in (("tls", "give ca_file when enabled"), ("points", "at most 8 points")):
+        editor = form.field(key)
+        line = editor.findChild(QLabel, "form_error")
+        assert line is not None and line.isVisible() and line.text() == text
+        assert "border" not in editor.styleSheet()  # no red frame inherited by the fields inside
+    assert form.field("tls.enabled").styleSheet() == ""
+    form.clear_errors()
+    assert form.field("tls").findChild(QLabel, "form_error").isHidden()
+
+
 def test_parse_path_forms():
     assert parse_path("a.b[0].c") == parse_path("/a/b/0/c") == parse_path("$.a.b.0.c") == ["a", "b", "0", "c"]
 

@@ -101,13 +101,31 @@ class Editor(QWidget):
         if not self._loading:
             self.changed.emit()
 
+    # A container (sub-form, list, mapping) shows an error of its own as a line above its fields:
+    # a red border set on it would be inherited by every field inside (style sheets cascade).
+    CONTAINER = False
+
     def show_error(self, parts: list[str], message: str) -> None:
-        self.setStyleSheet(ERROR_STYLE)
         self.setToolTip(message)
+        if not self.CONTAINER:
+            self.setStyleSheet(ERROR_STYLE)
+            return
+        label = getattr(self, "own_error", None)
+        if label is None:
+            label = self.own_error = QLabel()
+            label.setObjectName("form_error")
+            label.setStyleSheet("color: #d9534f;")
+            label.setWordWrap(True)
+            self.layout().insertWidget(0, label)
+        label.setText(message)
+        label.show()
 
     def clear_errors(self) -> None:
         self.setStyleSheet("")
         self.setToolTip(self.schema.get("description", ""))
+        label = getattr(self, "own_error", None)
+        if label is not None:
+            label.hide()
 
     def drop_title(self) -> None:
         """The editor sits in a labelled row: a frame of its own shows no second title."""
@@ -393,6 +411,8 @@ class NullableEditor(Editor):
 class ObjectEditor(Editor):
     """A nested form: one row per property; unset optional properties stay out of `value()`."""
 
+    CONTAINER = True
+
     def __init__(self, schema, resolve, secrets, framed: bool = False):
         super().__init__(schema, resolve, secrets)
         self.required = set(schema.get("required", []))
@@ -485,8 +505,7 @@ class ObjectEditor(Editor):
 
     def show_error(self, parts, message):
         if not parts or parts[0] not in self.fields:
-            self.setToolTip(message)
-            self.setStyleSheet(ERROR_STYLE)
+            super().show_error(parts, message)
             return
         name = parts[0]
         self.fields[name].show_error(parts[1:], message)
@@ -494,7 +513,7 @@ class ObjectEditor(Editor):
         self.error_labels[name].show()
 
     def clear_errors(self):
-        self.setStyleSheet("")
+        super().clear_errors()
         for name, editor in self.fields.items():
             editor.clear_errors()
             self.error_labels[name].hide()
@@ -513,6 +532,8 @@ def _default_of(schema: dict) -> Any:
 
 class ListEditor(Editor):
     """Rows of item editors, each with a remove button, and an Add button."""
+
+    CONTAINER = True
 
     def __init__(self, schema, resolve, secrets, name: str = ""):
         super().__init__(schema, resolve, secrets)
@@ -606,6 +627,8 @@ class TupleEditor(Editor):
 
 class MappingEditor(Editor):
     """An object of free keys (`additionalProperties` with a schema): rows of key and value."""
+
+    CONTAINER = True
 
     def __init__(self, schema, resolve, secrets):
         super().__init__(schema, resolve, secrets)
