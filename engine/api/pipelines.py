@@ -243,15 +243,22 @@ class PipelinesAPI(EngineCore):
         """The document at `path` in graph form (a linear document is converted)."""
         return self.read_pipeline(path)["document"]
 
+    def pipelines_folder(self) -> Path:
+        """The user's pipelines folder, created if missing (the editor's file dialogs start there)."""
+        self.pipelines_dir.mkdir(parents=True, exist_ok=True)
+        return self.pipelines_dir
+
     def read_pipeline(self, path: str | Path) -> dict[str, Any]:
-        """{"document": the graph form, "form": "linear" | "graph" as the file had it}."""
+        """{"document": the graph form, "form": "linear" | "graph" as the file had it, "shipped":
+        whether it is one of the app's own examples or templates (read-only: saving makes a copy)}."""
         from engine.errors import SpecError
         from engine.spec.io import read_document
         from engine.spec.validate import form_of
 
         doc = read_document(path)
+        shipped = Path(path).resolve().is_relative_to(RESOURCES_DIR)
         try:
-            return {"document": to_graph_document(doc), "form": form_of(doc)}
+            return {"document": to_graph_document(doc), "form": form_of(doc), "shipped": shipped}
         except SpecError:
             raise
         except Exception as exc:  # a linear document too broken to convert

@@ -12,6 +12,7 @@ from PySide6.QtCore import Qt
 from engine.connectors import registry
 from tests.engine.streaming_sources import TicksConnector
 from tests.pipelines import ecommerce_folder, ticks_stream
+from tests.ui.test_editor import click_node, open_file
 from ui.editor.preview_panel import PreviewPanel
 
 
@@ -127,17 +128,22 @@ def opcua_doc(sim) -> dict:
 def editor(window, qtbot):
     page = window.show_page("editor")
     page.main_window.resize(1300, 820)
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)
+    qtbot.waitUntil(lambda: page._pipelines_dir is not None, timeout=5_000)  # on_show's fetch
     return page
 
 
-def test_selecting_an_opc_ua_source_previews_a_live_sample(qtbot, editor, opcua_sim, artifacts):
+def test_selecting_an_opc_ua_source_previews_a_live_sample(qtbot, editor, opcua_sim, tmp_path, artifacts):
     from engine.tags import TAG_SCHEMA
 
     page = editor
-    page.load_document(opcua_doc(opcua_sim))
+    spec = tmp_path / "wind_preview.json"
+    spec.write_text(json.dumps(opcua_doc(opcua_sim)))
+    open_file(qtbot, page, spec)
     page.bottom_tabs.setCurrentWidget(page.preview)
     with qtbot.waitSignal(page.preview.finished, timeout=20_000) as done:
-        page.select_node("plc")  # selecting a node previews it (debounced), as a user clicks it
+        click_node(qtbot, page, "plc")  # selecting a node previews it (debounced)
         qtbot.waitUntil(lambda: page.preview.running, timeout=5_000)
         assert page.preview.overlay.active and page.preview.cancel_button.isVisible()
     result = done.args[0]

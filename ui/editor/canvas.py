@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from NodeGraphQt import BaseNode, NodeGraph
-from PySide6.QtCore import QObject, QPoint, Signal
+from PySide6.QtCore import QObject, QPoint, QRectF, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QGraphicsSimpleTextItem
 
@@ -25,6 +25,7 @@ PALETTE_MIME_PREFIX = "aggregator-node:"
 KIND_COLORS = {"source": (40, 110, 80), "transform": (50, 80, 120), "destination": (120, 80, 40)}
 ERROR_BORDER = (230, 60, 60, 255)
 PORT_COLORS = {"rejected": (220, 80, 80)}
+MIN_NODE_PX = 78  # the narrowest node's width on screen when a pipeline opens (names stay drawn)
 
 
 class PipelineNode(BaseNode):
@@ -210,17 +211,18 @@ class PipelineCanvas(QObject):
         have = list(item.outputs())
         if have == wanted:
             return
-        for name in have:
-            if name not in wanted:
-                port = item.get_output(name)
-                port.clear_connections(push_undo=False, emit_signal=False)
-                item.delete_output(name)
-                self._edges = {
-                    e for e in self._edges if not (e[0] == self._doc_ids[item.id] and e[1] == name)
-                }
-        for name in wanted:
-            if name not in item.outputs():
-                item.add_output(name, multi_output=True, color=PORT_COLORS.get(name))
+        # Ports keep the config's order (a split's branches, then `default`): from the first place
+        # they differ, the drawn ports go and come back in order; their links are drawn again.
+        keep = 0
+        while keep < min(len(have), len(wanted)) and have[keep] == wanted[keep]:
+            keep += 1
+        for name in have[keep:]:
+            port = item.get_output(name)
+            port.clear_connections(push_undo=False, emit_signal=False)
+            item.delete_output(name)
+            self._edges = {e for e in self._edges if not (e[0] == self._doc_ids[item.id] and e[1] == name)}
+        for name in wanted[keep:]:
+            item.add_output(name, multi_output=True, color=PORT_COLORS.get(name))
         item.view.draw_node()
 
     def _port_for(self, consumer: str, index: int) -> str | None:
@@ -372,10 +374,12 @@ class PipelineCanvas(QObject):
         if item is not None:
             self.graph.center_on([item])
 
-    def fit_to_view(self) -> None:
-        self.zoom_to(list(self._items))
+    def fit_to_view(self, readable: bool = False) -> None:
+        """Frame the whole pipeline; `readable`: never so small that the nodes lose their names
+        (a long pipeline then shows from its sources on; the minimap shows the rest)."""
+        self.zoom_to(list(self._items), readable=readable)
 
-    def zoom_to(self, ids: list[str]) -> None:
+    def zoom_to(self, ids: list[str], readable: bool = False) -> None:
         """Frame these nodes (a part of a long pipeline, readable)."""
         items = [self._items[i].view for i in ids if i in self._items]
         if not items:
@@ -389,6 +393,17 @@ class PipelineCanvas(QObject):
         viewer._update_scene()
         if viewer.get_zoom() > 0.1:
             viewer.reset_zoom(viewer._scene_range.center())
+            return
+        narrowest = min(view.sceneBoundingRect().width() for view in items)
+        scale = viewer.transform().m11()
+        if readable and narrowest * scale < MIN_NODE_PX:
+            # NodeGraphQt draws a node narrower than 70 screen px as a bare box, without its name.
+            scale = MIN_NODE_PX / narrowest
+            port = viewer.viewport().rect()
+            width, height = port.width() / scale, port.height() / scale
+            whole = viewer._scene_range
+            viewer._scene_range = QRectF(whole.left(), whole.center().y() - height / 2, width, height)
+            viewer._update_scene()
 
     def _on_selection(self, _selected, _deselected) -> None:
         self.selection_changed.emit(self.selected_ids())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from ui.widgets.loading import LoadingOverlay
 VALIDATE_DELAY_MS = 300
 PREVIEW_DELAY_MS = 500
 CLIP_MIME_KEY = "aggregator-nodes"
+_SLUG = re.compile(r"[^A-Za-z0-9_\-]+")
 
 
 class EditorPage(Page):
@@ -61,6 +63,8 @@ class EditorPage(Page):
         self._clipboard: dict[str, Any] | None = None
         self._validation_generation = 0
         self._secret_names: list[str] = []
+        self._pipelines_dir: Path | None = None  # the user's pipelines folder: where dialogs start
+        self._origin_dir: Path | None = None  # an imported file's folder: its relative paths start there
 
         self.palette = Palette(self.node_types)
         self.canvas = PipelineCanvas(self.document, self.node_types, self)
@@ -104,7 +108,9 @@ class EditorPage(Page):
         middle.addWidget(self.canvas.widget)
         middle.addWidget(self.properties)
         middle.setStretchFactor(1, 1)
-        middle.setSizes([210, 800, 320])
+        # The properties get room for a connector's form, labels and fields side by side (most need
+        # 250-370 px; MQTT's needs 500 and scrolls sideways rather than hiding its labels).
+        middle.setSizes([190, 770, 380])
         vertical = QSplitter(Qt.Orientation.Vertical)
         vertical.addWidget(middle)
         vertical.addWidget(bottom)
@@ -152,7 +158,7 @@ class EditorPage(Page):
         self._action("Delete", self.delete_selection, "Del", canvas)
         self.toolbar.addSeparator()
         self._action("Auto-layout", self.auto_layout, "Ctrl+L")
-        self._action("Fit", self.canvas.fit_to_view, "Ctrl+0")
+        self._action("Fit", lambda: self.canvas.fit_to_view(), "Ctrl+0")
         self.toolbar.addSeparator()
         self._action("Preview", self.preview_selected, "Ctrl+P")
         # One button: Run, and Stop while a run or a stream goes (F5 runs, Shift+F5 stops).
@@ -165,6 +171,9 @@ class EditorPage(Page):
     # ---- page contract ------------------------------------------------------------------------------
     def on_show(self) -> None:
         self.bridge.call(self.engine.call(self.engine.templates), self._set_templates)
+        folder = getattr(self.engine, "pipelines_folder", None)
+        if folder is not None:
+            self.bridge.call(self.engine.call(folder), lambda p: setattr(self, "_pipelines_dir", Path(p)))
         names = getattr(self.engine, "secret_names", None)
         if names is not None:
             self.bridge.call(self.engine.call(names), lambda v: setattr(self, "_secret_names", list(v)))
@@ -198,20 +207,39 @@ class EditorPage(Page):
 
     # ---- files --------------------------------------------------------------------------------------
     def _may_discard(self) -> bool:
+        """Ask before unsaved edits are thrown away (New, Open, a template)."""
         if not self.has_unsaved_changes():
             return True
-        return self.confirm("Discard changes?", "The pipeline has unsaved changes. Discard them?")
+        name = self.document.get("name") or "The pipeline"
+        return self.main_window.confirm(
+            "Discard changes?",
+            f"“{name}” has unsaved changes. Discard them?",
+            destructive=True,
+            accept_text="Discard changes",
+        )
 
     def new_pipeline(self) -> None:
         if self._may_discard():
-            self.path = None
+            self.path = self._origin_dir = None
             self.document.load(new_document())
             self._update_title()
 
+    def _dialog_start(self, file_name: str = "") -> str:
+        """Where the file dialogs open: beside the open file, else in the user's pipelines folder
+        (the one the Pipelines page lists), so a saved pipeline shows up there."""
+        folder = self.path.parent if self.path else self._pipelines_dir
+        if folder is None:
+            return file_name
+        return str(folder / file_name) if file_name else str(folder)
+
     def open_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open pipeline", "", "Pipelines (*.json *.yaml *.yml)")
+        if not self._may_discard():
+            return
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open pipeline", self._dialog_start(), "Pipelines (*.json *.yaml *.yml)"
+        )
         if path:
-            self.open_pipeline(path)
+            self.open_pipeline(path, confirm=False)
 
     def open_pipeline(self, path: str | Path, *, as_template: bool = False, confirm: bool = True) -> None:
         """Read a spec (graph or linear form) in the background and show it."""
@@ -238,9 +266,9 @@ class EditorPage(Page):
             placed = auto_layout(doc["nodes"])
             layout = {**{k: list(v) for k, v in placed.items()}, **layout} if layout else placed
         doc["layout"] = layout
-        self.path = path
+        self.path, self._origin_dir = path, None
         self.document.load(doc)
-        self.canvas.fit_to_view()
+        self.canvas.fit_to_view(readable=True)
         self._update_title()
         # The previous document's problems go at once; this one is checked now, not after a pause.
         self._validate_timer.stop()
@@ -252,12 +280,15 @@ class EditorPage(Page):
     def _opened(self, read: dict[str, Any], path: Path | None, source: Path) -> None:
         self.loading.stop()
         # A linear document is shown as a graph; saving writes a new file, not over the linear one.
-        self.load_document(read["document"], None if read["form"] == "linear" else path)
+        # The app's own examples and templates are read-only: saving them asks where (a copy).
+        keep = read["form"] != "linear" and not read.get("shipped")
+        self.load_document(read["document"], path if keep else None)
+        self._origin_dir = None if read.get("shipped") else source.parent
         self.opened.emit(str(source))
 
     def _open_failed(self, path: Path, exc: BaseException) -> None:
         self.loading.stop()
-        self.toast("error", f"Cannot open {path.name}: {exc}")
+        self.toast("error", f"Cannot open {path.name}: {_one_line(exc, path)}")
 
     def save(self) -> None:
         if self.path is None:
@@ -266,9 +297,13 @@ class EditorPage(Page):
             self.save_to(self.path)
 
     def save_as_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save pipeline", "", "Pipelines (*.json)")
+        stem = _SLUG.sub("_", str(self.document.get("name") or "pipeline")).strip("_").lower() or "pipeline"
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save pipeline", self._dialog_start(f"{stem}.json"), "Pipelines (*.json)"
+        )
         if path:
-            self.save_to(Path(path))
+            path = Path(path)
+            self.save_to(path if path.suffix else path.with_suffix(".json"))
 
     def save_to(self, path: str | Path) -> None:
         """Write the graph form (with `layout`) in the background; the history is marked clean
@@ -288,7 +323,7 @@ class EditorPage(Page):
         self.bridge.call(
             self.engine.call(lambda: self.engine.save_pipeline(path, doc)),
             done,
-            lambda exc: self.toast("error", f"Cannot save {path.name}: {exc}"),
+            lambda exc: self.toast("error", f"Cannot save {path.name}: {_one_line(exc, path)}"),
         )
 
     # ---- editing ----------------------------------------------------------------------------------
@@ -362,7 +397,9 @@ class EditorPage(Page):
 
     # ---- preview and run ---------------------------------------------------------------------------
     def _base_dir(self) -> Path | None:
-        return self.path.parent if self.path else None
+        """Where relative paths resolve: the spec's folder; for a pipeline not saved yet, the folder
+        it was imported from, else the user's pipelines folder (where saving will put it)."""
+        return self.path.parent if self.path else self._origin_dir or self._pipelines_dir
 
     def preview_selected(self) -> None:
         """A dry run through the selected node, shown under the canvas (nothing is written)."""
@@ -378,7 +415,8 @@ class EditorPage(Page):
         if getattr(self.engine, "run", None) is None:
             return
         if self.issues:
-            self.toast("error", f"Fix the {len(self.issues)} problem(s) before running")
+            self.bottom_tabs.setCurrentWidget(self.problems)
+            self.toast("error", f"Fix the {len(self.issues)} problem(s) before running (see Problems)")
             return
         self.canvas.set_progress(None, None)
         self.runner.start(doc, spec_path=self.path, base_dir=self._base_dir())
@@ -401,3 +439,12 @@ class EditorPage(Page):
             ("Stop the stream" if streaming else "Cancel the run") + " (Shift+F5)" if running else "Run (F5)"
         )
         self._update_title()
+
+
+def _one_line(exc: BaseException, path: Path) -> str:
+    """An error as one line for a toast, without the file's path (the toast names the file)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    for prefix in (f"{path}: ", f"{path.name}: "):
+        text = text.removeprefix(prefix)
+    return text
