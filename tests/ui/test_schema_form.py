@@ -289,3 +289,19 @@ def test_variants_read_as_words_and_an_empty_choice_is_a_note(qtbot):
     assert note.isVisible() and "Nothing to set" in note.text()
     assert params.stack.sizeHint().height() < ranged / 2
     FieldValidationConfig.model_validate({**form.value(), "validation_type": "email_format"})
+
+
+class RetryPolicy(BaseModel):
+    max_attempts: int = 3
+
+
+class WithPolicy(BaseModel):
+    retry_policy: RetryPolicy = RetryPolicy()
+
+
+def test_a_model_named_row_reads_as_words(qtbot):
+    from PySide6.QtWidgets import QLabel
+
+    form = form_for(qtbot, WithPolicy)
+    labels = [w.text() for w in form.findChildren(QLabel) if w.isVisible()]
+    assert "Retry policy" in labels and "RetryPolicy" not in labels

@@ -439,7 +439,9 @@ class ObjectEditor(Editor):
             editor.drop_title()  # the row's label names it
             editor.setObjectName(f"field_{name}")
             editor.changed.connect(lambda n=name: self._field_changed(n))
-            title = resolve(prop).get("title") or prop.get("title") or name.replace("_", " ").capitalize()
+            title = humanize(
+                prop.get("title") or resolve(prop).get("title") or name.replace("_", " ").capitalize()
+            )
             label = QLabel(title + (" *" if name in self.required else ""))
             label.setToolTip(prop.get("description", "") or resolve(prop).get("description", ""))
             error = QLabel()
