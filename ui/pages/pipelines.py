@@ -48,7 +48,9 @@ def _tree(headers: list[str]) -> QTreeWidget:
     tree.setRootIsDecorated(False)
     tree.setAlternatingRowColors(True)
     tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-    tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+    # Every column as wide as its contents; the last (the description) takes the rest.
+    for column in range(len(headers) - 1):
+        tree.header().setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
     tree.header().setStretchLastSection(True)
     return tree
 
@@ -148,8 +150,7 @@ class PipelinesPage(Page):
                 self.shipped.addTopLevelItem(item)
             item.setData(0, Qt.ItemDataRole.UserRole, f)
             item.setToolTip(0, f["path"])
-            if f["error"]:
-                item.setToolTip(item.columnCount() - 1, f["error"])
+            item.setToolTip(item.columnCount() - 1, description)
         has_mine = self.mine.topLevelItemCount() > 0
         self.mine_stack.setCurrentWidget(self.mine if has_mine or needle else self.mine_empty)
         self._update_buttons()
