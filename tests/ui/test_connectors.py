@@ -9,45 +9,16 @@ import shutil
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QAbstractSpinBox, QComboBox, QLineEdit, QListWidget, QPushButton
+from PySide6.QtWidgets import QLineEdit, QListWidget, QPushButton
 
 from tests.engine.test_api_connectors_data import closed_port, opcua_browse_classmethod
-from tests.ui.test_shell import click_in_modal
+from tests.ui.gestures import click, click_in_modal, pick, type_over
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "images"
 LEFT = Qt.MouseButton.LeftButton
 
 
 # ---- gestures ---------------------------------------------------------------------------------------
-def pick(qtbot, combo: QComboBox, text: str) -> None:
-    """Open the combo's popup and click the item, as a user picks it."""
-    index = combo.findText(text)
-    assert index >= 0, f"{text!r} is not offered: {[combo.itemText(i) for i in range(combo.count())]}"
-    combo.showPopup()
-    view = combo.view()
-    qtbot.waitUntil(view.isVisible, timeout=2000)
-    item = view.model().index(index, combo.modelColumn(), view.rootIndex())
-    view.scrollTo(item)
-    rect = view.visualRect(item).intersected(view.viewport().rect())  # a popup squeezed at the screen edge
-    qtbot.mouseClick(view.viewport(), LEFT, pos=rect.center())
-    qtbot.waitUntil(lambda: not view.isVisible(), timeout=2000)
-    assert combo.currentText() == text
-
-
-def type_over(qtbot, widget: QLineEdit | QAbstractSpinBox, text: str) -> None:
-    """Select what the field holds and type over it (Enter commits a spin box)."""
-    widget.setFocus()
-    qtbot.keyClick(widget, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
-    qtbot.keyClicks(widget, text)
-    if isinstance(widget, QAbstractSpinBox):
-        qtbot.keyClick(widget, Qt.Key.Key_Return)
-
-
-def click(qtbot, button: QPushButton) -> None:
-    assert button.isVisible() and button.isEnabled(), f"{button.text()} cannot be clicked"
-    qtbot.mouseClick(button, LEFT)
-
-
 def click_row(qtbot, listing: QListWidget, text: str) -> None:
     """Click the list row whose first line is `text`."""
     rows = [listing.item(i) for i in range(listing.count())]

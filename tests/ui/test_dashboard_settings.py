@@ -20,7 +20,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QLineEdit
 
 from app.settings import SettingsStore
 from tests.pipelines import csv_into_duckdb
-from tests.ui.test_runs import pick, type_over
+from tests.ui.gestures import pick, type_over
 from ui.pages.runs import TODAY
 
 LEFT = Qt.MouseButton.LeftButton

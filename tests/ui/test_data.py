@@ -15,7 +15,8 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QComboBox, QFileDialog, QLineEdit, QPushButton
 
-from tests.ui.test_connectors import click, click_row, pick
+from tests.ui.gestures import click, pick
+from tests.ui.test_connectors import click_row
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "images"
 LEFT = Qt.MouseButton.LeftButton

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, QTimer
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
 from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QWheelEvent
-from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication, QFileDialog, QLineEdit, QPushButton
+from PySide6.QtWidgets import QApplication
 
 from engine.store.tag_historian import TagHistorian
 from engine.tags import conform
+from tests.ui.gestures import click_in_modal, click_item, double_click, pick, save_as
 
 DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "live.png"
 
@@ -58,70 +58,6 @@ def stream_spec(sim) -> dict:
 
 def points(chart, tag: str) -> int:
     return len(chart.series(tag)[0])
-
-
-def double_click(qtbot, tree, item) -> None:
-    tree.scrollToItem(item)
-    rect = tree.visualItemRect(item)  # spans every column, wider than the view: click on the name
-    center = QPoint(rect.left() + 20, rect.center().y())
-    # QTest's double-click alone is not seen as one by item views: press/release first, as a mouse does.
-    qtbot.mouseClick(tree.viewport(), Qt.MouseButton.LeftButton, pos=center)
-    qtbot.mouseDClick(tree.viewport(), Qt.MouseButton.LeftButton, pos=center)
-
-
-def click_item(qtbot, tree, item, modifier=Qt.KeyboardModifier.NoModifier) -> None:
-    tree.scrollToItem(item)
-    rect = tree.visualItemRect(item)
-    qtbot.mouseClick(
-        tree.viewport(), Qt.MouseButton.LeftButton, modifier, QPoint(rect.left() + 20, rect.center().y())
-    )
-
-
-def pick(qtbot, combo, text: str) -> None:
-    """Open the combo box's list (what a click on it does) and click the entry `text`."""
-    combo.showPopup()
-    view = combo.view()
-    qtbot.waitUntil(view.isVisible, timeout=2_000)
-    item = view.model().index(combo.findText(text), combo.modelColumn(), view.rootIndex())
-    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=view.visualRect(item).center())
-    qtbot.waitUntil(lambda: not view.isVisible(), timeout=2_000)
-    assert combo.currentText() == text
-
-
-def in_next_modal(act) -> None:
-    """Run `act(dialog)` on the next modal dialog once it is up (exec() blocks the test until then)."""
-    tries = [0]
-
-    def attempt() -> None:
-        dialog = QApplication.activeModalWidget()
-        if dialog is None or not dialog.isVisible():
-            tries[0] += 1
-            if tries[0] < 250:  # five seconds
-                QTimer.singleShot(20, attempt)
-            return
-        act(dialog)
-
-    QTimer.singleShot(0, attempt)
-
-
-def save_as(name: str) -> None:
-    """In the next file dialog, type `name` over the suggested file name and press Enter, as a user
-    does (a dialog still open after 5 s is cancelled, so a failing test does not hang)."""
-
-    def type_name(dialog) -> None:
-        # The dialog is the timer's context: once it is deleted, the timer is dropped with it.
-        QTimer.singleShot(5_000, dialog, lambda: dialog.isVisible() and dialog.reject())
-        assert isinstance(dialog, QFileDialog)
-        edit = dialog.findChild(QLineEdit, "fileNameEdit")
-        edit.selectAll()
-        QTest.keyClicks(edit, name)
-        QTest.keyClick(edit, Qt.Key.Key_Return)
-
-    in_next_modal(type_name)
-
-
-def click_in_modal(button_name: str) -> None:
-    in_next_modal(lambda dialog: dialog.findChild(QPushButton, button_name).click())
 
 
 def view_point(chart, x: float, y: float) -> QPoint:

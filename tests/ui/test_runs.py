@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QAbstractSpinBox, QComboBox, QDateTimeEdit, QLineEdit
+from PySide6.QtWidgets import QDateTimeEdit
 
 from engine.connectors import registry
 from tests.engine.streaming_sources import TicksConnector
 from tests.pipelines import ecommerce_folder, ticks_stream
+from tests.ui.gestures import pick
 from ui.editor.run_controller import RunController
 
 PIPELINE = "E-commerce order unification"
@@ -55,31 +56,6 @@ def ids_of(page) -> list[str]:
 
 
 # ---- gestures (tests/ui/test_dashboard_settings.py uses them too) -----------------------------------
-def pick(qtbot, combo: QComboBox, text: str) -> None:
-    """Open the combo's popup and click the item, as a user picks it."""
-    index = combo.findText(text)
-    assert index >= 0, f"no {text!r} in {[combo.itemText(i) for i in range(combo.count())]}"
-    combo.showPopup()
-    view = combo.view()
-    qtbot.waitUntil(view.isVisible, timeout=2_000)
-    item = view.model().index(index, combo.modelColumn(), view.rootIndex())
-    view.scrollTo(item)
-    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=view.visualRect(item).center())
-    qtbot.waitUntil(lambda: not view.isVisible(), timeout=2_000)
-    assert combo.currentText() == text
-
-
-def type_over(qtbot, line: QLineEdit | QAbstractSpinBox, text: str) -> None:
-    """Select what the line (or spin box) holds and type `text` over it."""
-    line.setFocus()
-    qtbot.keyClick(line, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
-    qtbot.keyClicks(line, text)
-    if isinstance(line, QAbstractSpinBox):
-        assert line.value() == type(line.value())(text)
-    else:
-        assert line.text() == text
-
-
 def type_datetime(qtbot, edit: QDateTimeEdit, moment: datetime) -> None:
     """Type a date and time into a yyyy-MM-dd HH:mm edit: select the year, type the digits (each
     full section moves on to the next)."""

@@ -12,23 +12,10 @@ import pytest
 from PySide6.QtCore import Qt, QThread, QTimer
 from PySide6.QtWidgets import QApplication, QPushButton
 
+from tests.ui.gestures import click_in_modal
 from ui import main_window as shell
 from ui.pages.base import Page
 from ui.widgets.empty_state import EmptyState
-
-
-def click_in_modal(button_name: str) -> None:
-    """Click a button of the next modal dialog once it is up (exec() blocks the test until then)."""
-
-    def attempt() -> None:
-        box = QApplication.activeModalWidget()
-        button = box.findChild(QPushButton, button_name) if box is not None else None
-        if button is None:
-            QTimer.singleShot(20, attempt)
-            return
-        button.click()
-
-    QTimer.singleShot(0, attempt)
 
 
 def click_sidebar(qtbot, window, row: int) -> None:
