@@ -168,10 +168,15 @@ def test_live_view_charts_a_simulators_tags(
         assert points(chart, "Turbine01.Power") == frozen and chart.viewRange()[0] == frozen_range
 
         # Paused, the wheel over the time axis zooms in on the newest points; every chart follows.
+        # The newest point can sit on the frozen view's last pixel (or just past it, by the source's
+        # clock): the wheel turns two pixels inside the edge.
         newest = chart.series("Turbine01.Power")[0][-1]
-        wheel_on_time_axis(chart, newest, steps=6)
+        pixel_s = (frozen_range[1] - frozen_range[0]) / chart.getViewBox().width()
+        anchor = min(newest, frozen_range[1] - 2 * pixel_s)
+        wheel_on_time_axis(chart, anchor, steps=6)
         (x0, x1), _ = chart.viewRange()
-        assert x1 - x0 < (frozen_range[1] - frozen_range[0]) / 4 and x0 < newest <= x1
+        assert x1 - x0 < (frozen_range[1] - frozen_range[0]) / 4 and x0 < anchor <= x1
+        assert newest - x1 < 3 * pixel_s  # the newest points are in view
         assert page.charts[1].viewRange()[0] == [x0, x1]
         qtbot.wait(300)
         assert chart.viewRange()[0] == [x0, x1]  # paused: the page leaves the zoom alone
