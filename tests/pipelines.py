@@ -62,3 +62,39 @@ def ticks_stream(name: str, *, rows_per_batch: int, interval_s: float) -> dict[s
         ],
         "schedule": {"type": "real_time"},
     }
+
+
+def opcua_stream(
+    sim,
+    *,
+    name: str,
+    source_id: str = "plc",
+    max_latency_ms: int = 300,
+    layout: dict[str, list[float]] | None = None,
+    **config: Any,
+) -> dict[str, Any]:
+    """A real_time graph: every node of an OPC UA simulator (`sim.endpoint`, `sim.node_ids()`),
+    subscribed at 100 ms, into the tag historian. `config` adds to the source's config."""
+    doc: dict[str, Any] = {
+        "name": name,
+        "spec_version": 1,
+        "nodes": [
+            {
+                "id": source_id,
+                "kind": "source",
+                "connector_type": "opc_ua",
+                "config": {
+                    "endpoint": sim.endpoint,
+                    "nodes": sim.node_ids(),
+                    "publishing_interval_ms": 100,
+                    "sampling_interval_ms": 100,
+                    **config,
+                },
+            },
+            {"id": "historian", "kind": "destination", "inputs": [source_id], "connector_type": "historian"},
+        ],
+        "schedule": {"type": "real_time", "max_latency_ms": max_latency_ms},
+    }
+    if layout is not None:
+        doc["layout"] = layout
+    return doc

@@ -19,7 +19,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QFileDialog, QLineEdit
 
 from app.settings import SettingsStore
-from tests.pipelines import csv_into_duckdb
+from tests.pipelines import csv_into_duckdb, opcua_stream
 from tests.ui.gestures import pick, type_over
 from ui.pages.runs import TODAY
 
@@ -146,18 +146,9 @@ def test_dashboard_health_shows_a_streams_source_session_state(
     window = open_window()
     page = window.pages["dashboard"]
     qtbot.waitUntil(lambda: page.loaded, timeout=10_000)
-    doc = {
-        "name": "Wind farm stream",
-        "spec_version": 1,
-        "nodes": [
-            {"id": "plc", "kind": "source", "connector_type": "opc_ua",
-             "config": {"endpoint": opcua_sim.endpoint, "nodes": opcua_sim.node_ids(),
-                        "publishing_interval_ms": 100, "sampling_interval_ms": 100,
-                        "reconnect": {"initial_delay_s": 5.0, "max_delay_s": 5.0}}},
-            {"id": "historian", "kind": "destination", "inputs": ["plc"], "connector_type": "historian"},
-        ],
-        "schedule": {"type": "real_time", "max_latency_ms": 300},
-    }  # fmt: skip
+    doc = opcua_stream(
+        opcua_sim, name="Wind farm stream", reconnect={"initial_delay_s": 5.0, "max_delay_s": 5.0}
+    )
     job = engine.start_stream(doc)  # as the editor's F5 does (tests/ui/test_runs.py drives that)
     try:
         qtbot.waitUntil(

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import QApplication
 
 from engine.store.tag_historian import TagHistorian
 from engine.tags import conform
+from tests.pipelines import opcua_stream
 from tests.ui.gestures import click_in_modal, click_item, double_click, pick, save_as
 
 DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "live.png"
@@ -35,25 +36,7 @@ def simulator():
 
 
 def stream_spec(sim) -> dict:
-    return {
-        "name": "windfarm live",
-        "spec_version": 1,
-        "nodes": [
-            {
-                "id": "opcua",
-                "kind": "source",
-                "connector_type": "opc_ua",
-                "config": {
-                    "endpoint": sim.endpoint,
-                    "nodes": sim.node_ids(),
-                    "publishing_interval_ms": 100,
-                    "sampling_interval_ms": 100,
-                },
-            },
-            {"id": "historian", "kind": "destination", "inputs": ["opcua"], "connector_type": "historian"},
-        ],
-        "schedule": {"type": "real_time", "trigger": "data_arrival", "max_latency_ms": 200},
-    }
+    return opcua_stream(sim, name="windfarm live", source_id="opcua", max_latency_ms=200)
 
 
 def points(chart, tag: str) -> int:

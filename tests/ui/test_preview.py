@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt
 
 from engine.connectors import registry
 from tests.engine.streaming_sources import TicksConnector
-from tests.pipelines import ecommerce_folder, ticks_stream
+from tests.pipelines import ecommerce_folder, opcua_stream, ticks_stream
 from tests.ui.test_editor import click_node, open_file
 from ui.editor.preview_panel import PreviewPanel
 
@@ -110,18 +110,9 @@ def opcua_sim():
 
 
 def opcua_doc(sim) -> dict:
-    return {
-        "name": "wind farm preview",
-        "spec_version": 1,
-        "nodes": [
-            {"id": "plc", "kind": "source", "connector_type": "opc_ua",
-             "config": {"endpoint": sim.endpoint, "nodes": sim.node_ids(),
-                        "publishing_interval_ms": 100, "sampling_interval_ms": 100}},
-            {"id": "historian", "kind": "destination", "inputs": ["plc"], "connector_type": "historian"},
-        ],
-        "layout": {"plc": [0, 0], "historian": [300, 0]},
-        "schedule": {"type": "real_time", "max_latency_ms": 500},
-    }  # fmt: skip
+    return opcua_stream(
+        sim, name="wind farm preview", max_latency_ms=500, layout={"plc": [0, 0], "historian": [300, 0]}
+    )
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QDateTimeEdit
 
 from engine.connectors import registry
 from tests.engine.streaming_sources import TicksConnector
-from tests.pipelines import ecommerce_folder, ticks_stream
+from tests.pipelines import ecommerce_folder, opcua_stream, ticks_stream
 from tests.ui.gestures import pick
 from ui.editor.run_controller import RunController
 
@@ -273,18 +273,9 @@ def rows_drawn(page, node_id: str) -> int:
 def test_a_real_time_pipeline_streams_from_the_editor(qtbot, window, opcua_sim, artifacts):
     page = window.show_page("editor")
     window.resize(1300, 820)
-    page.load_document({
-        "name": "Wind farm stream",
-        "spec_version": 1,
-        "nodes": [
-            {"id": "plc", "kind": "source", "connector_type": "opc_ua",
-             "config": {"endpoint": opcua_sim.endpoint, "nodes": opcua_sim.node_ids(),
-                        "publishing_interval_ms": 100, "sampling_interval_ms": 100}},
-            {"id": "historian", "kind": "destination", "inputs": ["plc"], "connector_type": "historian"},
-        ],
-        "layout": {"plc": [0, 0], "historian": [320, 0]},
-        "schedule": {"type": "real_time", "max_latency_ms": 300},
-    })  # fmt: skip
+    page.load_document(
+        opcua_stream(opcua_sim, name="Wind farm stream", layout={"plc": [0, 0], "historian": [320, 0]})
+    )
     with qtbot.waitSignal(page.validated, timeout=10_000):
         page.validate_now()
     assert page.issues == []
