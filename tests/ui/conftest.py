@@ -5,7 +5,9 @@ Qt runs offscreen (tests/__main__.py sets QT_QPA_PLATFORM; this file does too, f
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -66,3 +68,22 @@ def artifacts() -> Path:
     """tests/artifacts/ (git-ignored): where screenshots go."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@contextlib.contextmanager
+def opcua_simulator(turbines: int, tags_per_turbine: int) -> Iterator:
+    """A real OPC UA server (protocols/opcua/simulator.py) changing its values every 100 ms."""
+    from protocols.opcua.simulator import OpcUaSimulator
+
+    sim = OpcUaSimulator(turbines=turbines, tags_per_turbine=tags_per_turbine, interval_s=0.1).start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture(scope="module")
+def opcua_sim():
+    """Two turbines of four tags, one server for a test module."""
+    with opcua_simulator(2, 4) as sim:
+        yield sim

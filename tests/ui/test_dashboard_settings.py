@@ -20,6 +20,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QLineEdit
 
 from app.settings import SettingsStore
 from tests.pipelines import csv_into_duckdb, opcua_stream
+from tests.ui.conftest import opcua_simulator
 from tests.ui.gestures import pick, type_over
 from ui.pages.runs import TODAY
 
@@ -130,11 +131,8 @@ def test_dashboard_cards_count_real_runs_and_open_what_is_behind_them(qtbot, eng
 
 @pytest.fixture
 def opcua_sim():
-    from protocols.opcua.simulator import OpcUaSimulator
-
-    sim = OpcUaSimulator(turbines=1, tags_per_turbine=3, interval_s=0.1).start()
-    yield sim
-    sim.stop()
+    with opcua_simulator(1, 3) as sim:  # its own: the test stops it to see the session lost
+        yield sim
 
 
 def test_dashboard_health_shows_a_streams_source_session_state(

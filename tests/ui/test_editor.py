@@ -918,15 +918,6 @@ def test_cancel_a_run_from_the_toolbar(editor, qtbot, tmp_path):
     assert run.args[0]["status"] == "cancelled"
 
 
-@pytest.fixture(scope="module")
-def opcua_sim():
-    from protocols.opcua.simulator import OpcUaSimulator
-
-    sim = OpcUaSimulator(turbines=2, tags_per_turbine=4, interval_s=0.1).start()
-    yield sim
-    sim.stop()
-
-
 def test_a_real_time_template_streams_from_a_simulator_until_stopped(editor, qtbot, opcua_sim, artifacts):
     """The OPC UA template pointed at a running server: F5 starts the stream, the nodes show its
     counts, Stop ends it after its last commit."""

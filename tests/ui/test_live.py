@@ -21,6 +21,7 @@ from PySide6.QtWidgets import QApplication
 from engine.store.tag_historian import TagHistorian
 from engine.tags import conform
 from tests.pipelines import opcua_stream
+from tests.ui.conftest import opcua_simulator
 from tests.ui.gestures import click_in_modal, click_item, double_click, pick, save_as
 
 DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "live.png"
@@ -28,11 +29,8 @@ DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "live.png
 
 @pytest.fixture(scope="module")
 def simulator():
-    from protocols.opcua.simulator import OpcUaSimulator
-
-    sim = OpcUaSimulator(turbines=3, tags_per_turbine=4, interval_s=0.1).start()
-    yield sim
-    sim.stop()
+    with opcua_simulator(3, 4) as sim:  # 12 tags
+        yield sim
 
 
 def stream_spec(sim) -> dict:

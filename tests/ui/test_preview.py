@@ -100,13 +100,6 @@ def test_cancel_stops_a_live_preview(qtbot, panel):
 
 
 # ---- a real protocol source: a short live sample from an OPC UA server ------------------------------
-@pytest.fixture(scope="module")
-def opcua_sim():
-    from protocols.opcua.simulator import OpcUaSimulator
-
-    sim = OpcUaSimulator(turbines=2, tags_per_turbine=4, interval_s=0.1).start()
-    yield sim
-    sim.stop()
 
 
 def opcua_doc(sim) -> dict:

@@ -246,13 +246,6 @@ def good_version(page, good) -> int:
 
 
 # ---- a real_time pipeline from the editor: OPC UA simulator -> historian ----------------------------
-@pytest.fixture
-def opcua_sim():
-    from protocols.opcua.simulator import OpcUaSimulator
-
-    sim = OpcUaSimulator(turbines=2, tags_per_turbine=4, interval_s=0.1).start()
-    yield sim
-    sim.stop()
 
 
 def press_on_canvas(qtbot, page, key, modifiers=Qt.KeyboardModifier.NoModifier) -> None:
