@@ -554,16 +554,6 @@ def assert_drawn_without_problems(page, doc: dict) -> None:
     assert len(pipes) == links and all(p.isVisible() for p in pipes)
 
 
-def test_templates_are_listed_and_valid(engine):
-    names = {t["name"] for t in engine.templates()}
-    assert {
-        "file_to_duckdb_cleanup",
-        "multi_source_union",
-        "opcua_to_historian",
-        "modbus_meters_quality",
-    } <= names
-
-
 def test_linear_form_imports_as_a_graph_and_is_laid_out(editor, qtbot, tmp_path):
     linear = {
         "name": "Linear import",
