@@ -36,6 +36,7 @@ from ui.editor.preview_panel import PreviewPanel
 from ui.editor.problems import ProblemsList
 from ui.editor.properties import PropertiesPanel
 from ui.editor.run_controller import RunController
+from ui.errors import one_line
 from ui.pages.base import Page
 from ui.widgets.loading import LoadingOverlay
 
@@ -443,8 +444,7 @@ class EditorPage(Page):
 
 def _one_line(exc: BaseException, path: Path) -> str:
     """An error as one line for a toast, without the file's path (the toast names the file)."""
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else type(exc).__name__
+    text = one_line(exc)
     for prefix in (f"{path}: ", f"{path.name}: "):
         text = text.removeprefix(prefix)
     return text

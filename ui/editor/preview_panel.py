@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ui.errors import one_line
 from ui.widgets.frame_table import FrameTable
 from ui.widgets.loading import LoadingOverlay
 
@@ -153,7 +154,7 @@ class PreviewPanel(QWidget):
             return
         self._settle()
         cancelled = type(error).__name__ == "RunCancelled"
-        text = "preview cancelled" if cancelled else _one_line(error)
+        text = "preview cancelled" if cancelled else one_line(error)
         self.title.setText(f"{self.node_id}: {text}")
         self.failed.emit("cancelled" if cancelled else text)
 
@@ -162,12 +163,3 @@ def _reasons_first(frame: pl.DataFrame) -> pl.DataFrame:
     if REASON not in frame.columns:
         return frame
     return frame.select(pl.col(REASON).alias("reason"), pl.exclude(REASON))
-
-
-def _one_line(error: BaseException) -> str:
-    issues = getattr(error, "issues", None)
-    if issues:
-        first = issues[0]
-        more = f" (+{len(issues) - 1} more)" if len(issues) > 1 else ""
-        return f"{first.path or 'pipeline'}: {first.message}{more}"
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

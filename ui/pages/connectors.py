@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ui.errors import one_line
 from ui.pages.base import Page
 from ui.widgets.empty_state import EmptyState
 from ui.widgets.loading import LoadingOverlay
@@ -42,12 +43,6 @@ BADGE_STYLE = {
     "error": "background:#c62828;color:white;border-radius:4px;padding:3px 8px;",
     "busy": "background:#757575;color:white;border-radius:4px;padding:3px 8px;",
 }
-
-
-def one_line(exc: BaseException | str) -> str:
-    """The first line of an error: a badge or a status line shows one sentence, never a traceback."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class TagBrowser(QDialog):

@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ui.errors import one_line
 from ui.pages.base import Page
 from ui.preferences import Preferences
 from ui.widgets.empty_state import EmptyState
@@ -280,7 +281,7 @@ class DashboardPage(Page):
 
     def _failed(self, exc: BaseException) -> None:
         self._done_loading()
-        line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        line = one_line(exc)
         self.health.setText(f"{_dot(BAD)} The engine did not answer: {html.escape(line)}")
 
     def _show(self, result) -> None:
@@ -432,5 +433,5 @@ class DashboardPage(Page):
 
     def _demo_failed(self, exc: BaseException) -> None:
         self._demo_settled()
-        line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        line = one_line(exc)
         self.toast("error", f"The demo did not run: {line}")

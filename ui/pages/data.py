@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ui.errors import one_line
 from ui.pages.base import Page
 from ui.widgets.empty_state import EmptyState
 from ui.widgets.frame_table import FrameTable
@@ -42,12 +43,6 @@ EXPORT_FILTERS = {"CSV (*.csv)": ".csv", "Parquet (*.parquet)": ".parquet", "Exc
 ROW_NUMBER = "Row number"
 ALL_NUMERIC = "All numeric columns"
 CURVE_COLOURS = ("#3b82f6", "#ef4444", "#10b981", "#f59e0b", "#8b5cf6", "#ec4899", "#14b8a6", "#64748b")
-
-
-def one_line(exc: BaseException | str) -> str:
-    """The first line of an error: the status line and toasts say one sentence, not a traceback."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def export_path(path: str, chosen_filter: str) -> str:

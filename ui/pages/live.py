@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ui.errors import one_line
 from ui.live.charts import TagChart, ThroughputChart
 from ui.live.tag_browser import TagBrowser
 from ui.pages.base import Page
@@ -539,10 +540,3 @@ class LivePage(Page):
         if path:
             self._export_dir = Path(path).parent
         return path or None
-
-
-def one_line(exc: BaseException) -> str:
-    """The first line of an error's message (engine errors can carry a trace or a query below it)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= 200 else text[:199] + "…"

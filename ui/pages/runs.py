@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ui.errors import one_line
 from ui.pages.base import Page
 from ui.preferences import Preferences
 from ui.widgets.empty_state import EmptyState
@@ -326,9 +327,7 @@ class RunsPage(Page):
 
     def _load_failed(self, error: BaseException) -> None:
         self._loading_done()
-        self.toast(
-            "error", f"Runs could not be read: {str(error).splitlines()[0] if str(error) else error!r}"
-        )
+        self.toast("error", f"Runs could not be read: {one_line(error)}")
 
     def _loading_done(self) -> None:
         self._loading = max(0, self._loading - 1)
@@ -425,7 +424,7 @@ class RunsPage(Page):
 
     def _detail_failed(self, error: BaseException) -> None:
         self.detail_overlay.stop()
-        self.toast("error", str(error).splitlines()[0] if str(error) else repr(error))
+        self.toast("error", one_line(error))
 
     def _show_detail(self, detail: dict[str, Any] | None) -> None:
         self.detail_overlay.stop()
@@ -540,7 +539,7 @@ class RunsPage(Page):
         if job is self.rerun_job:
             self.rerun_job = None
         self._update_rerun_button()
-        self.toast("error", f"Re-run failed: {str(error).splitlines()[0] if str(error) else error!r}")
+        self.toast("error", f"Re-run failed: {one_line(error)}")
 
     def shutdown(self) -> None:
         self._refresh_later.stop()

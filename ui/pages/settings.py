@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ui.errors import one_line
 from ui.pages.base import Page
 from ui.preferences import DEFAULTS, FIELDS, LOCAL, Preferences, effective, settings_store
 from ui.widgets.empty_state import EmptyState
@@ -207,8 +208,8 @@ class SettingsPage(Page):
     def _load_failed(self, exc: BaseException) -> None:
         self.pending_loads -= 1
         self.overlay.stop()
-        self.status.setText(f"✕ {str(exc).splitlines()[0]}")
-        self.toast("error", f"Settings could not be read: {str(exc).splitlines()[0]}")
+        self.status.setText(f"✕ {one_line(exc)}")
+        self.toast("error", f"Settings could not be read: {one_line(exc)}")
 
     def _loaded(self, values: dict[str, Any], zone, overridden: list[str], zones: list[str]) -> None:
         self.pending_loads -= 1
@@ -329,7 +330,7 @@ class SettingsPage(Page):
 
     def _failed(self, exc: BaseException) -> None:
         self._done_saving()
-        line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        line = one_line(exc)
         field = getattr(exc, "field", None)
         if field in self.errors:
             self.errors[field].setText(getattr(exc, "message", line))
