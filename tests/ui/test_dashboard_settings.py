@@ -183,8 +183,11 @@ def test_dashboard_quick_actions(qtbot, engine, open_window, artifacts):
     assert not page.demo_button.isEnabled() and page.demo_button.text() == "Running the demo…"  # loading
     qtbot.waitUntil(lambda: page.demo_job is None, timeout=30_000)
     assert page.demo_button.isEnabled() and page.demo_button.text() == "Run the demo"
-    qtbot.waitUntil(lambda: page.cards["runs_today"].value.text() == "1", timeout=10_000)
-    assert page.cards["rows_today"].value.text() == "15"
+    # the run is counted from its start and its rows at its finish: wait for both on the cards
+    qtbot.waitUntil(
+        lambda: (page.cards["runs_today"].value.text(), page.cards["rows_today"].value.text()) == ("1", "15"),
+        timeout=10_000,
+    )
     assert (engine.data_dir / "demo" / "ecommerce" / "unified_orders.json").exists()
     assert "E-commerce order unification" in activity_texts(page)[0]
     toast = page.last_toast
