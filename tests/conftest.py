@@ -8,7 +8,14 @@ import socket
 
 import pytest
 
-SERVICES = {"postgresql": 5432, "mariadb": 3306, "mosquitto": 1883, "redis": 6379}
+SERVICES = {
+    "postgresql": 5432,
+    "mariadb": 3306,
+    "mosquitto": 1883,
+    "redis": 6379,
+    "rabbitmq": 5672,
+    "nats": 4222,
+}
 
 # The run record of spec section 6, as `aggregator run --json` prints it.
 RUN_RECORD_KEYS = frozenset(
