@@ -14,6 +14,7 @@ import polars as pl
 
 from engine.api.core import EngineCore
 from engine.errors import DataError
+from engine.sql_sandbox import SqlRefused, check_statement
 
 EXPORT_FORMATS = ("csv", "parquet", "xlsx")
 # Statement types the console runs; anything that could write is refused before it runs.
@@ -132,7 +133,7 @@ class DataAPI(EngineCore):
 
         cur = self.workspace.historian.cursor()
         try:
-            self._refuse_writes(cur, sql)
+            self._refuse_writes(sql)
             cur.begin()
             try:
                 rel = cur.sql(sql.strip().rstrip(";"))
@@ -148,27 +149,23 @@ class DataAPI(EngineCore):
         return {"frame": frame, "truncated": truncated, "rows": frame.height}
 
     @staticmethod
-    def _refuse_writes(cur, sql: str) -> None:
-        import duckdb
-
-        def statements_of(text: str) -> list:
-            try:
-                return cur.extract_statements(text)
-            except duckdb.Error as exc:
-                raise DataError(f"SQL console: {str(exc).strip().splitlines()[0]}") from None
-
-        statements = statements_of(sql)
-        if len(statements) != 1:
-            raise DataError(f"SQL console: one statement at a time (got {len(statements)})")
-        kind = statements[0].type.name
+    def _refuse_writes(sql: str) -> None:
+        """The statement check of the sql transform's sandbox (engine/sql_sandbox.py), with the
+        console's wider list of kinds; EXPLAIN and PRAGMA are then narrowed to what only reads."""
         allowed = "read-only: SELECT, EXPLAIN of a SELECT, and PRAGMAs that describe"
-        if kind not in READ_ONLY_STATEMENTS:
-            raise DataError(f"SQL console: {kind} statements are not allowed here ({allowed})")
+
+        def check(text: str, kinds) -> str:
+            try:
+                return check_statement(text, kinds, allowed).type.name
+            except SqlRefused as exc:
+                raise DataError(f"SQL console: {exc}") from None
+
+        kind = check(sql, READ_ONLY_STATEMENTS)
         if kind == "EXPLAIN":
-            inner = statements_of(EXPLAIN_PREFIX.sub("", sql, count=1))
-            inner_kind = inner[0].type.name if len(inner) == 1 else "EXPLAIN"
-            if inner_kind != "SELECT":
-                raise DataError(f"SQL console: EXPLAIN of {inner_kind} is not allowed here ({allowed})")
+            try:
+                check_statement(EXPLAIN_PREFIX.sub("", sql, count=1))
+            except SqlRefused as exc:
+                raise DataError(f"SQL console: EXPLAIN of a non-query is not allowed ({exc})") from None
         if kind == "PRAGMA":
             match = PRAGMA_NAME.match(sql)
             name = match.group(1).lower() if match else "?"

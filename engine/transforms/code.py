@@ -14,6 +14,14 @@ from pydantic import Field, field_validator
 
 from engine.context import NodeContext
 from engine.errors import TransformError
+from engine.sql_sandbox import (
+    SqlRefused,
+    SqlSyntaxError,
+    check_statement,
+    first_line,
+    is_refused_access,
+    run_query,
+)
 from engine.transforms.base import OUT, Transform, TransformConfig
 from engine.transforms.registry import register
 
@@ -23,8 +31,23 @@ INPUT_TABLE = "input"
 class SqlConfig(TransformConfig):
     type: Literal["sql"] = "sql"
     query: str = Field(
-        min_length=1, description="DuckDB SQL over the table `input`, e.g. `SELECT * FROM input`."
+        min_length=1,
+        description="one DuckDB query (SELECT, WITH, VALUES or FROM) over the table `input`, e.g."
+        " `SELECT * FROM input`; it cannot read or write files",
     )
+
+    @field_validator("query")
+    @classmethod
+    def _one_query(cls, query: str) -> str:
+        # Refused kinds (COPY, ATTACH, INSTALL, SET...) fail validation; a syntax error is left to the
+        # run, which reports it with DuckDB's own words and position.
+        try:
+            check_statement(query)
+        except SqlSyntaxError:
+            return query
+        except SqlRefused as exc:
+            raise ValueError(f"{exc} (SELECT, WITH, VALUES or FROM)") from None
+        return query
 
 
 @register
@@ -50,15 +73,19 @@ class Sql(Transform):
 
 
 def run_sql(query: str, frame: pl.DataFrame) -> pl.DataFrame:
+    """`query` over `frame` (the table `input`) in the SQL sandbox (engine/sql_sandbox.py)."""
     import duckdb
 
-    with duckdb.connect(":memory:") as con:
-        con.execute("SET enable_progress_bar = false")  # it would draw on our stdout
-        con.register(INPUT_TABLE, frame.to_arrow())  # zero-copy: DuckDB scans the Arrow buffers
-        try:
-            result = pl.from_arrow(con.sql(query).to_arrow_table())
-        except duckdb.Error as exc:
-            raise TransformError(f"SQL: {str(exc).splitlines()[0]}", param="query") from None
+    try:
+        table = run_query(query, {INPUT_TABLE: frame.to_arrow()})
+    except SqlRefused as exc:
+        raise TransformError(f"SQL: {exc}", param="query") from None
+    except duckdb.Error as exc:
+        line = first_line(exc)
+        if is_refused_access(exc):
+            line = f"files, network and extensions are not reachable from a sql transform ({line})"
+        raise TransformError(f"SQL: {line}", param="query") from None
+    result = pl.from_arrow(table)
     assert isinstance(result, pl.DataFrame)
     return _plain_integers(result)
 
