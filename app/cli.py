@@ -125,17 +125,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     except Exception as exc:
         from engine.errors import AggregatorError, SpecError
+        from engine.secrets import mask  # secret values resolved by this process never reach stderr
 
         if args.debug:
-            traceback.print_exc()
+            print(mask(traceback.format_exc()), end="", file=sys.stderr)
         if isinstance(exc, SpecError):
             _print_spec_error(exc)
             return EXIT_INVALID
         if isinstance(exc, AggregatorError):
-            print(f"error: {exc.one_line()}", file=sys.stderr)
+            print(f"error: {mask(exc.one_line())}", file=sys.stderr)
             return exc.exit_code
         print(
-            f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+            mask(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for details)"),
             file=sys.stderr,
         )
         return EXIT_FAILED

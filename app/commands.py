@@ -47,6 +47,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.runner import run_pipeline
+    from engine.secrets import mask
 
     compiled = _load(args.spec)
     cancel = threading.Event()
@@ -74,6 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     targets = record.pop("_targets", {})
+    record["error"] = mask(record.get("error"))  # no secret value in --json or on stderr
     if args.json:
         print_json(record)
     else:

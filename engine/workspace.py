@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.secrets import SecretStore
+from engine.secrets import SecretStore, restrict_to_owner
 from engine.store.historian import Historian
 from engine.store.metadata import MetadataStore
 
@@ -22,7 +22,7 @@ def default_data_dir() -> Path:
 class Workspace:
     def __init__(self, data_dir: Path | str | None = None):
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        restrict_to_owner(self.data_dir)  # 0700: plugins, secrets and runs are the owner's only
         (self.data_dir / "plugins").mkdir(exist_ok=True)
         self.metadata = MetadataStore(self.data_dir / "metadata.db")
         self.historian = Historian(self.data_dir / "historian.duckdb")

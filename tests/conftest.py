@@ -46,6 +46,14 @@ def require_service(name: str) -> None:
         pytest.skip(message)
 
 
+@pytest.fixture(autouse=True)
+def config_dir(tmp_path_factory, monkeypatch):
+    """Every test gets its own configuration folder (where the secrets key lives), never the user's."""
+    path = tmp_path_factory.mktemp("config")
+    monkeypatch.setenv("AGGREGATOR_CONFIG", str(path))
+    return path
+
+
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
     path = tmp_path / "data"

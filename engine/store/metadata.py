@@ -15,6 +15,8 @@ from typing import Any
 
 import sqlite_utils
 
+from engine.secrets import mask
+
 SCHEMA_VERSION = 1
 
 
@@ -152,6 +154,8 @@ class MetadataStore:
 
     # ---- runs --------------------------------------------------------------------------------
     def upsert_run(self, run: dict[str, Any]) -> None:
+        if run.get("error"):
+            run = {**run, "error": mask(run["error"])}  # secret values never reach the disk
         with self._lock:
             self.db["runs"].upsert(run, pk="run_id", alter=False)
 
@@ -163,7 +167,13 @@ class MetadataStore:
     def log(self, run_id: str, level: str, message: str, node_id: str | None = None) -> None:
         with self._lock:
             self.db["run_logs"].insert(
-                {"run_id": run_id, "ts": utc_now(), "level": level, "node_id": node_id, "message": message}
+                {
+                    "run_id": run_id,
+                    "ts": utc_now(),
+                    "level": level,
+                    "node_id": node_id,
+                    "message": mask(message),
+                }
             )
 
     def runs(

@@ -152,8 +152,9 @@ def test_missing_secret_fails_the_run_with_one_line_naming_it(tmp_path, monkeypa
     assert TOKEN not in out + err and "Traceback" not in err
 
 
-def test_encrypted_file_fallback_round_trips(tmp_path, monkeypatch):
+def test_encrypted_file_fallback_round_trips(tmp_path, monkeypatch, config_dir):
     store = SecretStore(tmp_path / "data")
+    assert store.key_file == config_dir / "secrets.key"
     assert store.set("db_password", PASSWORD, use_keyring=False) == "encrypted file"
     assert store.set("api_token", TOKEN, use_keyring=False) == "encrypted file"
     assert store.get("db_password") == PASSWORD
@@ -165,8 +166,8 @@ def test_encrypted_file_fallback_round_trips(tmp_path, monkeypatch):
     encrypted = (tmp_path / "data" / "secrets.enc").read_bytes()
     assert all(v.encode() not in encrypted for v in (PASSWORD, TOKEN, SALT))
     assert b"db_password" not in encrypted  # not even the names are readable
-    key_file = tmp_path / "data" / ".secrets.key"
-    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert not (tmp_path / "data" / ".secrets.key").exists()  # the key is not beside the secrets
+    assert stat.S_IMODE(store.key_file.stat().st_mode) == 0o600
     assert list((tmp_path / "data").glob("*.tmp")) == []
 
     monkeypatch.setenv("AGGREGATOR_SECRET_DB_PASSWORD", "from-env")
