@@ -86,6 +86,11 @@ class JsonMapping(ConnectorConfig):
 class SparkplugOptions(ConnectorConfig):
     group_ids: list[str] | None = Field(None, description="only these Sparkplug groups (all when unset)")
     edge_nodes: list[str] | None = Field(None, description="only these edge node ids (all when unset)")
+    request_rebirth: bool = Field(
+        True,
+        description="on a sequence gap or data from an unborn node, publish NCMD `Node Control/Rebirth` "
+        "(needs publish rights on spBv1.0/<group>/NCMD/#); false: read only",
+    )
 
 
 class MqttSourceConfig(ConnectorConfig):

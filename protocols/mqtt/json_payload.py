@@ -18,17 +18,19 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import polars as pl
 
 from engine.tags import TAG_SCHEMA, TIME
 from protocols.mqtt.config import JsonMapping
+from protocols.mqtt.timestamps import IMPLAUSIBLE, PLAUSIBLE_FROM
 
 _TOKEN = re.compile(r"\[(\d+)\]|\.?([^.\[\]]+)")
 _MISSING = object()
 _EPOCH_US = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
+_FROM_US = (PLAUSIBLE_FROM - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 _QUALITIES = {"good": "good", "uncertain": "uncertain", "bad": "bad", "true": "good", "false": "bad"}
 
 
@@ -89,12 +91,15 @@ class JsonDecoder:
     def decode(
         self, topics: list[str], payloads: list[bytes], received: list[datetime]
     ) -> tuple[pl.DataFrame, list[tuple[str, str]]]:
-        """One micro-batch of messages -> (TAG_SCHEMA frame, [(topic, reason) of each bad payload])."""
+        """One micro-batch of messages -> (TAG_SCHEMA frame, [(topic, reason) of each problem]):
+        a bad payload (reason `bad_payload: ...`) or an implausible timestamp (`implausible_timestamp: ...`)."""
         cols = _Columns([], [], [], [], [], [], [], [], [])
         for topic, payload, at in zip(topics, payloads, received, strict=True):
             self._message(cols, topic, payload, at)
         frame = self._frame(cols)
-        bad = frame.filter(pl.col("reason").str.starts_with("bad_payload"))
+        bad = frame.filter(
+            pl.col("reason").str.starts_with("bad_payload") | pl.col("reason").str.starts_with(IMPLAUSIBLE)
+        )
         rejected = list(zip(bad["topic"].to_list(), bad["reason"].to_list(), strict=True))
         return frame.drop("topic"), rejected
 
@@ -167,30 +172,43 @@ class JsonDecoder:
                 "received_at": pl.Series(c.received, dtype=TIME),
             }
         )
-        parsed = self._timestamps(pl.col("ts_number"), pl.col("ts_text"))
+        parsed, implausible = self._timestamps(pl.col("ts_number"), pl.col("ts_text"), pl.col("received_at"))
         has_ts = pl.col("ts_number").is_not_null() | pl.col("ts_text").is_not_null()
-        ts_error = pl.when(has_ts & parsed.is_null()).then(
-            pl.format(
-                "unreadable timestamp at {} ({}): {}",
-                pl.lit(m.timestamp_path),
-                pl.lit(m.timestamp_format if m.timestamp_format != "epoch" else f"epoch {m.epoch_unit}"),
-                pl.coalesce(pl.col("ts_text"), pl.col("ts_number").cast(pl.String)).str.slice(0, 40),
-            )
+        raw_ts = pl.coalesce(pl.col("ts_text"), pl.col("ts_number").cast(pl.String)).str.slice(0, 40)
+        unit = m.timestamp_format if m.timestamp_format != "epoch" else f"epoch {m.epoch_unit}"
+        ts_error = pl.when(has_ts & parsed.is_null() & ~implausible).then(
+            pl.format("unreadable timestamp at {} ({}): {}", pl.lit(m.timestamp_path), pl.lit(unit), raw_ts)
         )
         error = pl.coalesce(pl.col("error"), ts_error)
         bad = error.is_not_null()
+        odd_time = ~bad & has_ts & implausible
+        odd_reason = pl.format(
+            "{}: {} at {} ({}) is outside {}..now+1 day",
+            pl.lit(IMPLAUSIBLE),
+            raw_ts,
+            pl.lit(m.timestamp_path),
+            pl.lit(unit),
+            pl.lit(PLAUSIBLE_FROM.date().isoformat()),
+        )
+        # The receive time stands in only when no timestamp is configured (a sender without a
+        # clock, like a Modbus poll); a configured one that is missing, 0 or implausible is null.
+        when = pl.col("received_at") if self.ts_path is None else parsed
         return raw.select(
-            pl.when(bad)
-            .then(pl.col("received_at"))
-            .otherwise(pl.coalesce(parsed, pl.col("received_at")))
-            .alias("timestamp"),
+            pl.when(bad).then(pl.col("received_at")).otherwise(when).alias("timestamp"),
             pl.lit(None, dtype=TIME).alias("server_timestamp"),
             pl.col("tag"),
             pl.when(bad).then(None).otherwise(pl.col("value")).alias("value"),
             pl.when(bad).then(None).otherwise(pl.col("value_text")).alias("value_text"),
-            pl.when(bad).then(pl.lit("bad")).otherwise(pl.col("quality").fill_null("good")).alias("quality"),
+            pl.when(bad)
+            .then(pl.lit("bad"))
+            .when(odd_time & (pl.col("quality").fill_null("good") == "good"))
+            .then(pl.lit("uncertain"))
+            .otherwise(pl.col("quality").fill_null("good"))
+            .alias("quality"),
             pl.when(bad)
             .then(pl.lit("bad_payload: ") + error)
+            .when(odd_time)
+            .then(odd_reason)
             .when(pl.col("quality").is_in(["uncertain", "bad"]))
             .then(pl.lit("reported"))
             .alias("reason"),
@@ -199,13 +217,20 @@ class JsonDecoder:
             pl.col("topic"),
         ).cast(dict(TAG_SCHEMA))
 
-    def _timestamps(self, number: pl.Expr, text: pl.Expr) -> pl.Expr:
+    def _timestamps(self, number: pl.Expr, text: pl.Expr, received: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+        """(timestamp, implausible): the parsed time when it is plausible (1990-01-01..received +
+        1 day), else null; `implausible` is true where one was read but fell outside. 0 is "none"."""
         m = self.mapping
         fmt = m.timestamp_format
+        upto = received + pl.duration(days=1)
         epoch_number = pl.coalesce(number, text.cast(pl.Float64, strict=False)) if fmt == "epoch" else number
-        epoch = (epoch_number * _EPOCH_US[m.epoch_unit]).round().cast(pl.Int64, strict=False).cast(TIME)
+        epoch_number = pl.when(epoch_number != 0).then(epoch_number)
+        us = epoch_number * _EPOCH_US[m.epoch_unit]
+        us_ok = us.is_between(_FROM_US, upto.dt.epoch("us"))
+        epoch = pl.when(us_ok).then(us.round().cast(pl.Int64, strict=False).cast(TIME))
+        epoch_odd = us.is_not_null() & ~us_ok
         if fmt == "epoch":
-            return epoch
+            return epoch, epoch_odd.fill_null(False)
         if fmt in ("auto", "iso8601"):
             iso = text.str.replace(" ", "T", literal=True)
             parsed = pl.coalesce(
@@ -214,8 +239,12 @@ class JsonDecoder:
                     "%Y-%m-%dT%H:%M:%S%.f", time_unit="us", strict=False
                 ).dt.replace_time_zone("UTC"),
             )
-            return pl.coalesce(epoch, parsed) if fmt == "auto" else parsed
-        # A strftime format; a time without an offset is taken as UTC.
-        aware = "%z" in fmt or "%#z" in fmt or "%:z" in fmt
-        parsed = text.str.to_datetime(fmt, time_unit="us", strict=False)
-        return parsed.dt.convert_time_zone("UTC") if aware else parsed.dt.replace_time_zone("UTC")
+        else:  # a strftime format; a time without an offset is taken as UTC
+            aware = "%z" in fmt or "%#z" in fmt or "%:z" in fmt
+            parsed = text.str.to_datetime(fmt, time_unit="us", strict=False)
+            parsed = parsed.dt.convert_time_zone("UTC") if aware else parsed.dt.replace_time_zone("UTC")
+        ok = parsed.is_between(pl.lit(PLAUSIBLE_FROM, dtype=TIME), upto)
+        odd = parsed.is_not_null() & ~ok
+        if fmt == "auto":
+            return pl.coalesce(epoch, pl.when(ok).then(parsed)), (epoch_odd | odd).fill_null(False)
+        return pl.when(ok).then(parsed), odd.fill_null(False)

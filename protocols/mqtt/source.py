@@ -13,6 +13,7 @@ reconnects by itself with exponential back-off (`reconnect_delay_set`) and resub
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections import deque
@@ -25,9 +26,11 @@ import polars as pl
 from engine.connectors.base import StreamingSource
 from engine.context import RunContext
 from engine.errors import ConnectorError
-from engine.tags import TagBatchBuilder, utc_now
+from engine.tags import TagBatchBuilder, empty_tags, utc_now
 from protocols.mqtt.config import MqttSourceConfig
+from protocols.mqtt.timestamps import IMPLAUSIBLE
 
+log = logging.getLogger(__name__)
 LAST_ERRORS = 20
 _GAP = object()  # queue marker: the connection was lost here
 
@@ -192,12 +195,43 @@ class MqttSource(StreamingSource):
                 items = list(self._pending)
                 self._pending.clear()
             if items:
-                batch = self._batch(items)
+                batch = self._batch_safely(items)
                 if batch.height:
                     self.counters["batches"] += 1
-                    emit(batch)
+                    try:
+                        emit(batch)
+                    except Exception as exc:  # never let the batcher die: count, log, go on
+                        self.counters["emit_errors"] += 1
+                        self._problems(
+                            [(f"batch of {batch.height} records", f"emit failed: {_one_line(exc)}")]
+                        )
             if self._stopping.is_set() and not self._pending:
                 return
+
+    def _batch_safely(self, items: list[Any]) -> pl.DataFrame:
+        """`_batch`, and when it fails on something unforeseen, message by message: the one that
+        fails becomes a bad record with the reason, the others flow."""
+        try:
+            return self._batch(items)
+        except Exception as exc:
+            self.counters["batch_errors"] += 1
+            log.debug(
+                "%s: batch of %d messages failed, decoding one by one", self.name, len(items), exc_info=exc
+            )
+        frames = []
+        for item in items:
+            try:
+                frames.append(self._batch([item]))
+            except Exception as exc:
+                if item is _GAP:
+                    continue
+                topic, _payload, received = item
+                reason = f"bad_payload: {_one_line(exc)}"
+                builder = TagBatchBuilder(self.name)
+                builder.add(topic, None, quality="bad", reason=reason, received_at=received)
+                frames.append(builder.take())
+                self._reject([(topic, reason)])
+        return pl.concat(frames) if frames else empty_tags()
 
     def _batch(self, items: list[Any]) -> pl.DataFrame:
         frames: list[pl.DataFrame] = []
@@ -220,8 +254,15 @@ class MqttSource(StreamingSource):
         return frame
 
     def _reject(self, rejected: list[tuple[str, str]]) -> None:
-        self.counters["bad_payloads"] += len(rejected)
-        self.last_errors.extend(rejected)
+        """Bad payloads and implausible timestamps: counted, kept for the GUI, logged."""
+        for _item, reason in rejected:
+            self.counters["implausible_timestamps" if reason.startswith(IMPLAUSIBLE) else "bad_payloads"] += 1
+        self._problems(rejected)
+
+    def _problems(self, problems: list[tuple[str, str]]) -> None:
+        self.last_errors.extend(problems)
+        for item, reason in problems:
+            log.warning("%s: %s: %s", self.name, item, reason)
 
     def _make_decoder(self) -> Callable[[list[tuple[str, bytes, datetime]]], pl.DataFrame]:
         cfg = self.config
@@ -246,14 +287,57 @@ class MqttSource(StreamingSource):
         def decode_sparkplug(run: list[tuple[str, bytes, datetime]]) -> pl.DataFrame:
             builder = TagBatchBuilder(self.name)
             for topic, payload, received in run:
+                mark = len(builder)
                 try:
                     session.handle(topic, payload, builder, received)
-                except SparkplugError as exc:
-                    reason = f"bad_payload: {exc}"
+                except Exception as exc:  # SparkplugError: not Sparkplug B; anything else: our bug
+                    del_from(builder, mark)  # nothing half-written from this message
+                    what = str(exc) if isinstance(exc, SparkplugError) else _one_line(exc)
+                    reason = f"bad_payload: {what}"
                     builder.add(topic, None, quality="bad", reason=reason, received_at=received)
                     self._reject([(topic, reason)])
+            self._problems(session.problems)
+            session.problems.clear()
             for key, count in session.counters.items():
                 self.counters[key] = count
+            for group, edge in session.rebirths:
+                self._request_rebirth(group, edge)
+            session.rebirths.clear()
             return builder.take()
 
         return decode_sparkplug
+
+    def _request_rebirth(self, group: str, edge: str) -> None:
+        """Sparkplug host duty: ask the node to publish its births again (NCMD Node Control/Rebirth)."""
+        from protocols.mqtt.sparkplug import rebirth_request
+
+        if not self.config.sparkplug.request_rebirth or self._client is None:
+            return
+        topic, payload = rebirth_request(group, edge)
+        try:
+            self._client.publish(topic, payload, qos=0)
+        except Exception as exc:
+            self._problems([(topic, f"rebirth request not sent: {_one_line(exc)}")])
+            return
+        self.counters["rebirth_requests"] += 1
+        log.info("%s: asked %s/%s to rebirth (%s)", self.name, group, edge, topic)
+
+
+def del_from(builder: TagBatchBuilder, mark: int) -> None:
+    """Drop what `builder` got after it held `mark` records."""
+    for column in (
+        builder.timestamp,
+        builder.server_timestamp,
+        builder.tag,
+        builder.value,
+        builder.value_text,
+        builder.quality,
+        builder.reason,
+        builder.received_at,
+    ):
+        del column[mark:]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"{type(exc).__name__}: {text}"[:300]

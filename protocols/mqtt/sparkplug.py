@@ -15,6 +15,7 @@ Template members are flattened into `metric/member` tags. `is_null` gives a null
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from typing import Any
 
 from engine.tags import TagBatchBuilder
 from protocols.mqtt.sparkplug_proto import payload_class
+from protocols.mqtt.timestamps import IMPLAUSIBLE, PLAUSIBLE_AHEAD, PLAUSIBLE_FROM
 
 NAMESPACE = "spBv1.0"
 MESSAGE_TYPES = frozenset({"NBIRTH", "NDEATH", "DBIRTH", "DDEATH", "NDATA", "DDATA", "NCMD", "DCMD", "STATE"})
@@ -173,7 +175,10 @@ def metric_value(pm: Any, datatype: int) -> Any:
         raw &= (1 << bits) - 1
         return raw - (1 << bits) if raw >> (bits - 1) else raw
     if datatype == DATETIME and kind == "long_value":
-        return (_EPOCH + timedelta(milliseconds=raw)).isoformat()
+        try:
+            return (_EPOCH + timedelta(milliseconds=raw)).isoformat()
+        except OverflowError:
+            raise SparkplugError(f"DateTime value {raw} ms is past year 9999") from None
     if kind == "dataset_value":
         return _dataset_json(raw)
     return raw
@@ -191,6 +196,30 @@ def _ms(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
+_FROM_MS = int((PLAUSIBLE_FROM - _EPOCH).total_seconds() * 1000)
+_AHEAD_MS = int(PLAUSIBLE_AHEAD.total_seconds() * 1000)
+SEQUENCE_GAP = "sequence_gap"
+REBIRTH_METRIC = "Node Control/Rebirth"
+REBIRTH_HOLDOFF_S = 5.0  # at most one rebirth request per node this often until its NBIRTH comes
+
+
+def stamp(ms: int | None, now: datetime, what: str) -> tuple[datetime | None, str | None]:
+    """(timestamp, problem) of a Sparkplug timestamp in ms: None and 0 mean "no timestamp" (null,
+    never 1970); outside 1990-01-01..now+1 day it is implausible: no timestamp, and the reason."""
+    if not ms:
+        return None, None
+    if not _FROM_MS <= ms <= (now - _EPOCH) // timedelta(milliseconds=1) + _AHEAD_MS:
+        return None, f"{IMPLAUSIBLE}: {what} {ms} ms is outside 1990-01-01..now+1 day"
+    return _ms(ms), None
+
+
+def bd_seq_of(payload: Any) -> int | None:
+    for pm in payload.metrics:
+        if pm.name == "bdSeq" and pm.WhichOneof("value") in ("int_value", "long_value"):
+            return int(getattr(pm, pm.WhichOneof("value")))
+    return None
+
+
 @dataclass
 class _Births:
     """What one edge node or device announced: alias -> (name, datatype), and every name."""
@@ -199,22 +228,71 @@ class _Births:
     datatypes: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class _Node:
+    """An edge node's session: the bdSeq of its NBIRTH and the last sequence number seen."""
+
+    bd_seq: int | None = None
+    seq: int | None = None
+
+
+def _add(
+    builder: TagBatchBuilder,
+    tag: str,
+    value: Any,
+    ts: datetime | None,
+    received_at: datetime,
+    quality: Any = "good",
+    reason: str | None = None,
+) -> None:
+    """One record; `ts` None stays a null timestamp (the builder would put the receive time)."""
+    builder.add(tag, value, timestamp=ts, quality=quality, reason=reason, received_at=received_at)
+    if ts is None:
+        builder.timestamp[-1] = None
+
+
 class SparkplugSession:
     """Decodes Sparkplug B messages into tag records, keeping each node's and device's births.
 
     `handle(topic, payload, builder, received_at)` appends records to `builder` and raises
-    SparkplugError for a payload it cannot read (the caller records it as a bad payload).
-    Counters: `births`, `deaths`, `unknown_alias`, `ignored` (STATE, commands), `filtered`.
+    SparkplugError for a payload it cannot read (the caller records it as a bad payload). A metric
+    that cannot be decoded (or whose value is out of range) becomes one bad record and the other
+    metrics of the message flow; each such problem is also put in `problems` as (item, reason),
+    for the caller to count and log.
+
+    Sparkplug B 3.0 host rules: an NDEATH whose bdSeq is not its NBIRTH's is stale and ignored
+    (counted `stale_deaths`); a message whose `seq` is not the previous one's + 1 (mod 256) gives a
+    gap record (reason `sequence_gap`) for every metric born on the node and asks for a rebirth,
+    as does data from a node with no NBIRTH: the nodes to ask are in `rebirths`, which the caller
+    drains and answers with an NCMD `Node Control/Rebirth` = true.
+    Counters: `births`, `deaths`, `stale_deaths`, `sequence_gaps`, `unknown_alias`,
+    `implausible_timestamps`, `bad_metrics`, `ignored` (STATE, commands), `filtered`.
     """
 
     def __init__(self, group_ids: Iterable[str] | None = None, edge_nodes: Iterable[str] | None = None):
         self.group_ids = set(group_ids) if group_ids else None
         self.edge_nodes = set(edge_nodes) if edge_nodes else None
         self.births: dict[tuple[str, str, str | None], _Births] = {}
+        self.nodes: dict[tuple[str, str], _Node] = {}
         self.counters: dict[str, int] = {}
+        self.problems: list[tuple[str, str]] = []
+        self.rebirths: list[tuple[str, str]] = []
+        self._asked: dict[tuple[str, str], float] = {}  # node -> monotonic time of the last request
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
+
+    def _problem(self, counter: str, item: str, reason: str) -> None:
+        self._count(counter)
+        self.problems.append((item, reason))
+
+    def _ask_rebirth(self, node: tuple[str, str]) -> None:
+        now = time.monotonic()
+        last = self._asked.get(node)
+        if last is not None and now - last < REBIRTH_HOLDOFF_S:
+            return
+        self._asked[node] = now
+        self.rebirths.append(node)
 
     def handle(self, topic: str, data: bytes, builder: TagBatchBuilder, received_at: datetime) -> None:
         t = parse_topic(topic)
@@ -227,11 +305,34 @@ class SparkplugSession:
             self._count("filtered")
             return
         key = (t.group, t.edge_node, t.device)
-        if t.message_type in ("NDEATH", "DDEATH"):
+        node_key = (t.group, t.edge_node)
+        payload = decode_payload(data)
+        if t.message_type == "NDEATH":
+            node = self.nodes.get(node_key)
+            bd_seq = bd_seq_of(payload)
+            if node is not None and None not in (node.bd_seq, bd_seq) and bd_seq != node.bd_seq:
+                self._problem(
+                    "stale_deaths",
+                    topic,
+                    f"stale NDEATH ignored: bdSeq {bd_seq}, but the node's NBIRTH had {node.bd_seq}",
+                )
+                return
+            self._count("deaths")
+            self.nodes.pop(node_key, None)
+            self.death(t, builder, received_at)
+            return
+        when, problem = stamp(
+            payload.timestamp if payload.HasField("timestamp") else None, received_at, "payload timestamp"
+        )
+        if t.message_type == "NBIRTH":
+            self.nodes[node_key] = _Node(bd_seq_of(payload), payload.seq if payload.HasField("seq") else None)
+            self._asked.pop(node_key, None)
+        else:
+            self._check_seq(t, topic, payload, builder, when or received_at)
+        if t.message_type == "DDEATH":
             self._count("deaths")
             self.death(t, builder, received_at)
             return
-        payload = decode_payload(data)
         if t.message_type in ("NBIRTH", "DBIRTH"):
             self._count("births")
             if t.message_type == "NBIRTH":  # a node's rebirth invalidates its devices' births too
@@ -240,45 +341,103 @@ class SparkplugSession:
             births = self.births[key] = _Births()
         else:
             births = self.births.get(key) or _Births()
-        default_ts = _ms(payload.timestamp) if payload.HasField("timestamp") else received_at
         for pm in payload.metrics:
-            name = pm.name if pm.HasField("name") else None
-            datatype = pm.datatype if pm.HasField("datatype") else 0
-            reason = None
-            if name is None:
-                known = births.aliases.get(pm.alias) if pm.HasField("alias") else None
-                if known is None:
-                    self._count("unknown_alias")
-                    name, reason = f"alias_{pm.alias}", "unknown_alias"
-                else:
-                    name, datatype = known[0], datatype or known[1]
-            datatype = datatype or births.datatypes.get(name, 0)
-            if t.message_type in ("NBIRTH", "DBIRTH"):
-                if pm.HasField("alias"):
-                    births.aliases[pm.alias] = (name, datatype)
-                births.datatypes[name] = datatype
-            ts = _ms(pm.timestamp) if pm.HasField("timestamp") else default_ts
-            prefix = f"{t.prefix}/{name}"
-            if pm.WhichOneof("value") == "template_value" and not pm.is_null:
-                self._template(prefix, pm.template_value, builder, ts, received_at)
-                continue
-            builder.add(
-                prefix,
-                metric_value(pm, datatype),
-                timestamp=ts,
-                quality="uncertain" if reason else "good",
-                reason=reason,
-                received_at=received_at,
-            )
+            try:
+                self._metric(t, topic, pm, births, builder, when, problem, received_at)
+            except Exception as exc:  # one metric we cannot read: a bad record, the others flow
+                name = pm.name if pm.HasField("name") else f"alias_{pm.alias}"
+                reason = f"bad_payload: metric {name}: {type(exc).__name__}: {exc}"[:300]
+                _add(builder, f"{t.prefix}/{name}", None, None, received_at, "bad", reason)
+                self._problem("bad_metrics", f"{topic} metric {name}", reason)
 
-    def _template(self, prefix: str, tpl: Any, builder: TagBatchBuilder, ts: datetime, now: datetime) -> None:
+    def _check_seq(self, t: Topic, topic: str, payload: Any, builder: TagBatchBuilder, at: datetime) -> None:
+        node_key = (t.group, t.edge_node)
+        node = self.nodes.get(node_key)
+        if node is None:  # data (or a device birth) from a node whose NBIRTH we never saw
+            self._ask_rebirth(node_key)
+            return
+        if not payload.HasField("seq"):
+            return
+        seq, expected = payload.seq, None if node.seq is None else (node.seq + 1) % 256
+        node.seq = seq
+        if expected is None or seq == expected:
+            return
+        reason = f"{SEQUENCE_GAP}: seq {seq} after {(expected - 1) % 256}, expected {expected}"
+        self._problem("sequence_gaps", topic, reason)
+        # Just before the message that shows the loss: the values in between are unknown.
+        builder.gap(sorted(self.node_tags(node_key)), reason=SEQUENCE_GAP, at=at - timedelta(microseconds=1))
+        self._ask_rebirth(node_key)
+
+    def _metric(
+        self,
+        t: Topic,
+        topic: str,
+        pm: Any,
+        births: _Births,
+        builder: TagBatchBuilder,
+        default_ts: datetime | None,
+        default_problem: str | None,
+        received_at: datetime,
+    ) -> None:
+        name = pm.name if pm.HasField("name") else None
+        datatype = pm.datatype if pm.HasField("datatype") else 0
+        reason = None
+        if name is None:
+            known = births.aliases.get(pm.alias) if pm.HasField("alias") else None
+            if known is None:
+                self._count("unknown_alias")
+                name, reason = f"alias_{pm.alias}", "unknown_alias"
+                self._ask_rebirth((t.group, t.edge_node))
+            else:
+                name, datatype = known[0], datatype or known[1]
+        datatype = datatype or births.datatypes.get(name, 0)
+        if t.message_type in ("NBIRTH", "DBIRTH"):
+            if pm.HasField("alias"):
+                births.aliases[pm.alias] = (name, datatype)
+            births.datatypes[name] = datatype
+        if pm.HasField("timestamp"):
+            ts, problem = stamp(pm.timestamp, received_at, f"metric {name} timestamp")
+        else:
+            ts, problem = default_ts, default_problem
+        if problem is not None:
+            self._problem("implausible_timestamps", f"{topic} metric {name}", problem)
+            reason = problem if reason is None else f"{reason}; {problem}"
+        prefix = f"{t.prefix}/{name}"
+        if pm.WhichOneof("value") == "template_value" and not pm.is_null:
+            self._template(prefix, pm.template_value, builder, ts, received_at)
+            return
+        _add(
+            builder,
+            prefix,
+            metric_value(pm, datatype),
+            ts,
+            received_at,
+            "uncertain" if reason else "good",
+            reason,
+        )
+
+    def _template(
+        self, prefix: str, tpl: Any, builder: TagBatchBuilder, ts: datetime | None, now: datetime
+    ) -> None:
         for member in tpl.metrics:
             name = f"{prefix}/{member.name}"
             if member.WhichOneof("value") == "template_value":
                 self._template(name, member.template_value, builder, ts, now)
-            else:
-                mts = _ms(member.timestamp) if member.HasField("timestamp") else ts
-                builder.add(name, metric_value(member, member.datatype), timestamp=mts, received_at=now)
+                continue
+            mts, problem = (
+                stamp(member.timestamp, now, f"member {name} timestamp")
+                if member.HasField("timestamp")
+                else (ts, None)
+            )
+            _add(
+                builder,
+                name,
+                metric_value(member, member.datatype),
+                mts,
+                now,
+                "uncertain" if problem else "good",
+                problem,
+            )
 
     def death(self, t: Topic, builder: TagBatchBuilder, at: datetime) -> None:
         """Gap records for every metric born on the node (and its devices) or the device."""
@@ -290,9 +449,23 @@ class SparkplugSession:
             prefix = "/".join(p for p in key if p)
             builder.gap((f"{prefix}/{name}" for name in self.births.pop(key).datatypes), at=at)
 
+    def node_tags(self, node: tuple[str, str]) -> list[str]:
+        return [
+            "/".join(p for p in key if p) + f"/{name}"
+            for key, births in self.births.items()
+            if key[:2] == node
+            for name in births.datatypes
+        ]
+
     def known_tags(self) -> list[str]:
         return [
             "/".join(p for p in key if p) + f"/{name}"
             for key, births in self.births.items()
             for name in births.datatypes
         ]
+
+
+def rebirth_request(group: str, edge_node: str) -> tuple[str, bytes]:
+    """The host's NCMD asking an edge node to publish its births again (topic, payload)."""
+    metric = Metric(REBIRTH_METRIC, True, BOOLEAN)
+    return str(Topic(group, "NCMD", edge_node)), encode_payload([metric], timestamp=int(time.time() * 1000))
