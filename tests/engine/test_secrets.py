@@ -280,3 +280,79 @@ def test_a_missing_secret_is_not_retried(tmp_path):
         logs = [line["message"] for line in ws.metadata.logs(record["run_id"])]
     assert record["status"] == "failed" and "never_set" in record["error"]
     assert delays == [] and not any("retrying" in m for m in logs)
+
+
+# ---- where the key lives (issue 9, C12) ---------------------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _old_version_store(data: Path, values: dict[str, str]) -> bytes:
+    """A data directory as older versions left it: the key beside the encrypted file."""
+    from cryptography.fernet import Fernet
+
+    data.mkdir(parents=True)
+    key = Fernet.generate_key()
+    (data / ".secrets.key").write_bytes(key)
+    (data / ".secrets.key").chmod(0o600)
+    (data / "secrets.enc").write_bytes(Fernet(key).encrypt(json.dumps(values).encode()))
+    return key
+
+
+def test_key_lives_in_the_config_dir_with_owner_only_modes(tmp_path, config_dir):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    with Workspace(data) as ws:
+        assert _mode(data) == 0o700  # an existing, wider data directory is narrowed too
+        ws.secrets.set("db_password", PASSWORD, use_keyring=False)
+    key = config_dir / "secrets.key"
+    assert _mode(key) == 0o600 and _mode(config_dir) == 0o700
+    assert _mode(data / "secrets.enc") == 0o600
+    assert not (data / ".secrets.key").exists() and not list(data.glob("*key*"))
+    with Workspace(tmp_path / "fresh") as ws:  # a new data directory is created 0700
+        assert _mode(tmp_path / "fresh") == 0o700
+
+
+def test_a_key_left_in_the_data_dir_moves_to_the_config_dir_at_first_use(tmp_path, config_dir):
+    data = tmp_path / "data"
+    key = _old_version_store(data, {"db_password": PASSWORD})
+    with Workspace(data) as ws:
+        assert ws.secrets.get("db_password") == PASSWORD
+    assert not (data / ".secrets.key").exists()
+    moved = config_dir / "secrets.key"
+    assert moved.read_bytes() == key and _mode(moved) == 0o600
+
+
+def test_a_second_old_data_dir_is_re_encrypted_with_the_existing_key(tmp_path, config_dir):
+    """One key per user: a data directory migrated after another one gets its file re-encrypted
+    with the key already in the config dir, and its own old key is deleted."""
+    first = tmp_path / "first"
+    first_key = _old_version_store(first, {"db_password": PASSWORD})
+    assert SecretStore(first).get("db_password") == PASSWORD
+    second = tmp_path / "second"
+    second_key = _old_version_store(second, {"api_token": TOKEN})
+    assert second_key != first_key
+    store = SecretStore(second)
+    assert store.get("api_token") == TOKEN
+    assert not (second / ".secrets.key").exists()
+    assert (config_dir / "secrets.key").read_bytes() == first_key
+    from cryptography.fernet import Fernet
+
+    assert json.loads(Fernet(first_key).decrypt((second / "secrets.enc").read_bytes())) == {
+        "api_token": TOKEN
+    }
+
+
+def test_an_encrypted_file_without_its_key_is_one_line(tmp_path, config_dir):
+    data = tmp_path / "data"
+    _old_version_store(data, {"db_password": PASSWORD})
+    (data / ".secrets.key").unlink()  # copied without its key: the config dir's key cannot open it
+    SecretStore(tmp_path / "other").set("x", "y-value", use_keyring=False)
+    from engine.errors import SecretError
+
+    with pytest.raises(SecretError) as err:
+        SecretStore(data).get("db_password")
+    assert "cannot be decrypted" in str(err.value) and "\n" not in str(err.value)
