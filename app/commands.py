@@ -67,6 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     cancel=cancel,
                     base_dir=args.spec.resolve().parent,
                     spec_path=str(args.spec),
+                    on_event=_state_printer(),
                 )
             else:
                 record = run_pipeline(
@@ -88,6 +89,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"error: {record['error']}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _state_printer():
+    """A source that goes down (or comes back) says so on stderr at once, in one line."""
+    from engine.streaming.run import SourceStateLines
+
+    lines = SourceStateLines()
+
+    def on_event(event: dict[str, Any]) -> None:
+        line = lines(event)
+        if line:
+            print(line, file=sys.stderr, flush=True)
+
+    return on_event
 
 
 def print_run(record: dict[str, Any], targets: dict[str, str]) -> None:

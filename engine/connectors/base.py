@@ -11,9 +11,12 @@ The executor owns retries, statistics and logging so that connectors do not rein
 from __future__ import annotations
 
 import re
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
 
 import polars as pl
@@ -84,7 +87,21 @@ class Source(ABC):
         """Raise a ConnectorError with a clear message when the source cannot be reached."""
 
 
-SessionState = Literal["stopped", "connecting", "connected", "subscribed", "lost", "reconnecting"]
+SessionState = Literal["stopped", "connecting", "connected", "subscribed", "lost", "reconnecting", "failed"]
+# Session states in which the source delivers values; "failed" means it never will again (its
+# thread died): the run must not look healthy.
+UP_STATES = ("connected", "subscribed")
+ITEM_LOG_INTERVAL_S = 1.0  # one item's failures are logged at most this often (the rest summed)
+
+
+def one_line_error(exc: BaseException, limit: int = 300) -> str:
+    """`Type: message` on one line, cut short (an error may echo a whole payload)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if hasattr(exc, "one_line"):
+        text = exc.one_line()
+    elif not isinstance(exc, OSError):
+        text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class StreamingSource(ABC):
@@ -99,6 +116,18 @@ class StreamingSource(ABC):
       one-line detail (the error that broke the link, the server that answered...).
     - `counters` are the protocol's own statistics (reads, notifications, errors, reconnects,
       dropped), read by the runtime for metrics and the GUI.
+
+    The rule (no single bad item stops a source), in one place so that no protocol reinvents it:
+    - `with self.guard(item):` around the handling of one item (a message, a register block, a
+      metric) catches any exception, counts it (`counters["item_errors"]`) and logs it with the
+      item (at most once a second per item, the rest summed); `item_failed` does the same for a
+      caller that marks the item's records bad itself.
+    - `self.spawn(target)` starts the source's thread: an exception that escapes it turns the
+      session `failed` with its reason (`fail`), so a dead source never looks like a running one
+      and the run does not end SUCCESS.
+    - The runtime wraps `emit` (engine/streaming/runner.py): a batch that is not a frame of the
+      source's schema is rejected with its reason and counted, and `emit` never raises into the
+      source.
     """
 
     def __init__(self, config: ConnectorConfig, ctx: RunContext, name: str = "source"):
@@ -107,6 +136,8 @@ class StreamingSource(ABC):
         self.state_detail: str | None = None
         self.on_state: Callable[[str, SessionState, str | None], None] | None = None
         self.counters: Counter[str] = Counter()
+        self._item_log: dict[str, list[float]] = {}  # item -> [last logged (monotonic), unlogged]
+        self._item_lock = threading.Lock()
 
     @abstractmethod
     def start(self, emit: Callable[[pl.DataFrame], None]) -> None: ...
@@ -117,9 +148,56 @@ class StreamingSource(ABC):
     def set_state(self, state: SessionState, detail: str | None = None) -> None:
         if state == self.state and detail == self.state_detail:
             return
+        if self.state == "failed" and state != "stopped":
+            return  # a dead source stays dead until stopped: a late "connected" must not hide it
         self.state, self.state_detail = state, detail
         if self.on_state is not None:
             self.on_state(self.name, state, detail)
+
+    # ---- the rule: one bad item never stops the source -------------------------------------
+    def item_failed(self, item: str, exc: BaseException) -> str:
+        """Count and log the failure of one item; return its one-line reason (for bad records)."""
+        reason = one_line_error(exc)
+        self.counters["item_errors"] += 1
+        now = time.monotonic()
+        with self._item_lock:
+            entry = self._item_log.setdefault(item, [float("-inf"), 0])
+            if now - entry[0] < ITEM_LOG_INTERVAL_S:
+                entry[1] += 1
+                return reason
+            more, entry[0], entry[1] = entry[1], now, 0
+        also = f" ({more} more since the last line)" if more else ""
+        self.ctx.log("warning", f"{item}: {reason}{also}", self.name)
+        return reason
+
+    @contextmanager
+    def guard(self, item: str) -> Iterator[None]:
+        """`with source.guard("message on topic x"):` an exception inside is counted, logged with
+        the item and swallowed; the source goes on with the next item."""
+        try:
+            yield
+        except Exception as exc:
+            self.item_failed(item, exc)
+
+    def fail(self, reason: str) -> None:
+        """The source cannot go on (its thread died): session `failed`, logged, counted."""
+        self.counters["failures"] += 1
+        self.ctx.log("error", f"source failed: {reason}", self.name)
+        self.set_state("failed", reason)
+
+    def spawn(self, target: Callable[..., None], *args: Any, name: str | None = None) -> threading.Thread:
+        """Start the source's thread (daemon) running `target(*args)`; if anything escapes it,
+        the session turns `failed` with the reason instead of the thread dying silently."""
+
+        def body() -> None:
+            try:
+                target(*args)
+            except BaseException as exc:
+                self.fail(f"{threading.current_thread().name} stopped: {one_line_error(exc)}")
+
+        thread = threading.Thread(target=body, name=name or f"source-{self.name}", daemon=True)
+        thread.start()
+        return thread
 
     def schema(self) -> pl.Schema | None:
         from engine.tags import TAG_SCHEMA

@@ -34,8 +34,10 @@ def run_streaming(
     """Run until `seconds` have passed (None: until `cancel` is set), then stop gracefully: the
     last micro-batch is committed. Returns the run record; never raises for a failed run.
 
-    Ending by `seconds` is a success; `cancel` ends the run `cancelled` (what was received is
-    still committed, without retries)."""
+    Ending by `seconds` is a success, unless no source delivered a single value (only bad records
+    or nothing): then the run is `failed` with "no values were received from '<source>': <the
+    last reason its session gave>". `cancel` ends the run `cancelled` (what was received is still
+    committed, without retries)."""
     ws = workspace
     cancel = cancel or threading.Event()
     emit = on_event or (lambda e: None)
@@ -65,6 +67,13 @@ def run_streaming(
         runner.stop()
     snapshot = runner.stats()
     finished = datetime.now(UTC)
+    silent = runner.silent_sources()
+    if runner.status in ("success", "warning") and runner.sources and len(silent) == len(runner.sources):
+        # Ended by time without a single value: not a success (exit 1), and the line says why.
+        runner.status = "failed"
+        runner.error = "no values were received from " + "; ".join(
+            f"'{nid}': {why}" for nid, why in silent.items()
+        )
     problems = runner.link_problems()
     for problem in problems:
         ws.metadata.log(run_id, "warning", problem)
@@ -111,3 +120,31 @@ def run_streaming(
     record["stream"] = snapshot
     record["_targets"] = {nid: s["target"] for nid, s in snapshot["sinks"].items()}
     return record
+
+
+class SourceStateLines:
+    """Session changes as console lines, for `aggregator run`: a source that goes down says so at
+    once, in one line naming the endpoint and the reason (the source's own detail), and once more
+    when it is back. Each distinct reason is said once per outage, so a source that retries every
+    second does not flood the console. Call it with every event; it returns the line or None."""
+
+    DOWN = ("lost", "reconnecting", "failed")
+
+    def __init__(self) -> None:
+        self._said: dict[str, set[str]] = {}
+
+    def __call__(self, event: dict[str, Any]) -> str | None:
+        if event.get("event") != "source_state":
+            return None
+        node, state, detail = event["node"], event["state"], event.get("detail")
+        said = self._said.setdefault(node, set())
+        if state in self.DOWN or (state == "connecting" and said):
+            text = detail or f"session {state}"
+            if text in said:
+                return None
+            said.add(text)
+            return f"source '{node}' {state}: {text}"
+        if state in ("connected", "subscribed") and said:
+            said.clear()
+            return f"source '{node}' {state} again" + (f": {detail}" if detail else "")
+        return None

@@ -6,6 +6,12 @@ sources run on threads of their own and hand batches to `BatchQueue.put` (their 
 pushes back when the dispatcher falls behind and drops the oldest rows, counted and alarmed, when
 it stays behind. A destination that fails is retried with the pipeline's retry policy while the
 queues keep filling within their bounds; when retries run out the run fails.
+
+The rule for sources lives here, once (see engine/connectors/base.py): `emit` is wrapped so that
+a batch that is not a frame of the source's schema is rejected with its reason (reject store),
+counted and logged, and nothing a source hands over can raise back into its thread. A source whose
+session turns `failed` (its thread died) is logged as an error and ends the run `failed`; when
+every source has failed the run ends at once, since nothing more can come.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 
 import polars as pl
 
-from engine.connectors.base import StreamingSource
+from engine.connectors.base import UP_STATES, StreamingSource, one_line_error
 from engine.context import RunContext
 from engine.errors import AggregatorError, ConnectorError, RunCancelled, SpecError
 from engine.executor import _concat
@@ -29,6 +35,7 @@ from engine.streaming.flow import MicroBatchFlow
 from engine.streaming.latency import LatencyWindow, received_us
 from engine.streaming.settings import StreamSettings
 from engine.streaming.sinks import MicroBatchSink, make_committer
+from engine.transforms.base import REJECT_REASON
 
 RETRYABLE = (ConnectorError, OSError)
 ALARM_LOG_INTERVAL_S = 1.0  # drop warnings are summed per source and logged at most this often
@@ -67,6 +74,10 @@ class StreamRunner:
         self._last_alarm_log: dict[str, float] = {}
         # Per source: was the link ever up, and the last state and detail before the stop.
         self.links: dict[str, dict[str, Any]] = {}
+        self.valued: set[str] = set()  # sources that delivered at least one value (not a bad record)
+        self.failed_sources: dict[str, str] = {}  # source -> why its session failed
+        self._source_rejects: list[tuple[str, pl.DataFrame]] = []  # bad batches, for the next commit
+        self._source_lock = threading.Lock()
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -93,7 +104,7 @@ class StreamRunner:
             for nid, source in self.sources.items():
                 source.on_state = self._on_state
                 self.node_stats[nid].status = "running"
-                source.start(self.queues[nid].put)
+                source.start(self._emitter(nid, source))
         except BaseException as exc:
             self._fail(exc)
             self.stop()
@@ -137,6 +148,9 @@ class StreamRunner:
                 self._wake.wait(self._next_wait())
                 self._wake.clear()
                 self._cycle(force=False)
+                self._commit_source_rejects()
+                if self.sources and len(self.failed_sources) == len(self.sources):
+                    break  # every source is dead: nothing more can come
             self._shutdown(cancelled=False)
         except RunCancelled:
             self._shutdown(cancelled=True)
@@ -158,6 +172,7 @@ class StreamRunner:
             self._stop_sources(drain=True)
             while any(q.rows for q in self.queues.values()):  # flush everything the sources gave
                 self._cycle(force=True)
+            self._commit_source_rejects()
             self._final_pass()
         except BaseException as exc:
             if not (cancelled or self.ctx.cancel.is_set()):
@@ -166,7 +181,12 @@ class StreamRunner:
                 q.discard("cancelled" if self.status != "failed" else "run failed")
         if self.status == "failed":
             return
-        if cancelled or self.ctx.cancel.is_set():
+        if self.failed_sources:  # a dead source must not look like a finished one
+            self.status = "failed"
+            self.error = "; ".join(f"source '{n}' failed: {why}" for n, why in self.failed_sources.items())
+            for nid in self.failed_sources:
+                self.node_stats[nid].status = "failed"
+        elif cancelled or self.ctx.cancel.is_set():
             self.status, self.error = "cancelled", "run cancelled"
         else:
             self.status = "warning" if any(s.rows_rejected for s in self.node_stats.values()) else "success"
@@ -294,6 +314,52 @@ class StreamRunner:
         # Several destinations fed by one output carry the same rows: count the widest delivery.
         return max((f.height for f in outputs.values()), default=0)
 
+    # ---- what sources hand over ---------------------------------------------------------------
+    def _emitter(self, nid: str, source: StreamingSource) -> Callable[[Any], None]:
+        """The `emit` a source gets: its queue's `put`, behind the rule. A batch that is not a
+        frame of the source's schema is rejected with the reason; nothing raises into the source."""
+        queue = self.queues[nid]
+        schema = source.schema()
+
+        def emit(batch: Any) -> None:
+            try:
+                frame = _conform(batch, schema)
+            except Exception as exc:
+                self._reject_batch(nid, source, batch, one_line_error(exc))
+                return
+            try:
+                if nid not in self.valued and _has_value(frame):
+                    self.valued.add(nid)
+                queue.put(frame)
+            except Exception as exc:  # a bug of ours: counted and logged, the source goes on
+                source.item_failed("batch", exc)
+                queue.lost(frame.height, f"emit failed: {one_line_error(exc)}")
+
+        return emit
+
+    def _reject_batch(self, nid: str, source: StreamingSource, batch: Any, reason: str) -> None:
+        why = f"bad batch from the source: {reason}"
+        source.item_failed("batch", ValueError(why))
+        rows = None
+        if isinstance(batch, pl.DataFrame) and batch.height:
+            try:  # the records as they came, each value as text, so that any type can be kept
+                rows = batch.select(pl.all().cast(pl.String, strict=False))
+            except Exception:
+                rows = None
+        if rows is None:
+            rows = pl.DataFrame({"batch": [repr(batch)[:10_000]]})
+        rows = rows.with_columns(pl.lit(why).alias(REJECT_REASON))
+        self.node_stats[nid].rows_rejected += rows.height
+        with self._source_lock:
+            self._source_rejects.append((nid, rows))
+        self._wake.set()
+
+    def _commit_source_rejects(self) -> None:
+        with self._source_lock:
+            rejects, self._source_rejects = self._source_rejects, []
+        if rejects:
+            self._commit_rejects(rejects)
+
     # ---- commits -----------------------------------------------------------------------------
     def _commit(self, nid: str, sink: MicroBatchSink, frame: pl.DataFrame) -> None:
         self._with_retries(nid, lambda: sink.commit(frame), frame.height)
@@ -367,11 +433,16 @@ class StreamRunner:
     # ---- events and alarms -------------------------------------------------------------------
     def _on_state(self, name: str, state: str, detail: str | None) -> None:
         link = self.links.setdefault(name, {"ever_up": False, "state": state, "detail": detail})
-        if state in ("connected", "subscribed"):
+        if state in UP_STATES:
             link["ever_up"] = True
         if state != "stopped":  # the stop itself says nothing of the link's health
             link["state"], link["detail"] = state, detail
-        self.ctx.log("info", f"session {state}" + (f": {detail}" if detail else ""), name)
+        level = "info"
+        if state == "failed":
+            level = "error"
+            self.failed_sources[name] = detail or "the source stopped"
+            self._wake.set()
+        self.ctx.log(level, f"session {state}" + (f": {detail}" if detail else ""), name)
         self.on_event(
             {
                 "event": "source_state",
@@ -423,11 +494,24 @@ class StreamRunner:
             if link is None:
                 continue
             why = f": {link['detail']}" if link["detail"] else ""
+            if nid in self.failed_sources:
+                continue  # the run's error says so already
             if not link["ever_up"]:
                 problems.append(f"source '{nid}' never connected ({link['state']}{why})")
             elif link["state"] in ("lost", "reconnecting", "connecting"):
                 problems.append(f"source '{nid}' was {link['state']} when the run ended{why}")
         return problems
+
+    def silent_sources(self) -> dict[str, str]:
+        """Sources that delivered no value at all (bad records only, or nothing): source -> the
+        last reason its session gave (or its state)."""
+        out = {}
+        for nid, source in self.sources.items():
+            if nid in self.valued:
+                continue
+            link = self.links.get(nid) or {"state": source.state, "detail": source.state_detail}
+            out[nid] = link["detail"] or f"session {link['state']}"
+        return out
 
     def snapshot(self) -> dict[str, Any]:
         sources = {}
@@ -473,3 +557,33 @@ class StreamRunner:
         }
 
     stats = snapshot
+
+
+def _conform(batch: Any, schema: pl.Schema | None) -> pl.DataFrame:
+    """The batch as a frame of the source's schema: columns of another type are cast (a cast that
+    fails rejects the batch), missing ones are null. Free when the schema is already right."""
+    if not isinstance(batch, pl.DataFrame):
+        raise TypeError(f"expected a Polars DataFrame, got {type(batch).__name__}")
+    if schema is None or batch.schema == schema:
+        return batch
+    fixes = []
+    for name, dtype in schema.items():
+        if name not in batch.columns:
+            fixes.append(pl.lit(None, dtype).alias(name))
+        elif batch.schema[name] != dtype:
+            fixes.append(pl.col(name).cast(dtype, strict=True))
+    if not fixes:
+        return batch
+    try:
+        return batch.with_columns(fixes)
+    except Exception as exc:
+        raise ValueError(f"it does not fit the source's schema: {one_line_error(exc)}") from None
+
+
+def _has_value(frame: pl.DataFrame) -> bool:
+    """Does the batch carry a value (a record that is not `bad`)? Tag frames say so per row."""
+    if not frame.height:
+        return False
+    if "quality" not in frame.columns:
+        return True
+    return bool((frame.get_column("quality") != "bad").any())

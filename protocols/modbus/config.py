@@ -118,6 +118,17 @@ class ModbusDevice(BaseModel):
         return self
 
     @property
+    def url(self) -> str:
+        """Where the device is, as a one-line message names it: `modbus://host:port` (unit when
+        not 1), `modbus-rtu:///dev/ttyUSB0 unit 3`."""
+        where = (
+            f"modbus://{self.host}:{self.port}"
+            if self.transport == "tcp"
+            else f"modbus-rtu://{self.serial_port}"
+        )
+        return where if self.unit_id == 1 else f"{where} unit {self.unit_id}"
+
+    @property
     def endpoint(self) -> str:
         where = f"{self.host}:{self.port}" if self.transport == "tcp" else str(self.serial_port)
         return f"{where} unit {self.unit_id}"

@@ -7,11 +7,19 @@ batch for the round. A failed request marks only its own tags bad (`timeout`, `e
 `bad_length`, `comm_lost`) and makes that device back off, exponentially and capped, while the
 other devices keep their rate. A timeout or a dropped link also ends the round and reconnects:
 an answer that comes late must not be taken for the next request's.
+
+A device that cannot be reached says so at once, in one line: its session turns `lost` with
+`modbus://host:port: connection refused; retrying every 0.5 s, backing off to 30 s`, and stays so
+(no flapping through `reconnecting`) until the device answers. A block that cannot be decoded
+marks that block's tags bad (`decode_error`) and is counted and logged; the other blocks flow.
+pymodbus' own log lines ("Failed to connect", "Repeating....") go to the log at debug level, never
+to the console.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +30,7 @@ from typing import Any
 import polars as pl
 
 from engine.connectors.base import Connector, SessionState, StreamingSource
+from engine.connectors.chatter import demote_library_logs
 from engine.connectors.registry import register
 from engine.context import RunContext
 from engine.errors import ConnectorError
@@ -29,7 +38,16 @@ from engine.tags import COMM_LOST, TIME, TagBatchBuilder, utc_now
 from protocols.modbus.config import BIT_TABLES, ModbusDevice, ModbusSourceConfig
 from protocols.modbus.planner import ReadRequest, plan_requests
 
-STATE_RANK = {"connected": 0, "subscribed": 0, "connecting": 1, "reconnecting": 2, "lost": 3, "stopped": 4}
+STATE_RANK = {
+    "connected": 0,
+    "subscribed": 0,
+    "connecting": 1,
+    "reconnecting": 2,
+    "lost": 3,
+    "stopped": 4,
+    "failed": 5,
+}
+DECODE_ERROR = "decode_error"
 READERS = {
     "coil": "read_coils",
     "discrete": "read_discrete_inputs",
@@ -65,6 +83,35 @@ def make_client(device: ModbusDevice) -> Any:
     return AsyncModbusTcpClient(
         device.host, port=device.port, timeout=timeout, retries=device.retries, reconnect_delay=0
     )
+
+
+def describe_os_error(exc: BaseException, timeout_ms: int) -> str:
+    """A connection failure as a plant engineer reads it: `connection refused`, `no answer
+    within 1000 ms`, `unknown host`..."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout_ms} ms"
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror or exc})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:]
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def why_unreachable(device: ModbusDevice) -> str:
+    """Why a TCP connection to the device failed (pymodbus' connect() only says False): one more
+    plain connection attempt, after a failure only, to name the reason."""
+    if device.transport != "tcp":
+        return f"cannot open {device.serial_port}"
+    try:
+        _reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(device.host, device.port), device.timeout_ms / 1000
+        )
+    except (TimeoutError, OSError) as exc:
+        return describe_os_error(exc, device.timeout_ms)
+    writer.close()
+    return "the connection failed"  # it works now: the failure was transient
 
 
 async def read_block(client: Any, device: ModbusDevice, request: ReadRequest) -> list:
@@ -130,14 +177,19 @@ class DevicePoller:
             if now - due > self.interval / 2:
                 self.source.counters["late_polls"] += 1
                 due = now  # skip the missed rounds rather than bursting to catch up
-            ok = await self.poll_round()
+            try:
+                ok = await self.poll_round()
+            except Exception as exc:  # a bug in one round must not end the polling
+                self.source.item_failed(f"{self.device.name}: poll round", exc)
+                ok = False
             self.failures = 0 if ok else self.failures + 1
             due += self.interval if ok else self.backoff
             await asyncio.sleep(max(0.0, due - time.monotonic()))
 
     async def connect(self) -> bool:
         was_connected = self.client is not None
-        self.source.device_state(self.device.name, "reconnecting" if was_connected else "connecting")
+        if self.source.device_states.get(self.device.name) != "lost":  # while down, it stays `lost`
+            self.source.device_state(self.device.name, "reconnecting" if was_connected else "connecting")
         self.source.counters["connects"] += 1
         if self.device.transport == "rtu":
             self.client, connected = await self.source.serial_client(self.device)
@@ -150,7 +202,11 @@ class DevicePoller:
             self.source.device_state(self.device.name, "connected", self.device.endpoint)
             return True
         self.source.counters[f"errors_{COMM_LOST}"] += 1
-        self.source.device_state(self.device.name, "lost", f"cannot connect to {self.device.endpoint}")
+        reason = await why_unreachable(self.device)
+        retry = f"retrying every {self.interval:g} s"
+        if self.device.backoff_max_ms / 1000 > self.interval:
+            retry += f", backing off to {self.device.backoff_max_ms / 1000:g} s"
+        self.source.device_state(self.device.name, "lost", f"{self.device.url}: {reason}; {retry}")
         self.source.deliver_gap(self.all_names, COMM_LOST)
         return False
 
@@ -179,7 +235,16 @@ class DevicePoller:
                     break
                 continue
             counters["registers" if request.table not in BIT_TABLES else "bits"] += request.count
-            values.extend(decoder.decode(block))
+            try:
+                decoded = decoder.decode(block)
+            except Exception as exc:  # garbage in one block: its tags are bad, the others flow
+                item = f"{self.device.name}: {request.table} {request.address}+{request.count}"
+                self.source.item_failed(item, exc)
+                counters[f"errors_{DECODE_ERROR}"] += 1
+                failed.append((len(values), self.ends[index], DECODE_ERROR))
+                values.extend([None] * (self.ends[index] - len(values)))
+                continue
+            values.extend(decoded)
         counters["points"] += len(values)
         self.source.deliver(
             round_frame(self.tag_column, values, self.text_rows, failed, stamp, self.source.name)
@@ -252,9 +317,9 @@ class ModbusSource(StreamingSource):
         self._pollers = [DevicePoller(d, self) for d in self.config.devices]
         self.device_states = {d.name: "connecting" for d in self.config.devices}
         self.set_state("connecting")
+        demote_library_logs("pymodbus")
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name=f"modbus-{self.name}", daemon=True)
-        self._thread.start()
+        self._thread = self.spawn(self._run, name=f"modbus-{self.name}")
 
     def stop(self) -> None:
         if self._thread is None:
@@ -268,6 +333,7 @@ class ModbusSource(StreamingSource):
 
     def check(self) -> None:
         """Connect to every device and read its first tag's register; one line on failure."""
+        demote_library_logs("pymodbus")
         result: list[BaseException] = []
         thread = threading.Thread(target=lambda: result.extend(asyncio.run(_check_all(self.config.devices))))
         thread.start()
@@ -311,7 +377,9 @@ class ModbusSource(StreamingSource):
         if STATE_RANK[worst[1]] == 0:
             self.set_state("connected", f"{len(self.device_states)} devices")
         elif worst[0] == device:
-            self.set_state(worst[1], f"{device}: {detail}" if detail else device)
+            if detail and len(self.device_states) > 1:
+                detail = f"{device}: {detail}"
+            self.set_state(worst[1], detail or device)
         elif self.state != worst[1]:
             self.set_state(worst[1], worst[0])
 
@@ -328,9 +396,13 @@ class ModbusSource(StreamingSource):
         tasks = self._tasks
         try:
             results = await asyncio.gather(*tasks, return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                    self.ctx.log("error", f"modbus poller failed: {result!r}", self.name)
+            errors = [
+                r
+                for r in results
+                if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)
+            ]
+            if errors:  # a poller died: the devices it served deliver nothing more
+                raise errors[0]
         finally:
             for poller in self._pollers:
                 if poller.client is not None:
@@ -348,7 +420,12 @@ async def _check_all(devices: list[ModbusDevice]) -> list[ConnectorError]:
         client = make_client(device)
         try:
             if not await client.connect():
-                return [ConnectorError(f"modbus device '{device.name}': cannot connect to {device.endpoint}")]
+                why = await why_unreachable(device)
+                return [
+                    ConnectorError(
+                        f"modbus device '{device.name}': cannot connect to {device.endpoint}: {why}"
+                    )
+                ]
             await read_block(client, device, request)
         except RequestFailed as failure:
             return [

@@ -563,12 +563,27 @@ class UnreachableConnector(TicksConnector):
         return _Unreachable(config, ctx, name)
 
 
-def test_a_source_that_never_connects_ends_the_run_with_a_warning_that_says_so(ws, tmp_path):
+def test_a_run_whose_only_source_never_connects_fails_and_says_why(ws, tmp_path):
     registry.register(UnreachableConnector)
     document = doc({"rows_per_batch": 1, "batches": 1}, batch_size=10, max_latency_ms=50)
     document["nodes"][0]["connector_type"] = "test_unreachable"
     record = run_streaming(validate(document), ws, seconds=0.5, base_dir=tmp_path)
-    assert record["status"] == "warning" and record["rows_in"] == 0
-    assert record["error"] == "source 'ticks' never connected (connecting: 127.0.0.1:1: connection refused)"
+    assert record["status"] == "failed" and record["rows_in"] == 0
+    assert record["error"] == "no values were received from 'ticks': 127.0.0.1:1: connection refused"
     logged = [line["message"] for line in ws.metadata.logs(record["run_id"])]
-    assert record["error"] in logged
+    assert "source 'ticks' never connected (connecting: 127.0.0.1:1: connection refused)" in logged
+
+
+def test_a_source_that_never_connects_beside_a_working_one_ends_the_run_with_a_warning(ws, tmp_path):
+    registry.register(UnreachableConnector)
+    document = doc({"rows_per_batch": 5, "batches": 2}, batch_size=10, max_latency_ms=50)
+    dead = {**document["nodes"][0], "id": "dead", "connector_type": "test_unreachable"}
+    document["nodes"].insert(1, dead)
+    document["nodes"][-1]["inputs"] = ["ticks", "dead"]
+    document["nodes"].insert(
+        2, {"id": "both", "kind": "transform", "inputs": ["ticks", "dead"], "transform": {"type": "union"}}
+    )
+    document["nodes"][-1]["inputs"] = ["both"]
+    record = run_streaming(validate(document), ws, seconds=0.5, base_dir=tmp_path)
+    assert record["status"] == "warning" and record["rows_in"] == 10
+    assert record["error"] == "source 'dead' never connected (connecting: 127.0.0.1:1: connection refused)"
