@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from engine.limits import MAX_ECHO_CHARS, MAX_MESSAGE_CHARS, shorten
+
+_quoted_long = re.compile(r"'([^']{" + str(MAX_ECHO_CHARS + 1) + ",})'")
 
 
 class AggregatorError(Exception):
@@ -21,6 +26,12 @@ class SpecIssue:
     path: str
     message: str
     allowed: str | None = None
+
+    def __post_init__(self) -> None:
+        # A quoted value may be anything a spec holds (100 KB of text, lone surrogates): cut it short.
+        message = _quoted_long.sub(lambda m: f"'{shorten(m.group(1))}'", self.message)
+        object.__setattr__(self, "message", shorten(message, MAX_MESSAGE_CHARS))
+        object.__setattr__(self, "path", shorten(self.path, MAX_MESSAGE_CHARS))
 
     def __str__(self) -> str:
         text = f"{self.path}: {self.message}" if self.path else self.message

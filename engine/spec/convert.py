@@ -23,7 +23,7 @@ def side_refs(step: dict[str, Any]) -> list[str]:
     value = step.get(key) if key else None
     if value is None:
         return []
-    return [value] if isinstance(value, str) else list(value)
+    return list(value) if isinstance(value, list) else [value]
 
 
 def _canonical_type(step: dict[str, Any]) -> str | None:

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import SpecError, SpecIssue
+from engine.limits import MAX_DOCUMENT_BYTES, shorten
+from engine.spec import guard
 from engine.spec.models import GraphPipeline, dump
 from engine.spec.validate import Compiled, validate
 
@@ -17,34 +19,54 @@ def read_document(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     where = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_DOCUMENT_BYTES + 1)
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise SpecError([SpecIssue("", "file not found")], source=where) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError([SpecIssue("", f"cannot read: {exc}")], source=where) from None
+    except IsADirectoryError:
+        raise SpecError([SpecIssue("", "cannot read: it is a directory")], source=where) from None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SpecError(
+            [SpecIssue("", f"cannot read: not UTF-8 text (byte {exc.start + 1}, line {line})")], source=where
+        ) from None
+    except OSError as exc:
+        raise SpecError([SpecIssue("", f"cannot read: {exc.strerror or exc}")], source=where) from None
     return parse_document(text, where, yaml_syntax=path.suffix.lower() in (".yaml", ".yml"))
 
 
 def parse_document(text: str, where: str = "<text>", *, yaml_syntax: bool = False) -> dict[str, Any]:
+    """Parse JSON or YAML text within the limits of `engine.limits`; any problem is a SpecError."""
+    if len(text) > MAX_DOCUMENT_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_DOCUMENT_BYTES:
+        raise SpecError(
+            [SpecIssue("", f"a pipeline document is at most {MAX_DOCUMENT_BYTES // (1 << 20)} MiB")],
+            source=where,
+        )
     if yaml_syntax:
         import yaml  # only YAML documents pay for it
 
         try:
-            doc = yaml.safe_load(text)
+            doc, problems = guard.load_yaml(text)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
             at = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
             raise SpecError([SpecIssue("", f"invalid YAML at {at}: {exc.problem}")], source=where) from None
         except yaml.YAMLError as exc:
-            raise SpecError([SpecIssue("", f"invalid YAML: {exc}")], source=where) from None
+            raise SpecError([SpecIssue("", f"invalid YAML: {shorten(exc, 200)}")], source=where) from None
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            # a scalar SafeLoader cannot convert, e.g. the date 2024-02-30
+            raise SpecError([SpecIssue("", f"invalid YAML: {shorten(exc, 200)}")], source=where) from None
     else:
         try:
-            doc = json.loads(text)
+            doc, problems = guard.load_json(text)
         except json.JSONDecodeError as exc:
             raise SpecError(
                 [SpecIssue("", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")],
                 source=where,
             ) from None
+    if problems:
+        raise SpecError(problems, source=where)
     if not isinstance(doc, dict):
         raise SpecError(
             [SpecIssue("", "a pipeline document is an object (mapping) at the top level")], source=where

@@ -17,6 +17,7 @@ from engine.connectors.base import ConnectorConfig
 from engine.errors import AggregatorError, SpecError, SpecIssue
 from engine.spec import issues as pyd
 from engine.spec.convert import linear_to_graph, side_refs
+from engine.spec.guard import check_values
 from engine.spec.models import GraphPipeline, LinearPipeline, Node, parse_input
 from engine.transforms import registry as transforms
 from engine.transforms.base import Transform
@@ -50,6 +51,9 @@ def validate(doc: Any, *, check_schemas: bool = True, ctx: Any = None) -> Compil
     """Validate a parsed document; raise SpecError listing every issue."""
     if not isinstance(doc, dict):
         raise SpecError([SpecIssue("", "a pipeline document is a JSON/YAML object")])
+    limits = check_values(doc)  # nesting, lone surrogates, huge numbers: before anything walks it
+    if limits:
+        raise SpecError(limits)
     issues: list[SpecIssue] = []
     form = form_of(doc)
     model = GraphPipeline if form == "graph" else LinearPipeline
@@ -104,7 +108,7 @@ def _dedupe(issues: list[SpecIssue]) -> list[SpecIssue]:
 def _check_parts(doc: dict[str, Any], form: str) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
     if form == "graph":
-        for i, node in enumerate(doc.get("nodes") or []):
+        for i, node in enumerate(_list(doc.get("nodes"))):
             if not isinstance(node, dict):
                 continue
             kind = node.get("kind")
@@ -120,22 +124,28 @@ def _check_parts(doc: dict[str, Any], form: str) -> list[SpecIssue]:
                 if node.get("transform") is not None:
                     issues.append(SpecIssue(f"nodes[{i}].transform", f"a {kind} node has no 'transform'"))
         return issues
-    sources = doc.get("sources") or ([doc["source"]] if isinstance(doc.get("source"), dict) else [])
+    sources = _list(doc.get("sources")) or (
+        [doc["source"]] if isinstance(doc.get("source"), dict) else []
+    )
     names = [s.get("name") for s in sources if isinstance(s, dict)]
     for i, src in enumerate(sources):
         if isinstance(src, dict):
             issues += check_endpoint(src, "source", f"sources[{i}]")
-    dests = doc.get("destinations") or (
+    dests = _list(doc.get("destinations")) or (
         [doc["destination"]] if isinstance(doc.get("destination"), dict) else []
     )
     for i, dst in enumerate(dests):
         if isinstance(dst, dict):
             issues += check_endpoint(dst, "destination", f"destinations[{i}]")
-    for i, step in enumerate(doc.get("transformations") or []):
+    for i, step in enumerate(_list(doc.get("transformations"))):
         issues += check_step(step, f"transformations[{i}]")
         if isinstance(step, dict):
             key = next((k for k in ("join_source", "lookup_source", "sources") if k in step), None)
-            for ref in side_refs(step) if key else []:
+            refs = side_refs(step) if key else []
+            if not all(isinstance(ref, str) for ref in refs):
+                issues.append(SpecIssue(f"transformations[{i}].{key}", "a source is named by its text name"))
+                refs = []
+            for ref in refs:
                 if ref not in names:
                     issues.append(
                         SpecIssue(
@@ -160,6 +170,11 @@ def _check_parts(doc: dict[str, Any], form: str) -> list[SpecIssue]:
                     )
                 )
     return issues
+
+
+def _list(value: Any) -> list[Any]:
+    """A list the document model reports when it is anything else (`"nodes": 5`)."""
+    return value if isinstance(value, list) else []
 
 
 def check_step(step: Any, path: str) -> list[SpecIssue]:
@@ -309,31 +324,30 @@ def _check_graph(c: Compiled) -> list[SpecIssue]:
 
 
 def _toposort(nodes: list[Node]) -> tuple[list[str], list[str]]:
+    """Producers before consumers, or the first cycle found. Iterative: a chain of 100k nodes
+    listed in any order needs no deep recursion."""
     deps = {n.id: [parse_input(r)[0] for r in n.inputs] for n in nodes}
-    state: dict[str, int] = {}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
     order: list[str] = []
-    stack: list[str] = []
-
-    def visit(node_id: str) -> list[str]:
-        if state.get(node_id) == 2:
-            return []
-        if state.get(node_id) == 1:
-            return [*stack[stack.index(node_id) :], node_id]
-        state[node_id] = 1
-        stack.append(node_id)
-        for dep in deps.get(node_id, []):
-            found = visit(dep)
-            if found:
-                return found
-        stack.pop()
-        state[node_id] = 2
-        order.append(node_id)
-        return []
-
     for n in nodes:
-        cycle = visit(n.id)
-        if cycle:
-            return [], cycle
+        if state.get(n.id):
+            continue
+        state[n.id] = 1
+        path = [n.id]
+        pending = [iter(deps.get(n.id, []))]
+        while pending:
+            dep = next(pending[-1], None)
+            if dep is None:
+                pending.pop()
+                done = path.pop()
+                state[done] = 2
+                order.append(done)
+            elif state.get(dep) == 1:
+                return [], [*path[path.index(dep) :], dep]
+            elif not state.get(dep):
+                state[dep] = 1
+                path.append(dep)
+                pending.append(iter(deps.get(dep, [])))
     return order, []
 
 
@@ -345,8 +359,9 @@ def _check_schemas(c: Compiled, ctx: Any) -> list[SpecIssue]:
     run_ctx = ctx or RunContext()
     schemas: dict[tuple[str, str], pl.Schema] = {}
     issues: list[SpecIssue] = []
+    by_id = {n.id: n for n in c.graph.nodes}  # graph.node() is a linear search: quadratic here
     for node_id in c.order:
-        node = c.graph.node(node_id)
+        node = by_id[node_id]
         if node.kind == "source":
             schema = _source_schema(node, c.configs[node_id], run_ctx)
             if schema is not None:

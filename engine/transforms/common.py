@@ -88,7 +88,7 @@ def validate_parameters(
     The parameters a step takes depend on its operation, so the model is chosen by the operation and
     errors keep their location (`parameters.digits`), naming the operation that needs them.
     """
-    if not isinstance(data, dict) or data.get(key) not in models:
+    if not isinstance(data, dict) or not isinstance(data.get(key), str) or data[key] not in models:
         return data  # the Literal on `key` reports the bad operation itself
     operation = data[key]
     raw = data.get(field_name)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from engine.errors import TransformError
+from engine.limits import MAX_EXPRESSION_CHARS, MAX_EXPRESSION_DEPTH, MAX_ROUND_DIGITS
 from engine.transforms.common import field, is_numeric
 
 _FUNCTIONS: dict[str, tuple[int, int | None]] = {  # name -> (min args, max args)
@@ -71,18 +72,45 @@ class ParsedExpression:
 
 def parse_expression(text: str) -> ParsedExpression:
     """Check syntax and the whitelist (no schema needed); raises ExpressionError with a position."""
+    if len(text) > MAX_EXPRESSION_CHARS:
+        raise ExpressionError(
+            f"expression of {len(text):,} characters is too long (at most {MAX_EXPRESSION_CHARS:,})",
+            MAX_EXPRESSION_CHARS + 1,
+        )
     source, quoted = _replace_backquotes(text)
     indent = len(source) - len(source.lstrip())
     try:
         tree = ast.parse(source.strip(), mode="eval").body
+    except (RecursionError, MemoryError):  # Python's parser gives up on very deep nesting
+        raise ExpressionError(_too_deep(), 1) from None
     except SyntaxError as exc:
+        if "too many nested" in str(exc.msg):
+            raise ExpressionError(_too_deep(), (exc.offset or 0) + indent) from None
         if not exc.offset:  # Python reports offset 0 when the text ends in the middle of an expression
             raise ExpressionError(
                 "invalid expression (it ends too early)", len(source.rstrip()) + 1
             ) from None
         raise ExpressionError(f"invalid expression ({exc.msg})", exc.offset + indent) from None
+    _check_depth(tree, source, indent)
     _check(tree, source, indent)
     return ParsedExpression(text, tree, quoted)
+
+
+def _too_deep() -> str:
+    return (
+        f"expression nests more than {MAX_EXPRESSION_DEPTH} levels (parentheses, calls, and one per"
+        " operator of a chain such as a + b + c); split it into several calculations"
+    )
+
+
+def _check_depth(tree: ast.AST, source: str, indent: int) -> None:
+    """Refuse trees deeper than MAX_EXPRESSION_DEPTH before anything walks them recursively."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_EXPRESSION_DEPTH:
+            raise ExpressionError(_too_deep(), _position(node, source, indent))
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
 
 
 def compile_expression(text: str, schema: pl.Schema, param: str = "parameters.expression") -> pl.Expr:
@@ -157,6 +185,8 @@ def _check(node: ast.AST, source: str, indent: int) -> None:
             digits = node.args[1]
             if not (isinstance(digits, ast.Constant) and type(digits.value) is int):
                 fail("round()'s digits must be a whole number")
+            if digits.value > MAX_ROUND_DIGITS:  # type: ignore[union-attr]
+                fail(f"round()'s digits must be at most {MAX_ROUND_DIGITS}")
         for arg in node.args:
             _check(arg, source, indent)
     else:

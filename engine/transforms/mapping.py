@@ -11,6 +11,7 @@ from pydantic import Field, SkipValidation, model_validator
 from engine import paths
 from engine.context import NodeContext
 from engine.errors import TransformError
+from engine.limits import MAX_ROUND_DIGITS
 from engine.transforms.base import OUT, Transform, TransformConfig
 from engine.transforms.casting import cast_expr, coerce_literal
 from engine.transforms.common import (
@@ -46,7 +47,9 @@ class CastParameters(Params):
 
 
 class RoundParameters(Params):
-    digits: int = Field(description="Digits after the decimal point (half away from zero).", ge=0)
+    digits: int = Field(
+        description="Digits after the decimal point (half away from zero).", ge=0, le=MAX_ROUND_DIGITS
+    )
 
 
 class DefaultParameters(Params):
