@@ -132,8 +132,8 @@ class JsonDecoder:
         ts = None
         if self.ts_path is not None:
             ts = pick(doc, self.ts_path)
-            if ts is _MISSING or ts is None:
-                ts = None
+            if ts is _MISSING or ts is None or (ts == 0 and not isinstance(ts, str | bool)):
+                ts = None  # none, and 0 is "none" too (never 1970)
             elif not isinstance(ts, int | float | str) or isinstance(ts, bool):
                 return row(tag, error=f"expected a timestamp at {m.timestamp_path}, got {_kind(ts)}")
         quality = None
@@ -219,12 +219,11 @@ class JsonDecoder:
 
     def _timestamps(self, number: pl.Expr, text: pl.Expr, received: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
         """(timestamp, implausible): the parsed time when it is plausible (1990-01-01..received +
-        1 day), else null; `implausible` is true where one was read but fell outside. 0 is "none"."""
+        1 day), else null; `implausible` is true where one was read but fell outside."""
         m = self.mapping
         fmt = m.timestamp_format
         upto = received + pl.duration(days=1)
         epoch_number = pl.coalesce(number, text.cast(pl.Float64, strict=False)) if fmt == "epoch" else number
-        epoch_number = pl.when(epoch_number != 0).then(epoch_number)
         us = epoch_number * _EPOCH_US[m.epoch_unit]
         us_ok = us.is_between(_FROM_US, upto.dt.epoch("us"))
         epoch = pl.when(us_ok).then(us.round().cast(pl.Int64, strict=False).cast(TIME))

@@ -7,12 +7,19 @@ values from `protocols.windfarm` at the publish time. Births carry names and ali
 messages aliases only, as real edge nodes do. NDEATH is the MQTT will, so the broker announces
 the death when the link breaks.
 
+Sparkplug B 3.0 edge-node rules: every NBIRTH of a connection (a rebirth too) carries the bdSeq
+of that connection's will; the clean-stop NDEATH carries the same bdSeq and no seq; `seq` runs
+0..255 from the NBIRTH (0) over every NBIRTH/DBIRTH/NDATA/DDATA. An NCMD `Node Control/Rebirth` =
+true from a host makes it publish its births again (counted in `rebirths`).
+
 Faults: `kill()` drops the TCP connection without a DISCONNECT (the broker publishes the NDEATH
-will; the node reconnects and re-births with the next bdSeq), `rebirth()` sends fresh births.
+will; the node reconnects and re-births with the next bdSeq), `rebirth()` sends fresh births,
+`lose(n)` uses up the next n sequence numbers without publishing (a host sees a sequence gap).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -65,14 +72,17 @@ class SparkplugSimulator:
     ):
         self.host, self.port, self.group, self.edge = host, port, group, edge
         self.turbines, self.tags, self.interval_s = turbines, max(1, tags), interval_s
-        self.bd_seq = 0
+        self.bd_seq = 0  # the bdSeq of the next connection's will
+        self.birth_bd_seq: int | None = None  # the bdSeq of this connection (its will and NBIRTH)
         self.seq = 0
         self.published = 0
+        self.rebirths = 0  # rebirths asked for by a host (NCMD)
+        self._lose = 0
         self._client: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._born = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # births are published as one block
 
     @property
     def tag_count(self) -> int:
@@ -94,6 +104,7 @@ class SparkplugSimulator:
         )
         client.reconnect_delay_set(0.2, 2)  # type: ignore[arg-type]
         client.on_connect = self._on_connect
+        client.on_message = self._on_message
         self._client = client
         self._set_will()
         client.connect(self.host, self.port, keepalive=10)
@@ -110,7 +121,14 @@ class SparkplugSimulator:
             self._thread.join()
         if self._client is not None:
             # A clean goodbye: publish the death ourselves, then disconnect (the will is discarded).
-            self._publish(self.topic("NDEATH"), [sp.Metric("bdSeq", self.bd_seq, sp.INT64)])
+            # It is the death of this connection's birth: its bdSeq, and no seq (NDEATH has none).
+            if self.birth_bd_seq is not None and self._born.is_set():
+                death = sp.encode_payload(
+                    [sp.Metric("bdSeq", self.birth_bd_seq, sp.INT64)], timestamp=round(time.time() * 1000)
+                )
+                info = self._client.publish(self.topic("NDEATH"), death, qos=1)
+                with contextlib.suppress(RuntimeError, ValueError):  # not connected: the will goes
+                    info.wait_for_publish(5)
             self._client.disconnect()
             self._client.loop_stop()
             self._client = None
@@ -127,6 +145,11 @@ class SparkplugSimulator:
     def rebirth(self) -> None:
         self._births()
 
+    def lose(self, n: int = 1) -> None:
+        """The next `n` messages are lost on the way: their seq numbers are used, nothing is sent."""
+        with self._lock:
+            self._lose += n
+
     # ---- publishing ------------------------------------------------------------------------------
 
     def _set_will(self) -> None:
@@ -136,33 +159,50 @@ class SparkplugSimulator:
     def _on_connect(self, client, _userdata, _flags, reason_code, _props) -> None:
         if reason_code.is_failure:
             return
+        client.subscribe(self.topic("NCMD"), qos=1)
+        self.birth_bd_seq = self.bd_seq  # the will of this connection carries it
         self._births()
         self._born.set()
         # The next connection's will carries the next bdSeq (Sparkplug's birth/death pairing).
         self.bd_seq = (self.bd_seq + 1) % 256
         self._set_will()
 
+    def _on_message(self, _client, _userdata, message) -> None:
+        """NCMD from a host: `Node Control/Rebirth` = true asks for the births again."""
+        try:
+            payload = sp.decode_payload(message.payload)
+        except sp.SparkplugError:
+            return
+        for pm in payload.metrics:
+            if pm.name == sp.REBIRTH_METRIC and pm.boolean_value:
+                self.rebirths += 1
+                self._births()
+                return
+
     def _births(self) -> None:
         now = now_ms_exact()
-        with self._lock:
-            self.seq = 0
         node = [
-            sp.Metric("bdSeq", self.bd_seq, sp.INT64),
-            sp.Metric("Node Control/Rebirth", False, sp.BOOLEAN, alias=1),
+            sp.Metric("bdSeq", self.birth_bd_seq, sp.INT64),
+            sp.Metric(sp.REBIRTH_METRIC, False, sp.BOOLEAN, alias=1),
             sp.Metric("MetMast/WindSpeed", windfarm.wind_speed(now, 99), sp.DOUBLE, alias=2),
         ]
-        self._publish(self.topic("NBIRTH"), node, now)
-        for turbine in range(self.turbines):
-            metrics = [
-                sp.Metric(name, tag_value(name, now, turbine), sp.DOUBLE, alias=self.alias(turbine, i))
-                for i, name in enumerate(tag_names(self.tags))
-            ]
-            self._publish(self.topic("DBIRTH", turbine_name(turbine)), metrics, now)
+        with self._lock:  # no data message between the births: seq 0, 1, 2... in order
+            self.seq = 0
+            self._publish(self.topic("NBIRTH"), node, now)
+            for turbine in range(self.turbines):
+                metrics = [
+                    sp.Metric(name, tag_value(name, now, turbine), sp.DOUBLE, alias=self.alias(turbine, i))
+                    for i, name in enumerate(tag_names(self.tags))
+                ]
+                self._publish(self.topic("DBIRTH", turbine_name(turbine)), metrics, now)
 
     def _publish(self, topic: str, metrics: list[sp.Metric], now: float | None = None) -> None:
         ms = round((now or time.time()) * 1000)
         with self._lock:
             seq, self.seq = self.seq, (self.seq + 1) % 256
+            if self._lose > 0:
+                self._lose -= 1
+                return
             payload = sp.encode_payload(metrics, timestamp=ms, seq=seq)
             self._client.publish(topic, payload, qos=0)
             self.published += 1

@@ -345,7 +345,8 @@ class SparkplugSession:
             try:
                 self._metric(t, topic, pm, births, builder, when, problem, received_at)
             except Exception as exc:  # one metric we cannot read: a bad record, the others flow
-                name = pm.name if pm.HasField("name") else f"alias_{pm.alias}"
+                known = births.aliases.get(pm.alias) if pm.HasField("alias") else None
+                name = pm.name if pm.HasField("name") else known[0] if known else f"alias_{pm.alias}"
                 reason = f"bad_payload: metric {name}: {type(exc).__name__}: {exc}"[:300]
                 _add(builder, f"{t.prefix}/{name}", None, None, received_at, "bad", reason)
                 self._problem("bad_metrics", f"{topic} metric {name}", reason)
