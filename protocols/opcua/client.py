@@ -37,9 +37,20 @@ def status_quality(code: int) -> tuple[Quality, str | None]:
     return quality, known[0] if known else f"{quality.capitalize()}_0x{code:08X}"
 
 
+# OPC UA's "no time": DateTime 0 (1601-01-01, what asyncua decodes it to) or anything before it,
+# and Int64 max (9999-12-31 23:59:59, "the end of time"). Neither is ever stored as a time.
+_NO_TIME = datetime(1601, 1, 1, tzinfo=UTC)
+_END_OF_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
 def _utc(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
+    """A UTC time, or None for a missing, zero (1601-01-01) or end-of-time DateTime."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if moment <= _NO_TIME or moment >= _END_OF_TIME:
+        return None
     return moment
 
 
@@ -55,6 +66,10 @@ def one_line(exc: BaseException) -> str:
     return f"{name}: {text}" if text and text != name else name
 
 
+class _NoMatch(ConnectorError):
+    """A browse path that leads nowhere (that node only; the others still stream)."""
+
+
 @dataclass(frozen=True)
 class TagNode:
     """A variable the source reads: its node id (string form) and the tag name it is stored under."""
@@ -65,6 +80,18 @@ class TagNode:
 
 ValueSink = Callable[[str, Any, int, datetime | None, datetime | None], None]
 """(tag, value, status code, source timestamp, server timestamp) for each value received."""
+UndecodableSink = Callable[["TagNode", BaseException], None]
+"""(node, error) for a node whose value the client cannot decode."""
+
+
+def _decode_errors() -> tuple[type[BaseException], ...]:
+    """What asyncua raises for a message it cannot parse (not a broken link)."""
+    import struct
+
+    from asyncua.common.utils import NotEnoughData
+    from asyncua.ua.uaerrors import UaStructParsingError
+
+    return (NotEnoughData, UaStructParsingError, struct.error, ValueError, IndexError, UnicodeError)
 
 
 class OpcUaSession:
@@ -79,6 +106,7 @@ class OpcUaSession:
         self.max_nodes_per_read = config.max_nodes_per_read or DEFAULT_MAX_NODES_PER_READ
         self.max_items_per_create = MAX_ITEMS_PER_CREATE
         self._children_cache: dict[str, list[Any]] = {}
+        self.unresolved: dict[str, str] = {}  # {tag: reason} of the last tag_nodes()
 
     async def __aenter__(self) -> OpcUaSession:
         await self.connect()
@@ -284,35 +312,60 @@ class OpcUaSession:
                 if r.BrowseName.Name == name and (not ns or r.BrowseName.NamespaceIndex == int(ns))
             ]
             if not match:
-                raise ConnectorError(
+                raise _NoMatch(
                     f"OPC UA {self.config.endpoint}: browse path '{path_or_id}': no '{part}' found"
                 )
             current = match[0].NodeId.to_string()
         return current
 
     async def tag_nodes(self) -> list[TagNode]:
-        """The configured `nodes` and every variable below `browse_root`, resolved to node ids."""
+        """The configured `nodes` and every variable below `browse_root`, resolved to node ids.
+
+        A node the server does not know (`BadNodeIdUnknown`), or a browse path that leads nowhere,
+        is left out and put in `self.unresolved` ({tag: reason}): the source writes one bad record
+        for it and streams the others."""
+        from asyncua import ua
+
         cfg = self.config
+        self.unresolved = {}
         found: dict[str, TagNode] = {}
+        ids: list[tuple[str, str]] = []  # (entry, node id)
         for entry in cfg.nodes:
-            nid = await self.resolve(entry)
-            found.setdefault(nid, TagNode(nid, await self._tag_name(nid)))
+            try:
+                nid = await self.resolve(entry)
+                ua.NodeId.from_string(nid)
+            except _NoMatch as exc:
+                self.unresolved[entry] = f"BadNoMatch: {str(exc).split(': ', 1)[-1]}"
+            except (ValueError, ua.UaStringParsingError):
+                self.unresolved[entry] = "BadNodeIdInvalid"
+            else:
+                ids.append((entry, nid))
+        names = await self.read_attributes([(nid, ua.AttributeIds.BrowseName) for _, nid in ids], count=False)
+        for (entry, nid), name in zip(ids, names, strict=True):
+            if nid in found:
+                continue
+            if not name.StatusCode.is_good():
+                self.unresolved[entry if cfg.tag_name == "browse_name" else nid] = name.StatusCode.name
+                continue
+            if cfg.tag_name == "node_id":
+                found[nid] = TagNode(nid, nid)
+            else:
+                found[nid] = TagNode(nid, await self._tag_name(nid, name.Value.Value))
         if cfg.browse_root:
-            root = await self.resolve(cfg.browse_root)
-            for nid, tag in await self._variables_below(root):
-                found.setdefault(nid, TagNode(nid, tag if cfg.tag_name == "browse_name" else nid))
+            try:
+                root = await self.resolve(cfg.browse_root)
+            except _NoMatch as exc:
+                self.unresolved[cfg.browse_root] = f"BadNoMatch: {str(exc).split(': ', 1)[-1]}"
+            else:
+                for nid, tag in await self._variables_below(root):
+                    found.setdefault(nid, TagNode(nid, tag if cfg.tag_name == "browse_name" else nid))
         return list(found.values())
 
-    async def _tag_name(self, node_id: str) -> str:
-        if self.config.tag_name == "node_id":
-            return node_id
-        node = self.client.get_node(node_id)
-        try:
-            name = (await node.read_browse_name()).Name
-            parent = await node.get_parent()
-            parent_name = (await parent.read_browse_name()).Name if parent is not None else None
-        except Exception as exc:
-            raise ConnectorError(f"OPC UA {self.config.endpoint}: node {node_id}: {one_line(exc)}") from exc
+    async def _tag_name(self, node_id: str, browse_name: Any) -> str:
+        """`<parent browse name>.<browse name>` (the name alone for a node without a parent)."""
+        name = getattr(browse_name, "Name", None) or node_id
+        parent = await self.client.get_node(node_id).get_parent()
+        parent_name = (await parent.read_browse_name()).Name if parent is not None else None
         return f"{parent_name}.{name}" if parent_name and parent_name != "Objects" else name
 
     async def _variables_below(self, root: str) -> list[tuple[str, str]]:
@@ -358,15 +411,36 @@ class OpcUaSession:
                 self.counters["reads"] += 1
         return results
 
-    async def read_values(self, nodes: Sequence[TagNode], sink: ValueSink) -> None:
-        """Read every node's value (chunked) and hand each to `sink`."""
+    async def read_values(
+        self, nodes: Sequence[TagNode], sink: ValueSink, on_undecodable: UndecodableSink | None = None
+    ) -> None:
+        """Read every node's value (chunked) and hand each to `sink`.
+
+        A response that cannot be decoded (one value no client can parse spoils the whole message)
+        is read again in halves, down to the one node at fault, which goes to `on_undecodable`
+        (node, error); without it the error is raised."""
         from asyncua import ua
 
-        values = await self.read_attributes([(n.node_id, ua.AttributeIds.Value) for n in nodes])
-        for node, dv in zip(nodes, values, strict=True):
-            value = dv.Value.Value if dv.Value is not None else None
-            code = dv.StatusCode.value if dv.StatusCode is not None else 0
-            sink(node.tag, value, code, _utc(dv.SourceTimestamp), _utc(dv.ServerTimestamp))
+        step = max(1, self.max_nodes_per_read)
+        undecodable = _decode_errors()
+        for start in range(0, len(nodes), step):
+            chunk = list(nodes[start : start + step])
+            try:
+                values = await self.read_attributes([(n.node_id, ua.AttributeIds.Value) for n in chunk])
+            except undecodable as exc:
+                if on_undecodable is None:
+                    raise
+                if len(chunk) == 1:
+                    on_undecodable(chunk[0], exc)
+                else:
+                    half = len(chunk) // 2
+                    await self.read_values(chunk[:half], sink, on_undecodable)
+                    await self.read_values(chunk[half:], sink, on_undecodable)
+                continue
+            for node, dv in zip(chunk, values, strict=True):
+                value = dv.Value.Value if dv.Value is not None else None
+                code = dv.StatusCode.value if dv.StatusCode is not None else 0
+                sink(node.tag, value, code, _utc(dv.SourceTimestamp), _utc(dv.ServerTimestamp))
 
     async def write_value(self, node_id: str, value: Any, status: int = 0) -> None:
         """Write a value with a status code (the simulator's and the tests' fault injection)."""
@@ -379,20 +453,27 @@ class OpcUaSession:
 
     # --- subscriptions -------------------------------------------------------------------------
 
-    async def subscribe(self, nodes: Sequence[TagNode], sink: ValueSink) -> tuple[Any, dict[str, int]]:
+    async def subscribe(
+        self, nodes: Sequence[TagNode], sink: ValueSink, on_problem: ProblemSink | None = None
+    ) -> tuple[Any, dict[str, int]]:
         """One subscription with a monitored item per node, created in large calls.
 
+        `on_problem(tag or None, error)` hears of everything the value path could not hand to
+        `sink`: a value that failed, a notification of an unknown kind or item, and a publish
+        response asyncua could not decode (tag None; its values are lost: read them again).
         Returns the subscription and the nodes the server refused ({tag: status code})."""
         from asyncua import ua
 
         cfg = self.config
+        problem = on_problem or _ignore_problem
+        self._watch_publish_decoding(problem)
         params = ua.CreateSubscriptionParameters()
         params.RequestedPublishingInterval = cfg.publishing_interval_ms
         params.RequestedLifetimeCount = 10000
         params.RequestedMaxKeepAliveCount = self.client.get_keepalive_count(cfg.publishing_interval_ms)
         params.MaxNotificationsPerPublish = 0  # no limit: the server sends all in one message
         params.PublishingEnabled = True
-        subscription = _batch_subscription_class()(self.client.uaclient.session, params, sink)
+        subscription = _batch_subscription_class()(self.client.uaclient.session, params, sink, problem)
         await subscription.init()
         self.client._subscriptions.append(subscription)  # so disconnect() deletes it
         mfilter = _data_change_filter(cfg)
@@ -416,6 +497,34 @@ class OpcUaSession:
                 if isinstance(result, ua.StatusCode):
                     refused[node.tag] = result.value
         return subscription, refused
+
+    def _watch_publish_decoding(self, problem: ProblemSink) -> None:
+        """asyncua logs a publish response it cannot parse and carries on: the values in it are
+        gone without a word. Hear of it, so it is counted and the values can be read again."""
+        from asyncua.ua.uaerrors import UaStructParsingError
+
+        session = self.client.uaclient.session
+        if getattr(session, "_watched_publish", False):
+            return
+        plain = session.publish
+
+        async def publish(acks: list[Any]) -> Any:
+            try:
+                return await plain(acks)
+            except UaStructParsingError as exc:
+                problem(None, exc.__cause__ or exc)
+                raise
+
+        session.publish = publish
+        session._watched_publish = True
+
+
+ProblemSink = Callable[[str | None, BaseException | str], None]
+"""(tag, or None for the whole message; the error) for what the value path could not deliver."""
+
+
+def _ignore_problem(tag: str | None, error: BaseException | str) -> None:
+    pass
 
 
 def _data_change_filter(cfg: OpcUaConfig) -> Any:
@@ -461,13 +570,21 @@ def _batch_subscription_class() -> type:
     from asyncua.common.subscription import Subscription
 
     class BatchSubscription(Subscription):
-        def __init__(self, session: Any, params: Any, sink: ValueSink):
+        def __init__(self, session: Any, params: Any, sink: ValueSink, problem: ProblemSink):
             super().__init__(session, params, handler=_NoHandler())
             self.sink = sink
+            self.problem = problem
             self.tags: dict[int, str] = {}
             self.status_changes: list[int] = []
 
         async def publish_callback(self, publish_result: Any) -> None:
+            # Nothing may escape: asyncua would log it and drop the rest of the message.
+            try:
+                self._walk(publish_result)
+            except Exception as exc:
+                self.problem(None, exc)
+
+        def _walk(self, publish_result: Any) -> None:
             import time
 
             self.last_publish_at = time.monotonic()
@@ -475,19 +592,28 @@ def _batch_subscription_class() -> type:
             if message.NotificationData is None:
                 return
             self.last_sequence_number = int(message.SequenceNumber)
-            sink, tags = self.sink, self.tags
+            sink, tags, problem = self.sink, self.tags, self.problem
             for notification in message.NotificationData:
                 if isinstance(notification, ua.DataChangeNotification):
                     for item in notification.MonitoredItems:
                         tag = tags.get(item.ClientHandle)
                         if tag is None:
+                            problem(
+                                None,
+                                f"a value for client handle {item.ClientHandle}, which is no item of ours",
+                            )
                             continue
-                        dv = item.Value
-                        value = dv.Value.Value if dv.Value is not None else None
-                        code = dv.StatusCode.value if dv.StatusCode is not None else 0
-                        sink(tag, value, code, _utc(dv.SourceTimestamp), _utc(dv.ServerTimestamp))
+                        try:
+                            dv = item.Value
+                            value = dv.Value.Value if dv.Value is not None else None
+                            code = dv.StatusCode.value if dv.StatusCode is not None else 0
+                            sink(tag, value, code, _utc(dv.SourceTimestamp), _utc(dv.ServerTimestamp))
+                        except Exception as exc:
+                            problem(tag, exc)
                 elif isinstance(notification, ua.StatusChangeNotification):
                     self.status_changes.append(notification.Status.value)
+                else:
+                    problem(None, f"a notification of an unexpected kind ({type(notification).__name__})")
 
     _SUBSCRIPTION_CLASS = BatchSubscription
     return BatchSubscription

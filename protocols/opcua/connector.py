@@ -63,6 +63,8 @@ class OpcUaSource(StreamingSource):
         self._builder = TagBatchBuilder(name)
         self._wake: asyncio.Event | None = None
         self._wake_scheduled = False
+        self._resync: asyncio.Event | None = None  # set when a publish response was undecodable
+        self._problems_logged: set[tuple[str | None, str]] = set()
 
     # --- the contract ------------------------------------------------------------------------
 
@@ -140,8 +142,10 @@ class OpcUaSource(StreamingSource):
                 self.set_state("connected", cfg.endpoint)
                 nodes = await session.tag_nodes()
                 self.tags = [n.tag for n in nodes]
+                self._bad_nodes(session.unresolved)
                 if cfg.mode == "subscribe":
-                    _, refused = await session.subscribe(nodes, self._on_value)
+                    self._resync = asyncio.Event()
+                    _, refused = await session.subscribe(nodes, self._on_value, self._on_problem)
                     self._refused(refused)
                     self.set_state("subscribed", f"{len(nodes)} nodes on {cfg.endpoint}")
                 if ever_connected:
@@ -154,7 +158,7 @@ class OpcUaSource(StreamingSource):
                 if cfg.mode == "poll":
                     reason = await self._poll(session, nodes, lost)
                 else:
-                    await _first(stopping.wait(), lost.wait())
+                    await self._watch(session, nodes, lost)
             except ConnectorError as exc:
                 reason = str(exc)
                 self.counters["errors"] += 1
@@ -168,9 +172,25 @@ class OpcUaSource(StreamingSource):
             if not link_down.is_set():
                 link_down.set()
                 self._gap()  # at once, then the flusher repeats them until the link heals
-            self.set_state("lost", reason)
+            delay = next(delays)
+            # One line, at once: which endpoint, why, and when the next attempt comes.
+            self.set_state("lost", f"{reason}; retrying in {delay:.1f} s")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=next(delays))
+                await asyncio.wait_for(stopping.wait(), timeout=delay)
+
+    async def _watch(self, session: Any, nodes: list[Any], lost: asyncio.Event) -> None:
+        """While subscribed: wait for the stop or the loss, and read every node again when a
+        publish response could not be decoded (its values are gone; the read recovers the
+        current ones and pins the fault on the node that carries it)."""
+        stopping, resync = self._stopping, self._resync
+        assert stopping is not None and resync is not None
+        while not stopping.is_set() and not lost.is_set():
+            await _first(stopping.wait(), lost.wait(), resync.wait())
+            if resync.is_set() and not stopping.is_set() and not lost.is_set():
+                resync.clear()
+                await session.read_values(nodes, self._on_value, self._on_undecodable)
+                assert self._wake is not None
+                self._wake.set()
 
     async def _poll(self, session: Any, nodes: list[Any], lost: asyncio.Event) -> str:
         from protocols.opcua.client import one_line
@@ -180,7 +200,7 @@ class OpcUaSource(StreamingSource):
         assert stopping is not None
         while not stopping.is_set() and not lost.is_set():
             try:
-                await session.read_values(nodes, self._on_value)
+                await session.read_values(nodes, self._on_value, self._on_undecodable)
             except Exception as exc:
                 self.counters["errors"] += 1
                 return f"OPC UA {self.config.endpoint}: read failed: {one_line(exc)}"
@@ -199,7 +219,12 @@ class OpcUaSource(StreamingSource):
         if len(builder) >= MAX_PENDING:
             self.counters["dropped"] += 1
             return
-        add_value(builder, tag, value, code, source_ts, server_ts)
+        try:
+            add_value(builder, tag, value, code, source_ts, server_ts)
+        except Exception as exc:  # a value we cannot store: a bad record with why, never a stop
+            _realign(builder)
+            self._on_problem(tag, exc)
+            return
         self.counters["notifications"] += 1
         if len(builder) >= BATCH_VALUES and self._wake is not None:
             self._wake.set()
@@ -218,10 +243,40 @@ class OpcUaSource(StreamingSource):
         """Nodes the server would not monitor (unknown node id...): one bad record each, with why."""
         from protocols.opcua.client import status_quality
 
-        for tag, code in refused.items():
-            _, reason = status_quality(code)
+        self._bad_nodes({tag: status_quality(code)[1] or f"0x{code:08X}" for tag, code in refused.items()})
+
+    def _bad_nodes(self, reasons: dict[str, str]) -> None:
+        """Nodes that cannot be read (unknown, refused, a browse path to nowhere): one bad record
+        each, with the reason, and one log line; the other nodes stream on."""
+        for tag, reason in reasons.items():
             self._builder.add(tag, None, quality="bad", reason=reason)
             self.counters["errors"] += 1
+            self.ctx.log("warning", f"OPC UA {self.config.endpoint}: node {tag}: {reason}", self.name)
+
+    def _on_problem(self, tag: str | None, error: BaseException | str) -> None:
+        """Something the value path could not deliver: counted, logged with its item (the first
+        time for each item and kind), and never the end of the source. A value becomes a bad
+        record with the reason; a publish response asyncua could not decode (tag None) has lost
+        its values, so every node is read again."""
+        from protocols.opcua.client import one_line
+
+        text = error if isinstance(error, str) else one_line(error)
+        if tag is not None:
+            self._builder.add(tag, None, quality="bad", reason=f"undecodable: {text}"[:200])
+            self.counters["bad_values"] += 1
+        else:
+            self.counters["undecodable"] += 1
+            if isinstance(error, BaseException) and self._resync is not None:
+                self._resync.set()
+        self.counters["errors"] += 1
+        key = (tag, text.split(":", 1)[0])
+        if key not in self._problems_logged:
+            self._problems_logged.add(key)
+            what = f"node {tag}" if tag is not None else "a publish response"
+            self.ctx.log("warning", f"OPC UA {self.config.endpoint}: {what}: {text}", self.name)
+
+    def _on_undecodable(self, node: Any, error: BaseException) -> None:
+        self._on_problem(node.tag, error)
 
     def _gap(self) -> None:
         self._builder.gap(self.tags)
@@ -244,17 +299,94 @@ class OpcUaSource(StreamingSource):
                     next_gap = loop.time() + self.gap_interval_s
             else:
                 next_gap = loop.time() + self.gap_interval_s
-            await self._flush(emit, emitter)
+            try:
+                await self._flush(emit, emitter)
+            except Exception as exc:  # the flusher never dies: that would stop the source unseen
+                self.counters["errors"] += 1
+                self.ctx.log(
+                    "error", f"OPC UA {self.config.endpoint}: batch failed: {exc!r}"[:300], self.name
+                )
+
+    def _take(self) -> pl.DataFrame:
+        """The collected values as a frame. Text that is not UTF-8 (a server's bytes decoded with
+        surrogate escapes) cannot enter Arrow: it is stored with U+FFFD in its place, as
+        `uncertain` with reason `invalid_utf8`, and logged with its tag."""
+        builder = self._builder
+        try:
+            return builder.take()
+        except Exception:
+            for tag in _repair_text(builder):
+                self.counters["bad_values"] += 1
+                key = (tag, "invalid_utf8")
+                if key not in self._problems_logged:
+                    self._problems_logged.add(key)
+                    self.ctx.log(
+                        "warning",
+                        f"OPC UA {self.config.endpoint}: node {tag}: text that is not UTF-8 (stored with U+FFFD)",
+                        self.name,
+                    )
+            try:
+                return builder.take()
+            except Exception as exc:
+                held = len(builder)
+                self._builder = TagBatchBuilder(self.name)
+                self.counters["dropped"] += held
+                self.counters["errors"] += 1
+                self.ctx.log(
+                    "error",
+                    f"OPC UA {self.config.endpoint}: {held} values could not be batched: {exc!r}"[:300],
+                    self.name,
+                )
+                return TagBatchBuilder(self.name).take()
 
     async def _flush(self, emit: Callable[[pl.DataFrame], None], emitter: ThreadPoolExecutor) -> None:
         if not len(self._builder):
             return
-        batch = self._builder.take()
+        batch = self._take()
+        if not batch.height:
+            return
         try:
             await asyncio.get_running_loop().run_in_executor(emitter, emit, batch)
         except Exception as exc:  # the consumer failed: count it, keep the session alive
             self.counters["errors"] += 1
             self.ctx.log("error", f"emit failed: {exc}", self.name)
+
+
+def _realign(builder: TagBatchBuilder) -> None:
+    """After an add() that failed half way: every column back to the rows that are whole."""
+    columns = [v for v in vars(builder).values() if isinstance(v, list)]
+    whole = min(len(c) for c in columns)
+    for column in columns:
+        del column[whole:]
+
+
+def _repair_text(builder: TagBatchBuilder) -> list[str]:
+    """Replace text that cannot be UTF-8 encoded in the builder's columns; a good row it touches
+    becomes `uncertain` (`invalid_utf8`). Returns the (repaired) tags of those rows."""
+    touched: list[str] = []
+    for i in range(len(builder.tag)):
+        hit = False
+        for column in (builder.tag, builder.value_text, builder.reason):
+            text = column[i]
+            if text is None or text.isascii():
+                continue
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                column[i] = _as_utf8(text)
+                hit = True
+        if hit:
+            if builder.quality[i] == "good":
+                builder.quality[i], builder.reason[i] = "uncertain", "invalid_utf8"
+            touched.append(builder.tag[i])
+    return touched
+
+
+def _as_utf8(text: str) -> str:
+    try:  # the server's own bytes, as asyncua decoded them (surrogateescape), then U+FFFD for each bad byte
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 async def _first(*aws: Any) -> None:
@@ -307,12 +439,25 @@ def add_value(
 async def _read_once(config: OpcUaConfig, name: str, counters: Any) -> pl.DataFrame:
     from functools import partial
 
-    from protocols.opcua.client import OpcUaSession
+    from protocols.opcua.client import OpcUaSession, one_line
 
     builder = TagBatchBuilder(name)
     async with OpcUaSession(config, counters) as session:
-        await session.read_values(await session.tag_nodes(), partial(add_value, builder))
-    return builder.take()
+        nodes = await session.tag_nodes()
+        for tag, reason in session.unresolved.items():  # one bad record each; the others are read
+            builder.add(tag, None, quality="bad", reason=reason)
+        await session.read_values(
+            nodes,
+            partial(add_value, builder),
+            lambda node, exc: builder.add(
+                node.tag, None, quality="bad", reason=f"undecodable: {one_line(exc)}"
+            ),
+        )
+    try:
+        return builder.take()
+    except Exception:  # text that is not UTF-8: repaired, marked uncertain
+        _repair_text(builder)
+        return builder.take()
 
 
 def read_once(config: OpcUaConfig | dict[str, Any], name: str = "opc_ua") -> pl.DataFrame:

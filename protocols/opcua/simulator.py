@@ -8,6 +8,13 @@ listens again on the same port), `stall()` (values stop changing), `flip_quality
 (values carry a Bad or Uncertain status), and `max_nodes_per_read` (declared in OperationLimits
 and enforced: a larger Read is refused with BadTooManyOperations, as strict servers do).
 
+`odd_nodes=True` adds Objects/Odd with values that real servers send and clients choke on: no
+source timestamp, the zero DateTime (1601-01-01), text that is not UTF-8, byte strings, arrays,
+NaN, UInt64 max; `inject_garbage()` then sends one value no client can decode (an ExtensionObject
+whose body is cut short). `strict_channel=True` refuses an untrusted client certificate already at
+OpenSecureChannel, with a ServiceFault, as node-opcua does (asyncua's own server waits until
+CreateSession).
+
 The server runs on its own thread and asyncio loop; the public methods are blocking and thread-safe.
 """
 
@@ -34,6 +41,17 @@ BASE_TAGS: list[tuple[str, Callable[[float, int], float]]] = [
     ("GearboxTemp", windfarm.gearbox_temp_c),
 ]
 SERVER_URI = "urn:data-aggregator:opcua-simulator"
+ODD_NODES = (
+    "NoSourceTime",
+    "ZeroSourceTime",
+    "ZeroTimes",
+    "NotUtf8",
+    "Bytes",
+    "Array",
+    "NaN",
+    "UInt64Max",
+    "Garbage",
+)
 CLIENT_URI = "urn:data-aggregator:opcua-client"
 
 
@@ -94,6 +112,8 @@ class OpcUaSimulator:
         trusted_client_certificates: list[Path] | None = None,
         users: dict[str, str] | None = None,
         cert_dir: Path | None = None,
+        odd_nodes: bool = False,
+        strict_channel: bool = False,
     ):
         self.port = port
         self.turbines = turbines
@@ -116,6 +136,9 @@ class OpcUaSimulator:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.cert_dir = cert_dir
         self.server_certificate: Path | None = None
+        self.odd_nodes = odd_nodes
+        self.strict_channel = strict_channel
+        self._odd: dict[str, Any] = {}  # name -> node id of the Objects/Odd variables
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -209,6 +232,19 @@ class OpcUaSimulator:
         self._status = codes[quality]
         self._call(self._update_all(time.time()))
 
+    def inject_garbage(self) -> None:
+        """Odd.Garbage (odd_nodes=True) takes a value no client can decode: an ExtensionObject that
+        claims to be an Argument but whose body is cut short. Every Read or publish response that
+        carries it fails to parse on the client."""
+        from asyncua import ua
+
+        assert self._odd, "inject_garbage() needs odd_nodes=True"
+        body = ua.ExtensionObject(
+            TypeId=ua.NodeId(ua.ObjectIds.Argument_Encoding_DefaultBinary), Body=b"\x05\x00\x00"
+        )
+        dv = ua.DataValue(ua.Variant(body, ua.VariantType.ExtensionObject))
+        self._call(self._server.write_attribute_value(self._odd["Garbage"], dv))
+
     # --- server --------------------------------------------------------------------------------
 
     async def _start_server(self) -> None:
@@ -241,6 +277,10 @@ class OpcUaSimulator:
                 )
                 await var.set_writable()
                 self._node_ids.append((var.nodeid, name, t))
+        if self.odd_nodes:
+            await self._add_odd_nodes(server, idx)
+        if self.strict_channel:
+            _refuse_untrusted_at_open(server, self.trusted_client_certificates or [])
         await self._declare_limits(server)
         await server.start()
         if self.port == 0:
@@ -276,6 +316,50 @@ class OpcUaSimulator:
                     raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
 
             server.set_certificate_validator(validate)
+
+    async def _add_odd_nodes(self, server: Any, idx: int) -> None:
+        from asyncua import ua
+
+        folder = await server.nodes.objects.add_folder(ua.NodeId("Odd", idx), ua.QualifiedName("Odd", idx))
+        for name, (variant, _, _) in self._odd_values(0).items():
+            # Garbage starts empty with a structure data type: the server then takes any value.
+            datatype = ua.NodeId(ua.ObjectIds.Argument) if name == "Garbage" else None
+            var = await folder.add_variable(
+                ua.NodeId(f"Odd.{name}", idx), ua.QualifiedName(name, idx), variant, datatype=datatype
+            )
+            self._odd[name] = var.nodeid
+        await self._update_odd(server)
+
+    def _odd_values(self, n: int) -> dict[str, tuple[Any, Any, Any]]:
+        """name -> (variant, source timestamp, server timestamp) of update round `n`: a new value
+        each round (so subscriptions notify), with the odd part kept."""
+        from datetime import UTC, datetime
+
+        from asyncua import ua
+
+        stamp = datetime.now(UTC)
+        zero = datetime(1601, 1, 1, tzinfo=UTC)  # encoded as DateTime 0
+        double = ua.VariantType.Double
+        return {
+            "NoSourceTime": (ua.Variant(float(n), double), None, stamp),
+            "ZeroSourceTime": (ua.Variant(float(n), double), zero, stamp),
+            "ZeroTimes": (ua.Variant(float(n), double), zero, zero),
+            # surrogateescape: asyncua sends these as the raw bytes 0xff 0xfe, which are not UTF-8
+            "NotUtf8": (ua.Variant(f"\udcff\udcfe{n}", ua.VariantType.String), stamp, stamp),
+            "Bytes": (ua.Variant(bytes([n % 256, 0, 255]), ua.VariantType.ByteString), stamp, stamp),
+            "Array": (ua.Variant([float(n), 2.0, 3.0], double), stamp, stamp),
+            "NaN": (ua.Variant(float("nan") if n % 2 else float("inf"), double), stamp, stamp),
+            "UInt64Max": (ua.Variant(2**64 - 1 - n % 2, ua.VariantType.UInt64), stamp, stamp),
+            "Garbage": (ua.Variant(), None, None),
+        }
+
+    async def _update_odd(self, server: Any) -> None:
+        from asyncua import ua
+
+        for name, (variant, source_ts, server_ts) in self._odd_values(self.updates).items():
+            if name != "Garbage":  # empty until inject_garbage()
+                dv = ua.DataValue(variant, SourceTimestamp=source_ts, ServerTimestamp=server_ts)
+                await server.write_attribute_value(self._odd[name], dv)
 
     async def _declare_limits(self, server: Any) -> None:
         from asyncua import ua
@@ -336,6 +420,8 @@ class OpcUaSimulator:
             if not self._stalled:
                 await self._update_all(time.time())
                 self.updates += 1
+                if self._odd and self._server is not None:
+                    await self._update_odd(self._server)
             next_at += self.interval_s
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
@@ -396,6 +482,40 @@ class _PasswordUsers:
         if username is not None and self.users.get(username) == password:
             return User(role=UserRole.User, name=username)
         return None
+
+
+def _refuse_untrusted_at_open(server: Any, trusted: list[Path]) -> None:
+    """Make this server answer OpenSecureChannel from an untrusted client certificate with a
+    ServiceFault (BadSecurityChecksFailed) in an OPN message, as node-opcua does. asyncua's
+    processor class is patched once; only servers marked here are strict."""
+    from asyncua import ua
+    from asyncua.server.uaprocessor import UaProcessor
+    from asyncua.ua.ua_binary import struct_from_binary
+    from cryptography import x509
+
+    server.iserver._strict_trusted = {
+        x509.load_pem_x509_certificate(Path(p).read_bytes()).fingerprint(_sha256()) for p in trusted
+    }
+    if getattr(UaProcessor, "_strict_patched", False):
+        return
+    plain_open = UaProcessor.open_secure_channel
+
+    def open_secure_channel(self: Any, algohdr: Any, seqhdr: Any, body: Any) -> Any:
+        strict = getattr(self.iserver, "_strict_trusted", None)
+        sender = getattr(algohdr, "SenderCertificate", None)
+        if strict is None or not sender:
+            return plain_open(self, algohdr, seqhdr, body)
+        if x509.load_der_x509_certificate(sender).fingerprint(_sha256()) in strict:
+            return plain_open(self, algohdr, seqhdr, body)
+        request = struct_from_binary(ua.OpenSecureChannelRequest, body)
+        self._connection.select_policy(algohdr.SecurityPolicyURI, sender, request.Parameters.SecurityMode)
+        fault = ua.ServiceFault()
+        fault.ResponseHeader.ServiceResult = ua.StatusCode(ua.StatusCodes.BadSecurityChecksFailed)
+        self.send_response(request.RequestHeader.RequestHandle, seqhdr, fault, ua.MessageType.SecureOpen)
+        return None
+
+    UaProcessor.open_secure_channel = open_secure_channel
+    UaProcessor._strict_patched = True
 
 
 def _sha256() -> Any:

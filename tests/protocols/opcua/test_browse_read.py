@@ -48,9 +48,16 @@ def test_tag_names_can_be_node_ids(farm):
     assert frame["tag"].to_list()[0] == "ns=2;s=Turbine01.WindSpeed" and frame.height == 4
 
 
-def test_unknown_browse_path_names_the_missing_part(farm):
-    with pytest.raises(ConnectorError, match=r"browse path 'WindFarm/Turbine09/Power': no 'Turbine09' found"):
-        read_once({"endpoint": farm.endpoint, "nodes": ["WindFarm/Turbine09/Power"]})
+def test_unknown_browse_path_is_a_bad_record_naming_the_missing_part(farm):
+    frame = read_once(
+        {"endpoint": farm.endpoint, "nodes": ["WindFarm/Turbine09/Power", "WindFarm/Turbine01/Power"]}
+    )
+    rows = {row["tag"]: row for row in frame.iter_rows(named=True)}
+    assert rows["WindFarm/Turbine09/Power"]["quality"] == "bad"
+    assert rows["WindFarm/Turbine09/Power"]["reason"] == (
+        "BadNoMatch: browse path 'WindFarm/Turbine09/Power': no 'Turbine09' found"
+    )
+    assert rows["Turbine01.Power"]["quality"] == "good" and rows["Turbine01.Power"]["value"] is not None
 
 
 @pytest.fixture
