@@ -43,10 +43,12 @@ MAX_REPORTED_ISSUES = 100
 
 
 def shorten(value: Any, limit: int = MAX_ECHO_CHARS) -> str:
-    """`value` as text, cut at `limit` characters with "…", and with lone surrogates made visible."""
+    """`value` as text on one line, cut at `limit` characters with "…", lone surrogates made visible."""
     text = value if isinstance(value, str) else repr(value)
     if len(text) > limit:
         text = text[:limit] + "…"
+    if "\n" in text or "\r" in text:
+        text = text.replace("\r", "\\r").replace("\n", "\\n")
     if not text.isascii():
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text

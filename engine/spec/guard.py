@@ -231,6 +231,14 @@ def _make_loader() -> Any:
             finally:
                 self._depth -= nested
 
+        def construct_object(self, node: Any, deep: bool = False) -> Any:
+            try:
+                return super().construct_object(node, deep=deep)
+            except (ValueError, TypeError, OverflowError) as exc:  # e.g. the date 2024-02-30
+                raise ConstructorError(
+                    None, None, f"cannot read this value: {shorten(str(exc), 200)}", node.start_mark
+                ) from None
+
         def construct_document(self, node: Any) -> Any:
             _check_expansion(node)
             return super().construct_document(node)

@@ -53,10 +53,14 @@ def parse_document(text: str, where: str = "<text>", *, yaml_syntax: bool = Fals
             at = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
             raise SpecError([SpecIssue("", f"invalid YAML at {at}: {exc.problem}")], source=where) from None
         except yaml.YAMLError as exc:
-            raise SpecError([SpecIssue("", f"invalid YAML: {shorten(exc, 200)}")], source=where) from None
+            raise SpecError(
+                [SpecIssue("", f"invalid YAML: {shorten(str(exc), 200)}")], source=where
+            ) from None
         except (ValueError, TypeError, OverflowError, RecursionError) as exc:
             # a scalar SafeLoader cannot convert, e.g. the date 2024-02-30
-            raise SpecError([SpecIssue("", f"invalid YAML: {shorten(exc, 200)}")], source=where) from None
+            raise SpecError(
+                [SpecIssue("", f"invalid YAML: {shorten(str(exc), 200)}")], source=where
+            ) from None
     else:
         try:
             doc, problems = guard.load_json(text)

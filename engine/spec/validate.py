@@ -124,9 +124,7 @@ def _check_parts(doc: dict[str, Any], form: str) -> list[SpecIssue]:
                 if node.get("transform") is not None:
                     issues.append(SpecIssue(f"nodes[{i}].transform", f"a {kind} node has no 'transform'"))
         return issues
-    sources = _list(doc.get("sources")) or (
-        [doc["source"]] if isinstance(doc.get("source"), dict) else []
-    )
+    sources = _list(doc.get("sources")) or ([doc["source"]] if isinstance(doc.get("source"), dict) else [])
     names = [s.get("name") for s in sources if isinstance(s, dict)]
     for i, src in enumerate(sources):
         if isinstance(src, dict):
@@ -360,6 +358,14 @@ def _check_schemas(c: Compiled, ctx: Any) -> list[SpecIssue]:
     schemas: dict[tuple[str, str], pl.Schema] = {}
     issues: list[SpecIssue] = []
     by_id = {n.id: n for n in c.graph.nodes}  # graph.node() is a linear search: quadratic here
+    empty: dict[tuple, pl.LazyFrame] = {}  # one empty frame per schema (a chain mostly keeps its schema)
+
+    def frame(schema: pl.Schema) -> pl.LazyFrame:
+        key = tuple(schema.items())
+        if key not in empty:
+            empty[key] = pl.LazyFrame(schema=schema)
+        return empty[key]
+
     for node_id in c.order:
         node = by_id[node_id]
         if node.kind == "source":
@@ -377,7 +383,7 @@ def _check_schemas(c: Compiled, ctx: Any) -> list[SpecIssue]:
         if transform.type in ("python", "sql"):
             continue  # user code: types are only known by running it
         try:
-            outs = transform.apply([pl.LazyFrame(schema=s) for s in ins], NodeContext(run_ctx, node_id))
+            outs = transform.apply([frame(s) for s in ins], NodeContext(run_ctx, node_id))
             for port, lf in outs.items():
                 schemas[(node_id, port)] = lf.collect_schema()
         except AggregatorError as exc:
