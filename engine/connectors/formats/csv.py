@@ -22,17 +22,30 @@ from engine.connectors.formats.common import (
 )
 from engine.errors import ConnectorError, DataError
 
+HEAD_BYTES = 1 << 16  # the first chunk, where the line endings are told apart
+GIANT_LINE_BYTES = 1 << 16  # a header alone longer than this, with no line break, is not a CSV
+
+
+def _cr_only(path: Path) -> bool:
+    """Old Mac line endings: a carriage return and no line feed in the first chunk."""
+    with open(path, "rb") as fh:
+        head = fh.read(HEAD_BYTES)
+    return b"\r" in head and b"\n" not in head
+
 
 @contextlib.contextmanager
-def _utf8(path: Path, encoding: str) -> Iterator[Path]:
-    """Polars reads UTF-8 only: other encodings are transcoded, in chunks, to a temporary file."""
-    if is_utf8(encoding):
+def _polars_readable(path: Path, encoding: str) -> Iterator[Path]:
+    """Polars reads UTF-8 with \n or \r\n line endings only: other encodings, and CR-only line
+    endings, are converted in chunks (streaming) to a temporary file."""
+    cr_only = _cr_only(path)
+    if is_utf8(encoding) and not cr_only:
         yield path
         return
     fd, name = tempfile.mkstemp(suffix=".csv", prefix="aggregator-")
     try:
+        # Universal newlines turn each lone \r into \n; otherwise line endings are kept as they are.
         with (
-            open(path, encoding=encoding, newline="") as src,
+            open(path, encoding=encoding, newline=None if cr_only else "") as src,
             os.fdopen(fd, "w", encoding="utf-8", newline="") as dst,
         ):
             shutil.copyfileobj(src, dst, 1 << 20)
@@ -43,6 +56,24 @@ def _utf8(path: Path, encoding: str) -> Iterator[Path]:
         ) from None
     finally:
         os.unlink(name)
+
+
+def _check_not_one_giant_line(path: Path, shown: Path) -> None:
+    """A non-empty file that gave no rows: fine for a header alone, but a long line without any
+    line break is a file whose records are not separated by \n, \r\n or \r (so not rows at all)."""
+    size = path.stat().st_size
+    if size <= GIANT_LINE_BYTES:
+        return
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            if b"\n" in chunk or b"\r" in chunk:
+                return
+    raise DataError(
+        f"one line of {size} bytes with no line break, so no rows: records must end with \\n, \\r\\n"
+        " or \\r (is this a CSV file?)",
+        file=str(shown),
+        line=1,
+    )
 
 
 # Polars' CSV reader parses ahead in chunks of this many bytes. Its default holds 550 MB of parsed
@@ -70,20 +101,25 @@ def _numbered(names: list[str]) -> list[str]:
 
 
 def read(path: Path, opts: ReadOptions, limit: int | None, batch_rows: int) -> Iterator[pl.DataFrame]:
-    with _utf8(path, opts.encoding) as src:
+    with _polars_readable(path, opts.encoding) as src:
         lf = _scan(src, opts)
         if limit is not None:
             lf = lf.head(limit)
+        rows = 0
         try:
-            yield from lf.collect_batches(chunk_size=batch_rows)
+            for batch in lf.collect_batches(chunk_size=batch_rows):
+                rows += batch.height
+                yield batch
         except pl.exceptions.NoDataError:
             return
         except pl.exceptions.PolarsError as exc:
             raise _diagnose(path, src, opts, exc) from None
+        if rows == 0 and limit != 0:
+            _check_not_one_giant_line(src, path)
 
 
 def schema(path: Path, opts: ReadOptions) -> pl.Schema | None:
-    if not is_utf8(opts.encoding):
+    if not is_utf8(opts.encoding) or _cr_only(path):
         return None
     try:
         return _scan(path, opts).collect_schema()

@@ -4,6 +4,8 @@ Reading, each record element becomes one row:
 - a child element with text becomes a field named after its tag; nested elements become dotted
   names (`<customer><email>` -> `customer.email`); attributes become fields the same way
   (`<order id="1">` -> `id`, `<price currency="EUR">` -> `price.currency`);
+- a dot inside a tag or attribute name is doubled (`<a.b>` -> `a..b`), so that it never collides with
+  the nesting dot (`<a><b>` -> `a.b`);
 - a name that repeats inside one record becomes a list of strings;
 - every value is text (declare types in `schema`), and an empty element is null;
 - namespaces are dropped from names.
@@ -45,11 +47,16 @@ def _matcher(record_path: str | None):
     return lambda stack: stack == parts
 
 
+def _name(tag: str) -> str:
+    """A tag or attribute as a field name: its dots doubled, as a single dot joins nested names."""
+    return _local(tag).replace(".", "..")
+
+
 def _flatten(element: ET.Element, prefix: str, out: dict) -> None:
     for name, value in element.attrib.items():
-        _put(out, prefix + _local(name), value)
+        _put(out, prefix + _name(name), value)
     for child in element:
-        name = prefix + _local(child.tag)
+        name = prefix + _name(child.tag)
         if len(child) or child.attrib:
             _flatten(child, name + ".", out)
         if not len(child):
@@ -101,7 +108,7 @@ def read(path: Path, opts: ReadOptions, limit: int | None, batch_rows: int) -> I
                 record: dict = {}
                 _flatten(element, "", record)
                 if not len(element) and element.text and element.text.strip():
-                    record[stack[-1]] = element.text  # a leaf record: its own text is the value
+                    record[_name(stack[-1])] = element.text  # a leaf record: its own text
                 for name, value in record.items():
                     column = columns.setdefault(name, [])
                     column.extend([None] * (rows - len(column)))  # records that lacked this field
