@@ -142,3 +142,65 @@ def test_round_trip(ms, timestamp, seq):
         assert (pm.timestamp if pm.HasField("timestamp") else None) == m.timestamp
         assert pm.is_null == (m.value is None)
         assert sp.metric_value(pm, pm.datatype) == m.value
+
+
+def _msg(session, builder, kind, seq, metrics=(), device=None):
+    topic = f"spBv1.0/G/{kind}/E" + (f"/{device}" if device else "")
+    payload = sp.encode_payload(list(metrics), timestamp=1767225600000, seq=seq)
+    session.handle(topic, payload, builder, RECEIVED)
+
+
+def test_sequence_numbers_wrap_and_a_gap_asks_for_one_rebirth():
+    s, b = sp.SparkplugSession(), TagBatchBuilder("s")
+    _msg(s, b, "NBIRTH", 254, [sp.Metric("bdSeq", 3, sp.INT64), sp.Metric("x", 1.0, alias=1)])
+    _msg(s, b, "NDATA", 255, [sp.Metric(None, 2.0, alias=1)])
+    _msg(s, b, "NDATA", 0, [sp.Metric(None, 3.0, alias=1)])  # 255 -> 0 is no gap
+    assert "sequence_gaps" not in s.counters and s.rebirths == []
+    b.take()
+    _msg(s, b, "NDATA", 2, [sp.Metric(None, 4.0, alias=1)])  # 1 is lost
+    _msg(s, b, "NDATA", 5, [sp.Metric(None, 5.0, alias=1)])  # and 3, 4: flagged, not asked twice
+    frame = b.take()
+    assert frame.select("tag", "value", "quality", "reason").rows() == [
+        ("G/E/bdSeq", None, "bad", "sequence_gap"),
+        ("G/E/x", None, "bad", "sequence_gap"),
+        ("G/E/x", 4.0, "good", None),
+        ("G/E/bdSeq", None, "bad", "sequence_gap"),
+        ("G/E/x", None, "bad", "sequence_gap"),
+        ("G/E/x", 5.0, "good", None),
+    ]
+    assert frame["timestamp"][0] < frame["timestamp"][2]  # the gap sits just before the data
+    assert s.counters["sequence_gaps"] == 2 and s.rebirths == [("G", "E")]
+    assert s.problems[0] == ("spBv1.0/G/NDATA/E", "sequence_gap: seq 2 after 0, expected 1")
+    _msg(s, b, "NBIRTH", 0, [sp.Metric("bdSeq", 3, sp.INT64), sp.Metric("x", 1.0, alias=1)])
+    _msg(s, b, "NDATA", 2, [sp.Metric(None, 6.0, alias=1)])  # a new gap after the rebirth: asked again
+    assert s.rebirths == [("G", "E"), ("G", "E")]
+
+
+def test_data_from_a_node_never_born_asks_for_a_rebirth():
+    s, b = sp.SparkplugSession(), TagBatchBuilder("s")
+    _msg(s, b, "DDATA", 7, [sp.Metric(None, 1.0, alias=4)], device="D")
+    assert b.take().select("tag", "quality", "reason").rows() == [
+        ("G/E/D/alias_4", "uncertain", "unknown_alias")
+    ]
+    assert s.rebirths == [("G", "E")]
+
+
+def test_an_ndeath_without_bdseq_is_a_death_and_a_mismatched_one_is_stale():
+    s, b = sp.SparkplugSession(), TagBatchBuilder("s")
+    _msg(s, b, "NBIRTH", 0, [sp.Metric("bdSeq", 5, sp.UINT64), sp.Metric("x", 1.0)])
+    s.handle("spBv1.0/G/NDEATH/E", sp.encode_payload([sp.Metric("bdSeq", 4, sp.UINT64)]), b, RECEIVED)
+    assert s.counters["stale_deaths"] == 1 and s.known_tags() == ["G/E/bdSeq", "G/E/x"]
+    s.handle("spBv1.0/G/NDEATH/E", b"", b, RECEIVED)
+    assert s.counters["deaths"] == 1 and s.known_tags() == []
+
+
+def test_a_metric_timestamp_in_microseconds_is_kept_uncertain_without_a_timestamp():
+    s, b = sp.SparkplugSession(), TagBatchBuilder("s")
+    _msg(s, b, "NDATA", None, [sp.Metric("x", 1.0, timestamp=1767225600000 * 1000), sp.Metric("y", 2.0)])
+    frame = b.take()
+    assert frame.select("tag", "value", "quality").rows() == [
+        ("G/E/x", 1.0, "uncertain"),
+        ("G/E/y", 2.0, "good"),
+    ]
+    assert frame["timestamp"].to_list() == [None, datetime(2026, 1, 1, tzinfo=UTC)]
+    assert frame["received_at"].to_list() == [RECEIVED, RECEIVED]
