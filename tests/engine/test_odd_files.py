@@ -1,0 +1,179 @@
+"""Odd files (issue 9, C14): old-Mac CSV line endings, one giant line, an xlsx with a broken cell
+reference, and XML names with dots. Each is read right or refused with one line naming the place."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from engine.connectors.file import FileConnector
+from engine.context import RunContext
+from engine.errors import DataError
+
+GOLDEN = Path(__file__).parents[1] / "golden" / "formats"
+BROKEN_XLSX = GOLDEN / "odd_files" / "broken_cell_ref.xlsx"
+
+
+def read_all(tmp_path: Path, **config) -> pl.DataFrame:
+    source = FileConnector.make_source(
+        FileConnector.SourceConfig.model_validate(config), RunContext(base_dir=tmp_path), "input"
+    )
+    batches = list(source.read(batch_rows=2))
+    return pl.concat(batches, how="diagonal_relaxed") if batches else pl.DataFrame()
+
+
+# ---- CSV ----------------------------------------------------------------------------------------
+def test_cr_only_line_endings_are_read(tmp_path):
+    (tmp_path / "mac.csv").write_bytes(b"id,product,price\r1,bolt,0.5\r2,nut,0.25\r3,gear,12.0\r")
+    frame = read_all(tmp_path, path="mac.csv")
+    assert frame.to_dicts() == [
+        {"id": 1, "product": "bolt", "price": 0.5},
+        {"id": 2, "product": "nut", "price": 0.25},
+        {"id": 3, "product": "gear", "price": 12.0},
+    ]
+
+
+def test_cr_only_latin1_with_declared_types_and_quoted_fields(tmp_path):
+    data = 'name;city;n\r"Müller, J.";Zürich;1\rAnaïs;Besançon;2'.encode("latin1")  # no final CR
+    (tmp_path / "mac.csv").write_bytes(data)
+    frame = read_all(
+        tmp_path, path="mac.csv", options={"delimiter": ";", "encoding": "latin1"}, schema={"n": "int"}
+    )
+    assert frame.to_dicts() == [
+        {"name": "Müller, J.", "city": "Zürich", "n": 1},
+        {"name": "Anaïs", "city": "Besançon", "n": 2},
+    ]
+
+
+def test_cr_only_bad_value_is_located_on_its_line(tmp_path):
+    (tmp_path / "mac.csv").write_bytes(b"id,v\r1,2\r2,x\r")
+    with pytest.raises(DataError, match=r"mac\.csv, line 3, field 'v': value 'x' is not a valid int"):
+        read_all(tmp_path, path="mac.csv", schema={"v": "int"})
+
+
+def test_one_giant_line_is_an_error_not_zero_rows(tmp_path):
+    """Records separated by something that is not a line break (here the ASCII record separator):
+    one line of 100 KB, which used to give 0 rows and SUCCESS."""
+    records = "\x1e".join(f"{i},sensor-{i},{i * 0.5}" for i in range(5000))
+    (tmp_path / "export.csv").write_text("id,name,value\x1e" + records)
+    with pytest.raises(DataError) as err:
+        read_all(tmp_path, path="export.csv")
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'export.csv'}, line 1: one line of ") and "\n" not in message
+    assert "no line break" in message
+
+
+def test_a_header_alone_is_still_zero_rows_with_its_columns(tmp_path):
+    (tmp_path / "empty.csv").write_text("id,name,value")
+    frame = read_all(tmp_path, path="empty.csv")
+    assert frame.height == 0 and frame.columns == ["id", "name", "value"]
+
+
+def test_cr_only_csv_runs_end_to_end(tmp_path, capsys):
+    from app.cli import main
+
+    (tmp_path / "mac.csv").write_bytes(b"id,v\r1,2\r2,3\r")
+    spec = {
+        "name": "Old Mac",
+        "sources": [{"name": "in", "connector_type": "file", "config": {"path": "mac.csv"}}],
+        "destinations": [{"name": "out", "connector_type": "file", "config": {"path": "out.json"}}],
+    }
+    (tmp_path / "p.json").write_text(json.dumps(spec))
+    assert main(["run", str(tmp_path / "p.json"), "--json", "--data-dir", str(tmp_path / "data")]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["status"] == "success" and record["rows_out"] == 2
+    assert json.loads((tmp_path / "out.json").read_text()) == [{"id": 1, "v": 2}, {"id": 2, "v": 3}]
+
+
+# ---- Excel --------------------------------------------------------------------------------------
+def break_cell(good: Path, bad: Path, cell: str, new_ref: str) -> None:
+    """A copy of `good` whose sheet1 cell `cell` claims to be at `new_ref` (zip members rewritten)."""
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data, count = re.subn(rf' r="{cell}"'.encode(), f' r="{new_ref}"'.encode(), data)
+                assert count == 1
+            dst.writestr(item, data)
+
+
+@pytest.fixture
+def good_xlsx(tmp_path) -> Path:
+    path = tmp_path / "good.xlsx"
+    pl.DataFrame({"tag": ["FT-101", "TT-204", "PT-330"], "value": [1.5, 2.5, 3.5]}).write_excel(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("new_ref", "why"),
+    [
+        ("XFD1048576", "reading up to it would take 17,179,869,184 cells for the 8 the sheet holds"),
+        ("B99999999", "not a valid cell reference"),
+        ("ZZZZ4", "not a valid cell reference"),
+    ],
+)
+def test_broken_cell_reference_is_one_line_naming_the_cell(tmp_path, good_xlsx, new_ref, why):
+    bad = tmp_path / "bad.xlsx"
+    break_cell(good_xlsx, bad, "B4", new_ref)
+    assert bad.stat().st_size < 20_000
+    started = time.monotonic()
+    with pytest.raises(DataError) as err:
+        read_all(tmp_path, path="bad.xlsx")
+    assert time.monotonic() - started < 2  # the reader is never reached
+    assert str(err.value) == f"{bad}: sheet 'Sheet1' cell {new_ref}: {why}" + (
+        " (a broken cell reference?)" if "cells for" in why else " (the last cell of a sheet is XFD1048576)"
+    )
+
+
+def test_a_far_but_real_cell_is_still_read(tmp_path, good_xlsx):
+    """A lone cell far down column A is a sparse sheet, not a broken one: it is read."""
+    far = tmp_path / "far.xlsx"
+    break_cell(good_xlsx, far, "A4", "A5000")
+    frame = read_all(tmp_path, path="far.xlsx")
+    # (empty rows between are dropped, as for any sheet)
+    assert frame["tag"].to_list() == ["FT-101", "TT-204", None, "PT-330"]
+
+
+def test_golden_broken_xlsx_through_the_command_line(tmp_path):
+    """The golden 6 KB file: a separate process, so that a reader allocating the whole sheet (which
+    aborted the process before the guard) shows as a failed assertion, not a crashed test run."""
+    target = tmp_path / "broken_cell_ref.xlsx"
+    target.write_bytes(BROKEN_XLSX.read_bytes())
+    spec = {
+        "name": "Broken workbook",
+        "sources": [{"name": "in", "connector_type": "file", "config": {"path": target.name}}],
+        "destinations": [{"name": "out", "connector_type": "file", "config": {"path": "out.csv"}}],
+    }
+    (tmp_path / "p.json").write_text(json.dumps(spec))
+    command = [sys.executable, "-c", "from app.cli import main; raise SystemExit(main())"]
+    done = subprocess.run(
+        [*command, "run", str(tmp_path / "p.json"), "--data-dir", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"{target}: sheet 'Shift A' cell XFD1048576: reading up to it would take" in errors[0]
+    assert not (tmp_path / "out.csv").exists()
+
+
+# ---- XML ----------------------------------------------------------------------------------------
+def test_xml_dotted_tag_and_nested_tags_do_not_collide(tmp_path):
+    (tmp_path / "plant.xml").write_text(
+        "<plant><unit>"
+        "<flow.rate>12.5</flow.rate><flow><rate>99</rate></flow>"
+        '<pump.a state.now="on">P1</pump.a>'
+        "</unit></plant>"
+    )
+    row = read_all(tmp_path, path="plant.xml").to_dicts()
+    assert row == [{"flow..rate": "12.5", "flow.rate": "99", "pump..a.state..now": "on", "pump..a": "P1"}]
