@@ -51,7 +51,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     compiled = _load(args.spec)
     cancel = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())  # Ctrl-C cancels the run cleanly
+    # Ctrl-C and SIGTERM (a service manager, `kill`) cancel the run cleanly: it ends `cancelled`,
+    # every destination aborts, no temporary file or stage table is left.
+    stops = [signal.SIGINT, signal.SIGTERM]
+    previous = {sig: signal.signal(sig, lambda *_: cancel.set()) for sig in stops}
     try:
         with _workspace(args) as ws:
             if compiled.graph.schedule.type == "real_time":
@@ -74,7 +77,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                     compiled, ws, base_dir=args.spec.resolve().parent, spec_path=str(args.spec), cancel=cancel
                 )
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     targets = record.pop("_targets", {})
     record["error"] = mask(record.get("error"))  # no secret value in --json or on stderr
     if args.json:

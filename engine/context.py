@@ -13,6 +13,10 @@ if TYPE_CHECKING:
     from engine.store.historian import Historian
 
 
+def _untracked(kind: str, location: str, name: str | None = None) -> Callable[[], None]:
+    return lambda: None
+
+
 def _no_secrets(name: str) -> str:
     from engine.errors import SecretError
 
@@ -33,6 +37,11 @@ class RunContext:
     cancel: threading.Event = field(default_factory=threading.Event)
     dry_run: bool = False
     log: Callable[[str, str, str | None], None] = lambda level, msg, node=None: None
+    # A destination calls `track(kind, location, name)` BEFORE it creates a temporary file (`file`,
+    # its path) or a stage table (`duckdb_table`, the DuckDB file and the table), and the function it
+    # gets back once the thing is gone (renamed onto its target, dropped, removed). What a killed
+    # run still has recorded is removed by the next process that opens the data directory.
+    track: Callable[..., Callable[[], None]] = _untracked
 
     @property
     def plugins_dir(self) -> Path:

@@ -8,7 +8,12 @@ thread behind a small bounded queue. Reading, transforming and writing therefore
 stays bounded for row-local chains, and every node's rows and time are counted exactly.
 
 Destinations commit only when every node succeeded; otherwise all of them abort, so a failed or
-cancelled run leaves no partial file and no half-written table.
+cancelled run leaves no partial file and no half-written table. A run with several destinations
+commits all of them or none: each finishes its writing first (a complete, synced temporary file; a
+finished INSERT in an open transaction), then one short phase commits them, files first, because a
+file's rename can be taken back (`publish` / `unpublish`), then the transactions (the reject store
+first). A failure in that phase takes back what was renamed; only a transaction that had already
+committed stays, and then the run fails with a `PartialCommitError` naming what was committed.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import polars as pl
 
 from engine.connectors import registry as connectors
 from engine.connectors.base import Sink, Source
+from engine.connectors.file import FileSink, FileSinkConfig
 from engine.context import NodeContext, RunContext
 from engine.errors import AggregatorError, ConnectorError, RunCancelled, TransformError
 from engine.spec.models import parse_input
@@ -33,6 +39,19 @@ from engine.transforms.base import OUT, REJECT_REASON, REJECTED
 
 QUEUE_DEPTH = 1
 READER_GRACE_S = 2.0
+REJECTS_NODE = "_rejects"  # the reject store's name among the run's destinations
+
+
+class PartialCommitError(AggregatorError):
+    """The commit phase failed after a destination had committed for good: the run's outputs are
+    partly written. Never retried (a retry would write the committed part twice)."""
+
+    def __init__(self, committed: list[str], failed: str, reason: str):
+        self.committed, self.failed = committed, failed
+        super().__init__(
+            f"partial commit: {', '.join(committed)} committed, {failed} did not ({reason}); the other"
+            " destinations were left as they were"
+        )
 
 
 @dataclass
@@ -43,6 +62,7 @@ class NodeStats:
     rows_out: int = 0
     rows_rejected: int = 0
     duration_s: float = 0.0
+    committed: bool | None = None  # destinations: did their commit happen (None: not tried)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -275,16 +295,7 @@ class GraphFlow:
         dlq = self.c.graph.error_handling.dead_letter_queue
         if self.ctx.dry_run or not dlq.enabled or self.ctx.historian is None:
             return
-        if dlq.storage == "reject_store":
-            self._queue_rejects(nid, rejected)
-        else:
-            path = self.ctx.resolve_path(dlq.storage)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tagged = rejected.with_columns(
-                pl.lit(self.ctx.run_id).alias("_run_id"), pl.lit(nid).alias("_node_id")
-            )
-            with open(path, "ab") as fh:
-                tagged.write_ndjson(fh)
+        self._queue_rejects(nid, rejected)  # the reject store or the dead-letter file, as the run chose
 
     def _sample(self, nid: str, port: str, batch: pl.DataFrame) -> None:
         if self.preview_limit is None:
@@ -336,30 +347,93 @@ class Executor(GraphFlow):
                         worker.start()
                 self._open_reject_store()
             self._run_sources(sources)
+            # Stage: every destination finishes its writing; nothing is visible yet.
             for nid, worker in self._sinks.items():
                 worker.finish()
                 self.stats[nid].status = "writing"
-            if self._reject_worker is not None:  # kept once, committed with the run's outputs
+            if self._reject_worker is not None:
                 self._reject_worker.finish()
-                self._reject_worker.sink.close()
-                self._reject_worker = None
-            for nid, worker in self._sinks.items():
-                t0 = time.perf_counter()
-                worker.sink.close()
-                self.stats[nid].duration_s += time.perf_counter() - t0
-                self.stats[nid].rows_out = self.stats[nid].rows_in  # committed = written
-                self.stats[nid].status = "success"
+            if not self.ctx.dry_run:
+                self._commit_all()
         except BaseException:
             self._abort_all()
             raise
         return self.result()
 
+    def _commit_all(self) -> None:
+        """One short phase: renames first (they can be taken back), then the transactions, the
+        reject store first. See the module's docstring for what a failure here leaves."""
+        if self.ctx.cancel.is_set():
+            raise RunCancelled("run cancelled")
+        self.on_event({"event": "committing", "run_id": self.ctx.run_id})
+        plan: list[tuple[str, Any]] = [(nid, worker.sink) for nid, worker in self._sinks.items()]
+        if self._reject_worker is not None:
+            plan.insert(0, (REJECTS_NODE, self._reject_worker.sink))
+        renames = [(nid, sink) for nid, sink in plan if hasattr(sink, "publish")]
+        transactions = [(nid, sink) for nid, sink in plan if not hasattr(sink, "publish")]
+        published: list[tuple[str, Any]] = []
+        final: list[str] = []  # committed for good
+        current = ""
+        try:
+            for nid, sink in renames:
+                current = nid
+                self._timed(nid, sink.publish)
+                published.append((nid, sink))
+            for nid, sink in transactions:
+                current = nid
+                self._timed(nid, sink.close)
+                final.append(nid)
+                self._committed(nid)
+        except BaseException as exc:
+            for nid, sink in reversed(published):
+                try:
+                    sink.unpublish()
+                except Exception as undo:  # cannot put the old file back: that one stays committed
+                    self.ctx.log("error", f"cannot take the commit back: {undo}", nid)
+                    final.append(nid)
+                    self._committed(nid)
+            if final:
+                reason = (
+                    exc.one_line() if isinstance(exc, AggregatorError) else f"{type(exc).__name__}: {exc}"
+                )
+                self.ctx.log("error", f"partial commit: {', '.join(final)} committed", current)
+                for nid, _sink in plan:
+                    if nid in self.stats and nid not in final:
+                        self.stats[nid].committed = False
+                raise PartialCommitError(final, current, reason) from None
+            raise
+        for nid, sink in published:
+            sink.finalize()
+            self._committed(nid)
+        self._reject_worker = None
+
+    def _timed(self, nid: str, action: Callable[[], None]) -> None:
+        t0 = time.perf_counter()
+        action()
+        if nid in self.stats:
+            self.stats[nid].duration_s += time.perf_counter() - t0
+
+    def _committed(self, nid: str) -> None:
+        if nid in self.stats:
+            stats = self.stats[nid]
+            stats.rows_out = stats.rows_in  # committed = written
+            stats.status, stats.committed = "success", True
+
     def _open_reject_store(self) -> None:
+        """Rejected records go to the historian's `_rejects` table, or to the NDJSON file that
+        `dead_letter_queue.storage` names; either is written like a destination and committed with
+        the run's outputs, so a retried attempt never stores them twice."""
         dlq = self.c.graph.error_handling.dead_letter_queue
-        if dlq.enabled and dlq.storage == "reject_store" and self.ctx.historian is not None:
-            writer = RejectWriter(self.ctx.historian, run_id=self.ctx.run_id, pipeline=self.ctx.pipeline)
-            self._reject_worker = _SinkWorker(writer, NodeStats("rejects"))
-            self._reject_worker.start()
+        if not dlq.enabled or self.ctx.historian is None:
+            return
+        if dlq.storage == "reject_store":
+            writer: RejectWriter | DeadLetterFile = RejectWriter(
+                self.ctx.historian, run_id=self.ctx.run_id, pipeline=self.ctx.pipeline
+            )
+        else:
+            writer = DeadLetterFile(self.ctx, dlq.storage)
+        self._reject_worker = _SinkWorker(writer, NodeStats("rejects"))
+        self._reject_worker.start()
 
     # ---- running -----------------------------------------------------------------------------
     def _run_sources(self, sources: dict[str, Source]) -> None:
@@ -445,21 +519,68 @@ class Executor(GraphFlow):
                 worker.sink.abort()
             except Exception as exc:  # abort must try every sink
                 self.ctx.log("error", f"abort failed: {exc}", nid)
+            if nid in self.stats and self.stats[nid].committed:
+                continue  # committed for good before the run failed (a partial commit)
             if nid in self.stats and self.stats[nid].status != "failed":
                 self.stats[nid].status = "aborted"
 
     def result(self, *, committed: bool = True) -> ExecutionResult:
-        """The run's counts; a run that did not commit delivered nothing (rows_out 0, no targets)."""
+        """The run's counts; a run that did not commit delivered nothing (rows_out 0, no targets),
+        except to the destinations a partial commit did commit."""
         rows_in = sum(s.rows_out for nid, s in self.stats.items() if self.nodes[nid].kind == "source")
+        dests = [n for n in self.c.graph.nodes if n.kind == "destination"]
+        if not committed:
+            dests = [n for n in dests if self.stats[n.id].committed]
         # Rows that left the pipeline: each output feeding a destination counts once, however many
         # destinations it feeds; outputs of `rejected` ports are counted as rejected, not out.
-        fed = {parse_input(r) for n in self.c.graph.nodes if n.kind == "destination" for r in n.inputs}
-        rows_out = (
-            sum(self._port_rows.get(edge, 0) for edge in fed if edge[1] != REJECTED) if committed else 0
-        )
+        fed = {parse_input(r) for n in dests for r in n.inputs}
+        rows_out = sum(self._port_rows.get(edge, 0) for edge in fed if edge[1] != REJECTED)
         rejected = sum(s.rows_rejected for s in self.stats.values())
-        targets = {nid: w.sink.describe_target() for nid, w in self._sinks.items()} if committed else {}
+        ids = {n.id for n in dests}
+        targets = {nid: w.sink.describe_target() for nid, w in self._sinks.items() if nid in ids}
         return ExecutionResult(self.stats, rows_in, rows_out, rejected, targets, self.samples)
+
+
+class DeadLetterFile:
+    """`dead_letter_queue.storage` as a file: rejected records appended to an NDJSON file (each with
+    `_run_id` and `_node_id`) through the file destination, so they are committed (renamed) with
+    the run's outputs and taken back with them. Same contract as a destination, plus the pair
+    (node id, frame) that the reject store takes."""
+
+    def __init__(self, ctx: RunContext, path: str):
+        config = FileSinkConfig.model_validate({"path": path, "format": "ndjson", "mode": "append"})
+        self.file = FileSink(config, ctx, name="dead-letter file")
+        self.name, self.ctx = "dead-letter file", ctx
+
+    def open(self) -> None:
+        self.file.open()
+
+    def write(self, item: tuple[str, pl.DataFrame]) -> None:
+        nid, rejected = item
+        self.file.write(
+            rejected.with_columns(pl.lit(self.ctx.run_id).alias("_run_id"), pl.lit(nid).alias("_node_id"))
+        )
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def publish(self) -> None:
+        self.file.publish()
+
+    def unpublish(self) -> None:
+        self.file.unpublish()
+
+    def finalize(self) -> None:
+        self.file.finalize()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def abort(self) -> None:
+        self.file.abort()
+
+    def describe_target(self) -> str:
+        return self.file.describe_target()
 
 
 def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -12,7 +13,9 @@ from typing import Any
 
 import polars as pl
 
+from engine import process
 from engine.context import RunContext
+from engine.diskspace import NoSpaceError
 from engine.errors import AggregatorError, ConnectorError, RunCancelled
 from engine.executor import Executor
 from engine.spec.models import dump
@@ -21,6 +24,10 @@ from engine.workspace import Workspace
 
 # Errors worth another attempt: the outside world may heal (file appears, server comes back).
 RETRYABLE = (ConnectorError, OSError)
+
+# Every status a run record can have. `interrupted`: its process ended (killed, crashed, the machine
+# went down) without finishing it, found by the next process that opened the data directory.
+RUN_STATUSES = ("running", "retrying", "success", "warning", "failed", "cancelled", "interrupted")
 
 
 def _iso(ts: datetime) -> str:
@@ -51,7 +58,36 @@ def _context(
         cancel=cancel,
         dry_run=dry_run,
         log=lambda level, msg, node=None: ws.metadata.log(run_id, level, msg, node),
+        track=_tracker(ws, run_id) if not dry_run else RunContext.track,
     )
+
+
+def _tracker(ws: Workspace, run_id: str) -> Callable[..., Callable[[], None]]:
+    """`ctx.track` of a run: what a destination is about to create is recorded with the run first."""
+
+    def track(kind: str, location: str, name: str | None = None) -> Callable[[], None]:
+        leftover = ws.metadata.note_leftover(run_id, kind, location, name)
+
+        def forget() -> None:
+            with contextlib.suppress(AggregatorError):  # a full disk: the next start-up forgets it
+                ws.metadata.forget_leftover(leftover)
+
+        return forget
+
+    return track
+
+
+def reclaim_space(ws: Workspace, error: BaseException | None) -> None:
+    """A DuckDB file that met a full disk gives its unused tail back (see `shrink_duckdb_file`)."""
+    from engine.store.historian import shrink_duckdb_file
+
+    path = getattr(error, "duckdb_file", None)
+    if path is None:
+        return
+    if Path(path).resolve() == ws.historian.path.resolve():
+        ws.historian.reclaim()
+    else:
+        shrink_duckdb_file(Path(path))
 
 
 def begin_run(
@@ -68,6 +104,7 @@ def begin_run(
     started = datetime.now(UTC)
     run_id = new_run_id(started)
     graph = compiled.graph
+    pid, pid_started = process.current()  # the owner: a later start-up tells a killed run by them
     base = {
         "run_id": run_id,
         "pipeline": graph.name,
@@ -75,6 +112,8 @@ def begin_run(
         "started_at": _iso(started),
         "trigger": trigger,
         "spec_path": spec_path,
+        "owner_pid": pid,
+        "owner_start": pid_started,
     }
     ws.metadata.upsert_run({**base, "status": "running", "attempt": 1})
     ws.metadata.log(run_id, "info", f"{what} started ({trigger})")
@@ -117,6 +156,7 @@ def run_pipeline(
             break
         except AggregatorError as exc:
             error, result, failure = exc.one_line(), executor.result(committed=False), exc
+            reclaim_space(ws, exc)  # the outputs are rolled back: a full disk gets its space back
         except Exception as exc:  # a bug: still recorded, never a silent crash
             error, result = f"internal error: {type(exc).__name__}: {exc}", executor.result(committed=False)
             ws.metadata.log(run_id, "error", error)
@@ -147,30 +187,48 @@ def run_pipeline(
         "nodes": {nid: s.public() for nid, s in result.stats.items()} if result else {},
         "error": error,
     }
-    ws.metadata.upsert_run(
+    final = {
+        **base,
+        "status": status,
+        "attempt": attempt,
+        "finished_at": record["finished_at"],
+        "duration_s": record["duration_s"],
+        "rows_in": record["rows_in"],
+        "rows_out": record["rows_out"],
+        "rows_rejected": record["rows_rejected"],
+        "error": error,
+    }
+    stats = (
         {
-            **base,
-            "status": status,
-            "attempt": attempt,
-            "finished_at": record["finished_at"],
-            "duration_s": record["duration_s"],
-            "rows_in": record["rows_in"],
-            "rows_out": record["rows_out"],
-            "rows_rejected": record["rows_rejected"],
-            "error": error,
+            nid: {"kind": s.kind, "status": s.status, "committed": s.committed, **s.public()}
+            for nid, s in result.stats.items()
         }
+        if result
+        else {}
     )
-    if result:
-        ws.metadata.save_node_stats(
-            run_id,
-            {nid: {"kind": s.kind, "status": s.status, **s.public()} for nid, s in result.stats.items()},
-        )
+    save_final_record(ws, final, stats)
     ws.metadata.log(
         run_id, "error" if status == "failed" else "info", f"run {status}" + (f": {error}" if error else "")
     )
     emit({"event": "run_finished", "run_id": run_id, "status": status})
     record["_targets"] = result.targets if result else {}
     return record
+
+
+def save_final_record(ws: Workspace, run: dict[str, Any], stats: dict[str, dict[str, Any]]) -> None:
+    """The run's last record and node statistics. A full disk is met by giving DuckDB's unused space
+    back and trying once more; if that fails too, the record stays `running` and the next start-up
+    marks it `interrupted` (its process is gone by then)."""
+    for attempt in (1, 2):
+        try:
+            ws.metadata.upsert_run(run)
+            if stats:
+                ws.metadata.save_node_stats(run["run_id"], stats)
+            return
+        except NoSpaceError:
+            if attempt == 2:
+                raise
+            ws.historian.reclaim()
 
 
 def preview_pipeline(

@@ -27,6 +27,11 @@ class Workspace:
         self.metadata = MetadataStore(self.data_dir / "metadata.db")
         self.historian = Historian(self.data_dir / "historian.duckdb")
         self.secrets = SecretStore(self.data_dir)
+        # Runs left `running` by a process that is gone become `interrupted`; their temporary
+        # files and stage tables are removed (engine/recovery.py).
+        from engine.recovery import recover
+
+        self.recovered = recover(self)
 
     def close(self) -> None:
         self.historian.close()

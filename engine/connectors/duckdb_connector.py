@@ -25,6 +25,7 @@ from pydantic import Field, field_validator, model_validator
 from engine.connectors.base import DEFAULT_BATCH_ROWS, Connector, ConnectorConfig, Sink, Source
 from engine.connectors.registry import register
 from engine.context import RunContext
+from engine.diskspace import as_no_space
 from engine.errors import ConnectorError
 from engine.store.historian import arrow_view, quiet
 
@@ -49,6 +50,15 @@ def quote(name: str) -> str:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def no_space_in(exc: BaseException, path: Path):
+    """A full disk while DuckDB wrote `path`, as a NoSpaceError marked `duckdb_file` (the runner
+    gives the file's unused tail back to the file system); None for any other error."""
+    full = as_no_space(exc, path)
+    if full is not None:
+        full.duckdb_file = Path(path)  # type: ignore[attr-defined]
+    return full
 
 
 class DuckDBSourceConfig(ConnectorConfig):
@@ -102,16 +112,18 @@ class _Connection:
             if historian is None:
                 raise ConnectorError("no embedded historian in this run: set `database` to a DuckDB file")
             self.label = Path(historian.path).name
+            self.path = Path(historian.path)
             self.cursor = historian.cursor()
         else:
             if not create and not path.is_file():
                 raise ConnectorError(f"{path}: file not found")
             self.label = path.name
+            self.path = path
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self.owned = duckdb.connect(str(path))
             except (duckdb.Error, OSError) as exc:
-                raise ConnectorError(f"{path}: {_first_line(exc)}") from None
+                raise no_space_in(exc, path) or ConnectorError(f"{path}: {_first_line(exc)}") from None
             if create:  # writing: faster bulk inserts; reading keeps the table's order
                 self.owned.execute("SET preserve_insertion_order = false")
             self.cursor = quiet(self.owned.cursor())
@@ -293,21 +305,20 @@ class DuckDBSink(Sink):
         schema, _, base = config.table.rpartition(".")
         self.stage_name = f"{STAGE_PREFIX}{base}_{re.sub(r'[^A-Za-z0-9_]', '_', ctx.run_id)}"
         self.staged = config.mode == "replace"
-        self.table = (
-            quote(f"{schema}.{self.stage_name}" if schema else self.stage_name)
-            if self.staged
-            else self.target
-        )
+        self.stage_qualified = f"{schema}.{self.stage_name}" if schema else self.stage_name
+        self.table = quote(self.stage_qualified) if self.staged else self.target
         self.columns: dict[str, str] | None = None  # lower-case name -> name, cached after the first batch
         self.label = config.database or "historian"
         self.feed: ArrowFeed | None = None  # append/replace: the running INSERT
         self.pending: list[pl.DataFrame] = []  # upsert: batches gathered for the next MERGE
         self.pending_rows = 0
+        self._forget_stage = lambda: None
 
     def open(self) -> None:
         self.con = _Connection(self.ctx, self.config.database, create=True)
         self.label = self.con.label
-        if self.staged:
+        if self.staged:  # recorded with the run before it exists: a killed run's stage is dropped later
+            self._forget_stage = self.ctx.track("duckdb_table", str(self.con.path), self.stage_qualified)
             self._drop_stage()
         else:
             self.con.cursor.execute("BEGIN TRANSACTION")
@@ -365,8 +376,10 @@ class DuckDBSink(Sink):
         try:
             action()
         except duckdb.Error as exc:
+            path = self.con.path if self.con is not None else None
             self._rollback()
-            raise ConnectorError(f"{self.describe_target()}: {_first_line(exc)}") from None
+            full = no_space_in(exc, path) if path is not None else None
+            raise full or ConnectorError(f"{self.describe_target()}: {_first_line(exc)}") from None
 
     def _with_batch(self, table: pa.Table, statement: str) -> None:
         assert self.con is not None
@@ -467,6 +480,7 @@ class DuckDBSink(Sink):
             cur.execute(f"DROP TABLE IF EXISTS {self.target}")
             cur.execute(f"ALTER TABLE {self.table} RENAME TO {quote(self.config.table.rpartition('.')[2])}")
         cur.execute("COMMIT")
+        self._forget_stage()
 
     def _drop_stage(self) -> None:
         assert self.con is not None
@@ -488,6 +502,7 @@ class DuckDBSink(Sink):
             if self.staged:  # named after the run: a leftover stage never mixes with real data
                 with contextlib.suppress(duckdb.Error):
                     self._drop_stage()
+                    self._forget_stage()
         finally:
             self.con.close()
             self.con = None

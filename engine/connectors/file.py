@@ -33,6 +33,7 @@ from engine.connectors.formats.common import (
     fsync_dir,
 )
 from engine.connectors.registry import register
+from engine.diskspace import as_no_space
 from engine.errors import AggregatorError, ConnectorError, DataError
 
 FormatName = Literal["csv", "json", "ndjson", "parquet", "excel", "xml"]
@@ -249,6 +250,10 @@ class FileSource(Source):
                 raise ConnectorError(f"{path}: cannot read ({exc.strerror})") from None
 
 
+def _nothing() -> None:
+    pass
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -271,6 +276,16 @@ def _guarded(batches: Iterator[pl.DataFrame], path: Path) -> Iterator[pl.DataFra
 
 
 class FileSink(Sink):
+    """Writes a hidden temporary file beside the target (`.<name>.tmp-<random>`); `flush()` completes
+    and syncs it; the commit renames it onto the target.
+
+    The commit can be taken back until the run is over, so that a run with several destinations
+    commits all of them or none: `publish()` renames, keeping the old target under a hidden name
+    (`.<name>.bak-<random>`, a hard link: no copy), `unpublish()` puts the old content back (or
+    removes a target that did not exist), `finalize()` drops the kept copy. `close()` is `publish()`
+    then `finalize()`. Every hidden file is recorded with the run (`ctx.track`) before it is created,
+    so a killed run's leftovers are removed when the data directory is next opened."""
+
     config: FileSinkConfig
 
     def __init__(self, config: FileSinkConfig, ctx, name: str = "destination"):
@@ -278,13 +293,20 @@ class FileSink(Sink):
         self.target = ctx.resolve_path(config.path)
         self.temp: Path | None = None
         self.writer = None
+        self.backup: Path | None = None  # the old target, kept until finalize()
+        self.published = False  # renamed onto the target, not finalized yet
+        self._forget_temp = self._forget_backup = _nothing
 
     def open(self) -> None:
         try:
             self.target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConnectorError(f"{self.target.parent}: cannot create the folder ({exc.strerror})") from None
-        self.temp = self.target.with_name(f".{self.target.name}.tmp-{secrets.token_hex(4)}")
+            full = as_no_space(exc, self.target.parent)
+            raise full or ConnectorError(
+                f"{self.target.parent}: cannot create the folder ({exc.strerror})"
+            ) from None
+        self.temp = self._hidden("tmp")
+        self._forget_temp = self.ctx.track("file", str(self.temp))
         opts = WriteOptions(
             **self.config._option_values(), compression=self.config.options.compression or "snappy"
         )
@@ -294,6 +316,9 @@ class FileSink(Sink):
         except Exception as exc:
             raise self._failed(exc) from None
 
+    def _hidden(self, kind: str) -> Path:
+        return self.target.with_name(f".{self.target.name}.{kind}-{secrets.token_hex(4)}")
+
     def write(self, batch: pl.DataFrame) -> None:
         if self.writer is None:
             raise ConnectorError(f"{self.target}: write() before open()")
@@ -302,29 +327,88 @@ class FileSink(Sink):
         except Exception as exc:
             raise self._failed(exc) from None
 
-    def close(self) -> None:
-        if self.writer is None or self.temp is None:
-            raise ConnectorError(f"{self.target}: close() before open()")
+    def flush(self) -> None:
+        """Complete and sync the temporary file, and check that the rename can happen: everything
+        that can fail happens here, before any destination of the run commits."""
+        if self.writer is None:
+            return
         try:
             self.writer.finish()
             self.writer = None
+            if self.target.is_dir():
+                raise ConnectorError(f"{self.target}: is a folder, not a file")
             if self.target.exists():
                 shutil.copymode(self.target, self.temp)  # keep the permissions the old file had
+        except Exception as exc:
+            raise self._failed(exc) from None
+
+    def publish(self) -> None:
+        """Commit, reversibly: the new content takes the target's name; the old one is kept aside."""
+        if self.temp is None:
+            raise ConnectorError(f"{self.target}: close() before open()")
+        self.flush()
+        try:
+            if self.target.is_file():
+                backup = self._hidden("bak")
+                self._forget_backup = self.ctx.track("file", str(backup))
+                self.backup = backup
+                try:
+                    os.link(self.target, backup)
+                except OSError:  # no hard links on this file system: a copy
+                    shutil.copy2(self.target, backup)
             os.replace(self.temp, self.target)  # the one step that makes the new content visible
+            self.published = True
+            self.temp = None
+            self._forget_temp()
             fsync_dir(self.target.parent)
         except Exception as exc:
             raise self._failed(exc) from None
+
+    def unpublish(self) -> None:
+        """Take a publish() back: the old content (or no file, where there was none) returns."""
+        if not self.published:
+            return
+        if self.backup is not None:
+            os.replace(self.backup, self.target)
+            self.backup = None
+            self._forget_backup()
+        else:
+            self.target.unlink(missing_ok=True)
+        self.published = False
+        fsync_dir(self.target.parent)
+
+    def finalize(self) -> None:
+        """The run is committed: drop the old content kept by publish()."""
+        self.published = False
+        if self.backup is not None:
+            self.backup.unlink(missing_ok=True)
+            self.backup = None
+            self._forget_backup()
+
+    def close(self) -> None:
+        self.publish()
+        self.finalize()
 
     def abort(self) -> None:
         if self.writer is not None:
             self.writer.discard()
             self.writer = None
         if self.temp is not None:
-            self.temp.unlink(missing_ok=True)
+            for suffix in ("", ".w", ".enc"):  # the writers' own side files
+                self.temp.with_name(self.temp.name + suffix).unlink(missing_ok=True)
+            self.temp = None
+            self._forget_temp()
+        if self.backup is not None and not self.published:  # a publish() that failed half way
+            self.backup.unlink(missing_ok=True)
+            self.backup = None
+            self._forget_backup()
 
     def _failed(self, exc: Exception) -> Exception:
         """Remove the temporary file; the error to raise, as one clear line."""
         self.abort()
+        full = as_no_space(exc, self.target)
+        if full is not None:
+            return full
         if isinstance(exc, AggregatorError):
             return exc
         if isinstance(exc, OSError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,6 +12,7 @@ import duckdb
 import polars as pl
 
 REJECTS_TABLE = "_rejects"
+HEADER_BYTES = 3 * 4096  # a DuckDB file: its file header and two database headers, then the blocks
 
 
 def arrow_view(frame: pl.DataFrame):
@@ -46,6 +49,20 @@ class Historian:
                 self._con.close()
                 self._con = None
 
+    @property
+    def is_open(self) -> bool:
+        return self._con is not None
+
+    def reclaim(self) -> int:
+        """After a write that met a full disk: give the file's unused tail back to the file system
+        (see `shrink_duckdb_file`). Closes the shared connection; the next cursor() reopens it.
+        Returns the bytes freed."""
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+            return shrink_duckdb_file(self.path)
+
     # ---- reject store (written by RejectWriter, read here) -----------------------------------
     def rejects(self, run_id: str | None = None) -> pl.DataFrame:
         cur = self.cursor()
@@ -71,6 +88,35 @@ class Historian:
             return pl.from_arrow(tbl)
         finally:
             cur.close()
+
+
+def shrink_duckdb_file(path: Path) -> int:
+    """DuckDB keeps a file as large as it ever grew. A transaction that was rolled back after a full
+    disk leaves the file's end full of blocks no table uses, so the disk stays full and every later
+    write fails (the WAL cannot grow either). Opened afresh, DuckDB counts only the blocks its
+    checkpoint uses (`pragma_database_size().total_blocks`); past those the file holds nothing,
+    and is cut there. Only for a file no connection of this process has open (a connection still
+    open would report its old size, and nothing is cut). Returns the bytes freed."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    try:
+        con = duckdb.connect(str(path))
+        try:
+            block_size, blocks = con.execute(
+                "SELECT block_size, total_blocks FROM pragma_database_size()"
+                " WHERE database_name = current_database()"
+            ).fetchone()  # type: ignore[misc]
+        finally:
+            con.close()
+    except duckdb.Error:
+        return 0  # locked by another process, or unreadable: leave it as it is
+    used = HEADER_BYTES + int(blocks) * int(block_size)
+    size = path.stat().st_size
+    if size <= used:
+        return 0
+    os.truncate(path, used)
+    return size - used
 
 
 def _insert_rejects(
@@ -137,7 +183,7 @@ class RejectWriter:
 
     def open(self) -> None:
         self.cur = self.historian.cursor()
-        self.cur.execute("BEGIN TRANSACTION")
+        self._guarded(lambda: self.cur.execute("BEGIN TRANSACTION"))  # type: ignore[union-attr]
 
     def write(self, batch: tuple[str, pl.DataFrame]) -> None:
         self.pending.append(batch)
@@ -150,19 +196,35 @@ class RejectWriter:
 
     def _flush(self) -> None:
         assert self.cur is not None
-        _insert_rejects(self.cur, self.pending, run_id=self.run_id, pipeline=self.pipeline)
-        self.pending, self.pending_rows = [], 0
+        pending, self.pending, self.pending_rows = self.pending, [], 0
+        self._guarded(lambda: _insert_rejects(self.cur, pending, run_id=self.run_id, pipeline=self.pipeline))  # type: ignore[arg-type]
 
     def close(self) -> None:
         self._flush()
         assert self.cur is not None
-        self.cur.execute("COMMIT")
+        self._guarded(lambda: self.cur.execute("COMMIT"))  # type: ignore[union-attr]
         self.cur.close()
         self.cur = None
 
+    def _guarded(self, action) -> None:
+        """A DuckDB error is one line naming the reject store (a full disk: NoSpaceError)."""
+        try:
+            action()
+        except duckdb.Error as exc:
+            from engine.diskspace import as_no_space
+            from engine.errors import ConnectorError
+
+            full = as_no_space(exc, self.historian.path)
+            if full is not None:
+                full.duckdb_file = self.historian.path  # type: ignore[attr-defined]
+                raise full from None
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConnectorError(f"{self.describe_target()}: {first}") from None
+
     def abort(self) -> None:
         if self.cur is not None:
-            self.cur.execute("ROLLBACK")
+            with contextlib.suppress(duckdb.Error):  # a failed statement may have ended it already
+                self.cur.execute("ROLLBACK")
             self.cur.close()
             self.cur = None
         self.pending = []

@@ -1,10 +1,17 @@
 """Metadata store: SQLite through sqlite-utils, WAL mode.
 
-Pipelines and their versions, runs, per-node statistics and run log lines.
+Pipelines and their versions, runs, per-node statistics and run log lines; the process that owns
+each unfinished run, and what its destinations left on disk until they commit or abort (so that a
+killed run can be cleaned up by the next process that opens the data directory).
+
+A full disk never takes a run down with it: log lines that cannot be written wait in memory and go
+out with the next write that succeeds; a run record that cannot be written raises `NoSpaceError`
+(one line), and the caller retries it once space is freed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -15,9 +22,12 @@ from typing import Any
 
 import sqlite_utils
 
+from engine.diskspace import as_no_space
 from engine.secrets import mask
 
 SCHEMA_VERSION = 1
+UNFINISHED = ("running", "retrying")  # a run in one of these has an owner process still at work
+MAX_PENDING_LOGS = 10_000  # log lines kept in memory while the disk is full
 
 
 def utc_now() -> str:
@@ -35,6 +45,7 @@ class MetadataStore:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self._lock = threading.Lock()
+        self._pending_logs: list[dict[str, Any]] = []  # lines that met a full disk
         self._migrate()
 
     def _migrate(self) -> None:
@@ -94,10 +105,43 @@ class MetadataStore:
         )
         # names of secrets stored through the app (a keyring cannot list its entries)
         db["secret_names"].create({"name": str, "stored_at": str}, pk="name", if_not_exists=True)
+        # What a run's destinations have on disk before they commit: temporary files beside the
+        # targets, `_stage_*` tables. Written before the thing is created, deleted once it is gone.
+        db["run_leftovers"].create(
+            {"id": int, "run_id": str, "kind": str, "location": str, "name": str},
+            pk="id",
+            if_not_exists=True,
+        )
+        for table, column, kind in (
+            ("runs", "owner_pid", int),
+            ("runs", "owner_start", str),
+            ("node_stats", "committed", int),
+        ):
+            if column not in db[table].columns_dict:
+                db[table].add_column(column, kind)
         db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
         db["meta"].upsert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
         db["runs"].create_index(["pipeline", "started_at"], if_not_exists=True)
         db["run_logs"].create_index(["run_id"], if_not_exists=True)
+        db["runs"].create_index(["status"], if_not_exists=True)
+        db["run_leftovers"].create_index(["run_id"], if_not_exists=True)
+
+    def _write(self, action):
+        """Run a write under the lock; a full disk becomes one line naming metadata.db."""
+        with self._lock:
+            try:
+                self._flush_pending_logs()
+                return action()
+            except sqlite3.OperationalError as exc:
+                full = as_no_space(exc, self.path)
+                if full is None:
+                    raise
+                raise full from None
+
+    def _flush_pending_logs(self) -> None:
+        if self._pending_logs:
+            self.db["run_logs"].insert_all(self._pending_logs)
+            self._pending_logs = []
 
     # ---- pipelines ---------------------------------------------------------------------------
     def save_pipeline_version(self, name: str, document: dict[str, Any]) -> int:
@@ -156,25 +200,69 @@ class MetadataStore:
     def upsert_run(self, run: dict[str, Any]) -> None:
         if run.get("error"):
             run = {**run, "error": mask(run["error"])}  # secret values never reach the disk
-        with self._lock:
-            self.db["runs"].upsert(run, pk="run_id", alter=False)
+        self._write(lambda: self.db["runs"].upsert(run, pk="run_id", alter=False))
 
     def save_node_stats(self, run_id: str, stats: dict[str, dict[str, Any]]) -> None:
         rows = [{"run_id": run_id, "node_id": node_id, **s} for node_id, s in stats.items()]
-        with self._lock:
-            self.db["node_stats"].upsert_all(rows, pk=("run_id", "node_id"))
+        self._write(lambda: self.db["node_stats"].upsert_all(rows, pk=("run_id", "node_id")))
 
     def log(self, run_id: str, level: str, message: str, node_id: str | None = None) -> None:
+        """Never raises for a full disk: the line waits in memory for the next write that succeeds."""
+        row = {
+            "run_id": run_id,
+            "ts": utc_now(),
+            "level": level,
+            "node_id": node_id,
+            "message": mask(message),
+        }
         with self._lock:
-            self.db["run_logs"].insert(
-                {
-                    "run_id": run_id,
-                    "ts": utc_now(),
-                    "level": level,
-                    "node_id": node_id,
-                    "message": mask(message),
-                }
+            try:
+                self._flush_pending_logs()
+                self.db["run_logs"].insert(row)
+            except sqlite3.OperationalError as exc:
+                if as_no_space(exc, self.path) is None:
+                    raise
+                if len(self._pending_logs) < MAX_PENDING_LOGS:
+                    self._pending_logs.append(row)
+
+    # ---- unfinished runs and what they leave behind ------------------------------------------------
+    def unfinished_runs(self) -> list[dict[str, Any]]:
+        marks = ", ".join("?" for _ in UNFINISHED)
+        return list(self.db.query(f"SELECT * FROM runs WHERE status IN ({marks})", list(UNFINISHED)))
+
+    def interrupt_run(self, run_id: str, reason: str, finished_at: str) -> bool:
+        """Mark an unfinished run `interrupted` (its process is gone); False if it had finished."""
+        marks = ", ".join("?" for _ in UNFINISHED)
+        cur = self._write(
+            lambda: self.db.execute(
+                "UPDATE runs SET status = 'interrupted', error = ?, finished_at = ?"
+                f" WHERE run_id = ? AND status IN ({marks})",
+                [reason, finished_at, run_id, *UNFINISHED],
             )
+        )
+        return cur.rowcount > 0
+
+    def note_leftover(self, run_id: str, kind: str, location: str, name: str | None = None) -> int:
+        """Record, BEFORE creating it, something a run's destination is about to create (`file`: a
+        temporary file, `duckdb_table`: a stage table in the DuckDB file `location`)."""
+        row = {"run_id": run_id, "kind": kind, "location": location, "name": name}
+        return self._write(lambda: self.db["run_leftovers"].insert(row).last_pk)
+
+    def forget_leftover(self, leftover_id: int) -> None:
+        """The thing is gone (committed or removed): nothing to clean up any more."""
+        self._write(lambda: self.db.execute("DELETE FROM run_leftovers WHERE id = ?", [leftover_id]))
+
+    def leftovers(self, finished_only: bool = True) -> list[dict[str, Any]]:
+        """Leftovers of runs no process works on any more (every leftover with `finished_only` off)."""
+        sql, params = "SELECT l.* FROM run_leftovers l", []
+        if finished_only:
+            marks = ", ".join("?" for _ in UNFINISHED)
+            sql += (
+                " LEFT JOIN runs r ON r.run_id = l.run_id"
+                f" WHERE r.status IS NULL OR r.status NOT IN ({marks})"
+            )
+            params = list(UNFINISHED)
+        return list(self.db.query(sql + " ORDER BY l.id", params))
 
     def runs(
         self,
@@ -252,4 +340,6 @@ class MetadataStore:
         return [r["name"] for r in self.db.query("SELECT name FROM secret_names ORDER BY name")]
 
     def close(self) -> None:
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._flush_pending_logs()
         self.db.close()

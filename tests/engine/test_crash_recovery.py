@@ -1,0 +1,324 @@
+"""Runs that survive their process: SIGTERM cancels a run cleanly, and a run whose process was killed
+(kill -9) is found by the next command that opens the data directory, marked `interrupted` with the
+reason, and its temporary file and `_stage_*` table are removed. Real `aggregator` processes and
+real signals throughout."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from engine import process
+from engine.store.metadata import MetadataStore
+from engine.workspace import Workspace
+
+EXE = Path(sys.executable).parent / "aggregator"
+ENDLESS_ROWS = 2_000_000_000  # the run never gets to the end: the test stops it first
+
+
+def endless_pipeline(tmp_path: Path) -> Path:
+    """A DuckDB query that streams rows for minutes into a CSV file and into a table replaced at
+    commit (a `_stage_*` table until then)."""
+    doc = {
+        "name": "endless",
+        "sources": [
+            {
+                "name": "readings",
+                "connector_type": "duckdb",
+                "config": {
+                    "query": "SELECT range AS id, range * 0.5 AS value, 'm' || (range % 97) AS meter"
+                    f" FROM range({ENDLESS_ROWS})"
+                },
+            }
+        ],
+        "destinations": [
+            {"name": "copy", "connector_type": "file", "config": {"path": "out/readings.csv"}},
+            {"name": "table", "connector_type": "duckdb", "config": {"table": "readings", "mode": "replace"}},
+        ],
+    }
+    path = tmp_path / "endless.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def poll(condition: Callable[[], Any], what: str, timeout: float = 30.0, proc=None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            _out, err = proc.communicate()
+            pytest.fail(f"the run ended (exit {proc.returncode}) before {what}: {err[-2000:]}")
+        try:
+            value = condition()
+        except (sqlite3.Error, OSError):
+            value = None
+        if value:
+            return value
+        time.sleep(0.02)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def under_way(data: Path, out: Path) -> dict[str, Any] | None:
+    """The run as recorded while it is under way: `running`, its temporary file already holding
+    rows, and its stage table created (its CREATE is committed to the historian's WAL; nothing
+    else in this pipeline writes the WAL before the commit)."""
+    with sqlite3.connect(data / "metadata.db") as con:
+        con.row_factory = sqlite3.Row
+        run = con.execute("SELECT * FROM runs WHERE status = 'running'").fetchone()
+        if run is None:
+            return None
+        leftovers = [
+            dict(r) for r in con.execute("SELECT * FROM run_leftovers WHERE run_id = ?", [run["run_id"]])
+        ]
+    temps = [Path(x["location"]) for x in leftovers if x["kind"] == "file"]
+    stages = [x["name"] for x in leftovers if x["kind"] == "duckdb_table"]
+    wal = data / "historian.duckdb.wal"
+    if not (temps and stages and temps[0].parent == out):
+        return None
+    if not (temps[0].exists() and temps[0].stat().st_size > 0 and wal.exists() and wal.stat().st_size > 0):
+        return None
+    return {**dict(run), "temp": temps[0], "stage": stages[0]}
+
+
+def tables(db: Path) -> set[str]:
+    con = duckdb.connect(str(db))
+    try:
+        return {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    finally:
+        con.close()
+
+
+def run_record(data: Path, run_id: str) -> dict[str, Any]:
+    store = MetadataStore(data / "metadata.db")
+    try:
+        return store.run(run_id) or {}
+    finally:
+        store.close()
+
+
+def hidden_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob(".*")) if folder.exists() else []
+
+
+def start_run(tmp_path: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(EXE), "run", str(endless_pipeline(tmp_path)), "--data-dir", str(tmp_path / "data"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_sigterm_cancels_the_run_like_ctrl_c(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    proc = start_run(tmp_path, "--json")
+    try:
+        run = poll(lambda: under_way(data, out), "the run to write its temporary file and stage", proc=proc)
+        assert run["owner_pid"] == proc.pid and run["owner_start"] == process.start_time(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    assert json.loads(stdout)["status"] == "cancelled"
+    record = run_record(data, run["run_id"])
+    assert record["status"] == "cancelled" and record["error"] == "run cancelled"
+    assert not run["temp"].exists() and hidden_files(out) == [], "a temporary file was left behind"
+    assert not (out / "readings.csv").exists()
+    left = tables(data / "historian.duckdb")
+    assert not [t for t in left if t.startswith("_stage_")] and "readings" not in left
+    with sqlite3.connect(data / "metadata.db") as con:
+        assert con.execute("SELECT count(*) FROM run_leftovers").fetchone()[0] == 0
+
+
+def test_kill_9_is_recovered_by_the_next_command(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    proc = start_run(tmp_path)
+    try:
+        run = poll(lambda: under_way(data, out), "the run to write its temporary file and stage", proc=proc)
+    finally:
+        proc.kill()  # SIGKILL: nothing of the process runs any more
+        proc.communicate()
+    # What the killed run left: its record says `running`, its temporary file and stage table exist.
+    assert run_record(data, run["run_id"])["status"] == "running"
+    assert run["temp"].exists()
+    assert run["stage"] in tables(data / "historian.duckdb")
+
+    listed = subprocess.run(
+        [str(EXE), "runs", "--data-dir", str(data), "--status", "interrupted", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [r["run_id"] for r in rows] == [run["run_id"]]
+    reason = f"process {proc.pid} ended without finishing the run (killed or crashed)"
+    assert rows[0]["status"] == "interrupted" and rows[0]["error"] == reason
+    assert rows[0]["finished_at"]
+    assert hidden_files(out) == [] and not run["temp"].exists()
+    assert not [t for t in tables(data / "historian.duckdb") if t.startswith("_stage_")]
+    with sqlite3.connect(data / "metadata.db") as con:
+        assert con.execute("SELECT count(*) FROM run_leftovers").fetchone()[0] == 0
+        logged = [r[0] for r in con.execute("SELECT message FROM run_logs WHERE run_id = ?", [run["run_id"]])]
+    assert f"run interrupted: {reason}" in logged
+
+    # The data directory works as before: the next run of a small pipeline succeeds.
+    (tmp_path / "small.json").write_text(
+        json.dumps(
+            {
+                "name": "small",
+                "sources": [{"name": "q", "connector_type": "duckdb", "config": {"query": "SELECT 1 AS id"}}],
+                "destinations": [
+                    {"name": "o", "connector_type": "file", "config": {"path": "out/small.csv"}}
+                ],
+            }
+        )
+    )
+    again = subprocess.run(
+        [str(EXE), "run", str(tmp_path / "small.json"), "--data-dir", str(data), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["status"] == "success"
+
+
+def _running(store: MetadataStore, run_id: str, pid: int | None, started: str | None) -> None:
+    store.upsert_run(
+        {
+            "run_id": run_id,
+            "pipeline": "p",
+            "status": "running",
+            "started_at": "2026-01-01T00:00:00Z",
+            "owner_pid": pid,
+            "owner_start": started,
+        }
+    )
+
+
+def test_a_live_owner_keeps_its_run_and_a_reused_pid_does_not(tmp_path):
+    """The owner is the pid AND its start time: a live process with the recorded id but another
+    start time is not the owner (the id was reused)."""
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    try:
+        started = process.start_time(live.pid)
+        assert started is not None
+        store = MetadataStore(tmp_path / "data" / "metadata.db")
+        _running(store, "alive", live.pid, started)
+        _running(store, "reused", live.pid, "1@00000000")  # same id, another process
+        _running(store, "gone", ended.pid, process.start_time(ended.pid))
+        store.upsert_run(
+            {"run_id": "retrying", "pipeline": "p", "status": "retrying", "owner_pid": ended.pid}
+        )
+        store.close()
+        with Workspace(tmp_path / "data") as ws:
+            statuses = {r: ws.metadata.run(r)["status"] for r in ("alive", "reused", "gone", "retrying")}
+            errors = {r: ws.metadata.run(r)["error"] for r in ("reused", "gone")}
+            assert sorted(r["run_id"] for r in ws.recovered) == ["gone", "retrying", "reused"]
+        assert statuses == {
+            "alive": "running",
+            "reused": "interrupted",
+            "gone": "interrupted",
+            "retrying": "interrupted",
+        }
+        assert errors["reused"] == f"process {live.pid} ended without finishing the run (killed or crashed)"
+        assert errors["gone"] == f"process {ended.pid} ended without finishing the run (killed or crashed)"
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_finished_runs_leftovers_are_removed_and_a_running_runs_are_kept(tmp_path):
+    """Only what is recorded is removed, and only once its run is no longer at work."""
+    data = tmp_path / "data"
+    folder = tmp_path / "out"
+    folder.mkdir()
+    kept, gone = folder / ".a.csv.tmp-11111111", folder / ".b.csv.tmp-22222222"
+    for path in (kept, gone, gone.with_name(gone.name + ".w")):
+        path.write_text("x")
+    unrelated = folder / ".c.csv.tmp-33333333"  # not recorded by any run: not ours to remove
+    unrelated.write_text("x")
+    store = MetadataStore(data / "metadata.db")
+    pid, started = process.current()
+    _running(store, "mine", pid, started)  # this very process: alive
+    store.upsert_run({"run_id": "old", "pipeline": "p", "status": "failed"})
+    store.note_leftover("mine", "file", str(kept))
+    store.note_leftover("old", "file", str(gone))
+    store.close()
+    with Workspace(data) as ws:
+        assert ws.recovered == []
+        assert [x["location"] for x in ws.metadata.leftovers(finished_only=False)] == [str(kept)]
+    assert kept.exists() and unrelated.exists()
+    assert not gone.exists() and not gone.with_name(gone.name + ".w").exists()
+
+
+def test_sigterm_cancels_a_real_time_run(tmp_path):
+    """A `--seconds` real_time run stopped by SIGTERM ends `cancelled` (exit 1), its micro-batch
+    temporary files gone."""
+    import protocols  # noqa: F401  (the Modbus simulator)
+    from protocols.modbus.simulator import ModbusSimulator, simulator_config
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    with ModbusSimulator(meters=1, frozen_at=1000.0) as sim:
+        doc = {
+            "name": "meters",
+            "sources": [
+                {
+                    "name": "meters",
+                    "connector_type": "modbus",
+                    "config": simulator_config([(sim.host, sim.port, sim.unit_ids[0])], poll_interval_ms=100),
+                }
+            ],
+            "destinations": [
+                {"name": "copy", "connector_type": "file", "config": {"path": "out/meters.csv"}},
+                {"name": "table", "connector_type": "duckdb", "config": {"table": "meters"}},
+            ],
+            "schedule": {"type": "real_time", "max_latency_ms": 100},
+        }
+        (tmp_path / "meters.json").write_text(json.dumps(doc))
+        proc = subprocess.Popen(
+            [
+                str(EXE),
+                "run",
+                str(tmp_path / "meters.json"),
+                "--data-dir",
+                str(data),
+                "--seconds",
+                "120",
+                "--json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            poll(
+                lambda: (out / "meters.csv").exists(), "the first micro-batch to be committed", proc=proc
+            )
+            proc.send_signal(signal.SIGTERM)
+            stdout, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 1, stderr
+    record = json.loads(stdout)
+    assert record["status"] == "cancelled" and record["rows_out"] > 0
+    assert run_record(data, record["run_id"])["status"] == "cancelled"
+    assert hidden_files(out) == [], "a temporary file was left behind"
