@@ -16,6 +16,7 @@ topic when the tag itself could not be read), so it shows in the historian next 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,6 +52,14 @@ def pick(document: Any, steps: tuple[str | int, ...]) -> Any:
                 return _MISSING
             document = document[step]
     return document
+
+
+def _float(number: int | float) -> float:
+    """float(), but an integer beyond a float's range (JSON allows 400 digits) is +-inf."""
+    try:
+        return float(number)
+    except OverflowError:
+        return math.inf if number > 0 else -math.inf
 
 
 def _kind(value: Any) -> str:
@@ -112,7 +121,7 @@ class JsonDecoder:
             c.value.append(number)
             c.value_text.append(text)
             c.ts_number.append(
-                float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else None
+                _float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else None
             )
             c.ts_text.append(ts if isinstance(ts, str) else None)
             c.quality.append(quality)
@@ -154,6 +163,8 @@ class JsonDecoder:
                 row(tag + suffix, error=f"expected a number, boolean or string at {path}, got {_kind(value)}")
             elif isinstance(value, str):
                 row(tag + suffix, text=value, ts=ts, quality=quality)
+            elif value is not None and _float(value) in (math.inf, -math.inf) and isinstance(value, int):
+                row(tag + suffix, error=f"a number out of range at {path} ({str(value)[:20]}...)")
             else:
                 row(tag + suffix, number=None if value is None else float(value), ts=ts, quality=quality)
 

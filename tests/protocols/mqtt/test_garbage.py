@@ -4,6 +4,7 @@ source, and every bad one is counted and kept with its reason."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import UTC, datetime
 
@@ -160,6 +161,8 @@ def test_json_garbage_is_counted_and_later_messages_are_stored(prefix, store):
         ("wrong-type", '{"value": {"x": 1}, "ts": 1767225600}'),
         ("ts-object", '{"value": 9, "ts": {"s": 1}}'),
         ("ts-text", '{"value": 10, "ts": "yesterday"}'),
+        ("big-value", '{"value": 1' + "0" * 400 + "}"),  # beyond a float
+        ("big-ts", '{"value": 12, "ts": 1' + "0" * 400 + "}"),
         ("good", f'{{"value": 11, "ts": {s + 11}}}'),
     ]
     try:
@@ -188,6 +191,7 @@ def test_json_garbage_is_counted_and_later_messages_are_stored(prefix, store):
         ("huge", 4.0),
         ("iso-far", 5.0),
         ("iso-old", 6.0),
+        ("big-ts", 12.0),
     ):
         row = by_tag[name]
         assert (row["value"], row["timestamp"], row["quality"]) == (value, None, "uncertain"), name
@@ -206,10 +210,40 @@ def test_json_garbage_is_counted_and_later_messages_are_stored(prefix, store):
         ("wrong-type", "expected a number, boolean or string at $.value, got an object"),
         ("ts-object", "expected a timestamp at $.ts, got an object"),
         ("ts-text", "unreadable timestamp at $.ts (auto): yesterday"),
+        ("big-value", "a number out of range at $.value (10000000000000000000...)"),
     ):
         row = by_tag[name]
         assert (row["value"], row["quality"]) == (None, "bad"), name
         assert row["reason"].startswith(f"bad_payload: {what}"), name
-    assert source.counters["bad_payloads"] == 4
-    assert source.counters["implausible_timestamps"] == 6
+    assert source.counters["bad_payloads"] == 5
+    assert source.counters["implausible_timestamps"] == 7
     assert {item for item, _ in source.last_errors} >= {f"{prefix}/ms", f"{prefix}/not-json"}
+
+
+def test_a_failing_emit_is_counted_and_the_batcher_goes_on(prefix):
+    source, got = make_source("mqtt", {"topics": [f"{prefix}/#"], "batch_max_messages": 1})
+    failed: list[pl.DataFrame] = []
+    refused = threading.Event()
+
+    def emit(frame: pl.DataFrame) -> None:
+        if not failed:
+            failed.append(frame)
+            refused.set()
+            raise RuntimeError("destination\nrefused")
+        got.emit(frame)
+
+    source.on_state = got.on_state
+    source.start(emit)
+    got.wait(lambda c: "subscribed" in c.states)
+    pub = publisher()
+    try:
+        publish(pub, f"{prefix}/a", '{"value": 1}')
+        assert refused.wait(10)
+        publish(pub, f"{prefix}/a", '{"value": 2}')
+        got.wait(lambda c: c.frame.filter(pl.col("value") == 2.0).height == 1)
+    finally:
+        pub.loop_stop()
+        source.stop()
+    assert failed[0]["value"].to_list() == [1.0]
+    assert source.counters["emit_errors"] == 1
+    assert ("batch of 1 records", "emit failed: RuntimeError: destination refused") in source.last_errors
