@@ -59,6 +59,29 @@ def restrict_to_owner(folder: Path) -> None:
         pass  # a folder we may use but not change (a mount): its owner decides
 
 
+def protected_paths(data_dir: Path) -> set[Path]:
+    """The secret store's files (its key, and the encrypted file): no pipeline reads or writes them."""
+    paths = {config_dir() / KEY_FILE, data_dir / "secrets.enc", data_dir / LEGACY_KEY_FILE}
+    return {real_path(p) for p in paths}
+
+
+def real_path(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except OSError:
+        return path.absolute()
+
+
+def is_protected(path: Path, data_dir: Path) -> bool:
+    """Whether `path` is one of the secret store's files (symbolic links followed)."""
+    return real_path(path) in protected_paths(data_dir)
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder` or lies under it (symbolic links followed)."""
+    return real_path(path).is_relative_to(real_path(folder))
+
+
 # ---- masking ------------------------------------------------------------------------------------
 _resolved: set[str] = set()
 _masked_forms: list[str] = []  # every form a value takes in text, longest first

@@ -35,6 +35,7 @@ from engine.connectors.formats.common import (
 from engine.connectors.registry import register
 from engine.diskspace import as_no_space
 from engine.errors import AggregatorError, ConnectorError, DataError
+from engine.secrets import is_inside, is_protected, protected_paths, real_path
 
 FormatName = Literal["csv", "json", "ndjson", "parquet", "excel", "xml"]
 _OPTION_FORMATS = {
@@ -152,10 +153,15 @@ class FileSource(Source):
             found = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True) if os.path.isfile(p))
             if not found:
                 raise ConnectorError(f"{pattern}: no file matches")
-            return found
-        if not pattern.is_file():
+        elif not pattern.is_file():
             raise ConnectorError(f"{pattern}: file not found")
-        return [pattern]
+        else:
+            found = [pattern]
+        protected = protected_paths(self.ctx.data_dir)
+        for path in found:
+            if real_path(path) in protected:
+                raise ConnectorError(f"{path}: the secret store's files are not readable by a pipeline")
+        return found
 
     def read(self, limit: int | None = None, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pl.DataFrame]:
         if limit is not None and limit <= 0:
@@ -291,6 +297,9 @@ class FileSink(Sink):
     def __init__(self, config: FileSinkConfig, ctx, name: str = "destination"):
         super().__init__(config, ctx, name)
         self.target = ctx.resolve_path(config.path)
+        if is_inside(self.target, ctx.plugins_dir) or is_protected(self.target, ctx.data_dir):
+            what = "the plugins folder" if is_inside(self.target, ctx.plugins_dir) else "the secret store"
+            raise ConnectorError(f"{self.target}: a pipeline may not write into {what}")
         self.temp: Path | None = None
         self.writer = None
         self.backup: Path | None = None  # the old target, kept until finalize()

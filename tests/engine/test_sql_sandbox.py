@@ -202,3 +202,31 @@ def test_the_input_is_scanned_in_place_as_arrow():
     assert "ARROW_SCAN" in plan, plan
     result = run_query("SELECT sum(a) AS s FROM input", {"input": table})
     assert result.column("s").to_pylist() == [frame["a"].sum()]
+
+
+# ---- the same two holes through the file connector ---------------------------------------------
+
+
+def test_a_file_destination_cannot_write_a_plugin(plant, capsys):
+    """A destination into plugins/ followed, in a later run, by a python node was the same hole."""
+    tmp, data = plant["tmp"], plant["data"]
+    doc = json.loads(spec(tmp).read_text())
+    doc["destinations"][0]["config"] = {"path": str(data / "plugins" / "evil.py"), "format": "csv"}
+    (tmp / "pipeline.json").write_text(json.dumps(doc))
+    code, _, err = cli(capsys, "run", tmp / "pipeline.json", data)
+    line = error_line(err)
+    assert code == 1 and "may not write into the plugins folder" in line, line
+    assert not (data / "plugins" / "evil.py").exists()
+
+
+@pytest.mark.parametrize("target", ["key", "enc"])
+def test_a_file_source_cannot_read_the_secret_store(plant, capsys, target):
+    tmp = plant["tmp"]
+    doc = json.loads(spec(tmp).read_text())
+    doc["sources"][0]["config"] = {"path": str(plant[target]), "format": "csv"}
+    (tmp / "pipeline.json").write_text(json.dumps(doc))
+    code, out, err = cli(capsys, "run", tmp / "pipeline.json", plant["data"])
+    line = error_line(err)
+    assert code == 1 and "the secret store's files are not readable by a pipeline" in line, line
+    assert plant["key"].read_text().strip() not in out + err
+    assert not (tmp / "out.csv").exists()
