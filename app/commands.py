@@ -153,6 +153,8 @@ def cmd_preview(args: argparse.Namespace) -> int:
         out[node.id] = {
             "kind": node.kind,
             **stats.public(),
+            **({"live_sample": True} if node.id in result["live_sampled"] else {}),
+            **({"no_data": result["live_problems"][node.id]} if node.id in result["live_problems"] else {}),
             "ports": {
                 port: {"columns": {c: str(t) for c, t in df.schema.items()}, "rows": frame_to_json_rows(df)}
                 for port, df in ports.items()
@@ -164,10 +166,13 @@ def cmd_preview(args: argparse.Namespace) -> int:
     import polars as pl
 
     for nid, info in out.items():
+        sample = "live sample" if info.get("live_sample") else "sample"
         print(
             f"== {nid} ({info['kind']}): in {info['rows_in']}, out {info['rows_out']}, "
-            f"rejected {info['rows_rejected']} (sample)"
+            f"rejected {info['rows_rejected']} ({sample})"
         )
+        if "no_data" in info:
+            print(f"no data: {info['no_data']}")
         for port in info["ports"]:
             label = "" if port == "out" else f" [{port}]"
             df = result["samples"][(nid, port)]

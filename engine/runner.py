@@ -240,12 +240,20 @@ def preview_pipeline(
     sample_rows: int = 10_000,
     cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """Dry run on a sample: the first `limit` rows at every node and port; writes nothing."""
+    """Dry run on a sample: the first `limit` rows at every node and port; writes nothing.
+    Streaming sources give a short live sample (engine/preview.py, the GUI's preview path too);
+    `live_problems` says why a live sample holds no value."""
+    from engine.preview import run_preview
+
     started = datetime.now(UTC)
     ctx = _context(compiled, ws, "preview", started, base_dir, cancel or threading.Event(), dry_run=True)
-    executor = Executor(compiled, ctx, sample_rows=sample_rows, preview_limit=limit)
-    result = executor.execute()
-    return {"stats": result.stats, "samples": result.samples}
+    preview = run_preview(compiled, ctx, limit=limit, sample_rows=sample_rows)
+    return {
+        "stats": preview.stats,
+        "samples": preview.samples,
+        "live_sampled": preview.live_sampled,
+        "live_problems": preview.live_problems,
+    }
 
 
 def frame_to_json_rows(df: pl.DataFrame) -> list[dict[str, Any]]:

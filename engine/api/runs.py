@@ -7,7 +7,6 @@ run from the others."""
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,9 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from engine.api.core import EngineCore, Event, Job
-
-PREVIEW_SAMPLE_ROWS = 10_000  # rows read per source by a preview (a dry run on a sample)
-LIVE_SAMPLE_S = 2.0  # a streaming source's preview listens this long
 
 
 @dataclass
@@ -42,6 +38,7 @@ class PreviewResult:
     ports: dict[tuple[str, str], PortPreview] = field(default_factory=dict)
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> status, rows in/out/rejected
     live_sampled: list[str] = field(default_factory=list)  # streaming sources read for a short sample
+    live_problems: dict[str, str] = field(default_factory=dict)  # source -> why its sample holds no value
 
     def output(self, node: str, port: str = "out") -> PortPreview | None:
         return self.ports.get((node, port))
@@ -146,26 +143,19 @@ class RunsAPI(EngineCore):
     def _preview(
         self, compiled, base_dir: Path, limit: int, cancel: threading.Event, node_id
     ) -> PreviewResult:
-        from engine.errors import RunCancelled
+        """The engine's one preview path (engine/preview.py, shared with `aggregator preview`)."""
+        from engine.preview import run_preview
         from engine.runner import _context
 
-        started = datetime.now(UTC)
-        ctx = _context(compiled, self.workspace, "preview", started, base_dir, cancel, dry_run=True)
-        executor = _preview_executor_class()(
-            compiled, ctx, sample_rows=max(PREVIEW_SAMPLE_ROWS, limit), preview_limit=limit
+        ctx = _context(compiled, self.workspace, "preview", datetime.now(UTC), base_dir, cancel, dry_run=True)
+        preview = run_preview(compiled, ctx, limit=limit)
+        result = PreviewResult(
+            node_id, live_sampled=preview.live_sampled, live_problems=preview.live_problems
         )
-        executor.execute()
-        if cancel.is_set():  # a live sample ends early on cancel; its partial result is no preview
-            raise RunCancelled("preview cancelled")
-        result = PreviewResult(node_id, live_sampled=executor.live_sampled)
-        for (nid, port), rows in executor.samples.items():
-            node = compiled.graph.node(nid)
-            total = (
-                executor.stats[nid].rows_in if node.kind == "destination" else executor.port_rows(nid, port)
-            )
-            result.ports[(nid, port)] = PortPreview(nid, port, rows, total)
+        for (nid, port), rows in preview.samples.items():
+            result.ports[(nid, port)] = PortPreview(nid, port, rows, preview.rows_total(compiled, nid, port))
         result.stats = {
-            nid: {"kind": s.kind, "status": s.status, **s.public()} for nid, s in executor.stats.items()
+            nid: {"kind": s.kind, "status": s.status, **s.public()} for nid, s in preview.stats.items()
         }
         return result
 
@@ -325,42 +315,3 @@ def _utc_text(moment: datetime | str | None) -> str | None:
 
 def _is_real_time(doc: dict[str, Any]) -> bool:
     return (doc.get("schedule") or {}).get("type") == "real_time"
-
-
-@functools.cache
-def _preview_executor_class():
-    """The preview's executor, built on first use (the executor imports Polars)."""
-    from engine.connectors.base import Source, StreamingSource
-    from engine.executor import Executor
-
-    class LiveSample(Source):
-        """A streaming source read as a short live sample (a preview cannot wait for a stream)."""
-
-        def __init__(self, live: StreamingSource, limit: int):
-            super().__init__(live.config, live.ctx, live.name)
-            self.live, self.limit = live, limit
-
-        def read(self, limit=None, batch_rows=0):
-            frame = self.live.sample(seconds=LIVE_SAMPLE_S, limit=self.limit)
-            if frame.height:
-                yield frame
-
-        def schema(self):
-            return self.live.schema()
-
-    class PreviewExecutor(Executor):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.live_sampled: list[str] = []
-
-        def _make_source(self, nid: str):
-            source = super()._make_source(nid)
-            if isinstance(source, StreamingSource):
-                self.live_sampled.append(nid)
-                return LiveSample(source, self.preview_limit or 100)
-            return source
-
-        def port_rows(self, nid: str, port: str) -> int:
-            return self._port_rows.get((nid, port), 0)
-
-    return PreviewExecutor

@@ -155,9 +155,10 @@ class StreamingSource(ABC):
             self.on_state(self.name, state, detail)
 
     # ---- the rule: one bad item never stops the source -------------------------------------
-    def item_failed(self, item: str, exc: BaseException) -> str:
-        """Count and log the failure of one item; return its one-line reason (for bad records)."""
-        reason = one_line_error(exc)
+    def item_failed(self, item: str, exc: BaseException | str) -> str:
+        """Count and log the failure of one item (an exception, or the reason as text); return its
+        one-line reason (for bad records)."""
+        reason = exc if isinstance(exc, str) else one_line_error(exc)
         self.counters["item_errors"] += 1
         now = time.monotonic()
         with self._item_lock:

@@ -325,7 +325,9 @@ class StreamRunner:
             try:
                 frame = _conform(batch, schema)
             except Exception as exc:
-                self._reject_batch(nid, source, batch, one_line_error(exc))
+                self._reject_batch(
+                    nid, source, batch, str(exc) if isinstance(exc, BadBatch) else one_line_error(exc)
+                )
                 return
             try:
                 if nid not in self.valued and _has_value(frame):
@@ -339,7 +341,7 @@ class StreamRunner:
 
     def _reject_batch(self, nid: str, source: StreamingSource, batch: Any, reason: str) -> None:
         why = f"bad batch from the source: {reason}"
-        source.item_failed("batch", ValueError(why))
+        source.item_failed("batch", why)
         rows = None
         if isinstance(batch, pl.DataFrame) and batch.height:
             try:  # the records as they came, each value as text, so that any type can be kept
@@ -559,11 +561,15 @@ class StreamRunner:
     stats = snapshot
 
 
+class BadBatch(ValueError):
+    """What a source handed over is not a frame of its schema (the message says why)."""
+
+
 def _conform(batch: Any, schema: pl.Schema | None) -> pl.DataFrame:
     """The batch as a frame of the source's schema: columns of another type are cast (a cast that
     fails rejects the batch), missing ones are null. Free when the schema is already right."""
     if not isinstance(batch, pl.DataFrame):
-        raise TypeError(f"expected a Polars DataFrame, got {type(batch).__name__}")
+        raise BadBatch(f"expected a Polars DataFrame, got {type(batch).__name__}")
     if schema is None or batch.schema == schema:
         return batch
     fixes = []
@@ -577,7 +583,7 @@ def _conform(batch: Any, schema: pl.Schema | None) -> pl.DataFrame:
     try:
         return batch.with_columns(fixes)
     except Exception as exc:
-        raise ValueError(f"it does not fit the source's schema: {one_line_error(exc)}") from None
+        raise BadBatch(f"it does not fit the source's schema: {one_line_error(exc)}") from None
 
 
 def _has_value(frame: pl.DataFrame) -> bool:

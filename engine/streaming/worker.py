@@ -7,6 +7,11 @@ emitted batch as one Arrow IPC stream (no pickling of frames, no per-row work); 
 reader thread turns it back into a DataFrame and calls the runtime's `emit`. Back-pressure
 carries through: while the parent's `emit` blocks, the reader stops reading, the pipe fills and
 the child's `emit` blocks in turn.
+
+A worker that ends without being asked (it crashed, or was killed) turns the session `failed`
+with the reason, so the run does not go on looking healthy. The parent going away (killed) is no
+error of the child's: it stops quietly, without a BrokenPipe traceback, and Ctrl-C in a terminal
+is the parent's to handle (the child ignores SIGINT and is stopped by the parent).
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import logging
 import multiprocessing
+import signal
 import threading
 from collections import Counter
 from typing import Any
@@ -23,6 +30,8 @@ import polars as pl
 
 from engine.connectors.base import StreamingSource
 from engine.context import RunContext
+
+log = logging.getLogger(__name__)
 
 BATCH, STATE, COUNTERS, ERROR, DONE, STOP = b"B", b"S", b"C", b"E", b"D", b"X"
 
@@ -51,8 +60,10 @@ class ProcessSource(StreamingSource):
         self.connector, self.raw_config = connector, config
         self.process: multiprocessing.process.BaseProcess | None = None
         self.error: str | None = None
+        self._stopping = False
 
     def start(self, emit) -> None:
+        self._stopping = False
         mp = multiprocessing.get_context("spawn")  # never fork a process that runs threads
         self.conn, child = mp.Pipe(duplex=True)
         self.process = mp.Process(
@@ -71,8 +82,14 @@ class ProcessSource(StreamingSource):
             try:
                 message = self.conn.recv_bytes()
             except (EOFError, OSError):
-                if self.error is None and self.state != "stopped":
-                    self.set_state("lost", "worker process ended")
+                if self.error is None and not self._stopping:
+                    process = self.process
+                    code = process.exitcode if process is not None else None
+                    if process is not None and code is None:
+                        process.join(1)
+                        code = process.exitcode
+                    how = f" (exit code {code})" if code is not None else ""
+                    self.fail(f"worker process ended{how}")
                 return
             kind, body = message[:1], memoryview(message)[1:]
             if kind == BATCH:
@@ -84,13 +101,14 @@ class ProcessSource(StreamingSource):
                 self.counters = Counter(json.loads(bytes(body)))
             elif kind == ERROR:
                 self.error = bytes(body).decode()
-                self.set_state("lost", self.error)
+                self.fail(self.error)
             elif kind == DONE:
                 return
 
     def stop(self) -> None:
         if self.process is None:
             return
+        self._stopping = True
         with contextlib.suppress(OSError, ValueError):  # the worker may be gone already
             self.conn.send_bytes(STOP)
         self._reader.join(10)
@@ -104,11 +122,20 @@ class ProcessSource(StreamingSource):
 
 
 def _child(connector: str, config: dict[str, Any], name: str, conn) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
     lock = threading.Lock()
+    parent_gone = threading.Event()
 
     def send(kind: bytes, body: bytes) -> None:
-        with lock:
-            conn.send_bytes(kind + body)
+        """To the parent; once it is gone (killed), everything is dropped quietly."""
+        if parent_gone.is_set():
+            return
+        try:
+            with lock:
+                conn.send_bytes(kind + body)
+        except (OSError, EOFError, ValueError) as exc:  # BrokenPipe: the parent went away
+            parent_gone.set()
+            log.debug("worker %s: the parent is gone (%s); stopping", name, exc)
 
     try:
         module, _, cls_name = connector.partition(":")

@@ -146,6 +146,10 @@ class PreviewPanel(QWidget):
         total = preview.rows_total if preview is not None else 0
         self.rows_table.set_frame(frame)
         live = " · live sample" if self.result.live_sampled else ""
+        problems = self.result.live_problems  # a live sample without a value says why, not "0 rows"
+        if problems:
+            reasons = [why if len(problems) == 1 else f"{nid}: {why}" for nid, why in problems.items()]
+            live = " · no data: " + "; ".join(reasons)
         shown = f"first {frame.height} of {total}" if total > frame.height else f"{total}"
         self.title.setText(f"{self.node_id} · {shown} rows · {frame.width} columns{live}")
 
