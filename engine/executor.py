@@ -382,7 +382,8 @@ class Executor(GraphFlow):
             for nid, sink in transactions:
                 current = nid
                 self._timed(nid, sink.close)
-                final.append(nid)
+                if nid != REJECTS_NODE or sink.rows:  # an empty reject store committed nothing
+                    final.append(nid)
                 self._committed(nid)
         except BaseException as exc:
             for nid, sink in reversed(published):

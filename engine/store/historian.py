@@ -180,6 +180,7 @@ class RejectWriter:
         self.cur: duckdb.DuckDBPyConnection | None = None
         self.pending: list[tuple[str, pl.DataFrame]] = []
         self.pending_rows = 0
+        self.rows = 0  # rejected records written in this run
 
     def open(self) -> None:
         self.cur = self.historian.cursor()
@@ -188,6 +189,7 @@ class RejectWriter:
     def write(self, batch: tuple[str, pl.DataFrame]) -> None:
         self.pending.append(batch)
         self.pending_rows += batch[1].height
+        self.rows += batch[1].height
         if self.pending_rows >= self.FLUSH_ROWS:
             self._flush()
 
