@@ -51,10 +51,14 @@ def parse_document(text: str, where: str = "<text>", *, yaml_syntax: bool = Fals
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark
             at = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-            raise SpecError([SpecIssue("", f"invalid YAML at {at}: {exc.problem}")], source=where) from None
-        except yaml.YAMLError as exc:
+            problem = exc.problem or exc.context or "syntax error"
+            raise SpecError([SpecIssue("", f"invalid YAML at {at}: {problem}")], source=where) from None
+        except yaml.YAMLError as exc:  # e.g. a control character (yaml.reader.ReaderError)
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            position = getattr(exc, "position", None)
+            at = f" at line {text.count(chr(10), 0, position) + 1}" if isinstance(position, int) else ""
             raise SpecError(
-                [SpecIssue("", f"invalid YAML: {shorten(str(exc), 200)}")], source=where
+                [SpecIssue("", f"invalid YAML{at}: {shorten(first, 200)}")], source=where
             ) from None
         except (ValueError, TypeError, OverflowError, RecursionError) as exc:
             # a scalar SafeLoader cannot convert, e.g. the date 2024-02-30
