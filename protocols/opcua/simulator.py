@@ -245,6 +245,12 @@ class OpcUaSimulator:
         dv = ua.DataValue(ua.Variant(body, ua.VariantType.ExtensionObject))
         self._call(self._server.write_attribute_value(self._odd["Garbage"], dv))
 
+    def clear_garbage(self) -> None:
+        """Odd.Garbage is empty again."""
+        from asyncua import ua
+
+        self._call(self._server.write_attribute_value(self._odd["Garbage"], ua.DataValue(ua.Variant())))
+
     # --- server --------------------------------------------------------------------------------
 
     async def _start_server(self) -> None:

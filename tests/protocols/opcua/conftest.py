@@ -24,8 +24,10 @@ def farm():
 class Recorder:
     """Runs a source and keeps every batch it emits, with the session states it went through."""
 
-    def __init__(self, config: dict, name: str = "opcua"):
-        self.source = OpcUaSource(config, RunContext(), name)
+    def __init__(self, config: dict, name: str = "opcua", ctx: RunContext | None = None):
+        self.logs: list[tuple[str, str]] = []  # (level, message) the source logged
+        ctx = ctx or RunContext(log=lambda level, message, node=None: self.logs.append((level, message)))
+        self.source = OpcUaSource(config, ctx, name)
         self.batches: list[pl.DataFrame] = []
         self.states: list[tuple[float, str, str | None]] = []
         self.source.on_state = lambda _name, state, detail: self.states.append(
