@@ -236,6 +236,9 @@ class ModbusSimulator:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> ModbusSimulator:
+        from engine.connectors.chatter import demote_library_logs
+
+        demote_library_logs("pymodbus")  # its "Failed to start server" is no console line
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, args=(ready,), name="modbus-simulator", daemon=True)

@@ -1,0 +1,66 @@
+"""A dead source is visible at once (issue 9, A5), through `aggregator run` of a real_time
+pipeline against a Modbus port where nothing listens:
+- within 5 s, one line on the console names the endpoint and the reason;
+- a `--seconds` run that never received a value exits 1, with one line saying so and why;
+- pymodbus' own chatter ("Failed to connect", "Repeating....") stays off the console.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tests.engine.test_preview_protocols import modbus_doc
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_run_against_a_dead_modbus_port_says_why_at_once_and_exits_1(tmp_path):
+    port = closed_port()
+    spec = tmp_path / "dead.json"
+    spec.write_text(json.dumps(modbus_doc(port, poll_interval_ms=200)))
+    command = [sys.executable, "-m", "app.cli", "run", str(spec), "--seconds", "3"]
+    command += ["--data-dir", str(tmp_path / "data")]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: dict[str, list[tuple[float, str]]] = {"out": [], "err": []}
+
+    def read(stream, key):
+        for line in stream:
+            seen[key].append((time.monotonic(), line.rstrip("\n")))
+
+    readers = [
+        threading.Thread(target=read, args=(proc.stdout, "out"), daemon=True),
+        threading.Thread(target=read, args=(proc.stderr, "err"), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    code = proc.wait(timeout=60)
+    for reader in readers:
+        reader.join(10)
+
+    started = next(t for t, line in seen["out"] if line.startswith('Streaming "meters preview"'))
+    errors = [line for _, line in seen["err"]]
+    said = f"source 'meters' lost: modbus://127.0.0.1:{port}: connection refused; retrying every 0.2 s"
+    first = next((t for t, line in seen["err"] if line.startswith(said)), None)
+    assert first is not None, errors
+    assert first - started < 5.0  # at once, not at the end of the run
+    assert code == 1
+    assert errors[-1] == (
+        f"error: no values were received from 'meters': modbus://127.0.0.1:{port}: connection refused; "
+        "retrying every 0.2 s, backing off to 30 s"
+    )
+    # one line for the outage (the source retries every 0.2-30 s meanwhile), one for the end;
+    # no library chatter, no traceback
+    assert errors == [errors[0], errors[-1]] and errors[0].startswith(said), errors
+    assert "FAILED" in "\n".join(line for _, line in seen["out"])

@@ -1,0 +1,40 @@
+"""The editor's live preview of a protocol source that cannot be reached says why ("no data:
+modbus://127.0.0.1:<port>: connection refused"), not "0 rows · live sample"."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.engine.test_preview_protocols import modbus_doc
+from ui.editor.preview_panel import PreviewPanel
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def panel(qtbot, window):
+    panel = PreviewPanel(window.engine, window.bridge, limit=100)
+    qtbot.addWidget(panel)
+    panel.resize(1000, 380)
+    panel.show()
+    qtbot.waitExposed(panel)
+    return panel
+
+
+def test_the_live_preview_of_an_unreachable_device_shows_the_reason(qtbot, panel, tmp_path):
+    port = closed_port()
+    with qtbot.waitSignal(panel.finished, timeout=20_000) as done:
+        panel.show_node(modbus_doc(port), "meters", base_dir=tmp_path)
+    result = done.args[0]
+    assert result.live_sampled == ["meters"]
+    title = panel.title.text()
+    assert f"no data: modbus://127.0.0.1:{port}: connection refused" in title, title
+    assert "live sample" not in title
+    rows = panel.rows_table.frame()  # the device's tags as bad records with their reason
+    assert rows.height >= 1 and set(rows["reason"]) == {"comm_lost"}
