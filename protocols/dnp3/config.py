@@ -9,13 +9,23 @@ from pydantic import Field, model_validator
 
 from engine.connectors.base import ConnectorConfig
 
-PointType = Literal["binary_input", "analog_input", "counter", "binary_output_status", "analog_output_status"]
+PointType = Literal[
+    "binary_input",
+    "double_bit_binary",
+    "analog_input",
+    "counter",
+    "frozen_counter",
+    "binary_output_status",
+    "analog_output_status",
+]
 
 # The prefix of a default tag name (`AI.3`): the short names DNP3 engineers use in point lists.
 PREFIXES: dict[str, str] = {
     "binary_input": "BI",
+    "double_bit_binary": "DBI",
     "analog_input": "AI",
     "counter": "CTR",
+    "frozen_counter": "FCTR",
     "binary_output_status": "BO",
     "analog_output_status": "AO",
 }
@@ -48,7 +58,23 @@ class Dnp3SourceConfig(ConnectorConfig):
     event_poll_interval_s: float = Field(default=5.0, gt=0, description="class 1, 2, 3 poll")
     accept_unsolicited: bool = True
     timeout_ms: int = Field(default=3000, ge=50, le=600_000)
+    reconnect_initial_s: float = Field(
+        default=0.5, gt=0, description="first wait after a lost link (doubles)"
+    )
     reconnect_max_s: float = Field(default=30.0, gt=0, description="backoff ceiling after a lost link")
+    time_sync: Literal["none", "lan", "non_lan"] = Field(
+        default="none",
+        description="answer the outstation's NEED_TIME (IIN1.4) with a LAN or non-LAN time sync",
+    )
+    timed_events: bool = Field(
+        default=False,
+        description="event polls ask for the timed event variations (g2v2, g4v2, g22v5, g23v5, g32v3, "
+        "g11v2, g42v3) so every polled event carries the outstation's time",
+    )
+    allow_controls: bool = Field(
+        default=False,
+        description="CROB and analog output commands (operate_binary/operate_analog) are refused unless true",
+    )
     points: list[Dnp3Point] = Field(default_factory=list, description="unlisted points get BI.0, AI.3...")
 
     @model_validator(mode="after")

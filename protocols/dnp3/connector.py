@@ -1,20 +1,32 @@
-"""DNP3 master source: polls an outstation (integrity and event polls), takes its unsolicited
-responses, and emits TAG_SCHEMA batches.
+"""DNP3 master source on opendnp3 (the `yadnp3` wheel, imported as `opendnp3`): integrity and event
+polls, unsolicited responses, time sync, controls, and TAG_SCHEMA batches.
 
-dnp3py's `MasterTcpRunner` owns the link, transport and application layers; this module owns the
-schedule, the link-loss policy (backoff, gap records) and the point -> tag mapping. The master runs
-on an asyncio loop of its own thread; dnp3py is imported there, so importing this module is cheap.
+opendnp3 owns the link, transport and application layers and runs them on its own C++ threads;
+this module owns the schedule, the link-loss policy (backoff, gap records, session states, as the
+OPC UA source does) and the point -> tag mapping.
+
+- One `DNP3Manager` per source (one thread). Each connection attempt is a fresh TCP client channel
+  whose own retry is switched off: the source decides when to try again (`backoff_delays`, the
+  OPC UA source's helper), so the session state always says what is happening and why.
+- opendnp3 calls back from its C++ threads. Every callback body is guarded: an exception is
+  counted and logged with its item and never reaches the C++ stack (it would otherwise print
+  "Exception ignored" on stderr and drop the rest of the header). One bad value never costs the
+  others of its header.
+- Values are collected column by column and handed over as one Polars frame per response fragment
+  on an emitter thread, so a slow consumer never stalls the DNP3 stack.
+- opendnp3's own log lines go to the Python logger `protocols.dnp3.opendnp3` at debug level; the
+  ones that say why a connection failed or closed also become the session state's reason.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import polars as pl
 
@@ -22,13 +34,35 @@ from engine.connectors.base import Connector, StreamingSource
 from engine.connectors.registry import register
 from engine.context import RunContext
 from engine.errors import ConnectorError
-from engine.tags import COMM_LOST, TagBatchBuilder, utc_now
+from engine.tags import COMM_LOST, TAG_SCHEMA, TIME
+from protocols.dnp3 import flags as dnp3_flags
 from protocols.dnp3.config import Dnp3Point, Dnp3SourceConfig, default_tag
-from protocols.dnp3.flags import quality_of
+from protocols.opcua.connector import backoff_delays
 
 log = logging.getLogger(__name__)
+STACK_LOG = logging.getLogger("protocols.dnp3.opendnp3")  # opendnp3's own lines, at debug level
 
-FIRST_BACKOFF_S = 0.5
+# Event objects that carry the outstation's absolute time, read by `timed_events` polls.
+TIMED_EVENT_HEADERS = ((2, 2), (4, 2), (11, 2), (22, 5), (23, 5), (32, 3), (42, 3))
+# opendnp3 measurement class -> config point type
+POINT_TYPE_OF = {
+    "Binary": "binary_input",
+    "DoubleBitBinary": "double_bit_binary",
+    "Analog": "analog_input",
+    "Counter": "counter",
+    "FrozenCounter": "frozen_counter",
+    "BinaryOutputStatus": "binary_output_status",
+    "AnalogOutputStatus": "analog_output_status",
+}
+BINARY_TYPES = {"binary_input", "binary_output_status"}
+NO_RETRY_S = 24 * 3600  # the channel's own reconnect: never (the source reconnects)
+
+BinaryAction = Literal["latch_on", "latch_off", "pulse_on", "pulse_off", "close", "trip"]
+ControlMode = Literal["select_before_operate", "direct_operate"]
+
+
+def endpoint_of(config: Dnp3SourceConfig) -> str:
+    return f"dnp3://{config.host}:{config.port} (outstation {config.outstation_address})"
 
 
 class PointMap:
@@ -45,80 +79,340 @@ class PointMap:
         return tag, (point.scale if point else 1.0)
 
 
-class TagCollector:
-    """dnp3py SOE handler: values go straight into a TagBatchBuilder (solicited and unsolicited
-    apart, because an unsolicited fragment may arrive in the middle of a poll's burst)."""
+class Columns:
+    """Values of one response fragment, column by column; `take()` makes ONE TAG_SCHEMA frame."""
 
-    def __init__(self, source: str, points: PointMap, counters: Any):
-        self.points, self.counters = points, counters
-        self.solicited = TagBatchBuilder(source)
-        self.unsolicited = TagBatchBuilder(source)
+    def __init__(self, source: str):
+        self.source = source
+        self.clear()
 
-    def _add(self, point_type: str, values: list[Any], info: Any) -> None:
-        builder = self.unsolicited if info.is_unsolicited else self.solicited
-        now = utc_now()
-        for v in values:
-            tag, scale = self.points.tag(point_type, v.index)
-            value = v.value if isinstance(v.value, bool) else v.value * scale
-            quality, reason = quality_of(point_type, int(v.quality))
-            # The outstation's event time when the object carries one (g22v5, g2v2, g32v3...).
-            builder.add(
-                tag, value, timestamp=v.timestamp or now, quality=quality, reason=reason, received_at=now
+    def clear(self) -> None:
+        self.timestamp: list[int | None] = []  # epoch microseconds; None: the value has no time
+        self.tag: list[str] = []
+        self.value: list[float | None] = []
+        self.quality: list[str] = []
+        self.reason: list[str | None] = []
+        self.received_at: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.tag)
+
+    def take(self) -> pl.DataFrame:
+        n = len(self.tag)
+        frame = pl.DataFrame(
+            {
+                "timestamp": pl.Series(self.timestamp, dtype=pl.Int64).cast(TIME),
+                "server_timestamp": pl.Series([None] * n, dtype=pl.Int64).cast(TIME),
+                "tag": pl.Series(self.tag, dtype=pl.String),
+                "value": pl.Series(self.value, dtype=pl.Float64),
+                "value_text": pl.Series([None] * n, dtype=pl.String),
+                "quality": pl.Series(self.quality, dtype=pl.String),
+                "reason": pl.Series(self.reason, dtype=pl.String),
+                "source": pl.Series([self.source] * n, dtype=pl.String),
+                "received_at": pl.Series(self.received_at, dtype=pl.Int64).cast(TIME),
+            },
+            schema=TAG_SCHEMA,
+        )
+        self.clear()
+        return frame
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True)
+class ControlResult:
+    """What a control did: `ok` only when the outstation reported SUCCESS for the point."""
+
+    ok: bool
+    who: str
+    what: str
+    mode: str
+    summary: str  # the task's completion (SUCCESS, FAILURE_RESPONSE_TIMEOUT, ...)
+    status: str  # the point's command status (SUCCESS, NOT_SUPPORTED, NO_SELECT, ...)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.what} by {self.who} ({self.mode}): {'ok' if self.ok else 'failed'}, {self.summary}/{self.status}"
+
+
+# -- opendnp3 callbacks ---------------------------------------------------------------------------
+# The classes are built on first use, so that importing this module does not load the C++ stack.
+
+_classes: dict[str, type] = {}
+
+
+def _stack() -> Any:
+    import opendnp3
+
+    if _classes:
+        return opendnp3
+
+    class LogRouter(opendnp3.ILogHandler):
+        """opendnp3's log lines -> Python logging (debug), and to the session they concern."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.sessions: dict[str, _Session] = {}
+
+        def log(self, module: Any, id: str, level: Any, location: str, message: str) -> None:
+            try:
+                STACK_LOG.debug("%s: %s", id, message)
+                session = self.sessions.get(id.split(".", 1)[0])
+                if session is not None:
+                    session.on_log(message)
+            except Exception:  # never into the C++ stack
+                pass
+
+    class Listener(opendnp3.IChannelListener):
+        def __init__(self, session: _Session) -> None:
+            super().__init__()
+            self.session = session
+
+        def OnStateChange(self, state: Any) -> None:
+            with self.session.source.guard(f"{self.session.endpoint}: channel state"):
+                self.session.on_channel(state.name)
+
+    class SOEHandler(opendnp3.ISOEHandler):
+        """One per role: `main` (startup integrity poll, unsolicited), `integrity`, `events`."""
+
+        def __init__(self, session: _Session, role: str) -> None:
+            super().__init__()
+            self.session, self.role = session, role
+
+        def BeginFragment(self, info: Any) -> None:
+            pass
+
+        def Process(self, info: Any, values: Any) -> None:
+            with self.session.source.guard(f"{self.session.endpoint}: header {info.gv.name}"):
+                self.session.on_values(info, values)
+
+        def EndFragment(self, info: Any) -> None:
+            with self.session.source.guard(f"{self.session.endpoint}: end of fragment"):
+                self.session.on_fragment_end(self.role, info)
+
+    class MasterApp(opendnp3.IMasterApplication):
+        def __init__(self, session: _Session) -> None:
+            super().__init__()
+            self.session = session
+
+        def OnReceiveIIN(self, iin: Any) -> None:
+            pass
+
+        def OnTaskStart(self, type: Any, id: Any) -> None:
+            pass
+
+        def OnTaskComplete(self, info: Any) -> None:
+            with self.session.source.guard(f"{self.session.endpoint}: task"):
+                self.session.on_task(info.type.name, info.result.name)
+
+        def OnOpen(self) -> None:
+            pass
+
+        def OnClose(self) -> None:
+            pass
+
+        def AssignClassDuringStartup(self) -> bool:
+            return False
+
+        def Now(self) -> Any:  # the time a time sync writes to the outstation
+            return opendnp3.UTCTimestamp(time.time_ns() // 1_000_000)
+
+    _classes.update(LogRouter=LogRouter, Listener=Listener, SOEHandler=SOEHandler, MasterApp=MasterApp)
+    return opendnp3
+
+
+class _Session:
+    """One connection attempt: a TCP client channel and its master, until the link is lost."""
+
+    def __init__(self, source: Dnp3Source, number: int, router: Any):
+        self.source, self.config = source, source.config
+        self.endpoint = endpoint_of(source.config)
+        self.id = f"{source.name}-{number}".replace(".", "_")
+        self.router = router
+        self.open = threading.Event()
+        self.down = threading.Event()
+        self.started = threading.Event()  # the startup integrity poll is done
+        self.reason = ""
+        self.gap_reason = COMM_LOST
+        self._last_error: str | None = None
+        self.disabling = False  # DISABLE_UNSOLICITED sent, not yet answered
+        self.columns = Columns(source.name)
+        self.channel: Any = None
+        self.master: Any = None
+        self._keep: list[Any] = []  # Python callback objects opendnp3 holds (kept alive here)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self, manager: Any) -> None:
+        o = _stack()
+        cfg = self.config
+        self.router.sessions[self.id] = self
+        retry = o.ChannelRetry(o.TimeDuration.Seconds(NO_RETRY_S), o.TimeDuration.Seconds(NO_RETRY_S))
+        retry.reconnectDelay = o.TimeDuration.Seconds(NO_RETRY_S)
+        listener = _classes["Listener"](self)
+        self.channel = manager.AddTCPClient(
+            self.id, o.levels.NORMAL, retry, [o.IPEndpoint(cfg.host, cfg.port)], "0.0.0.0", listener
+        )
+        master_config = o.MasterStackConfig()
+        master_config.link.LocalAddr = cfg.master_address
+        master_config.link.RemoteAddr = cfg.outstation_address
+        master_config.master.responseTimeout = o.TimeDuration.Milliseconds(cfg.timeout_ms)
+        master_config.master.disableUnsolOnStartup = True
+        master_config.master.timeSyncMode = {
+            "none": o.TimeSyncMode.__members__["None"],
+            "lan": o.TimeSyncMode.LAN,
+            "non_lan": o.TimeSyncMode.NonLAN,
+        }[cfg.time_sync]
+        handlers = {role: _classes["SOEHandler"](self, role) for role in ("main", "integrity", "events")}
+        app = _classes["MasterApp"](self)
+        self.handlers = handlers
+        self._keep += [listener, app, *handlers.values()]
+        self.master = self.channel.AddMaster(self.id + ".master", handlers["main"], app, master_config)
+        self.master.Enable()
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.Shutdown()  # releases the GIL: callbacks in flight finish first
+        self.router.sessions.pop(self.id, None)
+        self.channel = self.master = None
+
+    def lose(self, reason: str, gap_reason: str = COMM_LOST) -> None:
+        if not self.down.is_set():
+            self.reason, self.gap_reason = reason, gap_reason
+            self.down.set()
+            self.source.wake.set()
+
+    # -- polls (from the source's thread) --------------------------------------------------------
+
+    def integrity_poll(self) -> None:
+        o = _stack()
+        self.master.ScanClasses(o.ClassField.AllClasses(), self.handlers["integrity"])
+
+    def event_poll(self) -> None:
+        o = _stack()
+        if self.config.timed_events:
+            headers = [o.Header.AllObjects(g, v) for g, v in TIMED_EVENT_HEADERS]
+            self.master.Scan(headers, self.handlers["events"])
+        else:
+            self.master.ScanClasses(o.ClassField.AllEventClasses(), self.handlers["events"])
+
+    def disable_unsolicited(self) -> None:
+        o = _stack()
+        headers = [o.Header.AllObjects(60, v) for v in (2, 3, 4)]
+        self.master.PerformFunction("disable unsolicited", o.FunctionCode.DISABLE_UNSOLICITED, headers)
+
+    # -- callbacks (opendnp3's threads) ------------------------------------------------------------
+
+    def on_log(self, message: str) -> None:
+        if message.startswith("Error Connecting:"):
+            self.lose(message.split(":", 1)[1].strip().lower())
+        elif "error" in message.lower() and ":" in message:
+            detail = message.split(":", 1)[1].strip()
+            self._last_error = (
+                "connection closed by the outstation" if detail.lower() == "end of file" else detail.lower()
             )
 
-    def on_binary_input(self, values: list[Any], info: Any) -> None:
-        self._add("binary_input", values, info)
+    def on_channel(self, state: str) -> None:
+        if state == "OPEN":
+            self.open.set()
+            self.source.wake.set()
+        elif state in ("CLOSED", "OPENING") and self.open.is_set():
+            self.lose(self._last_error or "connection closed")
 
-    def on_analog_input(self, values: list[Any], info: Any) -> None:
-        self._add("analog_input", values, info)
+    def on_task(self, task: str, result: str) -> None:
+        counters = self.source.counters
+        if result == "FAILURE_RESPONSE_TIMEOUT":
+            counters["timeouts"] += 1
+            self.lose(f"no response within {self.config.timeout_ms} ms ({task.lower()})", "timeout")
+            return
+        if result != "SUCCESS":
+            counters["failed_tasks"] += 1
+            log.debug("%s: task %s: %s", self.endpoint, task, result)
+            return
+        if task == "STARTUP_INTEGRITY_POLL":
+            counters["integrity_polls"] += 1
+            self.started.set()
+            self.source.wake.set()
+        elif task in ("LAN_TIME_SYNC", "NON_LAN_TIME_SYNC"):
+            counters["time_syncs"] += 1
+        elif task == "ENABLE_UNSOLICITED":
+            if self.config.accept_unsolicited:
+                self.source.set_state("subscribed", f"{self.endpoint}, unsolicited enabled")
+            else:  # opendnp3 always enables classes 1-3 at start-up: take it back
+                self.disabling = True
+                self.source.actions.put(self.disable_unsolicited)
+                self.source.wake.set()
+        elif task == "USER_TASK" and self.disabling:  # tasks run one at a time, in order
+            self.disabling = False
+            self.source.set_state("connected", f"{self.endpoint}, polling (unsolicited off)")
 
-    def on_counter(self, values: list[Any], info: Any) -> None:
-        self._add("counter", values, info)
+    def on_values(self, info: Any, values: list[Any]) -> None:
+        if not values:
+            return
+        point_type = POINT_TYPE_OF.get(type(getattr(values[0], "value", None)).__name__)
+        source = self.source
+        if point_type is None:  # octet strings, time objects, command events: not tags
+            source.counters["ignored_objects"] += len(values)
+            return
+        event = bool(info.isEventVariation)
+        binary = point_type in BINARY_TYPES
+        double = point_type == "double_bit_binary"
+        invalid = _stack().TimestampQuality.INVALID
+        points, cols = source.points, self.columns
+        cache = source.quality_cache
+        now = _now_us()
+        added = 0
+        for item in values:
+            try:
+                index = item.index
+                measurement = item.value
+                tag, scale = points.tag(point_type, index)
+                raw = measurement.value
+                if binary:
+                    value = 1.0 if raw else 0.0
+                elif double:
+                    value = float(int(raw))  # IEEE 1815: 0 intermediate, 1 off, 2 on, 3 indeterminate
+                else:
+                    value = float(raw) * scale
+                flag_octet = measurement.flags.value
+                key = (point_type, flag_octet)
+                quality = cache.get(key)
+                if quality is None:
+                    quality = cache[key] = dnp3_flags.quality_of(point_type, flag_octet)
+                stamp = measurement.time
+                if stamp.quality != invalid:
+                    ms = stamp.value
+                    ts = ms * 1000 if ms > 0 else None  # a zero time is no time (never 1970)
+                else:
+                    # An event without time happened at an unknown moment: null, and received_at
+                    # orders it. A static value is true at the poll, like a Modbus register.
+                    ts = None if event else now
+            except Exception as exc:
+                source.item_failed(f"{self.endpoint}: {point_type} {getattr(item, 'index', '?')}", exc)
+                continue
+            cols.timestamp.append(ts)
+            cols.tag.append(tag)
+            cols.value.append(value)
+            cols.quality.append(quality[0])
+            cols.reason.append(quality[1])
+            cols.received_at.append(now)
+            added += 1
+        if event:
+            source.counters["events"] += added
 
-    def on_binary_output(self, values: list[Any], info: Any) -> None:
-        self._add("binary_output_status", values, info)
-
-    def on_analog_output(self, values: list[Any], info: Any) -> None:
-        self._add("analog_output_status", values, info)
-
-    def on_frozen_counter(self, values: list[Any], info: Any) -> None:
-        self.counters["ignored_frozen_counters"] += len(values)  # not a configurable point type
-
-
-def _make_master(
-    config: Dnp3SourceConfig, collector: TagCollector, on_unsolicited: Callable[[], None]
-) -> Any:
-    from dnp3.master.config import MasterConfig
-    from dnp3.master.master import Master
-
-    class FragmentMaster(Master):
-        """Tells us when an unsolicited fragment has been fully handed to the collector."""
-
-        def process_response(self, data: bytes) -> Any:
-            info = super().process_response(data)
-            if info is not None and info.is_unsolicited:
-                on_unsolicited()
-            return info
-
-    master_config = MasterConfig(
-        address=config.master_address,
-        outstation_address=config.outstation_address,
-        response_timeout=config.timeout_s,
-        enable_unsolicited=config.accept_unsolicited,
-    )
-    return FragmentMaster(config=master_config, handler=collector)
-
-
-def _make_runner(config: Dnp3SourceConfig, master: Any) -> Any:
-    from dnp3.master.tcp_runner import MasterTcpRunner
-
-    return MasterTcpRunner(
-        master=master, host=config.host, port=config.port, response_timeout=config.timeout_s
-    )
-
-
-def _where(config: Dnp3SourceConfig) -> str:
-    return f"DNP3 outstation {config.outstation_address} at {config.host}:{config.port}"
+    def on_fragment_end(self, role: str, info: Any) -> None:
+        counters = self.source.counters
+        if info.unsolicited:
+            if len(self.columns):  # not the null response an outstation sends at start-up
+                counters["unsolicited"] += 1
+        elif info.fin and role == "integrity":
+            counters["integrity_polls"] += 1
+        elif info.fin and role == "events":
+            counters["event_polls"] += 1
+        if len(self.columns):
+            self.source.hand_over(self.columns.take())
 
 
 class Dnp3Source(StreamingSource):
@@ -127,169 +421,305 @@ class Dnp3Source(StreamingSource):
     def __init__(self, config: Dnp3SourceConfig, ctx: RunContext, name: str = "source"):
         super().__init__(config, ctx, name)
         self.points = PointMap(config.points)
+        self.endpoint = endpoint_of(config)
+        self.quality_cache: dict[tuple[str, int], tuple[str, str | None]] = {}
+        self.wake = threading.Event()
+        self.actions: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._emit: Callable[[pl.DataFrame], None] | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task | None = None
+        self._outbox: queue.SimpleQueue[pl.DataFrame | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._emitter: threading.Thread | None = None
+        self._session: _Session | None = None
+        self._manager: Any = None
+        self._was_up = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self, emit: Callable[[pl.DataFrame], None]) -> None:
+        if self._thread is not None:
+            raise ConnectorError(f"DNP3 source '{self.name}' is already running")
         self._emit = emit
         self._stopping.clear()
-        started = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(started,), name=f"dnp3-{self.name}", daemon=True
-        )
-        self._thread.start()
-        started.wait(5)
+        self._emitter = threading.Thread(target=self._emit_loop, name=f"dnp3-emit-{self.name}", daemon=True)
+        self._emitter.start()
+        self._thread = self.spawn(self._run, name=f"dnp3-{self.name}")
 
     def stop(self) -> None:
         self._stopping.set()
-        thread, loop, task = self._thread, self._loop, self._task
-        deadline = time.monotonic() + self.config.timeout_s + 5
-        while thread is not None and thread.is_alive() and time.monotonic() < deadline:
-            # Cancel again until it takes: Python 3.11's wait_for (inside dnp3py) can lose a
-            # cancellation that lands just as its read completes.
-            if loop is not None and task is not None and not loop.is_closed():
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(task.cancel)
-            thread.join(0.2)
-        self._emit = None  # the contract: no emit after stop() returns, even from a stuck thread
-        self._thread = self._loop = self._task = None
+        self.wake.set()
+        if self._thread is not None:
+            self._thread.join(self.config.timeout_s + 10)
+        if self._emitter is not None:
+            self._outbox.put(None)
+            self._emitter.join(10)
+        self._emit = None  # the contract: no emit after stop() returns
+        self._thread = self._emitter = None
         self.set_state("stopped")
 
-    def _run(self, started: threading.Event) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._task = loop.create_task(self._main())
-        started.set()
+    def hand_over(self, frame: pl.DataFrame) -> None:
+        """A frame for `emit`, from any thread (opendnp3's included): the emitter thread sends it."""
+        self.counters["values"] += frame.height
+        self._outbox.put(frame)
+
+    def _emit_loop(self) -> None:
+        while True:
+            frame = self._outbox.get()
+            if frame is None:
+                return
+            emit = self._emit
+            if emit is None:
+                continue
+            with self.guard(f"{self.endpoint}: emit of {frame.height} values"):
+                emit(frame)
+
+    # -- the session loop --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        o = _stack()
+        router = _classes["LogRouter"]()
+        self._manager = o.DNP3Manager(1, router)
+        cfg = self.config
+        delays = backoff_delays(cfg.reconnect_initial_s, cfg.reconnect_max_s, 0.0)
+        ever_up = gapped = False
+        attempt = 0
         try:
-            loop.run_until_complete(self._task)
-        except asyncio.CancelledError:
-            pass
-        except Exception:  # a bug, not a link problem: say so and stop
-            log.exception("%s: DNP3 master stopped", self.name)
-            self.set_state("stopped", "internal error, see log")
+            while not self._stopping.is_set():
+                attempt += 1
+                self.set_state("reconnecting" if ever_up else "connecting", self.endpoint)
+                session = _Session(self, attempt, router)
+                self._session = session
+                try:
+                    session.start(self._manager)
+                    up = self._serve(session)
+                finally:
+                    self._session = None
+                    session.close()
+                if up:
+                    ever_up, gapped = True, False
+                    delays = backoff_delays(cfg.reconnect_initial_s, cfg.reconnect_max_s, 0.0)
+                if self._stopping.is_set():
+                    break
+                self.counters["errors"] += 1
+                if not gapped:  # once per loss, not again while it stays down
+                    self._gap(session.gap_reason)
+                    gapped = True
+                delay = next(delays)
+                self.set_state("lost", f"{self.endpoint}: {session.reason}; retrying in {delay:g} s")
+                log.info("%s: %s; retrying in %g s", self.endpoint, session.reason, delay)
+                self._stopping.wait(delay)
         finally:
-            loop.close()
+            manager, self._manager = self._manager, None
+            manager.Shutdown()
+
+    def _serve(self, session: _Session) -> bool:
+        """Run one session until its link is lost or the source stops; True if it was ever up."""
+        cfg = self.config
+        deadline = time.monotonic() + max(cfg.timeout_s, 1.0)
+        while not session.open.is_set():
+            if self._stopping.is_set() or session.down.is_set():
+                return False
+            left = deadline - time.monotonic()
+            if left <= 0:
+                session.lose(f"no connection within {max(cfg.timeout_s, 1.0):g} s")
+                return False
+            self.wake.wait(min(left, 0.5))
+            self.wake.clear()
+        self.set_state("connected", self.endpoint)
+        if self._was_up:
+            self.counters["reconnects"] += 1
+        self._was_up = True
+        now = time.monotonic()
+        next_integrity = now + cfg.integrity_poll_interval_s
+        next_events = now + cfg.event_poll_interval_s
+        while not self._stopping.is_set() and not session.down.is_set():
+            while True:
+                try:
+                    self.actions.get_nowait()()
+                except queue.Empty:
+                    break
+            now = time.monotonic()
+            if now >= next_integrity:
+                session.integrity_poll()
+                next_integrity = now + cfg.integrity_poll_interval_s
+                next_events = now + cfg.event_poll_interval_s  # the integrity poll reads them too
+            elif now >= next_events:
+                session.event_poll()
+                next_events = now + cfg.event_poll_interval_s
+            self.wake.wait(max(0.0, min(next_integrity, next_events) - time.monotonic()))
+            self.wake.clear()
+        return True
+
+    def _gap(self, reason: str) -> None:
+        tags = list(self.points.known)
+        if not tags:
+            return
+        now = _now_us()
+        cols = Columns(self.name)
+        cols.tag = tags
+        cols.timestamp = [now] * len(tags)
+        cols.value = [None] * len(tags)
+        cols.quality = ["bad"] * len(tags)
+        cols.reason = [reason] * len(tags)
+        cols.received_at = [now] * len(tags)
+        self.counters["gap_records"] += len(tags)
+        self._outbox.put(cols.take())
+
+    # -- check -----------------------------------------------------------------------------------
 
     def check(self) -> None:
-        async def probe() -> None:
-            collector = TagCollector(self.name, self.points, self.counters)
-            runner = _make_runner(self.config, _make_master(self.config, collector, lambda: None))
-            try:
-                await runner.open()
-                await runner.integrity_poll()
-            finally:
-                await runner.close()
-
+        """Connect and run the startup integrity poll; a one-line ConnectorError if either fails."""
+        o = _stack()
+        router = _classes["LogRouter"]()
+        manager = o.DNP3Manager(1, router)
+        session = _Session(self, 0, router)
+        probe = _Probe(self)
+        session.source = probe  # type: ignore[assignment]  # values are counted, not emitted
         try:
-            _run_blocking(probe)
-        except Exception as exc:
-            raise ConnectorError(f"{_where(self.config)}: integrity poll failed: {_one_line(exc)}") from exc
+            session.start(manager)
+            deadline = time.monotonic() + self.config.timeout_s + 1.0
+            while not session.started.is_set() and not session.down.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    session.lose(f"no answer within {self.config.timeout_s + 1.0:g} s")
+                    break
+                probe.wake.wait(min(left, 0.2))
+                probe.wake.clear()
+        finally:
+            session.close()
+            manager.Shutdown()
+        if not session.started.is_set():
+            raise ConnectorError(f"{self.endpoint}: integrity poll failed: {session.reason}")
 
-    # -- the master --------------------------------------------------------------------------------
+    # -- controls --------------------------------------------------------------------------------
 
-    async def _main(self) -> None:
-        from dnp3.master.tcp_runner import MasterRunnerError, ResponseTimeoutError
+    def operate_binary(
+        self,
+        index: int,
+        action: BinaryAction,
+        *,
+        who: str,
+        mode: ControlMode = "select_before_operate",
+        on_time_ms: int = 100,
+        off_time_ms: int = 100,
+        count: int = 1,
+    ) -> ControlResult:
+        """A CROB (g12v1) on output `index`: latch_on/latch_off/pulse_on/pulse_off, or close/trip
+        (a pulse with the trip-close code). Blocks until the outstation answers; logged with `who`."""
+        o = _stack()
+        ops = {
+            "latch_on": (o.OperationType.LATCH_ON, o.TripCloseCode.NUL),
+            "latch_off": (o.OperationType.LATCH_OFF, o.TripCloseCode.NUL),
+            "pulse_on": (o.OperationType.PULSE_ON, o.TripCloseCode.NUL),
+            "pulse_off": (o.OperationType.PULSE_OFF, o.TripCloseCode.NUL),
+            "close": (o.OperationType.PULSE_ON, o.TripCloseCode.CLOSE),
+            "trip": (o.OperationType.PULSE_ON, o.TripCloseCode.TRIP),
+        }
+        if action not in ops:
+            raise ConnectorError(f"{self.endpoint}: control action '{action}': allowed: {', '.join(ops)}")
+        op, tcc = ops[action]
+        command = o.ControlRelayOutputBlock(op, tcc, False, count, on_time_ms, off_time_ms)
+        return self._operate(f"CROB {action} on output {index}", command, index, who, mode)
 
-        collector = TagCollector(self.name, self.points, self.counters)
+    def operate_analog(
+        self,
+        index: int,
+        value: float,
+        *,
+        who: str,
+        mode: ControlMode = "select_before_operate",
+        variation: Literal["int16", "int32", "float32", "double64"] = "float32",
+    ) -> ControlResult:
+        """An analog output command (g41) of `value` on output `index`; logged with `who`."""
+        o = _stack()
+        kinds = {
+            "int16": o.AnalogOutputInt16,
+            "int32": o.AnalogOutputInt32,
+            "float32": o.AnalogOutputFloat32,
+            "double64": o.AnalogOutputDouble64,
+        }
+        if variation not in kinds:
+            raise ConnectorError(
+                f"{self.endpoint}: analog output variation '{variation}': allowed: {', '.join(kinds)}"
+            )
+        number = int(value) if variation in ("int16", "int32") else float(value)
+        command = kinds[variation](number)
+        return self._operate(
+            f"analog output {value:g} ({variation}) on output {index}", command, index, who, mode
+        )
 
-        def unsolicited_done() -> None:
-            self.counters["unsolicited"] += 1
-            self._flush(collector.unsolicited, events=True)
+    def _operate(self, what: str, command: Any, index: int, who: str, mode: str) -> ControlResult:
+        if not who or not str(who).strip():
+            raise ConnectorError(f"{self.endpoint}: a control needs `who` (the user or program asking)")
+        if mode not in ("select_before_operate", "direct_operate"):
+            raise ConnectorError(
+                f"{self.endpoint}: control mode '{mode}': allowed: select_before_operate, direct_operate"
+            )
+        if not self.config.allow_controls:
+            self._log_control("warning", f"refused {what} by {who}: controls are off (allow_controls: false)")
+            raise ConnectorError(f"{self.endpoint}: controls are off (allow_controls: false); {what} refused")
+        session = self._session
+        if session is None or not session.open.is_set() or session.down.is_set() or session.master is None:
+            self._log_control("warning", f"{what} by {who} not sent: not connected")
+            raise ConnectorError(f"{self.endpoint}: not connected; {what} not sent")
+        done = threading.Event()
+        box: dict[str, Any] = {}
 
-        master = _make_master(self.config, collector, unsolicited_done)
-        backoff = FIRST_BACKOFF_S
-        first = True
-        while not self._stopping.is_set():
-            self.set_state("connecting" if first else "reconnecting", _where(self.config))
-            runner = _make_runner(self.config, master)
+        def on_result(result: Any) -> None:  # opendnp3's thread
             try:
-                await runner.open()
-                self.set_state("connected", _where(self.config))
-                await self._poll(runner, collector, integrity=True)
-                if self.config.accept_unsolicited:
-                    await runner.enable_unsolicited()
-                    self.set_state("subscribed", f"{_where(self.config)}, unsolicited enabled")
-                backoff = FIRST_BACKOFF_S
-                await self._serve(runner, collector)
-            except (MasterRunnerError, OSError) as exc:
-                self.counters["errors"] += 1
-                self._flush(collector.solicited)  # values that did arrive are real
-                reason = "timeout" if isinstance(exc, ResponseTimeoutError) else COMM_LOST
-                self._gap(collector, reason)
-                self.set_state("lost", f"{_where(self.config)}: {_one_line(exc)}")
+                box["summary"] = result.summary.name
+                box["points"] = [(p.index, p.state.name, p.status.name) for p in result.to_list()]
+            except Exception as exc:
+                box["error"] = exc
             finally:
-                await runner.close()
-            first = False
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self.config.reconnect_max_s)
-            self.counters["reconnects"] += 1
+                done.set()
 
-    async def _serve(self, runner: Any, collector: TagCollector) -> None:
-        """Poll on schedule; between polls, listen for unsolicited responses."""
-        loop = asyncio.get_running_loop()
-        next_integrity = loop.time() + self.config.integrity_poll_interval_s
-        next_events = loop.time() + self.config.event_poll_interval_s
-        while not self._stopping.is_set():
-            now = loop.time()
-            if now >= next_integrity:
-                await self._poll(runner, collector, integrity=True)
-                next_integrity = now + self.config.integrity_poll_interval_s
-                next_events = now + self.config.event_poll_interval_s  # the integrity poll read them
-            elif now >= next_events:
-                await self._poll(runner, collector, integrity=False)
-                next_events = now + self.config.event_poll_interval_s
-            elif self.config.accept_unsolicited:
-                # Values reach the collector (and are emitted) inside process_response.
-                await runner.listen_unsolicited(timeout=min(next_integrity, next_events) - now)
-            else:
-                await asyncio.sleep(min(next_integrity, next_events) - now)
+        operate = (
+            session.master.SelectAndOperate
+            if mode == "select_before_operate"
+            else session.master.DirectOperate
+        )
+        operate(command, index, on_result)
+        wait_s = 2 * self.config.timeout_s + 2
+        if not done.wait(wait_s):
+            box.setdefault("summary", "NO_ANSWER")
+        points = box.get("points", [])
+        status = points[0][2] if points else ("ERROR" if "error" in box else "NONE")
+        summary = box.get("summary", "ERROR")
+        ok = summary == "SUCCESS" and bool(points) and all(p[2] == "SUCCESS" for p in points)
+        result = ControlResult(ok, str(who), what, mode, summary, status, {"points": points})
+        self.counters["controls" if ok else "controls_failed"] += 1
+        self._log_control("info" if ok else "warning", str(result))
+        return result
 
-    async def _poll(self, runner: Any, collector: TagCollector, *, integrity: bool) -> None:
-        if integrity:
-            await runner.integrity_poll()
-            self.counters["integrity_polls"] += 1
-        else:
-            await runner.class_poll()
-            self.counters["event_polls"] += 1
-        self._flush(collector.solicited, events=not integrity)
-
-    def _flush(self, builder: TagBatchBuilder, events: bool = False) -> None:
-        if not len(builder) or self._emit is None:
-            return
-        batch = builder.take()
-        self.counters["values"] += batch.height
-        if events:
-            self.counters["events"] += batch.height
-        self._emit(batch)
-
-    def _gap(self, collector: TagCollector, reason: str) -> None:
-        if self.points.known and self._emit is not None:
-            builder = collector.solicited
-            builder.gap(list(self.points.known), reason)
-            self.counters["gap_records"] += len(builder)
-            self._emit(builder.take())
+    def _log_control(self, level: str, text: str) -> None:
+        line = f"DNP3 control at {self.endpoint}: {text}"
+        log.log(logging.INFO if level == "info" else logging.WARNING, line)
+        self.ctx.log(level, line, self.name)
 
 
-def _run_blocking(make_coro: Callable[[], Any]) -> Any:
-    """asyncio.run, also from a thread whose own loop is running (the engine's loop, a GUI bridge)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make_coro())
-    from concurrent.futures import ThreadPoolExecutor
+class _Probe:
+    """Stands in for the source while `check()` probes: counts, and lets values drop."""
 
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, make_coro()).result()
+    def __init__(self, source: Dnp3Source):
+        self.name, self.config, self.points = source.name, source.config, PointMap(source.config.points)
+        self.counters = source.counters
+        self.quality_cache: dict[tuple[str, int], tuple[str, str | None]] = {}
+        self.wake = threading.Event()
+        self.actions: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._owner = source
 
+    def guard(self, item: str) -> Any:
+        return self._owner.guard(item)
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    def item_failed(self, item: str, exc: BaseException) -> str:
+        return self._owner.item_failed(item, exc)
+
+    def set_state(self, state: str, detail: str | None = None) -> None:
+        pass
+
+    def hand_over(self, frame: pl.DataFrame) -> None:
+        pass
 
 
 @register

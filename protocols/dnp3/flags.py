@@ -2,7 +2,8 @@
 
 One flag octet per value. Bits 0x01-0x10 mean the same for every point type; 0x20 and 0x40 depend
 on the type (0x20 is CHATTER_FILTER on binaries, OVER_RANGE on analogs, ROLLOVER on counters), and
-0x80 is the binary state, not a flag. Kept free of dnp3py so the mapping is cheap to test.
+0x80 (binaries) or 0xC0 (double-bit binaries) is the state, not a flag. Kept free of opendnp3 so the
+mapping is cheap to test.
 
 - bad: COMM_LOST, REFERENCE_ERR (the value cannot be trusted at all), or ONLINE clear;
 - uncertain: online, but not updated since a restart, forced, over range, chattering, rolled over
@@ -36,10 +37,12 @@ _BAD = {"comm_lost", "reference_err"}
 
 FAMILY = {
     "binary_input": "binary",
+    "double_bit_binary": "binary",
     "binary_output_status": "binary",
     "analog_input": "analog",
     "analog_output_status": "analog",
     "counter": "counter",
+    "frozen_counter": "counter",
 }
 
 

@@ -1,7 +1,11 @@
-"""Fixtures: a real dnp3py outstation (the simulator) and a collector for emitted batches."""
+"""Fixtures: the substation RTU simulator (an opendnp3 outstation), a collector for emitted
+batches, and a TCP proxy that can stall the link or write garbage into it."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +26,7 @@ class Batches:
 
     def __init__(self) -> None:
         self.frames: list[pl.DataFrame] = []
-        self.states: list[str] = []
+        self.states: list[tuple[str, str | None]] = []
         self._cond = threading.Condition()
 
     def emit(self, batch: pl.DataFrame) -> None:
@@ -32,7 +36,7 @@ class Batches:
 
     def on_state(self, name: str, state: str, detail: str | None) -> None:
         with self._cond:
-            self.states.append(state)
+            self.states.append((state, detail))
             self._cond.notify_all()
 
     def wait(
@@ -50,23 +54,43 @@ class Batches:
                     raise AssertionError(f"no matching batch in {timeout} s; got {len(self.frames)} batches")
                 self._cond.wait(left)
 
+    def wait_rows(self, match: pl.Expr, timeout: float = 10.0, after: int = 0) -> pl.DataFrame:
+        """The rows matching `match` of the first batch (from `after` on) that has any."""
+        frame = self.wait(lambda f: not f.filter(match).is_empty(), timeout, after)
+        return frame.filter(match)
+
     def after(self, frame: pl.DataFrame) -> int:
         """The index just past `frame` (by identity: frames compare by value)."""
         return next(i for i, f in enumerate(self.frames) if f is frame) + 1
 
-    def wait_state(self, state: str, timeout: float = 10.0) -> None:
+    def wait_state(self, state: str, timeout: float = 10.0, detail: str = "") -> str | None:
+        """The detail of the first state change to `state` whose detail contains `detail`."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while state not in self.states:
+            while True:
+                for seen, text in self.states:
+                    if seen == state and detail in (text or ""):
+                        return text
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"state {state} never reached; saw {self.states}")
+                    raise AssertionError(f"state {state} ({detail!r}) never reached; saw {self.states}")
                 self._cond.wait(left)
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout} s")
+        time.sleep(0.02)
 
 
 @pytest.fixture
 def sim():
-    with Dnp3Simulator(port=0, feeders=4, update_interval_s=None, start_t=T0, confirm_timeout_s=1.0) as s:
+    with Dnp3Simulator(port=0, feeders=2, update_interval_s=None, start_t=T0, confirm_timeout_s=1.0) as s:
         yield s
 
 
@@ -75,14 +99,85 @@ def run_source():
     """Start a Dnp3Source with the given config; stopped at teardown."""
     started: list[Dnp3Source] = []
 
-    def start(**config) -> tuple[Dnp3Source, Batches]:
-        source = Dnp3Source(Dnp3SourceConfig(**config), RunContext(), name="rtu")
+    def start(
+        ctx: RunContext | None = None, emit: Callable | None = None, **config
+    ) -> tuple[Dnp3Source, Batches]:
+        source = Dnp3Source(Dnp3SourceConfig(**config), ctx or RunContext(), name="rtu")
         batches = Batches()
         source.on_state = batches.on_state
-        source.start(batches.emit)
+        source.start(emit or batches.emit)
         started.append(source)
         return source, batches
 
     yield start
     for source in started:
         source.stop()
+
+
+class LinkProxy:
+    """A TCP proxy between the master and the outstation: `stall()` stops forwarding (the
+    connections stay open), `garbage()` writes bytes that are no DNP3 frame to the master."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.stalled = threading.Event()
+        self._to_master: list[socket.socket] = []
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                master, _ = self.server.accept()
+            except OSError:
+                return
+            try:
+                outstation = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                master.close()
+                continue
+            self._to_master.append(master)
+            for a, b in ((master, outstation), (outstation, master)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(4096)
+                if not data:
+                    break
+                if not self.stalled.is_set():
+                    dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def stall(self) -> None:
+        self.stalled.set()
+
+    def resume(self) -> None:
+        self.stalled.clear()
+
+    def garbage(self, size: int = 64) -> None:
+        for s in self._to_master:
+            with contextlib.suppress(OSError):
+                s.sendall(os.urandom(size) + b"\x05\x64\x05\xc4\x01\x00\x0a\x00\xff\xff")
+
+    def close(self) -> None:
+        self._closed = True
+        self.server.close()
+        for s in self._to_master:
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+@pytest.fixture
+def proxy(sim):
+    link = LinkProxy(sim.port)
+    yield link
+    link.close()

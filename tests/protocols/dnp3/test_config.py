@@ -14,6 +14,29 @@ def test_defaults():
     assert (config.port, config.master_address, config.outstation_address) == (20000, 1, 10)
     assert config.accept_unsolicited is True and config.points == []
     assert config.timeout_s == pytest.approx(3.0)
+    # new keys beside the documented ones: nothing changes for an existing config
+    assert (config.time_sync, config.timed_events, config.allow_controls) == ("none", False, False)
+    assert (config.reconnect_initial_s, config.reconnect_max_s) == (0.5, 30.0)
+
+
+def test_documented_config_keys_still_validate():
+    config = Dnp3SourceConfig.model_validate(
+        {
+            "host": "10.0.4.20",
+            "port": 20000,
+            "master_address": 1,
+            "outstation_address": 10,
+            "integrity_poll_interval_s": 60,
+            "event_poll_interval_s": 5,
+            "accept_unsolicited": True,
+            "timeout_ms": 3000,
+            "reconnect_max_s": 30,
+            "points": [
+                {"type": "analog_input", "index": 0, "tag": "feeder1.kv", "scale": 0.001, "unit": "kV"}
+            ],
+        }
+    )
+    assert config.points[0].tag_name == "feeder1.kv"
 
 
 @pytest.mark.parametrize(
@@ -23,6 +46,8 @@ def test_defaults():
         ("analog_input", 3, "AI.3"),
         ("counter", 1, "CTR.1"),
         ("binary_output_status", 2, "BO.2"),
+        ("double_bit_binary", 4, "DBI.4"),
+        ("frozen_counter", 5, "FCTR.5"),
         ("analog_output_status", 7, "AO.7"),
     ],
 )
@@ -54,7 +79,9 @@ def test_point_map_uses_configured_names_and_scales_and_remembers_every_tag():
             },
             "tag 'x' is used twice",
         ),
-        ({"points": [{"type": "double_bit", "index": 1}]}, "binary_input"),
+        ({"points": [{"type": "double_bit", "index": 1}]}, "double_bit_binary"),
+        ({"time_sync": "gps"}, "'none', 'lan' or 'non_lan'"),
+        ({"reconnect_initial_s": 0}, "greater than 0"),
         ({"port": 0}, "greater than or equal to 1"),
         ({"event_poll_interval_s": 0}, "greater than 0"),
         ({"colour": "red"}, "Extra inputs are not permitted"),

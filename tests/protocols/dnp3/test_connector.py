@@ -1,8 +1,10 @@
-"""The DNP3 master source against a real dnp3py outstation (the substation RTU simulator)."""
+"""The DNP3 master source (opendnp3) against the substation RTU simulator (an opendnp3 outstation)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import logging
+import time
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 import pytest
@@ -11,9 +13,12 @@ from engine.connectors import registry
 from engine.context import RunContext
 from engine.errors import ConnectorError
 from engine.tags import TAG_SCHEMA
+from protocols.dnp3 import connector as dnp3_connector
 from protocols.dnp3.config import Dnp3SourceConfig
 from protocols.dnp3.connector import Dnp3Connector, Dnp3Source
-from protocols.dnp3.simulator import COMM_LOST, ONLINE, OVER_RANGE, RESTART
+from protocols.dnp3.simulator import COMM_LOST, ONLINE, OVER_RANGE, RESTART, Dnp3Simulator, free_port
+
+from .conftest import T0, wait_for
 
 QUIET = {"integrity_poll_interval_s": 60.0, "event_poll_interval_s": 60.0, "accept_unsolicited": False}
 
@@ -22,8 +27,22 @@ def endpoint(sim) -> dict:
     return {"host": "127.0.0.1", "port": sim.port, "outstation_address": sim.address, "timeout_ms": 2000}
 
 
-def full(frame: pl.DataFrame, n: int) -> bool:
-    return frame.height >= n
+STATIC = pl.col(
+    "timestamp"
+).is_not_null()  # static values are stamped at the poll; events without time are not
+
+
+def wait_static(batches, sim, after: int = 0, timeout: float = 10.0) -> pl.DataFrame:
+    """The static part of the next integrity poll: every point once (its events come before)."""
+    frame = batches.wait(lambda f: f.filter(STATIC).height >= sim.point_count, timeout, after)
+    return frame.filter(STATIC)
+
+
+def wait_polling(batches, sim) -> pl.DataFrame:
+    """The start-up integrity poll, and the start-up done (unsolicited reporting taken back)."""
+    static = wait_static(batches, sim)
+    batches.wait_state("connected", detail="polling (unsolicited off)")
+    return static
 
 
 def test_registered_as_dnp3():
@@ -31,64 +50,94 @@ def test_registered_as_dnp3():
     assert "source" in Dnp3Connector.describe()["roles"]
 
 
-def test_integrity_poll_returns_every_point_with_values_and_quality(sim, run_source):
+def test_integrity_poll_returns_every_point_type_with_values_and_quality(sim, run_source):
     source, batches = run_source(**endpoint(sim), **QUIET, points=[p.model_dump() for p in sim.points()])
-    batch = batches.wait(lambda f: full(f, sim.point_count))
+    batch = wait_static(batches, sim)
 
     assert batch.schema == TAG_SCHEMA
     assert batch["source"].unique().to_list() == ["rtu"]
     assert (batch["quality"] == "good").all() and batch["reason"].is_null().all()
     values = dict(zip(batch["tag"], batch["value"], strict=True))
-    raw = sim.model_values(sim.t)
-    for point in sim.points():
-        expected = raw[point.type, point.index] * (point.scale if point.type != "binary_input" else 1.0)
+    raw = {key: value for key, (value, _) in sim.snapshot().items()}
+    for point in sim.points():  # binaries, double-bit binaries, analogs, counters, frozen counters, outputs
+        expected = raw[point.type, point.index] * point.scale
         assert values[point.tag_name] == pytest.approx(expected), point.tag_name
     assert values["substation.feeder1.voltage_kv"] == pytest.approx(33.0, abs=0.31)  # kV through scale
+    assert values["substation.feeder1.breaker_position"] in (1.0, 2.0)  # double-bit: off or on
+    assert values["substation.feeder2.energy_kwh_frozen"] == raw["counter", 1]  # frozen at start
+    # A static value has no time of its own: it is true at the poll, like a Modbus register.
+    assert (batch["timestamp"] == batch["received_at"]).all()
     assert source.counters["integrity_polls"] == 1
 
 
 def test_unmapped_points_get_default_names(sim, run_source):
     _, batches = run_source(**endpoint(sim), **QUIET)
-    batch = batches.wait(lambda f: full(f, sim.point_count))
+    batch = wait_static(batches, sim)
     tags = set(batch["tag"])
-    assert {"BI.0", "BI.3", "AI.0", "AI.7", "CTR.0", "CTR.3"} <= tags
+    assert {"BI.0", "DBI.3", "AI.0", "AI.3", "CTR.0", "FCTR.3", "BO.1", "AO.2"} <= tags
     assert len(tags) == sim.point_count
 
 
 def test_event_poll_returns_changed_points_only(sim, run_source):
     source, batches = run_source(**endpoint(sim), **{**QUIET, "event_poll_interval_s": 0.2})
-    batches.wait(lambda f: full(f, sim.point_count))
+    wait_polling(batches, sim)
     first = len(batches.frames)
-    sim.set_value("binary_input", 2, 0)  # class 1
-    sim.set_value("analog_input", 5, 1234)  # class 2
-    sim.set_value("counter", 1, 99999)  # class 3
+    sim.set_value("binary_input", 2, 1)
+    sim.set_value("analog_input", 3, 1234)
+    sim.set_value("counter", 1, 99999)
+    sim.set_value("double_bit_binary", 1, 3)  # indeterminate
 
-    events = batches.wait(lambda f: f.height > 0, after=first)
+    events = batches.wait(lambda f: f.height >= 4, after=first)
     assert dict(zip(events["tag"], events["value"], strict=True)) == {
-        "BI.2": 0.0,
-        "AI.5": 1234.0,
+        "BI.2": 1.0,
+        "AI.3": 1234.0,
         "CTR.1": 99999.0,
+        "DBI.1": 3.0,
     }
-    assert source.counters["event_polls"] >= 1
-    assert source.counters["events"] == 3
+    # opendnp3's default event variations (g2v1, g32v1...) carry no time: null, never 1970
+    assert events["timestamp"].is_null().all() and events["received_at"].is_not_null().all()
+    assert source.counters["event_polls"] >= 1 and source.counters["events"] >= 4
 
 
-def test_unsolicited_responses_arrive_with_the_outstation_event_time(sim, run_source):
-    source, batches = run_source(**endpoint(sim), **{**QUIET, "accept_unsolicited": True})
-    batches.wait(lambda f: full(f, sim.point_count))
-    batches.wait_state("subscribed")
+def test_timed_event_polls_carry_the_outstation_event_time(sim, run_source):
+    _, batches = run_source(**endpoint(sim), **{**QUIET, "event_poll_interval_s": 0.2, "timed_events": True})
+    wait_polling(batches, sim)
     first = len(batches.frames)
     at = datetime(2024, 5, 1, 12, 30, 15, 250_000, tzinfo=UTC)
-    sim.set_value("counter", 2, 4242, at=at)
+    sim.set_value("analog_input", 1, 4242, at=at)
+    sim.set_value("binary_input", 0, 0, at=at + timedelta(seconds=1))
 
-    batch = batches.wait(lambda f: "CTR.2" in f["tag"].to_list(), after=first)
-    row = batch.filter(pl.col("tag") == "CTR.2").row(0, named=True)
+    rows = batches.wait_rows(pl.col("tag") == "AI.1", after=first)
+    assert rows.row(-1, named=True)["value"] == 4242.0
+    assert rows.row(-1, named=True)["timestamp"] == at  # g32v3: the outstation's time, not receipt
+    rows = batches.wait_rows(pl.col("tag") == "BI.0", after=first)
+    assert rows.row(-1, named=True)["timestamp"] == at + timedelta(seconds=1)  # g2v2
+
+
+def test_unsolicited_responses_arrive_without_polling(sim, run_source):
+    source, batches = run_source(**endpoint(sim), **{**QUIET, "accept_unsolicited": True})
+    wait_static(batches, sim)
+    batches.wait_state("subscribed")
+    first = len(batches.frames)
+    sim.set_value("counter", 2, 4242)
+
+    rows = batches.wait_rows(pl.col("tag") == "CTR.2", after=first)
+    row = rows.row(0, named=True)
     assert row["value"] == 4242.0 and row["quality"] == "good"
-    assert row["timestamp"] == at  # the outstation's time (g22v5), not when we received it
-    assert row["received_at"] > at
+    assert row["timestamp"] is None and row["received_at"] is not None  # g22v1 has no time
     assert source.counters["unsolicited"] >= 1
     assert source.counters["event_polls"] == 0  # nothing was polled: it came by itself
-    assert sim.unsolicited_sent >= 1
+
+
+def test_without_accept_unsolicited_changes_come_by_polls_only(sim, run_source):
+    source, batches = run_source(**endpoint(sim), **{**QUIET, "event_poll_interval_s": 0.3})
+    wait_polling(batches, sim)
+    first = len(batches.frames)
+    sim.set_value("counter", 2, 4243)
+    batches.wait_rows(pl.col("tag") == "CTR.2", after=first)
+    # opendnp3 enables unsolicited reporting at start-up; the source takes it back at once
+    assert source.counters["unsolicited"] == 0 and source.counters["event_polls"] >= 1
+    assert "subscribed" not in [state for state, _ in batches.states]
 
 
 @pytest.mark.parametrize(
@@ -97,66 +146,216 @@ def test_unsolicited_responses_arrive_with_the_outstation_event_time(sim, run_so
         ("analog_input", 0, ONLINE | OVER_RANGE, "uncertain", "over_range"),
         ("binary_input", 1, COMM_LOST, "bad", "comm_lost"),
         ("counter", 3, ONLINE | RESTART, "uncertain", "restart"),
-        ("analog_input", 4, 0, "bad", "offline"),
+        ("analog_input", 2, 0, "bad", "offline"),
+        ("double_bit_binary", 0, ONLINE | COMM_LOST, "bad", "comm_lost"),
     ],
 )
 def test_flags_map_to_quality(sim, run_source, point_type, index, flags, quality, reason):
     sim.set_flags(point_type, index, flags)
     _, batches = run_source(**endpoint(sim), **QUIET)
-    batch = batches.wait(lambda f: full(f, sim.point_count))
-    tag = {"analog_input": "AI", "binary_input": "BI", "counter": "CTR"}[point_type] + f".{index}"
-    # An integrity poll reads classes 1, 2, 3 then 0: the point's events, then its static value.
-    rows = batch.filter(pl.col("tag") == tag)
-    assert rows.row(-1, named=True) | {"quality": quality, "reason": reason} == rows.row(-1, named=True)
-    assert (rows["quality"] == quality).sum() == 2  # the flag change's event and the static value
-    others = batch.filter(pl.col("tag") != tag)
+    batch = wait_static(batches, sim)
+    prefix = {"analog_input": "AI", "binary_input": "BI", "counter": "CTR", "double_bit_binary": "DBI"}
+    row = batch.filter(pl.col("tag") == f"{prefix[point_type]}.{index}").row(0, named=True)
+    assert (row["quality"], row["reason"]) == (quality, reason)
+    others = batch.filter(pl.col("tag") != f"{prefix[point_type]}.{index}")
     assert (others["quality"] == "good").all()
 
 
+def test_frozen_counters_follow_a_freeze(sim, run_source):
+    _, batches = run_source(**endpoint(sim), **{**QUIET, "event_poll_interval_s": 0.2})
+    wait_polling(batches, sim)
+    first = len(batches.frames)
+    sim.set_value("counter", 0, 5000)
+    sim.freeze_counters()
+    rows = batches.wait_rows(pl.col("tag") == "FCTR.0", after=first)
+    assert rows["value"].to_list()[-1] == 5000.0
+
+
+def test_outstation_down_at_start_is_visible_then_it_comes_up(run_source):
+    port = free_port()
+    config = {"host": "127.0.0.1", "port": port, "timeout_ms": 1000, "reconnect_max_s": 1.0, **QUIET}
+    source, batches = run_source(**config)
+    began = time.monotonic()
+    detail = batches.wait_state("lost", timeout=5)
+    assert time.monotonic() - began < 5
+    assert detail == f"dnp3://127.0.0.1:{port} (outstation 10): connection refused; retrying in 0.5 s"
+    assert source.state in ("lost", "reconnecting")
+
+    with Dnp3Simulator(port=port, feeders=1, update_interval_s=None, start_t=T0) as rtu:
+        batches.wait(lambda f: f.height >= rtu.point_count and (f["quality"] == "good").all(), timeout=10)
+        wait_for(lambda: source.state == "connected", what="connected")
+    assert source.counters["errors"] >= 1
+
+
 def test_outstation_restart_heals_with_gap_records(sim, run_source):
-    source, batches = run_source(**endpoint(sim), **{**QUIET, "accept_unsolicited": True})
-    batches.wait(lambda f: full(f, sim.point_count))
+    source, batches = run_source(
+        **endpoint(sim),
+        **{**QUIET, "accept_unsolicited": True},
+        points=[p.model_dump() for p in sim.points()],
+    )
+    wait_static(batches, sim)
     batches.wait_state("subscribed")
     first = len(batches.frames)
     sim.restart()
 
     gap = batches.wait(lambda f: (f["reason"] == "comm_lost").all(), after=first)
     assert gap.height == sim.point_count and (gap["quality"] == "bad").all() and gap["value"].is_null().all()
-    after_gap = batches.after(gap)
-    healed = batches.wait(
-        lambda f: full(f, sim.point_count) and (f["quality"] == "good").all(), after=after_gap
-    )
-    assert set(healed["tag"]) == set(gap["tag"])
-    assert source.counters["reconnects"] >= 1 and source.counters["errors"] >= 1
-    assert "lost" in batches.states and "reconnecting" in batches.states
+    detail = batches.wait_state("lost")
+    assert detail.startswith(f"dnp3://127.0.0.1:{sim.port} (outstation 10): ") and "retrying in" in detail
+    healed = wait_static(batches, sim, after=batches.after(gap))
+    assert set(healed["tag"]) == set(gap["tag"]) and (healed["quality"] == "good").all()
+    wait_for(lambda: source.counters["reconnects"] >= 1, what="a reconnect")
+    assert [s for s, _ in batches.states].count("reconnecting") >= 1
 
 
-def test_stalled_outstation_times_out_to_bad_quality_then_recovers(sim, run_source):
-    config = {**endpoint(sim), **QUIET, "event_poll_interval_s": 0.2, "timeout_ms": 400}
+def test_stalled_outstation_times_out_to_bad_quality_then_recovers(sim, proxy, run_source):
+    config = {**endpoint(sim), "port": proxy.port, **QUIET, "event_poll_interval_s": 0.2, "timeout_ms": 400}
     source, batches = run_source(**config)
-    batches.wait(lambda f: full(f, sim.point_count))
+    wait_static(batches, sim)
     first = len(batches.frames)
-    sim.stall()
+    proxy.stall()
 
     gap = batches.wait(lambda f: (f["reason"] == "timeout").all(), after=first)
     assert gap.height == sim.point_count and (gap["quality"] == "bad").all()
-    assert source.state in ("lost", "reconnecting", "connecting", "connected")
-    sim.resume()
-    after_gap = batches.after(gap)
-    batches.wait(lambda f: full(f, sim.point_count) and (f["quality"] == "good").all(), after=after_gap)
-    assert source.counters["errors"] >= 1
+    assert "no response within 400 ms" in batches.wait_state("lost")
+    proxy.resume()
+    wait_static(batches, sim, after=batches.after(gap))
+    assert source.counters["timeouts"] >= 1
 
 
-def test_garbage_on_the_link_does_not_break_polling(sim, run_source):
-    source, batches = run_source(**endpoint(sim), **{**QUIET, "event_poll_interval_s": 0.2})
-    batches.wait(lambda f: full(f, sim.point_count))
-    sim.garbage()
+def test_garbage_on_the_link_does_not_stop_the_values(sim, proxy, run_source):
+    config = {**endpoint(sim), "port": proxy.port, **QUIET, "event_poll_interval_s": 0.2}
+    source, batches = run_source(**config)
+    wait_polling(batches, sim)
+    proxy.garbage()
     first = len(batches.frames)
     sim.set_value("analog_input", 1, 777)
-    batch = batches.wait(lambda f: "AI.1" in f["tag"].to_list(), after=first)
-    assert batch.filter(pl.col("tag") == "AI.1")["value"].to_list()[-1] == 777.0
-    # The frame parser resynchronises on the next frame start: no error, no reconnect.
-    assert source.counters["errors"] == 0 and source.counters["reconnects"] == 0
+    rows = batches.wait_rows(pl.col("tag") == "AI.1", after=first, timeout=15)
+    assert rows["value"].to_list()[-1] == 777.0
+    assert source.state in ("connected", "subscribed")
+
+
+def test_time_sync_is_observed_at_the_outstation(sim, run_source):
+    assert sim.need_time and not sim.time_syncs
+    source, batches = run_source(**endpoint(sim), **QUIET, time_sync="lan")
+    wait_static(batches, sim)
+    wait_for(lambda: sim.time_syncs, what="a time sync at the outstation")
+    assert not sim.need_time  # IIN1.4 cleared
+    assert abs((sim.time_syncs[0] - datetime.now(UTC)).total_seconds()) < 5
+    assert abs((sim.clock - datetime.now(UTC)).total_seconds()) < 5
+    wait_for(lambda: source.counters["time_syncs"] >= 1, what="the master counting it")
+
+
+def test_without_time_sync_the_outstation_clock_is_left_alone(sim, run_source):
+    source, batches = run_source(**endpoint(sim), **QUIET)
+    wait_static(batches, sim)
+    wait_for(lambda: source.counters["integrity_polls"] >= 1, what="the startup poll")
+    assert sim.need_time and not sim.time_syncs and source.counters["time_syncs"] == 0
+
+
+def test_crob_select_before_operate_trips_a_breaker(sim, run_source):
+    source, batches = run_source(
+        **endpoint(sim), **{**QUIET, "event_poll_interval_s": 0.2}, allow_controls=True
+    )
+    wait_polling(batches, sim)
+    assert sim.snapshot()["binary_input", 0][0] == 1.0
+    first = len(batches.frames)
+
+    result = source.operate_binary(0, "trip", who="operator jane")
+    assert result.ok and result.summary == "SUCCESS" and result.status == "SUCCESS"
+    assert result.mode == "select_before_operate" and result.who == "operator jane"
+    assert (
+        sim.controls[-1] | {"index": 0, "mode": "SelectBeforeOperate", "tcc": "TRIP", "status": "SUCCESS"}
+        == (sim.controls[-1])
+    )
+    rows = batches.wait_rows(pl.col("tag").is_in(["BI.0", "DBI.0", "CTR.2"]), after=first)
+    got = dict(zip(rows["tag"], rows["value"], strict=True))
+    assert got.get("BI.0", 0.0) == 0.0 and got.get("DBI.0", 1.0) == 1.0  # open: determined off
+    assert source.counters["controls"] == 1
+
+
+def test_crob_direct_operate_and_analog_output(sim, run_source, caplog):
+    source, batches = run_source(
+        **endpoint(sim), **{**QUIET, "event_poll_interval_s": 0.2}, allow_controls=True
+    )
+    wait_polling(batches, sim)
+    first = len(batches.frames)
+    caplog.set_level(logging.INFO, logger="protocols.dnp3.connector")
+
+    closed = source.operate_binary(2, "latch_on", who="scheduler", mode="direct_operate")
+    limit = source.operate_analog(1, 7500, who="scheduler", mode="direct_operate")
+    assert closed.ok and limit.ok
+    assert [c["mode"] for c in sim.controls[-2:]] == ["DirectOperate", "DirectOperate"]
+    rows = batches.wait_rows(pl.col("tag") == "AO.1", after=first)
+    assert rows["value"].to_list()[-1] == 7500.0  # the RTU applied it to its analog output status
+    rows = batches.wait_rows(pl.col("tag") == "BI.2", after=first)
+    assert rows["value"].to_list()[-1] == 1.0
+    logged = [r.getMessage() for r in caplog.records if "DNP3 control" in r.getMessage()]
+    assert any("by scheduler" in line and "analog output 7500" in line and "ok" in line for line in logged)
+
+
+def test_control_on_a_point_the_outstation_lacks_reports_its_status(sim, run_source):
+    source, batches = run_source(**endpoint(sim), **QUIET, allow_controls=True)
+    wait_static(batches, sim)
+    result = source.operate_binary(99, "latch_on", who="tester")
+    assert not result.ok and result.status != "SUCCESS"
+    assert source.counters["controls_failed"] == 1
+
+
+def test_controls_are_refused_unless_allowed(sim, run_source):
+    source, batches = run_source(**endpoint(sim), **QUIET)
+    wait_static(batches, sim)
+    with pytest.raises(ConnectorError, match="allow_controls"):
+        source.operate_binary(0, "trip", who="tester")
+    assert sim.controls == []
+
+
+def test_a_bad_item_is_counted_and_the_others_flow(sim, run_source, monkeypatch):
+    real = dnp3_connector.dnp3_flags.quality_of
+
+    def broken(point_type: str, flags: int):
+        if point_type == "counter":
+            raise ValueError("corrupt flag table")
+        return real(point_type, flags)
+
+    monkeypatch.setattr(dnp3_connector.dnp3_flags, "quality_of", broken)
+    logged: list[str] = []
+    ctx = RunContext(log=lambda level, msg, node=None: logged.append(msg))
+    source, batches = run_source(ctx=ctx, **endpoint(sim), **{**QUIET, "event_poll_interval_s": 0.2})
+    batch = batches.wait(lambda f: f.filter(STATIC).height >= sim.point_count - sim.per_type).filter(STATIC)
+    assert not batch["tag"].str.starts_with("CTR.").any() and batch["tag"].str.starts_with("AI.").any()
+    assert source.counters["item_errors"] >= 1
+    assert any("counter" in line and "corrupt flag table" in line for line in logged)
+    first = len(batches.frames)
+    sim.set_value("analog_input", 0, 31000)  # the stack is alive: the next poll still delivers
+    batches.wait_rows(pl.col("tag") == "AI.0", after=first)
+
+
+def test_a_failing_consumer_does_not_stop_the_source(sim, run_source):
+    seen: list[pl.DataFrame] = []
+
+    def emit(batch: pl.DataFrame) -> None:
+        seen.append(batch)
+        if len(seen) == 1:
+            raise RuntimeError("disk hiccup")
+
+    source, _ = run_source(emit=emit, **endpoint(sim), **{**QUIET, "event_poll_interval_s": 0.2})
+    wait_for(lambda: len(seen) >= 1, what="the first batch")
+    sim.set_value("analog_input", 0, 31001)
+    wait_for(lambda: any("AI.0" in f["tag"].to_list() for f in seen[1:]), what="a later batch")
+    assert source.counters["item_errors"] >= 1
+
+
+def test_opendnp3_logs_to_python_logging_at_debug_not_the_console(run_source, caplog, capfd):
+    caplog.set_level(logging.DEBUG, logger="protocols.dnp3.opendnp3")
+    port = free_port()
+    _, batches = run_source(host="127.0.0.1", port=port, timeout_ms=500, **QUIET)
+    batches.wait_state("lost", timeout=5)
+    lines = [r for r in caplog.records if r.name == "protocols.dnp3.opendnp3"]
+    assert any("Connection refused" in r.getMessage() for r in lines)
+    assert {r.levelno for r in lines} == {logging.DEBUG}
+    out, err = capfd.readouterr()
+    assert "Connection refused" not in out + err
 
 
 def test_sample_gives_a_short_live_preview(sim):
@@ -170,14 +369,13 @@ def test_check_succeeds_against_the_outstation(sim):
     Dnp3Source(Dnp3SourceConfig(**endpoint(sim)), RunContext()).check()
 
 
-def test_check_fails_with_one_line_naming_the_endpoint(sim):
-    port = sim.port
-    sim.stop()
+def test_check_fails_with_one_line_naming_the_endpoint():
+    port = free_port()
     source = Dnp3Source(Dnp3SourceConfig(host="127.0.0.1", port=port, timeout_ms=300), RunContext())
     with pytest.raises(ConnectorError) as info:
         source.check()
     message = str(info.value)
-    assert f"127.0.0.1:{port}" in message and "outstation 10" in message and "\n" not in message
+    assert message == f"dnp3://127.0.0.1:{port} (outstation 10): integrity poll failed: connection refused"
 
 
 def test_check_works_from_inside_a_running_event_loop(sim):

@@ -1,28 +1,41 @@
-"""The substation RTU simulator on its own: the wind-farm model, events, the CLI."""
+"""The substation RTU simulator on its own: the wind-farm model, controls, the CLI."""
 
 from __future__ import annotations
 
+import socket
 import time
 
+import pytest
+
 from protocols import windfarm
-from protocols.dnp3.simulator import Dnp3Simulator, run_cli
+from protocols.dnp3.simulator import DETERMINED_OFF, DETERMINED_ON, POINT_TYPES, Dnp3Simulator, run_cli
+
+from .conftest import T0
 
 
 def test_points_follow_the_wind_farm_model(sim):
     raw = sim.snapshot()
-    assert len(raw) == sim.point_count == 16
-    assert raw["binary_input", 0] == (float(windfarm.breaker_closed(100.0, 0)), 0x01)
-    assert raw["analog_input", 1][0] == round(windfarm.feeder_voltage_kv(100.0, 1) * 1000)
-    assert raw["analog_input", 4 + 2][0] == round(windfarm.meter_power_kw(100.0, 2))
-    assert raw["counter", 3][0] == int(windfarm.meter_energy_kwh(100.0, 3))
+    n = sim.feeders
+    assert len(raw) == sim.point_count == len(POINT_TYPES) * 2 * n == 28
+    assert raw["binary_input", 0] == (float(windfarm.breaker_closed(T0, 0)), 0x01)
+    assert raw["double_bit_binary", 0][0] == (
+        DETERMINED_ON if windfarm.breaker_closed(T0, 0) else DETERMINED_OFF
+    )
+    assert raw["analog_input", 1][0] == round(windfarm.feeder_voltage_kv(T0, 1) * 1000)
+    assert raw["analog_input", n + 1][0] == round(windfarm.meter_power_kw(T0, 1))
+    assert raw["counter", 1][0] == int(windfarm.meter_energy_kwh(T0, 1))
+    assert raw["frozen_counter", 1][0] == raw["counter", 1][0]
+    assert {p.tag_name for p in sim.points()} >= {
+        "substation.feeder2.power_mw",
+        "substation.feeder1.breaker_position",
+    }
+    assert len(sim.points()) == sim.point_count
 
 
-def test_breaker_trip_makes_a_class_1_event(sim):
-    sim.set_time(100.0)
-    before = sim.pending_events()
+def test_breaker_trip_in_the_model_changes_the_points(sim):
     sim.set_time(30.0)  # feeder 0's breaker trips at t = 30 s past the hour
-    assert sim.snapshot()["binary_input", 0][0] == 0.0
-    assert sim.pending_events() > before
+    raw = sim.snapshot()
+    assert raw["binary_input", 0][0] == 0.0 and raw["double_bit_binary", 0][0] == DETERMINED_OFF
 
 
 def test_running_clock_changes_values():
@@ -34,7 +47,24 @@ def test_running_clock_changes_values():
         assert sim.snapshot()["analog_input", 0] != first
 
 
+def test_set_value_says_what_is_allowed(sim):
+    with pytest.raises(ValueError, match="no point type 'coil'"):
+        sim.set_value("coil", 0, 1)
+    with pytest.raises(ValueError, match=r"allowed indexes 0\.\.3"):
+        sim.set_value("analog_input", 4, 1)
+
+
+def test_a_busy_port_is_one_line():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(RuntimeError) as info:
+            Dnp3Simulator(port=port).start()
+    assert str(info.value) == f"DNP3 simulator: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
 def test_run_cli_prints_endpoint_and_point_count(capsys):
     run_cli(port=0, tags=10, seconds=0.2)
     out = capsys.readouterr().out
-    assert "dnp3://127.0.0.1:" in out and "12 points (3 feeders)" in out
+    assert "dnp3://127.0.0.1:" in out and "14 points (1 feeders)" in out
