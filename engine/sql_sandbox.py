@@ -12,7 +12,9 @@ The Data page's console runs on the historian itself and shares the statement ch
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import json
+import re
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 # Settings fixed at connect time; `lock_configuration` (set last) then refuses any later SET.
@@ -51,6 +53,73 @@ def check_statement(sql: str, allowed: Collection[str] = QUERY_KINDS, what: str 
     if kind not in allowed:
         raise SqlRefused(f"{kind} statements are not allowed, only {what}")
     return found[0]
+
+
+# Table functions a query on the historian may call: none of them touches a file or the network.
+SAFE_TABLE_FUNCTIONS = frozenset(
+    {
+        "range",
+        "generate_series",
+        "unnest",
+        "json_each",
+        "json_tree",
+        "duckdb_columns",
+        "duckdb_constraints",
+        "duckdb_databases",
+        "duckdb_functions",
+        "duckdb_indexes",
+        "duckdb_keywords",
+        "duckdb_schemas",
+        "duckdb_sequences",
+        "duckdb_tables",
+        "duckdb_types",
+        "duckdb_views",
+        "pragma_database_size",
+        "pragma_storage_info",
+        "pragma_table_info",
+        "pragma_show",
+        "pragma_version",
+    }
+)
+_PATH_LIKE = re.compile(r"[/\\:~]|\.\w+$")  # `FROM 'x.csv'` is a replacement scan of a file
+
+
+def refuse_outside_access(sql: str, what: str = "here") -> None:
+    """For a query that runs where DuckDB keeps its file access (on the historian): refuse, from
+    DuckDB's own parse tree, any table function other than the safe ones (`read_csv`, `read_text`,
+    `glob`, `query`...) and any table named like a file (`FROM '/etc/passwd'`)."""
+    import duckdb
+
+    con = duckdb.connect(":memory:", config=SANDBOX_CONFIG)
+    try:
+        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+    except duckdb.Error as exc:
+        raise SqlSyntaxError(first_line(exc)) from None
+    finally:
+        con.close()
+    if tree.get("error"):
+        raise SqlRefused(f"not a query: {tree.get('error_message', 'cannot be analysed')}")
+    for kind, name in _sources(tree):
+        if kind == "TABLE_FUNCTION" and name.lower() not in SAFE_TABLE_FUNCTIONS:
+            raise SqlRefused(f"table function {name}() is not allowed {what} (it can read files)")
+        if kind == "BASE_TABLE" and _PATH_LIKE.search(name):
+            raise SqlRefused(f"'{name}' looks like a file; files are not readable {what}")
+
+
+def _sources(node: Any) -> Iterator[tuple[str, str]]:
+    """(kind, name) of every table function and table a parse tree reads from."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            kind = item.get("type")
+            if kind == "TABLE_FUNCTION":
+                yield kind, str((item.get("function") or {}).get("function_name", "?"))
+            elif kind == "BASE_TABLE":
+                yield kind, str(item.get("table_name", ""))
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def sandbox_connection(extra_config: Mapping[str, Any] | None = None):

@@ -14,7 +14,7 @@ import polars as pl
 
 from engine.api.core import EngineCore
 from engine.errors import DataError
-from engine.sql_sandbox import SqlRefused, check_statement
+from engine.sql_sandbox import SqlRefused, check_statement, refuse_outside_access
 
 EXPORT_FORMATS = ("csv", "parquet", "xlsx")
 # Statement types the console runs; anything that could write is refused before it runs.
@@ -151,7 +151,8 @@ class DataAPI(EngineCore):
     @staticmethod
     def _refuse_writes(sql: str) -> None:
         """The statement check of the sql transform's sandbox (engine/sql_sandbox.py), with the
-        console's wider list of kinds; EXPLAIN and PRAGMA are then narrowed to what only reads."""
+        console's wider list of kinds; EXPLAIN and PRAGMA are then narrowed to what only reads, and
+        a query may not read files (no table function that can, no `FROM 'file.csv'`)."""
         allowed = "read-only: SELECT, EXPLAIN of a SELECT, and PRAGMAs that describe"
 
         def check(text: str, kinds) -> str:
@@ -166,6 +167,12 @@ class DataAPI(EngineCore):
                 check_statement(EXPLAIN_PREFIX.sub("", sql, count=1))
             except SqlRefused as exc:
                 raise DataError(f"SQL console: EXPLAIN of a non-query is not allowed ({exc})") from None
+        if kind in ("SELECT", "EXPLAIN"):
+            # The historian keeps DuckDB's file access, so the query itself must not name a file.
+            try:
+                refuse_outside_access(EXPLAIN_PREFIX.sub("", sql, count=1), "in the SQL console")
+            except SqlRefused as exc:
+                raise DataError(f"SQL console: {exc}") from None
         if kind == "PRAGMA":
             match = PRAGMA_NAME.match(sql)
             name = match.group(1).lower() if match else "?"

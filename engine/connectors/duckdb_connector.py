@@ -149,6 +149,12 @@ class DuckDBSource(Source):
             raise ConnectorError(f"query: {_first_line(exc)}") from None
         if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
             raise ConnectorError("query: give one SELECT statement")
+        from engine.sql_sandbox import SqlRefused, refuse_outside_access
+
+        try:  # it runs with DuckDB's file access (on the historian): it may not name a file itself
+            refuse_outside_access(query, "in a duckdb source query (use the file connector)")
+        except SqlRefused as exc:
+            raise ConnectorError(f"query: {exc}") from None
         return query
 
     def _where(self, con: _Connection) -> str:

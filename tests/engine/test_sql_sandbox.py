@@ -230,3 +230,57 @@ def test_a_file_source_cannot_read_the_secret_store(plant, capsys, target):
     assert code == 1 and "the secret store's files are not readable by a pipeline" in line, line
     assert plant["key"].read_text().strip() not in out + err
     assert not (tmp / "out.csv").exists()
+
+
+# ---- the Data page's console: the same statement check, and no files named in a query -----------
+
+
+def test_the_data_console_shares_the_check_and_reads_no_file(tmp_path):
+    from engine.api import InProcessEngine
+    from engine.errors import DataError
+
+    (tmp_path / "outside.csv").write_text(f"secret\n{OUTSIDE}\n")
+    engine = InProcessEngine(tmp_path / "data")
+    try:
+        cur = engine.workspace.historian.cursor()
+        cur.execute("CREATE TABLE readings AS SELECT range AS id, range * 1.5 AS v FROM range(5)")
+        cur.close()
+        result = engine.run_sql(
+            "SELECT r.id, g.generate_series AS g FROM readings r, generate_series(1, 2) g"
+        )
+        assert result["rows"] == 10
+        assert engine.run_sql("EXPLAIN SELECT * FROM readings")["rows"] >= 1
+        refused = {
+            f"SELECT * FROM read_csv('{tmp_path}/outside.csv')": "table function read_csv()",
+            f"SELECT * FROM '{tmp_path}/outside.csv'": "looks like a file",
+            f"SELECT (SELECT max(content) FROM read_text('{tmp_path}/outside.csv'))": "read_text()",
+            f"EXPLAIN ANALYZE SELECT * FROM read_blob('{tmp_path}/outside.csv')": "read_blob()",
+            "SELECT * FROM query('SELECT 1')": "table function query()",
+            f"COPY readings TO '{tmp_path}/copied.csv'": "COPY statements are not allowed",
+            "SELECT 1; SELECT 2": "one statement only",
+        }
+        for sql, fragment in refused.items():
+            with pytest.raises(DataError) as err:
+                engine.run_sql(sql)
+            message = str(err.value)
+            assert message.startswith("SQL console: ") and fragment in message, message
+            assert OUTSIDE not in message and "\n" not in message
+        assert not (tmp_path / "copied.csv").exists()
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("command", ["run", "preview"])
+def test_a_duckdb_source_query_cannot_read_files_either(plant, capsys, command):
+    """A duckdb source's query runs on the historian, which keeps its file access: the query may not
+    name a file (here the secrets key), through any table function or a replacement scan."""
+    tmp = plant["tmp"]
+    doc = json.loads(spec(tmp).read_text())
+    query = f"SELECT content AS k FROM read_text('{plant['key']}')"
+    doc["sources"][0] = {"name": "q", "connector_type": "duckdb", "config": {"query": query}}
+    (tmp / "pipeline.json").write_text(json.dumps(doc))
+    code, out, err = cli(capsys, command, tmp / "pipeline.json", plant["data"])
+    line = error_line(err)
+    assert code == 1 and "table function read_text() is not allowed in a duckdb source query" in line, line
+    assert plant["key"].read_text().strip() not in out + err
+    assert not (tmp / "out.csv").exists()
