@@ -6,8 +6,10 @@ no `COPY ... TO`, no `ATTACH`, no extension install), no extension auto-install 
 the configuration locked so that no statement can turn any of it back on. Its inputs arrive as
 registered Arrow tables, which DuckDB scans in place (no copy, and no file access needed).
 
-The Data page's console runs on the historian itself and shares the statement check
-(`check_statement`): DuckDB's own parser says what kind of statement the text is, never a regex.
+SQL that runs on the historian itself (the Data page's console, a `duckdb` source's `query`) keeps
+DuckDB's file access, so it shares the statement check (`check_statement`) and adds
+`refuse_outside_access`, which walks DuckDB's parse tree for table functions that can read files
+and for table names that are file paths. DuckDB's own parser decides in both, never a regex.
 """
 
 from __future__ import annotations
