@@ -1,1 +1,1 @@
-"""DNP3 master (dnp3py) and the substation RTU simulator; see README.md."""
+"""DNP3 master (opendnp3, from the yadnp3 wheel) and the substation RTU simulator; see README.md."""
