@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from engine.errors import SpecIssue
+from engine.limits import shorten
 
 
 def join_path(prefix: str, loc: tuple | list) -> str:
@@ -17,7 +18,8 @@ def join_path(prefix: str, loc: tuple | list) -> str:
         if isinstance(part, int):
             path += f"[{part}]"
         else:
-            path += f".{part}" if path else str(part)
+            part = shorten(str(part), 40)  # a key may be anything a document holds
+            path += f".{part}" if path else part
     return path
 
 

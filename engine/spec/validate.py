@@ -392,6 +392,8 @@ def _check_schemas(c: Compiled, ctx: Any) -> list[SpecIssue]:
             issues.append(SpecIssue(f"{path}.{param}" if param else path, msg))
         except (pl.exceptions.PolarsError, ValueError, TypeError) as exc:
             issues.append(SpecIssue(path, "type mismatch: " + str(exc).strip().splitlines()[0]))
+        except OverflowError as exc:  # a number in the config too large for Polars' types
+            issues.append(SpecIssue(path, f"a number is out of range: {exc}"))
     return issues
 
 
