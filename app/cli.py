@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("runs", help="run history")
     sp.add_argument("--pipeline")
-    sp.add_argument("--status")
+    from engine.statuses import RUN_STATUSES
+
+    sp.add_argument("--status", choices=RUN_STATUSES, help="only runs with this status")
     sp.add_argument("--limit", type=int, default=50)
     data_dir(sp)
     sp.add_argument("--json", action="store_true")

@@ -197,11 +197,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print("no runs yet" + (f" for pipeline '{args.pipeline}'" if args.pipeline else ""))
         return EXIT_OK
     print(
-        f"{'run id':<26}{'pipeline':<28}{'status':<10}{'started (UTC)':<22}{'secs':>8}{'in':>12}{'out':>12}{'rej':>8}"
+        f"{'run id':<26}{'pipeline':<28}{'status':<12}{'started (UTC)':<22}{'secs':>8}{'in':>12}{'out':>12}{'rej':>8}"
     )
     for r in rows:
         print(
-            f"{r['run_id']:<26}{(r['pipeline'] or '')[:27]:<28}{r['status'] or '':<10}"
+            f"{r['run_id']:<26}{(r['pipeline'] or '')[:27]:<28}{r['status'] or '':<12}"
             f"{(r['started_at'] or '')[:19]:<22}{r['duration_s'] or 0:>8.2f}{r['rows_in'] or 0:>12,}"
             f"{r['rows_out'] or 0:>12,}{r['rows_rejected'] or 0:>8,}"
         )

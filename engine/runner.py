@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from engine import process
+from engine import process, statuses
 from engine.context import RunContext
 from engine.diskspace import NoSpaceError
 from engine.errors import AggregatorError, ConnectorError, RunCancelled
@@ -24,10 +24,7 @@ from engine.workspace import Workspace
 
 # Errors worth another attempt: the outside world may heal (file appears, server comes back).
 RETRYABLE = (ConnectorError, OSError)
-
-# Every status a run record can have. `interrupted`: its process ended (killed, crashed, the machine
-# went down) without finishing it, found by the next process that opened the data directory.
-RUN_STATUSES = ("running", "retrying", "success", "warning", "failed", "cancelled", "interrupted")
+RUN_STATUSES = statuses.RUN_STATUSES  # every status a run record can have
 
 
 def _iso(ts: datetime) -> str:

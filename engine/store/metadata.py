@@ -24,9 +24,9 @@ import sqlite_utils
 
 from engine.diskspace import as_no_space
 from engine.secrets import mask
+from engine.statuses import UNFINISHED
 
 SCHEMA_VERSION = 1
-UNFINISHED = ("running", "retrying")  # a run in one of these has an owner process still at work
 MAX_PENDING_LOGS = 10_000  # log lines kept in memory while the disk is full
 
 

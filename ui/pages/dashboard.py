@@ -51,7 +51,14 @@ SESSION_COLOURS = {
     "lost": BAD,
     "stopped": IDLE,
 }
-RUN_COLOURS = {"success": GOOD, "warning": WAIT, "failed": BAD, "running": "#2878dc", "cancelled": IDLE}
+RUN_COLOURS = {
+    "success": GOOD,
+    "warning": WAIT,
+    "failed": BAD,
+    "interrupted": BAD,
+    "running": "#2878dc",
+    "cancelled": IDLE,
+}
 RUN_ROLE = Qt.ItemDataRole.UserRole
 ACTIVITY_COLUMNS = ("Status", "Pipeline", "Started", "Rows in", "Rows out", "Rejected")
 

@@ -30,7 +30,14 @@ from ui.preferences import Preferences
 from ui.widgets.empty_state import EmptyState
 from ui.widgets.loading import LoadingOverlay
 
-STATUS_GLYPH = {"success": "✓", "warning": "⚠", "failed": "✗", "cancelled": "■", "running": "▶"}
+STATUS_GLYPH = {
+    "success": "✓",
+    "warning": "⚠",
+    "failed": "✗",
+    "cancelled": "■",
+    "interrupted": "↯",
+    "running": "▶",
+}
 
 
 def last_run_text(run: dict[str, Any] | None, prefs: Preferences) -> str:

@@ -42,7 +42,7 @@ from ui.widgets.empty_state import EmptyState
 from ui.widgets.frame_table import FrameTable
 from ui.widgets.loading import LoadingOverlay
 
-STATUSES = ("success", "warning", "failed", "cancelled", "running", "retrying")
+STATUSES = ("success", "warning", "failed", "cancelled", "interrupted", "running", "retrying")
 TODAY = "Today"
 BETWEEN = "Between…"
 # hours back from now; TODAY starts at midnight in the shown time zone; BETWEEN shows From/To pickers
@@ -61,6 +61,7 @@ STATUS_COLOURS = {
     "warning": QColor(210, 150, 0),
     "failed": QColor(215, 58, 73),
     "cancelled": QColor(130, 130, 130),
+    "interrupted": QColor(190, 80, 30),  # its process ended without finishing it (killed, crashed)
     "running": QColor(40, 120, 220),
     "retrying": QColor(40, 120, 220),
 }
