@@ -23,7 +23,7 @@ from engine.limits import (
 )
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_MAX_INT_BITS = int(MAX_INTEGER_DIGITS * 3.3219280948873626) + 1  # log2(10) bits per digit
+_TOO_BIG = 10**MAX_INTEGER_DIGITS  # the smallest whole number with one digit too many
 
 
 class _Duplicates(dict):
@@ -123,11 +123,13 @@ def check_values(doc: Any) -> list[SpecIssue]:
             else:
                 stack.extend((value[i], depth + 1, (chain, i)) for i in range(len(value) - 1, -1, -1))
         elif isinstance(value, _LongInteger) or (
-            isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _MAX_INT_BITS
+            isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _TOO_BIG
         ):
-            text = value.text if isinstance(value, _LongInteger) else "a number"
-            digits = len(text.lstrip("-")) if isinstance(value, _LongInteger) else None
-            what = f"{digits:,} digits" if digits else "too many digits"
+            what = (
+                f"{len(value.text.lstrip('-')):,} digits"
+                if isinstance(value, _LongInteger)
+                else f"more than {MAX_INTEGER_DIGITS} digits"
+            )
             issues.append(
                 SpecIssue(
                     _path(chain),

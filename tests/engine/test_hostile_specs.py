@@ -16,7 +16,7 @@ import pytest
 
 from app.cli import EXIT_INVALID, main
 from engine.errors import SpecError
-from engine.limits import MAX_DOCUMENT_BYTES, MAX_ECHO_CHARS, MAX_MESSAGE_CHARS
+from engine.limits import MAX_DOCUMENT_BYTES, MAX_ECHO_CHARS, MAX_INTEGER_DIGITS, MAX_MESSAGE_CHARS
 from engine.spec.validate import validate
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "hostile"
@@ -172,3 +172,18 @@ def test_a_long_graph_in_reverse_order_validates(tmp_path: Path) -> None:
     csv = tmp_path / "in.csv"
     csv.write_text("name,value\nalpha,1.5\n")
     assert _seconds(_graph_doc(8_000, csv)) < 6.0
+
+
+@pytest.mark.parametrize("yaml_syntax", [False, True])
+def test_whole_numbers_up_to_the_digit_limit_are_read(yaml_syntax: bool) -> None:
+    from engine.spec.io import parse_document
+
+    for digits, ok in ((MAX_INTEGER_DIGITS, True), (MAX_INTEGER_DIGITS + 1, False)):
+        text = '{"name": "n", "limit": -' + "9" * digits + "}"
+        if ok:
+            assert parse_document(text, yaml_syntax=yaml_syntax)["limit"] == -int("9" * digits)
+            continue
+        with pytest.raises(SpecError, match=f"a whole number of {digits} digits"):
+            parse_document(text, yaml_syntax=yaml_syntax)
+    with pytest.raises(SpecError, match="more than 100 digits"):
+        validate({"name": "n", "sources": [], "limit": 10**MAX_INTEGER_DIGITS})
