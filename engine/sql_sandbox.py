@@ -46,14 +46,16 @@ def statements(sql: str) -> list:
         raise SqlSyntaxError(first_line(exc)) from None
 
 
-def check_statement(sql: str, allowed: Collection[str] = QUERY_KINDS, what: str = "a query") -> Any:
+def check_statement(
+    sql: str, allowed: Collection[str] = QUERY_KINDS, what: str = "only a query: SELECT, WITH, VALUES or FROM"
+) -> Any:
     """The one statement in `sql`, if its kind is in `allowed`; otherwise `SqlRefused` saying why."""
     found = statements(sql)
     if len(found) != 1:
-        raise SqlRefused(f"one statement only (got {len(found)})")
+        raise SqlRefused(f"one statement at a time (got {len(found)})")
     kind = found[0].type.name
     if kind not in allowed:
-        raise SqlRefused(f"{kind} statements are not allowed, only {what}")
+        raise SqlRefused(f"{kind} statements are not allowed here ({what})")
     return found[0]
 
 

@@ -14,7 +14,7 @@ import polars as pl
 
 from engine.api.core import EngineCore
 from engine.errors import DataError
-from engine.sql_sandbox import SqlRefused, check_statement, refuse_outside_access
+from engine.sql_sandbox import SqlRefused, check_statement, refuse_outside_access, statements
 
 EXPORT_FORMATS = ("csv", "parquet", "xlsx")
 # Statement types the console runs; anything that could write is refused before it runs.
@@ -155,24 +155,22 @@ class DataAPI(EngineCore):
         a query may not read files (no table function that can, no `FROM 'file.csv'`)."""
         allowed = "read-only: SELECT, EXPLAIN of a SELECT, and PRAGMAs that describe"
 
-        def check(text: str, kinds) -> str:
-            try:
-                return check_statement(text, kinds, allowed).type.name
-            except SqlRefused as exc:
-                raise DataError(f"SQL console: {exc}") from None
+        def refused(exc: SqlRefused) -> DataError:
+            return DataError(f"SQL console: {exc}")
 
-        kind = check(sql, READ_ONLY_STATEMENTS)
-        if kind == "EXPLAIN":
-            try:
-                check_statement(EXPLAIN_PREFIX.sub("", sql, count=1))
-            except SqlRefused as exc:
-                raise DataError(f"SQL console: EXPLAIN of a non-query is not allowed ({exc})") from None
-        if kind in ("SELECT", "EXPLAIN"):
-            # The historian keeps DuckDB's file access, so the query itself must not name a file.
-            try:
-                refuse_outside_access(EXPLAIN_PREFIX.sub("", sql, count=1), "in the SQL console")
-            except SqlRefused as exc:
-                raise DataError(f"SQL console: {exc}") from None
+        try:
+            kind = check_statement(sql, READ_ONLY_STATEMENTS, allowed).type.name
+            query = EXPLAIN_PREFIX.sub("", sql, count=1) if kind == "EXPLAIN" else sql
+            if kind == "EXPLAIN":
+                inner = statements(query)
+                inner_kind = inner[0].type.name if len(inner) == 1 else "EXPLAIN"
+                if inner_kind != "SELECT":
+                    raise SqlRefused(f"EXPLAIN of {inner_kind} is not allowed here ({allowed})")
+            if kind in ("SELECT", "EXPLAIN"):
+                # The historian keeps DuckDB's file access, so the query itself must not name a file.
+                refuse_outside_access(query, "in the SQL console")
+        except SqlRefused as exc:
+            raise refused(exc) from None
         if kind == "PRAGMA":
             match = PRAGMA_NAME.match(sql)
             name = match.group(1).lower() if match else "?"

@@ -46,7 +46,7 @@ class SqlConfig(TransformConfig):
         except SqlSyntaxError:
             return query
         except SqlRefused as exc:
-            raise ValueError(f"{exc} (SELECT, WITH, VALUES or FROM)") from None
+            raise ValueError(str(exc)) from None
         return query
 
 

@@ -111,7 +111,7 @@ def test_statements_that_are_not_a_query_are_spec_errors_with_no_effect(plant, c
     code, _, err = cli(capsys, command, spec(tmp, steps), data)
     line = error_line(err)
     assert code == 2 and "transformations[0].query" in line, line
-    assert "not allowed" in line or "one statement only" in line, line
+    assert "not allowed here" in line or "one statement at a time" in line, line
     assert not (data / "plugins" / "evil.py").exists()
     for made in ("stolen.csv", "stolen.duckdb", "exported", "out.csv"):
         assert not (tmp / made).exists(), made
@@ -187,7 +187,7 @@ def test_ordinary_queries_still_run(plant, capsys, query):
 
 def test_values_is_a_query():
     assert check_statement("VALUES (1, 'a'), (2, 'b')").type.name == "SELECT"
-    with pytest.raises(SqlRefused, match="one statement only"):
+    with pytest.raises(SqlRefused, match="one statement at a time"):
         check_statement("SELECT 1; SELECT 2")
 
 
@@ -256,8 +256,8 @@ def test_the_data_console_shares_the_check_and_reads_no_file(tmp_path):
             f"SELECT (SELECT max(content) FROM read_text('{tmp_path}/outside.csv'))": "read_text()",
             f"EXPLAIN ANALYZE SELECT * FROM read_blob('{tmp_path}/outside.csv')": "read_blob()",
             "SELECT * FROM query('SELECT 1')": "table function query()",
-            f"COPY readings TO '{tmp_path}/copied.csv'": "COPY statements are not allowed",
-            "SELECT 1; SELECT 2": "one statement only",
+            f"COPY readings TO '{tmp_path}/copied.csv'": "COPY statements are not allowed here",
+            "SELECT 1; SELECT 2": "one statement at a time (got 2)",
         }
         for sql, fragment in refused.items():
             with pytest.raises(DataError) as err:
