@@ -12,6 +12,7 @@ A device that cannot be reached says so at once, in one line: its session turns 
 `modbus://host:port: connection refused; retrying every 0.5 s, backing off to 30 s`, and stays so
 (no flapping through `reconnecting`) until the device answers. A block that cannot be decoded
 marks that block's tags bad (`decode_error`) and is counted and logged; the other blocks flow.
+A float register holding NaN or infinity is a bad record (`not_finite`), not a value.
 pymodbus' own log lines ("Failed to connect", "Repeating....") go to the log at debug level, never
 to the console.
 """
@@ -48,6 +49,7 @@ STATE_RANK = {
     "failed": 5,
 }
 DECODE_ERROR = "decode_error"
+NOT_FINITE = "not_finite"  # a float register held NaN or infinity
 READERS = {
     "coil": "read_coils",
     "discrete": "read_discrete_inputs",
@@ -287,6 +289,13 @@ def round_frame(
             reason[first:end] = [why] * (end - first)
         columns["quality"], columns["reason"] = pl.Series(quality), pl.Series(reason, dtype=pl.String)
     frame = pl.DataFrame({"tag": tags})
+    value = columns["value"]
+    odd = (value.is_nan() | value.is_infinite()).fill_null(False)
+    if odd.any():  # NaN/infinity in a float register: garbage, or the device's "no value"
+        why = pl.Series(odd)
+        columns["value"] = pl.when(why).then(None).otherwise(pl.lit(value))
+        columns["quality"] = pl.when(why).then(pl.lit("bad")).otherwise(_expr(columns["quality"]))
+        columns["reason"] = pl.when(why).then(pl.lit(NOT_FINITE)).otherwise(_expr(columns["reason"]))
     return frame.select(
         pl.lit(stamp, TIME).alias("timestamp"),
         pl.lit(None, TIME).alias("server_timestamp"),
@@ -294,6 +303,10 @@ def round_frame(
         pl.lit(source).alias("source"),
         pl.lit(utc_now(), TIME).alias("received_at"),
     )
+
+
+def _expr(column: pl.Expr | pl.Series) -> pl.Expr:
+    return column if isinstance(column, pl.Expr) else pl.lit(column)
 
 
 class ModbusSource(StreamingSource):
