@@ -75,11 +75,15 @@ def _tracker(ws: Workspace, run_id: str) -> Callable[..., Callable[[], None]]:
 
 
 def reclaim_space(ws: Workspace, error: BaseException | None) -> None:
-    """A DuckDB file that met a full disk gives its unused tail back (see `shrink_duckdb_file`)."""
+    """A DuckDB file that met a full disk gives its unused tail back (see `shrink_duckdb_file`);
+    the historian's, when a full disk was met elsewhere (another sink may have grown it)."""
+    from engine.diskspace import no_space
     from engine.store.historian import shrink_duckdb_file
 
     path = getattr(error, "duckdb_file", None)
     if path is None:
+        if error is not None and no_space(error):
+            ws.historian.reclaim()
         return
     if Path(path).resolve() == ws.historian.path.resolve():
         ws.historian.reclaim()
