@@ -127,7 +127,7 @@ def test_broken_cell_reference_is_one_line_naming_the_cell(tmp_path, good_xlsx, 
     started = time.monotonic()
     with pytest.raises(DataError) as err:
         read_all(tmp_path, path="bad.xlsx")
-    assert time.monotonic() - started < 2  # the reader is never reached
+    assert time.monotonic() - started < 10  # milliseconds in fact; the unguarded reader took minutes
     assert str(err.value) == f"{bad}: sheet 'Sheet1' cell {new_ref}: {why}" + (
         " (a broken cell reference?)" if "cells for" in why else " (the last cell of a sheet is XFD1048576)"
     )
