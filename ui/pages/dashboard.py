@@ -49,6 +49,7 @@ SESSION_COLOURS = {
     "connecting": WAIT,
     "reconnecting": WAIT,
     "lost": BAD,
+    "failed": BAD,  # the source's thread died: it delivers nothing more (engine/connectors/base.py)
     "stopped": IDLE,
 }
 RUN_COLOURS = {
