@@ -26,6 +26,8 @@ def main() -> None:
     step("ruff lint", [str(BIN / "ruff"), "check", "."])
     step("ruff format", [str(BIN / "ruff"), "format", "--check", "."])
     step("import contracts", [str(BIN / "lint-imports"), "--no-cache"])
+    # Peers whose pins clash with the project's venv, each in a directory of its own (tests/peers.py).
+    step("test peers", [sys.executable, "-m", "tests.peers"])
     env_args = sys.argv[1:]
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     step("pytest", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *env_args])
