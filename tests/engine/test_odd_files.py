@@ -177,3 +177,28 @@ def test_xml_dotted_tag_and_nested_tags_do_not_collide(tmp_path):
     )
     row = read_all(tmp_path, path="plant.xml").to_dicts()
     assert row == [{"flow..rate": "12.5", "flow.rate": "99", "pump..a.state..now": "on", "pump..a": "P1"}]
+
+
+def test_xml_dotted_names_survive_a_write_and_a_read(tmp_path):
+    """The writer is the reader's inverse: a flattened name is written nested, a doubled dot as a dot
+    inside the tag; reading the file gives back the same columns."""
+    frame = pl.DataFrame(
+        {
+            "id": ["U1", "U2"],
+            "flow.rate": ["99", None],
+            "flow..rate": ["12.5", "13.0"],
+            "customer.email": ["a@x", "b@y"],
+            "customer.name": ["Ann", None],
+        }
+    )
+    ctx = RunContext(base_dir=tmp_path)
+    config = FileConnector.SinkConfig.model_validate({"path": "plant.xml"})
+    sink = FileConnector.make_sink(config, ctx, "out")
+    sink.open()
+    sink.write(frame)
+    sink.close()
+    text = (tmp_path / "plant.xml").read_text()
+    assert "<flow><rate>99</rate></flow><flow.rate>12.5</flow.rate>" in text, text
+    assert "<customer><email>b@y</email></customer></record>" in text, text  # a null leaves no element
+    back = read_all(tmp_path, path="plant.xml")
+    assert back.select(frame.columns).to_dicts() == frame.to_dicts()

@@ -14,7 +14,9 @@ or `order` (that tag at any depth). By default, the children of the root element
 
 Writing, `record_path` `orders/order` names the root and record elements (default
 `records/record`; of a longer path, the first and last names are used); struct fields become nested elements, list items repeat the element, nulls are
-left out and names that are not valid XML become valid (`unit price` -> `unit_price`).
+left out and names that are not valid XML become valid (`unit price` -> `unit_price`). A dotted
+column name is the reader's flattened form, so it is written back nested: `customer.email` as
+`<customer><email>`, and `flow..rate` as `<flow.rate>`; reading the file gives the same names.
 """
 
 from __future__ import annotations
@@ -174,6 +176,31 @@ def _element(expr: pl.Expr, dtype: pl.DataType, name: str) -> pl.Expr:
     return (f"<{tag}>" + _escape(text) + f"</{tag}>").fill_null("")
 
 
+def split_name(name: str) -> list[str]:
+    """A flattened field name back into its element names: a single dot joins nested names, a
+    doubled dot is a dot inside a name (`flow..rate.unit` -> `flow.rate`, `unit`)."""
+    parts, current, i = [], "", 0
+    while i < len(name):
+        if name.startswith("..", i):
+            current, i = current + ".", i + 2
+        elif name[i] == "." and current:
+            parts.append(current)
+            current, i = "", i + 1
+        else:
+            current, i = current + name[i], i + 1
+    return [*parts, current] if current else parts or [name]
+
+
+def _nested_element(expr: pl.Expr, dtype: pl.DataType, name: str) -> pl.Expr:
+    """`_element` under the parents a dotted name stands for (none when the value is null)."""
+    *parents, leaf = split_name(name)
+    body = _element(expr, dtype, leaf)
+    for parent in reversed(parents):
+        tag = xml_name(parent)
+        body = pl.when(body == "").then(pl.lit("")).otherwise(f"<{tag}>" + body + f"</{tag}>")
+    return body
+
+
 class Writer:
     def __init__(self, temp: Path, opts: WriteOptions, target: Path, append: bool):
         parts = (opts.record_path or "records/record").strip("/").split("/")
@@ -207,7 +234,7 @@ class Writer:
         if batch.height == 0 or batch.width == 0:
             return
         batch = to_text_frame(batch, nested_as_json=False)
-        fields = [_element(pl.col(c), t, c) for c, t in batch.schema.items()]
+        fields = [_nested_element(pl.col(c), t, c) for c, t in batch.schema.items()]
         line = pl.concat_str([pl.lit(f"  <{self.record}>"), *fields, pl.lit(f"</{self.record}>\n")])
         self.fh.write(batch.select(line.str.join("")).item().encode())
 
