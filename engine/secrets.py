@@ -221,12 +221,18 @@ class SecretStore:
     def _fernet(self):
         from cryptography.fernet import Fernet
 
-        if self.legacy_key_file.exists():
-            self._migrate_key()
-        if not self.key_file.exists():
-            with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
-                self._write_key(Fernet.generate_key())
-        return Fernet(self.key_file.read_bytes().strip())
+        try:
+            if self.legacy_key_file.exists():
+                self._migrate_key()
+            if not self.key_file.exists():
+                with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+                    self._write_key(Fernet.generate_key())
+            return Fernet(self.key_file.read_bytes().strip())
+        except OSError as exc:
+            where = exc.filename or self.key_file
+            raise SecretError(f"{where}: {exc.strerror or exc} (the secrets key)") from None
+        except ValueError:  # not a Fernet key
+            raise SecretError(f"{self.key_file}: not a valid secrets key") from None
 
     def _write_key(self, key: bytes) -> None:
         """The key file, created 0600 (never world-readable, not even for an instant)."""

@@ -356,3 +356,21 @@ def test_an_encrypted_file_without_its_key_is_one_line(tmp_path, config_dir):
     with pytest.raises(SecretError) as err:
         SecretStore(data).get("db_password")
     assert "cannot be decrypted" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_unwritable_config_dir_is_one_line(tmp_path, monkeypatch):
+    import os
+
+    if os.geteuid() == 0:  # root writes anywhere: use a path below a file instead
+        blocked = tmp_path / "a-file"
+        blocked.write_text("")
+        monkeypatch.setenv("AGGREGATOR_CONFIG", str(blocked / "config"))
+    else:
+        blocked = tmp_path / "ro"
+        blocked.mkdir(mode=0o500)
+        monkeypatch.setenv("AGGREGATOR_CONFIG", str(blocked / "config"))
+    from engine.errors import SecretError
+
+    with pytest.raises(SecretError) as err:
+        SecretStore(tmp_path / "data").set("db_password", PASSWORD, use_keyring=False)
+    assert "(the secrets key)" in str(err.value) and "\n" not in str(err.value)
