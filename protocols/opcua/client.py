@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from engine.errors import ConnectorError
@@ -52,6 +55,108 @@ def _utc(moment: datetime | None) -> datetime | None:
     if moment <= _NO_TIME or moment >= _END_OF_TIME:
         return None
     return moment
+
+
+CERT_SUFFIXES = (".der", ".pem", ".crt", ".cer")
+# Status names of a server refusing our certificate (a trailing colon-free token of one_line()).
+_CLIENT_CERT_REFUSED = {
+    "BadCertificateUntrusted",
+    "BadSecurityChecksFailed",
+    "BadCertificateInvalid",
+    "BadCertificateRevoked",
+    "BadCertificateUseNotAllowed",
+    "BadCertificateUriInvalid",
+    "BadCertificateTimeInvalid",
+}
+
+
+def pin_path(pki_dir: Path, endpoint: str) -> Path:
+    """`<pki_dir>/trusted/<host>_<port>.der`: the certificate pinned for an endpoint."""
+    import re
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint)
+    host = re.sub(r"[^A-Za-z0-9.-]", "_", parts.hostname or "host")
+    return pki_dir / "trusted" / f"{host}_{parts.port or 4840}.der"
+
+
+def _default_pki_dir() -> Path:
+    from engine.workspace import default_data_dir
+
+    return default_data_dir() / "pki"
+
+
+def _server_certificate(endpoint: Any) -> Any:
+    from asyncua.crypto import uacrypto
+
+    return uacrypto.x509_from_der(endpoint.ServerCertificate) if endpoint.ServerCertificate else None
+
+
+def _fingerprint(cert: Any) -> str:
+    from cryptography.hazmat.primitives import hashes
+
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def _try_certificate(path: Path) -> Any:
+    from cryptography import x509
+
+    data = path.read_bytes()
+    for load in (x509.load_pem_x509_certificate, x509.load_der_x509_certificate):
+        with contextlib.suppress(ValueError):
+            return load(data)
+    return None
+
+
+def _load_certificate(path: Path, endpoint: str, what: str) -> Any:
+    if not path.is_file():
+        raise ConnectorError(f"OPC UA {endpoint}: {what} {path}: no such file")
+    cert = _try_certificate(path)
+    if cert is None:
+        raise ConnectorError(f"OPC UA {endpoint}: {what} {path}: not a certificate (PEM or DER)")
+    return cert
+
+
+def _vouches_for(trusted: Any, cert: Any) -> bool:
+    """`trusted` is `cert` itself, or the CA that signed it."""
+    if _fingerprint(trusted) == _fingerprint(cert):
+        return True
+    try:
+        cert.verify_directly_issued_by(trusted)
+    except Exception:
+        return False
+    return True
+
+
+_QUIETED = False
+
+
+class _Demote(logging.Handler):
+    """asyncua's records, re-emitted at DEBUG under `protocols.opcua.asyncua`: its warnings and
+    tracebacks on a lost link (`BadSessionClosed`, "Socket has closed connection"...) are
+    chatter beside our one-line session state, so they reach a debug log, never the console."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        target = logging.getLogger("protocols.opcua.asyncua")
+        if not target.isEnabledFor(logging.DEBUG):
+            return
+        record.msg = f"[{record.levelname.lower()} {record.name}] {record.msg}"
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        target.handle(record)
+
+
+def quiet_asyncua() -> None:
+    """Route asyncua's logging to debug level (once per process). Its own DEBUG records (one per
+    request) are cut at the source: they cost time on the hot path."""
+    global _QUIETED
+    if _QUIETED:
+        return
+    _QUIETED = True
+    log = logging.getLogger("asyncua")
+    log.addHandler(_Demote())
+    log.propagate = False
+    if log.level == logging.NOTSET or log.level < logging.INFO:
+        log.setLevel(logging.INFO)
 
 
 def is_node_id(text: str) -> bool:
@@ -97,10 +202,21 @@ def _decode_errors() -> tuple[type[BaseException], ...]:
 class OpcUaSession:
     """One connected client session. Use `async with OpcUaSession(config):` or connect()/close()."""
 
-    def __init__(self, config: OpcUaConfig, counters: Any | None = None):
+    def __init__(
+        self,
+        config: OpcUaConfig,
+        counters: Any | None = None,
+        *,
+        pki_dir: Path | None = None,
+        log: Callable[[str, str], None] | None = None,
+    ):
+        """`pki_dir`: where server certificates trusted on first use are pinned (`<data
+        directory>/pki`; default: the default data directory's). `log(level, message)`."""
         from collections import Counter
 
         self.config = config
+        self.pki_dir = pki_dir
+        self.log = log or (lambda level, message: None)
         self.counters = counters if counters is not None else Counter()
         self.client: Any = None
         self.max_nodes_per_read = config.max_nodes_per_read or DEFAULT_MAX_NODES_PER_READ
@@ -121,6 +237,7 @@ class OpcUaSession:
         """Connect with the configured security and identity; raise ConnectorError (one line)."""
         from asyncua import Client
 
+        quiet_asyncua()
         cfg = self.config
         # A closed socket is noticed at once; the watchdog probe only finds a silent server, and a
         # short probe timeout would call a busy server lost (seen at 25k changes/s on 2 cores).
@@ -137,62 +254,153 @@ class OpcUaSession:
 
             client.connection_lost_callback = lost
         try:
-            await self._require_offered(client)
+            endpoint = await self._require_offered(client)
             if cfg.security_policy != "None":
-                await self._apply_security(client)
+                await self._apply_security(client, endpoint)
             await asyncio.wait_for(client.connect(), timeout=cfg.timeout_s * 2)
         except ConnectorError:
+            with contextlib.suppress(Exception):
+                client.disconnect_socket()
             raise
         except Exception as exc:
+            with contextlib.suppress(Exception):
+                client.disconnect_socket()
             raise ConnectorError(f"OPC UA {cfg.endpoint}: {self._explain(exc)}") from exc
         self.client = client
         self._children_cache.clear()
         await self._read_operation_limits()
 
-    async def _require_offered(self, client: Any) -> None:
+    async def _require_offered(self, client: Any) -> Any:
         """Look the endpoints up first, so that a policy the server does not offer is a clear
-        refusal and never a silent fall-back to another (weaker) one."""
+        refusal and never a silent fall-back to another (weaker) one. Returns the endpoint
+        description that matches the configured policy and mode."""
         cfg = self.config
         endpoints = await asyncio.wait_for(client.connect_and_get_server_endpoints(), timeout=cfg.timeout_s)
-        offered = {
-            (e.SecurityPolicyUri.rsplit("#", 1)[-1], e.SecurityMode.name.rstrip("_")) for e in endpoints
-        }
+        offered = {}
+        for e in endpoints:
+            offered.setdefault((e.SecurityPolicyUri.rsplit("#", 1)[-1], e.SecurityMode.name.rstrip("_")), e)
         if (cfg.security_policy, cfg.security_mode) not in offered:
             names = ", ".join(sorted(f"{p}/{m}" for p, m in offered))
             raise ConnectorError(
                 f"OPC UA {cfg.endpoint}: the server does not offer security {cfg.security_policy}/"
                 f"{cfg.security_mode} (it offers: {names})"
             )
+        return offered[(cfg.security_policy, cfg.security_mode)]
 
-    async def _apply_security(self, client: Any) -> None:
+    async def _apply_security(self, client: Any, endpoint: Any) -> None:
+        """The server's certificate is checked before anything is signed or sent: against the
+        pinned `server_certificate`, against `trust_list`, or else against the certificate
+        pinned on first use (trust on first use: stored at the first connection, and a changed
+        one refused)."""
         from asyncua import ua
         from asyncua.crypto import security_policies
 
         cfg = self.config
         policy = getattr(security_policies, f"SecurityPolicy{cfg.security_policy}")
         mode = getattr(ua.MessageSecurityMode, cfg.security_mode)
-        if cfg.trust_list:
-            from pathlib import Path
-
-            from asyncua.crypto.truststore import TrustStore
-            from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
-
-            store = TrustStore([Path(cfg.trust_list)], [])
-            await store.load()
-            client.certificate_validator = CertificateValidator(
-                CertificateValidatorOptions.TRUSTED_VALIDATION | CertificateValidatorOptions.PEER_SERVER,
-                store,
-            )
+        for key in ("certificate", "private_key"):
+            path = Path(getattr(cfg, key))
+            if not path.is_file():
+                raise ConnectorError(f"OPC UA {cfg.endpoint}: {key} {path}: no such file")
+        server_cert = _server_certificate(endpoint)
+        if server_cert is None:
+            raise ConnectorError(f"OPC UA {cfg.endpoint}: the server sent no certificate with its endpoint")
+        if cfg.server_certificate:
+            pinned = _load_certificate(Path(cfg.server_certificate), cfg.endpoint, "server_certificate")
+            if _fingerprint(pinned) != _fingerprint(server_cert):
+                raise ConnectorError(
+                    f"OPC UA {cfg.endpoint}: the server's certificate is not the pinned one (pinned "
+                    f"{cfg.server_certificate}: sha256 {_fingerprint(pinned)}; the server's: sha256 "
+                    f"{_fingerprint(server_cert)})"
+                )
+            server_file: str | None = cfg.server_certificate
+        elif cfg.trust_list:
+            await self._trust_list_validator(client, server_cert)
+            server_file = None  # asyncua takes it from the endpoints and its validator checks it
+        else:
+            server_file = str(self._trust_on_first_use(server_cert))
         await client.set_security(
-            policy, cfg.certificate, cfg.private_key, server_certificate=cfg.server_certificate, mode=mode
+            policy, cfg.certificate, cfg.private_key, server_certificate=server_file, mode=mode
         )
 
+    async def _trust_list_validator(self, client: Any, server_cert: Any) -> None:
+        from asyncua.crypto.truststore import TrustStore
+        from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+
+        cfg = self.config
+        folder = Path(cfg.trust_list or "")
+        if not folder.is_dir():
+            raise ConnectorError(f"OPC UA {cfg.endpoint}: trust_list {folder}: no such folder")
+        trusted = [
+            c
+            for f in sorted(folder.iterdir())
+            if f.suffix.lower() in CERT_SUFFIXES and (c := _try_certificate(f)) is not None
+        ]
+        if not trusted:
+            raise ConnectorError(
+                f"OPC UA {cfg.endpoint}: trust_list {folder} holds no certificate "
+                f"({', '.join(CERT_SUFFIXES)}): put the server's certificate or its CA's in it"
+            )
+        if not any(_vouches_for(t, server_cert) for t in trusted):
+            raise ConnectorError(
+                f"OPC UA {cfg.endpoint}: the server's certificate ({server_cert.subject.rfc4514_string()}, "
+                f"sha256 {_fingerprint(server_cert)}) is not in trust_list {folder}, nor issued by a "
+                f"certificate in it"
+            )
+        store = TrustStore([folder], [])
+        await store.load()
+        client.certificate_validator = CertificateValidator(
+            CertificateValidatorOptions.TRUSTED_VALIDATION | CertificateValidatorOptions.PEER_SERVER, store
+        )
+
+    def _trust_on_first_use(self, server_cert: Any) -> Path:
+        """The pinned copy of this endpoint's certificate: written at the first connection,
+        compared at every later one (a changed certificate is refused, naming both)."""
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        cfg = self.config
+        pin = pin_path(self.pki_dir or _default_pki_dir(), cfg.endpoint)
+        if pin.exists():
+            pinned = _load_certificate(pin, cfg.endpoint, "pinned certificate")
+            if _fingerprint(pinned) != _fingerprint(server_cert):
+                raise ConnectorError(
+                    f"OPC UA {cfg.endpoint}: the server's certificate has changed since it was first "
+                    f"trusted (pinned: sha256 {_fingerprint(pinned)}; now: sha256 "
+                    f"{_fingerprint(server_cert)}); if the change is expected, delete {pin}"
+                )
+            return pin
+        pin.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        temp = pin.with_suffix(".tmp")
+        temp.write_bytes(server_cert.public_bytes(Encoding.DER))
+        os.replace(temp, pin)
+        self.log(
+            "warning",
+            f"OPC UA {cfg.endpoint}: trusted the server's certificate on first use "
+            f"(sha256 {_fingerprint(server_cert)}), pinned in {pin}",
+        )
+        return pin
+
     def _explain(self, exc: BaseException) -> str:
+        cfg = self.config
         if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-            return f"no answer within {self.config.timeout_s * 2:g} s"
+            return f"no answer within {cfg.timeout_s * 2:g} s"
         if isinstance(exc, ConnectionRefusedError):
-            return "connection refused (is the server running?)"
-        return one_line(exc)
+            return "connection refused"
+        if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, ConnectionResetError):
+            return exc.strerror[0].lower() + exc.strerror[1:]
+        text = one_line(exc)
+        if cfg.security_policy != "None" and (
+            isinstance(exc, AssertionError | ConnectionError)
+            or _CLIENT_CERT_REFUSED.intersection(text.split(":"))
+        ):
+            # A strict server refuses an untrusted client certificate at OpenSecureChannel (asyncua
+            # then trips on the answer: AssertionError) or closes; asyncua's server at CreateSession.
+            status = text if not isinstance(exc, AssertionError) else "a fault to OpenSecureChannel"
+            return (
+                f"the server refused our client certificate {cfg.certificate} ({status}): add it to "
+                f"the server's trusted certificates"
+            )
+        return text
 
     async def close(self) -> None:
         client, self.client = self.client, None
@@ -623,14 +831,19 @@ class _NoHandler:
     """Present so asyncua takes its handler path (no event queue); values go to the sink instead."""
 
 
-async def abrowse(endpoint: str, node_id: str | None = None, **config: Any) -> list[dict[str, Any]]:
+async def abrowse(
+    endpoint: str, node_id: str | None = None, *, pki_dir: Path | None = None, **config: Any
+) -> list[dict[str, Any]]:
     """Children of `node_id` (default: Objects): node id, browse name, class, data type, access."""
     cfg = OpcUaConfig(endpoint=endpoint, browse_root=node_id or "i=85", **config)
-    async with OpcUaSession(cfg) as session:
+    async with OpcUaSession(cfg, pki_dir=pki_dir) as session:
         return await session.browse(node_id)
 
 
-def browse(endpoint: str, node_id: str | None = None, **config: Any) -> list[dict[str, Any]]:
+def browse(
+    endpoint: str, node_id: str | None = None, *, pki_dir: Path | None = None, **config: Any
+) -> list[dict[str, Any]]:
     """The tag browser's call (blocking; runs its own short-lived loop). `config` takes the same
-    security and identity keys as the source (security_policy, certificate, username...)."""
-    return asyncio.run(abrowse(endpoint, node_id, **config))
+    security and identity keys as the source (security_policy, certificate, username...);
+    `pki_dir` holds certificates trusted on first use (default: the default data directory's)."""
+    return asyncio.run(abrowse(endpoint, node_id, pki_dir=pki_dir, **config))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from engine.connectors.base import ConnectorConfig
 
@@ -57,6 +57,10 @@ class OpcUaConfig(ConnectorConfig):
     server_certificate: str | None = Field(None, description="pin the server's certificate (file)")
     trust_list: str | None = Field(None, description="folder of trusted server/CA certificates")
     username: str | None = None
+    allow_insecure_password: bool = Field(
+        False,
+        description="send the password over a security None channel, in clear text (refused unless true)",
+    )
     password: str | None = Field(
         None, description='a secret reference {"secret": NAME}, resolved at run time'
     )
@@ -71,6 +75,22 @@ class OpcUaConfig(ConnectorConfig):
     def _opc_tcp(cls, value: str) -> str:
         if not value.startswith("opc.tcp://"):
             raise ValueError("the endpoint must start with opc.tcp:// (e.g. opc.tcp://127.0.0.1:4840)")
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _not_in_clear(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """On a None channel the password crosses the network as it is: refused unless asked for."""
+        if (
+            value is not None
+            and info.data.get("security_mode") == "None"
+            and not info.data.get("allow_insecure_password")
+        ):
+            raise ValueError(
+                "a password on security_mode None would cross the network in clear text: use "
+                "security_policy Basic256Sha256 with security_mode Sign or SignAndEncrypt, or set "
+                "allow_insecure_password: true"
+            )
         return value
 
     @model_validator(mode="after")

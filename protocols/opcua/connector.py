@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -90,11 +91,18 @@ class OpcUaSource(StreamingSource):
         self.set_state("stopped")
 
     def check(self) -> None:
-        asyncio.run(_check(self.config, self.counters))
+        asyncio.run(_check(self.config, self.counters, **self._session_options()))
 
     def read_once(self) -> pl.DataFrame:
         """One read of every configured tag (previews), without subscribing."""
-        return asyncio.run(_read_once(self.config, self.name, self.counters))
+        return asyncio.run(_read_once(self.config, self.name, self.counters, **self._session_options()))
+
+    def _session_options(self) -> dict[str, Any]:
+        """Server certificates trusted on first use are pinned in `<data directory>/pki`."""
+        return {
+            "pki_dir": self.ctx.data_dir / "pki",
+            "log": lambda level, message: self.ctx.log(level, message, self.name),
+        }
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -136,7 +144,7 @@ class OpcUaSource(StreamingSource):
             self.set_state("reconnecting" if ever_connected else "connecting", cfg.endpoint)
             lost = asyncio.Event()
             reason = "connection lost"
-            session = OpcUaSession(cfg, self.counters)
+            session = OpcUaSession(cfg, self.counters, **self._session_options())
             try:
                 await session.connect(on_lost=lambda exc, lost=lost: lost.set())
                 self.set_state("connected", cfg.endpoint)
@@ -399,10 +407,10 @@ async def _first(*aws: Any) -> None:
             task.cancel()
 
 
-async def _check(config: OpcUaConfig, counters: Any) -> None:
+async def _check(config: OpcUaConfig, counters: Any, **options: Any) -> None:
     from protocols.opcua.client import OpcUaSession, one_line
 
-    async with OpcUaSession(config, counters) as session:
+    async with OpcUaSession(config, counters, **options) as session:
         try:
             state = await session.server_state()
         except Exception as exc:
@@ -436,13 +444,13 @@ def add_value(
     )
 
 
-async def _read_once(config: OpcUaConfig, name: str, counters: Any) -> pl.DataFrame:
+async def _read_once(config: OpcUaConfig, name: str, counters: Any, **options: Any) -> pl.DataFrame:
     from functools import partial
 
     from protocols.opcua.client import OpcUaSession, one_line
 
     builder = TagBatchBuilder(name)
-    async with OpcUaSession(config, counters) as session:
+    async with OpcUaSession(config, counters, **options) as session:
         nodes = await session.tag_nodes()
         for tag, reason in session.unresolved.items():  # one bad record each; the others are read
             builder.add(tag, None, quality="bad", reason=reason)
@@ -460,11 +468,16 @@ async def _read_once(config: OpcUaConfig, name: str, counters: Any) -> pl.DataFr
         return builder.take()
 
 
-def read_once(config: OpcUaConfig | dict[str, Any], name: str = "opc_ua") -> pl.DataFrame:
-    """One read of every configured tag as a TAG_SCHEMA frame (previews, the tag browser)."""
+def read_once(
+    config: OpcUaConfig | dict[str, Any], name: str = "opc_ua", *, data_dir: Path | None = None
+) -> pl.DataFrame:
+    """One read of every configured tag as a TAG_SCHEMA frame (previews, the tag browser).
+    `data_dir`: whose `pki` folder holds certificates trusted on first use (default: the default
+    data directory's)."""
     from collections import Counter
 
-    return asyncio.run(_read_once(_as_config(config), name, Counter()))
+    pki = {"pki_dir": data_dir / "pki"} if data_dir is not None else {}
+    return asyncio.run(_read_once(_as_config(config), name, Counter(), **pki))
 
 
 @register
@@ -478,10 +491,12 @@ class OpcUaConnector(Connector):
         return OpcUaSource(config, ctx, name)
 
     @classmethod
-    def browse(cls, config: dict, node_id: str | None = None) -> list[dict]:
+    def browse(cls, config: dict, node_id: str | None = None, *, data_dir: Path | None = None) -> list[dict]:
         """The tag browser (the GUI reaches it through the registry, never importing protocols):
-        the children of `node_id` (default: Objects), connecting as the source's config says."""
+        the children of `node_id` (default: Objects), connecting as the source's config says.
+        `data_dir`: whose `pki` folder holds certificates trusted on first use (default: the
+        default data directory's)."""
         from protocols.opcua.client import browse
 
         options = {k: v for k, v in config.items() if k not in ("endpoint", "nodes", "browse_root")}
-        return browse(config["endpoint"], node_id, **options)
+        return browse(config["endpoint"], node_id, pki_dir=data_dir / "pki" if data_dir else None, **options)

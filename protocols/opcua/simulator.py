@@ -158,6 +158,9 @@ class OpcUaSimulator:
         ]
 
     def start(self) -> OpcUaSimulator:
+        from protocols.opcua.client import quiet_asyncua
+
+        quiet_asyncua()  # asyncua's notices ("No signing policy available"...) go to a debug log
         _skip_datavalue_deepcopy()
         if self.security and self.cert_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="opcua-sim-")

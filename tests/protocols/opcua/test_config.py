@@ -31,13 +31,62 @@ def test_defaults_and_nested_models():
         ({"security_policy": "Basic128Rsa15", "security_mode": "Sign"}, "Basic256Sha256"),
         ({"deadband": {"type": "percent", "value": 150}}, "between 0 and 100"),
         ({"deadband": {"type": "absolute", "value": 1, "extra": 1}}, "Extra inputs"),
-        ({"password": "x"}, "needs a username"),
+        ({"password": "x", "allow_insecure_password": True}, "needs a username"),
+        ({"username": "op", "password": "x"}, "would cross the network in clear text"),
         ({"mode": "stream"}, "subscribe"),
     ],
 )
 def test_invalid_configs_name_the_problem(extra, message):
     with pytest.raises(ValidationError, match=message):
         OpcUaConfig.model_validate({"endpoint": ENDPOINT, "nodes": ["ns=2;i=1"], **extra})
+
+
+def test_a_password_on_a_none_channel_is_refused_at_its_json_path():
+    """Sent in clear text unless asked for; the spec validator names nodes[i].config.password."""
+    import protocols.opcua.connector  # noqa: F401  (registers opc_ua)
+    from engine.errors import SpecError
+    from engine.spec.validate import validate
+
+    source = {
+        "endpoint": ENDPOINT,
+        "browse_root": "WindFarm",
+        "username": "operator",
+        "password": {"secret": "plc"},
+    }
+    doc = {
+        "name": "plant",
+        "spec_version": 1,
+        "schedule": {"type": "real_time", "max_latency_ms": 250, "batch_size": 5000},
+        "nodes": [
+            {"id": "turbines", "kind": "source", "connector_type": "opc_ua", "config": source},
+            {
+                "id": "historian",
+                "kind": "destination",
+                "inputs": ["turbines"],
+                "connector_type": "historian",
+                "config": {},
+            },
+        ],
+    }
+    with pytest.raises(SpecError) as err:
+        validate(doc)
+    issues = [(i.path, i.message) for i in err.value.issues]
+    assert len(issues) == 1 and issues[0][0] == "nodes[0].config.password"
+    assert "clear text" in issues[0][1] and "allow_insecure_password: true" in issues[0][1]
+    assert "\n" not in str(err.value)
+    doc["nodes"][0]["config"]["allow_insecure_password"] = True
+    validate(doc)
+    secure = OpcUaConfig(
+        endpoint=ENDPOINT,
+        nodes=["i=1"],
+        security_policy="Basic256Sha256",
+        security_mode="Sign",
+        certificate="c.pem",
+        private_key="k.pem",
+        username="operator",
+        password="pw",
+    )
+    assert secure.password == "pw" and not secure.allow_insecure_password
 
 
 def test_nodes_or_browse_root_required():
