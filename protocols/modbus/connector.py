@@ -9,7 +9,7 @@ other devices keep their rate. A timeout or a dropped link also ends the round a
 an answer that comes late must not be taken for the next request's.
 
 A device that cannot be reached says so at once, in one line: its session turns `lost` with
-`modbus://host:port: connection refused; retrying every 0.5 s, backing off to 30 s`, and stays so
+`modbus://host:port: connection refused; retrying every 2 s, backing off to 30 s`, and stays so
 (no flapping through `reconnecting`) until the device answers. A block that cannot be decoded
 marks that block's tags bad (`decode_error`) and is counted and logged; the other blocks flow.
 A float register holding NaN or infinity is a bad record (`not_finite`), not a value.
@@ -205,9 +205,13 @@ class DevicePoller:
             return True
         self.source.counters[f"errors_{COMM_LOST}"] += 1
         reason = await why_unreachable(self.device)
-        retry = f"retrying every {self.interval:g} s"
-        if self.device.backoff_max_ms / 1000 > self.interval:
-            retry += f", backing off to {self.device.backoff_max_ms / 1000:g} s"
+        # The first wait after a failure (run() counts it before waiting), then the cap: the line
+        # stays the same from one attempt to the next, so it is said once per outage.
+        first, cap = (
+            min(2 * self.interval, self.device.backoff_max_ms / 1000),
+            self.device.backoff_max_ms / 1000,
+        )
+        retry = f"retrying every {first:g} s" + (f", backing off to {cap:g} s" if cap > first else "")
         self.source.device_state(self.device.name, "lost", f"{self.device.url}: {reason}; {retry}")
         self.source.deliver_gap(self.all_names, COMM_LOST)
         return False

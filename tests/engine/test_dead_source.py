@@ -51,14 +51,14 @@ def test_a_run_against_a_dead_modbus_port_says_why_at_once_and_exits_1(tmp_path)
 
     started = next(t for t, line in seen["out"] if line.startswith('Streaming "meters preview"'))
     errors = [line for _, line in seen["err"]]
-    said = f"source 'meters' lost: modbus://127.0.0.1:{port}: connection refused; retrying every 0.2 s"
+    said = f"source 'meters' lost: modbus://127.0.0.1:{port}: connection refused; retrying every 0.4 s"
     first = next((t for t, line in seen["err"] if line.startswith(said)), None)
     assert first is not None, errors
     assert first - started < 5.0  # at once, not at the end of the run
     assert code == 1
     assert errors[-1] == (
         f"error: no values were received from 'meters': modbus://127.0.0.1:{port}: connection refused; "
-        "retrying every 0.2 s, backing off to 30 s"
+        "retrying every 0.4 s, backing off to 30 s"
     )
     # one line for the outage (the source retries every 0.2-30 s meanwhile), one for the end;
     # no library chatter, no traceback
