@@ -163,10 +163,13 @@ class JsonDecoder:
                 row(tag + suffix, error=f"expected a number, boolean or string at {path}, got {_kind(value)}")
             elif isinstance(value, str):
                 row(tag + suffix, text=value, ts=ts, quality=quality)
-            elif value is not None and _float(value) in (math.inf, -math.inf) and isinstance(value, int):
-                row(tag + suffix, error=f"a number out of range at {path} ({str(value)[:20]}...)")
             else:
-                row(tag + suffix, number=None if value is None else float(value), ts=ts, quality=quality)
+                try:
+                    number = None if value is None else float(value)
+                except OverflowError:  # an integer of 400 digits: JSON allows it, a float does not
+                    row(tag + suffix, error=f"a number out of range at {path} ({str(value)[:20]}...)")
+                    continue
+                row(tag + suffix, number=number, ts=ts, quality=quality)
 
     def _frame(self, c: _Columns) -> pl.DataFrame:
         m = self.mapping
@@ -183,16 +186,16 @@ class JsonDecoder:
                 "received_at": pl.Series(c.received, dtype=TIME),
             }
         )
-        parsed, implausible = self._timestamps(pl.col("ts_number"), pl.col("ts_text"), pl.col("received_at"))
+        raw = self._timestamps(raw)
         has_ts = pl.col("ts_number").is_not_null() | pl.col("ts_text").is_not_null()
         raw_ts = pl.coalesce(pl.col("ts_text"), pl.col("ts_number").cast(pl.String)).str.slice(0, 40)
         unit = m.timestamp_format if m.timestamp_format != "epoch" else f"epoch {m.epoch_unit}"
-        ts_error = pl.when(has_ts & parsed.is_null() & ~implausible).then(
+        ts_error = pl.when(has_ts & pl.col("_ts").is_null() & ~pl.col("_odd")).then(
             pl.format("unreadable timestamp at {} ({}): {}", pl.lit(m.timestamp_path), pl.lit(unit), raw_ts)
         )
-        error = pl.coalesce(pl.col("error"), ts_error)
-        bad = error.is_not_null()
-        odd_time = ~bad & has_ts & implausible
+        raw = raw.with_columns(pl.coalesce(pl.col("error"), ts_error).alias("error"))
+        bad = pl.col("error").is_not_null()
+        odd_time = ~bad & pl.col("_odd")
         odd_reason = pl.format(
             "{}: {} at {} ({}) is outside {}..now+1 day",
             pl.lit(IMPLAUSIBLE),
@@ -201,9 +204,10 @@ class JsonDecoder:
             pl.lit(unit),
             pl.lit(PLAUSIBLE_FROM.date().isoformat()),
         )
+        error = pl.col("error")
         # The receive time stands in only when no timestamp is configured (a sender without a
         # clock, like a Modbus poll); a configured one that is missing, 0 or implausible is null.
-        when = pl.col("received_at") if self.ts_path is None else parsed
+        when = pl.col("received_at") if self.ts_path is None else pl.col("_ts")
         return raw.select(
             pl.when(bad).then(pl.col("received_at")).otherwise(when).alias("timestamp"),
             pl.lit(None, dtype=TIME).alias("server_timestamp"),
@@ -228,19 +232,18 @@ class JsonDecoder:
             pl.col("topic"),
         ).cast(dict(TAG_SCHEMA))
 
-    def _timestamps(self, number: pl.Expr, text: pl.Expr, received: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-        """(timestamp, implausible): the parsed time when it is plausible (1990-01-01..received +
-        1 day), else null; `implausible` is true where one was read but fell outside."""
+    def _timestamps(self, raw: pl.DataFrame) -> pl.DataFrame:
+        """`raw` with `_ts`, the parsed time when it is plausible (1990-01-01..received + 1 day)
+        or null, and `_odd`, true where a time was read but fell outside. In steps, so that each
+        expression runs once (an eager select does not share common subexpressions)."""
         m = self.mapping
         fmt = m.timestamp_format
-        upto = received + pl.duration(days=1)
+        if self.ts_path is None:
+            return raw.with_columns(pl.lit(None, dtype=TIME).alias("_ts"), pl.lit(False).alias("_odd"))
+        number, text = pl.col("ts_number"), pl.col("ts_text")
         epoch_number = pl.coalesce(number, text.cast(pl.Float64, strict=False)) if fmt == "epoch" else number
-        us = epoch_number * _EPOCH_US[m.epoch_unit]
-        us_ok = us.is_between(_FROM_US, upto.dt.epoch("us"))
-        epoch = pl.when(us_ok).then(us.round().cast(pl.Int64, strict=False).cast(TIME))
-        epoch_odd = us.is_not_null() & ~us_ok
-        if fmt == "epoch":
-            return epoch, epoch_odd.fill_null(False)
+        if fmt == "iso8601":
+            epoch_number = pl.lit(None, dtype=pl.Float64)
         if fmt in ("auto", "iso8601"):
             iso = text.str.replace(" ", "T", literal=True)
             parsed = pl.coalesce(
@@ -249,12 +252,27 @@ class JsonDecoder:
                     "%Y-%m-%dT%H:%M:%S%.f", time_unit="us", strict=False
                 ).dt.replace_time_zone("UTC"),
             )
+        elif fmt == "epoch":
+            parsed = pl.lit(None, dtype=TIME)
         else:  # a strftime format; a time without an offset is taken as UTC
             aware = "%z" in fmt or "%#z" in fmt or "%:z" in fmt
             parsed = text.str.to_datetime(fmt, time_unit="us", strict=False)
             parsed = parsed.dt.convert_time_zone("UTC") if aware else parsed.dt.replace_time_zone("UTC")
-        ok = parsed.is_between(pl.lit(PLAUSIBLE_FROM, dtype=TIME), upto)
-        odd = parsed.is_not_null() & ~ok
-        if fmt == "auto":
-            return pl.coalesce(epoch, pl.when(ok).then(parsed)), (epoch_odd | odd).fill_null(False)
-        return pl.when(ok).then(parsed), odd.fill_null(False)
+            epoch_number = pl.lit(None, dtype=pl.Float64)
+        upto = pl.col("received_at") + pl.duration(days=1)
+        raw = raw.with_columns((epoch_number * _EPOCH_US[m.epoch_unit]).alias("_us"), parsed.alias("_parsed"))
+        us, parsed = pl.col("_us"), pl.col("_parsed")
+        raw = raw.with_columns(
+            us.is_between(_FROM_US, upto.dt.epoch("us")).alias("_us_ok"),
+            parsed.is_between(pl.lit(PLAUSIBLE_FROM, dtype=TIME), upto).alias("_parsed_ok"),
+        )
+        us_ok, parsed_ok = pl.col("_us_ok"), pl.col("_parsed_ok")
+        return raw.with_columns(
+            pl.coalesce(
+                pl.when(us_ok).then(us.round().cast(pl.Int64, strict=False).cast(TIME)),
+                pl.when(parsed_ok).then(parsed),
+            ).alias("_ts"),
+            ((us.is_not_null() & ~us_ok) | (parsed.is_not_null() & ~parsed_ok))
+            .fill_null(False)
+            .alias("_odd"),
+        )
