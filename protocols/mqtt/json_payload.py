@@ -11,6 +11,12 @@ quality `bad` and reason `bad_payload: <what> at <path>` (tag: the topic-derived
 topic when the tag itself could not be read), so it shows in the historian next to the good data.
 `JsonDecoder.decode` also returns the (topic, reason) pairs, which the source counts
 (`bad_payloads`) and keeps the last few of for the GUI.
+
+Timestamps follow `protocols/mqtt/timestamps.py`: missing, null or 0 at `timestamp_path` is a null
+timestamp; one outside 1990..receive time + 1 day (e.g. milliseconds where `epoch_unit: s`) keeps
+the value, quality `uncertain`, a null timestamp and reason `implausible_timestamp: <raw> at
+<path> (<format>) ...`, also returned as a problem (counted `implausible_timestamps`). Without a
+`timestamp_path` the receive time is the timestamp (the sender has no clock, like a Modbus poll).
 """
 
 from __future__ import annotations

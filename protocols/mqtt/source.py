@@ -9,6 +9,13 @@ beyond it messages are dropped and counted in `dropped`). The batcher wakes ever
 A lost connection is a marker in the same queue, so the gap records (one per tag seen so far,
 quality `bad`, reason `comm_lost`) land in order between the data before and after it. paho
 reconnects by itself with exponential back-off (`reconnect_delay_set`) and resubscribes here.
+
+Nothing one message carries can stop the batcher: a bad payload or metric is a bad record, an
+implausible timestamp an `uncertain` one; an unforeseen error in a batch is retried message by
+message (the failing one becomes a bad record), and a failing `emit` is counted (`emit_errors`).
+Every such problem is counted, logged (warning, with the topic and metric) and kept in
+`last_errors`. As a Sparkplug host, the source answers a sequence gap or data from a node it saw
+no NBIRTH of with an NCMD `Node Control/Rebirth` (`sparkplug.request_rebirth`, on by default).
 """
 
 from __future__ import annotations

@@ -4,7 +4,12 @@ Topic namespace: `spBv1.0/<group>/<message type>/<edge node>[/<device>]`.
 - NBIRTH / DBIRTH announce every metric of a node / device with its name, alias and datatype; the
   session keeps them, so that NDATA / DDATA, which usually carry aliases only, get their names.
 - NDEATH / DDEATH: the node / device is gone. Every metric born on it gets a gap record (quality
-  `bad`, reason `comm_lost`) and its births are forgotten until the next birth.
+  `bad`, reason `comm_lost`) and its births are forgotten until the next birth. An NDEATH whose
+  bdSeq is not the one of the node's NBIRTH is stale (the will of an older connection) and ignored.
+- `seq` runs 0..255 from each NBIRTH over the node's messages; a jump is a sequence gap: gap
+  records (reason `sequence_gap`) for the node's metrics, and a rebirth request (`rebirths`).
+- Timestamps: the metric's, else the payload's, in ms; none or 0 is a null timestamp, one outside
+  1990..now+1 day keeps the value as `uncertain` with a null timestamp (`protocols/mqtt/timestamps.py`).
 - Tag names: `group/edge/metric` for node metrics, `group/edge/device/metric` for device metrics.
 
 Values: integers, floats and booleans go to `value`; String, Text, UUID to `value_text`; DateTime
