@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from engine.diskspace import NoSpaceError
 from engine.store.metadata import MetadataStore
 
+resource = pytest.importorskip("resource", reason="file size limits (RLIMIT_FSIZE) are POSIX")
 EXE = Path(sys.executable).parent / "aggregator"
 DISK_MB = 20
 
