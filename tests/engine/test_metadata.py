@@ -185,3 +185,40 @@ def test_concurrent_writes_from_two_stores_on_one_file(tmp_path):
     finally:
         for s in stores:
             s.close()
+
+
+def test_an_older_file_gains_the_new_columns_and_its_unfinished_runs_are_recovered(tmp_path):
+    """A metadata.db written before runs recorded their owner: opening it adds the columns
+    (owner_pid, owner_start, node_stats.committed, run_leftovers) and keeps every row; a run it
+    left `running` has no owner to ask, so the next start-up marks it `interrupted`."""
+    from engine.workspace import Workspace
+
+    path = tmp_path / "data" / "metadata.db"
+    path.parent.mkdir()
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE runs (run_id TEXT PRIMARY KEY, pipeline TEXT, version INTEGER, status TEXT,
+            attempt INTEGER, started_at TEXT, finished_at TEXT, duration_s FLOAT, rows_in INTEGER,
+            rows_out INTEGER, rows_rejected INTEGER, error TEXT, "trigger" TEXT, spec_path TEXT);
+        CREATE TABLE node_stats (run_id TEXT, node_id TEXT, kind TEXT, status TEXT, rows_in INTEGER,
+            rows_out INTEGER, rows_rejected INTEGER, duration_s FLOAT, PRIMARY KEY (run_id, node_id));
+        INSERT INTO runs (run_id, pipeline, status, started_at) VALUES
+            ('old-ok', 'p', 'success', '2025-01-01T00:00:00Z'),
+            ('old-left', 'p', 'running', '2025-01-02T00:00:00Z');
+        INSERT INTO node_stats VALUES ('old-ok', 'src', 'source', 'success', 0, 5, 0, 0.1);
+        """
+    )
+    old.close()
+    with Workspace(tmp_path / "data") as ws:
+        columns = ws.metadata.db["runs"].columns_dict
+        assert {"owner_pid", "owner_start"} <= set(columns)
+        assert "committed" in ws.metadata.db["node_stats"].columns_dict
+        assert ws.metadata.run("old-ok")["status"] == "success"
+        assert ws.metadata.node_stats("old-ok")[0]["rows_out"] == 5
+        left = ws.metadata.run("old-left")
+        assert left["status"] == "interrupted"
+        assert (
+            left["error"] == "the process that started the run ended without finishing it (killed or crashed)"
+        )
+        assert ws.metadata.leftovers(finished_only=False) == []
