@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from protocols.mqtt.timestamps import IMPLAUSIBLE
 
 log = logging.getLogger(__name__)
 LAST_ERRORS = 20
+LOG_EVERY_S = 10.0  # one warning per kind of problem this often; the rest are counted in it
 _GAP = object()  # queue marker: the connection was lost here
 
 
@@ -83,6 +85,7 @@ class MqttSource(StreamingSource):
         self._client: Any = None
         self._batcher: threading.Thread | None = None
         self._connects = 0
+        self._logged: dict[str, tuple[float, int]] = {}  # kind -> (when last logged, held back since)
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -267,9 +270,20 @@ class MqttSource(StreamingSource):
         self._problems(rejected)
 
     def _problems(self, problems: list[tuple[str, str]]) -> None:
+        """Kept for the GUI, and logged with the item: each kind of problem at most once every
+        LOG_EVERY_S (a misconfigured `epoch_unit` makes every message one), with how many like it
+        were held back since; the counters have them all."""
         self.last_errors.extend(problems)
+        now = time.monotonic()
         for item, reason in problems:
-            log.warning("%s: %s: %s", self.name, item, reason)
+            kind = reason.split(":", 1)[0]
+            last, held = self._logged.get(kind, (-LOG_EVERY_S, 0))
+            if now - last < LOG_EVERY_S:
+                self._logged[kind] = (last, held + 1)
+                continue
+            more = f" ({held} more like it in the last {now - last:.0f} s)" if held else ""
+            log.warning("%s: %s: %s%s", self.name, item, reason, more)
+            self._logged[kind] = (now, 0)
 
     def _make_decoder(self) -> Callable[[list[tuple[str, bytes, datetime]]], pl.DataFrame]:
         cfg = self.config

@@ -50,7 +50,15 @@ def start(source, got: Collector, store: TagHistorian) -> None:
     got.wait(lambda c: "subscribed" in c.states)
 
 
-def test_sparkplug_garbage_is_counted_and_later_messages_are_stored(prefix, store):
+def warnings_of(caplog) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "protocols.mqtt.source" and r.levelname == "WARNING"
+    ]
+
+
+def test_sparkplug_garbage_is_counted_and_later_messages_are_stored(prefix, store, caplog):
     group = prefix
     ns = f"spBv1.0/{group}"
     source, got = make_source("sparkplug_b", {"topics": [f"{ns}/#"], "sparkplug": {"request_rebirth": False}})
@@ -137,10 +145,13 @@ def test_sparkplug_garbage_is_counted_and_later_messages_are_stored(prefix, stor
     items = [item for item, _ in source.last_errors]
     assert f"{ns}/NDATA/E metric when" in items and f"{ns}/NDATA/E metric a" in items
     assert f"{ns}/NDATA/Bogus" in items
+    logged = warnings_of(caplog)  # with the item; one per kind of problem every 10 s
+    assert f"mqtt-test: {ns}/NDATA/E metric a: implausible_timestamp: metric a timestamp" in "\n".join(logged)
+    assert [m.split(": ", 3)[2].split(":")[0] for m in logged] == ["bad_payload", "implausible_timestamp"]
     assert got.states[-2:] == ["subscribed", "stopped"]  # never lost, never failed
 
 
-def test_json_garbage_is_counted_and_later_messages_are_stored(prefix, store):
+def test_json_garbage_is_counted_and_later_messages_are_stored(prefix, store, caplog):
     source, got = make_source(
         "mqtt",
         {"topics": [f"{prefix}/#"], "json": {"timestamp_path": "$.ts", "epoch_unit": "s"}},
@@ -218,6 +229,10 @@ def test_json_garbage_is_counted_and_later_messages_are_stored(prefix, store):
     assert source.counters["bad_payloads"] == 5
     assert source.counters["implausible_timestamps"] == 7
     assert {item for item, _ in source.last_errors} >= {f"{prefix}/ms", f"{prefix}/not-json"}
+    assert warnings_of(caplog) == [  # the first of each kind, with its item
+        f"mqtt-test: {prefix}/ms: {by_tag['ms']['reason']}",
+        f"mqtt-test: {prefix}/not-json: {by_tag['not-json']['reason']}",
+    ]
 
 
 def test_a_failing_emit_is_counted_and_the_batcher_goes_on(prefix):
