@@ -46,7 +46,7 @@ class DashboardAPI(EngineCore):
             db.query(
                 "SELECT count(*) AS runs, coalesce(sum(rows_in), 0) AS rows_in,"
                 " coalesce(sum(rows_out), 0) AS rows_out,"
-                " coalesce(sum(status = 'failed'), 0) AS failures"
+                " coalesce(sum(status IN ('failed', 'interrupted')), 0) AS failures"
                 " FROM runs WHERE started_at >= ?",
                 [midnight],
             )
