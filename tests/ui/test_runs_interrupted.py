@@ -54,3 +54,10 @@ def test_the_runs_page_lists_and_filters_interrupted_runs(qtbot, window, engine)
     assert (
         record["error"] == f"process {engine.killed_pid} ended without finishing the run (killed or crashed)"
     )
+
+
+def test_the_dashboard_counts_an_interrupted_run_as_a_failure(engine):
+    from datetime import UTC, datetime
+
+    day = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)  # the day both runs started
+    assert engine.dashboard_summary(now=day)["failures_today"] == 1
