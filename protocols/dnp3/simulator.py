@@ -235,13 +235,21 @@ class Dnp3Simulator:
         self, point_type: str, index: int, value: float, flags: int = ONLINE, at: datetime | None = None
     ) -> None:
         """Set one point; `at` is the event's time (default: now, on the outstation's clock)."""
-        if point_type not in POINT_TYPES:
-            raise ValueError(
-                f"DNP3 simulator: no point type '{point_type}' (allowed: {', '.join(POINT_TYPES)})"
-            )
-        if not 0 <= index < self.per_type:
-            raise ValueError(f"DNP3 simulator: {point_type} {index}: allowed indexes 0..{self.per_type - 1}")
-        self._write({(point_type, index): (value, flags)}, at)
+        self.set_values({(point_type, index): value}, flags, at)
+
+    def set_values(
+        self, values: dict[tuple[str, int], float], flags: int = ONLINE, at: datetime | None = None
+    ) -> None:
+        """Set several points at once (one update of the database: their events arrive together)."""
+        for point_type, index in values:
+            if point_type not in POINT_TYPES or point_type == "frozen_counter":
+                allowed = ", ".join(t for t in POINT_TYPES if t != "frozen_counter")
+                raise ValueError(f"DNP3 simulator: no point type '{point_type}' to set (allowed: {allowed})")
+            if not 0 <= index < self.per_type:
+                raise ValueError(
+                    f"DNP3 simulator: {point_type} {index}: allowed indexes 0..{self.per_type - 1}"
+                )
+        self._write({key: (value, flags) for key, value in values.items()}, at)
 
     def set_flags(self, point_type: str, index: int, flags: int) -> None:
         """Force a point's flag octet (COMM_LOST, OVER_RANGE...) until `clear_flags`; makes an event."""

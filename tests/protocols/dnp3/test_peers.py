@@ -149,7 +149,7 @@ class _Master(o.IMasterApplication):
 
 
 def test_a_bare_opendnp3_master_reads_our_outstation_and_its_overflow_clears():
-    with Dnp3Simulator(port=0, feeders=1, update_interval_s=None, start_t=T0, event_buffer=3) as rtu:
+    with Dnp3Simulator(port=0, feeders=4, update_interval_s=None, start_t=T0, event_buffer=3) as rtu:
         manager = o.DNP3Manager(1)
         try:
             channel = manager.AddTCPClient(
@@ -171,10 +171,10 @@ def test_a_bare_opendnp3_master_reads_our_outstation_and_its_overflow_clears():
             assert soe.values["Counter", 1] == raw["counter", 1][0]
             wait_for(lambda: "ENABLE_UNSOLICITED" in app.tasks, what="start-up done")
 
-            for value in range(10):  # more events than the buffer holds
-                rtu.set_value("analog_input", 0, 30000 + value)
+            # 8 analog events at once, where the outstation keeps 3
+            rtu.set_values({("analog_input", i): 30000 + i for i in range(rtu.per_type)})
             wait_for(lambda: any(app.overflow), what="EVENT_BUFFER_OVERFLOW")
-            wait_for(lambda: soe.values.get(("Analog", 0)) == 30009, what="the newest value")
+            wait_for(lambda: soe.values.get(("Analog", 0)) == 30000, what="the values (by an integrity poll)")
             wait_for(lambda: app.overflow and not app.overflow[-1], what="the overflow IIN to clear")
             integrity_polls = app.tasks.count("STARTUP_INTEGRITY_POLL")
             assert integrity_polls <= 3  # the start-up one and the overflow's, not a loop

@@ -48,7 +48,7 @@ def test_running_clock_changes_values():
 
 
 def test_set_value_says_what_is_allowed(sim):
-    with pytest.raises(ValueError, match="no point type 'coil'"):
+    with pytest.raises(ValueError, match="no point type 'coil' to set"):
         sim.set_value("coil", 0, 1)
     with pytest.raises(ValueError, match=r"allowed indexes 0\.\.3"):
         sim.set_value("analog_input", 4, 1)
