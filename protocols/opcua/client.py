@@ -129,6 +129,7 @@ def _vouches_for(trusted: Any, cert: Any) -> bool:
 
 
 _QUIETED = False
+ASYNCUA_LOGGERS = ("asyncua", "asyncuagds")  # asyncuagds: its certificate trust store
 
 
 class _Demote(logging.Handler):
@@ -152,11 +153,12 @@ def quiet_asyncua() -> None:
     if _QUIETED:
         return
     _QUIETED = True
-    log = logging.getLogger("asyncua")
-    log.addHandler(_Demote())
-    log.propagate = False
-    if log.level == logging.NOTSET or log.level < logging.INFO:
-        log.setLevel(logging.INFO)
+    for name in ASYNCUA_LOGGERS:
+        log = logging.getLogger(name)
+        log.addHandler(_Demote())
+        log.propagate = False
+        if log.level == logging.NOTSET or log.level < logging.INFO:
+            log.setLevel(logging.INFO)
 
 
 def is_node_id(text: str) -> bool:
@@ -275,7 +277,12 @@ class OpcUaSession:
         refusal and never a silent fall-back to another (weaker) one. Returns the endpoint
         description that matches the configured policy and mode."""
         cfg = self.config
-        endpoints = await asyncio.wait_for(client.connect_and_get_server_endpoints(), timeout=cfg.timeout_s)
+        try:
+            endpoints = await asyncio.wait_for(
+                client.connect_and_get_server_endpoints(), timeout=cfg.timeout_s
+            )
+        except TimeoutError:
+            raise ConnectorError(f"OPC UA {cfg.endpoint}: no answer within {cfg.timeout_s:g} s") from None
         offered = {}
         for e in endpoints:
             offered.setdefault((e.SecurityPolicyUri.rsplit("#", 1)[-1], e.SecurityMode.name.rstrip("_")), e)
