@@ -170,7 +170,7 @@ class DevicePoller:
         due = time.monotonic()
         while True:
             disconnected = self.client is None or not self.client.connected
-            if disconnected and not await self.connect():
+            if disconnected and not await self.guarded_connect():
                 self.failures += 1
                 await asyncio.sleep(self.backoff)
                 due = time.monotonic()
@@ -187,6 +187,17 @@ class DevicePoller:
             self.failures = 0 if ok else self.failures + 1
             due += self.interval if ok else self.backoff
             await asyncio.sleep(max(0.0, due - time.monotonic()))
+
+    async def guarded_connect(self) -> bool:
+        """connect(), and an unexpected error in it (a serial port that cannot be opened...) is a
+        failed attempt with its reason, counted and logged, never the end of the polling."""
+        try:
+            return await self.connect()
+        except Exception as exc:
+            reason = self.source.item_failed(f"{self.device.name}: connect", exc)
+            self.source.device_state(self.device.name, "lost", f"{self.device.url}: {reason}")
+            self.source.deliver_gap(self.all_names, COMM_LOST)
+            return False
 
     async def connect(self) -> bool:
         was_connected = self.client is not None
