@@ -295,7 +295,21 @@ class GraphFlow:
         dlq = self.c.graph.error_handling.dead_letter_queue
         if self.ctx.dry_run or not dlq.enabled or self.ctx.historian is None:
             return
-        self._queue_rejects(nid, rejected)  # the reject store or the dead-letter file, as the run chose
+        if dlq.storage == "reject_store":
+            self._queue_rejects(nid, rejected)
+        else:
+            self._queue_dead_letters(nid, rejected, dlq.storage)
+
+    def _queue_dead_letters(self, nid: str, rejected: pl.DataFrame, storage: str) -> None:
+        """Rejected rows for the dead-letter file. Here (a real-time pass) they are appended at
+        once; the batch `Executor` commits them with the run's outputs instead."""
+        path = self.ctx.resolve_path(storage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tagged = rejected.with_columns(
+            pl.lit(self.ctx.run_id).alias("_run_id"), pl.lit(nid).alias("_node_id")
+        )
+        with open(path, "ab") as fh:
+            tagged.write_ndjson(fh)
 
     def _sample(self, nid: str, port: str, batch: pl.DataFrame) -> None:
         if self.preview_limit is None:
@@ -334,6 +348,9 @@ class Executor(GraphFlow):
     def _queue_rejects(self, nid: str, rejected: pl.DataFrame) -> None:
         if self._reject_worker is not None:  # committed with the run's outputs, never before
             self._reject_worker.put((nid, rejected))
+
+    def _queue_dead_letters(self, nid: str, rejected: pl.DataFrame, storage: str) -> None:
+        self._queue_rejects(nid, rejected)  # the reject worker writes the dead-letter file here
 
     # ---- public ------------------------------------------------------------------------------
     def execute(self) -> ExecutionResult:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,61 @@ def test_retries_store_each_rejected_record_once(tmp_path, storage):
         assert {r["_run_id"] for r in lines} == {record["run_id"]}
         assert all(r["_reject_reason"] for r in lines)
         assert hidden(tmp_path / "rejects") == []
+
+
+def test_a_real_time_run_still_appends_its_dead_letters_per_micro_batch(tmp_path):
+    """A real-time pass commits per micro-batch: its rejected records go to the dead-letter file as
+    they come (not to the `_rejects` table)."""
+    from engine.connectors import registry
+    from engine.streaming.run import run_streaming
+    from tests.engine.streaming_sources import TicksConnector
+
+    registry.register(TicksConnector)
+    spec = {
+        "name": "ticks",
+        "nodes": [
+            {
+                "id": "ticks",
+                "kind": "source",
+                "connector_type": "test_ticks",
+                "config": {"rows_per_batch": 10, "batches": 5, "interval_s": 0.01},
+            },
+            {
+                "id": "check",
+                "kind": "transform",
+                "inputs": ["ticks"],
+                "transform": {
+                    "type": "field_validation",
+                    "field_name": "value",
+                    "validation_type": "range",
+                    "parameters": {"min": 0, "max": 44},
+                },
+            },
+            {
+                "id": "out",
+                "kind": "destination",
+                "inputs": ["check"],
+                "connector_type": "duckdb",
+                "config": {"table": "t"},
+            },
+        ],
+        "schedule": {"type": "real_time", "batch_size": 10, "max_latency_ms": 50},
+        "error_handling": {"dead_letter_queue": {"storage": "dead.ndjson"}},
+    }
+    cancel, seen = threading.Event(), []
+
+    def stop_when_all_passed(event: dict) -> None:  # micro_batch: emitted once a pass is committed
+        if event.get("event") == "micro_batch":
+            seen.append(event["rows"])
+            if sum(seen) == 50:
+                cancel.set()
+
+    with Workspace(tmp_path / "data") as ws:
+        record = run_streaming(
+            validate(spec), ws, seconds=30, cancel=cancel, on_event=stop_when_all_passed, base_dir=tmp_path
+        )
+        assert ws.historian.rejects().height == 0
+    assert record["status"] == "cancelled" and record["rows_rejected"] == 5, record
+    lines = [json.loads(line) for line in (tmp_path / "dead.ndjson").read_text().splitlines()]
+    assert sorted(r["value"] for r in lines) == [45, 46, 47, 48, 49]
+    assert {r["_run_id"] for r in lines} == {record["run_id"]}
