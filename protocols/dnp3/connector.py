@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal
 
 import polars as pl
 
-from engine.connectors.base import Connector, StreamingSource
+from engine.connectors.base import Connector, StreamingSource, one_line_error
 from engine.connectors.registry import register
 from engine.context import RunContext
 from engine.errors import ConnectorError
@@ -482,22 +482,30 @@ class Dnp3Source(StreamingSource):
         cfg = self.config
         delays = backoff_delays(cfg.reconnect_initial_s, cfg.reconnect_max_s, 0.0)
         ever_up = gapped = False
+        last_reason = ""
         attempt = 0
         try:
             while not self._stopping.is_set():
                 attempt += 1
-                self.set_state("reconnecting" if ever_up else "connecting", self.endpoint)
+                # After a failure the detail keeps saying why, while the next attempt runs.
+                detail = f"{self.endpoint}: {last_reason}; trying again" if last_reason else self.endpoint
+                self.set_state("reconnecting" if ever_up else "connecting", detail)
                 session = _Session(self, attempt, router)
                 self._session = session
+                _drain(self.actions)  # what a lost session asked for is not owed to this one
                 try:
                     session.start(self._manager)
-                    up = self._serve(session)
+                    self._serve(session)
+                except Exception as exc:  # opendnp3 refused a call: this session is over, not the source
+                    session.lose(one_line_error(exc))
+                    log.debug("%s: session ended", self.endpoint, exc_info=True)
                 finally:
                     self._session = None
                     session.close()
-                if up:
+                if session.open.is_set():  # it was up: a new loss
                     ever_up, gapped = True, False
                     delays = backoff_delays(cfg.reconnect_initial_s, cfg.reconnect_max_s, 0.0)
+                last_reason = session.reason
                 if self._stopping.is_set():
                     break
                 self.counters["errors"] += 1
@@ -512,17 +520,17 @@ class Dnp3Source(StreamingSource):
             manager, self._manager = self._manager, None
             manager.Shutdown()
 
-    def _serve(self, session: _Session) -> bool:
-        """Run one session until its link is lost or the source stops; True if it was ever up."""
+    def _serve(self, session: _Session) -> None:
+        """Run one session until its link is lost or the source stops."""
         cfg = self.config
         deadline = time.monotonic() + max(cfg.timeout_s, 1.0)
         while not session.open.is_set():
             if self._stopping.is_set() or session.down.is_set():
-                return False
+                return
             left = deadline - time.monotonic()
             if left <= 0:
                 session.lose(f"no connection within {max(cfg.timeout_s, 1.0):g} s")
-                return False
+                return
             self.wake.wait(min(left, 0.5))
             self.wake.clear()
         self.set_state("connected", self.endpoint)
@@ -533,11 +541,8 @@ class Dnp3Source(StreamingSource):
         next_integrity = now + cfg.integrity_poll_interval_s
         next_events = now + cfg.event_poll_interval_s
         while not self._stopping.is_set() and not session.down.is_set():
-            while True:
-                try:
-                    self.actions.get_nowait()()
-                except queue.Empty:
-                    break
+            for action in _drain(self.actions):
+                action()
             now = time.monotonic()
             if now >= next_integrity:
                 session.integrity_poll()
@@ -548,7 +553,6 @@ class Dnp3Source(StreamingSource):
                 next_events = now + cfg.event_poll_interval_s
             self.wake.wait(max(0.0, min(next_integrity, next_events) - time.monotonic()))
             self.wake.clear()
-        return True
 
     def _gap(self, reason: str) -> None:
         tags = list(self.points.known)
@@ -696,6 +700,15 @@ class Dnp3Source(StreamingSource):
         line = f"DNP3 control at {self.endpoint}: {text}"
         log.log(logging.INFO if level == "info" else logging.WARNING, line)
         self.ctx.log(level, line, self.name)
+
+
+def _drain(actions: queue.SimpleQueue[Callable[[], None]]) -> list[Callable[[], None]]:
+    taken = []
+    while True:
+        try:
+            taken.append(actions.get_nowait())
+        except queue.Empty:
+            return taken
 
 
 class _Probe:
