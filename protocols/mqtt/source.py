@@ -336,9 +336,11 @@ class MqttSource(StreamingSource):
             return
         topic, payload = rebirth_request(group, edge)
         try:
-            self._client.publish(topic, payload, qos=0)
+            rc = self._client.publish(topic, payload, qos=0).rc
         except Exception as exc:
-            self._problems([(topic, f"rebirth request not sent: {_one_line(exc)}")])
+            rc = _one_line(exc)
+        if rc:  # not connected (the next birth or gap asks again), or refused
+            self._problems([(topic, f"rebirth request not sent: {rc}")])
             return
         self.counters["rebirth_requests"] += 1
         log.info("%s: asked %s/%s to rebirth (%s)", self.name, group, edge, topic)
