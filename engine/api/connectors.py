@@ -212,7 +212,8 @@ class ConnectorsAPI(EngineCore):
             if browse is None:
                 raise ConnectorError("the opc_ua connector offers no browse(config, node_id)")
             ctx = RunContext(secret=self.workspace.secrets.get)
-            return browse(ctx.resolve_config(config), node_id)
+            # data_dir: certificates trusted on first use are pinned in its pki/ folder
+            return browse(ctx.resolve_config(config), node_id, data_dir=self.data_dir)
 
         return self.call(work)
 

@@ -223,3 +223,21 @@ def test_trust_on_first_use_pins_the_certificate_and_refuses_a_changed_one(certs
         assert pin.read_bytes() == server_der  # the pin is kept
         pin.unlink()  # the operator accepts the new certificate
         _check(second, certs["trusted"], username=None, password=None)
+
+
+def test_the_tag_browser_pins_in_the_data_directory_it_is_given(secure_farm, certs, tmp_path):
+    from protocols.opcua.connector import OpcUaConnector
+
+    config = {
+        "endpoint": secure_farm.endpoint,
+        "security_policy": "Basic256Sha256",
+        "security_mode": "Sign",
+        "certificate": str(certs["trusted"][0]),
+        "private_key": str(certs["trusted"][1]),
+        "username": "operator",
+        "password": "s3cret",
+    }
+    workspace = tmp_path / "workspace"
+    top = OpcUaConnector.browse(config, data_dir=workspace)
+    assert "2:WindFarm" in {row["browse_name"] for row in top}
+    assert pin_path(workspace / "pki", secure_farm.endpoint).is_file()
