@@ -410,7 +410,7 @@ class SparkplugSession:
             reason = problem if reason is None else f"{reason}; {problem}"
         prefix = f"{t.prefix}/{name}"
         if pm.WhichOneof("value") == "template_value" and not pm.is_null:
-            self._template(prefix, pm.template_value, builder, ts, received_at)
+            self._template(topic, prefix, pm.template_value, builder, ts, received_at, problem)
             return
         _add(
             builder,
@@ -423,18 +423,26 @@ class SparkplugSession:
         )
 
     def _template(
-        self, prefix: str, tpl: Any, builder: TagBatchBuilder, ts: datetime | None, now: datetime
+        self,
+        topic: str,
+        prefix: str,
+        tpl: Any,
+        builder: TagBatchBuilder,
+        ts: datetime | None,
+        now: datetime,
+        ts_problem: str | None = None,
     ) -> None:
         for member in tpl.metrics:
             name = f"{prefix}/{member.name}"
             if member.WhichOneof("value") == "template_value":
-                self._template(name, member.template_value, builder, ts, now)
+                self._template(topic, name, member.template_value, builder, ts, now, ts_problem)
                 continue
-            mts, problem = (
-                stamp(member.timestamp, now, f"member {name} timestamp")
-                if member.HasField("timestamp")
-                else (ts, None)
-            )
+            if member.HasField("timestamp"):
+                mts, problem = stamp(member.timestamp, now, f"member {name} timestamp")
+                if problem is not None:
+                    self._problem("implausible_timestamps", f"{topic} member {name}", problem)
+            else:
+                mts, problem = ts, ts_problem
             _add(
                 builder,
                 name,

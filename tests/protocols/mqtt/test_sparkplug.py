@@ -204,3 +204,27 @@ def test_a_metric_timestamp_in_microseconds_is_kept_uncertain_without_a_timestam
     ]
     assert frame["timestamp"].to_list() == [None, datetime(2026, 1, 1, tzinfo=UTC)]
     assert frame["received_at"].to_list() == [RECEIVED, RECEIVED]
+
+
+def test_template_members_inherit_or_carry_their_own_implausible_timestamp():
+    payload = sp.payload_class()()
+    payload.timestamp = 1767225600000
+    m = payload.metrics.add(name="Turbine", datatype=sp.TEMPLATE, timestamp=1767225600000 * 1000)
+    m.template_value.metrics.add(name="RPM", datatype=sp.FLOAT, float_value=11.5)
+    ok = payload.metrics.add(name="Mast", datatype=sp.TEMPLATE)
+    ok.template_value.metrics.add(name="Dir", datatype=sp.DOUBLE, double_value=90.0, timestamp=5)
+    ok.template_value.metrics.add(name="Speed", datatype=sp.DOUBLE, double_value=7.0)
+    frame, session = run_messages(
+        [{"topic": "spBv1.0/G/NDATA/E", "payload_hex": payload.SerializeToString().hex()}]
+    )
+    rows = frame.select("tag", "value", "timestamp", "quality").rows()
+    assert rows == [
+        ("G/E/Turbine/RPM", 11.5, None, "uncertain"),
+        ("G/E/Mast/Dir", 90.0, None, "uncertain"),
+        ("G/E/Mast/Speed", 7.0, datetime(2026, 1, 1, tzinfo=UTC), "good"),
+    ]
+    assert session.counters["implausible_timestamps"] == 2
+    assert [item for item, _ in session.problems] == [
+        "spBv1.0/G/NDATA/E metric Turbine",
+        "spBv1.0/G/NDATA/E member G/E/Mast/Dir",
+    ]
