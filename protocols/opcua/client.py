@@ -785,7 +785,9 @@ def _batch_subscription_class() -> type:
     from asyncua.common.subscription import Subscription
 
     class BatchSubscription(Subscription):
-        def __init__(self, session: Any, params: Any, sink: ValueSink, problem: ProblemSink):
+        def __init__(
+            self, session: Any, params: Any, sink: ValueSink, problem: ProblemSink = _ignore_problem
+        ):
             super().__init__(session, params, handler=_NoHandler())
             self.sink = sink
             self.problem = problem
