@@ -212,7 +212,7 @@ class DevicePoller:
             self.client = make_client(self.device)
             connected = await self.client.connect()
         if connected:
-            self.source.device_state(self.device.name, "connected", self.device.endpoint)
+            self.source.device_state(self.device.name, "connected", self.device.url)
             return True
         self.source.counters[f"errors_{COMM_LOST}"] += 1
         reason = await why_unreachable(self.device)
@@ -403,7 +403,8 @@ class ModbusSource(StreamingSource):
         self.device_states[device] = state
         worst = max(self.device_states.items(), key=lambda item: STATE_RANK[item[1]])
         if STATE_RANK[worst[1]] == 0:
-            self.set_state("connected", f"{len(self.device_states)} devices")
+            one = len(self.device_states) == 1 and detail
+            self.set_state("connected", detail if one else f"{len(self.device_states)} devices")
         elif worst[0] == device:
             if detail and len(self.device_states) > 1:
                 detail = f"{device}: {detail}"
