@@ -268,25 +268,28 @@ class Dnp3Simulator:
 
     def restart(self) -> None:
         """A device restart: the connection drops, the outstation comes back with a fresh
-        database (events from before are lost, as on a real RTU) and DEVICE_RESTART set."""
+        database (events from before are lost, as on a real RTU), DEVICE_RESTART set and its
+        clock unset (NEED_TIME)."""
         with self._lock:
             self.restarts += 1
-            if self._channel is not None:
-                self._channel.Shutdown()
-            self._channel = self._outstation = None
+            channel, self._channel, self._outstation = self._channel, None, None
             self._values.clear()
+            self.need_time = True
+        if channel is not None:
+            channel.Shutdown()  # outside the lock: it waits for opendnp3's callbacks, which may take it
+        with self._lock:
             self._serve(self.port)
 
     def go_offline(self) -> None:
         """The RTU stops listening and drops the master (a power cut); `come_back()` ends it."""
-        with self._lock:
-            if self._outstation is not None:
-                self._outstation.Disable()
+        outstation = self._outstation
+        if outstation is not None:
+            outstation.Disable()
 
     def come_back(self) -> None:
-        with self._lock:
-            if self._outstation is not None:
-                self._outstation.Enable()
+        outstation = self._outstation
+        if outstation is not None:
+            outstation.Enable()
 
     def snapshot(self) -> dict[tuple[str, int], tuple[float, int]]:
         """(point type, index) -> (raw value, flags) as the database holds them now."""

@@ -114,6 +114,17 @@ def test_timed_event_polls_carry_the_outstation_event_time(sim, run_source):
     assert rows.row(-1, named=True)["timestamp"] == at + timedelta(seconds=1)  # g2v2
 
 
+def test_a_zero_event_time_is_stored_as_null_not_1970(sim, run_source):
+    _, batches = run_source(**endpoint(sim), **{**QUIET, "event_poll_interval_s": 0.2, "timed_events": True})
+    wait_polling(batches, sim)
+    first = len(batches.frames)
+    sim.set_value("analog_input", 2, 555, at=datetime(1970, 1, 1, tzinfo=UTC))  # g32v3 with time 0
+
+    rows = batches.wait_rows(pl.col("tag") == "AI.2", after=first)
+    row = rows.row(-1, named=True)
+    assert row["value"] == 555.0 and row["timestamp"] is None and row["received_at"] is not None
+
+
 def test_unsolicited_responses_arrive_without_polling(sim, run_source):
     source, batches = run_source(**endpoint(sim), **{**QUIET, "accept_unsolicited": True})
     wait_static(batches, sim)
@@ -208,6 +219,25 @@ def test_outstation_restart_heals_with_gap_records(sim, run_source):
     assert set(healed["tag"]) == set(gap["tag"]) and (healed["quality"] == "good").all()
     wait_for(lambda: source.counters["reconnects"] >= 1, what="a reconnect")
     assert [s for s, _ in batches.states].count("reconnecting") >= 1
+
+
+def test_outstation_offline_for_a_while_then_back(sim, run_source):
+    """The outstation stops listening mid-run: refused attempts with backoff, one gap, healing."""
+    config = {**endpoint(sim), **QUIET, "reconnect_max_s": 1.0}
+    source, batches = run_source(**config, points=[p.model_dump() for p in sim.points()])
+    wait_static(batches, sim)
+    first = len(batches.frames)
+    sim.go_offline()
+
+    detail = batches.wait_state("lost", detail="connection refused", timeout=5)
+    assert detail.startswith(f"dnp3://127.0.0.1:{sim.port} (outstation 10): connection refused; retrying in")
+    batches.wait_state("lost", detail="connection refused; retrying in 1 s", timeout=5)  # a later attempt
+    gaps = [f for f in batches.frames[first:] if (f["quality"] == "bad").all()]
+    assert len(gaps) == 1 and gaps[0].height == sim.point_count  # once per loss, not per attempt
+    sim.come_back()
+    healed = wait_static(batches, sim, after=batches.after(gaps[0]))
+    assert (healed["quality"] == "good").all()
+    wait_for(lambda: source.state == "connected" and source.counters["reconnects"] == 1, what="reconnected")
 
 
 def test_stalled_outstation_times_out_to_bad_quality_then_recovers(sim, proxy, run_source):
