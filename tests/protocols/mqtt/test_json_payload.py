@@ -103,3 +103,26 @@ def test_every_message_gives_exactly_one_record(batch):
     assert odd["timestamp"].is_null().all() and (odd["quality"] != "good").all()
     assert frame.filter(frame["quality"] != "good")["reason"].is_not_null().all()
     assert bad.filter(bad["value"].is_not_null() | bad["value_text"].is_not_null()).is_empty()
+
+
+def test_a_configured_timestamp_that_is_missing_is_null_and_without_a_path_receive_time():
+    with_path = {"timestamp_path": "$.ts", "epoch_unit": "ms"}
+    _, frame, rejected = decode(with_path, [("a", b'{"value": 1}'), ("a", b'{"value": 2, "ts": null}')])
+    assert rejected == []
+    assert frame.select("timestamp", "quality", "received_at").rows() == [(None, "good", RECEIVED)] * 2
+    _, frame, _ = decode({}, [("a", b'{"value": 3}')])  # no path: the sender has no clock
+    assert frame["timestamp"].to_list() == [RECEIVED]
+
+
+def test_milliseconds_where_seconds_are_configured_are_kept_uncertain():
+    _, frame, rejected = decode(
+        {"timestamp_path": "$.ts", "epoch_unit": "s"},
+        [("a", b'{"value": 1, "ts": 1767225600000}'), ("b", b'{"value": 2, "ts": 1767225600}')],
+    )
+    assert frame.select("tag", "value", "timestamp", "quality").rows() == [
+        ("a", 1.0, None, "uncertain"),
+        ("b", 2.0, datetime(2026, 1, 1, tzinfo=UTC), "good"),
+    ]
+    assert rejected == [
+        ("a", "implausible_timestamp: 1767225600000.0 at $.ts (auto) is outside 1990-01-01..now+1 day")
+    ]

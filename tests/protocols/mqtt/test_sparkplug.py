@@ -228,3 +228,15 @@ def test_template_members_inherit_or_carry_their_own_implausible_timestamp():
         "spBv1.0/G/NDATA/E metric Turbine",
         "spBv1.0/G/NDATA/E member G/E/Mast/Dir",
     ]
+
+
+def test_no_timestamp_is_null_never_1970_and_received_at_orders():
+    b = TagBatchBuilder("s")
+    s = sp.SparkplugSession()
+    s.handle("spBv1.0/G/NDATA/E", sp.encode_payload([sp.Metric("x", 1.0)]), b, RECEIVED)  # none at all
+    s.handle("spBv1.0/G/NDATA/E", sp.encode_payload([sp.Metric("x", 2.0)], timestamp=0), b, RECEIVED)
+    s.handle("spBv1.0/G/NDATA/E", sp.encode_payload([sp.Metric("x", 3.0, timestamp=0)]), b, RECEIVED)
+    frame = b.take()
+    assert frame.select("value", "timestamp", "quality", "reason", "received_at").rows() == [
+        (v, None, "good", None, RECEIVED) for v in (1.0, 2.0, 3.0)
+    ]
