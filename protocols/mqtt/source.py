@@ -95,11 +95,11 @@ class MqttSource(StreamingSource):
         self._client = client = make_client(
             cfg, cfg.client_id or f"aggregator-{self.name}-{uuid.uuid4().hex[:8]}"
         )
-        client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
+        client.on_connect = self._guarded(self._on_connect)
+        client.on_connect_fail = self._guarded(self._on_connect_fail)
+        client.on_disconnect = self._guarded(self._on_disconnect)
+        client.on_subscribe = self._guarded(self._on_subscribe)
+        client.on_message = self._guarded(self._on_message)
         self._stopping.clear()
         self._batcher = threading.Thread(
             target=self._run_batcher, args=(emit,), name=f"mqtt-{self.name}", daemon=True
@@ -150,6 +150,20 @@ class MqttSource(StreamingSource):
             client.loop_stop()
 
     # ---- paho callbacks (paho's thread: no decoding, no waiting) ---------------------------------
+
+    def _guarded(self, callback: Callable[..., None]) -> Callable[..., None]:
+        """An exception in a callback would end paho's network thread: count and log it instead."""
+
+        def call(*args: Any) -> None:
+            try:
+                callback(*args)
+            except Exception as exc:
+                self.counters["callback_errors"] += 1
+                message = next((a for a in args if hasattr(a, "topic") and hasattr(a, "payload")), None)
+                item = message.topic if message is not None else callback.__name__.lstrip("_")
+                self._problems([(item, f"{callback.__name__.lstrip('_')} failed: {_one_line(exc)}")])
+
+        return call
 
     def _on_connect(self, client, _userdata, _flags, reason_code, _props) -> None:
         if reason_code.is_failure:

@@ -15,7 +15,7 @@ from engine.store.historian import Historian
 from engine.store.tag_historian import TagHistorian
 from protocols.mqtt import sparkplug as sp
 from tests.conftest import require_service
-from tests.protocols.mqtt.test_source import Collector, make_source, publish, publisher
+from tests.protocols.mqtt.test_source import Collector, make_source, publish, publisher, start_and_subscribe
 
 pytestmark = pytest.mark.services
 T0 = 1767225600000  # 2026-01-01T00:00:00Z in ms
@@ -262,3 +262,26 @@ def test_a_failing_emit_is_counted_and_the_batcher_goes_on(prefix):
     assert failed[0]["value"].to_list() == [1.0]
     assert source.counters["emit_errors"] == 1
     assert ("batch of 1 records", "emit failed: RuntimeError: destination refused") in source.last_errors
+
+
+def test_an_exception_in_a_paho_callback_does_not_end_the_network_thread(prefix):
+    source, got = make_source("mqtt", {"topics": [f"{prefix}/#"]})
+    raised: list[str] = []
+
+    def on_state(name, state, detail) -> None:  # a state listener that breaks once
+        got.on_state(name, state, detail)
+        if state == "subscribed" and not raised:
+            raised.append(state)
+            raise RuntimeError("listener broke")
+
+    source.on_state = on_state
+    start_and_subscribe(source, got)
+    pub = publisher()
+    try:
+        publish(pub, f"{prefix}/a", '{"value": 1}')
+        got.wait(lambda c: c.frame.filter(pl.col("value") == 1.0).height == 1)
+    finally:
+        pub.loop_stop()
+        source.stop()
+    assert source.counters["callback_errors"] == 1
+    assert ("on_subscribe", "on_subscribe failed: RuntimeError: listener broke") in source.last_errors
