@@ -333,9 +333,8 @@ class StreamRunner:
                 if nid not in self.valued and _has_value(frame):
                     self.valued.add(nid)
                 queue.put(frame)
-            except Exception as exc:  # a bug of ours: counted and logged, the source goes on
-                source.item_failed("batch", exc)
-                queue.lost(frame.height, f"emit failed: {one_line_error(exc)}")
+            except Exception as exc:  # a bug of ours: the records are kept with the reason
+                self._reject_batch(nid, source, frame, f"it could not be queued: {one_line_error(exc)}")
 
         return emit
 
