@@ -20,8 +20,8 @@ at model time t):
 | binary_output_status  | breaker (CROB i: close/trip)     | earth switch (CROB n + i)          |
 | analog_output_status  | power limit, kW (analog output i) | voltage set point, V              |
 
-Every point is in class 1 (opendnp3's default). A change of value or flags is an event carrying the
-time of the change, so timed event variations (g2v2, g32v3...) give the outstation's time.
+Every point is in class 1 (opendnp3's default). The database is loaded at start without events; a
+later change of value or flags is an event carrying the time of the change, so timed event variations (g2v2, g32v3...) give the outstation's time.
 `points()` gives the matching connector point list (kV and MW through `scale`).
 """
 
@@ -330,10 +330,10 @@ class Dnp3Simulator:
         self._keep = [listener, handler, app]
         self._channel, self._outstation = channel, outstation
         self._frozen_at = None
-        self._apply(self.t)
+        self._apply(self.t, initial=True)  # the database as the RTU starts: values, no events
         outstation.Enable()
 
-    def _apply(self, t: float) -> None:
+    def _apply(self, t: float, initial: bool = False) -> None:
         with self._lock:
             self.t = t
             values = self.model_values(t)
@@ -341,13 +341,18 @@ class Dnp3Simulator:
             freeze = int(t // FREEZE_EVERY_S)
             due = self._frozen_at != freeze
             self._frozen_at = freeze
-            self._write(updates, None, freeze=due)
+            self._write(updates, None, freeze=due, initial=initial)
 
     def _write(
-        self, updates: dict[tuple[str, int], tuple[float, int]], at: datetime | None, freeze: bool = False
+        self,
+        updates: dict[tuple[str, int], tuple[float, int]],
+        at: datetime | None,
+        freeze: bool = False,
+        initial: bool = False,
     ) -> None:
         """Send the points whose value or flags changed to the database in one `Apply`; with
-        `freeze`, then copy every counter into its frozen counter."""
+        `freeze`, then copy every counter into its frozen counter. `initial` loads the database
+        without making events (a real RTU starts with values, not with a buffer of changes)."""
         import opendnp3 as o
 
         with self._lock:
@@ -361,6 +366,7 @@ class Dnp3Simulator:
             )
             stamp = o.DNPTime(ms, o.TimestampQuality.SYNCHRONIZED)
             builder = o.UpdateBuilder()
+            mode = o.EventMode.Suppress if initial else o.EventMode.Detect
             changed = 0
             for (kind, index), (value, flags) in updates.items():
                 flags = self._forced_flags.get((kind, index), flags)
@@ -371,11 +377,11 @@ class Dnp3Simulator:
                         "DNP3 simulator: frozen counters change only by a freeze (freeze_counters)"
                     )
                 self._values[kind, index] = (value, flags)
-                builder.Update(_measurement(o, kind, value, flags, stamp), index)
+                builder.Update(_measurement(o, kind, value, flags, stamp), index, mode)
                 changed += 1
             if freeze:
                 for index in range(self.per_type):
-                    builder.FreezeCounter(index, False)
+                    builder.FreezeCounter(index, False, mode)
                     value, flags = self._values.get(("counter", index), (0.0, ONLINE))
                     self._values["frozen_counter", index] = (value, flags)
                 changed += 1
