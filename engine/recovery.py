@@ -3,8 +3,8 @@
 A run records its owner process (id and start time) when it starts, and everything its destinations
 are about to create (hidden temporary files beside the targets, `_stage_*` tables) before they
 create it. Whoever opens the data directory next (any command, the desktop app) marks each run
-still `running` or `retrying` whose owner is gone as `interrupted`, with the reason, and removes
-the leftovers of every run that is no longer at work.
+still `running` or `retrying` whose owner is gone as `interrupted`, with the reason, removes the
+leftovers of every run that is no longer at work, and gives the historian's unused tail back.
 """
 
 from __future__ import annotations
@@ -33,6 +33,12 @@ def recover(ws: Workspace) -> list[dict[str, Any]]:
     try:
         marked = _interrupt_dead_runs(ws)
         _remove_leftovers(ws)
+        if marked and not ws.historian.is_open:
+            # A killed run's uncommitted writes left blocks past the historian's end that no table
+            # uses; give them back (a file another process has open is left as it is).
+            from engine.store.historian import shrink_duckdb_file
+
+            shrink_duckdb_file(ws.historian.path)
         return marked
     except (AggregatorError, sqlite3.Error, OSError) as exc:
         log.warning("start-up recovery of %s did not finish: %s", ws.data_dir, exc)

@@ -101,6 +101,13 @@ def shrink_duckdb_file(path: Path) -> int:
     if not path.is_file():
         return 0
     try:
+        # First a checkpoint (a WAL left by a killed process goes into the file), closed: nothing
+        # is written after it. Then, opened afresh, the size its checkpoint uses.
+        con = duckdb.connect(str(path))
+        try:
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
         con = duckdb.connect(str(path))
         try:
             block_size, blocks = con.execute(

@@ -147,8 +147,13 @@ def test_sigterm_cancels_the_run_like_ctrl_c(tmp_path):
 def test_kill_9_is_recovered_by_the_next_command(tmp_path):
     data, out = tmp_path / "data", tmp_path / "out"
     proc = start_run(tmp_path)
+    historian = data / "historian.duckdb"
     try:
-        run = poll(lambda: under_way(data, out), "the run to write its temporary file and stage", proc=proc)
+        run = poll(
+            lambda: historian.exists() and historian.stat().st_size > 8_000_000 and under_way(data, out),
+            "the run to write its temporary file and stage, and rows into the historian",
+            proc=proc,
+        )
     finally:
         proc.kill()  # SIGKILL: nothing of the process runs any more
         proc.communicate()
@@ -170,7 +175,8 @@ def test_kill_9_is_recovered_by_the_next_command(tmp_path):
     assert rows[0]["status"] == "interrupted" and rows[0]["error"] == reason
     assert rows[0]["finished_at"]
     assert hidden_files(out) == [] and not run["temp"].exists()
-    assert not [t for t in tables(data / "historian.duckdb") if t.startswith("_stage_")]
+    assert not [t for t in tables(historian) if t.startswith("_stage_")]
+    assert historian.stat().st_size < 2_000_000, "the killed run's uncommitted rows still take space"
     with sqlite3.connect(data / "metadata.db") as con:
         assert con.execute("SELECT count(*) FROM run_leftovers").fetchone()[0] == 0
         logged = [r[0] for r in con.execute("SELECT message FROM run_logs WHERE run_id = ?", [run["run_id"]])]
@@ -325,3 +331,52 @@ def test_sigterm_cancels_a_real_time_run(tmp_path):
     assert record["status"] == "cancelled" and record["rows_out"] > 0
     assert run_record(data, record["run_id"])["status"] == "cancelled"
     assert hidden_files(out) == [], "a temporary file was left behind"
+
+
+CHILD = """
+import os, sys, duckdb
+con = duckdb.connect(sys.argv[1])
+con.execute("CREATE TABLE kept AS SELECT range AS id, md5(range::VARCHAR) AS h FROM range(100000)")
+con.execute("CHECKPOINT")
+if sys.argv[2] == "wal":  # rows committed after the checkpoint: in the WAL only
+    con.execute("INSERT INTO kept SELECT range + 100000, 'after the checkpoint' FROM range(10)")
+cur = con.cursor()
+cur.execute("BEGIN TRANSACTION")
+cur.execute("CREATE TABLE lost AS SELECT range AS id, md5(range::VARCHAR) AS h FROM range(3000000)")
+print(os.path.getsize(sys.argv[1]), flush=True)
+os.kill(os.getpid(), 9)  # killed inside the transaction
+"""
+
+
+@pytest.mark.parametrize("wal", ["wal", "no wal"])
+def test_shrinking_a_killed_processes_file_keeps_every_committed_row(tmp_path, wal):
+    """A process killed inside a big transaction leaves the DuckDB file grown by blocks no table
+    uses (and perhaps a WAL of rows committed after its last checkpoint). Shrinking keeps every
+    committed row and gives the rest back: DuckDB's checkpoint cuts the file when it has a WAL
+    to write; with nothing to write it does not, and the file is cut to what it uses."""
+    from engine.store.historian import shrink_duckdb_file
+
+    db = tmp_path / "h.duckdb"
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(db), wal], capture_output=True, text=True, timeout=60
+    )
+    assert child.returncode == -9, child.stderr
+    grown = int(child.stdout.strip())
+    assert db.stat().st_size == grown > 20_000_000
+    freed = shrink_duckdb_file(db)
+    if wal == "no wal":
+        assert freed > 20_000_000
+    assert db.stat().st_size < grown - 20_000_000
+    expected = (100_010, 100_001) if wal == "wal" else (100_000, 100_000)
+    con = duckdb.connect(str(db))
+    try:
+        assert con.execute("SELECT count(*), count(DISTINCT h) FROM kept").fetchone() == expected
+        assert "lost" not in {
+            r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        }
+        con.execute("INSERT INTO kept SELECT range, 'x' FROM range(100000)")  # and it takes new rows
+        con.execute("CHECKPOINT")
+        assert con.execute("SELECT count(*) FROM kept").fetchone()[0] == expected[0] + 100_000
+    finally:
+        con.close()
+    assert shrink_duckdb_file(db) == 0  # nothing more to give back
