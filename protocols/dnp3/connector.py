@@ -663,7 +663,8 @@ class Dnp3Source(StreamingSource):
             self._log_control("warning", f"refused {what} by {who}: controls are off (allow_controls: false)")
             raise ConnectorError(f"{self.endpoint}: controls are off (allow_controls: false); {what} refused")
         session = self._session
-        if session is None or not session.open.is_set() or session.down.is_set() or session.master is None:
+        master = session.master if session is not None else None
+        if session is None or master is None or not session.open.is_set() or session.down.is_set():
             self._log_control("warning", f"{what} by {who} not sent: not connected")
             raise ConnectorError(f"{self.endpoint}: not connected; {what} not sent")
         done = threading.Event()
@@ -678,11 +679,7 @@ class Dnp3Source(StreamingSource):
             finally:
                 done.set()
 
-        operate = (
-            session.master.SelectAndOperate
-            if mode == "select_before_operate"
-            else session.master.DirectOperate
-        )
+        operate = master.SelectAndOperate if mode == "select_before_operate" else master.DirectOperate
         operate(command, index, on_result)
         wait_s = 2 * self.config.timeout_s + 2
         if not done.wait(wait_s):
