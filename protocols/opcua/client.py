@@ -396,16 +396,20 @@ class OpcUaSession:
         if isinstance(exc, OSError) and exc.strerror and not isinstance(exc, ConnectionResetError):
             return exc.strerror[0].lower() + exc.strerror[1:]
         text = one_line(exc)
-        if cfg.security_policy != "None" and (
-            isinstance(exc, AssertionError | ConnectionError)
-            or _CLIENT_CERT_REFUSED.intersection(text.split(":"))
-        ):
+        if cfg.security_policy == "None":
+            return text
+        if isinstance(exc, AssertionError) or _CLIENT_CERT_REFUSED.intersection(text.split(":")):
             # A strict server refuses an untrusted client certificate at OpenSecureChannel (asyncua
-            # then trips on the answer: AssertionError) or closes; asyncua's server at CreateSession.
+            # then trips on the answer: AssertionError); asyncua's server at CreateSession.
             status = text if not isinstance(exc, AssertionError) else "a fault to OpenSecureChannel"
             return (
                 f"the server refused our client certificate {cfg.certificate} ({status}): add it to "
                 f"the server's trusted certificates"
+            )
+        if isinstance(exc, ConnectionError):
+            return (
+                f"the server closed the connection while the secure channel was set up ({text}): does "
+                f"it trust our client certificate {cfg.certificate}?"
             )
         return text
 

@@ -11,9 +11,9 @@ and enforced: a larger Read is refused with BadTooManyOperations, as strict serv
 `odd_nodes=True` adds Objects/Odd with values that real servers send and clients choke on: no
 source timestamp, the zero DateTime (1601-01-01), text that is not UTF-8, byte strings, arrays,
 NaN, UInt64 max; `inject_garbage()` then sends one value no client can decode (an ExtensionObject
-whose body is cut short). `strict_channel=True` refuses an untrusted client certificate already at
-OpenSecureChannel, with a ServiceFault, as node-opcua does (asyncua's own server waits until
-CreateSession).
+whose body is cut short). `strict_channel=True` (or "fault") refuses an untrusted client
+certificate already at OpenSecureChannel, with a ServiceFault, as node-opcua does (asyncua's own
+server waits until CreateSession); `strict_channel="close"` just closes the connection there.
 
 The server runs on its own thread and asyncio loop; the public methods are blocking and thread-safe.
 """
@@ -113,7 +113,7 @@ class OpcUaSimulator:
         users: dict[str, str] | None = None,
         cert_dir: Path | None = None,
         odd_nodes: bool = False,
-        strict_channel: bool = False,
+        strict_channel: bool | str = False,
     ):
         self.port = port
         self.turbines = turbines
@@ -289,7 +289,8 @@ class OpcUaSimulator:
         if self.odd_nodes:
             await self._add_odd_nodes(server, idx)
         if self.strict_channel:
-            _refuse_untrusted_at_open(server, self.trusted_client_certificates or [])
+            how = "fault" if self.strict_channel is True else str(self.strict_channel)
+            _refuse_untrusted_at_open(server, self.trusted_client_certificates or [], how)
         await self._declare_limits(server)
         await server.start()
         if self.port == 0:
@@ -493,10 +494,13 @@ class _PasswordUsers:
         return None
 
 
-def _refuse_untrusted_at_open(server: Any, trusted: list[Path]) -> None:
+def _refuse_untrusted_at_open(server: Any, trusted: list[Path], how: str = "fault") -> None:
     """Make this server answer OpenSecureChannel from an untrusted client certificate with a
-    ServiceFault (BadSecurityChecksFailed) in an OPN message, as node-opcua does. asyncua's
-    processor class is patched once; only servers marked here are strict."""
+    ServiceFault (BadSecurityChecksFailed) in an OPN message, as node-opcua does (`how="fault"`),
+    or close the connection (`how="close"`). asyncua's processor class is patched once; only
+    servers marked here are strict."""
+    if how not in ("fault", "close"):
+        raise ValueError(f"strict_channel: 'fault' or 'close', not {how!r}")
     from asyncua import ua
     from asyncua.server.uaprocessor import UaProcessor
     from asyncua.ua.ua_binary import struct_from_binary
@@ -505,6 +509,7 @@ def _refuse_untrusted_at_open(server: Any, trusted: list[Path]) -> None:
     server.iserver._strict_trusted = {
         x509.load_pem_x509_certificate(Path(p).read_bytes()).fingerprint(_sha256()) for p in trusted
     }
+    server.iserver._strict_how = how
     if getattr(UaProcessor, "_strict_patched", False):
         return
     plain_open = UaProcessor.open_secure_channel
@@ -516,6 +521,9 @@ def _refuse_untrusted_at_open(server: Any, trusted: list[Path]) -> None:
             return plain_open(self, algohdr, seqhdr, body)
         if x509.load_der_x509_certificate(sender).fingerprint(_sha256()) in strict:
             return plain_open(self, algohdr, seqhdr, body)
+        if self.iserver._strict_how == "close":
+            self._transport.close()
+            return None
         request = struct_from_binary(ua.OpenSecureChannelRequest, body)
         self._connection.select_policy(algohdr.SecurityPolicyURI, sender, request.Parameters.SecurityMode)
         fault = ua.ServiceFault()

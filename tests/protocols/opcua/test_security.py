@@ -155,6 +155,22 @@ def _sha256(path: Path) -> str:
     return x509.load_pem_x509_certificate(path.read_bytes()).fingerprint(hashes.SHA256()).hex()
 
 
+def test_a_server_closing_on_our_certificate_is_one_line(certs):
+    with OpcUaSimulator(
+        turbines=1,
+        security=True,
+        security_modes=("Sign",),
+        trusted_client_certificates=[certs["trusted"][0]],
+        strict_channel="close",
+    ) as strict:
+        _check(strict, certs["trusted"], username=None, password=None)
+        message = _refused(strict, certs["stranger"], "closed the connection", username=None, password=None)
+    assert message.startswith(
+        f"OPC UA {strict.endpoint}: the server closed the connection while the secure channel was set up ("
+    )
+    assert message.endswith(f"): does it trust our client certificate {certs['stranger'][0]}?")
+
+
 def test_a_wrong_pin_names_both_fingerprints(secure_farm, certs):
     """It used to be "no answer within 8 s" (the server could not decrypt) or BadTcpInternalError."""
     wrong = certs["stranger"][0]
