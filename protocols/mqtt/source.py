@@ -13,14 +13,14 @@ reconnects by itself with exponential back-off (`reconnect_delay_set`) and resub
 Nothing one message carries can stop the batcher: a bad payload or metric is a bad record, an
 implausible timestamp an `uncertain` one; an unforeseen error in a batch is retried message by
 message (the failing one becomes a bad record), and a failing `emit` is counted (`emit_errors`).
-Every such problem is counted, logged (warning, with the topic and metric) and kept in
-`last_errors`. As a Sparkplug host, the source answers a sequence gap or data from a node it saw
+Every such problem is counted, kept in `last_errors` and written to the run's log with its item
+(topic, metric); unforeseen exceptions go through the runtime's `item_failed`, and the batcher
+runs under `spawn`, so that if anything still escaped it the session would turn `failed`. As a Sparkplug host, the source answers a sequence gap or data from a node it saw
 no NBIRTH of with an NCMD `Node Control/Rebirth` (`sparkplug.request_rebirth`, on by default).
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import uuid
@@ -31,14 +31,13 @@ from typing import Any
 
 import polars as pl
 
-from engine.connectors.base import StreamingSource
+from engine.connectors.base import StreamingSource, one_line_error
 from engine.context import RunContext
 from engine.errors import ConnectorError
 from engine.tags import TagBatchBuilder, empty_tags, utc_now
 from protocols.mqtt.config import MqttSourceConfig
 from protocols.mqtt.timestamps import IMPLAUSIBLE
 
-log = logging.getLogger(__name__)
 LAST_ERRORS = 20
 LOG_EVERY_S = 10.0  # one warning per kind of problem this often; the rest are counted in it
 _GAP = object()  # queue marker: the connection was lost here
@@ -101,10 +100,8 @@ class MqttSource(StreamingSource):
         client.on_subscribe = self._guarded(self._on_subscribe)
         client.on_message = self._guarded(self._on_message)
         self._stopping.clear()
-        self._batcher = threading.Thread(
-            target=self._run_batcher, args=(emit,), name=f"mqtt-{self.name}", daemon=True
-        )
-        self._batcher.start()
+        # spawn: should anything ever escape the batcher, the session turns `failed` with the reason
+        self._batcher = self.spawn(self._run_batcher, emit, name=f"mqtt-{self.name}")
         self.set_state("connecting", self.where)
         client.connect_async(cfg.host, cfg.port, cfg.keepalive)
         client.loop_start()
@@ -158,10 +155,11 @@ class MqttSource(StreamingSource):
             try:
                 callback(*args)
             except Exception as exc:
-                self.counters["callback_errors"] += 1
                 message = next((a for a in args if hasattr(a, "topic") and hasattr(a, "payload")), None)
-                item = message.topic if message is not None else callback.__name__.lstrip("_")
-                self._problems([(item, f"{callback.__name__.lstrip('_')} failed: {_one_line(exc)}")])
+                where = f"paho {callback.__name__.lstrip('_')}"
+                self._failed(
+                    f"{where} {message.topic}" if message is not None else where, exc, "callback_errors"
+                )
 
         return call
 
@@ -222,13 +220,10 @@ class MqttSource(StreamingSource):
                 batch = self._batch_safely(items)
                 if batch.height:
                     self.counters["batches"] += 1
-                    try:
+                    try:  # the runtime's emit does not raise; any other one may
                         emit(batch)
                     except Exception as exc:  # never let the batcher die: count, log, go on
-                        self.counters["emit_errors"] += 1
-                        self._problems(
-                            [(f"batch of {batch.height} records", f"emit failed: {_one_line(exc)}")]
-                        )
+                        self._failed(f"emit of {batch.height} records", exc, "emit_errors")
             if self._stopping.is_set() and not self._pending:
                 return
 
@@ -238,10 +233,7 @@ class MqttSource(StreamingSource):
         try:
             return self._batch(items)
         except Exception as exc:
-            self.counters["batch_errors"] += 1
-            log.debug(
-                "%s: batch of %d messages failed, decoding one by one", self.name, len(items), exc_info=exc
-            )
+            self._failed(f"batch of {len(items)} messages (now one by one)", exc, "batch_errors")
         frames = []
         for item in items:
             try:
@@ -250,11 +242,10 @@ class MqttSource(StreamingSource):
                 if item is _GAP:
                     continue
                 topic, _payload, received = item
-                reason = f"bad_payload: {_one_line(exc)}"
+                reason = f"bad_payload: {self._failed(topic, exc, 'bad_payloads')}"
                 builder = TagBatchBuilder(self.name)
                 builder.add(topic, None, quality="bad", reason=reason, received_at=received)
                 frames.append(builder.take())
-                self._reject([(topic, reason)])
         return pl.concat(frames) if frames else empty_tags()
 
     def _batch(self, items: list[Any]) -> pl.DataFrame:
@@ -296,8 +287,16 @@ class MqttSource(StreamingSource):
                 self._logged[kind] = (last, held + 1)
                 continue
             more = f" ({held} more like it in the last {now - last:.0f} s)" if held else ""
-            log.warning("%s: %s: %s%s", self.name, item, reason, more)
+            self.ctx.log("warning", f"{item}: {reason}{more}", self.name)
             self._logged[kind] = (now, 0)
+
+    def _failed(self, item: str, exc: BaseException, counter: str) -> str:
+        """An unforeseen exception: the runtime's rule (counted in `item_errors`, logged with the
+        item), our own counter, and `last_errors`; returns the one-line reason."""
+        self.counters[counter] += 1
+        reason = self.item_failed(item, exc)
+        self.last_errors.append((item, reason))
+        return reason
 
     def _make_decoder(self) -> Callable[[list[tuple[str, bytes, datetime]]], pl.DataFrame]:
         cfg = self.config
@@ -327,10 +326,12 @@ class MqttSource(StreamingSource):
                     session.handle(topic, payload, builder, received)
                 except Exception as exc:  # SparkplugError: not Sparkplug B; anything else: our bug
                     del_from(builder, mark)  # nothing half-written from this message
-                    what = str(exc) if isinstance(exc, SparkplugError) else _one_line(exc)
-                    reason = f"bad_payload: {what}"
+                    if isinstance(exc, SparkplugError):
+                        reason = f"bad_payload: {exc}"
+                        self._reject([(topic, reason)])
+                    else:
+                        reason = f"bad_payload: {self._failed(topic, exc, 'bad_payloads')}"
                     builder.add(topic, None, quality="bad", reason=reason, received_at=received)
-                    self._reject([(topic, reason)])
             self._problems(session.problems)
             session.problems.clear()
             for key, count in session.counters.items():
@@ -352,12 +353,12 @@ class MqttSource(StreamingSource):
         try:
             rc = self._client.publish(topic, payload, qos=0).rc
         except Exception as exc:
-            rc = _one_line(exc)
+            rc = one_line_error(exc)
         if rc:  # not connected (the next birth or gap asks again), or refused
             self._problems([(topic, f"rebirth request not sent: {rc}")])
             return
         self.counters["rebirth_requests"] += 1
-        log.info("%s: asked %s/%s to rebirth (%s)", self.name, group, edge, topic)
+        self.ctx.log("info", f"asked {group}/{edge} to rebirth ({topic})", self.name)
 
 
 def del_from(builder: TagBatchBuilder, mark: int) -> None:
@@ -373,8 +374,3 @@ def del_from(builder: TagBatchBuilder, mark: int) -> None:
         builder.received_at,
     ):
         del column[mark:]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or "(no message)"
-    return f"{type(exc).__name__}: {text}"[:300]

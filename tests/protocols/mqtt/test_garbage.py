@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
+from engine.context import RunContext
 from engine.store.historian import Historian
 from engine.store.tag_historian import TagHistorian
 from protocols.mqtt import sparkplug as sp
@@ -50,18 +51,22 @@ def start(source, got: Collector, store: TagHistorian) -> None:
     got.wait(lambda c: "subscribed" in c.states)
 
 
-def warnings_of(caplog) -> list[str]:
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "protocols.mqtt.source" and r.levelname == "WARNING"
-    ]
+class RunLog(list):
+    """The run's log (RunContext.log: the run record in a real run): (level, message, node)."""
+
+    def __call__(self, level: str, message: str, node: str | None = None) -> None:
+        self.append((level, message, node))
+
+    def warnings(self) -> list[str]:
+        return [f"{node}: {message}" for level, message, node in self if level == "warning"]
 
 
-def test_sparkplug_garbage_is_counted_and_later_messages_are_stored(prefix, store, caplog):
+def test_sparkplug_garbage_is_counted_and_later_messages_are_stored(prefix, store):
     group = prefix
     ns = f"spBv1.0/{group}"
-    source, got = make_source("sparkplug_b", {"topics": [f"{ns}/#"], "sparkplug": {"request_rebirth": False}})
+    run_log = RunLog()
+    config = {"topics": [f"{ns}/#"], "sparkplug": {"request_rebirth": False}}
+    source, got = make_source("sparkplug_b", config, RunContext(log=run_log))
     start(source, got, store)
     pub = publisher()
     data = f"{ns}/NDATA/E"
@@ -145,16 +150,18 @@ def test_sparkplug_garbage_is_counted_and_later_messages_are_stored(prefix, stor
     items = [item for item, _ in source.last_errors]
     assert f"{ns}/NDATA/E metric when" in items and f"{ns}/NDATA/E metric a" in items
     assert f"{ns}/NDATA/Bogus" in items
-    logged = warnings_of(caplog)  # with the item; one per kind of problem every 10 s
+    logged = run_log.warnings()  # with the item; one per kind of problem every 10 s
     assert f"mqtt-test: {ns}/NDATA/E metric a: implausible_timestamp: metric a timestamp" in "\n".join(logged)
     assert [m.split(": ", 3)[2].split(":")[0] for m in logged] == ["bad_payload", "implausible_timestamp"]
     assert got.states[-2:] == ["subscribed", "stopped"]  # never lost, never failed
 
 
-def test_json_garbage_is_counted_and_later_messages_are_stored(prefix, store, caplog):
+def test_json_garbage_is_counted_and_later_messages_are_stored(prefix, store):
+    run_log = RunLog()
     source, got = make_source(
         "mqtt",
         {"topics": [f"{prefix}/#"], "json": {"timestamp_path": "$.ts", "epoch_unit": "s"}},
+        RunContext(log=run_log),
     )
     start(source, got, store)
     pub = publisher()
@@ -229,14 +236,16 @@ def test_json_garbage_is_counted_and_later_messages_are_stored(prefix, store, ca
     assert source.counters["bad_payloads"] == 5
     assert source.counters["implausible_timestamps"] == 7
     assert {item for item, _ in source.last_errors} >= {f"{prefix}/ms", f"{prefix}/not-json"}
-    assert warnings_of(caplog) == [  # the first of each kind, with its item
+    assert run_log.warnings() == [  # the first of each kind, with its item
         f"mqtt-test: {prefix}/ms: {by_tag['ms']['reason']}",
         f"mqtt-test: {prefix}/not-json: {by_tag['not-json']['reason']}",
     ]
 
 
 def test_a_failing_emit_is_counted_and_the_batcher_goes_on(prefix):
-    source, got = make_source("mqtt", {"topics": [f"{prefix}/#"], "batch_max_messages": 1})
+    run_log = RunLog()
+    config = {"topics": [f"{prefix}/#"], "batch_max_messages": 1}
+    source, got = make_source("mqtt", config, RunContext(log=run_log))
     failed: list[pl.DataFrame] = []
     refused = threading.Event()
 
@@ -260,12 +269,14 @@ def test_a_failing_emit_is_counted_and_the_batcher_goes_on(prefix):
         pub.loop_stop()
         source.stop()
     assert failed[0]["value"].to_list() == [1.0]
-    assert source.counters["emit_errors"] == 1
-    assert ("batch of 1 records", "emit failed: RuntimeError: destination refused") in source.last_errors
+    assert source.counters["emit_errors"] == 1 and source.counters["item_errors"] == 1
+    assert ("emit of 1 records", "RuntimeError: destination refused") in source.last_errors
+    assert run_log.warnings() == ["mqtt-test: emit of 1 records: RuntimeError: destination refused"]
 
 
 def test_an_exception_in_a_paho_callback_does_not_end_the_network_thread(prefix):
-    source, got = make_source("mqtt", {"topics": [f"{prefix}/#"]})
+    run_log = RunLog()
+    source, got = make_source("mqtt", {"topics": [f"{prefix}/#"]}, RunContext(log=run_log))
     raised: list[str] = []
 
     def on_state(name, state, detail) -> None:  # a state listener that breaks once
@@ -283,5 +294,6 @@ def test_an_exception_in_a_paho_callback_does_not_end_the_network_thread(prefix)
     finally:
         pub.loop_stop()
         source.stop()
-    assert source.counters["callback_errors"] == 1
-    assert ("on_subscribe", "on_subscribe failed: RuntimeError: listener broke") in source.last_errors
+    assert source.counters["callback_errors"] == 1 and source.counters["item_errors"] == 1
+    assert ("paho on_subscribe", "RuntimeError: listener broke") in source.last_errors
+    assert run_log.warnings() == ["mqtt-test: paho on_subscribe: RuntimeError: listener broke"]

@@ -61,9 +61,9 @@ class Collector:
         self.wait(lambda c: sum(f.height for f in c.frames) >= n)
 
 
-def make_source(connector: str, config: dict):
+def make_source(connector: str, config: dict, ctx: RunContext | None = None):
     cls = registry.get(connector)
-    source = cls.make_source(cls.SourceConfig.model_validate(config), RunContext(), "mqtt-test")
+    source = cls.make_source(cls.SourceConfig.model_validate(config), ctx or RunContext(), "mqtt-test")
     collector = Collector()
     source.on_state = collector.on_state
     return source, collector
