@@ -376,10 +376,17 @@ class OpcUaSession:
                     f"{_fingerprint(server_cert)}); if the change is expected, delete {pin}"
                 )
             return pin
-        pin.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temp = pin.with_suffix(".tmp")
-        temp.write_bytes(server_cert.public_bytes(Encoding.DER))
-        os.replace(temp, pin)
+        try:
+            pin.parent.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # <data dir>/pki
+            pin.parent.mkdir(exist_ok=True, mode=0o700)
+            temp = pin.with_suffix(".tmp")
+            temp.write_bytes(server_cert.public_bytes(Encoding.DER))
+            os.replace(temp, pin)
+        except OSError as exc:
+            raise ConnectorError(
+                f"OPC UA {cfg.endpoint}: cannot pin the server's certificate in {pin}: "
+                f"{exc.strerror or type(exc).__name__}"
+            ) from exc
         self.log(
             "warning",
             f"OPC UA {cfg.endpoint}: trusted the server's certificate on first use "

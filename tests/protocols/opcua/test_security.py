@@ -257,3 +257,12 @@ def test_the_tag_browser_pins_in_the_data_directory_it_is_given(secure_farm, cer
     top = OpcUaConnector.browse(config, data_dir=workspace)
     assert "2:WindFarm" in {row["browse_name"] for row in top}
     assert pin_path(workspace / "pki", secure_farm.endpoint).is_file()
+
+
+def test_a_pin_that_cannot_be_written_is_one_line(secure_farm, certs, data_dir):
+    (data_dir / "pki").write_text("a file where the pki folder should be")
+    message = _refused(secure_farm, certs["trusted"], "cannot pin the server's certificate")
+    pin = pin_path(data_dir / "pki", secure_farm.endpoint)
+    assert (
+        message == f"OPC UA {secure_farm.endpoint}: cannot pin the server's certificate in {pin}: File exists"
+    )
