@@ -143,7 +143,7 @@ class OpcUaSource(StreamingSource):
         while not stopping.is_set():
             self.set_state("reconnecting" if ever_connected else "connecting", cfg.endpoint)
             lost = asyncio.Event()
-            reason = "connection lost"
+            reason = f"OPC UA {cfg.endpoint}: connection lost"
             session = OpcUaSession(cfg, self.counters, **self._session_options())
             try:
                 await session.connect(on_lost=lambda exc, lost=lost: lost.set())
@@ -216,7 +216,7 @@ class OpcUaSource(StreamingSource):
             self._wake.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=interval)
-        return "connection lost"
+        return f"OPC UA {self.config.endpoint}: connection lost"
 
     # --- values and batches --------------------------------------------------------------------
 

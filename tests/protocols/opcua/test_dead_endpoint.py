@@ -106,3 +106,51 @@ def _demoted_warning(record: logging.LogRecord) -> bool:
     return record.levelno == logging.DEBUG and bool(
         re.match(r"\[(warning|error|critical) asyncua", str(record.msg))
     )
+
+
+PROCESS = r"""
+import sys, time
+from engine.context import RunContext
+from protocols.opcua.connector import OpcUaSource
+from protocols.opcua.simulator import OpcUaSimulator
+
+sim = OpcUaSimulator(turbines=1, interval_s=0.1).start()
+config = {"endpoint": sim.endpoint, "browse_root": "WindFarm", "publishing_interval_ms": 100,
+          "reconnect": {"initial_delay_s": 0.2, "max_delay_s": 1.0}}
+source = OpcUaSource(config, RunContext())
+source.start(lambda batch: None)
+
+def until(condition, what):
+    deadline = time.monotonic() + 20
+    while not condition():
+        if time.monotonic() > deadline:
+            sys.exit(f"timed out waiting for {what}: {source.state} {source.state_detail}")
+        time.sleep(0.05)
+
+until(lambda: source.counters["notifications"] >= 8, "values")
+sim.go_down()
+until(lambda: source.state == "lost", "the loss")
+print("lost:", source.state_detail, flush=True)
+sim.come_back()
+until(lambda: source.counters["reconnects"] == 1 and source.state == "subscribed", "the healing")
+source.stop()
+sim.stop()
+"""
+
+
+def test_a_process_without_logging_set_up_prints_no_asyncua_chatter():
+    """As `aggregator run` is: no logging configured, so Python's last-resort handler would print
+    every WARNING and ERROR on stderr (asyncua's traceback when the server went away did)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, "-c", PROCESS], cwd=root, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.match(
+        r"lost: OPC UA opc\.tcp://127\.0\.0\.1:\d+/windfarm: .+; retrying in \d+\.\d s$", done.stdout
+    )
+    assert done.stderr == ""
