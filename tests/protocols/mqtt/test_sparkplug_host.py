@@ -113,6 +113,8 @@ def test_the_clean_stop_ndeath_carries_the_birth_bdseq_and_no_seq(group):
     sim = SparkplugSimulator(group=group, turbines=1, tags=2, interval_s=0.05)
     sim.start()
     try:
+        # the first death gaps every metric born: wait until the source has the device's birth too
+        got.wait(lambda c: c.frame.filter(pl.col("tag").str.contains("/Turbine01/")).height > 0)
         sim.kill()  # the broker sends the will (bdSeq 0); the node comes back with bdSeq 1
         births = listener.wait(lambda topic, p: topic.endswith("/NBIRTH/Gateway1") and bd_seq(p) == 1)
         listener.wait(lambda topic, _: "/DDATA/" in topic and sim.published > 20)  # seq well past 0
