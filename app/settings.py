@@ -104,9 +104,9 @@ def default_path() -> Path:
     env = os.environ.get(ENV_PREFIX + "SETTINGS")
     if env:
         return Path(env).expanduser()
-    from platformdirs import user_config_dir
+    from engine.secrets import config_dir  # one config folder for the settings and the secret key
 
-    return Path(user_config_dir("data-aggregator", appauthor=False)) / "settings.toml"
+    return config_dir() / "settings.toml"
 
 
 def to_toml(settings: Settings) -> str:

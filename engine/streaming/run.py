@@ -11,6 +11,7 @@ from typing import Any
 
 from engine.errors import AggregatorError
 from engine.runner import _context, _iso, begin_run
+from engine.secrets import mask
 from engine.spec.validate import Compiled
 from engine.streaming.runner import StreamRunner
 from engine.streaming.settings import StreamSettings
@@ -134,6 +135,10 @@ class SourceStateLines:
         self._said: dict[str, set[str]] = {}
 
     def __call__(self, event: dict[str, Any]) -> str | None:
+        line = self._line(event)
+        return mask(line) if line else None  # a URL or path built from a secret shows as ***
+
+    def _line(self, event: dict[str, Any]) -> str | None:
         if event.get("event") != "source_state":
             return None
         node, state, detail = event["node"], event["state"], event.get("detail")

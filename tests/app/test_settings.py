@@ -47,3 +47,13 @@ def test_bad_values_are_refused(tmp_path):
 
 def test_none_is_left_out_of_the_file():
     assert "data_dir" not in to_toml(Settings())
+
+
+def test_settings_live_in_the_config_folder_beside_the_secret_key(tmp_path, monkeypatch):
+    from app.settings import default_path
+    from engine.secrets import config_dir
+
+    monkeypatch.delenv("AGGREGATOR_SETTINGS", raising=False)
+    monkeypatch.setenv("AGGREGATOR_CONFIG", str(tmp_path / "conf"))
+    assert default_path() == tmp_path / "conf" / "settings.toml"
+    assert default_path().parent == config_dir()

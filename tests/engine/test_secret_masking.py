@@ -111,3 +111,19 @@ def test_mask_hides_every_resolved_value_and_its_escaped_forms(tmp_path, monkeyp
     assert mask(json.dumps({"error": value})) == json.dumps({"error": MASK})
     assert mask(f"bad value {value!r}") == f"bad value '{MASK}'"
     assert mask("nothing secret here") == "nothing secret here"
+
+
+def test_a_source_state_line_on_the_console_is_masked(tmp_path, monkeypatch):
+    from engine.streaming.run import SourceStateLines
+
+    monkeypatch.setenv("AGGREGATOR_SECRET_BROKER_PASSWORD", "s3cret-broker-pw")
+    SecretStore(tmp_path / "data").get("broker_password")
+    lines = SourceStateLines()
+    event = {
+        "event": "source_state",
+        "node": "plc",
+        "state": "lost",
+        "detail": "mqtt://operator:s3cret-broker-pw@127.0.0.1:1: connection refused",
+    }
+    line = lines(event)
+    assert line == f"source 'plc' lost: mqtt://operator:{MASK}@127.0.0.1:1: connection refused"
