@@ -91,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     ss = secret_sub.add_parser("check", help="say whether NAME is set (never prints the value)")
     ss.add_argument("name")
     data_dir(ss)
+
+    sp = sub.add_parser(
+        "token", help="print the service's API token (created on first use, kept as a secret)"
+    )
+    data_dir(sp)
     return p
 
 

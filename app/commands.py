@@ -272,4 +272,10 @@ def cmd_secret(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    from app.token_cmd import cmd_token as token
+
+    return token(args)
+
+
 __all__ = ["EXIT_FAILED", "EXIT_INVALID"]

@@ -1,0 +1,54 @@
+"""`aggregator token`: the API token is created on first use, kept as a secret (never in clear in
+the data directory), and the same on every later call, in this process or another."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from engine.service import token
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"},
+        cwd=Path(__file__).resolve().parents[2],
+    )
+
+
+def test_token_is_created_once_and_kept_as_a_secret(tmp_path):
+    data = tmp_path / "data"
+    first = _cli("token", "--data-dir", str(data))
+    assert first.returncode == 0, first.stderr
+    printed = first.stdout.strip()
+    assert len(printed) >= 43 and "\n" not in printed  # token_urlsafe(32): 43 characters
+    again = _cli("token", "--data-dir", str(data))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == printed
+    assert token.ensure(data) == printed  # the service reads the same one
+    # stored encrypted: no file of the data directory holds it in clear
+    assert (data / "secrets.enc").exists()
+    for path in data.rglob("*"):
+        if path.is_file():
+            assert printed.encode() not in path.read_bytes(), path
+
+
+def test_each_data_directory_has_its_own_token(tmp_path):
+    one, two = token.ensure(tmp_path / "one"), token.ensure(tmp_path / "two")
+    assert one != two
+    assert token.ensure(tmp_path / "one") == one
+
+
+def test_environment_overrides_the_stored_token(tmp_path, monkeypatch):
+    stored = token.ensure(tmp_path)
+    monkeypatch.setenv("AGGREGATOR_SECRET_AGGREGATOR_API_TOKEN", "a-token-from-the-environment")
+    assert token.ensure(tmp_path) == "a-token-from-the-environment" != stored
+    hint = token.path_hint(tmp_path)
+    assert "secrets.enc" in hint and "AGGREGATOR_SECRET_AGGREGATOR_API_TOKEN" in hint
+    assert stored not in hint
