@@ -19,9 +19,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-Event = dict[str, Any]
+Event = dict[str, Any]  # an event as emitters below the API build it (the wire shape of events.py)
+T = TypeVar("T")
 _job_ids = itertools.count(1)
 # The engine's threads run at a lower OS priority than the thread that created the engine (the
 # GUI's): a batch run keeps both cores busy, and at equal priority the GUI thread waited up to
@@ -87,10 +88,11 @@ def lower_compute_pools(nice: int = ENGINE_NICE) -> int:
     return lowered
 
 
-class Job:
-    """A background call: a future for its result, a cancel flag, and an id that its events carry."""
+class Job(Generic[T]):
+    """A background call: a future for its result, a cancel flag, and an id that its events carry.
+    `Job[T]`: `result()` gives a T."""
 
-    def __init__(self, kind: str, future: concurrent.futures.Future, cancel: threading.Event):
+    def __init__(self, kind: str, future: concurrent.futures.Future[T], cancel: threading.Event):
         self.id = f"{kind}-{next(_job_ids)}"
         self.kind = kind
         self.future = future
@@ -107,10 +109,10 @@ class Job:
     def done(self) -> bool:
         return self.future.done()
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> T:
         return self.future.result(timeout)
 
-    def add_done_callback(self, callback: Callable[[Job], None]) -> None:
+    def add_done_callback(self, callback: Callable[[Job[T]], None]) -> None:
         self.future.add_done_callback(lambda _f: callback(self))
 
 

@@ -1,0 +1,287 @@
+"""The engine's event catalogue as typed records (architecture: one front door).
+
+Every event the engine publishes is one of the frozen dataclasses below. A subscriber of
+`EngineAPI.subscribe` receives these records, never dicts; the wire (the service's event stream, the
+GUI bridge's Qt signal) carries `record.to_dict()`, which is the dict shape the engine has always
+emitted: `{"event": <kind>, <fields>...}`. `event_from_dict` is the reverse, so a `RemoteEngine`
+hands its subscribers the same records a `LocalEngine` does.
+
+Design:
+- `kind` (a class attribute) is the event's name on the wire (`"run_finished"`...).
+- The fields every client relies on are typed attributes; anything else an emitter adds (the
+  per-source and per-node maps of `stream_stats`, a newer server's fields) rides in `extra` and is
+  written back flat by `to_dict()`, so a round trip loses nothing: `event_from_dict(d).to_dict() == d`.
+- `job` is the id of the `Job` the event belongs to (None for engine-wide events), so a view can tell
+  its own run from the others.
+- An event of a kind this catalogue does not know (a newer server) becomes `UnknownEvent`, not an
+  error: clients ignore what they do not understand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineEvent:
+    """The common part of every event record."""
+
+    kind: ClassVar[str] = ""
+    wire_names: ClassVar[Mapping[str, str]] = {}  # attribute -> key on the wire, where they differ
+    job: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire shape: `{"event": kind, **fields, **extra}`; a `job` of None is left out."""
+        out: dict[str, Any] = {"event": self.kind}
+        for f in dataclasses.fields(self):
+            if f.name == "extra" or (f.name == "job" and self.job is None):
+                continue
+            out[self.wire_names.get(f.name, f.name)] = getattr(self, f.name)
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EngineEvent:
+        """The record of a wire dict of this kind: known keys become fields, the rest `extra`."""
+        wire_to_attr = {wire: attr for attr, wire in cls.wire_names.items()}
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "event":
+                continue
+            if key in wire_to_attr:
+                known[wire_to_attr[key]] = value
+            elif key in names and key not in cls.wire_names:  # a renamed field answers to its wire key
+                known[key] = value
+            else:
+                extra[key] = value
+        return cls(**known, extra=extra)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of wire key `key` (a field or an extra), for code that reads events by name."""
+        return self.to_dict().get(key, default)
+
+
+# ---- jobs ------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class JobStarted(EngineEvent):
+    """A background call began; `running` is how many jobs run now (the status bar's indicator)."""
+
+    kind: ClassVar[str] = "job_started"
+    job_kind: str = ""
+    running: int = 0
+    wire_names: ClassVar[Mapping[str, str]] = {"job_kind": "kind"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobFinished(EngineEvent):
+    kind: ClassVar[str] = "job_finished"
+    job_kind: str = ""
+    running: int = 0
+    wire_names: ClassVar[Mapping[str, str]] = {"job_kind": "kind"}
+
+
+# ---- runs ------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class RunStarted(EngineEvent):
+    kind: ClassVar[str] = "run_started"
+    run_id: str
+    pipeline: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunFinished(EngineEvent):
+    """A run ended: success, warning, failed, cancelled or interrupted."""
+
+    kind: ClassVar[str] = "run_finished"
+    run_id: str
+    status: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Retrying(EngineEvent):
+    """A failed batch attempt is retried after `delay_s`; `attempt` is the coming one."""
+
+    kind: ClassVar[str] = "retrying"
+    run_id: str
+    attempt: int
+    delay_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeProgress(EngineEvent):
+    """One node's status and counts so far (and once more, final, when the run has committed)."""
+
+    kind: ClassVar[str] = "node_progress"
+    run_id: str | None = None
+    node: str
+    status: str = ""
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_rejected: int = 0
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Committing(EngineEvent):
+    """A batch run's destinations are committing (the last step; no more progress comes)."""
+
+    kind: ClassVar[str] = "committing"
+    run_id: str | None = None
+
+
+# ---- streams ---------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class StreamStats(EngineEvent):
+    """A streaming run's counters, about once a second; per-source/sink/node maps ride in `extra`."""
+
+    kind: ClassVar[str] = "stream_stats"
+    run_id: str | None = None
+    status: str = ""
+    uptime_s: float = 0.0
+    micro_batches: int = 0
+    rows_received: int = 0
+    rows_committed: int = 0
+    rows_dropped: int = 0
+    rows_rejected: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class MicroBatch(EngineEvent):
+    kind: ClassVar[str] = "micro_batch"
+    run_id: str | None = None
+    sequence: int = 0
+    rows: int = 0
+    latency_ms: Any = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceState(EngineEvent):
+    """A streaming source's session changed: connecting, connected, subscribed, lost,
+    reconnecting, stopped; `detail` says why (masked where it is made)."""
+
+    kind: ClassVar[str] = "source_state"
+    run_id: str | None = None
+    node: str
+    state: str
+    detail: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SinkRetry(EngineEvent):
+    kind: ClassVar[str] = "sink_retry"
+    run_id: str | None = None
+    node: str
+    attempt: int
+    delay_s: float
+    error: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Alarm(EngineEvent):
+    """Something an operator must see (rows dropped by a full queue...). On the wire the alarm's
+    own kind is the key `kind`, as it always was."""
+
+    kind: ClassVar[str] = "alarm"
+    alarm: str
+    run_id: str | None = None
+    node: str | None = None
+    rows: int = 0
+    reason: str = ""
+    total_dropped: int = 0
+    wire_names: ClassVar[Mapping[str, str]] = {"alarm": "kind"}
+
+
+# ---- connectors ------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class ConnectorsChanged(EngineEvent):
+    kind: ClassVar[str] = "connectors_changed"
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectionTested(EngineEvent):
+    kind: ClassVar[str] = "connection_tested"
+    name: str
+    ok: bool
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnknownEvent(EngineEvent):
+    """An event of a kind this catalogue does not know (from a newer service): kept, not lost."""
+
+    name: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.name, **({"job": self.job} if self.job is not None else {}), **self.extra}
+
+
+CATALOGUE: dict[str, type[EngineEvent]] = {
+    cls.kind: cls
+    for cls in (
+        JobStarted,
+        JobFinished,
+        RunStarted,
+        RunFinished,
+        Retrying,
+        NodeProgress,
+        Committing,
+        StreamStats,
+        MicroBatch,
+        SourceState,
+        SinkRetry,
+        Alarm,
+        ConnectorsChanged,
+        ConnectionTested,
+    )
+}
+
+
+def event_from_dict(data: Mapping[str, Any]) -> EngineEvent:
+    """The typed record of a wire dict. A kind not in the catalogue gives `UnknownEvent`; a known
+    kind missing a required field raises ValueError naming the event and the field."""
+    name = str(data.get("event") or "")
+    cls = CATALOGUE.get(name)
+    if cls is None:
+        job = data.get("job")
+        rest = {k: v for k, v in data.items() if k not in ("event", "job")}
+        return UnknownEvent(name=name, job=job, extra=rest)
+    try:
+        return cls.from_dict(data)
+    except TypeError as exc:  # a required field is missing
+        raise ValueError(f"event '{name}': {exc}") from None
+
+
+def as_event(event: EngineEvent | Mapping[str, Any]) -> EngineEvent:
+    """A record as it is, a wire dict as its record (emitters below the API still build dicts)."""
+    return event if isinstance(event, EngineEvent) else event_from_dict(event)
+
+
+__all__ = [
+    "CATALOGUE",
+    "Alarm",
+    "Committing",
+    "ConnectionTested",
+    "ConnectorsChanged",
+    "EngineEvent",
+    "JobFinished",
+    "JobStarted",
+    "MicroBatch",
+    "NodeProgress",
+    "Retrying",
+    "RunFinished",
+    "RunStarted",
+    "SinkRetry",
+    "SourceState",
+    "StreamStats",
+    "UnknownEvent",
+    "as_event",
+    "event_from_dict",
+]
