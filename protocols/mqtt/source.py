@@ -21,6 +21,8 @@ no NBIRTH of with an NCMD `Node Control/Rebirth` (`sparkplug.request_rebirth`, o
 
 from __future__ import annotations
 
+import socket
+import sys
 import threading
 import time
 import uuid
@@ -68,6 +70,21 @@ def make_client(config: MqttSourceConfig, client_id: str) -> Any:
     # paho sleeps fractions of a second too; its int annotation is only a hint.
     client.reconnect_delay_set(config.reconnect_min_delay, config.reconnect_max_delay)  # type: ignore[arg-type]
     return client
+
+
+def _connect_error(exc: BaseException | None, timeout_s: float) -> str:
+    """Why a connection attempt failed, as a plant engineer reads it (`connection refused`)."""
+    if exc is None:
+        return "connection failed"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout_s:g} s"
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror or exc})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:]
+    return f"connection failed ({type(exc).__name__}: {exc})"
 
 
 class MqttSource(StreamingSource):
@@ -174,9 +191,15 @@ class MqttSource(StreamingSource):
         self.set_state("connected", self.where)
         client.subscribe([(topic, self.config.qos) for topic in self.config.topics])
 
-    def _on_connect_fail(self, _client, _userdata) -> None:
+    def _on_connect_fail(self, client, _userdata) -> None:
         self.counters["connect_errors"] += 1
-        self.set_state("reconnecting", f"{self.where}: connection failed, retrying with back-off")
+        # paho calls this inside its `except OSError:`, without the error: take it from there
+        reason = _connect_error(sys.exc_info()[1], getattr(client, "connect_timeout", 5.0))
+        cfg = self.config
+        retry = f"retrying every {cfg.reconnect_min_delay:g} s"
+        if cfg.reconnect_max_delay > cfg.reconnect_min_delay:
+            retry += f", backing off to {cfg.reconnect_max_delay:g} s"
+        self.set_state("reconnecting", f"{self.where}: {reason}; {retry}")
 
     def _on_subscribe(self, _client, _userdata, _mid, reason_codes, _props) -> None:
         refused = [str(rc) for rc in reason_codes if rc.is_failure]

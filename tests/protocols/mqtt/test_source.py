@@ -31,6 +31,7 @@ class Collector:
     def __init__(self):
         self.frames: list[pl.DataFrame] = []
         self.states: list[str] = []
+        self.details: list[str | None] = []
         self.changed = threading.Condition()
 
     def emit(self, frame: pl.DataFrame) -> None:
@@ -39,9 +40,10 @@ class Collector:
             self.frames.append(frame)
             self.changed.notify_all()
 
-    def on_state(self, _name, state, _detail) -> None:
+    def on_state(self, _name, state, detail) -> None:
         with self.changed:
             self.states.append(state)
+            self.details.append(detail)
             self.changed.notify_all()
 
     @property
@@ -296,3 +298,22 @@ def test_unreachable_broker_keeps_retrying(prefix):
             source.stop()
     assert source.counters["connect_errors"] >= 2
     assert got.states[0] == "connecting" and got.states[-1] == "stopped"
+
+
+def test_a_refused_broker_is_one_line_with_the_endpoint_and_reason_within_5_s(prefix):
+    """Before, the line said only "connection failed, retrying with back-off": no reason."""
+    with socket_closed_port() as port:
+        source, got = make_source(
+            "mqtt", {"topics": ["x/#"], "port": port, "reconnect_min_delay": 0.1, "reconnect_max_delay": 2}
+        )
+        began = time.monotonic()
+        source.start(got.emit)
+        expected = f"mqtt://127.0.0.1:{port}: connection refused; retrying every 0.1 s, backing off to 2 s"
+        try:
+            got.wait(lambda c: expected in c.details, timeout=5)
+            assert time.monotonic() - began < 5
+            got.wait(lambda c: source.counters["connect_errors"] >= 3)  # later attempts: the same line
+        finally:
+            source.stop()
+    down = [d for s, d in zip(got.states, got.details, strict=True) if s in ("lost", "reconnecting")]
+    assert set(down) == {expected}
