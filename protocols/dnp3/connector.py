@@ -21,12 +21,13 @@ OPC UA source does) and the point -> tag mapping.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NoReturn
 
 import polars as pl
 
@@ -621,9 +622,14 @@ class Dnp3Source(StreamingSource):
         }
         if action not in ops:
             raise ConnectorError(f"{self.endpoint}: control action '{action}': allowed: {', '.join(ops)}")
+        what = f"CROB {action} on output {index}"
+        self._check_range(what, who, "output index", index, 0, 65535)
+        self._check_range(what, who, "count", count, 0, 255)  # g12v1: one octet
+        self._check_range(what, who, "on_time_ms", on_time_ms, 0, 2**32 - 1)  # four octets
+        self._check_range(what, who, "off_time_ms", off_time_ms, 0, 2**32 - 1)
         op, tcc = ops[action]
         command = o.ControlRelayOutputBlock(op, tcc, False, count, on_time_ms, off_time_ms)
-        return self._operate(f"CROB {action} on output {index}", command, index, who, mode)
+        return self._operate(what, command, index, who, mode)
 
     def operate_analog(
         self,
@@ -646,11 +652,44 @@ class Dnp3Source(StreamingSource):
             raise ConnectorError(
                 f"{self.endpoint}: analog output variation '{variation}': allowed: {', '.join(kinds)}"
             )
-        number = int(value) if variation in ("int16", "int32") else float(value)
+        what = f"analog output {value!r} ({variation}) on output {index}"
+        self._check_range(what, who, "output index", index, 0, 65535)
+        number = self._analog_value(what, who, value, variation)
+        what = f"analog output {number:g} ({variation}) on output {index}"
         command = kinds[variation](number)
-        return self._operate(
-            f"analog output {value:g} ({variation}) on output {index}", command, index, who, mode
-        )
+        return self._operate(what, command, index, who, mode)
+
+    # What g41 can carry: a value it cannot is refused, never wrapped, truncated or sent as inf.
+    _ANALOG_RANGES: ClassVar[dict[str, tuple[float, float]]] = {
+        "int16": (-(2**15), 2**15 - 1),
+        "int32": (-(2**31), 2**31 - 1),
+        "float32": (-3.4028234663852886e38, 3.4028234663852886e38),
+        "double64": (-math.inf, math.inf),
+    }
+
+    def _analog_value(self, what: str, who: str, value: Any, variation: str) -> float | int:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self._refuse(what, who, f"value {value!r} is not a number")
+        if not math.isfinite(value):
+            self._refuse(what, who, f"value {value!r} is not a finite number")
+        low, high = self._ANALOG_RANGES[variation]
+        if variation in ("int16", "int32"):
+            if value != int(value):
+                self._refuse(what, who, f"value {value!r} is not a whole number ({variation})")
+            value = int(value)
+        if not low <= value <= high:
+            self._refuse(
+                what, who, f"value {value!r} is out of range for {variation}: allowed {low:g}..{high:g}"
+            )
+        return value if variation in ("int16", "int32") else float(value)
+
+    def _check_range(self, what: str, who: str, name: str, value: Any, low: int, high: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            self._refuse(what, who, f"{name} {value!r}: allowed {low}..{high}")
+
+    def _refuse(self, what: str, who: str, reason: str) -> NoReturn:
+        self._log_control("warning", f"refused {what} by {who}: {reason}")
+        raise ConnectorError(f"{self.endpoint}: {reason}; {what} refused")
 
     def _operate(self, what: str, command: Any, index: int, who: str, mode: str) -> ControlResult:
         if not who or not str(who).strip():

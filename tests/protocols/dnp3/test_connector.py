@@ -417,3 +417,52 @@ def test_check_works_from_inside_a_running_event_loop(sim):
         Dnp3Source(Dnp3SourceConfig(**endpoint(sim)), RunContext()).check()
 
     asyncio.run(from_loop())
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (("analog", 0, 70000, "int16"), "value 70000 is out of range for int16: allowed -32768..32767"),
+        (("analog", 0, 7.5, "int32"), "value 7.5 is not a whole number (int32)"),
+        (("analog", 0, float("nan"), "int32"), "value nan is not a finite number"),
+        (("analog", 0, float("inf"), "double64"), "value inf is not a finite number"),
+        (("analog", 0, 1e300, "float32"), "value 1e+300 is out of range for float32"),
+        (("analog", 70000, 1.0, "float32"), "output index 70000: allowed 0..65535"),
+        (("binary", -1, {}), "output index -1: allowed 0..65535"),
+        (("binary", 0, {"count": 300}), "count 300: allowed 0..255"),
+        (("binary", 0, {"on_time_ms": -5}), "on_time_ms -5: allowed 0..4294967295"),
+    ],
+)
+def test_a_control_the_protocol_cannot_carry_is_one_line_and_nothing_is_sent(sim, run_source, call, message):
+    """Before: pybind's many-line TypeError, a NaN's ValueError, and 1e300 sent as float32 +inf
+    (the RTU applied an infinite set point)."""
+    logged: list[str] = []
+    ctx = RunContext(log=lambda level, msg, node=None: logged.append(msg))
+    source, batches = run_source(ctx=ctx, **endpoint(sim), **QUIET, allow_controls=True)
+    wait_static(batches, sim)
+    with pytest.raises(ConnectorError) as info:
+        if call[0] == "analog":
+            source.operate_analog(call[1], call[2], who="tester", variation=call[3])
+        else:
+            source.operate_binary(call[1], "trip", who="tester", **call[2])
+    text = str(info.value)
+    assert text.startswith(f"dnp3://127.0.0.1:{sim.port} (outstation 10): ") and message in text
+    assert "\n" not in text
+    assert any("refused" in line and message in line for line in logged)
+    assert sim.controls == [] and source.counters["controls"] == 0
+
+
+def test_a_control_without_a_session_is_not_sent(sim, run_source):
+    logged: list[str] = []
+    ctx = RunContext(log=lambda level, msg, node=None: logged.append(msg))
+    source, batches = run_source(
+        ctx=ctx, **endpoint(sim), **QUIET, allow_controls=True, reconnect_initial_s=5, reconnect_max_s=5
+    )
+    wait_static(batches, sim)
+    sim.go_offline()
+    batches.wait_state("lost", detail="connection refused", timeout=10)
+    with pytest.raises(ConnectorError, match=r"not connected; CROB trip on output 0 not sent$"):
+        source.operate_binary(0, "trip", who="tester")
+    assert any("not sent: not connected" in line for line in logged)
+    sim.come_back()
+    assert sim.controls == []
