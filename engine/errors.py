@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.limits import MAX_ECHO_CHARS, MAX_MESSAGE_CHARS, shorten
 
@@ -26,6 +26,8 @@ class SpecIssue:
     path: str
     message: str
     allowed: str | None = None
+    # The id of the node the issue is about, when it is about one (not part of equality).
+    node: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         # A quoted value may be anything a spec holds (100 KB of text, lone surrogates): cut it short.
@@ -40,7 +42,10 @@ class SpecIssue:
         return text
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "message": self.message, "allowed": self.allowed}
+        out = {"path": self.path, "message": self.message, "allowed": self.allowed}
+        if self.node is not None:
+            out["node"] = self.node
+        return out
 
 
 class SpecError(AggregatorError):

@@ -27,13 +27,12 @@ from typing import Any
 
 import polars as pl
 
-from engine.connectors import registry as connectors
 from engine.connectors.base import Sink, Source
 from engine.connectors.file import FileSink, FileSinkConfig
 from engine.context import NodeContext, RunContext
 from engine.errors import AggregatorError, ConnectorError, RunCancelled, TransformError
 from engine.spec.models import parse_input
-from engine.spec.validate import Compiled
+from engine.spec.plan import Plan
 from engine.store.historian import RejectWriter
 from engine.transforms.base import OUT, REJECT_REASON, REJECTED
 
@@ -143,19 +142,19 @@ class GraphFlow:
 
     def __init__(
         self,
-        compiled: Compiled,
+        plan: Plan,
         ctx: RunContext,
         *,
         preview_limit: int | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
     ):
-        self.c = compiled
+        self.c = plan  # checked once by engine.spec.validate; nothing here validates again
         self.ctx = ctx
         self.preview_limit = preview_limit  # keep the first N rows of every node/port
         self.on_event = on_event or (lambda event: None)
-        self.nodes = {n.id: n for n in compiled.graph.nodes}
-        self.stats = {n.id: NodeStats(n.kind) for n in compiled.graph.nodes}
-        self.consumers = compiled.consumers()
+        self.nodes = {n.id: n for n in plan.graph.nodes}
+        self.stats = {n.id: NodeStats(n.kind) for n in plan.graph.nodes}
+        self.consumers = plan.consumers()
         self.samples: dict[tuple[str, str], pl.DataFrame] = {}
         self._buffers: dict[str, dict[int, list[pl.DataFrame]]] = {}
         self._port_rows: dict[tuple[str, str], int] = {}
@@ -174,10 +173,8 @@ class GraphFlow:
 
     # ---- building ----------------------------------------------------------------------------
     def _resolved(self, nid: str):
-        node = self.nodes[nid]
-        cls = connectors.get(node.connector_type or "")
-        model = cls.SourceConfig if node.kind == "source" else cls.SinkConfig
-        return cls, model.model_validate(self.ctx.resolve_config(node.config or {}))
+        """The node's connector and its typed config from the Plan, with the secrets' values."""
+        return self.c.connector(nid), self.c.config(nid, self.ctx.secret)
 
     def _make_source(self, nid: str) -> Source:
         cls, config = self._resolved(nid)
@@ -292,24 +289,15 @@ class GraphFlow:
         )
 
     def _store_rejects(self, nid: str, rejected: pl.DataFrame) -> None:
+        """Rejected rows go one way, whatever `dead_letter_queue.storage` says: to `_queue_rejects`,
+        committed with the run's outputs (batch) or the micro-batch (streaming) by the reject sink
+        (the historian's `_rejects` table, or the dead-letter file: `DeadLetterFile` /
+        `DeadLetterAppender`). Never written before the commit, so a retried attempt or a failed
+        micro-batch does not store them twice."""
         dlq = self.c.graph.error_handling.dead_letter_queue
         if self.ctx.dry_run or not dlq.enabled or self.ctx.historian is None:
             return
-        if dlq.storage == "reject_store":
-            self._queue_rejects(nid, rejected)
-        else:
-            self._queue_dead_letters(nid, rejected, dlq.storage)
-
-    def _queue_dead_letters(self, nid: str, rejected: pl.DataFrame, storage: str) -> None:
-        """Rejected rows for the dead-letter file. Here (a real-time pass) they are appended at
-        once; the batch `Executor` commits them with the run's outputs instead."""
-        path = self.ctx.resolve_path(storage)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tagged = rejected.with_columns(
-            pl.lit(self.ctx.run_id).alias("_run_id"), pl.lit(nid).alias("_node_id")
-        )
-        with open(path, "ab") as fh:
-            tagged.write_ndjson(fh)
+        self._queue_rejects(nid, rejected)
 
     def _sample(self, nid: str, port: str, batch: pl.DataFrame) -> None:
         if self.preview_limit is None:
@@ -325,14 +313,14 @@ class GraphFlow:
 class Executor(GraphFlow):
     def __init__(
         self,
-        compiled: Compiled,
+        plan: Plan,
         ctx: RunContext,
         *,
         sample_rows: int | None = None,
         preview_limit: int | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
     ):
-        super().__init__(compiled, ctx, preview_limit=preview_limit, on_event=on_event)
+        super().__init__(plan, ctx, preview_limit=preview_limit, on_event=on_event)
         self.sample_rows = sample_rows  # read at most this many rows per source (preview)
         self._sinks: dict[str, _SinkWorker] = {}
         self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
@@ -348,9 +336,6 @@ class Executor(GraphFlow):
     def _queue_rejects(self, nid: str, rejected: pl.DataFrame) -> None:
         if self._reject_worker is not None:  # committed with the run's outputs, never before
             self._reject_worker.put((nid, rejected))
-
-    def _queue_dead_letters(self, nid: str, rejected: pl.DataFrame, storage: str) -> None:
-        self._queue_rejects(nid, rejected)  # the reject worker writes the dead-letter file here
 
     # ---- public ------------------------------------------------------------------------------
     def execute(self) -> ExecutionResult:

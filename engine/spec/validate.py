@@ -1,12 +1,17 @@
 """Validation of a pipeline document: every problem at once, each with its JSON path.
 
-Produces a `Compiled` pipeline (graph form, node instances, topological order) that the executor
-runs, so validation and execution can never disagree about what a document means.
+Compile once: parse -> check -> one typed `Plan` (engine/spec/plan.py: the graph, each node's
+config model with secrets unresolved, node instances, topological order, capabilities). Each
+config is parsed here once (a memo per call: the per-part checks and the graph build share the
+models); the executor, the preview and the streaming runner run the Plan and validate nothing, so
+validation and execution can never disagree about what a document means. Every issue names the
+node it is about (`SpecIssue.node`) when it is about one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import json
 from typing import Any
 
 import polars as pl
@@ -19,35 +24,53 @@ from engine.spec import issues as pyd
 from engine.spec.convert import linear_to_graph, side_refs
 from engine.spec.guard import check_values
 from engine.spec.models import GraphPipeline, LinearPipeline, Node, parse_input
+from engine.spec.plan import Compiled, Plan, mask_secrets, secret_places
 from engine.transforms import registry as transforms
-from engine.transforms.base import Transform
+from engine.transforms.base import Transform, TransformConfig
+
+__all__ = ["Compiled", "Plan", "check_endpoint", "check_step", "form_of", "validate"]
+
+Memo = dict[tuple[str, str], Any]  # (model class, canonical JSON of the raw dict) -> parsed model
 
 
-@dataclass
-class Compiled:
-    graph: GraphPipeline
-    form: str  # "linear" | "graph"
-    paths: dict[str, str]  # node id -> JSON path of that node in the document as written
-    transforms: dict[str, Transform] = field(default_factory=dict)
-    configs: dict[str, ConnectorConfig] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)
-    linear: LinearPipeline | None = None
+def _parse(model: type, raw: dict[str, Any], memo: Memo | None) -> Any:
+    """`model.model_validate(raw)`, once per (model, content) within one `validate()` call."""
+    if memo is None:
+        return model.model_validate(raw)
+    key = (f"{model.__module__}.{model.__qualname__}", json.dumps(raw, sort_keys=True, default=repr))
+    if key not in memo:
+        memo[key] = model.model_validate(raw)
+    return memo[key]
 
-    def consumers(self) -> dict[str, list[tuple[str, str, int]]]:
-        """producer id -> [(consumer id, producer port, consumer input index)]."""
-        out: dict[str, list[tuple[str, str, int]]] = {}
-        for node in self.graph.nodes:
-            for idx, ref in enumerate(node.inputs):
-                producer, port = parse_input(ref)
-                out.setdefault(producer, []).append((node.id, port, idx))
-        return out
+
+class _Build:
+    """What the graph checks gather, frozen into the Plan at the end."""
+
+    def __init__(self, graph: GraphPipeline, form: str, paths: dict[str, str], linear=None):
+        self.graph, self.form, self.paths, self.linear = graph, form, paths, linear
+        self.transforms: dict[str, Transform] = {}
+        self.configs: dict[str, ConnectorConfig] = {}
+        self.secrets: dict[str, tuple] = {}
+        self.order: list[str] = []
+
+    def plan(self) -> Plan:
+        return Plan(
+            self.graph,
+            self.form,
+            self.paths,
+            self.transforms,
+            self.configs,
+            self.order,
+            self.linear,
+            self.secrets,
+        )
 
 
 def form_of(doc: dict[str, Any]) -> str:
     return "graph" if "nodes" in doc else "linear"
 
 
-def validate(doc: Any, *, check_schemas: bool = True, ctx: Any = None) -> Compiled:
+def validate(doc: Any, *, check_schemas: bool = True, ctx: Any = None) -> Plan:
     """Validate a parsed document; raise SpecError listing every issue."""
     if not isinstance(doc, dict):
         raise SpecError([SpecIssue("", "a pipeline document is a JSON/YAML object")])
@@ -64,6 +87,7 @@ def validate(doc: Any, *, check_schemas: bool = True, ctx: Any = None) -> Compil
     if form == "linear" and "sources" not in doc and "source" not in doc:
         issues.append(SpecIssue("", "missing 'nodes' (graph form) or 'sources' (linear form)"))
 
+    memo: Memo = {}
     parsed = None
     try:
         parsed = model.model_validate(doc)
@@ -74,25 +98,41 @@ def validate(doc: Any, *, check_schemas: bool = True, ctx: Any = None) -> Compil
             if not (i.path == "" and i.message.startswith("missing") and issues)
         ]
 
-    issues += _check_parts(doc, form)
+    issues += _check_parts(doc, form, memo)
     if issues or parsed is None:
         raise SpecError(_dedupe(issues))
 
     if isinstance(parsed, LinearPipeline):
         graph, paths = linear_to_graph(parsed)
-        compiled = Compiled(graph, "linear", paths, linear=parsed)
+        build = _Build(graph, "linear", paths, linear=parsed)
     else:
-        compiled = Compiled(parsed, "graph", {n.id: f"nodes[{i}]" for i, n in enumerate(parsed.nodes)})
-    issues += _check_graph(compiled)
-    if not issues and check_schemas:
-        issues += _check_schemas(compiled, ctx)
-    if not issues and compiled.graph.schedule.type == "real_time":
+        build = _Build(parsed, "graph", {n.id: f"nodes[{i}]" for i, n in enumerate(parsed.nodes)})
+    issues += _check_graph(build, memo)
+    if issues:
+        raise SpecError(_with_nodes(_dedupe(issues), build.paths))
+    plan = build.plan()
+    if check_schemas:
+        issues += _check_schemas(plan, ctx)
+    if not issues and plan.graph.schedule.type == "real_time":
         from engine.streaming.checks import check_streaming  # streaming imports this module
 
-        issues += check_streaming(compiled, ctx)
+        issues += check_streaming(plan, ctx)
     if issues:
-        raise SpecError(_dedupe(issues))
-    return compiled
+        raise SpecError(_with_nodes(_dedupe(issues), plan.paths))
+    return plan
+
+
+def _with_nodes(issues: list[SpecIssue], paths: dict[str, str]) -> list[SpecIssue]:
+    """Each issue with the id of the node it is about (the node whose JSON path its path is in)."""
+    by_path = sorted(((p, nid) for nid, p in paths.items()), key=lambda item: -len(item[0]))
+    out = []
+    for issue in issues:
+        node = next(
+            (nid for p, nid in by_path if issue.path == p or issue.path.startswith((p + ".", p + "["))),
+            None,
+        )
+        out.append(dataclasses.replace(issue, node=node) if node and issue.node is None else issue)
+    return out
 
 
 def _dedupe(issues: list[SpecIssue]) -> list[SpecIssue]:
@@ -105,7 +145,7 @@ def _dedupe(issues: list[SpecIssue]) -> list[SpecIssue]:
 
 
 # ---- per-part checks on the raw document (so one bad part does not hide the others) ---------
-def _check_parts(doc: dict[str, Any], form: str) -> list[SpecIssue]:
+def _check_parts(doc: dict[str, Any], form: str, memo: Memo | None = None) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
     if form == "graph":
         for i, node in enumerate(_list(doc.get("nodes"))):
@@ -114,13 +154,13 @@ def _check_parts(doc: dict[str, Any], form: str) -> list[SpecIssue]:
             kind = node.get("kind")
             if kind == "transform":
                 if node.get("transform") is not None:
-                    issues += check_step(node["transform"], f"nodes[{i}].transform")
+                    issues += check_step(node["transform"], f"nodes[{i}].transform", memo)
                 else:
                     issues.append(
                         SpecIssue(f"nodes[{i}].transform", "missing required field for a transform node")
                     )
             elif kind in ("source", "destination"):
-                issues += check_endpoint(node, kind, f"nodes[{i}]")
+                issues += check_endpoint(node, kind, f"nodes[{i}]", memo)
                 if node.get("transform") is not None:
                     issues.append(SpecIssue(f"nodes[{i}].transform", f"a {kind} node has no 'transform'"))
         return issues
@@ -128,15 +168,15 @@ def _check_parts(doc: dict[str, Any], form: str) -> list[SpecIssue]:
     names = [s.get("name") for s in sources if isinstance(s, dict)]
     for i, src in enumerate(sources):
         if isinstance(src, dict):
-            issues += check_endpoint(src, "source", f"sources[{i}]")
+            issues += check_endpoint(src, "source", f"sources[{i}]", memo)
     dests = _list(doc.get("destinations")) or (
         [doc["destination"]] if isinstance(doc.get("destination"), dict) else []
     )
     for i, dst in enumerate(dests):
         if isinstance(dst, dict):
-            issues += check_endpoint(dst, "destination", f"destinations[{i}]")
+            issues += check_endpoint(dst, "destination", f"destinations[{i}]", memo)
     for i, step in enumerate(_list(doc.get("transformations"))):
-        issues += check_step(step, f"transformations[{i}]")
+        issues += check_step(step, f"transformations[{i}]", memo)
         if isinstance(step, dict):
             key = next((k for k in ("join_source", "lookup_source", "sources") if k in step), None)
             refs = side_refs(step) if key else []
@@ -175,7 +215,7 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def check_step(step: Any, path: str) -> list[SpecIssue]:
+def check_step(step: Any, path: str, memo: Memo | None = None) -> list[SpecIssue]:
     if not isinstance(step, dict):
         return [SpecIssue(path, "a transformation is an object with a 'type'")]
     if "type" not in step:
@@ -186,7 +226,7 @@ def check_step(step: Any, path: str) -> list[SpecIssue]:
         return [SpecIssue(f"{path}.type", f"unknown transformation type '{type_name}'", _type_list())]
     config_cls = transforms.get(type_name).Config
     try:
-        config_cls.model_validate(step)
+        _parse(config_cls, step, memo)
     except ValidationError as exc:
         return pyd.from_pydantic(exc, path, config_cls)
     return []
@@ -196,17 +236,10 @@ def _type_list() -> str:
     return ", ".join(transforms.names())
 
 
-def _mask_secrets(value: Any) -> Any:
-    if isinstance(value, dict):
-        if set(value) == {"secret"}:
-            return "<secret>"
-        return {k: _mask_secrets(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_mask_secrets(v) for v in value]
-    return value
+_mask_secrets = mask_secrets  # the former name
 
 
-def check_endpoint(raw: dict[str, Any], role: str, path: str) -> list[SpecIssue]:
+def check_endpoint(raw: dict[str, Any], role: str, path: str, memo: Memo | None = None) -> list[SpecIssue]:
     ctype = raw.get("connector_type")
     if not isinstance(ctype, str):
         return [
@@ -234,20 +267,25 @@ def check_endpoint(raw: dict[str, Any], role: str, path: str) -> list[SpecIssue]
     if not isinstance(config, dict):
         return []  # reported by the document model
     try:
-        model.model_validate(_mask_secrets(config))
+        _parse(model, mask_secrets(config), memo)
     except ValidationError as exc:
         return pyd.from_pydantic(exc, f"{path}.config", model)
     return []
 
 
-def endpoint_config(node: Node) -> ConnectorConfig:
+def endpoint_config(node: Node, memo: Memo | None = None) -> ConnectorConfig:
+    """The node's typed config, secrets unresolved (each `{"secret": NAME}` checked as text)."""
     cls = connectors.get(node.connector_type or "")
     model = cls.SourceConfig if node.kind == "source" else cls.SinkConfig
-    return model.model_validate(_mask_secrets(node.config or {}))  # resolved again at run time
+    return _parse(model, mask_secrets(node.config or {}), memo)
+
+
+def transform_config(step: dict[str, Any], memo: Memo | None = None) -> TransformConfig:
+    return _parse(transforms.get(step["type"]).Config, step, memo)
 
 
 # ---- graph structure -------------------------------------------------------------------------
-def _check_graph(c: Compiled) -> list[SpecIssue]:
+def _check_graph(c: _Build, memo: Memo | None = None) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
     nodes = c.graph.nodes
     ids = [n.id for n in nodes]
@@ -265,8 +303,7 @@ def _check_graph(c: Compiled) -> list[SpecIssue]:
         if n.kind == "transform":
             step = n.transform or {}
             cls = transforms.get(step["type"])
-            config = cls.Config.model_validate(step)
-            c.transforms[n.id] = cls(config, n.id)
+            c.transforms[n.id] = cls(transform_config(step, memo), n.id)
             low, high = cls.min_inputs, cls.max_inputs
             count = len(n.inputs)
             if count < low or (high is not None and count > high):
@@ -280,9 +317,12 @@ def _check_graph(c: Compiled) -> list[SpecIssue]:
                 issues.append(SpecIssue(in_path, f"'{cls.type}' takes {want} input(s), got {count}"))
         else:
             try:
-                c.configs[n.id] = endpoint_config(n)
+                c.configs[n.id] = endpoint_config(n, memo)
             except ValidationError as exc:  # pragma: no cover - checked earlier
                 issues += pyd.from_pydantic(exc, f"{base}.config")
+            places = secret_places(n.config or {})
+            if places:
+                c.secrets[n.id] = tuple(places)
             if n.kind == "source" and n.inputs:
                 issues.append(SpecIssue(in_path, "a source takes no inputs"))
             if n.kind == "destination" and not n.inputs:
@@ -350,7 +390,7 @@ def _toposort(nodes: list[Node]) -> tuple[list[str], list[str]]:
 
 
 # ---- types, where the input schema is known --------------------------------------------------
-def _check_schemas(c: Compiled, ctx: Any) -> list[SpecIssue]:
+def _check_schemas(c: Plan, ctx: Any) -> list[SpecIssue]:
     """Plan every transformation over empty frames of the sources' schemas (no data is read)."""
     from engine.context import NodeContext, RunContext
 

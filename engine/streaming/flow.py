@@ -50,13 +50,13 @@ class MicroBatchFlow(GraphFlow):
     destinations and the reject store is gathered for the pass's commit. Time-series nodes with
     per-tag state continue from the previous micro-batch (`Stateful`); `flush()` ends the stream."""
 
-    def __init__(self, compiled, *args, **kwargs):
-        transforms = dict(compiled.transforms)
-        for nid, transform in compiled.transforms.items():
+    def __init__(self, plan, *args, **kwargs):
+        transforms = dict(plan.transforms)
+        for nid, transform in plan.transforms.items():
             state = getattr(transform, "stream_state", lambda: None)()
-            if state is not None:
+            if state is not None:  # fresh state per run: the Plan's own nodes stay stateless
                 transforms[nid] = Stateful(transform, state)
-        super().__init__(dataclasses.replace(compiled, transforms=transforms), *args, **kwargs)
+        super().__init__(dataclasses.replace(plan, transforms=transforms), *args, **kwargs)
         self.outbox: dict[str, list[pl.DataFrame]] = {}
         self.rejects: list[tuple[str, pl.DataFrame]] = []
         self.sources = [nid for nid in self.c.order if self.nodes[nid].kind == "source"]
@@ -70,11 +70,10 @@ class MicroBatchFlow(GraphFlow):
         node = self.nodes[nid]
         if not node.worker_process:
             return super()._make_source(nid)
-        from engine.connectors import registry
         from engine.streaming.worker import ProcessSource
 
-        cls = registry.get(node.connector_type or "")
-        assert cls is not None  # validation named unknown types
+        cls = self.c.connector(nid)
+        # The child gets the config as data (it crosses a process boundary) and parses it there.
         config = self.ctx.resolve_config(node.config or {})
         return ProcessSource(f"{cls.__module__}:{cls.__name__}", config, self.ctx, nid)
 

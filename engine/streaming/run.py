@@ -5,14 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from engine.errors import AggregatorError
-from engine.runner import _context, _iso, begin_run
+from engine.runs.record import begin_run, finish_run, run_context
 from engine.secrets import mask
-from engine.spec.validate import Compiled
+from engine.spec.plan import Plan
 from engine.streaming.runner import StreamRunner
 from engine.streaming.settings import StreamSettings
 from engine.workspace import Workspace
@@ -21,7 +20,7 @@ STATS_EVERY_S = 1.0  # a `stream_stats` event this often while running (live vie
 
 
 def run_streaming(
-    compiled: Compiled,
+    plan: Plan,
     workspace: Workspace,
     *,
     seconds: float | None,
@@ -42,14 +41,11 @@ def run_streaming(
     ws = workspace
     cancel = cancel or threading.Event()
     emit = on_event or (lambda e: None)
-    graph = compiled.graph
-    run_id, started, base = begin_run(
-        compiled, ws, trigger=trigger, spec_path=spec_path, emit=emit, what="streaming run"
-    )
+    start = begin_run(plan, ws, trigger=trigger, spec_path=spec_path, emit=emit, what="streaming run")
+    run_id = start.run_id
 
-    ctx = _context(compiled, ws, run_id, started, base_dir, cancel, dry_run=False)
-    runner = StreamRunner(compiled, ctx, settings=settings, on_event=emit)
-    t0 = time.perf_counter()
+    ctx = run_context(plan, ws, run_id, start.started, base_dir, cancel, dry_run=False)
+    runner = StreamRunner(plan, ctx, settings=settings, on_event=emit)
     try:
         runner.start()
     except AggregatorError:
@@ -67,7 +63,6 @@ def run_streaming(
             emit({"event": "stream_stats", **runner.stats()})
         runner.stop()
     snapshot = runner.stats()
-    finished = datetime.now(UTC)
     silent = runner.silent_sources()
     if runner.status in ("success", "warning") and runner.sources and len(silent) == len(runner.sources):
         # Ended by time without a single value: not a success (exit 1), and the line says why.
@@ -80,44 +75,19 @@ def run_streaming(
         ws.metadata.log(run_id, "warning", problem)
     if problems and runner.status == "success":  # finished, with a non-fatal error: spec section 6
         runner.status, runner.error = "warning", "; ".join(problems)
-    record = {
-        "run_id": run_id,
-        "pipeline": graph.name,
-        "status": runner.status,
-        "started_at": _iso(started),
-        "finished_at": _iso(finished),
-        "duration_s": round(time.perf_counter() - t0, 6),
-        "rows_in": snapshot["rows_received"],
-        "rows_out": snapshot["rows_committed"],
-        "rows_rejected": snapshot["rows_rejected"],
-        "nodes": {nid: s.public() for nid, s in runner.node_stats.items()},
-        "error": runner.error,
-    }
-    ws.metadata.upsert_run(
-        {
-            **base,
-            "status": record["status"],
-            "attempt": 1,
-            "finished_at": record["finished_at"],
-            "duration_s": record["duration_s"],
-            "rows_in": record["rows_in"],
-            "rows_out": record["rows_out"],
-            "rows_rejected": record["rows_rejected"],
-            "error": record["error"],
-        }
+    record = finish_run(
+        ws,
+        start,
+        status=runner.status,
+        error=runner.error,
+        attempt=1,
+        rows_in=snapshot["rows_received"],
+        rows_out=snapshot["rows_committed"],
+        rows_rejected=snapshot["rows_rejected"],
+        node_stats=runner.node_stats,
+        emit=emit,
+        summary=f"{snapshot['micro_batches']} micro-batches, {snapshot['rows_dropped']} row(s) dropped",
     )
-    ws.metadata.save_node_stats(
-        run_id,
-        {nid: {"kind": s.kind, "status": s.status, **s.public()} for nid, s in runner.node_stats.items()},
-    )
-    status = record["status"]
-    ws.metadata.log(
-        run_id,
-        "error" if status == "failed" else "info",
-        f"run {status}: {snapshot['micro_batches']} micro-batches, {snapshot['rows_dropped']} row(s) dropped"
-        + (f": {runner.error}" if runner.error else ""),
-    )
-    emit({"event": "run_finished", "run_id": run_id, "status": status})
     record["stream"] = snapshot
     record["_targets"] = {nid: s["target"] for nid, s in snapshot["sinks"].items()}
     return record

@@ -25,35 +25,36 @@ import polars as pl
 
 from engine.connectors.base import UP_STATES, StreamingSource, one_line_error
 from engine.context import RunContext
-from engine.errors import AggregatorError, ConnectorError, RunCancelled, SpecError
+from engine.errors import AggregatorError, RunCancelled, SpecError
 from engine.executor import _concat
-from engine.spec.validate import Compiled
+from engine.runs.retry import retry_delays, retryable
+from engine.spec.plan import Plan
 from engine.store.historian import RejectWriter
 from engine.streaming.buffer import BatchQueue, Queued
 from engine.streaming.checks import check_streaming
 from engine.streaming.flow import MicroBatchFlow
 from engine.streaming.latency import LatencyWindow, received_us
 from engine.streaming.settings import StreamSettings
-from engine.streaming.sinks import MicroBatchSink, make_committer
+from engine.streaming.sinks import DeadLetterAppender, MicroBatchSink, make_committer
 from engine.transforms.base import REJECT_REASON
 
-RETRYABLE = (ConnectorError, OSError)
 ALARM_LOG_INTERVAL_S = 1.0  # drop warnings are summed per source and logged at most this often
 
 
 class StreamRunner:
     def __init__(
         self,
-        compiled: Compiled,
+        plan: Plan,
         ctx: RunContext,
         *,
         settings: StreamSettings | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
     ):
-        self.c, self.ctx = compiled, ctx
-        self.settings = settings or StreamSettings.from_schedule(compiled.graph.schedule)
+        self.c, self.ctx = plan, ctx  # checked once by engine.spec.validate
+        self.settings = settings or StreamSettings.from_schedule(plan.graph.schedule)
         self.on_event = on_event or (lambda event: None)
-        self.flow = MicroBatchFlow(compiled, ctx, on_event=self.on_event)
+        self.flow = MicroBatchFlow(plan, ctx, on_event=self.on_event)
+        self._dead_letters: DeadLetterAppender | None = None  # dead_letter_queue.storage as a file
         self.node_stats = self.flow.stats
         self.sources: dict[str, StreamingSource] = {}
         self.queues: dict[str, BatchQueue] = {}
@@ -84,9 +85,10 @@ class StreamRunner:
         """Build everything, start the sources and the dispatcher; raise if anything cannot start."""
         self._started = time.monotonic()
         try:
-            issues = check_streaming(self.c, self.ctx)
-            if issues:
-                raise SpecError(issues)
+            if not self.c.capabilities.real_time:  # a real_time Plan was checked for this already
+                issues = check_streaming(self.c, self.ctx)
+                if issues:
+                    raise SpecError(issues)
             for nid in self.c.order:
                 node = self.flow.nodes[nid]
                 if node.kind == "destination":
@@ -294,6 +296,12 @@ class StreamRunner:
                 "sequence": self.micro_batches,
                 "rows": rows,
                 "latency_ms": self.latency.snapshot(),
+                # this batch's own: receipt of its oldest row to the commit (the metrics' histogram)
+                "batch_latency_ms": round(
+                    (committed_us - min(s.min() for s in received if len(s))) / 1000.0, 3
+                )
+                if any(len(s) for s in received)
+                else None,
             }
         )
 
@@ -371,8 +379,19 @@ class StreamRunner:
         self.flow._progress(nid)
 
     def _commit_rejects(self, rejects: list[tuple[str, pl.DataFrame]]) -> None:
+        """The reject sink of a micro-batch: the dead-letter file when `dead_letter_queue.storage`
+        names one, the historian's `_rejects` table otherwise (bad batches from sources too)."""
         historian = self.ctx.historian
         if historian is None:
+            return
+        dlq = self.c.graph.error_handling.dead_letter_queue
+        if dlq.enabled and dlq.storage != "reject_store":
+            if self._dead_letters is None:
+                self._dead_letters = DeadLetterAppender(self.ctx, dlq.storage)
+            appender = self._dead_letters
+            self._with_retries(
+                "_rejects", lambda: appender.commit(rejects), sum(f.height for _, f in rejects)
+            )
             return
 
         def commit() -> None:
@@ -392,12 +411,16 @@ class StreamRunner:
         """Retry what the outside world may heal, with the pipeline's backoff; sources keep
         buffering meanwhile (within their bounds). Cancelling ends the waiting at once."""
         policy = self.c.graph.error_handling.retry_policy
+        delays = retry_delays(policy)
         attempt = 0
         while True:
             try:
                 action()
                 return
-            except RETRYABLE as exc:
+            except Exception as exc:
+                if not retryable(exc):
+                    self._count_lost(nid, rows)
+                    raise
                 attempt += 1
                 message = (
                     exc.one_line() if isinstance(exc, AggregatorError) else f"{type(exc).__name__}: {exc}"
@@ -405,7 +428,7 @@ class StreamRunner:
                 if attempt > policy.max_retries or self.ctx.cancel.is_set():
                     self._count_lost(nid, rows)
                     raise
-                delay = policy.delay(attempt)
+                delay = next(delays)
                 if nid in self.sink_stats:
                     self.sink_stats[nid]["retries"] += 1
                 self.ctx.log("warning", f"commit failed: {message}; retry {attempt} in {delay:g}s", nid)

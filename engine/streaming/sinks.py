@@ -199,6 +199,26 @@ def _cut_torn_tail(path: Path) -> None:
         fh.truncate(0)
 
 
+class DeadLetterAppender:
+    """`dead_letter_queue.storage` as a file in a real-time pipeline: each micro-batch's rejected
+    records (with `_run_id` and `_node_id`) are appended as NDJSON with the micro-batch's commit,
+    through the same `FileAppender` as a live NDJSON destination (whole micro-batches only)."""
+
+    def __init__(self, ctx: RunContext, path: str):
+        config = FileSinkConfig(path=path, format="ndjson", mode="append")
+        self.ctx = ctx
+        self.file = FileAppender(config, ctx, "dead-letter file")
+
+    def commit(self, rejects: list[tuple[str, pl.DataFrame]]) -> None:
+        frames = [
+            f.with_columns(pl.lit(self.ctx.run_id).alias("_run_id"), pl.lit(nid).alias("_node_id"))
+            for nid, f in rejects
+            if f.height
+        ]
+        if frames:
+            self.file.commit(pl.concat(frames, how="diagonal_relaxed"))
+
+
 def make_committer(connector_type: str, config, ctx: RunContext, name: str, make: Callable[[], Sink]):
     """The micro-batch committer of a destination node."""
     if connector_type == "file":
