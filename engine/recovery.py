@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import process
 from engine.errors import AggregatorError
+from engine.runs.timefmt import now_iso
 
 if TYPE_CHECKING:
     from engine.workspace import Workspace
@@ -53,7 +53,7 @@ def reason_for(pid: int | None) -> str:
 
 def _interrupt_dead_runs(ws: Workspace) -> list[dict[str, Any]]:
     marked = []
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    now = now_iso()
     for run in ws.metadata.unfinished_runs():
         pid, started = run.get("owner_pid"), run.get("owner_start")
         if pid and process.alive(pid, started):

@@ -16,13 +16,13 @@ import hashlib
 import json
 import sqlite3
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
 from engine.diskspace import as_no_space
+from engine.runs.timefmt import now_iso
 from engine.secrets import mask
 from engine.statuses import UNFINISHED
 
@@ -31,7 +31,7 @@ MAX_PENDING_LOGS = 10_000  # log lines kept in memory while the disk is full
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return now_iso()  # the one time text (engine/runs/timefmt.py)
 
 
 class MetadataStore:
