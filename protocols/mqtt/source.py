@@ -152,7 +152,8 @@ class MqttSource(StreamingSource):
         try:
             client.connect(cfg.host, cfg.port, keepalive=max(5, min(cfg.keepalive, 30)))
         except Exception as exc:
-            raise ConnectorError(f"{self.where}: cannot connect ({exc.__class__.__name__}: {exc})") from None
+            reason = _connect_error(exc, client.connect_timeout)
+            raise ConnectorError(f"{self.where}: cannot connect: {reason}") from None
         client.loop_start()
         try:
             if not answered.wait(10.0):

@@ -207,8 +207,9 @@ def test_check_names_the_broker(prefix):
     ok.check()
     with socket_closed_port() as port:
         bad = cls.make_source(cls.SourceConfig(topics=["x/#"], port=port), RunContext(), "m")
-        with pytest.raises(ConnectorError, match=rf"mqtt://127\.0\.0\.1:{port}: cannot connect"):
+        with pytest.raises(ConnectorError) as info:
             bad.check()
+        assert str(info.value) == f"mqtt://127.0.0.1:{port}: cannot connect: connection refused"
 
 
 def socket_closed_port():
