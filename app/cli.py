@@ -74,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_query_parser(sub)
 
+    from app.serve import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
+
     sp = sub.add_parser("simulate", help="run a protocol simulator (a wind-farm part) until Ctrl-C")
     sp.add_argument("protocol", choices=["opcua", "modbus", "dnp3"])
     sp.add_argument("--port", type=int, default=None, help="TCP port (default: the protocol's usual one)")
@@ -155,6 +159,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     protocols.register_all()
 
+    if args.command == "serve":
+        from app.serve import cmd_serve
+
+        return cmd_serve(args)
     handler = getattr(commands, f"cmd_{args.command}")
     return handler(args)
 

@@ -1,0 +1,200 @@
+"""`aggregator serve`: the composition root of the headless service.
+
+One process owns the data directory (engine/service/lock.py), runs one engine on it, serves the
+HTTP API with uvicorn on a thread of its own (its signal handling off, so ours runs), and keeps the
+pipelines of the data directory and of `--pipelines` running on their schedules
+(engine/service/host.py). SIGTERM or Ctrl-C stops new work, gives the runs in flight
+`--stop-timeout` seconds to finish (then cancels them: destinations abort, nothing half-written),
+closes the stores, releases the lock and exits 0. systemd hears READY, WATCHDOG and STOPPING
+through `$NOTIFY_SOCKET` (engine/service/sdnotify.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_LISTEN = "127.0.0.1:8760"
+log = logging.getLogger("aggregator.service")
+
+
+def add_parser(sub: Any) -> None:
+    sp = sub.add_parser("serve", help="run headless: schedules, streams and the HTTP API, until SIGTERM")
+    sp.add_argument(
+        "--data-dir", type=Path, help="data directory (default: $AGGREGATOR_HOME, else the user data dir)"
+    )
+    sp.add_argument(
+        "--pipelines",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder of pipeline spec files to serve too (reloaded when they change; repeatable)",
+    )
+    sp.add_argument(
+        "--listen", type=listen_address, default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})"
+    )
+    sp.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="on SIGTERM, how long runs in flight may take to finish before they are cancelled (default 10)",
+    )
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"'{text}' is not HOST:PORT (e.g. {DEFAULT_LISTEN})")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a port in use is one line before anything starts."""
+    from engine.errors import AggregatorError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        error = AggregatorError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        error.exit_code = 2
+        raise error from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _console_logging() -> None:
+    """The operator's lines on stderr (the JSON-lines log file is added by engine/service/logs.py)."""
+    if any(getattr(h, "_aggregator_console", False) for h in log.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler._aggregator_console = True  # type: ignore[attr-defined]
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def _say(level: str, text: str) -> None:
+    from engine.secrets import mask
+
+    log.log(logging.getLevelName(level.upper()), mask(text))
+
+
+def _engine(data_dir: Path):
+    from engine.api.local import LocalEngine
+
+    return LocalEngine(data_dir)
+
+
+def _app(engine: Any, host: Any, token: str):
+    """The HTTP API (app/http); a bare /health until that package offers `create_app`."""
+    try:
+        from app.http import create_app
+    except ImportError:
+        return _health_only_app(engine, host)
+    return create_app(engine, host, token)
+
+
+def _health_only_app(engine: Any, host: Any):
+    from fastapi import FastAPI
+
+    app = FastAPI(title="Data Aggregator service")
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "data_dir": str(engine.data_dir), "pipelines": host.pipelines()}
+
+    return app
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from engine.service import lock as service_lock
+    from engine.service import token as service_token
+    from engine.service.host import ServiceHost
+    from engine.service.sdnotify import Notifier
+    from engine.workspace import default_data_dir
+
+    started = time.monotonic()
+    _console_logging()
+    data_dir = (args.data_dir or default_data_dir()).expanduser().resolve()
+    held = service_lock.acquire(data_dir)  # a second serve: exit 2, naming the holder's PID
+    notifier = Notifier()
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    engine = server = thread = None
+    try:
+        listen_host, port = args.listen
+        sock = _bind(listen_host, port)
+        port = sock.getsockname()[1]
+        token = service_token.ensure(data_dir)
+        engine = _engine(data_dir)
+        recovered = getattr(engine.workspace, "recovered", []) or []
+        for run in recovered:
+            _say("warning", f"run {run['run_id']} of '{run['pipeline']}' marked interrupted: {run['error']}")
+        host = ServiceHost(engine, [p.expanduser() for p in args.pipelines], say=_say)
+        server, thread = _start_http(_app(engine, host, token), sock)
+        shown = f"[{listen_host}]" if ":" in listen_host else listen_host
+        url = f"http://{shown}:{port}"
+        held.publish(url)
+        host.start()
+        _say(
+            "info", f"serving {data_dir} at {url} (API docs {url}/docs) in {time.monotonic() - started:.2f} s"
+        )
+        _say("info", f"API token: {service_token.path_hint(data_dir)}")
+        notifier.ready(f"serving {url}")
+        while not stop.wait(0.5):
+            if thread is not None and not thread.is_alive():
+                _say("error", "the HTTP server stopped; shutting down")
+                break
+        notifier.stopping()
+        _say("info", f"stopping: no new runs; runs in flight have {args.stop_timeout:g} s to finish")
+        counts = host.stop(args.stop_timeout)
+        if counts["cancelled"]:
+            _say("warning", f"{counts['cancelled']} run(s) did not finish in time and were cancelled")
+        return 0
+    finally:
+        if server is not None:
+            server.should_exit = True
+        if thread is not None:
+            thread.join(5)
+        if engine is not None:
+            engine.close(args.stop_timeout)
+        notifier.close()
+        held.release()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if engine is not None:
+            _say("info", "stopped")
+
+
+def _start_http(app: Any, sock: socket.socket):
+    """uvicorn on its own thread (a thread installs no signal handlers: ours stay in force); returns
+    once it accepts connections."""
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="http", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if not server.started:
+        from engine.errors import AggregatorError
+
+        raise AggregatorError("the HTTP server did not start")
+    return server, thread
