@@ -39,7 +39,15 @@ class Historian:
         with self._lock:
             if self._con is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._con = duckdb.connect(str(self.path))
+                try:
+                    self._con = duckdb.connect(str(self.path))
+                except duckdb.IOException as exc:  # held by another process: one line, not a bug
+                    if "lock" not in str(exc).lower():
+                        raise
+                    from engine.errors import ConnectorError
+
+                    detail = str(exc).removeprefix("IO Error: ").split(". See also")[0].splitlines()[0]
+                    raise ConnectorError(f"{self.path} is in use by another process: {detail}") from None
                 self._con.execute("SET GLOBAL preserve_insertion_order = false")
             return quiet(self._con.cursor())
 
