@@ -16,7 +16,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="aggregator", description="Data Aggregator: industrial edge data pipelines."
     )
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--debug", action="store_true", help="show tracebacks (anywhere on the line)")
+    p.add_argument("--version", action="version", version=f"aggregator {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def data_dir(sp: argparse.ArgumentParser) -> None:
@@ -122,7 +123,47 @@ _positive_int = _positive(int, "a whole number")
 _positive_float = _positive(float, "a number")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("data-aggregator")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _hoist_debug(argv: list[str]) -> list[str]:
+    """`--debug` anywhere on the line (`aggregator run x.json --debug`) works as it does before the
+    command: it is moved to the front. Arguments after `--` are left as they are."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" not in argv[:end]:
+        return argv
+    rest = [a for a in argv[:end] if a != "--debug"]
+    return ["--debug", *rest, *argv[end:]]
+
+
+# An environment problem (a read-only or full data directory, a port in use, a file held by another
+# process) is not a bug: one line naming what and where, exit 1 (the work could not be done), never
+# "internal error". A data directory locked by a running service is DataDirLocked (exit 2).
+EXIT_ENVIRONMENT = EXIT_FAILED
+
+
+def environment_problem(exc: BaseException) -> str | None:
+    """The one line for an environment problem, or None when `exc` is not one."""
+    if isinstance(exc, OSError):
+        where = exc.filename
+        what = exc.strerror or str(exc) or type(exc).__name__
+        if where is not None and exc.filename2 is not None:
+            return f"{where} -> {exc.filename2}: {what}"
+        return f"{where}: {what}" if where is not None else what
+    name = type(exc).__name__
+    if name == "IOException" and "lock" in str(exc).lower():  # DuckDB: a file held by another process
+        return str(exc).replace("IO Error: ", "").splitlines()[0]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = _hoist_debug(list(sys.argv[1:] if argv is None else argv))
     args = _parser().parse_args(argv)
     try:
         return _dispatch(args)
@@ -146,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, AggregatorError):
             print(f"error: {mask(exc.one_line())}", file=sys.stderr)
             return exc.exit_code
+        problem = environment_problem(exc)
+        if problem is not None:
+            print(mask(f"error: {problem}"), file=sys.stderr)
+            return EXIT_ENVIRONMENT
         print(
             mask(f"error: internal error: {type(exc).__name__}: {exc} (run with --debug for details)"),
             file=sys.stderr,

@@ -74,7 +74,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 )
             else:
                 record = run_pipeline(
-                    compiled, ws, base_dir=args.spec.resolve().parent, spec_path=str(args.spec), cancel=cancel
+                    compiled,
+                    ws,
+                    base_dir=args.spec.resolve().parent,
+                    spec_path=str(args.spec),
+                    cancel=cancel,
+                    on_event=_state_printer(),
                 )
     finally:
         for sig, handler in previous.items():
@@ -96,13 +101,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _state_printer():
-    """A source that goes down (or comes back) says so on stderr at once, in one line."""
+    """A source that goes down (or comes back), and a retry (`retry 1/3 in 2 s: <reason>`), say so
+    on stderr at once, in one line."""
+    from engine.service.logs import retry_line
     from engine.streaming.run import SourceStateLines
 
     lines = SourceStateLines()
 
     def on_event(event: dict[str, Any]) -> None:
-        line = lines(event)
+        line = lines(event) or retry_line(event)
         if line:
             print(line, file=sys.stderr, flush=True)
 
@@ -129,7 +136,10 @@ def print_run(record: dict[str, Any], targets: dict[str, str]) -> None:
                 f"{s['duration_s']:>9.3f}s"
             )
     for nid, target in targets.items():
-        print(f"  wrote {nid} -> {target}")
+        if nodes.get(nid, {}).get("rows_in", 1) == 0:  # nothing reached it: it may not have made `target`
+            print(f"  {nid}: no rows to write ({target})")
+        else:
+            print(f"  wrote {nid} -> {target}")
 
 
 def cmd_preview(args: argparse.Namespace) -> int:

@@ -153,6 +153,10 @@ class FileSource(Source):
             found = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True) if os.path.isfile(p))
             if not found:
                 raise ConnectorError(f"{pattern}: no file matches")
+        elif pattern.is_dir():  # a folder named where a file belongs: say so, not "not found"
+            raise ConnectorError(
+                f"{pattern} is a folder, not a file (name a file, or a glob such as {pattern / '*.csv'})"
+            )
         elif not pattern.is_file():
             raise ConnectorError(f"{pattern}: file not found")
         else:

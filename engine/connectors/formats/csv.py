@@ -122,9 +122,21 @@ def schema(path: Path, opts: ReadOptions) -> pl.Schema | None:
     if not is_utf8(opts.encoding) or _cr_only(path):
         return None
     try:
-        return _scan(path, opts).collect_schema()
+        found = _scan(path, opts).collect_schema()
     except pl.exceptions.NoDataError:
         return pl.Schema()
+    if all(t == pl.String for t in found.values()) and _header_only(path, opts):
+        # A header without rows: the columns are known, their types are not (Polars says String).
+        # Null is "any type" to the checks, so a numeric step on them is not an invalid spec.
+        return pl.Schema({c: pl.String if c in opts.declared else pl.Null for c in found})
+    return found
+
+
+def _header_only(path: Path, opts: ReadOptions) -> bool:
+    try:
+        return _scan(path, opts, as_text=True).head(1).collect().height == 0
+    except pl.exceptions.PolarsError:
+        return False
 
 
 def locate(path: Path, opts: ReadOptions, row: int) -> dict:
