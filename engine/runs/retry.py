@@ -11,6 +11,18 @@ from collections.abc import Iterator
 from typing import Any
 
 
+def backoff_delay(step: int, initial: float, multiplier: float = 2.0, maximum: float = float("inf")) -> float:
+    """The wait after `step` failures in a row (0: `initial`): `initial * multiplier**step`, capped
+    at `maximum`, for loops that count their failures (Modbus polling). Element `step` of
+    `backoff_delays(initial, multiplier, maximum)`; never overflows."""
+    delay = min(initial, maximum)
+    for _ in range(max(0, step)):
+        if delay >= maximum or delay == 0 or multiplier == 1:
+            break
+        delay = min(maximum, delay * multiplier)
+    return delay
+
+
 def backoff_delays(
     initial: float,
     multiplier: float = 2.0,

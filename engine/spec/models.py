@@ -101,10 +101,13 @@ class RetryPolicy(Strict):
     max_delay_seconds: float = Field(300.0, gt=0)
 
     def delay(self, attempt: int) -> float:
-        """Seconds to wait before retry number `attempt` (1-based): exponential, capped."""
-        return min(
-            self.initial_delay_seconds * self.backoff_multiplier ** (attempt - 1), self.max_delay_seconds
-        )
+        """Seconds to wait before retry number `attempt` (1-based): exponential, capped (the one
+        back-off, engine/runs/retry.py)."""
+        from itertools import islice
+
+        from engine.runs.retry import retry_delays
+
+        return next(islice(retry_delays(self), attempt - 1, None))
 
 
 class DeadLetterQueue(Strict):

@@ -7,7 +7,8 @@ OPC UA source does) and the point -> tag mapping.
 
 - One `DNP3Manager` per source (one thread). Each connection attempt is a fresh TCP client channel
   whose own retry is switched off: the source decides when to try again (`backoff_delays`, the
-  OPC UA source's helper), so the session state always says what is happening and why.
+  shared back-off of engine/runs/retry.py), so the session state always says what is happening
+  and why.
 - opendnp3 calls back from its C++ threads. Every callback body is guarded: an exception is
   counted and logged with its item and never reaches the C++ stack (it would otherwise print
   "Exception ignored" on stderr and drop the rest of the header). One bad value never costs the
@@ -35,10 +36,10 @@ from engine.connectors.base import Connector, StreamingSource, one_line_error
 from engine.connectors.registry import register
 from engine.context import RunContext
 from engine.errors import ConnectorError
+from engine.runs.retry import backoff_delays
 from engine.tags import COMM_LOST, TAG_SCHEMA, TIME
 from protocols.dnp3 import flags as dnp3_flags
 from protocols.dnp3.config import Dnp3Point, Dnp3SourceConfig, default_tag
-from protocols.opcua.connector import backoff_delays
 
 log = logging.getLogger(__name__)
 STACK_LOG = logging.getLogger("protocols.dnp3.opendnp3")  # opendnp3's own lines, at debug level
@@ -481,7 +482,7 @@ class Dnp3Source(StreamingSource):
         router = _classes["LogRouter"]()
         self._manager = o.DNP3Manager(1, router)
         cfg = self.config
-        delays = backoff_delays(cfg.reconnect_initial_s, cfg.reconnect_max_s, 0.0)
+        delays = backoff_delays(cfg.reconnect_initial_s, 2.0, cfg.reconnect_max_s)
         ever_up = gapped = False
         last_reason = ""
         attempt = 0
@@ -505,7 +506,7 @@ class Dnp3Source(StreamingSource):
                     session.close()
                 if session.open.is_set():  # it was up: a new loss
                     ever_up, gapped = True, False
-                    delays = backoff_delays(cfg.reconnect_initial_s, cfg.reconnect_max_s, 0.0)
+                    delays = backoff_delays(cfg.reconnect_initial_s, 2.0, cfg.reconnect_max_s)
                 last_reason = session.reason
                 if self._stopping.is_set():
                     break

@@ -35,6 +35,7 @@ from engine.connectors.chatter import demote_library_logs
 from engine.connectors.registry import register
 from engine.context import RunContext
 from engine.errors import ConnectorError
+from engine.runs.retry import backoff_delay
 from engine.tags import COMM_LOST, TIME, TagBatchBuilder, utc_now
 from protocols.modbus.config import BIT_TABLES, ModbusDevice, ModbusSourceConfig
 from protocols.modbus.planner import ReadRequest, plan_requests
@@ -163,8 +164,9 @@ class DevicePoller:
 
     @property
     def backoff(self) -> float:
-        """Seconds to wait after `failures` failed rounds in a row: doubling, capped."""
-        return min(self.interval * 2 ** min(self.failures, 30), self.device.backoff_max_ms / 1000)
+        """Seconds to wait after `failures` failed rounds in a row: doubling, capped (the shared
+        back-off of engine/runs/retry.py)."""
+        return backoff_delay(self.failures, self.interval, 2.0, self.device.backoff_max_ms / 1000)
 
     async def run(self) -> None:
         due = time.monotonic()
@@ -218,10 +220,8 @@ class DevicePoller:
         reason = await why_unreachable(self.device)
         # The first wait after a failure (run() counts it before waiting), then the cap: the line
         # stays the same from one attempt to the next, so it is said once per outage.
-        first, cap = (
-            min(2 * self.interval, self.device.backoff_max_ms / 1000),
-            self.device.backoff_max_ms / 1000,
-        )
+        cap = self.device.backoff_max_ms / 1000
+        first = backoff_delay(1, self.interval, 2.0, cap)
         retry = f"retrying every {first:g} s" + (f", backing off to {cap:g} s" if cap > first else "")
         self.source.device_state(self.device.name, "lost", f"{self.device.url}: {reason}; {retry}")
         self.source.deliver_gap(self.all_names, COMM_LOST)

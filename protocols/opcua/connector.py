@@ -29,6 +29,7 @@ from engine.connectors.base import Connector, ConnectorConfig, StreamingSource
 from engine.connectors.registry import register
 from engine.context import RunContext
 from engine.errors import ConnectorError
+from engine.runs.retry import backoff_delays as shared_backoff
 from engine.tags import TagBatchBuilder
 from protocols.opcua.config import OpcUaConfig
 
@@ -37,12 +38,9 @@ MAX_PENDING = 2_000_000  # values held while `emit` is blocked; more are counted
 
 
 def backoff_delays(initial: float, maximum: float, jitter: float, rng: random.Random | None = None):
-    """Jittered exponential back-off: initial, 2x, 4x ... capped at maximum, each +-jitter."""
-    rng = rng or random.Random()
-    delay = initial
-    while True:
-        yield max(0.0, delay * (1.0 + rng.uniform(-jitter, jitter)))
-        delay = min(maximum, delay * 2)
+    """Jittered exponential back-off: initial, 2x, 4x ... capped at maximum, each +-jitter. The
+    shared back-off of engine/runs/retry.py with OPC UA's doubling (this name stays for callers)."""
+    return shared_backoff(initial, 2.0, maximum, jitter, rng)
 
 
 def _as_config(config: ConnectorConfig | dict[str, Any]) -> OpcUaConfig:
