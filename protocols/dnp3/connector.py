@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, NoReturn
 
 import polars as pl
@@ -40,6 +41,7 @@ from engine.runs.retry import backoff_delays
 from engine.tags import COMM_LOST, TAG_SCHEMA, TIME
 from protocols.dnp3 import flags as dnp3_flags
 from protocols.dnp3.config import Dnp3Point, Dnp3SourceConfig, default_tag
+from protocols.mqtt.timestamps import IMPLAUSIBLE, PLAUSIBLE_AHEAD, PLAUSIBLE_FROM
 
 log = logging.getLogger(__name__)
 STACK_LOG = logging.getLogger("protocols.dnp3.opendnp3")  # opendnp3's own lines, at debug level
@@ -117,6 +119,11 @@ class Columns:
         )
         self.clear()
         return frame
+
+
+# The plausible event times (the MQTT sources' rule): 1990-01-01 .. receive time + 1 day, in µs.
+PLAUSIBLE_FROM_US = int(PLAUSIBLE_FROM.timestamp()) * 1_000_000
+PLAUSIBLE_AHEAD_US = int(PLAUSIBLE_AHEAD.total_seconds()) * 1_000_000
 
 
 def _now_us() -> int:
@@ -238,6 +245,10 @@ class _Session:
         self.started = threading.Event()  # the startup integrity poll is done
         self.reason = ""
         self.gap_reason = COMM_LOST
+        self.implausible_logged = [
+            float("-inf"),
+            0,
+        ]  # when an implausible time was last logged, held back since
         self._last_error: str | None = None
         self.disabling = False  # DISABLE_UNSOLICITED sent, not yet answered
         self.columns = Columns(source.name)
@@ -387,6 +398,10 @@ class _Session:
                 if stamp.quality != invalid:
                     ms = stamp.value
                     ts = ms * 1000 if ms > 0 else None  # a zero time is no time (never 1970)
+                    if ts is not None and not PLAUSIBLE_FROM_US <= ts <= now + PLAUSIBLE_AHEAD_US:
+                        # a clock never set (1970 + uptime), or one far ahead: keep the value
+                        quality = self._implausible(point_type, index, ts, quality)
+                        ts = None
                 else:
                     # An event without time happened at an unknown moment: null, and received_at
                     # orders it. A static value is true at the poll, like a Modbus register.
@@ -403,6 +418,26 @@ class _Session:
             added += 1
         if event:
             source.counters["events"] += added
+
+    def _implausible(
+        self, point_type: str, index: int, ts_us: int, quality: tuple[str, str | None]
+    ) -> tuple[str, str | None]:
+        """The quality of a value whose time is implausible (the MQTT sources' rule): uncertain
+        (bad stays bad), the reason says which time; counted, and logged once every 10 s."""
+        shown = datetime.fromtimestamp(ts_us / 1e6, UTC).isoformat().replace("+00:00", "Z")
+        text = f"{IMPLAUSIBLE}: event time {shown} is outside 1990-01-01..now+1 day"
+        source = self.source
+        source.counters["implausible_timestamps"] += 1
+        clock = time.monotonic()
+        if clock - self.implausible_logged[0] >= 10.0:
+            more = self.implausible_logged[1]
+            self.implausible_logged = [clock, 0]
+            also = f" ({more} more since the last line)" if more else ""
+            source.ctx.log("warning", f"{self.endpoint}: {point_type} {index}: {text}{also}", source.name)
+        else:
+            self.implausible_logged[1] += 1
+        level, reason = quality
+        return ("uncertain" if level == "good" else level, text if reason is None else f"{reason}; {text}")
 
     def on_fragment_end(self, role: str, info: Any) -> None:
         counters = self.source.counters
@@ -753,7 +788,7 @@ class _Probe:
 
     def __init__(self, source: Dnp3Source):
         self.name, self.config, self.points = source.name, source.config, PointMap(source.config.points)
-        self.counters = source.counters
+        self.counters, self.ctx = source.counters, source.ctx
         self.quality_cache: dict[tuple[str, int], tuple[str, str | None]] = {}
         self.wake = threading.Event()
         self.actions: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()

@@ -466,3 +466,37 @@ def test_a_control_without_a_session_is_not_sent(sim, run_source):
     assert any("not sent: not connected" in line for line in logged)
     sim.come_back()
     assert sim.controls == []
+
+
+@pytest.mark.parametrize(
+    ("at", "shown"),
+    [
+        (datetime(1970, 1, 1, 0, 5, tzinfo=UTC), "1970-01-01T00:05:00Z"),  # a clock never set: uptime
+        (datetime(2200, 1, 1, tzinfo=UTC), "2200-01-01T00:00:00Z"),
+    ],
+)
+def test_an_implausible_event_time_is_kept_uncertain_without_a_timestamp(sim, run_source, at, shown):
+    """An RTU whose clock was never set stamps events with 1970 plus its uptime, not zero: before,
+    those were stored as 1970 and good."""
+    logged: list[str] = []
+    ctx = RunContext(log=lambda level, msg, node=None: logged.append(msg))
+    source, batches = run_source(
+        ctx=ctx, **endpoint(sim), **{**QUIET, "event_poll_interval_s": 0.2, "timed_events": True}
+    )
+    wait_polling(batches, sim)
+    first = len(batches.frames)
+    sim.set_value("analog_input", 2, 556, at=at)
+    sim.set_value("analog_input", 3, 557, at=datetime.now(UTC))  # a good one beside it
+
+    row = batches.wait_rows(pl.col("tag") == "AI.2", after=first).row(-1, named=True)
+    reason = f"implausible_timestamp: event time {shown} is outside 1990-01-01..now+1 day"
+    assert (row["value"], row["timestamp"], row["quality"], row["reason"]) == (
+        556.0,
+        None,
+        "uncertain",
+        reason,
+    )
+    good = batches.wait_rows(pl.col("tag") == "AI.3", after=first).row(-1, named=True)
+    assert good["quality"] == "good" and good["timestamp"] is not None
+    assert source.counters["implausible_timestamps"] == 1
+    assert any(f"analog_input 2: {reason}" in line for line in logged)
