@@ -100,13 +100,13 @@ def _engine(data_dir: Path):
     return LocalEngine(data_dir)
 
 
-def _app(engine: Any, host: Any, token: str):
-    """The HTTP API (app/http); a bare /health until that package offers `create_app`."""
+def _app(engine: Any, host: Any, token: str, listen_host: str):
+    """The HTTP API (app/http); a bare /health where that package is not there."""
     try:
         from app.http import create_app
     except ImportError:
         return _health_only_app(engine, host)
-    return create_app(engine, host, token)
+    return create_app(engine, token=token, listen_host=listen_host)
 
 
 def _health_only_app(engine: Any, host: Any):
@@ -146,7 +146,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for run in recovered:
             _say("warning", f"run {run['run_id']} of '{run['pipeline']}' marked interrupted: {run['error']}")
         host = ServiceHost(engine, [p.expanduser() for p in args.pipelines], say=_say)
-        server, thread = _start_http(_app(engine, host, token), sock)
+        server, thread = _start_http(_app(engine, host, token, listen_host), sock)
         shown = f"[{listen_host}]" if ":" in listen_host else listen_host
         url = f"http://{shown}:{port}"
         held.publish(url)

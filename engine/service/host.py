@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -209,7 +210,7 @@ class ServiceHost:
         elif kind == "file_arrival":
             pattern = Path(served.schedule.path)
             if not pattern.is_absolute():
-                pattern = served.path.parent / pattern
+                pattern = Path(os.path.normpath(served.path.parent / pattern))
             settle = getattr(served.schedule, "settle_seconds", DEFAULT_SETTLE_S)
             self.watcher.watch_files(
                 served.key, pattern, settle, lambda file, key=served.key: self._arrived(key, file)

@@ -75,6 +75,9 @@ class RealTimeSchedule(Strict):
 class FileArrivalSchedule(Strict):
     type: Literal["file_arrival"]
     path: str = Field(description="Glob of the files to watch")
+    settle_seconds: float = Field(
+        2.0, ge=0, description="a file is read once its size and mtime stay unchanged this long"
+    )
 
 
 Schedule = Annotated[
