@@ -1,0 +1,97 @@
+"""The API's bearer token (one token per data directory; users and roles come later).
+
+Every route needs `Authorization: Bearer <token>` (compared in constant time) except `GET /health`
+and `GET /metrics`, which answer a loopback client without it: a monitoring agent on the box needs
+no secret, while a client on the network must send the token there too.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.http.errors import ApiError
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="token",
+    description="The service's API token: `aggregator token --data-dir D` prints it.",
+)
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+    headers = {"WWW-Authenticate": 'Bearer realm="aggregator"'}
+
+
+def _token_of(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        return None
+    return credentials.credentials
+
+
+def token_matches(expected: str, given: str | None) -> bool:
+    """Constant-time comparison (of UTF-8 bytes: compare_digest refuses non-ASCII text)."""
+    if not given:
+        return False
+    return hmac.compare_digest(expected.encode("utf-8"), given.encode("utf-8", "surrogateescape"))
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether a client address is this machine (127.0.0.0/8, ::1, an IPv4-mapped loopback)."""
+    if not host:
+        return False
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host == "localhost"
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def require_token(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+) -> None:
+    """The dependency of every protected route: 401 without the token or with a wrong one."""
+    given = _token_of(request, credentials)
+    if given is None:
+        raise Unauthorized("missing token: send the header 'Authorization: Bearer <token>'")
+    if not token_matches(request.app.state.token, given):
+        raise Unauthorized("wrong token (`aggregator token --data-dir D` prints the right one)")
+
+
+def loopback_or_token(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+) -> None:
+    """`/health` and `/metrics`: open to this machine, the token for anyone else."""
+    if is_loopback(request.client.host if request.client else None):
+        return
+    require_token(request, credentials)
+
+
+DOC_PATHS = ("/docs", "/redoc", "/openapi.json", "/static-offline-docs/")
+
+
+def guard_docs(app) -> None:
+    """The API's description (`/docs`, `/openapi.json` and Swagger UI's files) follows the rule of
+    `/health`: open to this machine (a browser cannot send a bearer token for them), the token for
+    anyone else."""
+
+    @app.middleware("http")
+    async def docs_guard(request: Request, call_next):
+        path = request.url.path
+        if path.startswith(DOC_PATHS) and not is_loopback(request.client.host if request.client else None):
+            header = request.headers.get("authorization", "")
+            scheme, _, given = header.partition(" ")
+            if scheme.lower() != "bearer" or not token_matches(request.app.state.token, given.strip()):
+                from app.http.errors import error_response
+
+                return error_response(
+                    401,
+                    "the API description is open to this machine only: send the token",
+                    Unauthorized.headers,
+                )
+        return await call_next(request)

@@ -1,0 +1,253 @@
+"""The HTTP API in process: a real LocalEngine on a tmp data directory behind a real uvicorn server
+(tests/service/http_server.py), talked to over HTTP with httpx."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+
+import httpx
+import pytest
+import yaml
+
+from engine.api.events import RunFinished, RunStarted, event_from_dict
+from tests.pipelines import csv_into_duckdb, ecommerce_folder
+from tests.service.http_server import api_server
+
+ONE_LINE = re.compile(r"^[^\n]+$")
+
+
+@pytest.fixture
+def api(tmp_path):
+    with api_server(tmp_path / "data") as server:
+        yield server
+
+
+@pytest.fixture
+def csv_doc(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    return csv_into_duckdb(folder, 25, name="numbers in", table="numbers")
+
+
+def assert_one_line_error(response, status: int, *fragments: str) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) <= {"error", "issues"}, body
+    assert ONE_LINE.match(body["error"]), body
+    for fragment in fragments:
+        assert fragment in body["error"], body["error"]
+    return body["error"]
+
+
+# ---- documentation ------------------------------------------------------------------------------
+def test_docs_and_openapi_are_served_offline(api):
+    spec = api.anonymous.get("/openapi.json")
+    assert spec.status_code == 200
+    paths = spec.json()["paths"]
+    for path in (
+        "/pipelines",
+        "/pipelines/{id}/execute",
+        "/connectors/{name}/test",
+        "/runs/{run_id}",
+        "/events",
+    ):
+        assert path in paths
+    docs = api.anonymous.get("/docs")
+    assert docs.status_code == 200 and "swagger-ui" in docs.text
+    urls = re.findall(r"https?://[^\s\"'<>]+", docs.text)
+    outside = [u for u in urls if not re.match(r"https?://(localhost|127\.0\.0\.1|\[::1\])[:/]", u)]
+    assert outside == [], outside
+    # every file the page loads comes from the service itself
+    for ref in re.findall(r"(?:src|href)=\"([^\"]+)\"", docs.text):
+        assert ref.startswith("/"), ref
+        assert api.anonymous.get(ref).status_code == 200, ref
+    assert "'/openapi.json'" in docs.text or '"/openapi.json"' in docs.text
+
+
+# ---- the token ----------------------------------------------------------------------------------
+def test_every_route_but_health_and_metrics_needs_the_token(api):
+    spec = api.client.get("/openapi.json").json()
+    checked = 0
+    for path, operations in spec["paths"].items():
+        for method in operations:
+            url = re.sub(r"\{[^}]+\}", "x", path)
+            open_route = path in ("/health", "/metrics")
+            for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": "Basic abc"}):
+                response = api.anonymous.request(method.upper(), url, headers=headers)
+                if open_route and not headers.get("Authorization", "").startswith("Bearer"):
+                    assert response.status_code == 200, (method, path)
+                    continue
+                if open_route:  # loopback: a wrong token does not matter on an open route
+                    continue
+                assert_one_line_error(response, 401, "token")
+                assert response.headers["www-authenticate"].startswith("Bearer")
+                checked += 1
+    assert checked >= 3 * 25
+    assert api.client.get("/pipelines").status_code == 200
+
+
+def test_health_and_metrics_need_the_token_from_another_machine(api):
+    async def from_another_machine() -> None:
+        transport = httpx.ASGITransport(api.app, client=("192.0.2.77", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as remote:
+            for path in ("/health", "/metrics", "/docs", "/openapi.json"):
+                assert_one_line_error(await remote.get(path), 401)
+                ok = await remote.get(path, headers={"Authorization": f"Bearer {api.token}"})
+                assert ok.status_code == 200, (path, ok.text)
+
+    asyncio.run(from_another_machine())
+    health = api.anonymous.get("/health").json()
+    assert health["status"] == "ok" and health["data_dir"] == str(api.engine.data_dir)
+    assert health["version"] and health["uptime_s"] >= 0
+    metrics = api.anonymous.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain") and "# TYPE" in metrics.text
+
+
+# ---- pipelines ----------------------------------------------------------------------------------
+def test_pipelines_are_created_read_replaced_and_deleted(api, csv_doc):
+    created = api.client.post("/pipelines", json=csv_doc)
+    assert created.status_code == 201, created.text
+    pid = created.json()["id"]
+    assert pid == "numbers-in"
+    assert_one_line_error(api.client.post("/pipelines", json=csv_doc), 409, "numbers-in")
+
+    listed = {p["id"]: p for p in api.client.get("/pipelines").json()}
+    assert listed[pid]["name"] == "numbers in" and not listed[pid]["read_only"]
+    assert all({"id", "name"} <= set(p) for p in listed.values())
+    one = api.client.get(f"/pipelines/{pid}").json()
+    assert one["form"] == "graph" and [n["id"] for n in one["document"]["nodes"]] == ["src", "dst"]
+
+    renamed = {**csv_doc, "description": "replaced"}
+    assert api.client.put(f"/pipelines/{pid}", json=renamed).status_code == 200
+    assert api.client.get(f"/pipelines/{pid}").json()["description"] == "replaced"
+
+    assert api.client.delete(f"/pipelines/{pid}").status_code == 204
+    assert_one_line_error(api.client.get(f"/pipelines/{pid}"), 404, pid)
+    assert_one_line_error(api.client.delete("/pipelines/example:ecommerce_orders"), 403, "shipped")
+    assert_one_line_error(api.client.put("/pipelines/example:ecommerce_orders", json=csv_doc), 403)
+
+
+def test_a_linear_document_in_yaml_is_taken(api, tmp_path):
+    folder = ecommerce_folder(tmp_path)
+    linear = {
+        "name": "orders copy",
+        "sources": [{"name": "orders", "connector_type": "file",
+                     "config": {"path": str(folder / "woocommerce_orders.csv")}}],
+        "transformations": [],
+        "destination": {"name": "out", "connector_type": "duckdb", "config": {"table": "orders_copy"}},
+    }  # fmt: skip
+    response = api.client.post(
+        "/pipelines?id=orders", content=yaml.safe_dump(linear), headers={"Content-Type": "application/yaml"}
+    )
+    assert response.status_code == 201, response.text
+    got = api.client.get("/pipelines/orders").json()
+    assert got["name"] == "orders copy" and got["form"] == "linear"
+    assert {n["kind"] for n in got["document"]["nodes"]} == {"source", "destination"}
+
+
+def test_bad_documents_are_one_line_4xx_saying_where(api, csv_doc):
+    bad = json.loads(json.dumps(csv_doc))
+    bad["nodes"][1]["connector_type"] = "nowhere"
+    error = assert_one_line_error(api.client.post("/pipelines", json=bad), 422, "nodes[1]")
+    assert "nowhere" in error
+    assert_one_line_error(
+        api.client.post("/pipelines", content=b'{"name": "x",', headers={"Content-Type": "application/json"}),
+        422,
+        "body",
+        "line 1",
+    )
+    assert_one_line_error(
+        api.client.post("/pipelines", content=b"name: [x", headers={"Content-Type": "application/yaml"}),
+        422,
+        "YAML",
+    )
+    assert_one_line_error(api.client.post("/pipelines", json=[1, 2]), 422, "object")
+    assert_one_line_error(
+        api.client.post("/pipelines", content=b"<x/>", headers={"Content-Type": "text/xml"}), 415, "text/xml"
+    )
+    assert_one_line_error(api.client.get("/runs?limit=0"), 422, "query.limit")
+    assert_one_line_error(api.client.get("/runs?since=yesterday"), 422, "query.since")
+    assert_one_line_error(api.client.get("/pipelines/a b"), 422, "path.id")
+    validated = api.client.post("/validate", json=bad).json()
+    assert validated["valid"] is False and validated["issues"][0]["path"].startswith("nodes[1]")
+    assert api.client.post("/validate", json=csv_doc).json() == {"valid": True, "issues": []}
+
+
+# ---- runs and the event stream --------------------------------------------------------------------
+def test_execute_answers_the_run_which_the_event_stream_and_runs_follow(api, csv_doc):
+    pid = api.client.post("/pipelines", json=csv_doc).json()["id"]
+    events: list[dict] = []
+    connected = threading.Event()
+    finished = threading.Event()
+
+    def listen() -> None:
+        with api.client.stream("GET", "/events?tag_interval=0", timeout=60) as stream:
+            for line in stream.iter_lines():
+                connected.set()
+                if line.startswith("data: "):
+                    events.append(json.loads(line[6:]))
+                    if events[-1]["event"] == "run_finished":
+                        finished.set()
+                        return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert connected.wait(20), "the event stream sent nothing"
+
+    started = api.client.post(f"/pipelines/{pid}/execute")
+    assert started.status_code == 202, started.text
+    run_id, job_id = started.json()["run_id"], started.json()["job_id"]
+    assert run_id and job_id
+
+    assert finished.wait(30), f"no run_finished on the event stream: {events}"
+    records = [event_from_dict(e) for e in events]
+    begun = [r for r in records if isinstance(r, RunStarted)]
+    ended = [r for r in records if isinstance(r, RunFinished)]
+    assert begun[0].run_id == run_id and begun[0].job == job_id
+    assert ended[0].run_id == run_id and ended[0].status == "success"
+
+    detail = api.wait_for(
+        lambda: (d := api.client.get(f"/runs/{run_id}").json()).get("status") == "success" and d,
+        what="the run to be recorded as success",
+    )
+    assert detail["pipeline"] == "numbers in"
+    nodes = {n["node_id"]: n for n in detail["nodes"]}
+    assert nodes["src"]["rows_out"] == 25 and nodes["dst"]["rows_in"] == 25
+    assert detail["logs"] and detail["rejects"]["total"] == 0
+    runs = api.client.get(f"/pipelines/{pid}/runs").json()
+    assert [r["run_id"] for r in runs] == [run_id] and runs[0]["status"] == "success"
+    assert [r["run_id"] for r in api.client.get("/runs?status=success&pipeline=numbers in").json()] == [
+        run_id
+    ]
+    assert api.client.get("/runs?status=failed").json() == []
+    assert_one_line_error(api.client.get("/runs?status=bogus"), 422, "query.status")
+    assert_one_line_error(api.client.get("/runs/no-such-run"), 404, "no-such-run")
+
+    stats = {s["pipeline"]: s for s in api.client.get("/monitoring/pipeline-stats").json()}
+    assert stats["numbers in"]["runs"] == 1 and stats["numbers in"]["rows_out"] == 25
+    top = api.client.get("/analytics/top-pipelines").json()
+    assert top[0]["pipeline"] == "numbers in"
+    assert api.client.get("/monitoring/pipeline-performance").json()[0]["pipeline"] == "numbers in"
+    assert sum(t["runs"] for t in api.client.get("/analytics/pipeline-trends").json()) == 1
+
+
+def test_a_failed_run_is_an_alert_and_a_broken_file_is_a_4xx(api, csv_doc, tmp_path):
+    missing = tmp_path / "missing.csv"
+    csv_doc["nodes"][0]["config"]["path"] = str(missing)
+    assert api.client.post("/pipelines", json=csv_doc, params={"id": "gone"}).status_code == 201
+    started = api.client.post("/pipelines/gone/execute")
+    assert started.status_code == 202, started.text
+    run_id = started.json()["run_id"]
+    api.wait_for(
+        lambda: api.client.get(f"/runs/{run_id}").json().get("status") == "failed", what="the run to fail"
+    )
+    alerts = api.client.get("/monitoring/alerts").json()
+    assert alerts[0]["kind"] == "run_failed" and alerts[0]["run_id"] == run_id
+    assert str(missing) in alerts[0]["message"]
+
+    # a file edited on disk into something that is no pipeline: executing it is a 4xx, not a 500
+    (api.engine.data_dir / "pipelines" / "broken.json").write_text('{"name": "broken", "nodes": [{"id": 1}]}')
+    assert_one_line_error(api.client.post("/pipelines/broken/execute"), 422)
