@@ -100,7 +100,7 @@ def validate(doc: Any, *, check_schemas: bool = True, ctx: Any = None) -> Plan:
 
     issues += _check_parts(doc, form, memo)
     if issues or parsed is None:
-        raise SpecError(_dedupe(issues))
+        raise SpecError(_with_nodes(_dedupe(issues), _early_paths(doc, parsed)))
 
     if isinstance(parsed, LinearPipeline):
         graph, paths = linear_to_graph(parsed)
@@ -120,6 +120,23 @@ def validate(doc: Any, *, check_schemas: bool = True, ctx: Any = None) -> Plan:
     if issues:
         raise SpecError(_with_nodes(_dedupe(issues), plan.paths))
     return plan
+
+
+def _early_paths(doc: dict[str, Any], parsed: Any) -> dict[str, str]:
+    """Node id -> JSON path before the graph is built (for the issues of the per-part checks)."""
+    if isinstance(parsed, LinearPipeline):
+        try:
+            return linear_to_graph(parsed)[1]
+        except Exception:  # a document too broken to convert: its issues name no node
+            return {}
+    nodes = doc.get("nodes")
+    if not isinstance(nodes, list):
+        return {}
+    return {
+        n["id"]: f"nodes[{i}]"
+        for i, n in enumerate(nodes)
+        if isinstance(n, dict) and isinstance(n.get("id"), str)
+    }
 
 
 def _with_nodes(issues: list[SpecIssue], paths: dict[str, str]) -> list[SpecIssue]:

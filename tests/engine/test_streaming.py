@@ -587,3 +587,47 @@ def test_a_source_that_never_connects_beside_a_working_one_ends_the_run_with_a_w
     record = run_streaming(validate(document), ws, seconds=0.5, base_dir=tmp_path)
     assert record["status"] == "warning" and record["rows_in"] == 10
     assert record["error"] == "source 'dead' never connected (connecting: 127.0.0.1:1: connection refused)"
+
+
+def test_dead_letters_of_a_micro_batch_that_never_commits_are_not_written(ws, tmp_path):
+    """Rejected records go through the reject sink with their micro-batch's commit: a micro-batch
+    whose destination fails through every retry leaves no dead letter (it is counted as dropped),
+    and a committed one leaves each rejected record once."""
+    (tmp_path / "live.ndjson").mkdir()  # every append fails
+    document = doc(
+        {"rows_per_batch": 10, "batches": None, "interval_s": 0.01},
+        dest={"connector_type": "file", "config": {"path": "live.ndjson", "mode": "append"}},
+        steps=[
+            {
+                "type": "field_validation",
+                "field_name": "value",
+                "validation_type": "range",
+                "parameters": {"min": 0, "max": 4},
+            }
+        ],
+        batch_size=10,
+        max_latency_ms=20,
+    )
+    document["error_handling"] = {
+        "retry_policy": {"max_retries": 2, "initial_delay_seconds": 0.01},
+        "dead_letter_queue": {"storage": "dead.ndjson"},
+    }
+    record = run_streaming(validate(document), ws, seconds=10, base_dir=tmp_path)
+    assert record["status"] == "failed" and record["stream"]["sinks"]["out"]["dropped"] > 0
+    dead = tmp_path / "dead.ndjson"
+    assert not dead.exists() or dead.read_text() == ""  # written before the commit, before the fix
+
+    (tmp_path / "live.ndjson").rmdir()
+    document["nodes"][0]["config"]["batches"] = 1
+    cancel = threading.Event()
+
+    def stop_after_first(event: dict) -> None:
+        if event.get("event") == "micro_batch":
+            cancel.set()
+
+    record = run_streaming(
+        validate(document), ws, seconds=20, cancel=cancel, on_event=stop_after_first, base_dir=tmp_path
+    )
+    lines = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert sorted(r["value"] for r in lines) == [5, 6, 7, 8, 9]
+    assert {r["_run_id"] for r in lines} == {record["run_id"]} and {r["_node_id"] for r in lines} == {"step0"}
