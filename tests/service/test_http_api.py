@@ -251,3 +251,111 @@ def test_a_failed_run_is_an_alert_and_a_broken_file_is_a_4xx(api, csv_doc, tmp_p
     # a file edited on disk into something that is no pipeline: executing it is a 4xx, not a 500
     (api.engine.data_dir / "pipelines" / "broken.json").write_text('{"name": "broken", "nodes": [{"id": 1}]}')
     assert_one_line_error(api.client.post("/pipelines/broken/execute"), 422)
+
+
+# ---- connectors ---------------------------------------------------------------------------------
+def test_connectors_are_saved_tested_renamed_and_deleted(api, tmp_path):
+    data = tmp_path / "readings.csv"
+    data.write_text("a,b\n1,2\n")
+    body = {"name": "readings", "connector_type": "file", "role": "source", "config": {"path": str(data)}}
+    created = api.client.post("/connectors", json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["id"] == "readings"
+    assert_one_line_error(api.client.post("/connectors", json=body), 409, "readings")
+    assert [c["name"] for c in api.client.get("/connectors").json()] == ["readings"]
+
+    tested = api.client.post("/connectors/readings/test")
+    assert tested.status_code == 200 and tested.json()["ok"] is True, tested.text
+
+    moved = {**body, "name": "moved", "config": {"path": str(tmp_path / "gone.csv")}}
+    replaced = api.client.put("/connectors/readings", json=moved)
+    assert replaced.status_code == 200, replaced.text
+    assert_one_line_error(api.client.get("/connectors/readings"), 404, "readings")
+    failed = api.client.post("/connectors/moved/test").json()
+    assert failed["ok"] is False and "gone.csv" in failed["error"]
+
+    secret = {
+        **body,
+        "name": "db",
+        "connector_type": "file",
+        "config": {"path": str(data), "password": "hunter22"},
+    }
+    assert_one_line_error(api.client.post("/connectors", json=secret), 422, "body.config")
+    unknown = {**body, "name": "odd", "connector_type": "telepathy"}
+    assert_one_line_error(api.client.post("/connectors", json=unknown), 422, "body.connector_type", "file")
+    assert_one_line_error(api.client.post("/connectors", json={**body, "role": "sideways"}), 422, "body.role")
+
+    assert api.client.delete("/connectors/moved").status_code == 204
+    assert_one_line_error(api.client.delete("/connectors/moved"), 404)
+    assert api.client.get("/connectors").json() == []
+
+
+# ---- preview, catalog, historian -------------------------------------------------------------------
+def test_preview_and_the_transformations_catalog(api, csv_doc):
+    preview = api.client.post("/preview?limit=3", json=csv_doc)
+    assert preview.status_code == 200, preview.text
+    ports = {(p["node"], p["port"]): p for p in preview.json()["ports"]}
+    src = ports[("src", "out")]
+    assert src["rows"] == [{"a": 0}, {"a": 1}, {"a": 2}] and src["columns"][0]["name"] == "a"
+    assert_one_line_error(api.client.post("/preview?node=nowhere", json=csv_doc), 422, "nowhere")
+    catalog = api.client.get("/transformations").json()
+    types = {t["type"]: t for t in catalog}
+    assert "field_validation" in types and types["field_validation"]["config_schema"]["type"] == "object"
+
+
+def test_timeseries_reads_the_historian(api, tmp_path):
+    from datetime import UTC, datetime
+
+    import polars as pl
+
+    readings = tmp_path / "readings.parquet"
+    minute = [datetime(2026, 1, 1, 0, m // 2, 30 * (m % 2), tzinfo=UTC) for m in range(4)]
+    pl.DataFrame({"tag": ["t1"] * 4, "timestamp": minute, "value": [1.0, 3.0, 10.0, 20.0]}).write_parquet(
+        readings
+    )
+    doc = {
+        "name": "tags in",
+        "nodes": [
+            {"id": "src", "kind": "source", "connector_type": "file", "config": {"path": str(readings)}},
+            {
+                "id": "hist",
+                "kind": "destination",
+                "inputs": ["src"],
+                "connector_type": "historian",
+                "config": {},
+            },
+        ],
+    }
+    pid = api.client.post("/pipelines", json=doc)
+    assert pid.status_code == 201, pid.text
+    run_id = api.client.post(f"/pipelines/{pid.json()['id']}/execute").json()["run_id"]
+    record = api.wait_for(
+        lambda: (r := api.client.get(f"/runs/{run_id}").json()).get("status") not in ("running", None) and r,
+        what="the run to end",
+    )
+    assert record["status"] == "success", record["record"].get("error")
+    query = {"tags": "t1", "start": "2026-01-01T00:00:00Z", "end": "2026-01-01T00:02:00Z", "bucket": "1m",
+             "stats": ["avg", "count"]}  # fmt: skip
+    series = api.client.get("/analytics/timeseries", params=query)
+    assert series.status_code == 200, series.text
+    rows = [(r["avg"], r["count"]) for r in series.json()["rows"]]
+    assert rows == [(2.0, 2), (15.0, 2)]
+    assert_one_line_error(
+        api.client.get("/analytics/timeseries", params={**query, "bucket": "1y"}), 422, "query.bucket"
+    )
+    assert_one_line_error(
+        api.client.get("/analytics/timeseries", params={**query, "stats": "median"}), 422, "query.stats"
+    )
+    assert_one_line_error(api.client.get("/analytics/timeseries"), 422, "query.tags")
+
+    # the event stream carries the tags' values (the first tag_values event has them all)
+    params = {"kinds": "tag_values", "tag_interval": 0.2}
+    with api.client.stream("GET", "/events", params=params, timeout=10) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                event = json.loads(line[6:])
+                assert event["event"] == "tag_values"
+                values = {t["tag"]: t["value"] for t in event["tags"]}
+                if "t1" in values:
+                    break
+    assert values["t1"] == 20.0
