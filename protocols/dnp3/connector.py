@@ -41,7 +41,7 @@ from engine.runs.retry import backoff_delays
 from engine.tags import COMM_LOST, TAG_SCHEMA, TIME
 from protocols.dnp3 import flags as dnp3_flags
 from protocols.dnp3.config import Dnp3Point, Dnp3SourceConfig, default_tag
-from protocols.mqtt.timestamps import IMPLAUSIBLE, PLAUSIBLE_AHEAD, PLAUSIBLE_FROM
+from protocols.timestamps import IMPLAUSIBLE, PLAUSIBLE_AHEAD, PLAUSIBLE_FROM
 
 log = logging.getLogger(__name__)
 STACK_LOG = logging.getLogger("protocols.dnp3.opendnp3")  # opendnp3's own lines, at debug level

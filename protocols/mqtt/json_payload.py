@@ -12,7 +12,7 @@ topic when the tag itself could not be read), so it shows in the historian next 
 `JsonDecoder.decode` also returns the (topic, reason) pairs, which the source counts
 (`bad_payloads`) and keeps the last few of for the GUI.
 
-Timestamps follow `protocols/mqtt/timestamps.py`: missing, null or 0 at `timestamp_path` is a null
+Timestamps follow `protocols/timestamps.py`: missing, null or 0 at `timestamp_path` is a null
 timestamp; one outside 1990..receive time + 1 day (e.g. milliseconds where `epoch_unit: s`) keeps
 the value, quality `uncertain`, a null timestamp and reason `implausible_timestamp: <raw> at
 <path> (<format>) ...`, also returned as a problem (counted `implausible_timestamps`). Without a
@@ -32,7 +32,7 @@ import polars as pl
 
 from engine.tags import TAG_SCHEMA, TIME
 from protocols.mqtt.config import JsonMapping
-from protocols.mqtt.timestamps import IMPLAUSIBLE, PLAUSIBLE_FROM
+from protocols.timestamps import IMPLAUSIBLE, PLAUSIBLE_FROM
 
 _TOKEN = re.compile(r"\[(\d+)\]|\.?([^.\[\]]+)")
 _MISSING = object()

@@ -38,7 +38,7 @@ from engine.context import RunContext
 from engine.errors import ConnectorError
 from engine.tags import TagBatchBuilder, empty_tags, utc_now
 from protocols.mqtt.config import MqttSourceConfig
-from protocols.mqtt.timestamps import IMPLAUSIBLE
+from protocols.timestamps import IMPLAUSIBLE
 
 LAST_ERRORS = 20
 LOG_EVERY_S = 10.0  # one warning per kind of problem this often; the rest are counted in it

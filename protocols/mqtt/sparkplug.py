@@ -9,7 +9,7 @@ Topic namespace: `spBv1.0/<group>/<message type>/<edge node>[/<device>]`.
 - `seq` runs 0..255 from each NBIRTH over the node's messages; a jump is a sequence gap: gap
   records (reason `sequence_gap`) for the node's metrics, and a rebirth request (`rebirths`).
 - Timestamps: the metric's, else the payload's, in ms; none or 0 is a null timestamp, one outside
-  1990..now+1 day keeps the value as `uncertain` with a null timestamp (`protocols/mqtt/timestamps.py`).
+  1990..now+1 day keeps the value as `uncertain` with a null timestamp (`protocols/timestamps.py`).
 - Tag names: `group/edge/metric` for node metrics, `group/edge/device/metric` for device metrics.
 
 Values: integers, floats and booleans go to `value`; String, Text, UUID to `value_text`; DateTime
@@ -28,7 +28,7 @@ from typing import Any
 
 from engine.tags import TagBatchBuilder
 from protocols.mqtt.sparkplug_proto import payload_class
-from protocols.mqtt.timestamps import IMPLAUSIBLE, PLAUSIBLE_AHEAD, PLAUSIBLE_FROM
+from protocols.timestamps import IMPLAUSIBLE, PLAUSIBLE_AHEAD, PLAUSIBLE_FROM
 
 NAMESPACE = "spBv1.0"
 MESSAGE_TYPES = frozenset({"NBIRTH", "NDEATH", "DBIRTH", "DDEATH", "NDATA", "DDATA", "NCMD", "DCMD", "STATE"})

@@ -19,7 +19,7 @@ import random
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from engine.errors import ConnectorError
 from engine.runs.retry import backoff_delays as shared_backoff
 from engine.tags import TagBatchBuilder
 from protocols.opcua.config import OpcUaConfig
+from protocols.timestamps import IMPLAUSIBLE, PLAUSIBLE_AHEAD, PLAUSIBLE_FROM
 
 BATCH_VALUES = 50_000  # emit early when this many values are waiting
 MAX_PENDING = 2_000_000  # values held while `emit` is blocked; more are counted as dropped
@@ -226,11 +227,18 @@ class OpcUaSource(StreamingSource):
             self.counters["dropped"] += 1
             return
         try:
-            add_value(builder, tag, value, code, source_ts, server_ts)
+            implausible = add_value(builder, tag, value, code, source_ts, server_ts)
         except Exception as exc:  # a value we cannot store: a bad record with why, never a stop
             _realign(builder)
             self._on_problem(tag, exc)
             return
+        if implausible is not None:  # kept, uncertain: counted and logged once per node
+            self.counters["implausible_timestamps"] += 1
+            if (tag, IMPLAUSIBLE) not in self._problems_logged:
+                self._problems_logged.add((tag, IMPLAUSIBLE))
+                self.ctx.log(
+                    "warning", f"OPC UA {self.config.endpoint}: node {tag}: {implausible}", self.name
+                )
         self.counters["notifications"] += 1
         if len(builder) >= BATCH_VALUES and self._wake is not None:
             self._wake.set()
@@ -426,12 +434,21 @@ def add_value(
     code: int,
     source_ts: datetime | None,
     server_ts: datetime | None,
-) -> None:
+) -> str | None:
     """One OPC UA value as a tag record: the source timestamp (the server's when the source gave
-    none), both timestamps kept, the StatusCode as quality and reason."""
+    none), both timestamps kept, the StatusCode as quality and reason. A source time outside
+    1990-01-01..now+1 day (a PLC clock never set) is no time either: the value is kept `uncertain`
+    with the reason, which is returned (None when the time is plausible)."""
     from protocols.opcua.client import status_quality
 
     quality, reason = ("good", None) if code == 0 else status_quality(code)
+    implausible = None
+    if source_ts is not None and not PLAUSIBLE_FROM <= source_ts <= datetime.now(UTC) + PLAUSIBLE_AHEAD:
+        shown = source_ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        implausible = f"{IMPLAUSIBLE}: source time {shown} is outside 1990-01-01..now+1 day"
+        source_ts = None
+        quality = "uncertain" if quality == "good" else quality
+        reason = implausible if reason is None else f"{reason}; {implausible}"
     builder.add(
         tag,
         value,
@@ -440,6 +457,7 @@ def add_value(
         quality=quality,
         reason=reason,
     )
+    return implausible
 
 
 async def _read_once(config: OpcUaConfig, name: str, counters: Any, **options: Any) -> pl.DataFrame:

@@ -45,6 +45,7 @@ ODD_NODES = (
     "NoSourceTime",
     "ZeroSourceTime",
     "ZeroTimes",
+    "OldSourceTime",
     "NotUtf8",
     "Bytes",
     "Array",
@@ -354,6 +355,8 @@ class OpcUaSimulator:
             "NoSourceTime": (ua.Variant(float(n), double), None, stamp),
             "ZeroSourceTime": (ua.Variant(float(n), double), zero, stamp),
             "ZeroTimes": (ua.Variant(float(n), double), zero, zero),
+            # a PLC whose clock was never set: 1970 plus its uptime
+            "OldSourceTime": (ua.Variant(float(n), double), datetime(1970, 1, 1, 0, 5, tzinfo=UTC), stamp),
             # surrogateescape: asyncua sends these as the raw bytes 0xff 0xfe, which are not UTF-8
             "NotUtf8": (ua.Variant(f"\udcff\udcfe{n}", ua.VariantType.String), stamp, stamp),
             "Bytes": (ua.Variant(bytes([n % 256, 0, 255]), ua.VariantType.ByteString), stamp, stamp),

@@ -91,7 +91,9 @@ def test_odd_values_are_stored_and_the_others_keep_streaming(odd_farm, recorder)
     assert _rows(frame, "Odd.Array")["value_text"].str.starts_with("[").all()
     assert all(math.isnan(v) or math.isinf(v) for v in _rows(frame, "Odd.NaN")["value"])
     assert _rows(frame, "Odd.UInt64Max")["value"].min() > 1.8e19
-    assert set(frame.filter(~pl.col("tag").is_in(["Odd.NotUtf8"]))["quality"]) == {"good"}
+    assert set(frame.filter(~pl.col("tag").is_in(["Odd.NotUtf8", "Odd.OldSourceTime"]))["quality"]) == {
+        "good"
+    }
     assert rec.source.counters["bad_values"] >= 4 and rec.source.counters["dropped"] == 0
     assert any("node Odd.NotUtf8: text that is not UTF-8" in m for _, m in rec.logs)
     assert sum(b.height for b in rec.batches) == rec.source.counters["notifications"]
@@ -165,3 +167,29 @@ def test_zero_or_missing_source_time_is_no_time_never_1601(odd_farm, recorder, h
     zero = _rows(frame, "Odd.ZeroTimes")  # no time at all: the server's is null, the receive time orders
     assert zero.height >= 1 and zero["server_timestamp"].null_count() == zero.height
     assert (zero["timestamp"] == zero["received_at"]).all()
+
+
+@pytest.mark.parametrize("how", ["read", "subscribe"])
+def test_an_implausible_source_time_is_uncertain_and_the_server_time_orders(odd_farm, recorder, how):
+    """A PLC whose clock was never set stamps 1970 plus its uptime: before, stored as 1970, good."""
+    config = {
+        "endpoint": odd_farm.endpoint,
+        "nodes": ["ns=2;s=Odd.OldSourceTime"],
+        "publishing_interval_ms": 100,
+    }
+    if how == "read":
+        frame = read_once(config)
+    else:
+        with recorder(config) as rec:
+            rec.wait_for(lambda: rec.frame().height >= 2)
+        frame = rec.frame()
+        assert rec.source.counters["implausible_timestamps"] >= 2
+        warned = [m for level, m in rec.logs if level == "warning"]
+        assert any("node Odd.OldSourceTime: implausible_timestamp: " in m for m in warned)
+    reason = "implausible_timestamp: source time 1970-01-01T00:05:00Z is outside 1990-01-01..now+1 day"
+    assert frame.height >= 1 and set(frame["quality"]) == {"uncertain"} and set(frame["reason"]) == {reason}
+    assert frame["value"].null_count() == 0
+    assert (
+        frame["server_timestamp"].null_count() == 0
+        and (frame["timestamp"] == frame["server_timestamp"]).all()
+    )
