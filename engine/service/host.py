@@ -28,11 +28,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.service.scheduler import Fire, Scheduler
 from engine.service.supervisor import Supervisor
 from engine.service.watcher import Watcher
+
+if TYPE_CHECKING:
+    from engine.api.protocol import EngineAPI
 
 log = logging.getLogger("aggregator.service")
 SPEC_SUFFIXES = (".json", ".yaml", ".yml")
@@ -60,7 +63,7 @@ class Served:
 class ServiceHost:
     def __init__(
         self,
-        engine: Any,
+        engine: EngineAPI,
         folders: list[Path] | None = None,
         say: Callable[[str, str], None] | None = None,
         now: Callable | None = None,
@@ -83,17 +86,11 @@ class ServiceHost:
 
     # ---- the one call into the engine --------------------------------------------------------
     def _start(self, served: Served, trigger: str) -> Any:
-        """Start a run (a real_time pipeline: a stream) of `served`; returns its Job."""
-        runs = getattr(self.engine, "runs", None)
-        if runs is not None and hasattr(runs, "start"):  # LocalEngine (engine/api/local.py)
-            return runs.start(served.doc, spec_path=served.path, trigger=trigger)
-        return self.engine.run(served.doc, spec_path=served.path, trigger=trigger)  # InProcessEngine
+        """Start a run (a real_time pipeline: a stream) of `served` through the EngineAPI; its Job."""
+        return self.engine.runs.start(served.doc, spec_path=served.path, trigger=trigger)
 
     def _stop_job(self, job_id: str) -> bool:
-        runs = getattr(self.engine, "runs", None)
-        if runs is not None and hasattr(runs, "stop"):
-            return runs.stop(job_id)
-        return self.engine.stop_stream(job_id)
+        return self.engine.runs.stop(job_id)
 
     # ---- life --------------------------------------------------------------------------------
     def start(self) -> None:

@@ -81,6 +81,8 @@ def test_kill_9_mid_run_is_recovered_at_the_next_start(serve, tmp_path):
     sp = serve("--pipelines", str(folder), data_dir=data_dir)
     wait_for(lambda: _started(data_dir), 30, what="the slow run to be inside its transform")
     wait_for(lambda: [r for r in sp.runs("slow") if r["status"] == "running"], 10, what="a running run")
+    temporary = wait_for(lambda: list((tmp_path / "out").iterdir()), 10, what="the run's temporary file")
+    assert [p.name.startswith(".slow.csv.tmp-") for p in temporary] == [True]
     sp.stop(signal.SIGKILL)
     (data_dir / "plugins" / "slowdown.py").write_text(SLOW_PLUGIN.replace("SECONDS", "0"))
     (folder / "slow.json").unlink()  # the second start runs nothing: what is left is the first's
