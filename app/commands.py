@@ -245,6 +245,12 @@ def cmd_query(args: argparse.Namespace) -> int:
     return query(args)
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    from app.logs_cmd import run_logs
+
+    return run_logs(args)
+
+
 def cmd_gui(args: argparse.Namespace) -> int:
     from app.gui import run_gui
 
