@@ -75,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_query_parser(sub)
 
+    from app.logs_cmd import add_logs_parser
+
+    add_logs_parser(sub, data_dir)
+
     from app.serve import add_parser as add_serve_parser
 
     add_serve_parser(sub)
