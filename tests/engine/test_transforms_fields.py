@@ -73,13 +73,13 @@ def test_replace_literal_and_regex():
         (["1.5", "2", "abc", None], "float", [1.5, 2.0, None, None]),
         ([1, 2, None], "string", ["1", "2", None]),
         (["true", "No", "1", "off", "maybe", None], "bool", [True, False, True, False, None, None]),
-        ([0, 3, None], "bool", [False, True, None]),
+        ([0, 1, 3, None], "bool", [False, True, None, None]),  # 3 is neither (the one cast's rule)
         (
             ["2024-03-01", "2024-03-01T10:00:00Z", "bad", None],
             "date",
             [date(2024, 3, 1), date(2024, 3, 1), None, None],
         ),
-        ([1.9, -1.9], "int", [1, -1]),
+        ([1.9, -2.0, 3.0], "int", [None, -2, 3]),  # a float is an int when it is whole, as text is
     ],
 )
 def test_cast(values, to, expected):

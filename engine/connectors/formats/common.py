@@ -12,6 +12,7 @@ from typing import Literal
 import polars as pl
 
 from engine.errors import DataError
+from engine.transforms.casting import convert  # the one cast
 
 FieldType = Literal["string", "int", "float", "bool", "date", "datetime"]
 
@@ -115,65 +116,16 @@ def to_text_frame(df: pl.DataFrame, *, nested_as_json: bool, decimal_as_float: b
 
 
 # ---- declared types (the `schema` option) --------------------------------------------------------
-_TRUE = ("true", "t", "yes", "y", "1")
-_FALSE = ("false", "f", "no", "n", "0")
-_DATETIME_FORMATS = (
-    "%Y-%m-%dT%H:%M:%S%.f%#z",
-    "%Y-%m-%d %H:%M:%S%.f%#z",
-    "%Y-%m-%dT%H:%M:%S%.f",
-    "%Y-%m-%d %H:%M:%S%.f",
-    "%Y-%m-%dT%H:%M",
-    "%Y-%m-%d %H:%M",
-)
-
-
-def _parse_datetime(text: pl.Expr) -> pl.Expr:
-    """Text to UTC timestamps: offsets are honoured, `Z` is UTC, and a naive time is read as UTC."""
-    tries = [
-        text.str.to_datetime(f, time_unit="us", time_zone="UTC", strict=False) for f in _DATETIME_FORMATS
-    ]
-    day = text.str.to_date(ISO_DATE, strict=False).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-    return pl.coalesce([*tries, day])
-
-
 def cast_expr(expr: pl.Expr, dtype: pl.DataType, target: FieldType) -> pl.Expr:
-    """`expr` (of `dtype`) as the declared type; a value that does not fit becomes null."""
+    """`expr` (of `dtype`) as the declared type; a value that does not fit becomes null (and
+    `apply_declared` reports the first one). The conversion is the `cast` operation's
+    (engine/transforms/casting.py `convert`), so both read `"42.0"` as the same int."""
     if target == "string":
         if dtype == pl.String:
             return expr
         return _text_expr(expr, dtype, True, False).cast(pl.String)
-    if dtype == pl.String:
-        text = expr.str.strip_chars()
-        text = pl.when(text == "").then(None).otherwise(text)
-        if target == "int":
-            return text.cast(pl.Int64, strict=False)
-        if target == "float":
-            return text.cast(pl.Float64, strict=False)
-        if target == "bool":
-            low = text.str.to_lowercase()
-            return pl.when(low.is_in(_TRUE)).then(True).when(low.is_in(_FALSE)).then(False)
-        if target == "date":
-            return text.str.to_date(ISO_DATE, strict=False)
-        return _parse_datetime(text)
-    if target == "int":
-        if dtype.is_float():
-            return pl.when(expr == expr.round(0)).then(expr.cast(pl.Int64, strict=False))
-        return expr.cast(pl.Int64, strict=False)
-    if target == "float":
-        return expr.cast(pl.Float64, strict=False)
-    if target == "bool":
-        if dtype.is_numeric():
-            return pl.when(expr == 1).then(True).when(expr == 0).then(False)
-        return expr.cast(pl.Boolean, strict=False)
-    if target == "date":
-        return expr.dt.date() if isinstance(dtype, pl.Datetime) else expr.cast(pl.Date, strict=False)
-    if isinstance(dtype, pl.Datetime):
-        if dtype.time_zone is None:
-            return expr.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-        return expr.cast(pl.Datetime("us", dtype.time_zone)).dt.convert_time_zone("UTC")
-    if dtype == pl.Date:
-        return expr.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-    return expr.cast(pl.Datetime("us", "UTC"), strict=False)
+    out = convert(expr, dtype, target)
+    return pl.lit(None, DECLARED_DTYPES[target]) if out is None else out
 
 
 DECLARED_DTYPES: dict[str, pl.DataType] = {
