@@ -15,7 +15,6 @@ import argparse
 import logging
 import signal
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -76,16 +75,13 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _console_logging() -> None:
-    """The operator's lines on stderr (the JSON-lines log file is added by engine/service/logs.py)."""
-    if any(getattr(h, "_aggregator_console", False) for h in log.handlers):
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-    handler._aggregator_console = True  # type: ignore[attr-defined]
-    log.addHandler(handler)
+def _logging(data_dir: Path) -> Path:
+    """The operator's lines on stderr and the JSON-lines log file under the data directory
+    (engine/service/logs.py); returns the file's path."""
+    from engine.service.logs import setup_logging
+
     log.setLevel(logging.INFO)
-    log.propagate = False
+    return setup_logging(data_dir)
 
 
 def _say(level: str, text: str) -> None:
@@ -100,13 +96,15 @@ def _engine(data_dir: Path):
     return LocalEngine(data_dir)
 
 
-def _app(engine: Any, host: Any, token: str, listen_host: str):
+def _app(engine: Any, host: Any, token: str, listen_host: str, metrics: Any):
     """The HTTP API (app/http); a bare /health where that package is not there."""
     try:
         from app.http import create_app
     except ImportError:
         return _health_only_app(engine, host)
-    return create_app(engine, token=token, listen_host=listen_host)
+    from engine.service.metrics import render
+
+    return create_app(engine, token=token, listen_host=listen_host, metrics=lambda: render(metrics.registry))
 
 
 def _health_only_app(engine: Any, host: Any):
@@ -125,13 +123,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engine.service import lock as service_lock
     from engine.service import token as service_token
     from engine.service.host import ServiceHost
+    from engine.service.logs import EventLog, teardown_logging
+    from engine.service.metrics import EngineMetrics
     from engine.service.sdnotify import Notifier
-    from engine.workspace import default_data_dir
+    from engine.api.local import default_data_dir
 
     started = time.monotonic()
-    _console_logging()
     data_dir = (args.data_dir or default_data_dir()).expanduser().resolve()
     held = service_lock.acquire(data_dir)  # a second serve: exit 2, naming the holder's PID
+    log_path = _logging(data_dir)
     notifier = Notifier()
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -142,11 +142,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port = sock.getsockname()[1]
         token = service_token.ensure(data_dir)
         engine = _engine(data_dir)
+        metrics = EngineMetrics()
+        metrics.attach(engine)
+        engine.subscribe(EventLog())
         recovered = getattr(engine.workspace, "recovered", []) or []
         for run in recovered:
             _say("warning", f"run {run['run_id']} of '{run['pipeline']}' marked interrupted: {run['error']}")
-        host = ServiceHost(engine, [p.expanduser() for p in args.pipelines], say=_say)
-        server, thread = _start_http(_app(engine, host, token, listen_host), sock)
+        host = ServiceHost(
+            engine, [p.expanduser() for p in args.pipelines], say=_say, on_lag=metrics.observe_scheduler_lag
+        )
+        server, thread = _start_http(_app(engine, host, token, listen_host, metrics), sock)
         shown = f"[{listen_host}]" if ":" in listen_host else listen_host
         url = f"http://{shown}:{port}"
         held.publish(url)
@@ -155,6 +160,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "info", f"serving {data_dir} at {url} (API docs {url}/docs) in {time.monotonic() - started:.2f} s"
         )
         _say("info", f"API token: {service_token.path_hint(data_dir)}")
+        _say("info", f"log file: {log_path}")
         notifier.ready(f"serving {url}")
         while not stop.wait(0.5):
             if thread is not None and not thread.is_alive():
@@ -179,6 +185,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
         if engine is not None:
             _say("info", "stopped")
+        teardown_logging()
 
 
 def _start_http(app: Any, sock: socket.socket):

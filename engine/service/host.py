@@ -67,6 +67,7 @@ class ServiceHost:
         folders: list[Path] | None = None,
         say: Callable[[str, str], None] | None = None,
         now: Callable | None = None,
+        on_lag: Callable[[float], None] | None = None,
     ):
         self.engine = engine
         own = Path(engine.data_dir) / "pipelines"
@@ -83,6 +84,7 @@ class ServiceHost:
         self._bad: dict[str, str] = {}  # key -> digest of a file said to be invalid (said once)
         self._lock = threading.RLock()
         self._stopping = threading.Event()
+        self._on_lag = on_lag  # seconds from a slot to its fire (the service's metrics)
 
     # ---- the one call into the engine --------------------------------------------------------
     def _start(self, served: Served, trigger: str) -> Any:
@@ -227,6 +229,8 @@ class ServiceHost:
 
     # ---- firing ------------------------------------------------------------------------------
     def _fired(self, fire: Fire) -> None:
+        if self._on_lag is not None:
+            self._on_lag(fire.lag_s)
         with self._lock:
             served = self._served.get(fire.key)
         if served is not None:
@@ -270,10 +274,8 @@ class ServiceHost:
             record = job.result(0)
             served.last_status = record.get("status")
             error = f": {record['error']}" if record.get("error") else ""
-            self._say(
-                "info" if served.last_status in ("success", "warning") else "error",
-                f"run of '{served.name}' finished {served.last_status}{error}",
-            )
+            # the console's "run finished" line comes from the engine's events (engine/service/logs.py)
+            self._say("debug", f"run of '{served.name}' ({trigger}) finished {served.last_status}{error}")
         except Exception as exc:
             served.last_status = "failed"
             self._say("error", f"run of '{served.name}' failed: {exc}")
