@@ -174,6 +174,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     finally:
         if server is not None:
+            _close_event_streams(server.config.app)  # else uvicorn waits for their clients to hang up
             server.should_exit = True
         if thread is not None:
             thread.join(5)
@@ -186,6 +187,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if engine is not None:
             _say("info", "stopped")
         teardown_logging()
+
+
+def _close_event_streams(app: Any) -> None:
+    """End the API's open event streams (app/http/events.py), so that stopping does not wait on them."""
+    if getattr(getattr(app, "state", None), "streams_closing", None) is not None:
+        from app.http.events import close_streams
+
+        close_streams(app)
 
 
 def _start_http(app: Any, sock: socket.socket):

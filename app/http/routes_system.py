@@ -80,7 +80,7 @@ async def preview(
     node: str | None = Query(None, max_length=200, description="only this node (and what feeds it)"),
     limit: int = Query(10, ge=1, le=1000, description="rows per node"),
     base_dir: str | None = Query(None, max_length=4096, description="folder relative paths resolve from"),
-    timeout: float = Query(PREVIEW_TIMEOUT_S, gt=0, le=600),
+    timeout: float = Query(PREVIEW_TIMEOUT_S, ge=1, le=600, description="seconds to wait for it"),
     api: EngineAPI = Depends(engine),
 ) -> dict[str, Any]:
     from starlette.concurrency import run_in_threadpool
@@ -93,7 +93,10 @@ async def preview(
         result = await run_in_threadpool(job.result, timeout)
     except concurrent.futures.TimeoutError:
         job.cancel()
-        raise ApiError(f"preview: no result within {timeout:g} s (cancelled)", 504) from None
+        # the client's own limit (408): it may ask again with a longer `timeout`
+        raise ApiError(
+            f"query.timeout: no preview within {timeout:g} s (cancelled; allowed: up to 600)", 408
+        ) from None
     return {
         "node": result.node,
         "ports": [
