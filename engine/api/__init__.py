@@ -1,22 +1,25 @@
-"""`EngineAPI`: the one facade the desktop app uses (architecture: process model).
+"""The engine's one front door (architecture: one front door).
 
-`InProcessEngine(data_dir)` runs the engine in this process: the calls of each area live in their
-own module (pipelines, runs, connectors, live, data, dashboard) on the shared `EngineCore`.
+`EngineAPI` (engine/api/protocol.py) is the typed interface every client uses: the CLI, the desktop
+app and the service's HTTP routes. `LocalEngine(data_dir)` (engine/api/local.py) runs the engine in
+this process; its sub-APIs (`pipelines`, `runs`, `connectors`, `live`, `data`, `health`) share one
+`EngineCore`. Events are the typed records of engine/api/events.py.
 """
 
 from __future__ import annotations
 
-from engine.api.connectors import ConnectorsAPI
 from engine.api.core import EngineCore, Event, Job
-from engine.api.dashboard import DashboardAPI
-from engine.api.data import DataAPI
-from engine.api.live import LiveAPI
-from engine.api.pipelines import PipelinesAPI
-from engine.api.runs import RunsAPI
+from engine.api.events import EngineEvent, event_from_dict
+from engine.api.local import LocalEngine
+from engine.api.protocol import EngineAPI, RunFilter
 
-
-class InProcessEngine(PipelinesAPI, RunsAPI, ConnectorsAPI, LiveAPI, DataAPI, DashboardAPI, EngineCore):
-    """The engine in this process, behind the EngineAPI calls."""
-
-
-__all__ = ["EngineCore", "Event", "InProcessEngine", "Job"]
+__all__ = [
+    "EngineAPI",
+    "EngineCore",
+    "EngineEvent",
+    "Event",
+    "Job",
+    "LocalEngine",
+    "RunFilter",
+    "event_from_dict",
+]

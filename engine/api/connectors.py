@@ -11,7 +11,6 @@ import contextlib
 import os
 import re
 import time
-from concurrent.futures import Future
 from typing import Any
 
 from engine.api.core import EngineCore, Job
@@ -49,17 +48,20 @@ def secret_references(config: Any) -> set[str]:
     return set()
 
 
-class ConnectorsAPI(EngineCore):
-    """The connectors part of the in-process engine."""
+class LocalConnectors:
+    """The connectors part of the in-process engine (`engine.connectors`)."""
+
+    def __init__(self, core: EngineCore):
+        self._core = core
 
     # ---- types -------------------------------------------------------------------------------
-    def connector_types(self) -> list[dict[str, Any]]:
+    def types(self) -> list[dict[str, Any]]:
         """Every registered connector type with its roles and config schemas (cheap, no I/O)."""
         from engine.connectors import registry
 
         return [registry.get(n).describe() for n in registry.names()]
 
-    def connector_schema(self, connector_type: str, role: str) -> dict[str, Any]:
+    def schema(self, connector_type: str, role: str) -> dict[str, Any]:
         cls = self._connector_class(connector_type)
         model = cls.SourceConfig if role == "source" else cls.SinkConfig
         if model is None:
@@ -69,14 +71,14 @@ class ConnectorsAPI(EngineCore):
         return model.model_json_schema()
 
     # ---- saved configurations ----------------------------------------------------------------
-    def list_connectors(self) -> list[dict[str, Any]]:
+    def list(self) -> list[dict[str, Any]]:
         """Saved connectors: name, connector_type, role, config, updated_at."""
-        return self.workspace.metadata.connectors()
+        return self._core.workspace.metadata.connectors()
 
-    def get_connector(self, name: str) -> dict[str, Any] | None:
-        return self.workspace.metadata.connector(name)
+    def get(self, name: str) -> dict[str, Any] | None:
+        return self._core.workspace.metadata.connector(name)
 
-    def check_connector(self, connector_type: str, role: str, config: dict[str, Any]) -> list[dict[str, str]]:
+    def check(self, connector_type: str, role: str, config: dict[str, Any]) -> list[dict[str, str]]:
         """What is wrong with a config, without any I/O: `[{"path", "message"}]` with paths relative
         to the config (`endpoint`, `devices[0].tags[1].address`), as the spec validator words them,
         so a form can mark each field. Secret references count as filled in."""
@@ -93,7 +95,7 @@ class ConnectorsAPI(EngineCore):
             out.append({"path": path, "message": message})
         return out
 
-    def save_connector(
+    def save(
         self,
         name: str,
         connector_type: str,
@@ -109,47 +111,49 @@ class ConnectorsAPI(EngineCore):
             raise ConnectorError("a saved connector needs a name")
         if role not in ROLES:
             raise ConnectorError(f"connector '{name}': role '{role}' (allowed: {', '.join(ROLES)})")
-        self.connector_schema(connector_type, role)  # the type exists and has this role
+        self.schema(connector_type, role)  # the type exists and has this role
         clear = clear_secrets(config)
         if clear:
             raise ConnectorError(
                 f"connector '{name}': {', '.join(clear)} holds a secret in clear;"
                 ' store it as a secret and refer to it as {"secret": NAME}'
             )
-        self.workspace.metadata.save_connector(name, connector_type, role, config)
+        self._core.workspace.metadata.save_connector(name, connector_type, role, config)
         if previous_name and previous_name != name:
-            self.workspace.metadata.delete_connector(previous_name)
-        self.emit({"event": "connectors_changed", "name": name})
-        return self.workspace.metadata.connector(name) or {}
+            self._core.workspace.metadata.delete_connector(previous_name)
+        self._core.emit({"event": "connectors_changed", "name": name})
+        return self._core.workspace.metadata.connector(name) or {}
 
-    def delete_connector(self, name: str) -> bool:
-        deleted = self.workspace.metadata.delete_connector(name)
-        self.emit({"event": "connectors_changed", "name": name})
+    def delete(self, name: str) -> bool:
+        deleted = self._core.workspace.metadata.delete_connector(name)
+        self._core.emit({"event": "connectors_changed", "name": name})
         return deleted
 
     # ---- secrets -----------------------------------------------------------------------------
     def secret_names(self) -> list[str]:
         """Names a config can refer to: stored through the app, in the encrypted file, in the
         environment (AGGREGATOR_SECRET_*), or referenced by a saved connector."""
-        names = set(self.workspace.metadata.secret_names())
+        names = set(self._core.workspace.metadata.secret_names())
         with contextlib.suppress(Exception):  # an unreadable file must not hide the rest
-            names |= set(self.workspace.secrets._file_values())  # SecretStore has no public names()
+            names |= set(self._core.workspace.secrets._file_values())  # SecretStore has no public names()
         prefix = "AGGREGATOR_SECRET_"
         names |= {k[len(prefix) :].lower() for k in os.environ if k.startswith(prefix)}
-        for row in self.list_connectors():
+        for row in self.list():
             names |= secret_references(row["config"])
         return sorted(names)
 
-    def set_secret(self, name: str, value: str) -> str:
+    def set_secret(self, name: str, value: str, use_keyring: bool = True) -> str:
         """Store a secret's value (keyring, else the encrypted file); returns where it went."""
-        where = self.workspace.secrets.set(name, value)
-        self.workspace.metadata.note_secret_name(name)
+        where = self._core.workspace.secrets.set(name, value, use_keyring=use_keyring)
+        self._core.workspace.metadata.note_secret_name(name)
         return where
 
+    def check_secret(self, name: str) -> None:
+        """SecretError (saying where it was looked for) when the secret has no value."""
+        self._core.workspace.secrets.get(name)
+
     # ---- test connection ---------------------------------------------------------------------
-    def test_connection(
-        self, connector_type: str, role: str, config: dict[str, Any], name: str = "test"
-    ) -> Job:
+    def test(self, connector_type: str, role: str, config: dict[str, Any], name: str = "test") -> Job:
         """Check a connector in the background. The job's result is `{"ok", "error", "seconds"}`
         (a failed check is a result, not an exception); a `connection_tested` event follows."""
 
@@ -162,10 +166,10 @@ class ConnectorsAPI(EngineCore):
                 text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 result = {"ok": False, "error": text}
             result["seconds"] = round(time.monotonic() - started, 3)
-            self.emit({"event": "connection_tested", "name": name, **result})
+            self._core.emit({"event": "connection_tested", "name": name, **result})
             return result
 
-        return self.submit("test_connection", work)
+        return self._core.submit("test_connection", work)
 
     def _check(self, connector_type: str, role: str, config: dict[str, Any], name: str, cancel) -> None:
         from pydantic import ValidationError
@@ -178,10 +182,10 @@ class ConnectorsAPI(EngineCore):
             raise ConnectorError(f"connector '{connector_type}' cannot be a {role}")
         ctx = RunContext(
             pipeline="test-connection",
-            data_dir=self.data_dir,
-            base_dir=self.data_dir,
-            secret=self.workspace.secrets.get,
-            historian=self.workspace.historian,
+            data_dir=self._core.data_dir,
+            base_dir=self._core.data_dir,
+            secret=self._core.workspace.secrets.get,
+            historian=self._core.workspace.historian,
             cancel=cancel,
             dry_run=True,
         )
@@ -200,22 +204,22 @@ class ConnectorsAPI(EngineCore):
         endpoint.check()
 
     # ---- OPC UA tag browser ------------------------------------------------------------------
-    def browse_opcua(self, config: dict[str, Any], node_id: str | None = None) -> Future:
+    def browse_opcua(self, config: dict[str, Any], node_id: str | None = None) -> Job[list[dict[str, Any]]]:
         """The children of `node_id` (default: Objects) on the server of an OPC UA config, through
         the registered connector's `browse(config, node_id)` (the engine imports no protocol)."""
 
-        def work() -> list[dict[str, Any]]:
+        def work(_cancel) -> list[dict[str, Any]]:
             from engine.context import RunContext
 
             cls = self._connector_class("opc_ua")
             browse = getattr(cls, "browse", None)
             if browse is None:
                 raise ConnectorError("the opc_ua connector offers no browse(config, node_id)")
-            ctx = RunContext(secret=self.workspace.secrets.get)
+            ctx = RunContext(secret=self._core.workspace.secrets.get)
             # data_dir: certificates trusted on first use are pinned in its pki/ folder
-            return browse(ctx.resolve_config(config), node_id, data_dir=self.data_dir)
+            return browse(ctx.resolve_config(config), node_id, data_dir=self._core.data_dir)
 
-        return self.call(work)
+        return self._core.submit("browse", work)
 
     @staticmethod
     def _connector_class(connector_type: str):

@@ -19,10 +19,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
+
+from engine.api.events import EngineEvent, JobFinished, JobStarted, as_event
 
 Event = dict[str, Any]  # an event as emitters below the API build it (the wire shape of events.py)
 T = TypeVar("T")
+P = ParamSpec("P")
 _job_ids = itertools.count(1)
 # The engine's threads run at a lower OS priority than the thread that created the engine (the
 # GUI's): a batch run keeps both cores busy, and at equal priority the GUI thread waited up to
@@ -151,8 +154,9 @@ class EngineCore:
         return self.workspace.data_dir
 
     # ---- events ------------------------------------------------------------------------------
-    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
-        """Call `callback(event)` for every engine event (from engine threads); returns unsubscribe."""
+    def subscribe(self, callback: Callable[[EngineEvent], None]) -> Callable[[], None]:
+        """Call `callback(record)` for every engine event (a typed record of engine/api/events.py,
+        on an engine thread); returns unsubscribe."""
         with self._lock:
             self._subscribers.append(callback)
 
@@ -162,7 +166,13 @@ class EngineCore:
 
         return unsubscribe
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: EngineEvent | Event) -> None:
+        """Publish an event: a record, or a wire dict as the runner and executor build them (made
+        a record here, once, so that every subscriber gets the same typed record)."""
+        try:
+            event = as_event(event)
+        except ValueError:  # an emitter's malformed event: dropped rather than breaking a run
+            return
         with self._lock:
             subscribers = list(self._subscribers)
         for callback in subscribers:
@@ -188,19 +198,18 @@ class EngineCore:
             finally:
                 with self._lock:
                     self._jobs.pop(job.id, None)
-                self.emit(
-                    {"event": "job_finished", "job": job.id, "kind": kind, "running": self.running_jobs()}
-                )
+                self.emit(JobFinished(job=job.id, job_kind=kind, running=self.running_jobs()))
 
         with self._lock:
             self._jobs[job.id] = job
-        self.emit({"event": "job_started", "job": job.id, "kind": kind, "running": self.running_jobs()})
+        self.emit(JobStarted(job=job.id, job_kind=kind, running=self.running_jobs()))
         self._pool.submit(run)
         return job
 
-    def call(self, work: Callable[[], Any]) -> concurrent.futures.Future:
-        """A quick blocking call (a query, a file read) off the caller's thread, without a Job."""
-        return self._pool.submit(work)
+    def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> concurrent.futures.Future[T]:
+        """`fn(*args, **kwargs)`: a quick blocking call (a query, a file read) on the engine's pool,
+        off the caller's thread, without a Job."""
+        return self._pool.submit(fn, *args, **kwargs)
 
     def run_async(self, coro) -> concurrent.futures.Future:
         """Run a coroutine on the engine's asyncio loop."""

@@ -1,6 +1,7 @@
-"""EngineAPI: the dashboard calls (see engine/api/core.py): counts of pipelines and today's runs,
-the latest runs, the engine's health (state, data directory disk space, running jobs, and the
-session state of every source of a running stream), and the demo the dashboard offers to run.
+"""EngineAPI: the health calls (see engine/api/protocol.py): the dashboard's counts of pipelines and
+today's runs, the latest runs, the engine's health (state, data directory disk space, running jobs,
+and the session state of every source of a running stream), and the monitoring/analytics read-outs
+(per-pipeline statistics, alerts, trends). Every query lives in the metadata store.
 
 Session states come from the `source_state` events that streaming runs emit on every change
 (connecting, connected, subscribed, lost, reconnecting, stopped); they are kept here, per run and
@@ -9,13 +10,13 @@ node, until the run ends, so a dashboard opened after a stream started still sho
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from engine.api.core import EngineCore, Event
+from engine.api.core import EngineCore
+from engine.api.events import EngineEvent, JobFinished, RunFinished, RunStarted, SourceState, StreamStats
 
 STREAM_JOB_KINDS = ("stream", "streaming", "real_time")
 
@@ -24,71 +25,108 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class DashboardAPI(EngineCore):
-    """The dashboard part of the in-process engine."""
+def _text(moment: datetime | str | None) -> str | None:
+    return _iso(moment) if isinstance(moment, datetime) else moment
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+
+def _midnight(now: datetime | None) -> datetime:
+    """Today's midnight in `now`'s time zone (the computer's when not given)."""
+    if now is None or now.tzinfo is None:
+        now = (now or datetime.now()).astimezone()
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+class LocalHealth:
+    """The health part of the in-process engine (`engine.health`): the dashboard and monitoring."""
+
+    def __init__(self, core: EngineCore):
+        self._core = core
         self._sessions_lock = threading.Lock()
         self._run_names: dict[str, str] = {}  # run id -> pipeline name (from run_started)
         self._sessions: dict[tuple[str, str], dict[str, Any]] = {}  # (run id, node) -> state
         self._stream_jobs: set[str] = set()  # jobs that stream (a re-run of a real_time run too)
-        self.subscribe(self._note_session_event)
+        core.subscribe(self._note_session_event)
 
-    def dashboard_summary(self, now: datetime | None = None) -> dict[str, Any]:
+    def summary(self, now: datetime | None = None) -> dict[str, Any]:
         """Cards and health in one call (one SQLite query per card; cheap). "Today" starts at
         midnight in `now`'s time zone (the computer's when not given)."""
-        if now is None or now.tzinfo is None:
-            now = (now or datetime.now()).astimezone()
-        midnight = _iso(now.replace(hour=0, minute=0, second=0, microsecond=0))
-        db = self.workspace.metadata.db
-        today = next(
-            db.query(
-                "SELECT count(*) AS runs, coalesce(sum(rows_in), 0) AS rows_in,"
-                " coalesce(sum(rows_out), 0) AS rows_out,"
-                " coalesce(sum(status IN ('failed', 'interrupted')), 0) AS failures"
-                " FROM runs WHERE started_at >= ?",
-                [midnight],
-            )
-        )
-        pipelines = next(db.query("SELECT count(*) AS n FROM pipelines"))["n"]
-        running = next(
-            db.query(
-                "SELECT count(*) AS n FROM runs WHERE status = 'running' AND started_at >= ?", [midnight]
-            )
-        )
+        meta = self._core.workspace.metadata
+        today = meta.runs_since(_iso(_midnight(now)))
         return {
-            "pipelines": pipelines,
+            "pipelines": meta.pipeline_count(),
             "runs_today": today["runs"],
             "rows_today": today["rows_in"],
             "rows_out_today": today["rows_out"],
             "failures_today": today["failures"],
             "active_streams": self.active_streams(),
-            "running_runs": running["n"],
-            "health": self.health(),
+            "running_runs": today["running"],
+            "health": self.status(),
         }
 
     def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
-        return self.workspace.metadata.runs(limit=limit)
+        return self._core.workspace.metadata.runs(limit=limit)
 
-    def health(self) -> dict[str, Any]:
-        usage = shutil.disk_usage(self.data_dir)
+    def status(self) -> dict[str, Any]:
+        usage = shutil.disk_usage(self._core.data_dir)
         return {
-            "engine": self.state,
-            "data_dir": str(self.data_dir),
+            "engine": self._core.state,
+            "data_dir": str(self._core.data_dir),
+            "historian": str(self._core.workspace.historian.path),
             "disk_free_bytes": usage.free,
             "disk_total_bytes": usage.total,
             "disk_free_ratio": usage.free / usage.total if usage.total else 0.0,
-            "running_jobs": self.running_jobs(),
+            "running_jobs": self._core.running_jobs(),
             "sources": self.source_sessions(),
         }
+
+    # ---- monitoring and analytics ------------------------------------------------------------
+    def pipeline_stats(self, since: datetime | str | None = None) -> list[dict[str, Any]]:
+        return self._core.workspace.metadata.pipeline_stats(_text(since))
+
+    def pipeline_performance(self, since: datetime | str | None = None) -> list[dict[str, Any]]:
+        keys = ("pipeline", "runs", "avg_duration_s", "max_duration_s", "rows_per_s")
+        return [{k: row[k] for k in keys} for row in self.pipeline_stats(since)]
+
+    def alerts(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Failed and interrupted runs (newest first), and each running stream's source that is
+        not connected now."""
+        out = [
+            {
+                "kind": "run_" + row["status"],
+                "pipeline": row["pipeline"],
+                "run_id": row["run_id"],
+                "at": row.get("finished_at") or row["started_at"],
+                "message": row.get("error") or row["status"],
+            }
+            for row in self._core.workspace.metadata.problem_runs(limit)
+        ]
+        down = [s for s in self.source_sessions() if s["state"] in ("lost", "reconnecting")]
+        out[:0] = [
+            {
+                "kind": "source_" + s["state"],
+                "pipeline": s["pipeline"],
+                "run_id": s["run_id"],
+                "at": s["since"],
+                "message": f"{s['node']}: {s['detail'] or s['state']}",
+            }
+            for s in down
+        ]
+        return out[:limit]
+
+    def top_pipelines(self, limit: int = 10, since: datetime | str | None = None) -> list[dict[str, Any]]:
+        rows = sorted(self.pipeline_stats(since), key=lambda r: (-r["rows_out"], r["pipeline"]))
+        return rows[:limit]
+
+    def pipeline_trends(self, days: int = 7, now: datetime | None = None) -> list[dict[str, Any]]:
+        start = _midnight(now) - timedelta(days=max(days, 1) - 1)
+        return self._core.workspace.metadata.daily_runs(_iso(start))
 
     # ---- streams and their sources -----------------------------------------------------------
     def active_streams(self) -> int:
         """Streaming runs going now: stream jobs, and run jobs that turned out to stream."""
         with self._sessions_lock:
             streaming = set(self._stream_jobs)
-        return sum(1 for j in self.jobs() if j.kind in STREAM_JOB_KINDS or j.id in streaming)
+        return sum(1 for j in self._core.jobs() if j.kind in STREAM_JOB_KINDS or j.id in streaming)
 
     def source_sessions(self) -> list[dict[str, Any]]:
         """Each source of each running stream: {pipeline, run_id, node, state, detail, since},
@@ -97,39 +135,28 @@ class DashboardAPI(EngineCore):
             sessions = [dict(s) for s in self._sessions.values()]
         return sorted(sessions, key=lambda s: (s["pipeline"], s["node"], s["run_id"]))
 
-    def _note_session_event(self, event: Event) -> None:
-        kind = event.get("event")
-        run_id, job = event.get("run_id"), event.get("job")
+    def _note_session_event(self, event: EngineEvent) -> None:
+        job = event.job
         with self._sessions_lock:
-            if kind == "run_started" and run_id:
-                self._run_names[run_id] = str(event.get("pipeline") or run_id)
-            elif kind == "source_state" and run_id:
-                node = str(event.get("node") or "source")
+            if isinstance(event, RunStarted):
+                self._run_names[event.run_id] = event.pipeline or event.run_id
+            elif isinstance(event, SourceState) and event.run_id:
+                run_id, node = event.run_id, event.node or "source"
                 self._sessions[(run_id, node)] = {
                     "pipeline": self._run_names.get(run_id, run_id),
                     "run_id": run_id,
                     "node": node,
-                    "state": str(event.get("state") or "unknown"),
-                    "detail": event.get("detail"),
+                    "state": event.state or "unknown",
+                    "detail": event.detail,
                     "since": _iso(datetime.now(UTC)),
                 }
                 if job:
                     self._stream_jobs.add(job)
-            elif kind == "stream_stats" and job:
+            elif isinstance(event, StreamStats) and job:
                 self._stream_jobs.add(job)
-            elif kind == "run_finished" and run_id:
-                self._run_names.pop(run_id, None)
-                for key in [k for k in self._sessions if k[0] == run_id]:
+            elif isinstance(event, RunFinished):
+                self._run_names.pop(event.run_id, None)
+                for key in [k for k in self._sessions if k[0] == event.run_id]:
                     del self._sessions[key]
-            elif kind == "job_finished" and job:
+            elif isinstance(event, JobFinished) and job:
                 self._stream_jobs.discard(job)
-
-    # ---- the demo ----------------------------------------------------------------------------
-    def install_demo(self) -> dict[str, Any]:
-        """Copy the user guide's e-commerce example (two shop exports and the pipeline) into
-        <data dir>/demo/ecommerce, as `aggregator demo` does, with the last outputs removed; returns
-        {"document", "spec_path"} for `run(document, spec_path=...)`. Blocking: call it on the pool."""
-        from engine.examples import install_ecommerce_example
-
-        spec = install_ecommerce_example(self.data_dir)
-        return {"document": json.loads(spec.read_text(encoding="utf-8")), "spec_path": str(spec)}

@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from engine.api.core import EngineCore
+from engine.api.core import EngineCore, Job
 from engine.errors import DataError
 from engine.sql_sandbox import SqlRefused, check_statement, refuse_outside_access, statements
 
@@ -81,12 +81,15 @@ def write_frame(frame: pl.DataFrame, path: Path | str, fmt: str | None = None) -
     return path
 
 
-class DataAPI(EngineCore):
-    """The data part of the in-process engine."""
+class LocalData:
+    """The data part of the in-process engine (`engine.data`)."""
 
-    def data_objects(self) -> list[dict[str, Any]]:
+    def __init__(self, core: EngineCore):
+        self._core = core
+
+    def objects(self) -> list[dict[str, Any]]:
         """The historian's tables and views: name, schema, kind, estimated rows, columns."""
-        cur = self.workspace.historian.cursor()
+        cur = self._core.workspace.historian.cursor()
         try:
             rows = cur.execute(
                 "SELECT schema_name, table_name, 'table' AS kind, estimated_size, column_count"
@@ -110,13 +113,13 @@ class DataAPI(EngineCore):
 
     def preview_object(self, name: str, offset: int = 0, limit: int = 200) -> dict[str, Any]:
         """One page of a table or view: `{"frame", "offset", "total"}`."""
-        known = {o["name"] for o in self.data_objects()}
+        known = {o["name"] for o in self.objects()}
         if name not in known:
             raise DataError(
                 f"historian: no table or view '{name}' (known: {', '.join(sorted(known)) or 'none'})"
             )
         ref = ".".join(_quote(p) for p in name.split(".", 1))
-        cur = self.workspace.historian.cursor()
+        cur = self._core.workspace.historian.cursor()
         try:
             total = cur.sql(f"SELECT count(*) FROM {ref}").fetchall()[0][0]
             frame = cur.sql(f"SELECT * FROM {ref} LIMIT ? OFFSET ?", params=[int(limit), int(offset)]).pl()
@@ -124,14 +127,14 @@ class DataAPI(EngineCore):
             cur.close()
         return {"frame": frame, "offset": offset, "total": total}
 
-    def run_sql(self, sql: str, limit: int = 10_000) -> dict[str, Any]:
+    def sql(self, sql: str, limit: int = 10_000) -> dict[str, Any]:
         """Run one read-only statement on the historian: `{"frame", "truncated", "rows"}`.
         At most `limit` rows come back; writes (INSERT, DROP, COPY, ATTACH, SET...) are refused,
         and so is an EXPLAIN ANALYZE of one (it would run it). What passes runs in a transaction that
         is always rolled back, so nothing the console runs can change the historian."""
         import duckdb
 
-        cur = self.workspace.historian.cursor()
+        cur = self._core.workspace.historian.cursor()
         try:
             self._refuse_writes(sql)
             cur.begin()
@@ -177,11 +180,16 @@ class DataAPI(EngineCore):
             if name not in READ_ONLY_PRAGMAS:
                 raise DataError(f"SQL console: PRAGMA {name} is not allowed here ({allowed})")
 
-    def export_frame(self, frame: pl.DataFrame, path: Path | str, fmt: str | None = None) -> Path:
-        return write_frame(frame, path, fmt)
+    def export_frame(self, frame: pl.DataFrame, path: Path | str, fmt: str | None = None) -> Job[Path]:
+        """Write a frame to a file (csv, parquet, xlsx) in the background; the job's result is its path."""
+        return self._core.submit("export", lambda _cancel: write_frame(frame, path, fmt))
 
-    def export_object(self, name: str, path: Path | str, fmt: str | None = None) -> Path:
-        """A whole table or view to a file (no row limit)."""
-        page = self.preview_object(name, 0, 0)
-        result = self.preview_object(name, 0, max(page["total"], 1))
-        return write_frame(result["frame"], path, fmt)
+    def export_object(self, name: str, path: Path | str, fmt: str | None = None) -> Job[Path]:
+        """A whole table or view to a file (no row limit), in the background."""
+
+        def work(_cancel) -> Path:
+            page = self.preview_object(name, 0, 0)
+            result = self.preview_object(name, 0, max(page["total"], 1))
+            return write_frame(result["frame"], path, fmt)
+
+        return self._core.submit("export", work)

@@ -17,50 +17,54 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.api.core import EngineCore, Event
+from engine.api.core import EngineCore
+from engine.api.events import EngineEvent, RunFinished, RunStarted, StreamStats
+
+if TYPE_CHECKING:
+    import polars as pl
 
 QUALITY_NAMES = ("good", "uncertain", "bad")  # ring buffer quality codes 0, 1, 2
 SOURCES_FRESH_S = 5.0  # the historian's tag list is re-read at most this often...
 SOURCES_MISSING_S = 1.0  # ...or this often while a live tag has no known source yet
 UNKNOWN_SOURCE = "(live)"
+HISTORIAN_FILE = "historian.duckdb"  # the historian's file in a data directory (engine/workspace.py)
 
 
-class LiveAPI(EngineCore):
-    """The live part of the in-process engine."""
+class LocalLive:
+    """The live part of the in-process engine (`engine.live`)."""
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+    def __init__(self, core: EngineCore):
+        self._core = core
         self._live_lock = threading.Lock()
         self._run_pipelines: dict[str, str] = {}  # run id -> pipeline name (from run_started)
         self._streams: dict[str, dict[str, Any]] = {}  # run id -> rows, uptime, rows_per_s
         self._stored_last: dict[str, dict[str, Any]] = {}  # tag -> newest historian row
         self._stored_at = float("-inf")  # monotonic time of the last historian read
         self._stored_reading: concurrent.futures.Future | None = None
-        self.subscribe(self._note_live_event)
+        core.subscribe(self._note_live_event)
 
-    def close(self, timeout: float = 10.0) -> None:
-        # A historian read of ours may be running on the pool: it must end before DuckDB closes.
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Wait for a historian read of ours (it must end before DuckDB closes)."""
         with self._live_lock:
             reading = self._stored_reading
         if reading is not None:
             concurrent.futures.wait([reading], timeout=timeout)
-        super().close(timeout)
 
     # ---- the ring buffers --------------------------------------------------------------------
-    def live_buffer(self):
+    def buffer(self):
         """The data directory's ring buffers (the `historian` destination feeds the same ones)."""
         from engine.store.ring_buffer import ring_buffers  # numpy only when live views are used
 
-        return ring_buffers(self.data_dir)
+        return ring_buffers(self._core.data_dir)
 
-    def live_window(self, tag: str, since_us: int | None = None):
+    def window(self, tag: str, since_us: int | None = None):
         """(timestamps in epoch µs, values, quality codes 0/1/2) of `tag` from the ring buffer,
         oldest first, from `since_us` on: numpy copies, no I/O (safe on any thread)."""
-        return self.live_buffer().window(tag, since_us)
+        return self.buffer().window(tag, since_us)
 
-    def live_tags(self, wait: bool = False) -> list[dict[str, Any]]:
+    def tags(self, wait: bool = False) -> list[dict[str, Any]]:
         """Every tag with its newest value: `tag`, `source`, `value`, `quality` (good, uncertain,
         bad), `timestamp_us` (epoch µs or None) and `live` (True when the ring buffer holds it).
 
@@ -70,7 +74,7 @@ class LiveAPI(EngineCore):
         reading = self._refresh_stored()
         if wait and reading is not None:
             reading.result()
-        buffer = self.live_buffer()
+        buffer = self.buffer()
         with self._live_lock:
             stored = dict(self._stored_last)
         rows = []
@@ -101,25 +105,17 @@ class LiveAPI(EngineCore):
             if self._stored_reading is not None and not self._stored_reading.done():
                 return self._stored_reading
             age = time.monotonic() - self._stored_at
-            missing = any(t not in self._stored_last for t in self.live_buffer().tags())
+            missing = any(t not in self._stored_last for t in self.buffer().tags())
             if age < SOURCES_FRESH_S and not (missing and age >= SOURCES_MISSING_S):
                 return None
             self._stored_at = time.monotonic()
-            self._stored_reading = self.call(self._read_stored_last)
+            self._stored_reading = self._core.call(self._read_stored_last)
             return self._stored_reading
 
     def _read_stored_last(self) -> None:
-        from engine.store import tag_last
-
-        cur = self.workspace.historian.cursor()
-        try:
-            cur.execute("SET TimeZone = 'UTC'")
-            if not _tables_exist(cur, tag_last.LAST_TABLE, tag_last.LOG_TABLE):
-                return  # nothing stored yet; and a viewer does not create the historian's tables
-            names = "tag, source, value, value_text, quality, epoch_us(timestamp) AS ts"
-            rows = cur.execute(f"SELECT {names} FROM ({tag_last.newest_sql()})").fetchall()
-        finally:
-            cur.close()
+        rows = self._core.workspace.historian.newest_tag_rows()
+        if not rows and not self._stored_last:
+            return  # nothing stored yet
         stored = {
             tag: {
                 "tag": tag,
@@ -141,40 +137,45 @@ class LiveAPI(EngineCore):
         end: datetime | None,
         bucket: str | timedelta = "1s",
         statistics: Sequence[str] = ("avg", "min", "max", "count"),
-    ) -> concurrent.futures.Future:
-        """Future of `TagHistorian.query` (one row per tag and bucket in [start, end): `tag`,
-        `bucket`, the statistics, `bad_count`), run on the worker pool. No tags stored yet gives an
-        empty frame."""
-        return self.call(lambda: self._query_history(tags, start, end, bucket, statistics))
+        include_bad: bool = False,
+    ) -> pl.DataFrame:
+        """`TagHistorian.query`: one row per tag and bucket in [start, end): `tag`, `bucket`, the
+        statistics, `bad_count`. No tags stored yet gives an empty frame. Blocking (DuckDB)."""
+        return self._query_history(tags, start, end, bucket, statistics, include_bad)
 
-    def _query_history(self, tags, start, end, bucket, statistics):
+    def last_values(self, tags: str | Sequence[str]) -> pl.DataFrame:
+        """The newest stored value of each tag (`TagHistorian.last`). Blocking (DuckDB)."""
+        from engine.store.tag_historian import TagHistorian
+
+        return TagHistorian(self._core.workspace.historian).last_values(tags)
+
+    def _query_history(self, tags, start, end, bucket, statistics, include_bad=False):
         import polars as pl
 
         from engine.store.tag_historian import TAGS_TABLE, TagHistorian
 
-        cur = self.workspace.historian.cursor()
-        try:
-            stored = _tables_exist(cur, TAGS_TABLE)
-        finally:
-            cur.close()
-        if not stored or not tags:
+        if not tags or not self._core.workspace.historian.has_tables(TAGS_TABLE):
             schema = {"tag": pl.String, "bucket": pl.Datetime("us", "UTC")}
             schema.update({s: pl.Float64 for s in statistics})
             return pl.DataFrame(schema={**schema, "count": pl.Int64, "bad_count": pl.Int64})
-        return TagHistorian(self.workspace.historian).query(tags, start, end, bucket, statistics)
+        return TagHistorian(self._core.workspace.historian).query(
+            tags, start, end, bucket, statistics, include_bad=include_bad
+        )
 
-    def chart_series(self, tags: Sequence[str], seconds: float, now_us: int | None = None):
-        """Future of {tag: (timestamps µs, values, quality codes)} over the last `seconds`: the ring
-        buffer's points, preceded by historian buckets (avg; quality bad when a bucket held bad
-        values) for the part of the window older than the buffer's oldest point."""
+    def chart_series(
+        self, tags: Sequence[str], seconds: float, now_us: int | None = None
+    ) -> dict[str, tuple[Any, Any, Any]]:
+        """{tag: (timestamps µs, values, quality codes)} over the last `seconds`: the ring buffer's
+        points, preceded by historian buckets (avg; quality bad when a bucket held bad values) for
+        the part of the window older than the buffer's oldest point. Blocking (may read DuckDB)."""
         now_us = now_us if now_us is not None else time.time_ns() // 1000
         since_us = now_us - int(seconds * 1e6)
-        return self.call(lambda: self._chart_series(list(tags), since_us))
+        return self._chart_series(list(tags), since_us)
 
     def _chart_series(self, tags: list[str], since_us: int):
         import numpy as np
 
-        recent = {tag: self.live_window(tag, since_us) for tag in tags}
+        recent = {tag: self.window(tag, since_us) for tag in tags}
         older: dict[str, int] = {}  # tag -> where its buffer begins, when that is inside the window
         for tag, (ts, _, _) in recent.items():
             begins = int(ts[0]) if len(ts) else None
@@ -218,16 +219,16 @@ class LiveAPI(EngineCore):
             names[name] = stream["rows_per_s"]
         return names
 
-    def _note_live_event(self, event: Event) -> None:
-        kind = event.get("event")
-        run_id = event.get("run_id")
-        if run_id is None:
-            return
+    def _note_live_event(self, event: EngineEvent) -> None:
         with self._live_lock:
-            if kind == "run_started":
-                self._run_pipelines[run_id] = str(event.get("pipeline") or run_id)
-            elif kind == "stream_stats":
-                rows, uptime = int(event.get("rows_committed") or 0), float(event.get("uptime_s") or 0.0)
+            if isinstance(event, RunStarted):
+                self._run_pipelines[event.run_id] = event.pipeline or event.run_id
+            elif isinstance(event, StreamStats) and event.run_id:
+                run_id, rows, uptime = (
+                    event.run_id,
+                    int(event.rows_committed or 0),
+                    float(event.uptime_s or 0.0),
+                )
                 before = self._streams.get(run_id)
                 if before is None:
                     rate = rows / uptime if uptime > 0 else 0.0
@@ -240,9 +241,24 @@ class LiveAPI(EngineCore):
                     "uptime_s": uptime,
                     "rows_per_s": round(rate, 3),
                 }
-            elif kind == "run_finished":
-                self._streams.pop(run_id, None)
-                self._run_pipelines.pop(run_id, None)
+            elif isinstance(event, RunFinished):
+                self._streams.pop(event.run_id, None)
+                self._run_pipelines.pop(event.run_id, None)
+
+
+def parse_duration(text: str, what: str = "duration") -> timedelta:
+    """A duration text (10s, 5m, 1h, 1d...) as a timedelta; UsageError naming `what` otherwise."""
+    from engine.store.tag_historian import parse_duration as parse
+
+    return parse(text, what)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "STATISTICS":  # the historian's statistics, loaded only when asked for
+        from engine.store.tag_historian import STATISTICS
+
+        return STATISTICS
+    raise AttributeError(name)
 
 
 def history_bucket(span_s: float, points: int = 1000) -> str:
@@ -264,11 +280,3 @@ def history_bucket(span_s: float, points: int = 1000) -> str:
 
 def _datetime(us: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
-
-
-def _tables_exist(cur, *names: str) -> bool:
-    found = cur.execute(
-        f"SELECT count(*) FROM information_schema.tables WHERE table_name IN ({', '.join('?' * len(names))})",
-        list(names),
-    ).fetchall()[0][0]
-    return found == len(names)

@@ -193,20 +193,38 @@ def describe_pipeline_file(path: Path, origin: str) -> dict[str, Any]:
     return entry
 
 
-class PipelinesAPI(EngineCore):
-    """The pipelines part of the in-process engine."""
+def load_spec(path: str | Path) -> dict[str, Any]:
+    """Read and check a spec file: {"document" (as the file has it), "name", "form", "mode",
+    "nodes": [{id, kind}]}; SpecError naming the file otherwise. Needs no data directory."""
+    from engine.spec.io import load_pipeline, read_document
+
+    compiled = load_pipeline(path)
+    return {
+        "document": read_document(path),
+        "name": compiled.graph.name,
+        "form": compiled.form,
+        "mode": compiled.graph.schedule.type,
+        "nodes": [{"id": n.id, "kind": n.kind} for n in compiled.graph.nodes],
+    }
+
+
+class LocalPipelines:
+    """The pipelines part of the in-process engine (`engine.pipelines`)."""
+
+    def __init__(self, core: EngineCore):
+        self._core = core
 
     @property
     def pipelines_dir(self) -> Path:
         """Where the user's own pipeline files live."""
-        return self.data_dir / "pipelines"
+        return self._core.data_dir / "pipelines"
 
-    def list_pipelines(self) -> list[dict[str, Any]]:
+    def list(self) -> list[dict[str, Any]]:
         """Every pipeline file: the user's own (`origin` "mine", newest first), then the shipped
         examples and templates by name. Each as `describe_pipeline_file` gives it, plus `last_run`:
         the newest run record of a pipeline of that name, or None."""
         folders = [(self.pipelines_dir, "mine"), (EXAMPLES_DIR, "example"), (TEMPLATES_DIR, "template")]
-        last_runs = self.workspace.metadata.last_runs()
+        last_runs = self._core.workspace.metadata.last_runs()
         found: list[dict[str, Any]] = []
         for folder, origin in folders:
             if not folder.is_dir():
@@ -222,7 +240,7 @@ class PipelinesAPI(EngineCore):
             found.extend(described)
         return found
 
-    def delete_pipeline(self, path: str | Path) -> None:
+    def delete(self, path: str | Path) -> None:
         """Delete one of the user's own pipeline files; the shipped ones, and files elsewhere, are
         refused (PermissionError, saying which folder may be deleted from)."""
         target = Path(path).resolve()
@@ -239,16 +257,22 @@ class PipelinesAPI(EngineCore):
         transforms = [_transform_type(cls) for _, cls in sorted(registry.all_types().items())]
         return [*_connector_types("source"), *transforms, *_connector_types("destination")]
 
-    def open_pipeline(self, path: str | Path) -> dict[str, Any]:
-        """The document at `path` in graph form (a linear document is converted)."""
-        return self.read_pipeline(path)["document"]
+    def transformations(self) -> list[dict[str, Any]]:
+        """The transformations catalog: every transform type's description and config schema."""
+        from engine.transforms import registry
 
-    def pipelines_folder(self) -> Path:
+        return [cls.describe() for _, cls in sorted(registry.all_types().items())]
+
+    def open(self, path: str | Path) -> dict[str, Any]:
+        """The document at `path` in graph form (a linear document is converted)."""
+        return self.read(path)["document"]
+
+    def folder(self) -> Path:
         """The user's pipelines folder, created if missing (the editor's file dialogs start there)."""
         self.pipelines_dir.mkdir(parents=True, exist_ok=True)
         return self.pipelines_dir
 
-    def read_pipeline(self, path: str | Path) -> dict[str, Any]:
+    def read(self, path: str | Path) -> dict[str, Any]:
         """{"document": the graph form, "form": "linear" | "graph" as the file had it, "shipped":
         whether it is one of the app's own examples or templates (read-only: saving makes a copy)}."""
         from engine.errors import SpecError
@@ -268,15 +292,21 @@ class PipelinesAPI(EngineCore):
                 [SpecIssue("", f"cannot convert to graph form: {exc}")], source=str(path)
             ) from None
 
-    def save_pipeline(self, path: str | Path, doc: dict[str, Any]) -> int:
+    def save(self, path: str | Path, doc: dict[str, Any]) -> int:
         """Write the graph form (with `layout`) atomically and record it as a pipeline version;
         returns the version number. An invalid document is saved too (work in progress)."""
         write_json_atomically(Path(path), doc)
-        return self.workspace.metadata.save_pipeline_version(str(doc.get("name") or Path(path).stem), doc)
+        return self._core.workspace.metadata.save_pipeline_version(
+            str(doc.get("name") or Path(path).stem), doc
+        )
 
     def validate(self, doc: dict[str, Any]) -> list[dict[str, Any]]:
         """Issues as {path, message, allowed, node_id}; empty when the document is valid."""
         return issues_of(doc)
+
+    def load(self, path: str | Path) -> dict[str, Any]:
+        """Read and check a spec file (`load_spec`)."""
+        return load_spec(path)
 
     def templates(self, directory: str | Path | None = None) -> list[dict[str, Any]]:
         """The shipped pipeline templates: {name, title, path}."""
@@ -288,3 +318,12 @@ class PipelinesAPI(EngineCore):
                 continue
             out.append({"name": path.stem, "title": title, "path": str(path)})
         return out
+
+    def install_demo(self) -> dict[str, Any]:
+        """Copy the user guide's e-commerce example (two shop exports and the pipeline) into
+        <data dir>/demo/ecommerce, as `aggregator demo` does, with the last outputs removed; returns
+        {"document", "spec_path"} for `runs.start(document, spec_path=...)`. Blocking."""
+        from engine.examples import install_ecommerce_example
+
+        spec = install_ecommerce_example(self._core.data_dir)
+        return {"document": json.loads(spec.read_text(encoding="utf-8")), "spec_path": str(spec)}

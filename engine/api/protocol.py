@@ -90,6 +90,12 @@ class PipelinesAPI(Protocol):
         """Issues as {path, message, allowed, node_id}; empty when the document is valid."""
         ...
 
+    def load(self, path: str | Path) -> dict[str, Any]:
+        """Read and check a spec file: {"document" (as the file has it), "name", "form", "mode"
+        (its schedule type), "nodes": [{id, kind}] in document order}. A file that does not read or
+        is invalid raises SpecError naming the file, with every issue."""
+        ...
+
     def node_types(self) -> list[dict[str, Any]]:
         """The palette: every source, transform and destination with its schema and ports."""
         ...
@@ -152,6 +158,10 @@ class RunsAPI(Protocol):
         """Pipelines that have runs."""
         ...
 
+    def nodes(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's node statistics (node_id, status, rows in/out/rejected, duration_s)."""
+        ...
+
     def detail(self, run_id: str) -> dict[str, Any]:
         """{"record", "nodes" (node statistics), "logs" (log lines), "rejects" (a frame)};
         DataError for an unknown run."""
@@ -202,7 +212,13 @@ class ConnectorsAPI(Protocol):
 
     def secret_names(self) -> list[str]: ...
 
-    def set_secret(self, name: str, value: str) -> str: ...
+    def set_secret(self, name: str, value: str, use_keyring: bool = True) -> str:
+        """Store a secret's value (keyring, else the encrypted file); where it went."""
+        ...
+
+    def check_secret(self, name: str) -> None:
+        """SecretError, saying where it was looked for, when the secret has no value."""
+        ...
 
 
 class LiveAPI(Protocol):
@@ -253,16 +269,20 @@ class DataAPI(Protocol):
         """{"frame", "truncated", "rows"} of a read-only statement (DataError otherwise)."""
         ...
 
-    def export_frame(self, frame: pl.DataFrame, path: Path | str, fmt: str | None = None) -> Path: ...
+    def export_frame(self, frame: pl.DataFrame, path: Path | str, fmt: str | None = None) -> Job[Path]:
+        """Write a frame to a file (csv, parquet, xlsx): the job's result is the path written."""
+        ...
 
-    def export_object(self, name: str, path: Path | str, fmt: str | None = None) -> Path: ...
+    def export_object(self, name: str, path: Path | str, fmt: str | None = None) -> Job[Path]:
+        """A whole table or view to a file, no row limit."""
+        ...
 
 
 class HealthAPI(Protocol):
     """The engine's health, the dashboard's cards, and the monitoring/analytics read-outs."""
 
     def status(self) -> dict[str, Any]:
-        """engine state, data dir, disk space, running jobs, source sessions."""
+        """engine state, data dir, historian file, disk space, running jobs, source sessions."""
         ...
 
     def summary(self, now: datetime | None = None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.api.core import EngineCore, Event, Job
+from engine.api.protocol import RunFilter
 
 
 @dataclass
@@ -30,6 +31,13 @@ class PortPreview:
     def columns(self) -> list[tuple[str, str]]:
         """(name, type) of every column, as the preview table's headers show them."""
         return [(name, str(dtype)) for name, dtype in self.rows.schema.items()]
+
+    def json_rows(self) -> list[dict[str, Any]]:
+        """The rows JSON-ready (timestamps as ISO 8601 UTC with Z), as `aggregator preview --json`
+        prints them."""
+        from engine.runner import frame_to_json_rows
+
+        return frame_to_json_rows(self.rows)
 
 
 @dataclass
@@ -68,24 +76,13 @@ def _ancestors(graph, node_id: str) -> set[str]:
 def _through(compiled, node_id: str | None):
     """The compiled pipeline cut down to `node_id` and what feeds it (a preview reads no more)."""
     from engine.errors import SpecError, SpecIssue
-    from engine.spec.validate import Compiled
 
     if node_id is None:
         return compiled
     try:
-        keep = _ancestors(compiled.graph, node_id)
+        return compiled.through(node_id)  # the Plan keeps its secrets' places (engine/spec/plan.py)
     except KeyError:
         raise SpecError([SpecIssue("nodes", f"no node '{node_id}' in the pipeline")]) from None
-    graph = compiled.graph.model_copy(update={"nodes": [n for n in compiled.graph.nodes if n.id in keep]})
-    return Compiled(
-        graph,
-        compiled.form,
-        {k: v for k, v in compiled.paths.items() if k in keep},
-        {k: v for k, v in compiled.transforms.items() if k in keep},
-        {k: v for k, v in compiled.configs.items() if k in keep},
-        [n for n in compiled.order if n in keep],
-        compiled.linear,
-    )
 
 
 def _base_dir(spec_path: str | Path | None, base_dir: str | Path | None) -> Path:
@@ -94,8 +91,11 @@ def _base_dir(spec_path: str | Path | None, base_dir: str | Path | None) -> Path
     return Path(spec_path).resolve().parent if spec_path else Path.cwd()
 
 
-class RunsAPI(EngineCore):
-    """The runs part of the in-process engine."""
+class LocalRuns:
+    """The runs part of the in-process engine (`engine.runs`)."""
+
+    def __init__(self, core: EngineCore):
+        self._core = core
 
     # ---- helpers -----------------------------------------------------------------------------
     def _compile(self, doc: dict[str, Any], base_dir: Path):
@@ -103,7 +103,7 @@ class RunsAPI(EngineCore):
         from engine.spec.validate import validate
 
         # the sources' schemas resolve relative paths where the run will
-        return validate(doc, ctx=RunContext(base_dir=base_dir, data_dir=self.data_dir))
+        return validate(doc, ctx=RunContext(base_dir=base_dir, data_dir=self._core.data_dir))
 
     def _submit_tagged(
         self, kind: str, work: Callable[[threading.Event, Callable[[Event], None]], Any]
@@ -114,9 +114,9 @@ class RunsAPI(EngineCore):
         def tagged(cancel: threading.Event) -> Any:
             ready.wait()
             job_id = holder["job"].id
-            return work(cancel, lambda event: self.emit({**event, "job": job_id}))
+            return work(cancel, lambda event: self._core.emit({**event, "job": job_id}))
 
-        job = self.submit(kind, tagged)
+        job = self._core.submit(kind, tagged)
         holder["job"] = job
         ready.set()
         return job
@@ -138,7 +138,7 @@ class RunsAPI(EngineCore):
             compiled = _through(self._compile(doc, where), node_id)
             return self._preview(compiled, where, limit, cancel, node_id)
 
-        return self.submit("preview", work)
+        return self._core.submit("preview", work)
 
     def _preview(
         self, compiled, base_dir: Path, limit: int, cancel: threading.Event, node_id
@@ -147,7 +147,9 @@ class RunsAPI(EngineCore):
         from engine.preview import run_preview
         from engine.runner import _context
 
-        ctx = _context(compiled, self.workspace, "preview", datetime.now(UTC), base_dir, cancel, dry_run=True)
+        ctx = _context(
+            compiled, self._core.workspace, "preview", datetime.now(UTC), base_dir, cancel, dry_run=True
+        )
         preview = run_preview(compiled, ctx, limit=limit)
         result = PreviewResult(
             node_id, live_sampled=preview.live_sampled, live_problems=preview.live_problems
@@ -160,17 +162,18 @@ class RunsAPI(EngineCore):
         return result
 
     # ---- runs --------------------------------------------------------------------------------
-    def run(
+    def start(
         self,
         doc: dict[str, Any],
         spec_path: str | Path | None = None,
         base_dir: str | Path | None = None,
         trigger: str = "manual",
-    ) -> Job:
-        """Run the pipeline now (a real_time one streams until `stop_stream`); the job's result is
-        the run record. `job.cancel()` cancels the run."""
+        seconds: float | None = None,
+    ) -> Job[dict[str, Any]]:
+        """Run the pipeline now (a real_time one streams until `stop(job.id)`, or `seconds`); the
+        job's result is the run record. `job.cancel()` cancels the run."""
         if _is_real_time(doc):
-            return self.start_stream(doc, spec_path=spec_path, base_dir=base_dir)
+            return self.start_stream(doc, spec_path=spec_path, base_dir=base_dir, seconds=seconds)
 
         def work(cancel: threading.Event, emit: Callable[[Event], None]) -> dict[str, Any]:
             return self._run_batch(doc, spec_path, base_dir, trigger, cancel, emit)
@@ -183,7 +186,7 @@ class RunsAPI(EngineCore):
         where = _base_dir(spec_path, base_dir)
         record = run_pipeline(
             self._compile(doc, where),
-            self.workspace,
+            self._core.workspace,
             base_dir=where,
             spec_path=str(spec_path) if spec_path else None,
             trigger=trigger,
@@ -196,7 +199,7 @@ class RunsAPI(EngineCore):
     def _final_progress(self, run_id: str, emit: Callable[[Event], None]) -> None:
         """Every node's final status and counts (progress events stop at the last batch, before
         destinations commit), so a view's per-node overlay ends right."""
-        for row in self.workspace.metadata.node_stats(run_id):
+        for row in self._core.workspace.metadata.node_stats(run_id):
             stats = {k: row[k] for k in ("status", "rows_in", "rows_out", "rows_rejected", "duration_s")}
             emit({"event": "node_progress", "run_id": run_id, "node": row["node_id"], **stats})
 
@@ -221,7 +224,7 @@ class RunsAPI(EngineCore):
         where = _base_dir(spec_path, base_dir)
         return run_streaming(
             self._compile(doc, where),
-            self.workspace,
+            self._core.workspace,
             seconds=seconds,
             on_event=emit,
             cancel=cancel,
@@ -230,51 +233,44 @@ class RunsAPI(EngineCore):
             trigger=trigger,
         )
 
-    def stop_stream(self, job_id: str) -> bool:
-        """Stop a running stream gracefully (the last micro-batch is committed); False if no such job."""
-        for job in self.jobs():
+    def stop(self, job_id: str) -> bool:
+        """Stop a running stream gracefully (the last micro-batch is committed), or cancel a run;
+        False if no such job."""
+        for job in self._core.jobs():
             if job.id == job_id:
                 job.cancel()
                 return True
         return False
 
     # ---- history -----------------------------------------------------------------------------
-    def runs(
-        self,
-        pipeline: str | None = None,
-        status: str | None = None,
-        since: datetime | str | None = None,
-        limit: int = 200,
-        until: datetime | str | None = None,
-    ) -> list[dict[str, Any]]:
+    def list(self, filter: RunFilter | None = None) -> list[dict[str, Any]]:
         """Run records, newest first, started in [`since`, `until`) (each a datetime or an ISO 8601
         UTC text; None: open)."""
-        since, until = _utc_text(since), _utc_text(until)
-        meta = self.workspace.metadata
-        if until is None:
-            return meta.runs(pipeline=pipeline, status=status, limit=limit, since=since)
-        # The Runs page's date range: the metadata store filters from `since` on only.
-        where, params = ["started_at < ?"], [until]
-        for column, value in (("pipeline", pipeline), ("status", status)):
-            if value:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if since is not None:
-            where.append("started_at >= ?")
-            params.append(since)
-        sql = f"SELECT * FROM runs WHERE {' AND '.join(where)} ORDER BY started_at DESC LIMIT ?"
-        return list(meta.db.query(sql, [*params, limit]))
+        f = filter or RunFilter()
+        return self._core.workspace.metadata.runs(
+            pipeline=f.pipeline,
+            status=f.status,
+            limit=f.limit,
+            since=_utc_text(f.since),
+            until=_utc_text(f.until),
+        )
 
     def pipeline_names(self) -> list[str]:
         """Pipelines that have runs (the Runs page's filter)."""
-        rows = self.workspace.metadata.db.query("SELECT DISTINCT pipeline FROM runs ORDER BY pipeline")
-        return [r["pipeline"] for r in rows]
+        return self._core.workspace.metadata.run_pipeline_names()
 
-    def run_detail(self, run_id: str) -> dict[str, Any]:
+    def nodes(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's node statistics, as the metadata store keeps them."""
+        return self._core.workspace.metadata.node_stats(run_id)
+
+    def jobs(self) -> list[Job[Any]]:
+        return self._core.jobs()
+
+    def detail(self, run_id: str) -> dict[str, Any]:
         """The run record, its node statistics, log lines and rejected records (a DataFrame)."""
         from engine.errors import DataError
 
-        meta = self.workspace.metadata
+        meta = self._core.workspace.metadata
         record = meta.run(run_id)
         if record is None:
             raise DataError(f"run '{run_id}' not found")
@@ -282,7 +278,7 @@ class RunsAPI(EngineCore):
             "record": record,
             "nodes": meta.node_stats(run_id),
             "logs": meta.logs(run_id),
-            "rejects": self.workspace.historian.rejects(run_id),
+            "rejects": self._core.workspace.historian.rejects(run_id),
         }
 
     def rerun(self, run_id: str, base_dir: str | Path | None = None) -> Job:
@@ -293,7 +289,7 @@ class RunsAPI(EngineCore):
         def work(cancel: threading.Event, emit: Callable[[Event], None]) -> dict[str, Any]:
             from engine.errors import DataError
 
-            meta = self.workspace.metadata
+            meta = self._core.workspace.metadata
             record = meta.run(run_id)
             if record is None:
                 raise DataError(f"run '{run_id}' not found")

@@ -71,6 +71,35 @@ class Historian:
                 self._con = None
             return shrink_duckdb_file(self.path)
 
+    # ---- read-outs for the engine's API (no table is created by reading) -----------------------
+    def has_tables(self, *names: str) -> bool:
+        """Whether every one of these tables exists."""
+        cur = self.cursor()
+        try:
+            found = cur.execute(
+                "SELECT count(*) FROM information_schema.tables"
+                f" WHERE table_name IN ({', '.join('?' * len(names))})",
+                list(names),
+            ).fetchall()[0][0]
+        finally:
+            cur.close()
+        return found == len(names)
+
+    def newest_tag_rows(self) -> list[tuple]:
+        """(tag, source, value, value_text, quality, epoch µs) of every tag's newest stored row;
+        empty when nothing is stored yet (the tables are not created here)."""
+        from engine.store import tag_last
+
+        if not self.has_tables(tag_last.LAST_TABLE, tag_last.LOG_TABLE):
+            return []
+        cur = self.cursor()
+        try:
+            cur.execute("SET TimeZone = 'UTC'")
+            names = "tag, source, value, value_text, quality, epoch_us(timestamp) AS ts"
+            return cur.execute(f"SELECT {names} FROM ({tag_last.newest_sql()})").fetchall()
+        finally:
+            cur.close()
+
     # ---- reject store (written by RejectWriter, read here) -----------------------------------
     def rejects(self, run_id: str | None = None) -> pl.DataFrame:
         cur = self.cursor()

@@ -270,9 +270,13 @@ class MetadataStore:
         status: str | None = None,
         limit: int = 100,
         since: str | None = None,
+        until: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Run records, newest first; `since` is an ISO 8601 UTC text (`started_at` >= it)."""
+        """Run records, newest first, started in [`since`, `until`) (ISO 8601 UTC texts; None: open)."""
         where, params = [], []
+        if until is not None:
+            where.append("started_at < ?")
+            params.append(until)
         if pipeline:
             where.append("pipeline = ?")
             params.append(pipeline)
@@ -285,6 +289,65 @@ class MetadataStore:
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY started_at DESC LIMIT ?"
         return list(self.db.query(sql, [*params, limit]))
+
+    def run_pipeline_names(self) -> list[str]:
+        """Pipelines that have runs, by name."""
+        return [r["pipeline"] for r in self.db.query("SELECT DISTINCT pipeline FROM runs ORDER BY pipeline")]
+
+    def pipeline_count(self) -> int:
+        """Pipelines with at least one stored version."""
+        return next(self.db.query("SELECT count(*) AS n FROM pipelines"))["n"]
+
+    def runs_since(self, since: str) -> dict[str, int]:
+        """{runs, rows_in, rows_out, failures, running} of the runs started at or after `since`."""
+        return dict(
+            next(
+                self.db.query(
+                    "SELECT count(*) AS runs, coalesce(sum(rows_in), 0) AS rows_in,"
+                    " coalesce(sum(rows_out), 0) AS rows_out,"
+                    " coalesce(sum(status IN ('failed', 'interrupted')), 0) AS failures,"
+                    " coalesce(sum(status = 'running'), 0) AS running"
+                    " FROM runs WHERE started_at >= ?",
+                    [since],
+                )
+            )
+        )
+
+    def pipeline_stats(self, since: str | None = None) -> list[dict[str, Any]]:
+        """Per pipeline (by name): runs, successes, failures, rows in/out/rejected, the last start,
+        average and longest duration (s) and rows out per second of run time."""
+        where, params = ("WHERE started_at >= ?", [since]) if since else ("", [])
+        sql = (
+            "SELECT pipeline, count(*) AS runs,"
+            " coalesce(sum(status IN ('success', 'warning')), 0) AS successes,"
+            " coalesce(sum(status IN ('failed', 'interrupted')), 0) AS failures,"
+            " coalesce(sum(rows_in), 0) AS rows_in, coalesce(sum(rows_out), 0) AS rows_out,"
+            " coalesce(sum(rows_rejected), 0) AS rows_rejected, max(started_at) AS last_started_at,"
+            " avg(duration_s) AS avg_duration_s, max(duration_s) AS max_duration_s,"
+            " coalesce(sum(duration_s), 0) AS total_duration_s"
+            f" FROM runs {where} GROUP BY pipeline ORDER BY pipeline"
+        )
+        out = []
+        for row in self.db.query(sql, params):
+            total = row.pop("total_duration_s") or 0.0
+            row["rows_per_s"] = round(row["rows_out"] / total, 3) if total > 0 else None
+            out.append(row)
+        return out
+
+    def problem_runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest failed or interrupted runs (the monitoring alerts), newest first."""
+        sql = "SELECT * FROM runs WHERE status IN ('failed', 'interrupted') ORDER BY started_at DESC LIMIT ?"
+        return list(self.db.query(sql, [limit]))
+
+    def daily_runs(self, since: str) -> list[dict[str, Any]]:
+        """Per UTC day and pipeline since `since`: runs, failures, rows out."""
+        sql = (
+            "SELECT substr(started_at, 1, 10) AS day, pipeline, count(*) AS runs,"
+            " coalesce(sum(status IN ('failed', 'interrupted')), 0) AS failures,"
+            " coalesce(sum(rows_out), 0) AS rows_out"
+            " FROM runs WHERE started_at >= ? GROUP BY day, pipeline ORDER BY day, pipeline"
+        )
+        return list(self.db.query(sql, [since]))
 
     def last_runs(self) -> dict[str, dict[str, Any]]:
         """Each pipeline's newest run record, by pipeline name."""

@@ -105,14 +105,14 @@ def main() -> None:
     import protocols
 
     protocols.register_all()
-    from engine.api import InProcessEngine
+    from engine.api import LocalEngine
     from ui.main_window import MainWindow
 
     work = Path(tempfile.mkdtemp(prefix="bench_editor_"))
     spec = generate(args.nodes)
     path = work / "generated.json"
     path.write_text(json.dumps(spec))
-    engine = InProcessEngine(work / "data")
+    engine = LocalEngine(work / "data")
     window = MainWindow(engine)
     window.resize(1400, 900)
     window.show()

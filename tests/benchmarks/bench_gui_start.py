@@ -3,7 +3,7 @@
     python tests/benchmarks/bench_gui_start.py [--runs 5] [--platform offscreen] [--verbose]
 
 Each run is a new process doing what `aggregator gui` does (protocols registered, QApplication,
-theme, InProcessEngine on a fresh data directory, MainWindow shown); the clock runs from the
+theme, LocalEngine on a fresh data directory, MainWindow shown); the clock runs from the
 parent's spawn to the child's first Paint event on the main window. The child also reports where
 its time went. Prints one JSON document with the median of the runs.
 """
@@ -28,7 +28,7 @@ import sys, time, json
 t0 = time.perf_counter()
 marks = {}
 import protocols
-from engine.api import InProcessEngine
+from engine.api import LocalEngine
 protocols.register_all()
 marks["engine_imports"] = time.perf_counter() - t0
 from PySide6.QtCore import QEvent, QObject, QTimer
@@ -38,7 +38,7 @@ from ui.main_window import MainWindow
 marks["qt_imports"] = time.perf_counter() - t0
 app = QApplication(sys.argv[:1])
 theme.apply(app, "light")
-engine = InProcessEngine(sys.argv[1])
+engine = LocalEngine(sys.argv[1])
 marks["engine_ready"] = time.perf_counter() - t0
 window = MainWindow(engine)
 marks["window_built"] = time.perf_counter() - t0

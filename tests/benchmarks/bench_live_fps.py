@@ -11,7 +11,7 @@ Legs, on the real main window's Live page, offscreen (QT_QPA_PLATFORM=offscreen 
   thread, with `stream_stats` events for the throughput chart, while the page runs on its own
   timers (tag browser of 1,000 tags twice a second, 20 charted tags five times a second).
   At the same time a 10 M-row batch run (`--batch-rows`; bench_batch.py's CSV -> 5 transforms
-  -> Parquet pipeline through `engine.run`) runs on the engine's workers; the leg lasts until it
+  -> Parquet pipeline through `engine.runs.start`) runs on the engine's workers; the leg lasts until it
   ends (at least `--stream-seconds`). `ui.probe.EventLoopProbe` (a 10 ms timer) records the gaps
   in the Qt loop. Target: never blocked > 50 ms. The page's handlers report their longest call
   and that call's own CPU time (`*_cpu`: the rest of it the Qt thread waited for a core or the GIL).
@@ -64,7 +64,7 @@ def tag_frame(tags: list[str], ts_us, values):
 def make_window(data_dir: Path, capacity: int):
     from PySide6.QtWidgets import QApplication
 
-    from engine.api import InProcessEngine
+    from engine.api import LocalEngine
     from engine.store.ring_buffer import ring_buffers
     from ui import theme
     from ui.main_window import MainWindow
@@ -72,7 +72,7 @@ def make_window(data_dir: Path, capacity: int):
     app = QApplication.instance() or QApplication([])
     theme.apply(app, "light")
     ring_buffers(data_dir, capacity=capacity)  # before the engine's first use: room for the points
-    engine = InProcessEngine(data_dir)
+    engine = LocalEngine(data_dir)
     window = MainWindow(engine)
     window.resize(1600, 1000)
     window.show()
@@ -98,7 +98,7 @@ def bench_fps(seconds: float) -> dict:
             + phase * 3
             + np.random.default_rng(1).normal(0, 0.3, (CURVES, POINTS))
         )
-        engine.live_buffer().append(tag_frame(tags, np.broadcast_to(ts, (CURVES, POINTS)).copy(), values))
+        engine.live.buffer().append(tag_frame(tags, np.broadcast_to(ts, (CURVES, POINTS)).copy(), values))
         page.set_window("1 min")
         for c in range(CHARTS):
             chart = page.add_chart()
@@ -116,7 +116,7 @@ def bench_fps(seconds: float) -> dict:
             new_ts = last_ts + (now_us - last_ts) * np.arange(1, 11, dtype=np.int64) // 10
             last_ts = int(new_ts[-1])
             fresh = np.sin(new_ts[None, :] / 2e6 + phase) * 10 + phase * 3
-            engine.live_buffer().append(tag_frame(tags, np.broadcast_to(new_ts, (CURVES, 10)).copy(), fresh))
+            engine.live.buffer().append(tag_frame(tags, np.broadcast_to(new_ts, (CURVES, 10)).copy(), fresh))
             cpu0 += time.process_time() - t_data
             # ...and the view shows them: read the ring buffers, set the curves, paint.
             t0 = time.perf_counter()
@@ -195,7 +195,7 @@ def bench_event_loop(seconds: float, batch_rows: int = 0) -> dict:
                 cur.execute("BEGIN TRANSACTION")  # as the historian sink: insert, commit, then live
                 store.insert(cur, batch)
                 cur.execute("COMMIT")
-                engine.live_buffer().append(batch)
+                engine.live.buffer().append(batch)
                 fed["rows"] += batch.height
                 if fed["rows"] % (STREAM_TAGS * STREAM_HZ) == 0:
                     engine.emit(
@@ -261,7 +261,7 @@ def bench_event_loop(seconds: float, batch_rows: int = 0) -> dict:
         probe = EventLoopProbe(interval_ms=10)
         probe.start()
         t0 = time.monotonic()
-        job = engine.run(doc) if doc is not None else None
+        job = engine.runs.start(doc) if doc is not None else None
         run_loop(int(seconds * 1000))
         while job is not None and not job.done() and time.monotonic() - t0 < 300:
             run_loop(200)  # the whole batch run is measured, however long it takes

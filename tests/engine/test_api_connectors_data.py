@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from engine.api import InProcessEngine
+from engine.api import LocalEngine
 from engine.errors import ConnectorError, DataError
 
 
@@ -18,7 +18,7 @@ def engine(tmp_path):
     import protocols
 
     protocols.register_all()
-    eng = InProcessEngine(tmp_path / "data")
+    eng = LocalEngine(tmp_path / "data")
     yield eng
     eng.close()
 
@@ -39,17 +39,17 @@ def opcua_browse_classmethod(monkeypatch):
 
 def test_saved_connectors_round_trip_and_refuse_clear_secrets(engine):
     config = {"endpoint": "opc.tcp://127.0.0.1:4840", "password": {"secret": "plc"}, "username": "op"}
-    saved = engine.save_connector("plant", "opc_ua", "source", config)
+    saved = engine.connectors.save("plant", "opc_ua", "source", config)
     assert saved["config"] == config and saved["connector_type"] == "opc_ua"
-    assert [c["name"] for c in engine.list_connectors()] == ["plant"]
-    assert "plc" in engine.secret_names()
+    assert [c["name"] for c in engine.connectors.list()] == ["plant"]
+    assert "plc" in engine.connectors.secret_names()
     with pytest.raises(ConnectorError, match=r"password holds a secret in clear"):
-        engine.save_connector("bad", "opc_ua", "source", {"endpoint": "x", "password": "hunter2"})
+        engine.connectors.save("bad", "opc_ua", "source", {"endpoint": "x", "password": "hunter2"})
     with pytest.raises(ConnectorError, match="cannot be a destination"):
-        engine.save_connector("bad", "opc_ua", "destination", {})
+        engine.connectors.save("bad", "opc_ua", "destination", {})
     with pytest.raises(ConnectorError, match="unknown connector type 'nope'"):
-        engine.save_connector("bad", "nope", "source", {})
-    assert engine.delete_connector("plant") and engine.list_connectors() == []
+        engine.connectors.save("bad", "nope", "source", {})
+    assert engine.connectors.delete("plant") and engine.connectors.list() == []
     # the stored row never holds a value, only the reference
     raw = list(engine.workspace.metadata.db.query("SELECT config FROM connectors"))
     assert raw == []
@@ -59,22 +59,22 @@ def test_set_secret_names_it(engine):
     engine.workspace.secrets._keyring_set = lambda name, value: (
         False
     )  # this machine's keyring stays untouched
-    assert engine.set_secret("broker", "s3cret") == "encrypted file"
-    assert "broker" in engine.secret_names()
+    assert engine.connectors.set_secret("broker", "s3cret") == "encrypted file"
+    assert "broker" in engine.connectors.secret_names()
     assert engine.workspace.secrets.get("broker") == "s3cret"
 
 
 def test_connection_success_and_failure(engine):
-    ok = engine.test_connection("historian", "destination", {}).result(30)
+    ok = engine.connectors.test("historian", "destination", {}).result(30)
     assert ok["ok"] is True and ok["error"] is None
-    duck = engine.test_connection("duckdb", "destination", {"table": "t"}).result(30)
+    duck = engine.connectors.test("duckdb", "destination", {"table": "t"}).result(30)
     assert duck["ok"] is True
     port = closed_port()
-    bad = engine.test_connection(
+    bad = engine.connectors.test(
         "opc_ua", "source", {"endpoint": f"opc.tcp://127.0.0.1:{port}", "nodes": ["ns=2;s=X"]}
     ).result(60)
     assert bad["ok"] is False and str(port) in bad["error"]
-    invalid = engine.test_connection("opc_ua", "source", {}).result(30)
+    invalid = engine.connectors.test("opc_ua", "source", {}).result(30)
     assert invalid["ok"] is False and invalid["error"].startswith("endpoint: Field required")
 
 
@@ -83,15 +83,15 @@ def test_connection_and_browse_against_the_simulator(engine, monkeypatch):
 
     opcua_browse_classmethod(monkeypatch)
     with OpcUaSimulator(turbines=2, interval_s=0.5) as sim:
-        result = engine.test_connection(
+        result = engine.connectors.test(
             "opc_ua", "source", {"endpoint": sim.endpoint, "browse_root": "ns=2;s=WindFarm"}
         ).result(60)
         assert result == {"ok": True, "error": None, "seconds": result["seconds"]}
-        top = engine.browse_opcua({"endpoint": sim.endpoint}).result(60)
+        top = engine.connectors.browse_opcua({"endpoint": sim.endpoint}).result(60)
         farm = next(n for n in top if "WindFarm" in n["browse_name"])
-        turbines = engine.browse_opcua({"endpoint": sim.endpoint}, farm["node_id"]).result(60)
+        turbines = engine.connectors.browse_opcua({"endpoint": sim.endpoint}, farm["node_id"]).result(60)
         assert len([t for t in turbines if t["has_children"]]) == 2
-        tags = engine.browse_opcua({"endpoint": sim.endpoint}, turbines[0]["node_id"]).result(60)
+        tags = engine.connectors.browse_opcua({"endpoint": sim.endpoint}, turbines[0]["node_id"]).result(60)
         assert tags and all(t["node_class"] == "Variable" for t in tags)
 
 
@@ -106,28 +106,28 @@ def _historian_table(engine, name="orders", rows=25):
 
 def test_data_objects_preview_sql_and_export(engine, tmp_path):
     _historian_table(engine)
-    objects = {o["name"]: o for o in engine.data_objects()}
+    objects = {o["name"]: o for o in engine.data.objects()}
     assert objects["orders"]["kind"] == "table" and objects["big_orders"]["kind"] == "view"
-    page = engine.preview_object("orders", offset=10, limit=5)
+    page = engine.data.preview_object("orders", offset=10, limit=5)
     assert page["total"] == 25 and page["frame"]["id"].to_list() == [10, 11, 12, 13, 14]
     with pytest.raises(DataError, match="no table or view 'nope'"):
-        engine.preview_object("nope")
-    result = engine.run_sql("SELECT id, amount FROM orders ORDER BY id", limit=7)
+        engine.data.preview_object("nope")
+    result = engine.data.sql("SELECT id, amount FROM orders ORDER BY id", limit=7)
     assert result["truncated"] and result["frame"].height == 7
     for bad in ("DROP TABLE orders", "INSERT INTO orders VALUES (1, 2)", "SELECT 1; SELECT 2"):
         with pytest.raises(DataError):
-            engine.run_sql(bad)
+            engine.data.sql(bad)
     with pytest.raises(DataError, match="SQL console"):
-        engine.run_sql("SELECT * FROM missing_table")
+        engine.data.sql("SELECT * FROM missing_table")
     frame = result["frame"]
     for suffix in ("csv", "parquet", "xlsx"):
-        out = engine.export_frame(frame, tmp_path / f"out.{suffix}")
+        out = engine.data.export_frame(frame, tmp_path / f"out.{suffix}").result(30)
         back = pl.read_excel(out) if suffix == "xlsx" else getattr(pl, f"read_{suffix}")(out)
         assert back["id"].to_list() == frame["id"].to_list()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temporary left
     with pytest.raises(DataError, match="allowed: csv, parquet, xlsx"):
-        engine.export_frame(frame, tmp_path / "out.txt")
-    whole = engine.export_object("big_orders", tmp_path / "view.csv")
+        engine.data.export_frame(frame, tmp_path / "out.txt").result(30)
+    whole = engine.data.export_object("big_orders", tmp_path / "view.csv").result(30)
     assert pl.read_csv(whole).height == 18
 
 
@@ -137,15 +137,15 @@ def test_dashboard_counts_real_runs(engine, tmp_path):
     from tests.pipelines import csv_into_duckdb
 
     spec = csv_into_duckdb(tmp_path, 3, name="tiny", table="tiny")
-    before = engine.dashboard_summary()
+    before = engine.health.summary()
     for _ in range(2):
         record = run_pipeline(validate(spec), engine.workspace, base_dir=tmp_path)
         assert record["status"] == "success", record
-    summary = engine.dashboard_summary()
+    summary = engine.health.summary()
     assert summary["runs_today"] == before["runs_today"] + 2
     assert summary["rows_today"] == before["rows_today"] + 6
     assert summary["failures_today"] == 0 and summary["pipelines"] >= 1
     assert summary["health"]["disk_free_bytes"] > 0 and summary["health"]["engine"] == "ready"
     tomorrow = datetime(2999, 1, 1, tzinfo=UTC)
-    assert engine.dashboard_summary(now=tomorrow)["runs_today"] == 0
-    assert engine.recent_runs(1)[0]["pipeline"] == "tiny"
+    assert engine.health.summary(now=tomorrow)["runs_today"] == 0
+    assert engine.health.recent_runs(1)[0]["pipeline"] == "tiny"

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.api import InProcessEngine
+from engine.api import LocalEngine
 from engine.api.pipelines import input_ports, issues_of, node_key, output_ports_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +23,7 @@ def engine(tmp_path):
     import protocols
 
     protocols.register_all()  # as the app does at start-up
-    engine = InProcessEngine(tmp_path / "data")
+    engine = LocalEngine(tmp_path / "data")
     yield engine
     engine.close()
 
@@ -32,7 +32,7 @@ def test_node_types_cover_the_registries_with_ports_and_schemas(engine):
     from engine.connectors import registry as connectors
     from engine.transforms import registry as transforms
 
-    types = {t["key"]: t for t in engine.node_types()}
+    types = {t["key"]: t for t in engine.pipelines.node_types()}
     assert {f"transform:{n}" for n in transforms.all_types()} <= set(types)
     assert {f"source:{n}" for n in connectors.names("source")} <= set(types)
     assert {f"destination:{n}" for n in connectors.names("destination")} <= set(types)
@@ -94,12 +94,12 @@ def test_open_converts_the_linear_form(engine, tmp_path):
     }
     path = tmp_path / "l.json"
     path.write_text(json.dumps(linear))
-    read = engine.read_pipeline(path)
+    read = engine.pipelines.read(path)
     assert read["form"] == "linear"
     doc = read["document"]
     assert [n["id"] for n in doc["nodes"]] == ["a", "b", "union_sources", "sort_1", "out"]
-    assert engine.validate(doc) == []
-    assert engine.open_pipeline(ECOMMERCE) == json.loads(ECOMMERCE.read_text())
+    assert engine.pipelines.validate(doc) == []
+    assert engine.pipelines.open(ECOMMERCE) == json.loads(ECOMMERCE.read_text())
 
 
 def test_open_reports_a_located_error(engine, tmp_path):
@@ -108,34 +108,34 @@ def test_open_reports_a_located_error(engine, tmp_path):
     path = tmp_path / "bad.json"
     path.write_text("{\n  nope")
     with pytest.raises(SpecError) as err:
-        engine.open_pipeline(path)
+        engine.pipelines.open(path)
     assert "line 2" in str(err.value)
 
 
 def test_save_is_atomic_and_records_versions(engine, tmp_path):
     doc = json.loads(ECOMMERCE.read_text())
     target = tmp_path / "sub" / "p.json"
-    assert engine.save_pipeline(target, doc) == 1
+    assert engine.pipelines.save(target, doc) == 1
     assert json.loads(target.read_text()) == doc
-    assert engine.save_pipeline(target, doc) == 1  # unchanged: no new version
+    assert engine.pipelines.save(target, doc) == 1  # unchanged: no new version
     doc["description"] = "changed"
-    assert engine.save_pipeline(target, doc) == 2
+    assert engine.pipelines.save(target, doc) == 2
     assert [p.name for p in target.parent.iterdir()] == ["p.json"]  # no temporary file left
     assert engine.workspace.metadata.pipeline_spec(doc["name"]) == doc
 
 
 def test_validate_names_the_node_path_and_allowed_values(engine):
     doc = json.loads(ECOMMERCE.read_text())
-    assert engine.validate(doc) == []
+    assert engine.pipelines.validate(doc) == []
     doc["nodes"][16]["transform"]["on_failure"] = "explode"
     doc["nodes"][20]["inputs"] = ["nowhere"]
-    issues = engine.validate(doc)
+    issues = engine.pipelines.validate(doc)
     assert {i["node_id"] for i in issues} == {"check_email"}  # the second is found once the first is fixed
     (issue,) = issues
     assert issue["path"] == "nodes[16].transform.on_failure"
     assert "flag" in issue["allowed"]
     doc["nodes"][16]["transform"]["on_failure"] = "reject"
-    (issue,) = engine.validate(doc)
+    (issue,) = engine.pipelines.validate(doc)
     assert issue["node_id"] == "rejected" and issue["path"] == "nodes[20].inputs[0]"
     assert "unknown node" in issue["message"]
     doc["layout"]["ghost"] = [0, 0]
@@ -143,7 +143,7 @@ def test_validate_names_the_node_path_and_allowed_values(engine):
 
 
 def test_templates_are_listed_and_every_one_is_valid_graph_form_with_layout(engine):
-    templates = engine.templates()
+    templates = engine.pipelines.templates()
     names = {t["name"] for t in templates}
     assert {
         "file_to_duckdb_cleanup",
@@ -155,7 +155,7 @@ def test_templates_are_listed_and_every_one_is_valid_graph_form_with_layout(engi
         doc = json.loads(Path(t["path"]).read_text())
         assert t["title"] == doc["name"]
         assert "nodes" in doc and set(doc["layout"]) == {n["id"] for n in doc["nodes"]}, t["name"]
-        assert engine.validate(doc) == [], t["name"]
+        assert engine.pipelines.validate(doc) == [], t["name"]
 
 
 def test_list_pipelines_mine_first_with_mode_last_run_and_errors(engine, tmp_path):
@@ -163,7 +163,7 @@ def test_list_pipelines_mine_first_with_mode_last_run_and_errors(engine, tmp_pat
 
     from tests.pipelines import csv_into_duckdb
 
-    mine = engine.pipelines_dir
+    mine = engine.pipelines.pipelines_dir
     mine.mkdir(parents=True)
     doc = csv_into_duckdb(tmp_path, 10, name="Nightly load", table="t")
     (mine / "nightly.json").write_text(json.dumps(doc), encoding="utf-8")
@@ -171,7 +171,7 @@ def test_list_pipelines_mine_first_with_mode_last_run_and_errors(engine, tmp_pat
     (mine / "broken.json").write_text('{"name": ', encoding="utf-8")
     (mine / "notes.txt").write_text("not a pipeline", encoding="utf-8")
 
-    listed = engine.list_pipelines()
+    listed = engine.pipelines.list()
     own = [p for p in listed if p["origin"] == "mine"]
     assert [Path(p["path"]).name for p in own] == ["broken.json", "nightly.json"]  # newest first
     broken, nightly = own
@@ -182,8 +182,8 @@ def test_list_pipelines_mine_first_with_mode_last_run_and_errors(engine, tmp_pat
     assert {Path(p["path"]).name for p in shipped} >= {"wind_farm.json", "ecommerce_orders.json"}
     assert next(p for p in shipped if p["name"] == "Wind farm to historian")["mode"] == "real_time"
 
-    record = engine.run(doc, base_dir=tmp_path).result(60)
-    nightly = next(p for p in engine.list_pipelines() if p["name"] == "Nightly load")
+    record = engine.runs.start(doc, base_dir=tmp_path).result(60)
+    nightly = next(p for p in engine.pipelines.list() if p["name"] == "Nightly load")
     assert nightly["last_run"]["run_id"] == record["run_id"]
     assert nightly["last_run"]["status"] == "success"
 
@@ -191,14 +191,14 @@ def test_list_pipelines_mine_first_with_mode_last_run_and_errors(engine, tmp_pat
 def test_delete_pipeline_only_in_my_folder(engine):
     from engine.api.pipelines import EXAMPLES_DIR
 
-    mine = engine.pipelines_dir
+    mine = engine.pipelines.pipelines_dir
     mine.mkdir(parents=True)
     target = mine / "old.json"
     target.write_text("{}", encoding="utf-8")
     with pytest.raises(PermissionError, match="only pipelines in"):
-        engine.delete_pipeline(EXAMPLES_DIR / "wind_farm.json")
+        engine.pipelines.delete(EXAMPLES_DIR / "wind_farm.json")
     with pytest.raises(PermissionError, match="only pipelines in"):
-        engine.delete_pipeline(mine / ".." / "old.json")
+        engine.pipelines.delete(mine / ".." / "old.json")
     assert (EXAMPLES_DIR / "wind_farm.json").exists()
-    engine.delete_pipeline(target)
+    engine.pipelines.delete(target)
     assert not target.exists()

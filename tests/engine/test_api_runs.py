@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.api import InProcessEngine
+from engine.api import LocalEngine, RunFilter
+from engine.api.events import EngineEvent, JobStarted, NodeProgress, RunFinished, RunStarted
 from engine.connectors import registry
 from engine.errors import DataError, RunCancelled, SpecError
 from tests.engine.streaming_sources import TicksConnector
@@ -29,16 +30,19 @@ def doc(folder) -> dict:
 
 @pytest.fixture
 def engine(tmp_path):
-    eng = InProcessEngine(tmp_path / "data")
+    eng = LocalEngine(tmp_path / "data")
     events: list[dict] = []
+    records: list[EngineEvent] = []
     lock = threading.Lock()
 
-    def record(event: dict) -> None:
+    def record(event: EngineEvent) -> None:
         with lock:
-            events.append(event)
+            records.append(event)
+            events.append(event.to_dict())
 
     eng.subscribe(record)
-    eng.events = events
+    eng.events = events  # their wire shape
+    eng.records = records  # as subscribers receive them
     yield eng
     eng.close()
 
@@ -56,7 +60,7 @@ def ticks_doc(**ticks) -> dict:
 
 
 def test_preview_shows_a_nodes_rows_types_and_rejects_and_writes_nothing(engine, doc, folder):
-    result = engine.preview(doc, "check_email", limit=5, base_dir=folder).result(30)
+    result = engine.runs.preview(doc, "check_email", limit=5, base_dir=folder).result(30)
 
     out = result.output("check_email")
     assert out.rows_total == 12 and out.rows.height == 5
@@ -69,24 +73,24 @@ def test_preview_shows_a_nodes_rows_types_and_rejects_and_writes_nothing(engine,
     # a dry run through that node: no destination ran, nothing written, no run recorded
     assert not any(node in result.stats for node in ("unified_json", "historian", "rejected"))
     assert not (folder / "unified_orders.json").exists()
-    assert engine.runs() == []
+    assert engine.runs.list() == []
 
 
 def test_preview_reads_only_what_feeds_the_node(engine, doc, folder):
-    result = engine.preview(doc, "map_woocommerce", limit=3, base_dir=folder).result(30)
+    result = engine.runs.preview(doc, "map_woocommerce", limit=3, base_dir=folder).result(30)
     assert set(result.stats) == {"woocommerce", "map_woocommerce"}
     assert result.output("map_woocommerce").rows["order_id"].to_list() == ["W-1001", "W-1002", "W-1003"]
 
 
 def test_preview_of_a_missing_node_names_it(engine, doc, folder):
     with pytest.raises(SpecError, match="no node 'nope'"):
-        engine.preview(doc, "nope", base_dir=folder).result(30)
+        engine.runs.preview(doc, "nope", base_dir=folder).result(30)
 
 
 def test_preview_of_a_streaming_source_is_a_short_live_sample(engine):
     registry.register(TicksConnector)
     doc = ticks_doc(rows_per_batch=2, batches=None, interval_s=0.01)
-    result = engine.preview(doc, "ticks", limit=6).result(30)
+    result = engine.runs.preview(doc, "ticks", limit=6).result(30)
     assert result.live_sampled == ["ticks"]
     assert result.output("ticks").rows["value"].to_list() == [0, 1, 2, 3, 4, 5]
 
@@ -94,7 +98,7 @@ def test_preview_of_a_streaming_source_is_a_short_live_sample(engine):
 def test_cancel_stops_a_preview(engine):
     registry.register(TicksConnector)
     doc = ticks_doc(rows_per_batch=1, batches=None, interval_s=0.2)  # 100 rows would take 20 s
-    job = engine.preview(doc, "out", limit=100)
+    job = engine.runs.preview(doc, "out", limit=100)
     time.sleep(0.3)
     t0 = time.monotonic()
     job.cancel()
@@ -104,13 +108,17 @@ def test_cancel_stops_a_preview(engine):
 
 
 def test_run_records_the_run_and_forwards_node_progress_tagged_with_the_job(engine, doc, folder):
-    job = engine.run(doc, spec_path=folder / "ecommerce_orders.json")
+    job = engine.runs.start(doc, spec_path=folder / "ecommerce_orders.json")
     record = job.result(30)
 
     assert (record["status"], record["rows_in"], record["rows_out"], record["rows_rejected"]) == (
         "warning", 15, 12, 3,
     )  # fmt: skip
     assert len(json.loads((folder / "unified_orders.json").read_text())) == 12
+    typed = [e for e in list(engine.records) if e.job == job.id]
+    assert {type(e) for e in typed} >= {JobStarted, RunStarted, NodeProgress, RunFinished}
+    finished = next(e for e in typed if isinstance(e, RunFinished))
+    assert (finished.run_id, finished.status) == (record["run_id"], "warning")
     mine = [e for e in engine.events if e.get("job") == job.id]
     kinds = [e["event"] for e in mine if not e["event"].startswith("job_")]
     assert kinds[0] == "run_started" and "run_finished" in kinds
@@ -121,21 +129,23 @@ def test_run_records_the_run_and_forwards_node_progress_tagged_with_the_job(engi
 
 def test_history_filters_detail_and_rerun(engine, doc, folder):
     spec = folder / "ecommerce_orders.json"
-    good = engine.run(doc, spec_path=spec).result(30)
+    good = engine.runs.start(doc, spec_path=spec).result(30)
     broken = json.loads(json.dumps(doc))
     broken["name"] = "broken orders"
     broken["nodes"][0]["config"]["path"] = "missing.json"
-    bad = engine.run(broken, spec_path=spec).result(30)
+    bad = engine.runs.start(broken, spec_path=spec).result(30)
     assert bad["status"] == "failed" and "missing.json" in bad["error"]
 
-    assert [r["run_id"] for r in engine.runs()] == [bad["run_id"], good["run_id"]]
-    assert [r["run_id"] for r in engine.runs(status="failed")] == [bad["run_id"]]
-    assert [r["run_id"] for r in engine.runs(pipeline="E-commerce order unification")] == [good["run_id"]]
-    assert engine.runs(since=datetime.now(UTC) + timedelta(minutes=1)) == []
-    assert len(engine.runs(since=datetime.now(UTC) - timedelta(minutes=5))) == 2
-    assert engine.pipeline_names() == ["E-commerce order unification", "broken orders"]
+    assert [r["run_id"] for r in engine.runs.list()] == [bad["run_id"], good["run_id"]]
+    assert [r["run_id"] for r in engine.runs.list(RunFilter(status="failed"))] == [bad["run_id"]]
+    assert [r["run_id"] for r in engine.runs.list(RunFilter(pipeline="E-commerce order unification"))] == [
+        good["run_id"]
+    ]
+    assert engine.runs.list(RunFilter(since=datetime.now(UTC) + timedelta(minutes=1))) == []
+    assert len(engine.runs.list(RunFilter(since=datetime.now(UTC) - timedelta(minutes=5)))) == 2
+    assert engine.runs.pipeline_names() == ["E-commerce order unification", "broken orders"]
 
-    detail = engine.run_detail(good["run_id"])
+    detail = engine.runs.detail(good["run_id"])
     assert detail["record"]["rows_out"] == 12
     nodes = {n["node_id"]: n for n in detail["nodes"]}
     assert nodes["union"]["rows_out"] == 15 and nodes["check_email"]["rows_rejected"] == 3
@@ -144,21 +154,21 @@ def test_history_filters_detail_and_rerun(engine, doc, folder):
     assert sorted(detail["rejects"]["node_id"]) == ["check_email"] * 3
     assert all("not a valid email" in r for r in detail["rejects"]["reason"])
 
-    again = engine.rerun(good["run_id"]).result(30)
+    again = engine.runs.rerun(good["run_id"]).result(30)
     assert again["run_id"] != good["run_id"] and again["status"] == "warning"
-    stored = engine.run_detail(again["run_id"])["record"]
+    stored = engine.runs.detail(again["run_id"])["record"]
     assert (stored["trigger"], stored["version"]) == (
         "rerun",
-        engine.run_detail(good["run_id"])["record"]["version"],
+        engine.runs.detail(good["run_id"])["record"]["version"],
     )
     with pytest.raises(DataError, match="run 'nope' not found"):
-        engine.run_detail("nope")
+        engine.runs.detail("nope")
     with pytest.raises(DataError, match="run 'nope' not found"):
-        engine.rerun("nope").result(30)
+        engine.runs.rerun("nope").result(30)
 
 
 def test_cancel_stops_a_run_and_writes_nothing(engine, doc, folder):
-    job = engine.run(doc, spec_path=folder / "ecommerce_orders.json")
+    job = engine.runs.start(doc, spec_path=folder / "ecommerce_orders.json")
     job.cancel()  # before its first batch (validating the spec alone takes longer than this)
     record = job.result(30)
     assert record["status"] == "cancelled" and record["rows_out"] == 0
@@ -167,17 +177,17 @@ def test_cancel_stops_a_run_and_writes_nothing(engine, doc, folder):
 
 def test_a_stream_starts_reports_stats_and_stops(engine):
     registry.register(TicksConnector)
-    job = engine.run(ticks_doc(rows_per_batch=5, batches=None, interval_s=0.02))  # real_time: streams
+    job = engine.runs.start(ticks_doc(rows_per_batch=5, batches=None, interval_s=0.02))  # real_time: streams
     assert job.kind == "stream"
     deadline = time.monotonic() + 15
     while not any(e["event"] == "stream_stats" and e.get("job") == job.id for e in engine.events):
         assert time.monotonic() < deadline, "no stream_stats event"
         time.sleep(0.05)
-    assert engine.stop_stream(job.id)
+    assert engine.runs.stop(job.id)
     record = job.result(30)
     assert record["status"] == "cancelled" and record["rows_out"] > 0
-    assert engine.runs(status="cancelled")[0]["run_id"] == record["run_id"]
-    assert not engine.stop_stream(job.id)
+    assert engine.runs.list(RunFilter(status="cancelled"))[0]["run_id"] == record["run_id"]
+    assert not engine.runs.stop(job.id)
 
 
 def test_engine_threads_run_below_the_callers_priority(engine):

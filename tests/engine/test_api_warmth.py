@@ -54,8 +54,8 @@ def test_pool_threads_the_gui_thread_started_are_lowered(tmp_path):
                     pass
             return out
         before = pools()
-        from engine.api import InProcessEngine
-        engine = InProcessEngine({str(tmp_path / "data")!r})
+        from engine.api import LocalEngine
+        engine = LocalEngine({str(tmp_path / "data")!r})
         deadline = time.monotonic() + 3 * POOL_SWEEP_S + 2
         while time.monotonic() < deadline and min(pools().values()) < ENGINE_NICE:
             time.sleep(0.05)
@@ -76,9 +76,9 @@ def test_warm_up_imports_what_a_first_run_needs(tmp_path):
     seen = run_fresh(
         f"""
         import json, sys
-        from engine.api import InProcessEngine
+        from engine.api import LocalEngine
         from engine.api.core import WARM_MODULES
-        engine = InProcessEngine({str(tmp_path / "data")!r})
+        engine = LocalEngine({str(tmp_path / "data")!r})
         before = [m for m in WARM_MODULES if m in sys.modules]
         took = engine.warm_up().result(60)
         after = [m for m in WARM_MODULES if m in sys.modules]

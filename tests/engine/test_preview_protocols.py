@@ -13,7 +13,7 @@ import pytest
 
 import protocols
 from app.cli import main
-from engine.api import InProcessEngine
+from engine.api import LocalEngine
 from protocols.modbus.simulator import ModbusSimulator, simulator_config
 from protocols.opcua.simulator import OpcUaSimulator
 from tests.pipelines import opcua_stream
@@ -120,9 +120,9 @@ def test_preview_of_an_unreachable_modbus_device_says_why_in_one_line(tmp_path, 
 
 def test_the_engine_api_preview_takes_the_same_path_and_gives_the_reason(tmp_path):
     port = closed_port()
-    engine = InProcessEngine(tmp_path / "data")
+    engine = LocalEngine(tmp_path / "data")
     try:
-        result = engine.preview(modbus_doc(port), "meters", limit=10).result(30)
+        result = engine.runs.preview(modbus_doc(port), "meters", limit=10).result(30)
     finally:
         engine.close()
     assert result.live_sampled == ["meters"]

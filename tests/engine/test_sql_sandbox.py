@@ -236,20 +236,20 @@ def test_a_file_source_cannot_read_the_secret_store(plant, capsys, target):
 
 
 def test_the_data_console_shares_the_check_and_reads_no_file(tmp_path):
-    from engine.api import InProcessEngine
+    from engine.api import LocalEngine
     from engine.errors import DataError
 
     (tmp_path / "outside.csv").write_text(f"secret\n{OUTSIDE}\n")
-    engine = InProcessEngine(tmp_path / "data")
+    engine = LocalEngine(tmp_path / "data")
     try:
         cur = engine.workspace.historian.cursor()
         cur.execute("CREATE TABLE readings AS SELECT range AS id, range * 1.5 AS v FROM range(5)")
         cur.close()
-        result = engine.run_sql(
+        result = engine.data.sql(
             "SELECT r.id, g.generate_series AS g FROM readings r, generate_series(1, 2) g"
         )
         assert result["rows"] == 10
-        assert engine.run_sql("EXPLAIN SELECT * FROM readings")["rows"] >= 1
+        assert engine.data.sql("EXPLAIN SELECT * FROM readings")["rows"] >= 1
         refused = {
             f"SELECT * FROM read_csv('{tmp_path}/outside.csv')": "table function read_csv()",
             f"SELECT * FROM '{tmp_path}/outside.csv'": "looks like a file",
@@ -261,7 +261,7 @@ def test_the_data_console_shares_the_check_and_reads_no_file(tmp_path):
         }
         for sql, fragment in refused.items():
             with pytest.raises(DataError) as err:
-                engine.run_sql(sql)
+                engine.data.sql(sql)
             message = str(err.value)
             assert message.startswith("SQL console: ") and fragment in message, message
             assert OUTSIDE not in message and "\n" not in message

@@ -1,0 +1,54 @@
+"""`LocalEngine`: the `EngineAPI` (engine/api/protocol.py) with the engine in this process.
+
+One `EngineCore` (the engine's threads, jobs and event subscribers, and the data directory's
+workspace) is shared by the sub-API objects, each in its own module:
+
+    engine = LocalEngine(data_dir)
+    engine.pipelines.list()                   # engine/api/pipelines.py
+    job = engine.runs.start(doc, spec_path)   # engine/api/runs.py; job.result() is the run record
+    engine.connectors.test(...)               # engine/api/connectors.py
+    engine.live.tags()                        # engine/api/live.py
+    engine.data.sql("SELECT ...")             # engine/api/data.py
+    engine.health.summary()                   # engine/api/dashboard.py
+    engine.subscribe(callback)                # typed records of engine/api/events.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.api.connectors import LocalConnectors
+from engine.api.core import EngineCore
+from engine.api.dashboard import LocalHealth
+from engine.api.data import LocalData
+from engine.api.live import LocalLive
+from engine.api.pipelines import LocalPipelines
+from engine.api.runs import LocalRuns
+from engine.workspace import default_data_dir
+
+__all__ = ["LocalEngine", "default_data_dir"]
+
+
+class LocalEngine(EngineCore):
+    """The engine in this process, behind the EngineAPI calls. It owns the data directory's
+    stores while it is open; `close()` ends its jobs and closes them."""
+
+    def __init__(self, data_dir: Path | str | None = None, workers: int = 4):
+        super().__init__(data_dir, workers)
+        self.pipelines = LocalPipelines(self)
+        self.runs = LocalRuns(self)
+        self.connectors = LocalConnectors(self)
+        self.live = LocalLive(self)
+        self.data = LocalData(self)
+        self.health = LocalHealth(self)
+
+    def close(self, timeout: float = 10.0) -> None:
+        # A historian read of the live API may be running on the pool: it must end before DuckDB closes.
+        self.live.wait_idle(timeout)
+        super().close(timeout)
+
+    def __enter__(self) -> LocalEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
