@@ -19,9 +19,12 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Qt, Signal, Slot
+
+if TYPE_CHECKING:
+    from engine.api.events import EngineEvent
 
 log = logging.getLogger(__name__)
 DRAIN_BUDGET_S = 0.005
@@ -57,11 +60,11 @@ class EngineBridge(QObject):
         self._unsubscribe = engine.subscribe(self._on_engine_event)
 
     # ---- events ----------------------------------------------------------------------------
-    def _on_engine_event(self, event: dict) -> None:  # engine thread
+    def _on_engine_event(self, event: EngineEvent) -> None:  # engine thread
         if self._closed:
             return
         with self._pending_lock:
-            self._pending.append(event)
+            self._pending.append(event.to_dict())  # the views read events in their wire shape
             if self._wake_posted:
                 return
             self._wake_posted = True

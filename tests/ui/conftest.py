@@ -1,4 +1,4 @@
-"""GUI fixtures: a MainWindow on a real InProcessEngine with its own temporary data directory.
+"""GUI fixtures: a MainWindow on a real LocalEngine with its own temporary data directory.
 
 Qt runs offscreen (tests/__main__.py sets QT_QPA_PLATFORM; this file does too, for direct runs).
 """
@@ -38,9 +38,9 @@ def _collect_on_the_qt_thread(qapp):
 
 @pytest.fixture
 def engine(tmp_path):
-    from engine.api import InProcessEngine
+    from engine.api import LocalEngine
 
-    engine = InProcessEngine(tmp_path / "data")
+    engine = LocalEngine(tmp_path / "data")
     yield engine
     engine.close()
 

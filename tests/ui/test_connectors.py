@@ -92,7 +92,7 @@ def test_empty_state_then_save_and_test(qtbot, window):
     assert page.loading.active  # saving shows its overlay until the engine answers
     qtbot.waitUntil(lambda: listed(page) == ["plant_historian"], timeout=5000)
     assert page.left_stack.currentWidget() is page.list
-    assert page.engine.get_connector("plant_historian")["role"] == "destination"
+    assert page.engine.connectors.get("plant_historian")["role"] == "destination"
     assert not page.unsaved.isVisible() and not page.has_unsaved_changes()
     assert page.delete_button.isVisible()
 
@@ -192,7 +192,7 @@ def test_opcua_browse_pick_test_and_save(qtbot, window, artifacts):
             toast.dismiss()
         qtbot.wait(50)
         window.grab().save(str(artifacts / "connectors.png"))
-        saved = page.engine.get_connector("windfarm")["config"]
+        saved = page.engine.connectors.get("windfarm")["config"]
         assert saved["nodes"] == picked and saved["endpoint"] == sim.endpoint
 
 
@@ -218,7 +218,7 @@ def test_save_marks_the_wrong_fields_and_keeps_nothing(qtbot, window):
     assert error.isVisible() and "opc.tcp://" in error.text()
     assert page.problems.text().startswith("Not saved: endpoint: the endpoint must start with opc.tcp://")
     qtbot.wait(100)
-    assert page.engine.list_connectors() == [] and page.has_unsaved_changes()
+    assert page.engine.connectors.list() == [] and page.has_unsaved_changes()
 
     # a password typed in clear (the Secret key turned off) is refused on its field
     password = page.form.field("password")
@@ -239,7 +239,7 @@ def test_save_marks_the_wrong_fields_and_keeps_nothing(qtbot, window):
     qtbot.keyClicks(text_field(page, "nodes.0"), "ns=2;s=Line1.Speed")
     save(qtbot, page)
     assert not page.problems.isVisible() and not error.isVisible()
-    assert page.engine.get_connector("plant")["config"] == {
+    assert page.engine.connectors.get("plant")["config"] == {
         "endpoint": "opc.tcp://plc-01:4840",
         "nodes": ["ns=2;s=Line1.Speed"],
         "password": None,
@@ -273,7 +273,7 @@ def test_edit_rename_replace_unsaved_and_delete(qtbot, window):
     assert page.name.text() == "line_a" and text_field(page, "table").text() == "a2"
     assert page.list.currentItem().text().startswith("line_a")
     save(qtbot, page)
-    assert page.engine.get_connector("line_a")["config"] == {"table": "a2"}
+    assert page.engine.connectors.get("line_a")["config"] == {"table": "a2"}
     assert not page.has_unsaved_changes()
 
     # saving under a new name renames: the old entry goes
@@ -281,8 +281,8 @@ def test_edit_rename_replace_unsaved_and_delete(qtbot, window):
     assert page.unsaved.isVisible()
     save(qtbot, page)
     qtbot.waitUntil(lambda: listed(page) == ["line_a_east", "line_b"], timeout=5000)
-    assert page.engine.get_connector("line_a") is None
-    assert page.engine.get_connector("line_a_east")["config"] == {"table": "a2"}
+    assert page.engine.connectors.get("line_a") is None
+    assert page.engine.connectors.get("line_a_east")["config"] == {"table": "a2"}
     assert any("Renamed connector 'line_a' to 'line_a_east'" in t.text for t in window.toasts.toasts)
 
     # saving over another connector's name asks first; Cancel changes nothing
@@ -290,14 +290,14 @@ def test_edit_rename_replace_unsaved_and_delete(qtbot, window):
     click_in_modal("ConfirmReject")
     click(qtbot, page.save_button)
     qtbot.wait(100)
-    assert page.engine.get_connector("line_b")["config"] == {"table": "b"}
+    assert page.engine.connectors.get("line_b")["config"] == {"table": "b"}
     assert listed(page) == ["line_a_east", "line_b"]
 
     # New connector with edits pending asks; Discard drops them
     click_in_modal("ConfirmAccept")
     click(qtbot, page.findChild(QPushButton, "new_connector"))
     assert page.name.text() == "" and page.current is None and not page.has_unsaved_changes()
-    assert page.engine.get_connector("line_a_east") is not None
+    assert page.engine.connectors.get("line_a_east") is not None
 
     # another connector picked with edits pending: Discard drops them and opens it
     click_row(qtbot, page.list, "line_b")
@@ -306,17 +306,17 @@ def test_edit_rename_replace_unsaved_and_delete(qtbot, window):
     click_row(qtbot, page.list, "line_a_east")
     assert page.name.text() == "line_a_east" and text_field(page, "table").text() == "a2"
     assert not page.has_unsaved_changes()
-    assert page.engine.get_connector("line_b")["config"] == {"table": "b"}
+    assert page.engine.connectors.get("line_b")["config"] == {"table": "b"}
 
     # delete asks; Cancel keeps it, Delete removes it
     click_row(qtbot, page.list, "line_b")
     click_in_modal("ConfirmReject")
     click(qtbot, page.delete_button)
-    assert page.engine.get_connector("line_b") is not None
+    assert page.engine.connectors.get("line_b") is not None
     click_in_modal("ConfirmAccept")
     click(qtbot, page.delete_button)
     qtbot.waitUntil(lambda: listed(page) == ["line_a_east"], timeout=5000)
-    assert page.engine.get_connector("line_b") is None
+    assert page.engine.connectors.get("line_b") is None
     assert page.name.text() == "" and not page.delete_button.isVisible()
 
 

@@ -59,7 +59,7 @@ def open_window(qtbot, engine):
 
 
 def run_now(engine, doc, **kwargs) -> dict:
-    return engine.run(doc, **kwargs).result(timeout=30)
+    return engine.runs.start(doc, **kwargs).result(timeout=30)
 
 
 def click_sidebar(qtbot, window, name: str) -> None:
@@ -138,7 +138,7 @@ def opcua_sim():
 def test_dashboard_health_shows_a_streams_source_session_state(
     qtbot, engine, open_window, opcua_sim, tmp_path, artifacts
 ):
-    demo = engine.install_demo()  # some history for the screenshot
+    demo = engine.pipelines.install_demo()  # some history for the screenshot
     run_now(engine, demo["document"], spec_path=demo["spec_path"])
     run_now(engine, csv_into_duckdb(tmp_path, 10, name="orders", table="t"), base_dir=tmp_path)
     window = open_window()
@@ -147,7 +147,7 @@ def test_dashboard_health_shows_a_streams_source_session_state(
     doc = opcua_stream(
         opcua_sim, name="Wind farm stream", reconnect={"initial_delay_s": 5.0, "max_delay_s": 5.0}
     )
-    job = engine.start_stream(doc)  # as the editor's F5 does (tests/ui/test_runs.py drives that)
+    job = engine.runs.start_stream(doc)  # as the editor's F5 does (tests/ui/test_runs.py drives that)
     try:
         qtbot.waitUntil(
             lambda: page.source_states() == {"Wind farm stream / plc": "subscribed"}, timeout=15_000
@@ -167,7 +167,7 @@ def test_dashboard_health_shows_a_streams_source_session_state(
         )
         assert page.sources.item(0).foreground().color().name() in ("#d73a49", "#d29600")
     finally:
-        engine.stop_stream(job.id)
+        engine.runs.stop(job.id)
     qtbot.waitUntil(lambda: page.sources_stack.currentWidget() is page.no_sources, timeout=15_000)
     qtbot.waitUntil(lambda: page.cards["active_streams"].value.text() == "0", timeout=5_000)
 

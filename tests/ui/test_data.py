@@ -177,7 +177,7 @@ def test_sql_console_table_and_chart(qtbot, window, artifacts):
     assert page.sql_status.text() == "60 rows" and page.result_stack.currentWidget() is page.result_table
     assert page.sql.placeholderText().startswith("SELECT * FROM readings LIMIT 100")
     assert page.result_table.frame().columns == ["id", "ts", "power_kw", "wind_ms", "turbine"]
-    expected = window.engine.run_sql("SELECT * FROM readings WHERE id < 60 ORDER BY id")["frame"]
+    expected = window.engine.data.sql("SELECT * FROM readings WHERE id < 60 ORDER BY id")["frame"]
 
     # a trend: time across, every numeric column drawn, on a date axis
     assert page.chart_stack.currentWidget() is page.chart

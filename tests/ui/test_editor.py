@@ -313,10 +313,10 @@ def test_build_the_user_guide_pipeline_through_the_gui(editor, qtbot, artifacts)
         press(qtbot, page, Qt.Key.Key_S, CTRL)
     assert dialog["title"] == "Save pipeline"
     assert (
-        dialog["folder"] == page.engine.pipelines_dir
+        dialog["folder"] == page.engine.pipelines.pipelines_dir
         and dialog["name"] == "e-commerce_order_unification.json"
     )
-    target = page.engine.pipelines_dir / "e-commerce_order_unification.json"
+    target = page.engine.pipelines.pipelines_dir / "e-commerce_order_unification.json"
     assert saved_to.args == [str(target)] and page.path == target
     toast = page.main_window.toasts.toasts[-1]
     assert toast.kind == "success" and "Saved e-commerce_order_unification.json (version 1)" in toast.text
@@ -328,7 +328,7 @@ def test_build_the_user_guide_pipeline_through_the_gui(editor, qtbot, artifacts)
     assert set(saved["layout"]) == {n["id"] for n in expected["nodes"]}
     versions = page.engine.workspace.metadata.pipeline_versions(expected["name"])
     assert [v["version"] for v in versions] == [1]
-    mine = [p for p in page.engine.list_pipelines() if p["origin"] == "mine"]
+    mine = [p for p in page.engine.pipelines.list() if p["origin"] == "mine"]
     assert [p["path"] for p in mine] == [str(target)]  # the Pipelines page lists it
 
     # Undo everything: back to the empty document; redo everything: the saved spec again.
@@ -527,7 +527,7 @@ def test_open_the_wind_farm_demo_with_ctrl_o_without_errors(editor, qtbot, artif
     answer_file_dialog(qtbot, WIND_FARM, dialog)
     with qtbot.waitSignal(page.validated, timeout=10_000):
         press(qtbot, page, Qt.Key.Key_O, CTRL)
-    assert dialog["title"] == "Open pipeline" and dialog["folder"] == page.engine.pipelines_dir
+    assert dialog["title"] == "Open pipeline" and dialog["folder"] == page.engine.pipelines.pipelines_dir
     assert_drawn_without_problems(page, json.loads(WIND_FARM.read_text()))
     assert page.path is None  # a shipped example is read-only: Ctrl+S saves a copy
     page.grab().save(str(artifacts / "editor_wind_farm.png"))
@@ -645,7 +645,7 @@ def open_file(qtbot, page, path: Path) -> None:
 
 
 def historian_tables(page) -> set[str]:
-    return {o["name"] for o in page.engine.call(page.engine.data_objects).result(10)}
+    return {o["name"] for o in page.engine.call(page.engine.data.objects).result(10)}
 
 
 def test_preview_a_node_then_run_with_f5(editor, qtbot, tmp_path, artifacts):
@@ -700,7 +700,7 @@ def test_screenshot_for_the_docs(editor, qtbot, artifacts):
 
 
 def test_secret_fields_offer_the_stored_secret_names(window, engine, qtbot):
-    engine.set_secret("plc_password", "s3cret")
+    engine.connectors.set_secret("plc_password", "s3cret")
     page = window.show_page("editor")  # on_show fetches the names in the background
     qtbot.waitUntil(lambda: page._secret_names == ["plc_password"], timeout=5_000)
     plc = palette_add(qtbot, page, "source:opc_ua")
@@ -937,9 +937,9 @@ def test_a_real_time_template_streams_from_a_simulator_until_stopped(editor, qtb
     assert not page.runner.streaming and page.run_action.text() == "Run"
     assert "streaming" not in page.status.text()
     # the historian kept the server's tags
-    tags = [t["tag"] for t in page.engine.call(lambda: page.engine.live_tags(wait=True)).result(10)]
+    tags = [t["tag"] for t in page.engine.call(lambda: page.engine.live.tags(wait=True)).result(10)]
     assert len(tags) == opcua_sim.tag_count
-    stored = page.engine.history(tags, None, None).result(10)
+    stored = page.engine.live.history(tags, None, None)
     assert set(stored["tag"]) == set(tags) and stored["count"].sum() > 0
 
 
@@ -959,7 +959,7 @@ def test_a_template_from_the_pipelines_page_runs_and_saves_as_a_copy(editor, qtb
     page = editor
     window = page.main_window
     window.resize(1100, 680)
-    folder = page.engine.pipelines_dir
+    folder = page.engine.pipelines.pipelines_dir
     (folder / "data").mkdir(parents=True)
     for site in "abc":  # the plant's three exports, where the template expects them
         rows = [f"2026-03-0{day}T0{site_n}:00:00,{day * 10 + site_n}" for day in (1, 2) for site_n in (1, 2)]

@@ -76,7 +76,7 @@ def test_live_view_charts_a_simulators_tags(
     qtbot.waitUntil(lambda: page.stack.currentWidget() is page.empty, timeout=5_000)  # nothing streams yet
     assert not page.csv_button.isEnabled() and not page.clear_button.isEnabled()  # nothing charted
 
-    job = engine.start_stream(stream_spec(simulator))
+    job = engine.runs.start_stream(stream_spec(simulator))
     try:
         # The tag browser lists every simulator tag under its source, with value, quality and time.
         qtbot.waitUntil(lambda: len(page.browser.tags()) == 12, timeout=20_000)
@@ -208,10 +208,10 @@ def test_live_view_charts_a_simulators_tags(
         qtbot.waitUntil(lambda: points(chart, "Turbine01.Power") > frozen, timeout=10_000)
         qtbot.waitUntil(lambda: chart.viewRange()[0][1] > frozen_range[1], timeout=5_000)
     finally:
-        engine.stop_stream(job.id)
+        engine.runs.stop(job.id)
         record = job.result(30)
     assert record["status"] == "cancelled" and record["rows_out"] > 0  # stopped by the user
-    qtbot.waitUntil(lambda: engine.throughput() == {}, timeout=5_000)  # no longer running
+    qtbot.waitUntil(lambda: engine.live.throughput() == {}, timeout=5_000)  # no longer running
     page.shutdown()
     qtbot.waitUntil(lambda: page.idle, timeout=5_000)
 
@@ -243,7 +243,7 @@ def store_history(engine, now: datetime) -> None:
             }
         )
     )
-    engine.live_buffer().append(recent)
+    engine.live.buffer().append(recent)
 
 
 def test_window_switching_reads_the_historian_for_the_older_part(qtbot, window, engine):
@@ -316,7 +316,7 @@ def three_tags(engine) -> None:
         )
     )
     TagHistorian(engine.workspace.historian).append(frame)
-    engine.live_buffer().append(frame)
+    engine.live.buffer().append(frame)
 
 
 def test_tags_dragged_onto_a_chart_are_charted(qtbot, window, engine):
@@ -346,7 +346,7 @@ def test_times_follow_the_settings_time_zone(qtbot, window, engine):
     qtbot.waitUntil(lambda: page.browser.sources() == ["a", "b"], timeout=10_000)
     qtbot.mouseClick(page.add_chart_button, Qt.MouseButton.LeftButton)
     chart = page.charts[0]
-    stamp_us = engine.live_buffer().last("a.one")[0]
+    stamp_us = engine.live.buffer().last("a.one")[0]
     kolkata = ZoneInfo("Asia/Kolkata")
     prefs = Preferences.of(window)
     prefs.apply({**prefs.values, "time_zone": "Asia/Kolkata"}, kolkata)  # what the page's Save does

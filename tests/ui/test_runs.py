@@ -242,7 +242,7 @@ def test_runs_page_history_filters_detail_and_rerun(qtbot, window, controller, d
 
 
 def good_version(page, good) -> int:
-    return page.engine.run_detail(good["run_id"])["record"]["version"]
+    return page.engine.runs.detail(good["run_id"])["record"]["version"]
 
 
 # ---- a real_time pipeline from the editor: OPC UA simulator -> historian ----------------------------
@@ -312,9 +312,11 @@ def test_a_real_time_pipeline_streams_from_the_editor(qtbot, window, opcua_sim, 
     )
     assert runs.table.item(0, 7).text() == "rerun" and runs.table.item(0, 3).text() == "…"
     engine = window.engine
-    qtbot.waitUntil(lambda: [s["state"] for s in engine.source_sessions()] == ["subscribed"], timeout=10_000)
-    assert engine.active_streams() == 1
-    qtbot.waitUntil(lambda: sum(engine.throughput().values()) > 0, timeout=10_000)  # rows committed
+    qtbot.waitUntil(
+        lambda: [s["state"] for s in engine.health.source_sessions()] == ["subscribed"], timeout=10_000
+    )
+    assert engine.health.active_streams() == 1
+    qtbot.waitUntil(lambda: sum(engine.live.throughput().values()) > 0, timeout=10_000)  # rows committed
     qtbot.mouseClick(runs.rerun_button, Qt.MouseButton.LeftButton)
     assert runs.rerun_button.text() == "Stopping…" and not runs.rerun_button.isEnabled()
     qtbot.waitUntil(lambda: runs.rerun_job is None, timeout=20_000)

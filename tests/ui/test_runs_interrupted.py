@@ -17,7 +17,7 @@ from tests.ui.gestures import pick
 @pytest.fixture
 def engine(tmp_path):
     """A data directory holding a run left `running` by a process that has ended, then opened."""
-    from engine.api import InProcessEngine
+    from engine.api import LocalEngine
 
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     started = process.start_time(ended.pid)
@@ -35,7 +35,7 @@ def engine(tmp_path):
             }
         )
     store.close()
-    engine = InProcessEngine(tmp_path / "data")
+    engine = LocalEngine(tmp_path / "data")
     engine.killed_pid = ended.pid  # type: ignore[attr-defined]
     yield engine
     engine.close()
@@ -60,4 +60,4 @@ def test_the_dashboard_counts_an_interrupted_run_as_a_failure(engine):
     from datetime import UTC, datetime
 
     day = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)  # the day both runs started
-    assert engine.dashboard_summary(now=day)["failures_today"] == 1
+    assert engine.health.summary(now=day)["failures_today"] == 1

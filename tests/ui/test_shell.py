@@ -12,6 +12,7 @@ import pytest
 from PySide6.QtCore import Qt, QThread, QTimer
 from PySide6.QtWidgets import QApplication, QPushButton
 
+from engine.api.events import Alarm
 from tests.ui.gestures import click_in_modal
 from ui import main_window as shell
 from ui.pages.base import Page
@@ -106,11 +107,14 @@ def test_bridge_delivers_engine_events_and_results_on_the_qt_thread(qtbot, windo
     gui_thread = QApplication.instance().thread()
     seen: list[tuple[dict, bool]] = []
     window.bridge.event.connect(lambda e: seen.append((e, QThread.currentThread() is gui_thread)))
-    worker = threading.Thread(target=lambda: engine.emit({"event": "alarm", "tag": "t1"}))
+    alarm = Alarm(alarm="rows_dropped", node="t1", rows=3)
+    worker = threading.Thread(target=lambda: engine.emit(alarm))
     worker.start()
     worker.join()
     qtbot.waitUntil(lambda: any(e.get("event") == "alarm" for e, _ in seen), timeout=2000)
     assert all(on_gui for _, on_gui in seen)
+    # the views get the record in its wire shape
+    assert next(e for e, _ in seen if e.get("event") == "alarm") == alarm.to_dict()
 
     results: list[tuple[str, object, bool]] = []
 
@@ -145,10 +149,10 @@ def test_the_gui_process_hands_the_gil_over_quickly(window):
 def test_the_window_has_the_engine_warm_up_once_it_is_shown(qtbot, tmp_path):
     """The first run must not import (and compile) the run machinery while holding the GIL: the
     window asks the engine to import it in the background, once, shortly after it opens."""
-    from engine.api import InProcessEngine
+    from engine.api import LocalEngine
     from ui.main_window import WARM_UP_DELAY_MS, MainWindow
 
-    class Recording(InProcessEngine):
+    class Recording(LocalEngine):
         warmed: list = []
 
         def warm_up(self):
@@ -310,7 +314,7 @@ def test_pipelines_page_shows_mode_last_run_and_broken_files(qtbot, window, engi
     assert rows["orders.json"].text(2) == "manual" and rows["orders.json"].text(3) == "never"
     assert rows["broken.json"].text(5).startswith("⚠ ") and "broken.json" in rows["broken.json"].text(5)
 
-    record = engine.run(json.loads(spec.read_text()), spec_path=spec).result(30)
+    record = engine.runs.start(json.loads(spec.read_text()), spec_path=spec).result(30)
     assert record["status"] == "success"
     qtbot.mouseClick(page.refresh_button, Qt.MouseButton.LeftButton)
 

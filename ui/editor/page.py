@@ -58,7 +58,7 @@ class EditorPage(Page):
     def __init__(self, window):
         super().__init__(window)
         self.path: Path | None = None
-        self.node_types = self.engine.node_types()
+        self.node_types = self.engine.pipelines.node_types()
         self.document = PipelineDocument(new_document(), self)
         self.issues: list[dict[str, Any]] = []
         self._clipboard: dict[str, Any] | None = None
@@ -171,13 +171,14 @@ class EditorPage(Page):
 
     # ---- page contract ------------------------------------------------------------------------------
     def on_show(self) -> None:
-        self.bridge.call(self.engine.call(self.engine.templates), self._set_templates)
-        folder = getattr(self.engine, "pipelines_folder", None)
-        if folder is not None:
-            self.bridge.call(self.engine.call(folder), lambda p: setattr(self, "_pipelines_dir", Path(p)))
-        names = getattr(self.engine, "secret_names", None)
-        if names is not None:
-            self.bridge.call(self.engine.call(names), lambda v: setattr(self, "_secret_names", list(v)))
+        self.bridge.call(self.engine.call(self.engine.pipelines.templates), self._set_templates)
+        self.bridge.call(
+            self.engine.call(self.engine.pipelines.folder), lambda p: setattr(self, "_pipelines_dir", Path(p))
+        )
+        self.bridge.call(
+            self.engine.call(self.engine.connectors.secret_names),
+            lambda v: setattr(self, "_secret_names", list(v)),
+        )
 
     def has_unsaved_changes(self) -> bool:
         try:
@@ -248,7 +249,7 @@ class EditorPage(Page):
             return
         path = Path(path)
         self.loading.start(f"Opening {path.name}…")
-        future = self.engine.call(lambda: self.engine.read_pipeline(path))
+        future = self.engine.call(self.engine.pipelines.read, path)
         self.bridge.call(
             future,
             lambda read: self._opened(read, None if as_template else path, path),
@@ -322,7 +323,7 @@ class EditorPage(Page):
             self.saved.emit(str(path))
 
         self.bridge.call(
-            self.engine.call(lambda: self.engine.save_pipeline(path, doc)),
+            self.engine.call(self.engine.pipelines.save, path, doc),
             done,
             lambda exc: self.toast("error", f"Cannot save {path.name}: {_one_line(exc, path)}"),
         )
@@ -379,7 +380,7 @@ class EditorPage(Page):
         generation = self._validation_generation
         doc = self.document.to_dict()
         self.bridge.call(
-            self.engine.call(lambda: self.engine.validate(doc)),
+            self.engine.call(self.engine.pipelines.validate, doc),
             lambda issues: self._validated(generation, issues),
         )
 
@@ -405,7 +406,7 @@ class EditorPage(Page):
     def preview_selected(self) -> None:
         """A dry run through the selected node, shown under the canvas (nothing is written)."""
         ids = self.canvas.selected_ids()
-        if len(ids) != 1 or getattr(self.engine, "preview", None) is None:
+        if len(ids) != 1:
             return
         self.preview.show_node(self.document.to_dict(), ids[0], base_dir=self._base_dir())
 
@@ -413,8 +414,6 @@ class EditorPage(Page):
         """F5: run the pipeline (a real_time one streams until Stop, Shift+F5)."""
         doc = self.document.to_dict()
         self.run_requested.emit(doc)
-        if getattr(self.engine, "run", None) is None:
-            return
         if self.issues:
             self.bottom_tabs.setCurrentWidget(self.problems)
             self.toast("error", f"Fix the {len(self.issues)} problem(s) before running (see Problems)")

@@ -85,7 +85,7 @@ class PreviewPanel(QWidget):
         if self.job is not None:
             self.job.cancel()
         self.node_id = node_id
-        job = self.engine.preview(doc, node_id, limit=self.limit, base_dir=base_dir)
+        job = self.engine.runs.preview(doc, node_id, limit=self.limit, base_dir=base_dir)
         self.job = job
         self.title.setText(f"Previewing {node_id}…")
         self.cancel_button.show()

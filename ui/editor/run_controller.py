@@ -51,7 +51,7 @@ class RunController(QObject):
             self._toast("warning", "A run of this pipeline is already going: cancel it first")
             return None
         self.progress, self.run_id, self.last_record = {}, None, None
-        job = self.engine.run(doc, spec_path=spec_path, base_dir=base_dir)
+        job = self.engine.runs.start(doc, spec_path=spec_path, base_dir=base_dir)
         self.job = job
         self.running_changed.emit(True)
         self.bridge.call(job, lambda record: self._done(job, record), lambda exc: self._failed(job, exc))
@@ -62,7 +62,7 @@ class RunController(QObject):
         if self.job is None:
             return
         if self.streaming:
-            self.engine.stop_stream(self.job.id)
+            self.engine.runs.stop(self.job.id)
         else:
             self.job.cancel()
 

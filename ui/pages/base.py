@@ -1,7 +1,7 @@
 """The page contract: every sidebar page subclasses `Page`.
 
 `__init__(window)` gets the main window, kept as `self.main_window` (not `self.window`: that is
-QWidget.window()). It offers: `engine` (InProcessEngine), `bridge` (EngineBridge),
+QWidget.window()). It offers: `engine` (LocalEngine), `bridge` (EngineBridge),
 `toast(kind, text)` with kind success|error|warning|info, `confirm(title, text, destructive=True)
 -> bool`, `show_page(name)`, `open_pipeline(path)`. The same shortcuts are on the page itself.
 """

@@ -75,7 +75,7 @@ class TagBrowser(QDialog):
 
     def _load(self, node_id: str | None, parent: QTreeWidgetItem) -> None:
         self.status.setText("Loading…")
-        future = self.page.engine.browse_opcua(self.config, node_id)
+        future = self.page.engine.connectors.browse_opcua(self.config, node_id)
         self.page.bridge.call(future, lambda nodes: self._fill(parent, nodes), self._failed)
 
     def _fill(self, parent: QTreeWidgetItem, nodes: list[dict[str, Any]]) -> None:
@@ -121,7 +121,7 @@ class ConnectorsPage(Page):
     def __init__(self, window):
         super().__init__(window)
         self.types: dict[str, dict[str, Any]] = {
-            d["connector_type"]: d for d in self.engine.connector_types()
+            d["connector_type"]: d for d in self.engine.connectors.types()
         }
         self.secret_cache: list[str] = []
         self.rows: dict[str, dict[str, Any]] = {}
@@ -222,8 +222,8 @@ class ConnectorsPage(Page):
 
     def refresh(self) -> None:
         self.list_loading.start("Loading connectors…")
-        self.bridge.call(self.engine.call(self.engine.list_connectors), self._show_list, self._error)
-        self.bridge.call(self.engine.call(self.engine.secret_names), self._got_secrets)
+        self.bridge.call(self.engine.call(self.engine.connectors.list), self._show_list, self._error)
+        self.bridge.call(self.engine.call(self.engine.connectors.secret_names), self._got_secrets)
 
     def _got_secrets(self, names: list[str]) -> None:
         self.secret_cache = names
@@ -376,7 +376,7 @@ class ConnectorsPage(Page):
             self.name.setFocus()
             return
         config = self.form.value()
-        issues = self.engine.check_connector(self.connector_type(), self.role(), config)
+        issues = self.engine.connectors.check(self.connector_type(), self.role(), config)
         if issues:
             self._show_problems(issues)
             return
@@ -396,7 +396,7 @@ class ConnectorsPage(Page):
         args = (name, self.connector_type(), self.role(), config, self.current)
         self.loading.start("Saving…")
         self.bridge.call(
-            self.engine.call(lambda: self.engine.save_connector(*args)),
+            self.engine.call(self.engine.connectors.save, *args),
             lambda row: self._saved(row, args[4]),
             self._save_failed,
         )
@@ -428,7 +428,7 @@ class ConnectorsPage(Page):
         seq = self.test_seq
         self._badge("busy", "Testing…")
         self.test_button.setEnabled(False)
-        job = self.engine.test_connection(
+        job = self.engine.connectors.test(
             self.connector_type(), self.role(), self.form.value(), self.name.text() or "test"
         )
         self.bridge.call(
@@ -463,7 +463,7 @@ class ConnectorsPage(Page):
             return
         self.loading.start("Deleting…")
         self.bridge.call(
-            self.engine.call(lambda: self.engine.delete_connector(name)),
+            self.engine.call(self.engine.connectors.delete, name),
             lambda _ok: self._deleted(name),
             self._error,
         )

@@ -276,7 +276,7 @@ class DashboardPage(Page):
         shows no loading overlay once the page has numbers."""
         engine = self.engine
         now = datetime.now(UTC).astimezone(self.prefs.zone)  # "today" in the shown time zone
-        work = lambda: (engine.dashboard_summary(now), engine.recent_runs(ACTIVITY_RUNS))  # noqa: E731
+        work = lambda: (engine.health.summary(now), engine.health.recent_runs(ACTIVITY_RUNS))  # noqa: E731
         self._loading += 1
         if not (quiet and self.loaded):
             self.overlay.start("Loading the dashboard…")
@@ -411,10 +411,12 @@ class DashboardPage(Page):
         for button in (self.demo_button, self.no_activity.button):
             button.setEnabled(False)
             button.setText("Running the demo…")
-        self.bridge.call(self.engine.call(self.engine.install_demo), self._demo_installed, self._demo_failed)
+        self.bridge.call(
+            self.engine.call(self.engine.pipelines.install_demo), self._demo_installed, self._demo_failed
+        )
 
     def _demo_installed(self, demo: dict[str, Any]) -> None:
-        job = self.engine.run(demo["document"], spec_path=demo["spec_path"], trigger="demo")
+        job = self.engine.runs.start(demo["document"], spec_path=demo["spec_path"], trigger="demo")
         self.demo_job = job
         self.bridge.call(job, self._demo_done, self._demo_failed)
 

@@ -203,7 +203,7 @@ class DataPage(Page):
     # ---- objects and preview -----------------------------------------------------------------
     def refresh(self) -> None:
         self.list_loading.start("Loading tables…")
-        self.bridge.call(self.engine.call(self.engine.data_objects), self._show_objects, self._list_failed)
+        self.bridge.call(self.engine.call(self.engine.data.objects), self._show_objects, self._list_failed)
 
     def _show_objects(self, objects: list[dict[str, Any]]) -> None:
         self.list_loading.stop()
@@ -229,7 +229,7 @@ class DataPage(Page):
         self.object_name, self.offset = name, offset
         self.tabs.setCurrentIndex(0)
         self.loading.start(f"Loading {name}…")
-        future = self.engine.call(lambda: self.engine.preview_object(name, offset, PAGE_ROWS))
+        future = self.engine.call(self.engine.data.preview_object, name, offset, PAGE_ROWS)
         self.bridge.call(future, self._show_page, self._preview_failed)
 
     def _show_page(self, page: dict[str, Any]) -> None:
@@ -268,7 +268,7 @@ class DataPage(Page):
         self.loading.start("Running query…")
         self.run_button.setEnabled(False)
         self._status("busy", "Running…")
-        future = self.engine.call(lambda: self.engine.run_sql(sql, SQL_ROW_LIMIT))
+        future = self.engine.call(self.engine.data.sql, sql, SQL_ROW_LIMIT)
         self.bridge.call(future, self._show_result, self._sql_failed)
 
     def _status(self, kind: str, text: str) -> None:
@@ -384,17 +384,15 @@ class DataPage(Page):
 
     def export_result(self, path: str) -> None:
         frame = self.result
-        self._export(lambda: self.engine.export_frame(frame, path))
+        self._export(self.engine.data.export_frame(frame, path))
 
     def export_object(self, path: str) -> None:
         name = self.object_name
-        self._export(lambda: self.engine.export_object(name, path))
+        self._export(self.engine.data.export_object(name, path))
 
-    def _export(self, work) -> None:
+    def _export(self, job) -> None:
         self.loading.start("Exporting…")
-        self.bridge.call(
-            self.engine.submit("export", lambda _cancel: work()), self._exported, self._export_failed
-        )
+        self.bridge.call(job, self._exported, self._export_failed)
 
     def _exported(self, path) -> None:
         self.loading.stop()

@@ -1,10 +1,10 @@
 """Live page: watch the plant. A tag browser (tree per source, newest value, quality and time) on the
 left; synchronized tag charts and a throughput chart of the running pipelines on the right.
 
-Where the data comes from (engine/api/live.py): the tag list is `live_tags()` on a worker thread
-twice a second; the charts read the ring buffers (`live_window`, in memory, a copy under a lock)
+Where the data comes from (engine/api/live.py): the tag list is `live.tags()` on a worker thread
+twice a second; the charts read the ring buffers (`live.window`, in memory, a copy under a lock)
 five times a second, and the part of the chosen window older than the ring buffer comes from the
-historian (`chart_series`, on a worker, re-read every few seconds). The Qt thread does no I/O:
+historian (`live.chart_series`, on a worker, re-read every few seconds). The Qt thread does no I/O:
 exports write their files on the engine's workers too.
 
 Paused, the charts keep the window they showed (`_end_us` is frozen): a window picked, a tag added
@@ -203,9 +203,9 @@ class LivePage(Page):
     def refresh_tags(self) -> None:
         if not self._tags_busy:
             self._tags_busy = True
-            self.bridge.call(self.engine.call(self.engine.live_tags), self._got_tags, self._tags_failed)
+            self.bridge.call(self.engine.call(self.engine.live.tags), self._got_tags, self._tags_failed)
         if not self.paused:
-            self.throughput.add_sample(time.time(), self.engine.throughput())  # in memory: no I/O
+            self.throughput.add_sample(time.time(), self.engine.live.throughput())  # in memory: no I/O
 
     def _got_tags(self, rows: list[dict]) -> None:
         self._tags_busy = False
@@ -392,7 +392,9 @@ class LivePage(Page):
             self._history_pending = False
             self._note("history", message, error=True)
 
-        self.bridge.call(self.engine.chart_series(tags, window, now_us=end_us), done, failed)
+        self.bridge.call(
+            self.engine.call(self.engine.live.chart_series, tags, window, now_us=end_us), done, failed
+        )
 
     def _history_settled(self) -> None:
         if self._history_pending:
@@ -410,7 +412,7 @@ class LivePage(Page):
         follow = not self.paused
         # Looked up once a refresh, not per tag: the lookup resolves the data directory's path
         # (file system calls, each letting an engine thread take the GIL from the Qt thread).
-        buffer = self.engine.live_buffer()
+        buffer = self.engine.live.buffer()
         for chart in self.charts:
             for tag in chart.tags:
                 chart.set_series(tag, *self._series(tag, since_us, buffer), draw=False)
@@ -429,7 +431,7 @@ class LivePage(Page):
             self.fetch_history()
 
     def _series(self, tag: str, since_us: int, buffer=None):
-        buffer = buffer if buffer is not None else self.engine.live_buffer()
+        buffer = buffer if buffer is not None else self.engine.live.buffer()
         ts, values, quality = buffer.window(tag, since_us)
         older = self._history.get(tag)
         if older is None:

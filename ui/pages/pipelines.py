@@ -127,7 +127,7 @@ class PipelinesPage(Page):
 
     def refresh(self) -> None:
         self.loading.start()
-        self.bridge.call(self.engine.call(self.engine.list_pipelines), self._loaded, self._failed)
+        self.bridge.call(self.engine.call(self.engine.pipelines.list), self._loaded, self._failed)
 
     def _loaded(self, files: list[dict[str, Any]]) -> None:
         self.loading.stop()
@@ -207,7 +207,7 @@ class PipelinesPage(Page):
             self.refresh()
 
         self.bridge.call(
-            self.engine.call(lambda: self.engine.delete_pipeline(chosen["path"])),
+            self.engine.call(self.engine.pipelines.delete, chosen["path"]),
             deleted,
             lambda exc: self.toast("error", f"Deleting {file_name} failed: {exc}"),
         )

@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.api import RunFilter
 from ui.errors import one_line
 from ui.pages.base import Page
 from ui.preferences import Preferences
@@ -323,7 +324,7 @@ class RunsPage(Page):
         self._generation += 1
         generation = self._generation
         self.overlay.start("Loading runs…")
-        future = engine.call(lambda: (engine.runs(**filters), engine.pipeline_names()))
+        future = engine.call(lambda: (engine.runs.list(RunFilter(**filters)), engine.runs.pipeline_names()))
         self.bridge.call(future, lambda result: self._show_runs(result, generation), self._load_failed)
 
     def _load_failed(self, error: BaseException) -> None:
@@ -420,7 +421,7 @@ class RunsPage(Page):
         if run_id is None:
             return
         self.detail_overlay.start("Loading run…")
-        future = self.engine.call(lambda: self.engine.run_detail(run_id))
+        future = self.engine.call(self.engine.runs.detail, run_id)
         self.bridge.call(future, self._show_detail, self._detail_failed)
 
     def _detail_failed(self, error: BaseException) -> None:
@@ -513,7 +514,7 @@ class RunsPage(Page):
         if run_id is None or self.rerun_job is not None:
             return
         pipeline = next((r["pipeline"] for r in self.records if r["run_id"] == run_id), run_id)
-        job = self.engine.rerun(run_id)
+        job = self.engine.runs.rerun(run_id)
         self.rerun_job = job
         self._update_rerun_button()
         self.toast("info", f"Re-running {pipeline}…")
