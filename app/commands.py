@@ -13,74 +13,78 @@ from typing import Any
 from app.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, print_json
 
 
-def _workspace(args: argparse.Namespace):
-    from engine.workspace import Workspace
+def _engine(args: argparse.Namespace):
+    """The engine on the data directory, through its one front door (engine.api)."""
+    from engine.api import LocalEngine
 
-    return Workspace(getattr(args, "data_dir", None))
+    return LocalEngine(getattr(args, "data_dir", None))
 
 
-def _load(path):
-    from engine.spec.io import load_pipeline
+def _load(path) -> dict[str, Any]:
+    """The spec file read and checked (SpecError naming the file otherwise); no data directory needed."""
+    from engine.api.pipelines import load_spec
 
-    return load_pipeline(path)
+    return load_spec(path)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from engine.errors import SpecError
 
     try:
-        compiled = _load(args.spec)
+        loaded = _load(args.spec)
     except SpecError as exc:
         if args.json:
             print_json({"valid": False, "file": str(args.spec), "errors": [i.to_dict() for i in exc.issues]})
             return EXIT_INVALID
         raise
-    nodes = len(compiled.graph.nodes)
+    nodes = len(loaded["nodes"])
     if args.json:
         print_json(
-            {"valid": True, "file": str(args.spec), "form": compiled.form, "nodes": nodes, "errors": []}
+            {"valid": True, "file": str(args.spec), "form": loaded["form"], "nodes": nodes, "errors": []}
         )
     else:
-        print(f"{args.spec}: valid ({compiled.form} form, {nodes} nodes)")
+        print(f"{args.spec}: valid ({loaded['form']} form, {nodes} nodes)")
     return EXIT_OK
 
 
+def _wait(job, cancel: threading.Event) -> Any:
+    """The job's result; a signal that sets `cancel` (Ctrl-C, SIGTERM) cancels the job."""
+    import concurrent.futures
+
+    while not job.done():
+        if cancel.is_set():
+            job.cancel()
+        concurrent.futures.wait([job.future], timeout=0.1)
+    return job.result()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.runner import run_pipeline
     from engine.secrets import mask
 
-    compiled = _load(args.spec)
+    loaded = _load(args.spec)
+    real_time = loaded["mode"] == "real_time"
     cancel = threading.Event()
     # Ctrl-C and SIGTERM (a service manager, `kill`) cancel the run cleanly: it ends `cancelled`,
     # every destination aborts, no temporary file or stage table is left.
     stops = [signal.SIGINT, signal.SIGTERM]
     previous = {sig: signal.signal(sig, lambda *_: cancel.set()) for sig in stops}
     try:
-        with _workspace(args) as ws:
-            if compiled.graph.schedule.type == "real_time":
-                from engine.streaming.run import run_streaming
-
-                if not args.json:
-                    until = f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
-                    print(f'Streaming "{compiled.graph.name}" {until}...', flush=True)
-                record = run_streaming(
-                    compiled,
-                    ws,
-                    seconds=args.seconds,
-                    cancel=cancel,
-                    base_dir=args.spec.resolve().parent,
-                    spec_path=str(args.spec),
-                    on_event=_state_printer(),
-                )
-            else:
-                record = run_pipeline(
-                    compiled,
-                    ws,
-                    base_dir=args.spec.resolve().parent,
-                    spec_path=str(args.spec),
-                    cancel=cancel,
-                    on_event=_state_printer(),
-                )
+        with _engine(args) as engine:
+            if real_time and not args.json:
+                until = f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
+                print(f'Streaming "{loaded["name"]}" {until}...', flush=True)
+            printer = _state_printer()  # this engine runs this one job: every event is the run's
+            unsubscribe = engine.subscribe(lambda event: printer(event.to_dict()))
+            job = engine.runs.start(
+                loaded["document"],
+                spec_path=args.spec,
+                base_dir=args.spec.resolve().parent,
+                seconds=args.seconds if real_time else None,
+            )
+            try:
+                record = _wait(job, cancel)
+            finally:
+                unsubscribe()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -92,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_run(record, targets)
     # An endless stream (real_time without --seconds) is meant to end with Ctrl-C: the run is
     # recorded as cancelled, as it was, but that is its normal end, not a failure.
-    endless = compiled.graph.schedule.type == "real_time" and args.seconds is None
+    endless = real_time and args.seconds is None
     if record["status"] == "failed" or (record["status"] == "cancelled" and not endless):
         if not args.json:
             print(f"error: {record['error']}", file=sys.stderr)
@@ -103,8 +107,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _state_printer():
     """A source that goes down (or comes back), and a retry (`retry 1/3 in 2 s: <reason>`), say so
     on stderr at once, in one line."""
+    from engine.api.console import SourceStateLines
     from engine.service.logs import retry_line
-    from engine.streaming.run import SourceStateLines
 
     lines = SourceStateLines()
 
@@ -144,34 +148,32 @@ def print_run(record: dict[str, Any], targets: dict[str, str]) -> None:
 
 def cmd_preview(args: argparse.Namespace) -> int:
     from engine.errors import UsageError
-    from engine.runner import frame_to_json_rows, preview_pipeline
 
     if args.limit < 1:
         raise UsageError("--limit must be 1 or more")
-    compiled = _load(args.spec)
-    ids = [n.id for n in compiled.graph.nodes]
+    loaded = _load(args.spec)
+    ids = [n["id"] for n in loaded["nodes"]]
     if args.node and args.node not in ids:
         raise UsageError(f"--node: unknown node '{args.node}' (nodes: {', '.join(ids)})")
-    with _workspace(args) as ws:
-        result = preview_pipeline(compiled, ws, base_dir=args.spec.resolve().parent, limit=args.limit)
+    with _engine(args) as engine:
+        job = engine.runs.preview(loaded["document"], limit=args.limit, base_dir=args.spec.resolve().parent)
+        result = _wait(job, threading.Event())
     out: dict[str, Any] = {}
-    for node in compiled.graph.nodes:
-        if args.node and node.id != args.node:
+    for node in loaded["nodes"]:
+        nid = node["id"]
+        if args.node and nid != args.node:
             continue
-        ports = {port: df for (nid, port), df in result["samples"].items() if nid == node.id}
-        stats = result["stats"][node.id]
-        out[node.id] = {
-            "kind": node.kind,
-            **stats.public(),
-            **({"live_sample": True} if node.id in result["live_sampled"] else {}),
-            **({"no_data": result["live_problems"][node.id]} if node.id in result["live_problems"] else {}),
-            "ports": {
-                port: {"columns": {c: str(t) for c, t in df.schema.items()}, "rows": frame_to_json_rows(df)}
-                for port, df in ports.items()
-            },
+        ports = {port: p for (pid, port), p in result.ports.items() if pid == nid}
+        stats = result.stats[nid]
+        out[nid] = {
+            "kind": node["kind"],
+            **{k: stats[k] for k in ("rows_in", "rows_out", "rows_rejected", "duration_s")},
+            **({"live_sample": True} if nid in result.live_sampled else {}),
+            **({"no_data": result.live_problems[nid]} if nid in result.live_problems else {}),
+            "ports": {port: {"columns": dict(p.columns), "rows": p.json_rows()} for port, p in ports.items()},
         }
     if args.json:
-        print_json({"pipeline": compiled.graph.name, "limit": args.limit, "nodes": out})
+        print_json({"pipeline": loaded["name"], "limit": args.limit, "nodes": out})
         return EXIT_OK
     import polars as pl
 
@@ -185,7 +187,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
             print(f"no data: {info['no_data']}")
         for port in info["ports"]:
             label = "" if port == "out" else f" [{port}]"
-            df = result["samples"][(nid, port)]
+            df = result.ports[(nid, port)].rows
             width = max(shutil.get_terminal_size((160, 40)).columns, 120)
             with pl.Config(tbl_rows=args.limit, tbl_cols=12, fmt_str_lengths=40, tbl_width_chars=width):
                 print(f"{label}\n{df}" if label else df)
@@ -193,13 +195,15 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    with _workspace(args) as ws:
-        rows = ws.metadata.runs(pipeline=args.pipeline, status=args.status, limit=args.limit)
+    from engine.api import RunFilter
+
+    with _engine(args) as engine:
+        rows = engine.runs.list(RunFilter(pipeline=args.pipeline, status=args.status, limit=args.limit))
         if args.json:
             for row in rows:
                 row["nodes"] = {
                     s["node_id"]: {k: s[k] for k in ("rows_in", "rows_out", "rows_rejected", "duration_s")}
-                    for s in ws.metadata.node_stats(row["run_id"])
+                    for s in engine.runs.nodes(row["run_id"])
                 }
             print_json(rows)
             return EXIT_OK
@@ -229,13 +233,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.wind_farm:
         from app.windfarm_demo import run_wind_farm_demo
 
-        with _workspace(args) as ws:
-            record = run_wind_farm_demo(ws, seconds=args.seconds, as_json=args.json)
+        with _engine(args) as engine:
+            record = run_wind_farm_demo(engine, seconds=args.seconds, as_json=args.json)
         return EXIT_OK if record["status"] in ("success", "warning") else EXIT_FAILED
     from app.demo import run_demo
 
-    with _workspace(args) as ws:
-        record = run_demo(ws, as_json=args.json)
+    with _engine(args) as engine:
+        record = run_demo(engine, as_json=args.json)
     return EXIT_OK if record["status"] in ("success", "warning") else EXIT_FAILED
 
 
@@ -266,10 +270,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_secret(args: argparse.Namespace) -> int:
     from engine.errors import SecretError, UsageError
 
-    with _workspace(args) as ws:
+    with _engine(args) as engine:
         if args.secret_command == "check":
             try:
-                ws.secrets.get(args.name)
+                engine.connectors.check_secret(args.name)
             except SecretError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return EXIT_FAILED
@@ -283,7 +287,7 @@ def cmd_secret(args: argparse.Namespace) -> int:
             value = sys.stdin.read().rstrip("\n")
         if not value:
             raise UsageError("an empty secret is not stored")
-        where = ws.secrets.set(args.name, value, use_keyring=not args.file_store)
+        where = engine.connectors.set_secret(args.name, value, use_keyring=not args.file_store)
     print(f"secret '{args.name}' stored in the {where}")
     return EXIT_OK
 

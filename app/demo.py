@@ -2,46 +2,45 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from engine.examples import ECOMMERCE_SPEC as PIPELINE
-from engine.examples import install_ecommerce_example
-from engine.runner import run_pipeline
-from engine.spec.io import load_pipeline
-from engine.workspace import Workspace
+if TYPE_CHECKING:
+    from engine.api import EngineAPI
 
 
-def run_demo(ws: Workspace, *, as_json: bool = False) -> dict[str, Any]:
+def run_demo(engine: EngineAPI, *, as_json: bool = False) -> dict[str, Any]:
     from app.cli import print_json
     from app.commands import print_run
 
-    folder = install_ecommerce_example(ws.data_dir).parent
-    compiled = load_pipeline(folder / PIPELINE)
-    record = run_pipeline(compiled, ws, base_dir=folder, spec_path=str(folder / PIPELINE), trigger="demo")
+    demo = engine.pipelines.install_demo()
+    spec = Path(demo["spec_path"])
+    folder = spec.parent
+    job = engine.runs.start(demo["document"], spec_path=spec, base_dir=folder, trigger="demo")
+    record = job.result()
     targets = record.pop("_targets", {})
     if as_json:
         print_json({**record, "outputs": targets})
         return record
-    print(f"Demo: e-commerce order unification ({folder / PIPELINE})")
+    print(f"Demo: e-commerce order unification ({spec})")
     print_run(record, targets)
     if record["status"] in ("success", "warning"):
-        cur = ws.historian.cursor()
-        try:
-            rows = cur.execute("SELECT count(*) FROM orders").fetchall()[0][0]
-            rejects = cur.execute(
-                "SELECT count(*) FROM _rejects WHERE run_id = ?", [record["run_id"]]
-            ).fetchall()[0][0]
-        finally:
-            cur.close()
+        rows = _count(engine, "SELECT count(*) AS n FROM orders")
+        rejects = _count(engine, f"SELECT count(*) AS n FROM _rejects WHERE run_id = '{record['run_id']}'")
         print("\nWhere the results are:")
         print(f"  unified orders (JSON):   {folder / 'unified_orders.json'}")
-        print(f"  historian table 'orders': {ws.historian.path} ({rows} rows)")
+        print(f"  historian table 'orders': {engine.health.status()['historian']} ({rows} rows)")
         print(
             f"  rejected records:        {folder / 'rejected_orders.json'}"
             f" and table '_rejects' ({rejects} rows for this run, with reason and node)"
         )
-        print(f"  run history:             aggregator runs --data-dir {ws.data_dir}")
-        print(f"  open the pipeline:       {folder / PIPELINE}")
+        print(f"  run history:             aggregator runs --data-dir {engine.data_dir}")
+        print(f"  open the pipeline:       {spec}")
     else:
         print(f"error: demo run failed: {record['error']}")
     return record
+
+
+def _count(engine: EngineAPI, sql: str) -> int:
+    """One count through the read-only SQL console (run ids are generated: no quoting to escape)."""
+    return int(engine.data.sql(sql)["frame"]["n"][0])

@@ -15,7 +15,7 @@ def run_gui(
 ) -> int:
     import protocols
     from app.settings import Settings, SettingsStore
-    from engine.api import InProcessEngine
+    from engine.api import LocalEngine
 
     protocols.register_all()
     from PySide6.QtWidgets import QApplication
@@ -32,7 +32,7 @@ def run_gui(
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Data Aggregator")
     themes.apply(app, theme or settings.theme)
-    engine = InProcessEngine(data_dir or settings.data_dir)
+    engine = LocalEngine(data_dir or settings.data_dir)
     try:
         window = MainWindow(engine, settings=store)
         window.show()

@@ -94,7 +94,7 @@ def _lines(files: Iterable[Path]) -> Iterator[str]:
 
 
 def run_logs(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    from engine.workspace import default_data_dir
+    from engine.api.local import default_data_dir
 
     out = out or sys.stdout
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()

@@ -44,8 +44,8 @@ def add_query_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def parse_time(text: str | None, now: datetime, what: str) -> datetime | None:
+    from engine.api.live import parse_duration
     from engine.errors import UsageError
-    from engine.store.tag_historian import parse_duration
 
     if text is None:
         return None
@@ -75,10 +75,10 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def _query(args: argparse.Namespace) -> int:
+    from engine.api import LocalEngine
+    from engine.api.live import HISTORIAN_FILE, STATISTICS, parse_duration
+    from engine.api.local import default_data_dir
     from engine.errors import UsageError
-    from engine.store.historian import Historian
-    from engine.store.tag_historian import STATISTICS, TagHistorian, parse_duration
-    from engine.workspace import default_data_dir
 
     now = datetime.now(UTC)
     start = parse_time(args.start, now, "--start")
@@ -92,19 +92,16 @@ def _query(args: argparse.Namespace) -> int:
         raise UsageError(f"--stat '{args.stat}': allowed statistics are {', '.join(STATISTICS)}")
 
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
-    path = data_dir / "historian.duckdb"
-    if not path.is_file():
+    if not (data_dir / HISTORIAN_FILE).is_file():
         print(f"error: {data_dir}: no historian yet (no tag values stored)", file=sys.stderr)
         return EXIT_FAILED
-    historian = Historian(path)
-    try:
-        store = TagHistorian(historian)
+    with LocalEngine(data_dir) as engine:
         if args.last:
-            frame = store.last_values(args.tags)
+            frame = engine.live.last_values(args.tags)
         else:
-            frame = store.query(args.tags, start, end, args.bucket, stats, include_bad=args.include_bad)
-    finally:
-        historian.close()
+            frame = engine.live.history(
+                args.tags, start, end, args.bucket, stats, include_bad=args.include_bad
+            )
     if args.json:
         print(json.dumps(_records(frame), indent=2, default=str))
     else:

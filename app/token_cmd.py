@@ -8,8 +8,8 @@ from app.cli import EXIT_OK
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    from engine.api.local import default_data_dir
     from engine.service import token
-    from engine.workspace import default_data_dir
 
     data_dir = args.data_dir.expanduser() if args.data_dir else default_data_dir()
     print(token.ensure(data_dir))

@@ -18,9 +18,11 @@ from __future__ import annotations
 import json
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.workspace import Workspace
+if TYPE_CHECKING:
+    from engine.api import EngineAPI
+
 
 PIPELINE = "wind_farm.json"
 TURBINES = 10
@@ -142,18 +144,16 @@ def shipped_spec() -> dict[str, Any]:
     )
 
 
-def run_wind_farm_demo(ws: Workspace, *, seconds: float, as_json: bool = False) -> dict[str, Any]:
+def run_wind_farm_demo(engine: EngineAPI, *, seconds: float, as_json: bool = False) -> dict[str, Any]:
     import logging
 
     from app.cli import print_json
-    from engine.spec.io import load_pipeline
-    from engine.streaming.run import run_streaming
     from protocols.dnp3.simulator import Dnp3Simulator
     from protocols.modbus.simulator import ModbusSimulator
     from protocols.opcua.simulator import OpcUaSimulator
 
     logging.getLogger("asyncua").setLevel(logging.ERROR)  # the simulator's security notices, not news here
-    folder = ws.data_dir / "demo" / "wind_farm"
+    folder = engine.data_dir / "demo" / "wind_farm"
     folder.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         say = (lambda *a: None) if as_json else print
@@ -169,31 +169,23 @@ def run_wind_farm_demo(ws: Workspace, *, seconds: float, as_json: bool = False) 
         )
         path = folder / PIPELINE
         path.write_text(json.dumps(spec, indent=2))
-        compiled = load_pipeline(path)
         say(f"Running '{spec['name']}' for {seconds:g} s ({path})")
-        record = run_streaming(
-            compiled, ws, seconds=seconds, base_dir=folder, spec_path=str(path), trigger="demo"
-        )
+        job = engine.runs.start(spec, spec_path=path, base_dir=folder, trigger="demo", seconds=seconds)
+        record = job.result()
     targets = record.pop("_targets", {})
-    summary = _summary(ws, record)
+    summary = _summary(engine, record)
     if as_json:
         print_json({**record, "outputs": targets, "summary": summary})
         return record
-    _print(ws, record, summary, path)
+    _print(engine, record, summary, path)
     return record
 
 
-def _summary(ws: Workspace, record: dict[str, Any]) -> dict[str, Any]:
-    from engine.store.tag_historian import TAGS_TABLE, TagHistorian
-
-    cur = TagHistorian(ws.historian).cursor()
-    try:
-        by_source = cur.execute(
-            f"SELECT source, count(DISTINCT tag) FROM {TAGS_TABLE} GROUP BY source ORDER BY source"
-        ).fetchall()
-        bad = cur.execute(f"SELECT count(*) FROM {TAGS_TABLE} WHERE quality <> 'good'").fetchall()[0][0]
-    finally:
-        cur.close()
+def _summary(engine: EngineAPI, record: dict[str, Any]) -> dict[str, Any]:
+    if "tags" not in {o["name"] for o in engine.data.objects()}:  # nothing was stored
+        by_source, bad = [], 0
+    else:
+        by_source, bad = _tag_counts(engine)
     stream = record.get("stream", {})
     duration = max(record.get("duration_s") or 0.0, 1e-9)
     return {
@@ -206,7 +198,7 @@ def _summary(ws: Workspace, record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _print(ws: Workspace, record: dict[str, Any], summary: dict[str, Any], path: Path) -> None:
+def _print(engine: EngineAPI, record: dict[str, Any], summary: dict[str, Any], path: Path) -> None:
     status = record["status"].upper()
     print(f"\nRun {record['run_id']}: {status} in {record['duration_s']:.1f} s")
     if record.get("error"):
@@ -225,7 +217,18 @@ def _print(ws: Workspace, record: dict[str, Any], summary: dict[str, Any], path:
             + ", ".join(f"{k} {latency[k]} ms" for k in ("p50", "p99", "max") if latency.get(k) is not None)
         )
     print("\nWhere the data is:")
-    print(f"  historian (DuckDB): {ws.historian.path}  tables 'tags' (long) and 'turbine_performance'")
-    print(f"  query it:           aggregator query 'Turbine01.*' --bucket 10s --data-dir {ws.data_dir}")
+    historian = engine.health.status()["historian"]
+    print(f"  historian (DuckDB): {historian}  tables 'tags' (long) and 'turbine_performance'")
+    print(f"  query it:           aggregator query 'Turbine01.*' --bucket 10s --data-dir {engine.data_dir}")
     print(f"  the pipeline:       {path}")
-    print(f"  run history:        aggregator runs --data-dir {ws.data_dir}")
+    print(f"  run history:        aggregator runs --data-dir {engine.data_dir}")
+
+
+def _tag_counts(engine: EngineAPI) -> tuple[list[tuple[str, int]], int]:
+    """(tags by source, values not good) through the read-only SQL console."""
+    by_frame = engine.data.sql(
+        "SELECT source, count(DISTINCT tag) AS n FROM tags GROUP BY source ORDER BY source"
+    )["frame"]
+    by_source = list(zip(by_frame["source"].to_list(), by_frame["n"].to_list(), strict=True))
+    bad = int(engine.data.sql("SELECT count(*) AS n FROM tags WHERE quality <> 'good'")["frame"]["n"][0])
+    return by_source, bad
