@@ -347,6 +347,9 @@ def test_timeseries_reads_the_historian(api, tmp_path):
         api.client.get("/analytics/timeseries", params={**query, "stats": "median"}), 422, "query.stats"
     )
     assert_one_line_error(api.client.get("/analytics/timeseries"), 422, "query.tags")
+    # the engine's own refusal (a UsageError) is a 400
+    bad_regex = api.client.get("/analytics/timeseries", params={**query, "tags": "re:(("})
+    assert_one_line_error(bad_regex, 400, "re:((", "regular expression")
 
     # the event stream carries the tags' values (the first tag_values event has them all)
     params = {"kinds": "tag_values", "tag_interval": 0.2}
@@ -359,3 +362,13 @@ def test_timeseries_reads_the_historian(api, tmp_path):
                 if "t1" in values:
                     break
     assert values["t1"] == 20.0
+
+
+def test_a_real_server_fault_is_a_500_with_one_line_and_the_traceback_in_the_log(api, caplog):
+    api.engine.close()  # the stores are closed under the routes: a fault of the server, not the client
+    with caplog.at_level("ERROR", logger="aggregator.http"):
+        response = api.client.get("/runs")
+    assert_one_line_error(response, 500, "internal error")
+    assert "Traceback" not in response.text
+    logged = [r for r in caplog.records if r.name == "aggregator.http"]
+    assert logged and logged[0].exc_info is not None and "GET /runs" in logged[0].getMessage()
