@@ -372,3 +372,14 @@ def test_a_real_server_fault_is_a_500_with_one_line_and_the_traceback_in_the_log
     assert "Traceback" not in response.text
     logged = [r for r in caplog.records if r.name == "aggregator.http"]
     assert logged and logged[0].exc_info is not None and "GET /runs" in logged[0].getMessage()
+
+
+def test_a_client_that_goes_away_leaves_no_subscriber_behind(api):
+    def subscribers() -> int:
+        return len(api.engine._subscribers)
+
+    before = subscribers()
+    with api.client.stream("GET", "/events", params={"tag_interval": 0}, timeout=10) as stream:
+        next(stream.iter_lines())  # the stream is open: it has subscribed
+        assert subscribers() == before + 1
+    api.wait_for(lambda: subscribers() == before, timeout=10, what="the stream to unsubscribe")
