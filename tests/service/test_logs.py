@@ -236,3 +236,49 @@ def test_logs_follow_shows_new_lines_across_a_rotation(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# ---- a real `aggregator serve` -------------------------------------------------------------------
+def test_served_logs_console_file_and_aggregator_logs(serve, tmp_path, capsys):
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    doc = pipeline(tmp_path, "../missing.csv", retries=1, name="Flaky")
+    doc["schedule"] = {"type": "interval", "seconds": 1}
+    (folder / "flaky.json").write_text(json.dumps(doc))
+    service = serve("--pipelines", str(folder))
+    service.wait_output("finished: failed", timeout=30)
+    data_dir = service.data_dir
+    retry = f"retry 1/1 in 0.01 s: {folder / '..' / 'missing.csv'}: file not found"  # as the spec says
+    out = service.output()
+    assert f'"Flaky": {retry}' in out and "serving " in out  # the operator's lines on the console
+
+    entries = wait_for(
+        lambda: (
+            [e for e in json_lines(data_dir) if e.get("pipeline") == "Flaky" and "finished" in e["msg"]]
+            and json_lines(data_dir)
+        ),
+        what="the run's lines in the file",
+    )
+    run_id = next(e["run_id"] for e in entries if e.get("pipeline") == "Flaky" and "finished" in e["msg"])
+    assert main(["logs", "--data-dir", str(data_dir), "--run", run_id]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert any(retry in line and " warning " in line for line in shown)
+    assert any(f'run {run_id} of "Flaky" finished: failed' in line and " error " in line for line in shown)
+    assert all(run_id in line or "Flaky" in line for line in shown)
+    assert service.stop() == 0
+
+
+def test_served_logs_mask_a_resolved_secret(serve, tmp_path):
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    doc = pipeline(tmp_path, {"secret": "orders_path"}, retries=1, name="Secret path")
+    doc["schedule"] = {"type": "interval", "seconds": 1}
+    (folder / "secret.json").write_text(json.dumps(doc))
+    value = str(tmp_path / SECRET_DIR / "orders-2026.csv")
+    service = serve("--pipelines", str(folder), env={"AGGREGATOR_SECRET_ORDERS_PATH": value})
+    service.wait_output("finished: failed", timeout=30)
+    assert service.stop() == 0
+    out = service.output()
+    stored = "".join(p.read_text() for p in (service.data_dir / "logs").iterdir())
+    assert "retry 1/1" in out and "***" in out and "***" in stored
+    assert SECRET_DIR not in out and SECRET_DIR not in stored

@@ -254,3 +254,47 @@ def test_typed_event_records_map_like_their_wire_dicts():
         as_records.observe(event_from_dict(event))
     assert scrape(as_dicts) == scrape(as_records)
     assert value(scrape(as_records), "aggregator_rows_rejected_total", pipeline="P", node="n") == 2
+
+
+# ---- a real `aggregator serve` -------------------------------------------------------------------
+def test_served_metrics_count_scheduled_runs_rows_and_lag(serve, tmp_path):
+    from tests.service.conftest import wait_for
+
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    (tmp_path / "in.csv").write_text("id,price\n1,2.5\n2,4.0\n3,1.0\n")
+    doc = {
+        "name": "Tick",
+        "sources": [{"name": "prices", "connector_type": "file", "config": {"path": "../in.csv"}}],
+        "destinations": [{"name": "db", "connector_type": "duckdb", "config": {"table": "prices"}}],
+        "schedule": {"type": "interval", "seconds": 1},
+    }
+    (folder / "tick.json").write_text(json.dumps(doc))
+    service = serve("--pipelines", str(folder))
+
+    def consistent():
+        s = scrape_text(service.get("/metrics").text)
+        runs = s.get(("aggregator_runs_total", frozenset({("pipeline", "Tick"), ("status", "success")})), 0)
+        rows = s.get(("aggregator_rows_out_total", frozenset({("pipeline", "Tick"), ("node", "prices")})), 0)
+        lags = s.get(("aggregator_scheduler_lag_seconds_count", frozenset()), 0)
+        # every finished run's 3 rows, and no run in flight (the source counts before the run ends)
+        return s if runs >= 2 and rows == 3 * runs and lags >= runs else None
+
+    s = wait_for(consistent, timeout=30, what="two scheduled runs, their rows and their lags")
+    assert value(s, "aggregator_run_duration_seconds_count", pipeline="Tick") == value(
+        s, "aggregator_runs_total", pipeline="Tick", status="success"
+    )
+    with open(f"/proc/{service.pid}/status") as fh:
+        rss_kb = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+    assert value(s, "process_resident_memory_bytes") == pytest.approx(rss_kb * 1024, rel=0.25)
+    assert value(s, "process_open_fds") > 0
+    assert service.stop() == 0
+
+
+def scrape_text(body: str) -> dict[tuple[str, frozenset], float]:
+    out = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if not sample.name.endswith("_created"):
+                out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
