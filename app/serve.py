@@ -42,11 +42,21 @@ def add_parser(sub: Any) -> None:
     )
     sp.add_argument(
         "--stop-timeout",
-        type=float,
+        type=_seconds,
         default=10.0,
         metavar="S",
         help="on SIGTERM, how long runs in flight may take to finish before they are cancelled (default 10)",
     )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not 0 or more seconds")
+    return value
 
 
 def listen_address(text: str) -> tuple[str, int]:
@@ -96,37 +106,22 @@ def _engine(data_dir: Path):
     return LocalEngine(data_dir)
 
 
-def _app(engine: Any, host: Any, token: str, listen_host: str, metrics: Any):
-    """The HTTP API (app/http); a bare /health where that package is not there."""
-    try:
-        from app.http import create_app
-    except ImportError:
-        return _health_only_app(engine, host)
+def _app(engine: Any, token: str, listen_host: str, metrics: Any):
+    """The HTTP API (app/http), with the service's metrics behind `/metrics`."""
+    from app.http import create_app
     from engine.service.metrics import render
 
     return create_app(engine, token=token, listen_host=listen_host, metrics=lambda: render(metrics.registry))
 
 
-def _health_only_app(engine: Any, host: Any):
-    from fastapi import FastAPI
-
-    app = FastAPI(title="Data Aggregator service")
-
-    @app.get("/health")
-    def health() -> dict[str, Any]:
-        return {"status": "ok", "data_dir": str(engine.data_dir), "pipelines": host.pipelines()}
-
-    return app
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
+    from engine.api.local import default_data_dir
     from engine.service import lock as service_lock
     from engine.service import token as service_token
     from engine.service.host import ServiceHost
     from engine.service.logs import EventLog, teardown_logging
     from engine.service.metrics import EngineMetrics
     from engine.service.sdnotify import Notifier
-    from engine.api.local import default_data_dir
 
     started = time.monotonic()
     data_dir = (args.data_dir or default_data_dir()).expanduser().resolve()
@@ -151,7 +146,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host = ServiceHost(
             engine, [p.expanduser() for p in args.pipelines], say=_say, on_lag=metrics.observe_scheduler_lag
         )
-        server, thread = _start_http(_app(engine, host, token, listen_host, metrics), sock)
+        server, thread = _start_http(_app(engine, token, listen_host, metrics), sock)
         shown = f"[{listen_host}]" if ":" in listen_host else listen_host
         url = f"http://{shown}:{port}"
         held.publish(url)

@@ -75,3 +75,24 @@ def test_a_healthy_stream_runs_until_the_host_stops(engine, tmp_path):
     runs = engine.workspace.metadata.runs(pipeline="fine", limit=10)
     assert [r["status"] for r in runs] in (["success"], ["cancelled"])  # stopped by us, once, not restarted
     assert host.supervisor.delays(key) == []
+
+
+def test_deleting_a_stream_file_stops_it_and_it_is_not_restarted(engine, tmp_path):
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    spec = folder / "gone.json"
+    spec.write_text(json.dumps(_stream("gone", "none")))
+    lines: list[str] = []
+    host = ServiceHost(engine, [folder], say=lambda level, text: lines.append(text))
+    host.start()
+    try:
+        key = str(spec.resolve())
+        wait_for(lambda: host.supervisor.status().get(key, {}).get("running"), 30, what="the stream to run")
+        spec.unlink()
+        wait_for(lambda: "pipeline 'gone' removed" in " ".join(lines), 30, what="the removal")
+        assert key not in host.supervisor.status()
+        runs = engine.workspace.metadata.runs(pipeline="gone", limit=10)
+        assert len(runs) == 1 and runs[0]["status"] in ("success", "cancelled")  # stopped, not failed
+        assert not [t for t in lines if "restarting" in t]
+    finally:
+        host.stop(10)
