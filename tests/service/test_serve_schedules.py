@@ -82,7 +82,7 @@ def test_file_arrival_reads_a_file_only_once_it_has_settled(serve, tmp_path):
     folder.mkdir()
     doc = _pipeline(
         "drop",
-        {"type": "file_arrival", "path": "../incoming/*.csv", "settle_seconds": 1.0},
+        {"type": "file_arrival", "path": "../incoming/*.csv", "settle_seconds": 3.0},
         "../incoming/*.csv",
         "../out/drop.csv",
     )
@@ -90,7 +90,8 @@ def test_file_arrival_reads_a_file_only_once_it_has_settled(serve, tmp_path):
     (tmp_path / "incoming").mkdir()
     sp = serve("--pipelines", str(folder))
     sp.wait_output("pipeline 'drop' loaded")
-    # a slow copy: 6 chunks 0.4 s apart (each gap shorter than the settle time), 2 s in all
+    # a slow copy: 6 chunks 0.4 s apart (each gap far shorter than the 3 s settle time, so a
+    # loaded machine that sleeps long still writes the next chunk in time), 2.4 s in all
     rows = [f"{i},{i * 10}" for i in range(600)]
     chunks = [
         "a,b\n" + "\n".join(rows[:100]) + "\n",
