@@ -9,7 +9,7 @@ workspace) is shared by the sub-API objects, each in its own module:
     engine.connectors.test(...)               # engine/api/connectors.py
     engine.live.tags()                        # engine/api/live.py
     engine.data.sql("SELECT ...")             # engine/api/data.py
-    engine.health.summary()                   # engine/api/dashboard.py
+    engine.health.summary()                   # engine/api/health.py
     engine.subscribe(callback)                # typed records of engine/api/events.py
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from engine.api.connectors import LocalConnectors
 from engine.api.core import EngineCore
-from engine.api.dashboard import LocalHealth
+from engine.api.health import LocalHealth
 from engine.api.data import LocalData
 from engine.api.live import LocalLive
 from engine.api.pipelines import LocalPipelines

@@ -158,6 +158,10 @@ class RunsAPI(Protocol):
         """Pipelines that have runs."""
         ...
 
+    def overview(self, filter: RunFilter | None = None) -> dict[str, Any]:
+        """The run history's one read: {"runs": `list(filter)`, "pipelines": `pipeline_names()`}."""
+        ...
+
     def nodes(self, run_id: str) -> list[dict[str, Any]]:
         """A run's node statistics (node_id, status, rows in/out/rejected, duration_s)."""
         ...
@@ -285,8 +289,9 @@ class HealthAPI(Protocol):
         """engine state, data dir, historian file, disk space, running jobs, source sessions."""
         ...
 
-    def summary(self, now: datetime | None = None) -> dict[str, Any]:
-        """The dashboard's cards and health in one call."""
+    def summary(self, now: datetime | None = None, recent: int = 0) -> dict[str, Any]:
+        """The dashboard's cards and health in one call; with `recent`, the newest `recent` run
+        records too (`recent_runs`)."""
         ...
 
     def recent_runs(self, limit: int = 10) -> list[RunRecord]: ...

@@ -259,6 +259,10 @@ class LocalRuns:
         """Pipelines that have runs (the Runs page's filter)."""
         return self._core.workspace.metadata.run_pipeline_names()
 
+    def overview(self, filter: RunFilter | None = None) -> dict[str, Any]:
+        """The Runs page's one read: the filtered records and every pipeline that has runs."""
+        return {"runs": self.list(filter), "pipelines": self.pipeline_names()}
+
     def nodes(self, run_id: str) -> list[dict[str, Any]]:
         """A run's node statistics, as the metadata store keeps them."""
         return self._core.workspace.metadata.node_stats(run_id)

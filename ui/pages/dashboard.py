@@ -276,11 +276,10 @@ class DashboardPage(Page):
         shows no loading overlay once the page has numbers."""
         engine = self.engine
         now = datetime.now(UTC).astimezone(self.prefs.zone)  # "today" in the shown time zone
-        work = lambda: (engine.health.summary(now), engine.health.recent_runs(ACTIVITY_RUNS))  # noqa: E731
         self._loading += 1
         if not (quiet and self.loaded):
             self.overlay.start("Loading the dashboard…")
-        self.bridge.call(engine.call(work), self._show, self._failed)
+        self.bridge.call(engine.call(engine.health.summary, now, ACTIVITY_RUNS), self._show, self._failed)
 
     def _done_loading(self) -> None:
         self._loading = max(0, self._loading - 1)
@@ -292,8 +291,8 @@ class DashboardPage(Page):
         line = one_line(exc)
         self.health.setText(f"{_dot(BAD)} The engine did not answer: {html.escape(line)}")
 
-    def _show(self, result) -> None:
-        summary, runs = result
+    def _show(self, summary) -> None:
+        runs = summary["recent_runs"]
         self._done_loading()
         self.loaded = True
         self.summary, self.runs = summary, runs

@@ -324,7 +324,7 @@ class RunsPage(Page):
         self._generation += 1
         generation = self._generation
         self.overlay.start("Loading runs…")
-        future = engine.call(lambda: (engine.runs.list(RunFilter(**filters)), engine.runs.pipeline_names()))
+        future = engine.call(engine.runs.overview, RunFilter(**filters))
         self.bridge.call(future, lambda result: self._show_runs(result, generation), self._load_failed)
 
     def _load_failed(self, error: BaseException) -> None:
@@ -337,7 +337,7 @@ class RunsPage(Page):
             self.overlay.stop()
 
     def _show_runs(self, result, generation: int) -> None:
-        records, pipelines = result
+        records, pipelines = result["runs"], result["pipelines"]
         self._loading_done()
         if generation != self._generation:
             return  # the pool answered an older query after a newer one: the newer one wins

@@ -47,12 +47,15 @@ class LocalHealth:
         self._stream_jobs: set[str] = set()  # jobs that stream (a re-run of a real_time run too)
         core.subscribe(self._note_session_event)
 
-    def summary(self, now: datetime | None = None) -> dict[str, Any]:
+    def summary(self, now: datetime | None = None, recent: int = 0) -> dict[str, Any]:
         """Cards and health in one call (one SQLite query per card; cheap). "Today" starts at
-        midnight in `now`'s time zone (the computer's when not given)."""
+        midnight in `now`'s time zone (the computer's when not given). With `recent`, the newest
+        `recent` run records come along (`recent_runs`), for the dashboard's activity list."""
         meta = self._core.workspace.metadata
         today = meta.runs_since(_iso(_midnight(now)))
+        extra = {"recent_runs": self.recent_runs(recent)} if recent else {}
         return {
+            **extra,
             "pipelines": meta.pipeline_count(),
             "runs_today": today["runs"],
             "rows_today": today["rows_in"],
