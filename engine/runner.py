@@ -24,6 +24,7 @@ from engine.runs.record import (  # noqa: F401  (begin_run, new_run_id, save_fin
 )
 from engine.runs.retry import retry_delays, retryable
 from engine.runs.timefmt import iso_utc
+from engine.secrets import mask
 from engine.spec.plan import Plan
 from engine.workspace import Workspace
 
@@ -102,7 +103,7 @@ def run_pipeline(
                 "delay_s": delay,
                 "retry": attempt,  # this is retry `retry` of `max_retries`
                 "max_retries": policy.max_retries,
-                "error": error,
+                "error": mask(error),  # events reach the API's event stream: no secret value
             }
         )
         wait(delay)
