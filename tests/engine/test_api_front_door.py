@@ -142,7 +142,15 @@ def test_runs_filter_and_monitoring_read_outs_come_from_real_runs(engine, tmp_pa
     trends = engine.health.pipeline_trends(days=2, now=datetime.now(UTC))
     assert {(t["day"], t["pipeline"], t["runs"]) for t in trends} >= {(today, "broken orders", 1)}
     summary = engine.health.summary()
-    assert (summary["runs_today"], summary["failures_today"]) == (2, 1)
+    assert (summary["runs_today"], summary["failures_today"]) == (2, 1) and "recent_runs" not in summary
+    with_recent = engine.health.summary(recent=1)
+    assert [r["run_id"] for r in with_recent["recent_runs"]] == [bad["run_id"]]  # the newest
+    overview = engine.runs.overview(RunFilter(status="failed"))
+    assert [r["run_id"] for r in overview["runs"]] == [bad["run_id"]]
+    assert overview["pipelines"] == engine.runs.pipeline_names()
+    assert [n["node_id"] for n in engine.runs.nodes(good["run_id"])] == [
+        n["node_id"] for n in engine.runs.detail(good["run_id"])["nodes"]
+    ]
     # a future start gives nothing; the window is the records' own time text
     later = datetime.now(UTC) + timedelta(minutes=1)
     assert engine.health.pipeline_stats(since=later) == []
