@@ -110,8 +110,14 @@ class ServiceHost:
         self.scheduler.stop()
         self.watcher.stop()
         self.supervisor.stop(timeout)  # streams: stopped gracefully, last micro-batch committed
-        with self._lock:
-            jobs = [s.job for s in self._served.values() if s.job is not None and not s.job.done()]
+        # Every job of the engine, the API's too: batch runs may finish; streams stop gracefully
+        # now (a stream does not end by itself); previews, tests and exports are not waited for.
+        jobs = []
+        for job in self.engine.runs.jobs():
+            if job.kind == "run":
+                jobs.append(job)
+            else:
+                self._stop_job(job.id)
         finished = cancelled = 0
         for job in jobs:
             with contextlib.suppress(Exception):

@@ -101,3 +101,19 @@ def test_a_fire_while_running_is_coalesced_into_one_more_run(engine, tmp_path):
     for before, after in itertools.pairwise(runs):
         assert before["finished_at"] <= after["started_at"], "two runs of one pipeline overlapped"
     assert any("'busy' is still running: one more run when it ends" in t for t in lines)
+
+
+def test_stop_waits_for_runs_the_service_did_not_start(engine, tmp_path):
+    """A run started through the API (not by a schedule) is in flight on SIGTERM: it may finish too."""
+    (engine.data_dir / "plugins").mkdir(exist_ok=True)
+    (engine.data_dir / "plugins" / "slowdown.py").write_text(SLOW)
+    folder = _folder(tmp_path)
+    host = ServiceHost(engine, [folder], say=lambda *_: None)
+    host.start()
+    doc = _doc("by_api", {"type": "manual"}, [{"type": "python", "function": "slowdown:slow"}])
+    job = engine.runs.start(doc, base_dir=folder)
+    wait_for(lambda: engine.workspace.metadata.runs(pipeline="by_api"), 30, what="the run to start")
+    counts = host.stop(30)
+    assert job.done() and counts == {"finished": 1, "cancelled": 0}
+    assert job.result(0)["status"] == "success"
+    assert (folder / "out" / "by_api.csv").read_text().splitlines() == ["a,b", "1,2"]
