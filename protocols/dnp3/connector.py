@@ -240,7 +240,8 @@ class _Session:
         self.endpoint = endpoint_of(source.config)
         self.id = f"{source.name}-{number}".replace(".", "_")
         self.router = router
-        self.open = threading.Event()
+        self.open = threading.Event()  # the TCP connection is up
+        self.answered = threading.Event()  # the outstation answered a request: the session is up
         self.down = threading.Event()
         self.started = threading.Event()  # the startup integrity poll is done
         self.reason = ""
@@ -344,6 +345,9 @@ class _Session:
             counters["failed_tasks"] += 1
             log.debug("%s: task %s: %s", self.endpoint, task, result)
             return
+        if not self.answered.is_set():  # the first answer: `connected`, before what follows
+            self.answered.set()
+            self.source.session_answered()
         if task == "STARTUP_INTEGRITY_POLL":
             counters["integrity_polls"] += 1
             self.started.set()
@@ -539,7 +543,7 @@ class Dnp3Source(StreamingSource):
                 finally:
                     self._session = None
                     session.close()
-                if session.open.is_set():  # it was up: a new loss
+                if session.answered.is_set():  # it was up: a new loss (a TCP open alone is not)
                     ever_up, gapped = True, False
                     delays = backoff_delays(cfg.reconnect_initial_s, 2.0, cfg.reconnect_max_s)
                 last_reason = session.reason
@@ -570,10 +574,6 @@ class Dnp3Source(StreamingSource):
                 return
             self.wake.wait(min(left, 0.5))
             self.wake.clear()
-        self.set_state("connected", self.endpoint)
-        if self._was_up:
-            self.counters["reconnects"] += 1
-        self._was_up = True
         now = time.monotonic()
         next_integrity = now + cfg.integrity_poll_interval_s
         next_events = now + cfg.event_poll_interval_s
@@ -590,6 +590,15 @@ class Dnp3Source(StreamingSource):
                 next_events = now + cfg.event_poll_interval_s
             self.wake.wait(max(0.0, min(next_integrity, next_events) - time.monotonic()))
             self.wake.clear()
+
+    def session_answered(self) -> None:
+        """The outstation answered its first request (opendnp3's thread, before the start-up's
+        later tasks): the session is `connected`. A TCP connection alone is not: a port that
+        accepts and never answers (a wrong outstation address) stays `lost` and backs off."""
+        self.set_state("connected", self.endpoint)
+        if self._was_up:
+            self.counters["reconnects"] += 1
+        self._was_up = True
 
     def _gap(self, reason: str) -> None:
         tags = list(self.points.known)
@@ -801,6 +810,9 @@ class _Probe:
         return self._owner.item_failed(item, exc)
 
     def set_state(self, state: str, detail: str | None = None) -> None:
+        pass
+
+    def session_answered(self) -> None:
         pass
 
     def hand_over(self, frame: pl.DataFrame) -> None:

@@ -500,3 +500,39 @@ def test_an_implausible_event_time_is_kept_uncertain_without_a_timestamp(sim, ru
     assert good["quality"] == "good" and good["timestamp"] is not None
     assert source.counters["implausible_timestamps"] == 1
     assert any(f"analog_input 2: {reason}" in line for line in logged)
+
+
+def test_an_endpoint_that_never_answers_is_never_connected_and_backs_off():
+    """A TCP port that accepts but never speaks DNP3 (a wrong outstation address, a hung RTU, a
+    proxy): before, every attempt said `connected` on the TCP open (the console said "connected
+    again" and "lost" by turns) and the back-off started over each time."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        config = {
+            "host": "127.0.0.1",
+            "port": port,
+            "timeout_ms": 300,
+            "reconnect_initial_s": 0.2,
+            "reconnect_max_s": 5.0,
+            "points": [{"type": "analog_input", "index": 0}],
+            **QUIET,
+        }
+        source = Dnp3Source(Dnp3SourceConfig(**config), RunContext(), name="rtu")
+        states: list[tuple[str, str | None]] = []
+        source.on_state = lambda _name, state, detail: states.append((state, detail))
+        frames: list[pl.DataFrame] = []
+        source.start(frames.append)
+        try:
+            wait_for(lambda: sum(s == "lost" for s, _ in states) >= 3, timeout=10, what="three lost attempts")
+        finally:
+            source.stop()
+    assert "connected" not in [s for s, _ in states] and "subscribed" not in [s for s, _ in states]
+    lost = [d for s, d in states if s == "lost"]
+    prefix = f"dnp3://127.0.0.1:{port} (outstation 10): no response within 300 ms"
+    assert all(d.startswith(prefix) for d in lost), lost
+    assert [d.rsplit("retrying in ", 1)[1] for d in lost[:3]] == ["0.2 s", "0.4 s", "0.8 s"]  # backing off
+    gaps = [f for f in frames if (f["quality"] == "bad").all()]
+    assert len(gaps) == 1 and gaps[0]["tag"].to_list() == ["AI.0"]  # one gap for the whole outage
+    assert source.counters["reconnects"] == 0
