@@ -34,6 +34,7 @@ BACKUPS = 5  # rotated files kept: at most ~60 MB of logs
 EVENTS_LOGGER = "aggregator.events"
 CONTEXT_FIELDS = ("run_id", "pipeline", "node")  # copied from a record into its JSON line when set
 _HANDLER_TAG = "_aggregator_service_handler"
+DROP_LINE_EVERY_S = 1.0  # rows dropped by a source: at most one line a second, with the sum
 
 
 def log_dir(data_dir: Path | str) -> Path:
@@ -220,11 +221,13 @@ class EventLog:
         self._pipelines: dict[str, str] = {}  # run id -> pipeline name, while the run lasts
         self._started: dict[str, float] = {}
         self._states = SourceStateLines()
+        self._drops: dict[tuple[str, str], dict[str, Any]] = {}  # (run, node) -> drops not said yet
         self._lock = threading.Lock()
 
     def __call__(self, event: Any) -> None:
         e = dict(_as_dict(event))
         kind, run_id = e.get("event"), e.get("run_id")
+        said: list[tuple[int, str, str | None]] = []  # (level, line, node)
         with self._lock:
             if kind == "run_started" and run_id:
                 self._pipelines[run_id] = e.get("pipeline") or ""
@@ -235,19 +238,39 @@ class EventLog:
                 if e.get("duration_s") is None and started is not None:
                     e["duration_s"] = time.monotonic() - started
                 self._pipelines.pop(run_id, None)
+                for (run, node), drop in list(self._drops.items()):  # drops not said yet, then the end
+                    if run == run_id:
+                        del self._drops[(run, node)]
+                        if drop["rows"]:
+                            said.append(self._drop_line(drop, pipeline))
             if kind == "source_state":
                 line = self._states(e)
-                said = None
                 if line:
                     down = e.get("state") in self._states.DOWN or e.get("state") == "connecting"
-                    said = (
-                        logging.WARNING if down else logging.INFO,
-                        f'"{pipeline}": {line}' if pipeline else line,
-                    )
+                    level = logging.WARNING if down else logging.INFO
+                    said.append((level, f'"{pipeline}": {line}' if pipeline else line, e.get("node")))
+            elif kind == "alarm" and e.get("kind") == "rows_dropped":
+                drop = self._drops.setdefault(
+                    (run_id or "", e.get("node") or ""), {"rows": 0, "at": float("-inf"), "event": e}
+                )
+                drop["rows"] += e.get("rows") or 0
+                drop["event"] = e
+                now = time.monotonic()
+                if now - drop["at"] >= DROP_LINE_EVERY_S:  # a full queue drops often: a line a second
+                    drop["at"] = now
+                    said.append(self._drop_line(drop, pipeline))
             else:
-                said = event_line(e, pipeline)
-        if said is None:
-            return
-        level, line = said
-        context = {"run_id": run_id, "pipeline": pipeline or None, "node": e.get("node")}
-        self.logger.log(level, line, extra={k: v for k, v in context.items() if v})
+                found = event_line(e, pipeline)
+                if found:
+                    said.append((*found, e.get("node")))
+        for level, line, node in said:
+            context = {"run_id": run_id, "pipeline": pipeline or None, "node": node}
+            self.logger.log(level, line, extra={k: v for k, v in context.items() if v})
+
+    @staticmethod
+    def _drop_line(drop: dict[str, Any], pipeline: str | None) -> tuple[int, str, str | None]:
+        """The drops summed since the last line, with the total so far."""
+        event = {**drop["event"], "rows": drop["rows"]}
+        drop["rows"] = 0
+        level, line = event_line(event, pipeline) or (logging.WARNING, "")
+        return level, line, event.get("node")

@@ -141,6 +141,58 @@ def test_schedule_fired_line():
     assert retry_line({"event": "run_started"}) is None
 
 
+def test_rows_dropped_by_a_full_queue_are_summed_a_line_a_second(tmp_path, logged):
+    import re
+
+    from engine.connectors import registry
+    from tests.engine.streaming_sources import TicksConnector
+    from tests.engine.test_streaming import SlowConnector
+
+    registry.register(TicksConnector)
+    registry.register(SlowConnector)
+    data_dir, _console = logged
+    doc = {
+        "name": "live",
+        "nodes": [
+            {
+                "id": "src",
+                "kind": "source",
+                "connector_type": "test_ticks",
+                "config": {"rows_per_batch": 50, "batches": 200},
+            },
+            {
+                "id": "out",
+                "kind": "destination",
+                "inputs": ["src"],
+                "connector_type": "test_slow_sink",
+                "config": {"key": "log-drops", "delay_s": 0.05},
+            },
+        ],
+        "schedule": {
+            "type": "real_time",
+            "batch_size": 100,
+            "max_latency_ms": 50,
+            "queue_max_rows": 500,
+            "block_timeout_s": 0.01,
+        },
+    }
+    with LocalEngine(data_dir, workers=1) as engine:
+        engine.subscribe(EventLog())
+        alarms: list = []
+        engine.subscribe(lambda event: event.to_dict().get("kind") == "rows_dropped" and alarms.append(event))
+        record = engine.runs.start(doc, seconds=1.2).result(timeout=60)
+    dropped = record["stream"]["rows_dropped"]
+    assert dropped > 0
+    lines = [e for e in json_lines(data_dir) if "dropped" in e["msg"]]
+    found = [re.search(r"src dropped ([\d,]+) row\(s\) \(.*\), ([\d,]+) in all", e["msg"]) for e in lines]
+    assert all(found) and all(e["node"] == "src" and e["level"] == "warning" for e in lines)
+    rows = [int(m.group(1).replace(",", "")) for m in found]
+    assert sum(rows) == dropped  # every dropped row is in a line, none twice
+    assert int(found[-1].group(2).replace(",", "")) == dropped
+    # a line a second at most and the rest when the run ends, not one line per drop
+    assert len(lines) <= record["duration_s"] + 2 < len(alarms)
+
+
 # ---- secrets ---------------------------------------------------------------------------------------
 def test_a_secret_in_a_failing_path_never_reaches_console_or_file(tmp_path, logged, monkeypatch):
     data_dir, console = logged
