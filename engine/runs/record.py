@@ -163,7 +163,22 @@ def finish_run(
     save_final_record(ws, final, stats)
     line = f"run {status}" + (f": {summary}" if summary else "") + (f": {error}" if error else "")
     ws.metadata.log(start.run_id, "error" if status == "failed" else "info", line)
-    emit({"event": "run_finished", "run_id": start.run_id, "status": status})
+    from engine.secrets import mask
+
+    emit(
+        {
+            "event": "run_finished",
+            "run_id": start.run_id,
+            "status": status,
+            # what the service's log line and metrics say of the run (engine/service)
+            "pipeline": record["pipeline"],
+            "duration_s": record["duration_s"],
+            "rows_in": rows_in,
+            "rows_out": rows_out,
+            "rows_rejected": rows_rejected,
+            "error": mask(error),
+        }
+    )
     return record
 
 

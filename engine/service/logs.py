@@ -178,20 +178,18 @@ def event_line(event: Any, pipeline: str | None = None) -> tuple[int, str] | Non
         return logging.INFO, mask(f"run {e.get('run_id')} of {label} started")
     if kind == "run_finished":
         status = str(e.get("status"))
-        parts = [f"run {e.get('run_id')} of {label} finished: {status}"]
+        line = f"run {e.get('run_id')} of {label} finished: {status}"
         if e.get("duration_s") is not None:
-            parts[0] += f" in {float(e['duration_s']):.2f} s"
+            line += f" in {float(e['duration_s']):.2f} s"
         if e.get("rows_in") is not None:
-            parts.append(
-                f"rows in {e.get('rows_in'):,}, out {e.get('rows_out') or 0:,}, "
-                f"rejected {e.get('rows_rejected') or 0:,}"
+            line += (
+                f" (rows in {e.get('rows_in') or 0:,}, out {e.get('rows_out') or 0:,},"
+                f" rejected {e.get('rows_rejected') or 0:,})"
             )
         if e.get("error"):
-            parts.append(str(e["error"]))
-        level = (
-            logging.ERROR if status == "failed" else logging.WARNING if status != "success" else logging.INFO
-        )
-        return level, mask(": ".join(parts) if len(parts) > 1 and e.get("error") else ", ".join(parts))
+            line += f": {e['error']}"
+        level = {"success": logging.INFO, "failed": logging.ERROR}.get(status, logging.WARNING)
+        return level, mask(line)
     if kind in ("retrying", "sink_retry"):
         line = retry_line(e)
         return (logging.WARNING, f"{label}: {line}") if line else None

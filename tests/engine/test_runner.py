@@ -152,7 +152,13 @@ def test_retries_give_up_after_max_retries(tmp_path):
         assert messages(ws, record["run_id"])[-1].startswith("run failed: ")
     retrying = [e for e in events if e["event"] == "retrying"]
     assert [(e["run_id"], e["attempt"], e["delay_s"]) for e in retrying] == [(record["run_id"], 2, 1)]
-    assert events[-1] == {"event": "run_finished", "run_id": record["run_id"], "status": "failed"}
+    finished = events[-1]
+    assert {k: finished[k] for k in ("event", "run_id", "status")} == {
+        "event": "run_finished",
+        "run_id": record["run_id"],
+        "status": "failed",
+    }
+    assert finished["duration_s"] == record["duration_s"] and finished["error"] == record["error"]
     assert not (tmp_path / "b1.json").exists()
 
 

@@ -406,7 +406,13 @@ def test_run_streaming_keeps_a_run_record(ws, tmp_path):
     assert "connected" in states and states[-1] == "stopped"
     assert events.of("stream_stats") and events.of("node_progress")
     assert events.events[0]["event"] == "run_started"
-    assert events.events[-1] == {"event": "run_finished", "run_id": record["run_id"], "status": "success"}
+    finished = events.events[-1]
+    assert {k: finished[k] for k in ("event", "run_id", "status")} == {
+        "event": "run_finished",
+        "run_id": record["run_id"],
+        "status": "success",
+    }
+    assert finished["duration_s"] == record["duration_s"] and finished["error"] == record["error"]
 
 
 def test_cancel_ends_the_run_cancelled_and_commits_what_was_received(ws, tmp_path):

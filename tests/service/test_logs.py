@@ -66,6 +66,8 @@ def test_a_run_gives_human_console_lines_and_json_lines_with_its_run_id(tmp_path
     text = console.getvalue()
     assert f'run {run_id} of "Orders" started' in text
     assert f'run {run_id} of "Orders" finished: success in ' in text
+    assert f"s (rows in {record['rows_in']}, out {record['rows_out']}, rejected 0)\n" in text
+    assert record["rows_in"] == 2
 
     lines = json_lines(data_dir)
     mine = [line for line in lines if line.get("run_id") == run_id]
@@ -88,7 +90,9 @@ def test_a_retry_says_the_reason_and_the_next_delay(tmp_path, logged):
     first = f"retry 1/2 in 0.01 s: {tmp_path / 'missing.csv'}: file not found"
     second = f"retry 2/2 in 0.02 s: {tmp_path / 'missing.csv'}: file not found"
     assert f'warning: "Orders": {first}' in text and f'"Orders": {second}' in text
-    assert "finished: failed" in text and "error:" in text  # a failed run is an error line
+    finished = next(line for line in text.splitlines() if "finished: failed" in line)
+    assert " error: " in finished  # a failed run is an error line, with its reason
+    assert finished.endswith(f"(rows in 0, out 0, rejected 0): {tmp_path / 'missing.csv'}: file not found")
     warnings = [line for line in json_lines(data_dir) if line["level"] == "warning"]
     assert [w["msg"] for w in warnings] == [f'"Orders": {first}', f'"Orders": {second}']
     assert all(w["run_id"] == record["run_id"] for w in warnings)
