@@ -213,8 +213,7 @@ class DevicePoller:
                 self.client.close()
             self.client = make_client(self.device)
             connected = await self.client.connect()
-        if connected:
-            self.source.device_state(self.device.name, "connected", self.device.url)
+        if connected:  # `connected` comes with the first answer (poll_round), not the TCP open
             return True
         self.source.counters[f"errors_{COMM_LOST}"] += 1
         reason = await why_unreachable(self.device)
@@ -234,6 +233,7 @@ class DevicePoller:
         stamp = utc_now()
         values: list = []
         failed: list[tuple[int, int, str]] = []  # (first row, end row, reason)
+        answered = False  # the device answered a request (with values or an exception code)
         for index, (request, decoder) in enumerate(zip(self.requests, self.decoders, strict=True)):
             counters["requests"] += 1
             try:
@@ -241,16 +241,18 @@ class DevicePoller:
             except RequestFailed as failure:
                 counters[f"errors_{failure.reason}"] += 1
                 end = self.ends[index]
+                answered = answered or not failure.link
                 if failure.link:  # the rest of the round would wait for the same dead link
                     end = self.ends[-1]
                     if self.device.transport == "tcp" or failure.reason == COMM_LOST:
                         self.client.close()
-                    self.source.device_state(self.device.name, "lost", f"{failure}")
+                    self.source.device_state(self.device.name, "lost", f"{self.device.url}: {failure}")
                 failed.append((len(values), end, failure.reason))
                 values.extend([None] * (end - len(values)))
                 if failure.link:
                     break
                 continue
+            answered = True
             counters["registers" if request.table not in BIT_TABLES else "bits"] += request.count
             try:
                 decoded = decoder.decode(block)
@@ -266,6 +268,8 @@ class DevicePoller:
         self.source.deliver(
             round_frame(self.tag_column, values, self.text_rows, failed, stamp, self.source.name)
         )
+        if answered and self.source.device_states.get(self.device.name) != "connected":
+            self.source.device_state(self.device.name, "connected", self.device.url)
         return not failed
 
 

@@ -222,3 +222,51 @@ def test_round_frame_is_tag_schema_with_texts_and_failed_rows():
     assert frame["quality"].to_list() == ["good", "good", "good", "bad"]
     assert frame["reason"].to_list() == [None, None, None, "exception_2"]
     assert frame["source"].unique().to_list() == ["src"] and frame["timestamp"].n_unique() == 1
+
+
+def test_a_device_that_never_answers_stays_lost_naming_its_endpoint():
+    """A TCP port that accepts and never answers (a hung device, a gateway with no unit behind it):
+    before, every attempt said `connected` on the TCP open and then `lost` with `holding 0+1: no
+    answer within 300 ms`, which named no endpoint (the console said "connected again" and "lost"
+    by turns)."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        device = {
+            "name": "m",
+            "host": "127.0.0.1",
+            "port": port,
+            "poll_interval_ms": 100,
+            "timeout_ms": 300,
+            "backoff_max_ms": 400,
+            "tags": [{"name": "p", "table": "holding", "address": 0, "type": "uint16"}],
+        }
+        source = make_source({"devices": [device]})
+        out = run(source, 10, until=lambda c: source.counters["errors_timeout"] >= 3)
+    assert source.counters["errors_timeout"] >= 3
+    states = [s for s, _ in out.states if s != "stopped"]
+    assert "connected" not in states, out.states
+    lost = {d for s, d in out.states if s == "lost"}
+    assert lost == {f"modbus://127.0.0.1:{port}: holding 0+1: no answer within 300 ms"}
+    assert source.counters["links_lost"] == 1  # one outage, however many attempts
+
+
+def test_a_device_that_answers_again_is_connected_again(sim):
+    """`connected` comes back with the first answer after an outage, not with the TCP open."""
+    source = make_source(sim.connector_config(poll_interval_ms=100, timeout_ms=300, backoff_max_ms=300))
+    out = Collector()
+    source.on_state = out.on_state
+    source.start(out)
+    try:
+        deadline = time.monotonic() + 10
+        while source.state != "connected" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sim.stall(unit=1)
+        while not any(s == "lost" for s, _ in out.states) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sim.clear()
+        while source.state != "connected" and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        source.stop()
+    states = [s for s, _ in out.states]
+    assert "lost" in states and states[states.index("lost") :].count("connected") == 1, out.states
