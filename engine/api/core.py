@@ -1,6 +1,7 @@
-"""The engine behind one facade (architecture: process model). The desktop app talks to the engine
-only through `EngineAPI`; `InProcessEngine` is the implementation that runs the engine in this
-process (a remote one, for a service on another machine, implements the same calls over HTTP).
+"""The engine's core behind the one front door (architecture: one front door). Every client talks
+to the engine only through `EngineAPI` (engine/api/protocol.py); `LocalEngine` (engine/api/local.py)
+is the implementation that runs the engine in this process, its sub-APIs sharing this core (a
+remote one, for a service on another machine, implements the same calls over HTTP).
 
 No Qt here. Slow calls return a `Job` at once and do their work on the engine's own threads, so the
 GUI thread never waits on I/O; their results and the engine's events reach the caller through

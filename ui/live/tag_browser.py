@@ -96,7 +96,7 @@ class TagBrowser(QWidget):
 
     # ---- data --------------------------------------------------------------------------------
     def update_tags(self, rows: list[dict]) -> None:
-        """Show `LiveAPI.live_tags()` rows: new tags are added, known ones updated, tags no longer
+        """Show `engine.live.tags()` rows: new tags are added, known ones updated, tags no longer
         listed removed. Only the rows on screen get their texts set (a thousand streaming tags
         would otherwise cost ~50 ms of the Qt thread twice a second); scrolling fills the rest."""
         self._rows = {row["tag"]: row for row in rows}
