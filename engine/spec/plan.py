@@ -39,6 +39,11 @@ class Capabilities:
     destinations: tuple[str, ...]
     stateful: tuple[str, ...]  # transformations that carry per-tag state across micro-batches
     worker_process: tuple[str, ...]  # sources run in a child process
+    live_sources: tuple[str, ...]  # streaming sources: a preview takes a short live sample of them
+
+    @property
+    def needs_live_sample(self) -> bool:
+        return bool(self.live_sources)
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,20 @@ class Plan:
                 if getattr(t, "stream_state", lambda: None)() is not None
             ),
             worker_process=tuple(n.id for n in self.graph.nodes if n.kind == "source" and n.worker_process),
+            live_sources=tuple(nid for nid in self.order if nodes[nid].kind == "source" and self._live(nid)),
         )
+
+    def _live(self, node_id: str) -> bool:
+        """Is the node's source a streaming one? Told by the source object its connector makes from
+        the checked config (nothing is opened: sources connect in read() or start())."""
+        from engine.connectors.base import StreamingSource
+        from engine.context import RunContext
+
+        try:
+            source = self.connector(node_id).make_source(self.configs[node_id], RunContext(), node_id)
+        except Exception:  # cannot tell from here; the run finds out when it starts the source
+            return False
+        return isinstance(source, StreamingSource)
 
     def through(self, node_id: str) -> Plan:
         """The Plan cut down to `node_id` and what feeds it (a preview reads no more). KeyError

@@ -136,7 +136,9 @@ def test_validate_gives_a_typed_frozen_plan():
         destinations=("out",),
         stateful=(),
         worker_process=(),
+        live_sources=(),
     )
+    assert not plan.capabilities.needs_live_sample
     with pytest.raises(dataclasses.FrozenInstanceError):
         plan.order = []  # type: ignore[misc]
 
@@ -175,6 +177,8 @@ def test_the_streaming_runner_parses_nothing_again(tmp_path):
         "schedule": {"type": "real_time", "batch_size": 5, "max_latency_ms": 20},
     }
     plan = validate(doc)
+    assert plan.capabilities.real_time and plan.capabilities.live_sources == ("ticks",)
+    assert plan.capabilities.needs_live_sample
     parsed = PARSES["ticks"]
     assert parsed == 1
     cancel = threading.Event()
