@@ -22,7 +22,9 @@ STREAM_JOB_KINDS = ("stream", "streaming", "real_time")
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    from engine.runs.timefmt import iso_utc  # the one time text
+
+    return iso_utc(moment)
 
 
 def _text(moment: datetime | str | None) -> str | None:

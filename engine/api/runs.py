@@ -308,9 +308,9 @@ class LocalRuns:
 
 def _utc_text(moment: datetime | str | None) -> str | None:
     """The run records' time format (ISO 8601 UTC, microseconds, Z): texts compare in time order."""
-    if isinstance(moment, datetime):
-        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return moment
+    from engine.runs.timefmt import iso_utc_or_none  # the one time text
+
+    return iso_utc_or_none(moment)
 
 
 def _is_real_time(doc: dict[str, Any]) -> bool:
