@@ -10,7 +10,9 @@ Design:
 - `kind` (a class attribute) is the event's name on the wire (`"run_finished"`...).
 - The fields every client relies on are typed attributes; anything else an emitter adds (the
   per-source and per-node maps of `stream_stats`, a newer server's fields) rides in `extra` and is
-  written back flat by `to_dict()`, so a round trip loses nothing: `event_from_dict(d).to_dict() == d`.
+  written back flat by `to_dict()`, so a round trip loses nothing: `event_from_dict(d).to_dict() == d`
+  (except that an optional field holding None, like `job`, is left off: to a reader using `.get`
+  a None and a missing key are the same).
 - `job` is the id of the `Job` the event belongs to (None for engine-wide events), so a view can tell
   its own run from the others.
 - An event of a kind this catalogue does not know (a newer server) becomes `UnknownEvent`, not an
@@ -31,14 +33,17 @@ class EngineEvent:
 
     kind: ClassVar[str] = ""
     wire_names: ClassVar[Mapping[str, str]] = {}  # attribute -> key on the wire, where they differ
+    optional: ClassVar[frozenset[str]] = frozenset()  # fields left off the wire while None
     job: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The wire shape: `{"event": kind, **fields, **extra}`; a `job` of None is left out."""
+        """The wire shape: `{"event": kind, **fields, **extra}`; `job` and optional fields holding
+        None are left out."""
         out: dict[str, Any] = {"event": self.kind}
         for f in dataclasses.fields(self):
-            if f.name == "extra" or (f.name == "job" and self.job is None):
+            unset = (f.name in self.optional or f.name == "job") and getattr(self, f.name) is None
+            if f.name == "extra" or unset:
                 continue
             out[self.wire_names.get(f.name, f.name)] = getattr(self, f.name)
         out.update(self.extra)
@@ -101,6 +106,16 @@ class RunFinished(EngineEvent):
     kind: ClassVar[str] = "run_finished"
     run_id: str
     status: str
+    # what the service's log line and metrics say of the run (None: an emitter that does not say)
+    pipeline: str | None = None
+    duration_s: float | None = None
+    rows_in: int | None = None
+    rows_out: int | None = None
+    rows_rejected: int | None = None
+    error: str | None = None
+    optional: ClassVar[frozenset[str]] = frozenset(
+        {"pipeline", "duration_s", "rows_in", "rows_out", "rows_rejected", "error"}
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -60,15 +60,25 @@ WIRE = [
      "latency_ms": {"p50": 1.0}, "sources": {"s": {"state": "subscribed"}}, "sinks": {}, "nodes": {}},
     {"event": "source_state", "run_id": "r1", "node": "s", "state": "lost", "detail": "reset"},
     {"event": "connection_tested", "name": "n", "ok": False, "error": "refused", "seconds": 0.1},
+    {"event": "run_finished", "run_id": "r1", "status": "success"},
+    {"event": "run_finished", "run_id": "r1", "status": "failed", "pipeline": "p", "duration_s": 1.5,
+     "rows_in": 3, "rows_out": 0, "rows_rejected": 0, "error": "no such file"},
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("wire", WIRE, ids=[w["event"] for w in WIRE])
+@pytest.mark.parametrize("wire", WIRE, ids=[f"{w['event']}-{i}" for i, w in enumerate(WIRE)])
 def test_events_are_typed_records_whose_wire_shape_round_trips(wire):
     record = event_from_dict(wire)
     assert type(record) is CATALOGUE[wire["event"]]
     assert record.to_dict() == wire
     assert json.loads(json.dumps(record.to_dict())) == wire  # JSON-safe for the event stream
+
+
+def test_an_optional_field_holding_none_is_left_off_the_wire():
+    finished = event_from_dict({"event": "run_finished", "run_id": "r", "status": "success", "error": None})
+    assert isinstance(finished, RunFinished) and finished.error is None
+    assert finished.to_dict() == {"event": "run_finished", "run_id": "r", "status": "success"}
+    assert finished.get("error") is None
 
 
 def test_typed_fields_and_what_rides_along():
