@@ -78,20 +78,30 @@ DOC_PATHS = ("/docs", "/redoc", "/openapi.json", "/static-offline-docs/")
 def guard_docs(app) -> None:
     """The API's description (`/docs`, `/openapi.json` and Swagger UI's files) follows the rule of
     `/health`: open to this machine (a browser cannot send a bearer token for them), the token for
-    anyone else."""
+    anyone else. A plain ASGI middleware: Starlette's BaseHTTPMiddleware would run every response,
+    the event stream too, through a task of its own that cancels streams early."""
+    app.add_middleware(DocsGuard, token=app.state.token)
 
-    @app.middleware("http")
-    async def docs_guard(request: Request, call_next):
-        path = request.url.path
-        if path.startswith(DOC_PATHS) and not is_loopback(request.client.host if request.client else None):
-            header = request.headers.get("authorization", "")
-            scheme, _, given = header.partition(" ")
-            if scheme.lower() != "bearer" or not token_matches(request.app.state.token, given.strip()):
-                from app.http.errors import error_response
 
-                return error_response(
-                    401,
-                    "the API description is open to this machine only: send the token",
-                    Unauthorized.headers,
-                )
-        return await call_next(request)
+class DocsGuard:
+    def __init__(self, app, token: str):
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope.get("path", "").startswith(DOC_PATHS):
+            client = scope.get("client")
+            if not is_loopback(client[0] if client else None):
+                header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+                scheme, _, given = header.partition(" ")
+                if scheme.lower() != "bearer" or not token_matches(self.token, given.strip()):
+                    from app.http.errors import error_response
+
+                    response = error_response(
+                        401,
+                        "the API description is open to this machine only: send the token",
+                        Unauthorized.headers,
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
