@@ -385,3 +385,32 @@ def test_a_client_that_goes_away_leaves_no_subscriber_behind(api):
         mine = [c for c in subscribers() if not any(c is b for b in before)]
         assert len(mine) == 1, [getattr(c, "__qualname__", c) for c in subscribers()]
     api.wait_for(lambda: not any(c is mine[0] for c in subscribers()), timeout=10, what="the unsubscribe")
+
+
+def test_a_real_time_pipeline_streams_until_its_job_is_stopped(api):
+    from engine.connectors import registry
+    from tests.engine.streaming_sources import TicksConnector
+    from tests.pipelines import ticks_stream
+
+    registry.register(TicksConnector)
+    doc = ticks_stream("ticks api", rows_per_batch=5, interval_s=0.02)
+    assert api.client.post("/pipelines", json=doc, params={"id": "ticks"}).status_code == 201
+    started = api.client.post("/pipelines/ticks/execute")
+    assert started.status_code == 202, started.text
+    job_id, run_id = started.json()["job_id"], started.json()["run_id"]
+    assert run_id
+    assert job_id in [j["id"] for j in api.client.get("/jobs").json()]
+    with api.client.stream("GET", "/events", params={"job": job_id, "tag_interval": 0}, timeout=20) as stream:
+        for line in stream.iter_lines():  # its statistics come on the stream, tagged with its job
+            if line.startswith("data: ") and json.loads(line[6:])["event"] == "stream_stats":
+                break
+    assert api.client.post(f"/jobs/{job_id}/stop").json() == {"id": job_id, "stopping": True}
+    record = api.wait_for(
+        lambda: (r := api.client.get(f"/runs/{run_id}").json()).get("status") == "cancelled" and r,
+        what="the stream to stop",
+    )
+    assert record["record"]["rows_out"] > 0
+    api.wait_for(
+        lambda: job_id not in [j["id"] for j in api.client.get("/jobs").json()], what="the job to end"
+    )
+    assert_one_line_error(api.client.post(f"/jobs/{job_id}/stop"), 404, job_id)
