@@ -64,6 +64,12 @@ class LocalLive:
         oldest first, from `since_us` on: numpy copies, no I/O (safe on any thread)."""
         return self.buffer().window(tag, since_us)
 
+    def windows(self, tags: Sequence[str], since_us: int | None = None) -> dict[str, tuple[Any, Any, Any]]:
+        """`window` of each tag with one look-up of the buffer (it resolves the data directory's
+        path: file system calls, each a chance for another thread to take the GIL)."""
+        buffer = self.buffer()
+        return {tag: buffer.window(tag, since_us) for tag in tags}
+
     def tags(self, wait: bool = False) -> list[dict[str, Any]]:
         """Every tag with its newest value: `tag`, `source`, `value`, `quality` (good, uncertain,
         bad), `timestamp_us` (epoch µs or None) and `live` (True when the ring buffer holds it).

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from engine.api.connectors import LocalConnectors
 from engine.api.core import EngineCore
-from engine.api.health import LocalHealth
 from engine.api.data import LocalData
+from engine.api.health import LocalHealth
 from engine.api.live import LocalLive
 from engine.api.pipelines import LocalPipelines
 from engine.api.runs import LocalRuns

@@ -236,6 +236,10 @@ class LiveAPI(Protocol):
         """(timestamps µs, values, quality codes) of `tag` from the ring buffer."""
         ...
 
+    def windows(self, tags: Sequence[str], since_us: int | None = None) -> dict[str, tuple[Any, Any, Any]]:
+        """`window` of each tag, in one call (a chart refresh reads all its tags at once)."""
+        ...
+
     def history(
         self,
         tags: str | Sequence[str],

@@ -96,6 +96,9 @@ def test_live_window_is_the_ring_buffer_from_a_time_on(engine):
     ts, values, _ = engine.live.window("a", since_us=int(ts[1]))
     assert values.tolist() == [2.0, 3.0]
     assert len(engine.live.window("nothing")[0]) == 0
+    # a chart refresh reads all its tags in one call: the same windows
+    both = engine.live.windows(["a", "nothing"], since_us=int(ts[0]))
+    assert both["a"][1].tolist() == [2.0, 3.0] and len(both["nothing"][0]) == 0
 
 
 def test_history_is_the_historian_query_off_the_callers_thread(engine):

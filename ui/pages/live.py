@@ -410,12 +410,11 @@ class LivePage(Page):
         now_us = self._end_us()
         since_us = now_us - int(self.window_s * 1e6)
         follow = not self.paused
-        # Looked up once a refresh, not per tag: the lookup resolves the data directory's path
-        # (file system calls, each letting an engine thread take the GIL from the Qt thread).
-        buffer = self.engine.live.buffer()
+        # Every chart's tags in one call, not one per tag (the buffer look-up costs file system calls).
+        windows = self.engine.live.windows({tag for chart in self.charts for tag in chart.tags}, since_us)
         for chart in self.charts:
             for tag in chart.tags:
-                chart.set_series(tag, *self._series(tag, since_us, buffer), draw=False)
+                chart.set_series(tag, *self._series(tag, since_us, windows[tag]), draw=False)
             chart.shade_bad_quality()
             if follow:
                 chart.fit_y()
@@ -430,9 +429,9 @@ class LivePage(Page):
         if time.monotonic() - self._history_at > HISTORY_EVERY_S:
             self.fetch_history()
 
-    def _series(self, tag: str, since_us: int, buffer=None):
-        buffer = buffer if buffer is not None else self.engine.live.buffer()
-        ts, values, quality = buffer.window(tag, since_us)
+    def _series(self, tag: str, since_us: int, window: tuple):
+        """The ring buffer's `window` of `tag`, preceded by the cached historian part."""
+        ts, values, quality = window
         older = self._history.get(tag)
         if older is None:
             return ts, values, quality
