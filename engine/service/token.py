@@ -9,22 +9,28 @@ two tokens). `AGGREGATOR_SECRET_AGGREGATOR_API_TOKEN` in the environment overrid
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets as _random
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from engine.errors import SecretError
-from engine.secrets import SecretStore, _env_name, config_dir
+from engine.secrets import SecretStore, _env_name, config_dir, restrict_to_owner
 
 TOKEN_SECRET = "aggregator-api-token"
 TOKEN_BYTES = 32
+LOCK_FILE = ".api-token.lock"
 _lock = threading.Lock()
 
 
 def ensure(data_dir: Path | str) -> str:
-    """The data directory's API token, created and stored on first use."""
-    store = SecretStore(Path(data_dir).expanduser())
-    with _lock:
+    """The data directory's API token, created and stored on first use. Two processes asking at
+    once (a first `serve` and `aggregator token`) get the same one: creating it holds a lock file."""
+    data_dir = Path(data_dir).expanduser()
+    store = SecretStore(data_dir)
+    with _lock, _exclusive(data_dir):
         try:
             return store.get(TOKEN_SECRET)
         except SecretError as exc:
@@ -33,6 +39,24 @@ def ensure(data_dir: Path | str) -> str:
         token = _random.token_urlsafe(TOKEN_BYTES)
         store.set(TOKEN_SECRET, token, use_keyring=False)
         return store.get(TOKEN_SECRET)  # read back: remembered for masking, and a race has one winner
+
+
+@contextlib.contextmanager
+def _exclusive(data_dir: Path) -> Iterator[None]:
+    """An exclusive lock between processes on `<data dir>/.api-token.lock` (POSIX; elsewhere the
+    in-process lock only)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    restrict_to_owner(data_dir)
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the file releases the lock
 
 
 def path_hint(data_dir: Path | str) -> str:

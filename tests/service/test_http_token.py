@@ -52,3 +52,33 @@ def test_environment_overrides_the_stored_token(tmp_path, monkeypatch):
     hint = token.path_hint(tmp_path)
     assert "secrets.enc" in hint and "AGGREGATOR_SECRET_AGGREGATOR_API_TOKEN" in hint
     assert stored not in hint
+
+
+def test_processes_asking_at_once_get_the_same_token(tmp_path):
+    data, go = tmp_path / "data", tmp_path / "go"
+    script = (
+        "import os, sys, time\n"
+        "while not os.path.exists(sys.argv[2]): time.sleep(0.001)\n"
+        "from engine.service import token\n"
+        "print(token.ensure(sys.argv[1]))\n"
+    )
+    env = {**os.environ, "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
+    root = Path(__file__).resolve().parents[2]
+    # imported first, then all released at once: they race for the first token
+    warm = "import engine.service.token, engine.secrets, cryptography.fernet\n"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", warm + script, str(data), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=root,
+        )
+        for _ in range(6)
+    ]
+    go.touch()
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]
+    tokens = {out.strip() for out, _ in outputs}
+    assert len(tokens) == 1 and token.ensure(data) in tokens
