@@ -18,7 +18,7 @@ def test_epoch_microseconds_match_polars_for_naive_utc_and_zoned_times(moment, o
     zoned = moment.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
     expected_naive = pl.Series([moment], dtype=pl.Datetime("us")).cast(pl.Int64)[0]
     expected_zoned = pl.Series([zoned.astimezone(UTC)], dtype=pl.Datetime("us", "UTC")).cast(pl.Int64)[0]
-    assert epoch_us(moment) == expected_naive  # naive means UTC, as asyncua and dnp3py give them
+    assert epoch_us(moment) == expected_naive  # naive means UTC, as asyncua and opendnp3 give them
     assert epoch_us(zoned) == expected_zoned
     assert epoch_us(None) is None
 

@@ -97,9 +97,11 @@ def test_dashboard_cards_count_real_runs_and_open_what_is_behind_them(qtbot, eng
 
     window = open_window()
     page = window.pages["dashboard"]
-    qtbot.waitUntil(lambda: page.cards["runs_today"].value.text() == "4", timeout=10_000)
-    assert page.cards["rows_today"].value.text() == "30"
-    assert page.cards["failures_today"].value.text() == "1"
+    # the three cards come from one refresh, but wait on all of them together, never one then check the rest
+    cards = ("runs_today", "rows_today", "failures_today")
+    qtbot.waitUntil(
+        lambda: tuple(page.cards[c].value.text() for c in cards) == ("4", "30", "1"), timeout=10_000
+    )
     assert page.cards["active_streams"].value.text() == "0"
     assert page.activity_stack.currentWidget() is page.activity
     texts = activity_texts(page)
