@@ -36,6 +36,7 @@ def health(request: Request, api: EngineAPI = Depends(engine)) -> dict[str, Any]
         "version": version(),
         "uptime_s": round(time.monotonic() - request.app.state.started, 3),
         "data_dir": str(api.data_dir),
+        "listen_host": request.app.state.listen_host,
         "engine": state,
         "running_jobs": api.running_jobs(),
     }

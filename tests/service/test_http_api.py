@@ -101,6 +101,7 @@ def test_health_and_metrics_need_the_token_from_another_machine(api):
     asyncio.run(from_another_machine())
     health = api.anonymous.get("/health").json()
     assert health["status"] == "ok" and health["data_dir"] == str(api.engine.data_dir)
+    assert health["listen_host"] == "127.0.0.1"
     assert health["version"] and health["uptime_s"] >= 0
     metrics = api.anonymous.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain") and "# TYPE" in metrics.text
