@@ -88,7 +88,9 @@ def _through(compiled, node_id: str | None):
 def _base_dir(spec_path: str | Path | None, base_dir: str | Path | None) -> Path:
     if base_dir is not None:
         return Path(base_dir)
-    return Path(spec_path).resolve().parent if spec_path else Path.cwd()
+    from engine.spec.io import spec_base_dir  # the same rule as validation
+
+    return spec_base_dir(spec_path)
 
 
 class LocalRuns:

@@ -82,8 +82,20 @@ def parse_document(text: str, where: str = "<text>", *, yaml_syntax: bool = Fals
     return doc
 
 
+def spec_base_dir(spec_path: str | Path | None) -> Path:
+    """Where a spec's relative file paths resolve: the spec file's folder (the working folder for a
+    document that has no file). Validation and runs both use this one rule."""
+    return Path(spec_path).resolve().parent if spec_path else Path.cwd()
+
+
 def load_pipeline(path: str | Path, *, check_schemas: bool = True, ctx: Any = None) -> Compiled:
+    """Read and validate a spec file. Without `ctx`, the schema checks read the sources relative to
+    the spec's folder (`spec_base_dir`), as a run of it does."""
     doc = read_document(path)
+    if ctx is None and check_schemas:
+        from engine.context import RunContext
+
+        ctx = RunContext(base_dir=spec_base_dir(path))
     try:
         return validate(doc, check_schemas=check_schemas, ctx=ctx)
     except SpecError as exc:

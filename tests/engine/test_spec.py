@@ -277,3 +277,29 @@ def test_json_schema_lists_every_transformation_and_connector():
         assert f"transform_{name}" in schema["$defs"]
     assert {"file", "duckdb"} <= set(schema["x-connectors"])
     json.dumps(schema)  # serialisable
+
+
+def test_validate_reads_relative_sources_from_the_spec_folder_not_the_working_folder(
+    tmp_path, monkeypatch, capsys
+):
+    from app.cli import main
+
+    folder = tmp_path / "sub"
+    folder.mkdir()
+    (folder / "orders.csv").write_text("order_id,price\n1,2.5\n")
+    doc = {
+        "name": "relative",
+        "sources": [{"name": "orders", "connector_type": "file", "config": {"path": "orders.csv"}}],
+        "transformations": [
+            {"type": "record_filter", "condition": {"field": "nope", "operator": "gt", "value": 1}}
+        ],
+        "destinations": [{"name": "out", "connector_type": "file", "config": {"path": "out.json"}}],
+    }
+    (folder / "p.json").write_text(json.dumps(doc))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # no orders.csv here: the spec's folder must be used
+
+    assert main(["validate", str(folder / "p.json")]) == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "transformations[0]" in err
