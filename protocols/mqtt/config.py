@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from engine.connectors.base import ConnectorConfig
 
@@ -98,8 +98,13 @@ class MqttSourceConfig(ConnectorConfig):
     port: int = Field(1883, ge=1, le=65535, description="broker port (1883, or 8883 with TLS)")
     client_id: str | None = Field(None, description="MQTT client id; a unique one is made when unset")
     username: str | None = None
-    password: str | None = Field(None, description='use {"secret": "NAME"}, never the password itself')
     tls: TlsOptions | None = Field(None, description="connect with TLS")
+    allow_insecure_password: bool = Field(
+        False,
+        description="send the password without TLS, in clear text (refused unless true)",
+    )
+    # after `tls` and `allow_insecure_password`: its check reads them
+    password: str | None = Field(None, description='use {"secret": "NAME"}, never the password itself')
     keepalive: int = Field(60, ge=5, le=65535, description="seconds between keep-alive pings")
     clean_session: bool = Field(True, description="false: the broker keeps the subscription while away")
     qos: int = Field(1, ge=0, le=2, description="subscription QoS: 0, 1 or 2")
@@ -122,6 +127,20 @@ class MqttSourceConfig(ConnectorConfig):
     @classmethod
     def _topics(cls, value: list[str]) -> list[str]:
         return [check_filter(t) for t in value]
+
+    @field_validator("password")
+    @classmethod
+    def _not_in_clear(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Without TLS the password crosses the network as it is: refused unless asked for (the
+        rule OPC UA has for a security None channel)."""
+        if "tls" not in info.data:  # `tls` itself is invalid: that error is the one to show
+            return value
+        if value is not None and info.data["tls"] is None and not info.data.get("allow_insecure_password"):
+            raise ValueError(
+                "a password without TLS would cross the network in clear text: add `tls` (port 8883), "
+                "or set allow_insecure_password: true"
+            )
+        return value
 
     @model_validator(mode="after")
     def _needs_topics(self) -> MqttSourceConfig:

@@ -5,7 +5,8 @@ into plain column lists; everything after that is columnar Polars on the whole m
 timestamp parsing (epoch in any unit, ISO 8601 with or without offset, or a strftime format),
 quality mapping, tag names and the checks that turn an unreadable row into a rejected one.
 
-Bad payloads are never dropped silently. A message that is not JSON, lacks the value, carries an
+Bad payloads are never dropped silently. A message that is not JSON, names a key twice in one
+object (`duplicate key "a"`: which value was meant is unknowable), lacks the value, carries an
 object where a value belongs, or has an unreadable timestamp or quality becomes ONE record with
 quality `bad` and reason `bad_payload: <what> at <path>` (tag: the topic-derived tag, or the
 topic when the tag itself could not be read), so it shows in the historian next to the good data.
@@ -39,6 +40,21 @@ _MISSING = object()
 _EPOCH_US = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
 _FROM_US = (PLAUSIBLE_FROM - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 _QUALITIES = {"good": "good", "uncertain": "uncertain", "bad": "bad", "true": "good", "false": "bad"}
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names a key twice: which value was meant is unknowable, so the message is bad."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(f"duplicate key {json.dumps(key)} (keys are unique in an object)")
+            seen.add(key)
+    return doc
 
 
 def compile_path(path: str) -> tuple[str | int, ...]:
@@ -135,7 +151,9 @@ class JsonDecoder:
             c.received.append(at)
 
         try:
-            doc = json.loads(payload)
+            doc = json.loads(payload, object_pairs_hook=_unique_keys)
+        except DuplicateKey as exc:
+            return row(topic, error=str(exc)[:200])
         except (ValueError, UnicodeDecodeError) as exc:
             return row(topic, error=f"not JSON ({exc.__class__.__name__}: {exc})"[:200])
         tag = topic

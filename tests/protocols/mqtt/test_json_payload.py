@@ -126,3 +126,18 @@ def test_milliseconds_where_seconds_are_configured_are_kept_uncertain():
     assert rejected == [
         ("a", "implausible_timestamp: 1767225600000.0 at $.ts (auto) is outside 1990-01-01..now+1 day")
     ]
+
+
+def test_a_duplicate_key_is_a_bad_payload_naming_the_key():
+    messages = [
+        ("t/top", b'{"value": 1, "value": 2}'),
+        ("t/nested", b'{"value": 3, "meta": {"unit": "kW", "unit": "MW"}}'),
+        ("t/fine", b'{"value": 4, "meta": {"value": 5}}'),  # the same key in two objects is fine
+    ]
+    _, frame, rejected = decode({}, messages)
+    reasons = dict(zip(frame["tag"], frame["reason"], strict=True))
+    assert reasons["t/top"] == 'bad_payload: duplicate key "value" (keys are unique in an object)'
+    assert reasons["t/nested"] == 'bad_payload: duplicate key "unit" (keys are unique in an object)'
+    assert reasons["t/fine"] is None
+    assert frame.filter(frame["tag"] == "t/fine")["value"].to_list() == [4.0]
+    assert sorted(topic for topic, _ in rejected) == ["t/nested", "t/top"]

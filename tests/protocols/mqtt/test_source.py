@@ -116,6 +116,28 @@ def test_json_messages_arrive_as_tag_batches(prefix):
     assert got.states[-1] == "stopped"
 
 
+def test_a_password_asked_for_in_clear_reaches_the_broker_and_duplicate_keys_are_bad_payloads(prefix):
+    # The local broker lets anyone in: the credentials are sent (allow_insecure_password) and accepted.
+    config = {"topics": [f"{prefix}/#"], "username": "edge", "password": "pw", "batch_interval_ms": 20}
+    with pytest.raises(ValueError, match="allow_insecure_password"):
+        make_source("mqtt", config)
+    source, got = make_source("mqtt", {**config, "allow_insecure_password": True})
+    start_and_subscribe(source, got)
+    pub = publisher()
+    try:
+        publish(pub, f"{prefix}/a", '{"value": 1, "value": 2}')
+        publish(pub, f"{prefix}/b", '{"value": 3}')
+        got.rows(2)
+    finally:
+        pub.loop_stop()
+        source.stop()
+    by_topic = {row["tag"]: row for row in got.frame.to_dicts()}
+    assert by_topic[f"{prefix}/a"]["quality"] == "bad"
+    assert by_topic[f"{prefix}/a"]["reason"].startswith('bad_payload: duplicate key "value"')
+    assert by_topic[f"{prefix}/b"]["value"] == 3.0 and by_topic[f"{prefix}/b"]["quality"] == "good"
+    assert source.counters["bad_payloads"] == 1
+
+
 def test_sparkplug_birth_data_death(prefix):
     group = prefix
     source, got = make_source("sparkplug_b", {"topics": [f"spBv1.0/{group}/#"]})
