@@ -1,0 +1,91 @@
+"""`ConnectorsAPI` over the service's `/connectors` routes."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from typing import Any
+
+from engine.api.core import Job
+from engine.api.remote.client import RemoteError, ServiceClient
+
+
+def _not_served(what: str) -> RemoteError:
+    return RemoteError(f"{what}: not offered by the service's API (run it on the service's machine)", 501)
+
+
+class RemoteConnectors:
+    def __init__(self, client: ServiceClient):
+        self._client = client
+
+    def types(self) -> list[dict[str, Any]]:
+        raise _not_served("connector types")
+
+    def schema(self, connector_type: str, role: str) -> dict[str, Any]:
+        raise _not_served("connector schemas")
+
+    def list(self) -> list[dict[str, Any]]:
+        return [{k: v for k, v in c.items() if k != "id"} for c in self._client.get("/connectors")]
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        from engine.errors import DataError
+
+        try:
+            found = self._client.get(f"/connectors/{name}")
+        except DataError:
+            return None
+        return {k: v for k, v in found.items() if k != "id"}
+
+    def check(self, connector_type: str, role: str, config: dict[str, Any]) -> list[dict[str, str]]:
+        raise _not_served("connector checks")
+
+    def save(
+        self,
+        name: str,
+        connector_type: str,
+        role: str,
+        config: dict[str, Any],
+        previous_name: str | None = None,
+    ) -> dict[str, Any]:
+        body = {"connector_type": connector_type, "role": role, "config": config}
+        if previous_name is not None:
+            saved = self._client.request("PUT", f"/connectors/{previous_name}", json={**body, "name": name})
+        elif self.get(name) is not None:
+            saved = self._client.request("PUT", f"/connectors/{name}", json=body)
+        else:
+            saved = self._client.post("/connectors", {**body, "name": name})
+        return {k: v for k, v in saved.items() if k != "id"}
+
+    def delete(self, name: str) -> bool:
+        from engine.errors import DataError
+
+        try:
+            self._client.request("DELETE", f"/connectors/{name}")
+        except DataError:
+            return False
+        return True
+
+    def test(
+        self, connector_type: str, role: str, config: dict[str, Any], name: str = "test"
+    ) -> Job[dict[str, Any]]:
+        """Tests the saved connector `name` (the service tests what it has stored)."""
+        cancel = threading.Event()
+
+        def work() -> dict[str, Any]:
+            answer = self._client.post(f"/connectors/{name}/test")
+            return {k: v for k, v in answer.items() if k != "name"}
+
+        future: concurrent.futures.Future[dict[str, Any]] = self._client.call(work)
+        return Job("test", future, cancel)
+
+    def browse_opcua(self, config: dict[str, Any], node_id: str | None = None) -> Job[list[dict[str, Any]]]:
+        raise _not_served("OPC UA browsing")
+
+    def secret_names(self) -> list[str]:
+        raise _not_served("secret names")
+
+    def set_secret(self, name: str, value: str, use_keyring: bool = True) -> str:
+        raise _not_served("setting secrets")
+
+    def check_secret(self, name: str) -> None:
+        raise _not_served("secret checks")

@@ -1,0 +1,86 @@
+"""The `RemoteEngine` itself: the sub-APIs over one `ServiceClient`."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine.api.events import EngineEvent
+from engine.api.remote.client import ServiceClient, ServiceUnavailable
+
+
+def _optional(module: str, cls: str, client: ServiceClient) -> Any:
+    """The sub-API `cls` of engine/api/remote/<module>.py, or None while that module is absent."""
+    try:
+        mod = importlib.import_module(f"engine.api.remote.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"engine.api.remote.{module}":
+            raise
+        return None
+    return getattr(mod, cls)(client)
+
+
+class RemoteEngine:
+    """`EngineAPI` over a service at `url` with the bearer `token`."""
+
+    def __init__(self, url: str, token: str, *, timeout: float = 30.0, data_dir: Path | str | None = None):
+        from engine.api.remote.connectors import RemoteConnectors
+        from engine.api.remote.health import RemoteHealth
+        from engine.api.remote.pipelines import RemotePipelines
+        from engine.api.remote.runs import RemoteRuns
+
+        self._client = ServiceClient(url, token, timeout=timeout)
+        self._data_dir = Path(data_dir) if data_dir is not None else None
+        self.pipelines = RemotePipelines(self._client)
+        self.runs = RemoteRuns(self._client)
+        self.connectors = RemoteConnectors(self._client)
+        self.health = RemoteHealth(self._client)
+        # Written by the GUI-attach work: absent modules leave the attribute None.
+        self.live = _optional("live", "RemoteLive", self._client)
+        self.data = _optional("data", "RemoteData", self._client)
+
+    @property
+    def url(self) -> str:
+        return self._client.url
+
+    @property
+    def data_dir(self) -> Path:
+        if self._data_dir is None:
+            self._data_dir = Path(self._client.get("/health").get("data_dir", ""))
+        return self._data_dir
+
+    @property
+    def state(self) -> str:
+        """The service's engine state; "stopped" when the service no longer answers."""
+        if self._client.closed:
+            return "stopped"
+        try:
+            return str(self._client.get("/health").get("engine") or "ready")
+        except ServiceUnavailable:
+            return "stopped"
+
+    def subscribe(self, callback: Callable[[EngineEvent], None]) -> Callable[[], None]:
+        return self._client.subscribe(callback)
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        return self._client.call(fn, *args, **kwargs)
+
+    def running_jobs(self) -> int:
+        return len(self._client.get("/jobs"))
+
+    def warm_up(self) -> concurrent.futures.Future[float]:
+        future: concurrent.futures.Future[float] = concurrent.futures.Future()
+        future.set_result(0.0)  # the service's engine is warm already
+        return future
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._client.close(timeout)
+
+    def __enter__(self) -> RemoteEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,52 @@
+"""`HealthAPI` over the service's `/health`, `/monitoring/*` and `/analytics/*` routes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from engine.api.remote.client import ServiceClient
+
+
+def _text(moment: datetime | str | None) -> str | None:
+    if moment is None or isinstance(moment, str):
+        return moment
+    return moment.isoformat()
+
+
+class RemoteHealth:
+    def __init__(self, client: ServiceClient):
+        self._client = client
+
+    def status(self) -> dict[str, Any]:
+        return self._client.get("/monitoring/system-health")
+
+    def summary(self, now: datetime | None = None, recent: int = 0) -> dict[str, Any]:
+        out = dict(self.status())
+        if recent:
+            out["recent_runs"] = self.recent_runs(recent)
+        return out
+
+    def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        return self._client.get("/runs", limit=limit)
+
+    def source_sessions(self) -> list[dict[str, Any]]:
+        return list(self.status().get("sessions") or [])
+
+    def active_streams(self) -> int:
+        return int(self.status().get("active_streams") or 0)
+
+    def pipeline_stats(self, since: datetime | str | None = None) -> list[dict[str, Any]]:
+        return self._client.get("/monitoring/pipeline-stats", since=_text(since))
+
+    def pipeline_performance(self, since: datetime | str | None = None) -> list[dict[str, Any]]:
+        return self._client.get("/monitoring/pipeline-performance", since=_text(since))
+
+    def alerts(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self._client.get("/monitoring/alerts", limit=limit)
+
+    def top_pipelines(self, limit: int = 10, since: datetime | str | None = None) -> list[dict[str, Any]]:
+        return self._client.get("/analytics/top-pipelines", limit=limit, since=_text(since))
+
+    def pipeline_trends(self, days: int = 7, now: datetime | None = None) -> list[dict[str, Any]]:
+        return self._client.get("/analytics/pipeline-trends", days=days)

@@ -1,0 +1,85 @@
+"""`PipelinesAPI` over the service's `/pipelines`, `/validate` and `/transformations` routes.
+
+A pipeline is named by its path in the Protocol and by its id on the wire (`<stem>` for the user's
+own, `example:<stem>` / `template:<stem>` for shipped ones); the list maps one to the other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from engine.api.remote.client import RemoteError, ServiceClient
+
+_ENTRY_KEYS = ("path", "origin", "name", "description", "mode", "modified", "error", "last_run")
+
+
+class RemotePipelines:
+    def __init__(self, client: ServiceClient):
+        self._client = client
+
+    def _items(self) -> list[dict[str, Any]]:
+        return self._client.get("/pipelines")
+
+    def _id_of(self, path: str | Path) -> str | None:
+        wanted = str(path)
+        for item in self._items():
+            if item.get("path") == wanted:
+                return item["id"]
+        return None
+
+    def _known_id(self, path: str | Path) -> str:
+        pid = self._id_of(path)
+        if pid is None:
+            from engine.errors import DataError
+
+            raise DataError(f"{path}: no such pipeline on the service (GET /pipelines lists them)")
+        return pid
+
+    def list(self) -> list[dict[str, Any]]:
+        return [{k: item.get(k) for k in _ENTRY_KEYS} for item in self._items()]
+
+    def read(self, path: str | Path) -> dict[str, Any]:
+        got = self._client.get(f"/pipelines/{self._known_id(path)}")
+        return {"document": got["document"], "form": got.get("form"), "shipped": bool(got.get("read_only"))}
+
+    def open(self, path: str | Path) -> dict[str, Any]:
+        return self.read(path)["document"]
+
+    def save(self, path: str | Path, doc: dict[str, Any]) -> int:
+        pid = self._id_of(path)
+        if pid is None:
+            saved = self._client.post("/pipelines", doc, id=Path(path).stem)
+        else:
+            saved = self._client.request("PUT", f"/pipelines/{pid}", json=doc)
+        return int(saved.get("version") or 0)
+
+    def delete(self, path: str | Path) -> None:
+        self._client.request("DELETE", f"/pipelines/{self._known_id(path)}")
+
+    def validate(self, doc: Any) -> list[dict[str, Any]]:
+        return list(self._client.post("/validate", doc).get("issues") or [])
+
+    def load(self, path: str | Path) -> dict[str, Any]:
+        """A spec file on this machine, read and checked here (it needs no data directory)."""
+        from engine.api.pipelines import load_spec
+
+        return load_spec(path)
+
+    def node_types(self) -> list[dict[str, Any]]:
+        raise RemoteError("the node palette: not offered by the service's API", 501)
+
+    def transformations(self) -> list[dict[str, Any]]:
+        return self._client.get("/transformations")
+
+    def templates(self) -> list[dict[str, Any]]:
+        return [
+            {"name": i.get("name"), "title": i.get("name"), "path": i.get("path")}
+            for i in self._items()
+            if i.get("origin") == "template"
+        ]
+
+    def folder(self) -> Path:
+        return Path(self._client.get("/health").get("data_dir", "")) / "pipelines"
+
+    def install_demo(self) -> dict[str, Any]:
+        raise RemoteError("installing the demo: not offered by the service's API", 501)
