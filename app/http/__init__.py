@@ -22,6 +22,8 @@ from app.http import auth, errors, events
 from app.http.auth import require_token
 from app.http.errors import ERROR_RESPONSES
 from app.http.routes_connectors import router as connectors_router
+from app.http.routes_data import router as data_router
+from app.http.routes_live import router as live_router
 from app.http.routes_monitoring import router as monitoring_router
 from app.http.routes_pipelines import router as pipelines_router
 from app.http.routes_runs import router as runs_router
@@ -74,7 +76,14 @@ def create_app(
     protected = [Depends(require_token)]
     app.include_router(open_router)
     app.include_router(system_router)
-    for router in (pipelines_router, runs_router, connectors_router, monitoring_router):
+    for router in (
+        pipelines_router,
+        runs_router,
+        connectors_router,
+        monitoring_router,
+        live_router,
+        data_router,
+    ):
         app.include_router(router, dependencies=protected)
     events.install(app, protected)
     return app
