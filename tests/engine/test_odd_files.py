@@ -202,3 +202,62 @@ def test_xml_dotted_names_survive_a_write_and_a_read(tmp_path):
     assert "<customer><email>b@y</email></customer></record>" in text, text  # a null leaves no element
     back = read_all(tmp_path, path="plant.xml")
     assert back.select(frame.columns).to_dicts() == frame.to_dicts()
+
+
+# ---- duplicate JSON keys ------------------------------------------------------------------------
+DUPLICATES = [
+    # (records as text, the record that is wrong (1-based), the message's key part)
+    (['{"a": 1, "b": 2}', '{"a": 1, "b": 2, "a": 3}'], 2, 'duplicate key "a" (each'),
+    (['{"a": 1, "b": {"c": 1, "c": 2}}'], 1, 'duplicate key "c" at b.c'),
+    (['{"x": [{"k": 1}]}', '{"x": [{"k": 1}, {"k": 1, "k": 2}]}'], 2, 'duplicate key "k" at x[1].k'),
+    (['{"x": [{"y": [{"z": 1, "w": {"v": 1, "v": 1}}]}]}'], 1, 'duplicate key "v" at x[0].y[0].w.v'),
+]
+
+
+@pytest.mark.parametrize(("records", "wrong", "says"), DUPLICATES)
+def test_a_duplicate_key_is_one_line_naming_file_line_and_key(tmp_path, records, wrong, says):
+    (tmp_path / "d.ndjson").write_text("\n\n".join(records) + "\n")  # blank lines count as lines
+    with pytest.raises(DataError) as err:
+        read_all(tmp_path, path="d.ndjson")
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'd.ndjson'}, line {2 * wrong - 1}: {says}")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(("records", "wrong", "says"), DUPLICATES)
+def test_a_duplicate_key_in_a_json_array_names_the_record(tmp_path, records, wrong, says):
+    (tmp_path / "d.json").write_text("[\n" + ",\n".join(records) + "\n]\n")
+    with pytest.raises(DataError) as err:
+        read_all(tmp_path, path="d.json")
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'd.json'}, record {wrong}: {says}")
+    assert "\n" not in message
+
+
+def test_the_same_key_in_different_objects_is_not_a_duplicate(tmp_path):
+    records = [{"a": 1, "b": {"a": 2, "c": {"a": 3}}, "x": [{"a": 1}, {"a": 2}]}, {"a": 4, "x": []}]
+    (tmp_path / "fine.ndjson").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    (tmp_path / "fine.json").write_text(json.dumps(records))
+    for name in ("fine.ndjson", "fine.json"):
+        frame = read_all(tmp_path, path=name)
+        assert frame["a"].to_list() == [1, 4]
+        assert frame["b"].struct.field("c").struct.field("a").to_list() == [3, None]
+
+
+def test_a_big_clean_ndjson_still_reads_and_a_late_duplicate_is_found(tmp_path):
+    rows = 200_000
+    frame = pl.DataFrame({"id": range(rows), "site": [f"s{i % 7}" for i in range(rows)]}).with_columns(
+        meta=pl.struct(unit=pl.lit("kW"), scale=pl.col("id") % 10)
+    )
+    big = tmp_path / "big.ndjson"
+    frame.write_ndjson(big)
+    source = FileConnector.make_source(
+        FileConnector.SourceConfig.model_validate({"path": "big.ndjson"}), RunContext(base_dir=tmp_path), "in"
+    )
+    assert sum(b.height for b in source.read(batch_rows=50_000)) == rows
+    with big.open("a") as fh:  # one bad record at the very end
+        fh.write('{"id": -1, "site": "s0", "meta": {"unit": "kW", "scale": 1, "scale": 2}}\n')
+    with pytest.raises(
+        DataError, match=rf"big\.ndjson, line {rows + 1}: duplicate key \"scale\" at meta\.scale"
+    ):
+        list(source.read(batch_rows=50_000))

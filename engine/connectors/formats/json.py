@@ -2,6 +2,13 @@
 
 Polars parses and writes; the stdlib parser runs only after a failure, to name the line and column.
 Nested objects become struct columns and arrays list columns, and are written back the same way.
+
+A key twice in one object (`{"a": 1, "a": 2}`) is an error naming the file, the record (JSON) or
+line (NDJSON) and the key's path (`b.c`): Polars would silently keep one of the values. DuckDB,
+which keeps duplicates visible, checks every record before Polars reads it: `json_keys` over the
+record and over each object path of the Polars schema (struct columns, `[*]` for lists of
+structs), compared with `list_distinct`, in one vectorised pass. Only when it finds one does the
+stdlib parser walk the file to name the first duplicate.
 """
 
 from __future__ import annotations
@@ -25,6 +32,110 @@ def _syntax_error(path: Path, exc: json.JSONDecodeError, line: int | None = None
     )
 
 
+# ---- duplicate keys ----------------------------------------------------------------------------
+class _Pairs(list):
+    """An object as the parser saw it: its (key, value) pairs, duplicates included."""
+
+
+def _duplicate_in(value: object, path: str = "") -> str | None:
+    """The path of the first key that repeats within one object (`b.c`, `x[0].k`), or None."""
+    if isinstance(value, _Pairs):
+        seen: set[str] = set()
+        for key, item in value:
+            where = f"{path}.{key}" if path else key
+            if key in seen:
+                return where
+            seen.add(key)
+            if (found := _duplicate_in(item, where)) is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := _duplicate_in(item, f"{path}[{index}]")) is not None:
+                return found
+    return None
+
+
+def _duplicate_error(path: Path, key_path: str, **where: int) -> DataError:
+    key = key_path.rsplit(".", 1)[-1]
+    at = "" if key == key_path else f" at {key_path}"
+    return DataError(
+        f"duplicate key {json.dumps(key)}{at} (each key once per object)", file=str(path), **where
+    )
+
+
+def _object_paths(dtype: pl.DataType, path: str = "$") -> list[str]:
+    """JSON paths of the objects a column type holds: a struct, or structs inside lists."""
+    if isinstance(dtype, pl.Struct):
+        out = [path]
+        for f in dtype.fields:
+            name = f.name
+            step = f".{name}" if name.replace("_", "a").isalnum() else "." + json.dumps(name)
+            out += _object_paths(f.dtype, path + step)
+        return out
+    if isinstance(dtype, pl.List | pl.Array):
+        return _object_paths(dtype.inner, f"{path}[*]")
+    return []
+
+
+def _has_duplicate_keys(path: Path, schema: pl.Schema, fmt: str, limit: int | None) -> bool:
+    """True when some record (of the first `limit`) has a key twice in one of its objects."""
+    import duckdb
+
+    paths = _object_paths(pl.Struct(schema))  # "$" (the record) first
+    plain = [p for p in paths if "[*]" not in p]
+    listed = [p for p in paths if "[*]" in p]
+    # json_keys with a list of paths, or with a wildcard path, gives one key list per object
+    columns = ["json_keys(json, ?::VARCHAR[]) AS k0"] + [
+        f"json_keys(json, ?) AS k{i}" for i in range(1, len(listed) + 1)
+    ]
+    repeats = " OR ".join(
+        f"list_bool_or(list_transform(k{i}, lambda x: len(x) <> len(list_distinct(x))))"
+        for i in range(len(columns))
+    )
+    reader = "read_ndjson_objects(?)" if fmt == "ndjson" else "read_json_objects(?, format = 'array')"
+    head = "" if limit is None else f" LIMIT {int(limit)}"
+    sql = (
+        f"SELECT EXISTS (SELECT 1 FROM (SELECT {', '.join(columns)} "
+        f"FROM (SELECT json FROM {reader}{head})) WHERE {repeats})"
+    )
+    try:
+        with duckdb.connect() as con:
+            return bool(con.execute(sql, [plain, *listed, str(path)]).fetchone()[0])
+    except duckdb.Error:  # e.g. a record beyond DuckDB's object size: the stdlib parser decides
+        return True
+
+
+def _first_duplicate_ndjson(path: Path, limit: int | None) -> DataError | None:
+    """The error path only: the first line holding a duplicate key, parsed line by line."""
+    records = 0
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            if limit is not None and records >= limit:
+                break
+            records += 1
+            try:
+                value = json.loads(line, object_pairs_hook=_Pairs)
+            except json.JSONDecodeError:
+                continue  # a syntax error is the Polars reader's to report
+            if (found := _duplicate_in(value)) is not None:
+                return _duplicate_error(path, found, line=number)
+    return None
+
+
+def _first_duplicate_json(path: Path, raw: bytes, limit: int | None) -> DataError | None:
+    try:
+        value = json.loads(raw, object_pairs_hook=_Pairs)
+    except ValueError:
+        return None
+    items = [value] if isinstance(value, _Pairs) else value if isinstance(value, list) else []
+    for index, item in enumerate(items[:limit] if limit is not None else items):
+        if (found := _duplicate_in(item)) is not None:
+            return _duplicate_error(path, found, record=index + 1)
+    return None
+
+
 # ---- JSON array --------------------------------------------------------------------------------
 def read_json(path: Path, opts: ReadOptions, limit: int | None, batch_rows: int) -> Iterator[pl.DataFrame]:
     # A JSON array is one document: it is parsed whole, then handed on in slices of batch_rows.
@@ -37,6 +148,10 @@ def read_json(path: Path, opts: ReadOptions, limit: int | None, batch_rows: int)
         raise _locate_json_error(path, raw, exc) from None
     if limit is not None:
         frame = frame.head(limit)
+    if _has_duplicate_keys(path, frame.schema, "json", limit) and (
+        bad := _first_duplicate_json(path, raw, limit)
+    ):
+        raise bad
     for offset in range(0, frame.height, batch_rows):
         yield frame.slice(offset, batch_rows)
 
@@ -56,7 +171,8 @@ def _locate_json_error(path: Path, raw: bytes, exc: Exception) -> DataError:
                 return DataError(
                     f"expected an object, found {json.dumps(item)[:40]}", file=str(path), record=index + 1
                 )
-    return DataError(first_line(exc), file=str(path))
+    # Polars refuses some duplicates itself ("column with name 'c' has more than one occurrence")
+    return _first_duplicate_json(path, raw, None) or DataError(first_line(exc), file=str(path))
 
 
 def locate_record(path: Path, opts: ReadOptions, row: int) -> dict:
@@ -71,6 +187,11 @@ def read_ndjson(path: Path, opts: ReadOptions, limit: int | None, batch_rows: in
     if limit is not None:
         lf = lf.head(limit)
     try:
+        # a key twice in one object: checked before any row is handed on (see the module text)
+        if _has_duplicate_keys(path, lf.collect_schema(), "ndjson", limit) and (
+            bad := _first_duplicate_ndjson(path, limit)
+        ):
+            raise bad
         yield from lf.collect_batches(chunk_size=batch_rows)
     except pl.exceptions.NoDataError:
         return
@@ -98,7 +219,7 @@ def _locate_ndjson_error(path: Path, exc: Exception) -> DataError:
                 return DataError(
                     f"expected an object, found {line.strip()[:40]}", file=str(path), line=number
                 )
-    return DataError(first_line(exc), file=str(path))
+    return _first_duplicate_ndjson(path, None) or DataError(first_line(exc), file=str(path))
 
 
 def locate_line(path: Path, opts: ReadOptions, row: int) -> dict:
