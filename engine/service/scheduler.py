@@ -60,11 +60,18 @@ class Fire:
 
     def describe(self) -> str:
         if not self.missed:
-            return f"fired for {self.slot:%Y-%m-%d %H:%M:%S} UTC"
+            return f"fired for {_moment(self.slot)} UTC"
         return (
             f"missed {self.missed} fire{'s' if self.missed > 1 else ''} from "
-            f"{self.first_missed:%Y-%m-%d %H:%M:%S} UTC; running once now for {self.slot:%Y-%m-%d %H:%M:%S} UTC"
+            f"{self.first_missed:%Y-%m-%d %H:%M:%S} UTC; running once now for {_moment(self.slot)} UTC"
         )
+
+
+def _moment(slot: datetime) -> str:
+    """A slot as the log says it: to the second, with milliseconds when it is not on a second (an
+    interval's slots are anchored when it was scheduled), so the lag to the run's start can be read."""
+    text = f"{slot:%Y-%m-%d %H:%M:%S}"
+    return f"{text}.{slot.microsecond // 1000:03d}" if slot.microsecond else text
 
 
 def make_trigger(schedule: Any, now: datetime):
