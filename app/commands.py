@@ -20,6 +20,14 @@ def _engine(args: argparse.Namespace):
     return LocalEngine(getattr(args, "data_dir", None))
 
 
+def _engine_or_service(args: argparse.Namespace):
+    """The running service's API when a service owns the data directory (no lock error, the same
+    output), else the engine in this process (engine/api/connect.py)."""
+    from engine.api.connect import engine_for
+
+    return engine_for(getattr(args, "data_dir", None))
+
+
 def _load(path) -> dict[str, Any]:
     """The spec file read and checked (SpecError naming the file otherwise); no data directory needed."""
     from engine.api.pipelines import load_spec
@@ -69,19 +77,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     stops = [signal.SIGINT, signal.SIGTERM]
     previous = {sig: signal.signal(sig, lambda *_: cancel.set()) for sig in stops}
     try:
-        with _engine(args) as engine:
+        with _engine_or_service(args) as engine:
             if real_time and not args.json:
                 until = f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
                 print(f'Streaming "{loaded["name"]}" {until}...', flush=True)
-            printer = _state_printer()  # this engine runs this one job: every event is the run's
-            unsubscribe = engine.subscribe(lambda event: printer(event.to_dict()))
-            job = engine.runs.start(
-                loaded["document"],
-                spec_path=args.spec,
-                base_dir=args.spec.resolve().parent,
-                seconds=args.seconds if real_time else None,
-            )
+            printer = _JobLines(_state_printer(), shared=_is_service(engine))
+            unsubscribe = engine.subscribe(printer)
             try:
+                job = engine.runs.start(
+                    loaded["document"],
+                    spec_path=args.spec,
+                    base_dir=args.spec.resolve().parent,
+                    seconds=args.seconds if real_time else None,
+                )
+                printer.follow(job.id)
                 record = _wait(job, cancel)
             finally:
                 unsubscribe()
@@ -102,6 +111,43 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"error: {record['error']}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _is_service(engine) -> bool:
+    return type(engine).__name__ == "RemoteEngine"
+
+
+class _JobLines:
+    """The events of one job to `printer`. An engine of this process runs this one job: every event
+    is the run's. A service runs others too: only the events tagged with this job's id count, and
+    those that come before the id is known (the start's answer) wait for it."""
+
+    def __init__(self, printer, shared: bool):
+        self._printer = printer
+        self._shared = shared
+        self._job: str | None = None
+        self._early: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event) -> None:
+        payload = event.to_dict()
+        if not self._shared:
+            self._printer(payload)
+            return
+        with self._lock:
+            if self._job is None:
+                self._early.append(payload)
+                return
+        if payload.get("job") == self._job:
+            self._printer(payload)
+
+    def follow(self, job_id: str) -> None:
+        with self._lock:
+            self._job = job_id
+            early, self._early = self._early, []
+        for payload in early:
+            if payload.get("job") == job_id:
+                self._printer(payload)
 
 
 def _state_printer():
@@ -155,7 +201,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     ids = [n["id"] for n in loaded["nodes"]]
     if args.node and args.node not in ids:
         raise UsageError(f"--node: unknown node '{args.node}' (nodes: {', '.join(ids)})")
-    with _engine(args) as engine:
+    with _engine_or_service(args) as engine:
         job = engine.runs.preview(loaded["document"], limit=args.limit, base_dir=args.spec.resolve().parent)
         result = _wait(job, threading.Event())
     out: dict[str, Any] = {}
@@ -197,7 +243,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     from engine.api import RunFilter
 
-    with _engine(args) as engine:
+    with _engine_or_service(args) as engine:
         rows = engine.runs.list(RunFilter(pipeline=args.pipeline, status=args.status, limit=args.limit))
         if args.json:
             for row in rows:

@@ -75,9 +75,9 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def _query(args: argparse.Namespace) -> int:
-    from engine.api import LocalEngine
+    from engine.api.connect import engine_for
     from engine.api.live import HISTORIAN_FILE, STATISTICS, parse_duration
-    from engine.api.local import default_data_dir
+    from engine.datadir import default_data_dir
     from engine.errors import UsageError
 
     now = datetime.now(UTC)
@@ -95,13 +95,13 @@ def _query(args: argparse.Namespace) -> int:
     if not (data_dir / HISTORIAN_FILE).is_file():
         print(f"error: {data_dir}: no historian yet (no tag values stored)", file=sys.stderr)
         return EXIT_FAILED
-    with LocalEngine(data_dir) as engine:
+    # A service that owns the data directory answers through its API (no historian lock error).
+    with engine_for(data_dir) as engine:
         if args.last:
             frame = engine.live.last_values(args.tags)
         else:
-            frame = engine.live.history(
-                args.tags, start, end, args.bucket, stats, include_bad=args.include_bad
-            )
+            bad = {"include_bad": True} if args.include_bad else {}
+            frame = engine.live.history(args.tags, start, end, args.bucket, stats, **bad)
     if args.json:
         print(json.dumps(_records(frame), indent=2, default=str))
     else:

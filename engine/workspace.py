@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from engine.datadir import default_data_dir
 from engine.secrets import SecretStore, restrict_to_owner
 from engine.store.historian import Historian
 from engine.store.metadata import MetadataStore
-
-
-def default_data_dir() -> Path:
-    env = os.environ.get("AGGREGATOR_HOME")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("data-aggregator", appauthor=False))
 
 
 class Workspace:

@@ -82,6 +82,7 @@ async def preview(
     limit: int = Query(10, ge=1, le=1000, description="rows per node"),
     base_dir: str | None = Query(None, max_length=4096, description="folder relative paths resolve from"),
     timeout: float = Query(PREVIEW_TIMEOUT_S, ge=1, le=600, description="seconds to wait for it"),
+    arrow: bool = Query(False, description="each port's rows also as an Arrow IPC stream (base64, `arrow`)"),
     api: EngineAPI = Depends(engine),
 ) -> dict[str, Any]:
     from starlette.concurrency import run_in_threadpool
@@ -107,6 +108,7 @@ async def preview(
                 "rows_total": p.rows_total,
                 "columns": frame_columns(p.rows),
                 "rows": frame_rows(p.rows, limit),
+                **({"arrow": arrow_text(p.rows.head(limit))} if arrow else {}),
             }
             for p in result.ports.values()
         ],
@@ -114,3 +116,14 @@ async def preview(
         "live_sampled": result.live_sampled,
         "live_problems": result.live_problems,
     }
+
+
+def arrow_text(frame: Any) -> str:
+    """A frame as a base64 Arrow IPC stream: `aggregator preview` next to a service reads the rows
+    back with their own types, so it prints what a local preview prints."""
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    frame.write_ipc_stream(buffer)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

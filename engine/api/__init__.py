@@ -8,10 +8,25 @@ this process; its sub-APIs (`pipelines`, `runs`, `connectors`, `live`, `data`, `
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from engine.api.core import EngineCore, Event, Job
 from engine.api.events import EngineEvent, event_from_dict
-from engine.api.local import LocalEngine
 from engine.api.protocol import EngineAPI, RunFilter
+
+if TYPE_CHECKING:
+    from engine.api.local import LocalEngine
+
+
+def __getattr__(name: str) -> Any:
+    # LocalEngine is imported on first use: it loads the stores (Polars, DuckDB), which a client
+    # of a running service (engine/api/connect.py, engine/api/remote/) never needs.
+    if name == "LocalEngine":
+        from engine.api.local import LocalEngine
+
+        return LocalEngine
+    raise AttributeError(f"module 'engine.api' has no attribute '{name}'")
+
 
 __all__ = [
     "EngineAPI",

@@ -9,8 +9,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from engine.connectors.base import Connector, normalize_type
+if TYPE_CHECKING:
+    from engine.connectors.base import Connector
+
+
+def normalize_type(name: str) -> str:
+    # engine.connectors.base (and Polars with it) is imported when a type is asked for, not when a
+    # command registers the protocols: `aggregator runs` next to a service never needs it.
+    from engine.connectors.base import normalize_type as normalize
+
+    return normalize(name)
+
 
 _TYPES: dict[str, type[Connector]] = {}
 _loaded = False

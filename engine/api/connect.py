@@ -1,0 +1,60 @@
+"""`engine_for(data_dir)`: the engine a client uses on a data directory (architecture: one front
+door). When a running `aggregator serve` owns the directory (engine/service/lock.py: it holds the
+lock and has published its API URL), the client talks to it (`RemoteEngine`), so the CLI works next
+to a service with no lock error; otherwise the engine runs in this process (`LocalEngine`).
+
+The token is the data directory's own (engine/service/token.py): a process that can read the data
+directory's secret store may drive its service. Nothing heavy is imported on the remote path
+(no Polars, no DuckDB): `aggregator runs` next to a service stays quick.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from engine.api.protocol import EngineAPI
+from engine.datadir import default_data_dir
+
+STARTING_WAIT_S = 5.0  # a service that holds the lock but has not published its URL yet: wait this long
+
+
+def service_url(data_dir: Path | str | None = None, wait: float = STARTING_WAIT_S) -> str | None:
+    """The API URL of the service that owns `data_dir`, or None when no service runs on it. A
+    service that is still starting is waited for (up to `wait` s); one that never publishes its URL
+    is an error naming its PID."""
+    from engine.api.remote.client import ServiceUnavailable
+    from engine.service import lock
+
+    where = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    deadline = time.monotonic() + wait
+    while True:
+        found = lock.owner(where)
+        if found is None:
+            return None
+        pid, url = found
+        if url:
+            return url
+        if time.monotonic() >= deadline:
+            raise ServiceUnavailable(
+                f"{where} is served by process {pid}, which has not said where its API listens"
+                f" ({lock.INFO_FILE}); is it still starting?"
+            )
+        time.sleep(0.05)
+
+
+def engine_for(data_dir: Path | str | None = None) -> EngineAPI:
+    """A `RemoteEngine` on the service that owns `data_dir`, else a `LocalEngine` on it."""
+    where = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    url = service_url(where)
+    if url is not None:
+        from engine.api.remote import RemoteEngine
+        from engine.service import token
+
+        return RemoteEngine(url, token.ensure(where), data_dir=where)
+    from engine.api.local import LocalEngine
+
+    return LocalEngine(where)
+
+
+__all__ = ["engine_for", "service_url"]
