@@ -70,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("gui", help="the desktop app")
     sp.add_argument("spec", type=Path, nargs="?", help="a pipeline to open in the editor")
     data_dir(sp)
+    sp.add_argument(
+        "--attach",
+        metavar="URL",
+        help="drive the service at URL (`aggregator serve`); without it, a service owning the data dir is attached to",
+    )
+    sp.add_argument("--token", help="the service's API token for --attach (default: $AGGREGATOR_TOKEN)")
 
     from app.query import add_query_parser
 

@@ -304,7 +304,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_gui(args: argparse.Namespace) -> int:
     from app.gui import run_gui
 
-    return run_gui(data_dir=getattr(args, "data_dir", None), spec=args.spec)
+    return run_gui(
+        data_dir=getattr(args, "data_dir", None),
+        spec=args.spec,
+        attach=getattr(args, "attach", None),
+        token=getattr(args, "token", None),
+    )
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

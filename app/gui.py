@@ -1,38 +1,116 @@
 """`aggregator gui`: the desktop app's process — settings read, protocols registered, the engine on
-its own threads, the main window on the Qt thread. The engine is closed when the window is."""
+its own threads, the main window on the Qt thread. The engine is closed when the window is.
+
+Which engine: with `--attach URL` the window drives the service at URL through `RemoteEngine` (the
+same EngineAPI, over HTTP and its event stream). Without it, a service that owns the data directory
+(`engine.service.lock.owner`) is attached to the same way, with the data directory's token, rather
+than opening the stores it holds; otherwise the engine runs in this process (`LocalEngine`).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+TOKEN_ENV = "AGGREGATOR_TOKEN"  # the API token for --attach, when --token is not given
+SERVICE_STARTING_WAIT_S = 10.0  # a service that holds the lock but has not said its URL yet
+
+
+def service_url(data_dir: Path, wait_s: float = SERVICE_STARTING_WAIT_S) -> str | None:
+    """The API URL of the service that owns `data_dir`, or None when none does. A service still
+    starting (the lock held, its URL not written yet) is waited for a little."""
+    from engine.errors import UsageError
+    from engine.service.lock import owner
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = owner(data_dir)
+        if found is None:
+            return None
+        if found[1]:
+            return found[1]
+        if time.monotonic() > deadline:
+            raise UsageError(
+                f"{data_dir} is held by process {found[0]}, which has not said where its API listens"
+                f" within {wait_s:g} s (start the app again once `aggregator serve` is up)"
+            )
+        time.sleep(0.1)
+
+
+def attach_token(url: str, token: str | None, data_dir: Path) -> str:
+    """The token to attach to `url` with: --token, else $AGGREGATOR_TOKEN, else the data directory's
+    own when the service at `url` is the one that owns it (the same machine)."""
+    from engine.errors import UsageError
+
+    if token:
+        return token
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV]
+    from engine.service import token as api_token
+    from engine.service.lock import owner
+
+    found = owner(data_dir)
+    if found is not None and found[1] and found[1].rstrip("/") == url.rstrip("/"):
+        return api_token.ensure(data_dir)
+    raise UsageError(
+        f"--attach {url}: no API token (give --token T or set ${TOKEN_ENV}; on the service's machine,"
+        " `aggregator token` prints it)"
+    )
+
+
+def open_engine(data_dir: Path | str | None, attach: str | None = None, token: str | None = None):
+    """The engine the window drives: a `RemoteEngine` for `attach` or for a service owning
+    `data_dir`, else a `LocalEngine` on `data_dir`. A remote one is asked for its data directory once
+    here, which checks the URL and the token before any window opens."""
+    from engine.api import LocalEngine
+    from engine.datadir import default_data_dir
+
+    local_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    url = attach or service_url(local_dir)
+    if url is None:
+        return LocalEngine(local_dir)
+    from engine.api.remote import RemoteEngine
+
+    engine = RemoteEngine(url, attach_token(url, token, local_dir), data_dir=None if attach else local_dir)
+    try:
+        engine.data_dir  # noqa: B018 - the service answers (/health, open on loopback)...
+        engine.pipelines.list()  # ...and takes the token
+    except BaseException:
+        engine.close()
+        raise
+    return engine
 
 
 def run_gui(
-    data_dir: str | Path | None = None, spec: str | Path | None = None, theme: str | None = None
+    data_dir: str | Path | None = None,
+    spec: str | Path | None = None,
+    theme: str | None = None,
+    attach: str | None = None,
+    token: str | None = None,
 ) -> int:
     import protocols
     from app.settings import Settings, SettingsStore
-    from engine.api import LocalEngine
 
     protocols.register_all()
-    from PySide6.QtWidgets import QApplication
-
-    from ui import theme as themes
-    from ui.main_window import MainWindow
-
     store = SettingsStore()
     settings_error = None
     try:
         settings = store.load()
     except ValueError as exc:  # a broken file must not keep the app from starting: say so, use defaults
         settings, settings_error = Settings(), str(exc)
+    engine = open_engine(data_dir or settings.data_dir, attach, token)
+    from PySide6.QtWidgets import QApplication
+
+    from ui import theme as themes
+    from ui.main_window import MainWindow
+
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Data Aggregator")
     themes.apply(app, theme or settings.theme)
-    engine = LocalEngine(data_dir or settings.data_dir)
     try:
         window = MainWindow(engine, settings=store)
         window.show()

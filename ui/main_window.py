@@ -74,7 +74,12 @@ class MainWindow(QMainWindow):
         # app, so the Settings page reaches it here. None in tests that do not need it.
         self.settings = settings
         self.bridge = EngineBridge(engine, self)
-        self.setWindowTitle("Data Aggregator")
+        # A RemoteEngine (aggregator gui --attach) has the service's URL; its state is an HTTP read.
+        self.attached_url: str | None = getattr(engine, "url", None)
+        self._remote_state = "connecting"
+        self._state_busy = False
+        title = "Data Aggregator"
+        self.setWindowTitle(f"{title} — attached to {self.attached_url}" if self.attached_url else title)
         self.resize(1280, 800)
         self.pages: dict[str, QWidget] = {}  # created pages (a Page, or an EmptyState on failure)
         self.page_errors: dict[str, str] = {}
@@ -149,12 +154,40 @@ class MainWindow(QMainWindow):
         self._update_jobs()
 
     def _update_engine_state(self) -> None:
-        state = getattr(self.engine, "state", "unknown")
-        self.engine_label.setText(f"Engine: {state}  ·  {self.engine.data_dir}")
+        if self.attached_url:
+            self._poll_remote_state()
+        self._show_engine_state()
+
+    def _show_engine_state(self) -> None:
+        if self.attached_url:
+            state = self._remote_state
+            self.engine_label.setText(f"Attached to {self.attached_url}  ·  service: {state}")
+        else:
+            state = getattr(self.engine, "state", "unknown")
+            self.engine_label.setText(f"Engine: {state}  ·  {self.engine.data_dir}")
         if self.engine_label.property("state") != state:
             self.engine_label.setProperty("state", state)
             self.engine_label.style().unpolish(self.engine_label)
             self.engine_label.style().polish(self.engine_label)
+
+    def _poll_remote_state(self) -> None:
+        """Ask the service for its state off this thread; the label shows the last answer."""
+        if self._state_busy or self._shut_down:
+            return
+        self._state_busy = True
+
+        def got(state) -> None:
+            self._state_busy = False
+            if state != self._remote_state:
+                self._remote_state = str(state)
+                self._show_engine_state()
+
+        def failed(exc: BaseException) -> None:
+            self._state_busy = False
+            self._remote_state = "unreachable"
+            self._show_engine_state()
+
+        self.bridge.call(self.engine.call(lambda: self.engine.state), got, failed)
 
     def _update_jobs(self) -> None:
         count = len(self.running_jobs)

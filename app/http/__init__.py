@@ -22,6 +22,7 @@ from app.http import auth, errors, events
 from app.http.auth import require_token
 from app.http.errors import ERROR_RESPONSES
 from app.http.routes_connectors import router as connectors_router
+from app.http.routes_dashboard import router as dashboard_router
 from app.http.routes_data import router as data_router
 from app.http.routes_live import router as live_router
 from app.http.routes_monitoring import router as monitoring_router
@@ -83,6 +84,7 @@ def create_app(
         monitoring_router,
         live_router,
         data_router,
+        dashboard_router,
     ):
         app.include_router(router, dependencies=protected)
     events.install(app, protected)

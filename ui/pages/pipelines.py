@@ -1,8 +1,10 @@
 """Pipelines page: the user's pipeline files (<data dir>/pipelines) and the shipped examples and
 templates (resources/pipelines, resources/templates); open one in the editor, create, delete.
 
-Listing and deleting are EngineAPI calls (`list_pipelines`, `delete_pipeline`) on the engine's
-workers, and come back through the bridge; the Qt thread only fills the tables.
+Listing, running (Run, F5) and deleting are EngineAPI calls (`pipelines.list`, `runs.start`,
+`pipelines.delete`) on the engine's threads, and come back through the bridge; the Qt thread only
+fills the tables. Attached to a service (`aggregator gui --attach`), the list is the service's
+pipelines and a run runs there.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -91,6 +94,12 @@ class PipelinesPage(Page):
         self.open_button = QPushButton("Open")
         self.open_button.clicked.connect(self.open_selected)
         header.addWidget(self.open_button)
+        self.run_button = QPushButton("Run")
+        self.run_button.setToolTip("Run the selected pipeline now (F5)")
+        self.run_button.clicked.connect(self.run_selected)
+        header.addWidget(self.run_button)
+        run_key = QShortcut(QKeySequence("F5"), self, self.run_selected)
+        run_key.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self.delete_button = QPushButton("Delete")
         self.delete_button.clicked.connect(self.delete_selected)
         header.addWidget(self.delete_button)
@@ -182,6 +191,7 @@ class PipelinesPage(Page):
     def _update_buttons(self) -> None:
         chosen = self.selected()
         self.open_button.setEnabled(chosen is not None)
+        self.run_button.setEnabled(chosen is not None and not chosen.get("error"))
         self.delete_button.setEnabled(chosen is not None and chosen["origin"] == "mine")
 
     def _open_item(self, item: QTreeWidgetItem) -> None:
@@ -191,6 +201,33 @@ class PipelinesPage(Page):
         chosen = self.selected()
         if chosen is not None:
             self.main_window.open_pipeline(Path(chosen["path"]))
+
+    def run_selected(self) -> None:
+        """Run the selected pipeline now, as its file is (in the service, when attached to one). The
+        document is read and the run started on an engine thread; a toast says how it ended, and the
+        Runs page and the dashboard follow it through the engine's events."""
+        chosen = self.selected()
+        if chosen is None or chosen.get("error"):
+            return
+        engine, path, name = self.engine, chosen["path"], chosen["name"]
+
+        def start():
+            return engine.runs.start(engine.pipelines.open(path), spec_path=path)
+
+        def started(job) -> None:
+            self.toast("info", f"Running {name}…")
+            self.bridge.call(job, finished, lambda exc: self.toast("error", f"{name} failed: {exc}"))
+
+        def finished(record) -> None:
+            status = (record or {}).get("status", "done")
+            kind = {"success": "success", "warning": "warning", "cancelled": "info"}.get(status, "error")
+            rows = (record or {}).get("rows_out")
+            self.toast(kind, f"{name}: {status}" + (f" · {rows:,} rows written" if rows is not None else ""))
+            self.refresh()
+
+        self.bridge.call(
+            engine.call(start), started, lambda exc: self.toast("error", f"Running {name}: {exc}")
+        )
 
     def delete_selected(self) -> None:
         chosen = self.selected()

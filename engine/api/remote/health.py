@@ -22,10 +22,9 @@ class RemoteHealth:
         return self._client.get("/monitoring/system-health")
 
     def summary(self, now: datetime | None = None, recent: int = 0) -> dict[str, Any]:
-        out = dict(self.status())
-        if recent:
-            out["recent_runs"] = self.recent_runs(recent)
-        return out
+        """The dashboard's cards; "today" is this client's day (its time zone's midnight)."""
+        moment = now if now is not None else datetime.now().astimezone()
+        return self._client.get("/dashboard/summary", now=moment.isoformat(), recent=recent)
 
     def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
         return self._client.get("/runs", limit=limit)
