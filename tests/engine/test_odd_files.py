@@ -13,6 +13,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.connectors.file import FileConnector
 from engine.context import RunContext
@@ -261,3 +263,57 @@ def test_a_big_clean_ndjson_still_reads_and_a_late_duplicate_is_found(tmp_path):
         DataError, match=rf"big\.ndjson, line {rows + 1}: duplicate key \"scale\" at meta\.scale"
     ):
         list(source.read(batch_rows=50_000))
+
+
+keys = st.text(alphabet="abcxyz_", min_size=1, max_size=3)
+scalars = st.none() | st.booleans() | st.integers(-1000, 1000) | st.text(alphabet="pqr ", max_size=4)
+json_objects = st.recursive(
+    st.dictionaries(keys, scalars, min_size=1, max_size=4),
+    lambda inner: st.dictionaries(
+        keys, scalars | inner | st.lists(inner, min_size=1, max_size=3), min_size=1, max_size=4
+    ),
+    max_leaves=12,
+)
+
+
+def dump_with_duplicate(value, target: int | None, counter: list[int]) -> str:
+    """`value` as JSON text; the `target`-th object (in document order) names its first key twice."""
+    if isinstance(value, dict):
+        number = counter[0]
+        counter[0] += 1
+        members = [f"{json.dumps(k)}: {dump_with_duplicate(v, target, counter)}" for k, v in value.items()]
+        if number == target:
+            first_key = next(iter(value))
+            members.append(f'{json.dumps(first_key)}: "again"')
+        return "{" + ", ".join(members) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(dump_with_duplicate(v, target, counter) for v in value) + "]"
+    return json.dumps(value)
+
+
+def count_objects(value) -> int:
+    if isinstance(value, dict):
+        return 1 + sum(count_objects(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(count_objects(v) for v in value)
+    return 0
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(record=json_objects, data=st.data(), as_array=st.booleans())
+def test_an_injected_duplicate_key_is_always_caught_and_never_invented(tmp_path, record, data, as_array):
+    name = "p.json" if as_array else "p.ndjson"
+    target = data.draw(st.integers(0, count_objects(record) - 1), label="object with the duplicate")
+    for inject in (None, target):
+        text = dump_with_duplicate(record, inject, [0])
+        (tmp_path / name).write_text(f"[{text}]" if as_array else text + "\n")
+        try:
+            read_all(tmp_path, path=name)
+            problem = None
+        except DataError as exc:  # a random record may be refused for its shape too, never for keys
+            problem = str(exc)
+        if inject is None:
+            assert problem is None or "duplicate key" not in problem
+        else:
+            assert problem is not None and "duplicate key" in problem, text
+            assert problem.startswith(f"{tmp_path / name}, {'record' if as_array else 'line'} 1: ")
