@@ -71,7 +71,11 @@ def _bind(host: str, port: int) -> socket.socket:
     from engine.errors import AggregatorError
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets whose proto says TCP. With proto 0,
+    # Nagle held a response's body until the client ACKed its headers, and a keep-alive client's
+    # delayed ACK made every request ~40 ms (issue 10 performance, tests/benchmarks/bench_api_load.py).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
