@@ -102,10 +102,33 @@ def test_the_gui_drives_a_running_service(qtbot, attached, artifacts):
         runs.table.item(row, c).text() for c in range(runs.table.columnCount()) if runs.table.item(row, c)
     ]
     assert any("orders" in t for t in texts) and any("success" in t for t in texts)
+    runs.show_run(record["run_id"])  # its detail: node statistics from the service
+    qtbot.waitUntil(lambda: runs.detail is not None and runs.nodes_table.rowCount() == 2, timeout=10_000)
+    assert runs.detail["record"]["run_id"] == record["run_id"] and runs.detail["rejects"].height == 0
 
     # The dashboard counts it.
     window.show_page("dashboard")
     qtbot.waitUntil(lambda: cards["runs_today"].value.text() == str(runs_before + 1), timeout=15_000)
+
+    # The editor opens the service's pipeline (double-click), its palette and forms from the registry.
+    pipelines = window.show_page("pipelines")
+    double_click(qtbot, pipelines.mine, pipelines.mine.topLevelItem(0))
+    editor = window.pages["editor"]
+    assert "editor" not in window.page_errors
+    qtbot.waitUntil(lambda: window.current_page_name() == "editor", timeout=5_000)
+    qtbot.waitUntil(lambda: set(editor.document.ids()) == {"src", "dst"}, timeout=10_000)
+    assert editor.document.get("name") == "orders"
+    connectors = window.show_page("connectors")
+    assert "connectors" not in window.page_errors and "opc_ua" in connectors.types
+
+    # The Data page lists the table the run wrote in the service and queries it (Arrow on the wire).
+    data = window.show_page("data")
+    names = lambda: [data.objects.item(i).data(Qt.ItemDataRole.UserRole) for i in range(data.objects.count())]  # noqa: E731
+    qtbot.waitUntil(lambda: "orders" in names(), timeout=10_000)
+    data.sql.setPlainText("SELECT count(*) AS n, sum(a) AS total FROM orders")
+    qtbot.mouseClick(data.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: data.has_result or "✕" in data.sql_status.text(), timeout=10_000)
+    assert data.result_table.frame().to_dicts() == [{"n": 25, "total": sum(range(25))}]
 
     # The Live page shows the simulator's tags, streaming in the service, with fresh good values.
     live = window.show_page("live")

@@ -14,15 +14,23 @@ def _not_served(what: str) -> RemoteError:
     return RemoteError(f"{what}: not offered by the service's API (run it on the service's machine)", 501)
 
 
+def _registry():
+    """Connector types, schemas and config checks read the code's registry, no data directory: the
+    GUI (Connectors page, editor forms) gets them here, as the service would answer them."""
+    from engine.api.connectors import LocalConnectors
+
+    return LocalConnectors(None)  # type: ignore[arg-type] - these calls never touch the core
+
+
 class RemoteConnectors:
     def __init__(self, client: ServiceClient):
         self._client = client
 
     def types(self) -> list[dict[str, Any]]:
-        raise _not_served("connector types")
+        return _registry().types()  # the registry is code: the same here as in the service
 
     def schema(self, connector_type: str, role: str) -> dict[str, Any]:
-        raise _not_served("connector schemas")
+        return _registry().schema(connector_type, role)
 
     def list(self) -> list[dict[str, Any]]:
         return [{k: v for k, v in c.items() if k != "id"} for c in self._client.get("/connectors")]
@@ -37,7 +45,7 @@ class RemoteConnectors:
         return {k: v for k, v in found.items() if k != "id"}
 
     def check(self, connector_type: str, role: str, config: dict[str, Any]) -> list[dict[str, str]]:
-        raise _not_served("connector checks")
+        return _registry().check(connector_type, role, config)  # no I/O: checked here
 
     def save(
         self,

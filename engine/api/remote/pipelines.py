@@ -66,7 +66,10 @@ class RemotePipelines:
         return load_spec(path)
 
     def node_types(self) -> list[dict[str, Any]]:
-        raise RemoteError("the node palette: not offered by the service's API", 501)
+        """The editor's palette: the code's registries (no data directory), as the service has them."""
+        from engine.api.pipelines import LocalPipelines
+
+        return LocalPipelines(None).node_types()  # type: ignore[arg-type] - never touches the core
 
     def transformations(self) -> list[dict[str, Any]]:
         return self._client.get("/transformations")

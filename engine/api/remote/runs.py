@@ -158,7 +158,7 @@ class RemoteRuns:
 
         got = self._client.get(f"/runs/{run_id}")
         rejects = got.get("rejects") or {}
-        frame = pl.DataFrame(rejects.get("rows") or []) if rejects.get("rows") else None
+        frame = pl.DataFrame(rejects.get("rows") or [])  # no rejects: an empty frame, as a local engine gives
         return {
             "record": got["record"],
             "nodes": got.get("nodes") or [],
