@@ -64,7 +64,9 @@ def _duplicate_error(path: Path, key_path: str, **where: int) -> DataError:
 
 
 def _object_paths(dtype: pl.DataType, path: str = "$") -> list[str]:
-    """JSON paths of the objects a column type holds: a struct, or structs inside lists."""
+    """JSON paths where a record may hold objects: structs, structs inside lists, and strings (a
+    field that is an object in one record and text in another becomes a string column holding the
+    object's JSON text, duplicates and all)."""
     if isinstance(dtype, pl.Struct):
         out = [path]
         for f in dtype.fields:
@@ -74,7 +76,7 @@ def _object_paths(dtype: pl.DataType, path: str = "$") -> list[str]:
         return out
     if isinstance(dtype, pl.List | pl.Array):
         return _object_paths(dtype.inner, f"{path}[*]")
-    return []
+    return [path] if dtype == pl.String else []
 
 
 def _has_duplicate_keys(path: Path, schema: pl.Schema, fmt: str, limit: int | None) -> bool:
