@@ -144,7 +144,8 @@ def test_the_gui_drives_a_running_service(qtbot, attached, artifacts):
 
     shot = artifacts / "attached.png"
     window.grab().save(str(shot))
-    if os.environ.get("KEEP_DOCS_SCREENSHOTS"):
+    if os.environ.get("KEEP_DOCS_SCREENSHOTS"):  # by hand, for docs/service.md: a fuller chart
+        qtbot.waitUntil(lambda: points(live.charts[0], tag) > 60 and live.idle, timeout=30_000)
         DOCS_IMAGES.mkdir(exist_ok=True)
         window.grab().save(str(DOCS_IMAGES / "attached.png"))
 
@@ -164,6 +165,24 @@ def test_gui_alone_attaches_to_the_service_that_owns_its_data_dir(service):
         assert [p["name"] for p in engine.pipelines.list() if p["origin"] == "mine"] == ["orders"]
     finally:
         engine.close()
+
+
+def test_gui_attach_to_nothing_is_one_line_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.service.conftest import ROOT
+
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "gui", "--attach", "http://127.0.0.1:9", "--token", "t"],
+        cwd=ROOT,
+        env={**os.environ, "AGGREGATOR_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "http://127.0.0.1:9: cannot reach the service" in done.stderr
 
 
 def test_attach_without_a_token_or_with_a_wrong_one_is_one_line(service, tmp_path, monkeypatch):
