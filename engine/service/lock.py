@@ -103,7 +103,8 @@ def owner(data_dir: Path | str) -> tuple[int, str | None] | None:
 
 
 def _read_pid(path: Path) -> int | None:
-    with contextlib.suppress(OSError, ValueError):
+    # The holder writes its PID just after taking the lock: an empty file is a service starting.
+    with contextlib.suppress(OSError, ValueError, IndexError):
         return int(path.read_text(encoding="utf-8").split()[0])
     return None
 

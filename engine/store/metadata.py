@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
 from pathlib import Path
@@ -28,6 +29,8 @@ from engine.statuses import UNFINISHED
 
 SCHEMA_VERSION = 1
 MAX_PENDING_LOGS = 10_000  # log lines kept in memory while the disk is full
+
+_log = logging.getLogger(__name__)
 
 
 def utc_now() -> str:
@@ -46,6 +49,7 @@ class MetadataStore:
         self.db.execute("PRAGMA busy_timeout=5000")
         self._lock = threading.Lock()
         self._pending_logs: list[dict[str, Any]] = []  # lines that met a full disk
+        self._closed = False
         self._migrate()
 
     def _migrate(self) -> None:
@@ -216,6 +220,9 @@ class MetadataStore:
             "message": mask(message),
         }
         with self._lock:
+            if self._closed:  # a source thread still stopping after the engine closed its stores
+                _log.info("after close, not stored: run %s %s: %s", run_id, level, row["message"])
+                return
             try:
                 self._flush_pending_logs()
                 self.db["run_logs"].insert(row)
@@ -403,6 +410,8 @@ class MetadataStore:
         return [r["name"] for r in self.db.query("SELECT name FROM secret_names ORDER BY name")]
 
     def close(self) -> None:
-        with self._lock, contextlib.suppress(sqlite3.Error):
-            self._flush_pending_logs()
-        self.db.close()
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._flush_pending_logs()
+            self._closed = True
+            self.db.close()

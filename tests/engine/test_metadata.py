@@ -222,3 +222,14 @@ def test_an_older_file_gains_the_new_columns_and_its_unfinished_runs_are_recover
             left["error"] == "the process that started the run ended without finishing it (killed or crashed)"
         )
         assert ws.metadata.leftovers(finished_only=False) == []
+
+
+def test_a_log_line_after_close_is_not_an_error(tmp_path, caplog):
+    """A source thread still stopping after the engine closed its stores must not die on a log."""
+    store = MetadataStore(tmp_path / "metadata.db")
+    store.close()
+    with caplog.at_level("INFO", logger="engine.store.metadata"):
+        store.log("run-1", "warning", "session lost: modbus://127.0.0.1:1: connection refused", "meters")
+    assert any(
+        "not stored" in r.getMessage() and "connection refused" in r.getMessage() for r in caplog.records
+    )

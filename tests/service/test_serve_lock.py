@@ -71,3 +71,17 @@ def test_owner_after_kill_9_is_none(serve):
     sp = serve()
     sp.stop(sig=9)
     assert owner(sp.data_dir) is None  # the OS released the lock; a stale service.json is not believed
+
+
+def test_owner_while_the_holder_has_not_written_its_pid_yet(tmp_path):
+    """The lock is taken before the PID is written: a reader in between sees a service, pid 0."""
+    import fcntl
+
+    from engine.service.lock import LOCK_FILE
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with open(data_dir / LOCK_FILE, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert owner(data_dir) == (0, None)
+    assert owner(data_dir) is None
