@@ -64,7 +64,7 @@ NUMERIC_STEPS = [
 
 # ---- a header-only CSV is a source with zero rows --------------------------------------------------
 def test_header_only_csv_is_a_valid_source_with_zero_rows(tmp_path, data_dir, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # validate reads the file's columns relative to the working folder
+    monkeypatch.chdir(tmp_path.parent)  # relative paths are the spec folder's, wherever validate runs
     (tmp_path / "orders.csv").write_text("order_id,price,quantity\n")
     spec = write_spec(tmp_path, "orders.csv", steps=NUMERIC_STEPS)  # numeric steps on untyped columns
 
@@ -76,7 +76,7 @@ def test_header_only_csv_is_a_valid_source_with_zero_rows(tmp_path, data_dir, ca
 
 
 def test_header_only_csv_still_checks_column_names(tmp_path, data_dir, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # validate reads the file's columns relative to the working folder
+    monkeypatch.chdir(tmp_path.parent)  # relative paths are the spec folder's, wherever validate runs
     (tmp_path / "orders.csv").write_text("order_id,price,quantity\n")
     steps = [{"type": "record_filter", "condition": {"field": "nope", "operator": "gt", "value": 1}}]
     spec = write_spec(tmp_path, "orders.csv", steps=steps)
