@@ -78,6 +78,7 @@ def test_it_is_an_engine_api_whose_run_job_ends_with_the_services_record(remote,
         engine.runs.detail("no-such-run")
 
 
+@pytest.mark.slow
 def test_cancelling_a_stream_job_stops_it_in_the_service(remote):
     from tests.ui.conftest import opcua_simulator
 

@@ -19,15 +19,34 @@ import concurrent.futures
 import contextlib
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from engine.api.events import EngineEvent, event_from_dict
 from engine.errors import AggregatorError, DataError, SpecError, SpecIssue, UsageError
+
+
+def _import_httpx():
+    """httpx, without its command-line tool: `import httpx` also imports `httpx._main` (rich, click)
+    when those are installed, 40-60 ms that a client never uses (`aggregator runs` next to a service
+    has 300 ms in all). httpx falls back to a stub `main` when that import fails."""
+    if "httpx" in sys.modules:
+        return sys.modules["httpx"]
+    blocked = "httpx._main" not in sys.modules
+    if blocked:
+        sys.modules["httpx._main"] = None  # type: ignore[assignment]  # makes its import fail
+    try:
+        import httpx
+    finally:
+        if blocked:
+            del sys.modules["httpx._main"]
+    return httpx
+
+
+httpx = _import_httpx()
 
 RECONNECT_S = 0.5  # pause before opening a dropped event stream again
 EVENTS_READY_S = 5.0  # how long `subscribe(wait=True)` waits for the stream to open
