@@ -156,3 +156,29 @@ def test_tables_pages_sql_and_export_through_the_service(api, remote, tmp_path):
     ]  # no leftovers
     frame_file = remote.data.export_frame(result["frame"], tmp_path / "out" / "q.parquet").result(30)
     assert pl.read_parquet(frame_file).to_dicts() == [{"tag": "t1", "total": 34.0}]
+
+
+def test_the_dashboard_counts_today_in_the_clients_time_zone(api, remote, tmp_path):
+    from datetime import timedelta, timezone
+
+    store_tags(api, tmp_path)
+    (run,) = api.engine.runs.list()
+    started = datetime.fromisoformat(run["started_at"].replace("Z", "+00:00"))
+    of_day = started - started.replace(hour=0, minute=0, second=0, microsecond=0)
+    seconds = int(of_day.total_seconds()) // 60 * 60
+    # A client for whom the run began at 00:05 (its today), and one for whom it began at 23:55 the
+    # day before: the same moments, told in two offsets.
+    after_midnight = timezone(timedelta(seconds=300 - seconds))
+    before_midnight = timezone(timedelta(seconds=86100 - seconds))
+    cards = ("pipelines", "runs_today", "rows_today", "failures_today", "active_streams")
+    now = started + timedelta(minutes=1)
+    there = remote.health.summary(now.astimezone(after_midnight))
+    here = api.engine.health.summary(now.astimezone(after_midnight))
+    assert {c: there[c] for c in cards} == {c: here[c] for c in cards}
+    assert there["runs_today"] == 1 and there["rows_today"] == 8
+    assert (
+        remote.health.summary((started + timedelta(minutes=10)).astimezone(before_midnight))["runs_today"]
+        == 0
+    )
+    recent = remote.health.summary(recent=5)["recent_runs"]
+    assert [r["run_id"] for r in recent] == [run["run_id"]]
