@@ -62,7 +62,11 @@ def attached(qtbot, service):
     engine.close()
 
 
-def test_the_gui_drives_a_running_service(qtbot, attached, artifacts):
+def proc_doc(proc) -> dict:
+    return json.loads((proc.data_dir / "pipelines" / "orders.json").read_text(encoding="utf-8"))
+
+
+def test_the_gui_drives_a_running_service(qtbot, attached, artifacts, tmp_path):
     from engine.api.remote import RemoteEngine
 
     window, engine, proc = attached
@@ -118,6 +122,16 @@ def test_the_gui_drives_a_running_service(qtbot, attached, artifacts):
     qtbot.waitUntil(lambda: window.current_page_name() == "editor", timeout=5_000)
     qtbot.waitUntil(lambda: set(editor.document.ids()) == {"src", "dst"}, timeout=10_000)
     assert editor.document.get("name") == "orders"
+    # A file on this machine opens too (the Open dialog's), and saving sends it to the service.
+    local = tmp_path / "local" / "orders_copy.json"
+    local.parent.mkdir()
+    local.write_text(json.dumps({**proc_doc(proc), "name": "orders copy"}), encoding="utf-8")
+    editor.open_pipeline(local, confirm=False)
+    qtbot.waitUntil(lambda: editor.document.get("name") == "orders copy", timeout=10_000)
+    assert editor.path is None  # not the service's: Save asks where
+    editor.save_to(tmp_path / "local" / "copy.json")
+    qtbot.waitUntil(lambda: (proc.data_dir / "pipelines" / "copy.json").exists(), timeout=10_000)
+    assert json.loads((proc.data_dir / "pipelines" / "copy.json").read_text())["name"] == "orders copy"
     connectors = window.show_page("connectors")
     assert "connectors" not in window.page_errors and "opc_ua" in connectors.types
 

@@ -39,7 +39,14 @@ class RemotePipelines:
         return [{k: item.get(k) for k in _ENTRY_KEYS} for item in self._items()]
 
     def read(self, path: str | Path) -> dict[str, Any]:
-        got = self._client.get(f"/pipelines/{self._known_id(path)}")
+        pid = self._id_of(path)
+        if pid is None and Path(path).is_file():
+            # A file on this machine (the editor's Open dialog): read here, and "shipped" so that
+            # saving asks where; `save` then sends it to the service.
+            from engine.api.pipelines import LocalPipelines
+
+            return {**LocalPipelines(None).read(path), "shipped": True}  # type: ignore[arg-type]
+        got = self._client.get(f"/pipelines/{pid if pid is not None else self._known_id(path)}")
         return {"document": got["document"], "form": got.get("form"), "shipped": bool(got.get("read_only"))}
 
     def open(self, path: str | Path) -> dict[str, Any]:
