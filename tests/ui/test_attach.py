@@ -86,7 +86,8 @@ def test_the_gui_drives_a_running_service(qtbot, attached, artifacts, tmp_path):
     pipelines = window.show_page("pipelines")
     qtbot.waitUntil(lambda: pipelines.mine.topLevelItemCount() == 1, timeout=10_000)
     item = pipelines.mine.topLevelItem(0)
-    assert (item.text(0), item.text(1), item.text(2)) == ("orders", "orders.json", "manual")
+    assert (item.text(0), item.text(1), item.text(2)) == ("orders", "orders", "manual")  # by API id
+    assert pipelines.mine.headerItem().text(1) == "Id"
     pipelines.mine.setCurrentItem(item)
     pipelines.mine.setFocus()
     assert pipelines.run_button.isEnabled()

@@ -110,7 +110,10 @@ class PipelinesPage(Page):
 
         layout.addWidget(QLabel("<b>My pipelines</b>"))
         self.mine_stack = QStackedWidget()
-        self.mine = _tree(["Name", "File", "Mode", "Last run", "Modified", "Description"])
+        # Attached to a service (a RemoteEngine has its URL), pipelines are named by their API id.
+        self.attached = getattr(self.engine, "url", None) is not None
+        file_column = "Id" if self.attached else "File"
+        self.mine = _tree(["Name", file_column, "Mode", "Last run", "Modified", "Description"])
         self.mine_empty = EmptyState(
             "No pipelines of your own yet. Start from a template below, or draw one in the editor.",
             "New pipeline",
@@ -121,7 +124,7 @@ class PipelinesPage(Page):
         layout.addWidget(self.mine_stack, 3)
 
         layout.addWidget(QLabel("<b>Examples and templates</b> (read-only: saving makes your own copy)"))
-        self.shipped = _tree(["Name", "Kind", "File", "Mode", "Last run", "Description"])
+        self.shipped = _tree(["Name", "Kind", file_column, "Mode", "Last run", "Description"])
         layout.addWidget(self.shipped, 2)
 
         for tree in (self.mine, self.shipped):
@@ -152,7 +155,7 @@ class PipelinesPage(Page):
         self.mine.clear()
         self.shipped.clear()
         for f in self.files:
-            file_name = Path(f["path"]).name
+            file_name = self._label(f)
             if needle and needle not in f["name"].lower() and needle not in file_name.lower():
                 continue
             description = f"⚠ {f['error']}" if f["error"] else f["description"]
@@ -170,6 +173,14 @@ class PipelinesPage(Page):
         has_mine = self.mine.topLevelItemCount() > 0
         self.mine_stack.setCurrentWidget(self.mine if has_mine or needle else self.mine_empty)
         self._update_buttons()
+
+    def _label(self, entry: dict[str, Any]) -> str:
+        """The file's name; attached to a service, the pipeline's id in its API (`orders`,
+        `example:orders`), as `GET /pipelines/{id}` names it."""
+        stem = Path(entry["path"]).stem
+        if not self.attached:
+            return Path(entry["path"]).name
+        return stem if entry["origin"] == "mine" else f"{entry['origin']}:{stem}"
 
     # ---- actions ---------------------------------------------------------------------------
     def selected(self) -> dict[str, Any] | None:
