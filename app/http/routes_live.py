@@ -9,6 +9,7 @@ Series and frames answer as Arrow IPC streams (app/http/arrow.py). A window is o
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -118,6 +119,7 @@ async def history(
     end: str | None = Query(None, pattern=TIME_PATTERN, description="until, excluded (ISO 8601)"),
     bucket: str = Query("1s", pattern=DURATION, description="bucket width (e.g. 1s, 1m, 1h)"),
     stats: list[Statistic] = Query([Statistic.avg, Statistic.min, Statistic.max, Statistic.count]),
+    include_bad: bool = Query(False, description="count bad-quality values in the statistics"),
     api: EngineAPI = Depends(engine),
 ) -> Response:
     wanted = _check_tags(tags)
@@ -126,7 +128,10 @@ async def history(
     if since is not None and until is not None and since >= until:
         raise ApiError("query.start: not before end", 422)
     statistics = list(dict.fromkeys(s.value for s in stats))
-    frame = await run_in_threadpool(api.live.history, wanted, since, until, bucket, statistics)
+    more = {"include_bad": True} if include_bad else {}  # `aggregator query --include-bad`
+    frame = await run_in_threadpool(
+        functools.partial(api.live.history, wanted, since, until, bucket, statistics, **more)
+    )
     return arrow_response(frame)
 
 

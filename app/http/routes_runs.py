@@ -107,6 +107,14 @@ async def start_run(
     for name, value in (("spec_path", spec_path), ("base_dir", base_dir)):
         if value is not None and "\x00" in value:
             raise ApiError(f"query.{name}: a NUL character (allowed: a file path)", 422)
+    issues = await run_in_threadpool(api.pipelines.validate, doc)
+    if issues:  # every issue, as `aggregator validate` says them; nothing starts
+        first = issues[0]
+        line = f"{first['path']}: {first['message']}" if first.get("path") else first["message"]
+        if first.get("allowed"):
+            line += f" (allowed: {first['allowed']})"
+        more = f" (+{len(issues) - 1} more)" if len(issues) > 1 else ""
+        raise ApiError(f"body: {line}{more}", 422, issues=issues)
     job = api.runs.start(doc, spec_path=spec_path, base_dir=base_dir, trigger=trigger, seconds=seconds)
     _kept_jobs(request)[job.id] = job
     return {"job_id": job.id, "kind": job.kind, "result_url": f"/jobs/{job.id}/result"}

@@ -69,6 +69,7 @@ def seed(data_dir: Path) -> Path:
     for second in range(0, 180, 10):
         builder.add("t1.power", float(second), timestamp=T0 + timedelta(seconds=second))
         builder.add("t2.power", 2.0 * second, timestamp=T0 + timedelta(seconds=second))
+    builder.add("t2.power", None, timestamp=T0 + timedelta(seconds=175), quality="bad", reason="comm_lost")
     TagHistorian(historian).append(builder.take())
     historian.close()
     return data_dir
@@ -141,6 +142,7 @@ def test_run_runs_preview_validate_and_query_answer_as_locally(pair):
     for args in (
         ("t1.*", "--start", "2024-03-01T12:00", "--end", "2024-03-01T12:02Z", "--stat", "avg,max", "--json"),
         ("*.power", "--bucket", "5m"),
+        ("t2.*", "--bucket", "5m", "--include-bad", "--json"),
         ("*", "--last", "--json"),
     ):
         remote, here = both(served, local, "query", *args)

@@ -90,7 +90,7 @@ def error_of(response: httpx.Response) -> Exception:
                     str(i.get("path") or ""),
                     str(i.get("message") or ""),
                     i.get("allowed"),
-                    node=i.get("node"),
+                    node=i.get("node") or i.get("node_id"),
                 )
                 for i in issues
                 if isinstance(i, dict)

@@ -90,6 +90,7 @@ class RemoteLive:
         end: datetime | None,
         bucket: str | timedelta = "1s",
         statistics: Sequence[str] = ("avg", "min", "max", "count"),
+        include_bad: bool = False,
     ):
         """The historian's bucketed query on the service: one row per tag and bucket."""
         names = [tags] if isinstance(tags, str) else list(tags)
@@ -103,6 +104,7 @@ class RemoteLive:
             end=end.isoformat() if end is not None else None,
             bucket=bucket,
             stats=list(statistics),
+            include_bad="true" if include_bad else None,
         )
         return frame
 
