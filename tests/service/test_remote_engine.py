@@ -111,6 +111,9 @@ def test_refused_token_and_unreachable_service_are_one_line_errors(serve):
         engine.runs.list()
     assert "refused the API token" in str(caught.value) and "\n" not in str(caught.value)
     assert caught.value.exit_code == 2
+    with RemoteEngine(service.url, "not-the-token") as engine, pytest.raises(ServiceUnavailable) as caught:
+        engine.subscribe(lambda event: None)  # the event stream too, at once
+    assert "refused the API token" in str(caught.value)
 
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))

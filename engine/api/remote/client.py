@@ -128,6 +128,8 @@ class ServiceClient:
         self._stop = threading.Event()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._response: httpx.Response | None = None  # the open event stream
+        self._stream_error = ""  # why the event stream last failed to open or broke
+        self._refused: RemoteError | None = None  # the service refused the token for the stream
 
     # ---- requests ----------------------------------------------------------------------------
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -170,10 +172,19 @@ class ServiceClient:
             if self._reader is None:
                 self._reader = threading.Thread(target=self._read_events, name="remote-events", daemon=True)
                 self._reader.start()
-        if wait and not self._stream_open.wait(EVENTS_READY_S):
-            raise ServiceUnavailable(
-                f"{self.url}/events: the event stream did not open within {EVENTS_READY_S:g} s"
-            )
+        if wait:
+            deadline = time.monotonic() + EVENTS_READY_S
+            while not self._stream_open.wait(0.05):
+                refused = self._refused
+                if refused is not None or time.monotonic() > deadline:
+                    with self._sub_lock, contextlib.suppress(ValueError):
+                        self._subscribers.remove(callback)
+                    if refused is not None:  # a refused token: no use waiting
+                        raise refused
+                    why = f" ({self._stream_error})" if self._stream_error else ""
+                    raise ServiceUnavailable(
+                        f"{self.url}/events: the event stream did not open within {EVENTS_READY_S:g} s{why}"
+                    )
 
         def unsubscribe() -> None:
             with self._sub_lock, contextlib.suppress(ValueError):
@@ -192,14 +203,17 @@ class ServiceClient:
                         r.read()
                         raise error_of(r)
                     self._response = r
+                    self._refused = None
                     self._stream_open.set()
                     for line in r.iter_lines():
                         if self._stop.is_set():
                             return
                         if line.startswith("data:"):
                             self._dispatch(line[5:].strip())
-            except (httpx.HTTPError, RemoteError):
-                pass
+            except (httpx.HTTPError, RemoteError) as exc:  # opened again below (events meanwhile are lost)
+                self._stream_error = str(exc) or type(exc).__name__
+                if isinstance(exc, RemoteError) and exc.status == 401:
+                    self._refused = exc
             self._stream_open.clear()
             self._stop.wait(RECONNECT_S)
 
