@@ -193,6 +193,30 @@ def describe_pipeline_file(path: Path, origin: str) -> dict[str, Any]:
     return entry
 
 
+_DESCRIBED: dict[tuple[str, str], tuple[tuple[int, int, int], dict[str, Any]]] = {}
+_DESCRIBED_MAX = 10_000  # files remembered (then forgotten all at once)
+
+
+def _describe_cached(path: Path, origin: str) -> dict[str, Any]:
+    """`describe_pipeline_file`, kept while the file is unchanged (same inode, size and mtime in ns):
+    `GET /pipelines` parsed every spec file, the examples' too, on every call (a quarter of the
+    API's CPU under a mixed read load; tests/benchmarks/bench_api_load.py)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return describe_pipeline_file(path, origin)
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    key = (str(path), origin)
+    hit = _DESCRIBED.get(key)
+    if hit is not None and hit[0] == stamp:
+        return dict(hit[1])
+    entry = describe_pipeline_file(path, origin)
+    if len(_DESCRIBED) >= _DESCRIBED_MAX:
+        _DESCRIBED.clear()
+    _DESCRIBED[key] = (stamp, dict(entry))
+    return entry
+
+
 def load_spec(path: str | Path) -> dict[str, Any]:
     """Read and check a spec file: {"document" (as the file has it), "name", "form", "mode",
     "nodes": [{id, kind}]}; SpecError naming the file otherwise. Needs no data directory."""
@@ -230,7 +254,7 @@ class LocalPipelines:
             if not folder.is_dir():
                 continue
             files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SPEC_SUFFIXES]
-            described = [describe_pipeline_file(p, origin) for p in files]
+            described = [_describe_cached(p, origin) for p in files]
             if origin == "mine":
                 described.sort(key=lambda f: -f["modified"])
             else:
