@@ -2,7 +2,7 @@
 
 Every client goes through it: the CLI, the desktop app and the service's HTTP routes. Two
 implementations: `LocalEngine` (engine/api/local.py: the engine in this process, owning the data
-directory) and `RemoteEngine` (engine/api/remote.py: a running `aggregator serve` over HTTP and its
+directory) and `RemoteEngine` (engine/api/remote/: a running `aggregator serve` over HTTP and its
 event stream). Nothing outside `engine/` reaches the stores, the runner or the workspace; an
 import-linter contract keeps `ui` and `app` to `engine.api`.
 
