@@ -154,6 +154,17 @@ def test_run_runs_preview_validate_and_query_answer_as_locally(pair):
         assert remote.stdout.strip() not in ("", "[]", "(no values)")
     assert service.proc.poll() is None  # the service still owns its directory
 
+    # next to a service, `aggregator runs` stays light: no Polars, no DuckDB (a regression guard of
+    # the < 300 ms figure of tests/benchmarks/bench_cli_service.py)
+    timed = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "app.cli", "runs", "--data-dir", str(served)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=dict(os.environ),
+    )  # fmt: skip
+    assert timed.returncode == 0, timed.stderr[-2000:]
+    modules = {line.rsplit("|", 1)[-1].strip() for line in timed.stderr.splitlines() if "|" in line}
+    assert "engine.api.remote" in modules
+    assert not modules & {"polars", "duckdb", "sqlite_utils", "fastapi"}
+
 
 def steady_preview(doc: dict) -> dict:
     for node in doc["nodes"].values():
