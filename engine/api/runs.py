@@ -60,19 +60,6 @@ class PreviewResult:
         return {key: p.rows_total for key, p in self.ports.items()}
 
 
-def _ancestors(graph, node_id: str) -> set[str]:
-    from engine.spec.models import parse_input
-
-    keep, todo = set(), [node_id]
-    while todo:
-        nid = todo.pop()
-        if nid in keep:
-            continue
-        keep.add(nid)
-        todo += [parse_input(ref)[0] for ref in graph.node(nid).inputs]
-    return keep
-
-
 def _through(compiled, node_id: str | None):
     """The compiled pipeline cut down to `node_id` and what feeds it (a preview reads no more)."""
     from engine.errors import SpecError, SpecIssue
