@@ -20,7 +20,6 @@ to the console.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from engine.context import RunContext
 from engine.errors import ConnectorError
 from engine.runs.retry import backoff_delay
 from engine.tags import COMM_LOST, TIME, TagBatchBuilder, utc_now
+from protocols.connect_errors import os_error_reason
 from protocols.modbus.config import BIT_TABLES, ModbusDevice, ModbusSourceConfig
 from protocols.modbus.planner import ReadRequest, plan_requests
 
@@ -90,16 +90,8 @@ def make_client(device: ModbusDevice) -> Any:
 
 def describe_os_error(exc: BaseException, timeout_ms: int) -> str:
     """A connection failure as a plant engineer reads it: `connection refused`, `no answer
-    within 1000 ms`, `unknown host`..."""
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, TimeoutError):
-        return f"no answer within {timeout_ms} ms"
-    if isinstance(exc, socket.gaierror):
-        return f"unknown host ({exc.strerror or exc})"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror[:1].lower() + exc.strerror[1:]
-    return f"{type(exc).__name__}: {exc}"
+    within 1000 ms`, `unknown host`... (protocols/connect_errors.py)"""
+    return os_error_reason(exc, f"{timeout_ms} ms") or f"{type(exc).__name__}: {exc}"
 
 
 async def why_unreachable(device: ModbusDevice) -> str:

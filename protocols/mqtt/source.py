@@ -21,7 +21,6 @@ no NBIRTH of with an NCMD `Node Control/Rebirth` (`sparkplug.request_rebirth`, o
 
 from __future__ import annotations
 
-import socket
 import sys
 import threading
 import time
@@ -37,6 +36,7 @@ from engine.connectors.base import StreamingSource, one_line_error
 from engine.context import RunContext
 from engine.errors import ConnectorError
 from engine.tags import TagBatchBuilder, empty_tags, utc_now
+from protocols.connect_errors import os_error_reason
 from protocols.mqtt.config import MqttSourceConfig
 from protocols.timestamps import IMPLAUSIBLE
 
@@ -76,15 +76,7 @@ def _connect_error(exc: BaseException | None, timeout_s: float) -> str:
     """Why a connection attempt failed, as a plant engineer reads it (`connection refused`)."""
     if exc is None:
         return "connection failed"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, TimeoutError):
-        return f"no answer within {timeout_s:g} s"
-    if isinstance(exc, socket.gaierror):
-        return f"unknown host ({exc.strerror or exc})"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror[:1].lower() + exc.strerror[1:]
-    return f"connection failed ({type(exc).__name__}: {exc})"
+    return os_error_reason(exc, f"{timeout_s:g} s") or f"connection failed ({type(exc).__name__}: {exc})"
 
 
 class MqttSource(StreamingSource):
