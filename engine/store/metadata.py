@@ -17,6 +17,7 @@ import json
 import logging
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,20 @@ class MetadataStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
-        self._lock = threading.Lock()
+        # Reads hold it too: sqlite-utils runs every query inside a SAVEPOINT that it then RELEASEs,
+        # and on this one connection a read's savepoint nested in a write's transaction (or the
+        # write's in the read's) released or committed the other's: "no such savepoint", "cannot
+        # commit - no transaction is active", and the run failed (about 1 in 300 runs with 100
+        # interval pipelines a second; tests/benchmarks/bench_service.py scheduler_real). Each read
+        # is fetched whole under the lock. RLock: writes read under it.
+        self._lock = threading.RLock()
+        query = self.db.query
+
+        def locked_query(*args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+            with self._lock:
+                return iter(list(query(*args, **kwargs)))
+
+        self.db.query = locked_query  # type: ignore[method-assign]
         self._pending_logs: list[dict[str, Any]] = []  # lines that met a full disk
         self._closed = False
         self._migrate()
