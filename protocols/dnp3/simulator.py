@@ -33,10 +33,10 @@ import socket
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 from protocols import windfarm
-from protocols.dnp3.config import Dnp3Point
+from protocols.dnp3.config import Dnp3Point, PointType
 from protocols.serving import serve
 
 log = logging.getLogger(__name__)
@@ -47,15 +47,7 @@ RESTART = 0x02
 COMM_LOST = 0x04
 OVER_RANGE = 0x20
 
-POINT_TYPES = (
-    "binary_input",
-    "double_bit_binary",
-    "analog_input",
-    "counter",
-    "frozen_counter",
-    "binary_output_status",
-    "analog_output_status",
-)
+POINT_TYPES: tuple[str, ...] = get_args(PointType)  # the master's point types, in its order
 # IEEE 1815 double-bit states
 INTERMEDIATE, DETERMINED_OFF, DETERMINED_ON, INDETERMINATE = 0, 1, 2, 3
 FREEZE_EVERY_S = 900.0  # model time: frozen counters follow the counters every 15 minutes
