@@ -60,6 +60,19 @@ class NotFound(ApiError):
     status_code = 404
 
 
+def refuse_invalid_document(issues: list[dict[str, Any]]) -> None:
+    """A pipeline document with issues (`api.pipelines.validate`) is refused with 422: the first
+    issue on one line, as `aggregator validate` says it, `(+N more)`, every issue in `issues`."""
+    if not issues:
+        return
+    first = issues[0]
+    line = f"{first['path']}: {first['message']}" if first.get("path") else first["message"]
+    if first.get("allowed"):
+        line += f" (allowed: {first['allowed']})"
+    more = f" (+{len(issues) - 1} more)" if len(issues) > 1 else ""
+    raise ApiError(f"body: {line}{more}", 422, issues=issues)
+
+
 def one_line(text: Any) -> str:
     """`text` on one line, secrets masked, cut to a readable length."""
     line = " ".join(str(text).split()) or "error"

@@ -18,7 +18,7 @@ from fastapi import Path as PathParam
 
 from app.http.deps import engine
 from app.http.documents import document_body, read_document
-from app.http.errors import ApiError, NotFound
+from app.http.errors import ApiError, NotFound, refuse_invalid_document
 from app.http.routes_runs import RunStatus, run_filter
 from engine.api.events import RunStarted, as_event
 from engine.api.protocol import EngineAPI
@@ -64,14 +64,7 @@ def _find(api: EngineAPI, pid: str) -> dict[str, Any]:
 
 
 def _valid(api: EngineAPI, doc: dict[str, Any]) -> None:
-    issues = api.pipelines.validate(doc)
-    if issues:
-        first = issues[0]
-        line = f"{first['path']}: {first['message']}" if first.get("path") else first["message"]
-        if first.get("allowed"):
-            line += f" (allowed: {first['allowed']})"
-        more = f" (+{len(issues) - 1} more)" if len(issues) > 1 else ""
-        raise ApiError(f"body: {line}{more}", 422, issues=issues)
+    refuse_invalid_document(api.pipelines.validate(doc))
 
 
 @router.get("", summary="Every pipeline: yours, the shipped examples and templates")

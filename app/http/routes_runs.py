@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.http.deps import engine
 from app.http.documents import document_body, read_document
-from app.http.errors import ApiError, NotFound
+from app.http.errors import ApiError, NotFound, refuse_invalid_document
 from app.http.shape import frame_columns, frame_rows
 from engine.api.protocol import EngineAPI, RunFilter
 from engine.statuses import RUN_STATUSES
@@ -107,14 +107,8 @@ async def start_run(
     for name, value in (("spec_path", spec_path), ("base_dir", base_dir)):
         if value is not None and "\x00" in value:
             raise ApiError(f"query.{name}: a NUL character (allowed: a file path)", 422)
-    issues = await run_in_threadpool(api.pipelines.validate, doc)
-    if issues:  # every issue, as `aggregator validate` says them; nothing starts
-        first = issues[0]
-        line = f"{first['path']}: {first['message']}" if first.get("path") else first["message"]
-        if first.get("allowed"):
-            line += f" (allowed: {first['allowed']})"
-        more = f" (+{len(issues) - 1} more)" if len(issues) > 1 else ""
-        raise ApiError(f"body: {line}{more}", 422, issues=issues)
+    # every issue, as `aggregator validate` says them; nothing starts
+    refuse_invalid_document(await run_in_threadpool(api.pipelines.validate, doc))
     job = api.runs.start(doc, spec_path=spec_path, base_dir=base_dir, trigger=trigger, seconds=seconds)
     _kept_jobs(request)[job.id] = job
     return {"job_id": job.id, "kind": job.kind, "result_url": f"/jobs/{job.id}/result"}

@@ -149,6 +149,15 @@ def test_a_linear_document_in_yaml_is_taken(api, tmp_path):
     assert {n["kind"] for n in got["document"]["nodes"]} == {"source", "destination"}
 
 
+def test_storing_and_running_refuse_a_bad_document_in_the_same_words(api, csv_doc):
+    bad = json.loads(json.dumps(csv_doc))
+    bad["nodes"][1]["connector_type"] = "nowhere"
+    stored, run = api.client.post("/pipelines", json=bad), api.client.post("/runs", json=bad)
+    said = assert_one_line_error(stored, 422, "body: nodes[1]", "nowhere")
+    assert assert_one_line_error(run, 422) == said
+    assert run.json()["issues"] == stored.json()["issues"] and stored.json()["issues"]
+
+
 def test_bad_documents_are_one_line_4xx_saying_where(api, csv_doc):
     bad = json.loads(json.dumps(csv_doc))
     bad["nodes"][1]["connector_type"] = "nowhere"
