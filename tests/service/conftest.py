@@ -10,25 +10,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_for as wait_for  # the service tests import it from here
+
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30.0  # a loaded 2-core machine; the figure itself is in tests/benchmarks/bench_service.py
-
-
-def wait_for(condition, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
-    """Poll `condition()` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 class ServeProcess:

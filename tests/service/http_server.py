@@ -17,6 +17,7 @@ from app.http import create_app
 from app.http.events import close_streams
 from engine.api import LocalEngine
 from engine.service import token as api_token
+from tests.waiting import wait_for
 
 
 @dataclass
@@ -29,14 +30,7 @@ class ApiServer:
     anonymous: httpx.Client  # does not
 
     def wait_for(self, condition, timeout: float = 30.0, what: str = "condition"):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = condition()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-            time.sleep(0.05)
+        return wait_for(condition, timeout, what=what)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from engine.context import RunContext
 from protocols.dnp3.config import Dnp3SourceConfig
 from protocols.dnp3.connector import Dnp3Source
 from protocols.dnp3.simulator import Dnp3Simulator
+from tests import waiting
 
 T0 = 100.0  # model time of the frozen simulator
 
@@ -78,14 +79,7 @@ class Batches:
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        time.sleep(0.02)
+    return waiting.wait_for(condition, timeout, 0.02, what)  # tests/waiting.py, polled finer
 
 
 @pytest.fixture
