@@ -1,21 +1,24 @@
 """API under load (issue 10): p99 of mixed reads at a fixed arrival rate, while a stream ingests.
 
-    python tests/benchmarks/bench_api_load.py [--rate 200] [--seconds 15] [--tags 2000] [--rate-hz 10]
-        [--in-process-source] [--legs idle,streaming]
+    python tests/benchmarks/bench_api_load.py [--rate 200] [--seconds 15] [--source mqtt|opcua]
+        [--changes 20000] [--legs idle,streaming] [--in-process-source]
 
 A real `aggregator serve` on a fresh data directory, with a few finished runs (a 10-row CSV pipeline
 stored and executed through the API). Legs, each a load of `--seconds`:
 - idle: no stream running (the API alone);
-- streaming: a real_time pipeline `opc_ua -> historian` dropped into the service's `--pipelines`
-  folder (the wind-farm OPC UA simulator of protocols/opcua/simulator.py in a process of its own:
-  `--tags` nodes changing `--rate-hz` times a second, 2,000 x 10 = 20,000 changes/s); the load
-  starts once rows reach the historian and 3 s have settled. The source runs in a worker process
-  (`"worker_process": true`, engine/streaming/worker.py) unless `--in-process-source`.
+- streaming: a real_time pipeline `<source> -> historian` dropped into the service's `--pipelines`
+  folder, `--changes` values a second (default 20,000); the load starts once rows reach the
+  historian and 3 s have settled. `--source mqtt` (default): JSON messages of 100 fields each
+  (`json.fields`, a tag per field) published through Mosquitto (127.0.0.1:1883) by a publisher
+  process at changes/100 messages a second. `--source opcua`: the wind-farm OPC UA simulator of
+  protocols/opcua/simulator.py in a process of its own, 2,000 nodes changing 10 times a second, the
+  source in a worker process (`"worker_process": true`) unless `--in-process-source`.
 
 The load generator is a second process (this script with `--load`): an open-loop httpx client that
 sends request i at start + i / rate whatever the earlier ones did, and measures each latency from
 that intended moment to the last byte (no coordinated omission: a stall counts for every request
-it delays). Requests go round-robin over GET /pipelines, /runs, /runs/{id},
+it delays). `client_send_lateness_ms` says how late the generator itself sent them: when it is
+large, the machine starved the client too, and the latency is not the service's alone. Requests go round-robin over GET /pipelines, /runs, /runs/{id},
 /monitoring/system-health and /analytics/timeseries (5 tags, the last 5 min, 10 s buckets), with
 the bearer token. Reported: p50/p90/p99/max overall and per route, errors, achieved rate; the
 service's CPU and RSS; during the streaming leg the rows/s the service wrote and dropped
@@ -45,10 +48,10 @@ sys.path.insert(0, str(HERE))
 # ---- the load generator (a process of its own) -------------------------------------------------------
 async def _load(url: str, token: str, paths: list[str], rate: float, seconds: float) -> dict[str, Any]:
     import httpx
-    from bench_service import quantiles
 
     n = int(rate * seconds)
     results: list[tuple[str, float, int]] = []
+    late: list[float] = []  # how late this client sent each request (its own starvation, not the service's)
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     async with httpx.AsyncClient(
         base_url=url, headers={"Authorization": f"Bearer {token}"}, limits=limits, timeout=30
@@ -61,6 +64,7 @@ async def _load(url: str, token: str, paths: list[str], rate: float, seconds: fl
             delay = at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
+            late.append((time.perf_counter() - at) * 1000)
             try:
                 r = await client.get(path)
                 await r.aread()
@@ -81,20 +85,31 @@ async def _load(url: str, token: str, paths: list[str], rate: float, seconds: fl
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
         cpu = time.process_time() - cpu0
+    return {"results": results, "late": late, "elapsed": elapsed, "cpu": cpu}
+
+
+def summarize(parts: list[dict[str, Any]], rate: float) -> dict[str, Any]:
+    """The load generators' raw results, merged."""
+    from bench_service import quantiles
+
+    results = [tuple(r) for p in parts for r in p["results"]]
+    elapsed = max(p["elapsed"] for p in parts)
     routes: dict[str, list[float]] = {}
     for path, ms, _ in results:
         routes.setdefault(path.split("?")[0] if not path.startswith("/runs/") else "/runs/{id}", []).append(
             ms
         )
     return {
-        "requests": n,
+        "requests": len(results),
         "rate_offered": rate,
-        "rate_achieved": round(n / elapsed, 1),
+        "rate_achieved": round(len(results) / elapsed, 1),
+        "load_generators": len(parts),
         "errors": sum(1 for *_, code in results if code != 200),
         "status_codes": sorted({code for *_, code in results}),
         "latency_ms": quantiles([ms for _, ms, _ in results]),
         "per_route_ms": {k: quantiles(v) for k, v in sorted(routes.items())},
-        "load_generator_cpu_percent": round(100 * cpu / elapsed, 1),
+        "client_send_lateness_ms": quantiles([x for p in parts for x in p["late"]]),
+        "load_generator_cpu_percent": round(100 * sum(p["cpu"] for p in parts) / elapsed, 1),
     }
 
 
@@ -103,17 +118,120 @@ def load_main(argv: list[str]) -> None:
     print(json.dumps(asyncio.run(_load(url, token, paths, rate, seconds))))
 
 
-def run_load(url: str, token: str, paths: list[str], rate: float, seconds: float) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--load", url, token, json.dumps(paths), str(rate), str(seconds)],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 120,
-        cwd=ROOT,
-    )
-    if out.returncode != 0:
-        raise SystemExit(f"the load generator failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def run_load(
+    url: str, token: str, paths: list[str], rate: float, seconds: float, clients: int
+) -> dict[str, Any]:
+    """`clients` generator processes at rate / clients each (one Python client at 200/s spent ~30%
+    of a core, and with many requests in flight httpx's pool costs grow: the client must not be
+    the bottleneck); their results merged."""
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--load",
+                url,
+                token,
+                json.dumps([*paths[k:], *paths[:k]]),
+                str(rate / clients),
+                str(seconds),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for k in range(clients)
+    ]
+    parts = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=seconds + 120)
+        if proc.returncode != 0:
+            raise SystemExit(f"the load generator failed: {err[-2000:]}")
+        parts.append(json.loads(out.strip().splitlines()[-1]))
+    return summarize(parts, rate)
+
+
+# ---- the MQTT publisher (a process of its own) ----------------------------------------------------------
+FIELDS = 100  # values a message
+
+
+def publish_main(argv: list[str]) -> None:
+    """Publish `rate` JSON messages a second of FIELDS values each to `topic` until stdin closes."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    topic, rate = argv[0], float(argv[1])
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}")
+    client.connect("127.0.0.1", 1883)
+    client.loop_start()
+    halt = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), halt.set()), daemon=True).start()
+    print("publishing", flush=True)
+    start, i = time.perf_counter(), 0
+    while not halt.is_set():
+        at = start + i / rate
+        delay = at - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        payload = json.dumps({f"f{k}": i + k * 0.5 for k in range(FIELDS)})
+        client.publish(topic, payload, qos=0)
+        i += 1
+    client.loop_stop()
+    client.disconnect()
+
+
+class Publisher:
+    def __init__(self, topic: str, rate: float):
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--publish", topic, str(rate)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "publishing":
+            self.proc.kill()
+            raise SystemExit("the MQTT publisher did not start (is Mosquitto on 127.0.0.1:1883?)")
+
+    def stop(self) -> None:
+        self.proc.communicate("", timeout=30)
+
+
+def mqtt_spec(topic: str) -> dict[str, Any]:
+    return {
+        "name": "stream",
+        "spec_version": 1,
+        "nodes": [
+            {
+                "id": "mqtt",
+                "kind": "source",
+                "connector_type": "mqtt",
+                "config": {
+                    "host": "127.0.0.1",
+                    "port": 1883,
+                    "qos": 0,
+                    "topics": [topic],
+                    "json": {"fields": [f"$.f{k}" for k in range(FIELDS)]},
+                },
+            },
+            {
+                "id": "historian",
+                "kind": "destination",
+                "inputs": ["mqtt"],
+                "connector_type": "historian",
+                "config": {},
+            },
+        ],
+        "schedule": {
+            "type": "real_time",
+            "trigger": "data_arrival",
+            "max_latency_ms": 100,
+            "batch_size": 50_000,
+        },
+    }
 
 
 # ---- the service and its data ----------------------------------------------------------------------
@@ -153,14 +271,14 @@ def seed_runs(s: Any, token: str, work: Path, count: int = 5) -> list[str]:
 
 
 def measure(
-    s: Any, token: str, paths: list[str], rate: float, seconds: float, stream: bool
+    s: Any, token: str, paths: list[str], rate: float, seconds: float, stream: bool, clients: int
 ) -> dict[str, Any]:
     from bench_service import HISTORIAN, cpu_seconds, rss_mb
 
     rows0 = s.metric("aggregator_rows_out_total", HISTORIAN) if stream else 0
     drop0 = s.metric("aggregator_rows_dropped_total") if stream else 0
     cpu0, t0 = cpu_seconds(s.pid), time.monotonic()
-    result = run_load(s.url, token, paths, rate, seconds)
+    result = run_load(s.url, token, paths, rate, seconds, clients)
     elapsed = time.monotonic() - t0
     result["service_cpu_percent"] = round(100 * (cpu_seconds(s.pid) - cpu0) / elapsed, 1)
     result["service_rss_mb"] = round(rss_mb(s.pid), 1)
@@ -177,12 +295,16 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--load":
         load_main(sys.argv[2:])
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--publish":
+        publish_main(sys.argv[2:])
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--legs", default="idle,streaming")
     ap.add_argument("--rate", type=float, default=200.0, help="requests per second (fixed arrival rate)")
     ap.add_argument("--seconds", type=float, default=15.0)
-    ap.add_argument("--tags", type=int, default=2000)
-    ap.add_argument("--rate-hz", type=float, default=10.0)
+    ap.add_argument("--clients", type=int, default=4, help="load generator processes (rate split among them)")
+    ap.add_argument("--source", choices=("mqtt", "opcua"), default="mqtt")
+    ap.add_argument("--changes", type=int, default=20_000, help="values a second the stream carries")
     ap.add_argument(
         "--in-process-source", action="store_true", help="the OPC UA source in the service process"
     )
@@ -216,18 +338,29 @@ def main() -> None:
                 f"/analytics/timeseries?{tags.replace(',', '&')}&window=5m&bucket=10s",
             ]
             if "idle" in legs:
-                out["idle"] = measure(s, token, paths, args.rate, args.seconds, stream=False)
+                out["idle"] = measure(
+                    s, token, paths, args.rate, args.seconds, stream=False, clients=args.clients
+                )
                 print(json.dumps({"idle": out["idle"]["latency_ms"]}), file=sys.stderr, flush=True)
             if "streaming" in legs:
-                server, node_ids = start_simulator(args.tags, args.rate_hz)
-                spec = opcua_spec(server.endpoint, node_ids, worker=not args.in_process_source, name="stream")
+                if args.source == "mqtt":
+                    topic = f"bench/{os.getpid()}/plant"
+                    server = Publisher(topic, args.changes / FIELDS)
+                    spec = mqtt_spec(topic)
+                else:
+                    server, node_ids = start_simulator(args.changes // 10, 10.0)
+                    spec = opcua_spec(
+                        server.endpoint, node_ids, worker=not args.in_process_source, name="stream"
+                    )
                 tmp_spec = specs / ".stream.tmp"
                 tmp_spec.write_text(json.dumps(spec), encoding="utf-8")
                 tmp_spec.replace(specs / "stream.json")
                 wait_rows(s, timeout=90)
                 time.sleep(3)
-                out["streaming"] = measure(s, token, paths, args.rate, args.seconds, stream=True)
-                out["streaming"]["changes_per_s_offered"] = round(args.tags * args.rate_hz)
+                out["streaming"] = measure(
+                    s, token, paths, args.rate, args.seconds, stream=True, clients=args.clients
+                )
+                out["streaming"]["changes_per_s_offered"] = args.changes
                 print(json.dumps({"streaming": out["streaming"]["latency_ms"]}), file=sys.stderr, flush=True)
             out["exit"] = s.stop()
         finally:

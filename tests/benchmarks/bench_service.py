@@ -348,6 +348,9 @@ def scheduler_real_leg(work: Path, pipelines: int, seconds: float) -> dict[str, 
             fire_lags.append((_utc(rec["ts"]) - slot) * 1000)
     con = sqlite3.connect(f"file:{data_dir / 'metadata.db'}?mode=ro", uri=True)
     runs = con.execute("SELECT pipeline, started_at, status FROM runs WHERE trigger = 'interval'").fetchall()
+    errors: dict[str, int] = {}
+    for (error,) in con.execute("SELECT error FROM runs WHERE status = 'failed'"):
+        errors[str(error)[:160]] = errors.get(str(error)[:160], 0) + 1
     con.close()
     lags, statuses = [], {}
     for pipeline, started_at, status in runs:
@@ -361,7 +364,8 @@ def scheduler_real_leg(work: Path, pipelines: int, seconds: float) -> dict[str, 
         "seconds": seconds,
         "fires": len(fire_lags),
         "runs": len(runs),
-        "run_statuses": statuses,
+        "run_statuses": statuses,  # 'running': cancelled by the stop at the end
+        "run_errors": errors,
         "slot_to_run_start_ms": quantiles(lags),
         "slot_to_fire_ms": quantiles(fire_lags),
         "service_cpu_percent": round(100 * cpu / elapsed, 1),
