@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
 
 import httpx
 import pytest
@@ -14,6 +13,7 @@ import yaml
 
 from engine.api.events import RunFinished, RunStarted, event_from_dict
 from tests.pipelines import csv_into_duckdb, ecommerce_folder
+from tests.service.event_stream import RunEvents
 from tests.service.http_server import api_server
 
 ONE_LINE = re.compile(r"^[^\n]+$")
@@ -189,31 +189,16 @@ def test_bad_documents_are_one_line_4xx_saying_where(api, csv_doc):
 # ---- runs and the event stream --------------------------------------------------------------------
 def test_execute_answers_the_run_which_the_event_stream_and_runs_follow(api, csv_doc):
     pid = api.client.post("/pipelines", json=csv_doc).json()["id"]
-    events: list[dict] = []
-    connected = threading.Event()
-    finished = threading.Event()
-
-    def listen() -> None:
-        with api.client.stream("GET", "/events?tag_interval=0", timeout=60) as stream:
-            for line in stream.iter_lines():
-                connected.set()
-                if line.startswith("data: "):
-                    events.append(json.loads(line[6:]))
-                    if events[-1]["event"] == "run_finished":
-                        finished.set()
-                        return
-
-    listener = threading.Thread(target=listen, daemon=True)
-    listener.start()
-    assert connected.wait(20), "the event stream sent nothing"
+    stream = RunEvents(api.client, tag_interval=0)
+    assert stream.connected.wait(20), "the event stream sent nothing"
 
     started = api.client.post(f"/pipelines/{pid}/execute")
     assert started.status_code == 202, started.text
     run_id, job_id = started.json()["run_id"], started.json()["job_id"]
     assert run_id and job_id
 
-    assert finished.wait(30), f"no run_finished on the event stream: {events}"
-    records = [event_from_dict(e) for e in events]
+    assert stream.finished.wait(30), f"no run_finished on the event stream: {stream.events}"
+    records = [event_from_dict(e) for e in stream.events]
     begun = [r for r in records if isinstance(r, RunStarted)]
     ended = [r for r in records if isinstance(r, RunFinished)]
     assert begun[0].run_id == run_id and begun[0].job == job_id

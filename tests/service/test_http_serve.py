@@ -4,7 +4,6 @@ serves the service's registry."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import httpx
 
 from tests.pipelines import csv_into_duckdb
 from tests.service.conftest import ROOT, wait_for
+from tests.service.event_stream import RunEvents
 
 
 def test_a_served_api_takes_the_printed_token_streams_a_run_and_serves_metrics(serve, tmp_path):
@@ -37,26 +37,13 @@ def test_a_served_api_takes_the_printed_token_streams_a_run_and_serves_metrics(s
     doc = csv_into_duckdb(folder, 40, name="served numbers", table="numbers")
     assert client.post("/pipelines", json=doc).status_code == 201
 
-    events: list[dict] = []
-    connected, finished = threading.Event(), threading.Event()
-
-    def listen() -> None:
-        with client.stream("GET", "/events", params={"tag_interval": 0}, timeout=60) as stream:
-            for line in stream.iter_lines():
-                connected.set()
-                if line.startswith("data: "):
-                    events.append(json.loads(line[6:]))
-                    if events[-1]["event"] == "run_finished":
-                        finished.set()
-                        return
-
-    threading.Thread(target=listen, daemon=True).start()
-    assert connected.wait(20)
+    stream = RunEvents(client, tag_interval=0)
+    assert stream.connected.wait(20)
     started = client.post("/pipelines/served-numbers/execute")
     assert started.status_code == 202, started.text
     run_id = started.json()["run_id"]
-    assert finished.wait(30), events
-    assert [e["status"] for e in events if e["event"] == "run_finished" and e["run_id"] == run_id] == [
+    assert stream.finished.wait(30), stream.events
+    assert [e["status"] for e in stream.events if e["event"] == "run_finished" and e["run_id"] == run_id] == [
         "success"
     ]
     detail = wait_for(
