@@ -88,6 +88,15 @@ class ServeProcess:
 
 
 @pytest.fixture
+def api(tmp_path):
+    """The HTTP API in this process (tests/service/http_server.py) on a tmp data directory."""
+    from tests.service.http_server import api_server
+
+    with api_server(tmp_path / "data") as server:
+        yield server
+
+
+@pytest.fixture
 def serve(tmp_path):
     """start(*args, data_dir=None, env=None, wait=True) -> ServeProcess."""
     started: list[ServeProcess] = []

@@ -14,15 +14,8 @@ import yaml
 from engine.api.events import RunFinished, RunStarted, event_from_dict
 from tests.pipelines import csv_into_duckdb, ecommerce_folder
 from tests.service.event_stream import RunEvents
-from tests.service.http_server import api_server
 
 ONE_LINE = re.compile(r"^[^\n]+$")
-
-
-@pytest.fixture
-def api(tmp_path):
-    with api_server(tmp_path / "data") as server:
-        yield server
 
 
 @pytest.fixture

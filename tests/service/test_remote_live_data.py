@@ -10,17 +10,10 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from tests.service.http_server import api_server
 from tests.service.test_http_api import assert_one_line_error
 
 ARROW = "application/vnd.apache.arrow.stream"
 MINUTES = [datetime(2026, 1, 1, 0, m // 2, 30 * (m % 2), tzinfo=UTC) for m in range(4)]
-
-
-@pytest.fixture
-def api(tmp_path):
-    with api_server(tmp_path / "data") as server:
-        yield server
 
 
 @pytest.fixture
