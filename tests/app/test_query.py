@@ -10,11 +10,7 @@ import pytest
 
 from app.query import add_query_parser, cmd_query, parse_time
 from engine.errors import UsageError
-from engine.store.historian import Historian
-from engine.store.tag_historian import TagHistorian
-from engine.tags import TagBatchBuilder
-
-T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+from tests.tag_history import seed_two_tags
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -31,15 +27,7 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 
 @pytest.fixture
 def data_dir(tmp_path):
-    historian = Historian(tmp_path / "historian.duckdb")
-    builder = TagBatchBuilder("test")
-    for second in range(0, 180, 10):
-        builder.add("t1.power", float(second), timestamp=T0 + timedelta(seconds=second))
-        builder.add("t2.power", 2.0 * second, timestamp=T0 + timedelta(seconds=second))
-    builder.add("t2.power", None, timestamp=T0 + timedelta(seconds=175), quality="bad", reason="comm_lost")
-    TagHistorian(historian).append(builder.take())
-    historian.close()
-    return tmp_path
+    return seed_two_tags(tmp_path, source="test")
 
 
 def test_trend_as_json(capsys, data_dir):

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -27,8 +26,8 @@ from engine.api.remote import RemoteEngine
 from engine.service import token as api_token
 from tests.pipelines import csv_into_duckdb, opcua_stream
 from tests.service.conftest import ROOT, wait_for
+from tests.tag_history import seed_two_tags
 
-T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 RUN_ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]{8}")
 MOMENT = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?Z?")
 NUMBER = re.compile(r"\d+\.\d+")
@@ -57,24 +56,6 @@ def steady(record: dict) -> dict:
     return out
 
 
-def seed(data_dir: Path) -> Path:
-    """A data directory whose historian holds two tags (as `aggregator query` tests use)."""
-    from engine.store.historian import Historian
-    from engine.store.tag_historian import TagHistorian
-    from engine.tags import TagBatchBuilder
-
-    data_dir.mkdir(parents=True)
-    historian = Historian(data_dir / "historian.duckdb")
-    builder = TagBatchBuilder("seed")
-    for second in range(0, 180, 10):
-        builder.add("t1.power", float(second), timestamp=T0 + timedelta(seconds=second))
-        builder.add("t2.power", 2.0 * second, timestamp=T0 + timedelta(seconds=second))
-    builder.add("t2.power", None, timestamp=T0 + timedelta(seconds=175), quality="bad", reason="comm_lost")
-    TagHistorian(historian).append(builder.take())
-    historian.close()
-    return data_dir
-
-
 @pytest.fixture
 def pair(serve, tmp_path):
     """(specs folder, served data dir, local data dir, the service)."""
@@ -90,8 +71,8 @@ def pair(serve, tmp_path):
     invalid = json.loads(json.dumps(doc))
     invalid["nodes"][1]["connector_type"] = "nope"
     (specs / "invalid.json").write_text(json.dumps(invalid), encoding="utf-8")
-    served = seed(tmp_path / "served")
-    local = seed(tmp_path / "local")
+    served = seed_two_tags(tmp_path / "served")
+    local = seed_two_tags(tmp_path / "local")
     service = serve(data_dir=served)
     return specs, served, local, service
 
