@@ -3,7 +3,6 @@ simulator and a closed port."""
 
 from __future__ import annotations
 
-import socket
 from datetime import UTC, datetime
 
 import polars as pl
@@ -11,6 +10,7 @@ import pytest
 
 from engine.api import LocalEngine
 from engine.errors import ConnectorError, DataError
+from tests.net import closed_port
 
 
 @pytest.fixture
@@ -21,12 +21,6 @@ def engine(tmp_path):
     eng = LocalEngine(tmp_path / "data")
     yield eng
     eng.close()
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def opcua_browse_classmethod(monkeypatch):

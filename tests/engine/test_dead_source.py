@@ -8,7 +8,6 @@ pipeline against a Modbus port where nothing listens:
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -16,14 +15,9 @@ import time
 from pathlib import Path
 
 from tests.engine.test_preview_protocols import modbus_doc
+from tests.net import closed_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_run_against_a_dead_modbus_port_says_why_at_once_and_exits_1(tmp_path):

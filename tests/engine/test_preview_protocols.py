@@ -6,7 +6,6 @@ Before, every protocol source failed with "'ModbusSource' object has no attribut
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,18 +15,13 @@ from app.cli import main
 from engine.api import LocalEngine
 from protocols.modbus.simulator import ModbusSimulator, simulator_config
 from protocols.opcua.simulator import OpcUaSimulator
+from tests.net import closed_port
 from tests.pipelines import opcua_stream
 
 
 @pytest.fixture(autouse=True)
 def _protocols():
     protocols.register_all()
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def modbus_doc(port: int, *, poll_interval_ms: int = 200) -> dict:

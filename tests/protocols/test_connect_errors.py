@@ -9,14 +9,12 @@ import pytest
 from protocols.connect_errors import os_error_reason
 from protocols.modbus.connector import describe_os_error
 from protocols.mqtt.source import _connect_error
+from tests.net import closed_port
 
 
 def refused() -> OSError:
-    """A real refused connection: a port that was just bound and closed has no listener."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with pytest.raises(OSError) as info, socket.create_connection(("127.0.0.1", port), timeout=2):
+    """A real refused connection: nothing listens on a closed port."""
+    with pytest.raises(OSError) as info, socket.create_connection(("127.0.0.1", closed_port()), timeout=2):
         pass
     return info.value
 

@@ -3,18 +3,11 @@ modbus://127.0.0.1:<port>: connection refused"), not "0 rows · live sample"."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from tests.engine.test_preview_protocols import modbus_doc
+from tests.net import closed_port
 from ui.editor.preview_panel import PreviewPanel
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -21,12 +21,7 @@ from pyModbusTCP.server import EXP_DATA_ADDRESS, DataBank, DataHandler, ModbusSe
 from engine.context import RunContext
 from protocols.modbus.config import ModbusSourceConfig
 from protocols.modbus.connector import ModbusSource
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.net import free_port
 
 
 class Peer(ModbusServer):

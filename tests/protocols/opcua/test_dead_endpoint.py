@@ -10,11 +10,7 @@ import time
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.net import closed_port
 
 
 def _lost_line(rec) -> str | None:
@@ -22,7 +18,7 @@ def _lost_line(rec) -> str | None:
 
 
 def test_a_refused_endpoint_is_one_line_within_5_s(recorder):
-    endpoint = f"opc.tcp://127.0.0.1:{_free_port()}"
+    endpoint = f"opc.tcp://127.0.0.1:{closed_port()}"
     config = {
         "endpoint": endpoint,
         "nodes": ["ns=2;s=Turbine01.Power"],
