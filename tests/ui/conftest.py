@@ -64,6 +64,19 @@ def window(qtbot, engine):
 
 
 @pytest.fixture
+def panel(qtbot, window):
+    """The editor's preview panel on the window's engine and bridge (100 rows a port), shown."""
+    from ui.editor.preview_panel import PreviewPanel
+
+    panel = PreviewPanel(window.engine, window.bridge, limit=100)
+    qtbot.addWidget(panel)
+    panel.resize(1000, 380)
+    panel.show()
+    qtbot.waitExposed(panel)
+    return panel
+
+
+@pytest.fixture
 def artifacts() -> Path:
     """tests/artifacts/ (git-ignored): where screenshots go."""
     ARTIFACTS.mkdir(exist_ok=True)

@@ -13,7 +13,6 @@ from engine.connectors import registry
 from tests.engine.streaming_sources import TicksConnector
 from tests.pipelines import ecommerce_folder, opcua_stream, ticks_stream
 from tests.ui.test_editor import click_node, open_file
-from ui.editor.preview_panel import PreviewPanel
 
 
 @pytest.fixture
@@ -24,16 +23,6 @@ def folder(tmp_path) -> Path:
 @pytest.fixture
 def doc(folder) -> dict:
     return json.loads((folder / "ecommerce_orders.json").read_text())
-
-
-@pytest.fixture
-def panel(qtbot, window):
-    panel = PreviewPanel(window.engine, window.bridge, limit=100)
-    qtbot.addWidget(panel)
-    panel.resize(1000, 380)
-    panel.show()
-    qtbot.waitExposed(panel)
-    return panel
 
 
 def headers(table) -> list[str]:

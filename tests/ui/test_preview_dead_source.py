@@ -3,21 +3,8 @@ modbus://127.0.0.1:<port>: connection refused"), not "0 rows · live sample"."""
 
 from __future__ import annotations
 
-import pytest
-
 from tests.engine.test_preview_protocols import modbus_doc
 from tests.net import closed_port
-from ui.editor.preview_panel import PreviewPanel
-
-
-@pytest.fixture
-def panel(qtbot, window):
-    panel = PreviewPanel(window.engine, window.bridge, limit=100)
-    qtbot.addWidget(panel)
-    panel.resize(1000, 380)
-    panel.show()
-    qtbot.waitExposed(panel)
-    return panel
 
 
 def test_the_live_preview_of_an_unreachable_device_shows_the_reason(qtbot, panel, tmp_path):
