@@ -5,6 +5,7 @@ real signals throughout."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sqlite3
@@ -90,6 +91,23 @@ def under_way(data: Path, out: Path) -> dict[str, Any] | None:
     return {**dict(run), "temp": temps[0], "stage": stages[0]}
 
 
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen):
+    """Kill and reap `proc` at the end if the test left it running (a failed wait, say)."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def sigterm(proc: subprocess.Popen) -> tuple[str, str]:
+    """SIGTERM `proc`, as a service manager's stop does, and answer its (stdout, stderr)."""
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=60)
+
+
 def tables(db: Path) -> set[str]:
     con = duckdb.connect(str(db))
     try:
@@ -122,15 +140,10 @@ def start_run(tmp_path: Path, *args: str) -> subprocess.Popen:
 def test_sigterm_cancels_the_run_like_ctrl_c(tmp_path):
     data, out = tmp_path / "data", tmp_path / "out"
     proc = start_run(tmp_path, "--json")
-    try:
+    with reaped(proc):
         run = poll(lambda: under_way(data, out), "the run to write its temporary file and stage", proc=proc)
         assert run["owner_pid"] == proc.pid and run["owner_start"] == process.start_time(proc.pid)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stdout, stderr = sigterm(proc)
     assert proc.returncode == 1, stderr
     assert "Traceback" not in stderr
     assert json.loads(stdout)["status"] == "cancelled"
@@ -314,18 +327,13 @@ def test_sigterm_cancels_a_real_time_run(tmp_path):
             stderr=subprocess.PIPE,
             text=True,
         )
-        try:
+        with reaped(proc):
             poll(
                 lambda: (out / "meters.csv").stat().st_size > 0,  # created empty at start, then appended to
                 "the first micro-batch to be committed",
                 proc=proc,
             )
-            proc.send_signal(signal.SIGTERM)
-            stdout, stderr = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            stdout, stderr = sigterm(proc)
     assert proc.returncode == 1, stderr
     record = json.loads(stdout)
     assert record["status"] == "cancelled" and record["rows_out"] > 0
