@@ -11,7 +11,8 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLineEdit, QListWidget, QPushButton
 
-from tests.engine.test_api_connectors_data import closed_port, opcua_browse_classmethod
+from tests.engine.test_api_connectors_data import opcua_browse_classmethod
+from tests.net import closed_port
 from tests.ui.gestures import click, click_in_modal, pick, type_over
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "images"
