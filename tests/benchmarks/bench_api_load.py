@@ -12,7 +12,8 @@ stored and executed through the API). Legs, each a load of `--seconds`:
   (`json.fields`, a tag per field) published through Mosquitto (127.0.0.1:1883) by a publisher
   process at changes/100 messages a second. `--source opcua`: the wind-farm OPC UA simulator of
   protocols/opcua/simulator.py in a process of its own, 2,000 nodes changing 10 times a second, the
-  source in a worker process (`"worker_process": true`) unless `--in-process-source`.
+  source in a worker process (`"worker_process": true`) unless `--in-process-source` (for both
+  sources: a protocol stack decoding 20k values/s holds the GIL the API's threads need).
 
 The load generator is a second process (this script with `--load`): an open-loop httpx client that
 sends request i at start + i / rate whatever the earlier ones did, and measures each latency from
@@ -200,7 +201,7 @@ class Publisher:
         self.proc.communicate("", timeout=30)
 
 
-def mqtt_spec(topic: str) -> dict[str, Any]:
+def mqtt_spec(topic: str, worker: bool = True) -> dict[str, Any]:
     return {
         "name": "stream",
         "spec_version": 1,
@@ -209,6 +210,7 @@ def mqtt_spec(topic: str) -> dict[str, Any]:
                 "id": "mqtt",
                 "kind": "source",
                 "connector_type": "mqtt",
+                "worker_process": worker,  # decoding holds the GIL: keep it out of the API's process
                 "config": {
                     "host": "127.0.0.1",
                     "port": 1883,
@@ -346,7 +348,7 @@ def main() -> None:
                 if args.source == "mqtt":
                     topic = f"bench/{os.getpid()}/plant"
                     server = Publisher(topic, args.changes / FIELDS)
-                    spec = mqtt_spec(topic)
+                    spec = mqtt_spec(topic, worker=not args.in_process_source)
                 else:
                     server, node_ids = start_simulator(args.changes // 10, 10.0)
                     spec = opcua_spec(
