@@ -10,6 +10,12 @@ from engine.limits import MAX_ECHO_CHARS, MAX_MESSAGE_CHARS, shorten
 _quoted_long = re.compile(r"'([^']{" + str(MAX_ECHO_CHARS + 1) + ",})'")
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text (its type's name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class AggregatorError(Exception):
     """Base of every error the engine raises on purpose (anything else is a bug)."""
 

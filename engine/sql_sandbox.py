@@ -19,6 +19,8 @@ import re
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
+from engine.errors import first_line
+
 # Settings fixed at connect time; `lock_configuration` (set last) then refuses any later SET.
 SANDBOX_CONFIG: dict[str, Any] = {
     "enable_external_access": False,
@@ -151,8 +153,3 @@ def is_refused_access(exc: BaseException) -> bool:
     import duckdb
 
     return isinstance(exc, duckdb.PermissionException) or "disabled by configuration" in str(exc)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -13,12 +13,11 @@ import polars as pl
 from pydantic import Field, field_validator
 
 from engine.context import NodeContext
-from engine.errors import TransformError
+from engine.errors import TransformError, first_line
 from engine.sql_sandbox import (
     SqlRefused,
     SqlSyntaxError,
     check_statement,
-    first_line,
     is_refused_access,
     run_query,
 )

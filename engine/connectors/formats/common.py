@@ -11,7 +11,7 @@ from typing import Literal
 
 import polars as pl
 
-from engine.errors import DataError
+from engine.errors import DataError, first_line  # noqa: F401  (formats import it from here)
 from engine.transforms.casting import convert  # the one cast
 
 FieldType = Literal["string", "int", "float", "bool", "date", "datetime"]
@@ -45,11 +45,6 @@ class WriteOptions(FormatOptions):
 
 def is_utf8(encoding: str) -> bool:
     return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # ---- text formatting ---------------------------------------------------------------------------
