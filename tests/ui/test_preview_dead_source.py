@@ -7,7 +7,7 @@ from tests.engine.test_preview_protocols import modbus_doc
 from tests.net import closed_port
 
 
-def test_the_live_preview_of_an_unreachable_device_shows_the_reason(qtbot, panel, tmp_path):
+def test_the_live_preview_of_an_unreachable_device_shows_the_reason(qtbot, panel, tmp_path, artifacts):
     port = closed_port()
     with qtbot.waitSignal(panel.finished, timeout=20_000) as done:
         panel.show_node(modbus_doc(port), "meters", base_dir=tmp_path)
@@ -18,3 +18,4 @@ def test_the_live_preview_of_an_unreachable_device_shows_the_reason(qtbot, panel
     assert "live sample" not in title
     rows = panel.rows_table.frame()  # the device's tags as bad records with their reason
     assert rows.height >= 1 and set(rows["reason"]) == {"comm_lost"}
+    panel.grab().save(str(artifacts / "preview_dead_source.png"))

@@ -41,11 +41,14 @@ def engine(tmp_path):
     engine.close()
 
 
-def test_the_runs_page_lists_and_filters_interrupted_runs(qtbot, window, engine):
+def test_the_runs_page_lists_and_filters_interrupted_runs(qtbot, window, engine, artifacts):
     page = window.show_page("runs")
     qtbot.waitUntil(lambda: page.table.rowCount() == 2, timeout=10_000)
+    window.grab().save(str(artifacts / "runs_interrupted.png"))
     statuses = {page.table.item(r, 0).text() for r in range(2)}
     assert statuses == {"interrupted", "success"}
+    durations = {page.table.item(r, 0).text(): page.table.item(r, 3).text() for r in range(2)}
+    assert durations["interrupted"] == "—"  # ended, when unknown: not "…" as a run still going
     items = [page.status_filter.itemText(i) for i in range(page.status_filter.count())]
     assert "interrupted" in items
     pick(qtbot, page.status_filter, "interrupted")

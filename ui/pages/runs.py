@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.api import RunFilter
+from engine.statuses import UNFINISHED
 from ui.errors import one_line
 from ui.pages.base import Page
 from ui.preferences import Preferences
@@ -71,9 +72,9 @@ PICK_FORMAT = "yyyy-MM-dd HH:mm"
 RANGE_DEBOUNCE_MS = 400  # typing a date changes it once a digit: query once the user pauses
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "…"
+def _duration(seconds: float | None, status: str) -> str:
+    if seconds is None:  # still going, or ended without a duration (interrupted: its end is unknown)
+        return "…" if status in UNFINISHED else "—"
     if seconds < 60:
         return f"{seconds:.2f} s"
     return str(timedelta(seconds=round(seconds)))
@@ -355,7 +356,7 @@ class RunsPage(Page):
                 status,
                 _item(r["pipeline"]),
                 _item(self.prefs.format_time(r.get("started_at"))),
-                _item(_duration(r.get("duration_s")), True),
+                _item(_duration(r.get("duration_s"), r["status"]), True),
                 _item(r.get("rows_in"), True),
                 _item(r.get("rows_out"), True),
                 _item(r.get("rows_rejected"), True),
@@ -445,7 +446,7 @@ class RunsPage(Page):
         text = (
             f"<b>{html.escape(r['pipeline'])}</b> · run {html.escape(r['run_id'])} · version {r.get('version')}"
             f" · {html.escape(r['status'])} · started {self.prefs.format_time(r.get('started_at'))}"
-            f" · {_duration(r.get('duration_s'))}"
+            f" · {_duration(r.get('duration_s'), r['status'])}"
         )
         if r.get("error"):
             text += f"<br><span style='color:#d73a49'>{html.escape(r['error'])}</span>"
