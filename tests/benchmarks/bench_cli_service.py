@@ -41,29 +41,14 @@ def seed(data_dir: Path, folder: Path, runs: int) -> None:
 
 
 def start_service(data_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    import httpx
+    from tests.service.conftest import spawn
 
-    from engine.service.lock import owner
-
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"],
-            cwd=ROOT, env=dict(os.environ), stdout=fh, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        found = owner(data_dir)
-        if found and found[1]:
-            try:
-                if httpx.get(found[1] + "/health", timeout=2).status_code == 200:
-                    return proc, found[1]
-            except httpx.HTTPError:
-                pass
-        if proc.poll() is not None:
-            raise SystemExit(f"serve exited {proc.returncode}: {log.read_text()}")
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("the service did not answer /health within 60 s")
+    served = spawn(data_dir, log)
+    try:
+        return served.proc, served.wait_ready(60).url
+    except AssertionError as e:
+        served.proc.kill()
+        raise SystemExit(str(e)[-2000:]) from None
 
 
 def timed_runs(data_dir: Path) -> tuple[float, str]:

@@ -34,7 +34,6 @@ import re
 import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -79,48 +78,18 @@ class Serve:
     """A real `aggregator serve` subprocess on `data_dir`; `started_s` is Popen -> /health 200."""
 
     def __init__(self, work: Path, data_dir: Path, *args: str, out: Path | None = None):
-        import httpx
-
-        from engine.service.lock import owner
+        from tests.service.conftest import spawn
 
         self.data_dir = data_dir
         self.out = out or work / f"serve-{time.monotonic_ns()}.out"
-        env = {**os.environ, "AGGREGATOR_CONFIG": str(work / "config"), "PYTHONUNBUFFERED": "1"}
         t0 = time.perf_counter()
-        with open(self.out, "wb") as fh:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "app.cli",
-                    "serve",
-                    "--data-dir",
-                    str(data_dir),
-                    "--listen",
-                    "127.0.0.1:0",
-                    *args,
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"serve exited {self.proc.returncode}: {self.out.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                self.proc.kill()
-                raise SystemExit("serve did not answer /health within 60 s")
-            found = owner(data_dir)
-            if found and found[1]:
-                try:
-                    if httpx.get(found[1] + "/health", timeout=1).status_code == 200:
-                        self.url = found[1]
-                        break
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.005)
+        served = spawn(data_dir, self.out, *args, env={"AGGREGATOR_CONFIG": str(work / "config")})
+        self.proc = served.proc
+        try:
+            self.url = served.wait_ready(60, interval=0.005).url
+        except AssertionError as e:
+            self.proc.kill()
+            raise SystemExit(str(e)[-2000:]) from None
         self.started_s = time.perf_counter() - t0
 
     @property

@@ -34,7 +34,7 @@ class ServeProcess:
     def output(self) -> str:
         return self.out_path.read_text(encoding="utf-8", errors="replace")
 
-    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> ServeProcess:
+    def wait_ready(self, timeout: float = START_TIMEOUT_S, interval: float = 0.05) -> ServeProcess:
         import httpx
 
         from engine.service.lock import owner
@@ -53,7 +53,7 @@ class ServeProcess:
                 return None
             return None
 
-        wait_for(ready, timeout, what="GET /health to answer 200")
+        wait_for(ready, timeout, interval, what="GET /health to answer 200")
         return self
 
     def get(self, path: str, **kwargs):
@@ -87,6 +87,31 @@ class ServeProcess:
             con.close()
 
 
+def spawn(data_dir: Path, out: Path, *args: str, env: dict | None = None) -> ServeProcess:
+    """`aggregator serve` on `data_dir` and a free port, its output in `out`; not waited on (the
+    `serve` fixture below, and the service benchmarks, which time it)."""
+    environ = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with open(out, "wb") as fh:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "serve",
+                "--data-dir",
+                str(data_dir),
+                "--listen",
+                "127.0.0.1:0",
+                *args,
+            ],
+            cwd=ROOT,
+            env=environ,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    return ServeProcess(proc, data_dir, out)
+
+
 @pytest.fixture
 def api(tmp_path):
     """The HTTP API in this process (tests/service/http_server.py) on a tmp data directory."""
@@ -102,28 +127,7 @@ def serve(tmp_path):
     started: list[ServeProcess] = []
 
     def start(*args: str, data_dir: Path | None = None, env: dict | None = None, wait: bool = True):
-        data_dir = data_dir or tmp_path / "data"
-        out = tmp_path / f"serve-{len(started)}.out"
-        environ = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        with open(out, "wb") as fh:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "app.cli",
-                    "serve",
-                    "--data-dir",
-                    str(data_dir),
-                    "--listen",
-                    "127.0.0.1:0",
-                    *args,
-                ],
-                cwd=ROOT,
-                env=environ,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-            )
-        sp = ServeProcess(proc, data_dir, out)
+        sp = spawn(data_dir or tmp_path / "data", tmp_path / f"serve-{len(started)}.out", *args, env=env)
         started.append(sp)
         return sp.wait_ready() if wait else sp
 
