@@ -26,6 +26,13 @@ log = logging.getLogger(__name__)
 WRITER_SIDE_FILES = ("", ".w", ".enc")  # a temporary file and the file writers' own side files
 
 
+def remove_temp(path: Path) -> None:
+    """Remove a destination's temporary file and the file writers' side files beside it
+    (`.w`: a CSV widened to new columns, `.enc`: a CSV re-encoded)."""
+    for suffix in WRITER_SIDE_FILES:
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
 def recover(ws: Workspace) -> list[dict[str, Any]]:
     """Mark runs whose process is gone as `interrupted` and remove their leftovers. Returns the
     runs marked. Never fails the opening of the data directory: a problem is logged, and the
@@ -70,9 +77,7 @@ def _remove_leftovers(ws: Workspace) -> None:
     tables: dict[str, list[dict[str, Any]]] = {}
     for item in leftovers:
         if item["kind"] == "file":
-            path = Path(item["location"])
-            for suffix in WRITER_SIDE_FILES:
-                path.with_name(path.name + suffix).unlink(missing_ok=True)
+            remove_temp(Path(item["location"]))
             ws.metadata.forget_leftover(item["id"])
         elif item["kind"] == "duckdb_table":
             tables.setdefault(item["location"], []).append(item)

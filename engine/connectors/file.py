@@ -35,6 +35,7 @@ from engine.connectors.formats.common import (
 from engine.connectors.registry import register
 from engine.diskspace import as_no_space
 from engine.errors import AggregatorError, ConnectorError, DataError
+from engine.recovery import remove_temp
 from engine.secrets import is_inside, is_protected, protected_paths, real_path
 
 FormatName = Literal["csv", "json", "ndjson", "parquet", "excel", "xml"]
@@ -407,8 +408,7 @@ class FileSink(Sink):
             self.writer.discard()
             self.writer = None
         if self.temp is not None:
-            for suffix in ("", ".w", ".enc"):  # the writers' own side files
-                self.temp.with_name(self.temp.name + suffix).unlink(missing_ok=True)
+            remove_temp(self.temp)
             self.temp = None
             self._forget_temp()
         if self.backup is not None and not self.published:  # a publish() that failed half way

@@ -21,6 +21,7 @@ from engine.connectors.formats.common import (
     to_text_frame,
 )
 from engine.errors import ConnectorError, DataError
+from engine.recovery import remove_temp
 
 HEAD_BYTES = 1 << 16  # the first chunk, where the line endings are told apart
 GIANT_LINE_BYTES = 1 << 16  # a header alone longer than this, with no line break, is not a CSV
@@ -295,5 +296,4 @@ class Writer:
 
     def discard(self) -> None:
         self.fh.close()
-        for suffix in ("", ".w", ".enc"):
-            self.temp.with_name(self.temp.name + suffix).unlink(missing_ok=True)
+        remove_temp(self.temp)
