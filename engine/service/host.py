@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.api.pipelines import SPEC_SUFFIXES  # the files the stored pipelines are, too
 from engine.service.scheduler import Fire, Scheduler
 from engine.service.supervisor import Supervisor
 from engine.service.watcher import Watcher
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from engine.api.protocol import EngineAPI
 
 log = logging.getLogger("aggregator.service")
-SPEC_SUFFIXES = (".json", ".yaml", ".yml")
 DEFAULT_SETTLE_S = 2.0
 
 
