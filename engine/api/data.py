@@ -44,14 +44,20 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def write_frame(frame: pl.DataFrame, path: Path | str, fmt: str | None = None) -> Path:
-    """Write `frame` as CSV, Parquet or Excel, atomically: a temporary file beside the target is
-    renamed over it once complete, so a failed export leaves no partial file."""
-    path = Path(path)
+def export_format(path: Path, fmt: str | None) -> str:
+    """The export format named, else by the file's suffix (a local or a remote export alike)."""
     fmt = (fmt or path.suffix.lstrip(".")).lower()
     fmt = {"xls": "xlsx", "excel": "xlsx", "pq": "parquet"}.get(fmt, fmt)
     if fmt not in EXPORT_FORMATS:
         raise DataError(f"export to {path}: format '{fmt}' (allowed: {', '.join(EXPORT_FORMATS)})")
+    return fmt
+
+
+def write_frame(frame: pl.DataFrame, path: Path | str, fmt: str | None = None) -> Path:
+    """Write `frame` as CSV, Parquet or Excel, atomically: a temporary file beside the target is
+    renamed over it once complete, so a failed export leaves no partial file."""
+    path = Path(path)
+    fmt = export_format(path, fmt)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{fmt}", dir=path.parent)

@@ -24,17 +24,6 @@ from engine.api.remote.client import ServiceClient, ServiceUnavailable, error_of
 from engine.api.remote.wire import frame, get_frame, raw
 from engine.errors import DataError
 
-EXPORT_FORMATS = ("csv", "parquet", "xlsx")
-
-
-def export_format(path: Path, fmt: str | None) -> str:
-    """The export format named, else by the file's suffix (as the local export decides it)."""
-    fmt = (fmt or path.suffix.lstrip(".")).lower()
-    fmt = {"xls": "xlsx", "excel": "xlsx", "pq": "parquet"}.get(fmt, fmt)
-    if fmt not in EXPORT_FORMATS:
-        raise DataError(f"export to {path}: format '{fmt}' (allowed: {', '.join(EXPORT_FORMATS)})")
-    return fmt
-
 
 def _object_path(name: str) -> str:
     return "/data/objects/" + quote(name, safe="")
@@ -80,6 +69,8 @@ class RemoteData:
         return self._job(lambda: self._download(name, Path(path), fmt))
 
     def _download(self, name: str, path: Path, fmt: str | None) -> Path:
+        from engine.api.data import export_format
+
         fmt = export_format(path, fmt)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
