@@ -1,7 +1,8 @@
 """Why a connection to a device or broker failed, named the way a plant engineer reads it.
 
 One rule for every protocol that opens a socket itself (Modbus TCP, MQTT): `connection refused`,
-`no answer within <timeout>`, `unknown host (...)`, else the OS's own words."""
+`no answer within <timeout>`, `unknown host (...)`, else the OS's own words; and when the next
+attempt comes, `retrying every 2 s, backing off to 30 s`."""
 
 from __future__ import annotations
 
@@ -20,3 +21,9 @@ def os_error_reason(exc: BaseException, timeout: str) -> str | None:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror[:1].lower() + exc.strerror[1:]
     return None
+
+
+def retrying(first: float, cap: float) -> str:
+    """When the next attempts come: `retrying every <first> s, backing off to <cap> s` (the cap
+    left out when it is no longer than the first wait)."""
+    return f"retrying every {first:g} s" + (f", backing off to {cap:g} s" if cap > first else "")

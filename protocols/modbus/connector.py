@@ -36,7 +36,7 @@ from engine.context import RunContext
 from engine.errors import ConnectorError
 from engine.runs.retry import backoff_delay
 from engine.tags import COMM_LOST, TIME, TagBatchBuilder, utc_now
-from protocols.connect_errors import os_error_reason
+from protocols.connect_errors import os_error_reason, retrying
 from protocols.modbus.config import BIT_TABLES, ModbusDevice, ModbusSourceConfig
 from protocols.modbus.planner import ReadRequest, plan_requests
 
@@ -213,8 +213,9 @@ class DevicePoller:
         # stays the same from one attempt to the next, so it is said once per outage.
         cap = self.device.backoff_max_ms / 1000
         first = backoff_delay(1, self.interval, 2.0, cap)
-        retry = f"retrying every {first:g} s" + (f", backing off to {cap:g} s" if cap > first else "")
-        self.source.device_state(self.device.name, "lost", f"{self.device.url}: {reason}; {retry}")
+        self.source.device_state(
+            self.device.name, "lost", f"{self.device.url}: {reason}; {retrying(first, cap)}"
+        )
         self.source.deliver_gap(self.all_names, COMM_LOST)
         return False
 

@@ -36,7 +36,7 @@ from engine.connectors.base import StreamingSource, one_line_error
 from engine.context import RunContext
 from engine.errors import ConnectorError
 from engine.tags import TagBatchBuilder, empty_tags, utc_now
-from protocols.connect_errors import os_error_reason
+from protocols.connect_errors import os_error_reason, retrying
 from protocols.mqtt.config import MqttSourceConfig
 from protocols.timestamps import IMPLAUSIBLE
 
@@ -188,10 +188,7 @@ class MqttSource(StreamingSource):
         self.counters["connect_errors"] += 1
         # paho calls this inside its `except OSError:`, without the error: take it from there
         reason = _connect_error(sys.exc_info()[1], getattr(client, "connect_timeout", 5.0))
-        cfg = self.config
-        retry = f"retrying every {cfg.reconnect_min_delay:g} s"
-        if cfg.reconnect_max_delay > cfg.reconnect_min_delay:
-            retry += f", backing off to {cfg.reconnect_max_delay:g} s"
+        retry = retrying(self.config.reconnect_min_delay, self.config.reconnect_max_delay)
         self.set_state("reconnecting", f"{self.where}: {reason}; {retry}")
 
     def _on_subscribe(self, _client, _userdata, _mid, reason_codes, _props) -> None:
