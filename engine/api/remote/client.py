@@ -132,8 +132,9 @@ class ServiceClient:
         self._refused: RemoteError | None = None  # the service refused the token for the stream
 
     # ---- requests ----------------------------------------------------------------------------
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """The JSON answer of `method path` (None for an empty one); the engine's error otherwise."""
+    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The answer of `method path` whatever its body (an Arrow one too); the engine's error for
+        a 4xx/5xx or a service that does not answer."""
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException:
@@ -143,6 +144,11 @@ class ServiceClient:
             raise ServiceUnavailable(f"{self.url}: cannot reach the service ({reason})") from None
         if response.status_code >= 400:
             raise error_of(response)
+        return response
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON answer of `method path` (None for an empty one); the engine's error otherwise."""
+        response = self.send(method, path, **kwargs)
         if not response.content:
             return None
         return response.json()

@@ -21,7 +21,7 @@ import httpx
 
 from engine.api.core import Job
 from engine.api.remote.client import ServiceClient, ServiceUnavailable, error_of
-from engine.api.remote.wire import frame, get_frame, raw
+from engine.api.remote.wire import frame, get_frame
 from engine.errors import DataError
 
 
@@ -50,7 +50,7 @@ class RemoteData:
 
     def sql(self, sql: str, limit: int = 10_000) -> dict[str, Any]:
         """One read-only statement on the service's historian: `{"frame", "truncated", "rows"}`."""
-        response = raw(self._client, "POST", "/data/sql", json={"sql": sql, "limit": limit})
+        response = self._client.send("POST", "/data/sql", json={"sql": sql, "limit": limit})
         result = frame(response)
         return {
             "frame": result,
