@@ -60,3 +60,12 @@ def as_no_space(exc: BaseException, path: Path | str) -> NoSpaceError | None:
     if isinstance(exc, NoSpaceError):
         return exc
     return NoSpaceError(path, too_large=kind == "too_large")
+
+
+def duckdb_no_space(exc: BaseException, path: Path | str) -> NoSpaceError | None:
+    """A full disk while DuckDB wrote `path`, as a NoSpaceError marked `duckdb_file` (the runner
+    gives the file's unused tail back to the file system); None for any other error."""
+    full = as_no_space(exc, path)
+    if full is not None:
+        full.duckdb_file = Path(path)  # type: ignore[attr-defined]
+    return full

@@ -25,7 +25,7 @@ from pydantic import Field, field_validator, model_validator
 from engine.connectors.base import DEFAULT_BATCH_ROWS, Connector, ConnectorConfig, Sink, Source
 from engine.connectors.registry import register
 from engine.context import RunContext
-from engine.diskspace import as_no_space
+from engine.diskspace import duckdb_no_space
 from engine.errors import ConnectorError
 from engine.store.historian import arrow_view, quiet
 
@@ -50,15 +50,6 @@ def quote(name: str) -> str:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def no_space_in(exc: BaseException, path: Path):
-    """A full disk while DuckDB wrote `path`, as a NoSpaceError marked `duckdb_file` (the runner
-    gives the file's unused tail back to the file system); None for any other error."""
-    full = as_no_space(exc, path)
-    if full is not None:
-        full.duckdb_file = Path(path)  # type: ignore[attr-defined]
-    return full
 
 
 class DuckDBSourceConfig(ConnectorConfig):
@@ -123,7 +114,7 @@ class _Connection:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self.owned = duckdb.connect(str(path))
             except (duckdb.Error, OSError) as exc:
-                raise no_space_in(exc, path) or ConnectorError(f"{path}: {_first_line(exc)}") from None
+                raise duckdb_no_space(exc, path) or ConnectorError(f"{path}: {_first_line(exc)}") from None
             if create:  # writing: faster bulk inserts; reading keeps the table's order
                 self.owned.execute("SET preserve_insertion_order = false")
             self.cursor = quiet(self.owned.cursor())
@@ -384,7 +375,7 @@ class DuckDBSink(Sink):
         except duckdb.Error as exc:
             path = self.con.path if self.con is not None else None
             self._rollback()
-            full = no_space_in(exc, path) if path is not None else None
+            full = duckdb_no_space(exc, path) if path is not None else None
             raise full or ConnectorError(f"{self.describe_target()}: {_first_line(exc)}") from None
 
     def _with_batch(self, table: pa.Table, statement: str) -> None:

@@ -257,15 +257,13 @@ class RejectWriter:
         try:
             action()
         except duckdb.Error as exc:
-            from engine.diskspace import as_no_space
-            from engine.errors import ConnectorError
+            from engine.diskspace import duckdb_no_space
+            from engine.errors import ConnectorError, first_line
 
-            full = as_no_space(exc, self.historian.path)
+            full = duckdb_no_space(exc, self.historian.path)
             if full is not None:
-                full.duckdb_file = self.historian.path  # type: ignore[attr-defined]
                 raise full from None
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ConnectorError(f"{self.describe_target()}: {first}") from None
+            raise ConnectorError(f"{self.describe_target()}: {first_line(exc)}") from None
 
     def abort(self) -> None:
         if self.cur is not None:
