@@ -69,19 +69,24 @@ def human(entry: dict[str, Any]) -> str:
     return f"{entry.get('ts', '')} {level:<7} {entry.get('msg', '')}"
 
 
-def show(line: str, args: argparse.Namespace, out: TextIO) -> bool:
-    """Print one stored line if it passes the filter; True if printed."""
-    line = line.rstrip("\n")
-    if not line.strip():
-        return False
-    entry = parse(line)
-    if args.run and (entry is None or entry.get("run_id") != args.run):
-        return False
-    if args.json or entry is None:
-        print(line, file=out)
-    else:
-        print(human(entry), file=out)
-    return True
+def selected(lines: Iterable[str], args: argparse.Namespace) -> Iterator[tuple[str, dict[str, Any] | None]]:
+    """(line, its object) of each stored line that passes the filter (`--run`), parsed once; the
+    object is None for a line that is not one, and with `--json` (the lines shown as they are)."""
+    for line in lines:
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        entry = parse(line) if args.run or not args.json else None
+        if args.run and (entry is None or entry.get("run_id") != args.run):
+            continue
+        yield line, None if args.json else entry
+
+
+def show(lines: Iterable[tuple[str, dict[str, Any] | None]], out: TextIO) -> None:
+    """Print what `selected` gave: the line as stored, or its human form."""
+    for line, entry in lines:
+        print(line if entry is None else human(entry), file=out)
+    out.flush()
 
 
 def _lines(files: Iterable[Path]) -> Iterator[str]:
@@ -101,26 +106,13 @@ def run_logs(args: argparse.Namespace, out: TextIO | None = None) -> int:
     files = log_files(data_dir)
     if not files and not args.follow:
         return _no_log_file(data_dir, args, out)
-    selected = (line for line in _lines(files) if _passes(line, args))
-    if args.lines is not None:
-        selected = iter(deque(selected, maxlen=args.lines))
-    for line in selected:
-        show(line, args, out)
-    out.flush()
+    shown = selected(_lines(files), args)
+    show(shown if args.lines is None else deque(shown, maxlen=args.lines), out)
     if not args.follow:
         return 0
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the normal end of --follow
         follow(data_dir, args, out)
     return 0
-
-
-def _passes(line: str, args: argparse.Namespace) -> bool:
-    if not line.strip():
-        return False
-    if not args.run:
-        return True
-    entry = parse(line)
-    return entry is not None and entry.get("run_id") == args.run
 
 
 def follow(data_dir: Path, args: argparse.Namespace, out: TextIO, stop: Any = None) -> None:
@@ -143,9 +135,7 @@ def follow(data_dir: Path, args: argparse.Namespace, out: TextIO, stop: Any = No
         if chunk:
             pending += chunk
             *complete, pending = pending.split("\n")
-            for line in complete:
-                show(line, args, out)
-            out.flush()
+            show(selected(complete, args), out)
             continue
         try:
             now = os.stat(path).st_ino
@@ -153,9 +143,7 @@ def follow(data_dir: Path, args: argparse.Namespace, out: TextIO, stop: Any = No
             now = None
         if now != inode:  # rotated: what was left in the old file was read above
             fh.close()
-            for line in _lines(_rotated_since(data_dir, inode)):  # files rotated past meanwhile
-                show(line, args, out)
-            out.flush()
+            show(selected(_lines(_rotated_since(data_dir, inode)), args), out)  # rotated past meanwhile
             fh, inode = None, None
             continue
         time.sleep(FOLLOW_POLL_S)
