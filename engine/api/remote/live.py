@@ -76,12 +76,7 @@ class RemoteLive:
         self, tags: Sequence[str], since_us: int | None = None
     ) -> dict[str, tuple[Any, Any, Any]]:
         """`windows` read from the service now (blocking): every tag asked has an entry."""
-        tags = list(dict.fromkeys(tags))
-        if not tags:
-            return {}
-        frame, _ = get_frame(self._client, "/live/windows", tags=tags, since_us=since_us)
-        got = series_of(frame)
-        return {tag: got.get(tag) or _empty() for tag in tags}
+        return self._series("/live/windows", tags, since_us=since_us)
 
     def history(
         self,
@@ -119,10 +114,14 @@ class RemoteLive:
     ) -> dict[str, tuple[Any, Any, Any]]:
         """{tag: (timestamps µs, values, quality)} over the last `seconds` (ring buffer and historian
         buckets, as the service's engine puts them together)."""
+        return self._series("/live/chart-series", tags, seconds=seconds, now_us=now_us)
+
+    def _series(self, path: str, tags: Sequence[str], **params: Any) -> dict[str, tuple[Any, Any, Any]]:
+        """{tag: (timestamps µs, values, quality)} of a series answer: every tag asked has an entry."""
         tags = list(dict.fromkeys(tags))
         if not tags:
             return {}
-        frame, _ = get_frame(self._client, "/live/chart-series", tags=tags, seconds=seconds, now_us=now_us)
+        frame, _ = get_frame(self._client, path, tags=tags, **params)
         got = series_of(frame)
         return {tag: got.get(tag) or _empty() for tag in tags}
 
