@@ -16,7 +16,8 @@ from engine.tags import TAG_SCHEMA
 from protocols.dnp3 import connector as dnp3_connector
 from protocols.dnp3.config import Dnp3SourceConfig
 from protocols.dnp3.connector import Dnp3Connector, Dnp3Source
-from protocols.dnp3.simulator import COMM_LOST, ONLINE, OVER_RANGE, RESTART, Dnp3Simulator, free_port
+from protocols.dnp3.simulator import COMM_LOST, ONLINE, OVER_RANGE, RESTART, Dnp3Simulator
+from tests.net import free_port
 
 from .conftest import T0, wait_for
 

@@ -10,7 +10,8 @@ import opendnp3 as o
 import polars as pl
 import pytest
 
-from protocols.dnp3.simulator import Dnp3Simulator, free_port
+from protocols.dnp3.simulator import Dnp3Simulator
+from tests.net import free_port
 
 from .conftest import T0, wait_for
 

@@ -10,7 +10,8 @@ import pytest
 
 import protocols
 from app.cli import main
-from protocols.dnp3.simulator import Dnp3Simulator, free_port
+from protocols.dnp3.simulator import Dnp3Simulator
+from tests.net import free_port
 
 from .conftest import T0
 
