@@ -12,33 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 TOKEN_ENV = "AGGREGATOR_TOKEN"  # the API token for --attach, when --token is not given
 SERVICE_STARTING_WAIT_S = 10.0  # a service that holds the lock but has not said its URL yet
-
-
-def service_url(data_dir: Path, wait_s: float = SERVICE_STARTING_WAIT_S) -> str | None:
-    """The API URL of the service that owns `data_dir`, or None when none does. A service still
-    starting (the lock held, its URL not written yet) is waited for a little."""
-    from engine.errors import UsageError
-    from engine.service.lock import owner
-
-    deadline = time.monotonic() + wait_s
-    while True:
-        found = owner(data_dir)
-        if found is None:
-            return None
-        if found[1]:
-            return found[1]
-        if time.monotonic() > deadline:
-            raise UsageError(
-                f"{data_dir} is held by process {found[0]}, which has not said where its API listens"
-                f" within {wait_s:g} s (start the app again once `aggregator serve` is up)"
-            )
-        time.sleep(0.1)
 
 
 def attach_token(url: str, token: str | None, data_dir: Path) -> str:
@@ -67,10 +45,11 @@ def open_engine(data_dir: Path | str | None, attach: str | None = None, token: s
     `data_dir`, else a `LocalEngine` on `data_dir`. A remote one is asked for its data directory once
     here, which checks the URL and the token before any window opens."""
     from engine.api import LocalEngine
+    from engine.api.connect import service_url
     from engine.datadir import default_data_dir
 
     local_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
-    url = attach or service_url(local_dir)
+    url = attach or service_url(local_dir, SERVICE_STARTING_WAIT_S)
     if url is None:
         return LocalEngine(local_dir)
     from engine.api.remote import RemoteEngine
