@@ -20,6 +20,7 @@ import polars as pl
 from engine.context import RunContext
 from engine.errors import RunCancelled
 from engine.spec.validate import Compiled
+from engine.tags import has_value
 
 PREVIEW_SAMPLE_ROWS = 10_000  # rows read per polled source by a preview
 LIVE_SAMPLE_S = 2.0  # a streaming source's preview listens this long
@@ -65,12 +66,6 @@ def run_preview(
     )
 
 
-def _no_value(frame: pl.DataFrame) -> bool:
-    if not frame.height:
-        return True
-    return "quality" in frame.columns and bool((frame.get_column("quality") == "bad").all())
-
-
 @functools.cache
 def _executor_class():
     """Built on first use (the executor imports the transformations)."""
@@ -93,7 +88,7 @@ def _executor_class():
 
             self.live.on_state = on_state
             frame = self.live.sample(seconds=self.seconds, limit=self.limit)
-            if _no_value(frame):
+            if not has_value(frame):
                 why = last.get("detail") or f"session {last.get('state', 'stopped')}"
                 if frame.height and "reason" in frame.columns:
                     reasons = frame.get_column("reason").drop_nulls().unique().sort().to_list()

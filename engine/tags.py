@@ -83,6 +83,16 @@ def conform(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def has_value(frame: pl.DataFrame) -> bool:
+    """Does the batch carry a value (a record that is not `bad`)? Tag frames say so per row; a
+    frame without `quality` has a value when it has a row."""
+    if not frame.height:
+        return False
+    if "quality" not in frame.columns:
+        return True
+    return bool((frame.get_column("quality") != "bad").any())
+
+
 class TagBatchBuilder:
     """Collects values column by column and makes ONE DataFrame per micro-batch.
 

@@ -36,6 +36,7 @@ from engine.streaming.flow import MicroBatchFlow
 from engine.streaming.latency import LatencyWindow, received_us
 from engine.streaming.settings import StreamSettings
 from engine.streaming.sinks import DeadLetterAppender, MicroBatchSink, make_committer
+from engine.tags import has_value
 from engine.transforms.base import REJECT_REASON
 
 ALARM_LOG_INTERVAL_S = 1.0  # drop warnings are summed per source and logged at most this often
@@ -338,7 +339,7 @@ class StreamRunner:
                 )
                 return
             try:
-                if nid not in self.valued and _has_value(frame):
+                if nid not in self.valued and has_value(frame):
                     self.valued.add(nid)
                 queue.put(frame)
             except Exception as exc:  # a bug of ours: the records are kept with the reason
@@ -606,12 +607,3 @@ def _conform(batch: Any, schema: pl.Schema | None) -> pl.DataFrame:
         return batch.with_columns(fixes)
     except Exception as exc:
         raise BadBatch(f"it does not fit the source's schema: {one_line_error(exc)}") from None
-
-
-def _has_value(frame: pl.DataFrame) -> bool:
-    """Does the batch carry a value (a record that is not `bad`)? Tag frames say so per row."""
-    if not frame.height:
-        return False
-    if "quality" not in frame.columns:
-        return True
-    return bool((frame.get_column("quality") != "bad").any())
