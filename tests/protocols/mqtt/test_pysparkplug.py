@@ -24,6 +24,7 @@ from protocols.mqtt.simulator import SparkplugSimulator, simulator_config, tag_n
 from tests import peers
 from tests.conftest import require_service
 from tests.protocols.mqtt.test_source import make_source, start_and_subscribe
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.services
 PEER = Path(__file__).with_name("pysparkplug_peer.py")
@@ -100,13 +101,6 @@ class Peer:
             return ""
 
 
-def wait_for(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 @pytest.mark.parametrize("ending", ["crash", "disconnect"])
 def test_pysparkplug_edge_node_into_our_source(group, peer_path, ending):
     """pysparkplug's EdgeNode (a device, every scalar type we map) -> Mosquitto -> our source.
@@ -128,7 +122,7 @@ def test_pysparkplug_edge_node_into_our_source(group, peer_path, ending):
             got.wait(lambda c: c.frame.filter(pl.col("reason") == "comm_lost").height == metrics)
         else:
             edge.wait(lambda line: line.get("event") == "disconnected")
-            wait_for(lambda: source.counters["stale_deaths"] == 1)
+            wait_for(lambda: source.counters["stale_deaths"] == 1, 10.0, 0.02)
     finally:
         edge.close()
         source.stop()
