@@ -26,7 +26,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.http.deps import engine
-from app.http.shape import SafeJSONResponse
+from app.http.shape import safe_json
 from engine.api.events import as_event
 from engine.api.protocol import EngineAPI
 
@@ -43,7 +43,7 @@ def close_streams(app: FastAPI) -> None:
 
 
 def _line(payload: dict[str, Any]) -> str:
-    return "data: " + SafeJSONResponse(None).render(payload).decode("utf-8") + "\n\n"
+    return "data: " + safe_json(payload) + "\n\n"
 
 
 @router.get(

@@ -36,13 +36,18 @@ def _text(value: Any) -> Any:
     return str(value)
 
 
-class SafeJSONResponse(JSONResponse):
+def safe_json(content: Any) -> str:
     """JSON that never fails on a value: NaN and infinities become null, dates and paths text."""
+    return json.dumps(
+        _clean(content), ensure_ascii=False, allow_nan=False, default=_text, separators=(",", ":")
+    )
+
+
+class SafeJSONResponse(JSONResponse):
+    """An answer written with `safe_json`."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(
-            _clean(content), ensure_ascii=False, allow_nan=False, default=_text, separators=(",", ":")
-        ).encode("utf-8")
+        return safe_json(content).encode("utf-8")
 
 
 def frame_rows(frame: Any, limit: int = MAX_FRAME_ROWS) -> list[dict[str, Any]]:
