@@ -544,46 +544,24 @@ class Executor(GraphFlow):
         return ExecutionResult(self.stats, rows_in, rows_out, rejected, targets, self.samples)
 
 
-class DeadLetterFile:
+def dead_letter_rows(rejected: pl.DataFrame, run_id: str, nid: str) -> pl.DataFrame:
+    """Rejected records as a dead-letter file keeps them: with `_run_id` and `_node_id`."""
+    return rejected.with_columns(pl.lit(run_id).alias("_run_id"), pl.lit(nid).alias("_node_id"))
+
+
+class DeadLetterFile(FileSink):
     """`dead_letter_queue.storage` as a file: rejected records appended to an NDJSON file (each with
-    `_run_id` and `_node_id`) through the file destination, so they are committed (renamed) with
-    the run's outputs and taken back with them. Same contract as a destination, plus the pair
-    (node id, frame) that the reject store takes."""
+    `_run_id` and `_node_id`) by the file destination, so they are committed (renamed) with the
+    run's outputs and taken back with them. A file destination that takes the pair (node id,
+    frame) that the reject store takes."""
 
     def __init__(self, ctx: RunContext, path: str):
         config = FileSinkConfig.model_validate({"path": path, "format": "ndjson", "mode": "append"})
-        self.file = FileSink(config, ctx, name="dead-letter file")
-        self.name, self.ctx = "dead-letter file", ctx
+        super().__init__(config, ctx, name="dead-letter file")
 
-    def open(self) -> None:
-        self.file.open()
-
-    def write(self, item: tuple[str, pl.DataFrame]) -> None:
+    def write(self, item: tuple[str, pl.DataFrame]) -> None:  # type: ignore[override]
         nid, rejected = item
-        self.file.write(
-            rejected.with_columns(pl.lit(self.ctx.run_id).alias("_run_id"), pl.lit(nid).alias("_node_id"))
-        )
-
-    def flush(self) -> None:
-        self.file.flush()
-
-    def publish(self) -> None:
-        self.file.publish()
-
-    def unpublish(self) -> None:
-        self.file.unpublish()
-
-    def finalize(self) -> None:
-        self.file.finalize()
-
-    def close(self) -> None:
-        self.file.close()
-
-    def abort(self) -> None:
-        self.file.abort()
-
-    def describe_target(self) -> str:
-        return self.file.describe_target()
+        super().write(dead_letter_rows(rejected, self.ctx.run_id, nid))
 
 
 def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:

@@ -26,6 +26,7 @@ from engine.connectors.file import FileSinkConfig
 from engine.connectors.formats.common import is_utf8, to_text_frame
 from engine.context import RunContext
 from engine.errors import ConnectorError, DataError
+from engine.executor import dead_letter_rows
 
 APPENDABLE_FORMATS = ("csv", "ndjson")
 
@@ -210,11 +211,7 @@ class DeadLetterAppender:
         self.file = FileAppender(config, ctx, "dead-letter file")
 
     def commit(self, rejects: list[tuple[str, pl.DataFrame]]) -> None:
-        frames = [
-            f.with_columns(pl.lit(self.ctx.run_id).alias("_run_id"), pl.lit(nid).alias("_node_id"))
-            for nid, f in rejects
-            if f.height
-        ]
+        frames = [dead_letter_rows(f, self.ctx.run_id, nid) for nid, f in rejects if f.height]
         if frames:
             self.file.commit(pl.concat(frames, how="diagonal_relaxed"))
 
