@@ -135,7 +135,7 @@ def teardown_logging() -> None:
 
 
 # ---- events as lines -----------------------------------------------------------------------------
-def _as_dict(event: Any) -> Mapping[str, Any]:
+def as_dict(event: Any) -> Mapping[str, Any]:
     """A typed event record (engine/api/events.py) or a wire dict, as the wire dict."""
     return event.to_dict() if hasattr(event, "to_dict") else event
 
@@ -149,7 +149,7 @@ def retry_line(event: Any) -> str | None:
     destination) event; None for any other event. The reason is masked."""
     from engine.secrets import mask
 
-    e = _as_dict(event)
+    e = as_dict(event)
     kind = e.get("event")
     if kind == "retrying":
         n = e.get("retry", (e.get("attempt") or 1) - 1)
@@ -170,7 +170,7 @@ def event_line(event: Any, pipeline: str | None = None) -> tuple[int, str] | Non
     memory (each reason said once per outage), which `EventLog` keeps."""
     from engine.secrets import mask
 
-    e = _as_dict(event)
+    e = as_dict(event)
     kind = e.get("event")
     name = e.get("pipeline") or pipeline
     label = f'"{name}"' if name else "a pipeline"
@@ -223,7 +223,7 @@ class EventLog:
         self._lock = threading.Lock()
 
     def __call__(self, event: Any) -> None:
-        e = dict(_as_dict(event))
+        e = dict(as_dict(event))
         kind, run_id = e.get("event"), e.get("run_id")
         said: list[tuple[int, str, str | None]] = []  # (level, line, node)
         with self._lock:

@@ -21,7 +21,8 @@ exposition text and its content type for the HTTP route. The service calls
 | `process_resident_memory_bytes`, `process_cpu_seconds_total`, `process_open_fds`... | | | prometheus_client's ProcessCollector (Linux /proc) |
 
 The mapping from events to metrics is one method, `observe`: events arrive as typed records
-(engine/api/events.py) or as the dicts of their wire form; `_as_dict` makes them one shape.
+(engine/api/events.py) or as the dicts of their wire form; `as_dict` (engine/service/logs.py)
+makes them one shape.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from engine.service.logs import as_dict
+
 RUN_SECONDS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 LATENCY_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 LAG_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 60)
@@ -57,11 +60,6 @@ class _Run:
     pipeline: str
     started: float | None  # monotonic; None for a run whose start this did not see
     seen: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # node -> counts so far
-
-
-def _as_dict(event: Any) -> Mapping[str, Any]:
-    """A typed event record (engine/api/events.py) or a wire dict, as the wire dict."""
-    return event.to_dict() if hasattr(event, "to_dict") else event
 
 
 class EngineMetrics:
@@ -142,7 +140,7 @@ class EngineMetrics:
 
     def observe(self, event: Any) -> None:
         """The one mapping from engine events to metrics."""
-        e = _as_dict(event)
+        e = as_dict(event)
         kind = e.get("event")
         run_id = e.get("run_id") or ""
         with self._lock:
