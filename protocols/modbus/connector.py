@@ -300,25 +300,19 @@ def round_frame(
             quality[first:end] = ["bad"] * (end - first)
             reason[first:end] = [why] * (end - first)
         columns["quality"], columns["reason"] = pl.Series(quality), pl.Series(reason, dtype=pl.String)
-    frame = pl.DataFrame({"tag": tags})
-    value = columns["value"]
-    odd = (value.is_nan() | value.is_infinite()).fill_null(False)
+    exprs = {name: c if isinstance(c, pl.Expr) else pl.lit(c) for name, c in columns.items()}
+    odd = (~columns["value"].is_finite()).fill_null(False)
     if odd.any():  # NaN/infinity in a float register: garbage, or the device's "no value"
-        why = pl.Series(odd)
-        columns["value"] = pl.when(why).then(None).otherwise(pl.lit(value))
-        columns["quality"] = pl.when(why).then(pl.lit("bad")).otherwise(_expr(columns["quality"]))
-        columns["reason"] = pl.when(why).then(pl.lit(NOT_FINITE)).otherwise(_expr(columns["reason"]))
-    return frame.select(
+        exprs["value"] = pl.when(odd).then(None).otherwise(exprs["value"])
+        exprs["quality"] = pl.when(odd).then(pl.lit("bad")).otherwise(exprs["quality"])
+        exprs["reason"] = pl.when(odd).then(pl.lit(NOT_FINITE)).otherwise(exprs["reason"])
+    return pl.DataFrame({"tag": tags}).select(
         pl.lit(stamp, TIME).alias("timestamp"),
         pl.lit(None, TIME).alias("server_timestamp"),
-        *[(c if isinstance(c, pl.Expr) else pl.lit(c)).alias(name) for name, c in columns.items()],
+        *[expr.alias(name) for name, expr in exprs.items()],
         pl.lit(source).alias("source"),
         pl.lit(utc_now(), TIME).alias("received_at"),
     )
-
-
-def _expr(column: pl.Expr | pl.Series) -> pl.Expr:
-    return column if isinstance(column, pl.Expr) else pl.lit(column)
 
 
 class ModbusSource(StreamingSource):
