@@ -6,12 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from engine.api.remote.client import ServiceClient
-
-
-def _text(moment: datetime | str | None) -> str | None:
-    if moment is None or isinstance(moment, str):
-        return moment
-    return moment.isoformat()
+from engine.api.remote.wire import when
 
 
 class RemoteHealth:
@@ -36,16 +31,16 @@ class RemoteHealth:
         return int(self.status().get("active_streams") or 0)
 
     def pipeline_stats(self, since: datetime | str | None = None) -> list[dict[str, Any]]:
-        return self._client.get("/monitoring/pipeline-stats", since=_text(since))
+        return self._client.get("/monitoring/pipeline-stats", since=when(since))
 
     def pipeline_performance(self, since: datetime | str | None = None) -> list[dict[str, Any]]:
-        return self._client.get("/monitoring/pipeline-performance", since=_text(since))
+        return self._client.get("/monitoring/pipeline-performance", since=when(since))
 
     def alerts(self, limit: int = 50) -> list[dict[str, Any]]:
         return self._client.get("/monitoring/alerts", limit=limit)
 
     def top_pipelines(self, limit: int = 10, since: datetime | str | None = None) -> list[dict[str, Any]]:
-        return self._client.get("/analytics/top-pipelines", limit=limit, since=_text(since))
+        return self._client.get("/analytics/top-pipelines", limit=limit, since=when(since))
 
     def pipeline_trends(self, days: int = 7, now: datetime | None = None) -> list[dict[str, Any]]:
         return self._client.get("/analytics/pipeline-trends", days=days)

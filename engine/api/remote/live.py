@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from engine.api.remote.client import ServiceClient
-from engine.api.remote.wire import get_frame
+from engine.api.remote.wire import get_frame, when
 
 KEEP_S = 3600.0  # the local copy keeps at most this much of each tag's window...
 FORGET_S = 60.0  # ...and forgets a tag no chart asked for within this long
@@ -95,8 +95,8 @@ class RemoteLive:
             self._client,
             "/live/history",
             tags=names,
-            start=start.isoformat() if start is not None else None,
-            end=end.isoformat() if end is not None else None,
+            start=when(start),
+            end=when(end),
             bucket=bucket,
             stats=list(statistics),
             include_bad="true" if include_bad else None,

@@ -23,6 +23,7 @@ from typing import Any
 from engine.api.core import Job
 from engine.api.protocol import RunFilter
 from engine.api.remote.client import RemoteError, ServiceClient, ServiceUnavailable
+from engine.api.remote.wire import when
 
 RESULT_POLL_S = 10.0  # the long poll of a job's result: the service answers at once when it ends
 
@@ -44,14 +45,11 @@ class RemoteJob(Job):
 
 
 def _filter_params(f: RunFilter) -> dict[str, Any]:
-    def text(moment: Any) -> str | None:
-        return moment if moment is None or isinstance(moment, str) else moment.isoformat()
-
     return {
         "pipeline": f.pipeline,
         "status": f.status,
-        "since": text(f.since),
-        "until": text(f.until),
+        "since": when(f.since),
+        "until": when(f.until),
         "limit": f.limit,
     }
 

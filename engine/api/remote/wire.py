@@ -14,6 +14,11 @@ from engine.api.remote.client import ServiceClient, ServiceUnavailable
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 
+def when(moment: Any) -> str | None:
+    """A time as a query parameter: a datetime as ISO 8601 text, text as it is (None: left off)."""
+    return moment if moment is None or isinstance(moment, str) else moment.isoformat()
+
+
 def frame(response: httpx.Response):
     """An Arrow IPC stream answer as a Polars frame."""
     import polars as pl
