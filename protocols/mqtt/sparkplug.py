@@ -371,7 +371,7 @@ class SparkplugSession:
         reason = f"{SEQUENCE_GAP}: seq {seq} after {(expected - 1) % 256}, expected {expected}"
         self._problem("sequence_gaps", topic, reason)
         # Just before the message that shows the loss: the values in between are unknown.
-        builder.gap(sorted(self.node_tags(node_key)), reason=SEQUENCE_GAP, at=at - timedelta(microseconds=1))
+        builder.gap(sorted(self.known_tags(node_key)), reason=SEQUENCE_GAP, at=at - timedelta(microseconds=1))
         self._ask_rebirth(node_key)
 
     def _metric(
@@ -463,18 +463,12 @@ class SparkplugSession:
             prefix = "/".join(p for p in key if p)
             builder.gap((f"{prefix}/{name}" for name in self.births.pop(key).datatypes), at=at)
 
-    def node_tags(self, node: tuple[str, str]) -> list[str]:
+    def known_tags(self, node: tuple[str, str] | None = None) -> list[str]:
+        """Every metric born (on `node`'s births only, when given)."""
         return [
             "/".join(p for p in key if p) + f"/{name}"
             for key, births in self.births.items()
-            if key[:2] == node
-            for name in births.datatypes
-        ]
-
-    def known_tags(self) -> list[str]:
-        return [
-            "/".join(p for p in key if p) + f"/{name}"
-            for key, births in self.births.items()
+            if node is None or key[:2] == node
             for name in births.datatypes
         ]
 
