@@ -25,6 +25,11 @@ class AggregatorError(Exception):
         return str(self)
 
 
+def error_line(exc: BaseException) -> str:
+    """An engine error's own line; anything else (a bug) as `Type: message`."""
+    return exc.one_line() if isinstance(exc, AggregatorError) else f"{type(exc).__name__}: {exc}"
+
+
 @dataclass(frozen=True)
 class SpecIssue:
     """One problem in a pipeline document: JSON path, what is wrong, and what is allowed."""

@@ -30,7 +30,7 @@ import polars as pl
 from engine.connectors.base import Sink, Source
 from engine.connectors.file import FileSink, FileSinkConfig
 from engine.context import NodeContext, RunContext
-from engine.errors import AggregatorError, ConnectorError, RunCancelled, TransformError
+from engine.errors import AggregatorError, ConnectorError, RunCancelled, TransformError, error_line
 from engine.spec.models import parse_input
 from engine.spec.plan import Plan
 from engine.store.historian import RejectWriter
@@ -396,9 +396,7 @@ class Executor(GraphFlow):
                     final.append(nid)
                     self._committed(nid)
             if final:
-                reason = (
-                    exc.one_line() if isinstance(exc, AggregatorError) else f"{type(exc).__name__}: {exc}"
-                )
+                reason = error_line(exc)
                 self.ctx.log("error", f"partial commit: {', '.join(final)} committed", current)
                 for nid, _sink in plan:
                     if nid in self.stats and nid not in final:

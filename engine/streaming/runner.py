@@ -25,7 +25,7 @@ import polars as pl
 
 from engine.connectors.base import UP_STATES, StreamingSource, one_line_error
 from engine.context import RunContext
-from engine.errors import AggregatorError, RunCancelled, SpecError
+from engine.errors import AggregatorError, RunCancelled, SpecError, error_line
 from engine.executor import _concat
 from engine.runs.retry import retry_delays, retryable
 from engine.spec.plan import Plan
@@ -199,9 +199,7 @@ class StreamRunner:
             try:
                 sink.close_stream()
             except Exception as exc:  # every micro-batch is committed already; say so and go on
-                message = (
-                    exc.one_line() if isinstance(exc, AggregatorError) else f"{type(exc).__name__}: {exc}"
-                )
+                message = error_line(exc)
                 self.ctx.log("warning", f"closing the destination failed: {message}", nid)
 
     def _fail(self, exc: BaseException) -> None:
@@ -423,9 +421,7 @@ class StreamRunner:
                     self._count_lost(nid, rows)
                     raise
                 attempt += 1
-                message = (
-                    exc.one_line() if isinstance(exc, AggregatorError) else f"{type(exc).__name__}: {exc}"
-                )
+                message = error_line(exc)
                 if attempt > policy.max_retries or self.ctx.cancel.is_set():
                     self._count_lost(nid, rows)
                     raise
