@@ -124,7 +124,6 @@ class Scheduler:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.lags: list[float] = []  # seconds, of the recent fires (the service's metrics read it)
 
     # ---- schedules ---------------------------------------------------------------------------
     def add(self, key: str, schedule: Any) -> datetime | None:
@@ -175,9 +174,6 @@ class Scheduler:
         for fire in fires:
             if fire.missed:
                 self.on_log("warning", f"schedule '{fire.key}': {fire.describe()}")
-            self.lags.append(fire.lag_s)
-            if len(self.lags) > 10_000:
-                del self.lags[:5_000]
             try:
                 self.on_fire(fire)
             except Exception as exc:  # one pipeline's trouble never stops the others' schedules
