@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine.connectors.base import UP_STATES
 from engine.errors import AggregatorError
 from engine.runs.record import begin_run, finish_run, run_context
 from engine.secrets import mask
@@ -119,7 +120,7 @@ class SourceStateLines:
                 return None
             said.add(text)
             return f"source '{node}' {state}: {text}"
-        if state in ("connected", "subscribed") and said:
+        if state in UP_STATES and said:
             said.clear()
             return f"source '{node}' {state} again" + (f": {detail}" if detail else "")
         return None
