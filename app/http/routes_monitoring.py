@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -14,6 +14,7 @@ from app.http.deps import engine
 from app.http.errors import ApiError
 from app.http.routes_runs import TIME_PATTERN, _utc, parse_time
 from app.http.shape import frame_rows
+from engine.api.live import parse_duration
 from engine.api.protocol import EngineAPI
 
 router = APIRouter(tags=["monitoring"])
@@ -65,7 +66,7 @@ async def timeseries(
     since = _moment(start)
     if since is None and window is not None:
         try:
-            since = until - _duration(window)
+            since = until - parse_duration(window, "query.window")
         except OverflowError:
             raise ApiError(f"query.window: '{window}' reaches before the year 1", 422) from None
     if since is not None and since >= until:
@@ -97,9 +98,3 @@ def pipeline_trends(
 
 def _moment(text: str | None) -> datetime | None:
     return None if text is None else parse_time(text)
-
-
-def _duration(text: str) -> timedelta:
-    units = {"ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    number = int(text.rstrip("mswhd"))
-    return timedelta(seconds=number * units[text[len(str(number)) :]])
