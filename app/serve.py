@@ -99,9 +99,8 @@ def _logging(data_dir: Path) -> Path:
 
 
 def _say(level: str, text: str) -> None:
-    from engine.secrets import mask
-
-    log.log(logging.getLevelName(level.upper()), mask(text))
+    """A line of the service (masked by the logging set-up, engine/service/logs.py)."""
+    log.log(logging.getLevelName(level.upper()), text)
 
 
 def _engine(data_dir: Path):
