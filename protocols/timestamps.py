@@ -19,3 +19,12 @@ from datetime import UTC, datetime, timedelta
 PLAUSIBLE_FROM = datetime(1990, 1, 1, tzinfo=UTC)
 PLAUSIBLE_AHEAD = timedelta(days=1)
 IMPLAUSIBLE = "implausible_timestamp"
+# The same bounds in epoch microseconds, for the protocols that compare raw numbers.
+PLAUSIBLE_FROM_US = (PLAUSIBLE_FROM - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+PLAUSIBLE_AHEAD_US = PLAUSIBLE_AHEAD // timedelta(microseconds=1)
+
+
+def implausible(what: str) -> str:
+    """The reason of an implausible timestamp: `implausible_timestamp: <what> is outside
+    1990-01-01..now+1 day` (`what` names the time and shows it)."""
+    return f"{IMPLAUSIBLE}: {what} is outside {PLAUSIBLE_FROM.date().isoformat()}..now+1 day"

@@ -41,7 +41,7 @@ from engine.runs.retry import backoff_delays
 from engine.tags import COMM_LOST, TAG_SCHEMA, TIME
 from protocols.dnp3 import flags as dnp3_flags
 from protocols.dnp3.config import Dnp3Point, Dnp3SourceConfig, default_tag
-from protocols.timestamps import IMPLAUSIBLE, PLAUSIBLE_AHEAD, PLAUSIBLE_FROM
+from protocols.timestamps import PLAUSIBLE_AHEAD_US, PLAUSIBLE_FROM_US, implausible
 
 log = logging.getLogger(__name__)
 STACK_LOG = logging.getLogger("protocols.dnp3.opendnp3")  # opendnp3's own lines, at debug level
@@ -119,11 +119,6 @@ class Columns:
         )
         self.clear()
         return frame
-
-
-# The plausible event times (the MQTT sources' rule): 1990-01-01 .. receive time + 1 day, in µs.
-PLAUSIBLE_FROM_US = int(PLAUSIBLE_FROM.timestamp()) * 1_000_000
-PLAUSIBLE_AHEAD_US = int(PLAUSIBLE_AHEAD.total_seconds()) * 1_000_000
 
 
 def _now_us() -> int:
@@ -429,7 +424,7 @@ class _Session:
         """The quality of a value whose time is implausible (the MQTT sources' rule): uncertain
         (bad stays bad), the reason says which time; counted, and logged once every 10 s."""
         shown = datetime.fromtimestamp(ts_us / 1e6, UTC).isoformat().replace("+00:00", "Z")
-        text = f"{IMPLAUSIBLE}: event time {shown} is outside 1990-01-01..now+1 day"
+        text = implausible(f"event time {shown}")
         source = self.source
         source.counters["implausible_timestamps"] += 1
         clock = time.monotonic()

@@ -26,19 +26,18 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import polars as pl
 
 from engine.tags import TAG_SCHEMA, TIME
 from protocols.mqtt.config import JsonMapping
-from protocols.timestamps import IMPLAUSIBLE, PLAUSIBLE_FROM
+from protocols.timestamps import IMPLAUSIBLE, PLAUSIBLE_FROM, PLAUSIBLE_FROM_US
 
 _TOKEN = re.compile(r"\[(\d+)\]|\.?([^.\[\]]+)")
 _MISSING = object()
 _EPOCH_US = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
-_FROM_US = (PLAUSIBLE_FROM - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 _QUALITIES = {"good": "good", "uncertain": "uncertain", "bad": "bad", "true": "good", "false": "bad"}
 
 
@@ -287,7 +286,7 @@ class JsonDecoder:
         raw = raw.with_columns((epoch_number * _EPOCH_US[m.epoch_unit]).alias("_us"), parsed.alias("_parsed"))
         us, parsed = pl.col("_us"), pl.col("_parsed")
         raw = raw.with_columns(
-            us.is_between(_FROM_US, upto.dt.epoch("us")).alias("_us_ok"),
+            us.is_between(PLAUSIBLE_FROM_US, upto.dt.epoch("us")).alias("_us_ok"),
             parsed.is_between(pl.lit(PLAUSIBLE_FROM, dtype=TIME), upto).alias("_parsed_ok"),
         )
         us_ok, parsed_ok = pl.col("_us_ok"), pl.col("_parsed_ok")

@@ -28,7 +28,7 @@ from typing import Any
 
 from engine.tags import TagBatchBuilder
 from protocols.mqtt.sparkplug_proto import payload_class
-from protocols.timestamps import IMPLAUSIBLE, PLAUSIBLE_AHEAD, PLAUSIBLE_FROM
+from protocols.timestamps import PLAUSIBLE_AHEAD_US, PLAUSIBLE_FROM_US, implausible
 
 NAMESPACE = "spBv1.0"
 MESSAGE_TYPES = frozenset({"NBIRTH", "NDEATH", "DBIRTH", "DDEATH", "NDATA", "DDATA", "NCMD", "DCMD", "STATE"})
@@ -201,8 +201,8 @@ def _ms(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
-_FROM_MS = int((PLAUSIBLE_FROM - _EPOCH).total_seconds() * 1000)
-_AHEAD_MS = int(PLAUSIBLE_AHEAD.total_seconds() * 1000)
+_FROM_MS = PLAUSIBLE_FROM_US // 1000
+_AHEAD_MS = PLAUSIBLE_AHEAD_US // 1000
 SEQUENCE_GAP = "sequence_gap"
 REBIRTH_METRIC = "Node Control/Rebirth"
 REBIRTH_HOLDOFF_S = 5.0  # at most one rebirth request per node this often until its NBIRTH comes
@@ -214,7 +214,7 @@ def stamp(ms: int | None, now: datetime, what: str) -> tuple[datetime | None, st
     if not ms:
         return None, None
     if not _FROM_MS <= ms <= (now - _EPOCH) // timedelta(milliseconds=1) + _AHEAD_MS:
-        return None, f"{IMPLAUSIBLE}: {what} {ms} ms is outside 1990-01-01..now+1 day"
+        return None, implausible(f"{what} {ms} ms")
     return _ms(ms), None
 
 

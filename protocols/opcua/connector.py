@@ -33,6 +33,7 @@ from engine.runs.retry import backoff_delays as shared_backoff
 from engine.tags import TagBatchBuilder
 from protocols.opcua.config import OpcUaConfig
 from protocols.timestamps import IMPLAUSIBLE, PLAUSIBLE_AHEAD, PLAUSIBLE_FROM
+from protocols.timestamps import implausible as implausible_reason
 
 BATCH_VALUES = 50_000  # emit early when this many values are waiting
 MAX_PENDING = 2_000_000  # values held while `emit` is blocked; more are counted as dropped
@@ -445,7 +446,7 @@ def add_value(
     implausible = None
     if source_ts is not None and not PLAUSIBLE_FROM <= source_ts <= datetime.now(UTC) + PLAUSIBLE_AHEAD:
         shown = source_ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        implausible = f"{IMPLAUSIBLE}: source time {shown} is outside 1990-01-01..now+1 day"
+        implausible = implausible_reason(f"source time {shown}")
         source_ts = None
         quality = "uncertain" if quality == "good" else quality
         reason = implausible if reason is None else f"{reason}; {implausible}"
