@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import process
-from engine.errors import AggregatorError
+from engine.errors import AggregatorError, first_line
 from engine.runs.timefmt import now_iso
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def _drop_tables(ws: Workspace, path: Path, items: list[dict[str, Any]]) -> None
             con = duckdb.connect(str(path))
             cur = con.cursor()
     except duckdb.Error as exc:
-        log.info("stage tables in %s are left for later: %s", path, str(exc).splitlines()[0])
+        log.info("stage tables in %s are left for later: %s", path, first_line(exc))
         return
     try:
         for item in items:

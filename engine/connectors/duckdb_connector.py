@@ -26,7 +26,7 @@ from engine.connectors.base import DEFAULT_BATCH_ROWS, Connector, ConnectorConfi
 from engine.connectors.registry import register
 from engine.context import RunContext
 from engine.diskspace import duckdb_no_space
-from engine.errors import ConnectorError
+from engine.errors import ConnectorError, first_line
 from engine.store.historian import arrow_view, quiet
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
@@ -46,10 +46,6 @@ def _valid_table(value: str | None) -> str | None:
 
 def quote(name: str) -> str:
     return ".".join('"' + part.replace('"', '""') + '"' for part in name.split("."))
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 class DuckDBSourceConfig(ConnectorConfig):
@@ -114,7 +110,7 @@ class _Connection:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self.owned = duckdb.connect(str(path))
             except (duckdb.Error, OSError) as exc:
-                raise duckdb_no_space(exc, path) or ConnectorError(f"{path}: {_first_line(exc)}") from None
+                raise duckdb_no_space(exc, path) or ConnectorError(f"{path}: {first_line(exc)}") from None
             if create:  # writing: faster bulk inserts; reading keeps the table's order
                 self.owned.execute("SET preserve_insertion_order = false")
             self.cursor = quiet(self.owned.cursor())
@@ -137,7 +133,7 @@ class DuckDBSource(Source):
         try:
             statements = duckdb.extract_statements(query)
         except duckdb.Error as exc:
-            raise ConnectorError(f"query: {_first_line(exc)}") from None
+            raise ConnectorError(f"query: {first_line(exc)}") from None
         if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
             raise ConnectorError("query: give one SELECT statement")
         from engine.sql_sandbox import SqlRefused, refuse_outside_access
@@ -160,7 +156,7 @@ class DuckDBSource(Source):
             try:
                 reader = con.cursor.sql(statement).to_arrow_reader(batch_rows)
             except duckdb.Error as exc:
-                raise ConnectorError(f"{self._where(con)}: {_first_line(exc)}") from None
+                raise ConnectorError(f"{self._where(con)}: {first_line(exc)}") from None
             remaining = limit
             empty = True
             # The result streams: a preview stops DuckDB after the rows it shows.
@@ -201,7 +197,7 @@ class DuckDBSource(Source):
         try:
             con.cursor.sql(f"SELECT * FROM ({statement}) LIMIT 0").fetchall()
         except duckdb.Error as exc:
-            raise ConnectorError(f"{self._where(con)}: {_first_line(exc)}") from None
+            raise ConnectorError(f"{self._where(con)}: {first_line(exc)}") from None
         finally:
             con.close()
 
@@ -376,7 +372,7 @@ class DuckDBSink(Sink):
             path = self.con.path if self.con is not None else None
             self._rollback()
             full = duckdb_no_space(exc, path) if path is not None else None
-            raise full or ConnectorError(f"{self.describe_target()}: {_first_line(exc)}") from None
+            raise full or ConnectorError(f"{self.describe_target()}: {first_line(exc)}") from None
 
     def _with_batch(self, table: pa.Table, statement: str) -> None:
         assert self.con is not None

@@ -27,7 +27,7 @@ from pydantic import Field, field_validator
 
 from engine.connectors.base import Connector, ConnectorConfig, Sink
 from engine.connectors.registry import register
-from engine.errors import ConnectorError, UsageError
+from engine.errors import ConnectorError, UsageError, first_line
 from engine.store.tag_historian import TAGS_TABLE, TagHistorian, parse_duration, selector_matcher
 from engine.tags import TAG_SCHEMA, conform
 
@@ -129,7 +129,7 @@ class HistorianSink(Sink):
             batch = batch if batch.schema == TAG_SCHEMA else conform(batch)
         except pl.exceptions.PolarsError as exc:
             self.abort()
-            raise ConnectorError(f"{self.describe_target()}: not tag records: {_first_line(exc)}") from None
+            raise ConnectorError(f"{self.describe_target()}: not tag records: {first_line(exc)}") from None
         self._guarded(lambda: self.store.insert(self.cur, batch))  # type: ignore[union-attr,arg-type]
         self.rows += batch.height
         if self.live is not None:
@@ -163,7 +163,7 @@ class HistorianSink(Sink):
         try:
             self.store.apply_retention()
         except duckdb.Error as exc:
-            raise ConnectorError(f"{self.describe_target()}: retention: {_first_line(exc)}") from None
+            raise ConnectorError(f"{self.describe_target()}: retention: {first_line(exc)}") from None
         finally:
             if self.cur is not None:
                 self.cur.execute("BEGIN TRANSACTION")
@@ -183,7 +183,7 @@ class HistorianSink(Sink):
             action()
         except duckdb.Error as exc:
             self.abort()
-            raise ConnectorError(f"{self.describe_target()}: {_first_line(exc)}") from None
+            raise ConnectorError(f"{self.describe_target()}: {first_line(exc)}") from None
 
     def check(self) -> None:
         cur = self._store().cursor()
@@ -192,10 +192,6 @@ class HistorianSink(Sink):
     def describe_target(self) -> str:
         path = self.ctx.historian.path.name if self.ctx.historian is not None else "historian"
         return f"{path}:{TAGS_TABLE}"
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 @register
