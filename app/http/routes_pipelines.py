@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi import Path as PathParam
+from starlette.concurrency import run_in_threadpool
 
 from app.http.deps import engine
 from app.http.documents import document_body, read_document
@@ -86,7 +87,7 @@ async def create_pipeline(
     api: EngineAPI = Depends(engine),
 ) -> dict[str, Any]:
     doc = await read_document(request)
-    return await _run(request, _create, api, doc, id)
+    return await run_in_threadpool(_create, api, doc, id)
 
 
 def _create(api: EngineAPI, doc: dict[str, Any], pid: str | None) -> dict[str, Any]:
@@ -113,7 +114,7 @@ async def put_pipeline(
     request: Request, id: str = PipelineId, api: EngineAPI = Depends(engine)
 ) -> dict[str, Any]:
     doc = await read_document(request)
-    return await _run(request, _replace, api, id, doc)
+    return await run_in_threadpool(_replace, api, id, doc)
 
 
 def _replace(api: EngineAPI, pid: str, doc: dict[str, Any]) -> dict[str, Any]:
@@ -182,10 +183,3 @@ def pipeline_runs(
 ) -> list[dict[str, Any]]:
     entry = _find(api, id)
     return api.runs.list(run_filter(entry.get("name"), status, limit))
-
-
-async def _run(request: Request, fn, *args):
-    """A blocking engine call off the event loop."""
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(fn, *args)

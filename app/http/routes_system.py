@@ -8,6 +8,7 @@ from importlib import metadata
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from app.http.auth import loopback_or_token, require_token
 from app.http.deps import engine
@@ -64,8 +65,6 @@ def transformations(api: EngineAPI = Depends(engine)) -> list[dict[str, Any]]:
     openapi_extra=document_body(),
 )
 async def validate(request: Request, api: EngineAPI = Depends(engine)) -> dict[str, Any]:
-    from starlette.concurrency import run_in_threadpool
-
     doc = await read_document(request)
     issues = await run_in_threadpool(api.pipelines.validate, doc)
     return {"valid": not issues, "issues": issues}
@@ -85,8 +84,6 @@ async def preview(
     arrow: bool = Query(False, description="each port's rows also as an Arrow IPC stream (base64, `arrow`)"),
     api: EngineAPI = Depends(engine),
 ) -> dict[str, Any]:
-    from starlette.concurrency import run_in_threadpool
-
     doc = await read_document(request)
     if base_dir is not None and "\x00" in base_dir:
         raise ApiError("query.base_dir: a NUL character (allowed: a folder path)", 422)
