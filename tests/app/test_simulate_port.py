@@ -9,6 +9,7 @@ import socket
 import pytest
 
 from app.cli import main
+from tests.net import free_port
 
 
 @pytest.fixture
@@ -41,9 +42,7 @@ def test_a_port_taken_on_every_address_is_busy_too(capsys):
 
 
 def test_a_free_port_serves(capsys):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     assert main(["simulate", "modbus", "--port", str(port), "--seconds", "0.5"]) == 0
     out = capsys.readouterr()
     assert f"tcp://127.0.0.1:{port}" in out.out and out.err == ""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,10 +52,12 @@ def api_server(data_dir: Path):
     client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     anonymous = httpx.Client(base_url=url, timeout=30)
     try:
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the API server did not start"
-            time.sleep(0.02)
+
+        def started() -> bool:
+            assert thread.is_alive(), "the API server did not start"
+            return server.started
+
+        wait_for(started, 20, 0.02, what="the API server to start")
         yield ApiServer(url, token, engine, app, client, anonymous)
     finally:
         client.close()
