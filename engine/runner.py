@@ -11,26 +11,15 @@ from typing import Any
 
 import polars as pl
 
-from engine import statuses
 from engine.errors import AggregatorError, RunCancelled
 from engine.executor import Executor
-from engine.runs.record import (  # noqa: F401  (begin_run, new_run_id, save_final_record: public here too)
-    RunStart,
-    begin_run,
-    finish_run,
-    new_run_id,
-    run_context,
-    save_final_record,
-)
+from engine.runs.record import begin_run, finish_run, run_context
 from engine.runs.retry import retry_delays, retryable
-from engine.runs.timefmt import iso_utc
 from engine.secrets import mask
 from engine.spec.plan import Plan
 from engine.workspace import Workspace
 
-RUN_STATUSES = statuses.RUN_STATUSES  # every status a run record can have
 _context = run_context  # the name tests and engine.api used
-_iso = iso_utc
 
 
 def reclaim_space(ws: Workspace, error: BaseException | None) -> None:

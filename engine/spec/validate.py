@@ -253,9 +253,6 @@ def _type_list() -> str:
     return ", ".join(transforms.names())
 
 
-_mask_secrets = mask_secrets  # the former name
-
-
 def check_endpoint(raw: dict[str, Any], role: str, path: str, memo: Memo | None = None) -> list[SpecIssue]:
     ctype = raw.get("connector_type")
     if not isinstance(ctype, str):
