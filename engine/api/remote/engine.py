@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,23 +11,14 @@ from engine.api.events import EngineEvent
 from engine.api.remote.client import ServiceClient, ServiceUnavailable
 
 
-def _optional(module: str, cls: str, client: ServiceClient) -> Any:
-    """The sub-API `cls` of engine/api/remote/<module>.py, or None while that module is absent."""
-    try:
-        mod = importlib.import_module(f"engine.api.remote.{module}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"engine.api.remote.{module}":
-            raise
-        return None
-    return getattr(mod, cls)(client)
-
-
 class RemoteEngine:
     """`EngineAPI` over a service at `url` with the bearer `token`."""
 
     def __init__(self, url: str, token: str, *, timeout: float = 30.0, data_dir: Path | str | None = None):
         from engine.api.remote.connectors import RemoteConnectors
+        from engine.api.remote.data import RemoteData
         from engine.api.remote.health import RemoteHealth
+        from engine.api.remote.live import RemoteLive
         from engine.api.remote.pipelines import RemotePipelines
         from engine.api.remote.runs import RemoteRuns
 
@@ -38,9 +28,8 @@ class RemoteEngine:
         self.runs = RemoteRuns(self._client)
         self.connectors = RemoteConnectors(self._client)
         self.health = RemoteHealth(self._client)
-        # Written by the GUI-attach work: absent modules leave the attribute None.
-        self.live = _optional("live", "RemoteLive", self._client)
-        self.data = _optional("data", "RemoteData", self._client)
+        self.live = RemoteLive(self._client)
+        self.data = RemoteData(self._client)
 
     @property
     def url(self) -> str:
