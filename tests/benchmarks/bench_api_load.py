@@ -241,6 +241,8 @@ def seed_runs(s: Any, token: str, work: Path, count: int = 5) -> list[str]:
     """A stored 10-row CSV pipeline executed `count` times through the API; their run ids."""
     import httpx
 
+    from tests.waiting import wait_for
+
     (work / "seed.csv").write_text("a,b\n" + "".join(f"{i},{i * 2}\n" for i in range(10)), encoding="utf-8")
     doc = {
         "name": "seed",
@@ -263,11 +265,13 @@ def seed_runs(s: Any, token: str, work: Path, count: int = 5) -> list[str]:
         r = httpx.post(s.url + f"/pipelines/{pid}/execute", headers=h, timeout=30)
         r.raise_for_status()
         run_id = r.json()["run_id"]
-        deadline = time.monotonic() + 60
-        while httpx.get(s.url + f"/runs/{run_id}", headers=h, timeout=30).json().get("status") == "running":
-            if time.monotonic() > deadline:
-                raise SystemExit(f"run {run_id} did not end within 60 s")
-            time.sleep(0.1)
+        url = s.url + f"/runs/{run_id}"
+        wait_for(
+            lambda url=url: httpx.get(url, headers=h, timeout=30).json().get("status") != "running",
+            60,
+            0.1,
+            what=f"run {run_id} to end",
+        )
         ids.append(run_id)
     return ids
 
