@@ -14,6 +14,11 @@ def _not_served(what: str) -> RemoteError:
     return RemoteError(f"{what}: not offered by the service's API (run it on the service's machine)", 501)
 
 
+def _without_id(connector: dict[str, Any]) -> dict[str, Any]:
+    """A connector as the service answers it, without the route's `id` (a local engine has none)."""
+    return {k: v for k, v in connector.items() if k != "id"}
+
+
 def _registry():
     """Connector types, schemas and config checks read the code's registry, no data directory: the
     GUI (Connectors page, editor forms) gets them here, as the service would answer them."""
@@ -33,7 +38,7 @@ class RemoteConnectors:
         return _registry().schema(connector_type, role)
 
     def list(self) -> list[dict[str, Any]]:
-        return [{k: v for k, v in c.items() if k != "id"} for c in self._client.get("/connectors")]
+        return [_without_id(c) for c in self._client.get("/connectors")]
 
     def get(self, name: str) -> dict[str, Any] | None:
         from engine.errors import DataError
@@ -42,7 +47,7 @@ class RemoteConnectors:
             found = self._client.get(f"/connectors/{name}")
         except DataError:
             return None
-        return {k: v for k, v in found.items() if k != "id"}
+        return _without_id(found)
 
     def check(self, connector_type: str, role: str, config: dict[str, Any]) -> list[dict[str, str]]:
         return _registry().check(connector_type, role, config)  # no I/O: checked here
@@ -62,7 +67,7 @@ class RemoteConnectors:
             saved = self._client.request("PUT", f"/connectors/{name}", json=body)
         else:
             saved = self._client.post("/connectors", {**body, "name": name})
-        return {k: v for k, v in saved.items() if k != "id"}
+        return _without_id(saved)
 
     def delete(self, name: str) -> bool:
         from engine.errors import DataError
