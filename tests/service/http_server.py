@@ -5,8 +5,6 @@ event stream, which a test client would buffer whole, streams as it does for a r
 from __future__ import annotations
 
 import contextlib
-import socket
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import httpx
 
 from app.http import create_app
 from app.http.events import close_streams
+from app.serve import _bind, _start_http
 from engine.api import LocalEngine
 from engine.service import token as api_token
 from tests.waiting import wait_for
@@ -34,30 +33,16 @@ class ApiServer:
 
 @contextlib.contextmanager
 def api_server(data_dir: Path):
-    import uvicorn
-
     engine = LocalEngine(data_dir)
     token = api_token.ensure(data_dir)
     app = create_app(engine, token=token, listen_host="127.0.0.1")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = _bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
-    thread.start()
+    server, thread = _start_http(app, sock)  # as `aggregator serve` starts it
     url = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
     anonymous = httpx.Client(base_url=url, timeout=30)
     try:
-
-        def started() -> bool:
-            assert thread.is_alive(), "the API server did not start"
-            return server.started
-
-        wait_for(started, 20, 0.02, what="the API server to start")
         yield ApiServer(url, token, engine, app, client, anonymous)
     finally:
         client.close()
