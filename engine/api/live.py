@@ -181,7 +181,7 @@ class LocalLive:
     def _chart_series(self, tags: list[str], since_us: int):
         import numpy as np
 
-        recent = {tag: self.window(tag, since_us) for tag in tags}
+        recent = self.windows(tags, since_us)
         older: dict[str, int] = {}  # tag -> where its buffer begins, when that is inside the window
         for tag, (ts, _, _) in recent.items():
             begins = int(ts[0]) if len(ts) else None
