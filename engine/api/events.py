@@ -74,21 +74,24 @@ class EngineEvent:
 
 # ---- jobs ------------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
-class JobStarted(EngineEvent):
-    """A background call began; `running` is how many jobs run now (the status bar's indicator)."""
+class _JobEvent(EngineEvent):
+    """A job began or ended: its kind (the key `kind` on the wire) and how many jobs run now."""
 
-    kind: ClassVar[str] = "job_started"
     job_kind: str = ""
     running: int = 0
     wire_names: ClassVar[Mapping[str, str]] = {"job_kind": "kind"}
 
 
 @dataclass(frozen=True, kw_only=True)
-class JobFinished(EngineEvent):
+class JobStarted(_JobEvent):
+    """A background call began; `running` is how many jobs run now (the status bar's indicator)."""
+
+    kind: ClassVar[str] = "job_started"
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobFinished(_JobEvent):
     kind: ClassVar[str] = "job_finished"
-    job_kind: str = ""
-    running: int = 0
-    wire_names: ClassVar[Mapping[str, str]] = {"job_kind": "kind"}
 
 
 # ---- runs ------------------------------------------------------------------------------------
