@@ -9,7 +9,6 @@ Series and frames answer as Arrow IPC streams (app/http/arrow.py). A window is o
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Any
 
@@ -129,9 +128,7 @@ async def history(
         raise ApiError("query.start: not before end", 422)
     statistics = list(dict.fromkeys(s.value for s in stats))
     more = {"include_bad": True} if include_bad else {}  # `aggregator query --include-bad`
-    frame = await run_in_threadpool(
-        functools.partial(api.live.history, wanted, since, until, bucket, statistics, **more)
-    )
+    frame = await run_in_threadpool(api.live.history, wanted, since, until, bucket, statistics, **more)
     return arrow_response(frame)
 
 
