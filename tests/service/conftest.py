@@ -20,6 +20,17 @@ ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30.0  # a loaded 2-core machine; the figure itself is in tests/benchmarks/bench_service.py
 
 
+def cli(
+    *args, timeout: float = 120, home: Path | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """`aggregator ARGS` as a subprocess (output captured); `home` sets $AGGREGATOR_HOME, `env` adds."""
+    environ = {**os.environ, **({"AGGREGATOR_HOME": str(home)} if home else {}), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=environ,
+    )  # fmt: skip
+
+
 class ServeProcess:
     def __init__(self, proc: subprocess.Popen, data_dir: Path, out: Path):
         self.proc = proc

@@ -25,7 +25,7 @@ from engine.api.events import StreamStats
 from engine.api.remote import RemoteEngine
 from engine.service import token as api_token
 from tests.pipelines import csv_into_duckdb, opcua_stream
-from tests.service.conftest import ROOT, wait_for
+from tests.service.conftest import ROOT, cli, wait_for
 from tests.tag_history import seed_two_tags
 
 RUN_ID = re.compile(r"\d{8}T\d{6}-[0-9a-f]{8}")
@@ -34,14 +34,6 @@ NUMBER = re.compile(r"\d+\.\d+")
 # Each test runs the CLI a dozen times in fresh processes (a second or two each on a loaded machine).
 pytestmark = pytest.mark.slow
 VOLATILE = ("run_id", "started_at", "finished_at", "duration_s", "owner_pid", "owner_start")
-
-
-def cli(*args, timeout: float = 120, home: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, **({"AGGREGATOR_HOME": str(home)} if home else {})}
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env,
-    )  # fmt: skip
 
 
 def masked(text: str) -> str:

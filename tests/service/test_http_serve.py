@@ -4,25 +4,19 @@ serves the service's registry."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
 
 from tests.pipelines import csv_into_duckdb
-from tests.service.conftest import ROOT, wait_for
+from tests.service.conftest import cli, wait_for
 from tests.service.event_stream import RunEvents
 
 
 def test_a_served_api_takes_the_printed_token_streams_a_run_and_serves_metrics(serve, tmp_path):
     service = serve()
-    printed = subprocess.run(
-        [sys.executable, "-m", "app.cli", "token", "--data-dir", str(service.data_dir)],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, env=dict(os.environ),
-    )  # fmt: skip
+    printed = cli("token", "--data-dir", service.data_dir, timeout=60)
     assert printed.returncode == 0, printed.stderr
     token = printed.stdout.strip()
     assert "secrets.enc" in service.output() and token not in service.output()

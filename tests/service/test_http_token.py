@@ -9,17 +9,11 @@ import sys
 from pathlib import Path
 
 from engine.service import token
+from tests.service.conftest import cli
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"},
-        cwd=Path(__file__).resolve().parents[2],
-    )
+    return cli(*args, timeout=60, env={"PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"})
 
 
 def test_token_is_created_once_and_kept_as_a_secret(tmp_path):
