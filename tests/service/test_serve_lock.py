@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from engine.service.lock import INFO_FILE, owner
-from tests.service.conftest import ROOT
+from tests.service.conftest import cli
 
 
 def test_second_serve_exits_2_naming_the_pid_and_a_clean_stop_releases(serve, tmp_path):
@@ -15,22 +12,7 @@ def test_second_serve_exits_2_naming_the_pid_and_a_clean_stop_releases(serve, tm
     assert "aggregator token --data-dir" in first.output()  # where the token is
     assert owner(first.data_dir) == (first.pid, first.url)
 
-    second = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "serve",
-            "--data-dir",
-            str(first.data_dir),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    second = cli("serve", "--data-dir", first.data_dir, "--listen", "127.0.0.1:0", timeout=60)
     assert second.returncode == 2
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1, second.stderr
@@ -44,22 +26,7 @@ def test_second_serve_exits_2_naming_the_pid_and_a_clean_stop_releases(serve, tm
 def test_a_port_in_use_is_one_line(serve, tmp_path):
     first = serve()
     port = first.url.rsplit(":", 1)[1]
-    other = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "serve",
-            "--data-dir",
-            str(tmp_path / "other"),
-            "--listen",
-            f"127.0.0.1:{port}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    other = cli("serve", "--data-dir", tmp_path / "other", "--listen", f"127.0.0.1:{port}", timeout=60)
     assert other.returncode == 2
     assert other.stderr.strip().splitlines() == [
         f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
