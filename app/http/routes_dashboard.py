@@ -4,13 +4,12 @@ summary), for a desktop app attached to the service. "Today" starts at midnight 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
 from app.http.deps import engine
-from app.http.routes_runs import TIME_PATTERN, parse_time
+from app.http.routes_runs import TIME_PATTERN, parse_moment
 from engine.api.protocol import EngineAPI
 
 router = APIRouter(prefix="/dashboard", tags=["monitoring"])
@@ -24,11 +23,6 @@ def summary(
     recent: int = Query(0, ge=0, le=1000, description="the newest runs to include (recent_runs)"),
     api: EngineAPI = Depends(engine),
 ) -> dict[str, Any]:
-    moment = None
-    if now is not None:
-        parse_time(now)  # a one-line 422 for what is no time
-        moment = datetime.fromisoformat(now.replace("Z", "+00:00").replace(" ", "T", 1))
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        # kept in the client's own offset: "today" starts at its midnight, not UTC's
+    # kept in the client's own offset: "today" starts at its midnight, not UTC's
+    moment = parse_moment(now) if now is not None else None
     return api.health.summary(moment, recent)

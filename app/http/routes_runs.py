@@ -163,17 +163,24 @@ def stop_job(job_id: str = PathParam(max_length=200), api: EngineAPI = Depends(e
     return {"id": job_id, "stopping": True}
 
 
-def parse_time(text: str) -> datetime:
-    """An ISO 8601 time (UTC when it names no offset) as an aware datetime; 422 otherwise."""
+def parse_moment(text: str) -> datetime:
+    """An ISO 8601 time as an aware datetime kept in its own offset (UTC when it names none); 422
+    when it is no time or has no UTC equivalent."""
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T", 1))
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
-        return moment.astimezone(UTC)
+        moment.astimezone(UTC)  # one that overflows in UTC is refused here, not later
+        return moment
     except (ValueError, OverflowError):
         raise ApiError(
             f"query: '{text}' is not a time (allowed: ISO 8601, e.g. 2026-01-31T12:00:00Z)", 422
         ) from None
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time (UTC when it names no offset) as an aware UTC datetime; 422 otherwise."""
+    return parse_moment(text).astimezone(UTC)
 
 
 def _utc(text: str | None) -> str | None:
