@@ -17,18 +17,9 @@ from typing import Any
 
 from engine.api.core import EngineCore
 from engine.api.events import EngineEvent, JobFinished, RunFinished, RunStarted, SourceState, StreamStats
+from engine.runs.timefmt import iso_utc, iso_utc_or_none  # the one time text
 
 STREAM_JOB_KINDS = ("stream", "streaming", "real_time")
-
-
-def _iso(moment: datetime) -> str:
-    from engine.runs.timefmt import iso_utc  # the one time text
-
-    return iso_utc(moment)
-
-
-def _text(moment: datetime | str | None) -> str | None:
-    return _iso(moment) if isinstance(moment, datetime) else moment
 
 
 def _midnight(now: datetime | None) -> datetime:
@@ -54,7 +45,7 @@ class LocalHealth:
         midnight in `now`'s time zone (the computer's when not given). With `recent`, the newest
         `recent` run records come along (`recent_runs`), for the dashboard's activity list."""
         meta = self._core.workspace.metadata
-        today = meta.runs_since(_iso(_midnight(now)))
+        today = meta.runs_since(iso_utc(_midnight(now)))
         extra = {"recent_runs": self.recent_runs(recent)} if recent else {}
         return {
             **extra,
@@ -86,7 +77,7 @@ class LocalHealth:
 
     # ---- monitoring and analytics ------------------------------------------------------------
     def pipeline_stats(self, since: datetime | str | None = None) -> list[dict[str, Any]]:
-        return self._core.workspace.metadata.pipeline_stats(_text(since))
+        return self._core.workspace.metadata.pipeline_stats(iso_utc_or_none(since))
 
     def pipeline_performance(self, since: datetime | str | None = None) -> list[dict[str, Any]]:
         keys = ("pipeline", "runs", "avg_duration_s", "max_duration_s", "rows_per_s")
@@ -124,7 +115,7 @@ class LocalHealth:
 
     def pipeline_trends(self, days: int = 7, now: datetime | None = None) -> list[dict[str, Any]]:
         start = _midnight(now) - timedelta(days=max(days, 1) - 1)
-        return self._core.workspace.metadata.daily_runs(_iso(start))
+        return self._core.workspace.metadata.daily_runs(iso_utc(start))
 
     # ---- streams and their sources -----------------------------------------------------------
     def active_streams(self) -> int:
@@ -153,7 +144,7 @@ class LocalHealth:
                     "node": node,
                     "state": event.state or "unknown",
                     "detail": event.detail,
-                    "since": _iso(datetime.now(UTC)),
+                    "since": iso_utc(datetime.now(UTC)),
                 }
                 if job:
                     self._stream_jobs.add(job)

@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.api.core import EngineCore, Event, Job
 from engine.api.protocol import RunFilter
+from engine.runs.timefmt import iso_utc_or_none  # the run records' time text: texts compare in time order
 
 
 @dataclass
@@ -240,8 +241,8 @@ class LocalRuns:
             pipeline=f.pipeline,
             status=f.status,
             limit=f.limit,
-            since=_utc_text(f.since),
-            until=_utc_text(f.until),
+            since=iso_utc_or_none(f.since),
+            until=iso_utc_or_none(f.until),
         )
 
     def pipeline_names(self) -> list[str]:
@@ -293,13 +294,6 @@ class LocalRuns:
             return again(doc, record.get("spec_path"), base_dir, "rerun", cancel, emit)
 
         return self._submit_tagged("run", work)
-
-
-def _utc_text(moment: datetime | str | None) -> str | None:
-    """The run records' time format (ISO 8601 UTC, microseconds, Z): texts compare in time order."""
-    from engine.runs.timefmt import iso_utc_or_none  # the one time text
-
-    return iso_utc_or_none(moment)
 
 
 def _is_real_time(doc: dict[str, Any]) -> bool:
