@@ -1,0 +1,1 @@
+"""Store-and-forward: a durable local outbox per remote destination, and its forwarder."""
