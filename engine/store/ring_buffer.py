@@ -5,10 +5,16 @@ the epoch, UTC), values (float64; NaN for text or missing values) and quality co
 0 good, 1 uncertain, 2 bad). A batch is grouped by tag once (one sort) and copied in with at most
 two slice assignments per tag; no Python loop runs over rows.
 
-Memory is bounded: arrays grow by doubling up to `capacity` and then wrap, overwriting the oldest
-points (counted in `counters["overwritten"]`); at most `max_tags` tags are kept, and points of
-further tags are counted in `counters["dropped"]` (never silently lost). Thread-safe: writers
-(sinks) and readers (charts) share one lock, held only for array copies.
+Memory is bounded by a budget for all tags together (`budget_bytes`, default 16 MiB, the
+environment's `AGGREGATOR_LIVE_BUFFER_MB` if set; 17 bytes a point): each tag keeps
+`budget / tags` points, at least `floor` (300) and at most `capacity` (3,600: an hour at 1 Hz).
+10 tags keep an hour at 1 Hz; 1,000 tags at 10 Hz keep ~99 s each (16 MiB); 10,000 tags keep their
+floor (51 MB, the most it can take). When new tags arrive and the share per tag falls, every ring is
+cut to its newest points at once. Charts of a longer window read the older part from the historian
+(`engine/api/live.py`, `chart_series`). Arrays grow by doubling up to the share and then wrap,
+overwriting the oldest points (counted in `counters["overwritten"]`); at most `max_tags` tags are
+kept, and points of further tags are counted in `counters["dropped"]` (never silently lost).
+Thread-safe: writers (sinks) and readers (charts) share one lock, held only for array copies.
 
 `ring_buffers(data_dir)` is the process-wide registry: the historian sink of a data directory
 feeds the same buffers that the GUI of that directory reads.
@@ -16,6 +22,7 @@ feeds the same buffers that the GUI of that directory reads.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from pathlib import Path
@@ -24,9 +31,30 @@ import numpy as np
 import polars as pl
 
 QUALITY_CODES = {"good": 0, "uncertain": 1, "bad": 2}
-DEFAULT_CAPACITY = 3_600  # one hour at 1 Hz
+DEFAULT_CAPACITY = 3_600  # the most a tag keeps: one hour at 1 Hz
 DEFAULT_MAX_TAGS = 10_000
+DEFAULT_BUDGET_MB = 16.0  # all tags together
+DEFAULT_FLOOR = 300  # the least a tag keeps, whatever the budget (30 s at 10 Hz)
+BUDGET_ENV = "AGGREGATOR_LIVE_BUFFER_MB"
+POINT_BYTES = 17  # 8 (timestamp) + 8 (value) + 1 (quality)
 _FIRST_SIZE = 64
+
+
+def default_budget_bytes() -> int:
+    """The memory budget of a data directory's ring buffers: `AGGREGATOR_LIVE_BUFFER_MB` (a number
+    of MiB, > 0) if set, else 16 MiB."""
+    text = os.environ.get(BUDGET_ENV, "").strip()
+    if not text:
+        return int(DEFAULT_BUDGET_MB * 2**20)
+    try:
+        mb = float(text)
+    except ValueError:
+        mb = float("nan")
+    if not 0 < mb < float("inf"):
+        raise ValueError(
+            f"{BUDGET_ENV}: '{text}' is not a number of MiB above 0 (e.g. {DEFAULT_BUDGET_MB:g})"
+        )
+    return int(mb * 2**20)
 
 
 class _Ring:
@@ -65,6 +93,20 @@ class _Ring:
             target[: self.size] = held
         self.start = 0
 
+    def shrink(self, room: int) -> None:
+        """At most `room` places; only the newest points that fit are kept."""
+        if self.room <= room:
+            return
+        arrays = [self.ordered(a)[-room:] for a in (self.timestamps, self.values, self.quality)]
+        self.timestamps, self.values, self.quality = (a.copy() for a in arrays)  # own, right-sized
+        self.size = len(self.timestamps)
+        self.start = 0
+        if self.size < room:  # fewer points than places: the free places after them
+            self.timestamps, self.values, self.quality = (
+                np.concatenate((a, np.empty(room - self.size, a.dtype)))
+                for a in (self.timestamps, self.values, self.quality)
+            )
+
     def put(self, ts: np.ndarray, values: np.ndarray, quality: np.ndarray) -> int:
         """Append points (already at most `room` of them); returns how many old points were overwritten."""
         n = len(ts)
@@ -83,10 +125,21 @@ class _Ring:
 class TagRingBuffer:
     """The newest points of every tag, bounded in memory. See the module doc."""
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY, max_tags: int = DEFAULT_MAX_TAGS):
-        if capacity < 1 or max_tags < 1:
-            raise ValueError("capacity and max_tags must be at least 1")
-        self.capacity, self.max_tags = capacity, max_tags
+    def __init__(
+        self,
+        capacity: int = DEFAULT_CAPACITY,
+        max_tags: int = DEFAULT_MAX_TAGS,
+        budget_bytes: int | None = None,
+        floor: int = DEFAULT_FLOOR,
+    ):
+        """`capacity`: the most points a tag keeps; `budget_bytes`: all tags together (None: the
+        default, `default_budget_bytes()`; 0: no budget, every tag keeps `capacity`); `floor`: the
+        least a tag keeps whatever the budget (never above `capacity`)."""
+        if capacity < 1 or max_tags < 1 or floor < 1:
+            raise ValueError("capacity, max_tags and floor must be at least 1")
+        self.capacity, self.max_tags, self.floor = capacity, max_tags, floor
+        self.budget_bytes = default_budget_bytes() if budget_bytes is None else budget_bytes
+        self.tag_capacity = capacity  # points each tag keeps now (the budget's share, see _share)
         self._rings: dict[str, _Ring] = {}
         self._lock = threading.Lock()
         self.counters: Counter[str] = Counter()
@@ -109,20 +162,42 @@ class TagRingBuffer:
         values = columns.get_column("value").to_numpy()
         quality = columns.get_column("quality").to_numpy()
         with self._lock:
+            new = sum(1 for name in names if name not in self._rings)
+            if new:
+                self._reshare(min(self.max_tags, len(self._rings) + new))
+            capacity = self.tag_capacity
             for name, end, length in zip(names, ends.tolist(), lengths.tolist(), strict=True):
                 ring = self._rings.get(name)
                 if ring is None:
                     if len(self._rings) >= self.max_tags:
                         self.counters["dropped"] += length
                         continue
-                    ring = self._rings[name] = _Ring(min(self.capacity, _FIRST_SIZE))
+                    ring = self._rings[name] = _Ring(min(capacity, _FIRST_SIZE))
                 # A run longer than the capacity keeps only its newest points.
-                kept = min(length, self.capacity)
+                kept = min(length, capacity)
                 first = end - kept
-                ring.grow(ring.size + kept, self.capacity)
+                ring.grow(ring.size + kept, capacity)
                 overwritten = ring.put(ts[first:end], values[first:end], quality[first:end])
                 self.counters["overwritten"] += overwritten + (length - kept)
             self.counters["points"] += batch.height
+
+    def _share(self, tags: int) -> int:
+        """Points a tag keeps when `tags` tags share the budget."""
+        if not self.budget_bytes:
+            return self.capacity
+        share = self.budget_bytes // (POINT_BYTES * max(1, tags))
+        return max(1, min(self.capacity, max(self.floor, share)))
+
+    def _reshare(self, tags: int) -> None:
+        """`tags` tags from now on: a smaller share cuts every ring to its newest points now
+        (under the lock), so that the budget holds before the new tags' points come in."""
+        share = self._share(tags)
+        if share < self.tag_capacity:
+            for ring in self._rings.values():
+                if ring.room > share:
+                    self.counters["overwritten"] += max(0, ring.size - share)
+                    ring.shrink(share)
+        self.tag_capacity = share
 
     def window(self, tag: str, since_us: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(timestamps, values, quality) of `tag`, oldest first, from `since_us` (epoch
@@ -152,7 +227,7 @@ class TagRingBuffer:
 
     def memory_bytes(self) -> int:
         with self._lock:
-            return sum(r.room * 17 for r in self._rings.values())  # 8 + 8 + 1 bytes a point
+            return sum(r.room * POINT_BYTES for r in self._rings.values())
 
 
 _REGISTRY: dict[Path, TagRingBuffer] = {}
@@ -160,14 +235,19 @@ _REGISTRY_LOCK = threading.Lock()
 
 
 def ring_buffers(
-    data_dir: Path | str, capacity: int = DEFAULT_CAPACITY, max_tags: int = DEFAULT_MAX_TAGS
+    data_dir: Path | str,
+    capacity: int = DEFAULT_CAPACITY,
+    max_tags: int = DEFAULT_MAX_TAGS,
+    budget_bytes: int | None = None,
+    floor: int = DEFAULT_FLOOR,
 ) -> TagRingBuffer:
-    """The process-wide ring buffer of a data directory (made on first use with these limits)."""
+    """The process-wide ring buffer of a data directory (made on first use with these limits;
+    `budget_bytes` None: `AGGREGATOR_LIVE_BUFFER_MB`, else 16 MiB)."""
     key = Path(data_dir).expanduser().resolve()
     with _REGISTRY_LOCK:
         buffer = _REGISTRY.get(key)
         if buffer is None:
-            buffer = _REGISTRY[key] = TagRingBuffer(capacity, max_tags)
+            buffer = _REGISTRY[key] = TagRingBuffer(capacity, max_tags, budget_bytes, floor)
         return buffer
 
 
