@@ -1,0 +1,710 @@
+"""The `postgresql` destination: an upstream PostgreSQL (or TimescaleDB) server, fed by the outbox.
+
+Delivery of one Arrow table, in ONE transaction (docs/upstream-postgresql.md):
+1. the target table is created from the Arrow schema when it is missing (types: `pg_type`, the one
+   place that maps Arrow to PostgreSQL), with `_key text NOT NULL` and a unique index on `_key`;
+   on TimescaleDB (the extension installed in the database) it becomes a hypertable on the time
+   column and the unique index is `(_key, <time column>)`, as Timescale requires;
+   a column the table lacks is added (`ALTER TABLE ... ADD COLUMN IF NOT EXISTS`, nullable);
+2. the rows go by binary `COPY` into a temporary staging table (one per column set and session,
+   `ON COMMIT DELETE ROWS`), encoded from Arrow buffers by `encode_copy` without a Python loop
+   over rows;
+3. `INSERT INTO target SELECT ... FROM stage ON CONFLICT (_key) DO NOTHING` (mode `append`), or
+   `DO UPDATE` (mode `upsert`: the last row per key wins), then COMMIT.
+Redelivering a table (the forwarder's at-least-once) leaves one copy: the server deduplicates.
+
+Errors: an unreachable server, a timeout, a reset link, a shutdown, a serialization failure or a
+lock time-out are retryable; the data refused by the server (class 22 data exception, class 23
+constraint, class 42 type mismatch) is not, so the forwarder bisects and quarantines. An
+authentication failure is retryable (a password may be fixed while the outbox holds the data)
+and is logged once until a connection succeeds. Every round trip is bounded: `connect_timeout`
+for connecting, and `statement_timeout_s` both on the server and by a client watchdog that shuts
+the socket when a link goes silent (a black hole never hangs the forwarder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field, field_validator
+
+from engine.connectors.base import Connector, Sink
+from engine.connectors.registry import register
+from engine.context import RunContext
+from engine.errors import ConnectorError
+from engine.outbox.config import RemoteSinkConfig
+from engine.outbox.target import KEY_COLUMN, DeliveryError
+
+SSLMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+_IDENT_MAX = 63  # PostgreSQL cuts longer identifiers (NAMEDATALEN - 1): refused rather than cut
+PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in microseconds since 1970
+PG_EPOCH_DAYS = 10_957
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+COPY_TRAILER = b"\xff\xff"
+WATCHDOG_GRACE_S = 5.0  # the client watchdog fires this long after the server's statement_timeout
+
+
+def _valid_name(value: str, what: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value) or len(value) > _IDENT_MAX:
+        raise ValueError(f"a {what} name is letters, digits and underscores, at most {_IDENT_MAX} long")
+    return value
+
+
+class PostgreSQLSinkConfig(RemoteSinkConfig):
+    host: str = Field("localhost", description="the PostgreSQL server")
+    port: int = Field(5432, ge=1, le=65535)
+    database: str = Field(description="the database")
+    username: str = Field("postgres", description="the user to log in as")
+    password: str | None = Field(None, description='use {"secret": "NAME"}, never the password itself')
+    ssl_mode: SSLMode = Field("prefer", description="libpq sslmode")
+    schema_: str = Field("public", alias="schema", description="the schema of the table")
+    connect_timeout: float = Field(10, gt=0, le=600, description="seconds to wait for a connection")
+    statement_timeout_s: float = Field(
+        60, gt=0, le=3600, description="seconds one statement may take (server-side and client watchdog)"
+    )
+    table: str = Field(description="the table to write (created from the first batch if missing)")
+    mode: Literal["append", "upsert"] = Field(
+        "append",
+        description="append: insert, a key already there is skipped; upsert: a key already there is updated",
+    )
+    time_column: str | None = Field(
+        None,
+        description="TimescaleDB: the hypertable's time column (default: `timestamp` when the data has it)",
+    )
+    hypertable: bool = Field(
+        True, description="create a TimescaleDB hypertable when the extension is installed in the database"
+    )
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str) -> str:
+        return _valid_name(value, "table")
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema(cls, value: str) -> str:
+        return _valid_name(value, "schema")
+
+
+# ---- Arrow -> PostgreSQL: the one type map ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PgColumn:
+    name: str
+    sql: str  # the column's type in the target table
+    wire: str  # its type in the staging table: what the binary COPY carries (text, cast on insert)
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def pg_type(t: pa.DataType) -> tuple[str, str]:
+    """(type in the target table, type on the wire) for an Arrow type; ValueError when the type
+    cannot be stored."""
+    if pa.types.is_dictionary(t):
+        return pg_type(t.value_type)
+    if pa.types.is_boolean(t):
+        return "boolean", "boolean"
+    if pa.types.is_int8(t) or pa.types.is_int16(t) or pa.types.is_uint8(t):
+        return "smallint", "smallint"
+    if pa.types.is_int32(t) or pa.types.is_uint16(t):
+        return "integer", "integer"
+    if pa.types.is_int64(t) or pa.types.is_uint32(t):
+        return "bigint", "bigint"
+    if pa.types.is_uint64(t):
+        return "numeric(20,0)", "text"
+    if pa.types.is_float16(t) or pa.types.is_float32(t):
+        return "real", "real"
+    if pa.types.is_float64(t):
+        return "double precision", "double precision"
+    if pa.types.is_decimal(t):
+        return f"numeric({t.precision},{t.scale})", "text"
+    if (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_string_view(t)
+        or pa.types.is_null(t)
+    ):
+        return "text", "text"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return "bytea", "bytea"
+    if pa.types.is_binary_view(t):
+        return "bytea", "bytea"
+    if pa.types.is_timestamp(t):
+        return ("timestamptz", "timestamptz") if t.tz else ("timestamp", "timestamp")
+    if pa.types.is_date(t):
+        return "date", "date"
+    if pa.types.is_time(t):
+        return "time", "time"
+    if pa.types.is_duration(t):
+        return "interval", "interval"
+    raise ValueError(
+        f"type {t} cannot be stored in PostgreSQL (allowed: booleans, integers, floats, decimals, "
+        "strings, binary, timestamps, dates, times, durations)"
+    )
+
+
+def plan_columns(schema: pa.Schema) -> list[PgColumn]:
+    columns = []
+    for field in schema:
+        if len(field.name.encode()) > _IDENT_MAX:
+            raise ValueError(f"column '{field.name[:40]}…': a PostgreSQL column name is at most 63 bytes")
+        try:
+            sql, wire = pg_type(field.type)
+        except ValueError as exc:
+            raise ValueError(f"column '{field.name}': {exc}") from None
+        if field.name == KEY_COLUMN:
+            sql = wire = "text"
+        columns.append(PgColumn(field.name, sql, wire))
+    return columns
+
+
+def default_time_column(schema: pa.Schema, configured: str | None) -> str | None:
+    if configured is not None:
+        return configured if configured in schema.names else None
+    if "timestamp" in schema.names and pa.types.is_timestamp(schema.field("timestamp").type):
+        return "timestamp"
+    return None
+
+
+def qualified(schema: str, table: str) -> str:
+    return f"{quote_ident(schema)}.{quote_ident(table)}"
+
+
+def index_name(table: str) -> str:
+    return f"{table[:50]}__key_uq"
+
+
+def create_table_sql(
+    schema: str, table: str, columns: Sequence[PgColumn], *, time_column: str | None, timescale: bool
+) -> list[str]:
+    """The statements that create the target table, in order: the table, the hypertable (when
+    TimescaleDB is installed and there is a time column), and the unique index the deduplication
+    relies on (with the time column on a hypertable, which requires it in every unique index)."""
+    target = qualified(schema, table)
+    body = ", ".join(
+        f"{quote_ident(c.name)} {c.sql}"
+        + (" NOT NULL" if c.name == KEY_COLUMN or (timescale and c.name == time_column) else "")
+        for c in columns
+    )
+    statements = [f"CREATE TABLE IF NOT EXISTS {target} ({body})"]
+    conflict = conflict_columns(time_column if timescale else None)
+    if timescale and time_column is not None:
+        statements.append(
+            f"SELECT create_hypertable({quote_literal(target)}, {quote_literal(time_column)}, "
+            "if_not_exists => TRUE, migrate_data => TRUE)"
+        )
+    statements.append(unique_index_sql(schema, table, conflict))
+    return statements
+
+
+def conflict_columns(hypertable_time: str | None) -> list[str]:
+    return [KEY_COLUMN] if hypertable_time is None else [KEY_COLUMN, hypertable_time]
+
+
+def unique_index_sql(schema: str, table: str, conflict: Sequence[str]) -> str:
+    cols = ", ".join(quote_ident(c) for c in conflict)
+    return (
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {quote_ident(index_name(table))} "
+        f"ON {qualified(schema, table)} ({cols})"
+    )
+
+
+def add_column_sql(schema: str, table: str, column: PgColumn) -> str:
+    return (
+        f"ALTER TABLE {qualified(schema, table)} ADD COLUMN IF NOT EXISTS "
+        f"{quote_ident(column.name)} {column.sql}"
+    )
+
+
+def insert_sql(
+    schema: str, table: str, stage: str, columns: Sequence[PgColumn], conflict: Sequence[str], mode: str
+) -> str:
+    names = ", ".join(quote_ident(c.name) for c in columns)
+    select = ", ".join(quote_ident(c.name) + (f"::{c.sql}" if c.wire != c.sql else "") for c in columns)
+    target = ", ".join(quote_ident(c) for c in conflict)
+    if mode == "upsert":
+        others = [c for c in columns if c.name not in conflict]
+        source = f"SELECT DISTINCT ON ({target}) {select} FROM {stage} ORDER BY {target}, _row DESC"
+        action = (
+            "DO UPDATE SET "
+            + ", ".join(f"{quote_ident(c.name)} = EXCLUDED.{quote_ident(c.name)}" for c in others)
+            if others
+            else "DO NOTHING"
+        )
+    else:
+        source = f"SELECT {select} FROM {stage}"
+        action = "DO NOTHING"
+    return f"INSERT INTO {qualified(schema, table)} ({names}) {source} ON CONFLICT ({target}) {action}"
+
+
+# ---- binary COPY from Arrow buffers --------------------------------------------------------------
+
+
+def _fixed(values: np.ndarray, valid: np.ndarray | None) -> tuple[pa.Array, pa.Array]:
+    """Length prefixes and value bytes of a fixed-width column (values already big-endian)."""
+    n, width = len(values), values.dtype.itemsize
+    lengths = np.full(n, width, dtype=">i4")
+    data = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(values.tobytes())])
+    if valid is not None:
+        lengths[~valid] = -1
+        data = pc.if_else(pa.array(valid), data, pa.nulls(n, pa.binary(width)))
+    prefix = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), n, [None, pa.py_buffer(lengths.tobytes())])
+    return prefix.cast(pa.binary()), data.cast(pa.binary())
+
+
+def _valid(array: pa.Array) -> np.ndarray | None:
+    if array.null_count == 0:
+        return None
+    return np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _numbers(array: pa.Array, dtype: str) -> np.ndarray:
+    return np.asarray(pc.fill_null(array, 0).to_numpy(zero_copy_only=False)).astype(dtype, copy=False)
+
+
+def _column_parts(array: pa.Array, column: PgColumn) -> tuple[pa.Array, pa.Array]:
+    t = array.type
+    if pa.types.is_dictionary(t):
+        array, t = array.cast(t.value_type), t.value_type
+    valid = _valid(array)
+    n = len(array)
+    if column.wire == "text" or column.wire == "bytea":
+        if column.wire == "text" and not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            array = array.cast(pa.large_string() if pa.types.is_string_view(t) else pa.string())
+        data = (
+            array.cast(pa.large_binary() if pa.types.is_large_string(array.type) else pa.binary())
+            if (pa.types.is_string(array.type) or pa.types.is_large_string(array.type))
+            else array.cast(pa.large_binary() if pa.types.is_large_binary(t) else pa.binary())
+        )
+        lengths = pc.binary_length(data).cast(pa.int32())
+        lengths = np.asarray(pc.fill_null(lengths, -1).to_numpy(zero_copy_only=False)).astype(">i4")
+        prefix = pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(4), n, [None, pa.py_buffer(lengths.tobytes())]
+        )
+        return prefix.cast(pa.binary()), data
+    if column.wire == "boolean":
+        return _fixed(_numbers(array.cast(pa.uint8()), ">u1"), valid)
+    if column.wire in ("smallint", "integer", "bigint"):
+        dtype = {"smallint": ">i2", "integer": ">i4", "bigint": ">i8"}[column.wire]
+        return _fixed(_numbers(array, dtype), valid)
+    if column.wire in ("real", "double precision"):
+        dtype = ">f4" if column.wire == "real" else ">f8"
+        return _fixed(_numbers(array.cast(pa.float32() if dtype == ">f4" else pa.float64()), dtype), valid)
+    if column.wire in ("timestamp", "timestamptz"):
+        us = pc.fill_null(array.cast(pa.timestamp("us", t.tz), safe=False).cast(pa.int64()), 0)
+        return _fixed((np.asarray(us.to_numpy()) - PG_EPOCH_US).astype(">i8"), valid)
+    if column.wire == "date":
+        days = pc.fill_null(array.cast(pa.date32()).cast(pa.int32()), 0)
+        return _fixed((np.asarray(days.to_numpy()) - PG_EPOCH_DAYS).astype(">i4"), valid)
+    if column.wire == "time":
+        us = pc.fill_null(array.cast(pa.time64("us"), safe=False).cast(pa.int64()), 0)
+        return _fixed(np.asarray(us.to_numpy()).astype(">i8"), valid)
+    if column.wire == "interval":
+        us = np.asarray(
+            pc.fill_null(array.cast(pa.duration("us"), safe=False).cast(pa.int64()), 0).to_numpy()
+        )
+        packed = np.zeros(n, dtype=[("us", ">i8"), ("days", ">i4"), ("months", ">i4")])
+        packed["us"] = us
+        return _fixed(packed.view("V16"), valid)
+    raise ValueError(f"column '{column.name}': no binary encoding for {column.wire}")
+
+
+def encode_copy(
+    table: pa.Table, columns: Sequence[PgColumn], *, row_numbers: bool = False
+) -> list[bytes | memoryview]:
+    """The table as PostgreSQL binary COPY data (header, one tuple per row, trailer), built from the
+    Arrow buffers: each field is a 4-byte length (-1 for NULL) and its bytes, and Arrow joins the
+    fields of every row in C (`binary_join_element_wise`). `row_numbers` appends a bigint with the
+    row's place (upsert keeps the last row per key). The pieces are written in order, uncopied."""
+    n = table.num_rows
+    if n == 0:
+        return [COPY_HEADER, COPY_TRAILER]
+    fields = len(columns) + (1 if row_numbers else 0)
+    count = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(2), n, [None, pa.py_buffer(np.full(n, fields, dtype=">i2").tobytes())]
+    ).cast(pa.binary())
+    parts: list[pa.Array] = [count]
+    for column in columns:
+        array = table.column(column.name).combine_chunks()
+        parts.extend(_column_parts(array, column))
+    if row_numbers:
+        parts.extend(_fixed(np.arange(n, dtype=">i8"), None))
+    parts = (
+        [p.cast(pa.large_binary()) for p in parts]
+        if any(pa.types.is_large_binary(p.type) for p in parts)
+        else parts
+    )
+    separator = pa.scalar(b"", type=parts[0].type)
+    rows = pc.binary_join_element_wise(*parts, separator, null_handling="replace", null_replacement=b"")
+    offsets, data = rows.buffers()[1], rows.buffers()[2]
+    width = 8 if pa.types.is_large_binary(rows.type) else 4
+    offs = np.frombuffer(
+        offsets, dtype=np.int64 if width == 8 else np.int32, count=n + 1, offset=rows.offset * width
+    )
+    body = memoryview(data)[offs[0] : offs[-1]] if data is not None else b""
+    return [COPY_HEADER, body, COPY_TRAILER]
+
+
+# ---- error classification -------------------------------------------------------------------------
+
+_DATA_CLASSES = ("22", "23", "42")  # data exception, integrity constraint, syntax/type/undefined
+_STALE_SCHEMA = ("42P01", "42703")  # the table or a column went away under us: look again, retry
+_AUTH = ("28000", "28P01")
+
+
+def _one_line(exc: BaseException) -> str:
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    text = primary or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    column = getattr(diag, "column_name", None) if diag is not None else None
+    context = getattr(diag, "context", None) if diag is not None else None
+    where = f" (column '{column}')" if column else ""
+    if not where and context and "column" in context:
+        where = " (" + context.strip().splitlines()[0] + ")"
+    return " ".join((text + where).split())[:300]
+
+
+def _is_auth(exc: BaseException) -> bool:
+    state = getattr(exc, "sqlstate", None)
+    if state in _AUTH:
+        return True
+    text = str(exc).lower()
+    return (
+        "authentication failed" in text or "password authentication" in text or "no password supplied" in text
+    )
+
+
+def classify(exc: BaseException) -> DeliveryError:
+    """A psycopg error as a DeliveryError: retryable unless the server refused the data itself."""
+    state = getattr(exc, "sqlstate", None) or ""
+    line = _one_line(exc)
+    if state in _STALE_SCHEMA:
+        return DeliveryError(f"the table changed under the upstream connection: {line}", retryable=True)
+    if state[:2] in _DATA_CLASSES and state != "42501":  # 42501: permission: an administrator fixes it
+        return DeliveryError(f"PostgreSQL refused the data: {line}", retryable=False)
+    return DeliveryError(f"PostgreSQL: {line}", retryable=True)
+
+
+# ---- the target ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _TableState:
+    columns: dict[str, str]  # name -> type as PostgreSQL reports it
+    hypertable_time: str | None  # the hypertable's time column (the unique index includes it)
+    has_index: bool = True  # our unique index exists (a table made by someone else may lack it)
+
+
+class PostgreSQLTarget:
+    """An UpstreamTarget (engine/outbox/target.py) writing to one PostgreSQL table."""
+
+    def __init__(self, config: PostgreSQLSinkConfig, ctx: RunContext, name: str):
+        self.config, self.ctx, self.name = config, ctx, name
+        self._conn: Any = None
+        self._table: _TableState | None = None
+        self._timescale: bool = False
+        self._stages: dict[str, str] = {}  # column signature -> temp table name (this session)
+        self._auth_logged = False
+        self._created_in_tx = False  # this transaction created or altered the table
+        self._lock = threading.Lock()
+
+    # -- connection
+    def describe_target(self) -> str:
+        c = self.config
+        return f"postgresql://{c.host}:{c.port}/{c.database} {c.schema_}.{c.table}"
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        c = self.config
+        statement_ms = int(c.statement_timeout_s * 1000)
+        options = (
+            f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms} "
+            f"-c idle_in_transaction_session_timeout={2 * statement_ms + 10_000}"
+        )
+        try:
+            conn = psycopg.connect(
+                host=c.host,
+                port=c.port,
+                dbname=c.database,
+                user=c.username,
+                password=c.password or None,
+                sslmode=c.ssl_mode,
+                connect_timeout=max(1, round(c.connect_timeout)),
+                application_name="data-aggregator",
+                options=options,
+                autocommit=True,
+                keepalives=1,
+                keepalives_idle=max(1, int(c.statement_timeout_s)),
+                keepalives_interval=5,
+                keepalives_count=3,
+                tcp_user_timeout=int((c.statement_timeout_s + WATCHDOG_GRACE_S) * 1000),
+            )
+        except Exception as exc:
+            error = DeliveryError(
+                f"cannot connect to {self.describe_target()}: {_one_line(exc)}", retryable=True
+            )
+            if _is_auth(exc):
+                error = DeliveryError(
+                    f"PostgreSQL refused the login of user '{c.username}' at {c.host}:{c.port}: "
+                    f"{_one_line(exc)} (kept in the outbox; retried until the credentials are fixed)",
+                    retryable=True,
+                )
+                if not self._auth_logged:
+                    self._auth_logged = True
+                    self.ctx.log("error", str(error), self.name)
+            raise error from None
+        self._auth_logged = False
+        return conn
+
+    def open(self) -> None:
+        if self._conn is None or self._conn.closed:
+            self._reset()
+            self._conn = self._connect()
+
+    def _reset(self) -> None:
+        conn, self._conn = self._conn, None
+        self._table, self._stages = None, {}
+        if conn is not None:
+            with suppress(Exception):
+                conn.close()
+
+    def close(self) -> None:
+        self._reset()
+
+    def check(self) -> None:
+        try:
+            conn = self._connect()
+        except DeliveryError as exc:
+            raise ConnectorError(str(exc)) from None
+        try:
+            with self._bounded(conn, "check"):
+                conn.execute("SELECT 1")
+        except Exception as exc:
+            raise ConnectorError(f"{self.describe_target()}: {_one_line(exc)}") from None
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _bounded(self, conn: Any, what: str) -> Iterator[None]:
+        """One round trip, bounded on the client side too: when the server's statement_timeout
+        cannot fire (a link that swallows everything), the watchdog shuts the socket."""
+        limit = self.config.statement_timeout_s + WATCHDOG_GRACE_S
+        fired = threading.Event()
+
+        def kill() -> None:
+            fired.set()
+            try:
+                fd = conn.pgconn.socket
+                with socket.socket(fileno=os.dup(fd)) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except Exception:
+                pass
+
+        timer = threading.Timer(limit, kill)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        except Exception as exc:
+            if fired.is_set():
+                raise DeliveryError(
+                    f"{self.describe_target()}: no answer within {limit:g} s ({what}); the link is silent",
+                    retryable=True,
+                ) from exc
+            raise
+        finally:
+            timer.cancel()
+
+    # -- schema
+    def _describe_table(self, conn: Any) -> _TableState | None:
+        c = self.config
+        row = conn.execute(
+            "SELECT (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'), "
+            "(SELECT json_object_agg(attname, format_type(atttypid, atttypmod)) FROM pg_attribute "
+            " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped), "
+            "to_regclass(%s) IS NOT NULL",
+            (qualified(c.schema_, c.table), qualified(c.schema_, index_name(c.table))),
+        ).fetchone()
+        self._timescale = bool(row[0]) and c.hypertable
+        if row[1] is None:
+            return None
+        hyper_time = None
+        if row[0]:
+            found = conn.execute(
+                "SELECT column_name FROM timescaledb_information.dimensions "
+                "WHERE hypertable_schema = %s AND hypertable_name = %s AND dimension_number = 1",
+                (c.schema_, c.table),
+            ).fetchone()
+            hyper_time = found[0] if found else None
+        return _TableState(dict(row[1]), hyper_time, bool(row[2]))
+
+    def _ensure_table(self, conn: Any, columns: list[PgColumn], schema: pa.Schema) -> list[str]:
+        """Create or extend the target table inside the open transaction; return the ON CONFLICT
+        columns. DDL failures (two edge boxes creating the same table at once) are retryable."""
+        c = self.config
+        try:
+            if self._table is None:
+                self._table = self._describe_table(conn)
+            if self._table is None:
+                time_column = default_time_column(schema, c.time_column) if self._timescale else None
+                for statement in create_table_sql(
+                    c.schema_, c.table, columns, time_column=time_column, timescale=self._timescale
+                ):
+                    conn.execute(statement)
+                self._table = _TableState({col.name: col.sql for col in columns}, time_column)
+                self._created_in_tx = True
+                return conflict_columns(time_column)
+            conflict = conflict_columns(self._table.hypertable_time)
+            if not self._table.has_index:
+                conn.execute(unique_index_sql(c.schema_, c.table, conflict))
+                self._table.has_index = True
+                self._created_in_tx = True
+            for col in columns:
+                if col.name not in self._table.columns:
+                    conn.execute(add_column_sql(c.schema_, c.table, col))
+                    self._table.columns[col.name] = col.sql
+                    self._created_in_tx = True
+            return conflict
+        except DeliveryError:
+            raise
+        except Exception as exc:
+            self._table = None
+            error = classify(exc)
+            raise DeliveryError(f"preparing {c.schema_}.{c.table}: {error}", retryable=True) from exc
+
+    def _stage(self, conn: Any, columns: list[PgColumn], upsert: bool) -> str:
+        signature = "|".join(f"{col.name}:{col.wire}" for col in columns) + ("|_row" if upsert else "")
+        stage = self._stages.get(signature)
+        if stage is None:
+            stage = "_agg_stage_" + hashlib.sha1(signature.encode()).hexdigest()[:16]
+            body = ", ".join(f"{quote_ident(col.name)} {col.wire}" for col in columns)
+            if upsert:
+                body += ", _row bigint"
+            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({body}) ON COMMIT DELETE ROWS")
+            self._stages[signature] = stage
+        return stage
+
+    # -- delivery
+    def _prepare(self, table: pa.Table) -> tuple[list[PgColumn], list[bytes | memoryview]]:
+        if KEY_COLUMN not in table.column_names:
+            raise DeliveryError(
+                f"the table has no `{KEY_COLUMN}` column (the idempotency key)", retryable=False
+            )
+        try:
+            columns = plan_columns(table.schema)
+            data = encode_copy(table, columns, row_numbers=self.config.mode == "upsert")
+        except (ValueError, pa.ArrowException) as exc:
+            raise DeliveryError(f"{self.describe_target()}: {exc}", retryable=False) from None
+        return columns, data
+
+    def _write_one(self, conn: Any, table: pa.Table, used: set[str]) -> None:
+        c = self.config
+        columns, data = self._prepare(table)
+        conflict = self._ensure_table(conn, columns, table.schema)
+        missing = [col for col in conflict if col not in table.column_names]
+        if missing:
+            raise DeliveryError(
+                f"the data has no column '{missing[0]}' (the hypertable's time column, part of its unique key)",
+                retryable=False,
+            )
+        upsert = c.mode == "upsert"
+        with self._bounded(conn, "stage"):
+            stage = self._stage(conn, columns, upsert)
+            if stage in used:
+                conn.execute(f"TRUNCATE {stage}")
+        used.add(stage)
+        with (
+            self._bounded(conn, "COPY"),
+            conn.cursor() as cur,
+            cur.copy(f"COPY {stage} FROM STDIN (FORMAT BINARY)") as copy,
+        ):
+            for piece in data:
+                copy.write(piece)
+        with self._bounded(conn, "INSERT"):
+            conn.execute(insert_sql(c.schema_, c.table, stage, columns, conflict, c.mode))
+
+    def _transaction(self, tables: Sequence[pa.Table]) -> None:
+        with self._lock:
+            self.open()
+            conn = self._conn
+            self._created_in_tx = False
+            try:
+                with self._bounded(conn, "BEGIN"):
+                    conn.execute("BEGIN")
+                used: set[str] = set()
+                for table in tables:
+                    if table.num_rows:
+                        self._write_one(conn, table, used)
+                with self._bounded(conn, "COMMIT"):
+                    conn.execute("COMMIT")
+            except BaseException as exc:
+                self._abandon(conn)
+                if isinstance(exc, DeliveryError):
+                    raise
+                if isinstance(exc, Exception) and _is_psycopg(exc):
+                    raise classify(exc) from None
+                raise
+
+    def _abandon(self, conn: Any) -> None:
+        """After a failure: roll back if the link still works, else drop the connection. The table
+        state is forgotten when this transaction created or altered it (those changes are gone)."""
+        if self._created_in_tx:
+            self._table = None
+        try:
+            if conn.closed or conn.broken:
+                raise RuntimeError("broken")
+            with self._bounded(conn, "ROLLBACK"):
+                conn.execute("ROLLBACK")
+        except BaseException:
+            self._reset()
+
+    def deliver(self, table: pa.Table, *, historical: bool = False) -> None:
+        self._transaction([table])
+
+    def deliver_all(self, tables: Sequence[pa.Table]) -> None:
+        """Direct mode: every table in ONE transaction (the run's commit); on failure the upstream
+        table is as it was."""
+        self._transaction(list(tables))
+
+
+def _is_psycopg(exc: BaseException) -> bool:
+    import psycopg
+
+    return isinstance(exc, psycopg.Error)
+
+
+@register
+class PostgreSQLConnector(Connector):
+    connector_type = "postgresql"
+    title = "PostgreSQL / TimescaleDB (upstream)"
+    SinkConfig = PostgreSQLSinkConfig
+
+    @classmethod
+    def make_target(cls, config: PostgreSQLSinkConfig, ctx: RunContext, name: str) -> PostgreSQLTarget:
+        return PostgreSQLTarget(config, ctx, name)
+
+    @classmethod
+    def make_sink(cls, config: PostgreSQLSinkConfig, ctx: RunContext, name: str) -> Sink:
+        from engine.outbox.sinks import remote_sink
+
+        return remote_sink(cls, config, ctx, name)
