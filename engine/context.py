@@ -42,6 +42,12 @@ class RunContext:
     # gets back once the thing is gone (renamed onto its target, dropped, removed). What a killed
     # run still has recorded is removed by the next process that opens the data directory.
     track: Callable[..., Callable[[], None]] = _untracked
+    # How a remote destination without its own `delivery` delivers (engine/outbox/sinks.py):
+    # "store_and_forward" (real-time runs set it), "direct", or None: store_and_forward when the
+    # service runs this process, else direct. `outbox`: the data directory's OutboxManager (None:
+    # the process-wide one for `data_dir`).
+    delivery_default: str | None = None
+    outbox: Any = None
 
     @property
     def plugins_dir(self) -> Path:

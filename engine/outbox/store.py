@@ -1,0 +1,545 @@
+"""The durable outbox of one remote destination: SQLite in WAL mode with `synchronous=FULL`.
+
+Why SQLite and not segment files (measured: docs/performance.md "Outbox (issue 11)", reasoning in
+docs/architecture.md): one row per micro-batch holding the batch as an Arrow IPC blob costs one
+WAL append plus one fsync per commit, the same physical work as a segment file with CRC and
+fsync, and SQLite gives us for free what segment files must build: atomic multi-batch commits
+(a batch run's rows all or none), a counter table updated in the same transaction as the data
+(the counters can never disagree with the batches after a crash), torn-write detection (WAL frame
+checksums: a torn tail is rolled back at open) and concurrent readers (`outbox status` from
+another process).
+
+Layout (`<data dir>/outbox/<pipeline>--<destination>.sqlite`, names percent-encoded):
+
+- `batches`: one row per accepted micro-batch: `seq` (the order of acceptance), `first_rec` and
+  `rows` (the records' outbox sequence numbers), `bytes`, `crc` (CRC-32 of the blob, checked on
+  read), `created` (epoch s), `staged` (a run's token while its batches await the run's commit;
+  NULL once accepted) and `data`: the records as Arrow IPC, with the per-record metadata kept
+  columnar inside (`_key`).
+- `quarantine`: poison records refused by the upstream, with the reason and the tries.
+- `meta`: the counters (`appended_records` ever accepted, `forwarded_records`, `dropped_records`,
+  `quarantined_records`, `next_rec`), the link state, and what the destination is (pipeline,
+  destination, connector type).
+
+"Delivered up to" is kept by deleting the delivered batches in one transaction with
+`forwarded_records`; the cursor shown is the lowest pending sequence. A crash between "delivered"
+and "deleted" redelivers those batches, with the same keys: the upstream deduplicates them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sqlite3
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+OUTBOX_DIR = "outbox"
+SUFFIX = ".sqlite"
+SCHEMA_VERSION = 1
+COUNTERS = ("appended_records", "forwarded_records", "dropped_records", "quarantined_records")
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    first_rec INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    crc INTEGER NOT NULL,
+    created REAL NOT NULL,
+    staged TEXT,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_staged ON batches(staged) WHERE staged IS NOT NULL;
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    reason TEXT NOT NULL,
+    tries INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+"""
+
+
+class OutboxCorrupt(Exception):
+    pass
+
+
+def outbox_dir(data_dir: Path | str) -> Path:
+    return Path(data_dir) / OUTBOX_DIR
+
+
+def outbox_path(data_dir: Path | str, pipeline: str, destination: str) -> Path:
+    return outbox_dir(data_dir) / f"{quote(pipeline, safe='')}--{quote(destination, safe='')}{SUFFIX}"
+
+
+def destination_id(pipeline: str, destination: str) -> str:
+    return f"{pipeline}/{destination}"
+
+
+def parse_name(path: Path) -> tuple[str, str] | None:
+    """(pipeline, destination) of an outbox file's name; None for another file."""
+    name = path.name
+    if not name.endswith(SUFFIX) or "--" not in name:
+        return None
+    left, _, right = name[: -len(SUFFIX)].rpartition("--")
+    return unquote(left), unquote(right)
+
+
+def encode(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def decode(blob: bytes) -> pa.Table:
+    return ipc.open_stream(pa.py_buffer(blob)).read_all()
+
+
+@dataclass
+class Batch:
+    seq: int
+    first_rec: int
+    rows: int
+    bytes: int
+    created: float
+    table: pa.Table | None  # None: the blob failed its CRC (reason in `error`)
+    error: str | None = None
+
+
+def _now() -> float:
+    return time.time()
+
+
+class OutboxStore:
+    """One destination's outbox file. Thread-safe (one connection, one lock); several processes
+    may open the same file (SQLite's locking, a busy timeout)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        pipeline: str | None = None,
+        destination: str | None = None,
+        connector_type: str | None = None,
+        log: Any = None,
+    ):
+        self.path = Path(path)
+        self._log = log or (lambda level, msg: None)
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)  # notified on append, delete and drop
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.set_aside: Path | None = None
+        try:
+            self.con = self._open()
+        except (sqlite3.DatabaseError, OutboxCorrupt) as exc:
+            self.set_aside = self._set_aside(exc)
+            self.con = self._open()
+            self._bump_meta("corrupt_set_aside", 1)
+            self._set_meta("last_set_aside", str(self.set_aside))
+        if pipeline is not None:
+            with self._tx():
+                self._set_meta("pipeline", pipeline)
+                self._set_meta("destination", destination)
+                if connector_type:
+                    self._set_meta("connector_type", connector_type)
+
+    # ---- opening, and a corrupt file --------------------------------------------------------
+    def _open(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")
+            con.execute("PRAGMA journal_size_limit=1048576")
+            con.execute("PRAGMA busy_timeout=30000")
+            check = con.execute("PRAGMA quick_check").fetchone()
+            if not check or check[0] != "ok":
+                raise OutboxCorrupt(f"quick_check: {check[0] if check else 'no answer'}")
+            con.executescript(_DDL)
+            version = con.execute("SELECT v FROM meta WHERE k='schema_version'").fetchone()
+            if version is None:
+                con.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            elif version[0] != SCHEMA_VERSION:
+                raise OutboxCorrupt(f"schema version {version[0]!r}, expected {SCHEMA_VERSION}")
+            for name in (*COUNTERS, "next_rec", "corrupt_set_aside"):
+                con.execute("INSERT OR IGNORE INTO meta VALUES (?, 0)", (name,))
+            con.execute("INSERT OR IGNORE INTO meta VALUES ('epoch', ?)", (uuid.uuid4().hex[:8],))
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def _set_aside(self, exc: BaseException) -> Path:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                src.replace(Path(str(aside) + suffix))
+        self._log(
+            "error",
+            f"outbox {self.path.name} is corrupt ({' '.join(str(exc).split())}): set aside as {aside.name},"
+            " a new empty outbox replaces it",
+        )
+        return aside
+
+    def close(self) -> None:
+        with self.lock, contextlib.suppress(sqlite3.Error):
+            self.con.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self.lock:
+            self.con.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.con
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            self.con.execute("COMMIT")
+
+    # ---- meta --------------------------------------------------------------------------------
+    def _set_meta(self, k: str, v: Any) -> None:
+        self.con.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v", (k, v))
+
+    def _bump_meta(self, k: str, by: int) -> None:
+        self.con.execute(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v=v+excluded.v", (k, by)
+        )
+
+    def meta(self) -> dict[str, Any]:
+        with self.lock:
+            return dict(self.con.execute("SELECT k, v FROM meta").fetchall())
+
+    def set_link(self, state: str, detail: str | None = None) -> None:
+        with self._tx():
+            self._set_meta("link_state", state)
+            self._set_meta("link_detail", detail)
+            self._set_meta("link_since", _now())
+
+    # ---- appending -----------------------------------------------------------------------------
+    def _take_recs(self, con: sqlite3.Connection, rows: int) -> int:
+        first = int(con.execute("SELECT v FROM meta WHERE k='next_rec'").fetchone()[0])
+        self._set_meta("next_rec", first + rows)
+        return first
+
+    def _insert(self, con: sqlite3.Connection, table: pa.Table, first_rec: int, staged: str | None) -> int:
+        blob = encode(table)
+        con.execute(
+            "INSERT INTO batches (first_rec, rows, bytes, crc, created, staged, data) VALUES (?,?,?,?,?,?,?)",
+            (first_rec, table.num_rows, len(blob), zlib.crc32(blob), _now(), staged, blob),
+        )
+        return len(blob)
+
+    @property
+    def epoch(self) -> str:
+        """A random id made with this outbox file: keys made of the sequence never repeat, even
+        after a corrupt outbox was replaced by a new one."""
+        return str(self.meta().get("epoch"))
+
+    def stage(self, make: Callable[[int], pa.Table], rows: int, token: str) -> int:
+        """Write a batch that counts only once `commit(token)` accepts it (a run's earlier
+        batches). `make(first_rec)` builds the table with its keys. Returns its bytes."""
+        with self._tx() as con:
+            return self._insert(con, make(self._take_recs(con, rows)), -1, token)
+
+    def staged_bytes(self, token: str) -> int:
+        with self.lock:
+            return int(
+                self.con.execute(
+                    "SELECT COALESCE(SUM(bytes),0) FROM batches WHERE staged=?", (token,)
+                ).fetchone()[0]
+            )
+
+    def commit(
+        self,
+        last: tuple[Callable[[int], pa.Table], int] | None,
+        token: str | None,
+        *,
+        max_bytes: int | None = None,
+        drop_oldest: bool = True,
+        gap: Any = None,
+    ) -> dict[str, int]:
+        """Accept, in ONE durable transaction (fsync), the run's staged batches (`token`) and its
+        last batch (`last`: `make(first_rec) -> table with keys`, and its record count). With a
+        cap and `drop_oldest`, the oldest accepted batches are dropped to make room (the caller's
+        `gap(dropped_tables, first_rec) -> table | None` makes the gap records written in their
+        place). Returns {"rows", "bytes", "dropped_records"}. Raises `OutboxFull` when the run
+        does not fit and nothing may be dropped."""
+        with self._tx() as con:
+            blob = None
+            if last is not None:
+                first_rec = self._take_recs(con, last[1])
+                table = last[0](first_rec)
+                blob = encode(table)
+            new_bytes = len(blob) if blob is not None else 0
+            staged_rows, staged_bytes = con.execute(
+                "SELECT COALESCE(SUM(rows),0), COALESCE(SUM(bytes),0) FROM batches WHERE staged=?", (token,)
+            ).fetchone()
+            rows = int(staged_rows) + (table.num_rows if blob is not None else 0)
+            total = int(staged_bytes) + new_bytes
+            dropped = 0
+            if max_bytes is not None:
+                pending = con.execute(
+                    "SELECT COALESCE(SUM(bytes),0) FROM batches WHERE staged IS NULL"
+                ).fetchone()[0]
+                over = pending + total - max_bytes
+                if over > 0:
+                    if not drop_oldest:
+                        raise OutboxFull(over)
+                    dropped = self._drop_oldest(con, over, gap, max_bytes - total)
+            if token is not None:
+                con.execute("UPDATE batches SET staged=NULL, created=? WHERE staged=?", (_now(), token))
+            if blob is not None:
+                con.execute(
+                    "INSERT INTO batches (first_rec, rows, bytes, crc, created, staged, data) VALUES (?,?,?,?,?,NULL,?)",
+                    (first_rec, table.num_rows, new_bytes, zlib.crc32(blob), _now(), blob),
+                )
+            self._bump_meta("appended_records", rows)
+            self.changed.notify_all()
+        return {"rows": rows, "bytes": total, "dropped_records": dropped}
+
+    def _drop_oldest(self, con: sqlite3.Connection, over: int, gap: Any, room: int) -> int:
+        freed, dropped, seqs, tables = 0, 0, [], []
+        for seq, rows, size, data in con.execute(
+            "SELECT seq, rows, bytes, data FROM batches WHERE staged IS NULL ORDER BY seq"
+        ):
+            if freed >= over:
+                break
+            seqs.append(seq)
+            freed += size
+            dropped += rows
+            with contextlib.suppress(Exception):
+                tables.append(decode(data))
+        if freed < over:
+            raise OutboxFull(over - freed)
+        con.executemany("DELETE FROM batches WHERE seq=?", [(s,) for s in seqs])
+        self._bump_meta("dropped_records", dropped)
+        if gap is not None and tables:
+            first_rec = int(con.execute("SELECT v FROM meta WHERE k='next_rec'").fetchone()[0])
+            made = gap(tables, first_rec)
+            if made is not None and made.num_rows:
+                self._take_recs(con, made.num_rows)
+                self._insert(con, made, first_rec, None)
+                self._bump_meta("appended_records", made.num_rows)
+        self._log("warning", f"outbox {self.path.name} is full: dropped the oldest {dropped} records")
+        return dropped
+
+    def discard(self, token: str) -> None:
+        with self._tx() as con:
+            con.execute("DELETE FROM batches WHERE staged=?", (token,))
+
+    def discard_staged_except(self, alive: Any) -> int:
+        """Remove staged batches of runs that are gone (`alive(token)` false): a killed run."""
+        with self.lock:
+            tokens = [
+                t for (t,) in self.con.execute("SELECT DISTINCT staged FROM batches WHERE staged IS NOT NULL")
+            ]
+        gone = [t for t in tokens if not alive(t)]
+        for token in gone:
+            self.discard(token)
+        return len(gone)
+
+    # ---- reading and delivering ----------------------------------------------------------------
+    def pending(self) -> tuple[int, int, int, float | None, int | None]:
+        """(batches, records, bytes, oldest created, lowest seq) of the accepted, undelivered batches."""
+        with self.lock:
+            n, rows, size, oldest, low = self.con.execute(
+                "SELECT COUNT(*), COALESCE(SUM(rows),0), COALESCE(SUM(bytes),0), MIN(created), MIN(seq)"
+                " FROM batches WHERE staged IS NULL"
+            ).fetchone()
+        return int(n), int(rows), int(size), oldest, low
+
+    def max_seq(self) -> int:
+        with self.lock:
+            return int(
+                self.con.execute("SELECT COALESCE(MAX(seq),0) FROM batches WHERE staged IS NULL").fetchone()[
+                    0
+                ]
+            )
+
+    def read(
+        self, *, above: int | None = None, up_to: int | None = None, max_rows: int, max_batches: int = 1000
+    ) -> list[Batch]:
+        """Accepted batches in order of `seq` (above `above`, at most `up_to`), whole batches up
+        to `max_rows` records (at least one)."""
+        where, args = ["staged IS NULL"], []
+        if above is not None:
+            where.append("seq > ?")
+            args.append(above)
+        if up_to is not None:
+            where.append("seq <= ?")
+            args.append(up_to)
+        sql = (
+            "SELECT seq, first_rec, rows, bytes, created, crc, data FROM batches WHERE "
+            + " AND ".join(where)
+            + " ORDER BY seq LIMIT ?"
+        )
+        out: list[Batch] = []
+        total = 0
+        with self.lock:
+            cur = self.con.execute(sql, (*args, max_batches))
+            for seq, first_rec, rows, size, created, crc, data in cur:
+                if out and total + rows > max_rows:
+                    break
+                total += rows
+                if zlib.crc32(data) != crc:
+                    out.append(
+                        Batch(
+                            seq,
+                            first_rec,
+                            rows,
+                            size,
+                            created,
+                            None,
+                            "CRC mismatch: the stored batch is damaged",
+                        )
+                    )
+                    continue
+                try:
+                    out.append(Batch(seq, first_rec, rows, size, created, decode(data)))
+                except Exception as exc:
+                    out.append(Batch(seq, first_rec, rows, size, created, None, f"unreadable batch: {exc}"))
+            cur.close()
+        return out
+
+    def delivered(
+        self,
+        seqs: list[int],
+        rows: int,
+        quarantine: list[tuple[pa.Table | None, str, int, int]] | None = None,
+    ) -> None:
+        """The batches `seqs` are delivered (`rows` records reached the upstream); records the
+        upstream refused go to quarantine (table or None when unreadable, reason, tries, records),
+        in the same transaction."""
+        with self._tx() as con:
+            con.executemany("DELETE FROM batches WHERE seq=?", [(s,) for s in seqs])
+            self._bump_meta("forwarded_records", rows)
+            for table, reason, tries, nrows in quarantine or []:
+                blob = encode(table) if table is not None else b""
+                con.execute(
+                    "INSERT INTO quarantine (created, reason, tries, rows, bytes, data) VALUES (?,?,?,?,?,?)",
+                    (_now(), reason, tries, nrows, len(blob), blob),
+                )
+                self._bump_meta("quarantined_records", nrows)
+            self.changed.notify_all()
+
+    # ---- quarantine ------------------------------------------------------------------------------
+    def quarantine_list(self) -> list[dict[str, Any]]:
+        with self.lock:
+            rows = self.con.execute(
+                "SELECT id, created, reason, tries, rows, bytes FROM quarantine ORDER BY id"
+            ).fetchall()
+        return [
+            {
+                "id": i,
+                "created_at": datetime.fromtimestamp(c, UTC).isoformat(),
+                "reason": r,
+                "tries": t,
+                "records": n,
+                "bytes": b,
+            }
+            for i, c, r, t, n, b in rows
+        ]
+
+    def _quarantined(self, ids: list[int] | None) -> list[tuple[int, bytes, int]]:
+        sql = "SELECT id, data, rows FROM quarantine"
+        if ids is not None:
+            sql += f" WHERE id IN ({','.join('?' * len(ids))})"
+        with self.lock:
+            return self.con.execute(sql + " ORDER BY id", ids or ()).fetchall()
+
+    def quarantine_records(self, ids: list[int] | None = None) -> list[dict[str, Any]]:
+        """The quarantined records as JSON-ready dicts (each with `quarantine_id` and `reason`)."""
+        reasons = {q["id"]: q["reason"] for q in self.quarantine_list()}
+        out: list[dict[str, Any]] = []
+        for qid, blob, _ in self._quarantined(ids):
+            if not blob:
+                continue
+            frame = pl.from_arrow(decode(blob))
+            assert isinstance(frame, pl.DataFrame)
+            for record in frame.to_dicts():  # export only, never a hot path
+                out.append({"quarantine_id": qid, "reason": reasons.get(qid), **record})
+        return out
+
+    def quarantine_retry(self, ids: list[int] | None = None) -> int:
+        """Put quarantined records back into the outbox (same keys): they are delivered again."""
+        moved = 0
+        with self._tx() as con:
+            for qid, blob, rows in self._quarantined(ids):
+                if blob:
+                    con.execute(
+                        "INSERT INTO batches (first_rec, rows, bytes, crc, created, staged, data) VALUES (?,?,?,?,?,NULL,?)",
+                        (-1, rows, len(blob), zlib.crc32(blob), _now(), blob),
+                    )
+                con.execute("DELETE FROM quarantine WHERE id=?", (qid,))
+                moved += rows
+            self.changed.notify_all()
+        return moved
+
+    def quarantine_delete(self, ids: list[int] | None = None) -> int:
+        gone = 0
+        with self._tx() as con:
+            for qid, _, rows in self._quarantined(ids):
+                con.execute("DELETE FROM quarantine WHERE id=?", (qid,))
+                gone += rows
+        return gone
+
+    # ---- status ----------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        meta = self.meta()
+        n, rows, size, oldest, low = self.pending()
+        with self.lock:
+            q = self.con.execute("SELECT COUNT(*), COALESCE(SUM(rows),0) FROM quarantine").fetchone()
+        return {
+            "pipeline": meta.get("pipeline"),
+            "destination": meta.get("destination"),
+            "connector_type": meta.get("connector_type"),
+            "pending_batches": n,
+            "pending_records": rows,
+            "pending_bytes": size,
+            "appended_records": int(meta.get("appended_records") or 0),
+            "forwarded_records": int(meta.get("forwarded_records") or 0),
+            "dropped_records": int(meta.get("dropped_records") or 0),
+            "quarantined_records": int(meta.get("quarantined_records") or 0),
+            "quarantine_entries": int(q[0]),
+            "quarantine_records_held": int(q[1]),
+            "oldest_pending_age_s": round(max(0.0, _now() - oldest), 3) if oldest is not None else None,
+            "cursor": (low - 1) if low is not None else None,
+            "link_state": meta.get("link_state") or "idle",
+            "link_detail": meta.get("link_detail"),
+            "corrupt_set_aside": int(meta.get("corrupt_set_aside") or 0),
+            "last_set_aside": meta.get("last_set_aside"),
+            "file": str(self.path),
+            "file_bytes": sum(
+                Path(str(self.path) + s).stat().st_size
+                for s in ("", "-wal")
+                if Path(str(self.path) + s).exists()
+            ),
+        }
+
+    def describe(self) -> str:
+        return json.dumps({"file": str(self.path)})
+
+
+class OutboxFull(Exception):
+    def __init__(self, over: int):
+        super().__init__(f"the outbox is full ({over} bytes over its cap)")
+        self.over = over
