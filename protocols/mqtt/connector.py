@@ -1,13 +1,20 @@
 """Connector types `mqtt` (JSON payloads, or Sparkplug B with `payload: sparkplug_b`) and
 `sparkplug_b` (the same source, Sparkplug B by default). Importing this module is cheap: paho,
-protobuf and the decoders load when a source starts."""
+protobuf and the decoders load when a source starts.
+
+As destinations: `mqtt` publishes records as JSON (protocols/mqtt/publish.py), `sparkplug_b` makes
+this box a Sparkplug B edge node (protocols/mqtt/edge_node.py); both deliver through the outbox
+(`make_target` is the upstream, `make_sink` the outbox or direct sink)."""
 
 from __future__ import annotations
 
-from engine.connectors.base import Connector, ConnectorConfig, StreamingSource
+from typing import Any
+
+from engine.connectors.base import Connector, ConnectorConfig, Sink, StreamingSource
 from engine.connectors.registry import register
 from engine.context import RunContext
 from protocols.mqtt.config import MqttSourceConfig, SparkplugSourceConfig
+from protocols.mqtt.publish import MqttPublishConfig, SparkplugPublishConfig
 
 
 @register
@@ -15,6 +22,7 @@ class MqttConnector(Connector):
     connector_type = "mqtt"
     title = "MQTT (JSON or Sparkplug B payloads)"
     SourceConfig = MqttSourceConfig
+    SinkConfig = MqttPublishConfig
 
     @classmethod
     def make_source(cls, config: ConnectorConfig, ctx: RunContext, name: str) -> StreamingSource:
@@ -23,9 +31,28 @@ class MqttConnector(Connector):
         assert isinstance(config, MqttSourceConfig)
         return MqttSource(config, ctx, name)
 
+    @classmethod
+    def make_target(cls, config: ConnectorConfig, ctx: RunContext, name: str) -> Any:
+        """The upstream (engine/outbox/target.py): the JSON publisher, or the Sparkplug edge node."""
+        if isinstance(config, SparkplugPublishConfig):
+            from protocols.mqtt.edge_node import SparkplugEdgeNode
+
+            return SparkplugEdgeNode(config, ctx.data_dir, name, ctx.log)
+        from protocols.mqtt.publish import MqttJsonTarget
+
+        assert isinstance(config, MqttPublishConfig)
+        return MqttJsonTarget(config, name)
+
+    @classmethod
+    def make_sink(cls, config: ConnectorConfig, ctx: RunContext, name: str) -> Sink:
+        from engine.outbox.sinks import remote_sink  # through the outbox, or direct
+
+        return remote_sink(cls, config, ctx, name)
+
 
 @register
 class SparkplugConnector(MqttConnector):
     connector_type = "sparkplug_b"
     title = "Sparkplug B (MQTT)"
     SourceConfig = SparkplugSourceConfig
+    SinkConfig = SparkplugPublishConfig
