@@ -51,7 +51,12 @@ PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in microseconds since 
 PG_EPOCH_DAYS = 10_957
 COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 COPY_TRAILER = b"\xff\xff"
-WATCHDOG_GRACE_S = 5.0  # the client watchdog fires this long after the server's statement_timeout
+
+
+def watchdog_s(statement_timeout_s: float) -> float:
+    """How long the client waits for one round trip before it shuts the socket: a little longer
+    than the server's own statement_timeout (which cannot fire when the link is silent)."""
+    return statement_timeout_s + max(1.0, min(5.0, statement_timeout_s / 2))
 
 
 def _valid_name(value: str, what: str) -> str:
@@ -457,7 +462,7 @@ class PostgreSQLTarget:
                 keepalives_idle=max(1, int(c.statement_timeout_s)),
                 keepalives_interval=5,
                 keepalives_count=3,
-                tcp_user_timeout=int((c.statement_timeout_s + WATCHDOG_GRACE_S) * 1000),
+                tcp_user_timeout=int(watchdog_s(c.statement_timeout_s) * 1000),
             )
         except Exception as exc:
             error = DeliveryError(
@@ -508,7 +513,7 @@ class PostgreSQLTarget:
     def _bounded(self, conn: Any, what: str) -> Iterator[None]:
         """One round trip, bounded on the client side too: when the server's statement_timeout
         cannot fire (a link that swallows everything), the watchdog shuts the socket."""
-        limit = self.config.statement_timeout_s + WATCHDOG_GRACE_S
+        limit = watchdog_s(self.config.statement_timeout_s)
         fired = threading.Event()
 
         def kill() -> None:
@@ -662,6 +667,8 @@ class PostgreSQLTarget:
                 if isinstance(exc, DeliveryError):
                     raise
                 if isinstance(exc, Exception) and _is_psycopg(exc):
+                    if getattr(exc, "sqlstate", None) in _STALE_SCHEMA:
+                        self._table = None  # dropped or altered by someone else: look again
                     raise classify(exc) from None
                 raise
 
@@ -670,6 +677,7 @@ class PostgreSQLTarget:
         state is forgotten when this transaction created or altered it (those changes are gone)."""
         if self._created_in_tx:
             self._table = None
+        self._stages = {}  # a stage created in this transaction is gone with it (IF NOT EXISTS is cheap)
         try:
             if conn.closed or conn.broken:
                 raise RuntimeError("broken")

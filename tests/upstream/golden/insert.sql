@@ -1,0 +1,2 @@
+INSERT INTO "plant"."tags" ("tag", "count", "_key") SELECT "tag", "count"::numeric(20,0), "_key" FROM _agg_stage_x ON CONFLICT ("_key") DO NOTHING
+INSERT INTO "plant"."tags" ("tag", "count", "_key") SELECT DISTINCT ON ("_key", "timestamp") "tag", "count"::numeric(20,0), "_key" FROM _agg_stage_x ORDER BY "_key", "timestamp", _row DESC ON CONFLICT ("_key", "timestamp") DO UPDATE SET "tag" = EXCLUDED."tag", "count" = EXCLUDED."count"
