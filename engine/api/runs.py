@@ -93,7 +93,7 @@ class LocalRuns:
         from engine.spec.validate import validate
 
         # the sources' schemas resolve relative paths where the run will
-        return validate(doc, ctx=RunContext(base_dir=base_dir, data_dir=self._core.data_dir))
+        return validate(doc, ctx=RunContext(base_dir=base_dir, data_dir=self._core.data_dir), reuse=True)
 
     def _submit_tagged(
         self, kind: str, work: Callable[[threading.Event, Callable[[Event], None]], Any]

@@ -91,9 +91,8 @@ def begin_run(
     emit: Callable,
     what: str = "run",
 ) -> RunStart:
-    """Record a run as `running` (with the pipeline's version) and announce it."""
-    from engine.spec.models import dump
-
+    """Record a run as `running` (with the pipeline's version) and its first log line, in one
+    transaction, and announce it."""
     started = datetime.now(UTC)
     run_id = new_run_id(started)
     graph = plan.graph
@@ -101,15 +100,17 @@ def begin_run(
     base = {
         "run_id": run_id,
         "pipeline": graph.name,
-        "version": ws.metadata.save_pipeline_version(graph.name, dump(graph)),
+        "version": None,
         "started_at": iso_utc(started),
         "trigger": trigger,
         "spec_path": spec_path,
         "owner_pid": pid,
         "owner_start": pid_started,
     }
-    ws.metadata.upsert_run({**base, "status": "running", "attempt": 1})
-    ws.metadata.log(run_id, "info", f"{what} started ({trigger})")
+    text, digest = plan.version_text  # the document's canonical text, made once per Plan
+    base["version"] = ws.metadata.start_run_record(
+        {**base, "status": "running", "attempt": 1}, text, digest, "info", f"{what} started ({trigger})"
+    )
     emit({"event": "run_started", "run_id": run_id, "pipeline": graph.name})
     return RunStart(run_id, started, base)
 
@@ -160,9 +161,8 @@ def finish_run(
         nid: {"kind": s.kind, "status": s.status, "committed": s.committed, **s.public()}
         for nid, s in node_stats.items()
     }
-    save_final_record(ws, final, stats)
     line = f"run {status}" + (f": {summary}" if summary else "") + (f": {error}" if error else "")
-    ws.metadata.log(start.run_id, "error" if status == "failed" else "info", line)
+    save_final_record(ws, final, stats, ("error" if status == "failed" else "info", line))
     from engine.secrets import mask
 
     emit(
@@ -182,15 +182,25 @@ def finish_run(
     return record
 
 
-def save_final_record(ws: Workspace, run: dict[str, Any], stats: dict[str, dict[str, Any]]) -> None:
-    """The run's last record and node statistics. A full disk is met by giving DuckDB's unused space
-    back and trying once more; if that fails too, the record stays `running` and the next start-up
-    marks it `interrupted` (its process is gone by then)."""
+def save_final_record(
+    ws: Workspace,
+    run: dict[str, Any],
+    stats: dict[str, dict[str, Any]],
+    line: tuple[str, str] | None = None,
+) -> None:
+    """The run's last record, node statistics and last log line `(level, text)`, in one
+    transaction. A full disk is met by giving DuckDB's unused space back and trying once more; if
+    that fails too, the record stays `running` and the next start-up marks it `interrupted` (its
+    process is gone by then)."""
+    level, text = line if line is not None else ("info", None)
     for attempt in (1, 2):
         try:
-            ws.metadata.upsert_run(run)
-            if stats:
-                ws.metadata.save_node_stats(run["run_id"], stats)
+            if text is None:
+                ws.metadata.upsert_run(run)
+                if stats:
+                    ws.metadata.save_node_stats(run["run_id"], stats)
+            else:
+                ws.metadata.finish_run_record(run, stats, level, text)
             return
         except NoSpaceError:
             if attempt == 2:

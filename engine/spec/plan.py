@@ -12,6 +12,8 @@ values into a copy of the typed config, at the places remembered: nothing is par
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -83,6 +85,15 @@ class Plan:
             worker_process=tuple(n.id for n in self.graph.nodes if n.kind == "source" and n.worker_process),
             live_sources=tuple(nid for nid in self.order if nodes[nid].kind == "source" and self._live(nid)),
         )
+
+    @cached_property
+    def version_text(self) -> tuple[str, str]:
+        """The document as the pipeline's version history stores it (canonical JSON of the graph,
+        engine.spec.models.dump) and its SHA-256: made once per Plan, not on every run."""
+        from engine.spec.models import dump
+
+        text = json.dumps(dump(self.graph), sort_keys=True, separators=(",", ":"))
+        return text, hashlib.sha256(text.encode()).hexdigest()
 
     def _live(self, node_id: str) -> bool:
         """Is the node's source a streaming one? Told by the source object its connector makes from

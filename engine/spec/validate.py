@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import polars as pl
@@ -70,13 +72,84 @@ def form_of(doc: dict[str, Any]) -> str:
     return "graph" if "nodes" in doc else "linear"
 
 
-def validate(doc: Any, *, check_schemas: bool = True, ctx: Any = None) -> Plan:
-    """Validate a parsed document; raise SpecError listing every issue."""
+def validate(doc: Any, *, check_schemas: bool = True, ctx: Any = None, reuse: bool = False) -> Plan:
+    """Validate a parsed document; raise SpecError listing every issue.
+
+    `reuse`: the Plan of a document that checked out is kept (by the document's canonical JSON, up
+    to `PLAN_CACHE_SIZE` documents) and given again for the same document: a scheduled pipeline
+    that runs every second is parsed and its graph checked once, not on every run (the engine's
+    runs ask for it). What depends on more than the document is checked on every call all the
+    same: the sources' schemas against the transformations (`check_schemas`, with `ctx`), a
+    real_time pipeline's streaming checks, and that each node's connector and transformation are
+    still the classes the Plan was built with (a plugin can be replaced). A changed document is a
+    different key: a spec file edited on disk is compiled again on its next run."""
     if not isinstance(doc, dict):
         raise SpecError([SpecIssue("", "a pipeline document is a JSON/YAML object")])
     limits = check_values(doc)  # nesting, lone surrogates, huge numbers: before anything walks it
     if limits:
         raise SpecError(limits)
+    key: str | None = None
+    if reuse:
+        try:
+            key = json.dumps(doc, sort_keys=True, default=repr)
+        except (TypeError, ValueError):  # keys that do not sort (YAML's 1 beside "a"): not kept
+            key = None
+    plan = _cached_plan(key) if key is not None else None
+    if plan is None:
+        plan = _compile(doc)
+        if key is not None:
+            _keep_plan(key, plan)
+    issues: list[SpecIssue] = []
+    if check_schemas:
+        issues += _check_schemas(plan, ctx)
+    if not issues and plan.graph.schedule.type == "real_time":
+        from engine.streaming.checks import check_streaming  # streaming imports this module
+
+        issues += check_streaming(plan, ctx)
+    if issues:
+        raise SpecError(_with_nodes(_dedupe(issues), plan.paths))
+    return plan
+
+
+PLAN_CACHE_SIZE = 256
+_plans: OrderedDict[str, tuple[Plan, tuple[Any, ...]]] = OrderedDict()  # key -> (plan, its classes)
+_plans_lock = threading.Lock()
+
+
+def _classes(plan: Plan) -> tuple[Any, ...]:
+    """The connector or transformation class of each node, as the registries give them now."""
+    return tuple(
+        transforms.get(n.transform["type"])
+        if n.kind == "transform" and n.transform
+        else connectors.get(n.connector_type or "")
+        for n in plan.graph.nodes
+    )
+
+
+def _cached_plan(key: str) -> Plan | None:
+    with _plans_lock:
+        hit = _plans.get(key)
+        if hit is not None:
+            _plans.move_to_end(key)
+    if hit is None:
+        return None
+    plan, classes = hit
+    if _classes(plan) != classes:  # a plugin was replaced: compile again
+        return None
+    return plan
+
+
+def _keep_plan(key: str, plan: Plan) -> None:
+    classes = _classes(plan)
+    with _plans_lock:
+        _plans[key] = (plan, classes)
+        _plans.move_to_end(key)
+        while len(_plans) > PLAN_CACHE_SIZE:
+            _plans.popitem(last=False)
+
+
+def _compile(doc: dict[str, Any]) -> Plan:
+    """Parse and check the document alone (no schemas, no streaming checks): its Plan."""
     issues: list[SpecIssue] = []
     form = form_of(doc)
     model = GraphPipeline if form == "graph" else LinearPipeline
@@ -110,16 +183,7 @@ def validate(doc: Any, *, check_schemas: bool = True, ctx: Any = None) -> Plan:
     issues += _check_graph(build, memo)
     if issues:
         raise SpecError(_with_nodes(_dedupe(issues), build.paths))
-    plan = build.plan()
-    if check_schemas:
-        issues += _check_schemas(plan, ctx)
-    if not issues and plan.graph.schedule.type == "real_time":
-        from engine.streaming.checks import check_streaming  # streaming imports this module
-
-        issues += check_streaming(plan, ctx)
-    if issues:
-        raise SpecError(_with_nodes(_dedupe(issues), plan.paths))
-    return plan
+    return build.plan()
 
 
 def _early_paths(doc: dict[str, Any], parsed: Any) -> dict[str, str]:
@@ -406,6 +470,8 @@ def _toposort(nodes: list[Node]) -> tuple[list[str], list[str]]:
 # ---- types, where the input schema is known --------------------------------------------------
 def _check_schemas(c: Plan, ctx: Any) -> list[SpecIssue]:
     """Plan every transformation over empty frames of the sources' schemas (no data is read)."""
+    if not any(t.type not in ("python", "sql") for t in c.transforms.values()):
+        return []  # nothing to check: the sources' schemas are not read at all
     from engine.context import NodeContext, RunContext
 
     run_ctx = ctx or RunContext()

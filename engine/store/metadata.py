@@ -12,12 +12,13 @@ out with the next write that succeeds; a run record that cannot be written raise
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,47 @@ _log = logging.getLogger(__name__)
 
 def utc_now() -> str:
     return now_iso()  # the one time text (engine/runs/timefmt.py)
+
+
+_LOG_SQL = "INSERT INTO run_logs (run_id, ts, level, node_id, message) VALUES (?, ?, ?, ?, ?)"
+_UPSERTS: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
+
+
+def _log_values(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (row["run_id"], row["ts"], row["level"], row["node_id"], row["message"])
+
+
+def _masked_run(run: dict[str, Any]) -> dict[str, Any]:
+    if run.get("error"):
+        return {**run, "error": mask(run["error"])}  # secret values never reach the disk
+    return run
+
+
+def _cell(value: Any) -> Any:
+    """A value as sqlite-utils stored it: containers as JSON text, moments as ISO text."""
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, default=repr)
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    return value
+
+
+def _upsert(conn: sqlite3.Connection, table: str, pk: tuple[str, ...], row: dict[str, Any]) -> None:
+    """Insert `row`, or update the given columns of the row with its key (the other columns stay):
+    sqlite-utils' `upsert` without its look-up of the table's columns on every call."""
+    columns = tuple(row)
+    sql = _UPSERTS.get((table, pk, columns))
+    if sql is None:
+        if any('"' in c for c in columns):
+            raise ValueError(f"not a column name: {columns}")
+        names = ", ".join(f'"{c}"' for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        sets = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c not in pk)
+        conflict = ", ".join(f'"{c}"' for c in pk)
+        sql = f'INSERT INTO "{table}" ({names}) VALUES ({marks}) ON CONFLICT ({conflict}) DO '
+        sql += f"UPDATE SET {sets}" if sets else "NOTHING"
+        _UPSERTS[(table, pk, columns)] = sql
+    conn.execute(sql, tuple(_cell(v) for v in row.values()))
 
 
 class MetadataStore:
@@ -166,35 +208,32 @@ class MetadataStore:
         """Store the document as a new version unless it is identical to the latest one."""
         text = json.dumps(document, sort_keys=True, separators=(",", ":"))
         digest = hashlib.sha256(text.encode()).hexdigest()
-        with self._lock:
-            row = next(self.db.query("SELECT latest_version FROM pipelines WHERE name = ?", [name]), None)
-            latest = row["latest_version"] if row else 0
-            if latest:
-                last = next(
-                    self.db.query(
-                        "SELECT spec_hash FROM pipeline_versions WHERE pipeline = ? AND version = ?",
-                        [name, latest],
-                    )
-                )
-                if last["spec_hash"] == digest:
-                    return latest
-            version = latest + 1
-            self.db["pipeline_versions"].insert(
-                {
-                    "pipeline": name,
-                    "version": version,
-                    "spec_hash": digest,
-                    "spec": text,
-                    "saved_at": utc_now(),
-                }
+        return self._atomic(lambda conn: self._save_version(conn, name, text, digest))
+
+    @staticmethod
+    def _save_version(conn: sqlite3.Connection, name: str, text: str, digest: str) -> int:
+        """In the caller's transaction: the latest version if its hash is `digest`, else a new one."""
+        row = conn.execute(
+            "SELECT p.latest_version, v.spec_hash FROM pipelines p LEFT JOIN pipeline_versions v"
+            " ON v.pipeline = p.name AND v.version = p.latest_version WHERE p.name = ?",
+            (name,),
+        ).fetchone()
+        latest = (row[0] or 0) if row else 0
+        if latest and row[1] == digest:
+            return latest
+        version, now = latest + 1, utc_now()
+        conn.execute(
+            "INSERT INTO pipeline_versions (pipeline, version, spec_hash, spec, saved_at) VALUES (?, ?, ?, ?, ?)",
+            (name, version, digest, text, now),
+        )
+        if row:
+            conn.execute("UPDATE pipelines SET latest_version = ? WHERE name = ?", (version, name))
+        else:
+            conn.execute(
+                "INSERT INTO pipelines (name, created_at, latest_version) VALUES (?, ?, ?)",
+                (name, now, version),
             )
-            if row:
-                self.db["pipelines"].update(name, {"latest_version": version})
-            else:
-                self.db["pipelines"].insert(
-                    {"name": name, "created_at": utc_now(), "latest_version": version}
-                )
-            return version
+        return version
 
     def pipeline_versions(self, name: str) -> list[dict[str, Any]]:
         return list(
@@ -215,31 +254,94 @@ class MetadataStore:
         return json.loads(row["spec"]) if row else None
 
     # ---- runs --------------------------------------------------------------------------------
+    # Run records are written with plain sqlite3 statements (prepared once per text by the
+    # connection's statement cache), a run's start and its finish each in one transaction: a tiny
+    # scheduled run wrote ~10 autocommitted rows through sqlite-utils, which looks up the table's
+    # columns on every call (~1 ms of CPU a run; tests/benchmarks/bench_service.py scheduler_real).
     def upsert_run(self, run: dict[str, Any]) -> None:
-        if run.get("error"):
-            run = {**run, "error": mask(run["error"])}  # secret values never reach the disk
-        self._write(lambda: self.db["runs"].upsert(run, pk="run_id", alter=False))
+        run = _masked_run(run)
+        self._atomic(lambda conn: _upsert(conn, "runs", ("run_id",), run))
 
     def save_node_stats(self, run_id: str, stats: dict[str, dict[str, Any]]) -> None:
-        rows = [{"run_id": run_id, "node_id": node_id, **s} for node_id, s in stats.items()]
-        self._write(lambda: self.db["node_stats"].upsert_all(rows, pk=("run_id", "node_id")))
+        self._atomic(lambda conn: self._node_stats(conn, run_id, stats))
 
-    def log(self, run_id: str, level: str, message: str, node_id: str | None = None) -> None:
-        """Never raises for a full disk: the line waits in memory for the next write that succeeds."""
-        row = {
+    @staticmethod
+    def _node_stats(conn: sqlite3.Connection, run_id: str, stats: dict[str, dict[str, Any]]) -> None:
+        for node_id, s in stats.items():
+            _upsert(conn, "node_stats", ("run_id", "node_id"), {"run_id": run_id, "node_id": node_id, **s})
+
+    def start_run_record(
+        self, run: dict[str, Any], spec_text: str, spec_hash: str, level: str, message: str
+    ) -> int:
+        """A run's start in one transaction: the pipeline's version (as `save_pipeline_version`,
+        from the document's canonical text and its SHA-256), the run row with it, and its first
+        log line. Returns the version."""
+        run = _masked_run(run)
+        line = self._log_row(run["run_id"], level, message, None)
+
+        def action(conn: sqlite3.Connection) -> int:
+            version = self._save_version(conn, run["pipeline"], spec_text, spec_hash)
+            _upsert(conn, "runs", ("run_id",), {**run, "version": version})
+            conn.execute(_LOG_SQL, _log_values(line))
+            return version
+
+        return self._atomic(action)
+
+    def finish_run_record(
+        self, run: dict[str, Any], stats: dict[str, dict[str, Any]], level: str, message: str
+    ) -> None:
+        """A run's end in one transaction: its final row, its node statistics and its last log
+        line. A full disk raises NoSpaceError and writes none of them."""
+        run = _masked_run(run)
+        line = self._log_row(run["run_id"], level, message, None)
+
+        def action(conn: sqlite3.Connection) -> None:
+            _upsert(conn, "runs", ("run_id",), run)
+            self._node_stats(conn, run["run_id"], stats)
+            conn.execute(_LOG_SQL, _log_values(line))
+
+        self._atomic(action)
+
+    def _atomic(self, action: Callable[[sqlite3.Connection], Any]) -> Any:
+        """`action(connection)` in one transaction (or in the caller's, when one is open), under
+        the lock; a full disk becomes NoSpaceError (nothing of it written)."""
+
+        def run() -> Any:
+            conn = self.db.conn
+            if conn.in_transaction:
+                return action(conn)
+            conn.execute("BEGIN IMMEDIATE")  # the write lock first: no read-to-write upgrade to fail
+            try:
+                out = action(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            return out
+
+        return self._write(run)
+
+    @staticmethod
+    def _log_row(run_id: str, level: str, message: str, node_id: str | None) -> dict[str, Any]:
+        return {
             "run_id": run_id,
             "ts": utc_now(),
             "level": level,
             "node_id": node_id,
             "message": mask(message),
         }
+
+    def log(self, run_id: str, level: str, message: str, node_id: str | None = None) -> None:
+        """Never raises for a full disk: the line waits in memory for the next write that succeeds."""
+        row = self._log_row(run_id, level, message, node_id)
         with self._lock:
             if self._closed:  # a source thread still stopping after the engine closed its stores
                 _log.info("after close, not stored: run %s %s: %s", run_id, level, row["message"])
                 return
             try:
                 self._flush_pending_logs()
-                self.db["run_logs"].insert(row)
+                self.db.conn.execute(_LOG_SQL, _log_values(row))
             except sqlite3.OperationalError as exc:
                 if as_no_space(exc, self.path) is None:
                     raise
@@ -266,12 +368,18 @@ class MetadataStore:
     def note_leftover(self, run_id: str, kind: str, location: str, name: str | None = None) -> int:
         """Record, BEFORE creating it, something a run's destination is about to create (`file`: a
         temporary file, `duckdb_table`: a stage table in the DuckDB file `location`)."""
-        row = {"run_id": run_id, "kind": kind, "location": location, "name": name}
-        return self._write(lambda: self.db["run_leftovers"].insert(row).last_pk)
+        return self._write(
+            lambda: (
+                self.db.conn.execute(
+                    "INSERT INTO run_leftovers (run_id, kind, location, name) VALUES (?, ?, ?, ?)",
+                    (run_id, kind, location, name),
+                ).lastrowid
+            )
+        )
 
     def forget_leftover(self, leftover_id: int) -> None:
         """The thing is gone (committed or removed): nothing to clean up any more."""
-        self._write(lambda: self.db.execute("DELETE FROM run_leftovers WHERE id = ?", [leftover_id]))
+        self._write(lambda: self.db.conn.execute("DELETE FROM run_leftovers WHERE id = ?", (leftover_id,)))
 
     def leftovers(self, finished_only: bool = True) -> list[dict[str, Any]]:
         """Leftovers of runs no process works on any more (every leftover with `finished_only` off)."""
