@@ -38,7 +38,7 @@ from engine.errors import ConnectorError, DataError
 from engine.outbox.config import RemoteSinkConfig
 from engine.outbox.keys import edge_id, is_tag_frame, with_keys
 from engine.outbox.manager import manager_for
-from engine.outbox.store import OutboxFull, OutboxStore
+from engine.outbox.store import OutboxFull, OutboxStore, run_token
 from engine.outbox.target import DeliveryError
 
 DIRECT_CHUNK_ROWS = 50_000
@@ -114,7 +114,7 @@ class OutboxSink(Sink):
         assert self.store is not None
         if self._held is not None:  # a run with several batches: the earlier ones wait, staged
             if self._token is None:
-                self._token = _run_token()
+                self._token = run_token()
             self.store.stage(self._maker(self._held), self._held.height, self._token)
         self._held = batch
 
@@ -203,25 +203,6 @@ class OutboxSink(Sink):
 
     def describe_target(self) -> str:
         return f"outbox → {_target(self.cls, self.config, self.ctx, self.name).describe_target()}"
-
-
-def _run_token() -> str:
-    from engine import process
-
-    pid, started = process.current()
-    return f"{pid}:{started}:{uuid.uuid4().hex[:8]}"
-
-
-def token_alive(token: str) -> bool:
-    """Is the process that staged these batches still running? (A killed run's batches go.)"""
-    from engine import process
-
-    pid, _, rest = token.partition(":")
-    started = rest.rpartition(":")[0] or None
-    try:
-        return process.alive(int(pid), None if started in (None, "None") else started)
-    except ValueError:
-        return False
 
 
 # ---- direct -----------------------------------------------------------------------------------

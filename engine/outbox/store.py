@@ -543,3 +543,23 @@ class OutboxFull(Exception):
     def __init__(self, over: int):
         super().__init__(f"the outbox is full ({over} bytes over its cap)")
         self.over = over
+
+
+def run_token() -> str:
+    """Marks a run's staged batches: this process (pid and start time) and a random part."""
+    from engine import process
+
+    pid, started = process.current()
+    return f"{pid}:{started}:{uuid.uuid4().hex[:8]}"
+
+
+def token_alive(token: str) -> bool:
+    """Is the process that staged these batches still running? (A killed run's batches go.)"""
+    from engine import process
+
+    pid, _, rest = token.partition(":")
+    started = rest.rpartition(":")[0] or None
+    try:
+        return process.alive(int(pid), None if started in (None, "None") else started)
+    except ValueError:
+        return False
