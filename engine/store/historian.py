@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,8 +12,48 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from engine.errors import UsageError
+
 REJECTS_TABLE = "_rejects"
 HEADER_BYTES = 3 * 4096  # a DuckDB file: its file header and two database headers, then the blocks
+
+# The historian connection's memory (issue 10): DuckDB's default is 80% of RAM, and its buffer pool
+# keeps every block it wrote or read until that limit, so a service streaming into the historian
+# grew for hours. An edge default instead, with the environment's word over it.
+MEMORY_LIMIT_ENV = "AGGREGATOR_HISTORIAN_MEMORY_LIMIT"
+THREADS_ENV = "AGGREGATOR_HISTORIAN_THREADS"
+DEFAULT_MEMORY_LIMIT_MB = 128  # at most; a quarter of RAM if that is less
+_SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)\s*$", re.IGNORECASE)
+
+
+def default_memory_limit() -> str:
+    """DuckDB's memory_limit for the historian: `AGGREGATOR_HISTORIAN_MEMORY_LIMIT` (a size DuckDB
+    reads: 256MB, 1GB, 512MiB) if set, else a quarter of RAM, at most 128 MB."""
+    text = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
+    if text:
+        if not _SIZE.match(text):
+            raise UsageError(f"{MEMORY_LIMIT_ENV}: '{text}' is not a memory size (e.g. 128MB, 1GB)")
+        return text
+    mb = DEFAULT_MEMORY_LIMIT_MB
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        mb = min(mb, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4 // 2**20)
+    return f"{max(32, mb)}MB"
+
+
+def connection_config(path: Path) -> dict[str, str | int]:
+    """The historian connection's settings: memory_limit, threads (`AGGREGATOR_HISTORIAN_THREADS`,
+    else DuckDB's: one a core) and temp_directory beside the file, in the data directory (a query
+    over the limit spills there rather than failing, and never into a /tmp that may be small)."""
+    config: dict[str, str | int] = {
+        "memory_limit": default_memory_limit(),
+        "temp_directory": str(path.with_name(path.name + ".tmp")),
+    }
+    threads = os.environ.get(THREADS_ENV, "").strip()
+    if threads:
+        if not threads.isdigit() or int(threads) < 1:
+            raise UsageError(f"{THREADS_ENV}: '{threads}' is not a number of threads (1 or more)")
+        config["threads"] = int(threads)
+    return config
 
 
 def arrow_view(frame: pl.DataFrame):
@@ -40,7 +81,7 @@ class Historian:
             if self._con is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    self._con = duckdb.connect(str(self.path))
+                    self._con = duckdb.connect(str(self.path), config=connection_config(self.path))
                 except duckdb.IOException as exc:  # held by another process: one line, not a bug
                     if "lock" not in str(exc).lower():
                         raise

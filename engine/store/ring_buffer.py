@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from engine.errors import UsageError
+
 QUALITY_CODES = {"good": 0, "uncertain": 1, "bad": 2}
 DEFAULT_CAPACITY = 3_600  # the most a tag keeps: one hour at 1 Hz
 DEFAULT_MAX_TAGS = 10_000
@@ -51,7 +53,7 @@ def default_budget_bytes() -> int:
     except ValueError:
         mb = float("nan")
     if not 0 < mb < float("inf"):
-        raise ValueError(
+        raise UsageError(
             f"{BUDGET_ENV}: '{text}' is not a number of MiB above 0 (e.g. {DEFAULT_BUDGET_MB:g})"
         )
     return int(mb * 2**20)

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.api import LocalEngine
+from engine.errors import UsageError
 from engine.store.ring_buffer import (
     BUDGET_ENV,
     POINT_BYTES,
@@ -84,7 +85,7 @@ def test_the_budget_comes_from_the_environment(monkeypatch):
     assert TagRingBuffer().budget_bytes == int(2.5 * 2**20)
     for bad in ("lots", "0", "-1", "inf"):
         monkeypatch.setenv(BUDGET_ENV, bad)
-        with pytest.raises(ValueError, match=f"^{BUDGET_ENV}: '{bad}' is not a number of MiB above 0"):
+        with pytest.raises(UsageError, match=f"^{BUDGET_ENV}: '{bad}' is not a number of MiB above 0"):
             default_budget_bytes()
 
 
