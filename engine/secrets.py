@@ -285,3 +285,20 @@ class SecretStore:
         if not self.file.exists():
             return {}
         return self._decrypt(self._fernet(), self.key_file)
+
+    def delete(self, name: str) -> bool:
+        """Remove a stored secret (keyring and encrypted file); False when neither held it. A value
+        from the environment (AGGREGATOR_SECRET_*) is the environment's: it stays."""
+        removed = False
+        with contextlib.suppress(Exception):  # no usable keyring back end on this machine
+            import keyring
+
+            if keyring.get_password(SERVICE, name) is not None:
+                keyring.delete_password(SERVICE, name)
+                removed = True
+        values = self._file_values()
+        if name in values:
+            del values[name]
+            self._write_values(values, self._fernet())
+            removed = True
+        return removed

@@ -21,6 +21,7 @@ from fastapi_offline import FastAPIOffline
 from app.http import auth, errors, events
 from app.http.auth import require_token
 from app.http.errors import ERROR_RESPONSES
+from app.http.routes_admin import router as admin_router
 from app.http.routes_connectors import router as connectors_router
 from app.http.routes_dashboard import router as dashboard_router
 from app.http.routes_data import router as data_router
@@ -87,6 +88,7 @@ def create_app(
         dashboard_router,
     ):
         app.include_router(router, dependencies=protected)
+    app.include_router(admin_router, dependencies=protected)  # secrets, demo, rerun (routes_admin.py)
     events.install(app, protected)
     return app
 

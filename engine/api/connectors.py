@@ -152,6 +152,13 @@ class LocalConnectors:
         """SecretError (saying where it was looked for) when the secret has no value."""
         self._core.workspace.secrets.get(name)
 
+    def delete_secret(self, name: str) -> bool:
+        """Remove a stored secret's value and forget its name; False when none was stored (a value
+        from the environment stays: it is the environment's)."""
+        removed = self._core.workspace.secrets.delete(name)
+        self._core.workspace.metadata.forget_secret_name(name)
+        return removed
+
     # ---- test connection ---------------------------------------------------------------------
     def test(self, connector_type: str, role: str, config: dict[str, Any], name: str = "test") -> Job:
         """Check a connector in the background. The job's result is `{"ok", "error", "seconds"}`

@@ -224,6 +224,10 @@ class ConnectorsAPI(Protocol):
         """SecretError, saying where it was looked for, when the secret has no value."""
         ...
 
+    def delete_secret(self, name: str) -> bool:
+        """Remove a stored secret and forget its name; False when none was stored."""
+        ...
+
 
 class LiveAPI(Protocol):
     """Live tag values (ring buffers), their history (the historian) and stream throughput."""

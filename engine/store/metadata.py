@@ -537,3 +537,8 @@ class MetadataStore:
                 self._flush_pending_logs()
             self._closed = True
             self.db.close()
+
+    def forget_secret_name(self, name: str) -> None:
+        """The name of a deleted secret leaves the list of names stored through the app."""
+        with self._lock:
+            self.db.execute("DELETE FROM secret_names WHERE name = ?", [name])

@@ -123,12 +123,13 @@ def spawn(data_dir: Path, out: Path, *args: str, env: dict | None = None) -> Ser
     return ServeProcess(proc, data_dir, out)
 
 
-@pytest.fixture
-def api(tmp_path):
-    """The HTTP API in this process (tests/service/http_server.py) on a tmp data directory."""
-    from tests.service.http_server import api_server
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    """A real `aggregator serve` shared by a test module, with clients carrying its token
+    (tests/service/http_server.py): tests of one module seed their own pipelines by their own names."""
+    from tests.service.http_server import served_api
 
-    with api_server(tmp_path / "data") as server:
+    with served_api(tmp_path_factory.mktemp("api")) as server:
         yield server
 
 

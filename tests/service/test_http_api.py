@@ -1,11 +1,18 @@
-"""The HTTP API in process: a real LocalEngine on a tmp data directory behind a real uvicorn server
-(tests/service/http_server.py), talked to over HTTP with httpx."""
+"""The HTTP API of a real `aggregator serve` process (tests/service/http_server.py: one service for
+the module, the `api` fixture), talked to over HTTP with httpx. Each test seeds what it needs through
+the API (pipelines, connectors, runs) under names of its own. The tests that break or re-listen a
+service start one of their own; the one that counts the engine's subscribers looks inside the
+process, so it serves the app in this process (`in_process_api`)."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import re
+import socket
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,6 +21,8 @@ import yaml
 from engine.api.events import RunFinished, RunStarted, event_from_dict
 from tests.pipelines import csv_into_duckdb, ecommerce_folder
 from tests.service.event_stream import RunEvents
+from tests.service.http_server import served_api
+from tests.waiting import wait_for
 
 ONE_LINE = re.compile(r"^[^\n]+$")
 
@@ -82,22 +91,40 @@ def test_every_route_but_health_and_metrics_needs_the_token(api):
     assert api.client.get("/pipelines").status_code == 200
 
 
-def test_health_and_metrics_need_the_token_from_another_machine(api):
-    async def from_another_machine() -> None:
-        transport = httpx.ASGITransport(api.app, client=("192.0.2.77", 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://service") as remote:
-            for path in ("/health", "/metrics", "/docs", "/openapi.json"):
-                assert_one_line_error(await remote.get(path), 401)
-                ok = await remote.get(path, headers={"Authorization": f"Bearer {api.token}"})
-                assert ok.status_code == 200, (path, ok.text)
-
-    asyncio.run(from_another_machine())
+def test_health_and_metrics_are_open_to_this_machine(api):
     health = api.anonymous.get("/health").json()
-    assert health["status"] == "ok" and health["data_dir"] == str(api.engine.data_dir)
+    assert health["status"] == "ok" and health["data_dir"] == str(api.data_dir.resolve())
     assert health["listen_host"] == "127.0.0.1"
     assert health["version"] and health["uptime_s"] >= 0
     metrics = api.anonymous.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain") and "# TYPE" in metrics.text
+
+
+def outside_address() -> str:
+    """An address of this machine that is not loopback (the one its default route leaves from)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("198.51.100.1", 9))  # UDP: nothing is sent, the route picks the address
+            address = probe.getsockname()[0]
+        except OSError:
+            address = "127.0.0.1"
+    if address.startswith("127."):
+        pytest.skip("this machine has no address but loopback: no other machine can be played")
+    return address
+
+
+def test_health_and_metrics_need_the_token_from_another_machine(tmp_path):
+    """A service listening on every address, called at this machine's network address: the client
+    is not loopback, so even /health and /metrics (and the docs) want the token."""
+    address = outside_address()
+    with served_api(tmp_path, "--listen", "0.0.0.0:0") as service:
+        port = httpx.URL(service.url).port
+        assert service.anonymous.get("/health").json()["listen_host"] == "0.0.0.0"
+        with httpx.Client(base_url=f"http://{address}:{port}", timeout=30) as remote:
+            for path in ("/health", "/metrics", "/docs", "/openapi.json"):
+                assert_one_line_error(remote.get(path), 401)
+                ok = remote.get(path, headers={"Authorization": f"Bearer {service.token}"})
+                assert ok.status_code == 200, (path, ok.text)
 
 
 # ---- pipelines ----------------------------------------------------------------------------------
@@ -182,6 +209,7 @@ def test_bad_documents_are_one_line_4xx_saying_where(api, csv_doc):
 # ---- runs and the event stream --------------------------------------------------------------------
 def test_execute_answers_the_run_which_the_event_stream_and_runs_follow(api, csv_doc):
     pid = api.client.post("/pipelines", json=csv_doc).json()["id"]
+    trend_runs = sum(t["runs"] for t in api.client.get("/analytics/pipeline-trends").json())
     stream = RunEvents(api.client, tag_interval=0)
     assert stream.connected.wait(20), "the event stream sent nothing"
 
@@ -210,20 +238,22 @@ def test_execute_answers_the_run_which_the_event_stream_and_runs_follow(api, csv
     assert [r["run_id"] for r in api.client.get("/runs?status=success&pipeline=numbers in").json()] == [
         run_id
     ]
-    assert api.client.get("/runs?status=failed").json() == []
+    assert api.client.get("/runs?status=failed&pipeline=numbers in").json() == []
     assert_one_line_error(api.client.get("/runs?status=bogus"), 422, "query.status")
     assert_one_line_error(api.client.get("/runs/no-such-run"), 404, "no-such-run")
 
     stats = {s["pipeline"]: s for s in api.client.get("/monitoring/pipeline-stats").json()}
     assert stats["numbers in"]["runs"] == 1 and stats["numbers in"]["rows_out"] == 25
     top = api.client.get("/analytics/top-pipelines").json()
-    assert top[0]["pipeline"] == "numbers in"
-    assert api.client.get("/monitoring/pipeline-performance").json()[0]["pipeline"] == "numbers in"
-    assert sum(t["runs"] for t in api.client.get("/analytics/pipeline-trends").json()) == 1
+    assert "numbers in" in [t["pipeline"] for t in top]
+    performance = api.client.get("/monitoring/pipeline-performance").json()
+    assert "numbers in" in [p["pipeline"] for p in performance]
+    assert sum(t["runs"] for t in api.client.get("/analytics/pipeline-trends").json()) == trend_runs + 1
 
 
 def test_a_failed_run_is_an_alert_and_a_broken_file_is_a_4xx(api, csv_doc, tmp_path):
     missing = tmp_path / "missing.csv"
+    csv_doc["name"] = "gone numbers"
     csv_doc["nodes"][0]["config"]["path"] = str(missing)
     assert api.client.post("/pipelines", json=csv_doc, params={"id": "gone"}).status_code == 201
     started = api.client.post("/pipelines/gone/execute")
@@ -232,12 +262,11 @@ def test_a_failed_run_is_an_alert_and_a_broken_file_is_a_4xx(api, csv_doc, tmp_p
     api.wait_for(
         lambda: api.client.get(f"/runs/{run_id}").json().get("status") == "failed", what="the run to fail"
     )
-    alerts = api.client.get("/monitoring/alerts").json()
-    assert alerts[0]["kind"] == "run_failed" and alerts[0]["run_id"] == run_id
-    assert str(missing) in alerts[0]["message"]
+    (alert,) = [a for a in api.client.get("/monitoring/alerts").json() if a.get("run_id") == run_id]
+    assert alert["kind"] == "run_failed" and str(missing) in alert["message"]
 
     # a file edited on disk into something that is no pipeline: executing it is a 4xx, not a 500
-    (api.engine.data_dir / "pipelines" / "broken.json").write_text('{"name": "broken", "nodes": [{"id": 1}]}')
+    (api.data_dir / "pipelines" / "broken.json").write_text('{"name": "broken", "nodes": [{"id": 1}]}')
     assert_one_line_error(api.client.post("/pipelines/broken/execute"), 422)
 
 
@@ -352,51 +381,99 @@ def test_timeseries_reads_the_historian(api, tmp_path):
     assert values["t1"] == 20.0
 
 
-def test_a_real_server_fault_is_a_500_with_one_line_and_the_traceback_in_the_log(api, caplog):
-    api.engine.close()  # the stores are closed under the routes: a fault of the server, not the client
-    with caplog.at_level("ERROR", logger="aggregator.http"):
-        response = api.client.get("/runs")
-    assert_one_line_error(response, 500, "internal error")
-    assert "Traceback" not in response.text
-    logged = [r for r in caplog.records if r.name == "aggregator.http"]
-    assert logged and logged[0].exc_info is not None and "GET /runs" in logged[0].getMessage()
+def test_a_real_server_fault_is_a_500_with_one_line_and_the_traceback_in_the_log(tmp_path):
+    """The runs table dropped under the service by another process: a fault of the server (its store
+    is broken), not of the client. The client gets one line; the service's log file the traceback."""
+    with served_api(tmp_path) as service:
+        con = sqlite3.connect(service.data_dir / "metadata.db", timeout=30)
+        try:
+            con.execute("DROP TABLE runs")
+            con.commit()
+        finally:
+            con.close()
+        response = service.client.get("/runs")
+        assert_one_line_error(response, 500, "internal error")
+        assert "Traceback" not in response.text and "no such table" not in response.text
+        log_file = service.data_dir / "logs" / "aggregator.jsonl"
+
+        def logged() -> list[dict]:
+            lines = [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines()]
+            return [r for r in lines if r.get("logger") == "aggregator.http" and r.get("level") == "error"]
+
+        (record,) = service.wait_for(logged, timeout=10, what="the fault in the service's log file")
+        assert "GET /runs" in record["msg"] and "no such table: runs" in record["msg"]
+        assert record["exc"].startswith("Traceback") and "OperationalError" in record["exc"]
 
 
-def test_a_client_that_goes_away_leaves_no_subscriber_behind(api):
-    def subscribers() -> list:  # the engine's subscriber callbacks (others may come and go)
-        return list(api.engine._subscribers)
+@contextlib.contextmanager
+def in_process_api(data_dir: Path) -> Iterator[tuple[str, str, object]]:
+    """The API over a LocalEngine in this process, served by uvicorn as `aggregator serve` serves it
+    (its bind and start): for the one test that must see inside the engine. (url, token, engine)."""
+    from app.http import create_app
+    from app.http.events import close_streams
+    from app.serve import _bind, _start_http
+    from engine.api import LocalEngine
 
-    before = subscribers()  # held, so that no new callback can take the id of one that went
-    with api.client.stream("GET", "/events", params={"tag_interval": 0}, timeout=10) as stream:
-        lines = stream.iter_lines()  # held: an iterator dropped closes the response
-        next(lines)  # the stream is open: it has subscribed
-        mine = [c for c in subscribers() if not any(c is b for b in before)]
-        assert len(mine) == 1, [getattr(c, "__qualname__", c) for c in subscribers()]
-    api.wait_for(lambda: not any(c is mine[0] for c in subscribers()), timeout=10, what="the unsubscribe")
+    engine = LocalEngine(data_dir)
+    app = create_app(engine, token="in-process-token", listen_host="127.0.0.1")
+    sock = _bind("127.0.0.1", 0)
+    server, thread = _start_http(app, sock)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", "in-process-token", engine
+    finally:
+        close_streams(app)
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+        engine.close()
 
 
+def test_a_client_that_goes_away_leaves_no_subscriber_behind(tmp_path):
+    """In this process: what is checked is the engine's list of subscribers, which no route shows."""
+    with in_process_api(tmp_path / "data") as (url, token, engine):
+
+        def subscribers() -> list:  # the engine's subscriber callbacks (others may come and go)
+            return list(engine._subscribers)
+
+        before = subscribers()  # held, so that no new callback can take the id of one that went
+        headers = {"Authorization": f"Bearer {token}"}
+        with (
+            httpx.Client(base_url=url, headers=headers, timeout=10) as client,
+            client.stream("GET", "/events", params={"tag_interval": 0}) as stream,
+        ):
+            lines = stream.iter_lines()  # held: an iterator dropped closes the response
+            next(lines)  # the stream is open: it has subscribed
+            mine = [c for c in subscribers() if not any(c is b for b in before)]
+            assert len(mine) == 1, [getattr(c, "__qualname__", c) for c in subscribers()]
+        wait_for(lambda: not any(c is mine[0] for c in subscribers()), timeout=10, what="the unsubscribe")
+
+
+@pytest.mark.slow
 def test_a_real_time_pipeline_streams_until_its_job_is_stopped(api):
-    from engine.connectors import registry
-    from tests.engine.streaming_sources import TicksConnector
-    from tests.pipelines import ticks_stream
+    """A real_time pipeline in the service, reading a real OPC UA server (the simulator, here)."""
+    from tests.pipelines import opcua_stream
+    from tests.ui.conftest import opcua_simulator
 
-    registry.register(TicksConnector)
-    doc = ticks_stream("ticks api", rows_per_batch=5, interval_s=0.02)
-    assert api.client.post("/pipelines", json=doc, params={"id": "ticks"}).status_code == 201
-    started = api.client.post("/pipelines/ticks/execute")
-    assert started.status_code == 202, started.text
-    job_id, run_id = started.json()["job_id"], started.json()["run_id"]
-    assert run_id
-    assert job_id in [j["id"] for j in api.client.get("/jobs").json()]
-    with api.client.stream("GET", "/events", params={"job": job_id, "tag_interval": 0}, timeout=20) as stream:
-        for line in stream.iter_lines():  # its statistics come on the stream, tagged with its job
-            if line.startswith("data: ") and json.loads(line[6:])["event"] == "stream_stats":
-                break
-    assert api.client.post(f"/jobs/{job_id}/stop").json() == {"id": job_id, "stopping": True}
-    record = api.wait_for(
-        lambda: (r := api.client.get(f"/runs/{run_id}").json()).get("status") == "cancelled" and r,
-        what="the stream to stop",
-    )
+    with opcua_simulator(1, 2) as sim:
+        doc = opcua_stream(sim, name="plc api", max_latency_ms=100)
+        assert api.client.post("/pipelines", json=doc, params={"id": "plc"}).status_code == 201
+        started = api.client.post("/pipelines/plc/execute")
+        assert started.status_code == 202, started.text
+        job_id, run_id = started.json()["job_id"], started.json()["run_id"]
+        assert run_id
+        assert job_id in [j["id"] for j in api.client.get("/jobs").json()]
+        params = {"job": job_id, "tag_interval": 0}
+        with api.client.stream("GET", "/events", params=params, timeout=60) as stream:
+            for line in stream.iter_lines():  # its statistics come on the stream, tagged with its job
+                if line.startswith("data: "):
+                    event = json.loads(line[6:])
+                    if event["event"] == "stream_stats" and event.get("rows_committed", 0) > 0:
+                        break
+        assert api.client.post(f"/jobs/{job_id}/stop").json() == {"id": job_id, "stopping": True}
+        record = api.wait_for(
+            lambda: (r := api.client.get(f"/runs/{run_id}").json()).get("status") == "cancelled" and r,
+            what="the stream to stop",
+        )
     assert record["record"]["rows_out"] > 0
     api.wait_for(
         lambda: job_id not in [j["id"] for j in api.client.get("/jobs").json()], what="the job to end"

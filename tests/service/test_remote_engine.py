@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,7 @@ from engine.api.events import RunFinished, RunStarted, StreamStats
 from engine.api.protocol import EngineAPI, RunFilter
 from engine.api.remote import RemoteEngine
 from engine.api.remote.client import ServiceUnavailable
-from engine.errors import DataError, SpecError
+from engine.errors import DataError, SecretError, SpecError
 from engine.service import token as api_token
 from tests.pipelines import csv_into_duckdb, opcua_stream
 from tests.service.conftest import wait_for
@@ -132,3 +133,89 @@ def test_engine_for_is_the_service_while_one_owns_the_data_dir(serve):
     with engine_for(service.data_dir) as engine:
         assert type(engine).__name__ == "LocalEngine"
         assert engine.runs.list() == []
+
+
+# ---- secrets, the demo and rerun (app/http/routes_admin.py) -----------------------------------------
+@pytest.fixture
+def own_service(tmp_path):
+    """A service with a secrets key folder of its own and no OS keyring, and a RemoteEngine on it."""
+    from tests.service.http_server import served_api
+
+    with served_api(tmp_path / "service") as api, RemoteEngine(api.url, api.token) as engine:
+        yield engine, api
+
+
+def test_secrets_are_set_checked_listed_and_deleted_by_name_and_never_read_back(own_service):
+    engine, api = own_service
+    value = "hunter22-" + "s3cr3t" * 3
+    assert "db_password" not in engine.connectors.secret_names()
+    with pytest.raises(SecretError, match="secret 'db_password' is not set") as missing:
+        engine.connectors.check_secret("db_password")
+    assert "\n" not in str(missing.value)
+
+    assert engine.connectors.set_secret("db_password", value) == "encrypted file"  # no keyring here
+    assert "db_password" in engine.connectors.secret_names()
+    engine.connectors.check_secret("db_password")  # set: no error
+    # stored where a local engine keeps it: the service's encrypted file, readable with its key
+    from engine.secrets import SecretStore
+
+    assert SecretStore(api.data_dir, config=api.config_dir).get("db_password") == value
+
+    # write-only: no answer carries the value, not even the one that stored it
+    answers = [
+        api.client.put("/secrets/db_password", json={"value": value}),
+        api.client.get("/secrets"),
+        api.client.get("/secrets/db_password"),
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert all(value not in a.text for a in answers)
+    assert answers[0].json() == {"name": "db_password", "stored_in": "encrypted file"}
+    assert answers[2].json() == {"name": "db_password", "set": True, "error": None}
+    assert api.anonymous.get("/secrets").status_code == 401
+    assert api.anonymous.put("/secrets/x", json={"value": "abcdef"}).status_code == 401
+
+    # bad input is a one-line 422 saying where
+    refused = api.client.put("/secrets/db_password", json={"value": ""})
+    assert refused.status_code == 422 and "body.value" in refused.json()["error"]
+    assert api.client.put("/secrets/bad name", json={"value": "abcdef"}).status_code == 422
+
+    # the API token's own secret is not the API's to change
+    with pytest.raises(PermissionError, match="API token"):
+        engine.connectors.set_secret("aggregator-api-token", "mine-now")
+    with pytest.raises(PermissionError, match="API token"):
+        engine.connectors.delete_secret("aggregator-api-token")
+    assert api.client.get("/pipelines").status_code == 200  # the token still opens the service
+
+    assert engine.connectors.delete_secret("db_password") is True
+    assert engine.connectors.delete_secret("db_password") is False
+    assert "db_password" not in engine.connectors.secret_names()
+    with pytest.raises(SecretError):
+        engine.connectors.check_secret("db_password")
+    logs = api.service.output() + "".join(
+        p.read_text(encoding="utf-8") for p in (api.data_dir / "logs").glob("*")
+    )
+    assert value not in logs
+
+
+def test_the_demo_is_installed_in_the_service_and_a_run_is_run_again(own_service):
+    engine, api = own_service
+    demo = engine.pipelines.install_demo()
+    spec_path = Path(demo["spec_path"])
+    assert spec_path.is_relative_to(api.data_dir.resolve() / "demo") and spec_path.is_file()
+    assert demo["document"]["name"]
+    first = engine.runs.start(demo["document"], spec_path=spec_path).result(120)
+    assert first["status"] in ("success", "warning") and first["rows_in"] > 0
+
+    again = engine.runs.rerun(first["run_id"]).result(120)
+    assert again["run_id"] != first["run_id"]
+    assert (again["pipeline"], again["status"], again["rows_out"]) == (
+        first["pipeline"],
+        first["status"],
+        first["rows_out"],
+    )
+    (recorded,) = [
+        r for r in engine.runs.list(RunFilter(pipeline=first["pipeline"])) if r["run_id"] == again["run_id"]
+    ]
+    assert recorded["trigger"] == "rerun" and recorded["owner_pid"] == api.service.pid
+    with pytest.raises(DataError, match="run 'no-such-run' not found"):
+        engine.runs.rerun("no-such-run")  # at once, not in the job

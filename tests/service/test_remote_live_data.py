@@ -1,15 +1,19 @@
-"""`engine.live` and `engine.data` of a `RemoteEngine` against the service's `/live/*` and `/data/*`
-routes: a real LocalEngine behind a real uvicorn server (tests/service/http_server.py), frames over
-the wire as Arrow IPC, and the same answers the engine gives in process."""
+"""`engine.live` and `engine.data` of a `RemoteEngine` against the `/live/*` and `/data/*` routes of a
+real `aggregator serve` process (tests/service/http_server.py, one for the module): frames over the
+wire as Arrow IPC, and the answers the engine gives for what the test stored. Everything is seeded
+through the service: pipelines it stores and runs into its historian (whose `historian` destination
+feeds the live ring buffers too)."""
 
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 import pytest
 
+from tests.service.http_server import ApiServer, served_api
 from tests.service.test_http_api import assert_one_line_error
 
 ARROW = "application/vnd.apache.arrow.stream"
@@ -25,41 +29,58 @@ def remote(api):
     engine.close()
 
 
-def store_tags(api, tmp_path) -> None:
-    """Two tags into the service's historian, through a pipeline the service runs."""
-    readings = tmp_path / "readings.parquet"
-    pl.DataFrame(
-        {
-            "tag": ["t1"] * 4 + ["t2"] * 4,
-            "timestamp": MINUTES * 2,
-            "value": [1.0, 3.0, 10.0, 20.0, 5.0, 6.0, 7.0, 8.0],
-        }
-    ).write_parquet(readings)
+def into_historian(api: ApiServer, pid: str, frame: pl.DataFrame, folder: Path) -> dict:
+    """`frame` (tag, timestamp, value[, quality]) into the service's historian: a pipeline `pid`
+    (stored once, its file rewritten after) that the service runs; its run record."""
+    folder.mkdir(parents=True, exist_ok=True)
+    readings = folder / f"{pid}.parquet"
+    frame.write_parquet(readings)
     doc = {
-        "name": "tags in",
+        "name": pid,
         "nodes": [
             {"id": "src", "kind": "source", "connector_type": "file", "config": {"path": str(readings)}},
             {"id": "hist", "kind": "destination", "inputs": ["src"], "connector_type": "historian"},
         ],
     }
-    created = api.client.post("/pipelines", json=doc)
-    assert created.status_code == 201, created.text
-    run_id = api.client.post(f"/pipelines/{created.json()['id']}/execute").json()["run_id"]
-    record = api.wait_for(
-        lambda: (r := api.client.get(f"/runs/{run_id}").json()).get("status") not in ("running", None) and r,
-        what="the run to end",
-    )
+    if api.client.get(f"/pipelines/{pid}").status_code == 404:
+        created = api.client.post("/pipelines", json=doc, params={"id": pid})
+        assert created.status_code == 201, created.text
+    record = api.run_to_end(pid)
     assert record["status"] == "success", record["record"].get("error")
+    return record
 
 
-def test_history_last_values_and_tags_come_as_the_engine_gives_them(api, remote, tmp_path):
-    store_tags(api, tmp_path)
+def tag_rows() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "tag": ["t1"] * 4 + ["t2"] * 4,
+            "timestamp": MINUTES * 2,
+            "value": [1.0, 3.0, 10.0, 20.0, 5.0, 6.0, 7.0, 8.0],
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def tags_stored(api, tmp_path_factory) -> None:
+    """Two tags (t1, t2; four readings each) in the module's service's historian, stored once."""
+    into_historian(api, "tags-in", tag_rows(), tmp_path_factory.mktemp("tags"))
+
+
+def test_history_last_values_and_tags_come_as_the_engine_gives_them(api, remote, tags_stored):
     start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 0, 2, tzinfo=UTC)
-    here = api.engine.live.history(["t1", "t2"], start, end, "1m", ("avg", "count"))
     there = remote.live.history(["t1", "t2"], start, end, "1m", ("avg", "count"))
-    assert there.equals(here) and there.height == 4  # types too: the bucket stays a UTC datetime
-    assert there.filter(pl.col("tag") == "t1")["avg"].to_list() == [2.0, 15.0]
-    assert remote.live.last_values(["t1", "t2"]).equals(api.engine.live.last_values(["t1", "t2"]))
+    assert there.height == 4 and there.schema["bucket"] == pl.Datetime("us", "UTC")  # the bucket stays UTC
+    assert there.select("tag", "bucket", "avg", "count").rows() == [
+        ("t1", MINUTES[0], 2.0, 2),
+        ("t1", MINUTES[2], 15.0, 2),
+        ("t2", MINUTES[0], 5.5, 2),
+        ("t2", MINUTES[2], 7.5, 2),
+    ]
+    last = remote.live.last_values(["t1", "t2"])
+    assert last.select("tag", "timestamp", "value").rows() == [
+        ("t1", MINUTES[3], 20.0),
+        ("t2", MINUTES[3], 8.0),
+    ]
     tags = {t["tag"]: t for t in remote.live.tags()}
     assert tags["t1"]["value"] == 20.0 and tags["t2"]["value"] == 8.0
 
@@ -78,23 +99,25 @@ def test_history_last_values_and_tags_come_as_the_engine_gives_them(api, remote,
     )
 
 
-def test_windows_and_chart_series_carry_the_ring_buffers_points(api, remote):
+def test_windows_and_chart_series_carry_the_ring_buffers_points(api, remote, tmp_path):
     import numpy as np
 
-    buffer = api.engine.live.buffer()
-    now_us = int(datetime.now(UTC).timestamp() * 1e6)
-    stamps = [now_us - 3_000_000 + i * 1_000_000 for i in range(3)]
+    now = datetime.now(UTC).replace(microsecond=0)
+    now_us = int(now.timestamp() * 1e6)
+    at = [now - timedelta(seconds=3 - i) for i in range(3)]
+    stamps = [int(t.timestamp() * 1e6) for t in at]
 
-    def append(tag: str, ts: list[int], values: list[float | None], quality: str) -> None:
-        at = [datetime.fromtimestamp(t / 1e6, UTC) for t in ts]
-        buffer.append(
-            pl.DataFrame(
-                {"tag": [tag] * len(ts), "timestamp": at, "value": values, "quality": [quality] * len(ts)}
-            )
-        )
+    def ring_rows(tags: list[str], times: list[datetime], values: list, quality: list[str]) -> pl.DataFrame:
+        return pl.DataFrame(
+            {"tag": tags, "timestamp": times, "value": values, "quality": quality},
+            schema={"tag": pl.String, "timestamp": pl.Datetime("us", "UTC"), "value": pl.Float64,
+                    "quality": pl.String},
+        )  # fmt: skip
 
-    append("ring.a", stamps, [0.0, 1.0, 2.0], "good")
-    append("ring.b", stamps[-1:], [None], "bad")
+    seed = ring_rows(
+        ["ring.a"] * 3 + ["ring.b"], [*at, at[-1]], [0.0, 1.0, 2.0, None], ["good"] * 3 + ["bad"]
+    )
+    into_historian(api, "ring-in", seed, tmp_path)
 
     got = remote.live.fetch_windows(["ring.a", "ring.b", "ring.none"], stamps[1])
     assert got["ring.a"][0].tolist() == stamps[1:] and got["ring.a"][1].tolist() == [1.0, 2.0]
@@ -111,7 +134,8 @@ def test_windows_and_chart_series_carry_the_ring_buffers_points(api, remote):
         return remote.live.windows(["ring.a"], stamps[0])["ring.a"][0].tolist() == stamps
 
     api.wait_for(caught_up, timeout=10, what="the local copy of the window")
-    append("ring.a", [stamps[-1] + 1_000_000], [3.0], "uncertain")  # only the new point crosses the wire
+    one_more = ring_rows(["ring.a"], [at[-1] + timedelta(seconds=1)], [3.0], ["uncertain"])
+    into_historian(api, "ring-in", one_more, tmp_path)  # only the new point crosses the wire
     api.wait_for(
         lambda: remote.live.windows(["ring.a"], stamps[0])["ring.a"][2].tolist() == [0, 0, 0, 1],
         timeout=10,
@@ -119,16 +143,21 @@ def test_windows_and_chart_series_carry_the_ring_buffers_points(api, remote):
     )
 
 
-def test_tables_pages_sql_and_export_through_the_service(api, remote, tmp_path):
-    store_tags(api, tmp_path)
+def test_tables_pages_sql_and_export_through_the_service(api, remote, tags_stored, tmp_path):
     names = {o["name"]: o for o in remote.data.objects()}
-    assert names.keys() == {o["name"] for o in api.engine.data.objects()} and "tags" in names
+    assert names.keys() == {o["name"] for o in api.client.get("/data/objects").json()} and "tags" in names
+    total = names["tags"]["rows"]  # these 8 first; other tests of the module may add theirs after
+    assert total >= 8
     page = remote.data.preview_object("tags", offset=2, limit=3)
-    local = api.engine.data.preview_object("tags", offset=2, limit=3)
-    assert page["total"] == local["total"] == 8 and page["offset"] == 2
-    assert page["frame"].equals(local["frame"])
+    assert page["total"] == total and page["offset"] == 2
+    frame = page["frame"]
+    assert isinstance(frame.schema["timestamp"], pl.Datetime) and frame.schema["value"] == pl.Float64
+    assert frame.select("tag", "value").rows() == [("t1", 10.0), ("t1", 20.0), ("t2", 5.0)]  # stored order
 
-    result = remote.data.sql("SELECT tag, sum(value) AS total FROM tags GROUP BY tag ORDER BY tag", limit=1)
+    result = remote.data.sql(
+        "SELECT tag, sum(value) AS total FROM tags WHERE tag IN ('t1', 't2') GROUP BY tag ORDER BY tag",
+        limit=1,
+    )
     assert result["rows"] == 1 and result["truncated"] is True
     assert result["frame"].to_dicts() == [{"tag": "t1", "total": 34.0}]
     with pytest.raises(Exception, match=r"SQL console: .*read-only") as refused:
@@ -138,9 +167,9 @@ def test_tables_pages_sql_and_export_through_the_service(api, remote, tmp_path):
 
     target = tmp_path / "out" / "tags.csv"
     assert remote.data.export_object("tags", target).result(30) == target
-    assert pl.read_csv(target).height == 8
+    assert pl.read_csv(target).height == total
     parquet = remote.data.export_object("tags", tmp_path / "out" / "tags.parquet").result(30)
-    assert pl.read_parquet(parquet)["value"].sum() == 60.0
+    assert pl.read_parquet(parquet).filter(pl.col("tag").is_in(["t1", "t2"]))["value"].sum() == 60.0
     with pytest.raises(Exception, match="no table or view 'nowhere'"):
         remote.data.export_object("nowhere", tmp_path / "out" / "x.csv").result(30)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
@@ -151,27 +180,33 @@ def test_tables_pages_sql_and_export_through_the_service(api, remote, tmp_path):
     assert pl.read_parquet(frame_file).to_dicts() == [{"tag": "t1", "total": 34.0}]
 
 
-def test_the_dashboard_counts_today_in_the_clients_time_zone(api, remote, tmp_path):
-    from datetime import timedelta, timezone
+def test_the_dashboard_counts_today_in_the_clients_time_zone(tmp_path):
+    """A service of its own: what it counts today is the one run this test made."""
+    from datetime import timezone
 
-    store_tags(api, tmp_path)
-    (run,) = api.engine.runs.list()
-    started = datetime.fromisoformat(run["started_at"].replace("Z", "+00:00"))
-    of_day = started - started.replace(hour=0, minute=0, second=0, microsecond=0)
-    seconds = int(of_day.total_seconds()) // 60 * 60
-    # A client for whom the run began at 00:05 (its today), and one for whom it began at 23:55 the
-    # day before: the same moments, told in two offsets.
-    after_midnight = timezone(timedelta(seconds=300 - seconds))
-    before_midnight = timezone(timedelta(seconds=86100 - seconds))
-    cards = ("pipelines", "runs_today", "rows_today", "failures_today", "active_streams")
-    now = started + timedelta(minutes=1)
-    there = remote.health.summary(now.astimezone(after_midnight))
-    here = api.engine.health.summary(now.astimezone(after_midnight))
-    assert {c: there[c] for c in cards} == {c: here[c] for c in cards}
-    assert there["runs_today"] == 1 and there["rows_today"] == 8
-    assert (
-        remote.health.summary((started + timedelta(minutes=10)).astimezone(before_midnight))["runs_today"]
-        == 0
-    )
-    recent = remote.health.summary(recent=5)["recent_runs"]
-    assert [r["run_id"] for r in recent] == [run["run_id"]]
+    from engine.api.remote import RemoteEngine
+
+    with served_api(tmp_path / "service") as api, RemoteEngine(api.url, api.token) as remote:
+        into_historian(api, "tags-in", tag_rows(), tmp_path / "in")
+        (run,) = api.client.get("/runs").json()
+        started = datetime.fromisoformat(run["started_at"].replace("Z", "+00:00"))
+        of_day = started - started.replace(hour=0, minute=0, second=0, microsecond=0)
+        seconds = int(of_day.total_seconds()) // 60 * 60
+        # A client for whom the run began at 00:05 (its today), and one for whom it began at 23:55 the
+        # day before: the same moments, told in two offsets.
+        after_midnight = timezone(timedelta(seconds=300 - seconds))
+        before_midnight = timezone(timedelta(seconds=86100 - seconds))
+        now = started + timedelta(minutes=1)
+        there = remote.health.summary(now.astimezone(after_midnight))
+        wire = api.client.get(
+            "/dashboard/summary", params={"now": now.astimezone(after_midnight).isoformat()}
+        )
+        assert wire.status_code == 200, wire.text
+        cards = ("pipelines", "runs_today", "rows_today", "failures_today", "active_streams")
+        assert {c: there[c] for c in cards} == {c: wire.json()[c] for c in cards}
+        assert (there["runs_today"], there["rows_today"], there["failures_today"]) == (1, 8, 0)
+        assert there["active_streams"] == 0
+        later = (started + timedelta(minutes=10)).astimezone(before_midnight)
+        assert remote.health.summary(later)["runs_today"] == 0
+        recent = remote.health.summary(recent=5)["recent_runs"]
+        assert [r["run_id"] for r in recent] == [run["run_id"]]

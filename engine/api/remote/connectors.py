@@ -94,11 +94,35 @@ class RemoteConnectors:
     def browse_opcua(self, config: dict[str, Any], node_id: str | None = None) -> Job[list[dict[str, Any]]]:
         raise _not_served("OPC UA browsing")
 
+    # ---- secrets: set, deleted and listed by name; the service never answers a value -----------
     def secret_names(self) -> list[str]:
-        raise _not_served("secret names")
+        return [item["name"] for item in self._client.get("/secrets")]
 
     def set_secret(self, name: str, value: str, use_keyring: bool = True) -> str:
-        raise _not_served("setting secrets")
+        """Stored in the service's keyring or encrypted file (where it went); the value goes over
+        the API once, in the request body."""
+        body = {"value": value, "use_keyring": use_keyring}
+        return self._client.request("PUT", f"/secrets/{_quoted(name)}", json=body)["stored_in"]
 
     def check_secret(self, name: str) -> None:
-        raise _not_served("secret checks")
+        from engine.errors import SecretError
+
+        answer = self._client.get(f"/secrets/{_quoted(name)}")
+        if not answer.get("set"):
+            raise SecretError(answer.get("error") or f"secret '{name}' is not set in the service")
+
+    def delete_secret(self, name: str) -> bool:
+        from engine.errors import DataError
+
+        try:
+            self._client.request("DELETE", f"/secrets/{_quoted(name)}")
+        except DataError:  # 404: none was stored
+            return False
+        return True
+
+
+def _quoted(name: str) -> str:
+    """A name as one path segment of a URL."""
+    from urllib.parse import quote
+
+    return quote(name, safe="")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.api.remote.client import RemoteError, ServiceClient
+from engine.api.remote.client import ServiceClient
 
 _ENTRY_KEYS = ("path", "origin", "name", "description", "mode", "modified", "error", "last_run")
 
@@ -92,4 +92,6 @@ class RemotePipelines:
         return Path(self._client.get("/health").get("data_dir", "")) / "pipelines"
 
     def install_demo(self) -> dict[str, Any]:
-        raise RemoteError("installing the demo: not offered by the service's API", 501)
+        """Installed in the service's data directory (`POST /demo`): its `spec_path` is a path on the
+        service's machine, which `runs.start(document, spec_path=...)` hands back to the service."""
+        return self._client.post("/demo")
