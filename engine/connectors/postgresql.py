@@ -374,6 +374,15 @@ def encode_copy(
 _DATA_CLASSES = ("22", "23", "42")  # data exception, integrity constraint, syntax/type/undefined
 _STALE_SCHEMA = ("42P01", "42703")  # the table or a column went away under us: look again, retry
 _AUTH = ("28000", "28P01")
+_AUTH_SIGNS = (
+    "authentication failed",
+    "no password supplied",
+    "password is required",
+    "pg_hba.conf",
+    "fatal:  role",
+    "fatal: role",
+    "permission denied for database",
+)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -392,10 +401,8 @@ def _is_auth(exc: BaseException) -> bool:
     state = getattr(exc, "sqlstate", None)
     if state in _AUTH:
         return True
-    text = str(exc).lower()
-    return (
-        "authentication failed" in text or "password authentication" in text or "no password supplied" in text
-    )
+    text = str(exc).lower()  # libpq reports a refused login as text, without a SQLSTATE
+    return any(sign in text for sign in _AUTH_SIGNS)
 
 
 def classify(exc: BaseException) -> DeliveryError:

@@ -16,10 +16,16 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import polars as pl
 import pyarrow as pa
+import pytest
+from pydantic import ValidationError
 
+from engine.outbox.target import DeliveryError
 from protocols.mqtt import sparkplug as sp
-from protocols.mqtt.edge_node import SparkplugEdgeNode
+from protocols.mqtt.edge_node import SparkplugEdgeNode, load_bd_seq, save_bd_seq
 from protocols.mqtt.publish import SparkplugPublishConfig
+from tests.conftest import require_service
+from tests.faultproxy import FaultProxy
+from tests.waiting import wait_for
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
@@ -152,3 +158,257 @@ def rebirth_command(group: str, edge: str = "Box1") -> None:
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+@pytest.fixture
+def group():
+    require_service("mosquitto")
+    return f"spb-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def spy(group):
+    s = Spy(group)
+    yield s
+    s.close()
+
+
+def bd_seq(message: Seen) -> int:
+    return message.metric("bdSeq").long_value
+
+
+# ---- without a broker ------------------------------------------------------------------------------
+
+
+def test_config_checks_ids_and_refuses_a_clear_password():
+    ok = SparkplugPublishConfig(group_id="Site1", edge_node_id="Box1", device_id="Line 2")
+    assert (ok.qos if hasattr(ok, "qos") else None, ok.max_metrics_per_message) == (None, 2000)
+    for bad in ({"group_id": "a/b"}, {"edge_node_id": "x+"}, {"device_id": "#"}, {"group_id": ""}):
+        with pytest.raises(ValidationError, match="without `\\+`, `/` or `#`"):
+            SparkplugPublishConfig.model_validate({"group_id": "G", "edge_node_id": "E", **bad})
+    with pytest.raises(ValidationError, match="clear text"):
+        SparkplugPublishConfig(group_id="G", edge_node_id="E", username="u", password="p")
+    assert (
+        SparkplugPublishConfig(
+            group_id="G", edge_node_id="E", username="u", password="p", allow_insecure_password=True
+        ).password
+        == "p"
+    )
+
+
+def test_bd_seq_file_is_written_atomically_and_a_bad_one_restarts_at_zero(tmp_path):
+    path = tmp_path / "sparkplug" / "G~E.json"
+    assert load_bd_seq(path) == (0, None)
+    save_bd_seq(path, 255)
+    assert load_bd_seq(path) == (255, None)
+    assert not list(path.parent.glob("*.tmp"))
+    path.write_text("{torn")
+    value, problem = load_bd_seq(path)
+    assert value == 0 and problem is not None and "unreadable" in problem
+    path.write_text('{"next_bd_seq": 300}')
+    value, problem = load_bd_seq(path)
+    assert value == 0 and "not 0..255" in problem
+
+
+def test_records_that_are_not_tags_are_refused_before_connecting(tmp_path):
+    node = edge_node(tmp_path, "G", port=1)  # nothing listens on port 1: it must not even try
+    table = pa.table({"a": [1, 2], "_key": ["x", "y"]})
+    with pytest.raises(DeliveryError, match="publishes tag records") as err:
+        node.deliver(table)
+    assert err.value.retryable is False and node.link is None
+
+
+# ---- the TCK's edge-node assertions ----------------------------------------------------------------
+
+
+@pytest.mark.services
+def test_birth_data_and_death_follow_the_edge_node_rules(tmp_path, group, spy):
+    node = edge_node(tmp_path, group, device_id="Pump1")
+    table = tags_table(["Flow", "Level", "Mode"], rounds=2, text={"Mode": "auto"}, quality="uncertain")
+    try:
+        node.open()
+        node.deliver(table)
+        spy.wait(lambda m: m.kind == "DDATA")
+    finally:
+        node.close()
+    spy.wait(lambda m: m.kind == "NDEATH")
+    nbirth, dbirth, ddata, ndeath = (
+        spy.wait(lambda m, k=k: m.kind == k)[0] for k in ("NBIRTH", "DBIRTH", "DDATA", "NDEATH")
+    )
+    assert spy.kinds() == ["NBIRTH", "DBIRTH", "DDATA", "NDEATH"]
+    # topics: namespace/group_id/VERB/edge_node_id[/device_id]
+    assert nbirth.topic == f"spBv1.0/{group}/NBIRTH/Box1"
+    assert dbirth.topic == f"spBv1.0/{group}/DBIRTH/Box1/Pump1"
+    assert ddata.topic == f"spBv1.0/{group}/DDATA/Box1/Pump1"
+    assert ndeath.topic == f"spBv1.0/{group}/NDEATH/Box1"
+    # births and data: QoS 0, not retained; payload timestamp; seq 0 at NBIRTH, then +1
+    for m in (nbirth, dbirth, ddata):
+        assert (m.qos, m.retain) == (0, False), m.kind
+        assert m.payload.HasField("timestamp") and m.payload.timestamp > T0_MS
+    assert [nbirth.seq, dbirth.seq, ddata.seq] == [0, 1, 2]
+    # NBIRTH: bdSeq Int64 (0 on a first start), Node Control/Rebirth Boolean false without an alias
+    assert (nbirth.metric("bdSeq").datatype, bd_seq(nbirth)) == (sp.INT64, 0)
+    rebirth = nbirth.metric(sp.REBIRTH_METRIC)
+    assert (rebirth.datatype, rebirth.boolean_value, rebirth.HasField("alias")) == (sp.BOOLEAN, False, False)
+    # DBIRTH: name, alias, datatype and current value of every metric; aliases unique on the node
+    born = {m.name: m for m in dbirth.payload.metrics}
+    assert set(born) == {"Flow", "Level", "Mode"}
+    assert all(m.HasField("alias") and m.HasField("datatype") for m in born.values())
+    aliases = [m.alias for m in dbirth.payload.metrics] + [
+        m.alias for m in nbirth.payload.metrics if m.HasField("alias")
+    ]
+    assert len(set(aliases)) == len(aliases)
+    assert (born["Flow"].datatype, born["Mode"].datatype) == (sp.DOUBLE, sp.STRING)
+    assert (born["Flow"].double_value, born["Mode"].string_value) == (10.0, "auto-1")  # the last values
+    # DDATA: aliases only (no names, no datatypes), every record, chronological, quality property
+    by_alias = {m.alias: name for name, m in born.items()}
+    got = [
+        (by_alias[m.alias], m.timestamp, m.double_value if m.HasField("double_value") else m.string_value)
+        for m in ddata.payload.metrics
+    ]
+    assert not any(m.HasField("name") or m.HasField("datatype") for m in ddata.payload.metrics)
+    assert got == [
+        ("Flow", T0_MS, 0.0), ("Level", T0_MS, 1.0), ("Mode", T0_MS, "auto-0"),
+        ("Flow", T0_MS + 1000, 10.0), ("Level", T0_MS + 1000, 11.0), ("Mode", T0_MS + 1000, "auto-1"),
+    ]  # fmt: skip
+    quality = ddata.payload.metrics[0].properties
+    assert list(quality.keys) == ["Quality"] and quality.values[0].int_value == 64
+    assert not any(m.is_historical for m in ddata.payload.metrics)
+    # the clean stop's NDEATH: only bdSeq, the NBIRTH's, and no seq
+    assert (
+        [m.name for m in ndeath.payload.metrics] == ["bdSeq"] and bd_seq(ndeath) == 0 and ndeath.seq is None
+    )
+    assert load_bd_seq(node.state_file) == (1, None)
+
+
+@pytest.mark.services
+def test_seq_wraps_after_255_and_payloads_carry_many_metrics(tmp_path, group, spy):
+    node = edge_node(tmp_path, group, max_metrics_per_message=2)
+    try:
+        node.open()
+        node.deliver(tags_table(["a", "b"], rounds=300))  # 300 NDATA of 2 metrics
+        node.config = node.config.model_copy(update={"max_metrics_per_message": 2000})
+        node.deliver(tags_table(["a", "b"], rounds=2500, start=T0 + timedelta(hours=1)))
+        spy.wait(lambda m: m.kind == "NDATA", count=300 + 3)
+    finally:
+        node.close()
+    assert [m.kind for m in spy.messages[:2]] == ["NBIRTH", "NBIRTH"]  # new node metrics: a rebirth
+    seqs = [m.seq for m in spy.messages[1:] if m.kind != "NDEATH"]
+    assert seqs == [i % 256 for i in range(len(seqs))] and len(seqs) == 1 + 300 + 3
+    big = [len(m.payload.metrics) for m in spy.messages if m.kind == "NDATA"][300:]
+    assert big == [2000, 2000, 1000]
+
+
+@pytest.mark.services
+def test_will_and_bd_seq_across_reconnects_and_restarts(tmp_path, group, spy):
+    """The broker publishes the Will (NDEATH, QoS 1, the NBIRTH's bdSeq) when the link breaks; the
+    node reconnects with bdSeq + 1 and births its metrics again; a new process goes on from the
+    saved bdSeq."""
+    with FaultProxy("127.0.0.1", 1883) as proxy:
+        node = edge_node(tmp_path, group, port=proxy.port, device_id="Pump1")
+        try:
+            node.open()
+            node.deliver(tags_table(["Flow"]))
+            spy.wait(lambda m: m.kind == "DDATA")
+            proxy.reset_all()  # no DISCONNECT: the broker sends the will
+            will = spy.wait(lambda m: m.kind == "NDEATH")[0]
+            assert (will.qos, will.retain, bd_seq(will), will.seq) == (1, False, 0, None)
+            reborn = spy.wait(lambda m: m.kind == "NBIRTH", count=2)[1]
+            assert (bd_seq(reborn), reborn.seq) == (1, 0)
+            dbirth = spy.wait(lambda m: m.kind == "DBIRTH", count=2)[1]
+            assert [(m.name, m.double_value) for m in dbirth.payload.metrics] == [("Flow", 0.0)]
+            wait_for(lambda: node.link.connected, 10, what="reconnected")
+            node.deliver(tags_table(["Flow"], start=T0 + timedelta(minutes=1)))
+            spy.wait(lambda m: m.kind == "DDATA", count=2)
+        finally:
+            node.close()
+    assert bd_seq(spy.wait(lambda m: m.kind == "NDEATH", count=2)[1]) == 1
+    restarted = edge_node(tmp_path, group)
+    try:
+        restarted.open()
+        assert bd_seq(spy.wait(lambda m: m.kind == "NBIRTH", count=3)[2]) == 2
+    finally:
+        restarted.close()
+    assert bd_seq(spy.wait(lambda m: m.kind == "NDEATH", count=3)[2]) == 2
+    assert load_bd_seq(restarted.state_file) == (3, None)
+
+
+@pytest.mark.services
+def test_ncmd_rebirth_and_a_new_metric_give_a_full_birth_sequence(tmp_path, group, spy):
+    node = edge_node(tmp_path, group, device_id="Pump1")
+    try:
+        node.open()
+        node.deliver(tags_table(["Flow", "Level"]))
+        spy.wait(lambda m: m.kind == "DDATA")
+        rebirth_command(group)
+        spy.wait(lambda m: m.kind == "DBIRTH", count=2)
+        wait_for(lambda: node.counters["rebirth_requests"] == 1, 10, what="rebirth counted")
+        node.deliver(tags_table(["Flow", "Level", "Speed"], start=T0 + timedelta(minutes=1)))
+        spy.wait(lambda m: m.kind == "DDATA", count=2)
+    finally:
+        node.close()
+    spy.wait(lambda m: m.kind == "NDEATH")
+    messages = [m for m in spy.messages if m.kind != "NCMD"]
+    kinds = [m.kind for m in messages]
+    assert kinds == ["NBIRTH", "DBIRTH", "DDATA", "NBIRTH", "DBIRTH", "NBIRTH", "DBIRTH", "DDATA", "NDEATH"]
+    seqs = [m.seq for m in messages]
+    assert seqs == [0, 1, 2, 0, 1, 0, 1, 2, None]
+    births = [m for m in messages if m.kind == "DBIRTH"]
+    assert [sorted(x.name for x in b.payload.metrics) for b in births] == [
+        ["Flow", "Level"], ["Flow", "Level"], ["Flow", "Level", "Speed"],
+    ]  # fmt: skip
+    assert {bd_seq(m) for m in messages if m.kind in ("NBIRTH", "NDEATH")} == {0}  # one connection
+    last = messages[-2]
+    born = {m.alias for m in births[-1].payload.metrics}
+    assert {m.alias for m in last.payload.metrics} <= born and len(last.payload.metrics) == 3
+
+
+@pytest.mark.services
+def test_historical_backlog_and_devices_from_a_column(tmp_path, group, spy):
+    node = edge_node(tmp_path, group, device_column="source")
+    try:
+        node.open()
+        node.deliver(tags_table(["t"], source="plc1"), historical=True)
+        node.deliver(tags_table(["t"], source="plc2", start=T0 + timedelta(seconds=5)))
+        node.deliver(tags_table(["n"]))  # no source: a node metric (NDATA)
+        spy.wait(lambda m: m.kind == "NDATA")
+    finally:
+        node.close()
+    topics = [m.topic.split("/", 2)[2] for m in spy.messages if m.kind != "NBIRTH"]
+    assert topics[:4] == ["DBIRTH/Box1/plc1", "DDATA/Box1/plc1", "DBIRTH/Box1/plc2", "DDATA/Box1/plc2"]
+    ddata = [m for m in spy.messages if m.kind == "DDATA"]
+    assert [[m.is_historical for m in d.payload.metrics] for d in ddata] == [[True], [False]]
+
+
+@pytest.mark.services
+def test_unreachable_or_silent_broker_is_a_retryable_error(tmp_path, group, spy):
+    with FaultProxy("127.0.0.1", 1883) as proxy:
+        proxy.refuse()
+        node = edge_node(tmp_path, group, port=proxy.port, connect_timeout=1, ack_timeout=1)
+        try:
+            with pytest.raises(DeliveryError, match="not connected") as err:
+                node.open()
+            assert err.value.retryable
+            proxy.pass_through()
+            wait_for(lambda: node.link.connected, 15, what="connected once the port opens")
+            node.deliver(tags_table(["x"]))
+            proxy.black_hole()  # accepts and never answers: no acknowledgement
+            with pytest.raises(DeliveryError) as err:
+                node.deliver(tags_table(["x"], start=T0 + timedelta(seconds=1)))
+            assert err.value.retryable
+            proxy.pass_through()
+            proxy.reset_all()
+
+            def delivered() -> bool:
+                try:
+                    node.deliver(tags_table(["x"], start=T0 + timedelta(seconds=1)))
+                except DeliveryError:
+                    return False
+                return True
+
+            wait_for(delivered, 30, 0.2, what="delivery after the broker answers again")
+        finally:
+            node.close()
+    values = [m.payload.metrics[0].timestamp for m in spy.messages if m.kind == "NDATA"]
+    assert values[0] == T0_MS and values[-1] == T0_MS + 1000
+    assert max(bd_seq(m) for m in spy.messages if m.kind == "NBIRTH") >= 1
