@@ -17,11 +17,36 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 DEFAULT_LISTEN = "127.0.0.1:8760"
+TRIM_EVERY_S = 30.0  # housekeeping: free heap pages given back to the OS this often (glibc)
+MALLOC_ARENAS = 2  # glibc: at most this many malloc arenas (its default: 8 a core)
 log = logging.getLogger("aggregator.service")
+
+
+def _tune_malloc() -> Callable[[], Any] | None:
+    """glibc only (else None): at most `MALLOC_ARENAS` malloc arenas for the threads started from
+    now on (the API's, the engine's workers, a stream's threads: each would otherwise get an arena
+    of its own that holds on to what it once used), unless `MALLOC_ARENA_MAX` says otherwise; returns
+    `malloc_trim(0)`, which the service calls every `TRIM_EVERY_S` (free pages back to the OS)."""
+    import ctypes
+    import ctypes.util
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt, trim = libc.mallopt, libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has neither)
+        return None
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        mallopt(-8, MALLOC_ARENAS)  # M_ARENA_MAX
+    return lambda: trim(0)
 
 
 def add_parser(sub: Any) -> None:
@@ -118,6 +143,7 @@ def _app(engine: Any, token: str, listen_host: str, metrics: Any):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    trim = _tune_malloc()  # before the imports below start threads
     from engine.api.local import default_data_dir
     from engine.service import lock as service_lock
     from engine.service import token as service_token
@@ -160,10 +186,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _say("info", f"API token: {service_token.path_hint(data_dir)}")
         _say("info", f"log file: {log_path}")
         notifier.ready(f"serving {url}")
+        trimmed = time.monotonic()
         while not stop.wait(0.5):
             if thread is not None and not thread.is_alive():
                 _say("error", "the HTTP server stopped; shutting down")
                 break
+            if trim is not None and time.monotonic() - trimmed >= TRIM_EVERY_S:
+                trim()
+                trimmed = time.monotonic()
         notifier.stopping()
         _say("info", f"stopping: no new runs; runs in flight have {args.stop_timeout:g} s to finish")
         counts = host.stop(args.stop_timeout)
