@@ -54,7 +54,8 @@ def delivery_of(config: Any, ctx: RunContext) -> str:
     chosen = getattr(config, "delivery", None) or getattr(ctx, "delivery_default", None)
     if chosen:
         return chosen
-    return "store_and_forward" if manager_for(ctx.data_dir).serving else "direct"
+    manager = getattr(ctx, "outbox", None) or manager_for(ctx.data_dir)
+    return "store_and_forward" if manager.serving else "direct"
 
 
 def remote_sink(cls: Any, config: RemoteSinkConfig, ctx: RunContext, name: str) -> Sink:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -317,17 +318,38 @@ class OutboxStore:
         return {"rows": rows, "bytes": total, "dropped_records": dropped}
 
     def _drop_oldest(self, con: sqlite3.Connection, over: int, gap: Any, room: int) -> int:
+        """Drop the oldest records until `over` bytes are free: whole batches, and the head of the
+        last one (re-encoded), so that the outbox stays within a few percent of its cap."""
         freed, dropped, seqs, tables = 0, 0, [], []
-        for seq, rows, size, data in con.execute(
-            "SELECT seq, rows, bytes, data FROM batches WHERE staged IS NULL ORDER BY seq"
-        ):
+        rows_cur = con.execute(
+            "SELECT seq, first_rec, rows, bytes, data FROM batches WHERE staged IS NULL ORDER BY seq"
+        )
+        for seq, first_rec, rows, size, data in rows_cur.fetchall():
             if freed >= over:
                 break
+            need = over - freed
+            try:
+                table = decode(data)
+            except Exception:
+                table = None
+            if size > need * 1.5 and rows > 1 and table is not None:
+                k = min(rows - 1, max(1, math.ceil(rows * need / size * 1.02)))
+                rest = table.slice(k)
+                blob = encode(rest)
+                if len(blob) <= size - need:
+                    con.execute(
+                        "UPDATE batches SET first_rec=?, rows=?, bytes=?, crc=?, data=? WHERE seq=?",
+                        (first_rec + k, rows - k, len(blob), zlib.crc32(blob), blob, seq),
+                    )
+                    freed += size - len(blob)
+                    dropped += k
+                    tables.append(table.slice(0, k))
+                    continue
             seqs.append(seq)
             freed += size
             dropped += rows
-            with contextlib.suppress(Exception):
-                tables.append(decode(data))
+            if table is not None:
+                tables.append(table)
         if freed < over:
             raise OutboxFull(over - freed)
         con.executemany("DELETE FROM batches WHERE seq=?", [(s,) for s in seqs])

@@ -1,0 +1,183 @@
+"""The outbox store: durability under SIGKILL, a corrupt file set aside, the byte cap."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import polars as pl
+import pytest
+
+from engine.errors import ConnectorError
+from engine.outbox.store import OutboxStore, outbox_path
+from tests.outbox.conftest import commit, make_ctx, tags
+from tests.outbox.upstream import FakeRemote
+from tests.waiting import wait_for
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from engine.outbox.manager import OutboxManager
+    from engine.outbox.config import RemoteSinkConfig
+    from engine.outbox.sinks import remote_sink
+    from tests.outbox.conftest import tags, make_ctx
+    from tests.outbox.upstream import FakeRemote
+
+    manager = OutboxManager(Path(sys.argv[1]))
+    manager.register = lambda *a, **k: None
+    i = 0
+    while True:
+        sink = remote_sink(FakeRemote, RemoteSinkConfig(), make_ctx(manager), "central")
+        sink.open(); sink.write(tags(100, start=i * 100)); sink.close()
+        print(i, flush=True)  # accepted: fsync'ed
+        i += 1
+    """
+)
+
+
+def test_accepted_batches_survive_sigkill_of_the_writer(tmp_path):
+    data = tmp_path / "data"
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(data)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    acked = -1
+    try:
+        while acked < 30:
+            line = proc.stdout.readline()
+            assert line, "writer ended early"
+            acked = int(line)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    store = OutboxStore(outbox_path(data, "line1", "central"))
+    values: list[float] = []
+    for batch in store.read(max_rows=10**9, max_batches=10**6):
+        values.extend(batch.table.column("value").to_pylist())
+    status = store.status()
+    store.close()
+    accepted = set(range((acked + 1) * 100))
+    assert accepted <= {int(v) for v in values}  # every acknowledged record is there
+    assert len(values) == len(set(values))  # whole batches only, each once
+    assert status["appended_records"] == len(values)
+
+
+def _corrupt(path):
+    with open(path, "r+b") as fh:
+        fh.seek(0)
+        fh.write(b"this is not a database" * 50)
+
+
+def test_corrupt_outbox_is_set_aside_and_replaced(outbox, upstream):
+    upstream.down = True
+    commit(outbox, tags(10))
+    path = outbox_path(outbox.data_dir, "line1", "central")
+    outbox.close()
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(str(path) + suffix):
+            os.remove(str(path) + suffix)
+    _corrupt(path)
+    store = OutboxStore(path)  # no exception: set aside, a new one
+    assert store.set_aside is not None and store.set_aside.exists()
+    status = store.status()
+    assert status["corrupt_set_aside"] == 1 and status["pending_records"] == 0
+    store.close()
+    again = OutboxStore(path)  # the next start is clean: no loop of set-asides
+    assert again.set_aside is None and again.status()["corrupt_set_aside"] == 1
+    again.close()
+
+
+def test_torn_wal_tail_keeps_the_committed_batches(outbox, upstream):
+    upstream.down = True
+    commit(outbox, tags(10))
+    commit(outbox, tags(10, start=10))
+    path = outbox_path(outbox.data_dir, "line1", "central")
+    with open(str(path) + "-wal", "ab") as fh:  # a torn frame after the last commit
+        fh.write(os.urandom(3000))
+    store = OutboxStore(path)
+    assert store.set_aside is None and store.pending()[1] == 20
+    store.close()
+
+
+def test_drop_oldest_holds_the_cap_and_writes_gap_records(outbox, upstream):
+    upstream.down, upstream.retry_after = True, 0.05
+    cap = 1024 * 1024
+    store = outbox.store("line1", "central")
+    for i in range(60):
+        commit(outbox, tags(2000, start=i * 2000, tag_count=8), max_bytes=cap)
+        assert store.pending()[2] <= cap * 1.05
+    status = store.status()
+    assert cap * 0.95 <= status["pending_bytes"] <= cap * 1.05
+    assert status["dropped_records"] > 0
+    assert status["appended_records"] - status["dropped_records"] == status["pending_records"]
+    gaps = [
+        b.table.filter(pl.Series([r == "dropped" for r in b.table.column("reason").to_pylist()]).to_arrow())
+        for b in store.read(max_rows=10**9, max_batches=10**6)
+    ]
+    gap_rows = [r for g in gaps for r in g.to_pylist()]
+    assert gap_rows and all(r["quality"] == "bad" and r["value"] is None for r in gap_rows)
+    assert {r["tag"] for r in gap_rows} == {f"t{k}" for k in range(8)}
+    upstream.down = False
+    wait_for(lambda: store.pending()[1] == 0, timeout=60, what="drained")
+    assert any(r[5] == "dropped" for r in upstream.rows())
+
+
+def test_block_waits_for_room_instead_of_dropping(outbox, upstream):
+    upstream.down, upstream.retry_after = True, 0.05
+    cap = 1024 * 1024
+    store = outbox.store("line1", "central")
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer():
+        try:
+            for i in range(40):
+                commit(outbox, tags(2000, start=i * 2000), max_bytes=cap, overflow="block")
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    wait_for(
+        lambda: store.pending()[2] > cap * 0.8 and store.status()["link_state"] == "down", what="nearly full"
+    )
+    assert not done.is_set()
+    assert store.pending()[2] <= cap
+    upstream.down = False
+    assert done.wait(60) and not errors
+    wait_for(lambda: store.pending()[1] == 0, what="drained")
+    assert store.status()["dropped_records"] == 0 and upstream.count() == 80_000
+
+
+def test_a_run_bigger_than_the_cap_fails_in_one_line(outbox, upstream):
+    upstream.down = True
+    with pytest.raises(ConnectorError, match="max_bytes"):
+        commit(outbox, tags(200_000), max_bytes=1024 * 1024, overflow="block")
+
+
+def test_a_failed_run_leaves_nothing(outbox, upstream):
+    from engine.outbox.config import RemoteSinkConfig
+    from engine.outbox.sinks import remote_sink
+
+    upstream.down = True
+    sink = remote_sink(FakeRemote, RemoteSinkConfig(), make_ctx(outbox), "central")
+    sink.open()
+    sink.write(tags(10))
+    sink.write(tags(10, start=10))
+    sink.write(tags(10, start=20))
+    sink.abort()
+    store = outbox.store("line1", "central")
+    assert store.pending()[1] == 0 and store.status()["appended_records"] == 0
+    sink = remote_sink(FakeRemote, RemoteSinkConfig(), make_ctx(outbox), "central")
+    sink.open()
+    sink.write(tags(10))
+    sink.write(tags(10, start=10))
+    sink.close()
+    assert store.pending()[1] == 20 and store.status()["appended_records"] == 20
