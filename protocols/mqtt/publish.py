@@ -231,6 +231,8 @@ class BrokerLink:
         self.started = False
         try:
             self.client.disconnect()
+            with self.cond:  # DISCONNECT on the wire before the loop stops: else the broker sends the will
+                self.cond.wait_for(lambda: not self.connected, timeout=min(5.0, self.config.ack_timeout))
         finally:
             self.client.loop_stop()
             with self.cond:
