@@ -35,7 +35,7 @@ import duckdb
 import polars as pl
 
 from engine.errors import UsageError
-from engine.store import tag_last, tag_rollup
+from engine.store import tag_bucket_cache, tag_last, tag_rollup
 from engine.store.historian import Historian, arrow_view
 from engine.store.tag_last import LAST_TABLE
 from engine.store.tag_rollup import MINUTE_US, MINUTES_TABLE, STATE_TABLE, floor_div
@@ -185,6 +185,7 @@ class TagHistorian:
             " value_text VARCHAR, quality VARCHAR, reason VARCHAR, source VARCHAR,"
             " server_timestamp TIMESTAMPTZ, received_at TIMESTAMPTZ)"
         )
+        cur.execute(tag_bucket_cache.create_sql())
         for statement in tag_last.create_sql():
             cur.execute(statement)
         present = {
@@ -235,6 +236,15 @@ class TagHistorian:
         )
         stamps = batch.get_column("timestamp")
         earliest, latest = stamps.min(), stamps.max()
+        # cached query buckets from `earliest` on are read again (engine/store/tag_bucket_cache.py)
+        path = str(self.historian.path)
+        seq = tag_bucket_cache.note_write(path, None if earliest is None else _epoch_us(earliest))  # type: ignore[arg-type]
+        cur.execute(f"INSERT INTO {tag_bucket_cache.WRITES_TABLE} VALUES (?)", [seq])
+        if seq % 4096 == 0:
+            cur.execute(
+                f"DELETE FROM {tag_bucket_cache.WRITES_TABLE} WHERE seq < ?",
+                [seq - tag_bucket_cache.KEEP_WRITE_ROWS],
+            )
         cur.register(_BATCH, arrow_view(batch))
         try:
             cur.execute(f"INSERT INTO {TAGS_TABLE} BY NAME SELECT * FROM {_BATCH}")
@@ -321,6 +331,8 @@ class TagHistorian:
                 return 0
             frame = pl.DataFrame({"tag": tags, "cutoff": pl.Series(cutoffs, dtype=pl.Datetime("us", "UTC"))})
             cur.register("_cutoffs", arrow_view(frame))
+            path = str(self.historian.path)
+            tag_bucket_cache.note_delete(path)  # before (snapshots that will see it) and after (the rest)
             try:
                 cur.execute("BEGIN TRANSACTION")
                 for statement in tag_last.fold_sql():  # every newest row in `tag_last` first
@@ -353,6 +365,7 @@ class TagHistorian:
                 raise
             finally:
                 cur.unregister("_cutoffs")
+                tag_bucket_cache.note_delete(path)
             self._pending_last = 0
             return int(deleted)
         finally:
@@ -382,13 +395,16 @@ class TagHistorian:
         statistics: Sequence[str] = DEFAULT_STATISTICS,
         include_bad: bool = False,
         use_rollup: bool = True,
+        use_cache: bool = True,
     ) -> pl.DataFrame:
         """One row per tag per bucket in [start, end): `tag`, `bucket` (its start), the statistics
         asked for, and `bad_count`. Buckets without a row do not appear.
 
         Buckets of whole minutes come from the 1-minute rollup, plus raw rows for the partial minutes
         where `start`/`end` cut through a minute; other buckets, or `use_rollup=False` (checks and
-        benchmarks), read raw rows only. Both give the same result."""
+        benchmarks), read raw rows only. Both give the same result. Raw-row queries with a start
+        and an end take the buckets an earlier query computed from `tag_bucket_cache` unless
+        `use_cache=False`; the answer is the same."""
         width = bucket if isinstance(bucket, timedelta) else parse_duration(bucket, "bucket")
         unknown = [s for s in statistics if s not in STATISTICS]
         if unknown:
@@ -397,21 +413,83 @@ class TagHistorian:
         statistics = list(dict.fromkeys(statistics))
         cur = self.cursor()
         try:
+            # the bucket cache's write count before the snapshot (writes noted later are re-read)
+            seq = tag_bucket_cache.current_seq(str(self.historian.path))
             cur.execute("BEGIN TRANSACTION")  # one snapshot: `rolled_up_to` and the rows agree
             names = self.resolve(tags, cur)
             if names != [] and use_rollup and w % MINUTE_US == 0:
                 upto = cur.execute(tag_rollup.rolled_up_to_sql()).fetchall()[0][0]
                 sql, params = self._rollup_buckets_sql(names, start, end, w, statistics, include_bad, upto)
+            elif names != [] and use_cache and start is not None and end is not None:
+                return self._cached_raw_buckets(cur, seq, names, start, end, w, statistics, include_bad)
             else:
                 sql, params = self._raw_buckets_sql(names, start, end, w, statistics, include_bad)
-            frame = pl.from_arrow(cur.sql(sql, params=params).to_arrow_table())
-            assert isinstance(frame, pl.DataFrame)
-            return frame.with_columns(
-                pl.col(c).cast(pl.Int64) for c in ("count", "bad_count") if c in frame.columns
-            )
+            return self._buckets(cur, sql, params)
         finally:
             cur.execute("ROLLBACK")  # read only: nothing to keep
             cur.close()
+
+    @staticmethod
+    def _buckets(cur: duckdb.DuckDBPyConnection, sql: str, params: list) -> pl.DataFrame:
+        frame = pl.from_arrow(cur.sql(sql, params=params).to_arrow_table())
+        assert isinstance(frame, pl.DataFrame)
+        return frame.with_columns(
+            pl.col(c).cast(pl.Int64) for c in ("count", "bad_count") if c in frame.columns
+        )
+
+    def _cached_raw_buckets(
+        self, cur, seq: int, names, start: datetime, end: datetime, w: int, statistics, include_bad: bool
+    ) -> pl.DataFrame:
+        """`_raw_buckets_sql`'s answer, with the buckets wholly inside [start, end) that an earlier
+        query computed taken from `tag_bucket_cache` (valid ones only: see that module); the
+        buckets read raw here that no write may still change are added to it. In the caller's
+        transaction (one snapshot), begun after the cache's write count was `seq`."""
+        path = str(self.historian.path)
+        key = (None if names is None else tuple(names), w, tuple(statistics), include_bad)
+        s_us, e_us = _epoch_us(_to_utc(start)), _epoch_us(_to_utc(end))  # type: ignore[arg-type]
+        first_full, after_full = -(-s_us // w), e_us // w  # buckets n with [n*w, (n+1)*w) inside
+        entry = tag_bucket_cache.lookup(path, key, w) if first_full < after_full else None
+        if entry is not None and entry.lo <= first_full < entry.hi:
+            mid_hi = min(entry.hi, after_full)
+            cached = entry.frame.filter((pl.col("_n") >= first_full) & (pl.col("_n") < mid_hi))
+            ranges = [(s_us, first_full * w), (mid_hi * w, e_us)]
+        else:
+            cached, mid_hi = None, first_full
+            ranges = [(s_us, e_us)]
+        parts = []
+        for lo_us, hi_us in ranges:
+            if lo_us < hi_us:
+                sql, params = self._raw_buckets_sql(
+                    names, _from_epoch_us(lo_us), _from_epoch_us(hi_us), w, statistics, include_bad
+                )
+                parts.append(self._buckets(cur, sql, params))
+        if not parts:  # the cache holds all of it (or the window is empty)
+            sql, params = self._raw_buckets_sql(names, start, end, w, statistics, include_bad)
+            parts.append(self._buckets(cur, sql, params) if cached is None else cached.clear().drop("_n"))
+        raw = pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
+        raw = raw.with_columns(_n=(pl.col("bucket").dt.epoch("us") // w))
+        # what this snapshot cannot see of the writes noted so far keeps the horizon below them
+        unseen = tag_bucket_cache.unseen(path)
+        visible: set[int] = set()
+        if unseen:
+            marks = ", ".join("?" * len(unseen))
+            visible = {
+                r[0]
+                for r in cur.execute(
+                    f"SELECT seq FROM {tag_bucket_cache.WRITES_TABLE} WHERE seq IN ({marks})", unseen
+                ).fetchall()
+            }
+            tag_bucket_cache.mark_seen(path, visible)
+        limit = tag_bucket_cache.horizon_limit(path, set(unseen) - visible, w)
+        store_lo = mid_hi
+        store_hi = after_full if limit is None else min(after_full, limit)
+        if store_lo < store_hi:
+            fresh = raw.filter((pl.col("_n") >= store_lo) & (pl.col("_n") < store_hi))
+            tag_bucket_cache.store(path, key, seq, store_lo, store_hi, fresh, keep_from=first_full)
+        frame = (
+            raw if cached is None else pl.concat([raw, cached.select(raw.columns)], how="vertical_relaxed")
+        )
+        return frame.sort("tag", "bucket").drop("_n")
 
     def _raw_buckets_sql(self, names, start, end, w: int, statistics, include_bad: bool) -> tuple[str, list]:
         keep = "" if include_bad else " AND quality IS DISTINCT FROM 'bad'"
