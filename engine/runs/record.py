@@ -5,6 +5,7 @@ runs alike. The record returned to callers is spec section 6's."""
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 import uuid
@@ -23,6 +24,18 @@ from engine.runs.timefmt import iso_utc
 if TYPE_CHECKING:
     from engine.spec.plan import Plan
     from engine.workspace import Workspace
+
+
+_owners: dict[int, tuple[int, str | None]] = {}
+
+
+def _owner() -> tuple[int, str | None]:
+    """This process (pid, start time), read from /proc once per process (a forked child is a new pid)."""
+    pid = os.getpid()
+    owner = _owners.get(pid)
+    if owner is None:
+        owner = _owners[pid] = process.current()
+    return owner
 
 
 def new_run_id(now: datetime) -> str:
@@ -96,7 +109,7 @@ def begin_run(
     started = datetime.now(UTC)
     run_id = new_run_id(started)
     graph = plan.graph
-    pid, pid_started = process.current()  # the owner: a later start-up tells a killed run by them
+    pid, pid_started = _owner()  # the owner: a later start-up tells a killed run by them
     base = {
         "run_id": run_id,
         "pipeline": graph.name,

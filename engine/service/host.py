@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.api.pipelines import SPEC_SUFFIXES  # the files the stored pipelines are, too
-from engine.service.scheduler import Fire, Scheduler
+from engine.service.scheduler import INTERVAL_SPREAD_S, Fire, Scheduler
 from engine.service.supervisor import Supervisor
 from engine.service.watcher import Watcher
 
@@ -77,7 +77,7 @@ class ServiceHost:
         ]
         self._say = say or (lambda level, text: log.log(logging.getLevelName(level.upper()), text))
         kwargs = {"now": now} if now is not None else {}
-        self.scheduler = Scheduler(self._fired, on_log=self._say, **kwargs)
+        self.scheduler = Scheduler(self._fired, on_log=self._say, spread_s=INTERVAL_SPREAD_S, **kwargs)
         self.watcher = Watcher()
         self.supervisor = Supervisor(self._stop_job, self._say)
         self._served: dict[str, Served] = {}

@@ -19,6 +19,14 @@ Policy, per schedule:
   fired are not fired again and the next slot stays the one after them. An interval measures
   elapsed time: after the clock goes back it is re-anchored at the new now (next fire one interval
   later), so it neither waits out the jump nor fires early.
+- **Interval phases are spread** (`spread_s`, the service's `INTERVAL_SPREAD_S`; 0 in the bare
+  class). Each interval schedule's slots are offset by its own fixed amount in [0, min(interval,
+  spread_s)): the i-th schedule added gets frac(i x 0.618...) of that span (the golden-ratio
+  sequence: any number of schedules lie nearly evenly over it). Pipelines loaded together (100
+  spec files of `interval` 1 s at start-up) otherwise share one phase and all fire on the same
+  instant, and their runs queue behind each other; spread, each slot comes when the engine is free.
+  The first fire is at most `spread_s` later than one interval after scheduling. Cron slots are
+  times on the clock and are never moved.
 The scheduler's thread wakes at the next slot and at least once a second, so a jump is seen within
 a second.
 """
@@ -34,6 +42,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 log = logging.getLogger(__name__)
+INTERVAL_SPREAD_S = 1.0  # the service's interval phases spread over up to this (see the policy)
 MAX_WAIT_S = 1.0  # the loop looks at the clock at least this often (clock jumps, new schedules)
 LATE_S = 1.0  # a fire later than this after its slot is logged as late
 _TINY = timedelta(microseconds=1)
@@ -91,11 +100,24 @@ def _period(schedule: Any) -> timedelta:
     return timedelta(seconds=schedule.seconds)
 
 
+GOLDEN = (5**0.5 - 1) / 2  # 0.618...: successive multiples, mod 1, fill [0, 1) nearly evenly
+
+
+def spread_offset(index: int, schedule: Any, spread_s: float) -> timedelta:
+    """The phase offset of the `index`-th interval schedule added: frac(index x GOLDEN) of
+    [0, min(interval, spread_s)); zero for cron schedules and when `spread_s` is 0."""
+    if schedule.type != "interval" or spread_s <= 0:
+        return timedelta(0)
+    span = min(float(schedule.seconds), spread_s)
+    return timedelta(seconds=round(((index * GOLDEN) % 1.0) * span, 6))
+
+
 class _Entry:
-    def __init__(self, key: str, schedule: Any, now: datetime):
+    def __init__(self, key: str, schedule: Any, now: datetime, offset: timedelta = timedelta(0)):
         self.key = key
         self.schedule = schedule
-        self.trigger = make_trigger(schedule, now)
+        self.offset = offset  # an interval's phase (spread_s); its slots are anchored at now + offset
+        self.trigger = make_trigger(schedule, now + offset)
         self.last_slot: datetime | None = None
         self.next_slot = self.after(now)
 
@@ -114,9 +136,12 @@ class Scheduler:
         on_fire: Callable[[Fire], None],
         now: Callable[[], datetime] = utc_now,
         on_log: Callable[[str, str], None] | None = None,
+        spread_s: float = 0.0,
     ):
         self.on_fire = on_fire
         self.now = now
+        self.spread_s = spread_s  # interval phases spread over up to this many seconds (0: none)
+        self._added = 0  # interval schedules added so far: the index of the next one's offset
         self.on_log = on_log or (lambda level, text: log.log(logging.getLevelName(level.upper()), text))
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
@@ -128,7 +153,10 @@ class Scheduler:
     # ---- schedules ---------------------------------------------------------------------------
     def add(self, key: str, schedule: Any) -> datetime | None:
         """Schedule (or re-schedule) `key`; returns its next fire time (UTC)."""
-        entry = _Entry(key, schedule, self.now())
+        with self._lock:
+            index = self._added
+            self._added += schedule.type == "interval"
+        entry = _Entry(key, schedule, self.now(), spread_offset(index, schedule, self.spread_s))
         with self._lock:
             self._entries[key] = entry
         self._wake.set()
@@ -163,10 +191,10 @@ class Scheduler:
                 back
                 and entry.schedule.type == "interval"
                 and entry.next_slot is not None
-                and entry.next_slot - now > _period(entry.schedule)
-            ):  # elapsed time: re-anchor at the new now, one interval on (never sooner)
-                entry.trigger = make_trigger(entry.schedule, now)
-                entry.next_slot = now + _period(entry.schedule)
+                and entry.next_slot - now > _period(entry.schedule) + entry.offset
+            ):  # elapsed time: re-anchor at the new now, one interval on (never sooner), same phase
+                entry.trigger = make_trigger(entry.schedule, now + entry.offset)
+                entry.next_slot = now + entry.offset + _period(entry.schedule)
                 entry.last_slot = None
             fire = self._due(entry, now)
             if fire is not None:
