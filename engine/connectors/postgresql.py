@@ -6,11 +6,12 @@ Delivery of one Arrow table, in ONE transaction (docs/upstream-postgresql.md):
    on TimescaleDB (the extension installed in the database) it becomes a hypertable on the time
    column and the unique index is `(_key, <time column>)`, as Timescale requires;
    a column the table lacks is added (`ALTER TABLE ... ADD COLUMN IF NOT EXISTS`, nullable);
-2. the rows go by binary `COPY` into a temporary staging table (one per column set and session,
-   `ON COMMIT DELETE ROWS`), encoded from Arrow buffers by `encode_copy` without a Python loop
-   over rows;
+2. the rows go by binary `COPY` into a temporary staging table (one per column set and session;
+   a temporary table writes no WAL), encoded from Arrow buffers by `encode_rows` without a Python
+   loop over rows, slice by slice;
 3. `INSERT INTO target SELECT ... FROM stage ON CONFLICT (_key) DO NOTHING` (mode `append`), or
-   `DO UPDATE` (mode `upsert`: the last row per key wins), then COMMIT.
+   `DO UPDATE` (mode `upsert`: the last row per key wins), emptying the stage, then COMMIT: one
+   message, so a delivery costs three round trips (COPY, its end, the transaction).
 Redelivering a table (the forwarder's at-least-once) leaves one copy: the server deduplicates.
 
 Errors: an unreachable server, a timeout, a reset link, a shutdown, a serialization failure or a
@@ -41,7 +42,7 @@ from pydantic import Field, field_validator
 from engine.connectors.base import Connector, Sink
 from engine.connectors.registry import register
 from engine.context import RunContext
-from engine.errors import ConnectorError
+from engine.errors import ConnectorError, first_line
 from engine.outbox.config import RemoteSinkConfig
 from engine.outbox.target import KEY_COLUMN, DeliveryError
 
@@ -333,17 +334,16 @@ def _column_parts(array: pa.Array, column: PgColumn) -> tuple[pa.Array, pa.Array
     raise ValueError(f"column '{column.name}': no binary encoding for {column.wire}")
 
 
-def encode_copy(
-    table: pa.Table, columns: Sequence[PgColumn], *, row_numbers: bool = False
-) -> list[bytes | memoryview]:
-    """The table as PostgreSQL binary COPY data (header, one tuple per row, trailer), built from the
-    Arrow buffers: each field is a 4-byte length (-1 for NULL) and its bytes, and Arrow joins the
-    fields of every row in C (`binary_join_element_wise`). `row_numbers` appends a bigint with the
-    row's place (upsert keeps the last row per key). The pieces are written in order, uncopied."""
+COPY_SLICE_ROWS = 65_536  # rows encoded at a time: the COPY streams, a big table is never encoded whole
+
+
+def encode_rows(table: pa.Table, columns: Sequence[PgColumn], *, row_start: int | None = None) -> memoryview:
+    """The tuples of `table` in PostgreSQL's binary COPY format, built from the Arrow buffers: each
+    field is a 4-byte length (-1 for NULL) and its bytes, and Arrow joins the fields of every row
+    in C (`binary_join_element_wise`); no Python loop over rows. `row_start` appends a bigint with
+    each row's place counted from it (upsert keeps the last row per key)."""
     n = table.num_rows
-    if n == 0:
-        return [COPY_HEADER, COPY_TRAILER]
-    fields = len(columns) + (1 if row_numbers else 0)
+    fields = len(columns) + (0 if row_start is None else 1)
     count = pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(2), n, [None, pa.py_buffer(np.full(n, fields, dtype=">i2").tobytes())]
     ).cast(pa.binary())
@@ -351,22 +351,38 @@ def encode_copy(
     for column in columns:
         array = table.column(column.name).combine_chunks()
         parts.extend(_column_parts(array, column))
-    if row_numbers:
-        parts.extend(_fixed(np.arange(n, dtype=">i8"), None))
-    parts = (
-        [p.cast(pa.large_binary()) for p in parts]
-        if any(pa.types.is_large_binary(p.type) for p in parts)
-        else parts
-    )
+    if row_start is not None:
+        parts.extend(_fixed(np.arange(row_start, row_start + n, dtype=">i8"), None))
+    if any(pa.types.is_large_binary(p.type) for p in parts):
+        parts = [p.cast(pa.large_binary()) for p in parts]
     separator = pa.scalar(b"", type=parts[0].type)
     rows = pc.binary_join_element_wise(*parts, separator, null_handling="replace", null_replacement=b"")
     offsets, data = rows.buffers()[1], rows.buffers()[2]
-    width = 8 if pa.types.is_large_binary(rows.type) else 4
+    wide = pa.types.is_large_binary(rows.type)
     offs = np.frombuffer(
-        offsets, dtype=np.int64 if width == 8 else np.int32, count=n + 1, offset=rows.offset * width
+        offsets, dtype=np.int64 if wide else np.int32, count=n + 1, offset=rows.offset * (8 if wide else 4)
     )
-    body = memoryview(data)[offs[0] : offs[-1]] if data is not None else b""
-    return [COPY_HEADER, body, COPY_TRAILER]
+    return memoryview(data)[offs[0] : offs[-1]] if data is not None else memoryview(b"")
+
+
+def iter_copy(
+    table: pa.Table,
+    columns: Sequence[PgColumn],
+    *,
+    row_numbers: bool = False,
+    slice_rows: int = COPY_SLICE_ROWS,
+) -> Iterator[bytes | memoryview]:
+    """The whole binary COPY stream (header, tuples slice by slice, trailer), to write in order."""
+    yield COPY_HEADER
+    for start in range(0, table.num_rows, slice_rows):
+        yield encode_rows(table.slice(start, slice_rows), columns, row_start=start if row_numbers else None)
+    yield COPY_TRAILER
+
+
+def encode_copy(
+    table: pa.Table, columns: Sequence[PgColumn], *, row_numbers: bool = False
+) -> list[bytes | memoryview]:
+    return list(iter_copy(table, columns, row_numbers=row_numbers))
 
 
 # ---- error classification -------------------------------------------------------------------------
@@ -435,6 +451,7 @@ class PostgreSQLTarget:
         self._table: _TableState | None = None
         self._timescale: bool = False
         self._stages: dict[str, str] = {}  # column signature -> temp table name (this session)
+        self._dirty: set[str] = set()  # staging tables that may hold rows of a failed delivery
         self._auth_logged = False
         self._created_in_tx = False  # this transaction created or altered the table
         self._lock = threading.Lock()
@@ -495,7 +512,7 @@ class PostgreSQLTarget:
 
     def _reset(self) -> None:
         conn, self._conn = self._conn, None
-        self._table, self._stages = None, {}
+        self._table, self._stages, self._dirty = None, {}, set()
         if conn is not None:
             with suppress(Exception):
                 conn.close()
@@ -570,109 +587,128 @@ class PostgreSQLTarget:
             hyper_time = found[0] if found else None
         return _TableState(dict(row[1]), hyper_time, bool(row[2]))
 
-    def _ensure_table(self, conn: Any, columns: list[PgColumn], schema: pa.Schema) -> list[str]:
-        """Create or extend the target table inside the open transaction; return the ON CONFLICT
-        columns. DDL failures (two edge boxes creating the same table at once) are retryable."""
+    def _plan_ddl(self, conn: Any, columns: list[PgColumn], schema: pa.Schema) -> tuple[list[str], list[str]]:
+        """(the DDL the table needs, run inside the delivery's transaction; the ON CONFLICT columns).
+        The table is looked up once per connection (outside the transaction: read only)."""
         c = self.config
-        try:
-            if self._table is None:
+        if self._table is None:
+            try:
                 self._table = self._describe_table(conn)
-            if self._table is None:
-                time_column = default_time_column(schema, c.time_column) if self._timescale else None
-                for statement in create_table_sql(
-                    c.schema_, c.table, columns, time_column=time_column, timescale=self._timescale
-                ):
-                    conn.execute(statement)
-                self._table = _TableState({col.name: col.sql for col in columns}, time_column)
-                self._created_in_tx = True
-                return conflict_columns(time_column)
-            conflict = conflict_columns(self._table.hypertable_time)
-            if not self._table.has_index:
-                conn.execute(unique_index_sql(c.schema_, c.table, conflict))
-                self._table.has_index = True
-                self._created_in_tx = True
-            for col in columns:
-                if col.name not in self._table.columns:
-                    conn.execute(add_column_sql(c.schema_, c.table, col))
-                    self._table.columns[col.name] = col.sql
-                    self._created_in_tx = True
-            return conflict
-        except DeliveryError:
-            raise
-        except Exception as exc:
-            self._table = None
-            error = classify(exc)
-            raise DeliveryError(f"preparing {c.schema_}.{c.table}: {error}", retryable=True) from exc
+            except Exception as exc:
+                raise DeliveryError(
+                    f"looking up {c.schema_}.{c.table}: {classify(exc)}", retryable=True
+                ) from exc
+        if self._table is None:
+            time_column = default_time_column(schema, c.time_column) if self._timescale else None
+            statements = create_table_sql(
+                c.schema_, c.table, columns, time_column=time_column, timescale=self._timescale
+            )
+            self._table = _TableState({col.name: col.sql for col in columns}, time_column)
+            return statements, conflict_columns(time_column)
+        statements = []
+        conflict = conflict_columns(self._table.hypertable_time)
+        if not self._table.has_index:
+            statements.append(unique_index_sql(c.schema_, c.table, conflict))
+            self._table.has_index = True
+        for col in columns:
+            if col.name not in self._table.columns:
+                statements.append(add_column_sql(c.schema_, c.table, col))
+                self._table.columns[col.name] = col.sql
+        return statements, conflict
 
     def _stage(self, conn: Any, columns: list[PgColumn], upsert: bool) -> str:
+        """The session's temporary staging table for this column set: created once, emptied by the
+        delivery's own transaction (and before a COPY when a failed delivery left rows in it)."""
         signature = "|".join(f"{col.name}:{col.wire}" for col in columns) + ("|_row" if upsert else "")
-        stage = self._stages.get(signature)
-        if stage is None:
-            stage = "_agg_stage_" + hashlib.sha1(signature.encode()).hexdigest()[:16]
+        stage = "_agg_stage_" + hashlib.sha1(signature.encode()).hexdigest()[:16]
+        statements = []
+        if signature not in self._stages:
             body = ", ".join(f"{quote_ident(col.name)} {col.wire}" for col in columns)
             if upsert:
                 body += ", _row bigint"
-            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({body}) ON COMMIT DELETE ROWS")
-            self._stages[signature] = stage
+            statements.append(f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({body})")
+        if stage in self._dirty or signature not in self._stages:
+            statements.append(f"TRUNCATE {stage}")
+        if statements:
+            conn.execute("; ".join(statements))
+        self._stages[signature] = stage
+        self._dirty.add(stage)  # until the delivery's transaction has emptied it
         return stage
 
     # -- delivery
-    def _prepare(self, table: pa.Table) -> tuple[list[PgColumn], list[bytes | memoryview]]:
+    def _columns(self, table: pa.Table) -> list[PgColumn]:
         if KEY_COLUMN not in table.column_names:
             raise DeliveryError(
                 f"the table has no `{KEY_COLUMN}` column (the idempotency key)", retryable=False
             )
         try:
-            columns = plan_columns(table.schema)
-            data = encode_copy(table, columns, row_numbers=self.config.mode == "upsert")
-        except (ValueError, pa.ArrowException) as exc:
+            return plan_columns(table.schema)
+        except ValueError as exc:
             raise DeliveryError(f"{self.describe_target()}: {exc}", retryable=False) from None
-        return columns, data
-
-    def _write_one(self, conn: Any, table: pa.Table, used: set[str]) -> None:
-        c = self.config
-        columns, data = self._prepare(table)
-        conflict = self._ensure_table(conn, columns, table.schema)
-        missing = [col for col in conflict if col not in table.column_names]
-        if missing:
-            raise DeliveryError(
-                f"the data has no column '{missing[0]}' (the hypertable's time column, part of its unique key)",
-                retryable=False,
-            )
-        upsert = c.mode == "upsert"
-        with self._bounded(conn, "stage"):
-            stage = self._stage(conn, columns, upsert)
-            if stage in used:
-                conn.execute(f"TRUNCATE {stage}")
-        used.add(stage)
-        with (
-            self._bounded(conn, "COPY"),
-            conn.cursor() as cur,
-            cur.copy(f"COPY {stage} FROM STDIN (FORMAT BINARY)") as copy,
-        ):
-            for piece in data:
-                copy.write(piece)
-        with self._bounded(conn, "INSERT"):
-            conn.execute(insert_sql(c.schema_, c.table, stage, columns, conflict, c.mode))
 
     def _transaction(self, tables: Sequence[pa.Table]) -> None:
+        """Deliver the rows of `tables` in one transaction. Round trips when the table is known:
+        the binary COPY into the staging table (outside the transaction: a temporary table), then
+        `BEGIN; INSERT ... ON CONFLICT ...; TRUNCATE stage; COMMIT` in one message."""
+        tables = [t for t in tables if t.num_rows]
+        if not tables:
+            return
+        try:
+            table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="permissive")
+        except pa.ArrowException as exc:
+            raise DeliveryError(
+                f"the tables do not fit together: {first_line(exc)}", retryable=False
+            ) from None
+        columns = self._columns(table)
+        c = self.config
+        upsert = c.mode == "upsert"
         with self._lock:
             self.open()
             conn = self._conn
             self._created_in_tx = False
             try:
-                with self._bounded(conn, "BEGIN"):
-                    conn.execute("BEGIN")
-                used: set[str] = set()
-                for table in tables:
-                    if table.num_rows:
-                        self._write_one(conn, table, used)
-                with self._bounded(conn, "COMMIT"):
-                    conn.execute("COMMIT")
+                ddl, conflict = self._plan_ddl(conn, columns, table.schema)
+                self._created_in_tx = bool(ddl)
+                missing = [col for col in conflict if col not in table.column_names]
+                if missing:
+                    raise DeliveryError(
+                        f"the data has no column '{missing[0]}' (the hypertable's time column, part of "
+                        "its unique key)",
+                        retryable=False,
+                    )
+                with self._bounded(conn, "staging table"):
+                    stage = self._stage(conn, columns, upsert)
+                with (
+                    self._bounded(conn, "COPY"),
+                    conn.cursor() as cur,
+                    cur.copy(f"COPY {stage} FROM STDIN (FORMAT BINARY)") as copy,
+                ):
+                    for piece in iter_copy(table, columns, row_numbers=upsert):
+                        copy.write(piece)
+                begin = "BEGIN"
+                if ddl:
+                    try:
+                        with self._bounded(conn, "CREATE/ALTER TABLE"):
+                            conn.execute("; ".join([begin, *ddl]))
+                    except DeliveryError:
+                        raise
+                    except Exception as exc:  # two edge boxes creating the table at once: try again
+                        raise DeliveryError(
+                            f"preparing {c.schema_}.{c.table}: {classify(exc)}", retryable=True
+                        ) from exc
+                    begin = ""
+                insert = insert_sql(c.schema_, c.table, stage, columns, conflict, c.mode)
+                with self._bounded(conn, "INSERT"):
+                    conn.execute("; ".join(s for s in (begin, insert, f"TRUNCATE {stage}", "COMMIT") if s))
+                self._dirty.discard(stage)
             except BaseException as exc:
                 self._abandon(conn)
                 if isinstance(exc, DeliveryError):
                     raise
+                if isinstance(exc, (ValueError, pa.ArrowException)):  # a value the encoder cannot write
+                    raise DeliveryError(
+                        f"{self.describe_target()}: {first_line(exc)}", retryable=False
+                    ) from None
                 if isinstance(exc, Exception) and _is_psycopg(exc):
                     if getattr(exc, "sqlstate", None) in _STALE_SCHEMA:
                         self._table = None  # dropped or altered by someone else: look again
@@ -684,7 +720,6 @@ class PostgreSQLTarget:
         state is forgotten when this transaction created or altered it (those changes are gone)."""
         if self._created_in_tx:
             self._table = None
-        self._stages = {}  # a stage created in this transaction is gone with it (IF NOT EXISTS is cheap)
         try:
             if conn.closed or conn.broken:
                 raise RuntimeError("broken")
@@ -698,7 +733,7 @@ class PostgreSQLTarget:
 
     def deliver_all(self, tables: Sequence[pa.Table]) -> None:
         """Direct mode: every table in ONE transaction (the run's commit); on failure the upstream
-        table is as it was."""
+        table is as it was. Tables with different columns are aligned first (missing ones NULL)."""
         self._transaction(list(tables))
 
 

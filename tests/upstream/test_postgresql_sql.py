@@ -278,7 +278,7 @@ def tables(draw):
     return pa.table(arrays)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(tables())
 def test_encoder_round_trip(table):
     columns = plan_columns(table.schema)
