@@ -330,9 +330,22 @@ class SparkplugEdgeNode:
         with self.lock:
             if link.lost_since(generation):
                 raise DeliveryError(f"{link.where}: connection lost ({link.last_error})", retryable=True)
-            rebirth, new_devices = self._learn(by_device, tags, values)
-            encoded: list[tuple[str, list[sp.MetricRow]]] = []
+            rebirth, new_devices, first = self._learn(by_device, tags, values)
+            # A new metric is born with its first value of this table (its current value then), which
+            # DDATA then leaves out: no value twice, and the host sees them in time order. A backlog
+            # (historical) keeps every row in DDATA, for the is_historical flag.
+            for i, device in first:
+                self.last[(device, tags[i])] = (values[i][0], ts[i], quality[i])
+            skip = set() if historical else {i for i, _ in first}
+            if rebirth:
+                self.counters["rebirths_new_metrics"] += 1
+                self._births(client)
+            else:
+                for device in new_devices:
+                    self._dbirth(client, device, now)
+            encoded: list[tuple[str | None, list[sp.MetricRow]]] = []
             mismatch = 0
+            keys = cols["key"]
             for device, rows in by_device.items():
                 known = self.catalog[device]
                 out: list[sp.MetricRow] = []
@@ -342,16 +355,12 @@ class SparkplugEdgeNode:
                     if kind is not None and kind != datatype:
                         mismatch += 1
                         value = repr(value) if datatype == sp.STRING else None
-                    out.append((None, alias, None, value, ts[i], quality[i], cols["key"][i]))
                     self.last[(device, tags[i])] = (value, ts[i], quality[i])
-                encoded.append((device, out))
+                    if i not in skip:
+                        out.append((None, alias, None, value, ts[i], quality[i], keys[i]))
+                if out:
+                    encoded.append((device, out))
             self.counters["type_mismatch"] += mismatch
-            if rebirth:
-                self.counters["rebirths_new_metrics"] += 1
-                self._births(client)
-            else:
-                for device in new_devices:
-                    self._dbirth(client, device, now)
             step = self.config.max_metrics_per_message
             for device, out in encoded:
                 topic = self.topic("NDATA" if device is NODE else "DDATA", device)
@@ -372,9 +381,10 @@ class SparkplugEdgeNode:
 
     def _learn(
         self, by_device: dict[str | None, list[int]], tags: list[Any], values: list[tuple[Any, int | None]]
-    ) -> tuple[bool, list[str]]:
-        """Aliases and datatypes for the metrics first seen now: (full rebirth needed, new devices)."""
-        rebirth, new_devices = False, []
+    ) -> tuple[bool, list[str], list[tuple[int, str | None]]]:
+        """Aliases and datatypes for the metrics first seen now: (full rebirth needed, new devices,
+        the first row of each new metric with its device)."""
+        rebirth, new_devices, first = False, [], []
         for device, rows in by_device.items():
             known = self.catalog.get(device)
             if known is None:
@@ -386,10 +396,11 @@ class SparkplugEdgeNode:
                 if tag not in known:
                     known[tag] = (self.next_alias, values[i][1] or sp.DOUBLE)
                     self.next_alias += 1
+                    first.append((i, device))
                     added = True
             if added and device in self.born:
                 rebirth = True  # a metric not in the births may not be published by alias
-        return rebirth, [d for d in new_devices if d is not NODE]
+        return rebirth, [d for d in new_devices if d is not NODE], first
 
     def _wait_acked(self, link: BrokerLink, generation: int, mid: int, n: int) -> None:
         deadline = time.monotonic() + self.config.ack_timeout

@@ -259,7 +259,9 @@ def test_birth_data_and_death_follow_the_edge_node_rules(tmp_path, group, spy):
     ]
     assert len(set(aliases)) == len(aliases)
     assert (born["Flow"].datatype, born["Mode"].datatype) == (sp.DOUBLE, sp.STRING)
-    assert (born["Flow"].double_value, born["Mode"].string_value) == (10.0, "auto-1")  # the last values
+    # a new metric is born with its first value, which DDATA leaves out: nothing twice, in time order
+    assert (born["Flow"].double_value, born["Mode"].string_value) == (0.0, "auto-0")
+    assert (born["Flow"].timestamp, born["Level"].timestamp) == (T0_MS, T0_MS)
     # DDATA: aliases only (no names, no datatypes), every record, chronological, quality property
     by_alias = {m.alias: name for name, m in born.items()}
     got = [
@@ -268,9 +270,10 @@ def test_birth_data_and_death_follow_the_edge_node_rules(tmp_path, group, spy):
     ]
     assert not any(m.HasField("name") or m.HasField("datatype") for m in ddata.payload.metrics)
     assert got == [
-        ("Flow", T0_MS, 0.0), ("Level", T0_MS, 1.0), ("Mode", T0_MS, "auto-0"),
-        ("Flow", T0_MS + 1000, 10.0), ("Level", T0_MS + 1000, 11.0), ("Mode", T0_MS + 1000, "auto-1"),
-    ]  # fmt: skip
+        ("Flow", T0_MS + 1000, 10.0),
+        ("Level", T0_MS + 1000, 11.0),
+        ("Mode", T0_MS + 1000, "auto-1"),
+    ]
     quality = ddata.payload.metrics[0].properties
     assert list(quality.keys) == ["Quality"] and quality.values[0].int_value == 64
     assert not any(m.is_historical for m in ddata.payload.metrics)
@@ -286,7 +289,7 @@ def test_seq_wraps_after_255_and_payloads_carry_many_metrics(tmp_path, group, sp
     node = edge_node(tmp_path, group, max_metrics_per_message=2)
     try:
         node.open()
-        node.deliver(tags_table(["a", "b"], rounds=300))  # 300 NDATA of 2 metrics
+        node.deliver(tags_table(["a", "b"], rounds=301))  # births a, b; then 300 NDATA of 2 metrics
         node.config = node.config.model_copy(update={"max_metrics_per_message": 2000})
         node.deliver(tags_table(["a", "b"], rounds=2500, start=T0 + timedelta(hours=1)))
         spy.wait(lambda m: m.kind == "NDATA", count=300 + 3)
@@ -308,7 +311,7 @@ def test_will_and_bd_seq_across_reconnects_and_restarts(tmp_path, group, spy):
         node = edge_node(tmp_path, group, port=proxy.port, device_id="Pump1")
         try:
             node.open()
-            node.deliver(tags_table(["Flow"]))
+            node.deliver(tags_table(["Flow"], rounds=2))
             spy.wait(lambda m: m.kind == "DDATA")
             proxy.reset_all()  # no DISCONNECT: the broker sends the will
             will = spy.wait(lambda m: m.kind == "NDEATH")[0]
@@ -316,7 +319,7 @@ def test_will_and_bd_seq_across_reconnects_and_restarts(tmp_path, group, spy):
             reborn = spy.wait(lambda m: m.kind == "NBIRTH", count=2)[1]
             assert (bd_seq(reborn), reborn.seq) == (1, 0)
             dbirth = spy.wait(lambda m: m.kind == "DBIRTH", count=2)[1]
-            assert [(m.name, m.double_value) for m in dbirth.payload.metrics] == [("Flow", 0.0)]
+            assert [(m.name, m.double_value) for m in dbirth.payload.metrics] == [("Flow", 10.0)]  # current
             wait_for(lambda: node.link.connected, 10, what="reconnected")
             node.deliver(tags_table(["Flow"], start=T0 + timedelta(minutes=1)))
             spy.wait(lambda m: m.kind == "DDATA", count=2)
@@ -344,7 +347,7 @@ def test_ncmd_rebirth_and_a_new_metric_give_a_full_birth_sequence(tmp_path, grou
     node = edge_node(tmp_path, group, device_id="Pump1")
     try:
         node.open()
-        node.deliver(tags_table(["Flow", "Level"]))
+        node.deliver(tags_table(["Flow", "Level"], rounds=2))
         spy.wait(lambda m: m.kind == "DDATA")
         rebirth_command(group)
         spy.wait(lambda m: m.kind == "DBIRTH", count=2)
@@ -366,7 +369,9 @@ def test_ncmd_rebirth_and_a_new_metric_give_a_full_birth_sequence(tmp_path, grou
     assert {bd_seq(m) for m in messages if m.kind in ("NBIRTH", "NDEATH")} == {0}  # one connection
     last = messages[-2]
     born = {m.alias for m in births[-1].payload.metrics}
-    assert {m.alias for m in last.payload.metrics} <= born and len(last.payload.metrics) == 3
+    assert {m.alias for m in last.payload.metrics} <= born and len(
+        last.payload.metrics
+    ) == 2  # Speed: in DBIRTH
 
 
 @pytest.mark.services
@@ -375,8 +380,8 @@ def test_historical_backlog_and_devices_from_a_column(tmp_path, group, spy):
     try:
         node.open()
         node.deliver(tags_table(["t"], source="plc1"), historical=True)
-        node.deliver(tags_table(["t"], source="plc2", start=T0 + timedelta(seconds=5)))
-        node.deliver(tags_table(["n"]))  # no source: a node metric (NDATA)
+        node.deliver(tags_table(["t"], rounds=2, source="plc2", start=T0 + timedelta(seconds=5)))
+        node.deliver(tags_table(["n"], rounds=2))  # no source: a node metric (NDATA)
         spy.wait(lambda m: m.kind == "NDATA")
     finally:
         node.close()
@@ -384,6 +389,7 @@ def test_historical_backlog_and_devices_from_a_column(tmp_path, group, spy):
     assert topics[:4] == ["DBIRTH/Box1/plc1", "DDATA/Box1/plc1", "DBIRTH/Box1/plc2", "DDATA/Box1/plc2"]
     ddata = [m for m in spy.messages if m.kind == "DDATA"]
     assert [[m.is_historical for m in d.payload.metrics] for d in ddata] == [[True], [False]]
+    assert [m.timestamp for m in ddata[1].payload.metrics] == [T0_MS + 6000]  # the first is in DBIRTH
 
 
 @pytest.mark.services
@@ -397,17 +403,17 @@ def test_unreachable_or_silent_broker_is_a_retryable_error(tmp_path, group, spy)
             assert err.value.retryable
             proxy.pass_through()
             wait_for(lambda: node.link.connected, 15, what="connected once the port opens")
-            node.deliver(tags_table(["x"]))
+            node.deliver(tags_table(["x"], rounds=2))
             proxy.black_hole()  # accepts and never answers: no acknowledgement
             with pytest.raises(DeliveryError) as err:
-                node.deliver(tags_table(["x"], start=T0 + timedelta(seconds=1)))
+                node.deliver(tags_table(["x"], start=T0 + timedelta(seconds=2)))
             assert err.value.retryable
             proxy.pass_through()
             proxy.reset_all()
 
             def delivered() -> bool:
                 try:
-                    node.deliver(tags_table(["x"], start=T0 + timedelta(seconds=1)))
+                    node.deliver(tags_table(["x"], start=T0 + timedelta(seconds=2)))
                 except DeliveryError:
                     return False
                 return True
@@ -416,5 +422,5 @@ def test_unreachable_or_silent_broker_is_a_retryable_error(tmp_path, group, spy)
         finally:
             node.close()
     values = [m.payload.metrics[0].timestamp for m in spy.messages if m.kind == "NDATA"]
-    assert values[0] == T0_MS and values[-1] == T0_MS + 1000
+    assert values[0] == T0_MS + 1000 and values[-1] == T0_MS + 2000
     assert max(bd_seq(m) for m in spy.messages if m.kind == "NBIRTH") >= 1
