@@ -19,16 +19,29 @@ import ssl
 import threading
 import time
 import uuid
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pyarrow as pa
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from engine.connectors.base import one_line_error
 from engine.errors import ConnectorError
 from engine.outbox.config import RemoteSinkConfig
-from engine.outbox.target import KEY_COLUMN, DeliveryError
 from protocols.mqtt.config import TlsOptions
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from engine.outbox.target import DeliveryError
+
+# The configs are imported with the connector (registry, validation): pyarrow and the outbox's
+# target module load only when a destination delivers.
+
+
+def delivery_error(message: str, *, retryable: bool) -> DeliveryError:
+    from engine.outbox.target import DeliveryError
+
+    return DeliveryError(message, retryable=retryable)
+
 
 _ID_RESERVED = re.compile(r"[+/#]")
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
@@ -282,7 +295,7 @@ class BrokerLink:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     reason = self.last_error or f"no CONNACK within {timeout:g} s"
-                    raise DeliveryError(f"{self.where}: not connected: {reason}", retryable=True)
+                    raise delivery_error(f"{self.where}: not connected: {reason}", retryable=True)
                 self.cond.wait(left)
             return self.generation
 
@@ -331,7 +344,7 @@ class MqttJsonTarget:
         names = _PLACEHOLDER.findall(template)
         missing = [n for n in names if n not in table.column_names]
         if missing:
-            raise DeliveryError(
+            raise delivery_error(
                 f"topic template '{template}': no column {', '.join(missing)} in the records "
                 f"(columns: {', '.join(table.column_names)})",
                 retryable=False,
@@ -347,8 +360,10 @@ class MqttJsonTarget:
     def messages(self, table: pa.Table) -> list[tuple[str, bytes]]:
         import polars as pl
 
+        from engine.outbox.target import KEY_COLUMN
+
         if KEY_COLUMN not in table.column_names:
-            raise DeliveryError(f"the records have no `{KEY_COLUMN}` column", retryable=False)
+            raise delivery_error(f"the records have no `{KEY_COLUMN}` column", retryable=False)
         topics = self.topics(table)
         frame = pl.from_arrow(table)
         assert isinstance(frame, pl.DataFrame)
@@ -378,7 +393,7 @@ class MqttJsonTarget:
         for topic, payload in messages:
             info = link.client.publish(topic, payload, qos=cfg.qos, retain=cfg.retain)
             if info.rc:
-                raise DeliveryError(
+                raise delivery_error(
                     f"{link.where}: publish to {topic} failed: {info.rc} ({link.last_error or 'not connected'})",
                     retryable=True,
                 )
@@ -393,9 +408,9 @@ class MqttJsonTarget:
                     info.wait_for_publish(left)
                 acked = info.is_published()
             except (RuntimeError, ValueError) as exc:
-                raise DeliveryError(f"{link.where}: {one_line_error(exc)}", retryable=True) from None
+                raise delivery_error(f"{link.where}: {one_line_error(exc)}", retryable=True) from None
             if not acked:
-                raise DeliveryError(
+                raise delivery_error(
                     f"{link.where}: the broker did not acknowledge {len(infos)} messages within "
                     f"{cfg.ack_timeout:g} s ({link.last_error or 'no PUBACK'})",
                     retryable=True,
