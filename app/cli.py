@@ -85,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_logs_parser(sub, data_dir)
 
+    from app.outbox_cmd import add_outbox_parser
+
+    add_outbox_parser(sub, data_dir)
+
     from app.serve import add_parser as add_serve_parser
 
     add_serve_parser(sub)
@@ -218,6 +222,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from app.serve import cmd_serve
 
         return cmd_serve(args)
+    if args.command == "outbox":
+        from app.outbox_cmd import cmd_outbox
+
+        return cmd_outbox(args)
     handler = getattr(commands, f"cmd_{args.command}")
     return handler(args)
 

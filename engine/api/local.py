@@ -10,6 +10,7 @@ workspace) is shared by the sub-API objects, each in its own module:
     engine.live.tags()                        # engine/api/live.py
     engine.data.sql("SELECT ...")             # engine/api/data.py
     engine.health.summary()                   # engine/api/health.py
+    engine.outbox.status()                    # engine/api/outbox.py
     engine.subscribe(callback)                # typed records of engine/api/events.py
 """
 
@@ -22,6 +23,7 @@ from engine.api.core import EngineCore
 from engine.api.data import LocalData
 from engine.api.health import LocalHealth
 from engine.api.live import LocalLive
+from engine.api.outbox import LocalOutbox
 from engine.api.pipelines import LocalPipelines
 from engine.api.runs import LocalRuns
 from engine.workspace import default_data_dir
@@ -41,10 +43,12 @@ class LocalEngine(EngineCore):
         self.live = LocalLive(self)
         self.data = LocalData(self)
         self.health = LocalHealth(self)
+        self.outbox = LocalOutbox(self.data_dir, self)  # engine/api/outbox.py
 
     def close(self, timeout: float = 10.0) -> None:
         # A historian read of the live API may be running on the pool: it must end before DuckDB closes.
         self.live.wait_idle(timeout)
+        self.outbox.stop(timeout)  # forwarders end their delivery in flight; the outboxes keep the rest
         super().close(timeout)
 
     def __enter__(self) -> LocalEngine:

@@ -330,6 +330,37 @@ class HealthAPI(Protocol):
 
 
 # ---- the whole -------------------------------------------------------------------------------
+class OutboxAPI(Protocol):
+    """The store-and-forward outboxes of the remote destinations (engine/api/outbox.py). Not yet
+    a member of `EngineAPI`: `RemoteEngine` gains it with the HTTP routes; `LocalEngine.outbox`
+    has it."""
+
+    def status(self) -> list[dict[str, Any]]:
+        """Per destination: pending_records, pending_bytes, appended_records, forwarded_records,
+        dropped_records, quarantined_records, oldest_pending_age_s, link_state..."""
+        ...
+
+    def quarantine(
+        self, pipeline: str | None = None, destination: str | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    def quarantine_records(
+        self, pipeline: str, destination: str, ids: list[int] | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    def quarantine_retry(self, pipeline: str, destination: str, ids: list[int] | None = None) -> int: ...
+
+    def quarantine_delete(self, pipeline: str, destination: str, ids: list[int] | None = None) -> int: ...
+
+    def edge_id(self) -> str: ...
+
+    def set_edge_id(self, value: str) -> str: ...
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 10.0) -> None: ...
+
+
 @runtime_checkable
 class EngineAPI(Protocol):
     """The engine, whichever process it runs in."""
@@ -372,6 +403,7 @@ __all__ = [
     "HealthAPI",
     "Job",
     "LiveAPI",
+    "OutboxAPI",
     "PipelinesAPI",
     "RunFilter",
     "RunRecord",

@@ -3,7 +3,8 @@
 - **Ordered.** Batches go out in the order the outbox accepted them, within each of two lanes:
   - *live*: batches accepted after the forwarder caught up (after it started, or after the link
     came back), sent first, never throttled, `historical=False`;
-  - *backlog*: what was waiting when the forwarder started or the link came back, oldest first,
+  - *backlog*: what was waiting when the link came back (or, when the forwarder starts, what had
+    waited more than `STARTUP_BACKLOG_S`), oldest first,
     `historical=True`, throttled to `backfill_rows_per_s`; it drains behind the live lane.
   A record's key (tag + timestamp ...) is in exactly one batch, so order per key holds; per tag,
   live values may reach the upstream before older backlog values, flagged historical.
@@ -33,6 +34,7 @@ from engine.runs.retry import backoff_delays
 CHUNK_ROWS = 50_000  # records per delivery (whole batches; a larger batch goes alone)
 IDLE_WAIT_S = 0.5  # appends by this process wake the forwarder at once; other processes' are polled
 MAX_RETRY_AFTER_S = 300.0
+STARTUP_BACKLOG_S = 5.0
 
 
 def _one_line(exc: BaseException) -> str:
@@ -62,6 +64,7 @@ class Forwarder(threading.Thread):
         self.link: str | None = None
         self._outage = False
         self._delays = None
+        self._reset_target = False  # update() with a changed config: reconnect with it
         # In-memory figures of this forwarder (the durable ones are the store's counters).
         self.delivered_live = 0
         self.delivered_historical = 0
@@ -75,8 +78,10 @@ class Forwarder(threading.Thread):
     def update(self, make_target: Callable[[], Any], config: Any) -> None:
         """A new run of the pipeline: its (possibly changed) destination. The next delivery
         reconnects with it."""
+        changed = config != self.config
         self._make, self.config = make_target, config
-        self._reset_target = True
+        if changed:
+            self._reset_target = True
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -95,14 +100,15 @@ class Forwarder(threading.Thread):
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> None:
-        self._reset_target = False
         with contextlib.suppress(Exception):
             self.store.discard_staged_except(token_alive)  # batches of runs that were killed
-        self.live_mark = self.store.max_seq()
+        # At start, what waited longer than STARTUP_BACKLOG_S is backlog (the service was down);
+        # what a pipeline committed just now is live, and goes out in order.
+        self.live_mark = self.store.max_seq(created_before=time.time() - STARTUP_BACKLOG_S)
         next_backlog = 0.0
         while not self.stopping:
             try:
-                if getattr(self, "_reset_target", False):
+                if self._reset_target:
                     self._close_target()
                     self._reset_target = False
                 if self.target is None:
@@ -136,6 +142,7 @@ class Forwarder(threading.Thread):
         target = self._make()
         target.open()
         self.target = target
+        self._set_link("up")
         if self._outage:  # what piled up while the link was down drains behind new data
             self.live_mark = self.store.max_seq()
             self._outage = False

@@ -389,13 +389,14 @@ class OutboxStore:
             ).fetchone()
         return int(n), int(rows), int(size), oldest, low
 
-    def max_seq(self) -> int:
+    def max_seq(self, created_before: float | None = None) -> int:
+        """The highest accepted sequence (of batches accepted before `created_before`, epoch s)."""
+        sql = "SELECT COALESCE(MAX(seq),0) FROM batches WHERE staged IS NULL"
+        args: tuple[Any, ...] = ()
+        if created_before is not None:
+            sql, args = sql + " AND created < ?", (created_before,)
         with self.lock:
-            return int(
-                self.con.execute("SELECT COALESCE(MAX(seq),0) FROM batches WHERE staged IS NULL").fetchone()[
-                    0
-                ]
-            )
+            return int(self.con.execute(sql, args).fetchone()[0])
 
     def read(
         self, *, above: int | None = None, up_to: int | None = None, max_rows: int, max_batches: int = 1000

@@ -96,6 +96,9 @@ class ServiceHost:
 
     # ---- life --------------------------------------------------------------------------------
     def start(self) -> None:
+        outbox = getattr(self.engine, "outbox", None)
+        if outbox is not None:  # every pipeline it runs: store_and_forward; pending outboxes forwarded
+            outbox.start()
         self.reload()
         for i, folder in enumerate(self.folders):
             self.watcher.watch_folder(f"folder:{i}", folder, self.reload)
@@ -130,6 +133,10 @@ class ServiceHost:
         for job in jobs:
             with contextlib.suppress(Exception):
                 job.result(5.0)  # a cancelled run ends between batches (readers: at most 2 s)
+        outbox = getattr(self.engine, "outbox", None)
+        if outbox is not None:  # after the runs: their last batches are in the outboxes
+            with contextlib.suppress(Exception):
+                outbox.stop(max(1.0, deadline - time.monotonic()))
         return {"finished": finished, "cancelled": cancelled}
 
     # ---- loading -----------------------------------------------------------------------------

@@ -18,6 +18,9 @@ exposition text and its content type for the HTTP route. The service calls
 | `aggregator_micro_batches_total` | counter | pipeline | `micro_batch` |
 | `aggregator_micro_batch_latency_seconds` | histogram | pipeline | `micro_batch` (receipt of its oldest row -> commit) |
 | `aggregator_scheduler_lag_seconds` | histogram | | `observe_scheduler_lag` |
+| `aggregator_outbox_pending_records` / `_pending_bytes` / `_oldest_pending_age_s` | gauge | pipeline, destination | the outbox status (engine/api/outbox.py), read at scrape |
+| `aggregator_outbox_appended_records_total` / `_forwarded_` / `_dropped_` / `_quarantined_records_total`, `aggregator_outbox_corrupt_set_aside_total` | counter | pipeline, destination | the outbox's durable counters |
+| `aggregator_outbox_link_state` | gauge (1 = the state now) | pipeline, destination, state | the forwarder's link |
 | `process_resident_memory_bytes`, `process_cpu_seconds_total`, `process_open_fds`... | | | prometheus_client's ProcessCollector (Linux /proc) |
 
 The mapping from events to metrics is one method, `observe`: events arrive as typed records
@@ -132,8 +135,18 @@ class EngineMetrics:
         self._was_down: set[tuple[str, str]] = set()
 
     def attach(self, engine: Any) -> Callable[[], None]:
-        """Subscribe to `engine` (anything with `subscribe(callback)`); returns the unsubscribe."""
+        """Subscribe to `engine` (anything with `subscribe(callback)`); returns the unsubscribe.
+        An engine with outboxes (`engine.outbox.status()`) has their figures collected too."""
+        outbox = getattr(engine, "outbox", None)
+        if outbox is not None:
+            self.attach_outbox(outbox.status)
         return engine.subscribe(self.observe)
+
+    def attach_outbox(self, status: Callable[[], list[dict[str, Any]]]) -> None:
+        """Collect the outbox figures (`status()` per destination) on this registry, once."""
+        if getattr(self, "_outbox_collector", None) is None:
+            self._outbox_collector = OutboxCollector(status)
+            self.registry.register(self._outbox_collector)
 
     def observe_scheduler_lag(self, seconds: float) -> None:
         self.scheduler_lag.observe(max(0.0, float(seconds)))
@@ -205,6 +218,62 @@ class EngineMetrics:
         elif state in UP_STATES and key in self._was_down:
             self._was_down.discard(key)
             self.reconnects.labels(pipeline, source).inc()
+
+
+OUTBOX_GAUGES = {
+    "pending_records": "Records in the outbox not yet delivered",
+    "pending_bytes": "Bytes in the outbox not yet delivered",
+    "oldest_pending_age_s": "Age of the oldest undelivered record (seconds; 0 when none)",
+}
+OUTBOX_COUNTERS = {
+    "appended_records": "Records the outbox accepted, ever (survives restarts)",
+    "forwarded_records": "Records delivered to the upstream",
+    "dropped_records": "Records dropped at the outbox's cap (written as gap records)",
+    "quarantined_records": "Records the upstream refused, set aside in quarantine",
+    "corrupt_set_aside": "Corrupt outbox files set aside and replaced",
+}
+LINK_STATES = ("idle", "connecting", "up", "down", "stopped")
+
+
+class OutboxCollector:
+    """`aggregator_outbox_*{pipeline, destination}`: the outbox figures (engine/api/outbox.py
+    `status()`), read when /metrics is scraped: gauges for what waits, counters for what the
+    outbox counts durably, and `aggregator_outbox_link_state` (1 = the state now)."""
+
+    def __init__(self, status: Callable[[], list[dict[str, Any]]]):
+        self._status = status
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        try:
+            rows = self._status()
+        except Exception:
+            rows = []
+        labels = ["pipeline", "destination"]
+        gauges = {
+            k: GaugeMetricFamily(f"aggregator_outbox_{k}", h, labels=labels) for k, h in OUTBOX_GAUGES.items()
+        }
+        counters = {
+            k: CounterMetricFamily(f"aggregator_outbox_{k}", h, labels=labels)
+            for k, h in OUTBOX_COUNTERS.items()
+        }
+        link = GaugeMetricFamily(
+            "aggregator_outbox_link_state",
+            "The forwarder's link (1 = its state now)",
+            labels=[*labels, "state"],
+        )
+        for row in rows:
+            key = [str(row.get("pipeline")), str(row.get("destination"))]
+            for k, g in gauges.items():
+                g.add_metric(key, float(row.get(k) or 0))
+            for k, c in counters.items():
+                c.add_metric(key, float(row.get(k) or 0))
+            for state in LINK_STATES:
+                link.add_metric([*key, state], 1.0 if row.get("link_state") == state else 0.0)
+        yield from gauges.values()
+        yield from counters.values()
+        yield link
 
 
 def render(registry: CollectorRegistry) -> tuple[bytes, str]:

@@ -46,6 +46,7 @@ def run_streaming(
     run_id = start.run_id
 
     ctx = run_context(plan, ws, run_id, start.started, base_dir, cancel, dry_run=False)
+    ctx.delivery_default = "store_and_forward"  # a real-time run's remote destinations (engine/outbox)
     runner = StreamRunner(plan, ctx, settings=settings, on_event=emit)
     try:
         runner.start()
