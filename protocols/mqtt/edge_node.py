@@ -147,7 +147,12 @@ class SparkplugEdgeNode:
                 link.client.on_unsubscribe = self._on_unsubscribe
                 self._set_will(link.client)
                 link.start()
-        self.link.wait_connected(self.config.connect_timeout)
+            link = self.link
+        try:
+            link.wait_connected(self.config.connect_timeout)
+        except Exception:
+            self.close()  # no client left reconnecting behind the forwarder's back
+            raise
 
     def _set_will(self, client: Any) -> None:
         client.will_set(self.topic("NDEATH"), sp.death_payload(self.bd_seq), qos=1, retain=False)

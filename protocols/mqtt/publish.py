@@ -330,7 +330,11 @@ class MqttJsonTarget:
                 self.config, self.config.client_id or f"aggregator-{uuid.uuid4().hex[:10]}"
             )
         self.link.start()
-        self.link.wait_connected(self.config.connect_timeout)
+        try:
+            self.link.wait_connected(self.config.connect_timeout)
+        except Exception:
+            self.close()  # no client left reconnecting behind the forwarder's back
+            raise
 
     def close(self) -> None:
         link, self.link = self.link, None
