@@ -10,6 +10,8 @@ broker, NATS) and break the link on demand.
         proxy.reset_after(10_000)   # reset each connection once 10 kB more went to the server
         proxy.reset_on(b"COMMIT\\0") # forward the client's chunk holding this, then reset the
                                     # client: the server acts on it, the reply is lost
+                                    # (at_end=True: only a chunk that ends with it, e.g. the
+                                    # last message before the client waits)
         proxy.pass_through()        # back to normal (the faults above are switched off)
 
 Faults apply to open connections and to new ones. One thread accepts; one thread per connection
@@ -49,6 +51,7 @@ class FaultProxy:
         self._latency = {"to_client": 0.0, "to_server": 0.0}
         self._reset_after: int | None = None
         self._reset_on: bytes | None = None
+        self._reset_at_end = False
         self._generation = 0  # bumped on every mode change; a connection re-arms its byte count
         self._conns: set[_Link] = set()
         self._listener: socket.socket | None = None
@@ -121,8 +124,8 @@ class FaultProxy:
     def reset_after(self, nbytes: int) -> None:
         self._set(_reset_after=nbytes)
 
-    def reset_on(self, pattern: bytes) -> None:
-        self._set(_reset_on=pattern)
+    def reset_on(self, pattern: bytes, *, at_end: bool = False) -> None:
+        self._set(_reset_on=pattern, _reset_at_end=at_end)
 
     def open_connections(self) -> int:
         return len(self._links())
@@ -256,7 +259,10 @@ class _Link:
                             self.close(reset=True)
                             return
                         sent_since += len(data)
-                    if proxy._reset_on is not None and proxy._reset_on in data:
+                    pattern = proxy._reset_on
+                    if pattern is not None and (
+                        data.endswith(pattern) if proxy._reset_at_end else pattern in data
+                    ):
                         self._flush(force=True)
                         self._send_now(self.server, data)
                         proxy.resets += 1

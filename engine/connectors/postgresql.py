@@ -114,6 +114,25 @@ class PgColumn:
     wire: str  # its type in the staging table: what the binary COPY carries (text, cast on insert)
 
 
+# How PostgreSQL's format_type() names each wire type: a binary COPY straight into a table needs
+# the table's column to be of exactly that type.
+FORMAT_NAMES = {
+    "boolean": "boolean",
+    "smallint": "smallint",
+    "integer": "integer",
+    "bigint": "bigint",
+    "real": "real",
+    "double precision": "double precision",
+    "text": "text",
+    "bytea": "bytea",
+    "timestamptz": "timestamp with time zone",
+    "timestamp": "timestamp without time zone",
+    "date": "date",
+    "time": "time without time zone",
+    "interval": "interval",
+}
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -603,7 +622,9 @@ class PostgreSQLTarget:
             statements = create_table_sql(
                 c.schema_, c.table, columns, time_column=time_column, timescale=self._timescale
             )
-            self._table = _TableState({col.name: col.sql for col in columns}, time_column)
+            self._table = _TableState(
+                {col.name: FORMAT_NAMES.get(col.sql, col.sql) for col in columns}, time_column
+            )
             return statements, conflict_columns(time_column)
         statements = []
         conflict = conflict_columns(self._table.hypertable_time)
@@ -613,7 +634,7 @@ class PostgreSQLTarget:
         for col in columns:
             if col.name not in self._table.columns:
                 statements.append(add_column_sql(c.schema_, c.table, col))
-                self._table.columns[col.name] = col.sql
+                self._table.columns[col.name] = FORMAT_NAMES.get(col.sql, col.sql)
         return statements, conflict
 
     def _stage(self, conn: Any, columns: list[PgColumn], upsert: bool) -> str:
@@ -647,9 +668,14 @@ class PostgreSQLTarget:
             raise DeliveryError(f"{self.describe_target()}: {exc}", retryable=False) from None
 
     def _transaction(self, tables: Sequence[pa.Table]) -> None:
-        """Deliver the rows of `tables` in one transaction. Round trips when the table is known:
-        the binary COPY into the staging table (outside the transaction: a temporary table), then
-        `BEGIN; INSERT ... ON CONFLICT ...; TRUNCATE stage; COMMIT` in one message."""
+        """Deliver the rows of `tables` in one transaction.
+
+        First try: the binary COPY straight into the target (`_direct`), one statement and so one
+        transaction of its own, as fast as `psql \\copy`: in the usual drain every key is new. When
+        a key is already there (the forwarder sends a batch again after a lost acknowledgement) the
+        unique index stops that COPY and nothing of it stays; then the rows go the deduplicating
+        way (`_via_stage`): COPY into the staging table, then `BEGIN; INSERT ... ON CONFLICT ...;
+        TRUNCATE stage; COMMIT` in one message."""
         tables = [t for t in tables if t.num_rows]
         if not tables:
             return
@@ -660,47 +686,25 @@ class PostgreSQLTarget:
                 f"the tables do not fit together: {first_line(exc)}", retryable=False
             ) from None
         columns = self._columns(table)
-        c = self.config
-        upsert = c.mode == "upsert"
         with self._lock:
             self.open()
             conn = self._conn
             self._created_in_tx = False
             try:
-                ddl, conflict = self._plan_ddl(conn, columns, table.schema)
-                self._created_in_tx = bool(ddl)
-                missing = [col for col in conflict if col not in table.column_names]
-                if missing:
-                    raise DeliveryError(
-                        f"the data has no column '{missing[0]}' (the hypertable's time column, part of "
-                        "its unique key)",
-                        retryable=False,
-                    )
-                with self._bounded(conn, "staging table"):
-                    stage = self._stage(conn, columns, upsert)
-                with (
-                    self._bounded(conn, "COPY"),
-                    conn.cursor() as cur,
-                    cur.copy(f"COPY {stage} FROM STDIN (FORMAT BINARY)") as copy,
-                ):
-                    for piece in iter_copy(table, columns, row_numbers=upsert):
-                        copy.write(piece)
-                begin = "BEGIN"
-                if ddl:
+                ddl, conflict = self._plan(conn, columns, table.schema)
+                if self._direct_ok(columns):
                     try:
-                        with self._bounded(conn, "CREATE/ALTER TABLE"):
-                            conn.execute("; ".join([begin, *ddl]))
-                    except DeliveryError:
-                        raise
-                    except Exception as exc:  # two edge boxes creating the table at once: try again
-                        raise DeliveryError(
-                            f"preparing {c.schema_}.{c.table}: {classify(exc)}", retryable=True
-                        ) from exc
-                    begin = ""
-                insert = insert_sql(c.schema_, c.table, stage, columns, conflict, c.mode)
-                with self._bounded(conn, "INSERT"):
-                    conn.execute("; ".join(s for s in (begin, insert, f"TRUNCATE {stage}", "COMMIT") if s))
-                self._dirty.discard(stage)
+                        self._direct(conn, table, columns, ddl)
+                        return
+                    except Exception as exc:
+                        if not self._duplicate_key(exc):
+                            raise
+                    self._abandon(conn)  # keys already there: deduplicate through the stage
+                    self.open()
+                    conn = self._conn
+                    self._created_in_tx = False
+                    ddl, conflict = self._plan(conn, columns, table.schema)
+                self._via_stage(conn, table, columns, ddl, conflict)
             except BaseException as exc:
                 self._abandon(conn)
                 if isinstance(exc, DeliveryError):
@@ -714,6 +718,80 @@ class PostgreSQLTarget:
                         self._table = None  # dropped or altered by someone else: look again
                     raise classify(exc) from None
                 raise
+
+    def _plan(self, conn: Any, columns: list[PgColumn], schema: pa.Schema) -> tuple[list[str], list[str]]:
+        ddl, conflict = self._plan_ddl(conn, columns, schema)
+        self._created_in_tx = bool(ddl)
+        missing = [col for col in conflict if col not in schema.names]
+        if missing:
+            raise DeliveryError(
+                f"the data has no column '{missing[0]}' (the hypertable's time column, part of its unique key)",
+                retryable=False,
+            )
+        return ddl, conflict
+
+    def _direct_ok(self, columns: list[PgColumn]) -> bool:
+        """A binary COPY straight into the table needs every column's wire type to be the table's
+        own type (binary input is not cast); upsert always goes through the stage."""
+        if self.config.mode != "append" or self._table is None:
+            return False
+        have = self._table.columns
+        return all(have.get(col.name) == FORMAT_NAMES.get(col.wire) for col in columns)
+
+    def _duplicate_key(self, exc: BaseException) -> bool:
+        diag = getattr(exc, "diag", None)
+        constraint = getattr(diag, "constraint_name", None) or ""
+        return getattr(exc, "sqlstate", None) == "23505" and constraint.endswith(
+            index_name(self.config.table)
+        )
+
+    def _begin_ddl(self, conn: Any, ddl: list[str]) -> None:
+        c = self.config
+        try:
+            with self._bounded(conn, "CREATE/ALTER TABLE"):
+                conn.execute("; ".join(["BEGIN", *ddl]))
+        except DeliveryError:
+            raise
+        except Exception as exc:  # two edge boxes creating the table at once: try again
+            raise DeliveryError(f"preparing {c.schema_}.{c.table}: {classify(exc)}", retryable=True) from exc
+
+    def _copy(
+        self, conn: Any, into: str, table: pa.Table, columns: list[PgColumn], *, row_numbers: bool
+    ) -> None:
+        with (
+            self._bounded(conn, "COPY"),
+            conn.cursor() as cur,
+            cur.copy(f"COPY {into} FROM STDIN (FORMAT BINARY)") as copy,
+        ):
+            for piece in iter_copy(table, columns, row_numbers=row_numbers):
+                copy.write(piece)
+
+    def _direct(self, conn: Any, table: pa.Table, columns: list[PgColumn], ddl: list[str]) -> None:
+        c = self.config
+        if ddl:
+            self._begin_ddl(conn, ddl)
+        names = ", ".join(quote_ident(col.name) for col in columns)
+        self._copy(conn, f"{qualified(c.schema_, c.table)} ({names})", table, columns, row_numbers=False)
+        if ddl:
+            with self._bounded(conn, "COMMIT"):
+                conn.execute("COMMIT")
+
+    def _via_stage(
+        self, conn: Any, table: pa.Table, columns: list[PgColumn], ddl: list[str], conflict: list[str]
+    ) -> None:
+        c = self.config
+        upsert = c.mode == "upsert"
+        with self._bounded(conn, "staging table"):
+            stage = self._stage(conn, columns, upsert)
+        self._copy(conn, stage, table, columns, row_numbers=upsert)
+        begin = "BEGIN"
+        if ddl:
+            self._begin_ddl(conn, ddl)
+            begin = ""
+        insert = insert_sql(c.schema_, c.table, stage, columns, conflict, c.mode)
+        with self._bounded(conn, "INSERT"):
+            conn.execute("; ".join(s for s in (begin, insert, f"TRUNCATE {stage}", "COMMIT") if s))
+        self._dirty.discard(stage)
 
     def _abandon(self, conn: Any) -> None:
         """After a failure: roll back if the link still works, else drop the connection. The table

@@ -63,21 +63,33 @@ def test_reset_mid_batch_then_one_copy(table, proxy):
     assert keys(table) == sorted(tags(0, 20_100).column("_key").to_pylist())
 
 
-def test_commit_reached_the_server_but_its_answer_was_lost(table, proxy):
+COPY_DONE = b"c\x00\x00\x00\x04"  # the frontend's CopyDone message: the COPY's own commit
+
+
+@pytest.mark.parametrize(
+    ("first", "start", "pattern"),
+    [
+        (10, 10, COPY_DONE),  # new keys: COPY straight into the table, committed by CopyDone
+        (500, 0, b"COMMIT\x00"),  # half the keys already there: stage, INSERT ... ON CONFLICT, COMMIT
+    ],
+    ids=["direct", "stage"],
+)
+def test_commit_reached_the_server_but_its_answer_was_lost(table, proxy, first, start, pattern):
     """The crash between 'delivered' and 'acknowledged': the forwarder sends again, the server
     keeps one copy."""
     t = _through(proxy, table)
     try:
-        t.deliver(tags(0, 10))
-        proxy.reset_on(b"COMMIT\x00")
-        batch = tags(10, 1000)
+        t.deliver(tags(0, first))
+        proxy.reset_on(pattern, at_end=True)
+        batch = tags(start, 1000 - start)
         _fails_retryable(t, batch, within=30)
-        wait_for(lambda: count(table) == 1010, what="the server to commit the transaction it received")
+        assert proxy.resets == 1
+        wait_for(lambda: count(table) == 1000, what="the server to commit the transaction it received")
         proxy.pass_through()
         t.deliver(batch)  # the redelivery
     finally:
         t.close()
-    assert count(table) == 1010
+    assert count(table) == 1000
 
 
 @pytest.mark.slow

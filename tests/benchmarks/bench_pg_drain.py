@@ -1,0 +1,162 @@
+"""Drain to PostgreSQL benchmark (plain script, prints JSON).
+
+    .venv/bin/python tests/benchmarks/bench_pg_drain.py [--rows 1000000] [--chunk 50000] [--repeat 3]
+
+The rows are tag records as the outbox holds them (timestamp, tag, value, quality, _key). Legs,
+each into a fresh table on the PostgreSQL server at 127.0.0.1:5432 (user postgres, db test):
+
+- `target`: our `postgresql` upstream target delivering the rows in the forwarder's chunks
+  (engine/outbox/forwarder.py CHUNK_ROWS), each chunk a transaction: binary COPY into the staging
+  table, then INSERT ... ON CONFLICT (_key) DO NOTHING into the table with its unique index;
+- `target_redeliver`: the same chunks delivered again into the filled table (every key already
+  there: the cost of the forwarder's at-least-once retries);
+- `psql_copy`: `psql -c "\\copy ... FROM 'rows.csv' CSV"` of the same rows from a CSV written once,
+  into a table of the same columns with the same unique index on _key (the tool a user would
+  otherwise pick; it does not deduplicate: a second copy of the same rows fails).
+
+Every figure is the median of `--repeat` runs, legs alternating; the load average is reported at
+the start and the end (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from engine.connectors.postgresql import PostgreSQLSinkConfig, PostgreSQLTarget
+from engine.context import RunContext
+from tests.upstream.pg import tags
+
+DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+TARGET_ROWS_PER_S = 150_000
+
+try:
+    from engine.outbox.forwarder import CHUNK_ROWS
+except ImportError:  # the forwarder's chunk size, if it is not importable in this tree
+    CHUNK_ROWS = 50_000
+
+
+def sql(query: str) -> list[tuple]:
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        cur = conn.execute(query)
+        return cur.fetchall() if cur.description else []
+
+
+def fresh(table: str, *, with_layout: bool) -> None:
+    sql(f'DROP TABLE IF EXISTS "{table}"')
+    if with_layout:  # psql's leg: the layout our target creates, made by hand
+        sql(
+            f'CREATE TABLE "{table}" ("timestamp" timestamptz, tag text, value double precision, '
+            f"quality text, _key text NOT NULL)"
+        )
+        sql(f'CREATE UNIQUE INDEX "{table}__key_uq" ON "{table}" (_key)')
+
+
+def leg_target(table, chunks, rows: int) -> tuple[float, float]:
+    fresh(table, with_layout=False)
+    config = PostgreSQLSinkConfig.model_validate(
+        {"host": "127.0.0.1", "port": 5432, "database": "test", "username": "postgres", "table": table}
+    )
+    target = PostgreSQLTarget(config, RunContext(), "bench")
+    try:
+        target.open()
+        started = time.perf_counter()
+        for chunk in chunks:
+            target.deliver(chunk)
+        first = time.perf_counter() - started
+        started = time.perf_counter()
+        for chunk in chunks:
+            target.deliver(chunk)
+        again = time.perf_counter() - started
+    finally:
+        target.close()
+    assert sql(f'SELECT count(*) FROM "{table}"')[0][0] == rows
+    return rows / first, rows / again
+
+
+def leg_psql(table: str, csv: Path, rows: int) -> float:
+    fresh(table, with_layout=True)
+    command = [
+        "psql",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-d",
+        "test",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-q",
+        "-c",
+        f'\\copy "{table}" ("timestamp", tag, value, quality, _key) FROM \'{csv}\' WITH (FORMAT csv, HEADER true)',
+    ]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    elapsed = time.perf_counter() - started
+    assert sql(f'SELECT count(*) FROM "{table}"')[0][0] == rows
+    return rows / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--chunk", type=int, default=CHUNK_ROWS)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    load_start = os.getloadavg()[0]
+    data = tags(0, args.rows, tags_n=1000)
+    chunks = [data.slice(start, args.chunk) for start in range(0, args.rows, args.chunk)]
+    results: dict[str, list[float]] = {"target": [], "target_redeliver": [], "psql_copy": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / "rows.csv"
+        import polars as pl
+
+        pl.from_arrow(data).write_csv(csv)  # written once, outside the timings
+        for _ in range(args.repeat):
+            first, again = leg_target("bench_pg_drain_target", chunks, args.rows)
+            results["target"].append(first)
+            results["target_redeliver"].append(again)
+            results["psql_copy"].append(leg_psql("bench_pg_drain_psql", csv, args.rows))
+    sql('DROP TABLE IF EXISTS "bench_pg_drain_target"')
+    sql('DROP TABLE IF EXISTS "bench_pg_drain_psql"')
+    medians = {name: round(statistics.median(values)) for name, values in results.items()}
+    print(
+        json.dumps(
+            {
+                "benchmark": "pg_drain",
+                "rows": args.rows,
+                "chunk_rows": args.chunk,
+                "repeat": args.repeat,
+                "rows_per_s": medians,
+                "runs_rows_per_s": {name: [round(v) for v in values] for name, values in results.items()},
+                "target_vs_psql_copy": round(medians["target"] / medians["psql_copy"], 2),
+                "target_rows_per_s": TARGET_ROWS_PER_S,
+                "met": medians["target"] >= TARGET_ROWS_PER_S,
+                "server": sql("SHOW server_version")[0][0],
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "load_average_start": round(load_start, 2),
+                    "load_average_end": round(os.getloadavg()[0], 2),
+                },
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
