@@ -136,12 +136,13 @@ def test_engine_for_is_the_service_while_one_owns_the_data_dir(serve):
 
 
 # ---- secrets, the demo and rerun (app/http/routes_admin.py) -----------------------------------------
-@pytest.fixture
-def own_service(tmp_path):
-    """A service with a secrets key folder of its own and no OS keyring, and a RemoteEngine on it."""
+@pytest.fixture(scope="module")
+def own_service(tmp_path_factory):
+    """A service with a secrets key folder of its own and no OS keyring, and a RemoteEngine on it
+    (shared by the tests below: each uses names of its own)."""
     from tests.service.http_server import served_api
 
-    with served_api(tmp_path / "service") as api, RemoteEngine(api.url, api.token) as engine:
+    with served_api(tmp_path_factory.mktemp("admin")) as api, RemoteEngine(api.url, api.token) as engine:
         yield engine, api
 
 
