@@ -227,6 +227,7 @@ def create_table_sql(
     target = qualified(schema, table)
     body = ", ".join(
         f"{quote_ident(c.name)} {c.sql}"
+        + (' COLLATE "C"' if c.name == KEY_COLUMN else "")  # an opaque id: byte order, the fastest
         + (" NOT NULL" if c.name == KEY_COLUMN or (timescale and c.name == time_column) else "")
         for c in columns
     )

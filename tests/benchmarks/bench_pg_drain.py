@@ -59,7 +59,7 @@ def fresh(table: str, *, with_layout: bool) -> None:
     if with_layout:  # psql's leg: the layout our target creates, made by hand
         sql(
             f'CREATE TABLE "{table}" ("timestamp" timestamptz, tag text, value double precision, '
-            f"quality text, _key text NOT NULL)"
+            'quality text, _key text COLLATE "C" NOT NULL)'
         )
         sql(f'CREATE UNIQUE INDEX "{table}__key_uq" ON "{table}" (_key)')
 
