@@ -51,7 +51,9 @@ def _load_builtins() -> None:
         import engine.connectors.duckdb_connector
         import engine.connectors.file
         import engine.connectors.historian_connector
-        import engine.connectors.postgresql  # noqa: F401
+        import engine.connectors.nats_upstream
+        import engine.connectors.postgresql
+        import engine.connectors.webhook  # noqa: F401
     if not _settled:
         with _deferred_lock:  # held while loading: a thread asking meanwhile waits, then sees them all
             while _deferred:
