@@ -8,8 +8,8 @@
   the same id, so a redelivered batch is dropped; a batch cut differently (after a poison record)
   is a new id, and the consumer dedupes on the `_key` inside (every record carries it).
 - The subject is a template: `{edge}` (the box's id, engine/outbox/keys.py), `{pipeline}`,
-  `{destination}` and any column of the data (`{tag}`, `{source}`...). A value's `.`, `*`, `>` and
-  white space become `_`, an empty or null one `_`, so each placeholder is exactly one subject token.
+  `{destination}` and any column of the data (`{tag}`, `{source}`...). A value's `.`, `*`, `>`, white
+  space and control characters become `_`, an empty or null one `_`, so each placeholder is exactly one subject token.
 - Publishing is pipelined: every message of a delivery is sent (up to `max_in_flight` awaiting
   their acks), then the acks are gathered; `deliver` returns once every message is acknowledged
   (stored, or recognised as a duplicate), else raises `DeliveryError`.
@@ -49,7 +49,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_TOKEN_UNSAFE = r"[\s.*>]"  # one subject token: no separator, no wildcard, no white space
+# One subject token: no separator, no wildcard, no white space or control character (the same
+# pattern in Python's re and Polars' Rust regex).
+_TOKEN_UNSAFE = r"[\x00-\x20\x7f-\x9f\s.*>]"
 _FIXED_FIELDS = ("edge", "pipeline", "destination")
 HISTORICAL_HEADER = "Aggregator-Historical"
 
@@ -224,6 +226,12 @@ def _msg_id(key: str) -> str:
 
         return "sha256-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
     return key
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    """Take a given-up future's outcome, so asyncio does not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 class _Loop:
@@ -580,8 +588,8 @@ class NatsTarget:
             for f in (*previous, *current):
                 if not f.done():
                     f.cancel()
-                elif not f.cancelled():
-                    f.exception()  # retrieved: no "exception was never retrieved" on a failed delivery
+                else:
+                    _retrieve(f)  # no "exception was never retrieved" after a failed delivery
 
     async def _acks(self, futures: list[asyncio.Future], total: int) -> None:
         """Wait for the acks of `futures` (a window), at most `ack_timeout`; count them."""
@@ -596,6 +604,7 @@ class NatsTarget:
         finally:
             closing.cancel()
         if gathered not in done:
+            gathered.add_done_callback(_retrieve)
             gathered.cancel()
             waiting = sum(1 for f in futures if not f.done() or f.cancelled())
             if closed.is_set():
