@@ -54,7 +54,8 @@ def tags(start: int, count: int, *, edge: str = "edge1", tags_n: int = 10) -> pa
         quality=pl.lit("good"),
     )
     frame = frame.with_columns(
-        _key=pl.format("{}|p|{}|{}", pl.lit(edge), pl.col("tag"), pl.col("timestamp").dt.epoch("us"))
+        # the shape of engine/outbox/keys.py: <edge>/<pipeline>/<destination>/<tag>|<timestamp us>
+        _key=pl.format("{}/p/central/{}|{}", pl.lit(edge), pl.col("tag"), pl.col("timestamp").dt.epoch("us"))
     )
     return frame.to_arrow()
 

@@ -78,7 +78,7 @@ def test_many_edge_boxes_share_one_table(table):
     finally:
         one.close()
         two.close()
-    assert sql(f"SELECT split_part(_key, '|', 1), count(*) FROM \"{table}\" GROUP BY 1 ORDER BY 1") == [
+    assert sql(f"SELECT split_part(_key, '/', 1), count(*) FROM \"{table}\" GROUP BY 1 ORDER BY 1") == [
         ("edge-a", 100),
         ("edge-b", 100),
     ]
