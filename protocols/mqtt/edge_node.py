@@ -263,29 +263,41 @@ class SparkplugEdgeNode:
     # ---- delivery ------------------------------------------------------------------------------
 
     def _columns(self, table: pa.Table) -> dict[str, list[Any]]:
+        if "tag" not in table.column_names:
+            table = self.wide_to_tags(table)
         names = table.column_names
-        if "tag" not in names or not {"value", "value_text"} & set(names):
-            raise DeliveryError(
-                f"{self.name}: a Sparkplug B destination publishes tag records (columns tag, timestamp, "
-                f"value and/or value_text, quality); these records have {', '.join(names)}",
-                retryable=False,
-            )
 
         def ms(column: str) -> list[Any]:
             if column not in names:
                 return [None] * table.num_rows
             col = table.column(column)
-            if pa.types.is_timestamp(col.type):
-                col = pc.divide(col.cast(pa.timestamp("us", tz=col.type.tz)).cast(pa.int64()), 1000)
-            return col.to_pylist()
+            if pa.types.is_date(col.type):
+                col = col.cast(pa.timestamp("ms", tz="UTC"))
+            if not pa.types.is_timestamp(col.type):
+                raise DeliveryError(
+                    f"{self.name}: column {column} is {col.type}, not a timestamp", retryable=False
+                )
+            return pc.divide(col.cast(pa.timestamp("us", tz=col.type.tz)).cast(pa.int64()), 1000).to_pylist()
+
+        def typed(column: str, kind: pa.DataType) -> list[Any]:
+            if column not in names:
+                return [None] * table.num_rows
+            try:
+                return table.column(column).cast(kind).to_pylist()
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise DeliveryError(
+                    f"{self.name}: column {column} ({table.column(column).type}) is not {kind}: "
+                    f"{one_line_error(exc)}",
+                    retryable=False,
+                ) from None
 
         def plain(column: str) -> list[Any]:
             return table.column(column).to_pylist() if column in names else [None] * table.num_rows
 
         return {
-            "tag": plain("tag"),
-            "value": plain("value"),
-            "value_text": plain("value_text"),
+            "tag": typed("tag", pa.string()),
+            "value": typed("value", pa.float64()),
+            "value_text": typed("value_text", pa.string()),
             "quality": plain("quality"),
             "ts": ms("timestamp"),
             "received": ms("received_at"),
@@ -294,6 +306,40 @@ class SparkplugEdgeNode:
             if self.config.device_column
             else [None] * table.num_rows,
         }
+
+    def wide_to_tags(self, table: pa.Table) -> pa.Table:
+        """Records that are not tags: every column (but `timestamp`, `_key` and `device_column`)
+        of every record is one metric named after the column; numbers and booleans are Double,
+        the rest String. A record's key gets `/<column>` per metric."""
+        import polars as pl
+
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        ts = "timestamp" if "timestamp" in frame.columns and frame.schema["timestamp"].is_temporal() else None
+        device = self.config.device_column
+        keep = [c for c in (ts, device) if c is not None and c in frame.columns]
+        parts = []
+        for column, dtype in frame.schema.items():
+            if column in (ts, device, KEY_COLUMN):
+                continue
+            numeric = dtype.is_numeric() or dtype == pl.Boolean
+            parts.append(
+                frame.select(
+                    *keep,
+                    tag=pl.lit(column),
+                    value=pl.col(column).cast(pl.Float64) if numeric else pl.lit(None, pl.Float64),
+                    value_text=pl.lit(None, pl.String)
+                    if numeric
+                    else pl.col(column).cast(pl.String, strict=False),
+                    _key=pl.col(KEY_COLUMN) + f"/{column}"
+                    if KEY_COLUMN in frame.columns
+                    else pl.lit(None, pl.String),
+                ).with_row_index("_row")
+            )
+        if not parts:
+            raise DeliveryError(f"{self.name}: the records have no column to publish", retryable=False)
+        tags = pl.concat(parts).sort("_row", maintain_order=True).drop("_row")  # record by record
+        return tags.to_arrow()
 
     def _device_of(self, value: Any) -> str | None:
         if value is None or value == "":

@@ -151,3 +151,17 @@ def test_unreachable_and_silent_broker_are_retryable(prefix):
     got = spy.wait(1)
     spy.close()
     assert any(r["timestamp"].startswith("2026-01-01T00:00:01") for _, _, r in got)
+
+
+@pytest.mark.services
+def test_check_is_test_connection_for_both_mqtt_destinations(prefix, tmp_path):
+    from engine.errors import ConnectorError
+    from tests.upstream.test_sparkplug_edge import edge_node
+
+    target(prefix + "/{tag}").check()
+    edge_node(tmp_path, prefix).check()
+    with FaultProxy("127.0.0.1", 1883) as proxy:
+        proxy.refuse()
+        for t in (target(prefix + "/{tag}", port=proxy.port), edge_node(tmp_path, prefix, port=proxy.port)):
+            with pytest.raises(ConnectorError, match=f"mqtt://127.0.0.1:{proxy.port}"):
+                t.check()

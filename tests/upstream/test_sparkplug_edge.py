@@ -210,12 +210,33 @@ def test_bd_seq_file_is_written_atomically_and_a_bad_one_restarts_at_zero(tmp_pa
     assert value == 0 and "not 0..255" in problem
 
 
-def test_records_that_are_not_tags_are_refused_before_connecting(tmp_path):
+def test_records_it_cannot_map_are_refused_before_connecting(tmp_path):
     node = edge_node(tmp_path, "G", port=1)  # nothing listens on port 1: it must not even try
-    table = pa.table({"a": [1, 2], "_key": ["x", "y"]})
-    with pytest.raises(DeliveryError, match="publishes tag records") as err:
-        node.deliver(table)
-    assert err.value.retryable is False and node.link is None
+    bad_time = pa.table({"tag": ["a"], "value": [1.0], "timestamp": ["yesterday"], "_key": ["x"]})
+    bad_value = pa.table({"tag": ["a"], "value": [[1, 2]], "_key": ["x"]})
+    only_key = pa.table({"_key": ["x"]})
+    for table, reason in (
+        (bad_time, "not a timestamp"),
+        (bad_value, "is not double"),
+        (only_key, "no column"),
+    ):
+        with pytest.raises(DeliveryError, match=reason) as err:
+            node.deliver(table)
+        assert err.value.retryable is False and node.link is None
+
+
+def test_records_that_are_not_tags_become_one_metric_per_column(tmp_path):
+    node = edge_node(tmp_path, "G", device_column="line")
+    wide = pl.DataFrame(
+        {"timestamp": [T0, T0 + timedelta(seconds=1)], "line": ["L1", None], "speed": [1, 2],
+         "ok": [True, False], "mode": ["auto", "manual"], "_key": ["k1", "k2"]}
+    ).to_arrow()  # fmt: skip
+    tags = pl.from_arrow(node.wide_to_tags(wide))
+    assert tags.columns == ["timestamp", "line", "tag", "value", "value_text", "_key"]
+    assert tags.select("line", "tag", "value", "value_text", "_key").rows() == [
+        ("L1", "speed", 1.0, None, "k1/speed"), ("L1", "ok", 1.0, None, "k1/ok"), ("L1", "mode", None, "auto", "k1/mode"),
+        (None, "speed", 2.0, None, "k2/speed"), (None, "ok", 0.0, None, "k2/ok"), (None, "mode", None, "manual", "k2/mode"),
+    ]  # fmt: skip
 
 
 # ---- the TCK's edge-node assertions ----------------------------------------------------------------
