@@ -29,12 +29,19 @@ EDGE_ID_FILE = "edge_id"
 _EDGE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 
 
+_known: dict[str, str] = {}  # data dir -> its edge id, read once per process
+
+
 def edge_id(data_dir: Path | str) -> str:
     """This box's stable id: kept in `<data dir>/edge_id`, made once (a random 12-hex id)."""
     path = Path(data_dir) / EDGE_ID_FILE
+    known = _known.get(str(path))
+    if known is not None:
+        return known
     try:
         value = path.read_text(encoding="utf-8").strip()
         if _EDGE_ID_RE.match(value):
+            _known[str(path)] = value
             return value
     except FileNotFoundError:
         pass
@@ -55,6 +62,7 @@ def set_edge_id(data_dir: Path | str, value: str) -> str:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    _known[str(path)] = value
     return value
 
 
@@ -119,7 +127,8 @@ def with_keys(
     of the frame's first record, used when the records have no key of their own, scoped by
     `seq_scope` (the outbox file's epoch, or a direct run's id) so that a sequence never repeats."""
     prefix = "/".join(escape(p) for p in (edge, pipeline, destination)) + "/"
-    frame = frame.drop(KEY_COLUMN, strict=False)
+    if KEY_COLUMN in frame.columns:
+        frame = frame.drop(KEY_COLUMN)
     columns = key_columns(frame, key)
     if columns is None:
         part = pl.lit(f"seq:{escape(seq_scope)}:") + (

@@ -78,6 +78,7 @@ class OutboxSink(Sink):
         self._held: pl.DataFrame | None = None
         self._token: str | None = None
         self._edge = ""
+        self._drop_said = float("-inf")
 
     def open(self) -> None:
         self.store = self.manager.store(
@@ -135,7 +136,8 @@ class OutboxSink(Sink):
                 break
             except OutboxFull as exc:
                 self._wait_for_room(exc)
-        if done["dropped_records"]:
+        if done["dropped_records"] and time.monotonic() - self._drop_said >= 10.0:
+            self._drop_said = time.monotonic()
             self.ctx.log(
                 "warning",
                 f"outbox full (max_bytes {cfg.max_bytes}): dropped the {done['dropped_records']} oldest"
