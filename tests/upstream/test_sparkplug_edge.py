@@ -446,3 +446,49 @@ def test_unreachable_or_silent_broker_is_a_retryable_error(tmp_path, group, spy)
     values = [m.payload.metrics[0].timestamp for m in spy.messages if m.kind == "NDATA"]
     assert values[0] == T0_MS + 1000 and values[-1] == T0_MS + 2000
     assert max(bd_seq(m) for m in spy.messages if m.kind == "NBIRTH") >= 1
+
+
+KILLED_NODE = """
+import sys
+from pathlib import Path
+from tests.upstream.test_sparkplug_edge import edge_node, tags_table
+node = edge_node(Path(sys.argv[1]), sys.argv[2], device_id="Pump1")
+node.open()
+node.deliver(tags_table(["Flow"], rounds=2))
+print("delivered", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.services
+def test_sigkill_sends_the_will_and_the_next_start_takes_the_next_bd_seq(tmp_path, group, spy):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_NODE, str(tmp_path), group],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "delivered"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    will = spy.wait(lambda m: m.kind == "NDEATH")[0]  # the broker saw the TCP connection drop
+    assert (bd_seq(will), will.qos) == (0, 1)
+    node = edge_node(tmp_path, group, device_id="Pump1")
+    try:
+        node.open()
+        assert bd_seq(spy.wait(lambda m: m.kind == "NBIRTH", count=2)[1]) == 1
+    finally:
+        node.close()
