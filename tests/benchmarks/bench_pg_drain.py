@@ -10,6 +10,10 @@ each into a fresh table on the PostgreSQL server at 127.0.0.1:5432 (user postgre
   table, then INSERT ... ON CONFLICT (_key) DO NOTHING into the table with its unique index;
 - `target_redeliver`: the same chunks delivered again into the filled table (every key already
   there: the cost of the forwarder's at-least-once retries);
+- `outbox_drain`: end to end: the same rows (as pipeline frames) accepted into a durable outbox
+  while the upstream is unreachable, then a fresh OutboxManager (a service starting) forwards the
+  backlog to PostgreSQL; timed from the forwarder's start until nothing is pending (the outbox's
+  reads, the forwarder's bookkeeping and fsyncs included);
 - `psql_copy`: `psql -c "\\copy ... FROM 'rows.csv' CSV"` of the same rows from a CSV written once,
   into a table of the same columns with the same unique index on _key (the tool a user would
   otherwise pick; it does not deduplicate: a second copy of the same rows fails).
@@ -32,12 +36,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import polars as pl
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from engine.connectors import registry
 from engine.connectors.postgresql import PostgreSQLSinkConfig, PostgreSQLTarget
 from engine.context import RunContext
+from tests.net import closed_port
 from tests.upstream.pg import tags
 
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
@@ -88,6 +95,43 @@ def leg_target(table, chunks, rows: int) -> tuple[float, float]:
     return rows / first, rows / again
 
 
+def leg_outbox(table: str, frame, rows: int, chunk: int) -> float:
+    from engine.outbox.manager import OutboxManager
+
+    fresh(table, with_layout=False)
+    cls = registry.get("postgresql")
+    good = {"host": "127.0.0.1", "port": 5432, "database": "test", "username": "postgres", "table": table}
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "data"
+        filling = OutboxManager(data_dir)
+        config = cls.SinkConfig.model_validate({**good, "port": closed_port(), "connect_timeout": 1})
+        ctx = RunContext(
+            pipeline="bench", data_dir=data_dir, delivery_default="store_and_forward", outbox=filling
+        )
+        sink = cls.make_sink(config, ctx, "central")
+        for start in range(0, rows, chunk):
+            sink.open()
+            sink.write(frame.slice(start, chunk))
+            sink.close()
+        filling.close()
+
+        draining = OutboxManager(data_dir)
+        config = cls.SinkConfig.model_validate(good)
+        try:
+            started = time.perf_counter()
+            draining.start(
+                lambda pipeline, destination: (lambda: cls.make_target(config, ctx, "central"), config)
+            )
+            store = draining.store("bench", "central")
+            while store.pending()[1]:
+                time.sleep(0.01)
+            elapsed = time.perf_counter() - started
+        finally:
+            draining.close()
+    assert sql(f'SELECT count(*) FROM "{table}"')[0][0] == rows
+    return rows / elapsed
+
+
 def leg_psql(table: str, csv: Path, rows: int) -> float:
     fresh(table, with_layout=True)
     command = [
@@ -121,19 +165,25 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     data = tags(0, args.rows, tags_n=1000)
     chunks = [data.slice(start, args.chunk) for start in range(0, args.rows, args.chunk)]
-    results: dict[str, list[float]] = {"target": [], "target_redeliver": [], "psql_copy": []}
+    results: dict[str, list[float]] = {
+        "target": [],
+        "target_redeliver": [],
+        "outbox_drain": [],
+        "psql_copy": [],
+    }
+    frame = pl.from_arrow(data).drop("_key")  # what a pipeline hands the destination
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "rows.csv"
-        import polars as pl
-
         pl.from_arrow(data).write_csv(csv)  # written once, outside the timings
         for _ in range(args.repeat):
             first, again = leg_target("bench_pg_drain_target", chunks, args.rows)
             results["target"].append(first)
             results["target_redeliver"].append(again)
+            results["outbox_drain"].append(leg_outbox("bench_pg_drain_outbox", frame, args.rows, args.chunk))
             results["psql_copy"].append(leg_psql("bench_pg_drain_psql", csv, args.rows))
     sql('DROP TABLE IF EXISTS "bench_pg_drain_target"')
     sql('DROP TABLE IF EXISTS "bench_pg_drain_psql"')
+    sql('DROP TABLE IF EXISTS "bench_pg_drain_outbox"')
     medians = {name: round(statistics.median(values)) for name, values in results.items()}
     print(
         json.dumps(
