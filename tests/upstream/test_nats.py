@@ -399,3 +399,31 @@ def test_latency_below_ack_timeout_is_fine_above_it_retryable(stream, tmp_path):
         finally:
             t.close()
     assert stream_messages(name) == 400
+
+
+@pytest.mark.services
+def test_subject_of_another_stream_is_not_retryable(stream, tmp_path):
+    """`stream` names the stream a message must land in (Nats-Expected-Stream): a subject another
+    stream captures is refused, not stored in the wrong place."""
+    name, prefix = stream
+    other = name + "B"
+
+    async def make_other(j):
+        await j.add_stream(name=other, subjects=[prefix + ".other.>"])
+
+    js(make_other)
+    try:
+        t = target(tmp_path, stream=name, create_stream=True, stream_subjects=[prefix + ".mine.>"],
+                   subject=prefix + ".other.{tag}")  # fmt: skip
+        try:
+            with pytest.raises(DeliveryError, match="expected stream does not match") as err:
+                t.deliver(records(20))
+        finally:
+            t.close()
+        assert not err.value.retryable
+    finally:
+
+        async def delete_other(j):
+            await j.delete_stream(other)
+
+        js(delete_other)
