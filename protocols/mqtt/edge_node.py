@@ -169,6 +169,13 @@ class SparkplugEdgeNode:
             self.counters["connects"] += 1
 
     def _on_message(self, client: Any, _userdata: Any, message: Any) -> None:
+        try:  # nothing may escape into paho's network thread: it would end it
+            self._command(client, message)
+        except Exception as exc:
+            self.counters["callback_errors"] += 1
+            self.log("error", f"{message.topic}: {one_line_error(exc)}", self.name)
+
+    def _command(self, client: Any, message: Any) -> None:
         """NCMD `Node Control/Rebirth` = true: the births again. Anything else is counted, ignored."""
         try:
             payload = sp.decode_payload(message.payload)
@@ -192,10 +199,12 @@ class SparkplugEdgeNode:
                 self.log("warning", f"rebirth not sent: {exc}", self.name)
 
     def _on_unsubscribe(self, _client: Any, _userdata: Any, mid: int, _codes: Any, _props: Any) -> None:
-        assert self.link is not None
-        with self.link.cond:
+        link = self.link
+        if link is None:  # closed meanwhile: nobody waits
+            return
+        with link.cond:
             self._acked.add(mid)
-            self.link.cond.notify_all()
+            link.cond.notify_all()
 
     def close(self) -> None:
         """NDEATH (QoS 1, acknowledged), then DISCONNECT. Never raises."""

@@ -67,7 +67,11 @@ class Spy:
         assert subscribed.wait(10), "spy: no SUBACK"
 
     def _on_message(self, _c, _u, message) -> None:
-        seen = Seen(message.topic, message.qos, bool(message.retain), sp.decode_payload(message.payload))
+        try:
+            payload = sp.decode_payload(message.payload)
+        except sp.SparkplugError:  # a test's garbage command: kept, undecoded
+            payload = None
+        seen = Seen(message.topic, message.qos, bool(message.retain), payload)
         with self.cond:
             self.messages.append(seen)
             self.cond.notify_all()
@@ -492,3 +496,28 @@ def test_sigkill_sends_the_will_and_the_next_start_takes_the_next_bd_seq(tmp_pat
         assert bd_seq(spy.wait(lambda m: m.kind == "NBIRTH", count=2)[1]) == 1
     finally:
         node.close()
+
+
+@pytest.mark.services
+def test_garbage_and_other_commands_are_counted_and_the_node_goes_on(tmp_path, group, spy):
+    node = edge_node(tmp_path, group)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"host-{uuid.uuid4().hex[:8]}")
+    client.connect("127.0.0.1", 1883)
+    client.loop_start()
+    try:
+        node.open()
+        spy.wait(lambda m: m.kind == "NBIRTH")  # as a host: commands follow the birth it saw
+        ncmd = f"spBv1.0/{group}/NCMD/Box1"
+        client.publish(ncmd, b"\xff\x00 not protobuf", qos=1).wait_for_publish(10)
+        other = sp.encode_payload([sp.Metric("Node Control/Reboot", True, sp.BOOLEAN)])
+        client.publish(ncmd, other, qos=1).wait_for_publish(10)
+        wait_for(lambda: (node.counters["bad_commands"], node.counters["ignored_commands"]) == (1, 1), 10)
+        rebirth_command(group)
+        spy.wait(lambda m: m.kind == "NBIRTH", count=2)
+        node.deliver(tags_table(["x"], rounds=2))
+        spy.wait(lambda m: m.kind == "NDATA")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        node.close()
+    assert node.counters["callback_errors"] == 0 and node.counters["rebirth_requests"] == 1
