@@ -287,7 +287,11 @@ class NatsTarget:
         if KEY_COLUMN not in table.column_names:
             raise DeliveryError(f"{self.name}: the data has no '{KEY_COLUMN}' column", retryable=False)
         with self._lock:
-            self._open()
+            try:
+                self._open()
+            except DeliveryError as exc:
+                # Not reaching the stream is never the data's fault: retried, never quarantined.
+                raise DeliveryError(str(exc), retryable=True) from None
             messages = self._messages(table, historical)
             assert self._loop is not None
             # The coroutine bounds itself by ack_timeout; the wait here only guards a stuck loop.

@@ -11,9 +11,11 @@ The contract with the receiver (docs/upstream-nats-webhook.md):
   for receivers that dedupe per record (a batch split differently after a poison record gets a new
   K, but its records keep their keys);
 - 2xx: delivered. 408, 425, 429, 5xx, and no answer (refused, reset, timed out): retryable, and a
-  `Retry-After` (seconds or an HTTP date) says when to try again. Any other answer (another 4xx, a
-  redirect): the receiver refused the data itself, non-retryable (the forwarder bisects the batch
-  and quarantines the record(s) it keeps refusing).
+  `Retry-After` (seconds or an HTTP date) says when to try again. 401, 403, 404, 405 and 407 say
+  the url, method or credentials are wrong, not the data: retryable too (the link shows down with
+  the answer; nothing goes to quarantine). Any other answer (another 4xx, a redirect): the receiver
+  refused the data itself, non-retryable (the forwarder bisects the batch and quarantines the
+  record(s) it keeps refusing).
 
 The JSON shape is shared with the NATS destination (`json_frame`): timestamps as ISO 8601 (UTC with
 `Z` when the column has a time zone), bytes as base64, NaN as null; built column-wise by Polars, not
@@ -48,6 +50,9 @@ if TYPE_CHECKING:
     from engine.connectors.base import Sink
 
 RETRYABLE_STATUS = frozenset({408, 425, 429})
+# The endpoint or the credentials are wrong, not the data: retried (the link shows down with the
+# answer) rather than sending every record to quarantine until someone renews a token.
+CONFIG_STATUS = frozenset({401, 403, 404, 405, 407})
 MAX_RETRY_AFTER_S = 3600.0  # a Retry-After further away than this is capped (a broken clock upstream)
 
 
@@ -267,6 +272,8 @@ class WebhookTarget:
             return
         detail = shorten(" ".join(response.text.split()), 200) if response.content else ""
         text = f"{where}: HTTP {status} {response.reason_phrase}".rstrip() + (f": {detail}" if detail else "")
+        if status in CONFIG_STATUS:
+            raise DeliveryError(text + " (check url, method and headers)", retryable=True)
         if status in RETRYABLE_STATUS or status >= 500:
             raise DeliveryError(
                 text, retryable=True, retry_after=parse_retry_after(response.headers.get("Retry-After"))

@@ -277,12 +277,19 @@ def test_stream_missing_is_not_retryable(stream, tmp_path):
     t = target(tmp_path, stream=name, subject=prefix + ".x")
     try:
         with pytest.raises(DeliveryError) as err:
+            t.open()
+        assert not err.value.retryable
+        text = str(err.value)
+        assert (
+            "\n" not in text and f"stream '{name}' does not exist" in text and "create_stream: true" in text
+        )
+        # deliver() connecting by itself says the same, as retryable: the records are not at
+        # fault, so the forwarder must not bisect them into quarantine
+        with pytest.raises(DeliveryError, match="does not exist") as err:
             t.deliver(records(5))
+        assert err.value.retryable
     finally:
         t.close()
-    assert not err.value.retryable
-    text = str(err.value)
-    assert "\n" not in text and f"stream '{name}' does not exist" in text and "create_stream: true" in text
     with pytest.raises(ConnectorError, match="does not exist"):
         target(tmp_path, stream=name, subject=prefix + ".x").check()
 

@@ -234,7 +234,19 @@ def test_429_retry_after_seconds_and_date(receiver):
     assert len(receiver.records()) == 5
 
 
-@pytest.mark.parametrize("status", [400, 401, 404, 409, 413, 422])
+@pytest.mark.parametrize("status", [401, 403, 404, 405, 407])
+def test_wrong_url_or_credentials_is_retryable_not_quarantined(receiver, status):
+    receiver.plan.append((status, {}, b"who are you", 0))
+    t = target(receiver.url)
+    try:
+        with pytest.raises(DeliveryError, match="check url, method and headers") as err:
+            t.deliver(records(5))
+    finally:
+        t.close()
+    assert err.value.retryable and f"HTTP {status}" in str(err.value)
+
+
+@pytest.mark.parametrize("status", [400, 409, 410, 413, 422])
 def test_other_4xx_is_not_retryable(receiver, status):
     receiver.plan.append((status, {}, b'{"error": "field value is not a number"}', 0))
     t = target(receiver.url)
