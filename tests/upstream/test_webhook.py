@@ -45,7 +45,9 @@ class Receiver:
         self.stored: dict[str, list[dict]] = {}  # Idempotency-Key -> records
         self.requests: list[tuple[str, dict[str, str], dict]] = []  # method, headers, body
         self.duplicates = 0
+        self.times: list[float] = []  # when each request came (monotonic)
         self.plan: deque[tuple[int, dict[str, str], bytes, float] | None] = deque()
+        self.refuse: Any = None  # a record -> True refuses its whole batch with 422
         self.lock = threading.Lock()
         receiver = self
 
@@ -58,6 +60,7 @@ class Receiver:
                 body = json.loads(self.rfile.read(length))
                 with receiver.lock:
                     receiver.requests.append((self.command, dict(self.headers), body))
+                    receiver.times.append(time.monotonic())
                     planned = receiver.plan.popleft() if receiver.plan else None
                 if planned is not None:
                     status, headers, text, delay = planned
@@ -72,6 +75,13 @@ class Receiver:
                         self.wfile.write(text)
                     except OSError:
                         pass  # the client gave up waiting
+                    return
+                if receiver.refuse is not None and any(receiver.refuse(r) for r in body["records"]):
+                    text = b'{"error": "value 77 is out of range"}'
+                    self.send_response(422)
+                    self.send_header("Content-Length", str(len(text)))
+                    self.end_headers()
+                    self.wfile.write(text)
                     return
                 key = self.headers["Idempotency-Key"]
                 with receiver.lock:
