@@ -22,17 +22,17 @@ HEADER_BYTES = 3 * 4096  # a DuckDB file: its file header and two database heade
 # grew for hours. An edge default instead, with the environment's word over it.
 MEMORY_LIMIT_ENV = "AGGREGATOR_HISTORIAN_MEMORY_LIMIT"
 THREADS_ENV = "AGGREGATOR_HISTORIAN_THREADS"
-DEFAULT_MEMORY_LIMIT_MB = 128  # at most; a quarter of RAM if that is less
+DEFAULT_MEMORY_LIMIT_MB = 64  # at most; a quarter of RAM if that is less (measured: see docs/performance.md)
 _SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)\s*$", re.IGNORECASE)
 
 
 def default_memory_limit() -> str:
     """DuckDB's memory_limit for the historian: `AGGREGATOR_HISTORIAN_MEMORY_LIMIT` (a size DuckDB
-    reads: 256MB, 1GB, 512MiB) if set, else a quarter of RAM, at most 128 MB."""
+    reads: 256MB, 1GB, 512MiB) if set, else a quarter of RAM, at most 64 MB."""
     text = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
     if text:
         if not _SIZE.match(text):
-            raise UsageError(f"{MEMORY_LIMIT_ENV}: '{text}' is not a memory size (e.g. 128MB, 1GB)")
+            raise UsageError(f"{MEMORY_LIMIT_ENV}: '{text}' is not a memory size (e.g. 64MB, 1GB)")
         return text
     mb = DEFAULT_MEMORY_LIMIT_MB
     with contextlib.suppress(ValueError, OSError, AttributeError):
@@ -61,6 +61,26 @@ def arrow_view(frame: pl.DataFrame):
     (the default, oldest compat level, rebuilds every string column as large_string: measured 20%
     of a DuckDB insert's CPU and 200 MB of peak memory on 7 M order rows)."""
     return frame.to_arrow(compat_level=pl.CompatLevel.newest())
+
+
+class ArrowStream:
+    """A Polars frame as an Arrow C stream (the Arrow PyCapsule interface) for DuckDB to scan, e.g.
+    `cur.register(name, arrow_stream(frame))`: no pyarrow on the way. Importing pyarrow to hand a
+    batch over (`arrow_view`) cost a streaming service ~35 MB of RSS (issue 10). Each scan takes a
+    new stream of the same frame, so the registered name may be read more than once."""
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: pl.DataFrame):
+        self.frame = frame
+
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
+        return self.frame.__arrow_c_stream__(requested_schema)
+
+
+def arrow_stream(frame: pl.DataFrame) -> ArrowStream:
+    """See `ArrowStream`: what DuckDB scans; `arrow_view` where a pyarrow Table itself is needed."""
+    return ArrowStream(frame)
 
 
 def quiet(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
@@ -240,17 +260,16 @@ def _insert_rejects(
         "record",
         pl.lit(now).alias("rejected_at"),
     )
-    table = arrow_view(table)
     cur.execute(
         f"CREATE TABLE IF NOT EXISTS {REJECTS_TABLE} (run_id VARCHAR, pipeline VARCHAR, node_id VARCHAR,"
         " reason VARCHAR, record JSON, rejected_at TIMESTAMP)"
     )
-    cur.register("_reject_batch", table)
+    cur.register("_reject_batch", arrow_stream(table))
     try:
         cur.execute(f"INSERT INTO {REJECTS_TABLE} SELECT * FROM _reject_batch")
     finally:
         cur.unregister("_reject_batch")
-    return table.num_rows
+    return table.height
 
 
 class RejectWriter:

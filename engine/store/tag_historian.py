@@ -36,7 +36,7 @@ import polars as pl
 
 from engine.errors import UsageError
 from engine.store import tag_bucket_cache, tag_last, tag_rollup
-from engine.store.historian import Historian, arrow_view
+from engine.store.historian import Historian, arrow_stream
 from engine.store.tag_last import LAST_TABLE
 from engine.store.tag_rollup import MINUTE_US, MINUTES_TABLE, STATE_TABLE, floor_div
 from engine.tags import TAG_COLUMNS, TAG_SCHEMA, conform
@@ -245,7 +245,7 @@ class TagHistorian:
                 f"DELETE FROM {tag_bucket_cache.WRITES_TABLE} WHERE seq < ?",
                 [seq - tag_bucket_cache.KEEP_WRITE_ROWS],
             )
-        cur.register(_BATCH, arrow_view(batch))
+        cur.register(_BATCH, arrow_stream(batch))
         try:
             cur.execute(f"INSERT INTO {TAGS_TABLE} BY NAME SELECT * FROM {_BATCH}")
             upto = cur.execute(tag_rollup.rolled_up_to_sql()).fetchall()[0][0]
@@ -266,7 +266,7 @@ class TagHistorian:
             if upto is None or target > upto:
                 for statement in tag_rollup.advance_sql(TAGS_TABLE, upto, target):
                     cur.execute(statement)
-        cur.register(_BATCH, arrow_view(newest))
+        cur.register(_BATCH, arrow_stream(newest))
         try:
             cur.execute(tag_last.append_sql(_BATCH))
         finally:
@@ -330,7 +330,7 @@ class TagHistorian:
             if not tags:
                 return 0
             frame = pl.DataFrame({"tag": tags, "cutoff": pl.Series(cutoffs, dtype=pl.Datetime("us", "UTC"))})
-            cur.register("_cutoffs", arrow_view(frame))
+            cur.register("_cutoffs", arrow_stream(frame))
             path = str(self.historian.path)
             tag_bucket_cache.note_delete(path)  # before (snapshots that will see it) and after (the rest)
             try:
@@ -456,18 +456,16 @@ class TagHistorian:
         else:
             cached, mid_hi = None, first_full
             ranges = [(s_us, e_us)]
-        parts = []
-        for lo_us, hi_us in ranges:
-            if lo_us < hi_us:
-                sql, params = self._raw_buckets_sql(
-                    names, _from_epoch_us(lo_us), _from_epoch_us(hi_us), w, statistics, include_bad
-                )
-                parts.append(self._buckets(cur, sql, params))
-        if not parts:  # the cache holds all of it (or the window is empty)
-            sql, params = self._raw_buckets_sql(names, start, end, w, statistics, include_bad)
-            parts.append(self._buckets(cur, sql, params) if cached is None else cached.clear().drop("_n"))
-        raw = pl.concat(parts, how="vertical_relaxed") if len(parts) > 1 else parts[0]
-        raw = raw.with_columns(_n=(pl.col("bucket").dt.epoch("us") // w))
+        ranges = [(lo, hi) for lo, hi in ranges if lo < hi] or [(s_us, s_us)]
+        sql, params = self._raw_buckets_sql(
+            names,
+            [(_from_epoch_us(lo), _from_epoch_us(hi)) for lo, hi in ranges],
+            None,
+            w,
+            statistics,
+            include_bad,
+        )
+        raw = self._buckets(cur, sql, params).with_columns(_n=(pl.col("bucket").dt.epoch("us") // w))
         # what this snapshot cannot see of the writes noted so far keeps the horizon below them
         unseen = tag_bucket_cache.unseen(path)
         visible: set[int] = set()
@@ -504,7 +502,17 @@ class TagHistorian:
             "count": f"count(value) {only}",
         }
         stats = "".join(f", {columns[s]} AS {s}" for s in statistics)
-        where, params = self._where(names, start, end)
+        if isinstance(start, list):  # several time ranges (`end` unused): one scan of the table each
+            scans, params = [], []
+            for range_start, range_end in start:
+                where, range_params = self._where(names, range_start, range_end)
+                scans.append(f"SELECT tag, timestamp, value, quality FROM {TAGS_TABLE} {where}")
+                params += range_params
+            source = "(" + " UNION ALL ".join(scans) + ")"
+            where = ""
+        else:
+            where, params = self._where(names, start, end)
+            source = TAGS_TABLE
         # Buckets by integer arithmetic on epoch microseconds (floor division, also before 1970),
         # turned into timestamps after grouping: the same buckets as `time_bucket(width, timestamp,
         # epoch)`, but measured 2.5x faster on 10 M rows (time_bucket per row dominated the query).
@@ -512,7 +520,7 @@ class TagHistorian:
             f"SELECT tag, make_timestamptz(n * {w}) AS bucket, * EXCLUDE (tag, n) FROM ("
             f"SELECT tag, {floor_div('epoch_us(timestamp)', w)} AS n{stats},"
             f" count(*) FILTER (WHERE quality = 'bad') AS bad_count"
-            f" FROM {TAGS_TABLE} {where} GROUP BY ALL) ORDER BY tag, bucket"
+            f" FROM {source} {where} GROUP BY ALL) ORDER BY tag, bucket"
         )
         return sql, params
 
