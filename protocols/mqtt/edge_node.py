@@ -119,6 +119,12 @@ class SparkplugEdgeNode:
         self.counters: Counter[str] = Counter()
         self.link: BrokerLink | None = None
         self._acked: set[int] = set()
+        self.session_born = False  # this connection's births are out: data may follow
+        self.host_online: bool | None = None  # the primary host's last STATE (None: none seen)
+        self.state_ts = -1  # the timestamp of that STATE (an older one is stale)
+        self.state_topic = (
+            f"{sp.NAMESPACE}/STATE/{config.primary_host_id}" if config.primary_host_id else None
+        )
         self.barrier_topic = f"$aggregator/barrier/{uuid.uuid4().hex}"
 
     # ---- topics ------------------------------------------------------------------------------
@@ -164,16 +170,55 @@ class SparkplugEdgeNode:
             self.bd_seq = (self.bd_seq + 1) % 256
             save_bd_seq(self.state_file, self.bd_seq)  # before the birth: a restart never reuses it
             self._set_will(client)  # the will of paho's next CONNECT
+            self.session_born = False
             client.subscribe(self.topic("NCMD"), qos=1)
-            self._births(client)
             self.counters["connects"] += 1
+            if self.state_topic is None:
+                self._births(client)
+            else:  # the births wait for the primary host's STATE online (retained: it comes at once)
+                self.host_online = None
+                client.subscribe(self.state_topic, qos=1)
 
     def _on_message(self, client: Any, _userdata: Any, message: Any) -> None:
         try:  # nothing may escape into paho's network thread: it would end it
-            self._command(client, message)
+            if message.topic == self.state_topic:
+                self._host_state(client, message)
+            else:
+                self._command(client, message)
         except Exception as exc:
             self.counters["callback_errors"] += 1
             self.log("error", f"{message.topic}: {one_line_error(exc)}", self.name)
+
+    def _host_state(self, client: Any, message: Any) -> None:
+        """The primary host's STATE (Sparkplug 3.0: JSON `{"online": bool, "timestamp": ms}`,
+        retained). Online: the births. Offline: NDEATH, and the node disconnects; the forwarder
+        reconnects later, and the node waits for the host again."""
+        try:
+            state = json.loads(message.payload)
+            online, ts = state["online"], int(state.get("timestamp", 0))
+            if not isinstance(online, bool):
+                raise ValueError(f"online is {online!r}, not true or false")
+        except Exception as exc:
+            self.counters["bad_host_states"] += 1
+            self.log(
+                "warning", f"{message.topic}: not a Sparkplug 3.0 STATE: {one_line_error(exc)}", self.name
+            )
+            return
+        with self.lock:
+            if ts < self.state_ts:
+                self.counters["stale_host_states"] += 1
+                return
+            self.state_ts, self.host_online = ts, online
+            if online and not self.session_born:
+                self.log("info", f"primary host {self.config.primary_host_id} is online: births", self.name)
+                self._births(client)
+            elif not online and self.session_born:
+                self.log("warning", f"primary host {self.config.primary_host_id} went offline", self.name)
+                self.session_born = False
+                client.publish(
+                    self.topic("NDEATH"), sp.death_payload(self.birth_bd_seq or 0, _now_ms()), qos=1
+                )
+                client.disconnect()
 
     def _command(self, client: Any, message: Any) -> None:
         """NCMD `Node Control/Rebirth` = true: the births again. Anything else is counted, ignored."""
@@ -193,6 +238,8 @@ class SparkplugEdgeNode:
         self.counters["rebirth_requests"] += 1
         self.log("info", f"{message.topic}: rebirth requested", self.name)
         with self.lock:
+            if not self.session_born:  # waiting for the primary host: its STATE births us
+                return
             try:
                 self._births(client)
             except DeliveryError as exc:  # not connected any more: the next CONNACK births anyway
@@ -262,6 +309,11 @@ class SparkplugEdgeNode:
         for device in self.catalog:
             if device is not NODE:
                 self._dbirth(client, device, now)
+        self.session_born = True
+        link = self.link
+        if link is not None:
+            with link.cond:
+                link.cond.notify_all()
 
     def _dbirth(self, client: Any, device: str, now: int) -> None:
         payload = sp.encode_metric_rows(self._birth_rows(device), timestamp=now, seq=self.seq)
@@ -383,6 +435,7 @@ class SparkplugEdgeNode:
         link = self.link
         assert link is not None
         generation = link.wait_connected(self.config.connect_timeout)
+        self._wait_born(link, generation)
         client = link.client
         tags = cols["tag"]
         if None in tags:
@@ -461,6 +514,22 @@ class SparkplugEdgeNode:
             if added and device in self.born:
                 rebirth = True  # a metric not in the births may not be published by alias
         return rebirth, [d for d in new_devices if d is not NODE], first
+
+    def _wait_born(self, link: BrokerLink, generation: int) -> None:
+        """With a primary host: its STATE online and our births out, else a retryable error (the
+        outbox keeps the data)."""
+        deadline = time.monotonic() + self.config.connect_timeout
+        with link.cond:
+            while not self.session_born:
+                left = deadline - time.monotonic()
+                if link.lost_since(generation) or left <= 0:
+                    seen = {None: "no STATE seen", False: "its STATE is offline"}.get(self.host_online, "")
+                    raise DeliveryError(
+                        f"{link.where}: primary host {self.config.primary_host_id} is not online "
+                        f"({seen or link.last_error}); not born",
+                        retryable=True,
+                    )
+                link.cond.wait(left)
 
     def _wait_acked(self, link: BrokerLink, generation: int, mid: int, n: int) -> None:
         deadline = time.monotonic() + self.config.ack_timeout

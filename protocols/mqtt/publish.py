@@ -148,8 +148,14 @@ class SparkplugPublishConfig(MqttBrokerOptions):
         description="also send each record's idempotency key as the metric property `_key` "
         "(standard Sparkplug properties, about 40 bytes more per value)",
     )
+    primary_host_id: str | None = Field(
+        None,
+        description="wait for this Sparkplug primary host application to be online (its STATE "
+        "message, spBv1.0/STATE/<id>) before the births; while it is offline the node stays dead "
+        "and the outbox holds the data (Sparkplug's store and forward)",
+    )
 
-    @field_validator("group_id", "edge_node_id", "device_id")
+    @field_validator("group_id", "edge_node_id", "device_id", "primary_host_id")
     @classmethod
     def _ids(cls, value: str | None, info: ValidationInfo) -> str | None:
         return None if value is None else check_id(value, info.field_name or "id")

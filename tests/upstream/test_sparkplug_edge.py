@@ -5,6 +5,7 @@ and on a new metric, and delivery faults through tests/faultproxy.py."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -521,3 +522,47 @@ def test_garbage_and_other_commands_are_counted_and_the_node_goes_on(tmp_path, g
         client.loop_stop()
         node.close()
     assert node.counters["callback_errors"] == 0 and node.counters["rebirth_requests"] == 1
+
+
+@pytest.mark.services
+def test_births_wait_for_the_primary_host_and_its_death_takes_the_node_down(tmp_path, group, spy):
+    """`primary_host_id`: no birth before the host's STATE says online (spec 3.0
+    message-flow-edge-node-birth-publish-phid-wait*), and an offline STATE makes the node send its
+    NDEATH and disconnect (-phid-offline); meanwhile `deliver` fails retryably, so the outbox keeps
+    the data."""
+    host_id = f"scada-{uuid.uuid4().hex[:8]}"
+    state_topic = f"spBv1.0/STATE/{host_id}"
+    host = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"host-{uuid.uuid4().hex[:8]}")
+    host.connect("127.0.0.1", 1883)
+    host.loop_start()
+
+    def state(online: bool, ts: int) -> None:
+        payload = json.dumps({"online": online, "timestamp": ts})
+        host.publish(state_topic, payload, qos=1, retain=True).wait_for_publish(10)
+
+    node = edge_node(tmp_path, group, primary_host_id=host_id, connect_timeout=1)
+    try:
+        state(False, T0_MS)
+        node.open()  # connected, and waiting
+        with pytest.raises(DeliveryError, match=r"not online \(its STATE is offline") as err:
+            node.deliver(tags_table(["x"], rounds=2))
+        assert err.value.retryable and "NBIRTH" not in spy.kinds()
+        state(True, T0_MS + 1)
+        spy.wait(lambda m: m.kind == "NBIRTH")
+        node.deliver(tags_table(["x"], rounds=2))
+        spy.wait(lambda m: m.kind == "NDATA")
+        state(False, T0_MS - 5)  # older than the last STATE: stale, ignored
+        wait_for(lambda: node.counters["stale_host_states"] == 1, 10)
+        state(False, T0_MS + 2)
+        death = spy.wait(lambda m: m.kind == "NDEATH")[0]
+        assert bd_seq(death) == bd_seq(spy.wait(lambda m: m.kind == "NBIRTH")[-1])
+        with pytest.raises(DeliveryError) as err:
+            node.deliver(tags_table(["x"], rounds=2, start=T0 + timedelta(minutes=1)))
+        assert err.value.retryable
+    finally:
+        node.close()
+        host.publish(state_topic, b"", qos=1, retain=True).wait_for_publish(10)  # clear the retained STATE
+        host.disconnect()
+        host.loop_stop()
+    # born once the host was online (then reborn with the new metric x), dead when it went offline
+    assert spy.kinds() == ["NBIRTH", "NBIRTH", "NDATA", "NDEATH"]
