@@ -22,6 +22,8 @@ class LocalOutbox:
     def __init__(self, data_dir: Path | str, core: Any = None):
         self._data_dir = Path(data_dir)
         self._core = core
+        if core is None:  # a reader beside a possible service: never set a file aside under it
+            self._manager.repair = False
 
     @property
     def _manager(self):

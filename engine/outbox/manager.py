@@ -18,7 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.outbox.store import OutboxStore, destination_id, outbox_dir, outbox_path, parse_name
+from engine.outbox.store import (
+    OutboxCorrupt,
+    OutboxStore,
+    destination_id,
+    outbox_dir,
+    outbox_path,
+    parse_name,
+)
 
 log = logging.getLogger("aggregator.outbox")
 
@@ -49,6 +56,7 @@ class OutboxManager:
         self._targets: dict[str, tuple[Callable[[], Any], Any]] = {}
         self.resolver: Callable[[str, str], tuple[Callable[[], Any], Any] | None] | None = None
         self.say: Callable[[str, str], None] = _say
+        self.repair = True  # a corrupt outbox is set aside; False for a reader beside a service
 
     # ---- stores ------------------------------------------------------------------------------
     def store(self, pipeline: str, destination: str, connector_type: str | None = None) -> OutboxStore:
@@ -62,6 +70,7 @@ class OutboxManager:
                     destination=destination,
                     connector_type=connector_type,
                     log=self.say,
+                    repair=self.repair,
                 )
                 self._stores[did] = store
             return store
@@ -80,7 +89,18 @@ class OutboxManager:
     def status(self) -> list[dict[str, Any]]:
         out = []
         for pipeline, destination in self.destinations():
-            store = self.store(pipeline, destination)
+            try:
+                store = self.store(pipeline, destination)
+            except OutboxCorrupt as exc:
+                out.append(
+                    {
+                        "pipeline": pipeline,
+                        "destination": destination,
+                        "link_state": "corrupt",
+                        "link_detail": str(exc),
+                    }
+                )
+                continue
             entry = store.status()
             entry["pipeline"], entry["destination"] = pipeline, destination
             fwd = self._forwarders.get(destination_id(pipeline, destination))

@@ -87,6 +87,17 @@ class OutboxCorrupt(Exception):
     pass
 
 
+_CORRUPTION = ("malformed", "not a database", "corrupt", "disk image")
+
+
+def _is_corruption(exc: BaseException) -> bool:
+    """A damaged file, not a busy or unreadable one (a lock, permissions, a full disk)."""
+    if isinstance(exc, OutboxCorrupt):
+        return True
+    text = str(exc).lower()
+    return any(word in text for word in _CORRUPTION)
+
+
 def outbox_dir(data_dir: Path | str) -> Path:
     return Path(data_dir) / OUTBOX_DIR
 
@@ -159,7 +170,11 @@ class OutboxStore:
         destination: str | None = None,
         connector_type: str | None = None,
         log: Any = None,
+        repair: bool = True,
     ):
+        """`repair`: a corrupt file is set aside and replaced (the process that forwards: the
+        service, a run); without it (a status reader beside a service) `OutboxCorrupt` is raised
+        and the file left alone for its owner."""
         self.path = Path(path)
         self._log = log or (lambda level, msg: None)
         self.lock = threading.RLock()
@@ -172,6 +187,13 @@ class OutboxStore:
         try:
             self.con = self._open()
         except (sqlite3.DatabaseError, OutboxCorrupt) as exc:
+            if not _is_corruption(exc):
+                raise  # locked, unreadable, a full disk: the file is fine, the moment is not
+            if not repair:
+                raise OutboxCorrupt(
+                    f"outbox {self.path.name} is corrupt ({' '.join(str(exc).split())}); the service sets it"
+                    " aside when it next starts"
+                ) from None
             self.set_aside = self._set_aside(exc)
             self.con = self._open()
             self._bump_meta("corrupt_set_aside", 1)

@@ -183,3 +183,32 @@ def test_a_failed_run_leaves_nothing(outbox, upstream):
     sink.write(tags(10, start=10))
     sink.close()
     assert store.pending()[1] == 20 and store.status()["appended_records"] == 20
+
+
+def test_a_reader_beside_the_service_never_sets_a_file_aside(outbox, upstream, capsys):
+    from app.cli import main
+
+    upstream.down = True
+    commit(outbox, tags(10))
+    path = outbox_path(outbox.data_dir, "line1", "central")
+    outbox.close()
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(str(path) + suffix):
+            os.remove(str(path) + suffix)
+    _corrupt(path)
+    assert main(["outbox", "status", "--json", "--data-dir", str(outbox.data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert '"link_state": "corrupt"' in out and "sets it aside when it next starts" in out
+    assert path.exists() and not list(path.parent.glob("*.corrupt-*"))  # left for its owner
+
+
+def test_a_locked_outbox_is_not_taken_for_a_corrupt_one(tmp_path):
+    import sqlite3
+
+    from engine.outbox import store as store_module
+
+    path = tmp_path / "x--y.sqlite"
+    OutboxStore(path).close()
+    assert not store_module._is_corruption(sqlite3.OperationalError("database is locked"))
+    assert store_module._is_corruption(sqlite3.DatabaseError("file is not a database"))
+    assert store_module._is_corruption(sqlite3.DatabaseError("database disk image is malformed"))
