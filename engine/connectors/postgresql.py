@@ -454,6 +454,9 @@ def classify(exc: BaseException) -> DeliveryError:
 
 # ---- the target ---------------------------------------------------------------------------------
 
+_AUTH_FAILING: set[tuple[str, int, str, str]] = set()  # logins refused since their last success
+_AUTH_LOCK = threading.Lock()
+
 
 @dataclass
 class _TableState:
@@ -472,7 +475,6 @@ class PostgreSQLTarget:
         self._timescale: bool = False
         self._stages: dict[str, str] = {}  # column signature -> temp table name (this session)
         self._dirty: set[str] = set()  # staging tables that may hold rows of a failed delivery
-        self._auth_logged = False
         self._created_in_tx = False  # this transaction created or altered the table
         self._lock = threading.Lock()
 
@@ -518,12 +520,20 @@ class PostgreSQLTarget:
                     f"{_one_line(exc)} (kept in the outbox; retried until the credentials are fixed)",
                     retryable=True,
                 )
-                if not self._auth_logged:
-                    self._auth_logged = True
+                with _AUTH_LOCK:  # once per server and user, across targets (the forwarder makes
+                    first = self._login not in _AUTH_FAILING  # a new one for every reconnect)
+                    _AUTH_FAILING.add(self._login)
+                if first:
                     self.ctx.log("error", str(error), self.name)
             raise error from None
-        self._auth_logged = False
+        with _AUTH_LOCK:
+            _AUTH_FAILING.discard(self._login)
         return conn
+
+    @property
+    def _login(self) -> tuple[str, int, str, str]:
+        c = self.config
+        return (c.host, c.port, c.database, c.username)
 
     def open(self) -> None:
         if self._conn is None or self._conn.closed:

@@ -235,12 +235,13 @@ def test_unreachable_is_retryable():
 
 def test_login_refused_is_retryable_and_logged_once(table):
     logs = Logs()
-    t = target(table, logs, username="nobody_here", password="hunter2-secret")
-    for _ in range(3):
+    user = f"nobody_{table}"
+    for _ in range(3):  # a new target each time, as the forwarder makes one for every reconnect
+        t = target(table, logs, username=user, password="hunter2-secret")
         with pytest.raises(DeliveryError) as info:
             t.deliver(tags(0, 1))
         assert info.value.retryable is True
-        assert "nobody_here" in str(info.value) and "hunter2" not in str(info.value)
+        assert user in str(info.value) and "hunter2" not in str(info.value)
     assert len([line for line in logs if line[0] == "error"]) == 1
     assert "refused the login" in logs[0][1] and "hunter2" not in logs[0][1]
 
