@@ -22,6 +22,9 @@ Session (paho-mqtt 2 on its own network thread, MQTT 3.1.1, clean session):
   timestamp). Sparkplug has no dedupe header: consumers deduplicate on metric + timestamp, or on
   the `_key` property (`key_property: true`).
 - `close()` publishes the NDEATH itself (QoS 1, acknowledged) before DISCONNECT.
+- `primary_host_id`: the births wait for that host's STATE online (spBv1.0/STATE/<id>); its offline
+  STATE makes the node publish its NDEATH and disconnect. Not born, `deliver` fails retryably and
+  the outbox keeps the data (Sparkplug's store and forward).
 
 Tag records map to metrics named as the tag, on the node or on a device (`device_id`, or
 `device_column` per record): `value` -> Double, `value_text` -> String (the type of the first value
@@ -414,7 +417,6 @@ class SparkplugEdgeNode:
         cols = self._columns(table)
         now = _now_ms()
         n = table.num_rows
-        devices = [self._device_of(d) for d in cols["device"]]
         ts = [
             t if t is not None else (r if r is not None else now)
             for t, r in zip(cols["ts"], cols["received"], strict=True)
@@ -426,8 +428,11 @@ class SparkplugEdgeNode:
         ]
         quality = [None if q in (None, "good") else sp.QUALITY_CODES.get(q, 0) for q in cols["quality"]]
         by_device: dict[str | None, list[int]] = {}
-        for i, d in enumerate(devices):
-            by_device.setdefault(d, []).append(i)
+        if self.config.device_column is None:  # one device (or the node): no per-row look-up
+            by_device[self.config.device_id] = list(range(n))
+        else:
+            for i, d in enumerate(cols["device"]):
+                by_device.setdefault(self._device_of(d), []).append(i)
         for rows in by_device.values():
             rows.sort(key=ts.__getitem__)  # chronological within a payload (stable per tag)
         if self.link is None:
