@@ -587,6 +587,8 @@ class NatsTarget:
                 await publish(subject, data, reply=prefix + token, headers=headers)
                 sent += 1
             if acks.pending and acks.error is None:
+                # `drained` may have been set by a moment mid-way when every ack sent so far was in
+                acks.drained.clear()
                 await self._wait(acks.drained, closed, sent, len(messages))
         except DeliveryError:
             raise

@@ -197,6 +197,22 @@ def test_deliver_twice_one_copy(stream, tmp_path):
 
 
 @pytest.mark.services
+def test_deliver_returns_only_when_every_ack_is_in(stream, tmp_path):
+    """Many windows of acks (max_in_flight 64): when deliver returns, JetStream has acknowledged
+    every message, counted as stored or duplicate."""
+    name, prefix = stream
+    t = target(tmp_path, stream=name, create_stream=True, subject=prefix + ".{tag}", max_in_flight=64)
+    try:
+        for n in (1, 7, 5000):
+            t.deliver(records(n, start=10_000 * n))
+        assert (t.acked, t.duplicates) == (5008, 0)
+        t.deliver(records(5000, start=50_000_000))  # the last one again
+        assert (t.acked, t.duplicates) == (5008, 5000)
+    finally:
+        t.close()
+
+
+@pytest.mark.services
 def test_a_new_target_after_a_restart_is_deduplicated_too(stream, tmp_path):
     name, prefix = stream
     table = records(200)
