@@ -19,6 +19,7 @@ committed stays, and then the run fails with a `PartialCommitError` naming what 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -114,6 +115,12 @@ class _Threads:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._idle: list[queue.SimpleQueue] = []  # the inboxes of the idle threads
+        if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's threads
+            os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._idle = []
 
     def start(self, task: _Task) -> _Task:
         task.started = True

@@ -4,6 +4,7 @@ next run, a thread that raised is kept, and an idle thread ends after its idle t
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 
@@ -140,3 +141,19 @@ def test_a_task_not_started_is_not_alive():
     task = _Task(lambda: None, "never")
     assert not task.is_alive()
     task.join(0)  # returns at once
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_starts_its_own_threads():
+    pool = _Threads()
+    pool.start(_Task(lambda: None, "warm")).join(10)
+    assert len(pool._idle) == 1  # an idle thread, which a forked child would not have
+    pid = os.fork()
+    if pid == 0:  # the child: its task must run on a thread of its own
+        code = 1
+        try:
+            code = 0 if pool.start(_Task(lambda: None, "in-child")).done.wait(10) else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
