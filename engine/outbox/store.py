@@ -543,7 +543,19 @@ class OutboxStore:
     ) -> None:
         """The batches `seqs` are delivered (`rows` records reached the upstream); records the
         upstream refused go to quarantine (table or None when unreadable, reason, tries, records),
-        in the same transaction."""
+        in the same transaction. Not fsync'ed by itself (`synchronous=NORMAL` for this one): a power
+        cut may forget it, and then the batches are delivered again with the same keys and the
+        upstream keeps them once; the next append's fsync makes it durable anyway."""
+        with self.lock:
+            self.con.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._delivered(seqs, rows, quarantine)
+            finally:
+                self.con.execute("PRAGMA synchronous=FULL")
+
+    def _delivered(
+        self, seqs: list[int], rows: int, quarantine: list[tuple[pa.Table | None, str, int, int]] | None
+    ) -> None:
         with self._tx() as con:
             con.executemany("DELETE FROM batches WHERE seq=?", [(s,) for s in seqs])
             self._bump_meta("forwarded_records", rows)

@@ -9,7 +9,14 @@
   with a length + CRC-32 header and fsync per micro-batch (what docs/architecture.md weighs);
 - `fsync_only`: fsync of a 4 KiB append, alone: the disk's floor per micro-batch.
 
+Latency (`--latency-seconds`, 0 to skip): micro-batches of 200 records at 20 a second handed to a
+destination whose upstream is a SQLite database (tests/outbox/upstream.py, the outbox tests'
+upstream) with the link up: p50/p99 from the hand-over to the upstream's commit, through the outbox
+and its forwarder (`store_and_forward`) and with the same target called directly (no outbox). The
+difference is what the outbox adds (target: < 50 ms at p99).
+
     python tests/benchmarks/bench_outbox.py [--records 300000] [--batch-rows 1000 5000] [--repeat 3]
+        [--latency-seconds 10]
 
 Prints one JSON object: per batch size and leg, records/s (best of `--repeat`), micro-batches/s and
 p50/p99 of one durable commit. Target: outbox >= 300k records/s in micro-batches.
@@ -180,12 +187,92 @@ def leg_fsync(count: int, folder: Path) -> dict[str, Any]:
     }
 
 
+def _pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return round(values[min(len(values) - 1, int(len(values) * q))] * 1000, 3)
+
+
+def leg_latency(folder: Path, seconds: float, rate: float = 20.0, rows: int = 200) -> dict[str, Any]:
+    from tests.outbox.upstream import Upstream, UpstreamTarget
+
+    done: dict[int, float] = {}
+
+    class Timed(UpstreamTarget):
+        def deliver(self, table, *, historical=False):
+            super().deliver(table, historical=historical)
+            now = time.perf_counter()
+            for b in set(table.column("value").to_pylist()):
+                done.setdefault(int(b), now)
+
+    count = int(seconds * rate)
+    frames = [
+        batches(rows, rows, tags=rows)[0].with_columns(
+            pl.lit(float(i)).alias("value"), pl.col("timestamp") + pl.duration(seconds=i)
+        )
+        for i in range(count)
+    ]
+    out: dict[str, Any] = {
+        "leg": "latency",
+        "micro_batches": count,
+        "rows_per_batch": rows,
+        "rate_per_s": rate,
+    }
+    for mode in ("direct_target", "store_and_forward"):
+        up = Upstream(folder / f"central-{mode}.sqlite")
+        manager = OutboxManager(folder / f"data-{mode}")
+
+        class Remote:
+            connector_type = "bench_latency"
+            upstream = up
+
+            @classmethod
+            def make_target(cls, config, ctx, name):
+                return Timed(cls.upstream, name)
+
+        ctx = RunContext(pipeline="bench", data_dir=manager.data_dir, delivery_default=mode, outbox=manager)
+        config = RemoteSinkConfig()
+        direct = Timed(up, "central")
+        direct.open()
+        done.clear()
+        started: dict[int, float] = {}
+        t0 = time.perf_counter()
+        for i, frame in enumerate(frames):
+            due = t0 + i / rate  # the value changes on schedule, however late the path is (no
+            pause = due - time.perf_counter()  # coordinated omission: a stall counts for every batch)
+            if pause > 0:
+                time.sleep(pause)
+            started[i] = due
+            if mode == "direct_target":
+                keyed = with_keys(frame, edge="e", pipeline="bench", destination="central")
+                direct.deliver(to_arrow(keyed))
+            else:
+                sink = remote_sink(Remote, config, ctx, "central")
+                sink.open()
+                sink.write(frame)
+                sink.close()
+        deadline = time.monotonic() + 60
+        while len(done) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        direct.close()
+        manager.close()
+        lat = [done[i] - started[i] for i in range(count) if i in done]
+        out[mode] = {
+            "delivered": len(lat),
+            "p50_ms": _pct(lat, 0.5),
+            "p99_ms": _pct(lat, 0.99),
+            "max_ms": _pct(lat, 1.0),
+        }
+    out["outbox_adds_p99_ms"] = round(out["store_and_forward"]["p99_ms"] - out["direct_target"]["p99_ms"], 3)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=300_000)
     ap.add_argument("--batch-rows", type=int, nargs="+", default=[1000, 5000])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--dir", type=Path, default=None, help="where the files go (default: a temp dir)")
+    ap.add_argument("--latency-seconds", type=float, default=10.0, help="latency leg length (0: skip)")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="bench-outbox-", dir=args.dir))
     legs = {"outbox": leg_outbox, "sqlite_rows": leg_sqlite_rows, "segment_files": leg_segment_files}
@@ -219,6 +306,10 @@ def main() -> None:
         folder = base / "fsync"
         folder.mkdir()
         result["fsync"] = leg_fsync(300, folder)
+        if args.latency_seconds > 0:
+            folder = base / "latency"
+            folder.mkdir()
+            result["latency"] = leg_latency(folder, args.latency_seconds)
         result["machine"]["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
     finally:
         shutil.rmtree(base, ignore_errors=True)
