@@ -138,6 +138,11 @@ class NatsSinkConfig(RemoteSinkConfig):
             raise ValueError("password needs user")
         if sum(x is not None for x in (self.user, self.token, self.creds_file)) > 1:
             raise ValueError("give one of user/password, token or creds_file")
+        if self.creds_file is not None:
+            import importlib.util
+
+            if importlib.util.find_spec("nkeys") is None:
+                raise ValueError("creds_file needs the Python package nkeys, which is not installed")
         if (
             self.create_stream
             and self.stream_subjects is None

@@ -68,6 +68,15 @@ def test_config_is_checked(config, message):
         NatsSinkConfig.model_validate(config)
 
 
+def test_creds_file_needs_nkeys():
+    import importlib.util
+
+    if importlib.util.find_spec("nkeys") is not None:
+        pytest.skip("nkeys is installed here")
+    with pytest.raises(ValidationError, match="nkeys"):
+        NatsSinkConfig.model_validate({"creds_file": "/etc/box.creds"})
+
+
 def test_default_stream_subjects():
     assert default_stream_subjects("plant.{edge}.{pipeline}.{tag}") == ["plant.>"]
     assert default_stream_subjects("acme.site1.{edge}.x") == ["acme.site1.>"]
