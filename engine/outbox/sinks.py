@@ -149,9 +149,7 @@ class OutboxSink(Sink):
 
     def _wait_for_room(self, exc: OutboxFull) -> None:
         assert self.store is not None
-        size = self.store.staged_bytes(self._token) if self._token else 0
-        if self._held is not None:
-            size += self._held.estimated_size()
+        size = exc.needed  # what the run occupies in the outbox
         if size > self.config.max_bytes:
             raise ConnectorError(
                 f"destination '{self.name}': the run's {size} bytes are more than the outbox's cap"

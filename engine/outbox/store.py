@@ -365,8 +365,8 @@ class OutboxStore:
                 ).fetchone()[0]
                 over = pending + total - max_bytes
                 if over > 0:
-                    if not drop_oldest:
-                        raise OutboxFull(over)
+                    if not drop_oldest or total > max_bytes:
+                        raise OutboxFull(over, total)
                     dropped = self._drop_oldest(con, over, gap, max_bytes - total)
                     con.execute("PRAGMA incremental_vacuum").fetchall()  # the file shrinks with the data
             if token is not None:
@@ -664,9 +664,11 @@ class OutboxStore:
 
 
 class OutboxFull(Exception):
-    def __init__(self, over: int):
+    """The run's `needed` bytes do not fit: `over` bytes too many now."""
+
+    def __init__(self, over: int, needed: int = 0):
         super().__init__(f"the outbox is full ({over} bytes over its cap)")
-        self.over = over
+        self.over, self.needed = over, needed
 
 
 def run_token() -> str:

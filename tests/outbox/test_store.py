@@ -158,10 +158,12 @@ def test_block_waits_for_room_instead_of_dropping(outbox, upstream):
     assert store.status()["dropped_records"] == 0 and upstream.count() == 80_000
 
 
-def test_a_run_bigger_than_the_cap_fails_in_one_line(outbox, upstream):
+@pytest.mark.parametrize("overflow", ["block", "drop_oldest"])
+def test_a_run_bigger_than_the_cap_fails_in_one_line(outbox, upstream, overflow):
     upstream.down = True
     with pytest.raises(ConnectorError, match="max_bytes"):
-        commit(outbox, tags(200_000), max_bytes=1024 * 1024, overflow="block")
+        commit(outbox, tags(200_000), max_bytes=1024 * 1024, overflow=overflow)
+    assert outbox.store("line1", "central").status()["dropped_records"] == 0
 
 
 def test_a_failed_run_leaves_nothing(outbox, upstream):
