@@ -291,6 +291,8 @@ class NatsTarget:
             return
         if KEY_COLUMN not in table.column_names:
             raise DeliveryError(f"{self.name}: the data has no '{KEY_COLUMN}' column", retryable=False)
+        if table.column(KEY_COLUMN).null_count:
+            raise DeliveryError(f"{self.name}: a record has no key ('{KEY_COLUMN}' is null)", retryable=False)
         with self._lock:
             try:
                 self._open()

@@ -105,6 +105,15 @@ def test_every_placeholder_is_one_token(tags):
         assert all(t and not re.search(r"[\x00-\x20\x7f-\x9f\s*>]", t) for t in tokens), subject
 
 
+def test_a_record_without_key_is_refused(tmp_path):
+    t = target(tmp_path, subject="a.b", servers=[f"nats://127.0.0.1:{free_port()}"])
+    for table in (pa.table({"v": [1]}), pa.table({"v": [1, 2], "_key": ["k", None]})):
+        with pytest.raises(DeliveryError, match="_key") as err:
+            t.deliver(table)
+        assert not err.value.retryable
+    t.close()
+
+
 def test_unknown_placeholder_is_a_one_line_error(tmp_path):
     t = target(tmp_path, subject="x.{nope}", servers=[f"nats://127.0.0.1:{free_port()}"])
     t._nc = None
