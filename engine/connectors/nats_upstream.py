@@ -290,9 +290,9 @@ class NatsTarget:
         if table.num_rows == 0:
             return
         if KEY_COLUMN not in table.column_names:
-            raise DeliveryError(f"{self.name}: the data has no '{KEY_COLUMN}' column", retryable=False)
+            raise DeliveryError(f"the data has no '{KEY_COLUMN}' column", retryable=False)
         if table.column(KEY_COLUMN).null_count:
-            raise DeliveryError(f"{self.name}: a record has no key ('{KEY_COLUMN}' is null)", retryable=False)
+            raise DeliveryError(f"a record has no key ('{KEY_COLUMN}' is null)", retryable=False)
         with self._lock:
             try:
                 self._open()
@@ -311,12 +311,12 @@ class NatsTarget:
             except TimeoutError:
                 self._drop()
                 raise DeliveryError(
-                    f"{self.name}: publishing did not finish within {self.config.ack_timeout + 30:g} s",
+                    f"publishing did not finish within {self.config.ack_timeout + 30:g} s",
                     retryable=True,
                 ) from None
             except Exception as exc:  # anything unforeseen: a fresh connection at the next try
                 self._drop()
-                raise DeliveryError(f"{self.name}: {one_line_error(exc, 200)}", retryable=True) from None
+                raise DeliveryError(f"{one_line_error(exc, 200)}", retryable=True) from None
 
     def close(self) -> None:
         with self._lock:
@@ -353,7 +353,7 @@ class NatsTarget:
             self._loop.run(self._connect(), self.config.connect_timeout * (len(self.config.servers) + 1) + 30)
         except TimeoutError:
             raise DeliveryError(
-                f"{self.name}: no NATS server answered within {self.config.connect_timeout:g} s ({self._where()})",
+                f"no NATS server answered within {self.config.connect_timeout:g} s ({self._where()})",
                 retryable=True,
             ) from None
 
@@ -399,19 +399,19 @@ class NatsTarget:
             )
         except TimeoutError:
             raise DeliveryError(
-                f"{self.name}: no NATS server answered within {cfg.connect_timeout:g} s ({self._where()})",
+                f"no NATS server answered within {cfg.connect_timeout:g} s ({self._where()})",
                 retryable=True,
             ) from None
         except nats.errors.NoServersError:
             reason = _reason(last_error[-1], cfg.connect_timeout) if last_error else "no server answered"
             raise DeliveryError(
-                f"{self.name}: cannot connect to NATS ({self._where()}): {reason}", retryable=True
+                f"cannot connect to NATS ({self._where()}): {reason}", retryable=True
             ) from None
         except Exception as exc:
             text = one_line_error(exc, 200)
             auth = "authorization" in text.lower() or "authentication" in text.lower()
             raise DeliveryError(
-                f"{self.name}: cannot connect to NATS ({self._where()}): {text}"
+                f"cannot connect to NATS ({self._where()}): {text}"
                 + (" (check user/password, token or creds_file)" if auth else ""),
                 retryable=not auth and not isinstance(exc, ImportError | FileNotFoundError),
             ) from None
@@ -446,12 +446,12 @@ class NatsTarget:
             nats.errors.TimeoutError,
         ):
             raise DeliveryError(
-                f"{self.name}: JetStream does not answer on {self._where()} (is JetStream enabled?)",
+                f"JetStream does not answer on {self._where()} (is JetStream enabled?)",
                 retryable=True,
             ) from None
         if not cfg.create_stream:
             raise DeliveryError(
-                f"{self.name}: stream '{cfg.stream}' does not exist on {self._where()} "
+                f"stream '{cfg.stream}' does not exist on {self._where()} "
                 "(create it, or set create_stream: true)",
                 retryable=False,
             )
@@ -468,7 +468,7 @@ class NatsTarget:
             await js.add_stream(stream)
         except nats.js.errors.APIError as exc:
             raise DeliveryError(
-                f"{self.name}: cannot create stream '{cfg.stream}' with subjects {', '.join(subjects)}: "
+                f"cannot create stream '{cfg.stream}' with subjects {', '.join(subjects)}: "
                 f"{exc.description or exc}",
                 retryable=exc.code is not None and exc.code >= 500,
             ) from None
@@ -504,7 +504,7 @@ class NatsTarget:
         try:
             subject = subject_expr(self.config.subject, frame.columns, self._fixed_fields())
         except ValueError as exc:
-            raise DeliveryError(f"{self.name}: {exc}", retryable=False) from None
+            raise DeliveryError(f"{exc}", retryable=False) from None
         extra = {HISTORICAL_HEADER: "true"} if historical else {}
         if self.config.stream:
             extra["Nats-Expected-Stream"] = self.config.stream
@@ -520,7 +520,7 @@ class NatsTarget:
             for subj, data, key in zip(subjects, payloads, keys, strict=True):
                 if len(data) > max_payload:
                     raise DeliveryError(
-                        f"{self.name}: record '{key}' is {len(data)} bytes as JSON; "
+                        f"record '{key}' is {len(data)} bytes as JSON; "
                         f"the server takes at most {max_payload} (max_payload)",
                         retryable=False,
                     )
@@ -556,7 +556,7 @@ class NatsTarget:
         if len(body) > max_payload:
             if chunk.height == 1:
                 raise DeliveryError(
-                    f"{self.name}: record '{chunk.get_column(KEY_COLUMN)[0]}' is {len(body)} bytes; "
+                    f"record '{chunk.get_column(KEY_COLUMN)[0]}' is {len(body)} bytes; "
                     f"the server takes at most {max_payload} (max_payload)",
                     retryable=False,
                 )
@@ -601,7 +601,7 @@ class NatsTarget:
             raise
         except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError, OSError) as exc:
             raise DeliveryError(
-                f"{self.name}: the connection to NATS was lost after {sent} of {len(messages)} messages "
+                f"the connection to NATS was lost after {sent} of {len(messages)} messages "
                 f"({one_line_error(exc, 200)})",
                 retryable=True,
             ) from None
@@ -628,11 +628,11 @@ class NatsTarget:
         unacked = len(self._acks.pending) if self._acks is not None else sent
         if closed.is_set():
             raise DeliveryError(
-                f"{self.name}: the connection to NATS closed with {unacked} of {total} messages unacknowledged",
+                f"the connection to NATS closed with {unacked} of {total} messages unacknowledged",
                 retryable=True,
             )
         raise DeliveryError(
-            f"{self.name}: no ack from JetStream within {self.config.ack_timeout:g} s for {unacked} of "
+            f"no ack from JetStream within {self.config.ack_timeout:g} s for {unacked} of "
             f"{total} messages ({sent} sent)",
             retryable=True,
         )
@@ -642,21 +642,19 @@ class NatsTarget:
         if status == "503":  # no responders: no stream listens on the subject
             if self.config.stream:
                 return DeliveryError(
-                    f"{self.name}: no JetStream stream answered for subject {subject_hint} (is stream "
+                    f"no JetStream stream answered for subject {subject_hint} (is stream "
                     f"'{self.config.stream}' capturing it, and does it have a leader?)",
                     retryable=True,
                 )
             return DeliveryError(
-                f"{self.name}: no JetStream stream captures subject {subject_hint} on {self._where()} "
+                f"no JetStream stream captures subject {subject_hint} on {self._where()} "
                 "(create one, or set stream and create_stream: true)",
                 retryable=False,
             )
         if status is not None:
-            return DeliveryError(
-                f"{self.name}: JetStream answered status {status} {text}".rstrip(), retryable=True
-            )
+            return DeliveryError(f"JetStream answered status {status} {text}".rstrip(), retryable=True)
         return DeliveryError(
-            f"{self.name}: JetStream refused a message ({code}: {text})",
+            f"JetStream refused a message ({code}: {text})",
             retryable=code >= 500 or code == 0 or code == 408,
         )
 

@@ -204,7 +204,7 @@ class WebhookTarget:
         if table.num_rows == 0:
             return
         if KEY_COLUMN not in table.column_names:
-            raise DeliveryError(f"{self.name}: the data has no '{KEY_COLUMN}' column", retryable=False)
+            raise DeliveryError(f"the data has no '{KEY_COLUMN}' column", retryable=False)
         with self._lock:
             self.open()
             frame = json_frame(table)
@@ -229,7 +229,7 @@ class WebhookTarget:
                 client.request("HEAD", self.config.url, headers=self.config.headers)
         except httpx.HTTPError as exc:
             raise ConnectorError(
-                f"{self.name}: cannot reach {_safe_url(self.config.url)}: {_http_reason(exc, self.config.timeout)}"
+                f"cannot reach {_safe_url(self.config.url)}: {_http_reason(exc, self.config.timeout)}"
             ) from None
 
     def describe_target(self) -> str:
@@ -256,7 +256,7 @@ class WebhookTarget:
             )
         )
         headers = {**self.config.headers, "Content-Type": "application/json", "Idempotency-Key": key}
-        where = f"{self.name}: {self.config.method} {_safe_url(self.config.url)}"
+        where = f"{self.config.method} {_safe_url(self.config.url)}"
         try:
             response = self._client.request(
                 self.config.method, self.config.url, content=body, headers=headers
