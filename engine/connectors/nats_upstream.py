@@ -36,7 +36,7 @@ import polars as pl
 import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
-from engine.connectors.base import Connector, one_line_error
+from engine.connectors.base import Connector, ConnectorConfig, one_line_error
 from engine.connectors.registry import register
 from engine.connectors.webhook import json_frame, json_lines, keys_digest
 from engine.context import RunContext
@@ -56,6 +56,22 @@ _TOKEN_UNSAFE = r"[\x00-\x20\x7f-\x9f\s.*>]"
 _FIXED_FIELDS = ("edge", "pipeline", "destination")
 HISTORICAL_HEADER = "Aggregator-Historical"
 _DUPLICATE = re.compile(rb'"duplicate"\s*:\s*true')  # the server writes `"duplicate": true`
+
+
+class NatsTls(ConnectorConfig):
+    ca_file: str | None = Field(
+        None, description="the CA that signed the servers' certificates (default: the system's)"
+    )
+    cert_file: str | None = Field(
+        None, description="this box's client certificate (when the servers verify clients)"
+    )
+    key_file: str | None = Field(None, description="the client certificate's private key")
+
+    @model_validator(mode="after")
+    def _pair(self) -> NatsTls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
 
 
 class NatsSinkConfig(RemoteSinkConfig):
@@ -91,6 +107,9 @@ class NatsSinkConfig(RemoteSinkConfig):
     )
     token: str | None = Field(None, repr=False, description='an auth token: use {"secret": "NAME"}')
     creds_file: str | None = Field(None, description="a .creds file (JWT + NKey; needs the nkeys package)")
+    tls: NatsTls | None = Field(
+        None, description="TLS to the servers (a tls:// URL or a server that requires TLS uses it)"
+    )
     connect_timeout: float = Field(5.0, gt=0, le=120, description="seconds to wait for a connection")
     ack_timeout: float = Field(10.0, gt=0, le=600, description="seconds to wait for a delivery's acks")
     message: Literal["record", "batch"] = Field(
@@ -393,6 +412,8 @@ class NatsTarget:
             options["token"] = cfg.token
         if cfg.creds_file is not None:
             options["user_credentials"] = str(self.ctx.resolve_path(cfg.creds_file))
+        if cfg.tls is not None:
+            options["tls"] = self._tls_context(cfg.tls)
         try:
             nc = await asyncio.wait_for(
                 nats.connect(**options), cfg.connect_timeout * (len(cfg.servers) + 1) + 5
@@ -427,6 +448,23 @@ class NatsTarget:
                 await nc.close()
             raise
         self._nc, self._js, self._closed, self._acks, self._inbox = nc, js, closed, acks, inbox
+
+    def _tls_context(self, tls: NatsTls) -> Any:
+        import ssl
+
+        try:
+            context = ssl.create_default_context(
+                cafile=str(self.ctx.resolve_path(tls.ca_file)) if tls.ca_file else None
+            )
+            if tls.cert_file and tls.key_file:
+                context.load_cert_chain(
+                    str(self.ctx.resolve_path(tls.cert_file)), str(self.ctx.resolve_path(tls.key_file))
+                )
+        except (OSError, ssl.SSLError) as exc:
+            raise DeliveryError(
+                f"tls: cannot use the certificate files: {one_line_error(exc, 200)}", retryable=False
+            ) from None
+        return context
 
     async def _ensure_stream(self, js: Any) -> None:
         import nats.errors
