@@ -468,3 +468,17 @@ def test_subject_of_another_stream_is_not_retryable(stream, tmp_path):
             await j.delete_stream(other)
 
         js(delete_other)
+
+
+@pytest.mark.services
+def test_a_dead_server_in_the_list_is_passed_over(stream, tmp_path):
+    name, prefix = stream
+    dead = f"nats://127.0.0.1:{free_port()}"
+    t = target(tmp_path, servers=[dead, SERVER], stream=name, create_stream=True, subject=prefix + ".x")
+    try:
+        for _ in range(3):  # the client picks servers in random order: each time it lands
+            t.deliver(records(10))
+            t._drop()
+    finally:
+        t.close()
+    assert stream_messages(name) == 10

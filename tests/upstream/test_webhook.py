@@ -371,3 +371,28 @@ def test_idempotency_key_stable_and_order_sensitive(keys):
     assert keys_digest(pa.array(keys)) == keys_digest(pa.chunked_array([keys]))
     if len(keys) > 1:
         assert keys_digest(pa.array(keys)) != keys_digest(pa.array(keys[1:]))
+
+
+def test_https_certificate_is_checked_unless_verify_tls_false(receiver, tmp_path):
+    import ssl
+
+    from tests.upstream.test_nats_auth import _pki
+
+    pki = _pki(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(pki["server"]), str(pki["server_key"]))
+    receiver.server.socket = context.wrap_socket(receiver.server.socket, server_side=True)
+    url = receiver.url.replace("http://", "https://")
+    t = target(url)  # our test CA is not one the system trusts
+    try:
+        with pytest.raises(DeliveryError, match="certificate") as err:
+            t.deliver(records(3))
+        assert err.value.retryable
+    finally:
+        t.close()
+    t = target(url, verify_tls=False)
+    try:
+        t.deliver(records(3))
+    finally:
+        t.close()
+    assert len(receiver.records()) == 3
