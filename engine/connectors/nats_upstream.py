@@ -320,9 +320,11 @@ class NatsTarget:
                 raise DeliveryError(str(exc), retryable=True) from None
             messages = self._messages(table, historical)
             assert self._loop is not None
-            # The coroutine bounds itself by ack_timeout; the wait here only guards a stuck loop.
+            # The coroutine bounds each of its waits by ack_timeout; this bound only guards a stuck
+            # loop, so it is generous: 30 s beyond that plus 1 ms a message.
+            bound = self.config.ack_timeout + 30 + len(messages) / 1000
             try:
-                self._loop.run(self._publish(messages), self.config.ack_timeout + 30)
+                self._loop.run(self._publish(messages), bound)
             except DeliveryError as exc:
                 if exc.retryable:
                     self._drop()
@@ -330,12 +332,11 @@ class NatsTarget:
             except TimeoutError:
                 self._drop()
                 raise DeliveryError(
-                    f"publishing did not finish within {self.config.ack_timeout + 30:g} s",
-                    retryable=True,
+                    f"publishing did not finish within {bound:.0f} s", retryable=True
                 ) from None
             except Exception as exc:  # anything unforeseen: a fresh connection at the next try
                 self._drop()
-                raise DeliveryError(f"{one_line_error(exc, 200)}", retryable=True) from None
+                raise DeliveryError(one_line_error(exc, 200), retryable=True) from None
 
     def close(self) -> None:
         with self._lock:
