@@ -113,3 +113,41 @@ def test_the_service_makes_store_and_forward_the_default(outbox, upstream):
     assert isinstance(remote_sink(FakeRemote, RemoteSinkConfig(), ctx, "c"), DirectSink)
     outbox.serving = True
     assert isinstance(remote_sink(FakeRemote, RemoteSinkConfig(), ctx, "c"), OutboxSink)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+            st.one_of(st.none(), text),
+            st.sampled_from(["good", "bad", "uncertain"]),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_what_the_outbox_accepts_reads_back_as_it_was(tmp_path_factory, records):
+    from engine.outbox.manager import OutboxManager
+    from tests.outbox.upstream import FakeRemote as Remote
+
+    manager = OutboxManager(tmp_path_factory.mktemp("rt"))
+    manager.register = lambda *a, **k: None
+    frame = tags(len(records)).with_columns(
+        pl.Series("value", [r[0] for r in records], dtype=pl.Float64),
+        pl.Series("value_text", [r[1] for r in records], dtype=pl.String),
+        pl.Series("quality", [r[2] for r in records], dtype=pl.String),
+    )
+    sink = remote_sink(Remote, RemoteSinkConfig(), make_ctx(manager), "central")
+    sink.open()
+    half = len(records) // 2
+    if half:
+        sink.write(frame.head(half))  # staged, then accepted with the rest
+    sink.write(frame.tail(len(records) - half))
+    sink.close()
+    store = manager.store("line1", "central")
+    parts = [pl.from_arrow(b.table) for b in store.read(max_rows=10**6)]
+    back = pl.concat(parts)
+    assert back.drop("_key").equals(frame)
+    assert back["_key"].n_unique() == len(records)
+    manager.close()
