@@ -390,9 +390,10 @@ def iter_copy(
     columns: Sequence[PgColumn],
     *,
     row_numbers: bool = False,
-    slice_rows: int = COPY_SLICE_ROWS,
+    slice_rows: int | None = None,
 ) -> Iterator[bytes | memoryview]:
     """The whole binary COPY stream (header, tuples slice by slice, trailer), to write in order."""
+    slice_rows = slice_rows or COPY_SLICE_ROWS
     yield COPY_HEADER
     for start in range(0, table.num_rows, slice_rows):
         yield encode_rows(table.slice(start, slice_rows), columns, row_start=start if row_numbers else None)
