@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -56,6 +57,10 @@ LAG_MINUTES = 0
 # Rows logged for `tag_last` before they are folded into it: ~20 batches of 1,000 tags, so that
 # readers of the last values go over at most a few ten thousand rows.
 FOLD_LAST_AFTER = 20_000
+
+# The bucket answers are small: DuckDB's copy to Arrow of a DB-API result costs less than binding
+# the statement twice as a relation (`TagHistorian._buckets`).
+warnings.filterwarnings("ignore", message="Arrow output on a DB-API result", category=UserWarning)
 
 _UNITS_US = {
     "ms": 1_000,
@@ -431,7 +436,10 @@ class TagHistorian:
 
     @staticmethod
     def _buckets(cur: duckdb.DuckDBPyConnection, sql: str, params: list) -> pl.DataFrame:
-        frame = pl.from_arrow(cur.sql(sql, params=params).to_arrow_table())
+        # execute(), not sql(): a relation binds the statement twice (measured 4.1 against 8.0 ms
+        # of CPU for the API's 5-tag time series); the extra copy DuckDB warns of is of the
+        # buckets (a few hundred rows), not of the rows read
+        frame = pl.from_arrow(cur.execute(sql, params).to_arrow_table())
         assert isinstance(frame, pl.DataFrame)
         return frame.with_columns(
             pl.col(c).cast(pl.Int64) for c in ("count", "bad_count") if c in frame.columns
