@@ -231,6 +231,22 @@ class ConnectionTested(EngineEvent):
     seconds: float = 0.0
 
 
+# ---- alerts ----------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class AlertChanged(EngineEvent):
+    """An alert was raised, acknowledged or cleared (engine/alerts; `action` says which)."""
+
+    kind: ClassVar[str] = "alert"
+    alert_id: int
+    action: str
+    pipeline: str = ""
+    subject: str = ""
+    severity: str = "warning"
+    state: str = ""
+    message: str = ""
+    condition: str = ""
+
+
 @dataclass(frozen=True, kw_only=True)
 class UnknownEvent(EngineEvent):
     """An event of a kind this catalogue does not know (from a newer service): kept, not lost."""
@@ -258,6 +274,7 @@ CATALOGUE: dict[str, type[EngineEvent]] = {
         Alarm,
         ConnectorsChanged,
         ConnectionTested,
+        AlertChanged,
     )
 }
 
@@ -285,6 +302,7 @@ def as_event(event: EngineEvent | Mapping[str, Any]) -> EngineEvent:
 __all__ = [
     "CATALOGUE",
     "Alarm",
+    "AlertChanged",
     "Committing",
     "ConnectionTested",
     "ConnectorsChanged",

@@ -84,8 +84,24 @@ class LocalHealth:
         return [{k: row[k] for k in keys} for row in self.pipeline_stats(since)]
 
     def alerts(self, limit: int = 50) -> list[dict[str, Any]]:
-        """Failed and interrupted runs (newest first), and each running stream's source that is
-        not connected now."""
+        """The open alerts of the pipelines' `error_handling.alerts` rules (engine/api/alerts.py;
+        kind `alert_<condition type>`, with id, severity, state, subject), then failed and
+        interrupted runs (newest first), and each running stream's source that is not connected now."""
+        rules = getattr(self._core, "alerts", None)
+        raised = [
+            {
+                "kind": "alert_" + a["kind"],
+                "pipeline": a["pipeline"],
+                "run_id": None,
+                "at": a["raised_at"],
+                "message": a["message"],
+                **{k: a[k] for k in ("id", "severity", "state", "subject", "condition", "acknowledged_by")},
+            }
+            for a in (rules.list(active=True, limit=limit) if rules is not None else [])
+        ]
+        return (raised + self._problems(limit))[:limit]
+
+    def _problems(self, limit: int) -> list[dict[str, Any]]:
         out = [
             {
                 "kind": "run_" + row["status"],

@@ -11,6 +11,7 @@ workspace) is shared by the sub-API objects, each in its own module:
     engine.data.sql("SELECT ...")             # engine/api/data.py
     engine.health.summary()                   # engine/api/health.py
     engine.outbox.status()                    # engine/api/outbox.py
+    engine.alerts.list()                      # engine/api/alerts.py
     engine.subscribe(callback)                # typed records of engine/api/events.py
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.api.alerts import LocalAlerts
 from engine.api.connectors import LocalConnectors
 from engine.api.core import EngineCore
 from engine.api.data import LocalData
@@ -44,10 +46,12 @@ class LocalEngine(EngineCore):
         self.data = LocalData(self)
         self.health = LocalHealth(self)
         self.outbox = LocalOutbox(self.data_dir, self)  # engine/api/outbox.py
+        self.alerts = LocalAlerts(self)  # engine/api/alerts.py: evaluates error_handling.alerts
 
     def close(self, timeout: float = 10.0) -> None:
         # A historian read of the live API may be running on the pool: it must end before DuckDB closes.
         self.live.wait_idle(timeout)
+        self.alerts.close()  # before the outboxes stop: a one-shot run's notifications go out first
         self.outbox.stop(timeout)  # forwarders end their delivery in flight; the outboxes keep the rest
         super().close(timeout)
 

@@ -361,6 +361,35 @@ class OutboxAPI(Protocol):
     def stop(self, timeout: float = 10.0) -> None: ...
 
 
+class AlertsAPI(Protocol):
+    """The alerts of the pipelines' `error_handling.alerts` rules (engine/api/alerts.py): raised,
+    acknowledged, cleared; one open alert per rule and subject; events of kind `alert`."""
+
+    def list(
+        self,
+        active: bool = True,
+        severity: str | None = None,
+        pipeline: str | None = None,
+        limit: int = 500,
+    ) -> list[dict[str, Any]]:
+        """Newest first; open ones (active or acknowledged) unless `active` is False."""
+        ...
+
+    def get(self, alert_id: int) -> dict[str, Any]: ...
+
+    def acknowledge(self, alert_id: int, by: str | None = None, note: str | None = None) -> dict[str, Any]:
+        """Who acknowledged it, when, and a note; DataError for an unknown or cleared alert."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """Open alerts by severity (info, warning, critical)."""
+        ...
+
+    def notifications(self) -> dict[str, int]:
+        """Notifications delivered / failed per channel, and pending in the outboxes."""
+        ...
+
+
 @runtime_checkable
 class EngineAPI(Protocol):
     """The engine, whichever process it runs in."""
@@ -371,6 +400,7 @@ class EngineAPI(Protocol):
     live: LiveAPI
     data: DataAPI
     health: HealthAPI
+    alerts: AlertsAPI
 
     @property
     def data_dir(self) -> Path: ...
@@ -396,6 +426,7 @@ class EngineAPI(Protocol):
 
 
 __all__ = [
+    "AlertsAPI",
     "ConnectorsAPI",
     "DataAPI",
     "Document",

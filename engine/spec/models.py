@@ -118,15 +118,48 @@ class DeadLetterQueue(Strict):
     storage: str = Field("reject_store", description="'reject_store' (a DuckDB table) or a file path")
 
 
+class SmtpSettings(Strict):
+    """The SMTP server that sends alert mails (docs/alerts.md)."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(587, gt=0, lt=65536)
+    username: str | None = None
+    password: str | dict[str, str] | None = Field(
+        None, repr=False, description='the login\'s password; better {"secret": "NAME"} (aggregator secret set)'
+    )
+    starttls: bool = Field(True, description="upgrade the connection with STARTTLS (port 587)")
+    ssl: bool = Field(False, description="implicit TLS from the first byte (port 465)")
+    verify_tls: bool = Field(True, description="check the server's certificate")
+    ca_file: str | None = Field(None, description="a CA bundle (PEM) for a server with a private CA")
+    sender: str = Field("aggregator@localhost", description="the From address")
+    timeout: float = Field(10.0, gt=0, le=600)
+
+
 class Notifications(Strict):
     email: list[str] = Field(default_factory=list)
     webhook: str | None = None
+    smtp: SmtpSettings | None = Field(None, description="the SMTP server for `email` (needed to send mail)")
+    webhook_headers: dict[str, str] = Field(
+        default_factory=dict, repr=False, description="extra headers of the webhook's requests"
+    )
 
 
 class Alert(Strict):
+    """A rule: when `condition` holds, an alert of `severity` is raised and sent to `notify`
+    (`email`, `webhook`, or both; default: every channel `notifications` sets up). The condition's
+    grammar: engine/alerts/conditions.py, docs/alerts.md."""
+
     condition: str | dict[str, Any]
     severity: Literal["info", "warning", "critical"] = "warning"
-    notify: list[str] | str | None = None
+    notify: list[Literal["email", "webhook"]] | Literal["email", "webhook"] | None = None
+
+    @field_validator("condition")
+    @classmethod
+    def _condition(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
+        from engine.alerts.conditions import parse_condition
+
+        parse_condition(value)  # a ValueError says what is allowed; validation adds the JSON path
+        return value
 
 
 class ErrorHandling(Strict):

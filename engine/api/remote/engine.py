@@ -15,6 +15,7 @@ class RemoteEngine:
     """`EngineAPI` over a service at `url` with the bearer `token`."""
 
     def __init__(self, url: str, token: str, *, timeout: float = 30.0, data_dir: Path | str | None = None):
+        from engine.api.remote.alerts import RemoteAlerts
         from engine.api.remote.connectors import RemoteConnectors
         from engine.api.remote.data import RemoteData
         from engine.api.remote.health import RemoteHealth
@@ -30,6 +31,7 @@ class RemoteEngine:
         self.health = RemoteHealth(self._client)
         self.live = RemoteLive(self._client)
         self.data = RemoteData(self._client)
+        self.alerts = RemoteAlerts(self._client)
 
     @property
     def url(self) -> str:
