@@ -491,7 +491,8 @@ class PostgreSQLTarget:
         statement_ms = int(c.statement_timeout_s * 1000)
         options = (
             f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms} "
-            f"-c idle_in_transaction_session_timeout={2 * statement_ms + 10_000}"
+            f"-c idle_in_transaction_session_timeout={2 * statement_ms + 10_000} "
+            "-c TimeZone=UTC"  # a naive timestamp going into a timestamptz column is UTC, as on the box
         )
         try:
             conn = psycopg.connect(

@@ -153,6 +153,28 @@ def test_every_type_round_trips(table):
     assert rows[1] == (None,) * 13
 
 
+def test_naive_times_into_a_timestamptz_column_are_utc(table):
+    """The session's time zone is UTC whatever the server's or the role's default: a role here
+    defaults to Tokyo time, and the naive 12:00 still lands as 12:00 UTC."""
+    role = f"tz_{table}"
+    sql(f'CREATE TABLE "{table}" ("timestamp" timestamptz, _key text NOT NULL)')
+    sql(f'CREATE UNIQUE INDEX "{table}__key_uq" ON "{table}" (_key)')  # the role may only insert
+    sql(f"CREATE ROLE {role} LOGIN")
+    try:
+        sql(f"ALTER ROLE {role} SET TimeZone = 'Asia/Tokyo'")
+        sql(f'GRANT ALL ON "{table}" TO {role}')
+        t = target(table, username=role)
+        try:
+            naive = pa.array([dt.datetime(2026, 1, 1, 12)], pa.timestamp("us"))
+            t.deliver(pa.table({"timestamp": naive, "_key": ["a"]}))
+        finally:
+            t.close()
+        assert sql(f'SELECT "timestamp" FROM "{table}"') == [(dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC),)]
+    finally:
+        drop(table)
+        sql(f"DROP ROLE {role}")
+
+
 def test_refused_data_is_not_retryable_and_changes_nothing(table):
     sql(f'CREATE TABLE "{table}" (tag text, value double precision CHECK (value < 100), _key text NOT NULL)')
     t = target(table)
