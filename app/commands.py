@@ -279,12 +279,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.wind_farm:
         from app.windfarm_demo import run_wind_farm_demo
 
-        with _engine(args) as engine:
+        with _engine_or_service(args) as engine:
             record = run_wind_farm_demo(engine, seconds=args.seconds, as_json=args.json)
         return EXIT_OK if record["status"] in ("success", "warning") else EXIT_FAILED
     from app.demo import run_demo
 
-    with _engine(args) as engine:
+    with _engine_or_service(args) as engine:
         record = run_demo(engine, as_json=args.json)
     return EXIT_OK if record["status"] in ("success", "warning") else EXIT_FAILED
 
@@ -321,7 +321,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_secret(args: argparse.Namespace) -> int:
     from engine.errors import SecretError, UsageError
 
-    with _engine(args) as engine:
+    with _engine_or_service(args) as engine:  # a service owns the data directory: set it there
         if args.secret_command == "check":
             try:
                 engine.connectors.check_secret(args.name)
