@@ -255,6 +255,15 @@ def test_unreachable_is_retryable():
         t.check()
 
 
+def test_ssl_required_by_the_config_is_never_skipped(table):
+    """The server here has no TLS: ssl_mode require refuses to go on in clear text."""
+    t = target(table, ssl_mode="require", connect_timeout=2)
+    with pytest.raises(DeliveryError) as info:
+        t.deliver(tags(0, 1))
+    assert info.value.retryable is True and "SSL" in str(info.value) and "\n" not in str(info.value)
+    assert not exists(table)
+
+
 def test_login_refused_is_retryable_and_logged_once(table):
     logs = Logs()
     user = f"nobody_{table}"
