@@ -2,16 +2,18 @@
 
 Delivery of one Arrow table, in ONE transaction (docs/upstream-postgresql.md):
 1. the target table is created from the Arrow schema when it is missing (types: `pg_type`, the one
-   place that maps Arrow to PostgreSQL), with `_key text NOT NULL` and a unique index on `_key`;
-   on TimescaleDB (the extension installed in the database) it becomes a hypertable on the time
-   column and the unique index is `(_key, <time column>)`, as Timescale requires;
-   a column the table lacks is added (`ALTER TABLE ... ADD COLUMN IF NOT EXISTS`, nullable);
-2. the rows go by binary `COPY` into a temporary staging table (one per column set and session;
-   a temporary table writes no WAL), encoded from Arrow buffers by `encode_rows` without a Python
-   loop over rows, slice by slice;
-3. `INSERT INTO target SELECT ... FROM stage ON CONFLICT (_key) DO NOTHING` (mode `append`), or
-   `DO UPDATE` (mode `upsert`: the last row per key wins), emptying the stage, then COMMIT: one
-   message, so a delivery costs three round trips (COPY, its end, the transaction).
+   place that maps Arrow to PostgreSQL), with `_key text COLLATE "C" NOT NULL` and a unique index
+   on `_key`; on TimescaleDB (the extension installed in the database) it becomes a hypertable on
+   the time column and the unique index is `(_key, <time column>)`, as Timescale requires; a
+   column the table lacks is added (`ALTER TABLE ... ADD COLUMN IF NOT EXISTS`, nullable); this
+   DDL runs inside the delivery's transaction;
+2. the usual drain (every key new): ONE binary `COPY` straight into the table, a transaction of its
+   own, encoded from the Arrow buffers by `encode_rows` (no Python loop over rows), slice by slice;
+3. when a key is already there (a redelivery), the unique index stops that COPY whole, and the rows
+   go by binary `COPY` into a temporary staging table (one per column set and session), then
+   `BEGIN; INSERT INTO target SELECT ... FROM stage ON CONFLICT (_key) DO NOTHING; TRUNCATE stage;
+   COMMIT` in one message (`DO UPDATE` for mode `upsert`, which always takes this way: the last
+   row per key wins).
 Redelivering a table (the forwarder's at-least-once) leaves one copy: the server deduplicates.
 
 Errors: an unreachable server, a timeout, a reset link, a shutdown, a serialization failure or a
