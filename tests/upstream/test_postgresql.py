@@ -110,6 +110,24 @@ def test_upsert_keeps_the_last_row_per_key(table):
     assert sql(f'SELECT _key, value FROM "{table}" ORDER BY _key') == [("a", 11.0), ("b", 2.0), ("c", 3.0)]
 
 
+def test_a_refused_batch_leaves_nothing_in_the_stage(table):
+    """The staging COPY runs outside the transaction: after a refused INSERT the stage still holds
+    that batch, and the next delivery must not carry it along (nor its poison)."""
+    sql(
+        f'CREATE TABLE "{table}" (value double precision CHECK (value < 100), _key text COLLATE "C" NOT NULL)'
+    )
+    t = target(table, mode="upsert")
+    try:
+        with pytest.raises(DeliveryError) as info:
+            t.deliver(pa.table({"value": [1.0, 500.0], "_key": ["a", "poison"]}))
+        assert info.value.retryable is False
+        t.deliver(pa.table({"value": [2.0], "_key": ["b"]}))
+        t.deliver(pa.table({"value": [3.0], "_key": ["c"]}))
+    finally:
+        t.close()
+    assert sql(f'SELECT _key, value FROM "{table}" ORDER BY _key') == [("b", 2.0), ("c", 3.0)]
+
+
 def test_every_type_round_trips(table):
     values = pa.table(
         {
