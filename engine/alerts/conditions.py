@@ -63,19 +63,19 @@ class TagThreshold:
 
     def describe(self) -> str:
         if self.op == "outside":
-            return f"outside [{self.low:g}, {self.high:g}]"
-        return f"{self.op} {self.value:g}"
+            return f"outside [{num(self.low)}, {num(self.high)}]"
+        return f"{self.op} {num(self.value)}"
 
     def beyond(self) -> pl.Expr:
         """True where `value` is beyond the threshold (a null or NaN value never is)."""
-        v = pl.col("value").cast(pl.Float64, strict=False)
+        v = pl.col("value").cast(pl.Float64, strict=False).fill_nan(None)  # NaN: no value
         if self.op == "outside":
             expr = (v < self.low) | (v > self.high)
         else:
             expr = {">": v > self.value, "<": v < self.value, ">=": v >= self.value, "<=": v <= self.value}[
                 self.op
             ]
-        return expr.fill_nan(False).fill_null(False)
+        return expr.fill_null(False)
 
     def matches(self) -> pl.Expr:
         if any(c in self.tag for c in "*?"):
@@ -234,6 +234,12 @@ def parse_condition(condition: str | dict[str, Any]) -> Condition:
     return parsed
 
 
+def num(x: float) -> str:
+    """A number as its shortest exact text (80.0 -> '80', 0.125 -> '0.125')."""
+    text = repr(float(x))
+    return text[:-2] if text.endswith(".0") else text
+
+
 def describe(condition: Condition) -> str:
     """The condition as one line of text (its canonical text form)."""
     if isinstance(condition, PipelineFailed):
@@ -242,14 +248,14 @@ def describe(condition: Condition) -> str:
         return "pipeline warning"
     if isinstance(condition, SourceLost):
         who = f" {condition.source}" if condition.source else ""
-        return f"source lost{who} > {condition.seconds:g}s"
+        return f"source lost{who} > {num(condition.seconds)}s"
     if isinstance(condition, TagThreshold):
-        tail = f" for {condition.for_s:g}s" if condition.for_s else ""
+        tail = f" for {num(condition.for_s)}s" if condition.for_s else ""
         return f"tag {condition.tag} {condition.describe()}{tail}"
     if isinstance(condition, OutboxAge):
-        return f"outbox age > {condition.seconds:g}s"
+        return f"outbox age > {num(condition.seconds)}s"
     if isinstance(condition, OutboxFill):
-        return f"outbox fill > {condition.percent:g}%"
+        return f"outbox fill > {num(condition.percent)}%"
     return f"drops > {condition.more_than}"
 
 

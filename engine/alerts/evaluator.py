@@ -84,6 +84,7 @@ class AlertEngine:
         emit: Callable[[dict[str, Any]], None] | None = None,
         secret: Callable[[str], str | None] | None = None,
         store: AlertStore | None = None,
+        ticker: bool = True,
     ):
         self.data_dir = Path(data_dir)
         self.store = store or AlertStore(self.data_dir / "metadata.db")
@@ -101,6 +102,7 @@ class AlertEngine:
         self._outbox_dropped: dict[str, int] = {}  # outbox destination id -> dropped_records seen
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._ticker = ticker  # False: the caller calls tick() (tests)
 
     # ---- rules -------------------------------------------------------------------------------
     def load(self, pipeline: str, doc: dict[str, Any] | None) -> list[Rule]:
@@ -264,6 +266,8 @@ class AlertEngine:
 
     # ---- the clock ---------------------------------------------------------------------------
     def start_ticker(self) -> None:
+        if not self._ticker:
+            return
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return

@@ -125,7 +125,9 @@ class SmtpSettings(Strict):
     port: int = Field(587, gt=0, lt=65536)
     username: str | None = None
     password: str | dict[str, str] | None = Field(
-        None, repr=False, description='the login\'s password; better {"secret": "NAME"} (aggregator secret set)'
+        None,
+        repr=False,
+        description='the login\'s password; better {"secret": "NAME"} (aggregator secret set)',
     )
     starttls: bool = Field(True, description="upgrade the connection with STARTTLS (port 587)")
     ssl: bool = Field(False, description="implicit TLS from the first byte (port 465)")
