@@ -52,10 +52,16 @@ def is_loopback(host: str | None) -> bool:
     return address.is_loopback or bool(mapped and mapped.is_loopback)
 
 
-def require_token(
+async def require_token(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
 ) -> None:
-    """The dependency of every protected route: 401 without the token or with a wrong one."""
+    """The dependency of every protected route: 401 without the token or with a wrong one. A
+    coroutine: it never blocks, and FastAPI runs a plain function dependency on the thread pool
+    (a thread hop per request)."""
+    check_token(request, credentials)
+
+
+def check_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> None:
     given = _token_of(request, credentials)
     if given is None:
         raise Unauthorized("missing token: send the header 'Authorization: Bearer <token>'")
@@ -63,13 +69,13 @@ def require_token(
         raise Unauthorized("wrong token (`aggregator token --data-dir D` prints the right one)")
 
 
-def loopback_or_token(
+async def loopback_or_token(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
 ) -> None:
     """`/health` and `/metrics`: open to this machine, the token for anyone else."""
     if is_loopback(request.client.host if request.client else None):
         return
-    require_token(request, credentials)
+    check_token(request, credentials)
 
 
 DOC_PATHS = ("/docs", "/redoc", "/openapi.json", "/static-offline-docs/")

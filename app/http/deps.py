@@ -7,5 +7,6 @@ from fastapi import Request
 from engine.api.protocol import EngineAPI
 
 
-def engine(request: Request) -> EngineAPI:
+async def engine(request: Request) -> EngineAPI:
+    """A coroutine: FastAPI would run a plain function dependency on the thread pool."""
     return request.app.state.engine
