@@ -88,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     from app.outbox_cmd import add_outbox_parser
 
     add_outbox_parser(sub, data_dir)
+    from app.alerts_cmd import add_alerts_parser
+
+    add_alerts_parser(sub, data_dir)
 
     from app.serve import add_parser as add_serve_parser
 
@@ -222,6 +225,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from app.serve import cmd_serve
 
         return cmd_serve(args)
+    if args.command == "alerts":
+        from app.alerts_cmd import cmd_alerts
+
+        return cmd_alerts(args)
     if args.command == "outbox":
         from app.outbox_cmd import cmd_outbox
 

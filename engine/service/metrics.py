@@ -21,6 +21,9 @@ exposition text and its content type for the HTTP route. The service calls
 | `aggregator_outbox_pending_records` / `_pending_bytes` / `_oldest_pending_age_s` | gauge | pipeline, destination | the outbox status (engine/api/outbox.py), read at scrape |
 | `aggregator_outbox_appended_records_total` / `_forwarded_` / `_dropped_` / `_quarantined_records_total`, `aggregator_outbox_corrupt_set_aside_total` | counter | pipeline, destination | the outbox's durable counters |
 | `aggregator_outbox_link_state` | gauge (1 = the state now) | pipeline, destination, state | the forwarder's link |
+| `aggregator_alerts_active` | gauge | severity | open alerts (engine/api/alerts.py), read at scrape |
+| `aggregator_alert_notifications_total` | counter | channel, result (delivered, failed) | the alert notifier's figures (this process) |
+| `aggregator_alert_notifications_pending` | gauge | | notifications waiting in the alert outboxes |
 | `process_resident_memory_bytes`, `process_cpu_seconds_total`, `process_open_fds`... | | | prometheus_client's ProcessCollector (Linux /proc) |
 
 The mapping from events to metrics is one method, `observe`: events arrive as typed records
@@ -140,7 +143,16 @@ class EngineMetrics:
         outbox = getattr(engine, "outbox", None)
         if outbox is not None:
             self.attach_outbox(outbox.status)
+        alerts = getattr(engine, "alerts", None)
+        if alerts is not None:
+            self.attach_alerts(alerts)
         return engine.subscribe(self.observe)
+
+    def attach_alerts(self, alerts: Any) -> None:
+        """Collect the alert figures (`alerts.counts()`, `alerts.notifications()`) once."""
+        if getattr(self, "_alerts_collector", None) is None:
+            self._alerts_collector = AlertsCollector(alerts)
+            self.registry.register(self._alerts_collector)
 
     def attach_outbox(self, status: Callable[[], list[dict[str, Any]]]) -> None:
         """Collect the outbox figures (`status()` per destination) on this registry, once."""
@@ -274,6 +286,41 @@ class OutboxCollector:
         yield from gauges.values()
         yield from counters.values()
         yield link
+
+
+class AlertsCollector:
+    """`aggregator_alerts_active{severity}` (open alerts: active or acknowledged) and
+    `aggregator_alert_notifications_total{channel, result}` (delivered notifications, failed
+    delivery attempts; this process), read when /metrics is scraped (engine/api/alerts.py)."""
+
+    def __init__(self, alerts: Any):
+        self._alerts = alerts
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        try:
+            counts, sent = self._alerts.counts(), self._alerts.notifications()
+        except Exception:
+            counts, sent = {}, {}
+        active = GaugeMetricFamily("aggregator_alerts_active", "Open alerts by severity", labels=["severity"])
+        for severity in ("info", "warning", "critical"):
+            active.add_metric([severity], float(counts.get(severity) or 0))
+        notes = CounterMetricFamily(
+            "aggregator_alert_notifications",
+            "Alert notifications delivered, and failed delivery attempts, per channel",
+            labels=["channel", "result"],
+        )
+        for channel in ("email", "webhook"):
+            for result in ("delivered", "failed"):
+                notes.add_metric([channel, result], float(sent.get(f"{channel}_{result}") or 0))
+        pending = GaugeMetricFamily(
+            "aggregator_alert_notifications_pending", "Alert notifications waiting in the outboxes"
+        )
+        pending.add_metric([], float(sent.get("pending") or 0))
+        yield active
+        yield notes
+        yield pending
 
 
 def render(registry: CollectorRegistry) -> tuple[bytes, str]:
