@@ -7,8 +7,9 @@
     aggregator outbox quarantine delete PIPELINE DESTINATION (--id N ... | --all)
     aggregator outbox edge-id [VALUE]
 
-Through the engine's outbox API (engine/api/outbox.py), on the outbox files: safe next to a running
-service, whose forwarders pick a retried record up within a second.
+Through the engine's outbox API: the running service's (`/outbox` routes, engine/api/remote/outbox.py)
+when a service owns the data directory, else the outbox files read in this process
+(engine/api/outbox.py).
 """
 
 from __future__ import annotations
@@ -68,15 +69,34 @@ def add_outbox_parser(sub: Any, data_dir: Any) -> None:
 
 
 def _api(args: argparse.Namespace):
+    """The running service's outbox API when a service owns the data directory (its `/outbox`
+    routes: the same figures, and its forwarders see a retry at once), else the outbox files read
+    in this process (no engine needed)."""
+    from engine.api.connect import service_url
     from engine.api.local import default_data_dir
-    from engine.api.outbox import LocalOutbox
 
     data_dir = args.data_dir.expanduser() if getattr(args, "data_dir", None) else default_data_dir()
-    return LocalOutbox(data_dir)
+    url = service_url(data_dir)
+    if url is not None:
+        from engine.api.remote import RemoteEngine
+        from engine.service import token
+
+        remote = RemoteEngine(url, token.ensure(data_dir), data_dir=data_dir)
+        return remote.outbox, remote.close
+    from engine.api.outbox import LocalOutbox
+
+    return LocalOutbox(data_dir), lambda: None
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
-    api = _api(args)
+    api, close = _api(args)
+    try:
+        return _outbox(api, args)
+    finally:
+        close()
+
+
+def _outbox(api: Any, args: argparse.Namespace) -> int:
     if args.outbox_command == "status":
         rows = api.status()
         if args.json:

@@ -22,11 +22,13 @@ from app.http import auth, errors, events
 from app.http.auth import require_token
 from app.http.errors import ERROR_RESPONSES
 from app.http.routes_admin import router as admin_router
+from app.http.routes_alerts import router as alerts_router
 from app.http.routes_connectors import router as connectors_router
 from app.http.routes_dashboard import router as dashboard_router
 from app.http.routes_data import router as data_router
 from app.http.routes_live import router as live_router
 from app.http.routes_monitoring import router as monitoring_router
+from app.http.routes_outbox import router as outbox_router
 from app.http.routes_pipelines import router as pipelines_router
 from app.http.routes_runs import router as runs_router
 from app.http.routes_system import open_router, version
@@ -86,9 +88,11 @@ def create_app(
         live_router,
         data_router,
         dashboard_router,
+        outbox_router,
     ):
         app.include_router(router, dependencies=protected)
     app.include_router(admin_router, dependencies=protected)  # secrets, demo, rerun (routes_admin.py)
+    app.include_router(alerts_router, dependencies=protected)  # /alerts (routes_alerts.py)
     events.install(app, protected)
     return app
 

@@ -331,9 +331,9 @@ class HealthAPI(Protocol):
 
 # ---- the whole -------------------------------------------------------------------------------
 class OutboxAPI(Protocol):
-    """The store-and-forward outboxes of the remote destinations (engine/api/outbox.py). Not yet
-    a member of `EngineAPI`: `RemoteEngine` gains it with the HTTP routes; `LocalEngine.outbox`
-    has it."""
+    """The store-and-forward outboxes of the remote destinations: `LocalEngine.outbox`
+    (engine/api/outbox.py) and `RemoteEngine.outbox` (engine/api/remote/outbox.py, over the
+    service's `/outbox` routes)."""
 
     def status(self) -> list[dict[str, Any]]:
         """Per destination: pending_records, pending_bytes, appended_records, forwarded_records,
@@ -401,6 +401,7 @@ class EngineAPI(Protocol):
     data: DataAPI
     health: HealthAPI
     alerts: AlertsAPI
+    outbox: OutboxAPI
 
     @property
     def data_dir(self) -> Path: ...

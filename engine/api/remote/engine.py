@@ -20,6 +20,7 @@ class RemoteEngine:
         from engine.api.remote.data import RemoteData
         from engine.api.remote.health import RemoteHealth
         from engine.api.remote.live import RemoteLive
+        from engine.api.remote.outbox import RemoteOutbox
         from engine.api.remote.pipelines import RemotePipelines
         from engine.api.remote.runs import RemoteRuns
 
@@ -32,6 +33,7 @@ class RemoteEngine:
         self.live = RemoteLive(self._client)
         self.data = RemoteData(self._client)
         self.alerts = RemoteAlerts(self._client)
+        self.outbox = RemoteOutbox(self._client)
 
     @property
     def url(self) -> str:
