@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_LISTEN = "127.0.0.1:8760"
+SETTLE_AFTER_S = 3.0  # after start-up: start-up's garbage collected, the rest frozen (_settle_memory)
 TRIM_EVERY_S = 30.0  # housekeeping: free heap pages given back to the OS this often (glibc)
 MALLOC_ARENAS = 2  # glibc: at most this many malloc arenas (its default: 8 a core)
 log = logging.getLogger("aggregator.service")
@@ -201,12 +202,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _say("info", f"API token: {service_token.path_hint(data_dir)}")
         _say("info", f"log file: {log_path}")
         notifier.ready(f"serving {url}")
-        _settle_memory(trim)
         trimmed = time.monotonic()
+        settled = False
         while not stop.wait(0.5):
             if thread is not None and not thread.is_alive():
                 _say("error", "the HTTP server stopped; shutting down")
                 break
+            if not settled and time.monotonic() - trimmed >= SETTLE_AFTER_S:
+                _settle_memory(trim)  # not at once: a full collection would delay the first requests
+                settled = True
             if trim is not None and time.monotonic() - trimmed >= TRIM_EVERY_S:
                 trim()
                 trimmed = time.monotonic()
