@@ -141,6 +141,10 @@ class MainWindow(QMainWindow):
         self.jobs_label = QLabel()
         self.jobs_label.setObjectName("JobsIndicator")
         bar.addPermanentWidget(self.jobs_label)
+        from ui.widgets.alerts import AlertsBadge  # open alerts: a badge, a click lists them
+
+        self.alerts_badge = AlertsBadge(self)
+        bar.addPermanentWidget(self.alerts_badge)
         self._spin = 0
         self._spinner = QTimer(self)
         self._spinner.setInterval(150)
@@ -334,4 +338,5 @@ class MainWindow(QMainWindow):
                     log.exception("page %s shutdown failed", name)
         self._spinner.stop()
         self._state_timer.stop()
+        self.alerts_badge.shutdown()
         self.bridge.close()
