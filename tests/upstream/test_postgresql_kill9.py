@@ -13,102 +13,37 @@ until the forwarder has delivered something in that round, then kills the servic
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
-import threading
 import time
 import uuid
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from tests.conftest import require_service
-from tests.service.conftest import cli, spawn
-from tests.upstream.pg import count, drop, sql, table_name
+from tests.service.conftest import spawn
+from tests.upstream.pg import (
+    Publisher,
+    count,
+    count_or_zero,
+    drained,
+    drop,
+    mqtt_to_pg_spec,
+    sql,
+    stored,
+    table_name,
+    write_pipeline,
+)
 from tests.waiting import wait_for
 
 ROUNDS = int(os.environ.get("KILL9_ROUNDS", "30"))
 # a round takes about 4 s here (a service start, its first delivery, 0-1.5 s, the kill)
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(120 + 15 * ROUNDS)]
 TAGS = 4
-PERIOD_S = 0.02  # each tag publishes 50 values a second
-T0_MS = 1_767_225_600_000  # record n of every tag has the timestamp T0 + 20 n ms
+PERIOD_S = 0.02  # each tag publishes 50 values a second (record n has the time T0_MS + 20 n ms)
 TAIL_S = 5.0  # received by a killed service but not yet accepted: at most this long before its kill
 WARMUP_S = 30.0  # a started service receives again within this long (a loaded 2-core machine)
-
-
-class Publisher(threading.Thread):
-    """Publishes record n of every tag every PERIOD_S (QoS 1), noting when."""
-
-    def __init__(self, prefix: str):
-        super().__init__(daemon=True)
-        self.prefix = prefix
-        self.sent_at: list[float] = []  # monotonic time of record n
-        self.stopping = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{prefix}")
-        self.client.connect("127.0.0.1", 1883)
-        self.client.loop_start()
-
-    def run(self) -> None:
-        n, next_at = 0, time.monotonic()
-        while not self.stopping.is_set():
-            for k in range(TAGS):
-                payload = json.dumps({"v": n, "t": T0_MS + 20 * n})
-                self.client.publish(f"{self.prefix}/tag{k}", payload, qos=1)
-            self.sent_at.append(time.monotonic())
-            n += 1
-            next_at += PERIOD_S
-            self.stopping.wait(max(0.0, next_at - time.monotonic()))
-
-    def stop(self) -> None:
-        if self.stopping.is_set():
-            return
-        self.stopping.set()
-        self.join(10)
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def spec(prefix: str, table: str) -> dict:
-    return {
-        "name": "kill9",
-        "spec_version": 1,
-        "nodes": [
-            {
-                "id": "mqtt",
-                "kind": "source",
-                "connector_type": "mqtt",
-                "config": {
-                    "topics": [f"{prefix}/#"],
-                    "qos": 1,
-                    "json": {"value_path": "$.v", "timestamp_path": "$.t", "epoch_unit": "ms"},
-                    "batch_interval_ms": 50,
-                    "reconnect_min_delay": 0.2,
-                    "reconnect_max_delay": 1.0,
-                },
-            },
-            {
-                "id": "central",
-                "kind": "destination",
-                "inputs": ["mqtt"],
-                "connector_type": "postgresql",
-                "config": {"host": "127.0.0.1", "database": "test", "table": table, "connect_timeout": 2},
-            },
-        ],
-        "schedule": {"type": "real_time", "max_latency_ms": 200},
-    }
-
-
-def stored(table: str) -> dict[str, list[int]]:
-    rows = sql(
-        f'SELECT tag, (extract(epoch FROM timestamp) * 1000)::bigint FROM "{table}" ORDER BY tag, timestamp'
-    )
-    out: dict[str, list[int]] = {}
-    for tag, ms in rows:
-        out.setdefault(tag, []).append((ms - T0_MS) // 20)
-    return out
 
 
 @pytest.fixture
@@ -122,12 +57,10 @@ def table():
 
 def test_kill9_loop_every_accepted_record_once_and_no_holes(table, tmp_path):
     prefix = f"kill9-{uuid.uuid4().hex[:8]}"
-    pipelines = tmp_path / "pipelines"
-    pipelines.mkdir()
-    (pipelines / "kill9.json").write_text(json.dumps(spec(prefix, table)), encoding="utf-8")
+    pipelines = write_pipeline(tmp_path, mqtt_to_pg_spec(prefix, table, name="kill9"))
     data_dir = tmp_path / "data"
     rng = random.Random(int(os.environ.get("KILL9_SEED", "11")))
-    publisher = Publisher(prefix)
+    publisher = Publisher(prefix, tags=TAGS, period_s=PERIOD_S)
     publisher.start()
     ups: list[tuple[float, float]] = []  # (ready, killed), monotonic
     service = None
@@ -198,17 +131,3 @@ def test_kill9_loop_every_accepted_record_once_and_no_holes(table, tmp_path):
             assert excused, f"{tag}: records {first}..{last_n} lost while a service was up"
         holes += len(gaps)
     print(f"kill9: {len(kills)} kills, {total} records accepted and stored once, {holes} holes all at kills")
-
-
-def count_or_zero(table: str) -> int:
-    exists = sql("SELECT to_regclass(%s) IS NOT NULL", (f'public."{table}"',))[0][0]
-    return count(table) if exists else 0
-
-
-def drained(data_dir) -> dict | None:
-    done = cli("outbox", "status", "--data-dir", data_dir, "--json")
-    assert done.returncode == 0, done.stderr
-    entries = [e for e in json.loads(done.stdout) if e.get("destination") == "central"]
-    if len(entries) == 1 and entries[0]["pending_records"] == 0:
-        return entries[0]
-    return None
