@@ -96,12 +96,12 @@ class ServiceHost:
 
     # ---- life --------------------------------------------------------------------------------
     def start(self) -> None:
+        alerts = getattr(self.engine, "alerts", None)
+        if alerts is not None and hasattr(alerts, "start"):  # alert rules' clock; notifications left pending
+            alerts.start()  # before the outboxes: it rebuilds its own (`_alerts`) forwarders
         outbox = getattr(self.engine, "outbox", None)
         if outbox is not None:  # every pipeline it runs: store_and_forward; pending outboxes forwarded
             outbox.start()
-        alerts = getattr(self.engine, "alerts", None)
-        if alerts is not None and hasattr(alerts, "start"):  # alert rules' clock; notifications left pending
-            alerts.start()
         self.reload()
         for i, folder in enumerate(self.folders):
             self.watcher.watch_folder(f"folder:{i}", folder, self.reload)

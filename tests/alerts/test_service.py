@@ -87,3 +87,54 @@ def test_alerts_through_the_service_cli_http_metrics_and_mail(serve, smtp, tmp_p
         (alert["id"], "acknowledged", "jo")
     ]
     assert len(smtp.box.received()) == 1  # delivered once, not again after the restart
+
+
+def test_one_shot_run_with_the_mail_server_down_then_the_service_delivers_once(serve, smtp_down, tmp_path):  # noqa: F811
+    """`aggregator run` without a service raises the alert, cannot reach the SMTP server, and
+    leaves the mail in the outbox; `aggregator serve` started later delivers it, once; the alert
+    events reach a RemoteEngine subscriber over the event stream."""
+    from engine.api.events import AlertChanged
+    from engine.api.remote import RemoteEngine
+
+    data = tmp_path / "data"
+    spec = tmp_path / "line1.json"
+    spec.write_text(json.dumps(_spec(tmp_path, smtp_down.settings(timeout=1))), encoding="utf-8")
+    run = cli("run", spec, "--data-dir", data)
+    assert run.returncode != 0
+    status = json.loads(cli("outbox", "status", "--json", "--data-dir", data).stdout)
+    [mail] = [s for s in status if s["pipeline"] == "_alerts"]
+    assert (mail["destination"], mail["pending_records"]) == ("email:line1", 1)
+
+    smtp_down.start()
+    service = serve(data_dir=data)
+    [(to, message)] = wait_for(smtp_down.box.received, 30, what="the mail left by the one-shot run")
+    assert to == ["ops@example.test"] and message["Subject"].startswith("[CRITICAL] line1: run ")
+
+    remote = RemoteEngine(service.url, api_token.ensure(data))
+    got: list = []
+    unsubscribe = remote.subscribe(got.append)
+    try:
+        [alert] = remote.alerts.list()
+        remote.alerts.acknowledge(alert["id"], "ops", "on it")
+        event = wait_for(
+            lambda: next((e for e in got if isinstance(e, AlertChanged)), None), 20, what="the alert event"
+        )
+        assert (event.action, event.alert_id, event.state, event.severity) == (
+            "acknowledged",
+            alert["id"],
+            "acknowledged",
+            "critical",
+        )
+        assert remote.alerts.counts() == {"info": 0, "warning": 0, "critical": 1}
+    finally:
+        unsubscribe()
+        remote.close()
+    wait_for(
+        lambda: (
+            json.loads(cli("outbox", "status", "--json", "--data-dir", data).stdout)[0]["pending_records"]
+            == 0
+        ),
+        20,
+        what="the outbox to empty",
+    )
+    assert len(smtp_down.box.received()) == 1
