@@ -110,6 +110,15 @@ class AlertEngine:
         with self._lock:
             self.rules[pipeline] = rules
             self.notifications[pipeline] = notifications
+        keys = {r.key: r for r in rules}
+        now = time.monotonic()
+        for alert in self.store.list(active=True, pipeline=pipeline):
+            rule = keys.get(alert["rule"])
+            if rule is None:  # the rule left the pipeline (or changed): its alert has no one to clear it
+                if doc is not None:  # (an unknown document says nothing of its rules)
+                    self._orphan(alert)
+            elif isinstance(rule.condition, C.Drops):  # after a restart: clears after the quiet time
+                self._last_drop.setdefault((rule.key, alert["subject"]), now)
         if any(not isinstance(r.condition, C.PipelineFailed | C.PipelineWarning) for r in rules):
             self.start_ticker()
         return rules
@@ -145,6 +154,13 @@ class AlertEngine:
             self._announce(alert, "cleared")
             self._notify(alert, "cleared", rule)
         return alert
+
+    def _orphan(self, alert: dict[str, Any]) -> None:
+        cleared = self.store.clear(
+            alert["rule"], alert["subject"], f"{alert['message']} (the rule was removed)"
+        )
+        if cleared is not None:
+            self._announce(cleared, "cleared")
 
     def acknowledge(self, alert_id: int, by: str, note: str | None = None) -> dict[str, Any]:
         alert = self.store.acknowledge(alert_id, by, note)

@@ -239,3 +239,18 @@ def test_webhook_notifications_with_idempotency_keys(data):
         engine.close()
     finally:
         receiver.close()
+
+
+def test_after_a_restart_a_drop_alert_still_clears_and_a_removed_rule_clears_its_alert(data):
+    engine = _engine(data, [{"condition": {"type": "drops", "clear_after_s": 0.2}}, {"condition": "failed"}])
+    engine.on_event({"event": "alarm", "kind": "rows_dropped", "run_id": "r1", "node": "opc", "rows": 3})
+    engine.on_event({"event": "run_finished", "run_id": "r1", "status": "failed"})
+    assert len(engine.store.list()) == 2
+    engine.close()
+
+    again = _engine(data, [{"condition": {"type": "drops", "clear_after_s": 0.2}}])  # 'failed' was removed
+    assert [(a["kind"], a["subject"]) for a in again.store.list()] == [("drops", "opc")]
+    [gone] = [a for a in again.store.list(active=False) if a["kind"] == "pipeline_failed"]
+    assert gone["state"] == "cleared" and gone["message"].endswith("(the rule was removed)")
+    wait_for(lambda: (again.tick(), not again.store.list())[1], 10, what="the drop alert to clear")
+    again.close()
