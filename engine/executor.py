@@ -443,6 +443,13 @@ class Executor(GraphFlow):
         except BaseException:
             self._abort_all()
             raise
+        if not self.ctx.dry_run:  # after every destination committed: e.g. SQL incremental marks
+            for nid, source in sources.items():
+                if hasattr(source, "committed"):
+                    try:
+                        source.committed()
+                    except Exception as exc:  # the data is committed; the next run re-reads some rows
+                        self.ctx.log("error", f"cannot record what was read: {exc}", nid)
         return self.result()
 
     def _commit_all(self) -> None:
