@@ -52,6 +52,7 @@ PAGES = (
     PageEntry("runs", "Runs", "▶", "ui.pages.runs", "RunsPage"),
     PageEntry("connectors", "Connectors", "⇄", "ui.pages.connectors", "ConnectorsPage"),
     PageEntry("data", "Data", "▤", "ui.pages.data", "DataPage"),
+    PageEntry("outbox", "Store & forward", "⇅", "ui.pages.outbox", "OutboxPage"),
     PageEntry("settings", "Settings", "⚙", "ui.pages.settings", "SettingsPage"),
 )
 PAGE_NAMES = tuple(p.name for p in PAGES)

@@ -37,7 +37,7 @@ def key_part(k: int) -> str:
     return f"/t{k % 4}|sim|{1767225600000000 + k * 1000}"
 
 
-def seed_outbox(data_dir: Path, upstream_path: Path) -> None:
+def seed_outbox(data_dir: Path, upstream_path: Path) -> Upstream:
     """line1/central: 14 records accepted, 7 delivered, 2 quarantined (records 4 and 9, one entry
     each), 5 pending with the link down."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -61,6 +61,7 @@ def seed_outbox(data_dir: Path, upstream_path: Path) -> None:
         wait_for(lambda: store.status()["link_state"] == "down", what="link down")
     finally:
         manager.close()
+    return upstream
 
 
 @pytest.fixture

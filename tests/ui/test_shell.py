@@ -36,8 +36,10 @@ def assert_page_or_error(window, name: str) -> None:
 
 def test_window_opens_with_sidebar_and_status_bar(window):
     assert window.windowTitle() == "Data Aggregator"
-    titles = [window.sidebar.item(i).text().split()[-1] for i in range(window.sidebar.count())]
-    assert titles == ["Dashboard", "Pipelines", "Editor", "Live", "Runs", "Connectors", "Data", "Settings"]
+    titles = [window.sidebar.item(i).text().split(maxsplit=1)[-1] for i in range(window.sidebar.count())]
+    assert titles == [
+        "Dashboard", "Pipelines", "Editor", "Live", "Runs", "Connectors", "Data", "Store & forward", "Settings"
+    ]  # fmt: skip
     assert window.current_page_name() == "dashboard"
     assert window.engine_label.text().startswith("Engine: ready")
     assert window.jobs_label.text() == "No jobs running"
