@@ -145,6 +145,22 @@ class StreamingSource(ABC):
     @abstractmethod
     def stop(self) -> None: ...
 
+    # ---- ack after commit and source rejects (message queues; protocol sources ignore them) ----
+    on_reject: Callable[[pl.DataFrame], None] | None = None  # set by the runtime
+
+    def acknowledge(self, tokens: list[Any]) -> None:
+        """The batches emitted with these tokens (`emit(batch, ack=token)`, offered when `emit`
+        has `takes_ack`) are committed by every destination: the source may acknowledge them to
+        its broker now. Called on the runtime's thread. Default: nothing."""
+
+    def reject(self, rows: pl.DataFrame) -> None:
+        """Records the source could not make into its frames (a message that is not JSON), with
+        the reason in `_reject_reason`: the runtime keeps them in the reject store; without a
+        runtime (a preview) they are only counted."""
+        self.counters["rejected"] += rows.height
+        if self.on_reject is not None:
+            self.on_reject(rows)
+
     def set_state(self, state: SessionState, detail: str | None = None) -> None:
         if state == self.state and detail == self.state_detail:
             return

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
@@ -23,6 +24,7 @@ class Queued:
     size: int  # estimated bytes
     arrived: float  # time.monotonic(), for the latency trigger
     arrived_us: int  # epoch microseconds, for latency figures when rows carry no `received_at`
+    ack: Any = None  # the source's ack token (message queues): goes with the batch's last rows
 
 
 class BatchQueue:
@@ -47,7 +49,7 @@ class BatchQueue:
         self.no_wait = False  # shutting down: never block a source that is being stopped
 
     # ---- the source's side -------------------------------------------------------------------
-    def put(self, frame: pl.DataFrame) -> None:
+    def put(self, frame: pl.DataFrame, ack: Any = None) -> None:
         if frame.height == 0:
             return
         size = max(1, frame.estimated_size())
@@ -63,7 +65,7 @@ class BatchQueue:
                 self._cond.wait(left)
             while self._over(frame.height, size) and self._items:
                 dropped += self._drop_oldest(frame.height, size)
-            self._items.append(Queued(frame, size, time.monotonic(), time.time_ns() // 1000))
+            self._items.append(Queued(frame, size, time.monotonic(), time.time_ns() // 1000, ack))
             self.rows += frame.height
             self.bytes += size
             self.peak_rows = max(self.peak_rows, self.rows)
@@ -98,7 +100,7 @@ class BatchQueue:
             return first.frame.height
         kept = first.frame.slice(cut)
         kept_size = max(1, int(per_row * kept.height))
-        self._items[0] = Queued(kept, kept_size, first.arrived, first.arrived_us)
+        self._items[0] = Queued(kept, kept_size, first.arrived, first.arrived_us, first.ack)
         self.rows -= cut
         self.bytes -= first.size - kept_size
         return cut
@@ -126,8 +128,8 @@ class BatchQueue:
                     per_row = item.size / item.frame.height
                     head_size = max(1, int(per_row * want))
                     out.append(Queued(item.frame.head(want), head_size, item.arrived, item.arrived_us))
-                    self._items[0] = Queued(
-                        item.frame.slice(want), item.size - head_size, item.arrived, item.arrived_us
+                    self._items[0] = Queued(  # the ack token stays with the rows it ends with
+                        item.frame.slice(want), item.size - head_size, item.arrived, item.arrived_us, item.ack
                     )
                     self.rows -= want
                     self.bytes -= head_size

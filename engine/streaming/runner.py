@@ -12,6 +12,14 @@ a batch that is not a frame of the source's schema is rejected with its reason (
 counted and logged, and nothing a source hands over can raise back into its thread. A source whose
 session turns `failed` (its thread died) is logged as an error and ends the run `failed`; when
 every source has failed the run ends at once, since nothing more can come.
+
+Ack after commit (message queues): a source whose `emit` has `takes_ack` may hand an opaque token
+with a batch (`emit(batch, ack=token)`); the token rides with the batch's last rows through the
+queue, and `source.acknowledge(tokens)` is called once the micro-batch holding those rows is
+committed by every destination (and its rejects are stored), so a crash before that re-delivers
+instead of losing. A token with no rows (every message of it was rejected) is acknowledged once
+the rejects are stored. Records a source cannot decode reach the reject store through
+`source.on_reject` (`StreamingSource.reject`). Sources that emit no tokens are unaffected.
 """
 
 from __future__ import annotations
@@ -80,6 +88,7 @@ class StreamRunner:
         self.failed_sources: dict[str, str] = {}  # source -> why its session failed
         self._source_rejects: list[tuple[str, pl.DataFrame]] = []  # bad batches, for the next commit
         self._source_lock = threading.Lock()
+        self._reject_acks: list[tuple[str, Any]] = []  # tokens of batches that were rejects only
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -106,6 +115,7 @@ class StreamRunner:
             self._thread.start()
             for nid, source in self.sources.items():
                 source.on_state = self._on_state
+                source.on_reject = lambda rows, n=nid: self._source_reject(n, rows)
                 self.node_stats[nid].status = "running"
                 source.start(self._emitter(nid, source))
         except BaseException as exc:
@@ -269,8 +279,10 @@ class StreamRunner:
         """One micro-batch: take from every due source, push through the graph, commit."""
         due = self._due(force)
         if not due:
+            self._commit_source_rejects()
             return
         taken: dict[str, list[Queued]] = {nid: self.queues[nid].take(self.settings.batch_size) for nid in due}
+        acks = {nid: [i.ack for i in items if i.ack is not None] for nid, items in taken.items()}
         received = [received_us(i.frame, i.arrived_us) for items in taken.values() for i in items]
         counts = {nid: sum(i.frame.height for i in items) for nid, items in taken.items()}
         rows = sum(counts.values())
@@ -285,6 +297,8 @@ class StreamRunner:
                 self.queues[nid].lost(count, "micro-batch failed")
             raise
         self._commit_pass(outputs, rejects)
+        self._commit_source_rejects()  # a token's rejects are stored before it is acknowledged
+        self._acknowledge(acks)
         committed_us = time.time_ns() // 1000
         self.latency.add(pl.concat(received) if received else pl.Series(dtype=pl.Int64), committed_us)
         self.micro_batches += 1
@@ -328,22 +342,59 @@ class StreamRunner:
         queue = self.queues[nid]
         schema = source.schema()
 
-        def emit(batch: Any) -> None:
+        def emit(batch: Any, ack: Any = None) -> None:
             try:
                 frame = _conform(batch, schema)
             except Exception as exc:
                 self._reject_batch(
                     nid, source, batch, str(exc) if isinstance(exc, BadBatch) else one_line_error(exc)
                 )
+                self._ack_with_rejects(nid, ack)
                 return
             try:
                 if nid not in self.valued and has_value(frame):
                     self.valued.add(nid)
-                queue.put(frame)
+                if ack is not None and frame.height == 0:
+                    self._ack_with_rejects(nid, ack)
+                    return
+                queue.put(frame, ack)
             except Exception as exc:  # a bug of ours: the records are kept with the reason
                 self._reject_batch(nid, source, frame, f"it could not be queued: {one_line_error(exc)}")
+                self._ack_with_rejects(nid, ack)
 
+        emit.takes_ack = True  # type: ignore[attr-defined]
         return emit
+
+    def _ack_with_rejects(self, nid: str, ack: Any) -> None:
+        """A token whose rows all went to the reject store: acknowledged once they are stored."""
+        if ack is not None:
+            with self._source_lock:
+                self._reject_acks.append((nid, ack))
+            self._wake.set()
+
+    def _source_reject(self, nid: str, rows: pl.DataFrame) -> None:
+        """Records a source could not decode (`StreamingSource.reject`), with `REJECT_REASON`."""
+        if not rows.height:
+            return
+        if REJECT_REASON not in rows.columns:
+            rows = rows.with_columns(pl.lit("rejected by the source").alias(REJECT_REASON))
+        self.node_stats[nid].rows_rejected += rows.height
+        with self._source_lock:
+            self._source_rejects.append((nid, rows))
+        self._wake.set()
+
+    def _acknowledge(self, acks: dict[str, list[Any]]) -> None:
+        """Tell each source which of its batches are committed; a failing ack is logged, never
+        fatal (the broker re-delivers what stays unacknowledged: duplicates, never losses)."""
+        for nid, tokens in acks.items():
+            if not tokens:
+                continue
+            try:
+                self.sources[nid].acknowledge(tokens)
+            except Exception as exc:
+                self.ctx.log(
+                    "warning", f"acknowledging {len(tokens)} batch(es) failed: {error_line(exc)}", nid
+                )
 
     def _reject_batch(self, nid: str, source: StreamingSource, batch: Any, reason: str) -> None:
         why = f"bad batch from the source: {reason}"
@@ -365,8 +416,14 @@ class StreamRunner:
     def _commit_source_rejects(self) -> None:
         with self._source_lock:
             rejects, self._source_rejects = self._source_rejects, []
+            tokens, self._reject_acks = self._reject_acks, []
         if rejects:
             self._commit_rejects(rejects)
+        if tokens:
+            acks: dict[str, list[Any]] = {}
+            for nid, token in tokens:
+                acks.setdefault(nid, []).append(token)
+            self._acknowledge(acks)
 
     # ---- commits -----------------------------------------------------------------------------
     def _commit(self, nid: str, sink: MicroBatchSink, frame: pl.DataFrame) -> None:

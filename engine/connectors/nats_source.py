@@ -1,0 +1,257 @@
+"""The `nats` connector's source side (issue 13): core NATS subjects, or a JetStream durable pull
+consumer with explicit acks. The destination side is engine/connectors/nats_upstream.py; this
+module reuses its asyncio loop thread (`_Loop`), its TLS options and its reasons.
+
+- Core (`jetstream: false`): a subscription (optionally in a `queue_group`). Core NATS has no
+  acknowledgement: a message the pipeline has not committed when it crashes is gone, and messages
+  published while the source is away are never seen. Use JetStream where that matters.
+- JetStream (`jetstream: true`): a durable pull consumer (`durable`, created on `stream` when
+  missing, `AckExplicit`); `fetch` takes up to `batch_max_messages` at a time, and each message is
+  acked only after the micro-batch holding it is committed. An unacked message comes again after
+  `ack_wait_s`, or at the next start.
+
+The connection does not reconnect by itself (as the destination's): a lost one turns the session
+`lost`, and the source connects afresh with back-off (`reconnecting`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import deque
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from engine.connectors.base import ConnectorConfig, StreamingSource
+from engine.connectors.mq_common import Message, MqSource, MqSourceOptions
+from engine.connectors.nats_upstream import NatsConnector as NatsSinkConnector
+from engine.connectors.nats_upstream import NatsTls, _Loop, _reason, _safe_url
+from engine.connectors.registry import register
+from engine.context import RunContext
+from engine.errors import ConnectorError
+
+
+class NatsSourceConfig(MqSourceOptions):
+    servers: list[str] = Field(
+        default_factory=lambda: ["nats://127.0.0.1:4222"], min_length=1, description="nats:// or tls:// URLs"
+    )
+    subject: str = Field(description="the subject to read; wildcards allowed (plant.*.telemetry, plant.>)")
+    queue_group: str | None = Field(
+        None, description="core: share the subject's messages with this queue group"
+    )
+    jetstream: bool = Field(False, description="read through a JetStream durable consumer (ack after commit)")
+    stream: str | None = Field(None, description="JetStream: the stream (found from the subject when unset)")
+    durable: str | None = Field(
+        None, description="JetStream: the durable consumer's name (default: <pipeline>-<source>)"
+    )
+    deliver_policy: Literal["all", "new", "last"] = Field(
+        "all", description="JetStream: where a consumer created here starts"
+    )
+    ack_wait_s: float = Field(
+        30.0, gt=0, le=86400, description="JetStream: re-delivery after this long unacked"
+    )
+    max_ack_pending: int = Field(20_000, ge=1, description="JetStream: unacked messages, at most")
+    max_pending_messages: int = Field(
+        100_000, ge=1, description="core: messages held; more are dropped, counted"
+    )
+    user: str | None = None
+    password: str | None = Field(None, repr=False, description='use {"secret": "NAME"}')
+    token: str | None = Field(None, repr=False, description='use {"secret": "NAME"}')
+    tls: NatsTls | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> NatsSourceConfig:
+        tokens = self.subject.split(".")
+        if not self.subject or any(not t or " " in t for t in tokens) or (">" in tokens[:-1]):
+            raise ValueError(f"subject '{self.subject}': dot-separated tokens, '>' only as the last one")
+        if self.password is not None and self.user is None:
+            raise ValueError("password needs user")
+        if not self.jetstream and (self.durable or self.stream):
+            raise ValueError("durable and stream are for JetStream: set jetstream: true")
+        return self
+
+
+class NatsSource(MqSource):
+    config: NatsSourceConfig
+
+    def __init__(self, config: NatsSourceConfig, ctx: RunContext, name: str):
+        super().__init__(config, ctx, name)
+        self.where = ", ".join(_safe_url(s) for s in config.servers) + f" subject {config.subject}"
+        self.durable = config.durable or f"{ctx.pipeline or 'aggregator'}-{name}".replace(".", "_")
+        self._loop: _Loop | None = None
+        self._nc: Any = None
+        self._psub: Any = None
+        self._sub: Any = None
+        self._core: deque[Message] = deque()
+        self._arrived = threading.Condition()
+
+    def _reason(self, exc: BaseException) -> str:
+        return _reason(exc, self.config.connect_timeout)
+
+    def _run_async(self, coro: Any, timeout: float) -> Any:
+        assert self._loop is not None
+        return self._loop.run(coro, timeout)
+
+    def _connect(self) -> None:
+        if self._loop is None:
+            self._loop = _Loop(f"nats-source-{self.name}")
+        self._run_async(self._aconnect(), self.config.connect_timeout * (len(self.config.servers) + 1) + 15)
+
+    async def _aconnect(self) -> None:
+        import nats
+        import nats.js.api
+
+        cfg = self.config
+        errors: list[BaseException] = []
+
+        async def on_error(exc: BaseException) -> None:
+            errors.append(exc)
+
+        options: dict[str, Any] = {
+            "servers": cfg.servers,
+            "name": f"data-aggregator {self.ctx.pipeline}/{self.name}",
+            "connect_timeout": cfg.connect_timeout,
+            "allow_reconnect": False,
+            "max_reconnect_attempts": 1,
+            "reconnect_time_wait": 0.1,
+            "error_cb": on_error,
+        }
+        if cfg.user is not None:
+            options["user"], options["password"] = cfg.user, cfg.password
+        if cfg.token is not None:
+            options["token"] = cfg.token
+        if cfg.tls is not None:
+            import ssl
+
+            context = ssl.create_default_context(
+                cafile=str(self.ctx.resolve_path(cfg.tls.ca_file)) if cfg.tls.ca_file else None
+            )
+            if cfg.tls.cert_file and cfg.tls.key_file:
+                context.load_cert_chain(
+                    str(self.ctx.resolve_path(cfg.tls.cert_file)),
+                    str(self.ctx.resolve_path(cfg.tls.key_file)),
+                )
+            options["tls"] = context
+        try:
+            nc = await nats.connect(**options)
+        except Exception as exc:
+            if errors:
+                raise errors[-1] from None
+            raise exc
+        try:
+            if cfg.jetstream:
+                js = nc.jetstream(timeout=cfg.connect_timeout)
+                policy = {
+                    "all": nats.js.api.DeliverPolicy.ALL,
+                    "new": nats.js.api.DeliverPolicy.NEW,
+                    "last": nats.js.api.DeliverPolicy.LAST,
+                }[cfg.deliver_policy]
+                consumer = nats.js.api.ConsumerConfig(
+                    ack_policy=nats.js.api.AckPolicy.EXPLICIT,
+                    ack_wait=cfg.ack_wait_s,
+                    max_ack_pending=cfg.max_ack_pending,
+                    deliver_policy=policy,
+                )
+                self._psub = await js.pull_subscribe(
+                    cfg.subject, durable=self.durable, stream=cfg.stream, config=consumer
+                )
+            else:
+                self._core.clear()
+
+                async def on_message(msg: Any) -> None:
+                    if len(self._core) >= cfg.max_pending_messages:
+                        self.counters["dropped"] += 1
+                        return
+                    self._core.append(Message(msg.data, msg.subject))
+                    if len(self._core) >= cfg.batch_max_messages:
+                        with self._arrived:
+                            self._arrived.notify()
+
+                self._sub = await nc.subscribe(cfg.subject, queue=cfg.queue_group or "", cb=on_message)
+            await nc.flush(timeout=cfg.connect_timeout)
+        except BaseException:
+            await nc.close()
+            raise
+        self._nc = nc
+
+    def _fetch(self, limit: int, wait_s: float) -> list[Message]:
+        import nats.errors
+
+        nc = self._nc
+        if nc is None or nc.is_closed or not nc.is_connected:
+            raise ConnectionError("the connection to NATS closed")
+        if self._psub is not None:
+            try:
+                msgs = self._run_async(self._psub.fetch(limit, timeout=wait_s), wait_s + 30)
+            except (nats.errors.TimeoutError, TimeoutError):
+                if nc.is_closed or not nc.is_connected:
+                    raise ConnectionError("the connection to NATS closed") from None
+                return []
+            return [Message(m.data, m.subject, m) for m in msgs]
+        if len(self._core) < limit:
+            with self._arrived:
+                self._arrived.wait(wait_s)
+        out = []
+        while self._core and len(out) < limit:
+            out.append(self._core.popleft())
+        return out
+
+    def _ack(self, acks: list[Any]) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+
+        async def ack_all() -> None:
+            for msg in acks:
+                await msg.ack()
+            nc = self._nc
+            if nc is not None and not nc.is_closed:
+                await nc.flush(timeout=5)
+
+        try:
+            loop.run(ack_all(), 10)
+        except Exception as exc:  # not acked: JetStream re-delivers them (duplicates, never a loss)
+            self.item_failed("ack", exc)
+
+    def _stop_consuming(self) -> None:
+        if self._sub is not None and self._nc is not None and not self._nc.is_closed:
+            self._run_async(self._sub.unsubscribe(), 5)
+            self._sub = None
+
+    def _close(self) -> None:
+        nc, self._nc, self._psub, self._sub = self._nc, None, None, None
+        if nc is not None and self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._run_async(nc.close(), 5)
+
+    def stop(self) -> None:
+        super().stop()
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.stop()
+
+    def check(self) -> None:
+        try:
+            self._connect()
+        except Exception as exc:
+            raise ConnectorError(f"{self.where}: {self._reason(exc)}") from None
+        finally:
+            self._close_quietly()
+            if self._loop is not None:
+                self._loop.stop()
+                self._loop = None
+
+
+@register
+class NatsConnector(NatsSinkConnector):
+    """`nats` as a source and a destination: the destination's class with the source added (it
+    replaces the destination-only registration; engine/connectors/registry.py imports this after)."""
+
+    title = "NATS (core and JetStream)"
+    SourceConfig: ClassVar[type[NatsSourceConfig]] = NatsSourceConfig
+
+    @classmethod
+    def make_source(cls, config: ConnectorConfig, ctx: RunContext, name: str) -> StreamingSource:
+        assert isinstance(config, NatsSourceConfig)
+        return NatsSource(config, ctx, name)
