@@ -11,8 +11,6 @@ delivers to an upstream that is up (green).
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
@@ -29,7 +27,6 @@ from tests.ui.test_dashboard_settings import click_sidebar
 from tests.ui.test_data import answer_save_dialog
 from tests.waiting import wait_for
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "images"
 LEFT = Qt.MouseButton.LeftButton
 
 
@@ -182,7 +179,3 @@ def test_no_outbox_yet(qtbot, tmp_path):
             win._closing_confirmed = True
             win.close()
             win.deleteLater()
-
-
-def keep_for_docs(artifacts: Path) -> None:
-    shutil.copy(artifacts / "store_and_forward.png", DOCS / "store-and-forward.png")
