@@ -266,9 +266,14 @@ def start_simulator(tags: int, rate_hz: float):
 
 
 def wait_rows(s: Serve, timeout: float = 60.0) -> float:
+    import httpx
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rows = s.metric("aggregator_rows_out_total", HISTORIAN)
+        try:
+            rows = s.metric("aggregator_rows_out_total", HISTORIAN)
+        except httpx.HTTPError as exc:  # the service went away: say why, with its output
+            raise SystemExit(f"{exc}; serve exit code {s.proc.poll()}: {s.out.read_text()[-3000:]}") from None
         if rows > 0:
             return rows
         time.sleep(0.25)
