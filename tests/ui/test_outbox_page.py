@@ -2,6 +2,8 @@
 state coloured), the quarantine with its reasons, Export JSON through the save dialog, Retry, and
 Delete after a confirmation.
 
+A third test attaches the window to a real `aggregator serve` (as `aggregator gui --attach`).
+
 The data directory is seeded through the real outbox (tests/outbox/test_outbox_http.py
 `seed_outbox`: a SQLite upstream that refused two records for good and then went down). In the
 GUI's engine, line1/central keeps forwarding against the down upstream (red), and line2/historian
@@ -179,3 +181,58 @@ def test_no_outbox_yet(qtbot, tmp_path):
             win._closing_confirmed = True
             win.close()
             win.deleteLater()
+
+
+def test_attached_to_a_service(qtbot, tmp_path):
+    """`aggregator gui --attach`: the page shows the service's outboxes through its HTTP routes."""
+    from PySide6.QtWidgets import QApplication
+
+    from app.gui import open_engine
+    from engine.service import token as api_token
+    from tests.service.conftest import spawn
+    from ui import theme
+    from ui.main_window import MainWindow
+
+    data = tmp_path / "data"
+    seed_outbox(data, tmp_path / "central.sqlite")
+    service = spawn(data, tmp_path / "serve.out")
+    try:
+        service.wait_ready()
+        engine = open_engine(None, attach=service.url, token=api_token.ensure(data))
+        theme.apply(QApplication.instance(), "light")
+        win = MainWindow(engine)
+        win.show()
+        qtbot.waitExposed(win)
+        try:
+            click_sidebar(qtbot, win, "outbox")
+            page = win.page("outbox")
+            qtbot.waitUntil(lambda: page.loaded and page.status_table.rowCount() == 1, timeout=10000)
+            central = figures(page, "line1")
+            assert (
+                central["pending_records"],
+                central["appended_records"],
+                central["quarantined_records"],
+            ) == (
+                "5",
+                "14",
+                "2",
+            )
+            assert central["link_state"] == "● stopped"  # the service does not know the pipeline
+            qtbot.mouseClick(page.tabs.tabBar(), LEFT, pos=page.tabs.tabBar().tabRect(1).center())
+            assert page.quarantine_table.rowCount() == 2
+            click_cell(qtbot, page.quarantine_table, 1)
+            click(qtbot, page.retry_button)
+            qtbot.waitUntil(lambda: page.quarantine_table.rowCount() == 1, timeout=10000)
+            qtbot.waitUntil(lambda: figures(page, "line1")["pending_records"] == "6", timeout=10000)
+        finally:
+            win._closing_confirmed = True
+            win.close()
+            win.deleteLater()
+            engine.close()
+    finally:
+        try:
+            service.stop()
+        finally:
+            if service.proc.poll() is None:
+                service.proc.kill()
+                service.proc.wait(10)
