@@ -185,9 +185,12 @@ class AmqpSource(MqSource):
             ch = self._channel
             if ch is None or not ch.is_open:
                 return
+            sent = 0
             for gen, tag in sorted(acks):
                 if gen == self._gen:
                     ch.basic_ack(tag)
+                    sent += 1
+            self.counters["acked"] += sent
 
         with contextlib.suppress(Exception):
             conn.add_callback_threadsafe(ack)

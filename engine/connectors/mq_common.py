@@ -192,7 +192,6 @@ class MqSource(StreamingSource):
         self._lock = threading.Lock()
         self._acks_done = threading.Condition(self._lock)
         self._connected = False
-        self.acked = 0
 
     def schema(self) -> pl.Schema | None:
         return None  # the records' own fields
@@ -236,9 +235,7 @@ class MqSource(StreamingSource):
                 acks.extend(self._outstanding.pop(token, ()))
             self._acks_done.notify_all()
         if acks:
-            self._ack(acks)
-            self.acked += len(acks)
-            self.counters["acked"] += len(acks)
+            self._ack(acks)  # counts `acked` once the broker's acks are sent
 
     # ---- the source's thread --------------------------------------------------------------------
     def _run(self, emit: Callable[..., None]) -> None:

@@ -211,6 +211,7 @@ class NatsSource(MqSource):
 
         try:
             loop.run(ack_all(), 10)
+            self.counters["acked"] += len(acks)
         except Exception as exc:  # not acked: JetStream re-delivers them (duplicates, never a loss)
             self.item_failed("ack", exc)
 

@@ -185,6 +185,7 @@ class RedisStreamsSource(MqSource):
     def _ack(self, acks: list[Any]) -> None:
         try:
             self._acker.xack(self.config.stream, self.config.group, *acks)
+            self.counters["acked"] += len(acks)
         except Exception as exc:  # they stay pending: re-read at the next start (duplicates, never a loss)
             self.item_failed("XACK", exc)
 
