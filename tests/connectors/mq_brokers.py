@@ -36,11 +36,11 @@ def tag_bodies(n: int, start: int = 0) -> list[bytes]:
 
 
 class Broker:
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, existing: str | None = None):
         require_service(SERVICE[kind])
         self.kind = kind
-        self.id = f"mqtest_{uuid.uuid4().hex[:10]}"
-        if kind == "nats_js":
+        self.id = existing or f"mqtest_{uuid.uuid4().hex[:10]}"
+        if kind == "nats_js" and existing is None:
             asyncio.run(self._nats_stream())
 
     # ---- the connector's side ------------------------------------------------------------------
