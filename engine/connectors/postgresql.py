@@ -37,12 +37,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from engine.connectors.base import Connector, Sink
+from engine.connectors.base import Connector, Sink, Source
 from engine.connectors.registry import register
+from engine.connectors.sql_common import SqlSource, SqlSourceFields, bind_client_side
 from engine.context import RunContext
 from engine.errors import ConnectorError, first_line
 from engine.outbox.config import RemoteSinkConfig
@@ -83,10 +85,18 @@ class PostgreSQLSinkConfig(RemoteSinkConfig):
         60, gt=0, le=3600, description="seconds one statement may take (server-side and client watchdog)"
     )
     table: str = Field(description="the table to write (created from the first batch if missing)")
-    mode: Literal["append", "upsert"] = Field(
+    mode: Literal["append", "upsert", "replace"] = Field(
         "append",
-        description="append: insert, a key already there is skipped; upsert: a key already there is updated",
+        description=(
+            "append: insert, a key already there is skipped; upsert: a key already there is updated; "
+            "replace: the run's rows take the table's place in one transaction (delivery direct only)"
+        ),
     )
+    create: bool = Field(True, description="create the table from the data when it is missing")
+    connection_pool_size: int = Field(
+        5, ge=1, le=100, description="accepted (user guide); a destination uses one connection"
+    )
+    max_overflow: int = Field(10, ge=0, le=100, description="accepted (user guide); see connection_pool_size")
     time_column: str | None = Field(
         None,
         description="TimescaleDB: the hypertable's time column (default: `timestamp` when the data has it)",
@@ -99,6 +109,12 @@ class PostgreSQLSinkConfig(RemoteSinkConfig):
     @classmethod
     def _table(cls, value: str) -> str:
         return _valid_name(value, "table")
+
+    @model_validator(mode="after")
+    def _replace_is_direct(self):
+        if self.mode == "replace" and self.delivery == "store_and_forward":
+            raise ValueError("mode replace needs delivery direct (the outbox delivers in pieces)")
+        return self
 
     @field_validator("schema_")
     @classmethod
@@ -554,14 +570,14 @@ class PostgreSQLTarget:
     def close(self) -> None:
         self._reset()
 
-    def check(self) -> None:
+    def check(self) -> str:
         try:
             conn = self._connect()
         except DeliveryError as exc:
             raise ConnectorError(str(exc)) from None
         try:
             with self._bounded(conn, "check"):
-                conn.execute("SELECT 1")
+                return permissions_line(conn, self.config.schema_, self.config.table, self.describe_target())
         except Exception as exc:
             raise ConnectorError(f"{self.describe_target()}: {_one_line(exc)}") from None
         finally:
@@ -633,6 +649,10 @@ class PostgreSQLTarget:
                     f"looking up {c.schema_}.{c.table}: {classify(exc)}", retryable=True
                 ) from exc
         if self._table is None:
+            if not c.create:
+                raise DeliveryError(
+                    f"{self.describe_target()}: no such table (and `create` is false)", retryable=False
+                )
             time_column = default_time_column(schema, c.time_column) if self._timescale else None
             statements = create_table_sql(
                 c.schema_, c.table, columns, time_column=time_column, timescale=self._timescale
@@ -706,6 +726,9 @@ class PostgreSQLTarget:
             conn = self._conn
             self._created_in_tx = False
             try:
+                if self.config.mode == "replace":
+                    self._replace(conn, table, columns)
+                    return
                 ddl, conflict = self._plan(conn, columns, table.schema)
                 if self._direct_ok(columns):
                     try:
@@ -733,6 +756,33 @@ class PostgreSQLTarget:
                         self._table = None  # dropped or altered by someone else: look again
                     raise classify(exc) from None
                 raise
+
+    def _replace(self, conn: Any, table: pa.Table, columns: list[PgColumn]) -> None:
+        """Mode replace, ONE transaction: the old table is dropped, the new one created from the
+        data and filled by binary COPY, then COMMIT. Readers see the old table or the new one; a
+        failure rolls back and leaves the old table."""
+        c = self.config
+        with self._bounded(conn, "looking up the table"):
+            found = self._describe_table(conn)
+        if found is None and not c.create:
+            raise DeliveryError(
+                f"{self.describe_target()}: no such table (and `create` is false)", retryable=False
+            )
+        time_column = default_time_column(table.schema, c.time_column) if self._timescale else None
+        self._created_in_tx = True
+        self._table = None
+        target = qualified(c.schema_, c.table)
+        ddl = [
+            f"DROP TABLE IF EXISTS {target}",
+            *create_table_sql(
+                c.schema_, c.table, columns, time_column=time_column, timescale=self._timescale
+            ),
+        ]
+        self._begin_ddl(conn, ddl)
+        names = ", ".join(quote_ident(col.name) for col in columns)
+        self._copy(conn, f"{target} ({names})", table, columns, row_numbers=False)
+        with self._bounded(conn, "COMMIT"):
+            conn.execute("COMMIT")
 
     def _plan(self, conn: Any, columns: list[PgColumn], schema: pa.Schema) -> tuple[list[str], list[str]]:
         ddl, conflict = self._plan_ddl(conn, columns, schema)
@@ -822,6 +872,11 @@ class PostgreSQLTarget:
             self._reset()
 
     def deliver(self, table: pa.Table, *, historical: bool = False) -> None:
+        if self.config.mode == "replace":
+            raise DeliveryError(
+                f"{self.describe_target()}: mode replace needs delivery direct (the outbox delivers in pieces)",
+                retryable=False,
+            )
         self._transaction([table])
 
     def deliver_all(self, tables: Sequence[pa.Table]) -> None:
@@ -836,11 +891,198 @@ def _is_psycopg(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.Error)
 
 
+def permissions_line(conn: Any, schema: str, table: str | None, where: str) -> str:
+    """`PostgreSQL 15.2 at host:port/db: can SELECT, INSERT, CREATE on schema.table` in one line
+    (what the login may do on the schema, and on the table when it exists)."""
+    qualified_name = f"{schema}.{table}" if table else schema
+    row = conn.execute(
+        "SELECT current_setting('server_version'), current_user,"
+        " has_schema_privilege(current_user, %s, 'CREATE'), has_schema_privilege(current_user, %s, 'USAGE'),"
+        " to_regclass(%s) IS NOT NULL",
+        (schema, schema, qualified(schema, table) if table else qualified(schema, "_")),
+    ).fetchone()
+    version, user, create, usage, exists = row
+    can = []
+    if exists:
+        for privilege in ("SELECT", "INSERT"):
+            if conn.execute(
+                "SELECT has_table_privilege(current_user, %s, %s)", (qualified(schema, table), privilege)
+            ).fetchone()[0]:
+                can.append(privilege)
+    elif usage:
+        can += ["SELECT", "INSERT"]  # on a table it creates
+    if create:
+        can.append("CREATE")
+    return f"PostgreSQL {version} at {where} as {user}: can {', '.join(can) or 'nothing'} on {qualified_name}"
+
+
+# ---- the source ---------------------------------------------------------------------------------
+
+
+class PostgreSQLSourceConfig(SqlSourceFields):
+    host: str = Field("localhost", description="the PostgreSQL server")
+    port: int = Field(5432, ge=1, le=65535)
+    database: str = Field(description="the database")
+    username: str = Field("postgres", description="the user to log in as")
+    password: str | None = Field(None, description='use {"secret": "NAME"}, never the password itself')
+    ssl_mode: SSLMode = Field("prefer", description="libpq sslmode")
+    schema_: str = Field("public", alias="schema", description="the schema of `table`")
+    connect_timeout: float = Field(10, gt=0, le=600, description="seconds to wait for a connection")
+    connection_pool_size: int = Field(
+        5, ge=1, le=100, description="accepted (user guide); a batch run reads over one connection per source"
+    )
+    max_overflow: int = Field(10, ge=0, le=100, description="accepted (user guide); see connection_pool_size")
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema(cls, value: str) -> str:
+        return _valid_name(value, "schema")
+
+
+def _uri(c: Any) -> str:
+    from urllib.parse import quote, urlencode
+
+    auth = quote(c.username, safe="") + (":" + quote(c.password, safe="") if c.password else "")
+    query = urlencode(
+        {
+            "sslmode": c.ssl_mode,
+            "connect_timeout": max(1, round(c.connect_timeout)),
+            "application_name": "data-aggregator",
+            "options": "-c TimeZone=UTC",
+        },
+        quote_via=quote,
+    )
+    return f"postgresql://{auth}@{c.host}:{c.port}/{quote(c.database, safe='')}?{query}"
+
+
+def _plain(rb: pa.RecordBatch) -> pa.RecordBatch:
+    """Extension (opaque) columns as their storage, marked with their PostgreSQL type."""
+    if not any(isinstance(f.type, pa.BaseExtensionType) for f in rb.schema):
+        return rb
+    arrays, fields = [], []
+    for field, array in zip(rb.schema, rb.columns, strict=True):
+        if isinstance(field.type, pa.BaseExtensionType):
+            pg = str(getattr(field.type, "type_name", ""))
+            array = array.storage
+            field = pa.field(field.name, array.type, metadata={b"pg_type": pg.encode()})
+        arrays.append(array)
+        fields.append(field)
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+class PostgreSQLSource(SqlSource):
+    """Reads through ADBC (`adbc-driver-postgresql`): the server streams the result by binary COPY
+    and the driver turns it into Arrow record batches in C. Measured on this machine, 1M rows x 6
+    columns: ADBC 1.05M rows/s, connectorx (arrow_stream) 0.50M, psycopg 3 server-side cursor
+    0.34M (docs/performance.md). Parameters are bound as literals on the client: bound on the
+    server, ADBC fetches the whole result before the first batch."""
+
+    dialect = "postgresql"
+    config: PostgreSQLSourceConfig
+
+    def where(self) -> str:
+        c = self.config
+        return f"postgresql {c.host}:{c.port}/{c.database}"
+
+    def statement(self) -> tuple[str, list[Any]]:
+        c = self.config
+        if c.table and "." not in c.table:
+            c = c.model_copy(update={"table": f"{c.schema_}.{c.table}"})
+            saved, self.config = self.config, c
+            try:
+                return super().statement()
+            finally:
+                self.config = saved
+        return super().statement()
+
+    def error(self, exc: BaseException) -> ConnectorError:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if self.config.password:
+            text = text.replace(self.config.password, "***")
+        text = text.replace("[libpq] ", "").removeprefix("IO: ")
+        return ConnectorError(f"{self.where()}: {text[:300]}")
+
+    def _connect(self) -> Any:
+        import adbc_driver_postgresql.dbapi as adbc
+
+        try:
+            return adbc.connect(_uri(self.config))
+        except Exception as exc:
+            raise self.error(exc) from None
+
+    def open_reader(self, sql: str, params: list[Any]) -> tuple[Iterator[pa.RecordBatch], Any]:
+        try:
+            text = bind_client_side(sql, params, "postgresql") if params else sql
+        except ValueError as exc:
+            raise ConnectorError(f"{self.where()}: params: {exc}") from None
+        conn = self._connect()
+        try:
+            cur = conn.cursor()
+            cur.execute(text)
+            reader = cur.fetch_record_batch()
+        except Exception as exc:
+            conn.close()
+            raise self.error(exc) from None
+
+        def close() -> None:
+            with suppress(Exception):
+                cur.close()
+            conn.close()
+
+        return (_plain(rb) for rb in reader), close
+
+    def _frame(self, batches: list[pa.RecordBatch], schema: pa.Schema) -> Any:
+        """numeric columns (text from the driver) become decimals, at the first batch's scale."""
+        frame = super()._frame(batches, schema)
+        numeric = [f.name for f in schema if f.metadata and f.metadata.get(b"pg_type") == b"numeric"]
+        if not numeric:
+            return frame
+        known = getattr(self, "_numeric", None)
+        if known is None:
+            known = self._numeric = {}
+        out = []
+        for name in numeric:
+            column = frame[name].str.to_decimal(inference_length=10_000)
+            if name not in known:
+                known[name] = pl.Decimal(38, column.dtype.scale or 0)  # type: ignore[attr-defined]
+            out.append(frame[name].str.to_decimal(scale=known[name].scale).cast(known[name]))
+        return frame.with_columns(out)
+
+    def schema(self) -> Any:
+        try:
+            frames = list(self.read(limit=0))
+        except Exception:
+            return None
+        return frames[0].schema if frames else None
+
+    def check(self) -> str:
+        import psycopg
+
+        c = self.config
+        sql, params = self.statement()
+        try:
+            text = bind_client_side(sql, params, "postgresql") if params else sql
+            with psycopg.connect(_uri(c), autocommit=True) as conn:
+                conn.execute(f"SELECT * FROM ({text}) AS _q LIMIT 0")
+                table = c.table.split(".")[-1] if c.table else None
+                schema = c.table.split(".")[0] if c.table and "." in c.table else c.schema_
+                return permissions_line(conn, schema, table, f"{c.host}:{c.port}/{c.database}")
+        except ValueError as exc:
+            raise ConnectorError(f"{self.where()}: params: {exc}") from None
+        except Exception as exc:
+            raise self.error(exc) from None
+
+
 @register
 class PostgreSQLConnector(Connector):
     connector_type = "postgresql"
-    title = "PostgreSQL / TimescaleDB (upstream)"
+    title = "PostgreSQL / TimescaleDB"
+    SourceConfig = PostgreSQLSourceConfig
     SinkConfig = PostgreSQLSinkConfig
+
+    @classmethod
+    def make_source(cls, config: PostgreSQLSourceConfig, ctx: RunContext, name: str) -> Source:
+        return PostgreSQLSource(config, ctx, name)
 
     @classmethod
     def make_target(cls, config: PostgreSQLSinkConfig, ctx: RunContext, name: str) -> PostgreSQLTarget:

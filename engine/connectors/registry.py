@@ -48,19 +48,19 @@ def _load_builtins() -> None:
     global _loaded, _settled
     if not _loaded:
         _loaded = True
+        # message queues (issue 13); nats_source after nats_upstream: it adds the source to `nats`
+        import engine.connectors.amqp
         import engine.connectors.duckdb_connector
         import engine.connectors.file
         import engine.connectors.historian_connector
+        import engine.connectors.mysql
+        import engine.connectors.nats_source
         import engine.connectors.nats_upstream
         import engine.connectors.postgresql
+        import engine.connectors.redis_streams
         import engine.connectors.rest_api
         import engine.connectors.sqlite
         import engine.connectors.webhook  # noqa: F401
-
-        # message queues (issue 13); nats_source after nats_upstream: it adds the source to `nats`
-        import engine.connectors.amqp
-        import engine.connectors.nats_source
-        import engine.connectors.redis_streams  # noqa: F401
     if not _settled:
         with _deferred_lock:  # held while loading: a thread asking meanwhile waits, then sees them all
             while _deferred:

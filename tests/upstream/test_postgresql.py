@@ -297,7 +297,7 @@ def test_login_refused_is_retryable_and_logged_once(table):
 
 def test_check_and_registry(table):
     connector = registry.get("postgresql")
-    assert connector is not None and connector.roles() == ["destination"]
+    assert connector is not None and connector.roles() == ["source", "destination"]
     target(table).check()  # no error
 
 

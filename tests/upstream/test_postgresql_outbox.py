@@ -61,7 +61,7 @@ def manager(tmp_path):
 
 def sink(manager: OutboxManager, table: str, delivery: str, port: int = 5432, **extra):
     cls = registry.get("postgresql")
-    assert cls is not None and cls.roles() == ["destination"]
+    assert cls is not None and cls.roles() == ["source", "destination"]
     config = cls.SinkConfig.model_validate(
         {"host": "127.0.0.1", "port": port, "database": "test", "table": table, "connect_timeout": 2,
          "statement_timeout_s": 5, **extra}
