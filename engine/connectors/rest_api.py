@@ -89,21 +89,21 @@ def parse_path(text: str) -> tuple[Step, ...]:
     """`$.data.items` -> (("key", "data"), ("key", "items")). Raises ValueError saying where."""
     text = text.strip()
     if not text.startswith("$"):
-        raise ValueError(f"records path '{text}' must start with $ (e.g. $.data.items)")
+        raise ValueError(f"records path '{_shown(text)}' must start with $ (e.g. $.data.items)")
     steps: list[Step] = []
     i, n = 1, len(text)
     while i < n:
         c = text[i]
         if c == ".":
             if text.startswith("..", i):
-                raise ValueError(f"records path '{text}': recursive descent (..) is not supported")
+                raise ValueError(f"records path '{_shown(text)}': recursive descent (..) is not supported")
             if i + 1 < n and text[i + 1] == "*":
                 steps.append(("all", None))
                 i += 2
                 continue
             m = _NAME.match(text, i + 1)
             if not m:
-                raise ValueError(f"records path '{text}': a name must follow '.' at position {i + 1}")
+                raise ValueError(f"records path '{_shown(text)}': a name must follow '.' at position {i + 1}")
             steps.append(("key", m.group()))
             i = m.end()
         elif c == "[":
@@ -117,12 +117,17 @@ def parse_path(text: str) -> tuple[Step, ...]:
                 steps.append(("key", _unquote(inner, text)))
             else:
                 raise ValueError(
-                    f"records path '{text}': [{inner}] is not supported (allowed: [n], [*], ['name'])"
+                    f"records path '{_shown(text)}': [{_shown(inner)}] is not supported (allowed: [n], [*], ['name'])"
                 )
             i = close + 1
         else:
-            raise ValueError(f"records path '{text}': unexpected '{c}' at position {i}")
+            raise ValueError(f"records path '{_shown(text)}': unexpected '{_shown(c)}' at position {i}")
     return tuple(steps)
+
+
+def _shown(text: str) -> str:
+    """`text` for a one-line message: control characters escaped, cut short."""
+    return shorten(repr(text)[1:-1], 80)
 
 
 def _bracket_end(text: str, start: int) -> int:
@@ -140,7 +145,7 @@ def _bracket_end(text: str, start: int) -> int:
         elif c == "]":
             return i
         i += 1
-    raise ValueError(f"records path '{text}': '[' at position {start} is never closed")
+    raise ValueError(f"records path '{_shown(text)}': '[' at position {start} is never closed")
 
 
 def _unquote(inner: str, text: str) -> str:
@@ -153,7 +158,7 @@ def _unquote(inner: str, text: str) -> str:
             i += 2
             continue
         if c == inner[0]:
-            raise ValueError(f"records path '{text}': unescaped quote inside ['...']")
+            raise ValueError(f"records path '{_shown(text)}': unescaped quote inside ['...']")
         out.append(c)
         i += 1
     return "".join(out)
