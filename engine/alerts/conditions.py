@@ -279,26 +279,23 @@ def tag_states(batch: pl.DataFrame, rule: TagThreshold) -> pl.DataFrame:
             }
         )
     ts = pl.col("timestamp").dt.epoch("us") if "timestamp" in batch.columns else pl.int_range(pl.len())
-    frame = (
-        batch.lazy()
-        .filter(rule.matches())
-        .select(
-            pl.col("tag"),
-            ts.alias("ts"),
-            rule.beyond().alias("beyond"),
-            pl.col("value").cast(pl.Float64, strict=False).alias("v"),
-        )
-        .sort("tag", "ts", maintain_order=True)
-        .with_columns(
-            run=(pl.col("beyond") != pl.col("beyond").shift(1)).fill_null(True).cum_sum().over("tag")
-        )
-        .group_by("tag", maintain_order=True)
-        .agg(
-            pl.col("beyond").last(),
-            pl.col("ts").last().alias("last_ts_us"),
-            pl.col("ts").filter(pl.col("run") == pl.col("run").last()).first().alias("run_start_us"),
-            (pl.col("run").first() == pl.col("run").last()).alias("whole_run"),
-            pl.col("v").last().alias("last_value"),
-        )
+    rows = batch.select(
+        pl.col("tag"),
+        ts.alias("ts"),
+        rule.beyond().alias("beyond"),
+        pl.col("value").cast(pl.Float64, strict=False).alias("v"),
+    ).filter(rule.matches())
+    # Per tag, in one pass and in any row order: the newest row's state, and when the final run of
+    # that state began (the first timestamp after the newest row of the other state).
+    newest = pl.col("ts").arg_max()
+    last_beyond = pl.col("beyond").get(newest)
+    other = pl.col("ts").filter(pl.col("beyond") != last_beyond).max()
+    return rows.group_by("tag", maintain_order=True).agg(
+        last_beyond.alias("beyond"),
+        pl.col("ts").max().alias("last_ts_us"),
+        pl.coalesce(pl.col("ts").filter(pl.col("ts") > other).min(), pl.col("ts").min()).alias(
+            "run_start_us"
+        ),
+        other.is_null().alias("whole_run"),
+        pl.col("v").get(newest).alias("last_value"),
     )
-    return frame.collect()

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from engine.alerts.store import AlertStore
 log = logging.getLogger("aggregator.alerts")
 
 TICK_S = 1.0
+REFRESH_S = 5.0  # an open alert's value and message are written at most this often
 DEFAULT_OUTBOX_CAP = 256 * 1024 * 1024  # RemoteSinkConfig.max_bytes' default
 LOST_STATES = ("lost", "reconnecting")
 UP_STATES = ("connected", "subscribed")
@@ -48,7 +50,7 @@ class Rule:
     def text(self) -> str:
         return C.describe(self.condition)
 
-    @property
+    @cached_property
     def key(self) -> str:
         return f"{self.pipeline}#{self.index}:{self.text}"
 
@@ -100,6 +102,8 @@ class AlertEngine:
         self._tag_seen: dict[str, int] = {}  # tag -> newest timestamp (us) evaluated
         self._last_drop: dict[tuple[str, str], float] = {}  # (rule key, subject) -> monotonic
         self._outbox_dropped: dict[str, int] = {}  # outbox destination id -> dropped_records seen
+        # (rule key, subject) -> when last written, of every open alert (the store's, at start)
+        self._open: dict[tuple[str, str], float] = dict.fromkeys(self.store.open_keys(), float("-inf"))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ticker = ticker  # False: the caller calls tick() (tests)
@@ -129,7 +133,17 @@ class AlertEngine:
         return [r for pool in pools for r in pool if isinstance(r.condition, types)]
 
     # ---- raise and clear ---------------------------------------------------------------------
-    def raise_(self, rule: Rule, subject: str, message: str, value: float | None = None) -> dict[str, Any]:
+    def raise_(
+        self, rule: Rule, subject: str, message: str, value: float | None = None
+    ) -> dict[str, Any] | None:
+        """Raise (or keep raised) the alert of `rule` on `subject`. An open one is refreshed in the
+        store (value, message) at most every REFRESH_S: a threshold evaluated on every batch does
+        not write every batch. Returns the alert when it was written."""
+        key = (rule.key, subject)
+        now = time.monotonic()
+        throttled = not isinstance(rule.condition, C.PipelineFailed | C.PipelineWarning | C.Drops)
+        if throttled and key in self._open and now - self._open[key] < REFRESH_S:
+            return None
         alert, new = self.store.raise_alert(
             rule=rule.key,
             pipeline=rule.pipeline,
@@ -141,6 +155,7 @@ class AlertEngine:
             value=value,
             notify=",".join(rule.channels),
         )
+        self._open[key] = now
         if new:
             log.warning("alert %s raised (%s): %s: %s", alert["id"], rule.severity, rule.pipeline, message)
             self._announce(alert, "raised")
@@ -148,6 +163,8 @@ class AlertEngine:
         return alert
 
     def clear(self, rule: Rule, subject: str, message: str | None = None) -> dict[str, Any] | None:
+        if self._open.pop((rule.key, subject), None) is None:
+            return None  # nothing open (the store is asked only when something is)
         alert = self.store.clear(rule.key, subject, message)
         if alert is not None:
             log.info("alert %s cleared: %s: %s", alert["id"], rule.pipeline, alert["message"])
@@ -156,6 +173,7 @@ class AlertEngine:
         return alert
 
     def _orphan(self, alert: dict[str, Any]) -> None:
+        self._open.pop((alert["rule"], alert["subject"]), None)
         cleared = self.store.clear(
             alert["rule"], alert["subject"], f"{alert['message']} (the rule was removed)"
         )
@@ -376,27 +394,76 @@ class AlertEngine:
 
     def observe(self, batch: pl.DataFrame, rules: list[Rule] | None = None) -> None:
         """Evaluate the tag thresholds over a batch of tag rows (tag, timestamp, value): one Polars
-        pass per rule; per tag only the batch's end state is looked at, against the kept `since`."""
+        pass per rule; per tag only the batch's end state is looked at, against the kept `since`.
+        What changes is written in one transaction for the whole batch."""
+        raises: list[tuple[Rule, str, str, float]] = []
+        clears: list[tuple[Rule, str, str]] = []
+        now = time.monotonic()
         for rule in rules if rules is not None else self._rules(None, C.TagThreshold):
             cond = rule.condition
-            for row in C.tag_states(batch, cond).iter_rows(named=True):
-                tag, key = row["tag"], (rule.key, row["tag"])
-                if row["beyond"]:
+            states = C.tag_states(batch, cond)
+            # only tags beyond now, or with a state to end (a since, an open alert), need a look
+            tracked = {t for k, t in self._tag_since if k == rule.key} | {
+                s for k, s in self._open if k == rule.key
+            }
+            states = states.filter(pl.col("beyond") | pl.col("tag").is_in(list(tracked)))
+            for tag, beyond, last_ts, run_start, whole, value in states.select(
+                "tag", "beyond", "last_ts_us", "run_start_us", "whole_run", "last_value"
+            ).iter_rows():
+                key = (rule.key, tag)
+                if beyond:
                     since = self._tag_since.get(key)
-                    if since is None or not row["whole_run"]:
-                        since = row["run_start_us"]
+                    opened = self._open.get(key)
+                    if since is None or not whole:
+                        since = run_start
+                    if not whole and opened is not None:  # it was within in between: that alert ends
+                        clears.append((rule, tag, f"{tag} was back within the threshold"))
+                        opened = None
                     self._tag_since[key] = since
-                    if row["last_ts_us"] - since >= cond.for_s * 1e6:
-                        value = row["last_value"]
-                        self.raise_(
-                            rule,
-                            tag,
-                            f"{tag} = {value:g}, {cond.describe()} for {(row['last_ts_us'] - since) / 1e6:.0f} s",
-                            value,
-                        )
+                    due = opened is None or now - opened >= REFRESH_S
+                    if last_ts - since >= cond.for_s * 1e6 and due:
+                        message = f"{tag} = {value:g}, {cond.describe()} for {(last_ts - since) / 1e6:.0f} s"
+                        raises.append((rule, tag, message, value))
                 else:
                     self._tag_since.pop(key, None)
-                    self.clear(rule, tag, f"{tag} = {row['last_value']:g}, back within the threshold")
+                    if key in self._open:
+                        clears.append((rule, tag, f"{tag} = {value:g}, back within the threshold"))
+        self._apply(raises, clears)
+
+    def _apply(self, raises: list[tuple[Rule, str, str, float]], clears: list[tuple[Rule, str, str]]) -> None:
+        if not raises and not clears:
+            return
+        now = time.monotonic()
+        by_key = {(r.key, subject): r for r, subject, *_ in (*raises, *clears)}
+        new, cleared = self.store.apply(
+            [
+                {
+                    "rule": r.key, "pipeline": r.pipeline, "subject": subject, "kind": r.kind,
+                    "condition": r.text, "severity": r.severity, "message": message, "value": value,
+                    "notify": ",".join(r.channels),
+                }
+                for r, subject, message, value in raises
+            ],
+            [(r.key, subject, message) for r, subject, message in clears],
+        )  # fmt: skip
+        for r, subject, _ in clears:
+            self._open.pop((r.key, subject), None)
+        for r, subject, *_ in raises:
+            self._open[(r.key, subject)] = now
+        for alert, action in [*((a, "cleared") for a in cleared), *((a, "raised") for a in new)]:
+            rule = by_key[(alert["rule"], alert["subject"])]
+            if action == "raised":
+                log.warning(
+                    "alert %s raised (%s): %s: %s",
+                    alert["id"],
+                    rule.severity,
+                    rule.pipeline,
+                    alert["message"],
+                )
+            else:
+                log.info("alert %s cleared: %s: %s", alert["id"], rule.pipeline, alert["message"])
+            self._announce(alert, action)
+            self._notify(alert, action, rule)
 
     # ---- life --------------------------------------------------------------------------------
     def resume(self) -> int:

@@ -149,6 +149,55 @@ class AlertStore:
         assert alert is not None
         return alert, new
 
+    def apply(
+        self, raises: list[dict[str, Any]], clears: list[tuple[str, str, str | None]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Many raises (the keyword arguments of `raise_alert`) and clears (rule, subject, message)
+        in ONE transaction (one fsync: a batch's thresholds, not one commit per tag). Returns
+        (the alerts newly raised, the alerts cleared)."""
+        if not raises and not clears:
+            return [], []
+        now = _now()
+        new_ids: list[int] = []
+        cleared_ids: list[int] = []
+        with self._tx() as con:
+            for rule, subject, message in clears:
+                row = con.execute(
+                    "SELECT id FROM alerts WHERE rule=? AND subject=? AND state != 'cleared'", (rule, subject)
+                ).fetchone()
+                if row is not None:
+                    con.execute(
+                        "UPDATE alerts SET state='cleared', cleared_at=?, updated_at=?,"
+                        " message=COALESCE(?, message) WHERE id=?",
+                        (now, now, message, row["id"]),
+                    )
+                    cleared_ids.append(row["id"])
+            for r in raises:
+                row = con.execute(
+                    "SELECT id FROM alerts WHERE rule=? AND subject=? AND state != 'cleared'",
+                    (r["rule"], r["subject"]),
+                ).fetchone()
+                if row is not None:
+                    con.execute(
+                        "UPDATE alerts SET value=?, message=?, updated_at=? WHERE id=?",
+                        (r.get("value"), r["message"], now, row["id"]),
+                    )
+                    continue
+                cur = con.execute(
+                    "INSERT INTO alerts (rule, pipeline, subject, kind, condition, severity, state, message,"
+                    " value, notify, raised_at, updated_at) VALUES (?,?,?,?,?,?,'active',?,?,?,?,?)",
+                    (
+                        r["rule"], r["pipeline"], r["subject"], r["kind"], r["condition"], r["severity"],
+                        r["message"], r.get("value"), r.get("notify", ""), now, now,
+                    ),
+                )  # fmt: skip
+                new_ids.append(int(cur.lastrowid))
+
+            def rows(ids: list[int]) -> list[dict[str, Any]]:
+                return [dict(con.execute("SELECT * FROM alerts WHERE id=?", (i,)).fetchone()) for i in ids]
+
+            return rows(new_ids), rows(cleared_ids)
+
     def clear(self, rule: str, subject: str, message: str | None = None) -> dict[str, Any] | None:
         """Close the open alert of (rule, subject), if any; returns it (cleared)."""
         now = _now()

@@ -110,6 +110,13 @@ def test_tag_threshold_for_a_duration_on_batches(data):
     assert _open(engine) == []
     engine.observe(batch("T1", [39], [101.0]))
     assert _open(engine) == [("tag", "T1", "active")]
+    # back within for a moment inside one batch: that alert clears; the new run is too short yet
+    engine.observe(batch("T1", [40, 41, 45], [150.0, 50.0, 150.0]))
+    assert _open(engine) == []
+    engine.observe(batch("T1", [51], [150.0]))  # beyond since t=45: 6 s
+    assert _open(engine) == []
+    engine.observe(batch("T1", [55], [150.0]))
+    assert [a["state"] for a in engine.store.list(active=False, pipeline="line1")] == ["active", "cleared", "cleared"]
     engine.close()
 
 
