@@ -213,12 +213,10 @@ class EventLog:
     console shows the line and the JSON file can be filtered by run (`aggregator logs --run`)."""
 
     def __init__(self, logger: logging.Logger | None = None):
-        from engine.streaming.run import SourceStateLines
-
         self.logger = logger or logging.getLogger(EVENTS_LOGGER)
         self._pipelines: dict[str, str] = {}  # run id -> pipeline name, while the run lasts
         self._started: dict[str, float] = {}
-        self._states = SourceStateLines()
+        self._states: Any = None  # SourceStateLines, made at the first source_state event (a stream)
         self._drops: dict[tuple[str, str], dict[str, Any]] = {}  # (run, node) -> drops not said yet
         self._lock = threading.Lock()
 
@@ -242,6 +240,10 @@ class EventLog:
                         if drop["rows"]:
                             said.append(self._drop_line(drop, pipeline))
             if kind == "source_state":
+                if self._states is None:  # engine.streaming (~50 modules, 4 MB) only once a stream runs
+                    from engine.streaming.run import SourceStateLines
+
+                    self._states = SourceStateLines()
                 line = self._states(e)
                 if line:
                     down = e.get("state") in self._states.DOWN or e.get("state") == "connecting"
