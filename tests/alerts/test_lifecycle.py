@@ -116,7 +116,11 @@ def test_tag_threshold_for_a_duration_on_batches(data):
     engine.observe(batch("T1", [51], [150.0]))  # beyond since t=45: 6 s
     assert _open(engine) == []
     engine.observe(batch("T1", [55], [150.0]))
-    assert [a["state"] for a in engine.store.list(active=False, pipeline="line1")] == ["active", "cleared", "cleared"]
+    assert [a["state"] for a in engine.store.list(active=False, pipeline="line1")] == [
+        "active",
+        "cleared",
+        "cleared",
+    ]
     engine.close()
 
 
