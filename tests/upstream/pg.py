@@ -133,7 +133,9 @@ class Publisher(threading.Thread):
         self.client.loop_stop()
 
 
-def mqtt_to_pg_spec(prefix: str, table: str, *, name: str, port: int = 5432, **destination: Any) -> dict:
+def mqtt_to_pg_spec(
+    prefix: str, table: str, *, name: str, port: int = 5432, max_latency_ms: int = 200, **destination: Any
+) -> dict:
     """A real_time pipeline: the publisher's topics (`<prefix>/#`) into `table` (PostgreSQL on
     127.0.0.1:`port`, e.g. a fault proxy's); `destination` adds to the destination's config."""
     return {
@@ -168,7 +170,7 @@ def mqtt_to_pg_spec(prefix: str, table: str, *, name: str, port: int = 5432, **d
                 },
             },
         ],
-        "schedule": {"type": "real_time", "max_latency_ms": 200},
+        "schedule": {"type": "real_time", "max_latency_ms": max_latency_ms},
     }
 
 
