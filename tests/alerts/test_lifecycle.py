@@ -191,6 +191,18 @@ def test_outbox_age_fill_and_drops(data):
     )
     assert [(a["subject"], a["value"]) for a in engine.store.list()] == [("opc", 7.0)]
     wait_for(lambda: (engine.tick(), not _open(engine))[1], 10, what="the drops alert to clear")
+    # the outbox's cap drops the oldest records: counted by the outbox, alerted here
+    big = pa.table({"_key": [f"k{i}" for i in range(2000)], "value": [float(i) for i in range(2000)]})
+    for _ in range(3):
+        store.commit(
+            (lambda first: big, big.num_rows), None, max_bytes=40_000, gap=lambda tables, first: None
+        )
+    assert store.status()["dropped_records"] > 0
+    engine.tick()
+    drops = [a for a in engine.store.list() if a["kind"] == "drops"]
+    assert [(a["subject"], a["message"].split(" (")[1]) for a in drops] == [
+        ("outbox pg", "the outbox's cap)")
+    ]
     engine.close()
 
 
