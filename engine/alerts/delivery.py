@@ -12,6 +12,7 @@ it is back (the service rebuilds each target from the channel settings kept in t
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import Counter
@@ -22,6 +23,8 @@ from typing import Any
 import pyarrow as pa
 
 from engine.alerts.store import AlertStore
+
+log = logging.getLogger("aggregator.alerts")
 
 ALERTS_PIPELINE = "_alerts"
 CHANNELS = ("email", "webhook")
@@ -76,6 +79,7 @@ class Notifier:
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._registered: dict[str, str] = {}  # destination -> config json it was registered with
+        self._warned: set[tuple[str, str]] = set()  # (pipeline, channel) said to be not set up
 
     @property
     def manager(self) -> Any:
@@ -170,6 +174,15 @@ class Notifier:
         key = f"alert-{alert['id']}-{action}-{alert['raised_at']}"
         for channel in channels:
             if channel not in self.channels(notifications):
+                if (alert["pipeline"], channel) not in self._warned:
+                    self._warned.add((alert["pipeline"], channel))
+                    need = (
+                        "a webhook url" if channel == "webhook" else "addresses in email and an smtp server"
+                    )
+                    log.warning(
+                        "alerts of %s: notify names %s, but notifications has no %s: not sent",
+                        alert["pipeline"], channel, need,
+                    )  # fmt: skip
                 continue
             destination = destination_of(channel, alert["pipeline"])
             config = self._config(channel, notifications)
