@@ -22,6 +22,7 @@ the record's `_key`) or per batch (`message: batch`), persistent, with publisher
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -74,7 +75,9 @@ def amqp_reason(exc: BaseException) -> str:
     """pika nests the cause (`AMQPConnectionError((AMQPConnectorSocketConnectError(...),))`)."""
     seen = exc
     for _ in range(5):
-        inner = next((a for a in getattr(seen, "args", ()) if isinstance(a, BaseException)), None)
+        inner = getattr(seen, "exception", None)  # pika's connector errors keep the cause here
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in getattr(seen, "args", ()) if isinstance(a, BaseException)), None)
         if inner is None:
             break
         seen = inner
@@ -92,6 +95,11 @@ def _where(cfg: AmqpLink) -> str:
     vhost = "" if cfg.virtual_host == "/" else "/" + cfg.virtual_host
     return f"amqp://{cfg.host}:{cfg.port}{vhost}"
 
+
+# pika logs every failed connection attempt as an ERROR with a traceback; the source reports the
+# reason itself (session state, one line), so pika's own lines are kept to CRITICAL.
+if logging.getLogger("pika").level == logging.NOTSET:
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 _NAME = re.compile(r"^[\w.\-:]{0,255}$")
 
@@ -190,6 +198,10 @@ class AmqpSource(MqSource):
                 if gen == self._gen:
                     ch.basic_ack(tag)
                     sent += 1
+            if sent:
+                # AMQP acks have no reply; a synchronous request after them on the same channel
+                # returns once the broker has processed them, so `acked` counts acks it has.
+                ch.basic_qos(prefetch_count=self.config.prefetch)
             self.counters["acked"] += sent
 
         with contextlib.suppress(Exception):
