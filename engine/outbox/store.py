@@ -594,7 +594,8 @@ class OutboxStore:
             return self.con.execute(sql + " ORDER BY id", ids or ()).fetchall()
 
     def quarantine_records(self, ids: list[int] | None = None) -> list[dict[str, Any]]:
-        """The quarantined records as JSON-ready dicts (each with `quarantine_id` and `reason`)."""
+        """The quarantined records as JSON-ready dicts, each with `quarantine_id` and
+        `quarantine_reason` (the entry's; a tag record keeps its own `reason` field)."""
         reasons = {q["id"]: q["reason"] for q in self.quarantine_list()}
         out: list[dict[str, Any]] = []
         for qid, blob, _ in self._quarantined(ids):
@@ -603,7 +604,7 @@ class OutboxStore:
             frame = pl.from_arrow(decode(blob))
             assert isinstance(frame, pl.DataFrame)
             for record in frame.to_dicts():  # export only, never a hot path
-                out.append({"quarantine_id": qid, "reason": reasons.get(qid), **record})
+                out.append({**record, "quarantine_id": qid, "quarantine_reason": reasons.get(qid)})
         return out
 
     def quarantine_retry(self, ids: list[int] | None = None) -> int:

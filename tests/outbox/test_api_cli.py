@@ -47,6 +47,9 @@ def test_status_and_quarantine_from_the_cli(outbox, upstream, capsys):
     code, out, _ = _cli(capsys, "outbox", "quarantine", "export", "line1", "central", "--data-dir", d)
     [record] = json.loads(out)
     assert record["tag"] == "t0" and record["quarantine_id"] == entry["id"]
+    # the entry's reason under its own name; the tag record keeps its own `reason` column
+    assert record["quarantine_reason"] == entry["reason"] and "reason" in record
+    assert record["reason"] != entry["reason"]
     code, _, err = _cli(capsys, "outbox", "quarantine", "retry", "line1", "central", "--data-dir", d)
     assert code == 1 and "--id N" in err
     upstream.poison = set()

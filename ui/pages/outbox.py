@@ -455,14 +455,10 @@ class OutboxPage(Page):
         outbox = self.engine.outbox
 
         def write() -> int:
-            # the entry's reason under its own name: a tag record has a `reason` column of its own
-            reasons = {int(e["id"]): e.get("reason") for e in entries}
             records: list[dict[str, Any]] = []
             for (p, d), ids in _groups(entries).items():
                 for record in outbox.quarantine_records(p, d, ids):
-                    qid = record.get("quarantine_id")
-                    head = {"pipeline": p, "destination": d, "quarantine_reason": reasons.get(qid)}
-                    records.append({**head, **record})
+                    records.append({"pipeline": p, "destination": d, **record})
             tmp = Path(path).with_name(Path(path).name + ".tmp")
             tmp.write_text(json.dumps(records, indent=2, default=str) + "\n", encoding="utf-8")
             tmp.replace(path)
