@@ -98,11 +98,10 @@ def bare(broker: Broker, n: int) -> float:
         conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
         ch = conn.channel()
         ch.basic_qos(prefetch_count=10_000)
-        got = 0
-        for method, _props, _body in ch.consume(broker.id, auto_ack=False, inactivity_timeout=5):
+        consumed = ch.consume(broker.id, auto_ack=False, inactivity_timeout=5)
+        for got, (method, _props, _body) in enumerate(consumed, start=1):
             if method is None:
                 break
-            got += 1
             if got % 1000 == 0 or got == n:
                 ch.basic_ack(method.delivery_tag, multiple=True)
             if got == n:
