@@ -34,8 +34,8 @@ def sql(served, statement: str) -> pl.DataFrame:
 
 
 @pytest.mark.xfail(
-    reason="issue 11's outbox (engine/outbox/store.py) imports pyarrow when the service starts: +25 MB"
-    " idle (146 MB); passes again once that import waits for an outbox to be used",
+    reason="issue 11's outbox (engine/outbox/store.py) and alerts (engine/alerts/delivery.py) import"
+    " pyarrow when the service starts: +25 MB idle (146 MB); passes again once they import it on use",
     strict=False,
 )
 def test_an_idle_service_stays_under_its_rss_target(serve):
