@@ -2,7 +2,8 @@
 records per page (page pagination), through our `rest_api` source (httpx, pages fetched
 `--concurrency` at a time, JSON -> Polars frames), side by side in the same run with what a user
 would write by hand: a `requests.Session` loop and an `httpx.Client` loop, page after page, each
-collecting the decoded records and building one `pl.DataFrame` at the end.
+collecting the decoded records and building one `pl.DataFrame` at the end, and the requests loop
+with `pandas.json_normalize` (when pandas is installed: a dev dependency).
 
     python tests/benchmarks/bench_rest.py [--records 100000] [--page-size 100] [--latency-ms 0 5] \
         [--concurrency 4] [--repeats 3]
@@ -15,6 +16,7 @@ answer, as a real API across a network would. Prints JSON; the target is >= 20k 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing as mp
 import os
@@ -96,8 +98,7 @@ def ours(url: str, page_size: int, concurrency: int) -> int:
     return rows
 
 
-def requests_loop(url: str, page_size: int) -> int:
-    import polars as pl
+def _requests_records(url: str, page_size: int) -> list[dict]:
     import requests
 
     records: list[dict] = []
@@ -113,7 +114,19 @@ def requests_loop(url: str, page_size: int) -> int:
             if len(batch) < page_size:
                 break
             page += 1
-    return pl.DataFrame(records).height
+    return records
+
+
+def requests_loop(url: str, page_size: int) -> int:
+    import polars as pl
+
+    return pl.DataFrame(_requests_records(url, page_size)).height
+
+
+def requests_pandas(url: str, page_size: int) -> int:
+    import pandas as pd  # a dev dependency (bench_sql.py brought it): the tool compared against
+
+    return len(pd.json_normalize(_requests_records(url, page_size)))
 
 
 def httpx_loop(url: str, page_size: int) -> int:
@@ -165,6 +178,8 @@ def main() -> None:
                 ("requests loop + pl.DataFrame", requests_loop, (url, args.page_size)),
                 ("httpx loop + pl.DataFrame", httpx_loop, (url, args.page_size)),
             ]
+            if importlib.util.find_spec("pandas"):
+                legs.append(("requests loop + pandas.json_normalize", requests_pandas, (url, args.page_size)))
             timed(ours, url, args.page_size, 1)  # warm up: imports, server pages in cache
             for name, fn, fargs in legs:
                 runs = []
