@@ -48,11 +48,12 @@ def _load_builtins() -> None:
     global _loaded, _settled
     if not _loaded:
         _loaded = True
-        # message queues (issue 13); nats_source after nats_upstream: it adds the source to `nats`
+        # nats_source imports nats_upstream and then registers `nats` again with the source added
         import engine.connectors.amqp
         import engine.connectors.duckdb_connector
         import engine.connectors.file
         import engine.connectors.historian_connector
+        import engine.connectors.kafka
         import engine.connectors.mysql
         import engine.connectors.nats_source
         import engine.connectors.nats_upstream
