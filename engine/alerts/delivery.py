@@ -18,11 +18,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from engine.alerts.store import AlertStore
+
+if TYPE_CHECKING:
+    import pyarrow as pa  # imported where a notification is made: a service start does not need it
 
 log = logging.getLogger("aggregator.alerts")
 
@@ -241,11 +242,15 @@ def _text(alert: dict[str, Any], action: str) -> tuple[str, str]:
 
 
 def _email_row(alert: dict[str, Any], action: str, key: str, to: list[str]) -> pa.Table:
+    import pyarrow as pa
+
     subject, body = _text(alert, action)
     return pa.table({"_key": [key], "to": [", ".join(to)], "subject": [subject], "body": [body]})
 
 
 def _webhook_row(alert: dict[str, Any], action: str, key: str) -> pa.Table:
+    import pyarrow as pa
+
     return pa.table(
         {
             "_key": [key],
