@@ -153,6 +153,9 @@ class Notifier:
         """The service starts: a forwarder for every alert outbox with notifications waiting (its
         target rebuilt from the stored channel settings). Returns how many."""
         saved = self.store.channels()
+        folder = self.data_dir / "outbox"  # engine/outbox/store.py OUTBOX_DIR: read without importing it
+        if not saved or not folder.is_dir() or not any(folder.glob(f"{ALERTS_PIPELINE}--*")):
+            return 0  # nothing of ours waits: the outbox (and pyarrow) is not loaded for nothing
         started = 0
         for pipeline, destination in self.manager.destinations():
             if pipeline != ALERTS_PIPELINE or destination not in saved:
