@@ -139,6 +139,9 @@ class AmqpSource(MqSource):
         self._consumer: str | None = None
         self._buf: deque[Message] = deque()
         self._gen = 0  # delivery tags belong to one channel: a tag of an earlier one is not acked
+        # this channel's tags delivered and not acked, in delivery order (the source's thread only)
+        self._unacked: deque[int] = deque()
+        self._acked_ahead: set[int] = set()  # acked out of order, still in `_unacked`
 
     def _reason(self, exc: BaseException) -> str:
         return amqp_reason(exc)
@@ -161,10 +164,14 @@ class AmqpSource(MqSource):
                 ch.queue_bind(queue, cfg.exchange, routing_key=key)
         self._gen += 1
         self._buf.clear()
+        self._unacked.clear()
+        self._acked_ahead.clear()
         gen = self._gen
+        unacked = self._unacked
 
         def on_message(_ch: Any, method: Any, _props: Any, body: bytes) -> None:
             origin = f"{queue}:{method.routing_key}"
+            unacked.append(method.delivery_tag)
             self._buf.append(Message(body, origin, (gen, method.delivery_tag)))
 
         self._consumer = ch.basic_consume(queue, on_message, auto_ack=False)
@@ -193,11 +200,9 @@ class AmqpSource(MqSource):
             ch = self._channel
             if ch is None or not ch.is_open:
                 return
-            sent = 0
-            for gen, tag in sorted(acks):
-                if gen == self._gen:
-                    ch.basic_ack(tag)
-                    sent += 1
+            tags = {tag for gen, tag in acks if gen == self._gen}
+            sent = len(tags)
+            self._send_acks(ch, tags)
             if sent:
                 # AMQP acks have no reply; a synchronous request after them on the same channel
                 # returns once the broker has processed them, so `acked` counts acks it has.
@@ -206,6 +211,21 @@ class AmqpSource(MqSource):
 
         with contextlib.suppress(Exception):
             conn.add_callback_threadsafe(ack)
+
+    def _send_acks(self, ch: Any, tags: set[int]) -> None:
+        """One `multiple` ack for the oldest delivered tags when they are all committed (the usual
+        case: micro-batches commit in order); a tag acked ahead of older ones is acked alone."""
+        unacked, ahead = self._unacked, self._acked_ahead
+        top = None
+        while unacked and (unacked[0] in tags or unacked[0] in ahead):
+            top = unacked.popleft()
+            tags.discard(top)
+            ahead.discard(top)
+        if top is not None:
+            ch.basic_ack(top, multiple=True)
+        for tag in tags:
+            ch.basic_ack(tag)
+            ahead.add(tag)
 
     def _idle(self, seconds: float) -> None:
         if self._conn is not None and self._conn.is_open:
