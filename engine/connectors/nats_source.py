@@ -1,6 +1,7 @@
 """The `nats` connector's source side (issue 13): core NATS subjects, or a JetStream durable pull
 consumer with explicit acks. The destination side is engine/connectors/nats_upstream.py; this
-module reuses its asyncio loop thread (`_Loop`), its TLS options and its reasons.
+module reuses its asyncio loop thread (`_Loop`) and its reasons; `NatsSourceConfig` lives there,
+next to the destination's config, so that the one `nats` connector class holds both roles.
 
 - Core (`jetstream: false`): a subscription (optionally in a `queue_group`). Core NATS has no
   acknowledgement: a message the pipeline has not committed when it crashes is gone, and messages
@@ -19,57 +20,12 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
-from typing import Any, ClassVar, Literal
+from typing import Any
 
-from pydantic import Field, model_validator
-
-from engine.connectors.base import ConnectorConfig, StreamingSource
-from engine.connectors.mq_common import Message, MqSource, MqSourceOptions
-from engine.connectors.nats_upstream import NatsConnector as NatsSinkConnector
-from engine.connectors.nats_upstream import NatsTls, _Loop, _reason, _safe_url
-from engine.connectors.registry import register
+from engine.connectors.mq_common import Message, MqSource
+from engine.connectors.nats_upstream import NatsSourceConfig, _Loop, _reason, _safe_url
 from engine.context import RunContext
 from engine.errors import ConnectorError
-
-
-class NatsSourceConfig(MqSourceOptions):
-    servers: list[str] = Field(
-        default_factory=lambda: ["nats://127.0.0.1:4222"], min_length=1, description="nats:// or tls:// URLs"
-    )
-    subject: str = Field(description="the subject to read; wildcards allowed (plant.*.telemetry, plant.>)")
-    queue_group: str | None = Field(
-        None, description="core: share the subject's messages with this queue group"
-    )
-    jetstream: bool = Field(False, description="read through a JetStream durable consumer (ack after commit)")
-    stream: str | None = Field(None, description="JetStream: the stream (found from the subject when unset)")
-    durable: str | None = Field(
-        None, description="JetStream: the durable consumer's name (default: <pipeline>-<source>)"
-    )
-    deliver_policy: Literal["all", "new", "last"] = Field(
-        "all", description="JetStream: where a consumer created here starts"
-    )
-    ack_wait_s: float = Field(
-        30.0, gt=0, le=86400, description="JetStream: re-delivery after this long unacked"
-    )
-    max_ack_pending: int = Field(20_000, ge=1, description="JetStream: unacked messages, at most")
-    max_pending_messages: int = Field(
-        100_000, ge=1, description="core: messages held; more are dropped, counted"
-    )
-    user: str | None = None
-    password: str | None = Field(None, repr=False, description='use {"secret": "NAME"}')
-    token: str | None = Field(None, repr=False, description='use {"secret": "NAME"}')
-    tls: NatsTls | None = None
-
-    @model_validator(mode="after")
-    def _coherent(self) -> NatsSourceConfig:
-        tokens = self.subject.split(".")
-        if not self.subject or any(not t or " " in t for t in tokens) or (">" in tokens[:-1]):
-            raise ValueError(f"subject '{self.subject}': dot-separated tokens, '>' only as the last one")
-        if self.password is not None and self.user is None:
-            raise ValueError("password needs user")
-        if not self.jetstream and (self.durable or self.stream):
-            raise ValueError("durable and stream are for JetStream: set jetstream: true")
-        return self
 
 
 class NatsSource(MqSource):
@@ -242,17 +198,3 @@ class NatsSource(MqSource):
             if self._loop is not None:
                 self._loop.stop()
                 self._loop = None
-
-
-@register
-class NatsConnector(NatsSinkConnector):
-    """`nats` as a source and a destination: the destination's class with the source added (it
-    replaces the destination-only registration; engine/connectors/registry.py imports this after)."""
-
-    title = "NATS (core and JetStream)"
-    SourceConfig: ClassVar[type[NatsSourceConfig]] = NatsSourceConfig
-
-    @classmethod
-    def make_source(cls, config: ConnectorConfig, ctx: RunContext, name: str) -> StreamingSource:
-        assert isinstance(config, NatsSourceConfig)
-        return NatsSource(config, ctx, name)

@@ -37,6 +37,7 @@ import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
 from engine.connectors.base import Connector, ConnectorConfig, one_line_error
+from engine.connectors.mq_common import MqSourceOptions
 from engine.connectors.registry import register
 from engine.connectors.webhook import json_frame, json_lines, keys_digest
 from engine.context import RunContext
@@ -45,7 +46,7 @@ from engine.outbox.config import RemoteSinkConfig
 from engine.outbox.target import KEY_COLUMN, DeliveryError
 
 if TYPE_CHECKING:
-    from engine.connectors.base import Sink
+    from engine.connectors.base import Sink, StreamingSource
 
 T = TypeVar("T")
 
@@ -71,6 +72,46 @@ class NatsTls(ConnectorConfig):
     def _pair(self) -> NatsTls:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class NatsSourceConfig(MqSourceOptions):
+    servers: list[str] = Field(
+        default_factory=lambda: ["nats://127.0.0.1:4222"], min_length=1, description="nats:// or tls:// URLs"
+    )
+    subject: str = Field(description="the subject to read; wildcards allowed (plant.*.telemetry, plant.>)")
+    queue_group: str | None = Field(
+        None, description="core: share the subject's messages with this queue group"
+    )
+    jetstream: bool = Field(False, description="read through a JetStream durable consumer (ack after commit)")
+    stream: str | None = Field(None, description="JetStream: the stream (found from the subject when unset)")
+    durable: str | None = Field(
+        None, description="JetStream: the durable consumer's name (default: <pipeline>-<source>)"
+    )
+    deliver_policy: Literal["all", "new", "last"] = Field(
+        "all", description="JetStream: where a consumer created here starts"
+    )
+    ack_wait_s: float = Field(
+        30.0, gt=0, le=86400, description="JetStream: re-delivery after this long unacked"
+    )
+    max_ack_pending: int = Field(20_000, ge=1, description="JetStream: unacked messages, at most")
+    max_pending_messages: int = Field(
+        100_000, ge=1, description="core: messages held; more are dropped, counted"
+    )
+    user: str | None = None
+    password: str | None = Field(None, repr=False, description='use {"secret": "NAME"}')
+    token: str | None = Field(None, repr=False, description='use {"secret": "NAME"}')
+    tls: NatsTls | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> NatsSourceConfig:
+        tokens = self.subject.split(".")
+        if not self.subject or any(not t or " " in t for t in tokens) or (">" in tokens[:-1]):
+            raise ValueError(f"subject '{self.subject}': dot-separated tokens, '>' only as the last one")
+        if self.password is not None and self.user is None:
+            raise ValueError("password needs user")
+        if not self.jetstream and (self.durable or self.stream):
+            raise ValueError("durable and stream are for JetStream: set jetstream: true")
         return self
 
 
@@ -761,8 +802,17 @@ class _Acks:
 @register
 class NatsConnector(Connector):
     connector_type = "nats"
-    title = "NATS JetStream"
+    title = "NATS (core and JetStream)"
+    SourceConfig: ClassVar[type[NatsSourceConfig]] = NatsSourceConfig
     SinkConfig: ClassVar[type[NatsSinkConfig]] = NatsSinkConfig
+
+    @classmethod
+    def make_source(cls, config: ConnectorConfig, ctx: RunContext, name: str) -> StreamingSource:
+        """The source: core subjects or a JetStream durable consumer (engine/connectors/nats_source.py)."""
+        from engine.connectors.nats_source import NatsSource
+
+        assert isinstance(config, NatsSourceConfig)
+        return NatsSource(config, ctx, name)
 
     @classmethod
     def make_target(cls, config: Any, ctx: RunContext, name: str) -> NatsTarget:

@@ -48,14 +48,12 @@ def _load_builtins() -> None:
     global _loaded, _settled
     if not _loaded:
         _loaded = True
-        # nats_source imports nats_upstream and then registers `nats` again with the source added
         import engine.connectors.amqp
         import engine.connectors.duckdb_connector
         import engine.connectors.file
         import engine.connectors.historian_connector
         import engine.connectors.kafka
         import engine.connectors.mysql
-        import engine.connectors.nats_source
         import engine.connectors.nats_upstream
         import engine.connectors.postgresql
         import engine.connectors.redis_streams
