@@ -14,6 +14,10 @@ Query rule: buckets of whole minutes (1m, 5m, 1h, 1d...) read the rollup for who
 `rolled_up_to`, and raw rows for the newest minutes and for the partial minutes where `start` or
 `end` cut through a minute; finer buckets (10s, 90s...) read raw rows only. Both paths give the raw
 computation's result (`sum` and `avg` up to floating-point rounding); `use_rollup=False` forces raw.
+Raw-row queries with a start and an end keep the buckets they computed whole
+(`engine.store.tag_bucket_cache`), so a window that slides with the clock reads raw rows only at
+its edges; a write for a kept bucket's time (late, back-filled, not yet committed when it was kept)
+or a retention delete makes it read raw again. `use_cache=False` reads everything raw.
 
 Queries bucket values from the Unix epoch (as Polars' `dt.truncate` and DuckDB's `time_bucket` with
 the epoch as origin do), one row per tag per bucket. Values of quality `bad` are left out of the value
