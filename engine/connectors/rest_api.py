@@ -788,22 +788,23 @@ class RestApiSource(Source):
                 seen.add(nxt)
                 url, params = nxt, None  # the next link carries its own query
 
+    def _numbered_params(self, p: PagePagination | OffsetPagination, i: int) -> dict[str, Any]:
+        """The query of page `i` (0: the first)."""
+        params = dict(self.config.params)
+        if isinstance(p, PagePagination):
+            params[p.page_param] = p.start + i
+            if p.size_param and p.size:
+                params[p.size_param] = p.size
+        else:
+            params[p.offset_param] = p.start + i * p.limit
+            params[p.limit_param] = p.limit
+        return params
+
     def _numbered(
         self, client: RestClient, url: str, p: PagePagination | OffsetPagination
     ) -> Iterator[_Page]:
         c = self.config
         size = p.size if isinstance(p, PagePagination) else p.limit
-
-        def params_of(i: int) -> dict[str, Any]:
-            params = dict(c.params)
-            if isinstance(p, PagePagination):
-                params[p.page_param] = p.start + i
-                if p.size_param and p.size:
-                    params[p.size_param] = p.size
-            else:
-                params[p.offset_param] = p.start + i * p.limit
-                params[p.limit_param] = p.limit
-            return params
 
         last = c.max_pages if c.max_pages is not None else None
         pool = cf.ThreadPoolExecutor(max_workers=c.concurrency, thread_name_prefix=f"rest-{self.name}")
@@ -812,7 +813,7 @@ class RestApiSource(Source):
         try:
             while True:
                 while len(pending) < c.concurrency and (last is None or nxt < last):
-                    pending.append(pool.submit(self._fetch, client, url, params_of(nxt)))
+                    pending.append(pool.submit(self._fetch, client, url, self._numbered_params(p, nxt)))
                     nxt += 1
                 if not pending:
                     return
@@ -861,11 +862,9 @@ class RestApiSource(Source):
         client = self._client()
         try:
             p = self.config.pagination
-            params = dict(self.config.params)
-            if isinstance(p, PagePagination):
-                params[p.page_param] = p.start
-            elif isinstance(p, OffsetPagination):
-                params |= {p.offset_param: p.start, p.limit_param: p.limit}
+            params = self.config.params
+            if isinstance(p, PagePagination | OffsetPagination):
+                params = self._numbered_params(p, 0)  # the first page, as a read asks for it
             self._fetch(client, self.config.full_url, params)
         finally:
             client.close()

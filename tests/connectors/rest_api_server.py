@@ -65,7 +65,10 @@ class RestServer:
                 with server._lock:
                     server.log.append(request)
                 route = server.routes.get(parts.path)
-                status, payload, headers = route(request) if route else (404, {"error": "no route"}, {})
+                try:
+                    status, payload, headers = route(request) if route else (404, {"error": "no route"}, {})
+                except Exception as exc:  # a broken route answers 500 with its error, not a hang-up
+                    status, payload, headers = 500, {"route_error": repr(exc)}, {}
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -30,7 +30,14 @@ def server():
 
     s.routes["/api/v1/work-orders"] = items
     s.received = []
-    s.routes["/ingest"] = lambda r: (s.received.append(r.json()), ok({"accepted": True}, 202))[1]
+
+    def ingest(r: Request):
+        if r.method == "OPTIONS":  # test connection
+            return ok({})
+        s.received.append(r.json())
+        return ok({"accepted": True}, 202)
+
+    s.routes["/ingest"] = ingest
     yield s
     s.close()
 
@@ -127,3 +134,48 @@ def run_logs(data: Path) -> list[tuple[str, str]]:
         return con.execute("SELECT level, message FROM run_logs ORDER BY id").fetchall()
     finally:
         con.close()
+
+
+@pytest.fixture
+def engine(tmp_path):
+    from engine.api import LocalEngine
+
+    eng = LocalEngine(tmp_path / "data")
+    yield eng
+    eng.close()
+
+
+def test_connectors_page_test_connection_and_form(server, engine, monkeypatch):
+    monkeypatch.setenv("AGGREGATOR_SECRET_CMMS_TOKEN", TOKEN)
+    config = {
+        "url": server.url,
+        "endpoint": "/api/v1/work-orders",
+        "auth_method": "bearer_token",
+        "auth_params": {"token": {"secret": "cmms_token"}},
+        "pagination": {"type": "page", "size_param": "per_page", "size": 50, "page_param": "page"},
+    }
+    result = engine.connectors.test("rest_api", "source", config).result(30)
+    assert result["ok"] is True, result
+    assert len(server.requests("/api/v1/work-orders")) == 1  # one request
+    bad = {**config, "auth_params": {"token": "tkn-NOPE"}}
+    result = engine.connectors.test("REST API", "source", bad).result(30)
+    assert result["ok"] is False
+    assert result["error"].endswith(
+        f"GET {server.url}/api/v1/work-orders: HTTP 401 Unauthorized (check auth_method and auth_params)"
+    )
+    assert "tkn-NOPE" not in result["error"]
+    sink = {"url": server.url + "/ingest"}
+    assert engine.connectors.test("rest_api", "destination", sink).result(30)["ok"] is True
+    # the form: a token in clear is marked; the schema has both roles and every auth method
+    issues = engine.connectors.check("rest_api", "source", bad)
+    assert {
+        "path": "auth_params.token",
+        "message": "a secret in clear: store it as a secret and pick its name",
+    } in issues
+    assert engine.connectors.check("rest_api", "source", config) == []
+    schema = engine.connectors.schema("rest_api", "source")
+    assert "pagination" in schema["properties"] and "records_path" in schema["properties"]
+    assert engine.connectors.schema("rest-api", "destination")["properties"]["method"]["enum"] == [
+        "POST",
+        "PUT",
+    ]
