@@ -67,7 +67,7 @@ from engine.connectors.base import (
 )
 from engine.connectors.registry import register
 from engine.connectors.webhook import _http_reason, _safe_url, parse_retry_after
-from engine.errors import AggregatorError, ConnectorError, DataError
+from engine.errors import AggregatorError, ConnectorError, DataError, RunCancelled, first_line
 from engine.limits import shorten
 from engine.runs.retry import backoff_delays
 
@@ -838,24 +838,37 @@ class RestApiSource(Source):
         total = 0
         try:
             for page in self.pages_of(client):
+                if self.ctx.cancel.is_set():
+                    raise RunCancelled("run cancelled")
                 self.pages += 1
                 if not page.records:
                     continue
-                frame = _frame(page.records)
+                frame = self._table(lambda page=page: _frame(page.records), page)
                 if limit is not None and total + frame.height > limit:
                     frame = frame.head(limit - total)
                 held.append(frame)
                 rows += frame.height
                 total += frame.height
                 if rows >= batch_rows:
-                    yield _concat(held)
+                    yield self._table(lambda held=held: _concat(held), page)
                     held, rows = [], 0
                 if limit is not None and total >= limit:
                     break
             if held:
-                yield _concat(held)
+                yield self._table(lambda: _concat(held), None)
         finally:
             client.close()
+
+    def _table(self, build: Callable[[], pl.DataFrame], page: _Page | None) -> pl.DataFrame:
+        """`build()`; records whose fields cannot share a column type (a list in one record, an
+        object or a text in another) are one line naming the page, not a traceback."""
+        try:
+            return build()
+        except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:
+            where = f"page {self.pages}" + (f" ({_safe_url(str(page.response.url))})" if page else "")
+            raise DataError(
+                f"the records do not fit one table: {first_line(exc)}", file=f"{self.name}, {where}"
+            ) from None
 
     def check(self) -> None:
         """One request for the first page (plus the token request for OAuth2)."""

@@ -22,7 +22,7 @@ from engine.connectors.rest_api import (
     RestApiSourceConfig,
 )
 from engine.context import RunContext
-from engine.errors import ConnectorError
+from engine.errors import ConnectorError, DataError, RunCancelled
 from tests.connectors.rest_api_server import Request, RestServer, ok
 from tests.waiting import wait_for
 
@@ -651,3 +651,30 @@ def test_json_body_records_as_given(server, ctx):
     server.routes["/wo"] = lambda r: ok(body)
     frame = read(source(ctx, url=server.url + "/wo"))
     assert json.loads(frame.write_json()) == body
+
+
+def test_records_that_cannot_share_a_column_are_one_line(server, ctx):
+    server.routes["/wo"] = lambda r: ok([{"id": 1, "parts": [1, 2]}, {"id": 2, "parts": {"k": 1}}])
+    with pytest.raises(DataError) as info:
+        read(source(ctx, url=server.url + "/wo"))
+    line = str(info.value)
+    assert line.startswith(f"cmms, page 1 ({server.url}/wo): the records do not fit one table:")
+    assert "\n" not in line
+
+
+def test_types_widen_across_pages(server, ctx):
+    pages = {"1": [{"id": 1, "v": 1, "note": None}], "2": [{"id": 2, "v": 2.5, "note": "x"}], "3": []}
+    server.routes["/wo"] = lambda r: ok(pages[r.query["page"]])
+    frame = read(source(ctx, url=server.url + "/wo", pagination={"type": "page"}, concurrency=1))
+    assert frame.to_dicts() == [{"id": 1, "v": 1.0, "note": None}, {"id": 2, "v": 2.5, "note": "x"}]
+
+
+def test_cancel_stops_between_pages(server, ctx):
+    def answer(r):
+        ctx.cancel.set()  # the user cancels while the first page is on its way
+        return ok(paged(r, size=10))
+
+    server.routes["/wo"] = answer
+    src = source(ctx, url=server.url + "/wo", pagination={"type": "page", "size": 10, "size_param": "size"})
+    with pytest.raises(RunCancelled):
+        read(src)
