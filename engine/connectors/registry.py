@@ -49,6 +49,7 @@ def _load_builtins() -> None:
     if not _loaded:
         _loaded = True
         import engine.connectors.amqp
+        import engine.connectors.custom
         import engine.connectors.duckdb_connector
         import engine.connectors.file
         import engine.connectors.historian_connector
@@ -58,6 +59,7 @@ def _load_builtins() -> None:
         import engine.connectors.postgresql
         import engine.connectors.redis_streams
         import engine.connectors.rest_api
+        import engine.connectors.s3
         import engine.connectors.sqlite
         import engine.connectors.webhook  # noqa: F401
     if not _settled:
