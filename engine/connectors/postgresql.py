@@ -772,17 +772,15 @@ class PostgreSQLTarget:
         self._created_in_tx = True
         self._table = None
         target = qualified(c.schema_, c.table)
-        ddl = [
-            f"DROP TABLE IF EXISTS {target}",
-            *create_table_sql(
-                c.schema_, c.table, columns, time_column=time_column, timescale=self._timescale
-            ),
-        ]
-        self._begin_ddl(conn, ddl)
+        create = create_table_sql(
+            c.schema_, c.table, columns, time_column=time_column, timescale=self._timescale
+        )
+        index = create.pop()  # built after the COPY: one sort instead of a btree insert per row
+        self._begin_ddl(conn, [f"DROP TABLE IF EXISTS {target}", *create])
         names = ", ".join(quote_ident(col.name) for col in columns)
         self._copy(conn, f"{target} ({names})", table, columns, row_numbers=False)
-        with self._bounded(conn, "COMMIT"):
-            conn.execute("COMMIT")
+        with self._bounded(conn, "CREATE INDEX, COMMIT"):
+            conn.execute(f"{index}; COMMIT")
 
     def _plan(self, conn: Any, columns: list[PgColumn], schema: pa.Schema) -> tuple[list[str], list[str]]:
         ddl, conflict = self._plan_ddl(conn, columns, schema)

@@ -181,7 +181,13 @@ def leg_pg_to_parquet(args, tmp: Path) -> dict:
     return result
 
 
-def leg_parquet_to_pg(args, tmp: Path) -> dict:
+def leg_parquet_to_pg_replace(args, tmp: Path) -> dict:
+    """The same load with `mode: replace` (the table and its unique index are built in the
+    transaction, the index after the COPY)."""
+    return leg_parquet_to_pg(args, tmp, mode="replace", pandas=False)
+
+
+def leg_parquet_to_pg(args, tmp: Path, mode: str = "append", pandas: bool = True) -> dict:
     pg_table("bench_sql_src", args.rows)
     ours_to_parquet("postgresql", {**PG, "table": "bench_sql_src"}, tmp, tmp / "in.parquet")
     pg(
@@ -194,7 +200,9 @@ def leg_parquet_to_pg(args, tmp: Path) -> dict:
     def ours() -> int:
         pg("DROP TABLE IF EXISTS bench_sql_dst")
         sink = cls.make_sink(
-            cls.SinkConfig.model_validate({**PG, "table": "bench_sql_dst", "delivery": "direct"}),
+            cls.SinkConfig.model_validate(
+                {**PG, "table": "bench_sql_dst", "delivery": "direct", "mode": mode}
+            ),
             ctx(tmp),
             "dst",
         )
@@ -207,8 +215,13 @@ def leg_parquet_to_pg(args, tmp: Path) -> dict:
         return rows
 
     seconds, rows = timed(ours)
-    result = {"rows": rows, "ours_s": round(seconds, 2), "ours_rows_per_s": round(rows / seconds)}
-    if args.pandas_write_rows:
+    result = {
+        "mode": mode,
+        "rows": rows,
+        "ours_s": round(seconds, 2),
+        "ours_rows_per_s": round(rows / seconds),
+    }
+    if args.pandas_write_rows and pandas:
         import pandas as pd
         import sqlalchemy
 
@@ -271,6 +284,7 @@ def child_stream(table: str, tmp: Path) -> None:
 LEGS = {
     "pg_to_parquet": leg_pg_to_parquet,
     "parquet_to_pg": leg_parquet_to_pg,
+    "parquet_to_pg_replace": leg_parquet_to_pg_replace,
     "mariadb_to_parquet": leg_mariadb_to_parquet,
     "stream_rss": leg_stream_rss,
 }
