@@ -487,7 +487,8 @@ class RateLimiter:
         self._starts: deque[float] = deque()
         self._lock = threading.Lock()
 
-    def acquire(self, cancel: threading.Event | None = None) -> None:
+    def acquire(self, pause: Callable[[float], None] = time.sleep) -> None:
+        """Wait (through `pause`, which may raise to give up) until a request may start."""
         if not self.limit:
             return
         while True:
@@ -499,10 +500,7 @@ class RateLimiter:
                     self._starts.append(now)
                     return
                 wait = self.period - (now - self._starts[0])
-            if cancel is not None and cancel.wait(wait):
-                raise ConnectorError("run cancelled")
-            if cancel is None:
-                time.sleep(wait)
+            pause(wait)
 
 
 @dataclass
@@ -540,10 +538,27 @@ class RestClient:
         self.limiter = RateLimiter(config.rate_limit, config.period_seconds)
         self.requests = 0
         self._token_lock = threading.Lock()
+        self.stopping = threading.Event()  # set by close(): waits between tries end at once
 
     def close(self) -> None:
+        self.stopping.set()
         with contextlib.suppress(Exception):
             self.client.close()
+
+    def pause(self, seconds: float) -> None:
+        """Sleep; raise when the run is cancelled or the client closed meanwhile (checked every
+        0.1 s), so that no thread keeps waiting out a back-off nobody needs."""
+        cancel = getattr(self.ctx, "cancel", None)
+        end = time.monotonic() + seconds
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise RunCancelled("run cancelled")
+            if self.stopping.is_set():
+                raise ConnectorError(f"{self.name}: stopped")
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self.stopping.wait(min(left, 0.1))
 
     # ---- what goes with every request ----------------------------------------------------
     def _auth(self, headers: dict[str, str], params: dict[str, Any], fresh: bool = False) -> None:
@@ -627,7 +642,6 @@ class RestClient:
     ) -> Any:
         import httpx
 
-        cancel = getattr(self.ctx, "cancel", None)
         delays = backoff_delays(self.config.retry_backoff, 2.0, self.config.retry_max_delay, 0.1)
         where = f"{method} {_safe_url(url)}"
         refreshed = False
@@ -636,7 +650,7 @@ class RestClient:
             send_headers, send_params = dict(headers), dict(params or {})
             if auth:
                 self._auth(send_headers, send_params)
-            self.limiter.acquire(cancel)
+            self.limiter.acquire(self.pause)
             wait: float | None = None
             try:
                 response = self.client.request(
@@ -680,10 +694,7 @@ class RestClient:
                 f"retry {attempt}/{self.config.retry_attempts} in {delay:.3g} s: {where}: {reason}",
                 self.name,
             )
-            if cancel is not None and cancel.wait(delay):
-                raise ConnectorError(f"{self.name}: run cancelled")
-            if cancel is None:
-                time.sleep(delay)
+            self.pause(delay)
 
 
 def _warn_clear(config: _RestConfig, ctx: Any, name: str) -> None:
@@ -826,6 +837,8 @@ class RestApiSource(Source):
         finally:
             for future in pending:
                 future.cancel()
+            if pending:  # pages still in flight after an error or the last page: stop their waits
+                client.stopping.set()
             pool.shutdown(wait=True, cancel_futures=True)
 
     def read(self, limit: int | None = None, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pl.DataFrame]:

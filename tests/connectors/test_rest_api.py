@@ -678,3 +678,21 @@ def test_cancel_stops_between_pages(server, ctx):
     src = source(ctx, url=server.url + "/wo", pagination={"type": "page", "size": 10, "size_param": "size"})
     with pytest.raises(RunCancelled):
         read(src)
+
+
+def test_a_failed_page_stops_the_others_waits(server, ctx):
+    second_waiting = threading.Event()
+
+    def answer(r):
+        if r.query["page"] == "1":
+            second_waiting.wait(10)  # fail only once page 2 is waiting out its Retry-After
+            return ok({"error": "bad filter"}, 400)
+        second_waiting.set()
+        return ok({"error": "busy"}, 503, Retry_After="60")
+
+    server.routes["/wo"] = answer
+    src = source(ctx, url=server.url + "/wo", pagination={"type": "page", "size": 10}, concurrency=2)
+    started = time.monotonic()
+    with pytest.raises(ConnectorError, match="HTTP 400"):
+        read(src)
+    assert time.monotonic() - started < 20  # not the 60 s page 2 was told to wait
