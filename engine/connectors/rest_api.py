@@ -53,6 +53,7 @@ import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import polars as pl
@@ -610,7 +611,10 @@ class RestClient:
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         else:
             form |= {"client_id": a.client_id or "", "client_secret": a.client_secret or ""}
-        response = self._send("POST", a.token_url, None, headers, data=form, auth=False)
+        # RFC 6749 5.2: a refused client or grant is a 400 (invalid_grant, invalid_scope...) or 401
+        response = self._send(
+            "POST", a.token_url, None, headers, data=form, auth=False, refused={400, 401, 403}
+        )
         where = f"POST {_safe_url(a.token_url)}"
         try:
             answer = response.json()
@@ -638,6 +642,7 @@ class RestClient:
         params: dict[str, Any] | None,
         headers: dict[str, str],
         auth: bool = True,
+        refused: frozenset[int] | set[int] = AUTH_STATUS,
         **kwargs: Any,
     ) -> Any:
         import httpx
@@ -665,14 +670,21 @@ class RestClient:
                 status = response.status_code
                 if status < 300:
                     return response
-                if status in AUTH_STATUS:
+                if status in refused:
                     if auth and self.config.auth_method == "oauth2_client_credentials" and not refreshed:
                         refreshed = True  # the token may have been revoked: take a new one, once
                         self.token(fresh=True)
                         continue
+                    hint = "check auth_method and auth_params"
+                    if not auth:  # the token endpoint: its error code says which part is wrong
+                        code = _oauth_error(response)
+                        hint = (
+                            f"{code}: " if code else ""
+                        ) + "check token_url, client_id, client_secret, scopes"
                     raise AuthError(
-                        f"{self.name}: {where}: HTTP {status} {response.reason_phrase} "
-                        f"(check auth_method and auth_params)".replace("  ", " ")
+                        f"{self.name}: {where}: HTTP {status} {response.reason_phrase} ({hint})".replace(
+                            "  ", " "
+                        )
                     )
                 reason = f"HTTP {status} {response.reason_phrase}".rstrip()
                 detail = shorten(" ".join(response.text.split()), 160) if response.content else ""
@@ -695,6 +707,15 @@ class RestClient:
                 self.name,
             )
             self.pause(delay)
+
+
+def _oauth_error(response: Any) -> str | None:
+    """The `error` code of an OAuth2 error answer (RFC 6749 5.2: `invalid_client`...), if any."""
+    try:
+        code = response.json().get("error")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, str) and re.fullmatch(r"[a-z_]{1,40}", code) else None
 
 
 def _warn_clear(config: _RestConfig, ctx: Any, name: str) -> None:
@@ -919,7 +940,9 @@ class RestApiSink(Sink):
 
     def open(self) -> None:
         _warn_clear(self.config, self.ctx, self.name)
-        fd, path = tempfile.mkstemp(prefix=".rest-spool-", suffix=".arrow")
+        # in the data directory (its disk is the one sized for the data), else the system's temp
+        folder = self.ctx.data_dir if Path(self.ctx.data_dir).is_dir() else None
+        fd, path = tempfile.mkstemp(prefix=".rest-spool-", suffix=".arrow", dir=folder)
         os.close(fd)
         self._forget = self.ctx.track("file", path)
         self.spool, self._writer, self.rows, self.sent = path, None, 0, 0

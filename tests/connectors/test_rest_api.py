@@ -8,6 +8,7 @@ import base64
 import json
 import threading
 import time
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -380,8 +381,19 @@ def test_oauth2_bad_client_secret(server, ctx):
     with pytest.raises(AuthError) as info:
         read(oauth_source(ctx, server, client_secret="cs-WRONG"))
     line = str(info.value)
-    assert line.startswith(f"cmms: POST {server.url}/oauth/token: HTTP 401")
-    assert "cs-WRONG" not in line and "\n" not in line
+    assert line == (
+        f"cmms: POST {server.url}/oauth/token: HTTP 401 Unauthorized "
+        "(invalid_client: check token_url, client_id, client_secret, scopes)"
+    )
+    assert "cs-WRONG" not in line
+
+
+def test_oauth2_bad_scope_is_an_auth_error(server, ctx):
+    _TOKENS.clear()
+    oauth = OAuthServer(server, expires_in=3600)
+    with pytest.raises(AuthError, match=r"HTTP 400 Bad Request \(invalid_scope: check"):
+        read(oauth_source(ctx, server, scopes="read:everything"))
+    assert oauth.issued == 0 and len(server.requests("/oauth/token")) == 1  # not retried
 
 
 # --- resilience ----------------------------------------------------------------------------------
@@ -600,6 +612,7 @@ def test_sink_abort_sends_nothing(server, ctx, tmp_path):
     out = sink(ctx, url=server.url + "/in")
     out.open()
     spool = out.spool
+    assert Path(spool).parent == ctx.data_dir and Path(spool).name.startswith(".rest-spool-")
     out.write(pl.DataFrame({"a": [1, 2]}))
     out.abort()
     assert got == [] and not __import__("os").path.exists(spool)
