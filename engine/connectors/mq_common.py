@@ -80,9 +80,17 @@ def _read(bodies: list[bytes], index: list[int]) -> pl.DataFrame:
     is not JSON, not an object or list of objects, or the bodies disagree on a type."""
     data = b"\n".join(_line(i, b) for i, b in zip(index, bodies, strict=True))
     frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
-    if frame.get_column("_r").dtype == pl.List(pl.Null):  # only empty lists
+    # one line per body, in order: a body that smuggled in a line of its own is caught here
+    if frame.height != len(index) or frame.get_column("_m").to_list() != index:
+        raise ValueError("a body is not one JSON value")
+    if frame.get_column("_r").dtype == pl.List(pl.Null):  # empty lists only, or nulls
+        if frame.get_column("_r").list.len().sum():
+            raise ValueError("not a JSON object or a list of objects")
         return pl.DataFrame({"_m": pl.Series([], dtype=pl.Int64)})
+    elements = int(frame.get_column("_r").list.len().sum())
     frame = frame.explode("_r").filter(pl.col("_r").is_not_null())
+    if frame.height != elements:  # `null` as a body or in a list
+        raise ValueError("not a JSON object or a list of objects")
     if not isinstance(frame.schema["_r"], pl.Struct):
         raise ValueError("not a JSON object or a list of objects")
     return frame.unnest("_r")
@@ -103,14 +111,16 @@ def _why(body: bytes) -> str | None:
 def decode_json(bodies: list[bytes]) -> tuple[pl.DataFrame, list[tuple[int, str]]]:
     """(records with `_m` = message number, [(message number, reason)] of the bodies rejected)."""
     index = list(range(len(bodies)))
-    try:
-        return _read(bodies, index), []
-    except Exception:
-        pass
+    empty = [i for i, body in enumerate(bodies) if not body.strip()]
+    if not empty:
+        try:
+            return _read(bodies, index), []
+        except Exception:
+            pass
     bad: list[tuple[int, str]] = []
     good: list[int] = []
     for i, body in enumerate(bodies):
-        why = _why(body)
+        why = _why(body) if body.strip() else "an empty message"
         (bad.append((i, why)) if why else good.append(i))
     if not good:
         return pl.DataFrame({"_m": pl.Series([], dtype=pl.Int64)}), bad
@@ -124,6 +134,8 @@ def decode_json(bodies: list[bytes]) -> tuple[pl.DataFrame, list[tuple[int, str]
             frames.append(_read([bodies[i]], [i]))
         except Exception as exc:
             bad.append((i, one_line_error(exc, 200)))
+    if not frames:
+        return pl.DataFrame({"_m": pl.Series([], dtype=pl.Int64)}), sorted(bad)
     try:
         frame = pl.concat(frames, how="diagonal_relaxed")
     except Exception:  # no common type at all: text for the columns in conflict
