@@ -19,7 +19,9 @@ queue, and `source.acknowledge(tokens)` is called once the micro-batch holding t
 committed by every destination (and its rejects are stored), so a crash before that re-delivers
 instead of losing. A token with no rows (every message of it was rejected) is acknowledged once
 the rejects are stored. Records a source cannot decode reach the reject store through
-`source.on_reject` (`StreamingSource.reject`). Sources that emit no tokens are unaffected.
+`source.on_reject` (`StreamingSource.reject`). Sources that emit no tokens are unaffected. A node
+that holds rows across micro-batches (a streaming resample's open bucket) has them acked with the
+micro-batch that took them in; a batch dropped on queue overflow is never acked (re-delivered).
 """
 
 from __future__ import annotations
