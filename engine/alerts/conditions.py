@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import polars as pl
+if TYPE_CHECKING:  # Polars is imported when a tag rule looks at values, not when a rule is parsed
+    import polars as pl
 
 GRAMMAR = (
     "'pipeline failed', 'pipeline warning', 'source lost > N s', 'tag NAME OP VALUE [for N s]' "
@@ -68,6 +69,8 @@ class TagThreshold:
 
     def beyond(self) -> pl.Expr:
         """True where `value` is beyond the threshold (a null or NaN value never is)."""
+        import polars as pl
+
         v = pl.col("value").cast(pl.Float64, strict=False).fill_nan(None)  # NaN: no value
         if self.op == "outside":
             expr = (v < self.low) | (v > self.high)
@@ -78,6 +81,8 @@ class TagThreshold:
         return expr.fill_null(False)
 
     def matches(self) -> pl.Expr:
+        import polars as pl
+
         if any(c in self.tag for c in "*?"):
             pattern = "^" + re.escape(self.tag).replace(r"\*", ".*").replace(r"\?", ".") + "$"
             return pl.col("tag").str.contains(pattern)
@@ -267,6 +272,8 @@ def tag_states(batch: pl.DataFrame, rule: TagThreshold) -> pl.DataFrame:
     first timestamp of the batch's final run of equal `beyond` values), whole_run (that run began
     at the batch's first row: a `since` carried from an earlier batch still holds), last_value.
     """
+    import polars as pl
+
     if batch.height == 0 or "tag" not in batch.columns or "value" not in batch.columns:
         return pl.DataFrame(
             schema={

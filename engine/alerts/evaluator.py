@@ -21,13 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
-
-import polars as pl
+from typing import TYPE_CHECKING, Any
 
 from engine.alerts import conditions as C
 from engine.alerts.delivery import ALERTS_PIPELINE, Notifier
 from engine.alerts.store import AlertStore
+
+if TYPE_CHECKING:  # Polars is imported when a tag rule has values to look at, not at a service start
+    import polars as pl
 
 log = logging.getLogger("aggregator.alerts")
 
@@ -374,6 +375,8 @@ class AlertEngine:
         ring = _ring_buffer(self.data_dir)
         if ring is None:
             return
+        import polars as pl
+
         tags = [t for t in ring.tags() if any(_tag_match(r.condition.tag, t) for r in rules)]
         parts = []
         for tag in tags:
@@ -396,6 +399,8 @@ class AlertEngine:
         """Evaluate the tag thresholds over a batch of tag rows (tag, timestamp, value): one Polars
         pass per rule; per tag only the batch's end state is looked at, against the kept `since`.
         What changes is written in one transaction for the whole batch."""
+        import polars as pl
+
         raises: list[tuple[Rule, str, str, float]] = []
         clears: list[tuple[Rule, str, str]] = []
         now = time.monotonic()

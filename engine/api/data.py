@@ -8,13 +8,14 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import polars as pl
+from typing import TYPE_CHECKING, Any
 
 from engine.api.core import EngineCore, Job
 from engine.errors import DataError
 from engine.sql_sandbox import SqlRefused, check_statement, refuse_outside_access, statements
+
+if TYPE_CHECKING:  # Polars is imported by the calls that make frames: a service start does not need it
+    import polars as pl
 
 EXPORT_FORMATS = ("csv", "parquet", "xlsx")
 # Statement types the console runs; anything that could write is refused before it runs.
@@ -70,6 +71,8 @@ def write_frame(frame: pl.DataFrame, path: Path | str, fmt: str | None = None) -
         elif fmt == "parquet":
             frame.write_parquet(tmp)
         else:
+            import polars as pl
+
             # Excel has no time zones; naive local-free UTC values keep the numbers the same
             naive = frame.with_columns(
                 pl.col(c).dt.replace_time_zone(None)
@@ -139,6 +142,7 @@ class LocalData:
         and so is an EXPLAIN ANALYZE of one (it would run it). What passes runs in a transaction that
         is always rolled back, so nothing the console runs can change the historian."""
         import duckdb
+        import polars as pl
 
         cur = self._core.workspace.historian.cursor()
         try:

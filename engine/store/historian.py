@@ -8,11 +8,14 @@ import re
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import polars as pl
 
 from engine.errors import UsageError
+
+if TYPE_CHECKING:  # Polars is imported where frames are made: a service start does not need it
+    import polars as pl
 
 REJECTS_TABLE = "_rejects"
 HEADER_BYTES = 3 * 4096  # a DuckDB file: its file header and two database headers, then the blocks
@@ -60,6 +63,8 @@ def arrow_view(frame: pl.DataFrame):
     """The frame as Arrow without copying its text: Polars' string views go to DuckDB as they are
     (the default, oldest compat level, rebuilds every string column as large_string: measured 20%
     of a DuckDB insert's CPU and 200 MB of peak memory on 7 M order rows)."""
+    import polars as pl
+
     return frame.to_arrow(compat_level=pl.CompatLevel.newest())
 
 
@@ -163,6 +168,8 @@ class Historian:
 
     # ---- reject store (written by RejectWriter, read here) -----------------------------------
     def rejects(self, run_id: str | None = None) -> pl.DataFrame:
+        import polars as pl
+
         cur = self.cursor()
         try:
             exists = cur.execute(
@@ -232,6 +239,8 @@ def _insert_rejects(
     pipeline: str,
     reason_column: str = "_reject_reason",
 ) -> int:
+    import polars as pl
+
     parts = []
     for node_id, rows in batches:
         if rows.height == 0:
@@ -339,6 +348,8 @@ class RejectWriter:
 
 def _records_as_json(df: pl.DataFrame) -> pl.Series:
     """One JSON object per row, built column-wise by Polars (no per-row Python dicts)."""
+    import polars as pl
+
     if not df.columns:
         return pl.Series("record", ["{}"] * df.height)
     safe = df.select(

@@ -7,7 +7,6 @@ import io
 from pathlib import Path
 
 import polars as pl
-import pytest
 
 TOKEN = "memory-test-token"
 IDLE_TARGET_MB = 120.0  # the issue's target for an idle service (tests/benchmarks/bench_service.py)
@@ -33,11 +32,6 @@ def sql(served, statement: str) -> pl.DataFrame:
     return pl.read_ipc_stream(io.BytesIO(answer.content))
 
 
-@pytest.mark.xfail(
-    reason="issue 11's outbox (engine/outbox/store.py) and alerts (engine/alerts/delivery.py) import"
-    " pyarrow when the service starts: +25 MB idle (146 MB); passes again once they import it on use",
-    strict=False,
-)
 def test_an_idle_service_stays_under_its_rss_target(serve):
     served = serve(env={"AGGREGATOR_SECRET_AGGREGATOR_API_TOKEN": TOKEN})
     # Ready (the "serving" line follows READY); then a request, so the API's path is in memory too.
