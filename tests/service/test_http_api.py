@@ -11,6 +11,7 @@ import json
 import re
 import socket
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -449,6 +450,7 @@ def test_a_client_that_goes_away_leaves_no_subscriber_behind(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # a simulator, a stream and a stop, each slow on a loaded 2-core machine
 def test_a_real_time_pipeline_streams_until_its_job_is_stopped(api):
     """A real_time pipeline in the service, reading a real OPC UA server (the simulator, here)."""
     from tests.pipelines import opcua_stream
@@ -463,12 +465,18 @@ def test_a_real_time_pipeline_streams_until_its_job_is_stopped(api):
         assert run_id
         assert job_id in [j["id"] for j in api.client.get("/jobs").json()]
         params = {"job": job_id, "tag_interval": 0}
+        seen: list[str] = []
+        deadline = time.monotonic() + 180
         with api.client.stream("GET", "/events", params=params, timeout=60) as stream:
             for line in stream.iter_lines():  # its statistics come on the stream, tagged with its job
                 if line.startswith("data: "):
                     event = json.loads(line[6:])
+                    seen.append(event["event"])
                     if event["event"] == "stream_stats" and event.get("rows_committed", 0) > 0:
                         break
+                assert time.monotonic() < deadline, (
+                    f"no committed rows in the job's stats; events: {seen[-20:]}"
+                )
         assert api.client.post(f"/jobs/{job_id}/stop").json() == {"id": job_id, "stopping": True}
         record = api.wait_for(
             lambda: (r := api.client.get(f"/runs/{run_id}").json()).get("status") == "cancelled" and r,
