@@ -60,6 +60,7 @@ class _S3Config(ConnectorConfig):
     )
     options: FileOptions = Field(default_factory=FileOptions)
     connection_timeout: float = Field(30.0, gt=0, le=600, description="seconds to connect")
+    retry_attempts: int = Field(3, ge=0, le=20, description="more tries after the first, on errors worth it")
 
     _clear: list[str] = PrivateAttr(default_factory=list)
 
@@ -176,20 +177,38 @@ def make_store(config: _S3Config) -> Any:
         "connect_timeout": timedelta(seconds=config.connection_timeout),
     }
     try:
-        return S3Store(config.bucket, client_options=client, **kwargs)
+        retry = {
+            "max_retries": config.retry_attempts,
+            "retry_timeout": timedelta(seconds=config.connection_timeout * (config.retry_attempts + 1)),
+            "backoff": {
+                "init_backoff": timedelta(milliseconds=200),
+                "max_backoff": timedelta(seconds=10),
+                "base": 2,
+            },
+        }
+        return S3Store(config.bucket, client_options=client, retry_config=retry, **kwargs)
     except Exception as exc:
         raise ConnectorError(f"aws_s3 {config.url('')}: {_reason(exc)}") from None
 
 
 def _reason(exc: BaseException) -> str:
-    """obstore's errors are several lines with the request's details: the first meaningful one."""
+    """obstore's errors are several lines with the request's details: S3's own code and message
+    when the answer carries them, else the first meaningful line; never a key."""
     text = str(exc)
-    for marker in ("Client error with status", "Server error with status"):
-        if marker in text:
-            text = text[text.index(marker) :]
-            break
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    line = " ".join(lines[:2]) if lines else type(exc).__name__
+    code = re.search(r"<Code>([^<]*)</Code>", text)
+    message = re.search(r"<Message>([^<]*)</Message>", text)
+    status = re.search(r"status code: (\d{3}[^:,]*)", text)
+    if code:
+        line = f"{code.group(1)}: {message.group(1) if message else ''}".rstrip(": ")
+        if status:
+            line = f"HTTP {status.group(1).strip()}, {line}"
+    else:
+        for marker in ("Client error with status", "Server error with status"):
+            if marker in text:
+                text = text[text.index(marker) :]
+                break
+        parts = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        line = " ".join(" ".join(parts[:2]).split()) if parts else type(exc).__name__
     for secret in ("secret_access_key", "session_token"):
         line = re.sub(rf"{secret}[^,\s]*", f"{secret}=***", line)
     return line if len(line) <= 300 else line[:299] + "…"
