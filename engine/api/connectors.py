@@ -16,7 +16,7 @@ from typing import Any
 from engine.api.core import EngineCore, Job
 from engine.errors import ConnectorError
 
-SECRET_FIELD = re.compile(r"(^|_)(password|passwd|token|secret|api_key)$", re.IGNORECASE)
+SECRET_FIELD = re.compile(r"(^|_)(password|passwd|token|secret|api_key|secret_access_key)$", re.IGNORECASE)
 ROLES = ("source", "destination")
 
 
