@@ -102,7 +102,9 @@ class _S3Config(ConnectorConfig):
         prefix = (self.prefix or "").lstrip("/")
         if prefix and tail:
             return prefix.rstrip("/") + "/" + tail.lstrip("/")
-        return prefix or tail.lstrip("/")
+        if prefix:  # a folder: every object under it
+            return prefix.rstrip("/") + "/"
+        return tail.lstrip("/")
 
     @property
     def gzipped(self) -> bool:

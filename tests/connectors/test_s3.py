@@ -131,6 +131,8 @@ def test_globs_match_like_the_file_connector(ctx, endpoint, bucket):
     assert chars["n"].to_list() == [1, 2]
     everything = read(ctx, base(endpoint, bucket, prefix="d/2024/sub/", format="csv"))
     assert everything["n"].to_list() == [3]
+    folder = read(ctx, base(endpoint, bucket, prefix="d/2024", format="csv"))  # no trailing slash
+    assert sorted(folder["n"].to_list()) == [1, 2, 3]  # notes.txt is read as CSV too (a header, no rows)
     with pytest.raises(ConnectorError) as err:
         read(ctx, base(endpoint, bucket, path="d/*.parquet"))
     assert str(err.value) == f"s3://{bucket}/d/*.parquet: no object matches"
