@@ -754,6 +754,7 @@ class RestApiSource(Source):
         super().__init__(config, ctx, name)
         self._records = parse_path(config.records_path) if config.records_path else None
         self.pages = 0  # pages read (tests, statistics)
+        self._limit: int | None = None  # the read's row limit (a preview asks for a few rows)
 
     def _client(self) -> RestClient:
         return RestClient(self.config, self.ctx, self.name, "source")
@@ -844,7 +845,10 @@ class RestApiSource(Source):
         nxt = 0
         try:
             while True:
-                while len(pending) < c.concurrency and (last is None or nxt < last):
+                window = c.concurrency
+                if self._limit is not None and size:  # a preview of 5 rows needs one page, not 4
+                    window = max(1, min(window, -(-self._limit // size)))
+                while len(pending) < window and (last is None or nxt < last):
                     pending.append(pool.submit(self._fetch, client, url, self._numbered_params(p, nxt)))
                     nxt += 1
                 if not pending:
@@ -866,6 +870,7 @@ class RestApiSource(Source):
         if limit is not None and limit <= 0:
             return
         _warn_clear(self.config, self.ctx, self.name)
+        self._limit = limit
         client = self._client()
         held: list[pl.DataFrame] = []
         rows = 0

@@ -230,6 +230,14 @@ def test_limit_stops_early_and_batches(server, ctx):
     frames = list(src.read(limit=35, batch_rows=20))
     assert [f.height for f in frames] == [20, 15]
     assert ids(pl.concat(frames)) == list(range(35))
+    assert len(server.requests("/wo")) <= 4 + 3  # 4 pages needed; at most 4 in flight
+
+
+def test_a_preview_asks_for_the_pages_it_needs(server, ctx):
+    server.routes["/wo"] = lambda r: ok(paged(r, size=10))
+    src = source(ctx, url=server.url + "/wo", pagination={"type": "page", "size": 10, "size_param": "size"})
+    assert ids(read(src, limit=5)) == [0, 1, 2, 3, 4]
+    assert len(server.requests("/wo")) == 1
 
 
 # --- auth ----------------------------------------------------------------------------------------
