@@ -348,3 +348,34 @@ def test_config_errors():
         with pytest.raises(ValidationError, match=message):
             model.model_validate(raw)
     assert isinstance(ConnectorError("x"), AggregatorError)
+
+
+def test_the_shipped_template_runs_against_the_bucket(endpoint, tmp_path):
+    import json
+    from pathlib import Path
+
+    template = (
+        Path(__file__).resolve().parents[2] / "resources" / "templates" / "s3_exports_to_historian.json"
+    )
+    doc = json.loads(template.read_text())
+    for node in doc["nodes"]:
+        if node.get("connector_type") == "aws_s3":
+            node["config"]["endpoint_url"] = endpoint  # moto instead of AWS; everything else as shipped
+    s3 = client(endpoint)
+    for name in ("plant-data", "plant-reports"):
+        s3.create_bucket(Bucket=name)
+    day = b"meter,ts,kwh\nm1,2024-05-01T00:00:00,1.5\nm2,2024-05-01T00:00:00,2.5\n"
+    put(endpoint, "plant-data", "exports/line1/2024-05-01/a.csv.gz", gzip.compress(day))
+    put(
+        endpoint,
+        "plant-data",
+        "exports/line1/2024-05-02/a.csv.gz",
+        gzip.compress(day.replace(b"05-01", b"05-02")),
+    )
+    with Workspace(tmp_path / "data") as ws:
+        ws.secrets.set("s3_key_id", KEY_ID, use_keyring=False)
+        ws.secrets.set("s3_secret", SECRET, use_keyring=False)
+        record = run_pipeline(validate(doc), ws, base_dir=tmp_path)
+        assert record["status"] == "success", record["error"]
+    clean = pl.read_parquet(io.BytesIO(get(endpoint, "plant-reports", "line1/readings.parquet")))
+    assert clean.height == 4 and set(clean["meter"]) == {"m1", "m2"}
