@@ -35,10 +35,110 @@ def import_seconds(module: str) -> float:
     return float(out.stdout.strip())
 
 
+def connector_legs(endpoint: str, store, rows: int, repeats: int) -> dict:
+    """Rows/s through our aws_s3 source and destination vs Polars' own object-store reader/writer
+    (`pl.read_parquet("s3://...")`, what a Polars user would pick) and pandas via s3fs."""
+    import io
+
+    import obstore
+    import polars as pl
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from engine.connectors import registry
+    from engine.context import RunContext
+
+    frame = pl.DataFrame(
+        {
+            "id": range(rows),
+            "meter": [f"m{i % 500}" for i in range(rows)],
+            "ts": pl.datetime_range(
+                pl.datetime(2024, 1, 1),
+                pl.datetime(2024, 1, 1) + pl.duration(seconds=rows - 1),
+                "1s",
+                eager=True,
+            ),
+            "kwh": [i * 0.25 for i in range(rows)],
+            "ok": [i % 3 == 0 for i in range(rows)],
+            "site": ["north"] * rows,
+        }
+    )
+    buf = io.BytesIO()
+    frame.write_parquet(buf)
+    obstore.put(store, "rows.parquet", buf.getvalue())
+    csv = io.BytesIO()
+    frame.write_csv(csv)
+    obstore.put(store, "rows.csv", csv.getvalue())
+    creds = {"access_key_id": "testing", "secret_access_key": "testing"}
+    options = {
+        "aws_endpoint_url": endpoint,
+        "aws_region": "us-east-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+        "aws_allow_http": "true",
+    }
+    cls = registry.get("aws_s3")
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = RunContext(data_dir=Path(tmp), base_dir=Path(tmp))
+
+        def ours_read(key: str) -> int:
+            cfg = cls.SourceConfig.model_validate(
+                {"bucket": "bench", "key": key, "endpoint_url": endpoint, **creds}
+            )
+            return sum(b.height for b in cls.make_source(cfg, ctx, "s").read())
+
+        def ours_write() -> int:
+            cfg = cls.SinkConfig.model_validate(
+                {"bucket": "bench", "key": "out/ours.parquet", "endpoint_url": endpoint, **creds}
+            )
+            sink = cls.make_sink(cfg, ctx, "d")
+            sink.open()
+            for part in frame.iter_slices(300_000):
+                sink.write(part)
+            sink.close()
+            return rows
+
+        def polars_write() -> int:
+            frame.write_parquet("s3://bench/out/polars.parquet", storage_options=options)
+            return rows
+
+        def pandas_read_csv() -> int:
+            import pandas as pd
+
+            so = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": endpoint}}
+            return len(pd.read_csv("s3://bench/rows.csv", storage_options=so))
+
+        legs = {
+            "aws_s3_source_parquet": lambda: ours_read("rows.parquet"),
+            "polars_read_parquet_s3": lambda: (
+                pl.read_parquet("s3://bench/rows.parquet", storage_options=options).height
+            ),
+            "aws_s3_source_csv": lambda: ours_read("rows.csv"),
+            "polars_read_csv_s3": lambda: pl.read_csv("s3://bench/rows.csv", storage_options=options).height,
+            "pandas_read_csv_s3fs": pandas_read_csv,
+            "aws_s3_destination_parquet": ours_write,
+            "polars_write_parquet_s3": polars_write,
+        }
+        out = {}
+        for name, leg in legs.items():
+            try:
+                times = []
+                for _ in range(repeats):
+                    t = time.perf_counter()
+                    n = leg()
+                    times.append(time.perf_counter() - t)
+                    assert n == rows, (name, n)
+                out[name] = {"rows_per_s": round(rows / statistics.median(times))}
+            except Exception as exc:  # a leg the installed tools cannot run: say so, go on
+                out[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+    out["rows"] = rows
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rows", type=int, default=1_000_000, help="rows of the connector legs' objects")
     args = ap.parse_args()
 
     from moto.server import ThreadedMotoServer
@@ -94,6 +194,7 @@ def main() -> None:
                     "MB_per_s": round(args.mb / wall, 1),
                     "process_cpu_s": round(statistics.median(x[1] for x in times), 3),
                 }
+        results["connector"] = connector_legs(endpoint, store, args.rows, args.repeats)
         results["import_s"] = {
             "obstore": round(import_seconds("obstore"), 3),
             "s3fs": round(import_seconds("s3fs"), 3),
