@@ -207,7 +207,8 @@ def test_errors_are_one_line_naming_the_class(ctx):
     with pytest.raises(ConnectorError) as err:
         list(source(ctx, "broken.Broken").read())
     assert str(err.value) == (
-        "custom connector broken.Broken: fetch_data() failed: ValueError: the API said 'no' with a second line"
+        "custom connector broken.Broken: fetch_data() failed: "
+        "ValueError: the API said 'no' with a second line"
     )
     with pytest.raises(ConnectorError) as err:
         list(source(ctx, "broken.Broken", where="connect").read())
@@ -309,3 +310,27 @@ def test_arrow_record_batches_are_accepted(ctx):
     )
     batches = list(source(ctx, "rb.R").read())
     assert batches[0].to_arrow().equals(pa.table({"x": pa.array([1, 2, 3], pa.int64())}))
+
+
+def test_test_connection_through_the_engine_api(tmp_path):
+    from engine.api import LocalEngine
+
+    engine = LocalEngine(tmp_path / "data")
+    try:
+        plugins = tmp_path / "data" / "plugins"
+        (plugins / "shopfloor.py").write_text(GUIDE_TEMPLATE)
+        (plugins / "broken.py").write_text(BROKEN)
+        ok = engine.connectors.test(
+            "custom", "source", {"implementation": "shopfloor.CustomConnector"}
+        ).result(30)
+        assert ok["ok"] is True, ok
+        bad = engine.connectors.test("custom", "source", {"implementation": "broken.Broken"}).result(30)
+        assert bad["ok"] is False
+        assert bad["error"] == (
+            "custom connector broken.Broken: test_connection() failed: "
+            "no answer from historian.plant:9000 in 5 s"  # an OSError's text says what it is
+        )
+        schema = engine.connectors.schema("custom", "destination")
+        assert {"implementation", "config", "batch_format"} <= set(schema["properties"])
+    finally:
+        engine.close()

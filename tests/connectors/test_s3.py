@@ -278,7 +278,8 @@ def test_secrets_resolve_and_clear_text_warns(ctx, endpoint, bucket):
     read(ctx, base(endpoint, bucket, key="s.csv", secret_access_key=SECRET))
     warnings = [m for level, m in ctx.logs if level == "warning"]
     assert warnings == [
-        'secret_access_key given in clear text: store it as a secret and write {"secret": "NAME"} in its place'
+        "secret_access_key given in clear text: store it as a secret and write "
+        '{"secret": "NAME"} in its place'
     ]
     issues = validate(
         {
@@ -379,3 +380,26 @@ def test_the_shipped_template_runs_against_the_bucket(endpoint, tmp_path):
         assert record["status"] == "success", record["error"]
     clean = pl.read_parquet(io.BytesIO(get(endpoint, "plant-reports", "line1/readings.parquet")))
     assert clean.height == 4 and set(clean["meter"]) == {"m1", "m2"}
+
+
+def test_test_connection_through_the_engine_api(endpoint, bucket, tmp_path):
+    from engine.api import LocalEngine
+
+    engine = LocalEngine(tmp_path / "data")
+    try:
+        put(endpoint, bucket, "a.csv", b"x\n1\n")
+        raw = {**base(endpoint, bucket, key="a.csv"), "secret_access_key": SECRET}
+        ok = engine.connectors.test("aws_s3", "source", raw).result(30)
+        assert ok["ok"] is True, ok
+        bad = engine.connectors.test("aws_s3", "destination", {**raw, "bucket": "missing-bucket"}).result(30)
+        assert bad["ok"] is False and bad["error"].endswith(
+            "NoSuchBucket: The specified bucket does not exist"
+        )
+        assert SECRET not in bad["error"]
+        issues = engine.connectors.check("aws_s3", "source", raw)
+        assert {
+            "path": "secret_access_key",
+            "message": "a secret in clear: store it as a secret and pick its name",
+        } in issues
+    finally:
+        engine.close()
