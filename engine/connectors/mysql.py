@@ -184,6 +184,8 @@ class MySQLSource(SqlSource):
             )
         except Exception as exc:
             raise self.error(exc) from None
+        with contextlib.suppress(Exception):
+            self.empty_schema = _plain(pa.RecordBatch.from_pylist([], schema=reader.schema)).schema
         return (_plain(rb) for rb in reader), lambda: None
 
     def _reachable(self) -> None:

@@ -331,6 +331,8 @@ class SqlSource(Source):
                 raise
             except Exception as exc:
                 raise self.error(exc) from None
+            if schema is None:  # no batch at all: still say which columns there are
+                schema = getattr(self, "empty_schema", None)
             if schema is not None and (pending or not yielded):
                 yield self._frame(pending, schema)
             self.complete = limit is None

@@ -121,6 +121,8 @@ class SQLiteSource(SqlSource):
                     return
                 frame = pl.DataFrame(rows, schema=names, orient="row", strict=False, infer_schema_length=None)
                 frame = _restore(frame, declared)
+                if not rows:
+                    self.empty_schema = frame.to_arrow().schema
                 if schema is None:
                     schema = frame.schema
                 else:

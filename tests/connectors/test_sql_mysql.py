@@ -122,6 +122,12 @@ def test_streams_in_batches_with_params(ctx, table):
     assert first.height + sum(b.height for b in reader) == 199_900
 
 
+def test_no_rows_still_gives_the_columns(ctx, table):
+    sql(f"CREATE TABLE `{table}` (id BIGINT, name TEXT)")
+    (frame,) = list(source(ctx, table=table).read())
+    assert frame.height == 0 and frame.columns == ["id", "name"]
+
+
 def test_modes_append_upsert_replace(ctx, table):
     write(ctx, pl.DataFrame({"k": [1, 2], "v": ["a", "b"]}), table=table)
     write(ctx, pl.DataFrame({"k": [3], "v": ["c"]}), table=table)

@@ -105,6 +105,12 @@ def test_streams_in_batches_with_bounded_params(ctx, table):
     assert total == 399_900
 
 
+def test_no_rows_still_gives_the_columns(ctx, table):
+    sql(f'CREATE TABLE "{table}" (id bigint, name text)')
+    (frame,) = list(source(ctx, table=table).read())
+    assert frame.height == 0 and frame.columns == ["id", "name"]
+
+
 def test_modes_append_upsert_replace(ctx, table):
     write(ctx, pl.DataFrame({"k": [1, 2], "v": ["a", "b"]}), table=table, key=["k"])
     write(ctx, pl.DataFrame({"k": [2, 3], "v": ["B", "c"]}), table=table, key=["k"], mode="upsert")

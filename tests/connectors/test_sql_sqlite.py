@@ -75,6 +75,12 @@ def test_round_trip_of_every_common_type(ctx):
     assert back.cast({"small": pl.Int16}).equals(frame)
 
 
+def test_no_rows_still_gives_the_columns(ctx):
+    write(ctx, pl.DataFrame({"id": [1], "name": ["a"]}), table="t")
+    (frame,) = list(source(ctx, query="SELECT id, name FROM t WHERE id > 5").read())
+    assert frame.height == 0 and frame.columns == ["id", "name"]
+
+
 def test_modes_append_replace_upsert(ctx):
     write(ctx, pl.DataFrame({"k": [1, 2], "v": ["a", "b"]}), table="t")
     write(ctx, pl.DataFrame({"k": [3], "v": ["c"]}), table="t", mode="append")
