@@ -1,8 +1,10 @@
-"""Registry of connector types. Protocol packages register theirs through `register`.
+"""Registry of connector types. A connector module registers its classes through `register`.
 
-A package can also `defer(loader)`: the loader (which imports the modules that call `register`) runs
-when the registry is first asked (`get`, `names`), not at start-up. `aggregator serve` answers
-`/health` without importing a protocol's connector until a pipeline or the API needs one.
+Modules are imported by type name when a type is first asked for (`get`): the built-ins are listed
+in `BUILTIN`, and a package names its own with `provide` (protocols/__init__.py). A run imports only
+the connectors its spec names; `names()` (the catalog, the editor) imports them all. A package can
+also `defer(loader)`: the loader runs when every type is wanted. `aggregator serve` answers
+`/health` without importing any connector until a pipeline or the API needs one.
 """
 
 from __future__ import annotations
@@ -44,24 +46,52 @@ def defer(loader: Callable[[], None]) -> None:
         _settled = False
 
 
+# Built-in connector types and the module that registers each: a run imports only the modules of
+# the types its spec names (a CSV -> DuckDB run never imports psycopg, pika, nats or httpx).
+# `names()` (the catalog, the editor, validation messages) imports them all.
+BUILTIN: dict[str, str] = {
+    "file": "engine.connectors.file",
+    "duckdb": "engine.connectors.duckdb_connector",
+    "historian": "engine.connectors.historian_connector",
+    "postgresql": "engine.connectors.postgresql",
+    "mysql": "engine.connectors.mysql",
+    "sqlite": "engine.connectors.sqlite",
+    "rest_api": "engine.connectors.rest_api",
+    "webhook": "engine.connectors.webhook",
+    "nats": "engine.connectors.nats_upstream",
+    "rabbitmq": "engine.connectors.amqp",
+    "amqp": "engine.connectors.amqp",
+    "redis_streams": "engine.connectors.redis_streams",
+    "kafka": "engine.connectors.kafka",
+    "aws_s3": "engine.connectors.s3",
+    "custom": "engine.connectors.custom",
+}
+_provided: dict[str, str] = {}  # type name -> module, from packages (`provide`)
+
+
+def provide(modules: dict[str, str]) -> None:
+    """A package's connector types and the module that registers each, imported when one of those
+    types is first asked for (protocols/__init__.py)."""
+    _provided.update({normalize_type(n): m for n, m in modules.items()})
+
+
+def _import_for(name: str) -> None:
+    module = BUILTIN.get(name) or _provided.get(name)
+    if module is not None and name not in _TYPES:
+        import importlib
+
+        importlib.import_module(module)
+
+
 def _load_builtins() -> None:
+    """Every connector type: the built-ins, the provided modules and the deferred loaders."""
     global _loaded, _settled
     if not _loaded:
+        import importlib
+
+        for module in dict.fromkeys([*BUILTIN.values(), *_provided.values()]):
+            importlib.import_module(module)
         _loaded = True
-        import engine.connectors.amqp
-        import engine.connectors.custom
-        import engine.connectors.duckdb_connector
-        import engine.connectors.file
-        import engine.connectors.historian_connector
-        import engine.connectors.kafka
-        import engine.connectors.mysql
-        import engine.connectors.nats_upstream
-        import engine.connectors.postgresql
-        import engine.connectors.redis_streams
-        import engine.connectors.rest_api
-        import engine.connectors.s3
-        import engine.connectors.sqlite
-        import engine.connectors.webhook  # noqa: F401
     if not _settled:
         with _deferred_lock:  # held while loading: a thread asking meanwhile waits, then sees them all
             while _deferred:
@@ -75,8 +105,14 @@ def _load_builtins() -> None:
 
 
 def get(name: str) -> type[Connector] | None:
-    _load_builtins()
-    return _TYPES.get(normalize_type(name))
+    """The connector class of a type name; imports only the module that registers it when the
+    name is known, else everything (a plugin or a deferred package may register it)."""
+    key = normalize_type(name)
+    if key not in _TYPES:
+        _import_for(key)
+    if key not in _TYPES:
+        _load_builtins()
+    return _TYPES.get(key)
 
 
 def names(role: str | None = None) -> list[str]:
