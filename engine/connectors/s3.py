@@ -336,10 +336,21 @@ class S3Source(Source):
                 url = self.config.url(key)
                 suffix = Path(key.removesuffix(".gz").removesuffix(".GZ")).suffix
                 local = Path(tmp) / f"object-{n}{suffix}"
-                self._download(store, key, local)
+                forget = [
+                    self.ctx.track("file", str(p)) for p in (local, local.with_name(local.name + ".gz"))
+                ]
+                try:
+                    self._download(store, key, local)
+                except BaseException:
+                    local.unlink(missing_ok=True)
+                    for f in forget:
+                        f()
+                    raise
                 if local.stat().st_size == 0:
                     self.ctx.log("warning", f"{url}: empty object, no rows", self.name)
                     local.unlink()
+                    for f in forget:
+                        f()
                     continue
                 first_row = 0
                 try:
@@ -371,6 +382,8 @@ class S3Source(Source):
                     raise DataError(f"cannot read the object: {first_line(exc)}", file=url) from None
                 finally:
                     local.unlink(missing_ok=True)
+                    for f in forget:
+                        f()
 
     def _warn_clear(self) -> None:
         if self.config.clear_secrets():
@@ -409,6 +422,7 @@ class S3Sink(Sink):
         self.writer: Any = None
         self.store: Any = None
         self.backup: str | None = None
+        self._forget: list[Any] = []
         self.published = False
         self.upload: Path | None = None
 
@@ -431,6 +445,11 @@ class S3Sink(Sink):
         folder = Path(self.tmpdir.name)
         self.temp = folder / f"new{suffix}"
         existing = folder / f"old{suffix}"
+        # recorded with the run: a killed run's local files are removed at the next start
+        self._forget = [
+            self.ctx.track("file", str(p))
+            for p in (self.temp, self.temp.with_name(self.temp.name + ".gz"), existing)
+        ]
         append = self.config.mode == "append"
         if append:  # the writers append to a local target: fetch the object's current content
             source = S3Source(S3SourceConfig.model_validate(self._source_fields()), self.ctx, self.name)
@@ -563,6 +582,9 @@ class S3Sink(Sink):
         if self.tmpdir is not None:
             self.tmpdir.cleanup()
             self.tmpdir = None
+        for forget in self._forget:
+            forget()
+        self._forget = []
         self.temp = self.upload = None
 
     def check(self) -> None:

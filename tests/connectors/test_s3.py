@@ -403,3 +403,28 @@ def test_test_connection_through_the_engine_api(endpoint, bucket, tmp_path):
         } in issues
     finally:
         engine.close()
+
+
+def test_local_temporary_files_are_recorded_and_gone_afterwards(ctx, endpoint, bucket):
+    from pathlib import Path
+
+    live: dict[str, int] = {}
+
+    def track(kind, location, name=None):
+        live[location] = live.get(location, 0) + 1
+        return lambda: live.__setitem__(location, live[location] - 1)
+
+    ctx.track = track
+    put(endpoint, bucket, "e/empty.csv", b"")
+    put(endpoint, bucket, "e/full.csv.gz", gzip.compress(b"a\n1\n"))
+    assert read(ctx, base(endpoint, bucket, path="e/*", format="csv"))["a"].to_list() == [1]
+    assert ("warning", f"s3://{bucket}/e/empty.csv: empty object, no rows") in ctx.logs
+    s = sink(ctx, base(endpoint, bucket, key="e/out.csv.gz"))
+    s.open()
+    s.write(pl.DataFrame({"a": [1]}))
+    s.close()
+    s = sink(ctx, base(endpoint, bucket, key="e/out2.csv"))
+    s.open()
+    s.abort()
+    assert live and all(count == 0 for count in live.values())
+    assert not any(Path(p).exists() for p in live)
