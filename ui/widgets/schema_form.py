@@ -38,7 +38,7 @@ from PySide6.QtWidgets import (
 )
 
 SecretNames = Callable[[], list[str]]
-SECRET_FIELD = re.compile(r"(^|_)(password|passwd|token|secret|api_key)$", re.IGNORECASE)
+SECRET_FIELD = re.compile(r"(^|_)(password|passwd|token|secret|api_key|secret_access_key)$", re.IGNORECASE)
 INT_LIMIT = 2**31 - 1
 ERROR_STYLE = "border: 1px solid #d9534f;"
 
