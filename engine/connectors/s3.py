@@ -224,6 +224,17 @@ def _host(config: _S3Config) -> str:
     return config.endpoint_url or f"s3.{config.region}.amazonaws.com"
 
 
+def _scratch(ctx: Any) -> str | None:
+    """Where objects are staged: the data directory's tmp/ (on its disk, owner-only), not /tmp
+    (often a RAM disk); the system's temporary folder when it cannot be made."""
+    folder = Path(ctx.data_dir) / "tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return str(folder)
+
+
 def _glob_regex(pattern: str) -> re.Pattern[str]:
     """A key glob as a regex: `**` crosses `/`, `*` and `?` do not; `[..]` as in fnmatch."""
     out, i = [], 0
@@ -331,7 +342,7 @@ class S3Source(Source):
         fmt = FORMATS[self.config.resolved_format]
         opts = ReadOptions(**self.config._option_values(), declared=dict(self.config.schema or {}))
         remaining = limit
-        with tempfile.TemporaryDirectory(prefix="aggregator-s3-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="aggregator-s3-", dir=_scratch(self.ctx)) as tmp:
             for n, key in enumerate(keys):
                 url = self.config.url(key)
                 suffix = Path(key.removesuffix(".gz").removesuffix(".GZ")).suffix
@@ -440,7 +451,15 @@ class S3Sink(Sink):
                 self.name,
             )
         self.store = make_store(self.config)
-        self.tmpdir = tempfile.TemporaryDirectory(prefix="aggregator-s3-")
+        self.tmpdir = tempfile.TemporaryDirectory(prefix="aggregator-s3-", dir=_scratch(self.ctx))
+        try:
+            self._open_writer(obstore)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _open_writer(self, obstore: Any) -> None:
+        assert self.tmpdir is not None
         suffix = Path(self.key.removesuffix(".gz")).suffix
         folder = Path(self.tmpdir.name)
         self.temp = folder / f"new{suffix}"

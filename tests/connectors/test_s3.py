@@ -428,3 +428,4 @@ def test_local_temporary_files_are_recorded_and_gone_afterwards(ctx, endpoint, b
     s.abort()
     assert live and all(count == 0 for count in live.values())
     assert not any(Path(p).exists() for p in live)
+    assert all(Path(p).is_relative_to(ctx.data_dir / "tmp") for p in live)  # staged in the data dir
