@@ -25,13 +25,14 @@ HEADER_BYTES = 3 * 4096  # a DuckDB file: its file header and two database heade
 # grew for hours. An edge default instead, with the environment's word over it.
 MEMORY_LIMIT_ENV = "AGGREGATOR_HISTORIAN_MEMORY_LIMIT"
 THREADS_ENV = "AGGREGATOR_HISTORIAN_THREADS"
-DEFAULT_MEMORY_LIMIT_MB = 64  # at most; a quarter of RAM if that is less (measured: see docs/performance.md)
+DEFAULT_MEMORY_LIMIT_MB = 32  # at most; a quarter of RAM if that is less (measured: see docs/performance.md)
 _SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)\s*$", re.IGNORECASE)
 
 
 def default_memory_limit() -> str:
     """DuckDB's memory_limit for the historian: `AGGREGATOR_HISTORIAN_MEMORY_LIMIT` (a size DuckDB
-    reads: 256MB, 1GB, 512MiB) if set, else a quarter of RAM, at most 64 MB."""
+    reads: 256MB, 1GB, 512MiB) if set, else a quarter of RAM, at most 32 MB (the OS page cache still
+    caches the file: a small buffer pool costs little on reads)."""
     text = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
     if text:
         if not _SIZE.match(text):

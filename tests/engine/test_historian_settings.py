@@ -27,11 +27,11 @@ def in_mib(text: str) -> float:
 def test_the_default_memory_limit_is_an_edge_one(tmp_path, monkeypatch):
     monkeypatch.delenv(MEMORY_LIMIT_ENV, raising=False)
     monkeypatch.delenv(THREADS_ENV, raising=False)
-    assert default_memory_limit().endswith("MB") and 32 <= int(default_memory_limit()[:-2]) <= 64
+    assert default_memory_limit().endswith("MB") and int(default_memory_limit()[:-2]) == 32
     historian = Historian(tmp_path / "data" / "historian.duckdb")
     try:
         limit = in_mib(setting(historian, "memory_limit"))
-        assert 30 <= limit <= 61.1  # DuckDB shows 64 MB (10^6 bytes) as 61.0 MiB
+        assert 30 <= limit <= 30.6  # DuckDB shows 32 MB (10^6 bytes) as 30.5 MiB
         assert setting(historian, "temp_directory") == str(tmp_path / "data" / "historian.duckdb.tmp")
     finally:
         historian.close()
