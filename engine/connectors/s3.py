@@ -282,7 +282,9 @@ class S3Source(Source):
                 obstore.head(store, pattern)
             except Exception as exc:
                 if _not_found(exc):
-                    raise ConnectorError(f"{self.config.url()}: object not found") from None
+                    raise ConnectorError(
+                        f"aws_s3 {self.config.url()} (host {_host(self.config)}): object not found"
+                    ) from None
                 raise self._fail(self.config.url(), exc) from None
             return [pattern]
         literal = pattern[: magic.start()] if magic else pattern
@@ -303,7 +305,7 @@ class S3Source(Source):
         except Exception as exc:
             raise self._fail(f"listing {self.config.url(list_prefix)}", exc) from None
         if not found:
-            raise ConnectorError(f"{self.config.url()}: no object matches")
+            raise ConnectorError(f"aws_s3 {self.config.url()} (host {_host(self.config)}): no object matches")
         return sorted(found)
 
     def _download(self, store: Any, key: str, local: Path) -> None:
@@ -320,7 +322,9 @@ class S3Source(Source):
                     fh.write(chunk)
         except Exception as exc:
             if _not_found(exc):
-                raise ConnectorError(f"{self.config.url(key)}: object not found") from None
+                raise ConnectorError(
+                    f"aws_s3 {self.config.url(key)} (host {_host(self.config)}): object not found"
+                ) from None
             raise self._fail(f"reading {self.config.url(key)}", exc) from None
         if gz:
             try:

@@ -135,7 +135,7 @@ def test_globs_match_like_the_file_connector(ctx, endpoint, bucket):
     assert sorted(folder["n"].to_list()) == [1, 2, 3]  # notes.txt is read as CSV too (a header, no rows)
     with pytest.raises(ConnectorError) as err:
         read(ctx, base(endpoint, bucket, path="d/*.parquet"))
-    assert str(err.value) == f"s3://{bucket}/d/*.parquet: no object matches"
+    assert str(err.value) == f"aws_s3 s3://{bucket}/d/*.parquet (host {endpoint}): no object matches"
 
 
 def test_gzip_csv_and_ndjson(ctx, endpoint, bucket):
@@ -319,7 +319,10 @@ def test_unreachable_endpoint_is_one_line_with_the_host_and_no_secret(ctx, bucke
 def test_test_connection(ctx, endpoint, bucket):
     put(endpoint, bucket, "here.csv", b"a\n1\n")
     source(ctx, base(endpoint, bucket, key="here.csv")).check()
-    with pytest.raises(ConnectorError, match=r"^s3://plant-\d+/gone\.csv: object not found$"):
+    with pytest.raises(
+        ConnectorError,
+        match=r"^aws_s3 s3://plant-\d+/gone\.csv \(host http://127\.0\.0\.1:\d+\): object not found$",
+    ):
         source(ctx, base(endpoint, bucket, key="gone.csv")).check()
     sink(ctx, base(endpoint, bucket, key="reports/r.parquet")).check()
     assert keys(endpoint, bucket) == ["here.csv"]  # the probe object is deleted
