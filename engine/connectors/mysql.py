@@ -33,6 +33,8 @@ from engine.connectors.registry import register
 from engine.connectors.sql_common import SqlSource, SqlSourceFields, bind_client_side, quote_name, valid_ident
 from engine.errors import ConnectorError
 
+# Times in UTC; backslashes escape in literals (the client-side binding relies on it).
+_SESSION = "SET time_zone = '+00:00', sql_mode = REPLACE(@@sql_mode, 'NO_BACKSLASH_ESCAPES', '')"
 SSLMode = Literal["disabled", "preferred", "required", "verify_ca", "verify_identity"]
 _TLS_REQUIRED = ("required", "verify_ca", "verify_identity")
 
@@ -115,7 +117,7 @@ def _connect(c: _MySQLLogin, *, local_infile: bool = False, unbuffered: bool = F
             ssl=ssl,
             ssl_verify_cert=c.ssl_mode in ("verify_ca", "verify_identity") or None,
             cursorclass=pymysql.cursors.SSCursor if unbuffered else pymysql.cursors.Cursor,
-            init_command="SET time_zone = '+00:00'",
+            init_command=_SESSION,
         )
     except Exception as exc:
         raise ConnectorError(f"{_where(c)}: {_clean(exc, c)}") from None
@@ -180,7 +182,7 @@ class MySQLSource(SqlSource):
                 text,
                 return_type="arrow_stream",
                 batch_size=self._batch,
-                pre_execution_query=["SET time_zone = '+00:00'"],
+                pre_execution_query=[_SESSION],
             )
         except Exception as exc:
             raise self.error(exc) from None

@@ -10,6 +10,8 @@ import uuid
 import polars as pl
 import pymysql
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.connectors import registry
 from engine.connectors.sql_common import WatermarkStore
@@ -206,3 +208,16 @@ def test_incremental_runs(tmp_path, table):
         assert WatermarkStore(tmp_path / "data").get("my-inc", "src", "id") == (True, 5)
         assert run_pipeline(validate(doc()), ws, base_dir=tmp_path)["rows_out"] == 2
         assert run_pipeline(validate(doc()), ws, base_dir=tmp_path)["rows_out"] == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30)
+)
+def test_client_side_binding_round_trips_any_text(text):
+    """A text parameter bound on the client reads back as itself from MariaDB (quotes, backslashes,
+    `%s` and comment marks inside), through the source itself."""
+    require_service("mariadb")
+    ctx = RunContext(run_id="h", pipeline="p")
+    (frame,) = list(source(ctx, query="SELECT %s AS v, %s AS n", params=[text, 7]).read())
+    assert frame["v"].to_list() == [text] and frame["n"].to_list() == [7]
