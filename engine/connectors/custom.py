@@ -214,9 +214,13 @@ class CustomSource(Source):
             except Exception as exc:
                 raise plugin.failed(method, exc) from exc
             try:
-                yield to_frame(item, f"{method}()")
-            except ValueError as exc:
-                raise ConnectorError(f"custom connector {plugin.ref}: {exc}") from None
+                frame = to_frame(item, f"{method}()")
+            except (ValueError, TypeError, pl.exceptions.PolarsError) as exc:
+                text = " ".join(str(exc).split())
+                if not isinstance(exc, ValueError) or isinstance(exc, pl.exceptions.PolarsError):
+                    text = f"{method}() returned data that is not a table: {text}"
+                raise ConnectorError(f"custom connector {plugin.ref}: {text}") from None
+            yield frame
 
     def check(self) -> None:
         _Plugin(self.config, self.ctx).test_connection()

@@ -334,3 +334,18 @@ def test_test_connection_through_the_engine_api(tmp_path):
         assert {"implementation", "config", "batch_format"} <= set(schema["properties"])
     finally:
         engine.close()
+
+
+def test_ragged_columns_are_one_line(ctx):
+    plugin(
+        ctx,
+        "ragged",
+        "class R:\n    def __init__(self, config): pass\n"
+        "    def fetch_batches(self):\n        yield {'a': [1, 2], 'b': [1]}\n",
+    )
+    with pytest.raises(ConnectorError) as err:
+        list(source(ctx, "ragged.R").read())
+    assert str(err.value) == (
+        "custom connector ragged.R: fetch_batches() returned data that is not a table: could not create "
+        "a new DataFrame: height of column 'b' (1) does not match height of column 'a' (2)"
+    )
