@@ -221,3 +221,15 @@ def test_client_side_binding_round_trips_any_text(text):
     ctx = RunContext(run_id="h", pipeline="p")
     (frame,) = list(source(ctx, query="SELECT %s AS v, %s AS n", params=[text, 7]).read())
     assert frame["v"].to_list() == [text] and frame["n"].to_list() == [7]
+
+
+def test_ssl_mode_required_against_a_server_without_tls_is_one_line(ctx):
+    require_service("mariadb")
+    for make in (
+        lambda: list(source(ctx, table="x", ssl_mode="required").read()),
+        sink(ctx, table="x", ssl_mode="required").open,
+    ):
+        with pytest.raises(ConnectorError) as err:
+            make()
+        text = str(err.value)
+        assert text.startswith("mysql 127.0.0.1:3306/test") and "\n" not in text and "SSL" in text

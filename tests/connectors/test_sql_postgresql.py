@@ -204,3 +204,12 @@ def test_incremental_runs(tmp_path, table):
         record = run_pipeline(validate(doc()), ws, base_dir=tmp_path)
         assert record["rows_out"] == 2, record["error"]
         assert run_pipeline(validate(doc()), ws, base_dir=tmp_path)["rows_out"] == 0
+
+
+def test_ssl_mode_require_against_a_server_without_tls_is_one_line(ctx):
+    require_service("postgresql")
+    with pytest.raises(ConnectorError) as err:
+        list(source(ctx, table="x", ssl_mode="require").read())
+    text = str(err.value)
+    assert text.startswith("postgresql 127.0.0.1:5432/test: ") and "\n" not in text
+    assert "SSL" in text or "ssl" in text
