@@ -3,7 +3,10 @@ down against moto's standalone S3 server on 127.0.0.1 (there is no real S3 here)
 obstore (Rust object_store, one wheel, no Python dependencies) and s3fs (fsspec + aiobotocore +
 botocore + aiohttp), plus the import time each costs a process.
 
-    python tests/benchmarks/bench_s3.py [--mb 64] [--repeats 3]
+    python tests/benchmarks/bench_s3.py [--mb 64] [--repeats 3] [--rows 1000000]
+
+s3fs is not a dependency of the project (that is the point): install it into the venv by hand for
+this comparison (`.venv/bin/pip install s3fs`; pandas comes with the dev extra).
 
 Both talk to the same server, so the server's own speed (moto is Python) bounds both; the figure
 that separates them is the client's CPU and its import cost. Prints JSON.
