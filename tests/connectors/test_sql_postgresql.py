@@ -11,6 +11,8 @@ import uuid
 import polars as pl
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.connectors import registry
 from engine.connectors.sql_common import WatermarkStore
@@ -213,3 +215,18 @@ def test_ssl_mode_require_against_a_server_without_tls_is_one_line(ctx):
     text = str(err.value)
     assert text.startswith("postgresql 127.0.0.1:5432/test: ") and "\n" not in text
     assert "SSL" in text or "ssl" in text
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+def test_client_side_binding_round_trips_text_and_floats(text, number):
+    """Text and floats bound on the client read back exactly from PostgreSQL through the source."""
+    require_service("postgresql")
+    ctx = RunContext(run_id="h", pipeline="p")
+    (frame,) = list(
+        source(ctx, query="SELECT $1::text AS v, $2::float8 AS x, '$1' AS lit", params=[text, number]).read()
+    )
+    assert frame.row(0) == (text, number, "$1")
