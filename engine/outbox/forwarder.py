@@ -113,7 +113,7 @@ class Forwarder(threading.Thread):
                     self._reset_target = False
                 if self.target is None:
                     self._connect()
-                live = self.store.read(above=self.live_mark, max_rows=self.chunk_rows)
+                live = self.store.read(above=self.live_mark, max_rows=self.chunk_rows, hold=True)
                 if live:
                     self._send(live, historical=False)
                     continue
@@ -123,7 +123,7 @@ class Forwarder(threading.Thread):
                     self._wait(min(wait, IDLE_WAIT_S))
                     continue
                 limit = self.chunk_rows if rate is None else max(1, min(self.chunk_rows, int(rate)))
-                backlog = self.store.read(up_to=self.live_mark, max_rows=limit)
+                backlog = self.store.read(up_to=self.live_mark, max_rows=limit, hold=True)
                 if backlog:
                     rows = self._send(backlog, historical=True)
                     if rate:
@@ -184,6 +184,13 @@ class Forwarder(threading.Thread):
 
     # ---- one delivery ------------------------------------------------------------------------
     def _send(self, batches: list[Batch], *, historical: bool) -> int:
+        """Deliver batches read with `hold` (in flight: a full outbox does not drop them meanwhile)."""
+        try:
+            return self._deliver_batches(batches, historical=historical)
+        finally:
+            self.store.release([b.seq for b in batches])  # delivered ones are gone already
+
+    def _deliver_batches(self, batches: list[Batch], *, historical: bool) -> int:
         quarantine: list[tuple[pa.Table | None, str, int, int]] = []
         good = [b for b in batches if b.table is not None]
         for b in batches:

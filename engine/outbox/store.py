@@ -193,6 +193,9 @@ class OutboxStore:
         self._epoch: str | None = None
         self._cap: int | None = None
         self._drop_said, self._drops_unsaid = float("-inf"), 0
+        # Batches the forwarder has read and is delivering: never dropped or trimmed meanwhile (they
+        # would count as dropped AND forwarded, and their gap records would shadow delivered keys).
+        self._in_flight: set[int] = set()
         try:
             self.con = self._open()
         except (sqlite3.DatabaseError, OutboxCorrupt) as exc:
@@ -393,7 +396,11 @@ class OutboxStore:
         cur = con.execute("SELECT seq, first_rec, rows, bytes FROM batches WHERE staged IS NULL ORDER BY seq")
         oldest: list[tuple[int, int, int, int]] = []
         total = 0
+        held = False
         for row in cur:  # only the heads of the batches: just enough of them to free `over`
+            if row[0] in self._in_flight:
+                held = True
+                continue
             oldest.append(row)
             total += row[3]
             if total >= over:
@@ -421,8 +428,10 @@ class OutboxStore:
             dropped += rows
             if table is not None:
                 tables.append(table)
-        if freed < over:
+        if freed < over and not held:
             raise OutboxFull(over - freed)
+        # With batches in flight, the outbox may stay over its cap by at most what is being
+        # delivered, until the delivery ends (they are deleted) or fails (they may be dropped next).
         con.executemany("DELETE FROM batches WHERE seq=?", [(s,) for s in seqs])
         self._bump_meta("dropped_records", dropped)
         if gap is not None and tables:
@@ -500,10 +509,17 @@ class OutboxStore:
             return int(self.con.execute(sql, args).fetchone()[0])
 
     def read(
-        self, *, above: int | None = None, up_to: int | None = None, max_rows: int, max_batches: int = 1000
+        self,
+        *,
+        above: int | None = None,
+        up_to: int | None = None,
+        max_rows: int,
+        max_batches: int = 1000,
+        hold: bool = False,
     ) -> list[Batch]:
         """Accepted batches in order of `seq` (above `above`, at most `up_to`), whole batches up
-        to `max_rows` records (at least one)."""
+        to `max_rows` records (at least one). `hold`: they are in flight until `delivered` or
+        `release`: a full outbox drops other batches, never these."""
         where, args = ["staged IS NULL"], []
         if above is not None:
             where.append("seq > ?")
@@ -542,7 +558,14 @@ class OutboxStore:
                 except Exception as exc:
                     out.append(Batch(seq, first_rec, rows, size, created, None, f"unreadable batch: {exc}"))
             cur.close()
+            if hold:
+                self._in_flight.update(b.seq for b in out)
         return out
+
+    def release(self, seqs: list[int]) -> None:
+        """The batches `seqs` are no longer in flight (their delivery failed): droppable again."""
+        with self.lock:
+            self._in_flight.difference_update(seqs)
 
     def delivered(
         self,
@@ -567,6 +590,7 @@ class OutboxStore:
     ) -> None:
         with self._tx() as con:
             con.executemany("DELETE FROM batches WHERE seq=?", [(s,) for s in seqs])
+            self._in_flight.difference_update(seqs)
             self._bump_meta("forwarded_records", rows)
             for table, reason, tries, nrows in quarantine or []:
                 blob = encode(table) if table is not None else b""

@@ -214,3 +214,43 @@ def test_a_locked_outbox_is_not_taken_for_a_corrupt_one(tmp_path):
     assert not store_module._is_corruption(sqlite3.OperationalError("database is locked"))
     assert store_module._is_corruption(sqlite3.DatabaseError("file is not a database"))
     assert store_module._is_corruption(sqlite3.DatabaseError("database disk image is malformed"))
+
+
+def test_a_full_outbox_never_drops_the_batches_being_delivered(tmp_path):
+    """Batches the forwarder has read (`hold`) are in flight: a commit over the cap drops other,
+    older-than-new batches instead, so no record counts as both dropped and forwarded."""
+    import pyarrow as pa
+
+    store = OutboxStore(tmp_path / "o.sqlite")
+    try:
+
+        def batch(i: int):
+            def make(first_rec: int) -> pa.Table:
+                keys = [f"k{first_rec + j}" for j in range(500)]
+                return pa.table({"_key": keys, "payload": [os.urandom(64).hex() for _ in keys]})
+
+            return (make, 500)
+
+        for i in range(4):
+            store.commit(batch(i), None)
+        held = store.read(max_rows=500, hold=True)  # the oldest batch, being delivered
+        assert len(held) == 1
+        cap = store.pending()[2] + 10  # room for nothing more: every new batch must drop one
+        for i in range(4, 10):
+            store.commit(batch(i), None, max_bytes=cap, drop_oldest=True)
+        remaining = [b.seq for b in store.read(max_rows=10**9, max_batches=10**6)]
+        assert held[0].seq in remaining  # never dropped while in flight
+        store.delivered([held[0].seq], held[0].rows)
+        status = store.status()
+        assert status["forwarded_records"] == 500 and status["dropped_records"] > 0
+        assert (
+            status["appended_records"] - status["dropped_records"] - status["forwarded_records"]
+            == status["pending_records"]
+        )
+        # a failed delivery releases its batches: they may be dropped again
+        again = store.read(max_rows=500, hold=True)
+        store.release([b.seq for b in again])
+        store.commit(batch(10), None, max_bytes=store.pending()[2] + 10, drop_oldest=True)
+        assert again[0].seq not in [b.seq for b in store.read(max_rows=10**9, max_batches=10**6)]
+    finally:
+        store.close()
