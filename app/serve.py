@@ -39,24 +39,6 @@ def _settle_memory(trim: Callable[[], Any] | None) -> None:
         trim()
 
 
-def _sqlite_utils_without_pandas() -> None:
-    """Import sqlite-utils with pandas hidden. sqlite-utils imports pandas whenever it is installed
-    (a development environment has it for benchmarks), only to store pandas values, which the
-    metadata store never does: ~40 MB of RSS and ~0.4 s of CPU before the first /health. pandas is
-    importable again right after, for anything that really uses it."""
-    import sys
-
-    if "sqlite_utils" in sys.modules or "pandas" in sys.modules:
-        return
-    sys.modules["pandas"] = None  # type: ignore[assignment]  # `import pandas` raises ImportError
-    try:
-        import sqlite_utils  # noqa: F401
-    except ImportError:
-        pass  # not installed: the metadata store says so itself
-    finally:
-        del sys.modules["pandas"]
-
-
 def _tune_malloc() -> Callable[[], Any] | None:
     """glibc only (else None): at most `MALLOC_ARENAS` malloc arenas for the threads started from
     now on (the API's, the engine's workers, a stream's threads: each would otherwise get an arena
@@ -178,7 +160,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # live on, ~10% of the CPU to the first /health. After start-up, those objects are frozen (never
     # scanned again) and the collector runs as usual.
     gc.disable()
-    _sqlite_utils_without_pandas()
     from engine.api.local import default_data_dir
     from engine.service import lock as service_lock
     from engine.service import token as service_token

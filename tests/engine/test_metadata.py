@@ -233,3 +233,17 @@ def test_a_log_line_after_close_is_not_an_error(tmp_path, caplog):
     assert any(
         "not stored" in r.getMessage() and "connection refused" in r.getMessage() for r in caplog.records
     )
+
+
+def test_opening_a_data_directory_never_imports_pandas(tmp_path):
+    """sqlite-utils imports pandas whenever it is installed (the dev environment has it for the
+    benchmarks): the metadata store hides it, so no command pays ~40 MB and ~0.4 s for it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from engine.store.metadata import MetadataStore; "
+        f"MetadataStore({str(tmp_path / 'metadata.db')!r}); print('pandas' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"
