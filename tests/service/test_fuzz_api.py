@@ -52,4 +52,6 @@ def test_no_request_gets_a_server_error_and_answers_conform(api):
         fuzzed(operation, auth, excluded)
     assert len(labels) >= 25 and "POST /pipelines" in labels and "GET /events" not in labels
     assert {"PUT /secrets/{name}", "POST /demo", "POST /runs/{run_id}/rerun"} <= set(labels)
-    assert api.service.proc.poll() is None and api.anonymous.get("/health").status_code == 200  # still serving
+    assert (
+        api.service.proc.poll() is None and api.anonymous.get("/health").status_code == 200
+    )  # still serving
