@@ -46,11 +46,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
             return EXIT_INVALID
         raise
     nodes = len(loaded["nodes"])
+    warnings = loaded.get("warnings", [])
     if args.json:
         print_json(
-            {"valid": True, "file": str(args.spec), "form": loaded["form"], "nodes": nodes, "errors": []}
+            {
+                "valid": True,
+                "file": str(args.spec),
+                "form": loaded["form"],
+                "nodes": nodes,
+                "errors": [],
+                "warnings": warnings,
+            }
         )
     else:
+        for warning in warnings:
+            print(f"warning: {args.spec}: {warning}", file=sys.stderr)
         print(f"{args.spec}: valid ({loaded['form']} form, {nodes} nodes)")
     return EXIT_OK
 

@@ -219,16 +219,25 @@ def _describe_cached(path: Path, origin: str) -> dict[str, Any]:
 
 def load_spec(path: str | Path) -> dict[str, Any]:
     """Read and check a spec file: {"document" (as the file has it), "name", "form", "mode",
-    "nodes": [{id, kind}]}; SpecError naming the file otherwise. Needs no data directory."""
+    "nodes": [{id, kind}], "warnings": [one line each]}; SpecError naming the file otherwise.
+    Needs no data directory. A warning is what works but should not be so: a password, token or
+    key given in clear instead of `{"secret": NAME}`."""
+    from engine.api.connectors import clear_secrets
     from engine.spec.io import load_pipeline, read_document
 
     compiled = load_pipeline(path)
+    document = read_document(path)
     return {
-        "document": read_document(path),
+        "document": document,
         "name": compiled.graph.name,
         "form": compiled.form,
         "mode": compiled.graph.schedule.type,
         "nodes": [{"id": n.id, "kind": n.kind} for n in compiled.graph.nodes],
+        "warnings": [
+            f'{where}: a secret given in clear (it works; write {{"secret": NAME}} and store it with'
+            " `aggregator secret set NAME`)"
+            for where in clear_secrets(document)
+        ],
     }
 
 
