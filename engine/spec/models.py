@@ -20,6 +20,25 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+def custom_implementation(data: Any) -> Any:
+    """The user guide writes a custom connector's class on the node itself
+    (`{"connector_type": "custom", "implementation": "module.Class", "config": {...}}`); the
+    connector reads it from its config: it is moved there, once, so both forms mean the same."""
+    if not isinstance(data, dict) or data.get("implementation") is None:
+        return data
+    data = dict(data)
+    implementation = data.pop("implementation")
+    ctype = str(data.get("connector_type") or "")
+    if ctype.strip().lower() != "custom":
+        raise ValueError("'implementation' belongs to a custom connector (connector_type: custom)")
+    config = dict(data.get("config") or {})
+    if config.get("implementation") not in (None, implementation):
+        raise ValueError("'implementation' is given twice, differently (on the node and in its config)")
+    config["implementation"] = implementation
+    data["config"] = config
+    return data
+
+
 # ---- schedules (section 5) ------------------------------------------------------------------
 class ManualSchedule(Strict):
     type: Literal["manual"] = "manual"
@@ -176,6 +195,15 @@ class Endpoint(Strict):
     name: str = Field(min_length=1)
     connector_type: str
     config: dict[str, Any] = Field(default_factory=dict)
+    implementation: str | None = Field(
+        None, description="custom connectors: 'module.Class' from the data directory's plugins/ folder"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _implementation(cls, data: Any) -> Any:
+        return custom_implementation(data)
+
     worker_process: bool | None = Field(
         None,
         description="real_time: run this streaming source in a worker process of its own (its batches"
@@ -214,11 +242,19 @@ class Node(Strict):
     connector_type: str | None = None
     config: dict[str, Any] | None = None
     transform: dict[str, Any] | None = None
+    implementation: str | None = Field(
+        None, description="custom connectors: 'module.Class' from the data directory's plugins/ folder"
+    )
     worker_process: bool | None = Field(
         None,
         description="real_time: run this streaming source in a worker process of its own (its batches"
         " come back as Arrow over a pipe), for protocol stacks one Python thread cannot keep up with",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _implementation(cls, data: Any) -> Any:
+        return custom_implementation(data)
 
     @field_validator("id")
     @classmethod

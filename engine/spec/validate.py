@@ -148,9 +148,36 @@ def _keep_plan(key: str, plan: Plan) -> None:
             _plans.popitem(last=False)
 
 
+def _guide_forms(doc: dict[str, Any]) -> tuple[dict[str, Any], list[SpecIssue]]:
+    """The document with a custom connector's node-level `implementation` (the user guide's form)
+    moved into its config, where the connector reads it (engine/spec/models.py)."""
+    from engine.spec.models import custom_implementation
+
+    issues: list[SpecIssue] = []
+    out = doc
+    for key in ("sources", "destinations", "nodes", "source", "destination"):
+        items = doc.get(key)
+        single = isinstance(items, dict)
+        listed = [items] if single else items
+        if not isinstance(listed, list) or not any(
+            isinstance(i, dict) and i.get("implementation") is not None for i in listed
+        ):
+            continue
+        moved = []
+        for index, item in enumerate(listed):
+            try:
+                moved.append(custom_implementation(item))
+            except ValueError as exc:
+                where = key if single else f"{key}[{index}]"
+                issues.append(SpecIssue(f"{where}.implementation", str(exc)))
+                moved.append({k: v for k, v in item.items() if k != "implementation"})
+        out = {**out, key: moved[0] if single else moved}
+    return out, issues
+
+
 def _compile(doc: dict[str, Any]) -> Plan:
     """Parse and check the document alone (no schemas, no streaming checks): its Plan."""
-    issues: list[SpecIssue] = []
+    doc, issues = _guide_forms(doc)
     form = form_of(doc)
     model = GraphPipeline if form == "graph" else LinearPipeline
     if form == "graph" and any(k in doc for k in ("sources", "source", "transformations")):

@@ -349,3 +349,41 @@ def test_ragged_columns_are_one_line(ctx):
         "custom connector ragged.R: fetch_batches() returned data that is not a table: could not create "
         "a new DataFrame: height of column 'b' (1) does not match height of column 'a' (2)"
     )
+
+
+def test_the_guide_form_with_implementation_on_the_node_runs_too(tmp_path):
+    """The user guide writes `implementation` on the node (linear form here), beside `config`."""
+    from engine.errors import SpecError
+
+    data = tmp_path / "data"
+    with Workspace(data) as ws:
+        (data / "plugins" / "shopfloor.py").write_text(GUIDE_TEMPLATE)
+        (data / "plugins" / "collector.py").write_text(SINK)
+        out = tmp_path / "out.parquet"
+        doc = {
+            "name": "guide form",
+            "sources": [
+                {
+                    "name": "src",
+                    "connector_type": "custom",
+                    "implementation": "shopfloor.CustomConnector",
+                    "config": {"config": {"rows": 3}},
+                }
+            ],
+            "destinations": [
+                {
+                    "name": "dst",
+                    "connector_type": "custom",
+                    "implementation": "collector.Collector",
+                    "config": {"config": {"out": str(out)}},
+                }
+            ],
+        }
+        record = run_pipeline(validate(doc), ws, base_dir=tmp_path)
+        assert record["status"] == "success", record["error"]
+        assert pl.read_parquet(out)["count"].to_list() == [0, 10, 20]
+
+        doc["sources"][0]["connector_type"] = "file"
+        with pytest.raises(SpecError) as err:
+            validate(doc)
+        assert "sources[0]" in str(err.value) and "custom connector" in str(err.value)
