@@ -104,7 +104,7 @@ def delete_connector(name: str = ConnectorName, api: EngineAPI = Depends(engine)
     return Response(status_code=204)
 
 
-@router.post("/{name}/test", summary="Test a saved connector's connection: {ok, error, seconds}")
+@router.post("/{name}/test", summary="Test a saved connector's connection: {ok, error, detail, seconds}")
 def test_connector(
     name: str = ConnectorName,
     timeout: float = Query(TEST_TIMEOUT_S, gt=0, le=300, description="seconds to wait for the answer"),
@@ -116,4 +116,10 @@ def test_connector(
         return {"name": name, **job.result(timeout)}
     except concurrent.futures.TimeoutError:
         job.cancel()
-        return {"name": name, "ok": False, "error": f"no answer within {timeout:g} s", "seconds": timeout}
+        return {
+            "name": name,
+            "ok": False,
+            "error": f"no answer within {timeout:g} s",
+            "detail": None,
+            "seconds": timeout,
+        }

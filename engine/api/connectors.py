@@ -161,24 +161,27 @@ class LocalConnectors:
 
     # ---- test connection ---------------------------------------------------------------------
     def test(self, connector_type: str, role: str, config: dict[str, Any], name: str = "test") -> Job:
-        """Check a connector in the background. The job's result is `{"ok", "error", "seconds"}`
-        (a failed check is a result, not an exception); a `connection_tested` event follows."""
+        """Check a connector in the background. The job's result is `{"ok", "error", "detail",
+        "seconds"}` (a failed check is a result, not an exception; `detail` is the one line a
+        connector may say of what answered: a server's version, the login's permissions); a
+        `connection_tested` event follows."""
 
         def work(cancel) -> dict[str, Any]:
             started = time.monotonic()
             try:
-                self._check(connector_type, role, config, name, cancel)
-                result = {"ok": True, "error": None}
+                said = self._check(connector_type, role, config, name, cancel)
+                detail = " ".join(said.split()) if isinstance(said, str) and said.strip() else None
+                result = {"ok": True, "error": None, "detail": detail}
             except Exception as exc:  # the badge shows whatever went wrong, in one line
                 text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                result = {"ok": False, "error": text}
+                result = {"ok": False, "error": text, "detail": None}
             result["seconds"] = round(time.monotonic() - started, 3)
             self._core.emit({"event": "connection_tested", "name": name, **result})
             return result
 
         return self._core.submit("test_connection", work)
 
-    def _check(self, connector_type: str, role: str, config: dict[str, Any], name: str, cancel) -> None:
+    def _check(self, connector_type: str, role: str, config: dict[str, Any], name: str, cancel) -> str | None:
         from pydantic import ValidationError
 
         from engine.context import RunContext
@@ -208,7 +211,7 @@ class LocalConnectors:
         endpoint = (
             cls.make_source(parsed, ctx, name) if role == "source" else cls.make_sink(parsed, ctx, name)
         )
-        endpoint.check()
+        return endpoint.check()
 
     # ---- OPC UA tag browser ------------------------------------------------------------------
     def browse_opcua(self, config: dict[str, Any], node_id: str | None = None) -> Job[list[dict[str, Any]]]:

@@ -228,6 +228,7 @@ class ConnectionTested(EngineEvent):
     name: str
     ok: bool
     error: str | None = None
+    detail: str | None = None  # what answered, when the connector says (a version, permissions)
     seconds: float = 0.0
 
 

@@ -83,8 +83,9 @@ class Source(ABC):
         """The output schema when it is cheap to know (used by validation); None if unknown."""
         return None
 
-    def check(self) -> None:
-        """Raise a ConnectorError with a clear message when the source cannot be reached."""
+    def check(self) -> str | None:
+        """Raise a ConnectorError with a clear message when the source cannot be reached; may
+        return one line on what answered (a server's version, the login's permissions)."""
 
 
 SessionState = Literal["stopped", "connecting", "connected", "subscribed", "lost", "reconnecting", "failed"]
@@ -279,8 +280,9 @@ class Sink(ABC):
     def abort(self) -> None:
         """Discard everything written since open(); leave the destination as it was."""
 
-    def check(self) -> None:
-        pass
+    def check(self) -> str | None:
+        """As Source.check: raise when the destination cannot be reached; may return one line."""
+        return None
 
     def describe_target(self) -> str:
         """Where the data went, for the run summary (a path, `historian.duckdb:orders`...)."""

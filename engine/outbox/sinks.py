@@ -199,8 +199,8 @@ class OutboxSink(Sink):
             self.store.discard(self._token)
         self._held, self._token = None, None
 
-    def check(self) -> None:
-        _target(self.cls, self.config, self.ctx, self.name).check()
+    def check(self) -> str | None:
+        return _target(self.cls, self.config, self.ctx, self.name).check()
 
     def describe_target(self) -> str:
         return f"outbox → {_target(self.cls, self.config, self.ctx, self.name).describe_target()}"
@@ -323,8 +323,8 @@ class DirectSink(Sink):
             self._forget()
             self._forget = None
 
-    def check(self) -> None:
-        _target(self.cls, self.config, self.ctx, self.name).check()
+    def check(self) -> str | None:
+        return _target(self.cls, self.config, self.ctx, self.name).check()
 
     def describe_target(self) -> str:
         return _target(self.cls, self.config, self.ctx, self.name).describe_target()

@@ -158,6 +158,19 @@ def test_check_reports_version_and_permissions(ctx, table):
     assert "can SELECT, INSERT, CREATE" in target.check()
 
 
+def test_test_connection_through_the_engine_api_shows_the_version_line(tmp_path, table):
+    """The Connectors page's Test button (and POST /connectors/{id}/test) shows what answered."""
+    from engine.api import LocalEngine
+
+    require_service("postgresql")
+    sql(f'CREATE TABLE "{table}" (k bigint)')
+    with LocalEngine(tmp_path / "data") as engine:
+        for role, config in (("source", {**BASE, "table": table}), ("destination", {**BASE, "table": table})):
+            result = engine.connectors.test("postgresql", role, config).result(60)
+            assert result["ok"] is True and result["error"] is None, result
+            assert result["detail"].startswith("PostgreSQL 1") and "can SELECT" in result["detail"]
+
+
 def test_incremental_runs(tmp_path, table):
     sql(f'CREATE TABLE "{table}" (id bigint, at timestamptz)')
     sql(

@@ -80,7 +80,7 @@ def test_connection_and_browse_against_the_simulator(engine, monkeypatch):
         result = engine.connectors.test(
             "opc_ua", "source", {"endpoint": sim.endpoint, "browse_root": "ns=2;s=WindFarm"}
         ).result(60)
-        assert result == {"ok": True, "error": None, "seconds": result["seconds"]}
+        assert result == {"ok": True, "error": None, "detail": None, "seconds": result["seconds"]}
         top = engine.connectors.browse_opcua({"endpoint": sim.endpoint}).result(60)
         farm = next(n for n in top if "WindFarm" in n["browse_name"])
         turbines = engine.connectors.browse_opcua({"endpoint": sim.endpoint}, farm["node_id"]).result(60)

@@ -442,7 +442,8 @@ class ConnectorsPage(Page):
             return  # the user moved on (another connector, another test): not this form's result
         self.test_button.setEnabled(True)
         if result["ok"]:
-            self._badge("ok", f"✓ Connected ({result.get('seconds', 0):.2f} s)")
+            detail = f": {one_line(result['detail'])}" if result.get("detail") else ""
+            self._badge("ok", f"✓ Connected ({result.get('seconds', 0):.2f} s){detail}")
         else:
             self._badge("error", f"✕ {one_line(result.get('error') or 'failed')}")
 
