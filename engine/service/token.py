@@ -32,13 +32,13 @@ def ensure(data_dir: Path | str) -> str:
     store = SecretStore(data_dir)
     with _lock, _exclusive(data_dir):
         try:
-            return store.get(TOKEN_SECRET)
+            return store.get(TOKEN_SECRET, use_keyring=False)  # stored in the file only (above)
         except SecretError as exc:
             if "is not set" not in str(exc):
                 raise  # a store that cannot be read: creating a new token would hide that
         token = _random.token_urlsafe(TOKEN_BYTES)
         store.set(TOKEN_SECRET, token, use_keyring=False)
-        return store.get(TOKEN_SECRET)  # read back: remembered for masking, and a race has one winner
+        return store.get(TOKEN_SECRET, use_keyring=False)  # read back: remembered for masking; one winner
 
 
 @contextlib.contextmanager

@@ -374,3 +374,21 @@ def test_an_unwritable_config_dir_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(SecretError) as err:
         SecretStore(tmp_path / "data").set("db_password", PASSWORD, use_keyring=False)
     assert "(the secrets key)" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_api_token_is_read_without_the_os_keyring(tmp_path):
+    """The token lives in the encrypted file only: reading it never imports or asks the keyring
+    (~50-100 ms on every CLI call next to a service)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; from engine.service import token; "
+        f"t = token.ensure(Path({str(tmp_path / 'data')!r})); assert t == token.ensure(Path({str(tmp_path / 'data')!r})); "
+        "print('keyring' in sys.modules)"
+    )
+    env = {**__import__("os").environ, "AGGREGATOR_CONFIG": str(tmp_path / "config")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True, env=env
+    )
+    assert out.stdout.strip() == "False"
