@@ -70,9 +70,9 @@ _provided: dict[str, str] = {}  # type name -> module, from packages (`provide`)
 
 
 def provide(modules: dict[str, str]) -> None:
-    """A package's connector types and the module that registers each, imported when one of those
-    types is first asked for (protocols/__init__.py)."""
-    _provided.update({normalize_type(n): m for n, m in modules.items()})
+    """A package's connector types (normalized names: `opc_ua`) and the module that registers each,
+    imported when one of those types is first asked for (protocols/__init__.py)."""
+    _provided.update(modules)  # names as the registry keeps them (normalized): naming them imports nothing
 
 
 def _import_for(name: str) -> None:

@@ -21,6 +21,7 @@ def connector_modules():
     return sorted(m for m in sys.modules if m.endswith(".connector") and m.startswith("protocols.")
                   or m in registry.BUILTIN.values())
 before = connector_modules()
+polars_after_naming = "polars" in sys.modules  # naming the types imports nothing heavy
 results = []
 threads = [threading.Thread(target=lambda: results.append(registry.get("modbus") is not None)) for _ in range(4)]
 for t in threads: t.start()
@@ -31,6 +32,7 @@ after_unknown = connector_modules()
 names = registry.names("source")
 print(json.dumps({"found": found, "before": before, "after_modbus": after_modbus, "results": results,
                   "file_too": file_too, "after_unknown": after_unknown, "names": names,
+                  "polars_after_naming": polars_after_naming,
                   "drivers": sorted(m for m in ("psycopg", "pika", "nats", "redis", "asyncua") if m in sys.modules)}))
 """
 
@@ -57,6 +59,7 @@ def test_connectors_are_imported_by_type_name_when_first_asked():
     found = probe(PROBE)
     assert found["found"] == ["opcua", "modbus", "dnp3", "mqtt"]
     assert found["before"] == []  # naming the protocols imported no connector module
+    assert found["polars_after_naming"] is False  # nor Polars (a CLI client next to a service)
     assert found["after_modbus"] == ["protocols.modbus.connector"]  # only the one asked for
     assert found["results"] == [True] * 4  # four threads asking at once all see the type
     # an unknown name loads every connector (a plugin or a package may register it), then says no

@@ -155,7 +155,12 @@ def test_disk_cap_holds_counts_alarms_and_writes_gap_records(table, tmp_path):
     }
     distinct = sql(f'SELECT count(DISTINCT _key) FROM "{table}"')[0][0]
     assert distinct == count(table)
-    assert count(table) == status["appended_records"] - status["dropped_records"], (count(table), figures)
+    # Every record the outbox kept is there once. A batch whose delivery had no answer (the link
+    # cut after PostgreSQL committed it) stays pending, and may then be dropped at the cap: it is
+    # counted dropped though it arrived (its gap record, with the same key, is then refused as a
+    # duplicate). So the table holds at least what was kept, and never more than was accepted.
+    kept = status["appended_records"] - status["dropped_records"]
+    assert kept <= count(table) <= status["appended_records"], (count(table), figures)
     rows = sql(
         f"SELECT tag, (extract(epoch FROM timestamp) * 1000)::bigint, quality, reason, value, value_text"
         f' FROM "{table}" ORDER BY tag, timestamp'
