@@ -30,17 +30,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from engine.connectors.base import Connector, ConnectorConfig, one_line_error
+from engine.connectors.base import ConnectorConfig, one_line_error
 from engine.connectors.mq_common import Message, MqSource, MqSourceOptions
 from engine.connectors.registry import register
 from engine.connectors.webhook import json_frame, json_lines, keys_digest
 from engine.context import RunContext
 from engine.errors import ConnectorError
 from engine.outbox.config import RemoteSinkConfig
+from engine.outbox.connector import CheckByOpening, RemoteConnector
 from engine.outbox.target import KEY_COLUMN, DeliveryError
 
 if TYPE_CHECKING:
-    from engine.connectors.base import Sink, StreamingSource
+    from engine.connectors.base import StreamingSource
 
 
 class AmqpLink(ConnectorConfig):
@@ -272,7 +273,7 @@ class AmqpSinkConfig(AmqpLink, RemoteSinkConfig):
         return self
 
 
-class AmqpTarget:
+class AmqpTarget(CheckByOpening):
     """An `UpstreamTarget` (engine/outbox/target.py): publishes with publisher confirms."""
 
     def __init__(self, config: AmqpSinkConfig, ctx: RunContext, name: str):
@@ -376,17 +377,9 @@ class AmqpTarget:
             except Exception:
                 pass
 
-    def check(self) -> None:
-        try:
-            self.open()
-        except DeliveryError as exc:
-            raise ConnectorError(str(exc)) from None
-        finally:
-            self.close()
-
 
 @register
-class RabbitmqConnector(Connector):
+class RabbitmqConnector(RemoteConnector):
     connector_type = "rabbitmq"
     title = "RabbitMQ (AMQP 0-9-1)"
     SourceConfig: ClassVar[type[AmqpSourceConfig]] = AmqpSourceConfig
@@ -397,17 +390,7 @@ class RabbitmqConnector(Connector):
         assert isinstance(config, AmqpSourceConfig)
         return AmqpSource(config, ctx, name)
 
-    @classmethod
-    def make_target(cls, config: Any, ctx: RunContext, name: str) -> AmqpTarget:
-        if not isinstance(config, AmqpSinkConfig):
-            config = AmqpSinkConfig.model_validate(config)
-        return AmqpTarget(config, ctx, name)
-
-    @classmethod
-    def make_sink(cls, config: Any, ctx: RunContext, name: str) -> Sink:
-        from engine.outbox.sinks import remote_sink
-
-        return remote_sink(cls, config, ctx, name)
+    Target = AmqpTarget
 
 
 @register

@@ -22,17 +22,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import pyarrow as pa
 from pydantic import Field
 
-from engine.connectors.base import Connector, ConnectorConfig, one_line_error
+from engine.connectors.base import ConnectorConfig, one_line_error
 from engine.connectors.mq_common import Message, MqSource, MqSourceOptions
 from engine.connectors.registry import register
 from engine.connectors.webhook import json_frame, json_lines
 from engine.context import RunContext
 from engine.errors import ConnectorError
 from engine.outbox.config import RemoteSinkConfig
+from engine.outbox.connector import RemoteConnector
 from engine.outbox.target import KEY_COLUMN, DeliveryError
 
 if TYPE_CHECKING:
-    from engine.connectors.base import Sink, StreamingSource
+    from engine.connectors.base import StreamingSource
 
 
 class KafkaLink(ConnectorConfig):
@@ -243,7 +244,7 @@ class KafkaTarget:
 
 
 @register
-class KafkaConnector(Connector):
+class KafkaConnector(RemoteConnector):
     connector_type = "kafka"
     title = "Kafka (untested here: no broker on the test machine)"
     SourceConfig: ClassVar[type[KafkaSourceConfig]] = KafkaSourceConfig
@@ -254,14 +255,4 @@ class KafkaConnector(Connector):
         assert isinstance(config, KafkaSourceConfig)
         return KafkaSource(config, ctx, name)
 
-    @classmethod
-    def make_target(cls, config: Any, ctx: RunContext, name: str) -> KafkaTarget:
-        if not isinstance(config, KafkaSinkConfig):
-            config = KafkaSinkConfig.model_validate(config)
-        return KafkaTarget(config, ctx, name)
-
-    @classmethod
-    def make_sink(cls, config: Any, ctx: RunContext, name: str) -> Sink:
-        from engine.outbox.sinks import remote_sink
-
-        return remote_sink(cls, config, ctx, name)
+    Target = KafkaTarget

@@ -36,17 +36,17 @@ import polars as pl
 import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
-from engine.connectors.base import Connector, ConnectorConfig, one_line_error
+from engine.connectors.base import ConnectorConfig, one_line_error
 from engine.connectors.mq_common import MqSourceOptions
 from engine.connectors.registry import register
 from engine.connectors.webhook import json_frame, json_lines, keys_digest
 from engine.context import RunContext
-from engine.errors import ConnectorError
 from engine.outbox.config import RemoteSinkConfig
+from engine.outbox.connector import CheckByOpening, RemoteConnector
 from engine.outbox.target import KEY_COLUMN, DeliveryError
 
 if TYPE_CHECKING:
-    from engine.connectors.base import Sink, StreamingSource
+    from engine.connectors.base import StreamingSource
 
 T = TypeVar("T")
 
@@ -324,7 +324,7 @@ class _Loop:
             self.loop.close()
 
 
-class NatsTarget:
+class NatsTarget(CheckByOpening):
     """An `UpstreamTarget` for NATS JetStream (engine/outbox/target.py)."""
 
     def __init__(self, config: NatsSinkConfig, ctx: RunContext, name: str):
@@ -385,14 +385,6 @@ class NatsTarget:
             if self._loop is not None:
                 self._loop.stop()
                 self._loop = None
-
-    def check(self) -> None:
-        try:
-            self.open()
-        except DeliveryError as exc:
-            raise ConnectorError(str(exc)) from None
-        finally:
-            self.close()
 
     def describe_target(self) -> str:
         where = ", ".join(_safe_url(s) for s in self.config.servers)
@@ -800,7 +792,7 @@ class _Acks:
 
 
 @register
-class NatsConnector(Connector):
+class NatsConnector(RemoteConnector):
     connector_type = "nats"
     title = "NATS (core and JetStream)"
     SourceConfig: ClassVar[type[NatsSourceConfig]] = NatsSourceConfig
@@ -814,14 +806,4 @@ class NatsConnector(Connector):
         assert isinstance(config, NatsSourceConfig)
         return NatsSource(config, ctx, name)
 
-    @classmethod
-    def make_target(cls, config: Any, ctx: RunContext, name: str) -> NatsTarget:
-        if not isinstance(config, NatsSinkConfig):
-            config = NatsSinkConfig.model_validate(config)
-        return NatsTarget(config, ctx, name)
-
-    @classmethod
-    def make_sink(cls, config: Any, ctx: RunContext, name: str) -> Sink:
-        from engine.outbox.sinks import remote_sink  # written by the outbox's helper
-
-        return remote_sink(cls, config, ctx, name)
+    Target = NatsTarget

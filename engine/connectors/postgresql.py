@@ -42,12 +42,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator, model_validator
 
-from engine.connectors.base import Connector, Sink, Source
+from engine.connectors.base import Source
 from engine.connectors.registry import register
 from engine.connectors.sql_common import SqlSource, SqlSourceFields, bind_client_side
 from engine.context import RunContext
 from engine.errors import ConnectorError, first_line
 from engine.outbox.config import RemoteSinkConfig
+from engine.outbox.connector import RemoteConnector
 from engine.outbox.target import KEY_COLUMN, DeliveryError
 
 SSLMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
@@ -1078,7 +1079,7 @@ class PostgreSQLSource(SqlSource):
 
 
 @register
-class PostgreSQLConnector(Connector):
+class PostgreSQLConnector(RemoteConnector):
     connector_type = "postgresql"
     title = "PostgreSQL / TimescaleDB"
     SourceConfig = PostgreSQLSourceConfig
@@ -1088,12 +1089,4 @@ class PostgreSQLConnector(Connector):
     def make_source(cls, config: PostgreSQLSourceConfig, ctx: RunContext, name: str) -> Source:
         return PostgreSQLSource(config, ctx, name)
 
-    @classmethod
-    def make_target(cls, config: PostgreSQLSinkConfig, ctx: RunContext, name: str) -> PostgreSQLTarget:
-        return PostgreSQLTarget(config, ctx, name)
-
-    @classmethod
-    def make_sink(cls, config: PostgreSQLSinkConfig, ctx: RunContext, name: str) -> Sink:
-        from engine.outbox.sinks import remote_sink
-
-        return remote_sink(cls, config, ctx, name)
+    Target = PostgreSQLTarget

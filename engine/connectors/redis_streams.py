@@ -23,17 +23,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import pyarrow as pa
 from pydantic import Field, field_validator
 
-from engine.connectors.base import Connector, ConnectorConfig, one_line_error
+from engine.connectors.base import ConnectorConfig, one_line_error
 from engine.connectors.mq_common import Message, MqSource, MqSourceOptions
 from engine.connectors.registry import register
 from engine.connectors.webhook import json_frame, json_lines
 from engine.context import RunContext
 from engine.errors import ConnectorError
 from engine.outbox.config import RemoteSinkConfig
+from engine.outbox.connector import CheckByOpening, RemoteConnector
 from engine.outbox.target import KEY_COLUMN, DeliveryError
 
 if TYPE_CHECKING:
-    from engine.connectors.base import Sink, StreamingSource
+    from engine.connectors.base import StreamingSource
 
 
 class RedisLink(ConnectorConfig):
@@ -219,7 +220,7 @@ class RedisStreamsSinkConfig(RedisLink, RemoteSinkConfig):
     maxlen: int | None = Field(None, ge=1, description="trim the stream to about this many entries")
 
 
-class RedisStreamsTarget:
+class RedisStreamsTarget(CheckByOpening):
     """An `UpstreamTarget` (engine/outbox/target.py): XADD per record, pipelined."""
 
     def __init__(self, config: RedisStreamsSinkConfig, ctx: RunContext, name: str):
@@ -274,17 +275,9 @@ class RedisStreamsTarget:
             with contextlib.suppress(Exception):
                 r.close()
 
-    def check(self) -> None:
-        try:
-            self.open()
-        except DeliveryError as exc:
-            raise ConnectorError(str(exc)) from None
-        finally:
-            self.close()
-
 
 @register
-class RedisStreamsConnector(Connector):
+class RedisStreamsConnector(RemoteConnector):
     connector_type = "redis_streams"
     title = "Redis Streams"
     SourceConfig: ClassVar[type[RedisStreamsSourceConfig]] = RedisStreamsSourceConfig
@@ -295,14 +288,4 @@ class RedisStreamsConnector(Connector):
         assert isinstance(config, RedisStreamsSourceConfig)
         return RedisStreamsSource(config, ctx, name)
 
-    @classmethod
-    def make_target(cls, config: Any, ctx: RunContext, name: str) -> RedisStreamsTarget:
-        if not isinstance(config, RedisStreamsSinkConfig):
-            config = RedisStreamsSinkConfig.model_validate(config)
-        return RedisStreamsTarget(config, ctx, name)
-
-    @classmethod
-    def make_sink(cls, config: Any, ctx: RunContext, name: str) -> Sink:
-        from engine.outbox.sinks import remote_sink
-
-        return remote_sink(cls, config, ctx, name)
+    Target = RedisStreamsTarget

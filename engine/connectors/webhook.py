@@ -30,24 +30,24 @@ import hashlib
 import threading
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import polars as pl
 import pyarrow as pa
 from pydantic import Field, field_validator
 
-from engine.connectors.base import Connector, one_line_error
+from engine.connectors.base import one_line_error
 from engine.connectors.registry import register
 from engine.context import RunContext
 from engine.errors import ConnectorError
 from engine.limits import shorten
 from engine.outbox.config import RemoteSinkConfig
+from engine.outbox.connector import RemoteConnector
 from engine.outbox.target import KEY_COLUMN, DeliveryError
 
 if TYPE_CHECKING:
     import httpx
 
-    from engine.connectors.base import Sink
 
 RETRYABLE_STATUS = frozenset({408, 425, 429})
 # The endpoint or the credentials are wrong, not the data: retried (the link shows down with the
@@ -301,19 +301,9 @@ def _http_reason(exc: BaseException, timeout: float) -> str:
 
 
 @register
-class WebhookConnector(Connector):
+class WebhookConnector(RemoteConnector):
     connector_type = "webhook"
     title = "REST webhook"
     SinkConfig: ClassVar[type[WebhookSinkConfig]] = WebhookSinkConfig
 
-    @classmethod
-    def make_target(cls, config: Any, ctx: RunContext, name: str) -> WebhookTarget:
-        if not isinstance(config, WebhookSinkConfig):
-            config = WebhookSinkConfig.model_validate(config)
-        return WebhookTarget(config, ctx, name)
-
-    @classmethod
-    def make_sink(cls, config: Any, ctx: RunContext, name: str) -> Sink:
-        from engine.outbox.sinks import remote_sink  # written by the outbox's helper
-
-        return remote_sink(cls, config, ctx, name)
+    Target = WebhookTarget

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.connectors.base import Connector, ConnectorConfig, Sink, StreamingSource
+from engine.connectors.base import ConnectorConfig, StreamingSource
 from engine.connectors.registry import register
 from engine.context import RunContext
+from engine.outbox.connector import RemoteConnector
 from protocols.mqtt.config import MqttSourceConfig, SparkplugSourceConfig
 from protocols.mqtt.publish import MqttPublishConfig, SparkplugPublishConfig
 
 
 @register
-class MqttConnector(Connector):
+class MqttConnector(RemoteConnector):
     connector_type = "mqtt"
     title = "MQTT (JSON or Sparkplug B payloads)"
     SourceConfig = MqttSourceConfig
@@ -42,12 +43,6 @@ class MqttConnector(Connector):
 
         assert isinstance(config, MqttPublishConfig)
         return MqttJsonTarget(config, name)
-
-    @classmethod
-    def make_sink(cls, config: ConnectorConfig, ctx: RunContext, name: str) -> Sink:
-        from engine.outbox.sinks import remote_sink  # through the outbox, or direct
-
-        return remote_sink(cls, config, ctx, name)
 
 
 @register
