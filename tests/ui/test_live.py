@@ -426,7 +426,7 @@ def test_export_errors_are_one_line_toasts(qtbot, window, engine, tmp_path):
     qtbot.waitUntil(lambda: len([t for t in toast_texts(window) if "failed" in t]) == 2, timeout=5_000)
     errors = sorted(t.text for t in window.toasts.toasts if t.kind == "error")
     assert errors == [
-        f"CSV export failed: No such file or directory (os error 2): {missing / 'x.csv'}",
+        f"CSV export failed: {missing / 'x.csv'}: the folder does not exist",
         f"PNG export failed: {missing / 'x.png'}: the image could not be written (does the folder exist?)",
     ]
     assert page.csv_button.isEnabled() and page.csv_button.text() == "Export CSV"

@@ -13,6 +13,7 @@ or an export made while paused all work on that same stretch of time.
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import Future
 from datetime import UTC, datetime
@@ -493,7 +494,7 @@ class LivePage(Page):
         frame = self.visible_frame()
         return self._write(
             self.csv_button,
-            lambda: frame.write_csv(str(path)),
+            lambda: _write_csv(frame, Path(path)),
             f"Exported {frame.height} points to {path}",
             "CSV export failed",
         )
@@ -541,3 +542,16 @@ class LivePage(Page):
         if path:
             self._export_dir = Path(path).parent
         return path or None
+
+
+def _write_csv(frame, path: Path) -> None:
+    """The CSV written whole or not at all (a hidden file beside it, renamed over it), and a
+    missing folder said with the full path (Polars' own message shortens a long one)."""
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path}: the folder does not exist")
+    part = path.with_name(f".{path.name}.part")
+    try:
+        frame.write_csv(str(part))
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
