@@ -255,9 +255,12 @@ def test_a_failing_batch_rolls_everything_back(ctx):
     out.open()
     out.write(ORDERS)
     out.flush()  # written into the open transaction
-    out.write(pl.DataFrame({"id": ["not a number"]}))
+    # The insert runs beside the writer: the error comes from this write (when the insert has
+    # reached the batch already) or at the latest from the flush, which the executor calls on
+    # every destination before any of them commits.
     with pytest.raises(ConnectorError, match=r"historian.duckdb:orders: Conversion Error"):
-        out.flush()  # the executor flushes every destination before any of them commits
+        out.write(pl.DataFrame({"id": ["not a number"]}))
+        out.flush()
     out.abort()  # the executor still calls abort: harmless
     assert table(ctx).equals(ORDERS)
 

@@ -113,7 +113,12 @@ def test_the_gui_drives_a_running_service(qtbot, attached, artifacts, tmp_path):
 
     # The dashboard counts it.
     window.show_page("dashboard")
-    qtbot.waitUntil(lambda: cards["runs_today"].value.text() == str(runs_before + 1), timeout=15_000)
+    # Every run the service recorded: the stream's own run may have been recorded after runs_before
+    # was read, so the count to wait for is the service's own, and it has grown.
+    qtbot.waitUntil(
+        lambda: cards["runs_today"].value.text() == str(len(proc.runs())) and len(proc.runs()) > runs_before,
+        timeout=15_000,
+    )
 
     # The editor opens the service's pipeline (double-click), its palette and forms from the registry.
     pipelines = window.show_page("pipelines")
