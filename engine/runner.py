@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 
 from engine.errors import AggregatorError, RunCancelled
-from engine.executor import Executor
+from engine.lazy_chain import executor_for
 from engine.runs.record import begin_run, finish_run, run_context
 from engine.runs.retry import retry_delays, retryable
 from engine.secrets import mask
@@ -64,7 +64,7 @@ def run_pipeline(
     while True:
         attempt += 1
         ctx = run_context(plan, ws, run_id, start.started, base_dir, cancel, dry_run=False)
-        executor = Executor(plan, ctx, on_event=emit)
+        executor = executor_for(plan, ctx, on_event=emit)
         try:
             result = executor.execute()
             status, error = ("warning" if result.rows_rejected else "success"), None

@@ -1,0 +1,325 @@
+"""A linear batch chain as ONE Polars lazy query, sunk as a hand-written script would sink it.
+
+`source -> row-local transforms -> destination(s)`, with the `rejected` output of validations going
+to the reject store, is run by `pl.collect_all` over every output at once: the kept rows into each
+destination (Parquet and CSV files by Polars' own sinks into the destination's temporary file; any
+other destination through its ordinary `write()`, fed by `sink_batches`), the rejected rows into the
+reject store, and a row count wherever a node may drop rows (that is how the run record gets the
+same per-node counts as the push executor's). Polars runs the query on its streaming engine, with
+the CSV parsing, the transforms and the Parquet encoding on every core and no Python in between;
+the push executor (engine/executor.py) paid a queue hand-off and a collect per batch and node.
+
+Only what the push executor would do the same way takes this path (`chain_of`): one file source
+reading one large UTF-8 CSV or Parquet file, transformations whose type is in `LAZY_TYPES`
+(row-local, so one pass over the whole file means what a pass per batch means; proved against the
+push executor by tests/engine/test_lazy_chain.py), each reading the previous node's `out`, and
+destinations all reading the last one. Anything else (joins, splits, blocking or Python nodes, globs,
+declared column types, small files) runs on the push executor.
+
+Staging and the commit are the push executor's own (`Executor._commit_all`): nothing is visible
+before every output is complete. When the query fails, everything it wrote is aborted and the run is
+done again by the push executor, whose errors name the file, line and field (`Executor.execute`):
+identical results, at the cost of the failed attempt's time.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from engine.context import NodeContext
+from engine.errors import RunCancelled
+from engine.executor import ExecutionResult, Executor, _SinkWorker
+from engine.spec.plan import Plan
+from engine.transforms.base import OUT, REJECTED
+
+LAZY_MIN_BYTES = 32 << 20  # smaller inputs take the push executor: a few batches, nothing to gain
+# Row-local types: a pass over the whole input means what a pass per batch means.
+LAZY_TYPES = frozenset(
+    {
+        "field_mapping",
+        "field_calculation",
+        "field_addition",
+        "field_removal",
+        "schema_mapping",
+        "record_filter",
+        "field_validation",
+        "hashing",
+    }
+)
+ROW_DROPPING = frozenset({"record_filter", "field_validation"})  # the others keep every row
+
+
+@dataclass(frozen=True)
+class Chain:
+    source: str
+    steps: tuple[str, ...]  # transformation node ids, in order
+    destinations: tuple[str, ...]
+
+
+def chain_of(plan: Plan) -> Chain | None:
+    """The plan as a linear chain the lazy query can run, or None (the push executor runs it)."""
+    caps = plan.capabilities
+    if caps.real_time or len(caps.sources) != 1 or not caps.destinations:
+        return None
+    nodes = {n.id: n for n in plan.graph.nodes}
+    consumers = plan.consumers()
+    steps: list[str] = []
+    current = caps.sources[0]
+    while True:
+        outs = consumers.get(current, [])
+        transforms = [c for c, _port, _idx in outs if nodes[c].kind == "transform"]
+        if not transforms:
+            break
+        if len(outs) != 1 or outs[0][1] != OUT:
+            return None  # a fork, or a transformation fed by another port
+        nid = transforms[0]
+        transform = plan.transforms[nid]
+        if (
+            transform.type not in LAZY_TYPES
+            or len(nodes[nid].inputs) != 1
+            or not transform.streaming
+            or transform.fails_on_reject
+        ):
+            return None
+        steps.append(nid)
+        current = nid
+    destinations = tuple(c for c, port, _idx in consumers.get(current, []) if port == OUT)
+    for nid in destinations:
+        if len(nodes[nid].inputs) != 1:
+            return None
+    if set(destinations) != set(caps.destinations):
+        return None  # a destination fed from elsewhere (a rejected port, a mid-chain node)
+    for nid in steps:  # rejected rows go to the reject store only, never to a node
+        if any(port != OUT for _c, port, _idx in consumers.get(nid, [])):
+            return None
+    return Chain(caps.sources[0], tuple(steps), destinations)
+
+
+class LazyChainExecutor(Executor):
+    """Runs a `Chain` as one query; the push executor's `execute` is the fallback."""
+
+    def __init__(self, plan: Plan, ctx, chain: Chain, **kwargs: Any):
+        super().__init__(plan, ctx, **kwargs)
+        self.chain = chain
+        self._kwargs = kwargs
+        self._reject_lock = threading.Lock()
+        self.took_lazy_path = False
+
+    def execute(self) -> ExecutionResult:
+        scan = self._scan()
+        if scan is None:
+            return super().execute()
+        try:
+            self._run_query(scan)
+        except RunCancelled:
+            self._abort_all()
+            raise
+        except BaseException as exc:  # the push executor says what went wrong, and where
+            self._abort_all()
+            self.ctx.log("info", f"one-query run failed ({type(exc).__name__}); run batch by batch")
+            Executor.__init__(self, self.c, self.ctx, **self._kwargs)
+            return super().execute()
+        self.took_lazy_path = True
+        try:
+            for worker in self._sinks.values():
+                if worker.thread.started:
+                    worker.finish()
+            for nid in self.chain.destinations:
+                self.stats[nid].status = "writing"
+            if self._reject_worker is not None:
+                self._reject_worker.finish()
+            self._commit_all()
+        except BaseException:
+            self._abort_all()
+            raise
+        return self.result()
+
+    # ---- the source --------------------------------------------------------------------------
+    def _scan(self) -> pl.LazyFrame | None:
+        """The source file as a LazyFrame, when it is one large UTF-8 CSV or Parquet file read
+        without declared types; else None."""
+        from engine.connectors.file import FileSource
+
+        if self.ctx.dry_run or self.sample_rows is not None or self.preview_limit is not None:
+            return None
+        try:
+            source = self._make_source(self.chain.source)
+        except Exception:
+            return None
+        if type(source) is not FileSource or source.config.schema:
+            return None
+        fmt = source.config.resolved_format
+        if fmt not in ("csv", "parquet") or any(c in str(source.config.path) for c in "*?["):
+            return None
+        try:
+            files = source.files()
+        except Exception:  # the push executor reports it
+            return None
+        path = files[0]
+        try:
+            if len(files) != 1 or path.stat().st_size < LAZY_MIN_BYTES:
+                return None
+        except OSError:
+            return None
+        if fmt == "parquet":
+            return pl.scan_parquet(path, glob=False)
+        from engine.connectors.formats import csv as csv_format
+
+        opts = source._options()
+        from engine.connectors.formats.common import is_utf8
+
+        if not is_utf8(opts.encoding) or csv_format._cr_only(path):
+            return None
+        return csv_format._scan(path, opts)
+
+    # ---- the query ---------------------------------------------------------------------------
+    def _run_query(self, scan: pl.LazyFrame) -> None:
+        t0 = time.perf_counter()
+        source = self.chain.source
+        counted: list[tuple[str, pl.LazyFrame]] = [(source, scan.select(pl.len()))]
+        rejected: dict[str, pl.LazyFrame] = {}
+        lf = scan
+        for nid in self.chain.steps:
+            transform = self.c.transforms[nid]
+            ports = transform.apply([lf], NodeContext(self.ctx, nid, source))
+            lf = ports[OUT]
+            if REJECTED in ports:
+                rejected[nid] = ports[REJECTED]
+            if transform.type in ROW_DROPPING:
+                counted.append((nid, lf.select(pl.len())))
+        queries: list[pl.LazyFrame] = []
+        for nid in self.chain.destinations:
+            queries.append(self._destination_query(nid, lf))
+        reject_rows = {nid: 0 for nid in rejected}
+        for nid, frame in rejected.items():
+            queries.append(frame.sink_batches(self._on_rejects(nid, reject_rows), lazy=True))
+        n_sinks = len(queries)
+        results = pl.collect_all([*queries, *(q for _nid, q in counted)])
+        counts = {nid: int(frame.item()) for (nid, _q), frame in zip(counted, results[n_sinks:], strict=True)}
+        if self.ctx.cancel.is_set():
+            raise RunCancelled("run cancelled")
+        self._count(counts, reject_rows, time.perf_counter() - t0)
+
+    def _destination_query(self, nid: str, lf: pl.LazyFrame) -> pl.LazyFrame:
+        """The kept rows into destination `nid`: a Polars sink into a file destination's temporary
+        file (Parquet, CSV), else the destination's own `write()` per batch, on its own thread."""
+        from engine.connectors.file import FileSink
+
+        sink = self._make_sink(nid)
+        worker = _SinkWorker(sink, self.stats[nid])
+        self._sinks[nid] = worker
+        fmt = sink.config.resolved_format if isinstance(sink, FileSink) else None
+        native = (
+            type(sink) is FileSink
+            and fmt in ("parquet", "csv")
+            and sink.config.mode == "overwrite"
+            and (fmt == "parquet" or _utf8(sink))
+        )
+        if not native:
+            worker.start()
+            return lf.sink_batches(_feeder(worker), lazy=True)
+        sink.target.parent.mkdir(parents=True, exist_ok=True)
+        sink.temp = sink._hidden("tmp")
+        sink._forget_temp = self.ctx.track("file", str(sink.temp))
+        options = sink.config.options
+        if fmt == "parquet":
+            return lf.sink_parquet(sink.temp, compression=options.compression or "snappy", lazy=True)
+        values = sink.config._option_values()
+        lf = lf.with_columns(_text_columns(lf))
+        return lf.sink_csv(
+            sink.temp, include_header=values["header"], separator=values["delimiter"], lazy=True
+        )
+
+    def _on_rejects(self, nid: str, rows: dict[str, int]):
+        def take(frame: pl.DataFrame) -> None:
+            if frame.height == 0:
+                return
+            with self._reject_lock:
+                rows[nid] += frame.height
+                self._store_rejects(nid, frame)
+
+        return take
+
+    # ---- after the query ---------------------------------------------------------------------
+    def _count(self, counts: dict[str, int], reject_rows: dict[str, int], elapsed: float) -> None:
+        """Every node's counts, as the push executor would have counted them batch by batch."""
+        source = self.chain.source
+        rows = counts[source]
+        stats = self.stats[source]
+        stats.rows_out, stats.status, stats.duration_s = rows, "success", elapsed
+        self._port_rows[(source, OUT)] = rows
+        self._progress(source)
+        for nid in self.chain.steps:
+            stats = self.stats[nid]
+            stats.rows_in = rows
+            rows = counts.get(nid, rows)
+            stats.rows_out = rows
+            stats.rows_rejected = reject_rows.get(nid, 0)
+            stats.status = "success"
+            self._port_rows[(nid, OUT)] = rows
+            if nid in reject_rows:
+                self._port_rows[(nid, REJECTED)] = reject_rows[nid]
+            self._progress(nid)
+        for nid in self.chain.destinations:
+            self.stats[nid].rows_in = rows
+        for worker in self._sinks.values():
+            if not worker.thread.started:  # a Polars sink wrote the temporary file: complete it
+                _complete(worker.sink)
+
+
+def _utf8(sink) -> bool:
+    from engine.connectors.formats.common import is_utf8
+
+    return is_utf8(sink.config._option_values()["encoding"])
+
+
+def _text_columns(lf: pl.LazyFrame) -> list[pl.Expr]:
+    """The columns a CSV file writes as text (engine/connectors/formats/common.py
+    `to_text_frame`, which the CSV writer applies to every batch), as expressions."""
+    from engine.connectors.formats.common import _needs_text, _text_expr
+
+    return [
+        _text_expr(pl.col(name), dtype, True, False).alias(name)
+        for name, dtype in lf.collect_schema().items()
+        if _needs_text(dtype, False) or dtype.is_nested()
+    ]
+
+
+def _feeder(worker: _SinkWorker):
+    def feed(frame: pl.DataFrame) -> None:
+        if frame.height or frame.width:
+            worker.put(frame)
+
+    return feed
+
+
+def _complete(sink) -> None:
+    """What `FileSink.flush` does for a file its writer wrote: synced, checked, old mode kept."""
+    import shutil
+
+    from engine.errors import ConnectorError
+
+    try:
+        with open(sink.temp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        if sink.target.is_dir():
+            raise ConnectorError(f"{sink.target}: is a folder, not a file")
+        if sink.target.exists():
+            shutil.copymode(sink.target, sink.temp)
+    except Exception as exc:
+        raise sink._failed(exc) from None
+
+
+def executor_for(plan: Plan, ctx, **kwargs: Any) -> Executor:
+    """The executor for a batch run: the one-query chain where the plan is one, else the push
+    executor."""
+    chain = chain_of(plan)
+    if chain is None:
+        return Executor(plan, ctx, **kwargs)
+    return LazyChainExecutor(plan, ctx, chain, **kwargs)
