@@ -390,6 +390,60 @@ class AlertsAPI(Protocol):
         ...
 
 
+class UsersAPI(Protocol):
+    """Local users and logins (engine/api/users.py, engine/auth/): admin manages them; anyone may
+    try to log in; `me()` says who the engine acts for."""
+
+    def has_users(self) -> bool: ...
+
+    def list(self) -> list[dict[str, Any]]:
+        """{name, role, created_at, updated_at, locked_until}: never a password or its hash."""
+        ...
+
+    def add(self, name: str, role: str, password: str) -> dict[str, Any]: ...
+
+    def set_role(self, name: str, role: str) -> dict[str, Any]: ...
+
+    def set_password(self, name: str, password: str) -> None: ...
+
+    def delete(self, name: str) -> bool: ...
+
+    def me(self) -> dict[str, Any]:
+        """{user, role, source, client} of the caller."""
+        ...
+
+    def login(
+        self, username: str, password: str, client: str | None = None, source: str = "api"
+    ) -> dict[str, Any]:
+        """{access_token, token_type: "bearer", expires_in, refresh_token, user, role};
+        LoginFailed (HTTP 401) otherwise."""
+        ...
+
+    def refresh(self, refresh_token: str, client: str | None = None, source: str = "api") -> dict[str, Any]:
+        """A new pair for a refresh token, which is spent (rotation)."""
+        ...
+
+
+class AuditAPI(Protocol):
+    """The hash-chained audit trail (engine/auth/audit.py): admin only."""
+
+    def list(
+        self,
+        user: str | None = None,
+        action: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        outcome: str | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Entries newest first; `action` matches a prefix (`users` finds `users.add`)."""
+        ...
+
+    def verify(self) -> dict[str, Any]:
+        """{ok, entries, head, first_bad, reason}: the chain checked from its anchor."""
+        ...
+
+
 @runtime_checkable
 class EngineAPI(Protocol):
     """The engine, whichever process it runs in."""
@@ -402,6 +456,8 @@ class EngineAPI(Protocol):
     health: HealthAPI
     alerts: AlertsAPI
     outbox: OutboxAPI
+    users: UsersAPI
+    audit: AuditAPI
 
     @property
     def data_dir(self) -> Path: ...
@@ -428,6 +484,7 @@ class EngineAPI(Protocol):
 
 __all__ = [
     "AlertsAPI",
+    "AuditAPI",
     "ConnectorsAPI",
     "DataAPI",
     "Document",
@@ -440,4 +497,5 @@ __all__ = [
     "RunFilter",
     "RunRecord",
     "RunsAPI",
+    "UsersAPI",
 ]
