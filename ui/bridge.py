@@ -79,13 +79,32 @@ class EngineBridge(QObject):
                     self._wake_posted = False
                     return
                 event = self._pending.popleft()
-            try:
-                self.event.emit(event)
-            except Exception:  # a broken view must not stop the others' events
-                log.exception("engine event handler failed")
+            self._emit(event)
             if time.perf_counter() > deadline:
                 self._wake.emit()  # the rest after the loop has run other work (still queued)
                 return
+
+    def _drain_before_result(self) -> None:  # GUI thread
+        """Deliver the events already waiting, whatever the budget: they were emitted before the
+        result about to be delivered (a run's last node_progress before its record), and a drain
+        cut short by its budget must not let the result overtake them. Only those: events that
+        arrive meanwhile wait for the next drain."""
+        with self._pending_lock:
+            count = len(self._pending)
+        for _ in range(count):
+            if self._closed:
+                return
+            with self._pending_lock:
+                if not self._pending:
+                    return
+                event = self._pending.popleft()
+            self._emit(event)
+
+    def _emit(self, event: dict) -> None:
+        try:
+            self.event.emit(event)
+        except Exception:  # a broken view must not stop the others' events
+            log.exception("engine event handler failed")
 
     # ---- results ---------------------------------------------------------------------------
     def call(
@@ -118,6 +137,7 @@ class EngineBridge(QObject):
         on_ok, on_error = self._callbacks.pop(token, (None, None))
         if self._closed or on_ok is None:
             return
+        self._drain_before_result()
         try:
             if exc is None:
                 on_ok(value)

@@ -414,6 +414,29 @@ def test_a_burst_of_engine_events_is_delivered_in_order_in_slices(qtbot, window,
     assert received == list(range(count))
 
 
+def test_a_result_never_overtakes_the_events_emitted_before_it(qtbot, window, engine, monkeypatch):
+    """A run's last node_progress events come before its record: a drain cut short by its budget
+    must not let the result's callback run first (the editor then showed a finished node still
+    running, its late status dropped), however slow the Qt thread is."""
+    from ui import bridge
+
+    monkeypatch.setattr(bridge, "DRAIN_BUDGET_S", 0.0)  # one event per slice: the slowest Qt thread
+    received: list[int] = []
+    window.bridge.event.connect(lambda e: received.append(e["n"]) if e.get("event") == "burst" else None)
+    count = 2_000
+
+    def work() -> str:
+        for n in range(count):
+            engine.emit({"event": "burst", "n": n})
+        return "done"
+
+    delivered_at_result: list[tuple[str, int]] = []
+    window.bridge.call(engine.call(work), lambda value: delivered_at_result.append((value, len(received))))
+    qtbot.waitUntil(lambda: bool(delivered_at_result), timeout=15_000)
+    assert delivered_at_result == [("done", count)]
+    assert received == list(range(count))
+
+
 def test_run_gui_reads_settings_opens_the_window_and_closes_the_engine(tmp_path):
     """`aggregator gui`'s start-up, whole, in a process of its own: its QApplication.exec() and
     quit() must not touch this test process's application (a quit app runs no more event loops)."""
