@@ -4,8 +4,10 @@ spec must equal resources/pipelines/ecommerce_orders.json (layout coordinates as
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,9 +36,39 @@ def editor(window, qtbot):
     window.activateWindow()
     qtbot.waitUntil(window.isActiveWindow)  # shortcuts fire in the active window only
     # on_show fetched the templates and the user's pipelines folder in the background
-    qtbot.waitUntil(lambda: page.templates_menu.actions() and page._pipelines_dir is not None, timeout=5_000)
+    qtbot.waitUntil(
+        lambda: bool(page.templates_menu.actions()) and page._pipelines_dir is not None, timeout=20_000
+    )
     page.canvas.graph.viewer().setFocus()
     return page
+
+
+@contextlib.contextmanager
+def opening(qtbot, page, timeout: int = 20_000) -> Iterator[None]:
+    """Around an action that opens a document (a template, Ctrl+O, a row on the Pipelines page):
+    back once it is open (`opened`) AND its own validation has come back. Waiting on `validated`
+    alone is a race: the debounced check of the previous document may answer first."""
+    seen: list[str] = []
+
+    def on_opened(_path: str) -> None:
+        seen.append("opened")
+
+    def on_validated(_issues: list) -> None:
+        seen.append("validated")
+
+    page.opened.connect(on_opened)
+    page.validated.connect(on_validated)
+    try:
+        yield
+        # opened is emitted after load_document started this document's check; any validation
+        # answered after it is this document's (older generations are dropped by the page)
+        qtbot.waitUntil(
+            lambda: "validated" in seen[seen.index("opened") :] if "opened" in seen else False,
+            timeout=timeout,
+        )
+    finally:
+        page.opened.disconnect(on_opened)
+        page.validated.disconnect(on_validated)
 
 
 def settle(qtbot, page) -> None:
@@ -504,7 +536,7 @@ def node_key_of(node: dict) -> str:
 def test_open_every_template_from_the_menu_without_errors(editor, qtbot, path, artifacts):
     page = editor
     doc = json.loads(path.read_text())
-    with qtbot.waitSignal(page.validated, timeout=10_000):
+    with opening(qtbot, page):
         pick_template(qtbot, page, doc["name"])
     assert page.document.get("name") == doc["name"]
     assert_drawn_without_problems(page, doc)
@@ -525,7 +557,7 @@ def test_open_the_wind_farm_demo_with_ctrl_o_without_errors(editor, qtbot, artif
     page = editor
     dialog: dict = {}
     answer_file_dialog(qtbot, WIND_FARM, dialog)
-    with qtbot.waitSignal(page.validated, timeout=10_000):
+    with opening(qtbot, page):
         press(qtbot, page, Qt.Key.Key_O, CTRL)
     assert dialog["title"] == "Open pipeline" and dialog["folder"] == page.engine.pipelines.pipelines_dir
     assert_drawn_without_problems(page, json.loads(WIND_FARM.read_text()))
@@ -618,7 +650,7 @@ def test_leaving_unsaved_changes_asks_first(editor, qtbot):
 
     # Discard: the template replaces the work.
     answer_confirm(qtbot, "ConfirmAccept", asked)
-    with qtbot.waitSignal(page.validated, timeout=10_000):
+    with opening(qtbot, page):
         pick_template(qtbot, page, "Multi-source union")
     assert len(asked) == 5 and page.document.get("name") == "Multi-source union"
     assert not page.has_unsaved_changes()
@@ -639,7 +671,7 @@ def ecommerce_copy(tmp_path: Path) -> Path:
 def open_file(qtbot, page, path: Path) -> None:
     """Ctrl+O, the path typed into the dialog; back when the pipeline is open and checked."""
     answer_file_dialog(qtbot, path, {})
-    with qtbot.waitSignal(page.validated, timeout=10_000):
+    with opening(qtbot, page):
         press(qtbot, page, Qt.Key.Key_O, CTRL)
     assert page.path == path
 
@@ -691,7 +723,7 @@ def test_preview_a_node_then_run_with_f5(editor, qtbot, tmp_path, artifacts):
 def test_screenshot_for_the_docs(editor, qtbot, artifacts):
     page = editor
     page.main_window.resize(1400, 860)
-    with qtbot.waitSignal(page.validated, timeout=10_000):
+    with opening(qtbot, page):
         pick_template(qtbot, page, json.loads(TEMPLATES[0].read_text())["name"])
     page.select_node("check_email")
     qtbot.wait(150)  # the minimap frames the pipeline after its 100 ms debounce
@@ -913,7 +945,7 @@ def test_a_real_time_template_streams_from_a_simulator_until_stopped(editor, qtb
     counts, Stop ends it after its last commit."""
     page = editor
     page.main_window.resize(1400, 860)
-    with qtbot.waitSignal(page.validated, timeout=10_000):
+    with opening(qtbot, page):
         pick_template(qtbot, page, "OPC UA to historian")
     press(qtbot, page, Qt.Key.Key_0, CTRL)  # fit
     click_node(qtbot, page, "plc")
@@ -969,7 +1001,7 @@ def test_a_template_from_the_pipelines_page_runs_and_saves_as_a_copy(editor, qtb
 
     pipelines = window.show_page("pipelines")
     qtbot.waitUntil(lambda: pipelines.shipped.topLevelItemCount() > 0, timeout=5_000)
-    with qtbot.waitSignal(page.validated, timeout=10_000):
+    with opening(qtbot, page):
         double_click_row(qtbot, pipelines.shipped, "Multi-source union")
     assert window.current_page_name() == "editor" and page.issues == []
     assert page.path is None and "not saved yet" in page.status.text()
