@@ -474,6 +474,12 @@ def test_a_real_time_pipeline_streams_until_its_job_is_stopped(api):
                     seen.append(event["event"])
                     if event["event"] == "stream_stats" and event.get("rows_committed", 0) > 0:
                         break
+                    if event["event"] == "run_finished":  # a real-time run must not end by itself
+                        detail = api.client.get(f"/runs/{run_id}").json()
+                        raise AssertionError(
+                            f"the stream ended by itself: {detail.get('record')}; logs: {detail.get('logs')}; "
+                            f"events: {seen[-20:]}; service output: {api.service.output()[-3000:]}"
+                        )
                 assert time.monotonic() < deadline, (
                     f"no committed rows in the job's stats; events: {seen[-20:]}"
                 )
