@@ -6,7 +6,9 @@ SQL, no store, no runner here. The OpenAPI document is at `/openapi.json`, Swagg
 (served from the installed fastapi-offline package: no CDN, the box may have no internet).
 
 Security: a bearer token on every route except `GET /health` and `GET /metrics`, which are open to
-loopback clients only (app/http/auth.py). Errors: one line of JSON, never a 5xx for anything a
+loopback clients only, and the login routes (app/http/auth.py): the service's token (admin) or a
+user's access token from `POST /auth/login`. Roles are checked in the engine's view of the caller
+(app/http/deps.py, engine/auth/), not in the routes. Errors: one line of JSON, never a 5xx for anything a
 client sends (app/http/errors.py).
 """
 
@@ -23,6 +25,8 @@ from app.http.auth import require_token
 from app.http.errors import ERROR_RESPONSES
 from app.http.routes_admin import router as admin_router
 from app.http.routes_alerts import router as alerts_router
+from app.http.routes_auth import open_router as login_router
+from app.http.routes_auth import router as users_router
 from app.http.routes_connectors import router as connectors_router
 from app.http.routes_dashboard import router as dashboard_router
 from app.http.routes_data import router as data_router
@@ -63,8 +67,9 @@ def create_app(
         title=API_TITLE,
         version=version(),
         description=(
-            "The local API of `aggregator serve`. Send `Authorization: Bearer <token>` "
-            "(`aggregator token` prints it); `/health` and `/metrics` are open to this machine only."
+            "The local API of `aggregator serve`. Send `Authorization: Bearer <token>`: the service's "
+            "token (`aggregator token` prints it; admin) or a user's access token from `POST /auth/login`"
+            " (the user's role); `/health` and `/metrics` are open to this machine only."
         ),
         default_response_class=SafeJSONResponse,
         swagger_ui_parameters={"validatorUrl": None},  # Swagger UI would ask validator.swagger.io
@@ -93,6 +98,8 @@ def create_app(
         app.include_router(router, dependencies=protected)
     app.include_router(admin_router, dependencies=protected)  # secrets, demo, rerun (routes_admin.py)
     app.include_router(alerts_router, dependencies=protected)  # /alerts (routes_alerts.py)
+    app.include_router(login_router)  # /auth/login, /auth/refresh: open, rate limited (routes_auth.py)
+    app.include_router(users_router, dependencies=protected)  # /auth/me, /users, /audit
     events.install(app, protected)
     return app
 

@@ -1,8 +1,14 @@
-"""The API's bearer token (one token per data directory; users and roles come later).
+"""Who calls: the bearer token of every request, and the principal it stands for.
 
-Every route needs `Authorization: Bearer <token>` (compared in constant time) except `GET /health`
-and `GET /metrics`, which answer a loopback client without it: a monitoring agent on the box needs
-no secret, while a client on the network must send the token there too.
+Every route needs `Authorization: Bearer <token>` except `GET /health` and `GET /metrics`, which
+answer a loopback client without it (a monitoring agent on the box needs no secret, while a client
+on the network must send a token there too), and the login routes. The token is either
+- the service's own API token (`aggregator token`; compared in constant time): admin, for
+  automation and for the CLI next to the service, or
+- a user's access token from `POST /auth/login` (a short-lived JWT, engine/auth/tokens.py): that
+  user with the role the user has now.
+A missing, wrong, tampered or expired token is 401. The principal is kept on the request; the routes
+reach the engine through a view bound to it (app/http/deps.py), where the roles are checked.
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.http.errors import ApiError
+from engine.api.auth import LoginFailed, Principal
+
+SERVICE_USER = "service-token"  # the name the audit trail gives to calls made with the API token
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -61,12 +70,28 @@ async def require_token(
     check_token(request, credentials)
 
 
-def check_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> None:
+def client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def check_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    """The principal of the request's token (kept as `request.state.principal`); 401 otherwise."""
     given = _token_of(request, credentials)
     if given is None:
         raise Unauthorized("missing token: send the header 'Authorization: Bearer <token>'")
-    if not token_matches(request.app.state.token, given):
-        raise Unauthorized("wrong token (`aggregator token --data-dir D` prints the right one)")
+    client = client_address(request)
+    if token_matches(request.app.state.token, given):
+        principal = Principal(SERVICE_USER, "admin", "api", client)
+    else:
+        users = getattr(request.app.state.engine, "users", None)
+        if users is None or given.count(".") != 2:  # not a JWT: a wrong service token
+            raise Unauthorized("wrong token (`aggregator token --data-dir D` prints the right one)")
+        try:
+            principal = users.authenticate(given, client=client, source="api")
+        except LoginFailed as exc:
+            raise Unauthorized(exc.one_line()) from None
+    request.state.principal = principal
+    return principal
 
 
 async def loopback_or_token(

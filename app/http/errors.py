@@ -4,8 +4,9 @@ A request the client got wrong is always a 4xx, never a 5xx:
 - a request that does not fit the route (body, query, path): 422, `body.nodes[2].type: ...`;
 - the engine's own errors (`AggregatorError`) by kind: an invalid pipeline (`SpecError`) 422 with
   every issue in `issues`, something that does not exist 404, a conflict 409, a usage error 400,
-  a refused operation (`PermissionError`, e.g. deleting a shipped example) 403, anything else the
-  engine refuses on purpose 422;
+  a refused operation (`PermissionError`, e.g. deleting a shipped example, and `PermissionDenied`:
+  the caller's role may not) 403, a refused login or token 401, anything else the engine refuses
+  on purpose 422;
 - only a real fault of the server (an exception nobody raised on purpose) is a 500: its traceback is
   logged (masked), the client gets one line and no traceback.
 """
@@ -105,6 +106,15 @@ def _validation_line(error: dict) -> str:
 
 def _status_of(exc: Exception) -> int:
     """The HTTP status of an engine error, by its kind."""
+    from engine.api.auth import LoginFailed, PermissionDenied
+
+    if isinstance(exc, PermissionDenied):  # the role may not (engine/auth/permissions.py)
+        return 403
+    if isinstance(exc, LoginFailed):
+        return 401
+    named = {"UserNotFound": 404, "UserExists": 409}.get(type(exc).__name__)
+    if named:
+        return named
     by_name = (
         ("NotFoundError", 404),
         ("ConflictError", 409),
@@ -153,7 +163,8 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, engine_errors.SpecError):
             issues = [issue.to_dict() for issue in exc.issues[:200]]
             return error_response(status, exc.one_line(), issues=issues)
-        return error_response(status, exc.one_line())
+        headers = {"WWW-Authenticate": 'Bearer realm="aggregator"'} if status == 401 else None
+        return error_response(status, exc.one_line(), headers=headers)
 
     @app.exception_handler(PermissionError)
     async def refused(request: Request, exc: PermissionError) -> JSONResponse:

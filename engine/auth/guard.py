@@ -118,6 +118,9 @@ class GuardedAPI:
                     operation, target=target, outcome="failed", reason=error_line(exc), detail=detail
                 )
                 raise
+            if result is False and operation.split(".")[1].startswith("delete"):  # nothing was there
+                owner.record(operation, target=target, outcome="failed", reason="not found", detail=detail)
+                return result
             owner.record(
                 operation,
                 target=target,
