@@ -14,7 +14,11 @@ class StreamSettings:
     # is `max_latency_ms` old, whichever comes first (the schedule's two fields).
     batch_size: int = 1000
     max_latency_ms: int = 1000
-    # Each source's queue holds at most this much; None: ten micro-batches, at least 10 000 rows.
+    # Micro-batches waiting together are committed in one transaction, up to this many rows (and
+    # half of `max_latency_ms` spent on them); None: 100 micro-batches, at least 200,000 rows.
+    commit_max_rows: int | None = None
+    # Each source's queue holds at most this much; None: ten micro-batches, at least 250,000 rows
+    # (one poll round of a big Modbus or OPC UA source must fit; the bytes bound comes first).
     queue_max_rows: int | None = None
     queue_max_bytes: int = 64 * MIB
     # A full queue makes the source's emit() wait this long, then the oldest rows are dropped
@@ -25,8 +29,15 @@ class StreamSettings:
 
     @property
     def max_rows(self) -> int:
-        rows = self.queue_max_rows if self.queue_max_rows is not None else max(10 * self.batch_size, 10_000)
+        rows = self.queue_max_rows if self.queue_max_rows is not None else max(10 * self.batch_size, 250_000)
         return max(rows, self.batch_size)  # a smaller queue could never fill a micro-batch
+
+    @property
+    def commit_rows(self) -> int:
+        rows = (
+            self.commit_max_rows if self.commit_max_rows is not None else max(100 * self.batch_size, 200_000)
+        )
+        return max(rows, self.batch_size)
 
     @classmethod
     def from_schedule(cls, schedule: Any, **overrides: Any) -> StreamSettings:

@@ -478,7 +478,7 @@ def test_stop_while_a_source_is_blocked_in_emit_drops_nothing(ws, tmp_path):
     assert snap["sources"]["ticks"]["peak_queued_rows"] <= 200
 
 
-def test_a_sink_made_for_streaming_is_opened_once_and_committed_per_micro_batch(ws, tmp_path):
+def test_a_sink_made_for_streaming_is_opened_once_and_committed_per_group_of_micro_batches(ws, tmp_path):
     dest = {"connector_type": "test_session_sink", "config": {"key": "session", "delay_s": 0}}
     runner, _ = make_runner(
         ws,
@@ -488,7 +488,10 @@ def test_a_sink_made_for_streaming_is_opened_once_and_committed_per_micro_batch(
     runner.start()
     wait_for(lambda: runner.stats()["rows_committed"] == 300)
     runner.stop()
-    assert SLOW_WRITES["session.calls"] == ["open", "commit", "commit", "commit", "close"]
+    calls = SLOW_WRITES["session.calls"]
+    # three micro-batches of 100: micro-batches waiting together share a commit (issue 12)
+    assert calls[0] == "open" and calls[-1] == "close" and set(calls[1:-1]) == {"commit"}
+    assert 1 <= len(calls) - 2 <= 3
     assert sum(f.height for f in SLOW_WRITES["session"]) == 300
 
 
