@@ -91,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     from app.alerts_cmd import add_alerts_parser
 
     add_alerts_parser(sub, data_dir)
+    from app.users_cmd import add_users_parser  # users, login (issue 14)
+
+    add_users_parser(sub, data_dir)
+    from app.audit_cmd import add_audit_parser
+
+    add_audit_parser(sub, data_dir)
 
     from app.serve import add_parser as add_serve_parser
 

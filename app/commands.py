@@ -360,3 +360,21 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 __all__ = ["EXIT_FAILED", "EXIT_INVALID"]
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from app.users_cmd import cmd_users as users
+
+    return users(args)
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    from app.users_cmd import cmd_login as login
+
+    return login(args)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from app.audit_cmd import cmd_audit as audit
+
+    return audit(args)

@@ -4,18 +4,23 @@ lock and has published its API URL), the client talks to it (`RemoteEngine`), so
 to a service with no lock error; otherwise the engine runs in this process (`LocalEngine`).
 
 The token is the data directory's own (engine/service/token.py): a process that can read the data
-directory's secret store may drive its service. Nothing heavy is imported on the remote path
+directory's secret store may drive its service, as admin. `$AGGREGATOR_TOKEN` replaces it: a user's
+access token (`aggregator login`) makes the CLI act as that user, with that user's role. An engine
+in this process acts as the local OS user, as admin (engine/auth/principal.py), through the same
+checked, audited view the service gives its callers. Nothing heavy is imported on the remote path
 (no Polars, no DuckDB): `aggregator runs` next to a service stays quick.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 from engine.api.protocol import EngineAPI
 from engine.datadir import default_data_dir
 
+TOKEN_ENV = "AGGREGATOR_TOKEN"  # a user's access token (or the service's token) for a running service
 STARTING_WAIT_S = 5.0  # a service that holds the lock but has not published its URL yet: wait this long
 
 
@@ -43,18 +48,21 @@ def service_url(data_dir: Path | str | None = None, wait: float = STARTING_WAIT_
         time.sleep(0.05)
 
 
-def engine_for(data_dir: Path | str | None = None) -> EngineAPI:
-    """A `RemoteEngine` on the service that owns `data_dir`, else a `LocalEngine` on it."""
+def engine_for(data_dir: Path | str | None = None, source: str = "cli") -> EngineAPI:
+    """A `RemoteEngine` on the service that owns `data_dir` (with `$AGGREGATOR_TOKEN`, else the
+    service's token), else a `LocalEngine` on it as the local OS user (admin; closing the view
+    closes the engine). `source` names the client in the audit trail."""
     where = Path(data_dir).expanduser() if data_dir else default_data_dir()
     url = service_url(where)
     if url is not None:
         from engine.api.remote import RemoteEngine
         from engine.service import token
 
-        return RemoteEngine(url, token.ensure(where), data_dir=where)
+        return RemoteEngine(url, os.environ.get(TOKEN_ENV) or token.ensure(where), data_dir=where)
     from engine.api.local import LocalEngine
+    from engine.auth.principal import local_admin
 
-    return LocalEngine(where)
+    return LocalEngine(where).as_principal(local_admin(source), owns=True)
 
 
 __all__ = ["engine_for", "service_url"]

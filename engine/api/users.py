@@ -138,6 +138,26 @@ class LocalUsers:
         return Principal(user["name"], user["role"], source, client)
 
 
+def _moment(text: str | None, where: str) -> str | None:
+    """An ISO 8601 time or date (UTC when it names no offset) as the audit trail writes times."""
+    if not text:
+        return None
+    from datetime import UTC, datetime
+
+    from engine.errors import UsageError
+    from engine.runs.timefmt import iso_utc
+
+    try:
+        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{where}: '{text}' is not a time (allowed: ISO 8601, e.g. 2026-01-31 or 2026-01-31T12:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return iso_utc(moment)
+
+
 class LocalAudit:
     """The audit trail: newest first, filtered; its chain verified."""
 
@@ -153,7 +173,9 @@ class LocalAudit:
         outcome: str | None = None,
         limit: int = 1000,
     ) -> list[dict[str, Any]]:
-        return self._log.entries(user, action, since, until, outcome, limit)
+        return self._log.entries(
+            user, action, _moment(since, "since"), _moment(until, "until"), outcome, limit
+        )
 
     def verify(self) -> dict[str, Any]:
         return self._log.verify()

@@ -66,6 +66,13 @@ class ServiceUnavailable(RemoteError):
     exit_code = 2
 
 
+class AccessDenied(RemoteError, PermissionError):
+    """The service refused the call for the caller's role (HTTP 403): its one line, exit 3 (as a
+    local PermissionDenied, engine/auth/principal.py)."""
+
+    exit_code = 3
+
+
 def error_of(response: httpx.Response) -> Exception:
     """The engine error a service's error answer stands for."""
     try:
@@ -77,6 +84,10 @@ def error_of(response: httpx.Response) -> Exception:
     message = str(body.get("error") or f"HTTP {response.status_code}")
     status = response.status_code
     issues = body.get("issues")
+    if status == 401 and response.request.url.path.startswith("/auth/"):
+        return AccessDenied(message, status)  # a login or refresh refused: the service's own line
+    if status == 401 and response.request.headers.get("authorization", "").count(".") == 2:
+        return ServiceUnavailable(f"{message} (`aggregator login` gives a new access token)", status)
     if status == 401:
         return ServiceUnavailable(
             f"{response.request.url.copy_with(path='/', query=None)}: the service refused the API token"
@@ -103,7 +114,7 @@ def error_of(response: httpx.Response) -> Exception:
     if status == 400:
         return UsageError(message)
     if status == 403:
-        return PermissionError(message)
+        return AccessDenied(message, status)
     return RemoteError(message, status)
 
 

@@ -23,6 +23,7 @@ class RemoteEngine:
         from engine.api.remote.outbox import RemoteOutbox
         from engine.api.remote.pipelines import RemotePipelines
         from engine.api.remote.runs import RemoteRuns
+        from engine.api.remote.users import RemoteAudit, RemoteUsers
 
         self._client = ServiceClient(url, token, timeout=timeout)
         self._data_dir = Path(data_dir) if data_dir is not None else None
@@ -34,6 +35,8 @@ class RemoteEngine:
         self.data = RemoteData(self._client)
         self.alerts = RemoteAlerts(self._client)
         self.outbox = RemoteOutbox(self._client)
+        self.users = RemoteUsers(self._client)  # the service checks the roles and audits
+        self.audit = RemoteAudit(self._client)
 
     @property
     def url(self) -> str:
