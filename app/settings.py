@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import tomllib
 from collections.abc import Mapping
@@ -42,6 +43,52 @@ class Settings(BaseModel):
     preview_rows: int = Field(
         200, ge=1, le=100_000, title="Preview rows", description="rows a node preview shows by default"
     )
+    # Security (issue 14; docs/security.md). Set by the admin (`aggregator settings ...`), read by
+    # the engine from this file (engine/datadir.py) without importing the app.
+    allowed_roots: list[str] = Field(
+        default_factory=list,
+        title="Allowed folders",
+        description="folders besides the data directory where a pipeline may read and write files",
+    )
+    plugins_enabled: bool = Field(
+        False,
+        title="Plugins enabled",
+        description="python transforms and custom connectors may load code from the data directory's plugins/",
+    )
+    tls_cert: str | None = Field(None, title="TLS certificate", description="the API's certificate (PEM)")
+    tls_key: str | None = Field(None, title="TLS key", description="the API certificate's private key (PEM)")
+    tls_cafile: str | None = Field(
+        None,
+        title="Trusted CA file",
+        description="a client trusts the service's certificate if this CA (or certificate) signed it",
+    )
+
+    @field_validator("allowed_roots", mode="before")
+    @classmethod
+    def _roots_from_text(cls, value: Any) -> Any:
+        # AGGREGATOR_ALLOWED_ROOTS=/srv/a:/srv/b, like PATH
+        if isinstance(value, str):
+            return [part for part in value.split(os.pathsep) if part.strip()]
+        return value
+
+    @field_validator("allowed_roots")
+    @classmethod
+    def _absolute_roots(cls, value: list[str]) -> list[str]:
+        out = []
+        for text in value:
+            path = Path(text.strip()).expanduser()
+            if not path.is_absolute():
+                raise ValueError(f"'{text}' is not an absolute folder path")
+            if str(path) not in out:
+                out.append(str(path))
+        return out
+
+    @field_validator("tls_cert", "tls_key", "tls_cafile", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @field_validator("data_dir", mode="before")
     @classmethod
@@ -117,6 +164,8 @@ def to_toml(settings: Settings) -> str:
             continue
         if isinstance(value, bool):
             text = "true" if value else "false"
+        elif isinstance(value, list):
+            text = json.dumps([str(v) for v in value], ensure_ascii=False)  # a TOML array of strings
         elif isinstance(value, int | float):
             text = repr(value)
         else:
@@ -189,3 +238,90 @@ class SettingsStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         return self.path
+
+
+# ---- `aggregator settings`: the admin's command line for this file ------------------------------
+def field_name(key: str) -> str:
+    """`plugins.enabled` and `plugins-enabled` name the field `plugins_enabled`."""
+    name = key.strip().replace(".", "_").replace("-", "_")
+    if name not in Settings.model_fields or name == "schema_version":
+        known = ", ".join(n for n in Settings.model_fields if n != "schema_version")
+        raise SettingsError(name, f"unknown setting '{key}' (settings: {known})")
+    return name
+
+
+def add_parser(sub: Any) -> None:
+    sp = sub.add_parser(
+        "settings", help="show or change the settings file (allowed folders, plugins, TLS...)"
+    )
+    action = sp.add_subparsers(dest="settings_command", required=True, metavar="ACTION")
+    show = action.add_parser("show", help="every setting, and where the file is")
+    show.add_argument("--json", action="store_true")
+    get = action.add_parser("get", help="one setting's value")
+    get.add_argument("key")
+    setp = action.add_parser("set", help="set KEY to VALUE (`plugins.enabled true`; a list: A:B)")
+    setp.add_argument("key")
+    setp.add_argument("value")
+    add = action.add_parser("add", help="add VALUE to a list setting (`allowed_roots /srv/exports`)")
+    add.add_argument("key")
+    add.add_argument("value")
+    remove = action.add_parser("remove", help="remove VALUE from a list setting")
+    remove.add_argument("key")
+    remove.add_argument("value")
+    unset = action.add_parser("unset", help="back to the default")
+    unset.add_argument("key")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return os.pathsep.join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def cmd_settings(args: Any) -> int:
+    """`aggregator settings show|get|set|add|remove|unset`. A refused value: one line, exit 2."""
+    store = SettingsStore()
+    what = args.settings_command
+    try:
+        if what == "show":
+            current = store.load().model_dump()
+            if args.json:
+                print(
+                    json.dumps(
+                        {"path": str(store.path), "settings": current, "overridden": store.overridden()}
+                    )
+                )
+                return 0
+            print(f"# {store.path}")
+            for key, value in current.items():
+                note = "  (set by the environment)" if key in store.overridden() else ""
+                print(f"{key} = {_shown(value)}{note}")
+            return 0
+        name = field_name(args.key)
+        if what == "get":
+            print(_shown(getattr(store.load(), name)))
+            return 0
+        if name in store.overridden():
+            raise SettingsError(name, f"set by the environment (AGGREGATOR_{name.upper()}); change it there")
+        if what == "unset":
+            before = store.read_file()
+            before.pop(name, None)
+            store.save(Settings.model_validate(before))
+            return 0
+        if what in ("add", "remove"):
+            current = store.read_file().get(name) or []
+            if getattr(Settings.model_fields[name].annotation, "__origin__", None) is not list:
+                raise SettingsError(name, "is not a list setting (use `set`)")
+            if what == "add":
+                value: Any = [*current, args.value]
+            else:
+                value = [v for v in current if Path(v) != Path(args.value).expanduser()]
+        else:
+            value = args.value
+        store.update({name: value})
+        return 0
+    except SettingsError as exc:
+        print(f"error: {store.path}: {exc.field}: {exc.message}", file=sys.stderr)
+        return 2

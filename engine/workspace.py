@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.datadir import default_data_dir
+from engine.datadir import default_data_dir, note_opened
 from engine.secrets import SecretStore, restrict_to_owner
 from engine.store.historian import Historian
 from engine.store.metadata import MetadataStore
@@ -14,6 +14,7 @@ class Workspace:
     def __init__(self, data_dir: Path | str | None = None):
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
         restrict_to_owner(self.data_dir)  # 0700: plugins, secrets and runs are the owner's only
+        note_opened(self.data_dir)  # a spec may name files in it (engine/spec/paths_policy.py)
         (self.data_dir / "plugins").mkdir(exist_ok=True)
         self.metadata = MetadataStore(self.data_dir / "metadata.db")
         self.historian = Historian(self.data_dir / "historian.duckdb")

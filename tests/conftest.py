@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parent.parent
 
 SERVICES = {
     "postgresql": 5432,
@@ -51,6 +55,12 @@ def config_dir(tmp_path_factory, monkeypatch):
     """Every test gets its own configuration folder (where the secrets key lives), never the user's."""
     path = tmp_path_factory.mktemp("config")
     monkeypatch.setenv("AGGREGATOR_CONFIG", str(path))
+    # What an admin configures on a real machine (engine/spec/paths_policy.py): tests name files in
+    # the temporary folders and the repository (golden cases, examples), and run plugins. The tests
+    # of the policy itself (tests/engine/test_path_policy*.py) set their own.
+    roots = [str(tmp_path_factory.getbasetemp()), tempfile.gettempdir(), str(REPO)]
+    monkeypatch.setenv("AGGREGATOR_ALLOWED_ROOTS", os.pathsep.join(roots))
+    monkeypatch.setenv("AGGREGATOR_PLUGINS_ENABLED", "true")
     return path
 
 

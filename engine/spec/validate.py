@@ -99,7 +99,9 @@ def validate(doc: Any, *, check_schemas: bool = True, ctx: Any = None, reuse: bo
         plan = _compile(doc)
         if key is not None:
             _keep_plan(key, plan)
-    issues: list[SpecIssue] = []
+    issues: list[SpecIssue] = _check_policy(plan, ctx)
+    if issues:  # a refused file is never opened, not even to read its schema
+        raise SpecError(_with_nodes(_dedupe(issues), plan.paths))
     if check_schemas:
         issues += _check_schemas(plan, ctx)
     if not issues and plan.graph.schedule.type == "real_time":
@@ -109,6 +111,14 @@ def validate(doc: Any, *, check_schemas: bool = True, ctx: Any = None, reuse: bo
     if issues:
         raise SpecError(_with_nodes(_dedupe(issues), plan.paths))
     return plan
+
+
+def _check_policy(plan: Plan, ctx: Any) -> list[SpecIssue]:
+    """Files only inside the allowed roots, plugins only when enabled (engine/spec/paths_policy.py):
+    on every call, cached Plan or not, since an admin may change the settings at any time."""
+    from engine.spec.paths_policy import check_plan
+
+    return check_plan(plan, ctx)
 
 
 PLAN_CACHE_SIZE = 256

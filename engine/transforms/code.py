@@ -149,7 +149,14 @@ class Python(Transform):
 
 
 def load_plugin(ref: str, plugins_dir: Path) -> Callable[[pl.DataFrame], pl.DataFrame]:
-    """Import `module` from `plugins_dir` only (never from sys.path) and return its `function`."""
+    """Import `module` from `plugins_dir` only (never from sys.path) and return its `function`;
+    only once an admin has enabled plugins (validation says so too; this holds for any caller)."""
+    from engine.spec.paths_policy import PLUGINS_OFF, plugins_enabled
+
+    if not plugins_enabled():
+        raise TransformError(
+            PLUGINS_OFF.format(what="python transforms and custom connectors"), param="function"
+        )
     module_name, function_name = ref.split(":")
     path = plugins_dir / f"{module_name}.py"
     if not path.is_file():
