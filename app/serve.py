@@ -78,6 +78,18 @@ def add_parser(sub: Any) -> None:
         "--listen", type=listen_address, default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})"
     )
     sp.add_argument(
+        "--tls",
+        choices=["self-signed", "settings"],
+        default=None,
+        help="serve HTTPS: 'self-signed' makes (or reuses) a certificate in the config folder;"
+        " 'settings' uses tls_cert and tls_key (used anyway when they are set)",
+    )
+    sp.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow plain HTTP on an address other than loopback (the API token crosses the network in clear)",
+    )
+    sp.add_argument(
         "--stop-timeout",
         type=_seconds,
         default=10.0,
@@ -169,6 +181,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engine.service.sdnotify import Notifier
 
     started = time.monotonic()
+    from app.tls import choose
+
+    # before anything starts: a plain-HTTP bind beyond loopback is refused (exit 2, one line)
+    tls = choose(getattr(args, "tls", None), getattr(args, "insecure", False), args.listen[0])
     data_dir = (args.data_dir or default_data_dir()).expanduser().resolve()
     held = service_lock.acquire(data_dir)  # a second serve: exit 2, naming the holder's PID
     log_path = _logging(data_dir)
@@ -191,14 +207,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host = ServiceHost(
             engine, [p.expanduser() for p in args.pipelines], say=_say, on_lag=metrics.observe_scheduler_lag
         )
-        server, thread = _start_http(_app(engine, token, listen_host, metrics), sock)
+        server, thread = _start_http(_app(engine, token, listen_host, metrics), sock, tls)
         shown = f"[{listen_host}]" if ":" in listen_host else listen_host
-        url = f"http://{shown}:{port}"
+        url = f"{'https' if tls else 'http'}://{shown}:{port}"
         held.publish(url)
         host.start()
         _say(
             "info", f"serving {data_dir} at {url} (API docs {url}/docs) in {time.monotonic() - started:.2f} s"
         )
+        _say_transport(tls, listen_host, getattr(args, "insecure", False))
         _say("info", f"API token: {service_token.path_hint(data_dir)}")
         _say("info", f"log file: {log_path}")
         notifier.ready(f"serving {url}")
@@ -246,12 +263,31 @@ def _close_event_streams(app: Any) -> None:
         close_streams(app)
 
 
-def _start_http(app: Any, sock: socket.socket):
+def _say_transport(tls: Any, host: str, insecure: bool) -> None:
+    """The certificate a client should see (its SHA-256 fingerprint), or the warning for --insecure."""
+    from app.tls import is_loopback
+
+    if tls is not None:
+        made = " (made now)" if tls.generated else ""
+        _say("info", f"TLS certificate {tls.cert}{made}, SHA-256 fingerprint {tls.fingerprint}")
+    elif insecure and not is_loopback(host):
+        _say(
+            "warning",
+            f"--insecure: plain HTTP on {host}; the API token and the data cross the network in clear",
+        )
+    elif insecure:
+        _say("warning", f"--insecure: {host} is loopback, which is served in plain HTTP anyway")
+
+
+def _start_http(app: Any, sock: socket.socket, tls: Any = None):
     """uvicorn on its own thread (a thread installs no signal handlers: ours stay in force); returns
-    once it accepts connections."""
+    once it accepts connections. `tls`: app/tls.TlsFiles, or None for plain HTTP."""
     import uvicorn
 
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    extra: dict[str, Any] = {}
+    if tls is not None:
+        extra = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)}
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", **extra)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="http", daemon=True)
     thread.start()

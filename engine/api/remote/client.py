@@ -126,11 +126,18 @@ class ServiceClient:
         self.token = token
         self.closed = False
         self.tag_interval = 0.0  # seconds between `tag_values` events (0: none; the GUI sets it)
+        from engine.datadir import client_tls  # https: the CA file of the settings (docs/security.md)
+
+        try:
+            verify = client_tls(self.url)
+        except ValueError as exc:
+            raise ServiceUnavailable(f"{self.url}: {exc}") from None
         self._http = httpx.Client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,
             trust_env=False,  # a proxy from the environment must not see a loopback API's token
+            verify=verify,
         )
         self._subscribers: list[Callable[[EngineEvent], None]] = []
         self._sub_lock = threading.Lock()
