@@ -1,0 +1,89 @@
+"""The newest value per tag (issue 12): batches that hold each tag once are logged as they are (no
+group-by), the log is folded once per FOLD_ROUNDS rounds of the known tags, and the answer is the
+same rule as ever: the latest timestamp wins, a missing one is the oldest, a tie goes to the later
+arrival."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.store.historian import Historian
+from engine.store.tag_historian import FOLD_LAST_AFTER, FOLD_ROUNDS, TagHistorian
+from engine.tags import TagBatchBuilder
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def batch(rows: list[tuple[str, float, int | None]]) -> pl.DataFrame:
+    builder = TagBatchBuilder("test")
+    for tag, value, _ in rows:
+        builder.add(tag, value, timestamp=T0)
+    stamps = [None if s is None else T0 + timedelta(seconds=s) for _, _, s in rows]
+    frame = builder.take()
+    return frame.with_columns(pl.Series("timestamp", stamps, dtype=frame.schema["timestamp"]))
+
+
+def expected_newest(batches: list[list[tuple[str, float, int | None]]]) -> dict[str, float]:
+    """The rule, written out: per tag the row with the latest timestamp (None oldest), the later
+    arrival on a tie."""
+    best: dict[str, tuple[int, float]] = {}
+    for rows in batches:
+        for tag, value, seconds in rows:
+            key = -1 if seconds is None else seconds
+            if tag not in best or key >= best[tag][0]:
+                best[tag] = (key, value)
+    return {tag: value for tag, (_, value) in best.items()}
+
+
+rows_strategy = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "c", "d"]),
+        st.floats(-1e6, 1e6, allow_nan=False),
+        st.one_of(st.none(), st.integers(0, 5)),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=12, deadline=None)
+@given(batches=st.lists(rows_strategy, min_size=1, max_size=6), fold_after=st.sampled_from([None, 1, 4]))
+def test_last_values_follow_the_rule_whether_tags_repeat_or_not(batches, fold_after):
+    with tempfile.TemporaryDirectory() as tmp:
+        historian = Historian(Path(tmp) / "h.duckdb")
+        try:
+            store = TagHistorian(historian)
+            store.fold_last_after = fold_after
+            for rows in batches:
+                store.append(batch(rows))
+            got = dict(store.last_values().select("tag", "value").rows())
+            assert got == expected_newest(batches)
+        finally:
+            historian.close()
+
+
+def test_the_fold_waits_for_rounds_of_the_known_tags(tmp_path):
+    historian = Historian(tmp_path / "h.duckdb")
+    try:
+        store = TagHistorian(historian)
+        tags = 3_000
+        assert store.fold_threshold() == FOLD_LAST_AFTER
+        for second in range(8):  # 24,000 rows logged: the first fold, at 20,000
+            store.append(batch([(f"t{i}", float(second), second) for i in range(tags)]))
+        assert store.fold_threshold() == max(FOLD_LAST_AFTER, FOLD_ROUNDS * tags)
+        cur = store.cursor()
+        try:
+            logged = cur.execute("SELECT count(*) FROM tag_last_log").fetchall()[0][0]
+            assert logged == 8 * tags - 7 * tags  # the fold took the first 7 rounds (21,000 rows)
+        finally:
+            cur.close()
+        newest = store.last_values(["t0", "t2999"]).select("tag", "value").rows()
+        assert newest == [("t0", 7.0), ("t2999", 7.0)]
+    finally:
+        historian.close()
