@@ -73,7 +73,7 @@ class RemoteAudit:
 def login(url: str, username: str, password: str, timeout: float = 30.0) -> dict[str, Any]:
     """`POST url/auth/login`: {access_token, token_type, expires_in, refresh_token, user, role};
     AccessDenied (one line, exit 3) for a wrong password, a locked account or too many attempts."""
-    client = ServiceClient(url, "", timeout=timeout)
+    client = ServiceClient(url, "anonymous", timeout=timeout)  # the login routes take no token
     try:
         return client.post("/auth/login", {"username": username, "password": password})
     finally:
@@ -82,7 +82,7 @@ def login(url: str, username: str, password: str, timeout: float = 30.0) -> dict
 
 def has_users(url: str, timeout: float = 10.0) -> bool:
     """Whether the service at `url` has users (then a client asks for a login)."""
-    client = ServiceClient(url, "", timeout=timeout)
+    client = ServiceClient(url, "anonymous", timeout=timeout)  # the login routes take no token
     try:
         return bool(client.get("/auth/status").get("users"))
     finally:
