@@ -94,10 +94,28 @@ def remember(value: str) -> None:
         return
     with _lock:
         _resolved.add(value)
-        # The value as written, and as it appears inside a JSON string or a Python repr.
-        forms = {value, json.dumps(value)[1:-1], repr(value)[1:-1]}
-        _masked_forms[:] = sorted(set(_masked_forms) | forms, key=len, reverse=True)
+        _masked_forms[:] = sorted(set(_masked_forms) | _forms(value), key=len, reverse=True)
     install_log_masking()
+
+
+def _forms(value: str) -> set[str]:
+    """The value as written, inside a JSON string or a Python repr, URL-encoded (a query parameter,
+    a form body) and in base64 at each of its three alignments inside a longer text (a basic-auth
+    header `user:password` that a server echoes back): the part of the base64 text that depends on
+    the value alone, so that what is left around the mask cannot give the value back."""
+    import base64
+    from urllib.parse import quote, quote_plus
+
+    forms = {value, json.dumps(value)[1:-1], repr(value)[1:-1]}
+    forms |= {quote(value, safe=""), quote(value), quote_plus(value)}
+    raw = value.encode()
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        for shift in range(3):
+            text = encode(b"\0" * shift + raw).decode().rstrip("=")
+            core = text[4 if shift else 0 : -4]
+            if len(core) >= 8:  # shorter cores would match ordinary base64 text by chance
+                forms.add(core)
+    return forms
 
 
 def mask(text: str) -> str:

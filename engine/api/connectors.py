@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.api.core import EngineCore, Job
 from engine.errors import ConnectorError
+from engine.secrets import mask
 
 SECRET_FIELD = re.compile(r"(^|_)(password|passwd|token|secret|api_key|secret_access_key)$", re.IGNORECASE)
 ROLES = ("source", "destination")
@@ -171,10 +172,10 @@ class LocalConnectors:
             try:
                 said = self._check(connector_type, role, config, name, cancel)
                 detail = " ".join(said.split()) if isinstance(said, str) and said.strip() else None
-                result = {"ok": True, "error": None, "detail": detail}
+                result = {"ok": True, "error": None, "detail": mask(detail) if detail else None}
             except Exception as exc:  # the badge shows whatever went wrong, in one line
                 text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                result = {"ok": False, "error": text, "detail": None}
+                result = {"ok": False, "error": mask(text), "detail": None}  # no secret value
             result["seconds"] = round(time.monotonic() - started, 3)
             self._core.emit({"event": "connection_tested", "name": name, **result})
             return result

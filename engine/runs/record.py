@@ -128,6 +128,12 @@ def begin_run(
     return RunStart(run_id, started, base)
 
 
+def _masked(text: str | None) -> str | None:
+    from engine.secrets import mask
+
+    return mask(text) if text else text
+
+
 def finish_run(
     ws: Workspace,
     start: RunStart,
@@ -157,7 +163,7 @@ def finish_run(
         "rows_out": rows_out,
         "rows_rejected": rows_rejected,
         "nodes": {nid: s.public() for nid, s in node_stats.items()},
-        "error": error,
+        "error": _masked(error),  # the record goes to callers (a service's job result): no secret value
     }
     final = {
         **start.base,
