@@ -19,6 +19,7 @@ Retention rules given here are applied at `close()` and, in streaming runs, at m
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 
 import duckdb
@@ -30,6 +31,8 @@ from engine.connectors.registry import register
 from engine.errors import ConnectorError, UsageError, first_line
 from engine.store.tag_historian import TAGS_TABLE, TagHistorian, parse_duration, selector_matcher
 from engine.tags import TAG_SCHEMA, conform
+
+_TABLES_LOCK = threading.Lock()  # HistorianSink._cursor: one creator of the tag tables at a time
 
 REQUIRED = ("timestamp", "tag")
 
@@ -89,6 +92,13 @@ class HistorianSink(Sink):
         self.live = None
         self._last_retention = time.monotonic()
 
+    def _cursor(self, store: TagHistorian) -> duckdb.DuckDBPyConnection:
+        """A cursor on the tag tables, created if new. One opener at a time: two destinations
+        opening a fresh historian together (two streams starting) both CREATE its tables, and DuckDB
+        fails all but one with a catalog write-write conflict; after the first, they exist."""
+        with _TABLES_LOCK:
+            return store.cursor()
+
     def _store(self) -> TagHistorian:
         if self.ctx.historian is None:
             raise ConnectorError(f"{self.name}: no embedded historian in this run (open a data directory)")
@@ -100,7 +110,7 @@ class HistorianSink(Sink):
 
     def open(self) -> None:
         self.store = self._store()
-        self.cur = self.store.cursor()
+        self.cur = self._cursor(self.store)
         self.cur.execute("BEGIN TRANSACTION")
         self.live = None
         if self.config.live_buffer:
@@ -186,7 +196,7 @@ class HistorianSink(Sink):
             raise ConnectorError(f"{self.describe_target()}: {first_line(exc)}") from None
 
     def check(self) -> None:
-        cur = self._store().cursor()
+        cur = self._cursor(self._store())
         cur.close()
 
     def describe_target(self) -> str:

@@ -640,3 +640,46 @@ def test_dead_letters_of_a_micro_batch_that_never_commits_are_not_written(ws, tm
     lines = [json.loads(line) for line in dead.read_text().splitlines()]
     assert sorted(r["value"] for r in lines) == [5, 6, 7, 8, 9]
     assert {r["_run_id"] for r in lines} == {record["run_id"]} and {r["_node_id"] for r in lines} == {"step0"}
+
+
+def test_historian_destinations_opened_together_on_a_fresh_historian_all_open(tmp_path):
+    """Two real-time pipelines into a new data directory start together (a service's streams, or
+    an execute beside the stream the service keeps): their historian destinations create the tag
+    tables at the same moment. DuckDB failed all but one with a catalog write-write conflict, not
+    retried, and those runs ended by themselves. (Their later commits may still conflict on the
+    rollup's state row: that is a ConnectorError, retried like any failing commit.)"""
+    from engine.context import RunContext
+    from engine.store.historian import Historian
+
+    cls = registry.get("historian")
+    openers = 4
+    for round_ in range(3):  # a fresh historian each round: the race is on the first CREATE
+        historian = Historian(tmp_path / f"h{round_}" / "historian.duckdb")
+        ctx = RunContext(data_dir=tmp_path / f"h{round_}", historian=historian)
+        sinks = [cls.make_sink(cls.SinkConfig(), ctx, f"historian{i}") for i in range(openers)]
+        together = threading.Barrier(openers)
+        failures: list[str] = []
+
+        def open_at_once(sink, together=together, failures=failures) -> None:
+            together.wait()
+            try:
+                sink.open()
+            except Exception as exc:
+                failures.append(f"{sink.name}: {exc}")
+
+        threads = [threading.Thread(target=open_at_once, args=(s,)) for s in sinks]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        try:
+            assert failures == []
+            for i, sink in enumerate(sinks):  # each one's transaction works
+                sink.write(
+                    pl.DataFrame({"timestamp": [datetime.now(UTC)], "tag": [f"t{i}"], "value": [float(i)]})
+                )
+                sink.close()
+            tags = historian.cursor().execute("SELECT tag FROM tags ORDER BY tag").fetchall()
+            assert [t for (t,) in tags] == [f"t{i}" for i in range(openers)]
+        finally:
+            historian.close()
