@@ -110,6 +110,7 @@ class LazyChainExecutor(Executor):
         self._kwargs = kwargs
         self._reject_lock = threading.Lock()
         self.took_lazy_path = False
+        self._feeders: list[_Feeder] = []
 
     def execute(self) -> ExecutionResult:
         scan = self._scan()
@@ -127,6 +128,8 @@ class LazyChainExecutor(Executor):
             return super().execute()
         self.took_lazy_path = True
         try:
+            for feeder in self._feeders:
+                feeder.finish()
             for worker in self._sinks.values():
                 if worker.thread.started:
                     worker.finish()
@@ -223,7 +226,9 @@ class LazyChainExecutor(Executor):
         )
         if not native:
             worker.start()
-            return lf.sink_batches(_feeder(worker), lazy=True)
+            feeder = _Feeder(worker, lf.collect_schema())
+            self._feeders.append(feeder)
+            return lf.sink_batches(feeder, lazy=True)
         sink.target.parent.mkdir(parents=True, exist_ok=True)
         sink.temp = sink._hidden("tmp")
         sink._forget_temp = self.ctx.track("file", str(sink.temp))
@@ -291,12 +296,21 @@ def _text_columns(lf: pl.LazyFrame) -> list[pl.Expr]:
     ]
 
 
-def _feeder(worker: _SinkWorker):
-    def feed(frame: pl.DataFrame) -> None:
-        if frame.height or frame.width:
-            worker.put(frame)
+class _Feeder:
+    """Hands the query's batches to a destination's writer thread; a destination that got none
+    gets one empty batch with the columns, as the push executor gives it (a table is created)."""
 
-    return feed
+    def __init__(self, worker: _SinkWorker, schema: pl.Schema):
+        self.worker, self.schema, self.fed = worker, schema, False
+
+    def __call__(self, frame: pl.DataFrame) -> None:
+        if frame.height:
+            self.fed = True
+            self.worker.put(frame)
+
+    def finish(self) -> None:
+        if not self.fed:
+            self.worker.put(pl.DataFrame(schema=self.schema))
 
 
 def _complete(sink) -> None:
