@@ -17,7 +17,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="aggregator", description="Data Aggregator: industrial edge data pipelines."
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks (anywhere on the line)")
-    p.add_argument("--version", action="version", version=f"aggregator {_version()}")
+    p.add_argument("--version", action=_VersionAction, help="print the version and the build's git commit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def data_dir(sp: argparse.ArgumentParser) -> None:
@@ -104,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     from app.settings import add_parser as add_settings_parser
 
     add_settings_parser(sub)
+    from app.service_cmd import add_service_parser
+
+    add_service_parser(sub)
 
     sp = sub.add_parser("simulate", help="run a protocol simulator (a wind-farm part) until Ctrl-C")
     sp.add_argument("protocol", choices=["opcua", "modbus", "dnp3"])
@@ -150,12 +153,53 @@ _positive_float = _positive(float, "a number")
 
 
 def _version() -> str:
+    """`0.1.0 (commit 1a2b3c4d5e6f)`: a bundle's version and commit were baked in by
+    packaging/build.sh (the generated module `aggregator_build`); a source install asks git, when it
+    runs from a checkout, at the moment --version is asked for."""
+    try:
+        import aggregator_build  # type: ignore[import-not-found]  # only inside a bundle
+
+        return f"{aggregator_build.VERSION} (commit {aggregator_build.COMMIT})"
+    except ImportError:
+        pass
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("data-aggregator")
+        number = version("data-aggregator")
     except PackageNotFoundError:  # run from a source tree that was never installed
+        number = "unknown"
+    return f"{number} (commit {_source_commit()})"
+
+
+def _source_commit() -> str:
+    """The checkout's commit, or "unknown" outside a git checkout (or without git)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
         return "unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit or "unknown"
+
+
+class _VersionAction(argparse.Action):
+    """--version, computed when asked for (not on every command: it may run git)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"aggregator {_version()}")
+        parser.exit()
 
 
 def _hoist_debug(argv: list[str]) -> list[str]:
@@ -234,6 +278,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from app.serve import cmd_serve
 
         return cmd_serve(args)
+    if args.command == "service":
+        from app.service_cmd import cmd_service
+
+        return cmd_service(args)
     if args.command == "settings":
         from app.settings import cmd_settings
 
