@@ -1,5 +1,11 @@
-"""The main window: a sidebar switching pages, a status bar (engine state, running jobs), toasts,
-confirmation before destructive actions and before closing with unsaved changes.
+"""The main window: a sidebar switching pages, a status bar (engine state, running jobs, the user
+and role), toasts, confirmation before destructive actions and before closing with unsaved changes.
+
+Roles (issue 14): the window asks the engine who it acts for (`engine.users.me()`: the local OS user
+as admin in process, the logged-in user when attached to a service). A page the role may not open
+shows an "access denied" screen; buttons that would call an operation the role may not call are
+disabled, with a tooltip saying which role they need. The engine checks every call again: the
+window only shows what the role allows, it is not what enforces it.
 
 Pages are imported from fixed module paths when first shown (a quicker start; other pages'
 imports, such as NodeGraphQt or pyqtgraph, are paid when needed). A page whose module is missing
@@ -53,10 +59,37 @@ PAGES = (
     PageEntry("connectors", "Connectors", "⇄", "ui.pages.connectors", "ConnectorsPage"),
     PageEntry("data", "Data", "▤", "ui.pages.data", "DataPage"),
     PageEntry("outbox", "Store & forward", "⇅", "ui.pages.outbox", "OutboxPage"),
+    PageEntry("users", "Users", "☺", "ui.pages.users", "UsersPage"),
+    PageEntry("audit", "Audit", "⚖", "ui.pages.audit", "AuditPage"),
     PageEntry("settings", "Settings", "⚙", "ui.pages.settings", "SettingsPage"),
 )
 PAGE_NAMES = tuple(p.name for p in PAGES)
 SPINNER = "◐◓◑◒"
+# The operation whose rule decides whether a role may open a page (engine/auth/permissions.py).
+PAGE_OPERATIONS = {"users": "users.list", "audit": "audit.list"}
+# Buttons of the pages (attribute names, or object names with "#") and the operation each calls.
+GATED_CONTROLS = {
+    "pipelines": {
+        "new_button": "pipelines.save",
+        "run_button": "runs.start",
+        "delete_button": "pipelines.delete",
+    },
+    "connectors": {
+        "#new_connector": "connectors.save",
+        "save_button": "connectors.save",
+        "delete_button": "connectors.delete",
+        "test_button": "connectors.test",
+        "browse_button": "connectors.browse_opcua",
+    },
+    "runs": {"rerun_button": "runs.rerun"},
+    "outbox": {"retry_button": "outbox.quarantine_retry", "delete_button": "outbox.quarantine_delete"},
+    "users": {
+        "add_button": "users.add",
+        "role_button": "users.set_role",
+        "password_button": "users.set_password",
+        "delete_button": "users.delete",
+    },
+}
 
 
 WARM_UP_DELAY_MS = 300
@@ -87,6 +120,8 @@ class MainWindow(QMainWindow):
         self.running_jobs: set[str] = set()
         self._closing_confirmed = False
         self._shut_down = False
+        self.principal: dict | None = None  # {user, role, source, client}: asked of the engine
+        self.denied_pages: dict[str, QWidget] = {}
 
         central = QWidget()
         central.setObjectName("PageHost")
@@ -99,11 +134,12 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.toasts = ToastManager(central)
         self._build_status_bar()
-        for i, entry in enumerate(PAGES, start=1):
+        for i, entry in enumerate(PAGES[:9], start=1):
             shortcut = QShortcut(QKeySequence(f"Ctrl+{i}"), self)
             shortcut.setContext(Qt.ShortcutContext.ApplicationShortcut)
             shortcut.activated.connect(lambda name=entry.name: self.show_page(name))
         self.bridge.event.connect(self._on_event)
+        self._ask_principal()
         self.show_page("dashboard")
         # Once the window is up, the engine imports what a first preview or run needs, so that
         # the user's first run does not hold the GIL (and this thread) while it compiles them.
@@ -128,7 +164,7 @@ class MainWindow(QMainWindow):
         for i, entry in enumerate(PAGES, start=1):
             item = QListWidgetItem(f"{entry.glyph}   {entry.title}")
             item.setData(Qt.ItemDataRole.UserRole, entry.name)
-            item.setToolTip(f"{entry.title} (Ctrl+{i})")
+            item.setToolTip(f"{entry.title} (Ctrl+{i})" if i <= 9 else entry.title)
             self.sidebar.addItem(item)
         self.sidebar.currentRowChanged.connect(lambda row: self.show_page(PAGES[row].name))
         column.addWidget(self.sidebar, 1)
@@ -139,6 +175,10 @@ class MainWindow(QMainWindow):
         self.engine_label = QLabel()
         self.engine_label.setObjectName("EngineState")
         bar.addWidget(self.engine_label)
+        self.user_label = QLabel("…")
+        self.user_label.setObjectName("UserRole")
+        self.user_label.setToolTip("The user this window acts as, and the role")
+        bar.addPermanentWidget(self.user_label)
         self.jobs_label = QLabel()
         self.jobs_label.setObjectName("JobsIndicator")
         bar.addPermanentWidget(self.jobs_label)
@@ -217,6 +257,83 @@ class MainWindow(QMainWindow):
         elif kind == "engine_state":
             self._update_engine_state()
 
+    # ---- who is using the window ---------------------------------------------------------------
+    @property
+    def role(self) -> str:
+        """The role of the window's user; viewer (the least) until the engine has said."""
+        return (self.principal or {}).get("role") or "viewer"
+
+    def may(self, operation: str) -> bool:
+        from engine.api.auth import ROLES, required_role
+
+        need = required_role(operation)
+        return need is None or ROLES.index(self.role) >= ROLES.index(need)
+
+    def _needs(self, operation: str) -> str:
+        from engine.api.auth import required_role
+
+        who = (self.principal or {}).get("user") or "you"
+        return f"Needs the {required_role(operation)} role: {who} is {self.role}"
+
+    def _ask_principal(self) -> None:
+        """Who the engine acts for: at once in process (no I/O), off this thread from a service."""
+        users = getattr(self.engine, "users", None)
+        if users is None:  # an engine without users: the process's own, as admin
+            self._set_principal({"user": "local", "role": "admin", "source": "gui", "client": None})
+        elif not self.attached_url:
+            self._set_principal(users.me())
+        else:
+            self.bridge.call(
+                self.engine.call(users.me),
+                self._set_principal,
+                lambda exc: self.user_label.setText("user unknown"),
+            )
+
+    def _set_principal(self, principal: dict) -> None:
+        self.principal = principal
+        self.user_label.setText(f"{principal.get('user')} · {principal.get('role')}")
+        self.user_label.setMinimumWidth(self.user_label.sizeHint().width())  # never squeezed
+        for name, page in self.pages.items():
+            self._gate_controls(name, page)
+        if self.stack.count():
+            self.show_page(self.current_page_name())  # a page opened before the role was known
+
+    def _gate_controls(self, name: str, page: QWidget) -> None:
+        """Disable (with a tooltip saying why) the page's buttons whose operation the role may not
+        call; they stay disabled when the page enables them again (a selection)."""
+        for key, operation in GATED_CONTROLS.get(name, {}).items():
+            from PySide6.QtWidgets import QPushButton
+
+            button = page.findChild(QPushButton, key[1:]) if key.startswith("#") else getattr(page, key, None)
+            if button is None:
+                continue
+            if self.may(operation):
+                if button.property("gatedBy"):
+                    del button.setEnabled  # the page's own enabling again
+                    button.setProperty("gatedBy", None)
+                    button.setToolTip("")
+                    button.setEnabled(True)
+                continue
+            button.setProperty("gatedBy", operation)
+            button.setToolTip(self._needs(operation))
+            type(button).setEnabled(button, False)
+            button.setEnabled = lambda _on, b=button: type(b).setEnabled(b, False)  # type: ignore[method-assign]
+
+    def _denied_page(self, name: str) -> QWidget:
+        """The "access denied" screen of a page the role may not open."""
+        entry = PAGES[PAGE_NAMES.index(name)]
+        page = self.denied_pages.get(name)
+        if page is None:
+            page = EmptyState("", "Go to Dashboard", lambda: self.show_page("dashboard"))
+            page.setObjectName(f"denied_{name}")
+            self.denied_pages[name] = page
+            self.stack.addWidget(page)
+        page.set_text(
+            f"Access denied\n\nThe {entry.title} page needs the "
+            f"{self._needs(PAGE_OPERATIONS[name]).removeprefix('Needs the ')}."
+        )
+        return page
+
     # ---- pages -----------------------------------------------------------------------------
     def _create_page(self, entry: PageEntry) -> QWidget:
         try:
@@ -239,6 +356,7 @@ class MainWindow(QMainWindow):
                 lambda: self.show_page("pipelines" if entry.name == "dashboard" else "dashboard"),
             )
         page.setObjectName(f"page_{entry.name}")
+        self._gate_controls(entry.name, page)
         return page
 
     def page(self, name: str) -> QWidget:
@@ -251,10 +369,21 @@ class MainWindow(QMainWindow):
             self.stack.addWidget(self.pages[name])
         return self.pages[name]
 
+    def _select_row(self, row: int) -> None:
+        if self.sidebar.currentRow() != row:
+            self.sidebar.blockSignals(True)
+            self.sidebar.setCurrentRow(row)
+            self.sidebar.blockSignals(False)
+
     def current_page_name(self) -> str:
         return PAGE_NAMES[self.sidebar.currentRow()]
 
     def show_page(self, name: str) -> QWidget:
+        if name in PAGE_OPERATIONS and not self.may(PAGE_OPERATIONS[name]):
+            denied = self._denied_page(name)
+            self._select_row(PAGE_NAMES.index(name))
+            self.stack.setCurrentWidget(denied)
+            return denied
         page = self.page(name)
         row = PAGE_NAMES.index(name)
         if self.sidebar.currentRow() != row:
