@@ -1,0 +1,153 @@
+"""Batch runs against hand-written peers (issue 12), as whole processes, interleaved, medians.
+
+    python tests/benchmarks/bench_batch_peers.py [--rows 10000000] [--small-rows 1000000]
+        [--rounds 3] [--work DIR] [--skip-large]
+
+On bench_batch.py's chain and generated orders, each leg runs `aggregator run` and the peer scripts
+of tests/benchmarks/peers/ (a hand-written Polars lazy script, a DuckDB SQL script, pandas) on the
+same input, one after the other in every round, so that a slow spell of the shared machine hits
+them alike; the figures are the medians and the ratios ours / peer. Legs:
+
+- `parquet_large`: --rows rows CSV -> Parquet (target: <= 1.1x Polars);
+- `parquet_small`: --small-rows rows CSV -> Parquet (whole process; target: <= 1.2x Polars);
+- `duckdb_small`: --small-rows rows CSV -> DuckDB (target: <= 1.0x the DuckDB SQL script);
+- `tiny`: a 10-row CSV -> CSV (target: <= 1.6x the Polars script);
+- `help`: `aggregator --help` (target: < 0.1 s), beside `python -c pass`.
+
+Each process's wall time is measured from outside (start-up included). A warm-up run of every
+command comes first and is not counted (page cache, a new data directory). Prints one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+PEERS = {name: HERE / "peers" / f"{name}_chain.py" for name in ("polars", "duckdb", "pandas")}
+sys.path.insert(0, str(HERE))
+
+from bench_batch import generate, spec_for  # noqa: E402  (the same chain and data)
+
+
+def timed(cmd: list[str], env: dict) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
+    return elapsed
+
+
+def leg(commands: dict[str, list[str]], rounds: int, env: dict, cleanup) -> dict:
+    """Every command once per round, interleaved; medians and ratios to ours."""
+    for cmd in commands.values():  # warm-up, not counted
+        cleanup()
+        timed(cmd, env)
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(rounds):
+        for name, cmd in commands.items():
+            cleanup()
+            times[name].append(timed(cmd, env))
+    medians = {name: statistics.median(ts) for name, ts in times.items()}
+    ours = medians["ours"]
+    return {
+        "median_s": {name: round(s, 3) for name, s in medians.items()},
+        "runs_s": {name: [round(t, 3) for t in ts] for name, ts in times.items()},
+        "ours_over": {name: round(ours / s, 2) for name, s in medians.items() if name != "ours"},
+    }
+
+
+def chain_leg(csv: Path, work: Path, name: str, output: str, rounds: int, env: dict) -> dict:
+    aggregator = str(Path(sys.executable).parent / "aggregator")
+    data = work / f"data-{name}"
+    if output == "duckdb":
+        destination = {"connector_type": "duckdb", "config": {"table": "orders", "mode": "replace"}}
+        peer_out = work / f"{name}.peer.duckdb"
+    else:
+        destination = {"connector_type": "file", "config": {"path": str(work / f"{name}.ours.{output}")}}
+        peer_out = work / f"{name}.peer.{output}"
+    spec = work / f"{name}.json"
+    spec.write_text(json.dumps(spec_for(csv, destination)))
+    commands = {"ours": [aggregator, "run", str(spec), "--data-dir", str(data)]}
+    for peer, script in PEERS.items():
+        commands[peer] = [sys.executable, str(script), "--input", str(csv), "--output", str(peer_out)]
+
+    def cleanup() -> None:
+        peer_out.unlink(
+            missing_ok=True
+        )  # a peer's DuckDB file starts empty, as the historian's table is replaced
+
+    return leg(commands, rounds, env, cleanup)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--small-rows", type=int, default=1_000_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--skip-large", action="store_true", help="leave out the --rows leg")
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-batch-peers-"))
+    work.mkdir(parents=True, exist_ok=True)
+    # The specs name files in the work folder: allowed for this benchmark's processes only.
+    env = {**os.environ, "AGGREGATOR_ALLOWED_ROOTS": str(work.resolve())}
+    result: dict = {
+        "benchmark": "bench_batch_peers",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+        },
+        "rounds": args.rounds,
+    }
+    small = work / "orders_small.csv"
+    if not small.exists():
+        generate(small, args.small_rows)
+    tiny = work / "orders_tiny.csv"
+    if not tiny.exists():
+        generate(tiny, 10)
+
+    # Start-up: --help, beside a bare interpreter.
+    aggregator = str(Path(sys.executable).parent / "aggregator")
+    result["help"] = leg(
+        {"ours": [aggregator, "--help"], "python": [sys.executable, "-c", "pass"]}, 5, env, lambda: None
+    )
+    result["tiny"] = chain_leg(tiny, work, "tiny", "csv", max(args.rounds, 5), env)
+    result["parquet_small"] = chain_leg(small, work, "parquet_small", "parquet", args.rounds, env)
+    result["duckdb_small"] = chain_leg(small, work, "duckdb_small", "duckdb", args.rounds, env)
+    if not args.skip_large:
+        large = work / "orders_large.csv"
+        if not large.exists():
+            generate(large, args.rows)
+        result["parquet_large"] = chain_leg(large, work, "parquet_large", "parquet", args.rounds, env)
+    result["rows"] = {"large": None if args.skip_large else args.rows, "small": args.small_rows, "tiny": 10}
+    result["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    targets = {
+        "help_lt_0.1s": result["help"]["median_s"]["ours"] < 0.1,
+        "tiny_le_1.6x_polars": result["tiny"]["ours_over"]["polars"] <= 1.6,
+        "parquet_small_le_1.2x_polars": result["parquet_small"]["ours_over"]["polars"] <= 1.2,
+        "duckdb_small_le_1.0x_duckdb": result["duckdb_small"]["ours_over"]["duckdb"] <= 1.0,
+    }
+    if "parquet_large" in result:
+        targets["parquet_large_le_1.1x_polars"] = result["parquet_large"]["ours_over"]["polars"] <= 1.1
+    result["targets"] = targets
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
