@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
+from engine.store.sqlite_tx import immediate
+
 if TYPE_CHECKING:  # imported where a batch is encoded or decoded: a service start does not need them
     import pyarrow as pa
 
@@ -133,6 +135,20 @@ def footprint(blob_bytes: int) -> int:
     """What a batch of `blob_bytes` occupies in the file: whole pages (overflow pages carry 4092
     bytes each) plus its row. The cap counts this, so the file holds within a few % of it."""
     return -(-blob_bytes // (PAGE - 4)) * PAGE + 64
+
+
+def wal_allowance(max_bytes: int) -> int:
+    """The WAL's share of a capped outbox's disk footprint: ~2.5% of the cap, 2 to 1,000 pages.
+    The file is kept within the cap less this, and the WAL is truncated when it passes it."""
+    return max(2, min(1000, max_bytes // PAGE // 40)) * PAGE
+
+
+def _vacuum(con: sqlite3.Connection) -> None:
+    """Give the file's free pages back to the file system. `PRAGMA incremental_vacuum` frees one
+    page per step (a result row each, without a column name, which Python's sqlite3 does not step
+    through): one statement frees one page, so it runs once per free page (~2 us each)."""
+    for _ in range(con.execute("PRAGMA freelist_count").fetchone()[0]):
+        con.execute("PRAGMA incremental_vacuum(1)")
 
 
 def encode(table: pa.Table) -> bytes:
@@ -264,13 +280,10 @@ class OutboxStore:
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self.lock:
-            self.con.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.con
-            except BaseException:
-                self.con.execute("ROLLBACK")
-                raise
-            self.con.execute("COMMIT")
+            with immediate(self.con, self.lock) as con:
+                yield con
+            if self._cap is not None:
+                self._checkpoint(self._cap)
 
     # ---- meta --------------------------------------------------------------------------------
     def _set_meta(self, k: str, v: Any) -> None:
@@ -366,32 +379,77 @@ class OutboxStore:
             total = int(staged_bytes) + new_bytes
             dropped = 0
             if max_bytes is not None and max_bytes != self._cap:
-                # The WAL is part of the footprint: keep it within ~2.5% of the cap.
+                # The WAL is part of the footprint: checkpointed at ~2.5% of the cap (see _settle).
                 self._cap = max_bytes
-                pages = max(16, min(1000, max_bytes // 4096 // 40))
-                con.execute(f"PRAGMA wal_autocheckpoint={pages}")
-                con.execute(f"PRAGMA journal_size_limit={pages * 4096}")
+                con.execute(f"PRAGMA wal_autocheckpoint={wal_allowance(max_bytes) // PAGE}")
+                con.execute(f"PRAGMA journal_size_limit={wal_allowance(max_bytes)}")
             if max_bytes is not None:
-                pending = con.execute(
-                    "SELECT COALESCE(SUM(bytes),0) FROM batches WHERE staged IS NULL"
-                ).fetchone()[0]
-                over = pending + total - max_bytes
+                # The cap bounds the file on disk: its live pages (pending and staged batches,
+                # the quarantine, SQLite's own pages) within the cap less the WAL's share, which
+                # `_checkpoint` keeps. A batch's `bytes` (an estimate of its pages) picks how much
+                # to drop; `_settle` then checks the pages the commit really left.
+                over = self._file_over(con, max_bytes) + new_bytes
                 if over > 0:
-                    if not drop_oldest or total > max_bytes:
+                    pending = con.execute("SELECT COUNT(*) FROM batches WHERE staged IS NULL").fetchone()[0]
+                    if total > max_bytes or (not drop_oldest and pending):
                         raise OutboxFull(over, total)
-                    dropped = self._drop_oldest(con, over, gap, max_bytes - total)
-                    con.execute("PRAGMA incremental_vacuum").fetchall()  # the file shrinks with the data
+                    dropped = self._drop_oldest(con, over, gap, max_bytes - total, must=0)
+                    _vacuum(con)  # the file shrinks with the data
             if token is not None:
                 con.execute("UPDATE batches SET staged=NULL, created=? WHERE staged=?", (_now(), token))
             if blob is not None:
                 self._add(con, first_rec, table.num_rows, blob, None)
             self._bump_meta("appended_records", rows)
+            if max_bytes is not None and drop_oldest:
+                dropped += self._settle(con, max_bytes, gap)
             self.changed.notify_all()
         return {"rows": rows, "bytes": total, "dropped_records": dropped}
 
-    def _drop_oldest(self, con: sqlite3.Connection, over: int, gap: Any, room: int) -> int:
+    @staticmethod
+    def _file_over(con: sqlite3.Connection, max_bytes: int) -> int:
+        """Bytes by which the file, once its free pages are given back, passes the cap less the
+        WAL's share (negative: room left). Read inside the transaction, so it sees its own writes."""
+        pages = (
+            con.execute("PRAGMA page_count").fetchone()[0]
+            - con.execute("PRAGMA freelist_count").fetchone()[0]
+        )
+        return pages * PAGE - (max_bytes - wal_allowance(max_bytes))
+
+    def _settle(self, con: sqlite3.Connection, max_bytes: int, gap: Any) -> int:
+        """After the insert: where the pages it took (B-tree growth, a gap record) still put the
+        file over its share of the cap, drop the oldest records again. Returns the records dropped."""
+        dropped = 0
+        for _ in range(3):
+            over = self._file_over(con, max_bytes)
+            if over <= 0:
+                break
+            more = self._drop_oldest(con, over, gap, 0, must=0)
+            _vacuum(con)
+            if not more:
+                break  # only what this commit added, or what is in flight, is left
+            dropped += more
+        _vacuum(con)  # pages freed by the commit's own rewrites
+        return dropped
+
+    def _checkpoint(self, max_bytes: int) -> None:
+        """Copy the WAL into the file and truncate it once it passes its share of the cap: SQLite's
+        automatic checkpoint only resets the WAL (its file keeps its size until the next one fits)
+        and gives way to readers, so through a busy service the WAL had reached 0.8x the cap."""
+        wal = Path(str(self.path) + "-wal")  # after every transaction of a capped outbox
+        with self.lock, contextlib.suppress(sqlite3.Error, OSError):
+            if wal.stat().st_size > wal_allowance(max_bytes):
+                self.con.execute("PRAGMA busy_timeout=200")  # a reader in another process: next time
+                try:
+                    self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                finally:
+                    self.con.execute("PRAGMA busy_timeout=30000")
+
+    def _drop_oldest(
+        self, con: sqlite3.Connection, over: int, gap: Any, room: int, must: int | None = None
+    ) -> int:
         """Drop the oldest records until `over` bytes are free: whole batches, and the head of the
-        last one (re-encoded), so that the outbox stays within a few percent of its cap."""
+        last one (re-encoded), so that the outbox stays within a few percent of its cap. Raises
+        `OutboxFull` when fewer than `must` (default `over`) bytes could be freed."""
         freed, dropped, seqs, tables = 0, 0, [], []
         cur = con.execute("SELECT seq, first_rec, rows, bytes FROM batches WHERE staged IS NULL ORDER BY seq")
         oldest: list[tuple[int, int, int, int]] = []
@@ -415,7 +473,7 @@ class OutboxStore:
                 table = decode(data)
             except Exception:
                 table = None
-            if size > need * 1.5 and rows > 1 and table is not None:
+            if size - need >= 4 * PAGE and rows > 1 and table is not None:  # cut, within a few pages
                 trimmed = self._trim(con, seq, first_rec, rows, size, need, table)
                 if trimmed is not None:
                     k, new_size = trimmed
@@ -428,7 +486,7 @@ class OutboxStore:
             dropped += rows
             if table is not None:
                 tables.append(table)
-        if freed < over and not held:
+        if freed < (over if must is None else must) and not held:
             raise OutboxFull(over - freed)
         # With batches in flight, the outbox may stay over its cap by at most what is being
         # delivered, until the delivery ends (they are deleted) or fails (they may be dropped next).
@@ -666,8 +724,13 @@ class OutboxStore:
     def status(self) -> dict[str, Any]:
         meta = self.meta()
         n, rows, size, oldest, low = self.pending()
-        with self.lock:
+        with self.lock:  # the file between two transactions (a commit's WAL is checkpointed after it)
             q = self.con.execute("SELECT COUNT(*), COALESCE(SUM(rows),0) FROM quarantine").fetchone()
+            on_disk = sum(
+                Path(str(self.path) + s).stat().st_size
+                for s in ("", "-wal")
+                if Path(str(self.path) + s).exists()
+            )
         return {
             "pipeline": meta.get("pipeline"),
             "destination": meta.get("destination"),
@@ -688,11 +751,7 @@ class OutboxStore:
             "corrupt_set_aside": int(meta.get("corrupt_set_aside") or 0),
             "last_set_aside": meta.get("last_set_aside"),
             "file": str(self.path),
-            "file_bytes": sum(
-                Path(str(self.path) + s).stat().st_size
-                for s in ("", "-wal")
-                if Path(str(self.path) + s).exists()
-            ),
+            "file_bytes": on_disk,
         }
 
     def describe(self) -> str:
