@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from engine.errors import DataError
+from engine.store.sqlite_tx import immediate
 
 SEVERITIES = ("info", "warning", "critical")
 
@@ -94,16 +94,8 @@ class AlertStore:
         with self._lock, contextlib.suppress(sqlite3.Error):
             self.con.close()
 
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self.con.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.con
-            except BaseException:
-                self.con.execute("ROLLBACK")
-                raise
-            self.con.execute("COMMIT")
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return immediate(self.con, self._lock)
 
     @staticmethod
     def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
