@@ -59,9 +59,9 @@ PAGES = (
     PageEntry("connectors", "Connectors", "⇄", "ui.pages.connectors", "ConnectorsPage"),
     PageEntry("data", "Data", "▤", "ui.pages.data", "DataPage"),
     PageEntry("outbox", "Store & forward", "⇅", "ui.pages.outbox", "OutboxPage"),
-    PageEntry("users", "Users", "☺", "ui.pages.users", "UsersPage"),
-    PageEntry("audit", "Audit", "⚖", "ui.pages.audit", "AuditPage"),
     PageEntry("settings", "Settings", "⚙", "ui.pages.settings", "SettingsPage"),
+    PageEntry("users", "Users", "☺", "ui.pages.users", "UsersPage"),  # after Settings: Ctrl+1..9 stay
+    PageEntry("audit", "Audit", "⚖", "ui.pages.audit", "AuditPage"),
 )
 PAGE_NAMES = tuple(p.name for p in PAGES)
 SPINNER = "◐◓◑◒"
