@@ -58,12 +58,11 @@ COMPACT_AFTER = 100_000
 # measured +90 ms on an all-tags query under load). Values that come in after their minute was
 # rolled up cost one late partial row per tag and batch, merged by the next compaction.
 LAG_MINUTES = 0
-# Rows logged for `tag_last` before they are folded into it: at least ~20 batches of 1,000 tags,
-# and FOLD_ROUNDS rounds of every known tag, so that each tag is upserted once per FOLD_ROUNDS of its
-# values (issue 12: a fold every 20,000 rows at 100,000 tags upserted every value once, 27% of a
-# Modbus pipeline's CPU). Readers of the last values go over at most that many logged rows.
+# Rows logged for `tag_last` before they are folded into it: ~20 batches of 1,000 tags, so that
+# readers of the last values go over at most a few ten thousand rows. (Folding less often at many
+# tags, to upsert each tag once per several of its values, needs an upsert of every tag at once:
+# at 100,000 tags that ran out of the historian's 32 MB memory_limit; issue 12, docs/performance.md.)
 FOLD_LAST_AFTER = 20_000
-FOLD_ROUNDS = 10
 
 # The bucket answers are small: DuckDB's copy to Arrow of a DB-API result costs less than binding
 # the statement twice as a relation (`TagHistorian._buckets`).
@@ -175,9 +174,8 @@ class TagHistorian:
         self.compact_after = compact_after
         self._pending_rows = 0  # rollup rows appended since the last compaction...
         self._pending_from: int | None = None  # ...and the earliest minute among them
-        self.fold_last_after: int | None = None  # None: FOLD_LAST_AFTER or FOLD_ROUNDS x known tags
+        self.fold_last_after = FOLD_LAST_AFTER
         self._pending_last = 0  # rows in the newest-row log since the last fold
-        self._known_tags = 0  # rows of `tag_last` at the last fold
         self.retention = [RetentionRule.of(r) for r in retention]
         if isinstance(default_retention, str):
             default_retention = parse_duration(default_retention, "default retention")
@@ -291,7 +289,7 @@ class TagHistorian:
         finally:
             cur.unregister(_BATCH)
         self._pending_last += batch.height if newest is None else newest.height
-        if self._pending_last >= self.fold_threshold():
+        if self._pending_last >= self.fold_last_after:
             self.fold_last(cur)
         if self._pending_rows >= self.compact_after:
             self.compact_rollup(cur)
@@ -310,19 +308,10 @@ class TagHistorian:
             self._run(cur, tag_rollup.compact_sql(self._pending_from))
         self._pending_rows, self._pending_from = 0, None
 
-    def fold_threshold(self) -> int:
-        """Logged rows that make `insert` fold: `fold_last_after` if set, else the larger of
-        FOLD_LAST_AFTER and FOLD_ROUNDS rounds of the tags known at the last fold."""
-        if self.fold_last_after is not None:
-            return self.fold_last_after
-        return max(FOLD_LAST_AFTER, FOLD_ROUNDS * self._known_tags)
-
     def fold_last(self, cur: duckdb.DuckDBPyConnection | None = None) -> None:
-        """Fold the log of newest rows into `tag_last` (runs by itself every `fold_threshold()` rows)."""
+        """Fold the log of newest rows into `tag_last` (runs by itself every `fold_last_after` rows)."""
         self._run(cur, tag_last.fold_sql())
         self._pending_last = 0
-        if cur is not None:
-            self._known_tags = cur.execute(f"SELECT count(*) FROM {LAST_TABLE}").fetchall()[0][0]
 
     def _run(self, cur: duckdb.DuckDBPyConnection | None, statements: list[str]) -> None:
         """Statements in the caller's transaction (`cur`), else in one of their own."""
