@@ -10,11 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import duckdb
-
 from engine.errors import UsageError
 
 if TYPE_CHECKING:  # Polars is imported where frames are made: a service start does not need it
+    import duckdb  # imported where the file is opened: a run writing only files never opens it
     import polars as pl
 
 REJECTS_TABLE = "_rejects"
@@ -103,6 +102,8 @@ class Historian:
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor of the shared connection: one per thread, all in one DuckDB instance."""
+        import duckdb
+
         with self._lock:
             if self._con is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,6 +204,8 @@ def shrink_duckdb_file(path: Path) -> int:
     checkpoint uses (`pragma_database_size().total_blocks`); past those the file holds nothing,
     and is cut there. Only for a file no connection of this process has open (a connection still
     open would report its old size, and nothing is cut). Returns the bytes freed."""
+    import duckdb
+
     path = Path(path)
     if not path.is_file():
         return 0
@@ -324,6 +327,8 @@ class RejectWriter:
 
     def _guarded(self, action) -> None:
         """A DuckDB error is one line naming the reject store (a full disk: NoSpaceError)."""
+        import duckdb
+
         try:
             action()
         except duckdb.Error as exc:
@@ -336,6 +341,8 @@ class RejectWriter:
             raise ConnectorError(f"{self.describe_target()}: {first_line(exc)}") from None
 
     def abort(self) -> None:
+        import duckdb
+
         if self.cur is not None:
             with contextlib.suppress(duckdb.Error):  # a failed statement may have ended it already
                 self.cur.execute("ROLLBACK")

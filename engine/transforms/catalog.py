@@ -1,28 +1,10 @@
-"""Loads every built-in transformation type (importing a module registers its types)."""
+"""Builds a transformation node from its config. Each built-in type's module is imported when a
+config names it (engine/transforms/registry.py `BUILTIN`); `registry.all_types()` imports them all."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from engine.transforms import (  # noqa: F401  (imported for their @register side effect)
-    aggregate,
-    calculation,
-    code,
-    combine,
-    conditional,
-    datetime_ops,
-    fields,
-    filtering,
-    hashing,
-    mapping,
-    reshape,
-    text,
-    timeseries,
-    ts_deadband,
-    ts_power,
-    ts_quality,
-    validation,
-)
 from engine.transforms.base import Transform
 from engine.transforms.registry import get
 
