@@ -15,7 +15,9 @@ class StreamSettings:
     batch_size: int = 1000
     max_latency_ms: int = 1000
     # Micro-batches waiting together are committed in one transaction, up to this many rows (and
-    # half of `max_latency_ms` spent on them); None: 100 micro-batches, at least 200,000 rows.
+    # half of `max_latency_ms` spent on them); None: 50,000 rows (or one micro-batch, if larger).
+    # Bigger transactions cost more under the historian's 32 MB memory_limit, not less: 200,000-row
+    # ones ran out of memory in the Modbus benchmark (issue 12, docs/performance.md).
     commit_max_rows: int | None = None
     # Each source's queue holds at most this much; None: ten micro-batches, at least 250,000 rows
     # (one poll round of a big Modbus or OPC UA source must fit; the bytes bound comes first).
