@@ -83,9 +83,11 @@ class LocalConnectors:
         """What is wrong with a config, without any I/O: `[{"path", "message"}]` with paths relative
         to the config (`endpoint`, `devices[0].tags[1].address`), as the spec validator words them,
         so a form can mark each field. Secret references count as filled in."""
+        from engine.spec.paths_policy import check_endpoint as check_files
         from engine.spec.validate import check_endpoint
 
         issues = check_endpoint({"connector_type": connector_type, "config": config}, role, "")
+        issues += check_files(connector_type, role, config)  # allowed folders, plugins enabled
         out = [
             {"path": path, "message": "a secret in clear: store it as a secret and pick its name"}
             for path in clear_secrets(config)
@@ -191,6 +193,11 @@ class LocalConnectors:
         model = cls.SourceConfig if role == "source" else cls.SinkConfig
         if model is None:
             raise ConnectorError(f"connector '{connector_type}' cannot be a {role}")
+        from engine.spec.paths_policy import check_endpoint as check_files
+
+        refused = check_files(connector_type, role, config, self._core.data_dir)
+        if refused:  # a connection test opens no file outside the allowed folders
+            raise ConnectorError(str(refused[0]).removeprefix(".").removeprefix("config."))
         ctx = RunContext(
             pipeline="test-connection",
             data_dir=self._core.data_dir,

@@ -6,9 +6,9 @@ make the engine open, or report the schema of, a file outside the roots.
 The roots: the default data directory, the data directories this process has opened, and the folders an
 admin lists in the settings file's `allowed_roots` (engine/datadir.py). A path is resolved first
 (symbolic links followed, `..` collapsed), relative paths against the spec's folder, and the
-result must lie in a root. Without a run context (a spec saved through the API) the spec's folder
-is not known yet: a relative path is then only checked not to climb out of it with `..`, and the
-run checks it again in full.
+result must lie in a root. Without a run context (a spec saved through the API, a folder of specs
+the service loads) the spec's folder is not known yet: a relative path is then checked by the run
+(and the preview), which validate again with it.
 
 Every place a spec names a file: the `file` connector's `path` (a glob: its fixed part), `sqlite`'s
 `path`, `duckdb`'s `database`, the certificate and key files of the TLS options of any connector
@@ -90,7 +90,7 @@ def fixed_part(pattern: str) -> str:
 
 def confine(value: str, base_dir: Path | None, roots: list[Path], *, pattern: bool = False) -> str | None:
     """None when `value` lies inside a root; else the one-line reason. `base_dir` None: the spec's
-    folder is not known, and a relative path is only checked not to climb out of it."""
+    folder is not known, and a relative path is left to the run, which knows it."""
     text = value.strip()
     if not text:
         return None
@@ -98,9 +98,7 @@ def confine(value: str, base_dir: Path | None, roots: list[Path], *, pattern: bo
         return f"{value}: '..' after a wildcard is not allowed"
     target = Path(fixed_part(text) if pattern else text).expanduser()
     if not target.is_absolute():
-        if base_dir is None:
-            if os.path.normpath(target).split(os.sep)[0] == "..":
-                return f"{value} climbs out of the pipeline's folder with '..'; {HOW_TO_ADD}"
+        if base_dir is None:  # checked when the spec's folder is known (its run, its preview)
             return None
         target = base_dir / target
     real = _real(target)
@@ -124,18 +122,24 @@ def _file_values(config: Any, where: str) -> Iterator[tuple[str, str]]:
             yield from _file_values(value, f"{where}[{i}]")
 
 
+def endpoint_files(ctype: str, kind: str, config: Any, base: str) -> Iterator[tuple[str, str, bool]]:
+    """(JSON path, the text, is a glob) of every file one connector's config names."""
+    if not isinstance(config, dict):
+        return
+    for key in TYPED_KEYS.get(ctype, ()):
+        value = config.get(key)
+        if isinstance(value, str):  # a {"secret": NAME} path is known only at run time
+            yield f"{base}.{key}", value, ctype == "file" and kind == "source"
+    yield from ((p, v, False) for p, v in _file_values(config, base))
+
+
 def named_files(plan: Any) -> Iterator[tuple[str, str, bool]]:
     """(JSON path, the text, is a glob) of every file the Plan's spec names."""
     for node in plan.graph.nodes:
         if node.kind == "transform":
             continue
         base = f"{plan.paths.get(node.id, '')}.config"
-        config = node.config or {}
-        for key in TYPED_KEYS.get(node.connector_type or "", ()):
-            value = config.get(key)
-            if isinstance(value, str):  # a {"secret": NAME} path is known only at run time
-                yield f"{base}.{key}", value, node.connector_type == "file" and node.kind == "source"
-        yield from ((p, v, False) for p, v in _file_values(config, base))
+        yield from endpoint_files(node.connector_type or "", node.kind, node.config or {}, base)
     schedule = plan.graph.schedule
     if getattr(schedule, "type", None) == "file_arrival":
         yield "schedule.path", schedule.path, True
@@ -173,4 +177,21 @@ def check_plan(plan: Any, ctx: Any = None) -> list[SpecIssue]:
         reason = confine(value, Path(base_dir) if base_dir else None, roots, pattern=pattern)
         if reason is not None:
             issues.append(SpecIssue(path, reason, shown))
+    return issues
+
+
+def check_endpoint(ctype: str, role: str, config: Any, base_dir: Path | None = None) -> list[SpecIssue]:
+    """The same rules for one connector's config (a saved connector, a connection test); paths
+    `.config.<field>`. `base_dir`: where its relative paths resolve (None: not known yet)."""
+    issues: list[SpecIssue] = []
+    if ctype == "custom" and not plugins_enabled():
+        issues.append(SpecIssue(".config.implementation", PLUGINS_OFF.format(what="custom connectors")))
+    files = list(endpoint_files(ctype, role, config, ".config"))
+    if files:
+        roots = allowed_roots()
+        shown = ", ".join(str(r) for r in roots)
+        for path, value, pattern in files:
+            reason = confine(value, base_dir, roots, pattern=pattern)
+            if reason is not None:
+                issues.append(SpecIssue(path, reason, shown))
     return issues

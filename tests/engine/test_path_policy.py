@@ -85,9 +85,8 @@ def test_dot_dot_out_of_the_spec_folder_is_refused(roots):
     doc = graph(source("file", {"path": "../../elsewhere/secret.csv"}), sink("file", {"path": "out.csv"}))
     issue = only_issue(doc, RunContext(base_dir=spec_dir))
     assert issue.path == "nodes[0].config.path" and OUTSIDE in issue.message
-    # with no spec folder known yet (a spec saved through the API), '..' is refused as such
-    issue = only_issue(doc)
-    assert "climbs out of the pipeline's folder" in issue.message
+    # with no spec folder known yet (a spec saved through the API), the run checks it
+    validate(doc, check_schemas=False)
     # '..' that stays inside a root is fine
     validate(
         graph(source("file", {"path": "../exports/in.csv"}), sink("file", {"path": "out.csv"})),
@@ -266,3 +265,22 @@ def test_what_confine_accepts_lies_inside_a_root(tmp_path, parts):
     reason = confine(relative, base, [root.resolve()])
     inside = Path(os.path.normpath(base / relative)).is_relative_to(root)
     assert (reason is None) == inside, (relative, reason)
+
+
+def test_saved_connectors_and_connection_tests_obey_the_same_rules(roots):
+    from engine.api.local import LocalEngine
+
+    engine = LocalEngine(roots["data"])
+    try:
+        secret = str(roots["outside"] / "secret.csv")
+        found = engine.connectors.check("file", "source", {"path": secret})
+        assert [i["path"] for i in found] == ["path"] and OUTSIDE in found[0]["message"]
+        assert engine.connectors.check("file", "source", {"path": str(roots["shared"] / "in.csv")}) == []
+        custom = engine.connectors.check("custom", "source", {"implementation": "m.K"})
+        assert [i["path"] for i in custom] == ["implementation"] and "plugins are disabled" in custom[0][
+            "message"
+        ]
+        result = engine.connectors.test("file", "source", {"path": secret}).result(30)
+        assert result["ok"] is False and result["error"].startswith("path: ") and OUTSIDE in result["error"]
+    finally:
+        engine.close()
