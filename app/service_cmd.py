@@ -30,12 +30,22 @@ HOME_PREFIXES = ("/home/", "/root/", "/run/user/")
 
 
 # ---- rendering (the one rule for every unit) ---------------------------------------------------
+# Characters a unit's ExecStart and paths may not carry as they are: systemd expands `%` (specifiers)
+# and `$` (variables), and quotes, backslashes and control characters change the words.
+UNSAFE = set("%$\"'\\`") | {chr(c) for c in range(32)} | {chr(127)}
+
+
 def _quote(word: str) -> str:
-    """One word of a unit file: `%` is a specifier there (doubled); spaces and quotes are quoted."""
-    word = word.replace("%", "%%")
-    if any(c in word for c in " \t\"'\\"):
-        return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return word
+    """One word of a unit file, in double quotes when it has a space."""
+    bad = sorted({c for c in word if c in UNSAFE})
+    if bad:
+        from engine.errors import UsageError
+
+        raise UsageError(
+            f"{word!r}: a service path may not contain {' '.join(repr(c) for c in bad)} "
+            "(allowed: letters, digits, spaces and ./_-+@:,~=)"
+        )
+    return f'"{word}"' if " " in word else word
 
 
 def render_unit(
@@ -248,7 +258,7 @@ def unit_data_dir(text: str) -> Path | None:
 
     for line in text.splitlines():
         if line.startswith("ExecStart="):
-            words = shlex.split(line.removeprefix("ExecStart=").replace("%%", "%"))
+            words = shlex.split(line.removeprefix("ExecStart="))
             if "--data-dir" in words[:-1]:
                 return Path(words[words.index("--data-dir") + 1])
     return None

@@ -119,8 +119,13 @@ def simulator_modules() -> list[str]:
 
 
 def transform_modules() -> list[str]:
-    """engine/transforms/registry.py imports the catalog, which imports each transform's module."""
-    return ["engine.transforms.catalog"]
+    """engine/transforms/registry.py BUILTIN (type -> module under engine.transforms), and the
+    catalog that older versions of the registry imported whole."""
+    from engine.transforms import registry
+
+    prefix = getattr(registry, "_PACKAGE", "engine.transforms.")
+    mods = [prefix + module for module in getattr(registry, "BUILTIN", {}).values()]
+    return [*dict.fromkeys(mods), "engine.transforms.catalog"]
 
 
 def warm_modules() -> list[str]:

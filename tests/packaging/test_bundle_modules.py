@@ -1,0 +1,74 @@
+"""The bundle's hidden imports come from the registries: every module the app imports by name is
+in packaging/bundle_modules.py's list, and every place that imports by name is one it reads."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "packaging"))
+import bundle_modules as bm
+
+
+def test_every_registered_connector_module_is_bundled():
+    import protocols
+    from engine.connectors import registry
+
+    mods = bm.by_name_modules()
+    assert set(registry.BUILTIN.values()) <= set(mods)
+    assert {f"protocols.{name}.connector" for name in protocols.TYPES} <= set(mods)
+    from engine.transforms import registry as transforms
+
+    assert {f"engine.transforms.{m}" for m in getattr(transforms, "BUILTIN", {}).values()} <= set(mods)
+
+
+def test_every_listed_module_exists():
+    missing = [m for m in bm.by_name_modules() if importlib.util.find_spec(m) is None]
+    assert missing == []
+
+
+# The modules that import ours by a name made at run time, and what bundle_modules reads for each.
+# A new place that does so must be added here and to bundle_modules.by_name_modules.
+KNOWN_SITES = {
+    "engine/connectors/registry.py": "connector_modules",  # BUILTIN and protocols' provide()
+    "engine/transforms/registry.py": "transform_modules",  # its BUILTIN: type -> module
+    "engine/api/core.py": "warm_modules",
+    "ui/main_window.py": "page_modules",
+    "app/simulate.py": "simulator_modules",
+    "engine/streaming/worker.py": "connector_modules",  # 'module:Class' of a registered connector
+}
+
+
+def test_no_unknown_import_by_name():
+    sites = set()
+    for package in ("app", "engine", "protocols", "ui"):
+        for path in (REPO / package).rglob("*.py"):
+            if re.search(r"import_module\(|__import__\(", path.read_text(encoding="utf-8")):
+                sites.add(path.relative_to(REPO).as_posix())
+    assert sites == set(KNOWN_SITES), "a new import by name: add it to packaging/bundle_modules.py"
+
+
+def test_the_spec_uses_the_derived_lists():
+    spec = (REPO / "packaging" / "aggregator.spec").read_text()
+    assert "bm.by_name_modules()" in spec and '(str(ROOT / "resources"), "resources")' in spec
+    windows = (REPO / "packaging" / "windows" / "aggregator.spec").read_text()
+    assert "bm.by_name_modules()" in windows
+
+
+@pytest.mark.parametrize(
+    ("dest", "dropped"),
+    [
+        ("pyarrow/libarrow_flight.so.2600", True),
+        ("PySide6/Qt/translations/qtbase_de.qm", True),
+        ("pyarrow/libarrow.so.2600", False),
+        ("PySide6/Qt/plugins/platforms/libqxcb.so", False),
+        ("resources/themes/dark.qss", False),
+    ],
+)
+def test_dropped_files(dest, dropped):
+    assert bm.dropped(dest) is dropped
