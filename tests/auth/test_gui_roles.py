@@ -71,6 +71,18 @@ def open_window(qtbot):
 
 
 def shot(widget, name: str, docs: bool = False) -> Path:
+    """A screenshot once the status bar has laid out the user's label (its text came late)."""
+    from PySide6.QtTest import QTest
+
+    label = getattr(widget, "user_label", None)
+    if label is not None:
+        bar = widget.statusBar()
+        others = [w for w in (widget.jobs_label, widget.alerts_badge) if w.isVisible()]
+        deadline = 100
+        while deadline and any(label.geometry().intersects(o.geometry()) for o in others):
+            bar.layout().activate()
+            QTest.qWait(20)
+            deadline -= 1
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name
     assert widget.grab().save(str(path))
