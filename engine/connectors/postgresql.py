@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator, model_validator
 
-from engine.connectors.base import Source
+from engine.connectors.base import ConnectorConfig, Source
 from engine.connectors.registry import register
 from engine.connectors.sql_common import SqlSource, SqlSourceFields, bind_client_side
 from engine.context import RunContext
@@ -73,7 +73,9 @@ def _valid_name(value: str, what: str) -> str:
     return value
 
 
-class PostgreSQLSinkConfig(RemoteSinkConfig):
+class _PgLogin(ConnectorConfig):
+    """The connection keys the source and the destination share."""
+
     host: str = Field("localhost", description="the PostgreSQL server")
     port: int = Field(5432, ge=1, le=65535)
     database: str = Field(description="the database")
@@ -82,6 +84,18 @@ class PostgreSQLSinkConfig(RemoteSinkConfig):
     ssl_mode: SSLMode = Field("prefer", description="libpq sslmode")
     schema_: str = Field("public", alias="schema", description="the schema of the table")
     connect_timeout: float = Field(10, gt=0, le=600, description="seconds to wait for a connection")
+    connection_pool_size: int = Field(
+        5, ge=1, le=100, description="accepted (user guide); a run uses one connection per node"
+    )
+    max_overflow: int = Field(10, ge=0, le=100, description="accepted (user guide); see connection_pool_size")
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema(cls, value: str) -> str:
+        return _valid_name(value, "schema")
+
+
+class PostgreSQLSinkConfig(_PgLogin, RemoteSinkConfig):
     statement_timeout_s: float = Field(
         60, gt=0, le=3600, description="seconds one statement may take (server-side and client watchdog)"
     )
@@ -94,10 +108,6 @@ class PostgreSQLSinkConfig(RemoteSinkConfig):
         ),
     )
     create: bool = Field(True, description="create the table from the data when it is missing")
-    connection_pool_size: int = Field(
-        5, ge=1, le=100, description="accepted (user guide); a destination uses one connection"
-    )
-    max_overflow: int = Field(10, ge=0, le=100, description="accepted (user guide); see connection_pool_size")
     time_column: str | None = Field(
         None,
         description="TimescaleDB: the hypertable's time column (default: `timestamp` when the data has it)",
@@ -116,11 +126,6 @@ class PostgreSQLSinkConfig(RemoteSinkConfig):
         if self.mode == "replace" and self.delivery == "store_and_forward":
             raise ValueError("mode replace needs delivery direct (the outbox delivers in pieces)")
         return self
-
-    @field_validator("schema_")
-    @classmethod
-    def _schema(cls, value: str) -> str:
-        return _valid_name(value, "schema")
 
 
 # ---- Arrow -> PostgreSQL: the one type map ------------------------------------------------------
@@ -918,24 +923,8 @@ def permissions_line(conn: Any, schema: str, table: str | None, where: str) -> s
 # ---- the source ---------------------------------------------------------------------------------
 
 
-class PostgreSQLSourceConfig(SqlSourceFields):
-    host: str = Field("localhost", description="the PostgreSQL server")
-    port: int = Field(5432, ge=1, le=65535)
-    database: str = Field(description="the database")
-    username: str = Field("postgres", description="the user to log in as")
-    password: str | None = Field(None, description='use {"secret": "NAME"}, never the password itself')
-    ssl_mode: SSLMode = Field("prefer", description="libpq sslmode")
-    schema_: str = Field("public", alias="schema", description="the schema of `table`")
-    connect_timeout: float = Field(10, gt=0, le=600, description="seconds to wait for a connection")
-    connection_pool_size: int = Field(
-        5, ge=1, le=100, description="accepted (user guide); a batch run reads over one connection per source"
-    )
-    max_overflow: int = Field(10, ge=0, le=100, description="accepted (user guide); see connection_pool_size")
-
-    @field_validator("schema_")
-    @classmethod
-    def _schema(cls, value: str) -> str:
-        return _valid_name(value, "schema")
+class PostgreSQLSourceConfig(_PgLogin, SqlSourceFields):
+    pass
 
 
 def _uri(c: Any) -> str:
