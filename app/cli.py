@@ -76,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
         help="drive the service at URL (`aggregator serve`); without it, a service owning the data dir is attached to",
     )
     sp.add_argument("--token", help="the service's API token for --attach (default: $AGGREGATOR_TOKEN)")
+    sp.add_argument(
+        "--cafile",
+        type=Path,
+        help="for --attach https://...: trust the service's certificate signed by this CA (or the"
+        " self-signed certificate itself); default: tls_cafile of the settings",
+    )
 
     from app.query import add_query_parser
 
@@ -271,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     import protocols
     from app import commands
+
+    if getattr(args, "cafile", None):  # this command's clients trust it (engine/datadir.py client_tls)
+        import os
+
+        os.environ["AGGREGATOR_TLS_CAFILE"] = str(args.cafile.expanduser())
 
     protocols.register_all()
 

@@ -39,7 +39,7 @@ def _https_ready(service, context: ssl.SSLContext) -> str:
     return wait_for(ready, 60, what="GET /health over https")
 
 
-def test_serve_with_a_self_signed_certificate(tmp_path, config_dir):
+def test_serve_with_a_self_signed_certificate(tmp_path, config_dir, monkeypatch):
     env = service_env(config_dir)
     service = spawn(tmp_path / "data", tmp_path / "serve.out", "--tls", "self-signed", env=env)
     try:
@@ -64,6 +64,26 @@ def test_serve_with_a_self_signed_certificate(tmp_path, config_dir):
         done = cli("runs", "--json", home=service.data_dir, env=env)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip().startswith("[")
+        # another machine: no certificate of its own; it trusts the copied certificate as its CA file
+        from engine.api.remote import RemoteEngine
+        from engine.api.remote.client import ServiceUnavailable
+        from engine.secrets import SecretStore
+        from engine.service.token import TOKEN_SECRET
+
+        api_token = SecretStore(service.data_dir, config=config_dir).get(TOKEN_SECRET)
+        copied = tmp_path / "copied-ca.pem"
+        copied.write_bytes(cert.read_bytes())
+        monkeypatch.setenv("AGGREGATOR_CONFIG", str(tmp_path / "elsewhere"))
+        with (
+            pytest.raises(ServiceUnavailable, match="cannot reach the service"),
+            RemoteEngine(url, api_token) as remote,
+        ):
+            remote.runs.list()  # not trusted
+        monkeypatch.setenv("AGGREGATOR_TLS_CAFILE", str(copied))
+        with RemoteEngine(url, api_token) as remote:
+            assert isinstance(remote.runs.list(), list)
+        monkeypatch.setenv("AGGREGATOR_CONFIG", str(config_dir))
+        monkeypatch.delenv("AGGREGATOR_TLS_CAFILE")
         # a client given a CA file that does not exist says so in one line
         bad = cli(
             "runs", home=service.data_dir, env={**env, "AGGREGATOR_TLS_CAFILE": str(tmp_path / "none.pem")}
