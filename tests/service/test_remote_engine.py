@@ -131,7 +131,8 @@ def test_engine_for_is_the_service_while_one_owns_the_data_dir(serve):
         assert isinstance(engine, RemoteEngine) and engine.url == service.url
     assert service.stop() == 0
     with engine_for(service.data_dir) as engine:
-        assert type(engine).__name__ == "LocalEngine"
+        # the engine in this process, through the checked view the OS user gets (admin: issue 14)
+        assert type(engine.engine).__name__ == "LocalEngine" and engine.principal.role == "admin"
         assert engine.runs.list() == []
 
 
