@@ -67,7 +67,7 @@ from engine.connectors.base import (
     Source,
 )
 from engine.connectors.registry import register
-from engine.connectors.webhook import _http_reason, _safe_url, parse_retry_after
+from engine.connectors.webhook import _http_reason, _safe_url, http_url, parse_retry_after
 from engine.errors import AggregatorError, ConnectorError, DataError, RunCancelled, first_line
 from engine.limits import shorten
 from engine.runs.retry import backoff_delays
@@ -390,12 +390,7 @@ class _RestConfig(ConnectorConfig):
 
     _clear: list[str] = PrivateAttr(default_factory=list)
 
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.lower().startswith(("http://", "https://")):
-            raise ValueError("url must start with http:// or https://")
-        return value
+    _http_url = field_validator("url")(classmethod(lambda cls, value: http_url(value)))
 
     @field_validator("rate_limit_period")
     @classmethod

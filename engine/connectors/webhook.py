@@ -136,6 +136,13 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 # --- the destination ----------------------------------------------------------------------------
 
 
+def http_url(value: str) -> str:
+    """A config's `url`: http or https only (a one-line error otherwise)."""
+    if not value.lower().startswith(("http://", "https://")):
+        raise ValueError("url must start with http:// or https://")
+    return value
+
+
 class WebhookSinkConfig(RemoteSinkConfig):
     url: str = Field(..., description="the receiver's address (http:// or https://)")
     method: Literal["POST", "PUT"] = Field("POST", description="POST or PUT")
@@ -150,12 +157,7 @@ class WebhookSinkConfig(RemoteSinkConfig):
     )
     verify_tls: bool = Field(True, description="check the receiver's TLS certificate (https)")
 
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.lower().startswith(("http://", "https://")):
-            raise ValueError("url must start with http:// or https://")
-        return value
+    _http_url = field_validator("url")(classmethod(lambda cls, value: http_url(value)))
 
     @field_validator("headers")
     @classmethod
