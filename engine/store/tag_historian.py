@@ -176,6 +176,7 @@ class TagHistorian:
         self._pending_from: int | None = None  # ...and the earliest minute among them
         self.fold_last_after = FOLD_LAST_AFTER
         self._pending_last = 0  # rows in the newest-row log since the last fold
+        self._known_tags = 0  # rows of `tag_last` at the last fold (slices the rollup's advance)
         self.retention = [RetentionRule.of(r) for r in retention]
         if isinstance(default_retention, str):
             default_retention = parse_duration(default_retention, "default retention")
@@ -281,7 +282,8 @@ class TagHistorian:
             newest_minute = min(_epoch_us(latest), _epoch_us(datetime.now(UTC))) // MINUTE_US  # type: ignore[arg-type]
             target = newest_minute - LAG_MINUTES
             if upto is None or target > upto:
-                for statement in tag_rollup.advance_sql(TAGS_TABLE, upto, target):
+                tags = max(self._known_tags, batch.height)
+                for statement in tag_rollup.advance_sql(TAGS_TABLE, upto, target, tags):
                     cur.execute(statement)
         cur.register(_BATCH, arrow_stream(batch if newest is None else newest))
         try:
@@ -312,6 +314,8 @@ class TagHistorian:
         """Fold the log of newest rows into `tag_last` (runs by itself every `fold_last_after` rows)."""
         self._run(cur, tag_last.fold_sql())
         self._pending_last = 0
+        if cur is not None:
+            self._known_tags = cur.execute(f"SELECT count(*) FROM {LAST_TABLE}").fetchall()[0][0]
 
     def _run(self, cur: duckdb.DuckDBPyConnection | None, statements: list[str]) -> None:
         """Statements in the caller's transaction (`cur`), else in one of their own."""
