@@ -25,6 +25,9 @@ ENV_PREFIX = "AGGREGATOR_"
 LOCAL_ZONE = "local"  # the computer's own time zone (what a plant engineer expects by default)
 
 
+SECURITY_FIELDS = ("allowed_roots", "plugins_enabled", "tls_cert", "tls_key", "tls_cafile")
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="ignore")  # a newer file's unknown keys do not stop an older app
 
@@ -157,10 +160,12 @@ def default_path() -> Path:
 
 
 def to_toml(settings: Settings) -> str:
-    """Flat TOML: strings and numbers; None is left out (TOML has no null)."""
+    """Flat TOML: strings, numbers, booleans and lists of strings; None is left out (TOML has no
+    null), and so are the security settings while they are off (a settings page's Save writes no
+    line about allowed folders or plugins the admin never set)."""
     lines = ["# Data Aggregator settings (written by the app; edit with care)"]
     for key, value in settings.model_dump().items():
-        if value is None:
+        if value is None or (key in SECURITY_FIELDS and not value):
             continue
         if isinstance(value, bool):
             text = "true" if value else "false"
