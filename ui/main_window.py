@@ -108,6 +108,8 @@ class MainWindow(QMainWindow):
         # app, so the Settings page reaches it here. None in tests that do not need it.
         self.settings = settings
         self.bridge = EngineBridge(engine, self)
+        if hasattr(engine, "set_source"):  # a service's audit trail says these calls came from the GUI
+            engine.set_source("gui")
         # A RemoteEngine (aggregator gui --attach) has the service's URL; its state is an HTTP read.
         self.attached_url: str | None = getattr(engine, "url", None)
         self._remote_state = "connecting"

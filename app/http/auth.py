@@ -22,7 +22,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.http.errors import ApiError
 from engine.api.auth import LoginFailed, Principal
 
-SERVICE_USER = "service-token"  # the name the audit trail gives to calls made with the API token
+SERVICE_USER = "service-token"
+CLIENT_SOURCES = (
+    "cli",
+    "gui",
+)  # what a client may call itself in the X-Aggregator-Source header  # the name the audit trail gives to calls made with the API token
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -74,20 +78,28 @@ def client_address(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+def client_source(request: Request) -> str:
+    """What the client says it is (the CLI, the GUI), else "api": a label for the audit trail,
+    never a right (the token says who calls)."""
+    source = request.headers.get("x-aggregator-source", "")
+    return source if source in CLIENT_SOURCES else "api"
+
+
 def check_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
     """The principal of the request's token (kept as `request.state.principal`); 401 otherwise."""
     given = _token_of(request, credentials)
     if given is None:
         raise Unauthorized("missing token: send the header 'Authorization: Bearer <token>'")
     client = client_address(request)
+    source = client_source(request)
     if token_matches(request.app.state.token, given):
-        principal = Principal(SERVICE_USER, "admin", "api", client)
+        principal = Principal(SERVICE_USER, "admin", source, client)
     else:
         users = getattr(request.app.state.engine, "users", None)
         if users is None or given.count(".") != 2:  # not a JWT: a wrong service token
             raise Unauthorized("wrong token (`aggregator token --data-dir D` prints the right one)")
         try:
-            principal = users.authenticate(given, client=client, source="api")
+            principal = users.authenticate(given, client=client, source=source)
         except LoginFailed as exc:
             raise Unauthorized(exc.one_line()) from None
     request.state.principal = principal

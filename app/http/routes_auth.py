@@ -11,7 +11,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from app.http.auth import client_address
+from app.http.auth import client_address, client_source
 from app.http.deps import engine
 from app.http.errors import NotFound
 from app.http.ratelimit import RateLimiter
@@ -77,7 +77,7 @@ async def login(body: LoginIn, request: Request) -> dict[str, Any]:
     client = client_address(request)
     _limiter(request).check(client)
     users = request.app.state.engine.users
-    return await run_in_threadpool(users.login, body.username, body.password, client, "api")
+    return await run_in_threadpool(users.login, body.username, body.password, client, client_source(request))
 
 
 @open_router.post(
@@ -87,7 +87,7 @@ async def refresh(body: RefreshIn, request: Request) -> dict[str, Any]:
     client = client_address(request)
     _limiter(request).check(client, "refresh attempts")
     users = request.app.state.engine.users
-    return await run_in_threadpool(users.refresh, body.refresh_token, client, "api")
+    return await run_in_threadpool(users.refresh, body.refresh_token, client, client_source(request))
 
 
 @open_router.get("/auth/status", summary="Whether the service has users (a client then asks for a login)")

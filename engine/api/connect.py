@@ -58,7 +58,9 @@ def engine_for(data_dir: Path | str | None = None, source: str = "cli") -> Engin
         from engine.api.remote import RemoteEngine
         from engine.service import token
 
-        return RemoteEngine(url, os.environ.get(TOKEN_ENV) or token.ensure(where), data_dir=where)
+        return RemoteEngine(
+            url, os.environ.get(TOKEN_ENV) or token.ensure(where), data_dir=where, source=source
+        )
     from engine.api.local import LocalEngine
     from engine.auth.principal import local_admin
 

@@ -65,8 +65,8 @@ def test_the_cli_obeys_the_same_roles_next_to_a_service(api):
     entries = json.loads(audit.stdout)
     denied = [(e["user"], e["action"], e["source"], e["client"]) for e in entries if e["outcome"] == "denied"]
     assert denied == [
-        ("ed", "connectors.set_secret", "api", "127.0.0.1"),
-        ("vera", "users.list", "api", "127.0.0.1"),
+        ("ed", "connectors.set_secret", "cli", "127.0.0.1"),
+        ("vera", "users.list", "cli", "127.0.0.1"),
     ]
     logins = [(e["user"], e["outcome"]) for e in entries if e["action"] == "auth.login"]
     assert logins == [("vera", "failed"), ("ed", "ok"), ("vera", "ok")]

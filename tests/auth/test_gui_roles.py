@@ -141,6 +141,8 @@ def test_an_admin_manages_users_and_reads_the_audit_trail(qtbot, api, open_windo
         lambda: any(e["action"] == "users.add" and e["target"] == "gui_user" for e in audit.entries),
         timeout=15_000,
     )
+    added = next(e for e in audit.entries if e["action"] == "users.add" and e["target"] == "gui_user")
+    assert (added["source"], added["user"], added["outcome"]) == ("gui", "service-token", "ok")
     type_over(qtbot, audit.action_filter, "users.add")
     qtbot.keyClick(audit.action_filter, Qt.Key.Key_Return)
     qtbot.waitUntil(

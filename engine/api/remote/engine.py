@@ -10,11 +10,21 @@ from typing import Any
 from engine.api.events import EngineEvent
 from engine.api.remote.client import ServiceClient, ServiceUnavailable
 
+SOURCE_HEADER = "X-Aggregator-Source"  # cli or gui: the audit trail's `source` (app/http/auth.py)
+
 
 class RemoteEngine:
     """`EngineAPI` over a service at `url` with the bearer `token`."""
 
-    def __init__(self, url: str, token: str, *, timeout: float = 30.0, data_dir: Path | str | None = None):
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: float = 30.0,
+        data_dir: Path | str | None = None,
+        source: str | None = None,
+    ):
         from engine.api.remote.alerts import RemoteAlerts
         from engine.api.remote.connectors import RemoteConnectors
         from engine.api.remote.data import RemoteData
@@ -37,6 +47,13 @@ class RemoteEngine:
         self.outbox = RemoteOutbox(self._client)
         self.users = RemoteUsers(self._client)  # the service checks the roles and audits
         self.audit = RemoteAudit(self._client)
+        if source:
+            self.set_source(source)
+
+    def set_source(self, source: str) -> None:
+        """Which client this is (cli, gui), for the service's audit trail. It labels the entries;
+        it grants nothing (the token says who the caller is)."""
+        self._client._http.headers[SOURCE_HEADER] = source
 
     @property
     def url(self) -> str:
