@@ -48,13 +48,22 @@ class Connector(ABC):
     def roles(cls) -> list[str]:
         return [r for r, m in (("source", cls.SourceConfig), ("destination", cls.SinkConfig)) if m]
 
+    # The classes a node of this type runs, built as cls(config, ctx, name); a connector that
+    # needs more than that overrides make_source / make_sink instead.
+    source_class: ClassVar[Callable[..., Source | StreamingSource] | None] = None
+    sink_class: ClassVar[Callable[..., Sink] | None] = None
+
     @classmethod
     def make_source(cls, config: ConnectorConfig, ctx: RunContext, name: str) -> Source | StreamingSource:
-        raise NotImplementedError(f"{cls.connector_type} is not a source")
+        if cls.source_class is None:
+            raise NotImplementedError(f"{cls.connector_type} is not a source")
+        return cls.source_class(config, ctx, name)
 
     @classmethod
     def make_sink(cls, config: ConnectorConfig, ctx: RunContext, name: str) -> Sink:
-        raise NotImplementedError(f"{cls.connector_type} is not a destination")
+        if cls.sink_class is None:
+            raise NotImplementedError(f"{cls.connector_type} is not a destination")
+        return cls.sink_class(config, ctx, name)
 
     @classmethod
     def describe(cls) -> dict[str, Any]:

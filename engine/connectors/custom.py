@@ -312,10 +312,5 @@ class CustomConnector(Connector):
     SourceConfig = CustomSourceConfig
     SinkConfig = CustomSinkConfig
 
-    @classmethod
-    def make_source(cls, config, ctx, name: str) -> Source:
-        return CustomSource(config, ctx, name)
-
-    @classmethod
-    def make_sink(cls, config, ctx, name: str) -> Sink:
-        return CustomSink(config, ctx, name)
+    source_class = CustomSource
+    sink_class = CustomSink

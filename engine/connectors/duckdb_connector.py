@@ -518,10 +518,5 @@ class DuckDBConnector(Connector):
     SourceConfig = DuckDBSourceConfig
     SinkConfig = DuckDBSinkConfig
 
-    @classmethod
-    def make_source(cls, config, ctx, name: str) -> Source:
-        return DuckDBSource(config, ctx, name)
-
-    @classmethod
-    def make_sink(cls, config, ctx, name: str) -> Sink:
-        return DuckDBSink(config, ctx, name)
+    source_class = DuckDBSource
+    sink_class = DuckDBSink

@@ -448,10 +448,5 @@ class FileConnector(Connector):
     SourceConfig = FileSourceConfig
     SinkConfig = FileSinkConfig
 
-    @classmethod
-    def make_source(cls, config, ctx, name: str) -> Source:
-        return FileSource(config, ctx, name)
-
-    @classmethod
-    def make_sink(cls, config, ctx, name: str) -> Sink:
-        return FileSink(config, ctx, name)
+    source_class = FileSource
+    sink_class = FileSink

@@ -210,6 +210,4 @@ class HistorianConnector(Connector):
     title = "Tag historian"
     SinkConfig = HistorianSinkConfig
 
-    @classmethod
-    def make_sink(cls, config, ctx, name: str) -> Sink:
-        return HistorianSink(config, ctx, name)
+    sink_class = HistorianSink

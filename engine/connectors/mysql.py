@@ -28,7 +28,7 @@ import polars as pl
 import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
-from engine.connectors.base import Connector, ConnectorConfig, Sink, Source
+from engine.connectors.base import Connector, ConnectorConfig, Sink
 from engine.connectors.registry import register
 from engine.connectors.sql_common import SqlSource, SqlSourceFields, bind_client_side, quote_name, valid_ident
 from engine.errors import ConnectorError
@@ -491,10 +491,5 @@ class MySQLConnector(Connector):
     SourceConfig = MySQLSourceConfig
     SinkConfig = MySQLSinkConfig
 
-    @classmethod
-    def make_source(cls, config, ctx, name: str) -> Source:
-        return MySQLSource(config, ctx, name)
-
-    @classmethod
-    def make_sink(cls, config, ctx, name: str) -> Sink:
-        return MySQLSink(config, ctx, name)
+    source_class = MySQLSource
+    sink_class = MySQLSink

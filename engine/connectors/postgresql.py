@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator, model_validator
 
-from engine.connectors.base import ConnectorConfig, Source
+from engine.connectors.base import ConnectorConfig
 from engine.connectors.registry import register
 from engine.connectors.sql_common import SqlSource, SqlSourceFields, bind_client_side
 from engine.context import RunContext
@@ -1074,8 +1074,6 @@ class PostgreSQLConnector(RemoteConnector):
     SourceConfig = PostgreSQLSourceConfig
     SinkConfig = PostgreSQLSinkConfig
 
-    @classmethod
-    def make_source(cls, config: PostgreSQLSourceConfig, ctx: RunContext, name: str) -> Source:
-        return PostgreSQLSource(config, ctx, name)
+    source_class = PostgreSQLSource
 
     Target = PostgreSQLTarget

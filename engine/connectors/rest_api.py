@@ -1075,10 +1075,5 @@ class RestApiConnector(Connector):
     SourceConfig: ClassVar[type[RestApiSourceConfig]] = RestApiSourceConfig
     SinkConfig: ClassVar[type[RestApiSinkConfig]] = RestApiSinkConfig
 
-    @classmethod
-    def make_source(cls, config: Any, ctx: Any, name: str) -> Source:
-        return RestApiSource(config, ctx, name)
-
-    @classmethod
-    def make_sink(cls, config: Any, ctx: Any, name: str) -> Sink:
-        return RestApiSink(config, ctx, name)
+    source_class = RestApiSource
+    sink_class = RestApiSink

@@ -635,10 +635,5 @@ class S3Connector(Connector):
     SourceConfig = S3SourceConfig
     SinkConfig = S3SinkConfig
 
-    @classmethod
-    def make_source(cls, config, ctx, name: str) -> Source:
-        return S3Source(config, ctx, name)
-
-    @classmethod
-    def make_sink(cls, config, ctx, name: str) -> Sink:
-        return S3Sink(config, ctx, name)
+    source_class = S3Source
+    sink_class = S3Sink

@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
-from engine.connectors.base import DEFAULT_BATCH_ROWS, Connector, ConnectorConfig, Sink, Source
+from engine.connectors.base import DEFAULT_BATCH_ROWS, Connector, ConnectorConfig, Sink
 from engine.connectors.registry import register
 from engine.connectors.sql_common import SqlSource, SqlSourceFields, quote_name, valid_ident
 from engine.errors import ConnectorError
@@ -361,10 +361,5 @@ class SQLiteConnector(Connector):
     SourceConfig = SQLiteSourceConfig
     SinkConfig = SQLiteSinkConfig
 
-    @classmethod
-    def make_source(cls, config, ctx, name: str) -> Source:
-        return SQLiteSource(config, ctx, name)
-
-    @classmethod
-    def make_sink(cls, config, ctx, name: str) -> Sink:
-        return SQLiteSink(config, ctx, name)
+    source_class = SQLiteSource
+    sink_class = SQLiteSink

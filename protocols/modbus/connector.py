@@ -464,6 +464,4 @@ class ModbusConnector(Connector):
     title = "Modbus TCP/RTU"
     SourceConfig = ModbusSourceConfig
 
-    @classmethod
-    def make_source(cls, config: ModbusSourceConfig, ctx: RunContext, name: str) -> ModbusSource:
-        return ModbusSource(config, ctx, name)
+    source_class = ModbusSource

@@ -503,9 +503,7 @@ class OpcUaConnector(Connector):
     title = "OPC UA"
     SourceConfig = OpcUaConfig
 
-    @classmethod
-    def make_source(cls, config: ConnectorConfig, ctx: RunContext, name: str) -> OpcUaSource:
-        return OpcUaSource(config, ctx, name)
+    source_class = OpcUaSource
 
     @classmethod
     def browse(cls, config: dict, node_id: str | None = None, *, data_dir: Path | None = None) -> list[dict]:
