@@ -124,7 +124,7 @@ def cmd_login(args: argparse.Namespace) -> int:
     if url is None:
         raise UsageError("no service runs on this data directory (give --url URL): a login is for a service")
     password = read_password(args, f"password for {args.user}: ", confirm=False)
-    tokens = login(url, args.user, password)
+    tokens = login(url, args.user, password, source="cli")
     if args.json:
         print_json(tokens)
     else:

@@ -48,9 +48,11 @@ class LoginDialog(QDialog):
         self.url = url
         self.tokens: dict[str, Any] | None = None
         if login is None:
+            import functools
+
             from engine.api.remote.users import login as remote_login
 
-            login = remote_login
+            login = functools.partial(remote_login, source="gui")
         self._login = login
         layout = QVBoxLayout(self)
         intro = QLabel(f"The service at {url} has users: log in to use it.")

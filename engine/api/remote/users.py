@@ -70,10 +70,16 @@ class RemoteAudit:
         return self._client.get("/audit/verify")
 
 
-def login(url: str, username: str, password: str, timeout: float = 30.0) -> dict[str, Any]:
+def login(
+    url: str, username: str, password: str, timeout: float = 30.0, source: str | None = None
+) -> dict[str, Any]:
     """`POST url/auth/login`: {access_token, token_type, expires_in, refresh_token, user, role};
     AccessDenied (one line, exit 3) for a wrong password, a locked account or too many attempts."""
+    from engine.api.remote.engine import SOURCE_HEADER
+
     client = ServiceClient(url, "anonymous", timeout=timeout)  # the login routes take no token
+    if source:
+        client._http.headers[SOURCE_HEADER] = source  # cli or gui, for the audit trail
     try:
         return client.post("/auth/login", {"username": username, "password": password})
     finally:
