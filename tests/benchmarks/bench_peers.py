@@ -14,8 +14,10 @@ Legs (prints one JSON document):
 - batch: bench_batch.py's chain (title case, multiply, filter, timestamp, e-mail validation with
   rejects) on `--rows` generated order rows, CSV -> Parquet and CSV -> DuckDB file: `aggregator
   run SPEC` against the hand-written peers of tests/benchmarks/peers/ (a Polars lazy script, a
-  DuckDB SQL script, a pandas script). Wall seconds, CPU seconds and peak RSS of each process, and
-  the rows each wrote (they must agree).
+  DuckDB SQL script, a pandas script), and for Parquet the naive per-record reference too
+  (tests/benchmarks/reference_chain.py, one dict a row; `--no-reference` leaves it out). One
+  warm-up run of each first, not counted. Wall seconds, CPU seconds and peak RSS of each process,
+  and the rows each wrote (they must agree).
 - modbus: values/s and CPU per value of our `modbus` source (protocols/modbus, micro-batches of
   decoded, time-stamped values) against a plain pymodbus script (AsyncModbusTcpClient, one task
   per device reading the same registers in 125-register requests every interval, raw registers
@@ -33,6 +35,7 @@ Legs (prints one JSON document):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -82,21 +85,31 @@ def run_process(cmd: list[str], timeout: float = 900, env: dict | None = None) -
     wall = time.perf_counter() - t0
     out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
     proc.returncode = os.waitstatus_to_exitcode(status)
-    answer: dict[str, Any] = {}
-    for line in reversed(out.splitlines()):
-        if line.startswith("{"):
-            answer = json.loads(line)
-            break
     result = {
         "exit": proc.returncode,
         "wall_s": round(wall, 3),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-        "answer": answer,
+        "answer": parse_answer(out),
     }
     if proc.returncode:
         result["stderr"] = err.strip()[-600:]
     return result
+
+
+def parse_answer(out: str) -> dict[str, Any]:
+    """What a contender printed: a JSON document (`aggregator run --json`), else its last JSON line
+    (the peer scripts), else "KEPT REJECTED" (reference_chain.py)."""
+    with contextlib.suppress(ValueError):
+        return json.loads(out)
+    for line in reversed(out.splitlines()):
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                return json.loads(line)
+    words = out.split()
+    if len(words) == 2 and all(w.isdigit() for w in words):
+        return {"rows_out": int(words[0]), "rows_rejected": int(words[1])}
+    return {}
 
 
 def median(values: list[float], digits: int = 3) -> float | None:
@@ -109,11 +122,17 @@ def ratio(ours: float | None, peer: float | None) -> float | None:
 
 
 def interleaved(
-    contenders: dict[str, list[str]], rounds: int, timeout: float = 900, env: dict | None = None
+    contenders: dict[str, list[str]],
+    rounds: int,
+    timeout: float = 900,
+    env: dict | None = None,
+    warmup: bool = False,
 ) -> dict[str, list]:
     """Each contender's results, the order rotated each round (A B C, B C A, C A B, ...)."""
     names = list(contenders)
     results: dict[str, list] = {name: [] for name in names}
+    for name in names[: warmup and len(names)]:  # not counted: page cache, a new data directory
+        run_process(contenders[name], timeout, env)
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             results[name].append(run_process(contenders[name], timeout, env))
@@ -168,7 +187,16 @@ def batch_leg(args, work: Path) -> dict[str, Any]:
                     str(work / f"{peer}.{suffix}"),
                 ]
         # The engine reads and writes only inside its allowed folders (engine/spec/paths_policy.py).
-        runs = interleaved(contenders, args.rounds, env={"AGGREGATOR_ALLOWED_ROOTS": str(work.resolve())})
+        if suffix == "parquet" and args.reference:  # the per-record reference: one dict a row
+            contenders["per_record"] = [
+                sys.executable,
+                str(HERE / "reference_chain.py"),
+                str(spec_path),
+                str(csv),
+                str(work / "per_record.parquet"),
+            ]
+        roots = {"AGGREGATOR_ALLOWED_ROOTS": str(work.resolve())}
+        runs = interleaved(contenders, args.rounds, env=roots, warmup=True)
         leg: dict[str, Any] = {}
         for name, results in runs.items():
             ok = [r for r in results if r["exit"] == 0]
@@ -469,6 +497,12 @@ def main() -> None:
     ap.add_argument("--opcua-nodes", type=int)
     ap.add_argument("--opcua-rate-hz", type=float, default=10.0)
     ap.add_argument("--batch-outputs", default="parquet,duckdb")
+    ap.add_argument(
+        "--no-reference",
+        dest="reference",
+        action="store_false",
+        help="batch: leave out the per-record reference (tests/benchmarks/reference_chain.py)",
+    )
     ap.add_argument("--work", type=Path, help="keep the inputs and outputs here (default: a temp dir)")
     ap.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     ap.add_argument("--child-config", type=Path, help=argparse.SUPPRESS)
