@@ -118,11 +118,10 @@ class LazyChainExecutor(Executor):
             return super().execute()
         try:
             self._run_query(scan)
-        except RunCancelled:
-            self._abort_all()
-            raise
         except BaseException as exc:  # the push executor says what went wrong, and where
             self._abort_all()
+            if isinstance(exc, RunCancelled) or self.ctx.cancel.is_set():
+                raise RunCancelled("run cancelled") from None
             self.ctx.log("info", f"one-query run failed ({type(exc).__name__}); run batch by batch")
             Executor.__init__(self, self.c, self.ctx, **self._kwargs)
             return super().execute()
@@ -226,7 +225,7 @@ class LazyChainExecutor(Executor):
         )
         if not native:
             worker.start()
-            feeder = _Feeder(worker, lf.collect_schema())
+            feeder = _Feeder(worker, lf.collect_schema(), self.ctx.cancel)
             self._feeders.append(feeder)
             return lf.sink_batches(feeder, lazy=True)
         sink.target.parent.mkdir(parents=True, exist_ok=True)
@@ -243,6 +242,8 @@ class LazyChainExecutor(Executor):
 
     def _on_rejects(self, nid: str, rows: dict[str, int]):
         def take(frame: pl.DataFrame) -> None:
+            if self.ctx.cancel.is_set():  # stops the query (a run without rejects stops at its end)
+                raise RunCancelled("run cancelled")
             if frame.height == 0:
                 return
             with self._reject_lock:
@@ -300,10 +301,12 @@ class _Feeder:
     """Hands the query's batches to a destination's writer thread; a destination that got none
     gets one empty batch with the columns, as the push executor gives it (a table is created)."""
 
-    def __init__(self, worker: _SinkWorker, schema: pl.Schema):
-        self.worker, self.schema, self.fed = worker, schema, False
+    def __init__(self, worker: _SinkWorker, schema: pl.Schema, cancel: threading.Event):
+        self.worker, self.schema, self.cancel, self.fed = worker, schema, cancel, False
 
     def __call__(self, frame: pl.DataFrame) -> None:
+        if self.cancel.is_set():
+            raise RunCancelled("run cancelled")
         if frame.height:
             self.fed = True
             self.worker.put(frame)

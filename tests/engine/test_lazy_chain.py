@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import engine.connectors.file as file_connector
 import engine.lazy_chain as lazy_chain
-from engine.errors import SpecError
+from engine.errors import RunCancelled, SpecError
 from engine.executor import Executor
 from engine.lazy_chain import LAZY_TYPES, LazyChainExecutor, chain_of, executor_for
 from engine.runner import run_pipeline
@@ -273,3 +273,21 @@ def test_a_failing_query_falls_back_to_the_push_executors_error(ws):
     assert record["status"] == "failed"
     assert "broken.csv" in record["error"] and "line 302" in record["error"], record["error"]
     assert not (ws.data_dir / "b.parquet").exists()
+
+
+@pytest.mark.parametrize("kind", ["parquet", "duckdb"])
+def test_a_cancelled_one_query_run_leaves_nothing(ws, kind):
+    src = ws.data_dir / f"cancel_{kind}.csv"
+    pl.DataFrame({"email": ["a@example.com", "bad"] * 50, "qty": list(range(100))}).write_csv(src)
+    doc = _doc(src, [STEPS[13]], _destination(kind, ws.data_dir, f"cancel_{kind}"))
+    plan = validate(doc)
+    ctx = run_context(plan, ws, f"cancel-{kind}", datetime.now(UTC), ws.data_dir, threading.Event(), False)
+    ctx.cancel.set()
+    with pytest.raises(RunCancelled):
+        LazyChainExecutor(plan, ctx, chain_of(plan)).execute()
+    assert not (ws.data_dir / f"out_cancel_{kind}.parquet").exists()
+    assert [p.name for p in ws.data_dir.glob(f".out_cancel_{kind}*")] == []
+    assert _rejects(ws, f"cancel-{kind}") == []
+    with ws.historian.cursor() as cur:
+        tables = {r[0] for r in cur.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert f"out_cancel_{kind}" not in tables
