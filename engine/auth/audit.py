@@ -43,7 +43,9 @@ CREATE TABLE IF NOT EXISTS audit (
     prev_hash TEXT NOT NULL, hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
-CREATE TABLE IF NOT EXISTS audit_anchor (id INTEGER PRIMARY KEY CHECK (id = 1), hash TEXT NOT NULL, purged_to TEXT);
+CREATE TABLE IF NOT EXISTS audit_anchor (
+    id INTEGER PRIMARY KEY CHECK (id = 1), hash TEXT NOT NULL, last_id INTEGER NOT NULL, purged_to TEXT
+);
 CREATE TABLE IF NOT EXISTS audit_purge (cutoff TEXT NOT NULL);
 CREATE TRIGGER IF NOT EXISTS audit_append_only_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only: entries cannot be changed'); END;
@@ -156,9 +158,10 @@ class AuditLog:
                 self._conn.execute("INSERT INTO audit_purge (cutoff) VALUES (?)", [cutoff])
                 removed = self._conn.execute("DELETE FROM audit WHERE id <= ?", [last_old["id"]]).rowcount
                 self._conn.execute(
-                    "INSERT INTO audit_anchor (id, hash, purged_to) VALUES (1, ?, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET hash = excluded.hash, purged_to = excluded.purged_to",
-                    [last_old["hash"], cutoff],
+                    "INSERT INTO audit_anchor (id, hash, last_id, purged_to) VALUES (1, ?, ?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET hash = excluded.hash, last_id = excluded.last_id,"
+                    " purged_to = excluded.purged_to",
+                    [last_old["hash"], last_old["id"], cutoff],
                 )
                 self._conn.execute("DELETE FROM audit_purge")
                 self._conn.execute("COMMIT")
@@ -206,10 +209,11 @@ class AuditLog:
     def verify(self) -> dict[str, Any]:
         """Walk the chain from its anchor: {"ok", "entries", "head", "first_bad" (id), "reason"}."""
         with self._lock:
-            anchor = self._conn.execute("SELECT hash FROM audit_anchor WHERE id = 1").fetchone()
+            anchor = self._conn.execute("SELECT hash, last_id FROM audit_anchor WHERE id = 1").fetchone()
             rows = self._conn.execute("SELECT * FROM audit ORDER BY id").fetchall()
+            seq = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit'").fetchone()
         prev = anchor["hash"] if anchor else GENESIS
-        previous_id = None
+        previous_id = anchor["last_id"] if anchor else None
         for row in rows:
             entry = dict(row)
             if previous_id is not None and entry["id"] != previous_id + 1:
@@ -229,6 +233,11 @@ class AuditLog:
                     entry["id"], len(rows), f"entry {entry['id']} was changed after it was written"
                 )
             prev, previous_id = entry["hash"], entry["id"]
+        # The newest entries deleted leave a shorter chain that is whole: SQLite's own counter of the
+        # ids given out still says how far it went.
+        if seq is not None and (previous_id or 0) < seq["seq"]:  # (purged ones end at the anchor)
+            last = previous_id or 0
+            return _broken(last + 1, len(rows), f"the entries after {last} (up to {seq['seq']}) were deleted")
         return {"ok": True, "entries": len(rows), "head": prev, "first_bad": None, "reason": None}
 
     def close(self) -> None:

@@ -122,6 +122,7 @@ def test_the_purge_removes_old_entries_only_and_keeps_the_chain(tmp_path):
     assert audit.verify()["ok"] and audit.entries(limit=1)[0]["id"] == 5
     # a purge up to everything keeps an anchor from which the next entry still verifies
     assert audit.purge(0, now=later) == 3
+    assert audit.verify() == {**audit.verify(), "ok": True, "entries": 0}  # ends at the anchor
     audit.record("runs.start", user="u", role="editor", source="cli", target="p5")
     assert audit.verify() == {**audit.verify(), "ok": True, "entries": 1}
     audit.close()
@@ -185,3 +186,46 @@ def test_spec_diff_keeps_secret_references_by_name():
         {"path": "$.nodes[0].config.host", "old": "a", "new": "b"},
         {"path": "$.nodes[0].config.password.secret", "old": "DB_PW", "new": "DB_PW2"},
     ]
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    count=st.integers(min_value=2, max_value=8),
+    tamper=st.sampled_from(["change", "delete", "insert", "swap"]),
+    where=st.integers(min_value=0, max_value=7),
+    text=st.text(min_size=1, max_size=20),
+)
+def test_any_one_tampering_is_found(count, tamper, where, text):
+    """Whatever single change is made to the table behind the triggers' back, verify() says so."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        log = AuditLog(Path(folder) / "metadata.db")
+        for i in range(count):
+            log.record("runs.start", user=f"u{i}", role="editor", source="cli", target=f"t{i}")
+        assert log.verify()["ok"]
+        conn = raw(log)
+        without_triggers(conn)
+        victim = where % count + 1
+        if tamper == "change":
+            old = conn.execute("SELECT target FROM audit WHERE id = ?", [victim]).fetchone()[0]
+            conn.execute("UPDATE audit SET target = ? WHERE id = ?", [old + text, victim])
+        elif tamper == "delete":
+            conn.execute("DELETE FROM audit WHERE id = ?", [victim])
+        elif tamper == "insert":  # a copy of an entry, hash and all, at the end
+            conn.execute(
+                "INSERT INTO audit (ts, user, role, source, client, action, target, outcome, reason, detail,"
+                " prev_hash, hash) SELECT ts, user, role, source, client, action, target, outcome, reason,"
+                " detail, prev_hash, hash FROM audit WHERE id = ?",
+                [victim],
+            )
+        else:  # two entries' contents swapped
+            other = victim % count + 1
+            conn.execute("UPDATE audit SET id = -1 WHERE id = ?", [victim])
+            conn.execute("UPDATE audit SET id = ? WHERE id = ?", [victim, other])
+            conn.execute("UPDATE audit SET id = ? WHERE id = -1", [other])
+        conn.close()
+        result = log.verify()
+        log.close()
+        assert result["ok"] is False and result["first_bad"] is not None
