@@ -285,14 +285,20 @@ class TagHistorian:
                 tags = max(self._known_tags, batch.height)
                 for statement in tag_rollup.advance_sql(TAGS_TABLE, upto, target, tags):
                     cur.execute(statement)
-        cur.register(_BATCH, arrow_stream(batch if newest is None else newest))
-        try:
-            cur.execute(tag_last.append_sql(_BATCH))
-        finally:
-            cur.unregister(_BATCH)
-        self._pending_last += batch.height if newest is None else newest.height
-        if self._pending_last >= self.fold_last_after:
-            self.fold_last(cur)
+        # Logged and folded in slices of `fold_last_after` rows: a fold upserts what was logged, and
+        # a 50,000-row batch (a grouped commit) folded at once ran out of the historian's 32 MB.
+        logged = batch if newest is None else newest
+        step = max(1, self.fold_last_after)
+        for offset in range(0, logged.height, step):
+            part = logged.slice(offset, step)  # a view: no copy
+            cur.register(_BATCH, arrow_stream(part))
+            try:
+                cur.execute(tag_last.append_sql(_BATCH))
+            finally:
+                cur.unregister(_BATCH)
+            self._pending_last += part.height
+            if self._pending_last >= self.fold_last_after:
+                self.fold_last(cur)
         if self._pending_rows >= self.compact_after:
             self.compact_rollup(cur)
 

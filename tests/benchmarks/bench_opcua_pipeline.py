@@ -281,6 +281,7 @@ def completeness(ws, start_us: int, end_us: int, ramp_tags: dict[str, int]) -> d
 
 def run_leg(name: str, nodes: int, workers: int, args) -> dict[str, Any]:
     from engine.spec.validate import validate
+    from engine.store import ring_buffer
     from engine.streaming import run_streaming
     from engine.workspace import Workspace
 
@@ -310,7 +311,8 @@ def run_leg(name: str, nodes: int, workers: int, args) -> dict[str, Any]:
         clock.install()
         with tempfile.TemporaryDirectory() as tmp, Workspace(Path(tmp) / "data") as ws:
             result: dict[str, Any] = {}
-            total_s = SUBSCRIBE_ALLOWANCE_S + SETTLE_S + args.seconds
+            # headless: the window opens once the live ring buffer's first lease has lapsed (issue 12)
+            total_s = SUBSCRIBE_ALLOWANCE_S + SETTLE_S + args.seconds + ring_buffer.DEFAULT_LEASE_S
             thread = threading.Thread(
                 target=lambda: result.update(run_streaming(compiled, ws, seconds=total_s, on_event=on_event)),
                 daemon=True,
@@ -327,6 +329,12 @@ def run_leg(name: str, nodes: int, workers: int, args) -> dict[str, Any]:
                     "run": result,
                 }
             time.sleep(SETTLE_S)
+            ring = ring_buffer.ring_buffers(ws.data_dir)
+            while (
+                ring.keeping
+                and time.monotonic() - t_run < SUBSCRIBE_ALLOWANCE_S + ring_buffer.DEFAULT_LEASE_S
+            ):
+                time.sleep(0.1)
             pids = {"runner (main)": os.getpid()}
             pids.update({f"worker {p.pid}": p.pid for p in multiprocessing.active_children()})
             pids.update({f"simulator {i + 1}": s.proc.pid for i, s in enumerate(servers)})
@@ -338,6 +346,7 @@ def run_leg(name: str, nodes: int, workers: int, args) -> dict[str, Any]:
             cpu1 = {k: cpu_seconds(p) for k, p in pids.items()}
             upd1 = [s.updates() for s in servers]
             load = os.getloadavg()
+            ring_bytes = ring.memory_bytes()
             thread.join()
             complete = completeness(ws, start_us, end_us, ramp_tags)
         elapsed = end - start
@@ -377,6 +386,7 @@ def run_leg(name: str, nodes: int, workers: int, args) -> dict[str, Any]:
                 nid: s.get("peak_queued_rows") for nid, s in stream.get("sources", {}).items()
             },
             "drop_alarms": len(events),
+            "live_ring_buffer_bytes": ring_bytes,
         }
     finally:
         clock.uninstall()
