@@ -84,3 +84,28 @@ def test_the_cli_obeys_the_same_roles_next_to_a_service(api):
     assert verified.returncode == 0 and verified.stdout.startswith(
         f"audit trail intact: {len(entries)} entries"
     )
+
+
+def test_a_remote_engine_renews_an_expired_access_token(api):
+    """The GUI attached as a user outlives its 15-minute access token: on a 401 the RemoteEngine
+    spends its refresh token for a new pair and sends the request again; without a valid refresh
+    token the 401 is the caller's, in one line."""
+    import time
+
+    from engine.api.remote import RemoteEngine
+    from engine.auth import tokens
+    from engine.errors import AggregatorError
+    from engine.secrets import SecretStore
+
+    api.client.post("/users", json={"name": "rene", "role": "viewer", "password": PASSWORD})
+    pair = api.anonymous.post("/auth/login", json={"username": "rene", "password": PASSWORD}).json()
+    key = SecretStore(api.data_dir, config=api.config_dir).get(tokens.KEY_SECRET, use_keyring=False)
+    expired = tokens.issue(key, "rene", "viewer", ttl_s=60, now=time.time() - 3600)
+    with RemoteEngine(api.url, expired, refresh_token=pair["refresh_token"]) as engine:
+        assert engine.users.me()["user"] == "rene"  # renewed on the way
+        assert engine._client.token not in (expired, pair["access_token"])
+    with (
+        RemoteEngine(api.url, expired, refresh_token="not-a-refresh-token") as engine,
+        pytest.raises(AggregatorError, match="the access token has expired"),
+    ):
+        engine.users.me()

@@ -114,9 +114,11 @@ class LoginDialog(QDialog):
         self.error.show()
 
 
-def ask_login(url: str, parent: QWidget | None = None) -> str | None:
-    """The access token of a login to `url`, asked in the dialog; None when the user cancels."""
+def ask_login(url: str, parent: QWidget | None = None) -> dict[str, Any] | None:
+    """The service's answer to a login to `url` asked in the dialog ({access_token, refresh_token,
+    user, role...}: give both tokens to `RemoteEngine(url, access, refresh_token=refresh)`, which
+    renews the access token as it expires); None when the user cancels."""
     dialog = LoginDialog(url, parent)
     if dialog.exec() != QDialog.DialogCode.Accepted or dialog.tokens is None:
         return None
-    return dialog.tokens["access_token"]
+    return dialog.tokens

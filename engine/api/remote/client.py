@@ -66,6 +66,9 @@ class ServiceUnavailable(RemoteError):
     exit_code = 2
 
 
+LOGIN_PATHS = ("/auth/login", "/auth/refresh")  # a 401 there is a refused login, not a stale token
+
+
 class AccessDenied(RemoteError, PermissionError):
     """The service refused the call for the caller's role (HTTP 403): its one line, exit 3 (as a
     local PermissionDenied, engine/auth/principal.py)."""
@@ -84,7 +87,7 @@ def error_of(response: httpx.Response) -> Exception:
     message = str(body.get("error") or f"HTTP {response.status_code}")
     status = response.status_code
     issues = body.get("issues")
-    if status == 401 and response.request.url.path.startswith("/auth/"):
+    if status == 401 and response.request.url.path in LOGIN_PATHS:
         return AccessDenied(message, status)  # a login or refresh refused: the service's own line
     if status == 401 and response.request.headers.get("authorization", "").count(".") == 2:
         return ServiceUnavailable(f"{message} (`aggregator login` gives a new access token)", status)
@@ -148,6 +151,10 @@ class ServiceClient:
         self._response: httpx.Response | None = None  # the open event stream
         self._stream_error = ""  # why the event stream last failed to open or broke
         self._refused: RemoteError | None = None  # the service refused the token for the stream
+        # A user's login (engine/api/remote/engine.py): called on a 401 for a new access token
+        # (its refresh token spent), then the request is sent once more.
+        self.renew_token: Callable[[], str | None] | None = None
+        self._renew_lock = threading.Lock()
 
     # ---- requests ----------------------------------------------------------------------------
     def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -160,9 +167,30 @@ class ServiceClient:
         except httpx.TransportError as exc:
             reason = str(exc) or type(exc).__name__
             raise ServiceUnavailable(f"{self.url}: cannot reach the service ({reason})") from None
+        if response.status_code == 401 and self.renew_token is not None and path not in LOGIN_PATHS:
+            sent = response.request.headers.get("authorization", "")
+            if self._renewed(sent):
+                return self.send(method, path, **kwargs)
         if response.status_code >= 400:
             raise error_of(response)
         return response
+
+    def _renewed(self, sent: str) -> bool:
+        """A new access token in place of the one `sent` (another thread may have renewed it
+        already); False when it cannot be renewed (the refresh token expired: log in again)."""
+        with self._renew_lock:
+            if self._http.headers.get("authorization") != sent:
+                return True
+            try:
+                token = self.renew_token() if self.renew_token else None
+            except RemoteError:
+                token = None
+            if not token:
+                self.renew_token = None  # no second try: the 401 goes to the caller
+                return False
+            self.token = token
+            self._http.headers["Authorization"] = f"Bearer {token}"
+            return True
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """The JSON answer of `method path` (None for an empty one); the engine's error otherwise."""

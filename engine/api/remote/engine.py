@@ -24,6 +24,7 @@ class RemoteEngine:
         timeout: float = 30.0,
         data_dir: Path | str | None = None,
         source: str | None = None,
+        refresh_token: str | None = None,
     ):
         from engine.api.remote.alerts import RemoteAlerts
         from engine.api.remote.connectors import RemoteConnectors
@@ -49,6 +50,15 @@ class RemoteEngine:
         self.audit = RemoteAudit(self._client)
         if source:
             self.set_source(source)
+        if refresh_token:  # a user's login: its access token is renewed when it expires
+            self._refresh_token = refresh_token
+            self._client.renew_token = self._renew
+
+    def _renew(self) -> str | None:
+        """A new access token for the refresh token (spent and replaced): `POST /auth/refresh`."""
+        answer = self._client.post("/auth/refresh", {"refresh_token": self._refresh_token})
+        self._refresh_token = answer["refresh_token"]
+        return answer["access_token"]
 
     def set_source(self, source: str) -> None:
         """Which client this is (cli, gui), for the service's audit trail. It labels the entries;
