@@ -29,8 +29,18 @@ VERSION = "$VERSION"
 COMMIT = "$COMMIT"
 PY
 
-"$VENV/bin/pyinstaller" --noconfirm --clean --log-level WARN \
+"$VENV/bin/pyinstaller" --noconfirm --log-level WARN \
     --workpath build/pyinstaller --distpath dist packaging/aggregator.spec
+# Symbols out of the large native libraries (connectorx and Polars: about -90 MB). Not the
+# libraries auditwheel vendored into *.libs/ (patchelf-edited: strip breaks their load segments).
+if command -v strip >/dev/null; then
+    find dist/aggregator/_internal -path '*.libs/*' -prune -o -type f -name '*.so*' -size +10M -print |
+        while read -r lib; do
+            if readelf -S "$lib" 2>/dev/null | grep -q '\.symtab'; then strip --strip-unneeded "$lib"; fi
+        done
+else
+    echo "note: no strip (binutils): the bundle keeps its libraries' symbols" >&2
+fi
 du -sm dist/aggregator | awk '{print "bundle: dist/aggregator/ " $1 " MB"}'
 dist/aggregator/aggregator --version
 # The build's own commit, for packaging/ci_should_build.sh.

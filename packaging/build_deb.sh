@@ -3,8 +3,9 @@
 #   packaging/build_deb.sh [--bundle dist/aggregator] [--version V] [--out dist]
 # The bundle goes to /opt/data-aggregator, /usr/bin/aggregator links to it; the systemd unit is
 # rendered from the one template (resources/systemd/aggregator.service.in) by app/service_cmd.py.
-# PYTHON (default: build/venv's, else python3) runs the small helpers; DEB_COMPRESS: xz (default),
-# gzip or zstd.
+# PYTHON (default: build/venv's, else python3) runs the small helpers; DEB_COMPRESS:
+# gzip (default: xz of 700 MB takes many minutes on a busy 2-core machine), xz (smaller, for
+# releases) or zstd (dpkg 1.21.18+ only).
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUNDLE=dist/aggregator
@@ -70,5 +71,5 @@ sed -e "s/@VERSION@/$VERSION/" -e "s/@ARCH@/$ARCH/" -e "s/@SIZE_KB@/$SIZE_KB/" -
     > "$PKG/DEBIAN/md5sums"
 chmod 644 "$PKG/DEBIAN/control" "$PKG/DEBIAN/md5sums"
 
-dpkg-deb --root-owner-group -Z"${DEB_COMPRESS:-xz}" --build "$PKG" "$DEB" >/dev/null
+dpkg-deb --root-owner-group -Z"${DEB_COMPRESS:-gzip}" --build "$PKG" "$DEB" >/dev/null
 echo "package: $DEB ($(du -m "$DEB" | cut -f1) MB)"
