@@ -5,7 +5,8 @@ delivery is pending, posts one queued wake-up to the GUI thread. The GUI thread 
 slices of at most DRAIN_BUDGET_S, re-posting itself for the rest, so a burst of thousands of
 events never holds the event loop for long and costs one cross-thread post, not one per event.
 Nothing here waits: a result comes back through `call(future_or_job, on_ok, on_error)` when it is
-ready.
+ready, through the same queue, so never before the events emitted before it (a run's record after
+its last node statuses).
 """
 
 from __future__ import annotations
@@ -34,23 +35,32 @@ DRAIN_BUDGET_S = 0.005
 GUI_SWITCH_INTERVAL_S = 0.001
 
 
+class _Result:
+    """A call's outcome, queued behind the events emitted before it."""
+
+    __slots__ = ("exc", "token", "value")
+
+    def __init__(self, token: int, value: Any, exc: BaseException | None):
+        self.token, self.value, self.exc = token, value, exc
+
+
 class EngineBridge(QObject):
     """One per window. `event` carries every engine event dict, on the Qt thread."""
 
     event = Signal(dict)
     _wake = Signal()
-    _result = Signal(object, object, object)  # call token, value, exception
 
     def __init__(self, engine, parent: QObject | None = None):
         super().__init__(parent)
         self.engine = engine
         sys.setswitchinterval(min(sys.getswitchinterval(), GUI_SWITCH_INTERVAL_S))
-        # Queued: engine threads only post; the slot runs on the GUI thread.
-        self._pending: collections.deque[dict] = collections.deque()
+        # Queued: engine threads only post; the slot runs on the GUI thread. Events and call results
+        # share one queue, in the order they happened: a run's last node_progress events come
+        # before its record, however far behind the Qt thread is.
+        self._pending: collections.deque[dict | _Result] = collections.deque()
         self._pending_lock = threading.Lock()
         self._wake_posted = False
         self._wake.connect(self._drain, Qt.ConnectionType.QueuedConnection)
-        self._result.connect(self._deliver_result, Qt.ConnectionType.QueuedConnection)
         self._closed = False
         # Callbacks stay here, on the Qt side, keyed by a token: a future's done-callback runs on
         # an engine thread and must never hold the last reference to a widget (a Qt object whose
@@ -63,8 +73,11 @@ class EngineBridge(QObject):
     def _on_engine_event(self, event: EngineEvent) -> None:  # engine thread
         if self._closed:
             return
+        self._post(event.to_dict())  # the views read events in their wire shape
+
+    def _post(self, item: dict | _Result) -> None:  # any thread
         with self._pending_lock:
-            self._pending.append(event.to_dict())  # the views read events in their wire shape
+            self._pending.append(item)
             if self._wake_posted:
                 return
             self._wake_posted = True
@@ -78,33 +91,17 @@ class EngineBridge(QObject):
                 if not self._pending:
                     self._wake_posted = False
                     return
-                event = self._pending.popleft()
-            self._emit(event)
+                item = self._pending.popleft()
+            if isinstance(item, _Result):
+                self._deliver_result(item)
+            else:
+                try:
+                    self.event.emit(item)
+                except Exception:  # a broken view must not stop the others' events
+                    log.exception("engine event handler failed")
             if time.perf_counter() > deadline:
                 self._wake.emit()  # the rest after the loop has run other work (still queued)
                 return
-
-    def _drain_before_result(self) -> None:  # GUI thread
-        """Deliver the events already waiting, whatever the budget: they were emitted before the
-        result about to be delivered (a run's last node_progress before its record), and a drain
-        cut short by its budget must not let the result overtake them. Only those: events that
-        arrive meanwhile wait for the next drain."""
-        with self._pending_lock:
-            count = len(self._pending)
-        for _ in range(count):
-            if self._closed:
-                return
-            with self._pending_lock:
-                if not self._pending:
-                    return
-                event = self._pending.popleft()
-            self._emit(event)
-
-    def _emit(self, event: dict) -> None:
-        try:
-            self.event.emit(event)
-        except Exception:  # a broken view must not stop the others' events
-            log.exception("engine event handler failed")
 
     # ---- results ---------------------------------------------------------------------------
     def call(
@@ -114,7 +111,8 @@ class EngineBridge(QObject):
         on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         """Call `on_ok(result)` or `on_error(exception)` on the Qt thread when the future (or the
-        Job's future) is done. Returns at once; never waits."""
+        Job's future) is done, after the engine events emitted before that. Returns at once; never
+        waits."""
         future: concurrent.futures.Future = getattr(future_or_job, "future", future_or_job)
         token = next(self._tokens)
         self._callbacks[token] = (on_ok, on_error)
@@ -128,23 +126,21 @@ class EngineBridge(QObject):
                 value, exc = f.result(), None
             except BaseException as error:  # cancelled futures land here too
                 value, exc = None, error
-            target._result.emit(token, value, exc)
+            target._post(_Result(token, value, exc))
 
         future.add_done_callback(done)
 
-    @Slot(object, object, object)
-    def _deliver_result(self, token, value, exc) -> None:  # GUI thread
-        on_ok, on_error = self._callbacks.pop(token, (None, None))
+    def _deliver_result(self, result: _Result) -> None:  # GUI thread
+        on_ok, on_error = self._callbacks.pop(result.token, (None, None))
         if self._closed or on_ok is None:
             return
-        self._drain_before_result()
         try:
-            if exc is None:
-                on_ok(value)
+            if result.exc is None:
+                on_ok(result.value)
             elif on_error is not None:
-                on_error(exc)
+                on_error(result.exc)
             else:
-                log.error("engine call failed: %s", exc)
+                log.error("engine call failed: %s", result.exc)
         except Exception:  # a broken callback must not take the window down
             log.exception("bridge callback failed")
 
