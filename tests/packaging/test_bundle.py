@@ -181,6 +181,10 @@ def test_the_packaged_program_runs(tmp_path, bare):
         pytest.skip("no .deb beside the bundle (packaging/build.sh --deb)")
     subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path / "root")], check=True, timeout=600)
     program = tmp_path / "root" / "opt" / "data-aggregator" / "aggregator"
+    # As /usr/bin/aggregator runs it: through a symlink (the bootloader finds _internal by the real path).
+    link = tmp_path / "bin" / "aggregator"
+    link.parent.mkdir()
+    link.symlink_to(program)
     cwd, env = bare
-    done = run(program, "--version", cwd=cwd, env=env())
+    done = run(link, "--version", cwd=cwd, env=env())
     assert done.returncode == 0 and "(commit " in done.stdout, done.stderr
