@@ -465,7 +465,8 @@ def test_a_real_time_pipeline_streams_until_its_job_is_stopped(api):
         assert started.status_code == 202, started.text
         job_id, run_id = started.json()["job_id"], started.json()["run_id"]
         assert run_id
-        assert job_id in [j["id"] for j in api.client.get("/jobs").json()]
+        jobs = [j["id"] for j in api.client.get("/jobs").json()]
+        assert job_id in jobs, f"the job is gone at once: {api.client.get(f'/runs/{run_id}').json()}"
         params = {"job": job_id, "tag_interval": 0}
         seen: list[str] = []
         deadline = time.monotonic() + 180
