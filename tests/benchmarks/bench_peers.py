@@ -175,7 +175,7 @@ def batch_leg(args, work: Path) -> dict[str, Any]:
         contenders = {
             "ours": [str(aggregator), "run", str(spec_path), "--data-dir", str(work / "data"), "--json"],
         }
-        for peer in ("polars", "duckdb", "pandas"):
+        for peer in args.batch_peers.split(","):
             script = PEERS / f"{peer}_chain.py"
             if script.exists():
                 contenders[peer] = [
@@ -497,6 +497,9 @@ def main() -> None:
     ap.add_argument("--opcua-nodes", type=int)
     ap.add_argument("--opcua-rate-hz", type=float, default=10.0)
     ap.add_argument("--batch-outputs", default="parquet,duckdb")
+    ap.add_argument(
+        "--batch-peers", default="polars,duckdb,pandas", help="scripts of tests/benchmarks/peers/"
+    )
     ap.add_argument(
         "--no-reference",
         dest="reference",
