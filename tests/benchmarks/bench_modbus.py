@@ -2,7 +2,7 @@
 batches, and the CPU of the polling process (as % of one core).
 
     python tests/benchmarks/bench_modbus.py [--servers 2] [--tags-per-meter 12500] [--seconds 10]
-    python tests/benchmarks/bench_modbus.py --historian [--seconds 20] [--max-latency-ms 250]
+    python tests/benchmarks/bench_modbus.py --historian [--seconds 20] [--max-latency-ms 250] [--py-spy OUT]
 
 Each simulator runs in a process of its own (`run_cli`: 4 meters, one unit id each), so its CPU
 is not counted; the polling process opens one connection per meter and polls every meter once a
@@ -104,12 +104,19 @@ def historian_leg(args) -> dict:
             while ring.keeping and time.monotonic() - t0 < 15 + ring_buffer.DEFAULT_LEASE_S:
                 time.sleep(0.1)
             time.sleep(args.warmup)
+            profiler = None
+            if args.py_spy:  # the window only: start-up and the ring's first lease stay out
+                command = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(os.getpid())]
+                command += ["--duration", str(int(args.seconds)), "--rate", "50", "--nonblocking"]
+                command += ["--format", "raw", "-o", args.py_spy]
+                profiler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             cpu0, start, start_us = cpu_seconds(os.getpid()), time.monotonic(), time.time_ns() // 1000
             time.sleep(args.seconds)
             cpu1, end, end_us = cpu_seconds(os.getpid()), time.monotonic(), time.time_ns() // 1000
             load = os.getloadavg()
             ring_bytes, ring_kept = ring.memory_bytes(), ring.keeping
-            cancel.set()  # the window is over: stop now (what was received is still committed)
+            if profiler is not None:
+                profiler.wait(60)
             thread.join()
             cur = ws.historian.cursor()
             stored = cur.execute(
@@ -160,6 +167,9 @@ def main() -> None:
     parser.add_argument("--historian", action="store_true", help="modbus -> historian pipeline leg")
     parser.add_argument("--max-latency-ms", type=int, default=250, help="--historian: the schedule's")
     parser.add_argument("--batch-size", type=int, default=None, help="--historian: the schedule's")
+    parser.add_argument(
+        "--py-spy", default=None, help="--historian: py-spy raw profile of the window to this file"
+    )
     parser.add_argument("--servers", type=int, default=2, help="simulator processes, 4 meters each")
     parser.add_argument("--tags-per-meter", type=int, default=12500)
     parser.add_argument("--interval-ms", type=int, default=1000)
