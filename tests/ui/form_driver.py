@@ -86,11 +86,11 @@ def pick(qtbot, combo: QComboBox, index: int, path: str) -> None:
     reach(combo)
     combo.showPopup()
     view = combo.view()
-    qtbot.waitUntil(view.isVisible, timeout=2_000)
+    qtbot.waitUntil(view.isVisible, timeout=30_000)
     item = view.model().index(index, combo.modelColumn(), view.rootIndex())
     view.scrollTo(item)
     qtbot.mouseClick(view.viewport(), LEFT, pos=view.visualRect(item).center())
-    qtbot.waitUntil(lambda: not view.isVisible(), timeout=2_000)
+    qtbot.waitUntil(lambda: not view.isVisible(), timeout=30_000)
     assert combo.currentIndex() == index, (
         f"{path}: clicked {combo.itemText(index)!r}, the combo shows {combo.currentText()!r}"
     )

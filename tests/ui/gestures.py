@@ -27,12 +27,12 @@ def pick(qtbot, combo: QComboBox, text: str) -> None:
     assert index >= 0, f"{text!r} is not offered: {[combo.itemText(i) for i in range(combo.count())]}"
     combo.showPopup()
     view = combo.view()
-    qtbot.waitUntil(view.isVisible, timeout=2000)
+    qtbot.waitUntil(view.isVisible, timeout=30_000)
     item = view.model().index(index, combo.modelColumn(), view.rootIndex())
     view.scrollTo(item)
     rect = view.visualRect(item).intersected(view.viewport().rect())  # a popup squeezed at the screen edge
     qtbot.mouseClick(view.viewport(), LEFT, pos=rect.center())
-    qtbot.waitUntil(lambda: not view.isVisible(), timeout=2000)
+    qtbot.waitUntil(lambda: not view.isVisible(), timeout=30_000)
     assert combo.currentText() == text
 
 

@@ -73,7 +73,7 @@ def test_the_gui_drives_a_running_service(qtbot, attached, artifacts, tmp_path):
     assert isinstance(engine, RemoteEngine)
     assert window.windowTitle() == f"Data Aggregator — attached to {proc.url}"
     qtbot.waitUntil(
-        lambda: window.engine_label.text() == f"Attached to {proc.url}  ·  service: ready", timeout=10_000
+        lambda: window.engine_label.text() == f"Attached to {proc.url}  ·  service: ready", timeout=30_000
     )
 
     # The dashboard: the service's stream is active; today's runs so far (the stream's own run)
@@ -84,7 +84,7 @@ def test_the_gui_drives_a_running_service(qtbot, attached, artifacts, tmp_path):
 
     # The Pipelines page lists the service's pipelines; F5 runs the selected one in the service.
     pipelines = window.show_page("pipelines")
-    qtbot.waitUntil(lambda: pipelines.mine.topLevelItemCount() == 1, timeout=10_000)
+    qtbot.waitUntil(lambda: pipelines.mine.topLevelItemCount() == 1, timeout=30_000)
     item = pipelines.mine.topLevelItem(0)
     assert (item.text(0), item.text(1), item.text(2)) == ("orders", "orders", "manual")  # by API id
     assert pipelines.mine.headerItem().text(1) == "Id"
@@ -100,7 +100,7 @@ def test_the_gui_drives_a_running_service(qtbot, attached, artifacts, tmp_path):
     runs = window.show_page("runs")
     qtbot.waitUntil(
         lambda: any(r["run_id"] == record["run_id"] and r["status"] == "success" for r in runs.records),
-        timeout=10_000,
+        timeout=30_000,
     )
     row = next(i for i, r in enumerate(runs.records) if r["run_id"] == record["run_id"])
     texts = [
@@ -108,7 +108,7 @@ def test_the_gui_drives_a_running_service(qtbot, attached, artifacts, tmp_path):
     ]
     assert any("orders" in t for t in texts) and any("success" in t for t in texts)
     runs.show_run(record["run_id"])  # its detail: node statistics from the service
-    qtbot.waitUntil(lambda: runs.detail is not None and runs.nodes_table.rowCount() == 2, timeout=10_000)
+    qtbot.waitUntil(lambda: runs.detail is not None and runs.nodes_table.rowCount() == 2, timeout=30_000)
     assert runs.detail["record"]["run_id"] == record["run_id"] and runs.detail["rejects"].height == 0
 
     # The dashboard counts it.
@@ -117,7 +117,7 @@ def test_the_gui_drives_a_running_service(qtbot, attached, artifacts, tmp_path):
     # was read, so the count to wait for is the service's own, and it has grown.
     qtbot.waitUntil(
         lambda: cards["runs_today"].value.text() == str(len(proc.runs())) and len(proc.runs()) > runs_before,
-        timeout=15_000,
+        timeout=30_000,
     )
 
     # The editor opens the service's pipeline (double-click), its palette and forms from the registry.
@@ -125,18 +125,18 @@ def test_the_gui_drives_a_running_service(qtbot, attached, artifacts, tmp_path):
     double_click(qtbot, pipelines.mine, pipelines.mine.topLevelItem(0))
     editor = window.pages["editor"]
     assert "editor" not in window.page_errors
-    qtbot.waitUntil(lambda: window.current_page_name() == "editor", timeout=5_000)
-    qtbot.waitUntil(lambda: set(editor.document.ids()) == {"src", "dst"}, timeout=10_000)
+    qtbot.waitUntil(lambda: window.current_page_name() == "editor", timeout=30_000)
+    qtbot.waitUntil(lambda: set(editor.document.ids()) == {"src", "dst"}, timeout=30_000)
     assert editor.document.get("name") == "orders"
     # A file on this machine opens too (the Open dialog's), and saving sends it to the service.
     local = tmp_path / "local" / "orders_copy.json"
     local.parent.mkdir()
     local.write_text(json.dumps({**proc_doc(proc), "name": "orders copy"}), encoding="utf-8")
     editor.open_pipeline(local, confirm=False)
-    qtbot.waitUntil(lambda: editor.document.get("name") == "orders copy", timeout=10_000)
+    qtbot.waitUntil(lambda: editor.document.get("name") == "orders copy", timeout=30_000)
     assert editor.path is None  # not the service's: Save asks where
     editor.save_to(tmp_path / "local" / "copy.json")
-    qtbot.waitUntil(lambda: (proc.data_dir / "pipelines" / "copy.json").exists(), timeout=10_000)
+    qtbot.waitUntil(lambda: (proc.data_dir / "pipelines" / "copy.json").exists(), timeout=30_000)
     assert json.loads((proc.data_dir / "pipelines" / "copy.json").read_text())["name"] == "orders copy"
     connectors = window.show_page("connectors")
     assert "connectors" not in window.page_errors and "opc_ua" in connectors.types
@@ -144,23 +144,23 @@ def test_the_gui_drives_a_running_service(qtbot, attached, artifacts, tmp_path):
     # The Data page lists the table the run wrote in the service and queries it (Arrow on the wire).
     data = window.show_page("data")
     names = lambda: [data.objects.item(i).data(Qt.ItemDataRole.UserRole) for i in range(data.objects.count())]  # noqa: E731
-    qtbot.waitUntil(lambda: "orders" in names(), timeout=10_000)
+    qtbot.waitUntil(lambda: "orders" in names(), timeout=30_000)
     data.sql.setPlainText("SELECT count(*) AS n, sum(a) AS total FROM orders")
     qtbot.mouseClick(data.run_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: data.has_result or "✕" in data.sql_status.text(), timeout=10_000)
+    qtbot.waitUntil(lambda: data.has_result or "✕" in data.sql_status.text(), timeout=30_000)
     assert data.result_table.frame().to_dicts() == [{"n": 25, "total": sum(range(25))}]
 
     # The Live page shows the simulator's tags, streaming in the service, with fresh good values.
     live = window.show_page("live")
     qtbot.waitUntil(lambda: len(live.browser.tags()) == 4, timeout=30_000)
-    qtbot.waitUntil(lambda: live.browser.sources() == ["opcua"], timeout=15_000)
+    qtbot.waitUntil(lambda: live.browser.sources() == ["opcua"], timeout=30_000)
     tag = sorted(live.browser.tags())[0]
     first = live.browser.item(tag).text(3)
     assert live.browser.item(tag).text(2) == "good"
-    qtbot.waitUntil(lambda: live.browser.item(tag).text(3) != first, timeout=10_000)  # it moves on
+    qtbot.waitUntil(lambda: live.browser.item(tag).text(3) != first, timeout=30_000)  # it moves on
     # charted: its points come over /live/windows into the chart
     double_click(qtbot, live.browser.tree, live.browser.item(tag))
-    qtbot.waitUntil(lambda: len(live.charts) == 1 and points(live.charts[0], tag) > 3, timeout=15_000)
+    qtbot.waitUntil(lambda: len(live.charts) == 1 and points(live.charts[0], tag) > 3, timeout=30_000)
 
     shot = artifacts / "attached.png"
     window.grab().save(str(shot))

@@ -36,7 +36,7 @@ def listed(page) -> list[str]:
 # ---- page helpers -------------------------------------------------------------------------------------
 def open_page(qtbot, window):
     page = window.show_page("connectors")
-    qtbot.waitUntil(lambda: not page.list_loading.active, timeout=5000)
+    qtbot.waitUntil(lambda: not page.list_loading.active, timeout=30_000)
     return page
 
 
@@ -55,7 +55,7 @@ def add_list_item(qtbot, page, path: str) -> None:
     page.form_area.ensureWidgetVisible(editor.add_button)
     click(qtbot, editor.add_button)
     assert len(editor.rows) == before + 1
-    qtbot.waitUntil(editor.rows[-1][0].isVisible, timeout=2000)  # Qt shows a new row on the next pass
+    qtbot.waitUntil(editor.rows[-1][0].isVisible, timeout=30_000)  # Qt shows a new row on the next pass
 
 
 def run_check(qtbot, page, timeout=30000) -> tuple[str, str]:
@@ -70,7 +70,7 @@ def run_check(qtbot, page, timeout=30000) -> tuple[str, str]:
 
 def save(qtbot, page) -> None:
     click(qtbot, page.save_button)
-    qtbot.waitUntil(lambda: not page.loading.active and not page.list_loading.active, timeout=5000)
+    qtbot.waitUntil(lambda: not page.loading.active and not page.list_loading.active, timeout=30_000)
 
 
 def assert_one_line_error(text: str) -> None:
@@ -91,7 +91,7 @@ def test_empty_state_then_save_and_test(qtbot, window):
     assert page.unsaved.isVisible() and page.has_unsaved_changes()
     click(qtbot, page.save_button)
     assert page.loading.active  # saving shows its overlay until the engine answers
-    qtbot.waitUntil(lambda: listed(page) == ["plant_historian"], timeout=5000)
+    qtbot.waitUntil(lambda: listed(page) == ["plant_historian"], timeout=30_000)
     assert page.left_stack.currentWidget() is page.list
     assert page.engine.connectors.get("plant_historian")["role"] == "destination"
     assert not page.unsaved.isVisible() and not page.has_unsaved_changes()
@@ -133,14 +133,14 @@ def test_modbus_success_against_the_simulator_then_failure(qtbot, window):
     pick(qtbot, tag.fields["type"].combo, "float32")
     with ModbusSimulator(meters=1) as sim:
         type_over(qtbot, device.fields["port"].spin, str(sim.port))
-        kind, text = run_check(qtbot, page, timeout=10000)
+        kind, text = run_check(qtbot, page, timeout=30_000)
         assert kind == "ok", text
         config = page.form.value()
         assert config["devices"][0]["port"] == sim.port
         assert config["devices"][0]["tags"] == [{"name": "power_kw", "address": 0, "type": "float32"}]
     port = closed_port()
     type_over(qtbot, device.fields["port"].spin, str(port))
-    kind, text = run_check(qtbot, page, timeout=10000)
+    kind, text = run_check(qtbot, page, timeout=30_000)
     assert kind == "error"
     assert_one_line_error(text)
     assert f"cannot connect to 127.0.0.1:{port}" in text
@@ -188,7 +188,7 @@ def test_opcua_browse_pick_test_and_save(qtbot, window, artifacts):
         kind, text = run_check(qtbot, page)
         assert kind == "ok", text
         save(qtbot, page)
-        qtbot.waitUntil(lambda: listed(page) == ["windfarm"], timeout=5000)
+        qtbot.waitUntil(lambda: listed(page) == ["windfarm"], timeout=30_000)
         for toast in list(window.toasts.toasts):  # the screenshot shows the page, not the toasts
             toast.dismiss()
         qtbot.wait(50)
@@ -281,7 +281,7 @@ def test_edit_rename_replace_unsaved_and_delete(qtbot, window):
     type_over(qtbot, page.name, "line_a_east")
     assert page.unsaved.isVisible()
     save(qtbot, page)
-    qtbot.waitUntil(lambda: listed(page) == ["line_a_east", "line_b"], timeout=5000)
+    qtbot.waitUntil(lambda: listed(page) == ["line_a_east", "line_b"], timeout=30_000)
     assert page.engine.connectors.get("line_a") is None
     assert page.engine.connectors.get("line_a_east")["config"] == {"table": "a2"}
     assert any("Renamed connector 'line_a' to 'line_a_east'" in t.text for t in window.toasts.toasts)
@@ -316,7 +316,7 @@ def test_edit_rename_replace_unsaved_and_delete(qtbot, window):
     assert page.engine.connectors.get("line_b") is not None
     click_in_modal("ConfirmAccept")
     click(qtbot, page.delete_button)
-    qtbot.waitUntil(lambda: listed(page) == ["line_a_east"], timeout=5000)
+    qtbot.waitUntil(lambda: listed(page) == ["line_a_east"], timeout=30_000)
     assert page.engine.connectors.get("line_b") is None
     assert page.name.text() == "" and not page.delete_button.isVisible()
 
@@ -324,7 +324,7 @@ def test_edit_rename_replace_unsaved_and_delete(qtbot, window):
 def test_secret_field_offers_stored_names(qtbot, window):
     window.engine.workspace.metadata.note_secret_name("plc_password")
     page = open_page(qtbot, window)
-    qtbot.waitUntil(lambda: "plc_password" in page.secret_cache, timeout=5000)
+    qtbot.waitUntil(lambda: "plc_password" in page.secret_cache, timeout=30_000)
     choose(qtbot, page, "OPC UA", "source")
     secret = page.form.field("password")
     assert secret.picker.isVisible() and not secret.text.isVisible()  # a password is a secret reference

@@ -42,7 +42,7 @@ def fill_historian(engine, rows=450):
 
 def open_page(qtbot, window, objects: int):
     page = window.show_page("data")
-    qtbot.waitUntil(lambda: not page.list_loading.active and page.objects.count() == objects, timeout=5000)
+    qtbot.waitUntil(lambda: not page.list_loading.active and page.objects.count() == objects, timeout=30_000)
     return page
 
 
@@ -64,7 +64,7 @@ def run_query(qtbot, page, sql: str, shortcut: bool = False) -> None:
     else:
         click(qtbot, page.run_button)
     assert page.loading.active and page.sql_status.text() == "Running…"
-    qtbot.waitUntil(lambda: not page.loading.active, timeout=5000)
+    qtbot.waitUntil(lambda: not page.loading.active, timeout=30_000)
 
 
 def answer_save_dialog(path: Path, filter_steps: int = 0) -> None:
@@ -101,7 +101,7 @@ def answer_save_dialog(path: Path, filter_steps: int = 0) -> None:
 def export_through_dialog(qtbot, page, button: QPushButton, path: Path, filter_steps: int = 0) -> None:
     answer_save_dialog(path, filter_steps)
     click(qtbot, button)  # the dialog runs (and is answered) inside this click
-    qtbot.waitUntil(lambda: not page.loading.active, timeout=10000)
+    qtbot.waitUntil(lambda: not page.loading.active, timeout=30_000)
 
 
 def read_back(path: Path) -> pl.DataFrame:
@@ -137,7 +137,7 @@ def test_preview_pages_with_the_buttons(qtbot, window):
     page = open_page(qtbot, window, 2)
     click_row(qtbot, page.objects, "readings")
     assert page.loading.active  # the page loads in the background behind an overlay
-    qtbot.waitUntil(lambda: not page.loading.active, timeout=5000)
+    qtbot.waitUntil(lambda: not page.loading.active, timeout=30_000)
     assert page.preview_stack.currentWidget() is page.preview_table
     assert page.page_label.text() == "rows 1–200 of 450"
     assert page.preview_table.frame()["id"].to_list() == list(range(200))
@@ -145,7 +145,7 @@ def test_preview_pages_with_the_buttons(qtbot, window):
 
     def step(button, label, first):
         click(qtbot, button)
-        qtbot.waitUntil(lambda: not page.loading.active, timeout=5000)
+        qtbot.waitUntil(lambda: not page.loading.active, timeout=30_000)
         assert page.page_label.text() == label
         assert page.preview_table.frame()["id"][0] == first
 
@@ -155,12 +155,12 @@ def test_preview_pages_with_the_buttons(qtbot, window):
     step(page.prev_button, "rows 201–400 of 450", 200)
 
     click(qtbot, page.refresh_button)  # a refresh keeps the table being looked at
-    qtbot.waitUntil(lambda: not page.list_loading.active, timeout=5000)
+    qtbot.waitUntil(lambda: not page.list_loading.active, timeout=30_000)
     assert page.objects.currentItem().text().startswith("readings")
     assert page.page_label.text() == "rows 201–400 of 450"
 
     click_row(qtbot, page.objects, "strong")
-    qtbot.waitUntil(lambda: not page.loading.active, timeout=5000)
+    qtbot.waitUntil(lambda: not page.loading.active, timeout=30_000)
     assert page.page_label.text() == "rows 1–99 of 99"
     assert page.preview_table.frame()["power_kw"].min() > 1400
 
@@ -256,7 +256,7 @@ def test_exports_through_the_save_dialog(qtbot, window, tmp_path):
 
     # the whole view, with Parquet picked in the dialog and the name typed without a suffix
     click_row(qtbot, page.objects, "strong")
-    qtbot.waitUntil(lambda: not page.loading.active, timeout=5000)
+    qtbot.waitUntil(lambda: not page.loading.active, timeout=30_000)
     export_through_dialog(qtbot, page, page.export_object_button, tmp_path / "strong", filter_steps=1)
     whole = pl.read_parquet(tmp_path / "strong.parquet")
     assert whole.height == 99 and whole["power_kw"].min() > 1400

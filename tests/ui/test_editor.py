@@ -37,7 +37,7 @@ def editor(window, qtbot):
     qtbot.waitUntil(window.isActiveWindow)  # shortcuts fire in the active window only
     # on_show fetched the templates and the user's pipelines folder in the background
     qtbot.waitUntil(
-        lambda: bool(page.templates_menu.actions()) and page._pipelines_dir is not None, timeout=20_000
+        lambda: bool(page.templates_menu.actions()) and page._pipelines_dir is not None, timeout=30_000
     )
     page.canvas.graph.viewer().setFocus()
     return page
@@ -73,7 +73,7 @@ def opening(qtbot, page, timeout: int = 20_000) -> Iterator[None]:
 
 def settle(qtbot, page) -> None:
     """Wait until the debounced validation of the current document has come back."""
-    with qtbot.waitSignal(page.validated, timeout=10_000):
+    with qtbot.waitSignal(page.validated, timeout=30_000):
         page.validate_now()
 
 
@@ -341,7 +341,7 @@ def test_build_the_user_guide_pipeline_through_the_gui(editor, qtbot, artifacts)
     assert page.has_unsaved_changes() and "•" in page.status.text()
     dialog: dict = {}
     answer_file_dialog(qtbot, None, dialog)
-    with qtbot.waitSignal(page.saved, timeout=10_000) as saved_to:
+    with qtbot.waitSignal(page.saved, timeout=30_000) as saved_to:
         press(qtbot, page, Qt.Key.Key_S, CTRL)
     assert dialog["title"] == "Save pipeline"
     assert (
@@ -380,14 +380,14 @@ def test_build_the_user_guide_pipeline_through_the_gui(editor, qtbot, artifacts)
 
 def test_validation_marks_the_node_and_a_problem_selects_it(editor, qtbot):
     page = editor
-    with qtbot.waitSignal(page.validated, timeout=10_000):  # opening validates at once
+    with qtbot.waitSignal(page.validated, timeout=30_000):  # opening validates at once
         page.load_document(json.loads(ECOMMERCE.read_text()))
     assert page.issues == []
     press(qtbot, page, Qt.Key.Key_0, CTRL)  # fit
     click_node(qtbot, page, "shopify")
     assert page.properties.node_id == "shopify"
     # A typo: the file's extension left out. The check comes after the edit debounce.
-    with qtbot.waitSignal(page.validated, timeout=10_000):
+    with qtbot.waitSignal(page.validated, timeout=30_000):
         fill(qtbot, page, {"path": "shopify_orders"})
     assert [i["node_id"] for i in page.issues] == ["shopify"]
     assert page.canvas.error_of("shopify")
@@ -596,7 +596,7 @@ def test_linear_form_imports_as_a_graph_and_is_laid_out(editor, qtbot, tmp_path)
     path = tmp_path / "linear.json"
     path.write_text(json.dumps(linear))
     answer_file_dialog(qtbot, path, {})
-    with qtbot.waitSignal(editor.opened, timeout=10_000):
+    with qtbot.waitSignal(editor.opened, timeout=30_000):
         click_tool(qtbot, editor, "Open…")
     assert editor.document.ids() == ["orders", "sort_1", "out"]
     assert editor.document.node("sort_1")["inputs"] == ["orders"]
@@ -612,7 +612,7 @@ def test_a_file_that_does_not_open_says_why_in_one_line(editor, qtbot, tmp_path)
     before = page.document.to_dict()
     answer_file_dialog(qtbot, broken, {})
     press(qtbot, page, Qt.Key.Key_O, CTRL)
-    qtbot.waitUntil(lambda: any(t.kind == "error" for t in page.main_window.toasts.toasts), timeout=5_000)
+    qtbot.waitUntil(lambda: any(t.kind == "error" for t in page.main_window.toasts.toasts), timeout=30_000)
     (toast,) = [t for t in page.main_window.toasts.toasts if t.kind == "error"]
     assert toast.text == "Cannot open broken.json: invalid JSON at line 1, column 39: Expecting value"
     assert page.document.to_dict() == before and not page.loading.active
@@ -686,7 +686,7 @@ def test_preview_a_node_then_run_with_f5(editor, qtbot, tmp_path, artifacts):
     spec = ecommerce_copy(tmp_path)
     open_file(qtbot, page, spec)
     page.canvas.zoom_to(["drop_parts", "check_email", "sorted", "historian", "rejected", "unified_json"])
-    with qtbot.waitSignal(page.preview.finished, timeout=20_000) as preview:
+    with qtbot.waitSignal(page.preview.finished, timeout=30_000) as preview:
         click_node(qtbot, page, "check_email")  # selecting a node previews it (debounced)
     result = preview.args[0]
     rows = result.output("check_email").rows
@@ -734,7 +734,7 @@ def test_screenshot_for_the_docs(editor, qtbot, artifacts):
 def test_secret_fields_offer_the_stored_secret_names(window, engine, qtbot):
     engine.connectors.set_secret("plc_password", "s3cret")
     page = window.show_page("editor")  # on_show fetches the names in the background
-    qtbot.waitUntil(lambda: page._secret_names == ["plc_password"], timeout=5_000)
+    qtbot.waitUntil(lambda: page._secret_names == ["plc_password"], timeout=30_000)
     plc = palette_add(qtbot, page, "source:opc_ua")
     secret = page.properties.form.field("password")
     secret = getattr(secret, "inner", secret)
@@ -891,7 +891,7 @@ def test_f5_draws_every_nodes_status_and_rows_and_the_toast_opens_the_run(editor
         if other is not toast:
             other.dismiss()
     page.canvas.zoom_to(["status", "drop_parts", "check_email", "sorted", "historian", "rejected"])
-    with qtbot.waitSignal(page.preview.finished, timeout=20_000):
+    with qtbot.waitSignal(page.preview.finished, timeout=30_000):
         click_node(qtbot, page, "check_email")  # the marks stay while a node is previewed
     page.bottom_tabs.setCurrentWidget(page.preview)
     assert page.canvas.badge_text("check_email").startswith("✓ success · 12 rows")
@@ -902,7 +902,7 @@ def test_f5_draws_every_nodes_status_and_rows_and_the_toast_opens_the_run(editor
     click_link(qtbot, toast.label)
     assert window.current_page_name() == "runs"
     runs = window.pages["runs"]
-    qtbot.waitUntil(lambda: runs.detail is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: runs.detail is not None, timeout=30_000)
     assert runs.selected_run_id() == record["run_id"] == runs.detail["record"]["run_id"]
     assert runs.nodes_table.rowCount() == len(stats)
 
@@ -949,20 +949,20 @@ def test_a_real_time_template_streams_from_a_simulator_until_stopped(editor, qtb
         pick_template(qtbot, page, "OPC UA to historian")
     press(qtbot, page, Qt.Key.Key_0, CTRL)  # fit
     click_node(qtbot, page, "plc")
-    with qtbot.waitSignal(page.validated, timeout=10_000):
+    with qtbot.waitSignal(page.validated, timeout=30_000):
         fill(qtbot, page, {"endpoint": opcua_sim.endpoint})
     assert page.issues == []
 
-    with qtbot.waitSignal(page.runner.stream_stats, timeout=15_000):
+    with qtbot.waitSignal(page.runner.stream_stats, timeout=30_000):
         press(qtbot, page, Qt.Key.Key_F5)
         assert page.runner.streaming and page.run_action.text() == "Stop"
         assert "streaming (Shift+F5 stops)" in page.status.text()
         assert tool_button(page, "Stop").toolTip() == "Stop the stream (Shift+F5)"
-    qtbot.waitUntil(lambda: bool((page.canvas.progress_of("historian") or {}).get("rows_in")), timeout=15_000)
+    qtbot.waitUntil(lambda: bool((page.canvas.progress_of("historian") or {}).get("rows_in")), timeout=30_000)
     assert page.canvas.badge_text("plc").startswith("● running")
     page.main_window.grab().save(str(artifacts / "editor_template_streaming.png"))
 
-    with qtbot.waitSignal(page.runner.finished, timeout=15_000) as run:
+    with qtbot.waitSignal(page.runner.finished, timeout=30_000) as run:
         click_tool(qtbot, page, "Stop")
     record = run.args[0]
     assert record["status"] == "cancelled" and record["rows_out"] > 0
@@ -1000,7 +1000,7 @@ def test_a_template_from_the_pipelines_page_runs_and_saves_as_a_copy(editor, qtb
     shipped_text = template.read_text()
 
     pipelines = window.show_page("pipelines")
-    qtbot.waitUntil(lambda: pipelines.shipped.topLevelItemCount() > 0, timeout=5_000)
+    qtbot.waitUntil(lambda: pipelines.shipped.topLevelItemCount() > 0, timeout=30_000)
     with opening(qtbot, page):
         double_click_row(qtbot, pipelines.shipped, "Multi-source union")
     assert window.current_page_name() == "editor" and page.issues == []
@@ -1014,13 +1014,13 @@ def test_a_template_from_the_pipelines_page_runs_and_saves_as_a_copy(editor, qtb
 
     dialog: dict = {}
     answer_file_dialog(qtbot, None, dialog)
-    with qtbot.waitSignal(page.saved, timeout=10_000):
+    with qtbot.waitSignal(page.saved, timeout=30_000):
         press(qtbot, page, Qt.Key.Key_S, CTRL)
     assert (dialog["folder"], dialog["name"]) == (folder, "multi-source_union.json")
     assert page.path == folder / "multi-source_union.json" and template.read_text() == shipped_text
 
     window.show_page("pipelines")
-    qtbot.waitUntil(lambda: pipelines.mine.topLevelItemCount() == 1, timeout=5_000)
+    qtbot.waitUntil(lambda: pipelines.mine.topLevelItemCount() == 1, timeout=30_000)
     row = pipelines.mine.topLevelItem(0)
     assert [row.text(i) for i in range(3)] == ["Multi-source union", "multi-source_union.json", "manual"]
     assert row.text(3).startswith("✓ success · ")
@@ -1033,7 +1033,7 @@ def test_a_template_from_the_pipelines_page_runs_and_saves_as_a_copy(editor, qtb
 def test_the_minimap_shows_the_pipeline_and_a_click_centres_the_canvas(editor, qtbot, artifacts):
     page = editor
     page.main_window.resize(1400, 860)
-    with qtbot.waitSignal(page.opened, timeout=10_000):
+    with qtbot.waitSignal(page.opened, timeout=30_000):
         page.open_pipeline(WIND_FARM, as_template=True, confirm=False)
     minimap = page.canvas.minimap
     assert minimap.isVisible() and minimap.parent() is page.canvas.graph.viewer()

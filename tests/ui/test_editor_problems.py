@@ -30,12 +30,12 @@ def test_opening_another_pipeline_drops_the_old_problems_at_once(qtbot, editor):
     broken["nodes"][0]["config"].pop("path")  # a source without its file
     broken_id = broken["nodes"][0]["id"]
 
-    with qtbot.waitSignal(page.validated, timeout=10_000):
+    with qtbot.waitSignal(page.validated, timeout=30_000):
         page.load_document(broken)
     assert any(broken_id in line for line in problem_lines(page)), problem_lines(page)
     assert page.canvas._errors.get(broken_id)
 
-    with qtbot.waitSignal(page.validated, timeout=10_000) as checked:
+    with qtbot.waitSignal(page.validated, timeout=30_000) as checked:
         page.load_document(good)
         # Before the new document's validation has come back: nothing of the old one is shown.
         assert problem_lines(page) == ["… Checking the pipeline"]

@@ -29,7 +29,7 @@ def test_automatic_collection_is_off_and_the_qt_thread_collects_cycles(qtbot, qa
     assert gone() is not None  # a cycle: only the collector frees it
     threshold, collector.threshold = collector.threshold, (0, 0, 0)  # the next tick collects all
     try:
-        qtbot.waitUntil(lambda: gone() is None, timeout=3000)
+        qtbot.waitUntil(lambda: gone() is None, timeout=30_000)
     finally:
         collector.threshold = threshold
     assert collected_on == ["MainThread"]

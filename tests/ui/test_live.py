@@ -73,15 +73,15 @@ def test_live_view_charts_a_simulators_tags(
 ):
     monkeypatch.setenv("HOME", str(tmp_path))  # where the first export dialog opens
     page = window.show_page("live")
-    qtbot.waitUntil(lambda: page.stack.currentWidget() is page.empty, timeout=5_000)  # nothing streams yet
+    qtbot.waitUntil(lambda: page.stack.currentWidget() is page.empty, timeout=30_000)  # nothing streams yet
     assert not page.csv_button.isEnabled() and not page.clear_button.isEnabled()  # nothing charted
 
     job = engine.runs.start_stream(stream_spec(simulator))
     try:
         # The tag browser lists every simulator tag under its source, with value, quality and time.
-        qtbot.waitUntil(lambda: len(page.browser.tags()) == 12, timeout=20_000)
+        qtbot.waitUntil(lambda: len(page.browser.tags()) == 12, timeout=30_000)
         assert page.stack.currentWidget() is page.content
-        qtbot.waitUntil(lambda: page.browser.sources() == ["opcua"], timeout=10_000)  # from the historian
+        qtbot.waitUntil(lambda: page.browser.sources() == ["opcua"], timeout=30_000)  # from the historian
         item = page.browser.item("Turbine01.Power")
         assert item.parent().text(0) == "opcua" and item.parent().text(1) == "12 tags"
         assert item.text(2) == "good" and float(item.text(1)) > 0
@@ -107,9 +107,9 @@ def test_live_view_charts_a_simulators_tags(
 
         # The curve grows as the stream goes on, and draws the points in view.
         chart = page.charts[0]
-        qtbot.waitUntil(lambda: points(chart, "Turbine01.Power") > 3, timeout=10_000)
+        qtbot.waitUntil(lambda: points(chart, "Turbine01.Power") > 3, timeout=30_000)
         before = points(chart, "Turbine01.Power")
-        qtbot.waitUntil(lambda: points(chart, "Turbine01.Power") > before + 3, timeout=10_000)
+        qtbot.waitUntil(lambda: points(chart, "Turbine01.Power") > before + 3, timeout=30_000)
         drawn_x, _ = chart.curves["Turbine01.Power"].getData()
         (x0, x1), _ = chart.viewRange()
         inside = [x for x in chart.series("Turbine01.Power")[0] if x0 <= x <= x1]
@@ -120,21 +120,21 @@ def test_live_view_charts_a_simulators_tags(
         qtbot.mouseClick(page.add_chart_button, Qt.MouseButton.LeftButton)
         double_click(qtbot, page.browser.tree, page.browser.item("Turbine02.WindSpeed"))
         assert page.charts[1].tags == ["Turbine02.WindSpeed"] and chart.tags == ["Turbine01.Power"]
-        qtbot.waitUntil(lambda: points(page.charts[1], "Turbine02.WindSpeed") > 3, timeout=10_000)
+        qtbot.waitUntil(lambda: points(page.charts[1], "Turbine02.WindSpeed") > 3, timeout=30_000)
         assert page.charts[1].getViewBox().linkedView(0) is chart.getViewBox()
 
         # Throughput of the running pipeline (from its stream_stats events): 12 tags at ~10/s.
-        qtbot.waitUntil(lambda: "windfarm live" in page.throughput.pipelines(), timeout=10_000)
-        qtbot.waitUntil(lambda: page.throughput.series("windfarm live")[1].max() > 10, timeout=10_000)
+        qtbot.waitUntil(lambda: "windfarm live" in page.throughput.pipelines(), timeout=30_000)
+        qtbot.waitUntil(lambda: page.throughput.series("windfarm live")[1].max() > 10, timeout=30_000)
 
         # Values of bad quality are shaded on the trace; the tag shows its quality.
         simulator.flip_quality("bad")
         try:
-            qtbot.waitUntil(lambda: len(chart.shaded_spans) >= 1, timeout=10_000)
-            qtbot.waitUntil(lambda: page.browser.item("Turbine01.Power").text(2) == "bad", timeout=5_000)
+            qtbot.waitUntil(lambda: len(chart.shaded_spans) >= 1, timeout=30_000)
+            qtbot.waitUntil(lambda: page.browser.item("Turbine01.Power").text(2) == "bad", timeout=30_000)
         finally:
             simulator.flip_quality("good")
-        qtbot.waitUntil(lambda: page.browser.item("Turbine01.Power").text(2) == "good", timeout=10_000)
+        qtbot.waitUntil(lambda: page.browser.item("Turbine01.Power").text(2) == "good", timeout=30_000)
         bad_start, bad_end = chart.shaded_spans[0]
         x, _, q = chart.series("Turbine01.Power")
         assert np.all(q[(x >= bad_start) & (x < bad_end)] == 2)  # the shade covers bad points only
@@ -167,7 +167,7 @@ def test_live_view_charts_a_simulators_tags(
         moved: list[float] = []
         chart.crosshair_moved.connect(moved.append)
         qtbot.mouseMove(chart.viewport(), view_point(chart, float(x[-5]), float(y[-5])))
-        qtbot.waitUntil(lambda: bool(moved), timeout=2_000)
+        qtbot.waitUntil(lambda: bool(moved), timeout=30_000)
         nearest = int(np.argmin(np.abs(x - moved[-1])))
         assert f"Turbine01.Power: {y[nearest]:.6g}" in page.readout.text()
         assert "Turbine02.WindSpeed:" in page.readout.text()
@@ -183,7 +183,7 @@ def test_live_view_charts_a_simulators_tags(
         csv_path = tmp_path / "visible.csv"
         save_as("visible.csv")
         qtbot.mouseClick(page.csv_button, Qt.MouseButton.LeftButton)
-        qtbot.waitUntil(lambda: any(t.startswith("Exported ") for t in toast_texts(window)), timeout=10_000)
+        qtbot.waitUntil(lambda: any(t.startswith("Exported ") for t in toast_texts(window)), timeout=30_000)
         assert page.csv_button.text() == "Export CSV" and page.csv_button.isEnabled()
         exported = pl.read_csv(csv_path)
         visible = sum(len(s[0]) for c in page.charts for s in c.visible().values())
@@ -199,21 +199,21 @@ def test_live_view_charts_a_simulators_tags(
         png_path = tmp_path / "charts.png"  # the dialog opens where the CSV went
         save_as("charts.png")
         qtbot.mouseClick(page.png_button, Qt.MouseButton.LeftButton)
-        qtbot.waitUntil(lambda: f"Saved {png_path}" in toast_texts(window), timeout=10_000)
+        qtbot.waitUntil(lambda: f"Saved {png_path}" in toast_texts(window), timeout=30_000)
         assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png_path.stat().st_size > 5_000
 
         # Resume: the charts follow the clock again.
         qtbot.mouseClick(page.pause_button, Qt.MouseButton.LeftButton)
         assert not page.paused and page.pause_button.text() == "Pause"
-        qtbot.waitUntil(lambda: points(chart, "Turbine01.Power") > frozen, timeout=10_000)
-        qtbot.waitUntil(lambda: chart.viewRange()[0][1] > frozen_range[1], timeout=5_000)
+        qtbot.waitUntil(lambda: points(chart, "Turbine01.Power") > frozen, timeout=30_000)
+        qtbot.waitUntil(lambda: chart.viewRange()[0][1] > frozen_range[1], timeout=30_000)
     finally:
         engine.runs.stop(job.id)
         record = job.result(30)
     assert record["status"] == "cancelled" and record["rows_out"] > 0  # stopped by the user
-    qtbot.waitUntil(lambda: engine.live.throughput() == {}, timeout=5_000)  # no longer running
+    qtbot.waitUntil(lambda: engine.live.throughput() == {}, timeout=30_000)  # no longer running
     page.shutdown()
-    qtbot.waitUntil(lambda: page.idle, timeout=5_000)
+    qtbot.waitUntil(lambda: page.idle, timeout=30_000)
 
 
 def store_history(engine, now: datetime) -> None:
@@ -250,20 +250,20 @@ def test_window_switching_reads_the_historian_for_the_older_part(qtbot, window, 
     now = datetime.now(UTC)
     store_history(engine, now)
     page = window.show_page("live")
-    qtbot.waitUntil(lambda: page.browser.tags() == ["plant.temp"], timeout=10_000)
-    qtbot.waitUntil(lambda: page.browser.sources() == ["plc"], timeout=10_000)
+    qtbot.waitUntil(lambda: page.browser.tags() == ["plant.temp"], timeout=30_000)
+    qtbot.waitUntil(lambda: page.browser.sources() == ["plc"], timeout=30_000)
     assert page.window_box.currentText() == "1 min"
     double_click(qtbot, page.browser.tree, page.browser.item("plant.temp"))
     chart = page.charts[0]
     # 1 min: the ring buffer's 5 points and the historian's 10-s values of the last minute.
-    qtbot.waitUntil(lambda: points(chart, "plant.temp") >= 5 + 5, timeout=10_000)
+    qtbot.waitUntil(lambda: points(chart, "plant.temp") >= 5 + 5, timeout=30_000)
     assert points(chart, "plant.temp") <= 5 + 6
     assert chart.shaded_spans == []
 
     pick(qtbot, page.window_box, "1 h")
     assert page.status.text() == "Reading 1 h of history…"  # until the historian answers
-    qtbot.waitUntil(lambda: points(chart, "plant.temp") > 250, timeout=10_000)
-    qtbot.waitUntil(lambda: page.status.text() == "", timeout=5_000)
+    qtbot.waitUntil(lambda: points(chart, "plant.temp") > 250, timeout=30_000)
+    qtbot.waitUntil(lambda: page.status.text() == "", timeout=30_000)
     x, y, _ = chart.series("plant.temp")
     assert np.all(np.diff(x) > 0) and y[-1] == 30.0
     assert x[0] < now.timestamp() - 2900  # reaches back to the start of the stored history
@@ -275,14 +275,14 @@ def test_window_switching_reads_the_historian_for_the_older_part(qtbot, window, 
     assert x1 - x0 == pytest.approx(3600, rel=0.01)
 
     pick(qtbot, page.window_box, "10 min")
-    qtbot.waitUntil(lambda: 55 <= points(chart, "plant.temp") <= 70, timeout=10_000)
+    qtbot.waitUntil(lambda: 55 <= points(chart, "plant.temp") <= 70, timeout=30_000)
 
     # Paused, a window picked keeps the paused end: the charts show that window up to it.
     qtbot.mouseClick(page.pause_button, Qt.MouseButton.LeftButton)
     (_, paused_end), _ = chart.viewRange()
     qtbot.wait(300)
     pick(qtbot, page.window_box, "24 h")
-    qtbot.waitUntil(lambda: page.status.text() == "", timeout=5_000)
+    qtbot.waitUntil(lambda: page.status.text() == "", timeout=30_000)
     (x0, x1), _ = chart.viewRange()
     assert x1 == pytest.approx(paused_end, abs=1e-3) and x1 - x0 == pytest.approx(86_400, rel=0.01)
     assert chart.series("plant.temp")[0][0] < now.timestamp() - 2900  # the whole history is in it
@@ -322,7 +322,7 @@ def three_tags(engine) -> None:
 def test_tags_dragged_onto_a_chart_are_charted(qtbot, window, engine):
     three_tags(engine)
     page = window.show_page("live")
-    qtbot.waitUntil(lambda: page.browser.sources() == ["a", "b"], timeout=10_000)
+    qtbot.waitUntil(lambda: page.browser.sources() == ["a", "b"], timeout=30_000)
     qtbot.mouseClick(page.add_chart_button, Qt.MouseButton.LeftButton)
     chart = page.charts[0]
     tree = page.browser.tree
@@ -331,7 +331,7 @@ def test_tags_dragged_onto_a_chart_are_charted(qtbot, window, engine):
     assert page.browser.selected_tags() == ["a.two", "b.three"]
     drag_onto(chart.viewport(), tree.mimeData(tree.selectedItems()))
     assert chart.tags == ["a.two", "b.three"]
-    qtbot.waitUntil(lambda: points(chart, "b.three") == 1, timeout=5_000)
+    qtbot.waitUntil(lambda: points(chart, "b.three") == 1, timeout=30_000)
 
 
 def test_times_follow_the_settings_time_zone(qtbot, window, engine):
@@ -343,7 +343,7 @@ def test_times_follow_the_settings_time_zone(qtbot, window, engine):
 
     three_tags(engine)
     page = window.show_page("live")
-    qtbot.waitUntil(lambda: page.browser.sources() == ["a", "b"], timeout=10_000)
+    qtbot.waitUntil(lambda: page.browser.sources() == ["a", "b"], timeout=30_000)
     qtbot.mouseClick(page.add_chart_button, Qt.MouseButton.LeftButton)
     chart = page.charts[0]
     stamp_us = engine.live.buffer().last("a.one")[0]
@@ -355,7 +355,7 @@ def test_times_follow_the_settings_time_zone(qtbot, window, engine):
             page.browser.item("a.one").text(3)
             == datetime.fromtimestamp(stamp_us / 1e6, kolkata).strftime("%H:%M:%S.%f")[:-3]
         ),
-        timeout=5_000,
+        timeout=30_000,
     )
     for plot in (chart, page.throughput):
         assert plot.getPlotItem().getAxis("bottom").utcOffset == -(5 * 3600 + 1800)
@@ -368,7 +368,7 @@ def test_times_follow_the_settings_time_zone(qtbot, window, engine):
 def test_the_chart_menu_removes_tags_and_charts_and_clearing_asks_first(qtbot, window, engine):
     three_tags(engine)
     page = window.show_page("live")
-    qtbot.waitUntil(lambda: page.browser.sources() == ["a", "b"], timeout=10_000)
+    qtbot.waitUntil(lambda: page.browser.sources() == ["a", "b"], timeout=30_000)
     for tag in ("a.one", "a.two"):
         double_click(qtbot, page.browser.tree, page.browser.item(tag))
     qtbot.mouseClick(page.add_chart_button, Qt.MouseButton.LeftButton)
@@ -378,12 +378,12 @@ def test_the_chart_menu_removes_tags_and_charts_and_clearing_asks_first(qtbot, w
 
     def choose(chart, text: str) -> None:
         qtbot.mouseClick(chart.viewport(), Qt.MouseButton.RightButton, pos=chart.viewport().rect().center())
-        qtbot.waitUntil(chart.menu.isVisible, timeout=2_000)
+        qtbot.waitUntil(chart.menu.isVisible, timeout=30_000)
         action = next(a for a in chart.menu.actions() if a.text() == text)
         qtbot.mouseClick(
             chart.menu, Qt.MouseButton.LeftButton, pos=chart.menu.actionGeometry(action).center()
         )
-        qtbot.waitUntil(lambda: not chart.menu.isVisible(), timeout=2_000)
+        qtbot.waitUntil(lambda: not chart.menu.isVisible(), timeout=30_000)
 
     choose(first, "Remove a.one")
     assert first.tags == ["a.two"] and page.chart_tags() == ["a.two", "b.three"]
@@ -391,7 +391,7 @@ def test_the_chart_menu_removes_tags_and_charts_and_clearing_asks_first(qtbot, w
 
     choose(first, "Remove chart")  # the second chart stays, and leads the X axis now
     assert page.charts == [second] and page.throughput.getViewBox().linkedView(0) is second.getViewBox()
-    qtbot.waitUntil(lambda: points(second, "b.three") == 1, timeout=5_000)
+    qtbot.waitUntil(lambda: points(second, "b.three") == 1, timeout=30_000)
     (_, x1), _ = second.viewRange()
     assert abs(x1 - time.time()) < 2  # still following the clock
 
@@ -409,7 +409,7 @@ def test_loading_then_empty_state_leads_to_the_pipelines(qtbot, window):
     page = window.show_page("live")
     assert page.stack.currentWidget() is page.loading  # the first tag list is being read
     assert page.loading.label.text() == "Reading the live tags…"
-    qtbot.waitUntil(lambda: page.stack.currentWidget() is page.empty, timeout=5_000)
+    qtbot.waitUntil(lambda: page.stack.currentWidget() is page.empty, timeout=30_000)
     assert "No tags are live" in page.empty.label.text()
     qtbot.mouseClick(page.empty.button, Qt.MouseButton.LeftButton)
     assert window.current_page_name() == "pipelines"
@@ -418,12 +418,12 @@ def test_loading_then_empty_state_leads_to_the_pipelines(qtbot, window):
 def test_export_errors_are_one_line_toasts(qtbot, window, engine, tmp_path):
     three_tags(engine)
     page = window.show_page("live")
-    qtbot.waitUntil(lambda: page.browser.sources() == ["a", "b"], timeout=10_000)
+    qtbot.waitUntil(lambda: page.browser.sources() == ["a", "b"], timeout=30_000)
     double_click(qtbot, page.browser.tree, page.browser.item("a.one"))
     missing = tmp_path / "no such folder"
     page.export_csv(missing / "x.csv")
     page.export_png(missing / "x.png")
-    qtbot.waitUntil(lambda: len([t for t in toast_texts(window) if "failed" in t]) == 2, timeout=5_000)
+    qtbot.waitUntil(lambda: len([t for t in toast_texts(window) if "failed" in t]) == 2, timeout=30_000)
     errors = sorted(t.text for t in window.toasts.toasts if t.kind == "error")
     assert errors == [
         f"CSV export failed: {missing / 'x.csv'}: the folder does not exist",
@@ -455,7 +455,7 @@ def test_tag_browser_fills_the_rows_on_screen_and_the_rest_when_scrolled_to(qtbo
     last = browser.item("unit.tag0999")
     assert last.text(1) == ""  # off screen: not filled yet
     browser.tree.scrollToItem(last)
-    qtbot.waitUntil(lambda: last.text(1) == "999", timeout=2_000)
+    qtbot.waitUntil(lambda: last.text(1) == "999", timeout=30_000)
     browser.filter.setText("tag0500")
     assert [t for t in browser.tags() if not browser.item(t).isHidden()] == ["unit.tag0500"]
 

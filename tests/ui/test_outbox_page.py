@@ -91,9 +91,9 @@ def test_store_and_forward_page(qtbot, window, tmp_path, artifacts):
 
     click_sidebar(qtbot, window, "outbox")
     page = window.page("outbox")
-    qtbot.waitUntil(lambda: page.loaded and page.status_table.rowCount() == 2, timeout=10000)
+    qtbot.waitUntil(lambda: page.loaded and page.status_table.rowCount() == 2, timeout=30_000)
     # the live figures arrive with the page's own polling (every few seconds, off the GUI thread)
-    qtbot.waitUntil(lambda: figures(page, "line1")["link_state"] == "● down", timeout=15000)
+    qtbot.waitUntil(lambda: figures(page, "line1")["link_state"] == "● down", timeout=30_000)
     central, historian = figures(page, "line1"), figures(page, "line2")
     assert central["destination"] == "central" and central["pending_records"] == "8"
     assert (central["appended_records"], central["forwarded_records"], central["quarantined_records"]) == (
@@ -125,7 +125,7 @@ def test_store_and_forward_page(qtbot, window, tmp_path, artifacts):
     out = tmp_path / "exported.json"
     answer_save_dialog(out)
     click(qtbot, page.export_button)
-    qtbot.waitUntil(out.exists, timeout=10000)
+    qtbot.waitUntil(out.exists, timeout=30_000)
     records = json.loads(out.read_text())
     assert [(r["tag"], r["value"], r["pipeline"]) for r in records] == [
         ("t0", 4.0, "line1"),
@@ -138,9 +138,9 @@ def test_store_and_forward_page(qtbot, window, tmp_path, artifacts):
     click_cell(qtbot, table, 0)
     assert [e["id"] for e in page.selected_entries()] == [first]
     click(qtbot, page.retry_button)
-    qtbot.waitUntil(lambda: table.rowCount() == 1, timeout=10000)
+    qtbot.waitUntil(lambda: table.rowCount() == 1, timeout=30_000)
     assert table.item(0, 0).data(Qt.ItemDataRole.UserRole)["id"] == second
-    qtbot.waitUntil(lambda: figures(page, "line1")["pending_records"] == "9", timeout=10000)
+    qtbot.waitUntil(lambda: figures(page, "line1")["pending_records"] == "9", timeout=30_000)
 
     # Delete asks first: Cancel keeps the entry, Delete removes it
     click_cell(qtbot, table, 0)
@@ -150,7 +150,7 @@ def test_store_and_forward_page(qtbot, window, tmp_path, artifacts):
     click_cell(qtbot, table, 0)
     click_in_modal("ConfirmAccept")
     click(qtbot, page.delete_button)
-    qtbot.waitUntil(lambda: page.quarantine_stack.currentWidget() is page.no_quarantine, timeout=10000)
+    qtbot.waitUntil(lambda: page.quarantine_stack.currentWidget() is page.no_quarantine, timeout=30_000)
     assert window.engine.outbox.quarantine() == [] and page.tabs.tabText(1) == "Quarantine"
     assert not page.export_button.isEnabled()
     window.grab().save(str(artifacts / "store_and_forward_quarantine_empty.png"))
@@ -172,7 +172,7 @@ def test_no_outbox_yet(qtbot, tmp_path):
         try:
             click_sidebar(qtbot, win, "outbox")
             page = win.page("outbox")
-            qtbot.waitUntil(lambda: page.loaded, timeout=10000)
+            qtbot.waitUntil(lambda: page.loaded, timeout=30_000)
             assert page.status_stack.currentWidget() is page.no_outbox
             assert "No outbox yet" in page.no_outbox.label.text() and page.summary.text().startswith(
                 "0 destinations"
@@ -206,7 +206,7 @@ def test_attached_to_a_service(qtbot, tmp_path):
         try:
             click_sidebar(qtbot, win, "outbox")
             page = win.page("outbox")
-            qtbot.waitUntil(lambda: page.loaded and page.status_table.rowCount() == 1, timeout=10000)
+            qtbot.waitUntil(lambda: page.loaded and page.status_table.rowCount() == 1, timeout=30_000)
             central = figures(page, "line1")
             assert (
                 central["pending_records"],
@@ -222,8 +222,8 @@ def test_attached_to_a_service(qtbot, tmp_path):
             assert page.quarantine_table.rowCount() == 2
             click_cell(qtbot, page.quarantine_table, 1)
             click(qtbot, page.retry_button)
-            qtbot.waitUntil(lambda: page.quarantine_table.rowCount() == 1, timeout=10000)
-            qtbot.waitUntil(lambda: figures(page, "line1")["pending_records"] == "6", timeout=10000)
+            qtbot.waitUntil(lambda: page.quarantine_table.rowCount() == 1, timeout=30_000)
+            qtbot.waitUntil(lambda: figures(page, "line1")["pending_records"] == "6", timeout=30_000)
         finally:
             win._closing_confirmed = True
             win.close()

@@ -9,7 +9,7 @@ from tests.net import closed_port
 
 def test_the_live_preview_of_an_unreachable_device_shows_the_reason(qtbot, panel, tmp_path, artifacts):
     port = closed_port()
-    with qtbot.waitSignal(panel.finished, timeout=20_000) as done:
+    with qtbot.waitSignal(panel.finished, timeout=30_000) as done:
         panel.show_node(modbus_doc(port), "meters", base_dir=tmp_path)
     result = done.args[0]
     assert result.live_sampled == ["meters"]

@@ -43,7 +43,7 @@ def engine(tmp_path):
 
 def test_the_runs_page_lists_and_filters_interrupted_runs(qtbot, window, engine, artifacts):
     page = window.show_page("runs")
-    qtbot.waitUntil(lambda: page.table.rowCount() == 2, timeout=10_000)
+    qtbot.waitUntil(lambda: page.table.rowCount() == 2, timeout=30_000)
     window.grab().save(str(artifacts / "runs_interrupted.png"))
     statuses = {page.table.item(r, 0).text() for r in range(2)}
     assert statuses == {"interrupted", "success"}
