@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.connectors import registry
 from engine.connectors.sql_common import WatermarkStore
 from engine.context import RunContext
 from engine.errors import ConnectorError
@@ -21,6 +20,7 @@ from engine.runner import run_pipeline
 from engine.spec.validate import validate
 from engine.workspace import Workspace
 from tests.conftest import require_service
+from tests.connectors import nodes
 
 pytestmark = pytest.mark.services
 BASE = {"host": "127.0.0.1", "port": 3306, "database": "test", "username": "root", "connect_timeout": 3}
@@ -46,29 +46,23 @@ def table():
 
 @pytest.fixture
 def ctx(tmp_path):
-    return RunContext(run_id="r" + uuid.uuid4().hex[:6], pipeline="p", data_dir=tmp_path, base_dir=tmp_path)
+    return nodes.run_context(tmp_path)
 
 
 def source(ctx, name="src", **config):
-    cls = registry.get("mysql")
-    return cls.make_source(cls.SourceConfig.model_validate({**BASE, **config}), ctx, name)
+    return nodes.source("mysql", ctx, {**BASE, **config}, name)
 
 
 def sink(ctx, **config):
-    cls = registry.get("mysql")
-    return cls.make_sink(cls.SinkConfig.model_validate({**BASE, **config}), ctx, "dst")
+    return nodes.sink("mysql", ctx, {**BASE, **config})
 
 
 def write(ctx, *batches, **config):
-    s = sink(ctx, **config)
-    s.open()
-    for b in batches:
-        s.write(b)
-    s.close()
+    nodes.write_all(sink(ctx, **config), batches)
 
 
 def read(ctx, **config) -> pl.DataFrame:
-    return pl.concat(list(source(ctx, **config).read()))
+    return nodes.read_all(source(ctx, **config))
 
 
 def test_round_trip_of_every_common_type(ctx, table):

@@ -22,6 +22,7 @@ from engine.runner import run_pipeline
 from engine.spec.validate import validate
 from engine.workspace import Workspace
 from tests.conftest import require_service
+from tests.connectors import nodes
 
 pytestmark = pytest.mark.services
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
@@ -44,29 +45,19 @@ def table():
 
 @pytest.fixture
 def ctx(tmp_path):
-    return RunContext(run_id="r" + uuid.uuid4().hex[:6], pipeline="p", data_dir=tmp_path, base_dir=tmp_path)
+    return nodes.run_context(tmp_path)
 
 
 def source(ctx, name="src", **config):
-    cls = registry.get("postgresql")
-    return cls.make_source(cls.SourceConfig.model_validate({**BASE, **config}), ctx, name)
+    return nodes.source("postgresql", ctx, {**BASE, **config}, name)
 
 
 def write(ctx, *batches, **config):
-    cls = registry.get("postgresql")
-    sink = cls.make_sink(cls.SinkConfig.model_validate({**BASE, "delivery": "direct", **config}), ctx, "dst")
-    sink.open()
-    try:
-        for b in batches:
-            sink.write(b)
-        sink.close()
-    except BaseException:
-        sink.abort()
-        raise
+    nodes.write_all(nodes.sink("postgresql", ctx, {**BASE, "delivery": "direct", **config}), batches)
 
 
 def read(ctx, **config) -> pl.DataFrame:
-    return pl.concat(list(source(ctx, **config).read()))
+    return nodes.read_all(source(ctx, **config))
 
 
 def test_round_trip_of_every_common_type(ctx, table):
