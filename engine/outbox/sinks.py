@@ -162,21 +162,30 @@ class OutboxSink(Sink):
             raise ConnectorError(f"destination '{self.name}': cancelled while the outbox was full")
 
     def _gap(self, tables: list[pa.Table], first_rec: int) -> pa.Table | None:
-        """Gap records for dropped tag data: one per tag (and source), quality bad, reason dropped,
-        at the first dropped timestamp."""
+        """Gap records for dropped tag data: quality bad, reason dropped, one per tag (and source)
+        for each dropped batch (`tables`), at its first timestamp. Per batch, not per drop: a batch
+        whose delivery got no answer may have arrived, and its gap record, keyed like its first
+        record, is then refused upstream as a duplicate; the next batch's gap still marks where
+        the hole begins."""
         try:
-            frames = [pl.from_arrow(t) for t in tables]
-            frame = pl.concat([f for f in frames if isinstance(f, pl.DataFrame)], how="diagonal_relaxed")
+            frames = [f for f in (pl.from_arrow(t) for t in tables) if isinstance(f, pl.DataFrame)]
+            marked = [f.with_columns(pl.lit(i).alias("_batch")) for i, f in enumerate(frames)]
+            frame = pl.concat(marked, how="diagonal_relaxed")
         except Exception:
             return None
         if not is_tag_frame(frame) or frame.height == 0:
             return None
         by = ["tag", "source"] if "source" in frame.columns else ["tag"]
-        firsts = frame.group_by(by, maintain_order=True).agg(pl.col("timestamp").min())
+        firsts = (
+            frame.group_by(["_batch", *by], maintain_order=True)
+            .agg(pl.col("timestamp").min())
+            .drop("_batch")
+            .unique(maintain_order=True)
+        )
         now = pl.lit(time.time() * 1e6).cast(pl.Int64).cast(pl.Datetime("us", "UTC"))
         cols = []
         for column, dtype in frame.schema.items():
-            if column in firsts.columns or column == "_key":
+            if column in firsts.columns or column in ("_key", "_batch"):
                 continue
             if column == "quality":
                 cols.append(pl.lit("bad", pl.String).alias(column))
@@ -186,7 +195,7 @@ class OutboxSink(Sink):
                 cols.append(now.cast(dtype).alias(column))
             else:
                 cols.append(pl.lit(None, dtype).alias(column))
-        gap = firsts.with_columns(cols).select([c for c in frame.columns if c != "_key"])
+        gap = firsts.with_columns(cols).select([c for c in frame.columns if c not in ("_key", "_batch")])
         assert self.store is not None
         return to_arrow(self._keyed(gap, first_rec, self.store.epoch))
 
