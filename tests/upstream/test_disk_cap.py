@@ -22,19 +22,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_service
 from tests.faultproxy import FaultProxy
 from tests.service.conftest import spawn
 from tests.upstream.pg import (
     T0_MS,
     Publisher,
     count,
-    create_tag_table,
-    drop,
     mqtt_to_pg_spec,
     outbox_status,
     sql,
-    table_name,
     write_pipeline,
 )
 from tests.waiting import wait_for
@@ -46,16 +42,6 @@ PERIOD_S = 0.02  # 4 tags x 50 values/s x 1 kB: ~200 kB/s, the cap is full withi
 FULL_SAMPLES = 5  # status and file size read this many times, a second apart, while dropping
 SLOW_S = 60.0
 QUIET_S = 1.0
-
-
-@pytest.fixture
-def table():
-    require_service("postgresql")
-    require_service("mosquitto")
-    name = table_name()
-    create_tag_table(name)
-    yield name
-    drop(name)
 
 
 def payload(n: int, k: int) -> dict:

@@ -30,19 +30,15 @@ import uuid
 
 import pytest
 
-from tests.conftest import require_service
 from tests.faultproxy import FaultProxy
 from tests.service.conftest import spawn
 from tests.upstream.pg import (
     T0_MS,
     Publisher,
     count,
-    create_tag_table,
-    drop,
     mqtt_to_pg_spec,
     outbox_status,
     sql,
-    table_name,
     write_pipeline,
 )
 from tests.waiting import wait_for
@@ -55,16 +51,6 @@ TAGS = 4
 PERIOD_S = 0.02  # 50 records a second per tag: 200 rows/s
 SLOW_S = 60.0  # a loaded 2-core machine: a service starts, a link comes back, within this long
 ON_ITS_WAY_S = 5.0  # published before the restore but accepted after the reconnect: at most this long before
-
-
-@pytest.fixture
-def table():
-    require_service("postgresql")
-    require_service("mosquitto")
-    name = table_name()
-    create_tag_table(name)
-    yield name
-    drop(name)
 
 
 def by_insertion(table: str) -> dict[str, list[tuple[int, int]]]:
