@@ -309,7 +309,7 @@ def opcua_rss_leg(
         at = {
             f"{mark}s": round(next(m for t, m in samples if t >= mark), 1)
             for mark in (10, 60, 120)
-            if mark < elapsed
+            if any(t >= mark for t, _ in samples)
         }
         return {
             "tags": tags,
