@@ -1,13 +1,14 @@
 """Issue 14, item 6: secrets end to end. A connector password and an API token are planted (through
 the API, as a user stores them), used by pipelines whose connections fail (a real PostgreSQL asked
-for a database it does not have, a port where nothing listens, a REST API that is not there), then
-every way the product speaks is exercised: the service's output and log file, the API's answers
-(pipelines, connectors, runs, errors, jobs, the dashboard), test-connection errors, data exports
-(CSV and Parquet), the spec files the API saved, `--json` and `--debug` output of the CLI, beside
-the service and on its own (where the CLI's own process resolves them). Then everything written (the data directory byte for byte, SQLite and
-DuckDB files included, the config folder, every captured output) is searched for the secrets in
-clear, URL-encoded, JSON-escaped and base64 (at every alignment, so a secret inside a longer
-encoded text, such as a basic-auth header, is found too). They must appear nowhere."""
+for a database it does not have, a port where nothing listens, a REST API that refuses the request
+and says back the key and the basic-auth header it got), then every way the product speaks is
+exercised: the service's output and log file, the API's answers (pipelines, connectors, runs,
+errors, jobs, the dashboard), test-connection errors, data exports (CSV and Parquet), the spec
+files the API saved, `--json` and `--debug` output of the CLI, beside the service and on its own
+(where the CLI's own process resolves them). Then everything written (the data directory byte for
+byte, SQLite and DuckDB files included, the config folder, every captured output) is searched for
+the secrets in clear, URL-encoded, JSON-escaped and base64 (at every alignment, so a secret inside
+a longer encoded text, such as a basic-auth header, is found too). They must appear nowhere."""
 
 from __future__ import annotations
 
