@@ -22,6 +22,7 @@ import re
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from engine.errors import AggregatorError
@@ -64,6 +65,10 @@ XCB_PACKAGES = {
 }
 NO_DISPLAY_PLATFORMS = ("offscreen", "minimal", "vnc", "eglfs", "linuxfb")  # they need no X/Wayland
 LDD_TIMEOUT_S = 10.0
+
+
+class LoginCancelled(AggregatorError):
+    """The user closed the login dialog of a service with users (exit 1)."""
 
 
 class DisplayUnavailable(AggregatorError):
@@ -183,10 +188,17 @@ def attach_token(url: str, token: str | None, data_dir: Path) -> str:
     )
 
 
-def open_engine(data_dir: Path | str | None, attach: str | None = None, token: str | None = None):
+def open_engine(
+    data_dir: Path | str | None,
+    attach: str | None = None,
+    token: str | None = None,
+    login: Callable[[str], dict | None] | None = None,
+):
     """The engine the window drives: a `RemoteEngine` for `attach` or for a service owning
-    `data_dir`, else a `LocalEngine` on `data_dir`. A remote one is asked for its data directory once
-    here, which checks the URL and the token before any window opens."""
+    `data_dir`, else a `LocalEngine` on `data_dir` as the local OS user (admin, audited with source
+    gui: docs/security.md). A remote one is asked for its data directory once here, which checks
+    the URL and the token before any window opens. `login(url)`: asked for the tokens of a user when
+    `--attach` names a service that has users and no token was given (the GUI's login dialog)."""
     from engine.api import LocalEngine
     from engine.api.connect import service_url
     from engine.datadir import default_data_dir
@@ -194,10 +206,32 @@ def open_engine(data_dir: Path | str | None, attach: str | None = None, token: s
     local_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
     url = attach or service_url(local_dir, SERVICE_STARTING_WAIT_S)
     if url is None:
-        return LocalEngine(local_dir)
+        from engine.api.auth import local_admin
+
+        return LocalEngine(local_dir).as_principal(local_admin("gui"), owns=True)
     from engine.api.remote import RemoteEngine
 
-    engine = RemoteEngine(url, attach_token(url, token, local_dir), data_dir=None if attach else local_dir)
+    if attach and login is not None and not token and not os.environ.get(TOKEN_ENV):
+        from engine.api.remote.users import has_users
+
+        if has_users(url):
+            tokens = login(url)
+            if tokens is None:
+                raise LoginCancelled(f"--attach {url}: the login was cancelled")
+            return _checked(
+                RemoteEngine(
+                    url, tokens["access_token"], refresh_token=tokens.get("refresh_token"), source="gui"
+                )
+            )
+    return _checked(
+        RemoteEngine(
+            url, attach_token(url, token, local_dir), data_dir=None if attach else local_dir, source="gui"
+        )
+    )
+
+
+def _checked(engine):
+    """`engine`, once it has answered with its data directory and taken the token."""
     try:
         engine.data_dir  # noqa: B018 - the service answers (/health, open on loopback)...
         engine.pipelines.list()  # ...and takes the token
@@ -227,15 +261,16 @@ def run_gui(
         settings = store.load()
     except ValueError as exc:  # a broken file must not keep the app from starting: say so, use defaults
         settings, settings_error = Settings(), str(exc)
-    engine = open_engine(data_dir or settings.data_dir, attach, token)
     from PySide6.QtWidgets import QApplication
 
     from ui import theme as themes
     from ui.main_window import MainWindow
+    from ui.widgets.login_dialog import ask_login
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app = QApplication.instance() or QApplication(sys.argv[:1])  # first: the login dialog is a window
     app.setApplicationName("Data Aggregator")
     themes.apply(app, theme or settings.theme)
+    engine = open_engine(data_dir or settings.data_dir, attach, token, login=ask_login)
     try:
         window = MainWindow(engine, settings=store)
         window.show()
