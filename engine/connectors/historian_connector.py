@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import weakref
 
 import duckdb
 import polars as pl
@@ -33,6 +34,10 @@ from engine.store.tag_historian import TAGS_TABLE, TagHistorian, parse_duration,
 from engine.tags import TAG_SCHEMA, conform
 
 _TABLES_LOCK = threading.Lock()  # HistorianSink._cursor: one creator of the tag tables at a time
+# One streaming micro-batch at a time per historian (HistorianSink.commit_lock): the tag tables
+# share rows (the rollup's state, tag_last), and two streams' transactions updating them at once
+# end with DuckDB's "Conflict on update", which failed the run.
+_COMMIT_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 REQUIRED = ("timestamp", "tag")
 
@@ -91,6 +96,7 @@ class HistorianSink(Sink):
         self.rows = 0
         self.live = None
         self._last_retention = time.monotonic()
+        self._in_transaction = False
 
     def _cursor(self, store: TagHistorian) -> duckdb.DuckDBPyConnection:
         """A cursor on the tag tables, created if new. One opener at a time: two destinations
@@ -108,10 +114,19 @@ class HistorianSink(Sink):
             default_retention=self.config.default_retention,
         )
 
+    @property
+    def commit_lock(self) -> threading.Lock:
+        """Held by the streaming runtime around each micro-batch (engine/streaming/sinks.py)."""
+        historian = self.ctx.historian
+        if historian is None:  # open() says so
+            return threading.Lock()
+        with _TABLES_LOCK:
+            return _COMMIT_LOCKS.setdefault(historian, threading.Lock())
+
     def open(self) -> None:
         self.store = self._store()
         self.cur = self._cursor(self.store)
-        self.cur.execute("BEGIN TRANSACTION")
+        self._in_transaction = False  # begun by the first write: a transaction begins no earlier
         self.live = None
         if self.config.live_buffer:
             # Imported here: numpy stays out of `import engine.connectors.registry`.
@@ -140,17 +155,29 @@ class HistorianSink(Sink):
         except pl.exceptions.PolarsError as exc:
             self.abort()
             raise ConnectorError(f"{self.describe_target()}: not tag records: {first_line(exc)}") from None
+        self._guarded(self._begin)
         self._guarded(lambda: self.store.insert(self.cur, batch))  # type: ignore[union-attr,arg-type]
         self.rows += batch.height
         if self.live is not None:
             self.live.append(batch)
 
+    def _begin(self) -> None:
+        if not self._in_transaction:
+            self.cur.execute("BEGIN TRANSACTION")  # type: ignore[union-attr]
+            self._in_transaction = True
+
+    def _commit(self) -> None:
+        if self._in_transaction:
+            self._in_transaction = False
+            self.cur.execute("COMMIT")  # type: ignore[union-attr]
+
     def commit(self) -> None:
-        """Streaming: everything written so far becomes durable; the next micro-batch starts."""
+        """Streaming: everything written so far becomes durable. The next transaction begins with
+        the next write, not now: one begun now would see the tables as they are now and conflict
+        with what another stream commits meanwhile."""
         if self.cur is None:
             raise ConnectorError(f"{self.describe_target()}: commit() before open()")
-        self._guarded(lambda: self.cur.execute("COMMIT"))  # type: ignore[union-attr]
-        self._guarded(lambda: self.cur.execute("BEGIN TRANSACTION"))  # type: ignore[union-attr]
+        self._guarded(self._commit)
         every = parse_duration(self.config.retention_every).total_seconds()
         if time.monotonic() - self._last_retention >= every:
             self._retention()
@@ -158,7 +185,7 @@ class HistorianSink(Sink):
     def close(self) -> None:
         if self.cur is None:
             raise ConnectorError(f"{self.describe_target()}: close() before open()")
-        self._guarded(lambda: self.cur.execute("COMMIT"))  # type: ignore[union-attr]
+        self._guarded(self._commit)
         self.cur.close()
         self.cur = None
         self._retention()
@@ -169,21 +196,20 @@ class HistorianSink(Sink):
         if not (self.config.retention or self.config.default_retention):
             return
         if self.cur is not None:  # streaming: retention runs between two micro-batches
-            self._guarded(lambda: self.cur.execute("COMMIT"))  # type: ignore[union-attr]
+            self._guarded(self._commit)
         try:
             self.store.apply_retention()
         except duckdb.Error as exc:
             raise ConnectorError(f"{self.describe_target()}: retention: {first_line(exc)}") from None
-        finally:
-            if self.cur is not None:
-                self.cur.execute("BEGIN TRANSACTION")
 
     def abort(self) -> None:
         if self.cur is None:
             return
         try:
-            with contextlib.suppress(duckdb.Error):  # nothing to roll back
-                self.cur.execute("ROLLBACK")
+            if self._in_transaction:
+                self._in_transaction = False
+                with contextlib.suppress(duckdb.Error):  # nothing to roll back
+                    self.cur.execute("ROLLBACK")
         finally:
             self.cur.close()
             self.cur = None

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from collections.abc import Callable
@@ -48,12 +49,16 @@ class SessionSink:
         self.opened = False
 
     def commit(self, frame: pl.DataFrame) -> None:
+        # A destination whose micro-batches must not overlap another stream's (the tag historian's
+        # shared rows) gives a lock to hold around each: write and commit, in this thread.
+        lock = getattr(self.sink, "commit_lock", None)
         try:
-            if not self.opened:
-                self.sink.open()
-                self.opened = True
-            self.sink.write(frame)
-            self.sink.commit()  # type: ignore[attr-defined]
+            with lock if lock is not None else contextlib.nullcontext():
+                if not self.opened:
+                    self.sink.open()
+                    self.opened = True
+                self.sink.write(frame)
+                self.sink.commit()  # type: ignore[attr-defined]
         except BaseException:
             try:
                 self.sink.abort()

@@ -683,3 +683,43 @@ def test_historian_destinations_opened_together_on_a_fresh_historian_all_open(tm
             assert [t for (t,) in tags] == [f"t{i}" for i in range(openers)]
         finally:
             historian.close()
+
+
+def test_two_streams_into_one_historian_both_commit_every_row(ws, tmp_path):
+    """Two real-time pipelines into the same historian at once: their micro-batches update the
+    tag tables' shared rows (the rollup's state, tag_last), and a transaction of one open while the
+    other committed ended in DuckDB's "Conflict on update", failing a stream by itself. Each
+    micro-batch is now its own short transaction, one stream at a time."""
+    historian = {"connector_type": "historian"}
+    ticks = {"rows_per_batch": 5, "batches": 40, "interval_s": 0.01}
+    records: list[dict] = []
+    committed = {0: 0, 1: 0}
+    cancels = [threading.Event(), threading.Event()]
+
+    def stream(i: int) -> None:
+        def on_event(event: dict) -> None:
+            if event["event"] == "stream_stats":
+                committed[i] = event.get("rows_committed", 0)
+
+        document = {**doc(ticks, dest=historian, batch_size=10, max_latency_ms=20), "name": f"stream {i}"}
+        records.append(
+            run_streaming(
+                validate(document), ws, seconds=None, on_event=on_event, cancel=cancels[i], base_dir=tmp_path
+            )
+        )
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        # every row committed, or a stream ended by itself (then the statuses below say why)
+        wait_for(lambda: committed == {0: 200, 1: 200} or len(records) > 0, timeout=60)
+    finally:
+        for c in cancels:
+            c.set()
+        for t in threads:
+            t.join(60)
+    assert [(r["status"], r["error"]) for r in records] == [("cancelled", "run cancelled")] * 2
+    assert [r["rows_out"] for r in records] == [200, 200]
+    (stored,) = ws.historian.cursor().execute("SELECT count(*) FROM tags").fetchone()
+    assert stored == 400
