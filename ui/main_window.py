@@ -67,8 +67,14 @@ PAGE_NAMES = tuple(p.name for p in PAGES)
 SPINNER = "◐◓◑◒"
 # The operation whose rule decides whether a role may open a page (engine/auth/permissions.py).
 PAGE_OPERATIONS = {"users": "users.list", "audit": "audit.list"}
-# Buttons of the pages (attribute names, or object names with "#") and the operation each calls.
+# Buttons and toolbar actions of the pages (attribute names, or object names of buttons with "#")
+# and the operation each calls.
 GATED_CONTROLS = {
+    "editor": {
+        "save_action": "pipelines.save",
+        "save_as_action": "pipelines.save",
+        "run_action": "runs.start",
+    },
     "pipelines": {
         "new_button": "pipelines.save",
         "run_button": "runs.start",

@@ -104,6 +104,12 @@ def test_a_viewer_sees_what_the_role_allows(qtbot, api, open_window):
     connectors = window.show_page("connectors")
     new = connectors.findChild(QPushButton, "new_connector")
     assert not new.isEnabled() and "editor role" in new.toolTip()
+    editor = window.show_page("editor")
+    for action in (editor.save_action, editor.save_as_action, editor.run_action):
+        assert not action.isEnabled(), action.text()
+        assert action.toolTip().startswith("Needs the editor role: vera is viewer"), action.toolTip()
+    editor.run_action.setEnabled(True)  # what the editor does when a run ends
+    assert not editor.run_action.isEnabled()
     window.sidebar.setCurrentRow(PAGE_NAMES.index("users"))  # a click on "Users" in the sidebar
     denied = window.stack.currentWidget()
     assert denied.objectName() == "denied_users"
