@@ -162,10 +162,18 @@ class FileSource(Source):
             raise ConnectorError(f"{pattern}: file not found")
         else:
             found = [pattern]
+        from engine.spec.paths_policy import allowed_roots, confine
+
         protected = protected_paths(self.ctx.data_dir)
+        roots = allowed_roots()
         for path in found:
             if real_path(path) in protected:
                 raise ConnectorError(f"{path}: the secret store's files are not readable by a pipeline")
+            # The spec's path was checked at validation; what a glob matched, or a symbolic link
+            # inside an allowed folder, is checked here, where the file is really opened.
+            outside = confine(str(path), None, roots)
+            if outside:
+                raise ConnectorError(outside)
         return found
 
     def read(self, limit: int | None = None, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pl.DataFrame]:

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from app.cli import main
 from engine.context import RunContext
-from engine.errors import SpecError, TransformError
-from engine.spec.paths_policy import confine
+from engine.errors import ConnectorError, SpecError, TransformError
+from engine.spec.paths_policy import HOW_TO_ADD, confine
 from engine.spec.validate import validate
 
 OUTSIDE = "outside the allowed folders"
@@ -284,3 +284,24 @@ def test_saved_connectors_and_connection_tests_obey_the_same_rules(roots):
         assert result["ok"] is False and result["error"].startswith("path: ") and OUTSIDE in result["error"]
     finally:
         engine.close()
+
+
+def test_a_glob_match_through_a_symbolic_link_is_refused_when_the_file_is_opened(roots):
+    """A `**` glob in an allowed folder passes validation, but a folder link inside it leads
+    outside: the file source checks each file it matched, where it opens it."""
+    from engine.connectors.file import FileSource, FileSourceConfig
+
+    (roots["shared"] / "lines").mkdir()
+    (roots["shared"] / "lines" / "a.csv").write_text("a\n2\n")
+    pattern = str(roots["shared"] / "**" / "*.csv")
+    ctx = RunContext(run_id="r1", pipeline="p", data_dir=roots["data"], base_dir=roots["data"])
+    node = FileSource(FileSourceConfig.model_validate({"path": pattern}), ctx, "src")
+    assert [p.name for p in node.files()] == ["in.csv", "a.csv"]  # inside: read as always
+    (roots["shared"] / "lines" / "more").symlink_to(roots["outside"], target_is_directory=True)
+    validate(graph(source("file", {"path": pattern}), sink("file", {"path": "o.csv"})), check_schemas=False)
+    with pytest.raises(ConnectorError) as caught:
+        node.files()
+    assert str(caught.value) == (
+        f"{roots['shared'] / 'lines' / 'more' / 'secret.csv'} (it resolves to"
+        f" {roots['outside'] / 'secret.csv'}) is outside the allowed folders; {HOW_TO_ADD}"
+    )
