@@ -169,7 +169,7 @@ def test_lintian_reports_no_errors():
     if deb is None or shutil.which("lintian") is None:
         pytest.skip("no .deb beside the bundle, or lintian is not installed")
     done = subprocess.run(
-        ["lintian", "--no-tag-display-limit", str(deb)], capture_output=True, text=True, timeout=900
+        ["lintian", "--tag-display-limit", "0", str(deb)], capture_output=True, text=True, timeout=900
     )
     errors = [line for line in done.stdout.splitlines() if line.startswith("E:")]
     assert errors == [], done.stdout
