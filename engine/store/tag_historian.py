@@ -29,6 +29,7 @@ with the prefix `re:`, a regular expression matched against the whole name.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import re
 import warnings
@@ -154,6 +155,13 @@ def _in_transaction(cur: duckdb.DuckDBPyConnection, work, own: bool = True) -> N
         raise
 
 
+def _unregister(cur: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Unregister a view without masking the error that aborted the transaction (DuckDB refuses
+    the unregister then with "Current transaction is aborted", which hid an out-of-memory)."""
+    with contextlib.suppress(duckdb.Error):
+        cur.unregister(name)
+
+
 def _to_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -276,7 +284,7 @@ class TagHistorian:
                 ][0]
                 self._note_pending(added, earliest)  # type: ignore[arg-type]
         finally:
-            cur.unregister(_BATCH)
+            _unregister(cur, _BATCH)
         if latest is not None:
             # A clock running ahead must not drag the rollup into the future: it stops at now.
             newest_minute = min(_epoch_us(latest), _epoch_us(datetime.now(UTC))) // MINUTE_US  # type: ignore[arg-type]
@@ -295,7 +303,7 @@ class TagHistorian:
             try:
                 cur.execute(tag_last.append_sql(_BATCH))
             finally:
-                cur.unregister(_BATCH)
+                _unregister(cur, _BATCH)
             self._pending_last += part.height
             if self._pending_last >= self.fold_last_after:
                 self.fold_last(cur)
