@@ -151,7 +151,7 @@ def run_script(root: Path, tmp_path: Path, script: str, *args: str, user_exists:
     (getent answers whether the user exists); returns the commands it ran."""
     bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
     bin_dir.mkdir(exist_ok=True)
-    for name in ("adduser", "install", "systemctl", "deluser"):
+    for name in ("adduser", "install", "systemctl", "deluser", "deb-systemd-invoke", "deb-systemd-helper"):
         (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n')
         (bin_dir / name).chmod(0o755)
     (bin_dir / "getent").write_text(f"#!/bin/sh\nexit {0 if user_exists else 2}\n")
