@@ -111,6 +111,7 @@ class LazyChainExecutor(Executor):
         self._reject_lock = threading.Lock()
         self.took_lazy_path = False
         self._feeders: list[_Feeder] = []
+        self._parquet_sinks: list[Any] = []  # file destinations a Polars sink writes as Parquet
 
     def execute(self) -> ExecutionResult:
         scan = self._scan()
@@ -182,10 +183,17 @@ class LazyChainExecutor(Executor):
 
     # ---- the query ---------------------------------------------------------------------------
     def _run_query(self, scan: pl.LazyFrame) -> None:
+        """Every output in one `collect_all`. Row counts come from what the outputs wrote (the
+        kept rows, the rejects) and from a standalone count of the source (a line count: ~15 ms a
+        1M-row CSV); a count inside the query costs a second pass over its plan (+40% CPU on the
+        benchmark chain), so one is added only after each `record_filter` but the last, where
+        nothing else tells how many rows went on."""
         t0 = time.perf_counter()
         source = self.chain.source
-        counted: list[tuple[str, pl.LazyFrame]] = [(source, scan.select(pl.len()))]
+        source_rows = int(scan.select(pl.len()).collect().item())
+        filters = [nid for nid in self.chain.steps if self.c.transforms[nid].type == "record_filter"]
         rejected: dict[str, pl.LazyFrame] = {}
+        counted: list[tuple[str, pl.LazyFrame]] = []
         lf = scan
         for nid in self.chain.steps:
             transform = self.c.transforms[nid]
@@ -193,11 +201,14 @@ class LazyChainExecutor(Executor):
             lf = ports[OUT]
             if REJECTED in ports:
                 rejected[nid] = ports[REJECTED]
-            if transform.type in ROW_DROPPING:
+            if nid in filters[:-1]:
                 counted.append((nid, lf.select(pl.len())))
         queries: list[pl.LazyFrame] = []
         for nid in self.chain.destinations:
             queries.append(self._destination_query(nid, lf))
+        final = self._counting_feeder()
+        if final is None and not self._parquet_sinks:  # nothing tells the kept rows: the query counts
+            counted.append((self.chain.steps[-1] if self.chain.steps else source, lf.select(pl.len())))
         reject_rows = {nid: 0 for nid in rejected}
         for nid, frame in rejected.items():
             queries.append(frame.sink_batches(self._on_rejects(nid, reject_rows), lazy=True))
@@ -206,7 +217,12 @@ class LazyChainExecutor(Executor):
         counts = {nid: int(frame.item()) for (nid, _q), frame in zip(counted, results[n_sinks:], strict=True)}
         if self.ctx.cancel.is_set():
             raise RunCancelled("run cancelled")
-        self._count(counts, reject_rows, time.perf_counter() - t0)
+        kept = final.rows if final is not None else None
+        self._count(source_rows, counts, kept, reject_rows, time.perf_counter() - t0)
+
+    def _counting_feeder(self) -> _Feeder | None:
+        """A destination written through its writer counts the kept rows as they pass."""
+        return self._feeders[0] if self._feeders else None
 
     def _destination_query(self, nid: str, lf: pl.LazyFrame) -> pl.LazyFrame:
         """The kept rows into destination `nid`: a Polars sink into a file destination's temporary
@@ -233,6 +249,7 @@ class LazyChainExecutor(Executor):
         sink._forget_temp = self.ctx.track("file", str(sink.temp))
         options = sink.config.options
         if fmt == "parquet":
+            self._parquet_sinks.append(sink)
             return lf.sink_parquet(sink.temp, compression=options.compression or "snappy", lazy=True)
         values = sink.config._option_values()
         lf = lf.with_columns(_text_columns(lf))
@@ -253,30 +270,62 @@ class LazyChainExecutor(Executor):
         return take
 
     # ---- after the query ---------------------------------------------------------------------
-    def _count(self, counts: dict[str, int], reject_rows: dict[str, int], elapsed: float) -> None:
-        """Every node's counts, as the push executor would have counted them batch by batch."""
-        source = self.chain.source
-        rows = counts[source]
-        stats = self.stats[source]
-        stats.rows_out, stats.status, stats.duration_s = rows, "success", elapsed
-        self._port_rows[(source, OUT)] = rows
-        self._progress(source)
-        for nid in self.chain.steps:
-            stats = self.stats[nid]
-            stats.rows_in = rows
-            rows = counts.get(nid, rows)
-            stats.rows_out = rows
-            stats.rows_rejected = reject_rows.get(nid, 0)
-            stats.status = "success"
-            self._port_rows[(nid, OUT)] = rows
-            if nid in reject_rows:
-                self._port_rows[(nid, REJECTED)] = reject_rows[nid]
-            self._progress(nid)
-        for nid in self.chain.destinations:
-            self.stats[nid].rows_in = rows
+    def _count(
+        self,
+        source_rows: int,
+        counts: dict[str, int],
+        kept: int | None,
+        reject_rows: dict[str, int],
+        elapsed: float,
+    ) -> None:
+        """Every node's counts, as the push executor would have counted them batch by batch: forward
+        from the source's rows (a validation passes on its input less its rejects, a filter what
+        was counted after it), then back from the kept rows for what follows the last filter."""
+        source, steps = self.chain.source, self.chain.steps
         for worker in self._sinks.values():
             if not worker.thread.started:  # a Polars sink wrote the temporary file: complete it
                 _complete(worker.sink)
+        if kept is None and counts.get(steps[-1] if steps else source) is None:
+            kept = self._kept_in_file()
+        after: list[int | None] = []
+        rows: int | None = source_rows
+        for nid in steps:
+            if self.c.transforms[nid].type == "record_filter":
+                rows = counts.get(nid)
+            elif rows is not None:
+                rows -= reject_rows.get(nid, 0)
+            after.append(rows)
+        rows = kept if kept is not None else counts.get(steps[-1] if steps else source)
+        for i in range(len(steps) - 1, -1, -1):
+            if after[i] is None:
+                after[i] = rows
+            rows = after[i]
+            if self.c.transforms[steps[i]].type == "record_filter":
+                break
+            rows = rows + reject_rows.get(steps[i], 0)  # type: ignore[operator]
+
+        stats = self.stats[source]
+        stats.rows_out, stats.status, stats.duration_s = source_rows, "success", elapsed
+        self._port_rows[(source, OUT)] = source_rows
+        self._progress(source)
+        rows = source_rows
+        for nid, out in zip(steps, after, strict=True):
+            stats = self.stats[nid]
+            stats.rows_in, stats.rows_out = rows, int(out)  # type: ignore[arg-type]
+            stats.rows_rejected = reject_rows.get(nid, 0)
+            stats.status = "success"
+            self._port_rows[(nid, OUT)] = stats.rows_out
+            if nid in reject_rows:
+                self._port_rows[(nid, REJECTED)] = reject_rows[nid]
+            self._progress(nid)
+            rows = stats.rows_out
+        for nid in self.chain.destinations:
+            self.stats[nid].rows_in = rows
+
+    def _kept_in_file(self) -> int:
+        """The kept rows, from the footer of the Parquet file a Polars sink wrote."""
+        temp = self._parquet_sinks[0].temp
+        return int(pl.scan_parquet(temp, glob=False).select(pl.len()).collect().item())
 
 
 def _utf8(sink) -> bool:
@@ -303,12 +352,14 @@ class _Feeder:
 
     def __init__(self, worker: _SinkWorker, schema: pl.Schema, cancel: threading.Event):
         self.worker, self.schema, self.cancel, self.fed = worker, schema, cancel, False
+        self.rows = 0
 
     def __call__(self, frame: pl.DataFrame) -> None:
         if self.cancel.is_set():
             raise RunCancelled("run cancelled")
         if frame.height:
             self.fed = True
+            self.rows += frame.height
             self.worker.put(frame)
 
     def finish(self) -> None:
