@@ -28,7 +28,6 @@ def service_url(data_dir: Path | str | None = None, wait: float = STARTING_WAIT_
     """The API URL of the service that owns `data_dir`, or None when no service runs on it. A
     service that is still starting is waited for (up to `wait` s); one that never publishes its URL
     is an error naming its PID."""
-    from engine.api.remote.client import ServiceUnavailable
     from engine.service import lock
 
     where = Path(data_dir).expanduser() if data_dir else default_data_dir()
@@ -41,6 +40,8 @@ def service_url(data_dir: Path | str | None = None, wait: float = STARTING_WAIT_
         if url:
             return url
         if time.monotonic() >= deadline:
+            from engine.api.remote.client import ServiceUnavailable  # httpx: only when it is said
+
             raise ServiceUnavailable(
                 f"{where} is served by process {pid}, which has not said where its API listens"
                 f" ({lock.INFO_FILE}); is it still starting?"
