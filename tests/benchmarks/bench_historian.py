@@ -9,6 +9,15 @@ every tag in 1-minute buckets over the whole range, ranges cutting through minut
 for comparison), a check that the rollup gives the raw rows' result, and the last values of all.
 Every figure is the median of `--repeat` runs (one-tag queries: at least 7); the load average is
 reported at the start and the end (the machine is shared).
+
+    .venv/bin/python tests/benchmarks/bench_historian.py --sink-path 10
+
+`--sink-path ROUNDS` (issue 12): the `historian` destination's path alone, as a real-time pipeline
+drives it at the Modbus scale: the real `HistorianSink`, rounds of 8 batches of 12,500 distinct
+tags (100,000 tags), a commit every 4 batches (50,000 rows, a grouped commit), the live ring buffer
+not read (headless), the rounds 1 s apart inside one minute (the once-a-minute rollup stays out);
+CPU-µs per value over the rounds after the first two. Copied into a checkout of older code, it
+measures that code the same way (docs/performance.md, "Streaming ingest").
 """
 
 from __future__ import annotations
@@ -121,7 +130,60 @@ def ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
 
 
+def sink_path(rounds: int) -> dict:
+    """See the module doc (`--sink-path`)."""
+    from engine.connectors.historian_connector import HistorianConnector, HistorianSinkConfig
+    from engine.context import RunContext
+
+    work = Path(tempfile.mkdtemp(prefix="bench_sink_path_"))
+    historian = Historian(work / "historian.duckdb")
+    sink = HistorianConnector.make_sink(
+        HistorianSinkConfig(), RunContext(data_dir=work, historian=historian), "h"
+    )
+    sink.open()
+    if hasattr(sink.live, "_lease_until"):
+        sink.live._lease_until = 0.0  # headless: nobody reads the live view (the first lease lapsed)
+    first = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
+    names = [[f"meter{m}.r{i}" for i in range(12_500)] for m in range(8)]
+
+    def batch(meter: int, second: int) -> pl.DataFrame:
+        at = first + timedelta(seconds=second)
+        n = len(names[meter])
+        return pl.DataFrame(
+            {"timestamp": [at] * n, "tag": names[meter], "value": [float(second)] * n, "quality": ["good"] * n,
+             "source": ["modbus"] * n, "received_at": [at] * n}
+        ).with_columns(
+            *(pl.lit(None, TAG_SCHEMA[c]).alias(c) for c in ("value_text", "reason", "server_timestamp"))
+        ).select(TAG_SCHEMA.names()).cast(dict(TAG_SCHEMA))  # fmt: skip
+
+    batches = [[batch(m, r) for m in range(8)] for r in range(rounds)]
+    written = 0
+    for r in range(rounds):
+        if r == 2:
+            cpu0, wall0 = time.process_time(), time.monotonic()
+        for m in range(8):
+            sink.write(batches[r][m])
+            written += 1
+            if written % 4 == 0:
+                sink.commit()
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    sink.close()
+    historian.close()
+    values = (rounds - 2) * 100_000
+    return {
+        "leg": "sink_path",
+        "code": str(Path(__file__).resolve().parents[2]),
+        "values": values,
+        "cpu_us_per_value": round(1e6 * cpu / values, 3),
+        "wall_s": round(wall, 2),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--sink-path":
+        print(json.dumps(sink_path(max(3, int(sys.argv[2])))))
+        return
     p = argparse.ArgumentParser()
     p.add_argument("--tags", type=int, default=1000)
     p.add_argument("--points", type=int, default=10_000)
