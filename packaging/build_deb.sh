@@ -41,6 +41,15 @@ install -d "$PKG/DEBIAN" "$PKG/opt" "$PKG/usr/bin" "$PKG/lib/systemd/system" "$S
     "$SHARE/doc/data-aggregator" "$SHARE/lintian/overrides" "$SHARE/man/man1"
 
 cp -R "$BUNDLE" "$PKG/opt/data-aggregator"
+# Symbols out of the package's shared objects (lintian: unstripped-binary-or-object), except those
+# auditwheel vendored into *.libs/ (patchelf-edited: strip breaks them) and the program itself (its
+# archive is appended to the ELF file).
+if command -v strip >/dev/null; then
+    find "$PKG/opt/data-aggregator" -path '*.libs/*' -prune -o -type f -name '*.so*' -print |
+        while read -r lib; do
+            if readelf -S "$lib" 2>/dev/null | grep -q '\.symtab'; then strip --strip-unneeded "$lib"; fi
+        done
+fi
 ln -s /opt/data-aggregator/aggregator "$PKG/usr/bin/aggregator"
 (cd "$ROOT" && PYTHONPATH="$ROOT" "$PYTHON" -m app.service_cmd deb-unit) > "$PKG/lib/systemd/system/aggregator.service"
 D="$ROOT/packaging/deb"

@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE = ["adduser", "libc6 (>= 2.28)"]  # PySide6 and the other wheels are manylinux_2_28
+# adduser: postinst. libc6: PySide6 and the other wheels are manylinux_2_28. sensible-utils: the
+# bundled libblkid/libmount name sensible-pager (lintian: missing-depends-on-sensible-utils).
+BASE = ["adduser", "libc6 (>= 2.28)", "sensible-utils"]
 
 
 def linked_libraries(library: Path) -> list[str]:
