@@ -50,17 +50,24 @@ def require_service(name: str) -> None:
         pytest.skip(message)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def allowed_roots(tmp_path_factory):
+    """What an admin configures on a real machine (engine/spec/paths_policy.py): tests name files in
+    the temporary folders and the repository (golden cases, examples), and run plugins. Set for
+    the whole session, so that a module's service (a module-scoped fixture, started before any
+    function's fixtures) has it too. The tests of the policy itself set their own."""
+    roots = [str(tmp_path_factory.getbasetemp()), tempfile.gettempdir(), str(REPO)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AGGREGATOR_ALLOWED_ROOTS", os.pathsep.join(roots))
+        mp.setenv("AGGREGATOR_PLUGINS_ENABLED", "true")
+        yield roots
+
+
 @pytest.fixture(autouse=True)
 def config_dir(tmp_path_factory, monkeypatch):
     """Every test gets its own configuration folder (where the secrets key lives), never the user's."""
     path = tmp_path_factory.mktemp("config")
     monkeypatch.setenv("AGGREGATOR_CONFIG", str(path))
-    # What an admin configures on a real machine (engine/spec/paths_policy.py): tests name files in
-    # the temporary folders and the repository (golden cases, examples), and run plugins. The tests
-    # of the policy itself (tests/engine/test_path_policy*.py) set their own.
-    roots = [str(tmp_path_factory.getbasetemp()), tempfile.gettempdir(), str(REPO)]
-    monkeypatch.setenv("AGGREGATOR_ALLOWED_ROOTS", os.pathsep.join(roots))
-    monkeypatch.setenv("AGGREGATOR_PLUGINS_ENABLED", "true")
     return path
 
 
