@@ -81,7 +81,7 @@ class RealTimeSchedule(Strict):
     queue_max_rows: int | None = Field(
         None,
         gt=0,
-        description="rows queued per source before back-pressure; default 10 x batch_size, >= 10,000",
+        description="rows queued per source before back-pressure; default 10 x batch_size, >= 250,000",
     )
     queue_max_bytes: int = Field(64 << 20, gt=0, description="bytes queued per source before back-pressure")
     block_timeout_s: float = Field(

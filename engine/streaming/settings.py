@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 MIB = 1 << 20
+COMMIT_MAX_ROWS = 50_000  # a grouped commit's default bound (see commit_max_rows)
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class StreamSettings:
     # half of `max_latency_ms` spent on them); None: 50,000 rows (or one micro-batch, if larger).
     # Bigger transactions cost more under the historian's 32 MB memory_limit, not less: 200,000-row
     # ones ran out of memory in the Modbus benchmark (issue 12, docs/performance.md).
-    commit_max_rows: int | None = None
+    commit_max_rows: int | None = None  # None: COMMIT_MAX_ROWS
     # Each source's queue holds at most this much; None: ten micro-batches, at least 250,000 rows
     # (one poll round of a big Modbus or OPC UA source must fit; the bytes bound comes first).
     queue_max_rows: int | None = None
@@ -36,9 +37,7 @@ class StreamSettings:
 
     @property
     def commit_rows(self) -> int:
-        rows = (
-            self.commit_max_rows if self.commit_max_rows is not None else max(100 * self.batch_size, 200_000)
-        )
+        rows = self.commit_max_rows if self.commit_max_rows is not None else COMMIT_MAX_ROWS
         return max(rows, self.batch_size)
 
     @classmethod

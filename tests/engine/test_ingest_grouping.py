@@ -80,3 +80,11 @@ def test_a_group_stops_at_commit_max_rows(ws, tmp_path):
     commits = runner.stats()["sinks"]["hist"]["commits"]
     assert commits == 4  # 300 + 300 + 300 + 100
     assert TagHistorian(ws.historian).raw("*").height == 1_000
+
+
+def test_the_default_group_bound_is_50000_rows_or_one_micro_batch():
+    """200,000-row transactions ran out of the historian's 32 MB memory_limit (docs/performance.md,
+    issue 12): the default bound is 50,000 rows, or one micro-batch when that is larger."""
+    assert StreamSettings(batch_size=1000).commit_rows == 50_000
+    assert StreamSettings(batch_size=80_000).commit_rows == 80_000
+    assert StreamSettings(batch_size=1000, commit_max_rows=5000).commit_rows == 5000
