@@ -413,8 +413,10 @@ def test_a_burst_of_engine_events_is_delivered_in_order_in_slices(qtbot, window,
     sender = threading.Thread(target=lambda: [engine.emit({"event": "burst", "n": n}) for n in range(count)])
     sender.start()
     sender.join()
-    QApplication.processEvents()  # one turn: one slice
-    assert 0 < len(received) < count
+    # One turn of the loop: one slice, never the whole burst. (The slice may go to what was queued
+    # before the burst, the window's own results and events, on a slow machine all of it.)
+    QApplication.processEvents()
+    assert len(received) < count
     qtbot.waitUntil(lambda: len(received) == count, timeout=30_000)
     assert received == list(range(count))
 
