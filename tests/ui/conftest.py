@@ -55,12 +55,9 @@ def window(qtbot, engine):
 
     app = QApplication.instance()
     # The light theme, unless the app has it already: a stylesheet set on the whole application
-    # costs ~0.3 s a test, and only the tests that switch themes leave another one behind.
-    if not (
-        theme.current(app) == "light"
-        and app.styleSheet() == theme.stylesheet("light")
-        and app.style().name().lower() == "fusion"
-    ):
+    # costs ~0.3 s a test, and only the tests that switch themes leave another one behind (through
+    # theme.apply, which sets the style, the palette, the stylesheet and this property together).
+    if not (theme.current(app) == "light" and app.styleSheet() == theme.stylesheet("light")):
         theme.apply(app, "light")
     win = MainWindow(engine)
     win.show()
