@@ -17,7 +17,7 @@ def _engine(args: argparse.Namespace):
     """The engine on the data directory, through its one front door (engine.api)."""
     from engine.api import LocalEngine
 
-    return LocalEngine(getattr(args, "data_dir", None))
+    return LocalEngine(getattr(args, "data_dir", None), nice=0)  # the CLI: no window to keep answering
 
 
 def _engine_or_service(args: argparse.Namespace):

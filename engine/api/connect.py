@@ -65,7 +65,9 @@ def engine_for(data_dir: Path | str | None = None, source: str = "cli") -> Engin
     from engine.api.local import LocalEngine
     from engine.auth.principal import local_admin
 
-    return LocalEngine(where).as_principal(local_admin(source), owns=True)
+    return LocalEngine(where, nice=0).as_principal(
+        local_admin(source), owns=True
+    )  # no window to keep answering
 
 
 __all__ = ["engine_for", "service_url"]

@@ -124,30 +124,38 @@ class EngineCore:
     """The engine's threads: one asyncio loop (network work, streams) and a small worker pool
     (blocking work: DuckDB, SQLite, Polars), plus event subscribers and the running jobs."""
 
-    def __init__(self, data_dir: Path | str | None = None, workers: int = 4):
+    def __init__(self, data_dir: Path | str | None = None, workers: int = 4, nice: int = ENGINE_NICE):
+        """`nice`: the engine's threads' nice value, to keep a window (or an API) answering while
+        runs keep both cores busy; 0 where nothing waits on the process but its own run (the CLI)."""
         from engine.workspace import Workspace
 
         self.workspace = Workspace(data_dir)
+        self._nice = nice
         self._subscribers: list[Callable[[Event], None]] = []
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            workers, thread_name_prefix="engine", initializer=lower_thread_priority
+            workers, thread_name_prefix="engine", initializer=self._lower_this_thread
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="engine-loop", daemon=True)
         self._thread.start()
         self.state = "ready"
 
+    def _lower_this_thread(self) -> None:
+        if self._nice:
+            lower_thread_priority(nice=self._nice)
+
     def _run_loop(self) -> None:
-        lower_thread_priority()
-        self._loop.call_soon(self._sweep_pools)
+        self._lower_this_thread()
+        if self._nice:
+            self._loop.call_soon(self._sweep_pools)
         self._loop.run_forever()
 
     def _sweep_pools(self) -> None:
         """Lower the compute pools' new threads, now and every POOL_SWEEP_S (Polars starts its
         streaming executors and I/O runtime lazily, on the first query that needs them)."""
-        lower_compute_pools()
+        lower_compute_pools(self._nice)
         self._loop.call_later(POOL_SWEEP_S, self._sweep_pools)
 
     @property
@@ -191,7 +199,8 @@ class EngineCore:
         def run() -> None:
             if not future.set_running_or_notify_cancel():
                 return
-            lower_compute_pools()  # before the work: pools started since the last sweep
+            if self._nice:
+                lower_compute_pools(self._nice)  # before the work: pools started since the last sweep
             try:
                 future.set_result(work(cancel))
             except BaseException as exc:

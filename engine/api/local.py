@@ -24,7 +24,7 @@ from pathlib import Path
 
 from engine.api.alerts import LocalAlerts
 from engine.api.connectors import LocalConnectors
-from engine.api.core import EngineCore
+from engine.api.core import ENGINE_NICE, EngineCore
 from engine.api.data import LocalData
 from engine.api.health import LocalHealth
 from engine.api.live import LocalLive
@@ -45,8 +45,8 @@ class LocalEngine(EngineCore):
     """The engine in this process, behind the EngineAPI calls. It owns the data directory's
     stores while it is open; `close()` ends its jobs and closes them."""
 
-    def __init__(self, data_dir: Path | str | None = None, workers: int = 4):
-        super().__init__(data_dir, workers)
+    def __init__(self, data_dir: Path | str | None = None, workers: int = 4, nice: int = ENGINE_NICE):
+        super().__init__(data_dir, workers, nice)
         self.pipelines = LocalPipelines(self)
         self.runs = LocalRuns(self)
         self.connectors = LocalConnectors(self)

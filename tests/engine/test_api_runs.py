@@ -211,3 +211,19 @@ def test_engine_threads_run_below_the_callers_priority(engine):
     worker, started_by_worker = engine.submit("probe", lambda _cancel: priorities()).result(10)
     assert worker == started_by_worker == max(caller, ENGINE_NICE)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller  # ours untouched
+
+
+def test_the_clis_engine_keeps_the_callers_priority(tmp_path):
+    """The CLI has no window to keep answering: its engine (nice=0, as engine_for and the CLI's
+    commands make it) runs its work at the caller's priority, so a run from a shell competes with
+    the other processes on equal terms."""
+    import os
+
+    from engine.api import LocalEngine
+
+    if not hasattr(os, "getpriority") or not os.path.isdir("/proc/self/task"):
+        pytest.skip("per-thread priorities are a Linux feature")
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    with LocalEngine(tmp_path / "data", nice=0) as cli_engine:
+        worker = cli_engine.submit("probe", lambda _cancel: os.getpriority(os.PRIO_PROCESS, 0)).result(10)
+    assert worker == caller
