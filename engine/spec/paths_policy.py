@@ -71,6 +71,20 @@ def allowed_roots() -> list[Path]:
     return out
 
 
+SHOWN_ROOTS = 4  # an error names at most this many allowed folders (a service may have opened many)
+
+
+def shown_roots(roots: list[Path]) -> str:
+    """The allowed folders for an error's `allowed`: the admin's first, at most SHOWN_ROOTS."""
+    from engine.datadir import security_settings
+
+    admin = [_real(Path(r).expanduser()) for r in security_settings()["allowed_roots"]]
+    ordered = [r for r in admin if r in roots] + [r for r in roots if r not in admin]
+    more = len(ordered) - SHOWN_ROOTS
+    text = ", ".join(str(r) for r in ordered[:SHOWN_ROOTS])
+    return text + (f" and {more} more (`aggregator settings show`)" if more > 0 else "")
+
+
 def plugins_enabled() -> bool:
     from engine.datadir import security_settings
 
@@ -172,7 +186,7 @@ def check_plan(plan: Any, ctx: Any = None) -> list[SpecIssue]:
     # working folder. The data directories in use are those the process opened.
     base_dir = getattr(ctx, "base_dir", None) if ctx is not None else None
     roots = allowed_roots()
-    shown = ", ".join(str(r) for r in roots)
+    shown = shown_roots(roots)
     for path, value, pattern in files:
         reason = confine(value, Path(base_dir) if base_dir else None, roots, pattern=pattern)
         if reason is not None:
@@ -189,7 +203,7 @@ def check_endpoint(ctype: str, role: str, config: Any, base_dir: Path | None = N
     files = list(endpoint_files(ctype, role, config, ".config"))
     if files:
         roots = allowed_roots()
-        shown = ", ".join(str(r) for r in roots)
+        shown = shown_roots(roots)
         for path, value, pattern in files:
             reason = confine(value, base_dir, roots, pattern=pattern)
             if reason is not None:

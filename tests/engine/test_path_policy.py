@@ -305,3 +305,22 @@ def test_a_glob_match_through_a_symbolic_link_is_refused_when_the_file_is_opened
         f"{roots['shared'] / 'lines' / 'more' / 'secret.csv'} (it resolves to"
         f" {roots['outside'] / 'secret.csv'}) is outside the allowed folders; {HOW_TO_ADD}"
     )
+
+
+def test_the_allowed_folders_in_an_error_are_the_admins_first_and_at_most_four(roots, tmp_path):
+    """A long-running process may have opened many data directories: the error stays one short
+    line, naming the admin's folders first and how many more there are."""
+    from engine.datadir import note_opened
+    from engine.spec.paths_policy import SHOWN_ROOTS, allowed_roots
+
+    for i in range(10):
+        note_opened(tmp_path / f"opened-{i}")
+    issue = only_issue(
+        graph(source("file", {"path": str(roots["outside"] / "secret.csv")}), sink("file", {"path": "o.csv"}))
+    )
+    assert issue.allowed, issue
+    assert issue.allowed.startswith(str(roots["shared"].resolve()) + ", ")
+    assert issue.allowed.count(", ") == SHOWN_ROOTS - 1
+    assert issue.allowed.endswith(
+        f" and {len(allowed_roots()) - SHOWN_ROOTS} more (`aggregator settings show`)"
+    )

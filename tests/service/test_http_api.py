@@ -118,9 +118,10 @@ def outside_address() -> str:
 
 def test_health_and_metrics_need_the_token_from_another_machine(tmp_path):
     """A service listening on every address, called at this machine's network address: the client
-    is not loopback, so even /health and /metrics (and the docs) want the token."""
+    is not loopback, so even /health and /metrics (and the docs) want the token. (Plain HTTP beyond
+    loopback needs --insecure: tests/security/test_tls.py.)"""
     address = outside_address()
-    with served_api(tmp_path, "--listen", "0.0.0.0:0") as service:
+    with served_api(tmp_path, "--listen", "0.0.0.0:0", "--insecure") as service:
         port = httpx.URL(service.url).port
         assert service.anonymous.get("/health").json()["listen_host"] == "0.0.0.0"
         with httpx.Client(base_url=f"http://{address}:{port}", timeout=30) as remote:
