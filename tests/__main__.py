@@ -30,10 +30,10 @@ def main() -> None:
     step("test peers", [sys.executable, "-m", "tests.peers"])
     env_args = sys.argv[1:]
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    # Serial by default: on this 2-core machine two pytest-xdist workers (TEST_WORKERS=2, a test file
-    # per worker at a time) cut 13 -> 9.5 min with a core busy, but left GUI and streaming tests
-    # starved of CPU (3 of 2,120 failed once); serial is ~9 min on an idle machine.
-    workers = os.environ.get("TEST_WORKERS", "1")
+    # Two pytest-xdist workers by default (a test file per worker at a time): serially the suite
+    # grew to 15 min with a core busy, two workers take 11. Every test waits on its own condition,
+    # so a starved worker is slower, not red. TEST_WORKERS=1 runs serially (e.g. to debug).
+    workers = os.environ.get("TEST_WORKERS", "2")
     parallel = [] if workers in ("0", "1") else ["-n", workers, "--dist", "loadfile"]
     step("pytest", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *parallel, *env_args])
 
