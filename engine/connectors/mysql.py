@@ -4,7 +4,9 @@ Source: connectorx streams the result as Arrow record batches (`return_type="arr
 measured 0.90M rows/s on 500k rows x 6 columns against PyMySQL's unbuffered cursor at 0.11M
 (mysqlclient does not build here: no libmysqlclient headers). Parameters (`%s`) are bound on the
 client as escaped literals (connectorx binds none). With `ssl_mode` `required` or stricter the
-rows come through PyMySQL's unbuffered cursor (connectorx takes no TLS settings), in batches.
+rows come through PyMySQL's unbuffered cursor (connectorx takes no TLS settings), in batches; so
+they do when connectorx is not installed (it is 144 MB with its libraries, for this source only: an
+install or bundle may leave it out, see packaging/README.md), with the same rows and types.
 
 Destination (PyMySQL): every batch goes by `LOAD DATA LOCAL INFILE` from a temporary CSV into a
 stage table of the run (`_agg_stage_<table>_<run>`). MySQL commits implicitly on any CREATE/ALTER,
@@ -173,7 +175,10 @@ class MySQLSource(SqlSource):
             raise ConnectorError(f"{self.where()}: params: {exc}") from None
         if self.config.ssl_mode in _TLS_REQUIRED:
             return self._unbuffered(text)
-        import connectorx as cx
+        try:
+            import connectorx as cx
+        except ImportError:  # a bundle or install without it (packaging/README.md): PyMySQL, slower
+            return self._unbuffered(text)
 
         self._reachable()  # connectorx's own connection error is a long pool message
         try:
@@ -202,21 +207,33 @@ class MySQLSource(SqlSource):
             conn.close()
             raise self.error(exc) from None
         names = [d[0] for d in cur.description]
+        # Each column's type from the result's own field list, so every batch has the same schema
+        # (a first batch of NULLs inferred as Null would null the later values) and an empty
+        # result still has typed columns; a type not in the table is inferred from the values.
+        fields = getattr(getattr(cur, "_result", None), "fields", None) or []
+        known = {f.name: t for f in fields if (t := _polars_type(f)) is not None} if fields else {}
+        empty = pl.DataFrame([], schema=names, orient="row", schema_overrides=known)
+        self.empty_schema = empty.to_arrow().schema
 
         def batches() -> Iterator[pa.RecordBatch]:
             schema = None
             while True:
                 rows = cur.fetchmany(self._batch)
-                if not rows and schema is not None:
+                if not rows:
                     return
-                frame = pl.DataFrame(rows, schema=names, orient="row", strict=False, infer_schema_length=None)
+                frame = pl.DataFrame(
+                    rows,
+                    schema=names,
+                    orient="row",
+                    schema_overrides=known,
+                    strict=False,
+                    infer_schema_length=None,
+                )
                 if schema is None:
                     schema = frame.schema
                 else:
                     frame = frame.cast(dict(schema), strict=False)
                 yield from frame.to_arrow().to_batches()
-                if not rows:
-                    return
 
         return batches(), conn.close
 
@@ -239,6 +256,36 @@ class MySQLSource(SqlSource):
             raise self.error(exc) from None
         finally:
             conn.close()
+
+
+_INTS = (1, 2, 3, 9, 13)  # TINY, SHORT, LONG, INT24, YEAR (FIELD_TYPE); LONGLONG (8): signed or not
+_TEXTS = (15, 245, 247, 248, 249, 250, 251, 252, 253, 254)  # VARCHAR, JSON, ENUM, SET, *BLOB, *STRING
+_BINARY_CHARSET = 63
+
+
+def _polars_type(field: Any) -> pl.DataType | None:
+    """The Polars type of a PyMySQL result field (what connectorx would give, but for widths:
+    integers are Int64, TIME a Duration); None: infer it from the values."""
+    code, flags = field.type_code, getattr(field, "flags", 0)
+    if code in _INTS:
+        return pl.Int64()
+    if code == 8:
+        return pl.UInt64() if flags & 32 else pl.Int64()  # UNSIGNED_FLAG
+    if code in (4, 5):
+        return pl.Float64()
+    if code in (0, 246):
+        return pl.Decimal(38, min(int(getattr(field, "scale", 0) or 0), 30))
+    if code in (10, 14):
+        return pl.Date()
+    if code in (7, 12):
+        return pl.Datetime("us")
+    if code == 11:
+        return pl.Duration("us")
+    if code in _TEXTS:
+        return pl.Binary() if field.charsetnr == _BINARY_CHARSET and code != 245 else pl.String()
+    if code == 16:  # BIT: bytes
+        return pl.Binary()
+    return None
 
 
 def _plain(rb: pa.RecordBatch) -> pa.RecordBatch:
