@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -256,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         from engine.secrets import mask  # secret values resolved by this process never reach stderr
 
         if args.debug:
+            import traceback
+
             print(mask(traceback.format_exc()), end="", file=sys.stderr)
         if isinstance(exc, SpecError):
             _print_spec_error(exc)

@@ -11,14 +11,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
-import tomllib
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
-from zoneinfo import available_timezones
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
+
+    Settings = BaseModel  # for annotations: the class settings_model() builds
 
 SCHEMA_VERSION = 1
 ENV_PREFIX = "AGGREGATOR_"
@@ -28,88 +29,109 @@ LOCAL_ZONE = "local"  # the computer's own time zone (what a plant engineer expe
 SECURITY_FIELDS = ("allowed_roots", "plugins_enabled", "tls_cert", "tls_key", "tls_cafile")
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # a newer file's unknown keys do not stop an older app
+@cache
+def settings_model() -> type[BaseModel]:
+    """The pydantic model of the file, built on first use: pydantic (~0.15 s of imports) loads only
+    where settings are read, validated or written, not for every command's parser (`--help`).
+    `app.settings.Settings` is this class too (module `__getattr__` below)."""
+    from zoneinfo import available_timezones
 
-    schema_version: int = Field(SCHEMA_VERSION, description="format of this file")
-    data_dir: str | None = Field(
-        None,
-        title="Data directory",
-        description="where the metadata and the historian live (empty: the default)",
-    )
-    theme: Literal["light", "dark"] = Field("light", title="Theme", description="the window's colours")
-    time_zone: str = Field(
-        LOCAL_ZONE,
-        title="Time zone",
-        description="times are shown in it: an IANA name (Europe/Berlin), UTC, or 'local' for this computer's",
-    )
-    preview_rows: int = Field(
-        200, ge=1, le=100_000, title="Preview rows", description="rows a node preview shows by default"
-    )
-    # Security (issue 14; docs/security.md). Set by the admin (`aggregator settings ...`), read by
-    # the engine from this file (engine/datadir.py) without importing the app.
-    allowed_roots: list[str] = Field(
-        default_factory=list,
-        title="Allowed folders",
-        description="folders besides the data directory where a pipeline may read and write files",
-    )
-    plugins_enabled: bool = Field(
-        False,
-        title="Plugins enabled",
-        description="python transforms and custom connectors may load code from the data directory's plugins/",
-    )
-    tls_cert: str | None = Field(None, title="TLS certificate", description="the API's certificate (PEM)")
-    tls_key: str | None = Field(None, title="TLS key", description="the API certificate's private key (PEM)")
-    tls_cafile: str | None = Field(
-        None,
-        title="Trusted CA file",
-        description="a client trusts the service's certificate if this CA (or certificate) signed it",
-    )
+    from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-    @field_validator("allowed_roots", mode="before")
-    @classmethod
-    def _roots_from_text(cls, value: Any) -> Any:
-        # AGGREGATOR_ALLOWED_ROOTS=/srv/a:/srv/b, like PATH
-        if isinstance(value, str):
-            return [part for part in value.split(os.pathsep) if part.strip()]
-        return value
+    class Settings(BaseModel):
+        model_config = ConfigDict(extra="ignore")  # a newer file's unknown keys do not stop an older app
 
-    @field_validator("allowed_roots")
-    @classmethod
-    def _absolute_roots(cls, value: list[str]) -> list[str]:
-        out = []
-        for text in value:
-            path = Path(text.strip()).expanduser()
-            if not path.is_absolute():
-                raise ValueError(f"'{text}' is not an absolute folder path")
-            if str(path) not in out:
-                out.append(str(path))
-        return out
+        schema_version: int = Field(SCHEMA_VERSION, description="format of this file")
+        data_dir: str | None = Field(
+            None,
+            title="Data directory",
+            description="where the metadata and the historian live (empty: the default)",
+        )
+        theme: Literal["light", "dark"] = Field("light", title="Theme", description="the window's colours")
+        time_zone: str = Field(
+            LOCAL_ZONE,
+            title="Time zone",
+            description="times are shown in it: an IANA name (Europe/Berlin), UTC, or 'local' for this computer's",
+        )
+        preview_rows: int = Field(
+            200, ge=1, le=100_000, title="Preview rows", description="rows a node preview shows by default"
+        )
+        # Security (issue 14; docs/security.md). Set by the admin (`aggregator settings ...`), read by
+        # the engine from this file (engine/datadir.py) without importing the app.
+        allowed_roots: list[str] = Field(
+            default_factory=list,
+            title="Allowed folders",
+            description="folders besides the data directory where a pipeline may read and write files",
+        )
+        plugins_enabled: bool = Field(
+            False,
+            title="Plugins enabled",
+            description="python transforms and custom connectors may load code from the data directory's plugins/",
+        )
+        tls_cert: str | None = Field(None, title="TLS certificate", description="the API's certificate (PEM)")
+        tls_key: str | None = Field(
+            None, title="TLS key", description="the API certificate's private key (PEM)"
+        )
+        tls_cafile: str | None = Field(
+            None,
+            title="Trusted CA file",
+            description="a client trusts the service's certificate if this CA (or certificate) signed it",
+        )
 
-    @field_validator("tls_cert", "tls_key", "tls_cafile", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value
-
-    @field_validator("data_dir", mode="before")
-    @classmethod
-    def _blank_is_default(cls, value: Any) -> Any:
-        # an emptied field in the settings page means "the default folder", not a folder named ""
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value.strip() if isinstance(value, str) else value
-
-    @field_validator("time_zone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        value = value.strip()
-        if value in ("UTC", LOCAL_ZONE):
+        @field_validator("allowed_roots", mode="before")
+        @classmethod
+        def _roots_from_text(cls, value: Any) -> Any:
+            # AGGREGATOR_ALLOWED_ROOTS=/srv/a:/srv/b, like PATH
+            if isinstance(value, str):
+                return [part for part in value.split(os.pathsep) if part.strip()]
             return value
-        if value not in available_timezones():
-            raise ValueError(f"unknown time zone '{value}' (an IANA name such as Europe/Berlin, or 'local')")
-        return value
+
+        @field_validator("allowed_roots")
+        @classmethod
+        def _absolute_roots(cls, value: list[str]) -> list[str]:
+            out = []
+            for text in value:
+                path = Path(text.strip()).expanduser()
+                if not path.is_absolute():
+                    raise ValueError(f"'{text}' is not an absolute folder path")
+                if str(path) not in out:
+                    out.append(str(path))
+            return out
+
+        @field_validator("tls_cert", "tls_key", "tls_cafile", mode="before")
+        @classmethod
+        def _blank_is_none(cls, value: Any) -> Any:
+            if isinstance(value, str) and not value.strip():
+                return None
+            return value
+
+        @field_validator("data_dir", mode="before")
+        @classmethod
+        def _blank_is_default(cls, value: Any) -> Any:
+            # an emptied field in the settings page means "the default folder", not a folder named ""
+            if isinstance(value, str) and not value.strip():
+                return None
+            return value.strip() if isinstance(value, str) else value
+
+        @field_validator("time_zone")
+        @classmethod
+        def _known_zone(cls, value: str) -> str:
+            value = value.strip()
+            if value in ("UTC", LOCAL_ZONE):
+                return value
+            if value not in available_timezones():
+                raise ValueError(
+                    f"unknown time zone '{value}' (an IANA name such as Europe/Berlin, or 'local')"
+                )
+            return value
+
+    return Settings
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Settings":  # `from app.settings import Settings` builds the model then
+        return settings_model()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class SettingsError(ValueError):
@@ -117,7 +139,7 @@ class SettingsError(ValueError):
     under that field) and one line that says what is wrong and what is allowed."""
 
     def __init__(self, field: str, message: str):
-        info = Settings.model_fields.get(field)
+        info = settings_model().model_fields.get(field)
         title = info.title if info is not None and info.title else field.replace("_", " ").capitalize()
         super().__init__(f"{title}: {message}")
         self.field = field
@@ -181,7 +203,7 @@ def to_toml(settings: Settings) -> str:
 
 def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name in Settings.model_fields:
+    for name in settings_model().model_fields:
         value = env.get(ENV_PREFIX + name.upper())
         if value is not None and name != "schema_version":
             out[name] = value
@@ -196,11 +218,13 @@ class SettingsStore:
         self.env = os.environ if env is None else env
 
     def schema(self) -> dict[str, Any]:
-        return Settings.model_json_schema()
+        return settings_model().model_json_schema()
 
     def read_file(self) -> dict[str, Any]:
         if not self.path.exists():
             return {}
+        import tomllib  # here, not for every command's parser
+
         try:
             return tomllib.loads(self.path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
@@ -208,7 +232,7 @@ class SettingsStore:
 
     def load(self) -> Settings:
         """The file's values, overridden by AGGREGATOR_* environment variables."""
-        return Settings.model_validate({**self.read_file(), **env_overrides(self.env)})
+        return settings_model().model_validate({**self.read_file(), **env_overrides(self.env)})
 
     def overridden(self) -> list[str]:
         """Fields the environment sets (the settings page shows them as not editable)."""
@@ -222,8 +246,10 @@ class SettingsStore:
         overridden = set(self.overridden())
         before = self.read_file()
         values = {**before, **{k: v for k, v in changes.items() if k not in overridden}}
+        from pydantic import ValidationError
+
         try:
-            model = Settings.model_validate(values)
+            model = settings_model().model_validate(values)
         except ValidationError as exc:
             raise _first_error(exc) from None
         if model.data_dir != before.get("data_dir"):  # a folder kept as it was is not checked again
@@ -232,7 +258,10 @@ class SettingsStore:
         return self.load()
 
     def save(self, settings: Settings | Mapping[str, Any]) -> Path:
-        model = settings if isinstance(settings, Settings) else Settings.model_validate(dict(settings))
+        cls = settings_model()
+        model = settings if isinstance(settings, cls) else cls.model_validate(dict(settings))
+        import tempfile
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".settings.", suffix=".toml", dir=self.path.parent)
         try:
@@ -249,8 +278,9 @@ class SettingsStore:
 def field_name(key: str) -> str:
     """`plugins.enabled` and `plugins-enabled` name the field `plugins_enabled`."""
     name = key.strip().replace(".", "_").replace("-", "_")
-    if name not in Settings.model_fields or name == "schema_version":
-        known = ", ".join(n for n in Settings.model_fields if n != "schema_version")
+    fields = settings_model().model_fields
+    if name not in fields or name == "schema_version":
+        known = ", ".join(n for n in fields if n != "schema_version")
         raise SettingsError(name, f"unknown setting '{key}' (settings: {known})")
     return name
 
@@ -313,11 +343,11 @@ def cmd_settings(args: Any) -> int:
         if what == "unset":
             before = store.read_file()
             before.pop(name, None)
-            store.save(Settings.model_validate(before))
+            store.save(settings_model().model_validate(before))
             return 0
         if what in ("add", "remove"):
             current = store.read_file().get(name) or []
-            if getattr(Settings.model_fields[name].annotation, "__origin__", None) is not list:
+            if getattr(settings_model().model_fields[name].annotation, "__origin__", None) is not list:
                 raise SettingsError(name, "is not a list setting (use `set`)")
             if what == "add":
                 value: Any = [*current, args.value]
