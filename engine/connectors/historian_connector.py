@@ -1,7 +1,9 @@
 """The `historian` destination: tag records (TAG_SCHEMA) into the tag historian's long table.
 
-Each batch is one INSERT into `tags`, its newest rows logged for `tag_last`, and the 1-minute
-rollup kept up to date (see `engine.store.tag_historian`), inside the sink's transaction; it also
+Each batch is one INSERT into `tags` and the 1-minute rollup kept up to date (see
+`engine.store.tag_historian`), inside the sink's transaction; its newest rows per tag are kept in
+memory once committed and written to `tag_last` every few seconds and at `close()`
+(`engine.store.tag_newest`); it also
 goes into the data directory's live ring buffer (`engine.store.ring_buffer.ring_buffers`) for charts.
 
 Durability:
@@ -21,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-import weakref
 
 import duckdb
 import polars as pl
@@ -30,14 +31,11 @@ from pydantic import Field, field_validator
 from engine.connectors.base import Connector, ConnectorConfig, Sink
 from engine.connectors.registry import register
 from engine.errors import ConnectorError, UsageError, first_line
+from engine.store import tag_newest
 from engine.store.tag_historian import TAGS_TABLE, TagHistorian, parse_duration, selector_matcher
 from engine.tags import TAG_SCHEMA, conform
 
 _TABLES_LOCK = threading.Lock()  # HistorianSink._cursor: one creator of the tag tables at a time
-# One streaming micro-batch at a time per historian (HistorianSink.commit_lock): the tag tables
-# share rows (the rollup's state, tag_last), and two streams' transactions updating them at once
-# end with DuckDB's "Conflict on update", which failed the run.
-_COMMIT_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 REQUIRED = ("timestamp", "tag")
 
@@ -116,12 +114,15 @@ class HistorianSink(Sink):
 
     @property
     def commit_lock(self) -> threading.Lock:
-        """Held by the streaming runtime around each micro-batch (engine/streaming/sinks.py)."""
+        """Held by the streaming runtime around each micro-batch (engine/streaming/sinks.py): one
+        micro-batch at a time per historian. The tag tables share rows (the rollup's state, the
+        crash marker of `tag_last`), and two streams' transactions updating them at once end with
+        DuckDB's "Conflict on update", which failed the run. It is the lock of the historian's
+        kept newest rows (`engine.store.tag_newest`), which every writer of it holds."""
         historian = self.ctx.historian
         if historian is None:  # open() says so
-            return threading.Lock()
-        with _TABLES_LOCK:
-            return _COMMIT_LOCKS.setdefault(historian, threading.Lock())
+            return threading.RLock()
+        return tag_newest.of(historian).write_lock
 
     def open(self) -> None:
         self.store = self._store()
@@ -170,6 +171,7 @@ class HistorianSink(Sink):
         if self._in_transaction:
             self._in_transaction = False
             self.cur.execute("COMMIT")  # type: ignore[union-attr]
+            self.store.committed(self.cur)  # type: ignore[union-attr]  # may write `tag_last`
 
     def commit(self) -> None:
         """Streaming: everything written so far becomes durable. The next transaction begins with
@@ -186,6 +188,7 @@ class HistorianSink(Sink):
         if self.cur is None:
             raise ConnectorError(f"{self.describe_target()}: close() before open()")
         self._guarded(self._commit)
+        self._guarded(lambda: self.store.write_last(self.cur))  # type: ignore[union-attr]  # exact at a stop
         self.cur.close()
         self.cur = None
         self._retention()
@@ -206,6 +209,8 @@ class HistorianSink(Sink):
         if self.cur is None:
             return
         try:
+            if self.store is not None:
+                self.store.rolled_back()
             if self._in_transaction:
                 self._in_transaction = False
                 with contextlib.suppress(duckdb.Error):  # nothing to roll back

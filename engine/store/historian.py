@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -155,18 +156,32 @@ class Historian:
 
     def newest_tag_rows(self) -> list[tuple]:
         """(tag, source, value, value_text, quality, epoch µs) of every tag's newest stored row;
-        empty when nothing is stored yet (the tables are not created here)."""
+        empty when nothing is stored yet (the tables are not created here). With the newest rows
+        this process committed and not yet wrote to `tag_last` (`engine.store.tag_newest`)."""
         from engine.store import tag_last
 
+        newest = sys.modules.get("engine.store.tag_newest")  # not loaded: this process wrote nothing
+        kept = newest.of(self).rows() if newest is not None else None  # before the table is read
         if not self.has_tables(tag_last.LAST_TABLE, tag_last.LOG_TABLE):
             return []
         cur = self.cursor()
         try:
             cur.execute("SET TimeZone = 'UTC'")
             names = "tag, source, value, value_text, quality, epoch_us(timestamp) AS ts"
-            return cur.execute(f"SELECT {names} FROM ({tag_last.newest_sql()})").fetchall()
+            rows = cur.execute(f"SELECT {names} FROM ({tag_last.newest_sql()})").fetchall()
         finally:
             cur.close()
+        if kept is None or kept.height == 0:
+            return rows
+        import polars as pl
+
+        columns = ["tag", "source", "value", "value_text", "quality", "ts"]
+        stored = pl.DataFrame(rows, schema=columns, orient="row").with_columns(
+            timestamp=pl.from_epoch(pl.col("ts"), "us").dt.replace_time_zone("UTC")
+        )
+        kept = kept.select(*columns[:5], "timestamp")
+        merged = newest.newest([stored.select(kept.columns).cast(dict(kept.schema)), kept])
+        return merged.select(*columns[:5], ts=pl.col("timestamp").dt.epoch("us")).rows()
 
     # ---- reject store (written by RejectWriter, read here) -----------------------------------
     def rejects(self, run_id: str | None = None) -> pl.DataFrame:

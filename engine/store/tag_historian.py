@@ -3,9 +3,11 @@
 Tables (in the historian file of the data directory):
 - `tags`: one row per value, the columns of `engine.tags.TAG_SCHEMA`. Batches go in as Arrow
   (no copies), one INSERT per batch, never row by row.
-- `tag_last` (+ `tag_last_log`): the newest record of each tag, logged in the same transaction as
-  each batch and folded every ~20 batches (`engine.store.tag_last`), so "what is every tag now"
-  never scans the long table.
+- `tag_last`: the newest record of each tag, so "what is every tag now" never scans the long
+  table. The writer keeps the newest committed rows in memory and writes them to `tag_last` every
+  few seconds, each changed tag once (`engine.store.tag_newest`: what readers in this and in other
+  processes see, and how a start after a crash rebuilds it). (`tag_last_log`, the per-batch log
+  of earlier versions, is folded in once at the first open.)
 - `tag_minutes` (+ `tag_minutes_state`): the 1-minute rollup (`engine.store.tag_rollup`), per tag
   per minute the partial statistics of every raw row older than `rolled_up_to` (a minute behind the
   newest value), kept in the same transaction as each batch.
@@ -32,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import re
+import time
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -41,7 +44,7 @@ import duckdb
 import polars as pl
 
 from engine.errors import UsageError
-from engine.store import tag_bucket_cache, tag_last, tag_rollup
+from engine.store import tag_bucket_cache, tag_last, tag_newest, tag_rollup
 from engine.store.historian import Historian, arrow_stream
 from engine.store.tag_last import LAST_TABLE
 from engine.store.tag_rollup import MINUTE_US, MINUTES_TABLE, STATE_TABLE, floor_div
@@ -59,11 +62,10 @@ COMPACT_AFTER = 100_000
 # measured +90 ms on an all-tags query under load). Values that come in after their minute was
 # rolled up cost one late partial row per tag and batch, merged by the next compaction.
 LAG_MINUTES = 0
-# Rows logged for `tag_last` before they are folded into it: ~20 batches of 1,000 tags, so that
-# readers of the last values go over at most a few ten thousand rows. (Folding less often at many
-# tags, to upsert each tag once per several of its values, needs an upsert of every tag at once:
-# at 100,000 tags that ran out of the historian's 32 MB memory_limit; issue 12, docs/performance.md.)
-FOLD_LAST_AFTER = 20_000
+# Rows of `tag_last` written per statement and transaction: an upsert of 100,000 tags at once ran
+# out of the historian's 32 MB memory_limit (issue 12, docs/performance.md).
+LAST_SLICE = 20_000
+_LAST_ROWS = "_tag_last_rows"
 
 # The bucket answers are small: DuckDB's copy to Arrow of a DB-API result costs less than binding
 # the statement twice as a relation (`TagHistorian._buckets`).
@@ -182,9 +184,11 @@ class TagHistorian:
         self.compact_after = compact_after
         self._pending_rows = 0  # rollup rows appended since the last compaction...
         self._pending_from: int | None = None  # ...and the earliest minute among them
-        self.fold_last_after = FOLD_LAST_AFTER
-        self._pending_last = 0  # rows in the newest-row log since the last fold
-        self._known_tags = 0  # rows of `tag_last` at the last fold (slices the rollup's advance)
+        self.newest = tag_newest.of(historian)  # committed rows not yet in `tag_last` (shared)
+        self.last_every = tag_newest.WRITE_EVERY  # seconds between writes of `tag_last`
+        self._uncommitted: list[pl.DataFrame] = []  # this writer's batches in its open transaction
+        self._marking: tuple[datetime | None, bool] | None = None  # the crash marker it set there
+        self._known_tags = 0  # rows of `tag_last` at the last write (slices the rollup's advance)
         self.retention = [RetentionRule.of(r) for r in retention]
         if isinstance(default_retention, str):
             default_retention = parse_duration(default_retention, "default retention")
@@ -206,7 +210,7 @@ class TagHistorian:
             " server_timestamp TIMESTAMPTZ, received_at TIMESTAMPTZ)"
         )
         cur.execute(tag_bucket_cache.create_sql())
-        for statement in tag_last.create_sql():
+        for statement in (*tag_last.create_sql(), *tag_newest.create_sql()):
             cur.execute(statement)
         present = {
             r[0]
@@ -225,7 +229,41 @@ class TagHistorian:
                 f"UPDATE {STATE_TABLE} SET rolled_up_to = (SELECT max(minute) + 1 FROM {MINUTES_TABLE})"
             )
             _in_transaction(cur, work, own=not in_transaction)
+        if not self.newest.recovered:
+            with self.newest.write_lock:
+                if not self.newest.recovered:
+                    _in_transaction(cur, lambda: self._recover_last(cur), own=not in_transaction)
+                    self.newest.recovered = True
         self._ready = True
+
+    def _recover_last(self, cur: duckdb.DuckDBPyConnection) -> None:
+        """At the first open in this process: rows a writer committed to `tags` and did not write
+        to `tag_last` before it died (the crash marker, `engine.store.tag_newest`) are folded into
+        `tag_last`, and what the per-batch log of earlier versions holds."""
+        marker = cur.execute(
+            f"SELECT min(since), bool_or(nulls), count(*) FROM {tag_newest.PENDING_TABLE}"
+        ).fetchall()[0]
+        since, nulls, marks = marker
+        if since is not None or nulls:
+            clauses = ([] if since is None else ["timestamp >= ?"]) + (["timestamp IS NULL"] if nulls else [])
+            where, params = "(" + " OR ".join(clauses) + ")", ([] if since is None else [since])
+            rows = cur.execute(f"SELECT count(*) FROM {TAGS_TABLE} WHERE {where}", params).fetchall()[0][0]
+            parts = max(1, -(-rows // LAST_SLICE))  # slices by hash of the tag: the upsert's memory
+            names = ", ".join(tag_last.LAST_COLUMNS)
+            for part in range(parts):
+                cur.execute(
+                    tag_newest.upsert_sql(
+                        f"(SELECT {names} FROM {TAGS_TABLE} WHERE {where} AND hash(tag) % {parts} = {part}"
+                        " QUALIFY row_number() OVER (PARTITION BY tag ORDER BY timestamp DESC NULLS LAST,"
+                        " rowid DESC) = 1)"
+                    ),
+                    params,
+                )
+        if marks:
+            cur.execute(f"DELETE FROM {tag_newest.PENDING_TABLE}")
+        if cur.execute(f"SELECT count(*) FROM {tag_last.LOG_TABLE}").fetchall()[0][0]:
+            for statement in tag_last.fold_sql():
+                cur.execute(statement)
 
     # ---- writing --------------------------------------------------------------------------------
     def append(self, batch: pl.DataFrame, cur: duckdb.DuckDBPyConnection | None = None) -> int:
@@ -235,12 +273,19 @@ class TagHistorian:
             return 0
         if batch.schema != TAG_SCHEMA:
             batch = conform(batch)
-        own = cur is None
-        cur = cur or self.cursor()
-        try:
-            _in_transaction(cur, lambda: self.insert(cur, batch), own=own)
-        finally:
-            if own:
+        if cur is not None:  # the caller commits, then calls committed() (or rolled_back())
+            self.insert(cur, batch)
+            return batch.height
+        with self.newest.write_lock:
+            cur = self.cursor()
+            try:
+                try:
+                    _in_transaction(cur, lambda: self.insert(cur, batch))
+                except BaseException:
+                    self.rolled_back()
+                    raise
+                self.committed(cur)
+            finally:
                 cur.close()
         return batch.height
 
@@ -248,20 +293,9 @@ class TagHistorian:
         """`append` in the caller's open transaction (no conforming: `batch` is TAG_SCHEMA)."""
         if not self._ready:
             self.ensure_tables(cur, in_transaction=True)
-        # The batch's newest row per tag: a stream's batch (a poll round, a subscription's
-        # notifications) usually holds each tag once, and then it is the batch itself, logged
-        # from the Arrow view already registered for the insert; a group-by only when tags repeat.
-        tags = batch.get_column("tag")
-        newest = None
-        if tags.n_unique() < batch.height:
-            newest = (
-                batch.select(*tag_last.LAST_COLUMNS)
-                .sort("timestamp", maintain_order=True, nulls_last=False)
-                .group_by("tag")
-                .last()
-            )
         stamps = batch.get_column("timestamp")
         earliest, latest = stamps.min(), stamps.max()
+        self._mark_pending(cur, earliest, stamps.null_count() > 0)  # type: ignore[arg-type]
         # cached query buckets from `earliest` on are read again (engine/store/tag_bucket_cache.py)
         path = str(self.historian.path)
         seq = tag_bucket_cache.note_write(path, None if earliest is None else _epoch_us(earliest))  # type: ignore[arg-type]
@@ -293,20 +327,9 @@ class TagHistorian:
                 tags = max(self._known_tags, batch.height)
                 for statement in tag_rollup.advance_sql(TAGS_TABLE, upto, target, tags):
                     cur.execute(statement)
-        # Logged and folded in slices of `fold_last_after` rows: a fold upserts what was logged, and
-        # a 50,000-row batch (a grouped commit) folded at once ran out of the historian's 32 MB.
-        logged = batch if newest is None else newest
-        step = max(1, self.fold_last_after)
-        for offset in range(0, logged.height, step):
-            part = logged.slice(offset, step)  # a view: no copy
-            cur.register(_BATCH, arrow_stream(part))
-            try:
-                cur.execute(tag_last.append_sql(_BATCH))
-            finally:
-                _unregister(cur, _BATCH)
-            self._pending_last += part.height
-            if self._pending_last >= self.fold_last_after:
-                self.fold_last(cur)
+        # The newest rows per tag are kept in memory once committed (`committed`): a view of
+        # the batch's columns, no copy, no statement per batch.
+        self._uncommitted.append(batch.select(tag_last.LAST_COLUMNS))
         if self._pending_rows >= self.compact_after:
             self.compact_rollup(cur)
 
@@ -324,12 +347,71 @@ class TagHistorian:
             self._run(cur, tag_rollup.compact_sql(self._pending_from))
         self._pending_rows, self._pending_from = 0, None
 
+    # ---- the newest row per tag (engine.store.tag_newest) ---------------------------------------
+    def _mark_pending(self, cur: duckdb.DuckDBPyConnection, earliest: datetime | None, nulls: bool) -> None:
+        """In the batch's transaction: the crash marker covers this batch's rows (one small
+        statement per write of `tag_last`, when the marker is empty or this batch is older)."""
+        marked = self._marking or self.newest.marked
+        if marked is not None:
+            since, had_nulls = marked
+            if (earliest is None or (since is not None and since <= earliest)) and (had_nulls or not nulls):
+                return
+            since = earliest if since is None else since if earliest is None else min(since, earliest)
+            nulls = nulls or had_nulls
+        else:
+            since = earliest
+        cur.execute(f"DELETE FROM {tag_newest.PENDING_TABLE}")
+        cur.execute(f"INSERT INTO {tag_newest.PENDING_TABLE} VALUES (?, ?)", [since, nulls])
+        self._marking = (since, nulls)
+
+    def committed(self, cur: duckdb.DuckDBPyConnection | None = None) -> None:
+        """The caller committed what `insert` wrote: its newest rows join the kept ones, and
+        `tag_last` is written if `last_every` seconds have passed (with `cur`, outside a transaction)."""
+        frames, marking = self._uncommitted, self._marking
+        self._uncommitted, self._marking = [], None
+        self.newest.add(frames, marking)
+        if time.monotonic() - self.newest.last_write >= self.last_every:
+            self.write_last(cur)
+
+    def rolled_back(self) -> None:
+        """The caller rolled back what `insert` wrote: nothing of it is kept."""
+        self._uncommitted, self._marking = [], None
+
+    def write_last(self, cur: duckdb.DuckDBPyConnection | None = None) -> None:
+        """Write the kept newest rows to `tag_last` now, each tag once, in slices of `LAST_SLICE`
+        (one transaction each; the last clears the crash marker). With `cur`: outside a transaction."""
+        with self.newest.write_lock:
+            rows = self.newest.rows()
+            if rows.height == 0 and self.newest.marked is None:
+                self.newest.written()
+                return
+            own = cur is None
+            cur = cur or self.cursor()
+            try:
+                starts = list(range(0, rows.height, LAST_SLICE)) or [0]
+                for offset in starts:
+                    part = rows.slice(offset, LAST_SLICE)
+
+                    def work(part=part, last=offset == starts[-1]) -> None:
+                        if part.height:
+                            cur.register(_LAST_ROWS, arrow_stream(part))
+                            try:
+                                cur.execute(tag_newest.upsert_sql(_LAST_ROWS))
+                            finally:
+                                _unregister(cur, _LAST_ROWS)
+                        if last:
+                            cur.execute(f"DELETE FROM {tag_newest.PENDING_TABLE}")
+
+                    _in_transaction(cur, work)
+                self._known_tags = max(self._known_tags, rows.height)
+            finally:
+                if own:
+                    cur.close()
+            self.newest.written()
+
     def fold_last(self, cur: duckdb.DuckDBPyConnection | None = None) -> None:
-        """Fold the log of newest rows into `tag_last` (runs by itself every `fold_last_after` rows)."""
-        self._run(cur, tag_last.fold_sql())
-        self._pending_last = 0
-        if cur is not None:
-            self._known_tags = cur.execute(f"SELECT count(*) FROM {LAST_TABLE}").fetchall()[0][0]
+        """`write_last`: `tag_last` holds every committed newest row after it."""
+        self.write_last(cur)
 
     def _run(self, cur: duckdb.DuckDBPyConnection | None, statements: list[str]) -> None:
         """Statements in the caller's transaction (`cur`), else in one of their own."""
@@ -353,7 +435,10 @@ class TagHistorian:
         """Delete the rows each tag's rule no longer keeps; returns how many were deleted."""
         now = _to_utc(now) or datetime.now(UTC)
         cur = self.cursor()
+        # No batch between the write of `tag_last` and the delete: every newest row is in the table.
+        self.newest.write_lock.acquire()
         try:
+            self.write_last(cur)
             names = [r[0] for r in cur.execute(tag_last.known_tags_sql()).fetchall()]
             matchers = [(selector_matcher(r.pattern), r.keep) for r in self.retention]
             tags, cutoffs = [], []
@@ -370,8 +455,6 @@ class TagHistorian:
             tag_bucket_cache.note_delete(path)  # before (snapshots that will see it) and after (the rest)
             try:
                 cur.execute("BEGIN TRANSACTION")
-                for statement in tag_last.fold_sql():  # every newest row in `tag_last` first
-                    cur.execute(statement)
                 deleted = cur.execute(
                     f"DELETE FROM {TAGS_TABLE} t USING _cutoffs c WHERE t.tag = c.tag AND t.timestamp < c.cutoff"
                 ).fetchall()[0][0]
@@ -401,9 +484,9 @@ class TagHistorian:
             finally:
                 cur.unregister("_cutoffs")
                 tag_bucket_cache.note_delete(path)
-            self._pending_last = 0
             return int(deleted)
         finally:
+            self.newest.write_lock.release()
             cur.close()
 
     # ---- reading --------------------------------------------------------------------------------
@@ -413,7 +496,8 @@ class TagHistorian:
             selectors = [selectors]
         if not any(_is_pattern(s) for s in selectors):
             return list(dict.fromkeys(selectors))
-        known = [r[0] for r in cur.execute(f"{tag_last.known_tags_sql()} ORDER BY tag").fetchall()]
+        stored = {r[0] for r in cur.execute(tag_last.known_tags_sql()).fetchall()}
+        known = sorted(stored.union(self.newest.rows().get_column("tag").to_list()))
         matchers = [selector_matcher(s) for s in selectors]
         chosen = [name for name in known if any(m(name) for m in matchers)]
         exact = [s for s in selectors if not _is_pattern(s) and s not in chosen]
@@ -647,10 +731,14 @@ class TagHistorian:
         try:
             names = self.resolve(tags, cur)
             where, params = ("", []) if names is None else self._in_list(names)
-            sql = f"{tag_last.newest_sql(where)} ORDER BY tag"
-            frame = pl.from_arrow(cur.sql(sql, params=params).to_arrow_table())
-            assert isinstance(frame, pl.DataFrame)
-            return frame
+            kept = self.newest.rows()  # before the table: a write in between moves rows there
+            stored = pl.from_arrow(cur.sql(tag_last.newest_sql(where), params=params).to_arrow_table())
+            assert isinstance(stored, pl.DataFrame)
+            if kept.height == 0:
+                return stored.sort("tag")
+            if names is not None:
+                kept = kept.filter(pl.col("tag").is_in(names))
+            return tag_newest.newest([stored.cast(dict(kept.schema)), kept]).sort("tag")  # type: ignore[arg-type]
         finally:
             cur.close()
 

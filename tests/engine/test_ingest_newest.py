@@ -1,9 +1,11 @@
-"""The newest value per tag (issue 12): batches that hold each tag once are logged as they are (no
-group-by), others through the group-by, and the answer is the same rule either way, folded or not:
+"""The newest value per tag (issue 12): kept in the writer's memory and written to `tag_last` now and
+then (engine/store/tag_newest.py); the answer is the same rule whether tags repeat in a batch or
+not, and whether the rows are in the table yet or only kept:
 the latest timestamp wins, a missing one is the oldest, a tie goes to the later arrival."""
 
 from __future__ import annotations
 
+import math
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,13 +54,13 @@ rows_strategy = st.lists(
 
 
 @settings(max_examples=12, deadline=None)
-@given(batches=st.lists(rows_strategy, min_size=1, max_size=6), fold_after=st.sampled_from([10**9, 1, 4]))
-def test_last_values_follow_the_rule_whether_tags_repeat_or_not(batches, fold_after):
+@given(batches=st.lists(rows_strategy, min_size=1, max_size=6), last_every=st.sampled_from([math.inf, 0.0]))
+def test_last_values_follow_the_rule_whether_tags_repeat_or_not(batches, last_every):
     with tempfile.TemporaryDirectory() as tmp:
         historian = Historian(Path(tmp) / "h.duckdb")
         try:
             store = TagHistorian(historian)
-            store.fold_last_after = fold_after
+            store.last_every = last_every
             for rows in batches:
                 store.append(batch(rows))
             got = dict(store.last_values().select("tag", "value").rows())

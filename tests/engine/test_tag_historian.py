@@ -4,6 +4,7 @@ reference, last values and the tag list."""
 from __future__ import annotations
 
 import itertools
+import math
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -500,11 +501,12 @@ def test_rows_without_a_timestamp_land_in_a_null_bucket_on_both_paths(store):
     assert store.query("a", start=T0, bucket="1m").height == 2
 
 
-@pytest.mark.parametrize("fold_after", [1, 3, 10**9])
-def test_last_values_through_the_log_and_its_folds(tmp_path, fold_after):
+@pytest.mark.parametrize("last_every", [0.0, math.inf])
+def test_last_values_through_the_kept_rows_and_the_table(tmp_path, last_every):
+    """Written to `tag_last` at every commit (0) or only at the end (inf): the same answer."""
     historian = Historian(tmp_path / "h.duckdb")
     store = TagHistorian(historian)
-    store.fold_last_after = fold_after
+    store.last_every = last_every
     store.append(batch([("a", 1.0, 10, "good"), ("b", 1.0, 10, "good")]))
     store.append(batch([("a", 2.0, 20, "good"), ("a", 3.0, 20, "uncertain")]))  # a tie: the later row
     store.append(batch([("a", 9.0, 15, "good"), ("b", None, 30, "bad")]))  # a: older, arrives late
