@@ -1,12 +1,24 @@
 #!/bin/sh
 # Build the PyInstaller one-folder bundle dist/aggregator/ from this checkout, in its own virtualenv
 # (build/venv), with only Python 3.11+ on the machine. With --deb, also the Debian package
-# (packaging/build_deb.sh). Usage: packaging/build.sh [--deb]
+# (packaging/build_deb.sh). With --without-connectorx, the bundle leaves connectorx out (144 MB, the
+# MySQL source's fast reader; that source then reads through PyMySQL, ~10x slower: packaging/README.md).
+# Usage: packaging/build.sh [--deb] [--without-connectorx]
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 PYTHON=${PYTHON:-python3}
 VENV=build/venv
+DEB=0
+AGGREGATOR_BUNDLE_EXCLUDE=
+for arg in "$@"; do
+    case $arg in
+        --deb) DEB=1 ;;
+        --without-connectorx) AGGREGATOR_BUNDLE_EXCLUDE=connectorx ;;
+        *) echo "usage: packaging/build.sh [--deb] [--without-connectorx]" >&2; exit 2 ;;
+    esac
+done
+export AGGREGATOR_BUNDLE_EXCLUDE  # read by aggregator.spec
 
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
     echo "error: $PYTHON is $("$PYTHON" --version 2>&1); Python 3.11 or newer is needed" >&2; exit 1; }
@@ -31,21 +43,39 @@ PY
 
 "$VENV/bin/pyinstaller" --noconfirm --log-level WARN \
     --workpath build/pyinstaller --distpath dist packaging/aggregator.spec
-# Symbols out of the large native libraries (connectorx and Polars: about -90 MB). Not the
-# libraries auditwheel vendored into *.libs/ (patchelf-edited: strip breaks their load segments).
+# Symbols and debug info out of every shared object (connectorx and Polars alone: about -90 MB).
+# Some patchelf-edited libraries (auditwheel's *.libs/, e.g. numpy's OpenBLAS) no longer load once
+# stripped ("ELF load command address/offset not page-aligned"): each stripped file must still map
+# (ldd) as it did before, or it is put back as it was.
 if command -v strip >/dev/null; then
-    find dist/aggregator/_internal -path '*.libs/*' -prune -o -type f -name '*.so*' -size +10M -print |
-        while read -r lib; do
-            if readelf -S "$lib" 2>/dev/null | grep -q '\.symtab'; then strip --strip-unneeded "$lib"; fi
-        done
+    find dist/aggregator/_internal -type f -name '*.so*' | while read -r lib; do
+        readelf -S "$lib" 2>/dev/null | grep -q '\.symtab\|\.debug_' || continue
+        ldd "$lib" >/dev/null 2>&1 || continue  # not loadable as it is: leave it alone
+        cp -p "$lib" "$lib.unstripped"
+        if strip --strip-unneeded "$lib" 2>/dev/null && ldd "$lib" >/dev/null 2>&1; then
+            rm -f "$lib.unstripped"
+        else
+            mv -f "$lib.unstripped" "$lib"
+            echo "note: $lib does not load once stripped: kept as it was" >&2
+        fi
+    done
 else
     echo "note: no strip (binutils): the bundle keeps its libraries' symbols" >&2
 fi
+# Identical copies of a library under its several names (pyarrow's libarrow_python.so,
+# .so.2600, .so.2600.1.0): one file, the other names symbolic links to it.
+find dist/aggregator/_internal -type f -name '*.so*' -size +100k -exec sha256sum {} + | LC_ALL=C sort |
+    awk '$1 == prev { print first "\t" $2; next } { prev = $1; first = $2 }' |
+    while IFS="$(printf '\t')" read -r keep dup; do
+        if [ "$(dirname "$keep")" = "$(dirname "$dup")" ]; then
+            ln -sf "$(basename "$keep")" "$dup"
+        fi
+    done
 du -sm dist/aggregator | awk '{print "bundle: dist/aggregator/ " $1 " MB"}'
 dist/aggregator/aggregator --version
 # The build's own commit, for packaging/ci_should_build.sh.
 packaging/ci_should_build.sh --record
 
-if [ "${1:-}" = "--deb" ]; then
+if [ "$DEB" = 1 ]; then
     packaging/build_deb.sh --bundle dist/aggregator --version "$VERSION" --out dist
 fi

@@ -82,6 +82,27 @@ PY_EXCLUDES += [
     f"pyarrow.{m}"
     for m in ("flight", "_flight", "_s3fs", "_gcsfs", "_azurefs", "_hdfs", "tests", "cuda", "_cuda")
 ]
+# pyarrow modules nothing imports, or imports only if present (pyarrow.dataset's ORC and Parquet
+# encryption are try/except): Substrait plans, ORC files, Parquet encryption. Their shared libraries
+# stay: pyarrow.lib itself needs libarrow_substrait, _dataset, _acero and libparquet.
+PY_EXCLUDES += [
+    f"pyarrow.{m}"
+    for m in (
+        "substrait",
+        "_substrait",
+        "orc",
+        "_orc",
+        "_dataset_orc",
+        "parquet.encryption",
+        "_parquet_encryption",
+        "_dataset_parquet_encryption",
+    )
+]
+# setuptools and pkg_resources come in with the build venv, and with them PyInstaller's runtime hooks
+# pyi_rth_pkgres and pyi_rth_setuptools, which import both at every start (~0.3 s of CPU before
+# main()). Nothing imports them at run time (pytz tries importlib.resources first; numpy.distutils and
+# cffi's setuptools_ext are build-time modules).
+PY_EXCLUDES += ["pkg_resources", "setuptools", "_distutils_hack"]
 # Files the analysis collects that the bundle does not need (paths inside the bundle): the native
 # libraries behind the excluded pyarrow modules, C headers, and Qt's translations (the UI is English).
 DROPPED_PREFIXES = (
@@ -92,12 +113,32 @@ DROPPED_PREFIXES = (
     "pyarrow/src/",
     "PySide6/Qt/translations/",
     "PySide6/include/",
+    "pyarrow/libarrow_python_parquet_encryption",
+    "pyarrow/tests/",
 )
+# Type stubs and Cython/C sources and headers that packages ship beside their modules (~2 MB).
+DROPPED_SUFFIXES = (".pyi", ".pxd", ".pxi", ".pyx", ".h", ".hpp")
+
+
+# Packages a build may leave out (build.sh --without-connectorx): the code copes when they are missing.
+OPTIONAL = {"connectorx": "the mysql source reads through PyMySQL instead (engine/connectors/mysql.py)"}
+
+
+def optional_excludes(names: str) -> list[str]:
+    """The packages named (comma-separated) in AGGREGATOR_BUNDLE_EXCLUDE; only those in OPTIONAL."""
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in OPTIONAL]
+    if unknown:
+        raise SystemExit(
+            f"AGGREGATOR_BUNDLE_EXCLUDE: {', '.join(unknown)} cannot be left out (only: {', '.join(OPTIONAL)})"
+        )
+    return wanted
 
 
 def dropped(dest: str) -> bool:
     """Whether the file that would go to `dest` in the bundle is left out."""
-    return dest.replace("\\", "/").startswith(DROPPED_PREFIXES)
+    dest = dest.replace("\\", "/")
+    return dest.startswith(DROPPED_PREFIXES) or dest.endswith(DROPPED_SUFFIXES)
 
 
 def connector_modules() -> list[str]:

@@ -68,7 +68,32 @@ def test_the_spec_uses_the_derived_lists():
         ("pyarrow/libarrow.so.2600", False),
         ("PySide6/Qt/plugins/platforms/libqxcb.so", False),
         ("resources/themes/dark.qss", False),
+        ("pyarrow/lib.pyi", True),
+        ("pyarrow/table.pxi", True),
+        ("numpy/_core/include/numpy/ndarraytypes.h", True),
+        ("pyarrow/tests/data/v0.7.1.parquet", True),
+        ("pyarrow/libarrow_python_parquet_encryption.so.2600", True),
+        ("pyarrow/libarrow_substrait.so.2600", False),  # pyarrow.lib itself needs it
+        ("pyarrow/libarrow_python.so.2600", False),
+        ("PySide6/Qt/lib/libicudata.so.73", False),
     ],
 )
 def test_dropped_files(dest, dropped):
     assert bm.dropped(dest) is dropped
+
+
+def test_build_time_modules_are_excluded():
+    """setuptools/pkg_resources would bring PyInstaller's runtime hooks that import them at every
+    start; the app itself never imports them (checked: no import in app/, engine/, protocols/, ui/)."""
+    assert {"pkg_resources", "setuptools"} <= set(bm.PY_EXCLUDES)
+    ours = [p for folder in ("app", "engine", "protocols", "ui") for p in (REPO / folder).rglob("*.py")]
+    for path in ours:
+        text = path.read_text()
+        assert "import pkg_resources" not in text and "import setuptools" not in text, path
+
+
+def test_optional_excludes():
+    assert bm.optional_excludes("") == []
+    assert bm.optional_excludes("connectorx") == ["connectorx"]
+    with pytest.raises(SystemExit, match="polars cannot be left out"):
+        bm.optional_excludes("connectorx,polars")
