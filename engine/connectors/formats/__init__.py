@@ -4,18 +4,24 @@ A reader is `read(path, options, limit, batch_rows)` (an iterator of DataFrames)
 options)` when the schema is cheap to know, and `locate(path, options, row)` for error messages.
 A writer streams batches into a temporary file (`write`), completes it (`finish`) or deletes it
 (`discard`); the sink renames the finished file onto the target.
+
+A format's module is imported when the format is first used (`FORMATS[name]`): the streaming sinks
+and the spec models import this package for the file sink's configuration, and a process that never
+reads or writes a file (an idle Modbus -> historian pipeline) does not carry the readers and writers
+of six formats (XML's parser among them; issue 12, docs/performance.md "Idle memory and CPU").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import importlib
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import polars as pl
 
-from engine.connectors.formats import csv, excel, json, parquet, xml
 from engine.connectors.formats.common import ReadOptions, WriteOptions
 
 
@@ -33,14 +39,48 @@ class Format:
     schema: Callable[[Path, ReadOptions], pl.Schema | None] | None = None
 
 
-FORMATS: dict[str, Format] = {
-    "csv": Format(csv.read, csv.locate, csv.Writer, csv.schema),
-    "json": Format(json.read_json, json.locate_record, json.JsonWriter),
-    "ndjson": Format(json.read_ndjson, json.locate_line, json.NdjsonWriter, json.ndjson_schema),
-    "parquet": Format(parquet.read, parquet.locate, parquet.Writer, parquet.schema),
-    "excel": Format(excel.read, excel.locate, excel.Writer),
-    "xml": Format(xml.read, xml.locate, xml.Writer),
+# Each format: its module (in this package) and the names of read, locate, writer and schema there.
+_PARTS: dict[str, tuple[str, str, str, str, str | None]] = {
+    "csv": ("csv", "read", "locate", "Writer", "schema"),
+    "json": ("json", "read_json", "locate_record", "JsonWriter", None),
+    "ndjson": ("json", "read_ndjson", "locate_line", "NdjsonWriter", "ndjson_schema"),
+    "parquet": ("parquet", "read", "locate", "Writer", "schema"),
+    "excel": ("excel", "read", "locate", "Writer", None),
+    "xml": ("xml", "read", "locate", "Writer", None),
 }
+
+
+class _Formats(Mapping[str, Format]):
+    """The formats by name, each built (its module imported) on first use; thread-safe."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, Format] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, name: str) -> Format:
+        found = self._built.get(name)
+        if found is not None:
+            return found
+        module_name, read, locate, writer, schema = _PARTS[name]  # KeyError for an unknown format
+        with self._lock:
+            if name not in self._built:
+                module = importlib.import_module(f"{__name__}.{module_name}")
+                self._built[name] = Format(
+                    getattr(module, read),
+                    getattr(module, locate),
+                    getattr(module, writer),
+                    getattr(module, schema) if schema else None,
+                )
+            return self._built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_PARTS)
+
+    def __len__(self) -> int:
+        return len(_PARTS)
+
+
+FORMATS: Mapping[str, Format] = _Formats()
 
 EXTENSIONS = {
     ".csv": "csv",
