@@ -15,6 +15,16 @@ launcher (`--launch`) that, on SIGUSR1, writes the process's `sys.modules` to a 
   stacks...), which an idle process should only carry if it uses them.
 The Modbus simulator (protocols/modbus/simulator.py) runs in a process of its own, not counted.
 Prints one JSON document.
+
+Probes (what-ifs, not changes; each in its own run, as they alter what they measure):
+    --block numpy,pydantic   the launcher makes `import numpy` raise ImportError (as if not installed)
+    --probe-trim             after the window: glibc's malloc_trim(0) in the process, RSS again
+    --probe-pageout          after the window: the kernel pages out the process's file-backed pages
+                             (process_madvise MADV_PAGEOUT, Linux >= 5.10, root); after --settle
+                             seconds of polling, what came back is the code it really runs idle
+    --tracemalloc            Python's allocations by package, taken with the module list (tracemalloc
+                             from the start: its own bookkeeping adds to the RSS of that run)
+    --modules-out FILE       the full `sys.modules` of each leg's process, as JSON
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ sys.path.insert(0, str(HERE))
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 TARGETS_MB = {"service": 90.0, "pipeline": 100.0}
 TARGET_CPU_PERCENT = 1.0
+TRACEMALLOC = "--tracemalloc" in sys.argv  # probe: Python's allocations by package (costs memory)
 # Top-level packages an idle process carries only if it uses them (the memory they cost idle).
 HEAVY = (
     "polars",
@@ -66,16 +77,114 @@ HEAVY = (
 
 
 def launch(modules_file: str, argv: list[str]) -> int:
-    """The launcher: the CLI as it is, plus SIGUSR1 -> `sys.modules` into `modules_file`."""
+    """The launcher: the CLI as it is, plus SIGUSR1 -> `sys.modules` into `modules_file`, SIGUSR2 ->
+    malloc_trim(0) (only sent by --probe-trim), and the imports blocked by --block."""
+
+    def dump(*_: Any) -> None:
+        if tracing:
+            Path(modules_file + ".tracemalloc").write_text(json.dumps(python_heap()))
+        Path(modules_file + ".part").write_text(json.dumps(sorted(sys.modules)))
+        os.replace(modules_file + ".part", modules_file)
+
+    def trim(*_: Any) -> None:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path(modules_file + ".trimmed").write_text("")
+
+    tracing = bool(os.environ.get("BENCH_IDLE_TRACEMALLOC"))
+    if tracing:
+        import tracemalloc
+
+        tracemalloc.start(1)
+    signal.signal(signal.SIGUSR1, dump)
+    signal.signal(signal.SIGUSR2, trim)
+    for name in filter(None, os.environ.get("BENCH_IDLE_BLOCK", "").split(",")):
+        sys.modules[name] = None  # type: ignore[assignment]  # `import name` raises ImportError
+    from app.cli import main
+
+    return main(argv)
+
+
+class _CStream:
+    """A Polars frame as an Arrow C stream for DuckDB to scan (as engine/store/historian.py does)."""
+
+    def __init__(self, frame: Any):
+        self.frame = frame
+
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object:
+        return self.frame.__arrow_c_stream__(requested_schema)
+
+
+def floor(modules_file: str, frames: str, port: int, path: str) -> int:
+    """The floor (`--legs floor_polars,floor_duckdb`): the same work written by hand with nothing
+    else loaded: poll the one float32 register every second with pymodbus and insert it into a
+    DuckDB file, through a one-row Polars frame (`frames == "polars"`, as our pipeline does) or as
+    parameters (`"plain"`). What an idle one-tag historian costs with these libraries at least."""
+    import struct
+    from datetime import UTC, datetime
+
+    import duckdb
+    from pymodbus.client import ModbusTcpClient
 
     def dump(*_: Any) -> None:
         Path(modules_file + ".part").write_text(json.dumps(sorted(sys.modules)))
         os.replace(modules_file + ".part", modules_file)
 
+    stop_now: list[int] = []
     signal.signal(signal.SIGUSR1, dump)
-    from app.cli import main
+    signal.signal(signal.SIGTERM, lambda *_: stop_now.append(1))
+    if frames == "polars":
+        import polars as pl
+    con = duckdb.connect(path)
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS tags (ts TIMESTAMPTZ, tag VARCHAR, value DOUBLE, quality VARCHAR)"
+    )
+    client = ModbusTcpClient("127.0.0.1", port=port)
+    client.connect()
+    print("Streaming (floor)", flush=True)
+    while not stop_now:
+        started = time.monotonic()
+        registers = client.read_holding_registers(0, count=2, device_id=1).registers
+        value = struct.unpack(">f", struct.pack(">HH", *registers))[0]
+        now = datetime.now(UTC)
+        if frames == "polars":
+            batch = pl.DataFrame({"ts": [now], "tag": ["power_kw"], "value": [value], "quality": ["good"]})
+            con.register("batch", _CStream(batch))  # the Arrow C stream: no pyarrow, as ours
+            con.execute("BEGIN")
+            con.execute("INSERT INTO tags SELECT * FROM batch")
+            con.execute("COMMIT")
+            con.unregister("batch")
+        else:
+            con.execute("INSERT INTO tags VALUES (?, ?, ?, ?)", [now, "power_kw", value, "good"])
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+    client.close()
+    con.close()
+    return 0
 
-    return main(argv)
+
+def python_heap(top: int = 25) -> dict[str, Any]:
+    """tracemalloc's view (--tracemalloc): Python's allocations by the package of the line that made
+    them (the import system's own allocations, module code and dicts, under `<frozen ...>`)."""
+    import tracemalloc
+
+    by: dict[str, int] = {}
+    for stat in tracemalloc.take_snapshot().statistics("filename"):
+        name = stat.traceback[0].filename
+        if "site-packages/" in name:
+            name = name.split("site-packages/")[1].split("/")[0]
+        elif str(ROOT) in name:
+            name = "/".join(Path(name).relative_to(ROOT).parts[:2])
+        elif "/lib/python3" in name:
+            name = "stdlib:" + name.split("/lib/python3")[1].split("/", 2)[1]
+        by[name] = by.get(name, 0) + stat.size
+    traced, peak = tracemalloc.get_traced_memory()
+    ordered = sorted(by.items(), key=lambda kv: -kv[1])
+    return {
+        "traced_mb": round(traced / 2**20, 1),
+        "peak_mb": round(peak / 2**20, 1),
+        "top_mb": {n: round(b / 2**20, 2) for n, b in ordered[:top]},
+    }
 
 
 def modules_of(proc: subprocess.Popen, modules_file: Path, timeout: float = 30) -> list[str]:
@@ -120,8 +229,43 @@ def smaps_by_mapping(pid: int, top: int = 14) -> dict[str, Any]:
     }
 
 
-def threads_of(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/task"))
+def threads_of(pid: int) -> dict[str, int]:
+    """Threads by name (`comm`: Python's threads show as `python` unless named by the OS)."""
+    names: dict[str, int] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+        except OSError:
+            continue
+        names[name] = names.get(name, 0) + 1
+    return dict(sorted(names.items(), key=lambda kv: -kv[1]))
+
+
+def page_out_files(pid: int) -> int:
+    """Ask the kernel to page out every file-backed mapping of `pid` (MADV_PAGEOUT through
+    process_madvise); returns how many mappings it took. Pages shared with other processes stay."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    sys_process_madvise, madv_pageout = 440, 21  # x86_64 syscall number; <linux/mman.h>
+
+    class IoVec(ctypes.Structure):
+        _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+    pidfd, done = os.pidfd_open(pid), 0
+    try:
+        with open(f"/proc/{pid}/maps") as fh:
+            for line in fh:
+                parts = line.split(None, 5)
+                if len(parts) < 6 or not parts[5].startswith("/"):
+                    continue
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                vec = IoVec(lo, hi - lo)
+                if libc.syscall(sys_process_madvise, pidfd, ctypes.byref(vec), 1, madv_pageout, 0) >= 0:
+                    done += 1
+    finally:
+        os.close(pidfd)
+    return done
 
 
 def measure(proc: subprocess.Popen, modules_file: Path, args) -> dict[str, Any]:
@@ -137,6 +281,25 @@ def measure(proc: subprocess.Popen, modules_file: Path, args) -> dict[str, Any]:
         samples.append(tree_rss_mb(proc.pid))
     c1, t1 = cpu_seconds(proc.pid), time.monotonic()
     modules = modules_of(proc, modules_file)
+    if args.modules_out:
+        Path(f"{args.modules_out}.{modules_file.name.split('.')[0]}.json").write_text(json.dumps(modules))
+    probes: dict[str, Any] = {}
+    heap_file = Path(str(modules_file) + ".tracemalloc")
+    if heap_file.exists():
+        probes["python_heap"] = json.loads(heap_file.read_text())
+    smaps = smaps_by_mapping(proc.pid)
+    if args.probe_trim:
+        marker = Path(str(modules_file) + ".trimmed")
+        proc.send_signal(signal.SIGUSR2)
+        wait_for(marker.exists, proc, modules_file, timeout=30)
+        probes["rss_mb_after_malloc_trim"] = round(tree_rss_mb(proc.pid), 1)
+        probes["smaps_after_malloc_trim"] = smaps_by_mapping(proc.pid)
+    if args.probe_pageout:
+        probes["mappings_paged_out"] = page_out_files(proc.pid)
+        probes["rss_mb_right_after_pageout"] = round(tree_rss_mb(proc.pid), 1)
+        time.sleep(args.settle)
+        probes["rss_mb_after_pageout_and_settle"] = round(tree_rss_mb(proc.pid), 1)
+        probes["smaps_after_pageout_and_settle"] = smaps_by_mapping(proc.pid)
     return {
         "rss_mb": round(rss_settled, 1),
         "rss_mb_window_max": round(max(samples), 1),
@@ -146,11 +309,12 @@ def measure(proc: subprocess.Popen, modules_file: Path, args) -> dict[str, Any]:
         "threads": threads_of(proc.pid),
         "modules": len(modules),
         "heavy_imported": heavy_imported(modules),
-        "smaps": smaps_by_mapping(proc.pid),
+        "smaps": smaps,
+        **probes,
     }
 
 
-def spawn(work: Path, name: str, argv: list[str]) -> tuple[subprocess.Popen, Path, Path]:
+def spawn(work: Path, name: str, argv: list[str], block: str = "") -> tuple[subprocess.Popen, Path, Path]:
     modules_file = work / f"{name}.modules.json"
     out = work / f"{name}.out"
     with open(out, "wb") as fh:
@@ -159,7 +323,13 @@ def spawn(work: Path, name: str, argv: list[str]) -> tuple[subprocess.Popen, Pat
             cwd=ROOT,
             stdout=fh,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "AGGREGATOR_CONFIG": str(work / "config")},
+            env={
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                "AGGREGATOR_CONFIG": str(work / "config"),
+                "BENCH_IDLE_BLOCK": block,
+                "BENCH_IDLE_TRACEMALLOC": "1" if TRACEMALLOC else "",
+            },
         )
     return proc, modules_file, out
 
@@ -186,7 +356,7 @@ def service_leg(args, work: Path) -> dict[str, Any]:
     """`aggregator serve` with no pipelines, on a fresh data directory."""
     data = work / "service-data"
     proc, modules_file, out = spawn(
-        work, "service", ["serve", "--data-dir", str(data), "--listen", "127.0.0.1:0"]
+        work, "service", ["serve", "--data-dir", str(data), "--listen", "127.0.0.1:0"], args.block
     )
     try:
         wait_for(lambda: "serving " in out.read_text(errors="replace"), proc, out)
@@ -275,7 +445,9 @@ def pipeline_leg(args, work: Path) -> dict[str, Any]:
     spec = work / "one_tag.json"
     spec.write_text(json.dumps(pipeline_spec(port)))
     try:
-        proc, modules_file, out = spawn(work, "pipeline", ["run", str(spec), "--data-dir", str(data)])
+        proc, modules_file, out = spawn(
+            work, "pipeline", ["run", str(spec), "--data-dir", str(data)], args.block
+        )
         try:
             wait_for(lambda: "Streaming" in out.read_text(errors="replace"), proc, out)
             started = time.monotonic()
@@ -299,9 +471,51 @@ def pipeline_leg(args, work: Path) -> dict[str, Any]:
     return result
 
 
+def floor_leg(frames: str):
+    def leg(args, work: Path) -> dict[str, Any]:
+        from bench_modbus import start_simulator
+
+        sim, port = start_simulator(14)
+        data = work / f"floor-{frames}"
+        data.mkdir()
+        name = f"floor_{frames}"
+        modules_file, out = work / f"{name}.modules.json", work / f"{name}.out"
+        try:
+            with open(out, "wb") as fh:
+                proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--floor",
+                        str(modules_file),
+                        frames,
+                        str(port),
+                        str(data / "historian.duckdb"),
+                    ],
+                    cwd=ROOT,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+            try:
+                wait_for(lambda: "Streaming" in out.read_text(errors="replace"), proc, out)
+                result = measure(proc, modules_file, args)
+            finally:
+                code = stop(proc)
+        finally:
+            sim.terminate()
+            sim.wait(10)
+        result.update(exit_code=code)
+        return result
+
+    return leg
+
+
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--launch":
         sys.exit(launch(sys.argv[2], sys.argv[3:]))
+    if len(sys.argv) > 5 and sys.argv[1] == "--floor":
+        sys.exit(floor(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--legs", default="service,pipeline")
     ap.add_argument("--seconds", type=float, help="the idle CPU window (default 20, --quick 8)")
@@ -309,13 +523,29 @@ def main() -> None:
         "--settle", type=float, help="seconds after ready before measuring (default 5, --quick 4)"
     )
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--block", default="", help="probe: top-level modules whose import is made to fail")
+    ap.add_argument("--probe-trim", action="store_true", help="probe: malloc_trim(0) after the window")
+    ap.add_argument("--probe-pageout", action="store_true", help="probe: page out file-backed memory")
+    ap.add_argument("--tracemalloc", action="store_true", help="probe: Python's heap by package")
+    ap.add_argument("--modules-out", help="write each leg's sys.modules to FILE.<leg>.json")
     args = ap.parse_args()
     args.seconds = args.seconds or (8.0 if args.quick else 20.0)
     args.settle = args.settle or (4.0 if args.quick else 5.0)
-    legs = {"service": service_leg, "pipeline": pipeline_leg}
+    legs = {
+        "service": service_leg,
+        "pipeline": pipeline_leg,
+        "floor_polars": floor_leg("polars"),
+        "floor_duckdb": floor_leg("plain"),
+    }
     report: dict[str, Any] = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "probes": {
+            "block": args.block,
+            "trim": args.probe_trim,
+            "pageout": args.probe_pageout,
+            "tracemalloc": args.tracemalloc,
+        },
     }
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.legs.split(","):
