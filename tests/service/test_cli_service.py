@@ -186,6 +186,7 @@ def test_a_real_time_run_with_seconds_streams_in_the_service_and_prints_the_same
     assert (remote.returncode, here.returncode) == (0, 0), remote.stderr + here.stderr
     lines = masked(remote.stdout).splitlines()
     assert lines[0] == 'Streaming "plc stream" for N s...'
+
     # the counts differ with the moment (and so does the padding of a right-aligned column: 99 rows
     # on a busy machine, 150 on a quiet one); the words and their order do not
     def shape(line: str) -> list[str]:
