@@ -163,13 +163,22 @@ class _JobLines:
 def _state_printer():
     """A source that goes down (or comes back), and a retry (`retry 1/3 in 2 s: <reason>`), say so
     on stderr at once, in one line."""
-    from engine.api.console import SourceStateLines
     from engine.service.logs import retry_line
 
-    lines = SourceStateLines()
+    lines = None  # made at the first session change: only a streaming source has sessions
 
     def on_event(event: dict[str, Any]) -> None:
-        line = lines(event) or retry_line(event)
+        nonlocal lines
+        line = None
+        if event.get("event") == "source_state":
+            if lines is None:
+                # here, not for every run: it loads the streaming runner (~25 ms), which a batch
+                # run never uses
+                from engine.api.console import SourceStateLines
+
+                lines = SourceStateLines()
+            line = lines(event)
+        line = line or retry_line(event)
         if line:
             print(line, file=sys.stderr, flush=True)
 

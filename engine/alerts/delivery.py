@@ -201,6 +201,11 @@ class Notifier:
             done.append(channel)
         return done
 
+    def forwarding(self) -> bool:
+        """Whether this process forwards alert notifications (it queued one, or the service resumed
+        the waiting ones): only then is there something to wait for at close."""
+        return bool(self._registered)
+
     def pending(self) -> int:
         total = 0
         for pipeline, destination in self.manager.destinations():

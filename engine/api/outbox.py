@@ -91,6 +91,10 @@ class LocalOutbox:
         self._manager.start(self._resolve if self._core is not None else None)
 
     def stop(self, timeout: float = 10.0) -> None:
+        import sys
+
+        if "engine.outbox.manager" not in sys.modules:  # no outbox was opened: nothing to stop
+            return
         self._manager.stop(timeout)
 
     def _resolve(self, pipeline: str, destination: str):

@@ -12,8 +12,11 @@ from pathlib import Path
 from engine.transforms import registry
 
 ROOT = Path(__file__).resolve().parents[2]
-# numpy is not listed: sqlite-utils imports it with the metadata store (engine/store/metadata.py).
 HEAVY = ("pandas", "duckdb", "pyarrow", "PySide6", "asyncua", "pymodbus")
+# What a file-only batch run must not load either: numpy (sqlite-utils imported it with the metadata
+# store), the streaming runner (the console lines of source sessions) and the outbox (opened at
+# the end of every one-shot run to look for alert notifications to wait for).
+NOT_FOR_A_FILE_RUN = {"numpy", "engine.streaming.run", "engine.streaming.runner", "engine.outbox.manager"}
 
 
 def test_every_builtin_type_is_registered_by_the_module_named_for_it():
@@ -27,11 +30,12 @@ def test_every_builtin_type_is_registered_by_the_module_named_for_it():
 
 
 def _imported_by(args: list[str], tmp_path: Path) -> tuple[set[str], subprocess.CompletedProcess]:
-    """The top-level packages `python -m app.cli ARGS` imported, and its result."""
+    """The top-level packages and the engine's modules `python -m app.cli ARGS` imported, and its
+    result."""
     probe = (
         "import sys, runpy, atexit, json;"
         f"atexit.register(lambda: open({str(tmp_path / 'mods.json')!r}, 'w').write("
-        "json.dumps(sorted({m.split('.')[0] for m in sys.modules}))));"
+        "json.dumps(sorted({m.split('.')[0] for m in sys.modules} | {m for m in sys.modules if m.startswith('engine.')}))));"
         "sys.argv = ['aggregator', *sys.argv[1:]];"
         "runpy.run_module('app.cli', run_name='__main__')"
     )
@@ -59,6 +63,7 @@ def test_a_csv_to_csv_run_imports_no_heavy_package(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out.csv").read_text().splitlines()[1:] == ["1,a@example.com", "2,bad"]
     assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
+    assert not modules & NOT_FOR_A_FILE_RUN, sorted(modules & NOT_FOR_A_FILE_RUN)
 
 
 # `--help` and `validate` budgets: what they must not import (each was imported once, ~0.15 s for
