@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import resource
 import subprocess
 import sys
 import time
@@ -53,6 +54,11 @@ def historian_leg(args) -> dict:
     from engine.spec.validate import validate
     from engine.store import ring_buffer
     from engine.store.tag_historian import TAGS_TABLE
+
+    try:
+        from engine.store import tag_newest
+    except ImportError:  # code before the newest rows were kept in memory (a checkout of older code)
+        tag_newest = None
     from engine.streaming import run_streaming
     from engine.workspace import Workspace
     from protocols import register_all
@@ -115,6 +121,14 @@ def historian_leg(args) -> dict:
             cpu1, end, end_us = cpu_seconds(os.getpid()), time.monotonic(), time.time_ns() // 1000
             load = os.getloadavg()
             ring_bytes, ring_kept = ring.memory_bytes(), ring.keeping
+            # `tag_last` as another process would read the table, and the rows the writer keeps
+            cur = ws.historian.cursor()
+            oldest_last = cur.execute("SELECT epoch_us(min(timestamp)) FROM tag_last").fetchall()[0][0]
+            cur.close()
+            table_age_s = None if oldest_last is None else round((end_us - oldest_last) / 1e6, 2)
+            kept = None if tag_newest is None else tag_newest.of(ws.historian).rows()
+            kept_bytes = None if kept is None else kept.estimated_size()
+            max_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
             if profiler is not None:
                 profiler.wait(60)
             thread.join()
@@ -159,6 +173,9 @@ def historian_leg(args) -> dict:
         "load_average_1_5_15": [round(x, 2) for x in load],
         "peak_queued_rows": source.get("peak_queued_rows"),
         "live_ring_buffer": {"keeping": ring_kept, "memory_bytes": ring_bytes},
+        "tag_last_table_oldest_row_age_s": table_age_s,
+        "tag_last_kept_in_memory_bytes": kept_bytes,
+        "max_rss_mb": max_rss_mb,
     }
 
 
