@@ -39,11 +39,14 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import polars as pl
 
 from engine.errors import UsageError
+
+if TYPE_CHECKING:  # numpy is imported when a buffer keeps or reads points: an idle process never does
+    import numpy as np
 
 QUALITY_CODES = {"good": 0, "uncertain": 1, "bad": 2}
 DEFAULT_CAPACITY = 3_600  # the most a tag keeps: one hour at 1 Hz
@@ -74,6 +77,8 @@ def default_budget_bytes() -> int:
 
 
 def _ordered_columns(head: np.ndarray, keep: np.ndarray, room: int, width: int) -> np.ndarray:
+    import numpy as np
+
     """Per row, the places of its `keep` newest points, oldest first, padded to `width` columns
     (the padding repeats places; callers use only the first `keep`)."""
     start = (head - keep) % max(room, 1)
@@ -114,11 +119,13 @@ class TagRingBuffer:
         self._index: dict[str, int] = {}  # tag -> row
         self._names = pl.DataFrame(schema={"tag": pl.String, "row": pl.Int64})  # the same, to join
         self.room = 0  # places per row now (grows by doubling up to tag_capacity)
-        self._ts = np.empty((0, 0), np.int64)
-        self._values = np.empty((0, 0), np.float64)
-        self._quality = np.empty((0, 0), np.uint8)
-        self._head = np.zeros(0, np.int64)  # per row: where its next point goes
-        self._size = np.zeros(0, np.int64)  # per row: points held
+        # The matrices, and per row where its next point goes and how many it holds: made by the
+        # first kept write (`_add_rows`), so that a buffer nobody reads never imports numpy.
+        self._ts: np.ndarray | None = None
+        self._values: np.ndarray | None = None
+        self._quality: np.ndarray | None = None
+        self._head: np.ndarray | None = None
+        self._size: np.ndarray | None = None
 
     # ---- who is looking ------------------------------------------------------------------------
     def subscribe(self, name: str = "viewer") -> None:
@@ -155,6 +162,8 @@ class TagRingBuffer:
                     self.counters["released"] += 1
                 self.counters["not_kept"] += batch.height
             return
+        import numpy as np
+
         columns = batch.select(
             pl.col("tag"),
             pl.col("timestamp").dt.epoch("us").fill_null(0).alias("ts"),
@@ -172,12 +181,14 @@ class TagRingBuffer:
             quality = columns.get_column("quality").to_numpy()
             if dropped:
                 rows, ts, values, quality = rows[kept], ts[kept], values[kept], quality[kept]
-            if len(rows):
+            if len(rows) and self._head is not None:
                 self._scatter(rows, ts, values, quality)
             self.counters["points"] += batch.height
 
     def _rows_of(self, columns: pl.DataFrame) -> np.ndarray:
         """Each row's ring (int64, -1 for tags beyond `max_tags`); new tags get rings (one join)."""
+        import numpy as np
+
         found = columns.select("tag").join(self._names, on="tag", how="left", maintain_order="left")
         row = found.get_column("row")
         if row.null_count():
@@ -197,6 +208,13 @@ class TagRingBuffer:
         return row.fill_null(-1).to_numpy().astype(np.int64, copy=False)
 
     def _add_rows(self, count: int) -> None:
+        import numpy as np
+
+        if self._head is None:
+            self._ts = np.empty((0, self.room), np.int64)
+            self._values = np.empty((0, self.room), np.float64)
+            self._quality = np.empty((0, self.room), np.uint8)
+            self._head, self._size = np.zeros(0, np.int64), np.zeros(0, np.int64)
         for name in ("_ts", "_values", "_quality"):
             held = getattr(self, name)
             grown = np.empty((held.shape[0] + count, self.room), held.dtype)
@@ -206,6 +224,8 @@ class TagRingBuffer:
         self._size = np.concatenate((self._size, np.zeros(count, np.int64)))
 
     def _scatter(self, rows: np.ndarray, ts: np.ndarray, values: np.ndarray, quality: np.ndarray) -> None:
+        import numpy as np
+
         tags = len(self._head)
         counts = np.bincount(rows, minlength=tags)
         wanted = int((self._size + counts).max())
@@ -236,6 +256,11 @@ class TagRingBuffer:
 
     def _relayout(self, room: int) -> None:
         """`room` places per row from now on, every row's newest points first in it, in order."""
+        if self._head is None:  # no rows yet: `_add_rows` makes them this wide
+            self.room = room
+            return
+        import numpy as np
+
         keep = np.minimum(self._size, room)
         if self.room and len(self._head):
             columns = _ordered_columns(self._head, keep, self.room, room)
@@ -271,6 +296,8 @@ class TagRingBuffer:
     def window(self, tag: str, since_us: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(timestamps, values, quality) of `tag`, oldest first, from `since_us` (epoch
         microseconds) on; copies, so the caller may keep them while writers go on."""
+        import numpy as np
+
         self.lease()
         with self._lock:
             row = self._index.get(tag)
@@ -301,7 +328,7 @@ class TagRingBuffer:
 
     def memory_bytes(self) -> int:
         with self._lock:
-            return sum(a.nbytes for a in (self._ts, self._values, self._quality))
+            return sum(a.nbytes for a in (self._ts, self._values, self._quality) if a is not None)
 
 
 _REGISTRY: dict[Path, TagRingBuffer] = {}
