@@ -65,14 +65,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _wait(job, cancel: threading.Event) -> Any:
-    """The job's result; a signal that sets `cancel` (Ctrl-C, SIGTERM) cancels the job."""
+def _wait(job, wake: threading.Event) -> Any:
+    """The job's result. `wake` is set by a signal (Ctrl-C, SIGTERM) or, from here, by the job's
+    end: the main thread sleeps until one of them comes (a stream may run for days: no polling).
+    Woken with the job still running, it was a signal: the job is cancelled, asked again every
+    second until it has ended."""
     import concurrent.futures
 
+    job.future.add_done_callback(lambda _f: wake.set())
+    wake.wait()
     while not job.done():
-        if cancel.is_set():
-            job.cancel()
-        concurrent.futures.wait([job.future], timeout=0.1)
+        job.cancel()
+        concurrent.futures.wait([job.future], timeout=1.0)
     return job.result()
 
 
@@ -81,11 +85,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     loaded = _load(args.spec)
     real_time = loaded["mode"] == "real_time"
-    cancel = threading.Event()
+    wake = threading.Event()  # a signal, or the job's end (_wait)
     # Ctrl-C and SIGTERM (a service manager, `kill`) cancel the run cleanly: it ends `cancelled`,
     # every destination aborts, no temporary file or stage table is left.
     stops = [signal.SIGINT, signal.SIGTERM]
-    previous = {sig: signal.signal(sig, lambda *_: cancel.set()) for sig in stops}
+    previous = {sig: signal.signal(sig, lambda *_: wake.set()) for sig in stops}
     try:
         with _engine_or_service(args) as engine:
             if real_time and not args.json:
@@ -101,7 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     seconds=args.seconds if real_time else None,
                 )
                 printer.follow(job.id)
-                record = _wait(job, cancel)
+                record = _wait(job, wake)
             finally:
                 unsubscribe()
     finally:
