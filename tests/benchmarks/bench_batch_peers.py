@@ -18,7 +18,9 @@ Each process's wall time and CPU time (user + system) are measured from outside 
 included). `--nice 10` runs every process at the nice value the engine gives its own threads
 (engine/api/core.py lowers them for the GUI's sake, in the CLI too), so that on a busy shared machine
 the peers do not get ten times our CPU weight. A warm-up run of every
-command comes first and is not counted (page cache, a new data directory). Prints one JSON document.
+command comes first and is not counted (page cache, a new data directory, the modules' bytecode:
+every process runs with compiled modules, cached in the work folder, as an installed program has
+them, whatever PYTHONDONTWRITEBYTECODE says). Prints one JSON document.
 """
 
 from __future__ import annotations
@@ -128,6 +130,12 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     # The specs name files in the work folder: allowed for this benchmark's processes only.
     env = {**os.environ, "AGGREGATOR_ALLOWED_ROOTS": str(work.resolve())}
+    # Compiled modules, as an installed program has them (pip compiles on install, the bundle ships
+    # .pyc): with PYTHONDONTWRITEBYTECODE set (this machine's shells set it) every process of ours
+    # compiled the engine's and the app's modules from source, while the peers' libraries were
+    # compiled in site-packages. Every contender's warm-up run writes its cache, outside the tree.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(work.resolve() / "pycache")
     result: dict = {
         "benchmark": "bench_batch_peers",
         "machine": {
@@ -137,6 +145,7 @@ def main() -> None:
             "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
         },
         "rounds": args.rounds,
+        "bytecode": "cached (PYTHONPYCACHEPREFIX in the work folder, written by the warm-up runs)",
     }
     small = work / "orders_small.csv"
     if not small.exists():
