@@ -121,6 +121,11 @@ def floor(modules_file: str, frames: str, port: int, path: str) -> int:
     else loaded: poll the one float32 register every second with pymodbus and insert it into a
     DuckDB file, through a one-row Polars frame (`frames == "polars"`, as our pipeline does) or as
     parameters (`"plain"`). What an idle one-tag historian costs with these libraries at least."""
+    tracing = bool(os.environ.get("BENCH_IDLE_TRACEMALLOC"))
+    if tracing:
+        import tracemalloc
+
+        tracemalloc.start(1)
     import struct
     from datetime import UTC, datetime
 
@@ -128,6 +133,8 @@ def floor(modules_file: str, frames: str, port: int, path: str) -> int:
     from pymodbus.client import ModbusTcpClient
 
     def dump(*_: Any) -> None:
+        if tracing:
+            Path(modules_file + ".tracemalloc").write_text(json.dumps(python_heap()))
         Path(modules_file + ".part").write_text(json.dumps(sorted(sys.modules)))
         os.replace(modules_file + ".part", modules_file)
 
@@ -495,7 +502,11 @@ def floor_leg(frames: str):
                     cwd=ROOT,
                     stdout=fh,
                     stderr=subprocess.STDOUT,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    env={
+                        **os.environ,
+                        "PYTHONUNBUFFERED": "1",
+                        "BENCH_IDLE_TRACEMALLOC": "1" if TRACEMALLOC else "",
+                    },
                 )
             try:
                 wait_for(lambda: "Streaming" in out.read_text(errors="replace"), proc, out)
