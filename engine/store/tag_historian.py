@@ -369,9 +369,10 @@ class TagHistorian:
         `tag_last` is written if `last_every` seconds have passed (with `cur`, outside a transaction)."""
         frames, marking = self._uncommitted, self._marking
         self._uncommitted, self._marking = [], None
-        self.newest.add(frames, marking)
-        if time.monotonic() - self.newest.last_write >= self.last_every:
-            self.write_last(cur)
+        with self.newest.write_lock:  # held already by a stream's micro-batch (the commit lock)
+            self.newest.add(frames, marking)
+            if time.monotonic() - self.newest.last_write >= self.last_every:
+                self.write_last(cur)
 
     def rolled_back(self) -> None:
         """The caller rolled back what `insert` wrote: nothing of it is kept."""
@@ -383,7 +384,7 @@ class TagHistorian:
         with self.newest.write_lock:
             rows = self.newest.rows()
             if rows.height == 0 and self.newest.marked is None:
-                self.newest.written()
+                self.newest.written(None)
                 return
             own = cur is None
             cur = cur or self.cursor()
@@ -407,7 +408,7 @@ class TagHistorian:
             finally:
                 if own:
                     cur.close()
-            self.newest.written()
+            self.newest.written(rows)
 
     def fold_last(self, cur: duckdb.DuckDBPyConnection | None = None) -> None:
         """`write_last`: `tag_last` holds every committed newest row after it."""

@@ -8,7 +8,7 @@ upserting each changed tag once (`TagHistorian.write_last`). Per batch the cost 
 its columns; every so often the views are compacted to one row per tag by one sort and one
 `unique` (vectorised, no Python loop per tag).
 
-What `tag_last` promises (docs/architecture.md, "Tag historian"):
+What `tag_last` promises (docs/architecture.md, "Storage"):
 - readers in the writer's process (`TagHistorian.last_values`, `Historian.newest_tag_rows`: the
   engine's API, so also the service's HTTP API, its clients and `aggregator query` through a
   service) get the newest committed row of every tag: the table merged with the rows kept here;
@@ -102,21 +102,21 @@ class NewestRows:
 
     def rows(self) -> pl.DataFrame:
         """One row per tag of everything kept (compacts the views)."""
-        with self._lock:
-            compact, parts = self._compact, list(self._parts)
-        if parts:
-            compact = newest(([] if compact is None else [compact]) + parts)
-            with self._lock:  # views added meanwhile stay views
-                self._compact = compact
-                del self._parts[: len(parts)]
-                self._part_rows -= sum(f.height for f in parts)
-        return LAST_SCHEMA.to_frame() if compact is None else compact
+        with self._lock:  # held while compacting (tens of ms at 100,000 tags): one compaction at a time
+            if self._parts:
+                older = [] if self._compact is None else [self._compact]
+                self._compact = newest(older + self._parts)
+                self._parts, self._part_rows = [], 0
+            return LAST_SCHEMA.to_frame() if self._compact is None else self._compact
 
-    def written(self) -> None:
-        """Everything kept is in `tag_last` now and the marker cleared (under `write_lock`)."""
+    def written(self, rows: pl.DataFrame | None) -> None:
+        """`rows` (from `rows()`) are in `tag_last` now and the marker cleared (under `write_lock`,
+        which every writer holds when it hands its batches over: nothing came in meanwhile)."""
         with self._lock:
-            self._compact, self._parts, self._part_rows = None, [], 0
-            self.marked = None
+            if rows is not None and self._compact is rows:
+                self._compact = None
+            if not self._parts:
+                self.marked = None
             self.last_write = time.monotonic()
 
     @property

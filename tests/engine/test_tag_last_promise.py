@@ -212,3 +212,34 @@ def test_the_log_of_an_earlier_version_is_folded_at_the_first_open(tmp_path):
     assert last(TagHistorian(historian)) == {"a": 1.5}
     historian.close()
     assert table_rows(path) == {"a": 1.5}
+
+
+def test_a_reader_never_misses_a_committed_row_while_the_table_is_written(store):
+    """A reader thread asks all the time while the writer commits rounds and writes the table at
+    every commit: every answer holds each tag at least at the round committed before it asked."""
+    import threading
+
+    store.last_every = 0.0
+    tags = [f"t{i}" for i in range(50)]
+    committed = [-1]
+    problems: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            floor = committed[0]
+            got = dict(TagHistorian(store.historian).last_values().select("tag", "value").rows())
+            if floor >= 0 and (len(got) != len(tags) or min(got.values()) < floor):
+                problems.append(f"after round {floor}: {sorted(got.items())[:3]}...")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for second in range(40):
+            store.append(batch([(t, float(second), second) for t in tags]))
+            committed[0] = second
+    finally:
+        done.set()
+        reader.join()
+    assert problems == []
+    assert last(store) == dict.fromkeys(tags, 39.0)
