@@ -1,19 +1,23 @@
 """Memory and CPU when idle (issue 12, item 4): an idle `aggregator serve` with no pipelines, and an
 idle real-time pipeline with one Modbus tag polled every second.
 
-    python tests/benchmarks/bench_idle.py [--legs service,pipeline] [--seconds 20] [--settle 5]
+    python tests/benchmarks/bench_idle.py [--legs service,pipeline] [--seconds 20] [--settle 35]
     python tests/benchmarks/bench_idle.py --quick            # --seconds 8 --settle 4
+    python tests/benchmarks/bench_idle.py --legs pipeline,floor_polars,floor_duckdb
 
 Each leg runs the real command as a process of its own on a fresh data directory, through a small
 launcher (`--launch`) that, on SIGUSR1, writes the process's `sys.modules` to a file and carries on
 (the only difference from the plain command). After `--settle` seconds of being ready (the service:
-`GET /health` answers; the pipeline: its first rows are in the historian), it measures:
+`GET /health` answers; the pipeline: its first rows are in the historian; by default 35 s, past the
+start lease during which a new ring buffer keeps points for a viewer: idle is after it), it measures:
 - VmRSS of the process and every process below it (targets: service < 90 MB, pipeline < 100 MB);
 - CPU over the next `--seconds` (user + system of every thread), as % of one core (target < 1%);
 - where the memory is: `/proc/PID/smaps` summed by mapping (anonymous, the heap, each shared
   library), and the heavy packages imported (polars, pyarrow, numpy, duckdb, PySide6, the protocol
   stacks...), which an idle process should only carry if it uses them.
 The Modbus simulator (protocols/modbus/simulator.py) runs in a process of its own, not counted.
+The floor legs run the same one-tag work written by hand (pymodbus + DuckDB, with or without a
+one-row Polars frame: `floor`), measured the same way: what these libraries cost at least.
 Prints one JSON document.
 
 Probes (what-ifs, not changes; each in its own run, as they alter what they measure):
@@ -531,7 +535,9 @@ def main() -> None:
     ap.add_argument("--legs", default="service,pipeline")
     ap.add_argument("--seconds", type=float, help="the idle CPU window (default 20, --quick 8)")
     ap.add_argument(
-        "--settle", type=float, help="seconds after ready before measuring (default 5, --quick 4)"
+        "--settle",
+        type=float,
+        help="seconds after ready before measuring (default 35: past the ring buffers' 30 s start lease; --quick 4)",
     )
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--block", default="", help="probe: top-level modules whose import is made to fail")
@@ -541,7 +547,7 @@ def main() -> None:
     ap.add_argument("--modules-out", help="write each leg's sys.modules to FILE.<leg>.json")
     args = ap.parse_args()
     args.seconds = args.seconds or (8.0 if args.quick else 20.0)
-    args.settle = args.settle or (4.0 if args.quick else 5.0)
+    args.settle = args.settle or (4.0 if args.quick else 35.0)
     legs = {
         "service": service_leg,
         "pipeline": pipeline_leg,
