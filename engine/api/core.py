@@ -10,7 +10,6 @@ callbacks on those threads, which the GUI's bridge (ui/bridge.py) turns into Qt 
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import importlib
@@ -121,8 +120,9 @@ class Job(Generic[T]):
 
 
 class EngineCore:
-    """The engine's threads: one asyncio loop (network work, streams) and a small worker pool
-    (blocking work: DuckDB, SQLite, Polars), plus event subscribers and the running jobs."""
+    """The engine's threads: a small worker pool (blocking work: DuckDB, SQLite, Polars), an asyncio
+    loop started by the first `run_async` (network work), a thread that lowers the compute pools'
+    priority when `nice` is set, plus event subscribers and the running jobs."""
 
     def __init__(self, data_dir: Path | str | None = None, workers: int = 4, nice: int = ENGINE_NICE):
         """`nice`: the engine's threads' nice value, to keep a window (or an API) answering while
@@ -137,9 +137,15 @@ class EngineCore:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             workers, thread_name_prefix="engine", initializer=self._lower_this_thread
         )
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run_loop, name="engine-loop", daemon=True)
-        self._thread.start()
+        # The asyncio loop starts with the first coroutine (run_async): a batch run has none, and
+        # importing asyncio (with ssl) and idling a loop thread cost every `aggregator run` ~25 ms.
+        self._loop: Any = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        if nice:
+            self._sweeper = threading.Thread(target=self._sweep_pools, name="engine-nice", daemon=True)
+            self._sweeper.start()
         self.state = "ready"
 
     def _lower_this_thread(self) -> None:
@@ -148,15 +154,16 @@ class EngineCore:
 
     def _run_loop(self) -> None:
         self._lower_this_thread()
-        if self._nice:
-            self._loop.call_soon(self._sweep_pools)
         self._loop.run_forever()
 
     def _sweep_pools(self) -> None:
         """Lower the compute pools' new threads, now and every POOL_SWEEP_S (Polars starts its
         streaming executors and I/O runtime lazily, on the first query that needs them)."""
-        lower_compute_pools(self._nice)
-        self._loop.call_later(POOL_SWEEP_S, self._sweep_pools)
+        self._lower_this_thread()
+        while True:
+            lower_compute_pools(self._nice)
+            if self._stopping.wait(POOL_SWEEP_S):
+                return
 
     @property
     def data_dir(self) -> Path:
@@ -222,7 +229,14 @@ class EngineCore:
         return self._pool.submit(fn, *args, **kwargs)
 
     def run_async(self, coro) -> concurrent.futures.Future:
-        """Run a coroutine on the engine's asyncio loop."""
+        """Run a coroutine on the engine's asyncio loop (started by the first call)."""
+        import asyncio
+
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=self._run_loop, name="engine-loop", daemon=True)
+                self._thread.start()
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def warm_up(self) -> concurrent.futures.Future:
@@ -259,7 +273,13 @@ class EngineCore:
             job.cancel()
         concurrent.futures.wait([j.future for j in self.jobs()], timeout=timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)  # a query still running holds the stores
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout)
+        self._stopping.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout)
+        with self._lock:
+            loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout)
         self.workspace.close()
         self.state = "stopped"

@@ -14,9 +14,16 @@ from engine.transforms import registry
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("pandas", "duckdb", "pyarrow", "PySide6", "asyncua", "pymodbus")
 # What a file-only batch run must not load either: numpy (sqlite-utils imported it with the metadata
-# store), the streaming runner (the console lines of source sessions) and the outbox (opened at
-# the end of every one-shot run to look for alert notifications to wait for).
-NOT_FOR_A_FILE_RUN = {"numpy", "engine.streaming.run", "engine.streaming.runner", "engine.outbox.manager"}
+# store), the streaming runner (the console lines of source sessions), the outbox (opened at the
+# end of every one-shot run to look for alert notifications to wait for) and asyncio (the engine's
+# loop, started with its first coroutine).
+NOT_FOR_A_FILE_RUN = {
+    "numpy",
+    "asyncio",
+    "engine.streaming.run",
+    "engine.streaming.runner",
+    "engine.outbox.manager",
+}
 
 
 def test_every_builtin_type_is_registered_by_the_module_named_for_it():
