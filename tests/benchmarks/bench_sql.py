@@ -1,7 +1,8 @@
 """SQL connectors benchmark (issue 13; plain script, prints JSON).
 
     .venv/bin/python tests/benchmarks/bench_sql.py [--rows 5000000] [--pandas-rows 1000000]
-        [--pandas-write-rows 100000] [--rss-rows 20000000] [--repeat 2] [--legs pg_to_parquet,parquet_to_pg,mariadb_to_parquet,stream_rss]
+        [--pandas-write-rows 100000] [--rss-rows 20000000] [--repeat 2]
+        [--legs pg_to_parquet,parquet_to_pg,mariadb_to_parquet,mariadb_paths,stream_rss]
 
 Against the real servers on 127.0.0.1 (PostgreSQL 5432 user postgres db test; MariaDB 3306 root db
 test). The table has 6 columns (bigint id, double, text, timestamptz, boolean, int).
@@ -14,6 +15,11 @@ test). The table has 6 columns (bigint id, double, text, timestamptz, boolean, i
   (delivery direct: Arrow IPC spool, then binary COPY in one transaction, with the `_key` column
   and its unique index) vs `pandas.read_parquet` + `to_sql(method="multi", chunksize=1000)`.
 - `mariadb_to_parquet`: our `mysql` source (connectorx arrow_stream) into Parquet.
+- `mariadb_paths`: the `mysql` source with connectorx against the same source without it (PyMySQL's
+  unbuffered cursor: what a bundle built without connectorx does), each in a child process of its
+  own, in turn (`--repeat` pairs), on `--rows` rows: rows/s and CPU-seconds (user + system, every
+  thread) of the read into Parquet; the child without it blocks `import connectorx` with a
+  meta-path finder.
 - `stream_rss`: a child process runs `--rss-rows` rows from PostgreSQL into Parquet (a real run);
   its peak RSS (VmHWM) is reported: the whole table never sits in memory.
 """
@@ -252,6 +258,63 @@ def leg_mariadb_to_parquet(args, tmp: Path) -> dict:
     return {"rows": rows, "ours_s": round(seconds, 2), "ours_rows_per_s": round(rows / seconds)}
 
 
+def leg_mariadb_paths(args, tmp: Path) -> dict:
+    import statistics
+
+    my_table("bench_sql_src", args.rows)
+    runs: dict[str, list[dict]] = {"connectorx": [], "pymysql": []}
+    for _ in range(REPEAT):
+        for path in runs:
+            child = subprocess.run(
+                [sys.executable, __file__, "--child-mysql", path, "--tmp", str(tmp)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            runs[path].append(json.loads(child.stdout.strip().splitlines()[-1]))
+            print(f"  {path}: {runs[path][-1]}", file=sys.stderr, flush=True)
+    out: dict = {"rows": args.rows, "load_avg": os.getloadavg()}
+    for path, got in runs.items():
+        out[path] = {
+            "rows_per_s_median": round(statistics.median(r["rows"] / r["seconds"] for r in got)),
+            "cpu_s_median": round(statistics.median(r["cpu_s"] for r in got), 2),
+            "seconds": [r["seconds"] for r in got],
+        }
+    out["pymysql_over_connectorx_wall"] = round(
+        out["connectorx"]["rows_per_s_median"] / out["pymysql"]["rows_per_s_median"], 2
+    )
+    out["pymysql_over_connectorx_cpu"] = round(
+        out["pymysql"]["cpu_s_median"] / out["connectorx"]["cpu_s_median"], 2
+    )
+    return out
+
+
+def child_mysql(path: str, tmp: Path) -> None:
+    if path == "pymysql":
+        import importlib.abc
+
+        class NoConnectorx(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "connectorx":
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+                return None
+
+        sys.meta_path.insert(0, NoConnectorx())
+    else:
+        import connectorx  # noqa: F401
+    registry.get("mysql")
+    import pymysql  # noqa: F401
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    rows = ours_to_parquet("mysql", {**MY, "table": "bench_sql_src"}, tmp, tmp / f"m_{path}.parquet")
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime - usage.ru_utime + after.ru_stime - usage.ru_stime
+    assert (path == "pymysql") == ("connectorx" not in sys.modules)
+    print(json.dumps({"rows": rows, "seconds": round(seconds, 2), "cpu_s": round(cpu, 2)}))
+
+
 def leg_stream_rss(args, tmp: Path) -> dict:
     pg_table("bench_sql_big", args.rss_rows)
     child = subprocess.run(
@@ -297,6 +360,7 @@ LEGS = {
     "parquet_to_pg": leg_parquet_to_pg,
     "parquet_to_pg_replace": leg_parquet_to_pg_replace,
     "mariadb_to_parquet": leg_mariadb_to_parquet,
+    "mariadb_paths": leg_mariadb_paths,
     "stream_rss": leg_stream_rss,
 }
 
@@ -311,6 +375,7 @@ def main() -> None:
     parser.add_argument("--rss-rows", type=int, default=20_000_000)
     parser.add_argument("--legs", default=",".join(LEGS))
     parser.add_argument("--child-stream")
+    parser.add_argument("--child-mysql", choices=("connectorx", "pymysql"))
     parser.add_argument("--tmp")
     parser.add_argument("--repeat", type=int, default=2, help="runs per leg; the fastest is reported")
     args = parser.parse_args()
@@ -318,6 +383,9 @@ def main() -> None:
     REPEAT = max(1, args.repeat)
     if args.child_stream:
         child_stream(args.child_stream, Path(args.tmp))
+        return
+    if args.child_mysql:
+        child_mysql(args.child_mysql, Path(args.tmp))
         return
     out: dict = {
         "command": " ".join(sys.argv),
