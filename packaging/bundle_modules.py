@@ -152,6 +152,15 @@ def connector_modules() -> list[str]:
     return list(dict.fromkeys(mods))
 
 
+def format_modules() -> list[str]:
+    """engine/connectors/formats FORMATS: each file format's module is imported on first use, by name
+    (its `_PARTS` table: format -> module in that package, and the names of its functions)."""
+    from engine.connectors import formats
+
+    parts = getattr(formats, "_PARTS", {})
+    return list(dict.fromkeys(f"{formats.__name__}.{entry[0]}" for entry in parts.values()))
+
+
 def simulator_modules() -> list[str]:
     """`aggregator simulate P` imports protocols.P.simulator by name (app/simulate.py)."""
     from app.simulate import DEFAULT_PORTS
@@ -193,7 +202,14 @@ def _literal(path: Path, name: str):
 
 def by_name_modules() -> list[str]:
     """Every module of ours the app imports by name (deduplicated, in a stable order)."""
-    mods = connector_modules() + simulator_modules() + transform_modules() + warm_modules() + page_modules()
+    mods = (
+        connector_modules()
+        + format_modules()
+        + simulator_modules()
+        + transform_modules()
+        + warm_modules()
+        + page_modules()
+    )
     return list(dict.fromkeys(mods))
 
 

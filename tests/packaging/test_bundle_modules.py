@@ -27,6 +27,22 @@ def test_every_registered_connector_module_is_bundled():
     assert {f"engine.transforms.{m}" for m in getattr(transforms, "BUILTIN", {}).values()} <= set(mods)
 
 
+def test_every_file_format_module_is_bundled():
+    """FORMATS imports each format's module by name on first use: without them the bundle's `demo`
+    failed with "No module named 'engine.connectors.formats.json'" (seen on a build of 76b2344)."""
+    from engine.connectors import formats
+
+    mods = set(bm.by_name_modules())
+    for name in formats.FORMATS:
+        module = f"engine.connectors.formats.{formats._PARTS[name][0]}"
+        assert module in mods, name
+    on_disk = {p.stem for p in (REPO / "engine" / "connectors" / "formats").glob("*.py")} - {
+        "__init__",
+        "common",
+    }
+    assert {f"engine.connectors.formats.{m}" for m in on_disk} <= mods
+
+
 def test_every_listed_module_exists():
     missing = [m for m in bm.by_name_modules() if importlib.util.find_spec(m) is None]
     assert missing == []
@@ -41,6 +57,7 @@ KNOWN_SITES = {
     "ui/main_window.py": "page_modules",
     "app/simulate.py": "simulator_modules",
     "engine/streaming/worker.py": "connector_modules",  # 'module:Class' of a registered connector
+    "engine/connectors/formats/__init__.py": "format_modules",  # FORMATS: a module per format, on first use
 }
 
 
