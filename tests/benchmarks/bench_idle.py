@@ -3,7 +3,7 @@ idle real-time pipeline with one Modbus tag polled every second.
 
     python tests/benchmarks/bench_idle.py [--legs service,pipeline] [--seconds 20] [--settle 35]
     python tests/benchmarks/bench_idle.py --quick            # --seconds 8 --settle 4
-    python tests/benchmarks/bench_idle.py --legs pipeline,floor_polars,floor_duckdb
+    python tests/benchmarks/bench_idle.py --legs pipeline,floor_polars,floor_duckdb --rounds 3
 
 Each leg runs the real command as a process of its own on a fresh data directory, through a small
 launcher (`--launch`) that, on SIGUSR1, writes the process's `sys.modules` to a file and carries on
@@ -18,6 +18,8 @@ start lease during which a new ring buffer keeps points for a viewer: idle is af
 The Modbus simulator (protocols/modbus/simulator.py) runs in a process of its own, not counted.
 The floor legs run the same one-tag work written by hand (pymodbus + DuckDB, with or without a
 one-row Polars frame: `floor`), measured the same way: what these libraries cost at least.
+With `--rounds N` the legs take turns N times (A B C, B C A, ...) and the JSON adds each leg's
+RSS and CPU per round, their medians and the ratios of the medians to `floor_polars`.
 Prints one JSON document.
 
 Probes (what-ifs, not changes; each in its own run, as they alter what they measure):
@@ -526,6 +528,20 @@ def floor_leg(frames: str):
     return leg
 
 
+def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One leg over the rounds: every round's RSS and CPU, and their medians."""
+    import statistics
+
+    rss = [r["rss_mb"] for r in results]
+    cpu = [r["cpu_percent_of_one_core"] for r in results]
+    return {
+        "rss_mb": rss,
+        "cpu_percent": cpu,
+        "rss_mb_median": round(statistics.median(rss), 1),
+        "cpu_percent_median": round(statistics.median(cpu), 2),
+    }
+
+
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--launch":
         sys.exit(launch(sys.argv[2], sys.argv[3:]))
@@ -540,6 +556,9 @@ def main() -> None:
         help="seconds after ready before measuring (default 35: past the ring buffers' 30 s start lease; --quick 4)",
     )
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="rounds of the legs, order rotating; medians and ratios"
+    )
     ap.add_argument("--block", default="", help="probe: top-level modules whose import is made to fail")
     ap.add_argument("--probe-trim", action="store_true", help="probe: malloc_trim(0) after the window")
     ap.add_argument("--probe-pageout", action="store_true", help="probe: page out file-backed memory")
@@ -564,9 +583,30 @@ def main() -> None:
             "tracemalloc": args.tracemalloc,
         },
     }
+    names = args.legs.split(",")
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.legs.split(","):
-            report[name] = legs[name](args, Path(tmp))
+        for round_no in range(args.rounds):
+            order = names[round_no % len(names) :] + names[: round_no % len(names)]  # A B C, B C A, ...
+            work = Path(tmp) / f"round{round_no}"
+            work.mkdir()
+            for name in order:
+                runs[name].append(legs[name](args, work))
+    for name in names:
+        report[name] = runs[name][-1]  # the last round's details (smaps, threads, modules)
+    if args.rounds > 1:
+        report["rounds"] = {name: summary(runs[name]) for name in names}
+        base = "floor_polars" if "floor_polars" in names else None
+        if base:
+            report["ratios_to_floor_polars"] = {
+                name: {
+                    key: round(report["rounds"][name][key] / report["rounds"][base][key], 2)
+                    for key in ("rss_mb_median", "cpu_percent_median")
+                    if report["rounds"][base][key]
+                }
+                for name in names
+                if name != base
+            }
     report["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(report, indent=2))
 
