@@ -40,6 +40,7 @@ class Format:
 
 
 # Each format: its module (in this package) and the names of read, locate, writer and schema there.
+# packaging/bundle_modules.py reads this table for the bundle's hidden imports (imported by name).
 _PARTS: dict[str, tuple[str, str, str, str, str | None]] = {
     "csv": ("csv", "read", "locate", "Writer", "schema"),
     "json": ("json", "read_json", "locate_record", "JsonWriter", None),
