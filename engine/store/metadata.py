@@ -1,4 +1,4 @@
-"""Metadata store: SQLite through sqlite-utils, WAL mode.
+"""Metadata store: SQLite (plain sqlite3; the tables as sqlite-utils made them), WAL mode.
 
 Pipelines and their versions, runs, per-node statistics and run log lines; the process that owns
 each unfinished run, and what its destinations left on disk until they commit or abort (so that a
@@ -26,33 +26,6 @@ from engine.diskspace import as_no_space
 from engine.runs.timefmt import now_iso
 from engine.secrets import mask
 from engine.statuses import UNFINISHED
-
-
-def _sqlite_utils_without_pandas():
-    """sqlite-utils, imported with pandas and numpy hidden: it imports pandas whenever pandas is
-    installed (a development environment has it for benchmarks) and numpy whenever numpy is, only to
-    map their value types to column types, and this store never stores either (its tables are
-    created with Python types): ~40 MB and ~0.4 s of CPU for pandas, ~0.07 s for numpy, in every
-    process that opens a data directory (a 10-row `aggregator run` among them). Both are importable
-    again right after, for anything that really uses them."""
-    import sys
-
-    if "sqlite_utils" in sys.modules:
-        import sqlite_utils
-
-        return sqlite_utils
-    hidden = [name for name in ("pandas", "numpy") if name not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment]  # `import numpy` raises ImportError
-    try:
-        import sqlite_utils
-    finally:
-        for name in hidden:
-            del sys.modules[name]
-    return sqlite_utils
-
-
-sqlite_utils = _sqlite_utils_without_pandas()
 
 SCHEMA_VERSION = 1
 MAX_PENDING_LOGS = 10_000  # log lines kept in memory while the disk is full
@@ -105,24 +78,92 @@ def _upsert(conn: sqlite3.Connection, table: str, pk: tuple[str, ...], row: dict
     conn.execute(sql, tuple(_cell(v) for v in row.values()))
 
 
+_SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL", bool: "INTEGER"}
+_PY_TYPES = {"TEXT": str, "INTEGER": int, "REAL": float, "FLOAT": float}
+
+
+def _name(text: str) -> str:
+    if '"' in text:
+        raise ValueError(f"not a name: {text}")
+    return f'"{text}"'
+
+
+class _Database:
+    """The few calls of sqlite-utils' `Database` this store makes, on plain sqlite3 (same tables,
+    column types and index names as sqlite-utils made them): importing sqlite-utils cost every
+    process that opens a data directory ~60 ms of CPU (pluggy, click, dateutil, its regexes), a
+    fifth of a 10-row `aggregator run`'s own start-up."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params or ())
+
+    def query(self, sql: str, params: Any = ()) -> Iterator[dict[str, Any]]:
+        cursor = self.conn.execute(sql, params or ())
+        keys = [d[0] for d in cursor.description]
+        return iter([dict(zip(keys, row, strict=True)) for row in cursor.fetchall()])
+
+    def __getitem__(self, table: str) -> _Table:
+        return _Table(self.conn, table)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _Table:
+    def __init__(self, conn: sqlite3.Connection, name: str):
+        self.conn = conn
+        self.name = name
+
+    def create(
+        self, columns: dict[str, type], pk: str | tuple[str, ...], if_not_exists: bool = False
+    ) -> None:
+        keys = (pk,) if isinstance(pk, str) else tuple(pk)
+        lines = [
+            f"   {_name(c)} {_SQL_TYPES[t]}" + (" PRIMARY KEY" if keys == (c,) else "")
+            for c, t in columns.items()
+        ]
+        if len(keys) > 1:
+            lines.append(f"   PRIMARY KEY ({', '.join(_name(k) for k in keys)})")
+        exists = "IF NOT EXISTS " if if_not_exists else ""
+        self.conn.execute(f"CREATE TABLE {exists}{_name(self.name)} (\n" + ",\n".join(lines) + "\n)")
+
+    @property
+    def columns_dict(self) -> dict[str, type]:
+        rows = self.conn.execute(f"PRAGMA table_info({_name(self.name)})").fetchall()
+        return {row[1]: _PY_TYPES.get(str(row[2]).upper(), str) for row in rows}
+
+    def add_column(self, column: str, kind: type) -> None:
+        self.conn.execute(f"ALTER TABLE {_name(self.name)} ADD COLUMN {_name(column)} {_SQL_TYPES[kind]}")
+
+    def upsert(self, row: dict[str, Any], pk: str) -> None:
+        _upsert(self.conn, self.name, (pk,), row)
+
+    def create_index(self, columns: list[str], if_not_exists: bool = False) -> None:
+        index = _name(f"idx_{self.name}_{'_'.join(columns)}")
+        exists = "IF NOT EXISTS " if if_not_exists else ""
+        cols = ", ".join(_name(c) for c in columns)
+        self.conn.execute(f"CREATE INDEX {exists}{index}\n    ON {_name(self.name)} ({cols})")
+
+
 class MetadataStore:
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # One connection shared by the executor's threads; every write holds self._lock.
         conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        # execute_plugins=False: no sqlite-utils plugin hooks into this store; looking for them read
-        # every installed package's entry points (~25 ms of CPU at each start-up).
-        self.db = sqlite_utils.Database(conn, execute_plugins=False)
+        self.db = _Database(conn)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
-        # Reads hold it too: sqlite-utils runs every query inside a SAVEPOINT that it then RELEASEs,
-        # and on this one connection a read's savepoint nested in a write's transaction (or the
-        # write's in the read's) released or committed the other's: "no such savepoint", "cannot
-        # commit - no transaction is active", and the run failed (about 1 in 300 runs with 100
-        # interval pipelines a second; tests/benchmarks/bench_service.py scheduler_real). Each read
-        # is fetched whole under the lock. RLock: writes read under it.
+        # Reads hold it too: this one connection serves every thread, and a read interleaved with
+        # another thread's transaction on it runs inside that transaction (with sqlite-utils, whose
+        # reads ran in a SAVEPOINT, it released or committed the other's: "no such savepoint",
+        # "cannot commit - no transaction is active", about 1 in 300 runs with 100 interval
+        # pipelines a second; tests/benchmarks/bench_service.py scheduler_real). Each read is
+        # fetched whole under the lock. RLock: writes read under it.
         self._lock = threading.RLock()
         query = self.db.query
 
@@ -227,7 +268,7 @@ class MetadataStore:
 
     def _flush_pending_logs(self) -> None:
         if self._pending_logs:
-            self.db["run_logs"].insert_all(self._pending_logs)
+            self.db.conn.executemany(_LOG_SQL, [_log_values(row) for row in self._pending_logs])
             self._pending_logs = []
 
     # ---- pipelines ---------------------------------------------------------------------------

@@ -13,12 +13,13 @@ from engine.transforms import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("pandas", "duckdb", "pyarrow", "PySide6", "asyncua", "pymodbus")
-# What a file-only batch run must not load either: numpy (sqlite-utils imported it with the metadata
-# store), the streaming runner (the console lines of source sessions), the outbox (opened at the
-# end of every one-shot run to look for alert notifications to wait for) and asyncio (the engine's
-# loop, started with its first coroutine).
+# What a file-only batch run must not load either: sqlite-utils and numpy (the metadata store used
+# sqlite-utils, which imported numpy), the streaming runner (the console lines of source sessions),
+# the outbox (opened at the end of every one-shot run to look for alert notifications to wait for)
+# and asyncio (the engine's loop, started with its first coroutine).
 NOT_FOR_A_FILE_RUN = {
     "numpy",
+    "sqlite_utils",
     "asyncio",
     "engine.streaming.run",
     "engine.streaming.runner",
