@@ -120,6 +120,12 @@ class Historian:
                 self._con.execute("SET GLOBAL preserve_insertion_order = false")
             return quiet(self._con.cursor())
 
+    def cursor_if_open(self) -> duckdb.DuckDBPyConnection | None:
+        """A cursor of the shared connection if it is open now, else None (never opens the file:
+        for background work that must not hold a closed historian's file again)."""
+        with self._lock:
+            return None if self._con is None else quiet(self._con.cursor())
+
     def close(self) -> None:
         with self._lock:
             if self._con is not None:

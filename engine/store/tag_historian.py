@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import math
 import re
 import time
 import warnings
@@ -371,8 +372,31 @@ class TagHistorian:
         self._uncommitted, self._marking = [], None
         with self.newest.write_lock:  # held already by a stream's micro-batch (the commit lock)
             self.newest.add(frames, marking)
-            if time.monotonic() - self.newest.last_write >= self.last_every:
+            since = time.monotonic() - self.newest.last_write
+            if since >= self.last_every:
                 self.write_last(cur)
+            elif self.last_every != math.inf:
+                self.newest.write_later(self.last_every - since, self._write_when_due)
+
+    def _write_when_due(self) -> None:
+        """The timer's write (`NewestRows.write_later`): only on a historian that is still open, and
+        only what no commit wrote meanwhile; a failure is left to the next commit's write."""
+        with self.newest.write_lock:
+            if self.newest.empty and self.newest.marked is None:
+                return
+            if time.monotonic() - self.newest.last_write < self.last_every:  # a commit wrote it
+                self.newest.write_later(self.last_every, self._write_when_due)
+                return
+            cur = self.historian.cursor_if_open()
+            if cur is None:  # closed: the rows stay marked, the next open folds them
+                return
+            try:
+                cur.execute("SET TimeZone = 'UTC'")
+                self.write_last(cur)
+            except duckdb.Error:
+                pass  # the next commit writes again (the marker keeps them safe meanwhile)
+            finally:
+                cur.close()
 
     def rolled_back(self) -> None:
         """The caller rolled back what `insert` wrote: nothing of it is kept."""

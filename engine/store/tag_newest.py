@@ -13,7 +13,8 @@ What `tag_last` promises (docs/architecture.md, "Storage"):
   engine's API, so also the service's HTTP API, its clients and `aggregator query` through a
   service) get the newest committed row of every tag: the table merged with the rows kept here;
 - the table itself is at most `WRITE_EVERY` seconds (plus one write) behind the committed rows while
-  a writer runs, and exact after a clean stop (a sink's close writes it);
+  a writer runs: the first commit `WRITE_EVERY` s after the last write writes it, or a timer when
+  no commit comes (`write_later`); and exact after a clean stop (a sink's close writes it);
 - after a crash (SIGKILL) the next open of the historian rebuilds it: every batch that adds rows
   not yet written marks, in its own transaction, the earliest timestamp among them
   (`PENDING_TABLE`), and the open folds the rows of `tags` from that timestamp on into `tag_last`.
@@ -86,6 +87,23 @@ class NewestRows:
         self.marked: tuple[datetime | None, bool] | None = None  # what PENDING_TABLE holds (None: nothing)
         self.last_write = time.monotonic()
         self.recovered = False  # the crash marker was looked at (once per process and historian)
+        self._timer: threading.Timer | None = None
+
+    def write_later(self, delay: float, write) -> None:
+        """Call `write()` in `delay` seconds on a timer thread, unless one is pending already: rows
+        committed by a stream that then commits nothing for a while still reach the table."""
+        with self._lock:
+            if self._timer is not None and self._timer.is_alive():
+                return
+
+            def due() -> None:
+                with self._lock:
+                    self._timer = None  # the write may ask for the next one
+                write()
+
+            self._timer = threading.Timer(max(0.0, delay), due)
+            self._timer.daemon = True
+            self._timer.start()
 
     def add(self, frames: list[pl.DataFrame], marked: tuple[datetime | None, bool] | None) -> None:
         """Committed batches (LAST_SCHEMA, arrival order) and the marker their transaction left."""

@@ -26,6 +26,7 @@ from engine.context import RunContext
 from engine.store.historian import Historian
 from engine.store.tag_historian import TagHistorian
 from engine.tags import TagBatchBuilder
+from tests.waiting import wait_for
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
@@ -232,6 +233,7 @@ def test_a_reader_never_misses_a_committed_row_while_the_table_is_written(store)
             if floor >= 0 and (len(got) != len(tags) or min(got.values()) < floor):
                 problems.append(f"after round {floor}: {sorted(got.items())[:3]}...")
 
+    store.cursor().close()  # the tables exist before the reader starts (two creators conflict)
     reader = threading.Thread(target=read)
     reader.start()
     try:
@@ -243,3 +245,13 @@ def test_a_reader_never_misses_a_committed_row_while_the_table_is_written(store)
         reader.join()
     assert problems == []
     assert last(store) == dict.fromkeys(tags, 39.0)
+
+
+def test_rows_committed_before_a_pause_reach_the_table_without_another_commit(store):
+    """A stream that commits and then nothing for a while: the timer writes the table once
+    `last_every` has passed since the last write."""
+    store.last_every = 0.5
+    store.newest.last_write = time.monotonic()
+    store.append(batch([("a", 1.0, 10), ("b", 2.0, 10)]))  # committed, kept, not written yet
+    assert wait_for(lambda: stored_table(store) == {"a": 1.0, "b": 2.0}, timeout=30, what="the timer's write")
+    assert store.newest.empty
