@@ -23,7 +23,7 @@ while it has a subscriber (`subscribe()`/`unsubscribe()`, counted per name) or a
 read (`window`, `last`, `tags`) renews a lease of `lease_s` (30 s), so the GUI's Live page, the API's
 event stream and HTTP pollers, and the alert evaluator's tag thresholds keep it alive by reading it.
 A new buffer starts with one lease (a viewer opened right after a pipeline starts sees its first
-points). When the last lease lapses the matrices are freed at the next write, and writes cost
+points), unless its process has no viewer of its own and said so (`set_start_lease(0)`). When the last lease lapses the matrices are freed at the next write, and writes cost
 nothing until someone reads again (counted in `counters["not_kept"]`); what was not kept is in the
 historian, which charts read for the part of a window the buffer does not hold. A headless run
 with nobody watching holds no ring memory and spends no CPU on it.
@@ -97,6 +97,7 @@ class TagRingBuffer:
         on_demand: bool = False,
         lease_s: float = DEFAULT_LEASE_S,
         clock=time.monotonic,
+        start_lease_s: float | None = None,
     ):
         """`capacity`: the most points a tag keeps; `budget_bytes`: all tags together (None: the
         default, `default_budget_bytes()`; 0: no budget, every tag keeps `capacity`); `floor`: the
@@ -110,7 +111,8 @@ class TagRingBuffer:
         self.on_demand, self.lease_s = on_demand, lease_s
         self._subscribers: Counter[str] = Counter()
         self._clock = clock
-        self._lease_until = clock() + lease_s  # the first lease: see the module doc
+        # the first lease (see the module doc): `start_lease_s`, else `lease_s`
+        self._lease_until = clock() + (lease_s if start_lease_s is None else start_lease_s)
         self._lock = threading.Lock()
         self.counters: Counter[str] = Counter()
         self._clear()
@@ -333,6 +335,15 @@ class TagRingBuffer:
 
 _REGISTRY: dict[Path, TagRingBuffer] = {}
 _REGISTRY_LOCK = threading.Lock()
+_start_lease_s = DEFAULT_LEASE_S  # the first lease of the registry's buffers (`set_start_lease`)
+
+
+def set_start_lease(seconds: float) -> None:
+    """The first lease of the registry's buffers made from now on (default `DEFAULT_LEASE_S`). A
+    process with no viewer of its own (a foreground `aggregator run`: no GUI, no API) sets 0: its
+    buffers keep nothing until something reads them, and numpy is never imported for them."""
+    global _start_lease_s
+    _start_lease_s = max(0.0, float(seconds))
 
 
 def ring_buffers(
@@ -349,7 +360,9 @@ def ring_buffers(
     with _REGISTRY_LOCK:
         buffer = _REGISTRY.get(key)
         if buffer is None:
-            buffer = _REGISTRY[key] = TagRingBuffer(capacity, max_tags, budget_bytes, floor, on_demand=True)
+            buffer = _REGISTRY[key] = TagRingBuffer(
+                capacity, max_tags, budget_bytes, floor, on_demand=True, start_lease_s=_start_lease_s
+            )
         return buffer
 
 

@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from engine.store.ring_buffer import POINT_BYTES, TagRingBuffer, forget_ring_buffers, ring_buffers
+from engine.store.ring_buffer import (
+    DEFAULT_LEASE_S,
+    POINT_BYTES,
+    TagRingBuffer,
+    forget_ring_buffers,
+    ring_buffers,
+    set_start_lease,
+)
 from engine.tags import conform
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -93,6 +100,21 @@ def test_the_registrys_buffers_are_on_demand(tmp_path):
     try:
         assert ring.on_demand and ring.keeping  # within the lease of its creation
     finally:
+        forget_ring_buffers(tmp_path)
+
+
+def test_a_process_without_viewers_makes_its_buffers_without_the_start_lease(tmp_path):
+    set_start_lease(0)
+    try:
+        ring = ring_buffers(tmp_path)
+        assert not ring.keeping  # nothing is kept until something reads
+        ring.append(batch(5, 0))
+        assert ring.memory_bytes() == 0 and ring.counters["not_kept"] == 5
+        ring.window("t0")  # a read leases it as always
+        ring.append(batch(5, 1))
+        assert ring.window("t4")[1].tolist() == [1.0]
+    finally:
+        set_start_lease(DEFAULT_LEASE_S)
         forget_ring_buffers(tmp_path)
 
 
