@@ -374,7 +374,12 @@ class TagHistorian:
             self.newest.add(frames, marking)
             since = time.monotonic() - self.newest.last_write
             if since >= self.last_every:
-                self.write_last(cur)
+                try:
+                    self.write_last(cur)
+                except duckdb.Error:
+                    # The batch is committed: failing it now would make a stream retry it (its rows
+                    # twice). The rows stay kept and marked; the timer tries again.
+                    self.newest.write_later(max(1.0, min(self.last_every, 60.0)), self._write_when_due)
             elif self.last_every != math.inf:
                 self.newest.write_later(self.last_every - since, self._write_when_due)
 

@@ -255,3 +255,20 @@ def test_rows_committed_before_a_pause_reach_the_table_without_another_commit(st
     store.append(batch([("a", 1.0, 10), ("b", 2.0, 10)]))  # committed, kept, not written yet
     assert wait_for(lambda: stored_table(store) == {"a": 1.0, "b": 2.0}, timeout=30, what="the timer's write")
     assert store.newest.empty
+
+
+def test_a_failed_write_of_the_table_does_not_fail_the_committed_batch(store):
+    """The batch is committed before the table's write: a failure there leaves the rows kept (and
+    marked), and a later write puts them in the table; a stream never retries a stored batch."""
+    store.last_every = 0.0
+    store.append(batch([("a", 1.0, 10)]))
+    cur = store.cursor()
+    cur.execute("ALTER TABLE tag_last RENAME TO tag_last_away")  # the write fails while it is away
+    try:
+        assert store.append(batch([("a", 2.0, 20)])) == 1  # no error: the batch is stored
+        assert not store.newest.empty  # kept for the next write
+    finally:
+        cur.execute("ALTER TABLE tag_last_away RENAME TO tag_last")
+        cur.close()
+    assert store.raw("a").get_column("value").to_list() == [1.0, 2.0]
+    assert wait_for(lambda: stored_table(store) == {"a": 2.0}, timeout=30, what="the retried write")
