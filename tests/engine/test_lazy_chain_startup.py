@@ -83,3 +83,25 @@ def test_help_imports_neither_polars_nor_pydantic_nor_the_stores(tmp_path):
     modules, proc = _imported_by(["--help"], tmp_path)
     assert "usage: aggregator" in proc.stdout
     assert not modules & HELP_FORBIDDEN, sorted(modules & HELP_FORBIDDEN)
+
+
+def test_validate_opens_no_store_and_starts_no_engine(tmp_path):
+    spec = tmp_path / "p.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "name": "tiny",
+                "sources": [{"name": "in", "connector_type": "file", "config": {"path": "in.csv"}}],
+                "transformations": [{"type": "field_mapping", "field_name": "email", "operation": "trim"}],
+                "destinations": [{"name": "out", "connector_type": "file", "config": {"path": "out.csv"}}],
+            }
+        )
+    )
+    modules, proc = _imported_by(["validate", str(spec)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "valid" in proc.stdout
+    loaded = modules & (
+        {"numpy", "sqlite_utils", "asyncio", *HEAVY}
+        | {m for m in modules if m.startswith(("engine.store", "engine.streaming", "engine.workspace"))}
+    )
+    assert not loaded, sorted(loaded)
