@@ -90,8 +90,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     # every destination aborts, no temporary file or stage table is left.
     stops = [signal.SIGINT, signal.SIGTERM]
     previous = {sig: signal.signal(sig, lambda *_: wake.set()) for sig in stops}
+    from engine.api.connect import without_viewers
+
     try:
-        with _engine_or_service(args) as engine:
+        with without_viewers(), _engine_or_service(args) as engine:
             if real_time and not args.json:
                 until = f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
                 print(f'Streaming "{loaded["name"]}" {until}...', flush=True)

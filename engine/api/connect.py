@@ -13,8 +13,10 @@ checked, audited view the service gives its callers. Nothing heavy is imported o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from engine.api.protocol import EngineAPI
@@ -70,4 +72,19 @@ def engine_for(data_dir: Path | str | None = None, source: str = "cli") -> Engin
     )  # no window to keep answering
 
 
-__all__ = ["engine_for", "service_url"]
+@contextlib.contextmanager
+def without_viewers() -> Iterator[None]:
+    """For a process with no viewer of its own (a foreground `aggregator run`: no window, no API):
+    the live ring buffers made meanwhile keep nothing, and import no numpy, until something reads
+    them (engine/store/ring_buffer.py `set_start_lease`). The default lease is back afterwards: the
+    setting is the process's, and a test may run the command line in its own process."""
+    from engine.store.ring_buffer import DEFAULT_LEASE_S, set_start_lease
+
+    set_start_lease(0)
+    try:
+        yield
+    finally:
+        set_start_lease(DEFAULT_LEASE_S)
+
+
+__all__ = ["engine_for", "service_url", "without_viewers"]

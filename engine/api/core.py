@@ -49,6 +49,8 @@ WARM_MODULES = (
     "engine.connectors.duckdb_connector",
     "engine.connectors.historian_connector",
     "engine.connectors.formats",
+    "engine.connectors.formats.csv",  # the formats load on first use since e7589f9: warm the usual two
+    "engine.connectors.formats.parquet",
     "engine.streaming.runner",
     "engine.streaming.flow",
 )
