@@ -387,7 +387,7 @@ class TagHistorian:
         """The timer's write (`NewestRows.write_later`): only on a historian that is still open, and
         only what no commit wrote meanwhile; a failure is left to the next commit's write."""
         with self.newest.write_lock:
-            if self.newest.empty and self.newest.marked is None:
+            if tag_newest.exiting() or (self.newest.empty and self.newest.marked is None):
                 return
             if time.monotonic() - self.newest.last_write < self.last_every:  # a commit wrote it
                 self.newest.write_later(self.last_every, self._write_when_due)

@@ -25,6 +25,7 @@ timestamp is older than any, and among equal timestamps the later arrival wins.
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 import weakref
@@ -101,8 +102,10 @@ class NewestRows:
                     self._timer = None  # the write may ask for the next one
                 write()
 
+            # Not a daemon: one stopped inside Polars or DuckDB at the interpreter's finalization
+            # aborts the process; `_at_exit` cancels it before threads are joined.
             self._timer = threading.Timer(max(0.0, delay), due)
-            self._timer.daemon = True
+            self._timer.daemon = False
             self._timer.start()
 
     def add(self, frames: list[pl.DataFrame], marked: tuple[datetime | None, bool] | None) -> None:
@@ -145,6 +148,32 @@ class NewestRows:
 
 _REGISTRY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _REGISTRY_LOCK = threading.Lock()
+
+
+_EXITING = threading.Event()
+
+
+def _at_exit() -> None:
+    """At interpreter exit, before threads are joined: the timers are cancelled (so exit does not
+    wait for them), no timer's write starts any more, and one under way finishes first."""
+    _EXITING.set()
+    with _REGISTRY_LOCK:
+        kept = list(_REGISTRY.values())
+    for rows in kept:
+        with rows._lock:
+            timer, rows._timer = rows._timer, None
+        if timer is not None:
+            timer.cancel()
+        if rows.write_lock.acquire(timeout=10):  # the timer's write holds it while it writes
+            rows.write_lock.release()
+
+
+# Run before non-daemon threads are joined (as concurrent.futures does); atexit would run after.
+getattr(threading, "_register_atexit", atexit.register)(_at_exit)
+
+
+def exiting() -> bool:
+    return _EXITING.is_set()
 
 
 def of(historian) -> NewestRows:
