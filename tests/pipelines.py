@@ -98,3 +98,71 @@ def opcua_stream(
     if layout is not None:
         doc["layout"] = layout
     return doc
+
+
+def one_modbus_tag(port: int) -> dict[str, Any]:
+    """A real_time graph: one float32 holding register of a Modbus simulator on `port`, polled every
+    second, into the tag historian (the idle one-tag pipeline of issue 12 item 4)."""
+    return {
+        "name": "one modbus tag",
+        "spec_version": 1,
+        "nodes": [
+            {
+                "id": "meter",
+                "kind": "source",
+                "connector_type": "modbus",
+                "config": {
+                    "devices": [
+                        {
+                            "name": "meter1",
+                            "host": "127.0.0.1",
+                            "port": port,
+                            "unit_id": 1,
+                            "poll_interval_ms": 1000,
+                            "tags": [
+                                {"name": "power_kw", "table": "holding", "address": 0, "type": "float32"}
+                            ],
+                        }
+                    ]
+                },
+            },
+            {
+                "id": "historian",
+                "kind": "destination",
+                "inputs": ["meter"],
+                "connector_type": "historian",
+                "config": {},
+            },
+        ],
+        "schedule": {"type": "real_time"},
+    }
+
+
+def historian_rows(data: Path) -> int:
+    """Rows in a running pipeline's historian (`data/historian.duckdb`), read from a copy of the file
+    and its WAL so that the writer is not disturbed; 0 while there is none or the copy was taken
+    mid-write (callers poll)."""
+    import duckdb
+
+    source = data / "historian.duckdb"
+    if not source.exists():
+        return 0
+    copy = data.parent / "historian-copy.duckdb"
+    wal, copy_wal = Path(f"{source}.wal"), Path(f"{copy}.wal")
+    try:
+        shutil.copyfile(source, copy)
+        if wal.exists():
+            shutil.copyfile(wal, copy_wal)
+        con = duckdb.connect(str(copy), read_only=True)
+        try:
+            tables = {
+                r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+            }
+            return con.execute("SELECT count(*) FROM tags").fetchone()[0] if "tags" in tables else 0
+        finally:
+            con.close()
+    except (OSError, duckdb.Error):
+        return 0
+    finally:
+        copy.unlink(missing_ok=True)
+        copy_wal.unlink(missing_ok=True)

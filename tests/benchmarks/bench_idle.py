@@ -383,80 +383,16 @@ def service_leg(args, work: Path) -> dict[str, Any]:
     return result
 
 
-def pipeline_spec(port: int) -> dict[str, Any]:
-    return {
-        "name": "one modbus tag",
-        "spec_version": 1,
-        "nodes": [
-            {
-                "id": "meter",
-                "kind": "source",
-                "connector_type": "modbus",
-                "config": {
-                    "devices": [
-                        {
-                            "name": "meter1",
-                            "host": "127.0.0.1",
-                            "port": port,
-                            "unit_id": 1,
-                            "poll_interval_ms": 1000,
-                            "tags": [
-                                {"name": "power_kw", "table": "holding", "address": 0, "type": "float32"}
-                            ],
-                        }
-                    ]
-                },
-            },
-            {
-                "id": "historian",
-                "kind": "destination",
-                "inputs": ["meter"],
-                "connector_type": "historian",
-                "config": {},
-            },
-        ],
-        "schedule": {"type": "real_time"},
-    }
-
-
-def historian_rows(data: Path) -> int:
-    """Rows in the pipeline's historian, read without disturbing its writer (a copy of the file)."""
-    import shutil
-
-    import duckdb
-
-    source = data / "historian.duckdb"
-    if not source.exists():
-        return 0
-    copy = data.parent / "historian-copy.duckdb"
-    try:
-        shutil.copyfile(source, copy)
-        wal = source.with_name(source.name + ".wal")
-        if wal.exists():
-            shutil.copyfile(wal, copy.with_name(copy.name + ".wal"))
-        con = duckdb.connect(str(copy), read_only=True)
-        try:
-            tables = {
-                r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
-            }
-            return con.execute("SELECT count(*) FROM tags").fetchone()[0] if "tags" in tables else 0
-        finally:
-            con.close()
-    except (OSError, duckdb.Error):
-        return 0
-    finally:
-        for f in (copy, copy.with_name(copy.name + ".wal")):
-            f.unlink(missing_ok=True)
-
-
 def pipeline_leg(args, work: Path) -> dict[str, Any]:
     """`aggregator run` of a real-time pipeline `modbus -> historian`, one tag polled every second."""
     from bench_modbus import start_simulator
 
+    from tests.pipelines import historian_rows, one_modbus_tag
+
     sim, port = start_simulator(14)
     data = work / "pipeline-data"
     spec = work / "one_tag.json"
-    spec.write_text(json.dumps(pipeline_spec(port)))
+    spec.write_text(json.dumps(one_modbus_tag(port)))
     try:
         proc, modules_file, out = spawn(
             work, "pipeline", ["run", str(spec), "--data-dir", str(data)], args.block

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from protocols.modbus.simulator import ModbusSimulator
+from tests.pipelines import historian_rows, one_modbus_tag
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the module list is taken on SIGUSR1 (POSIX)")
@@ -78,70 +78,6 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def _spec(port: int) -> dict:
-    return {
-        "name": "one modbus tag",
-        "spec_version": 1,
-        "nodes": [
-            {
-                "id": "meter",
-                "kind": "source",
-                "connector_type": "modbus",
-                "config": {
-                    "devices": [
-                        {
-                            "name": "meter1",
-                            "host": "127.0.0.1",
-                            "port": port,
-                            "unit_id": 1,
-                            "poll_interval_ms": 1000,
-                            "tags": [
-                                {"name": "power_kw", "table": "holding", "address": 0, "type": "float32"}
-                            ],
-                        }
-                    ]
-                },
-            },
-            {
-                "id": "historian",
-                "kind": "destination",
-                "inputs": ["meter"],
-                "connector_type": "historian",
-                "config": {},
-            },
-        ],
-        "schedule": {"type": "real_time"},
-    }
-
-
-def _stored_rows(data: Path) -> int:
-    """Rows in the running pipeline's historian, read from a copy (the writer holds the file)."""
-    import duckdb
-
-    source = data / "historian.duckdb"
-    if not source.exists():
-        return 0
-    copy = data.parent / "historian-copy.duckdb"
-    wal, copy_wal = Path(f"{source}.wal"), Path(f"{copy}.wal")
-    try:
-        shutil.copyfile(source, copy)
-        if wal.exists():
-            shutil.copyfile(wal, copy_wal)
-        con = duckdb.connect(str(copy), read_only=True)
-        try:
-            tables = {
-                r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
-            }
-            return con.execute("SELECT count(*) FROM tags").fetchone()[0] if "tags" in tables else 0
-        finally:
-            con.close()
-    except (OSError, duckdb.Error):  # copied mid-write: try again
-        return 0
-    finally:
-        copy.unlink(missing_ok=True)
-        copy_wal.unlink(missing_ok=True)
-
-
 def _wait(condition, proc: subprocess.Popen, out: Path, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -157,7 +93,7 @@ def idle_pipeline_modules(tmp_path_factory) -> list[str]:
     data, modules_file, out = work / "data", work / "modules.json", work / "run.out"
     with ModbusSimulator(meters=1) as sim:
         spec = work / "one_tag.json"
-        spec.write_text(json.dumps(_spec(sim.port)))
+        spec.write_text(json.dumps(one_modbus_tag(sim.port)))
         env = {**os.environ, "AGGREGATOR_CONFIG": str(work / "config"), "PYTHONUNBUFFERED": "1"}
         with open(out, "wb") as fh:
             proc = subprocess.Popen(
@@ -177,7 +113,7 @@ def idle_pipeline_modules(tmp_path_factory) -> list[str]:
                 stderr=subprocess.STDOUT,
             )
         try:
-            _wait(lambda: _stored_rows(data) > 0, proc, out)
+            _wait(lambda: historian_rows(data) > 0, proc, out)
             proc.send_signal(signal.SIGUSR1)
             _wait(modules_file.exists, proc, out)
         finally:
