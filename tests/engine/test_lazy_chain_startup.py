@@ -54,8 +54,8 @@ def _imported_by(args: list[str], tmp_path: Path) -> tuple[set[str], subprocess.
     return set(json.loads((tmp_path / "mods.json").read_text())), proc
 
 
-def test_a_csv_to_csv_run_imports_no_heavy_package(tmp_path):
-    (tmp_path / "in.csv").write_text("id,email\n1,a@example.com\n2,bad\n")
+def _tiny_spec(tmp_path: Path) -> Path:
+    """A file-only pipeline, in.csv -> trim(email) -> out.csv, written to `tmp_path/p.json`."""
     spec = tmp_path / "p.json"
     spec.write_text(
         json.dumps(
@@ -67,6 +67,12 @@ def test_a_csv_to_csv_run_imports_no_heavy_package(tmp_path):
             }
         )
     )
+    return spec
+
+
+def test_a_csv_to_csv_run_imports_no_heavy_package(tmp_path):
+    (tmp_path / "in.csv").write_text("id,email\n1,a@example.com\n2,bad\n")
+    spec = _tiny_spec(tmp_path)
     modules, proc = _imported_by(["run", str(spec), "--data-dir", str(tmp_path / "data")], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out.csv").read_text().splitlines()[1:] == ["1,a@example.com", "2,bad"]
@@ -86,17 +92,7 @@ def test_help_imports_neither_polars_nor_pydantic_nor_the_stores(tmp_path):
 
 
 def test_validate_opens_no_store_and_starts_no_engine(tmp_path):
-    spec = tmp_path / "p.json"
-    spec.write_text(
-        json.dumps(
-            {
-                "name": "tiny",
-                "sources": [{"name": "in", "connector_type": "file", "config": {"path": "in.csv"}}],
-                "transformations": [{"type": "field_mapping", "field_name": "email", "operation": "trim"}],
-                "destinations": [{"name": "out", "connector_type": "file", "config": {"path": "out.csv"}}],
-            }
-        )
-    )
+    spec = _tiny_spec(tmp_path)
     modules, proc = _imported_by(["validate", str(spec)], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "valid" in proc.stdout
