@@ -1,14 +1,17 @@
-"""The newest record of every tag, kept without an upsert per batch.
+"""The table of the newest record of every tag, `tag_last` (one row per tag, primary key `tag`).
 
-`tag_last` holds one row per tag (primary key `tag`). Each batch appends its newest row per tag to
-`tag_last_log` (a plain INSERT, numbered by a sequence so that arrival order breaks timestamp ties),
-and every few batches `fold_sql` folds the log into `tag_last` with one upsert and empties it.
-Why: an upsert of 1,000 rows into the keyed table per 10k-row batch measured about a third of the
-whole ingest time; the append costs a third of that, and the fold is one upsert per ~20 batches.
-Readers see `tag_last` and the log together (`newest_sql`), so nothing is ever behind.
+Who writes it: the historian's writer keeps the newest rows it committed in memory and upserts them
+into `tag_last` every few seconds, each changed tag once (`engine.store.tag_newest`; readers in the
+writer's process see the table merged with those rows, and a crash is repaired at the next open).
 
-The rule for "newest" is the same in both places: the latest timestamp wins, a NULL timestamp is
-older than any, and among equal timestamps the later arrival wins.
+`tag_last_log` is what earlier versions wrote instead: each batch appended its newest row per tag to
+it (numbered by a sequence, so that arrival order breaks timestamp ties), and every few batches it
+was folded into `tag_last`. Nothing appends to it any more; a historian written by such a version may
+still hold rows there, so readers see `tag_last` and the log together (`newest_sql`,
+`known_tags_sql`), and the writer's first open folds the log into the table (`fold_sql`).
+
+The rule for "newest" is the same everywhere: the latest timestamp wins, a NULL timestamp is older
+than any, and among equal timestamps the later arrival wins.
 """
 
 from __future__ import annotations
@@ -29,12 +32,6 @@ def create_sql() -> list[str]:
         f"CREATE TABLE IF NOT EXISTS {LOG_TABLE} ({_TYPES.format(key='')}, seq BIGINT)",
         f"CREATE SEQUENCE IF NOT EXISTS {_SEQUENCE}",
     ]
-
-
-def append_sql(source: str) -> str:
-    """Log the rows of `source` (at most one per tag: the batch's newest)."""
-    names = ", ".join(LAST_COLUMNS)
-    return f"INSERT INTO {LOG_TABLE} ({names}, seq) SELECT {names}, nextval('{_SEQUENCE}') FROM {source}"
 
 
 def newest_sql(where: str = "") -> str:
