@@ -236,8 +236,8 @@ def test_a_log_line_after_close_is_not_an_error(tmp_path, caplog):
 
 
 def test_opening_a_data_directory_never_imports_pandas(tmp_path):
-    """sqlite-utils imports pandas whenever it is installed (the dev environment has it for the
-    benchmarks): the metadata store hides it, so no command pays ~40 MB and ~0.4 s for it."""
+    """pandas is installed in the dev environment (for the benchmarks), and the metadata store once
+    imported it through sqlite-utils: no command may pay ~40 MB and ~0.4 s for it."""
     import subprocess
     import sys
 

@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 IDLE_SERVICE_TARGET_MB = 90.0  # issue 12's target for an idle service with no pipelines
 GUI = ("PySide6", "shiboken6", "pyqtgraph", "NodeGraphQt", "ui")
 PROTOCOL_STACKS = ("asyncua", "pymodbus", "paho", "pydnp3", "nats", "pika", "redis", "confluent_kafka")
-DATA = ("polars", "pyarrow", "pandas", "duckdb")
-# numpy is not listed: sqlite-utils imports it when it is installed (engine/store/metadata.py hides
-# pandas from it, not yet numpy; ~10 MB idle, see docs/performance.md).
+# numpy too: it came with sqlite-utils until the metadata store moved to plain sqlite3 (~10 MB idle,
+# docs/performance.md).
+DATA = ("polars", "pyarrow", "pandas", "duckdb", "numpy")
 
 LAUNCHER = """
 import json, os, signal, sys
