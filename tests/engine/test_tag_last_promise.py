@@ -253,8 +253,10 @@ def test_rows_committed_before_a_pause_reach_the_table_without_another_commit(st
     store.last_every = 0.5
     store.newest.last_write = time.monotonic()
     store.append(batch([("a", 1.0, 10), ("b", 2.0, 10)]))  # committed, kept, not written yet
-    assert wait_for(lambda: stored_table(store) == {"a": 1.0, "b": 2.0}, timeout=30, what="the timer's write")
-    assert store.newest.empty
+    # The write has ended when nothing is kept any more (the table's rows are committed just
+    # before that): wait on that, then check what the table holds.
+    assert wait_for(lambda: store.newest.empty, timeout=30, what="the timer's write")
+    assert stored_table(store) == {"a": 1.0, "b": 2.0}
 
 
 def test_a_failed_write_of_the_table_does_not_fail_the_committed_batch(store):
