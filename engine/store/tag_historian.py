@@ -189,6 +189,7 @@ class TagHistorian:
         self.last_every = tag_newest.WRITE_EVERY  # seconds between writes of `tag_last`
         self._uncommitted: list[pl.DataFrame] = []  # this writer's batches in its open transaction
         self._marking: tuple[datetime | None, bool] | None = None  # the crash marker it set there
+        self._generation: int | None = None  # the write generation of its open transaction
         self._known_tags = 0  # rows of `tag_last` at the last write (slices the rollup's advance)
         self.retention = [RetentionRule.of(r) for r in retention]
         if isinstance(default_retention, str):
@@ -245,6 +246,15 @@ class TagHistorian:
             f"SELECT min(since), bool_or(nulls), count(*) FROM {tag_newest.PENDING_TABLE}"
         ).fetchall()[0]
         since, nulls, marks = marker
+        columns = {
+            r[0]
+            for r in cur.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+                [tag_newest.PENDING_TABLE],
+            ).fetchall()
+        }
+        for statement in tag_newest.upgrade_sql(columns):
+            cur.execute(statement)
         if since is not None or nulls:
             clauses = ([] if since is None else ["timestamp >= ?"]) + (["timestamp IS NULL"] if nulls else [])
             where, params = "(" + " OR ".join(clauses) + ")", ([] if since is None else [since])
@@ -285,7 +295,7 @@ class TagHistorian:
                 except BaseException:
                     self.rolled_back()
                     raise
-                self.committed(cur)
+                self.committed(cur, write_now=True)
             finally:
                 cur.close()
         return batch.height
@@ -350,47 +360,56 @@ class TagHistorian:
 
     # ---- the newest row per tag (engine.store.tag_newest) ---------------------------------------
     def _mark_pending(self, cur: duckdb.DuckDBPyConnection, earliest: datetime | None, nulls: bool) -> None:
-        """In the batch's transaction: the crash marker covers this batch's rows (one small
-        statement per write of `tag_last`, when the marker is empty or this batch is older)."""
-        marked = self._marking or self.newest.marked
-        if marked is not None:
-            since, had_nulls = marked
-            if (earliest is None or (since is not None and since <= earliest)) and (had_nulls or not nulls):
-                return
-            since = earliest if since is None else since if earliest is None else min(since, earliest)
-            nulls = nulls or had_nulls
-        else:
-            since = earliest
-        cur.execute(f"DELETE FROM {tag_newest.PENDING_TABLE}")
-        cur.execute(f"INSERT INTO {tag_newest.PENDING_TABLE} VALUES (?, ?)", [since, nulls])
+        """In the batch's transaction: the crash marker covers this batch's rows. A row of the
+        transaction's write generation, added when neither that generation's committed marker nor
+        this transaction's covers them (so about once per write of `tag_last`). Rows are only added
+        here, never changed: a write of `tag_last` deletes older generations' rows meanwhile."""
+        if self._generation is None:
+            self._generation = self.newest.begin()
+        mark = tag_newest.merge_marks(self.newest.mark_of(self._generation), self._marking)
+        if tag_newest.covers(mark, earliest, nulls):
+            return
+        since, nulls = tag_newest.merge_marks(mark, (earliest, nulls))  # type: ignore[misc]
+        cur.execute(
+            f"INSERT INTO {tag_newest.PENDING_TABLE} (since, nulls, gen) VALUES (?, ?, ?)",
+            [since, nulls, self._generation],
+        )
         self._marking = (since, nulls)
 
-    def committed(self, cur: duckdb.DuckDBPyConnection | None = None) -> None:
-        """The caller committed what `insert` wrote: its newest rows join the kept ones, and
-        `tag_last` is written if `last_every` seconds have passed (with `cur`, outside a transaction)."""
-        frames, marking = self._uncommitted, self._marking
-        self._uncommitted, self._marking = [], None
-        with self.newest.write_lock:  # held already by a stream's micro-batch (the commit lock)
-            self.newest.add(frames, marking)
-            since = time.monotonic() - self.newest.last_write
-            if since >= self.last_every:
-                try:
-                    self.write_last(cur)
-                except duckdb.Error:
-                    # The batch is committed: failing it now would make a stream retry it (its rows
-                    # twice). The rows stay kept and marked; the timer tries again.
-                    self.newest.write_later(max(1.0, min(self.last_every, 60.0)), self._write_when_due)
-            elif self.last_every != math.inf:
-                self.newest.write_later(self.last_every - since, self._write_when_due)
+    def committed(self, cur: duckdb.DuckDBPyConnection | None = None, write_now: bool = False) -> None:
+        """The caller committed what `insert` wrote: its newest rows join the kept ones. When
+        `last_every` seconds have passed since the last write of `tag_last`, the timer thread writes
+        it now (the caller's next batches go on meanwhile), or, `write_now`, the caller does with
+        `cur` (outside a transaction)."""
+        frames, marking, generation = self._uncommitted, self._marking, self._generation
+        self._uncommitted, self._marking, self._generation = [], None, None
+        if generation is not None:
+            self.newest.add(frames, generation, marking)
+        since = time.monotonic() - self.newest.last_write
+        if since >= self.last_every:
+            if not write_now:
+                self.newest.write_later(0.0, self._write_when_due)
+                return
+            try:
+                self.write_last(cur)
+            except duckdb.Error:
+                # The batch is committed: failing it now would make a stream retry it (its rows
+                # twice). The rows stay kept and marked; the timer tries again.
+                self.newest.write_later(max(1.0, min(self.last_every, 60.0)), self._write_when_due)
+        elif self.last_every != math.inf:
+            self.newest.write_later(self.last_every - since, self._write_when_due)
 
     def _write_when_due(self) -> None:
         """The timer's write (`NewestRows.write_later`): only on a historian that is still open, and
-        only what no commit wrote meanwhile; a failure is left to the next commit's write."""
-        with self.newest.write_lock:
-            if tag_newest.exiting() or (self.newest.empty and self.newest.marked is None):
+        only what no other write wrote meanwhile; a failure is retried. It holds `last_lock`, not the
+        batches' `write_lock`: batches commit while it writes."""
+        with self.newest.last_lock:
+            if tag_newest.exiting() or (self.newest.empty and not self.newest.marked):
                 return
-            if time.monotonic() - self.newest.last_write < self.last_every:  # a commit wrote it
-                self.newest.write_later(self.last_every, self._write_when_due)
+            since = time.monotonic() - self.newest.last_write
+            if since < self.last_every:  # another write came first
+                if self.last_every != math.inf:
+                    self.newest.write_later(self.last_every - since, self._write_when_due)
                 return
             cur = self.historian.cursor_if_open()
             if cur is None:  # closed: the rows stay marked, the next open folds them
@@ -399,45 +418,60 @@ class TagHistorian:
                 cur.execute("SET TimeZone = 'UTC'")
                 self.write_last(cur)
             except duckdb.Error:
-                pass  # the next commit writes again (the marker keeps them safe meanwhile)
+                # kept and marked: the next commit's or this timer's write tries again
+                self.newest.write_later(max(1.0, min(self.last_every, 60.0)), self._write_when_due)
             finally:
                 cur.close()
 
     def rolled_back(self) -> None:
         """The caller rolled back what `insert` wrote: nothing of it is kept."""
-        self._uncommitted, self._marking = [], None
+        if self._generation is not None:
+            self.newest.abandon(self._generation)
+        self._uncommitted, self._marking, self._generation = [], None, None
 
     def write_last(self, cur: duckdb.DuckDBPyConnection | None = None) -> None:
         """Write the kept newest rows to `tag_last` now, each tag once, in slices of `LAST_SLICE`
-        (one transaction each; the last clears the crash marker). With `cur`: outside a transaction."""
-        with self.newest.write_lock:
-            rows = self.newest.rows()
-            if rows.height == 0 and self.newest.marked is None:
-                self.newest.written(None)
+        (one transaction each; the last clears the crash marker of the generations written). With
+        `cur`: outside a transaction. Batches may commit meanwhile (see `engine.store.tag_newest`)."""
+        with self.newest.last_lock:
+            rows, clear_below = self.newest.take()
+            if rows.height == 0 and not self.newest.to_clear(clear_below):
+                self.newest.written(clear_below)
                 return
             own = cur is None
             cur = cur or self.cursor()
             try:
                 starts = list(range(0, rows.height, LAST_SLICE)) or [0]
                 for offset in starts:
-                    part = rows.slice(offset, LAST_SLICE)
-
-                    def work(part=part, last=offset == starts[-1]) -> None:
-                        if part.height:
-                            cur.register(_LAST_ROWS, arrow_stream(part))
-                            try:
-                                cur.execute(tag_newest.upsert_sql(_LAST_ROWS))
-                            finally:
-                                _unregister(cur, _LAST_ROWS)
-                        if last:
-                            cur.execute(f"DELETE FROM {tag_newest.PENDING_TABLE}")
-
-                    _in_transaction(cur, work)
+                    self._write_slice(cur, rows.slice(offset, LAST_SLICE), offset == starts[-1], clear_below)
                 self._known_tags = max(self._known_tags, rows.height)
+            except BaseException:
+                self.newest.not_written()
+                raise
             finally:
                 if own:
                     cur.close()
-            self.newest.written(rows)
+            self.newest.written(clear_below)
+
+    def _write_slice(
+        self, cur: duckdb.DuckDBPyConnection, part: pl.DataFrame, last: bool, clear_below: int
+    ) -> None:
+        """One slice of `write_last`, in a transaction of its own; the last clears the marker rows
+        of the generations below `clear_below`."""
+
+        def work() -> None:
+            if part.height:
+                cur.register(_LAST_ROWS, arrow_stream(part))
+                try:
+                    cur.execute(tag_newest.upsert_sql(_LAST_ROWS))
+                finally:
+                    _unregister(cur, _LAST_ROWS)
+            if last:
+                cur.execute(
+                    f"DELETE FROM {tag_newest.PENDING_TABLE} WHERE gen < ? OR gen IS NULL", [clear_below]
+                )
+
+        _in_transaction(cur, work)
 
     def fold_last(self, cur: duckdb.DuckDBPyConnection | None = None) -> None:
         """`write_last`: `tag_last` holds every committed newest row after it."""
@@ -465,8 +499,10 @@ class TagHistorian:
         """Delete the rows each tag's rule no longer keeps; returns how many were deleted."""
         now = _to_utc(now) or datetime.now(UTC)
         cur = self.cursor()
-        # No batch between the write of `tag_last` and the delete: every newest row is in the table.
+        # No batch and no other write of `tag_last` between this write of it and the delete: every
+        # newest row is in the table.
         self.newest.write_lock.acquire()
+        self.newest.last_lock.acquire()
         try:
             self.write_last(cur)
             names = [r[0] for r in cur.execute(tag_last.known_tags_sql()).fetchall()]
@@ -516,6 +552,7 @@ class TagHistorian:
                 tag_bucket_cache.note_delete(path)
             return int(deleted)
         finally:
+            self.newest.last_lock.release()
             self.newest.write_lock.release()
             cur.close()
 
