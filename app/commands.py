@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import Any
 
-from app.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, print_json
+from app.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, print_json, start_up_done
 
 
 def _engine(args: argparse.Namespace):
@@ -99,6 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f'Streaming "{loaded["name"]}" {until}...', flush=True)
             printer = _JobLines(_state_printer(), shared=_is_service(engine))
             unsubscribe = engine.subscribe(printer)
+            start_up_done()  # the garbage collector runs again, for the run itself (app/cli.py)
             try:
                 job = engine.runs.start(
                     loaded["document"],
@@ -166,17 +167,21 @@ class _JobLines:
                 self._printer(payload)
 
 
+# The events `engine.service.logs.retry_line` makes a line of (a batch run's retry, a stream's
+# destination retry); tests/engine/test_lazy_chain_startup.py checks the two agree.
+RETRY_EVENTS = ("retrying", "sink_retry")
+
+
 def _state_printer():
     """A source that goes down (or comes back), and a retry (`retry 1/3 in 2 s: <reason>`), say so
     on stderr at once, in one line."""
-    from engine.service.logs import retry_line
-
     lines = None  # made at the first session change: only a streaming source has sessions
 
     def on_event(event: dict[str, Any]) -> None:
         nonlocal lines
         line = None
-        if event.get("event") == "source_state":
+        kind = event.get("event")
+        if kind == "source_state":
             if lines is None:
                 # here, not for every run: it loads the streaming runner (~25 ms), which a batch
                 # run never uses
@@ -184,7 +189,10 @@ def _state_printer():
 
                 lines = SourceStateLines()
             line = lines(event)
-        line = line or retry_line(event)
+        elif kind in RETRY_EVENTS:  # the service's log module (and logging.handlers) only then
+            from engine.service.logs import retry_line
+
+            line = retry_line(event)
         if line:
             print(line, file=sys.stderr, flush=True)
 

@@ -24,6 +24,14 @@ NOT_FOR_A_FILE_RUN = {
     "engine.streaming.run",
     "engine.streaming.runner",
     "engine.outbox.manager",
+    # the parsers of the other commands, with their modules (app/cli.py ALONE), and the service's
+    # log module, for the line of a retry that a run without one never prints (app/commands.py)
+    "app.serve",
+    "app.service_cmd",
+    "app.settings",
+    "app.query",
+    "engine.service.logs",
+    "logging.handlers",
 }
 
 
@@ -43,7 +51,7 @@ def _imported_by(args: list[str], tmp_path: Path) -> tuple[set[str], subprocess.
     probe = (
         "import sys, runpy, atexit, json;"
         f"atexit.register(lambda: open({str(tmp_path / 'mods.json')!r}, 'w').write("
-        "json.dumps(sorted({m.split('.')[0] for m in sys.modules} | {m for m in sys.modules if m.startswith('engine.')}))));"
+        "json.dumps(sorted({m.split('.')[0] for m in sys.modules} | {m for m in sys.modules if m.startswith(('engine.', 'app.', 'logging.'))}))));"
         "sys.argv = ['aggregator', *sys.argv[1:]];"
         "runpy.run_module('app.cli', run_name='__main__')"
     )
@@ -101,3 +109,97 @@ def test_validate_opens_no_store_and_starts_no_engine(tmp_path):
         | {m for m in modules if m.startswith(("engine.store", "engine.streaming", "engine.workspace"))}
     )
     assert not loaded, sorted(loaded)
+
+
+def test_the_parser_of_a_command_alone_is_the_whole_parsers_part(capsys):
+    """`aggregator run ...` builds the parser of `run` alone (app/cli.py ALONE): the same help, the
+    same arguments as in the whole parser; any other line gets the whole parser."""
+    import pytest
+
+    from app import cli
+
+    def help_of(parser, command):
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+        return capsys.readouterr().out
+
+    for command in cli.ALONE:
+        assert help_of(cli._parser(command), command) == help_of(cli._parser(), command), command
+    line = ["run", "p.json", "--data-dir", "d", "--json", "--seconds", "2"]
+    assert vars(cli._parser("run").parse_args(line)) == vars(cli._parser().parse_args(line))
+    assert cli._command_of(["--debug", "run", "p.json"]) == "run"
+    assert cli._command_of(["--help"]) is None
+    assert cli._command_of(["serve"]) is None  # another module's command: the whole parser
+    assert cli._command_of(["rn"]) is None  # a mistyped command: the whole parser says what exists
+
+
+def test_retry_events_are_those_the_service_log_makes_a_line_of():
+    from app.commands import RETRY_EVENTS
+    from engine.service.logs import retry_line
+
+    base = {"attempt": 2, "retry": 1, "max_retries": 3, "delay_s": 1, "error": "x", "node": "n"}
+    for kind in RETRY_EVENTS:
+        assert retry_line({**base, "event": kind}), kind
+    for kind in ("run_started", "run_finished", "node_progress", "source_state", "log"):
+        assert retry_line({**base, "event": kind}) is None, kind
+
+
+# The console script pauses the cyclic garbage collector for the start-up (app/cli.py entry): a
+# run turns it on again, with the start-up's objects frozen, before its job starts; any other
+# command before its work. The probe wraps the hand-over and prints what it saw.
+ENTRY_PROBE = """
+import gc, json, sys
+import app.cli as cli, app.commands as commands
+seen = []
+def probe(real):
+    def done():
+        seen.append({"enabled_before": gc.isenabled()})
+        real()
+        seen[-1].update(enabled_after=gc.isenabled(), frozen=gc.get_freeze_count())
+    return done
+commands.start_up_done = probe(commands.start_up_done)
+cli.start_up_done = probe(cli.start_up_done)
+main = cli.main
+def reporting_main():
+    code = main(sys.argv[1:])
+    print("SEEN " + json.dumps({"seen": seen, "enabled_at_end": gc.isenabled(), "code": code}))
+    return code
+cli.main = reporting_main
+cli.entry()
+"""
+
+
+def _entry(args: list[str], tmp_path: Path) -> dict:
+    env = {**os.environ, "AGGREGATOR_ALLOWED_ROOTS": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", ENTRY_PROBE, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("SEEN ")), None)
+    assert line is not None, proc.stdout + proc.stderr
+    return json.loads(line.removeprefix("SEEN "))
+
+
+def test_the_console_script_collects_garbage_again_once_a_run_has_started(tmp_path):
+    (tmp_path / "in.csv").write_text("id,email\n1,a@example.com\n2,bad\n")
+    spec = _tiny_spec(tmp_path)
+    report = _entry(["run", str(spec), "--data-dir", str(tmp_path / "data")], tmp_path)
+    assert report["code"] == 0
+    assert (tmp_path / "out.csv").read_text().splitlines()[1:] == ["1,a@example.com", "2,bad"]
+    paused, *again = report["seen"]
+    assert paused["enabled_before"] is False  # paused through the start-up
+    assert paused["enabled_after"] is True and paused["frozen"] > 10_000  # the start-up's objects
+    assert report["enabled_at_end"] is True
+    assert all(call["enabled_before"] for call in again)  # done once; later calls change nothing
+
+
+def test_the_console_script_collects_garbage_in_any_other_command(tmp_path):
+    spec = _tiny_spec(tmp_path)
+    report = _entry(["validate", str(spec)], tmp_path)
+    assert report["code"] == 0
+    assert report["seen"][0]["enabled_before"] is False and report["seen"][0]["enabled_after"] is True
+    assert report["enabled_at_end"] is True
