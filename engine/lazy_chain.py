@@ -25,6 +25,7 @@ identical results, at the cost of the failed attempt's time.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -210,6 +211,8 @@ class LazyChainExecutor(Executor):
         if final is None and not self._parquet_sinks:  # nothing tells the kept rows: the query counts
             counted.append((self.chain.steps[-1] if self.chain.steps else source, lf.select(pl.len())))
         reject_rows = {nid: 0 for nid in rejected}
+        if rejected:
+            self._import_reject_store()
         for nid, frame in rejected.items():
             queries.append(frame.sink_batches(self._on_rejects(nid, reject_rows), lazy=True))
         n_sinks = len(queries)
@@ -219,6 +222,22 @@ class LazyChainExecutor(Executor):
             raise RunCancelled("run cancelled")
         kept = final.rows if final is not None else None
         self._count(source_rows, counts, kept, reject_rows, time.perf_counter() - t0)
+
+    def _import_reject_store(self) -> None:
+        """DuckDB (the reject store's) imported on a thread of its own while the query runs: Polars'
+        threads parse and encode without the GIL meanwhile, where the import (~35 ms of CPU) was
+        made by the first batch of rejects, holding up that output of the query. Nothing is opened
+        (a run without rejects creates no historian file), and nothing when rejects go elsewhere."""
+        dlq = self.c.graph.error_handling.dead_letter_queue
+        if (
+            not dlq.enabled
+            or dlq.storage != "reject_store"
+            or self.ctx.historian is None
+            or self.ctx.dry_run
+            or "duckdb" in sys.modules
+        ):
+            return
+        threading.Thread(target=_import_quietly, args=("duckdb",), name="import-duckdb", daemon=True).start()
 
     def _counting_feeder(self) -> _Feeder | None:
         """A destination written through its writer counts the kept rows as they pass."""
@@ -326,6 +345,15 @@ class LazyChainExecutor(Executor):
         """The kept rows, from the footer of the Parquet file a Polars sink wrote."""
         temp = self._parquet_sinks[0].temp
         return int(pl.scan_parquet(temp, glob=False).select(pl.len()).collect().item())
+
+
+def _import_quietly(name: str) -> None:
+    """Import `name` ahead of its use; a failure is left to the use, which reports it."""
+    import contextlib
+    import importlib
+
+    with contextlib.suppress(Exception):
+        importlib.import_module(name)
 
 
 def _utf8(sink) -> bool:
