@@ -35,6 +35,7 @@ import contextlib
 import fnmatch
 import math
 import re
+import sys
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -66,6 +67,9 @@ LAG_MINUTES = 0
 # Rows of `tag_last` written per statement and transaction: an upsert of 100,000 tags at once ran
 # out of the historian's 32 MB memory_limit (issue 12, docs/performance.md).
 LAST_SLICE = 20_000
+# Rows of `tag_last` a write upserts between two batches (under the batches' lock, so a micro-batch
+# waits for one slice at most, ~15 - 40 ms, not for the whole write of 100,000 tags).
+WRITE_SLICE = 10_000
 _LAST_ROWS = "_tag_last_rows"
 
 # The bucket answers are small: DuckDB's copy to Arrow of a DB-API result costs less than binding
@@ -187,6 +191,7 @@ class TagHistorian:
         self._pending_from: int | None = None  # ...and the earliest minute among them
         self.newest = tag_newest.of(historian)  # committed rows not yet in `tag_last` (shared)
         self.last_every = tag_newest.WRITE_EVERY  # seconds between writes of `tag_last`
+        self.write_slice = WRITE_SLICE  # rows of `tag_last` upserted between two batches
         self._uncommitted: list[pl.DataFrame] = []  # this writer's batches in its open transaction
         self._marking: tuple[datetime | None, bool] | None = None  # the crash marker it set there
         self._generation: int | None = None  # the write generation of its open transaction
@@ -403,7 +408,7 @@ class TagHistorian:
         """The timer's write (`NewestRows.write_later`): only on a historian that is still open, and
         only what no other write wrote meanwhile; a failure is retried. It holds `last_lock`, not the
         batches' `write_lock`: batches commit while it writes."""
-        with self.newest.last_lock:
+        with self.newest.last_lock:  # not `taking_last`: a timer gives way, it asks no one to
             if tag_newest.exiting() or (self.newest.empty and not self.newest.marked):
                 return
             since = time.monotonic() - self.newest.last_write
@@ -430,10 +435,12 @@ class TagHistorian:
         self._uncommitted, self._marking, self._generation = [], None, None
 
     def write_last(self, cur: duckdb.DuckDBPyConnection | None = None) -> None:
-        """Write the kept newest rows to `tag_last` now, each tag once, in slices of `LAST_SLICE`
-        (one transaction each; the last clears the crash marker of the generations written). With
-        `cur`: outside a transaction. Batches may commit meanwhile (see `engine.store.tag_newest`)."""
-        with self.newest.last_lock:
+        """Write the kept newest rows to `tag_last` now, each tag once, in slices of `write_slice`
+        rows, each its own transaction between two batches (under `write_lock`); the last slice
+        clears the crash marker of the generations written. With `cur`: outside a transaction.
+        Batches commit between the slices (see `engine.store.tag_newest`). A write that another
+        asks to give way (`NewestRows.yield_requested`) stops between slices; that one writes all."""
+        with self.newest.taking_last():
             rows, clear_below = self.newest.take()
             if rows.height == 0 and not self.newest.to_clear(clear_below):
                 self.newest.written(clear_below)
@@ -441,17 +448,25 @@ class TagHistorian:
             own = cur is None
             cur = cur or self.cursor()
             try:
-                starts = list(range(0, rows.height, LAST_SLICE)) or [0]
+                size = max(1, self.write_slice)
+                starts = list(range(0, rows.height, size)) or [0]
                 for offset in starts:
-                    self._write_slice(cur, rows.slice(offset, LAST_SLICE), offset == starts[-1], clear_below)
+                    with self._between_batches():
+                        self._write_slice(cur, rows.slice(offset, size), offset == starts[-1], clear_below)
                 self._known_tags = max(self._known_tags, rows.height)
             except BaseException:
                 self.newest.not_written()
+                if isinstance(sys.exc_info()[1], tag_newest.GaveWay):
+                    return
                 raise
             finally:
                 if own:
                     cur.close()
             self.newest.written(clear_below)
+
+    def _between_batches(self):
+        """The batches' lock for one slice of a write (`NewestRows.between_batches`)."""
+        return self.newest.between_batches()
 
     def _write_slice(
         self, cur: duckdb.DuckDBPyConnection, part: pl.DataFrame, last: bool, clear_below: int
@@ -501,8 +516,9 @@ class TagHistorian:
         cur = self.cursor()
         # No batch and no other write of `tag_last` between this write of it and the delete: every
         # newest row is in the table.
-        self.newest.write_lock.acquire()
-        self.newest.last_lock.acquire()
+        locks = contextlib.ExitStack()
+        locks.enter_context(self.newest.write_lock)
+        locks.enter_context(self.newest.taking_last())
         try:
             self.write_last(cur)
             names = [r[0] for r in cur.execute(tag_last.known_tags_sql()).fetchall()]
@@ -552,8 +568,7 @@ class TagHistorian:
                 tag_bucket_cache.note_delete(path)
             return int(deleted)
         finally:
-            self.newest.last_lock.release()
-            self.newest.write_lock.release()
+            locks.close()
             cur.close()
 
     # ---- reading --------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ timestamp is older than any, and among equal timestamps the later arrival wins.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import threading
 import time
 import weakref
@@ -86,15 +87,22 @@ def newest(frames: list[pl.DataFrame]) -> pl.DataFrame:
     )
 
 
+class GaveWay(Exception):
+    """A write of `tag_last` stopped between two slices for another that must write now."""
+
+
 class NewestRows:
     """The committed rows of one historian not yet written to `tag_last` (see the module doc).
 
     Locks: `write_lock` serialises the historian's batches (a stream's micro-batch,
     `TagHistorian.append`, retention); `last_lock` serialises the writes of `tag_last` (the timer's,
-    a sink's close, retention's). A write does not hold `write_lock`: batches commit while it runs
-    (they touch no row of `tag_last`, and only add rows to the crash marker). Order: `write_lock`
-    before `last_lock`, never the other way. Readers take a snapshot under the short `_lock` and
-    never wait for a write.
+    a sink's close, retention's). A write holds `write_lock` for one slice at a time only
+    (`between_batches`): batches commit between its slices, and wait for one slice at most. (Run
+    beside the batches, on a cursor of its own without `write_lock`, the write cost more CPU per
+    value and one Modbus run of three ran out of the 32 MB memory_limit: two transactions open at
+    once.) Whoever must write now while holding `write_lock` (`taking_last`) makes a write under
+    way give way between its slices, so neither waits for the other. Readers take a snapshot under
+    the short `_lock` and never wait for a write.
 
     Write generations: every transaction that stores rows belongs to the generation current at its
     first batch (`begin`), and its crash marker row carries that number. A write takes the rows
@@ -116,6 +124,38 @@ class NewestRows:
         self.last_write = time.monotonic()
         self.recovered = False  # the crash marker was looked at (once per process and historian)
         self._timer: threading.Timer | None = None
+        self._give_way = threading.Event()  # someone waits for `last_lock`: a write stops between slices
+
+    # ---- locks ------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def taking_last(self):
+        """`last_lock` for a write that must happen now (a sink's close, `append`, retention: these
+        may hold `write_lock` already). A write under way that waits for `write_lock` between its
+        slices gives way (`GaveWay`), so the two never wait for each other; this one writes all."""
+        if not self.last_lock.acquire(blocking=False):
+            self._give_way.set()
+            try:
+                self.last_lock.acquire()
+            finally:
+                self._give_way.clear()
+        try:
+            yield
+        finally:
+            self.last_lock.release()
+
+    @contextlib.contextmanager
+    def between_batches(self):
+        """`write_lock` for one slice of a write, which holds `last_lock`: waits for the batch under
+        way to end, or gives way (`GaveWay`) to someone who waits for `last_lock` meanwhile."""
+        while not self.write_lock.acquire(timeout=0.02):
+            if self._give_way.is_set():
+                raise GaveWay
+        try:
+            if self._give_way.is_set():
+                raise GaveWay
+            yield
+        finally:
+            self.write_lock.release()
 
     def write_later(self, delay: float, write) -> None:
         """Call `write()` in `delay` seconds on a timer thread, unless one is pending already: rows
@@ -293,6 +333,7 @@ def _at_exit() -> None:
             timer, rows._timer = rows._timer, None
         if timer is not None:
             timer.cancel()
+        rows._give_way.set()  # a timer's write stops at its next slice
         if rows.last_lock.acquire(timeout=10):  # the timer's write holds it while it writes
             rows.last_lock.release()
 

@@ -1,6 +1,6 @@
-"""The write of `tag_last` runs beside the batches (issue 12, engine/store/tag_newest.py): it holds
-no lock the batches wait for, and a batch committed (or still open) while it runs is lost neither
-from `tag_last` nor from the crash marker. Real DuckDB, real threads; the kills are a real SIGKILL
+"""The write of `tag_last` goes on between the batches (issue 12, engine/store/tag_newest.py): it
+holds the batches' lock for one slice at a time, and a batch committed (or still open) while it
+runs is lost neither from `tag_last` nor from the crash marker. Real DuckDB, real threads; the kills are a real SIGKILL
 of a subprocess."""
 
 from __future__ import annotations
@@ -26,17 +26,17 @@ from tests.waiting import wait_for
 
 class PausedWrite(TagHistorian):
     """A historian whose writes of `tag_last` stop before their first slice until `go` is set
-    (`inside` says one is there): what a batch meets while a write runs."""
+    (`inside` says one is there): what a batch meets between two slices of a write."""
 
     def __init__(self, historian: Historian):
         super().__init__(historian)
         self.inside, self.go = threading.Event(), threading.Event()
 
-    def _write_slice(self, cur, part, last, clear_below) -> None:
+    def _between_batches(self):
         self.inside.set()
         if not self.go.wait(timeout=120):
             raise TimeoutError("the test never let the write go on")
-        super()._write_slice(cur, part, last, clear_below)
+        return super()._between_batches()
 
 
 def marker(path_or_store) -> tuple:
@@ -99,6 +99,47 @@ def test_a_batch_commits_while_a_write_of_the_table_runs(tmp_path):
     rows, since = marker(store)
     assert rows >= 1 and since is not None and since <= batch([("b", 0.5, 5)])["timestamp"][0]
     store.write_last()
+    assert stored_table(store) == {"a": 3.0, "b": 2.0, "c": 4.0}
+    assert marker(store)[0] == 0
+    assert store.newest.empty
+    historian.close()
+
+
+def test_a_write_that_must_happen_now_under_the_batches_lock_makes_the_one_under_way_give_way(tmp_path):
+    """A write under way waits for the batches' lock between its slices while the holder of that
+    lock must write now (`append` when due, retention): the first gives way, the second writes
+    everything, neither waits for the other."""
+    historian = Historian(tmp_path / "historian.duckdb")
+    store = TagHistorian(historian)
+    store.last_every = math.inf
+    store.append(batch([("a", 1.0, 10), ("b", 2.0, 10)]))
+    errors: list[str] = []
+
+    def write() -> None:
+        try:
+            store.write_last()
+        except Exception as exc:  # reported by the assertion below
+            errors.append(repr(exc))
+
+    other = TagHistorian(historian)
+    other.last_every = 0.0  # its append writes the table itself
+    finished = threading.Event()
+
+    def append_holding_the_lock() -> None:
+        with store.newest.write_lock:  # as a stream's micro-batch holds it
+            writer.start()
+            wait_for(lambda: store.newest._writing is not None, timeout=60, what="the write to take its rows")
+            other.append(batch([("a", 3.0, 20), ("c", 4.0, 10)]))
+        finished.set()
+
+    writer = threading.Thread(target=write)
+    holder = threading.Thread(target=append_holding_the_lock)
+    holder.start()
+    assert finished.wait(timeout=120), "the two writes waited for each other"
+    holder.join()
+    writer.join(timeout=120)
+    assert not writer.is_alive()
+    assert errors == []
     assert stored_table(store) == {"a": 3.0, "b": 2.0, "c": 4.0}
     assert marker(store)[0] == 0
     assert store.newest.empty
@@ -171,7 +212,7 @@ def test_a_streams_commit_hands_the_due_write_to_the_timer_thread(tmp_path):
 def test_batches_and_writes_of_the_table_all_the_time_lose_nothing_and_never_conflict(tmp_path):
     """A thread writes the table without pause while a stream commits rounds through the sink and a
     reader asks all the time: no write and no batch fails (DuckDB write-write conflicts between
-    the two cursors, the 32 MB memory limit), every answer holds each tag at least at the round
+    the cursors, the 32 MB memory limit), every answer holds each tag at least at the round
     committed before it asked, and after the last write the table and the marker are exact."""
     historian = Historian(tmp_path / "historian.duckdb")
     sink = sink_on(historian, tmp_path)
@@ -184,6 +225,7 @@ def test_batches_and_writes_of_the_table_all_the_time_lose_nothing_and_never_con
 
     def write() -> None:
         store = TagHistorian(historian)
+        store.write_slice = 500  # six slices a write: batches commit between them
         while not done.is_set():
             try:
                 store.write_last()
