@@ -21,11 +21,12 @@ What `tag_last` promises (docs/architecture.md, "Storage"):
   (`PENDING_TABLE`, one row per write generation and marking batch), and the open folds the rows
   of `tags` from the earliest mark on into `tag_last`.
 
-The write does not stop the batches (issue 12: a write of 100,000 tags under the historian's write
-lock held the micro-batches queued behind it 0.2 - 1.5 s every 5 s, the p99 latency of a Modbus
-stream). It runs on its own cursor while batches commit, which touch no row of `tag_last`: it takes
-the rows kept so far, and batches committed meanwhile are kept apart and marked in the next write
-generation, whose marker rows this write does not clear (`NewestRows`).
+The write does not stop the batches for long (issue 12: a write of 100,000 tags inside the commit
+that came due held the micro-batches queued behind it 0.2 - 1.5 s every 5 s, the p99 latency of a
+Modbus stream). It runs on the timer thread, on its own cursor, and upserts slices of
+`tag_historian.WRITE_SLICE` tags, each under the batches' lock for that slice only: it takes the
+rows kept so far, and batches committed between its slices are kept apart and marked in the next
+write generation, whose marker rows this write does not clear (`NewestRows`).
 
 The rule for "newest" is the one of `engine.store.tag_last`: the latest timestamp wins, a NULL
 timestamp is older than any, and among equal timestamps the later arrival wins.
