@@ -50,6 +50,9 @@ def to_arrow(frame: pl.DataFrame) -> pa.Table:
     return frame.to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
+_MARKS = {"quality", "reason"}  # the columns of a gap record's mark
+
+
 def delivery_of(config: Any, ctx: RunContext) -> str:
     chosen = getattr(config, "delivery", None) or getattr(ctx, "delivery_default", None)
     if chosen:
@@ -166,7 +169,10 @@ class OutboxSink(Sink):
         for each dropped batch (`tables`), at its first timestamp. Per batch, not per drop: a batch
         whose delivery got no answer may have arrived, and its gap record, keyed like its first
         record, is then refused upstream as a duplicate; the next batch's gap still marks where
-        the hole begins."""
+        the hole begins. Gap records that are themselves dropped (a batch of them grew old in a
+        full outbox) are written again each as it was: one batch of them may hold several per
+        tag, each the start of its own hole (reduced to the earliest, a later hole lost its mark
+        whenever the earliest was refused upstream as above)."""
         try:
             frames = [f for f in (pl.from_arrow(t) for t in tables) if isinstance(f, pl.DataFrame)]
             marked = [f.with_columns(pl.lit(i).alias("_batch")) for i, f in enumerate(frames)]
@@ -176,12 +182,20 @@ class OutboxSink(Sink):
         if not is_tag_frame(frame) or frame.height == 0:
             return None
         by = ["tag", "source"] if "source" in frame.columns else ["tag"]
-        firsts = (
-            frame.group_by(["_batch", *by], maintain_order=True)
-            .agg(pl.col("timestamp").min())
-            .drop("_batch")
-            .unique(maintain_order=True)
+        marks = (
+            ((pl.col("quality") == "bad") & (pl.col("reason") == "dropped")).fill_null(False)
+            if set(frame.columns) >= _MARKS
+            else pl.lit(False)
         )
+        firsts = pl.concat(
+            [
+                frame.filter(marks).select([*by, "timestamp"]),
+                frame.filter(~marks)
+                .group_by(["_batch", *by], maintain_order=True)
+                .agg(pl.col("timestamp").min())
+                .drop("_batch"),
+            ]
+        ).unique(maintain_order=True)
         now = pl.lit(time.time() * 1e6).cast(pl.Int64).cast(pl.Datetime("us", "UTC"))
         cols = []
         for column, dtype in frame.schema.items():

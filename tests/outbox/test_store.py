@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from datetime import timedelta
 
 import polars as pl
 import pytest
@@ -127,6 +128,38 @@ def test_drop_oldest_holds_the_cap_and_writes_gap_records(outbox, upstream):
     upstream.down = False
     wait_for(lambda: store.pending()[1] == 0, timeout=60, what="drained")
     assert any(r[5] == "dropped" for r in upstream.rows())
+
+
+def test_a_dropped_batch_of_gap_records_keeps_every_hole_marked(outbox):
+    """A full outbox drops a batch and the head of the next: one gap record per tag for each, in
+    one new batch. When that batch grows old and is dropped in turn, every mark is written again:
+    reduced to the earliest per tag, the second hole lost its mark whenever the first was refused
+    upstream (its key is the first dropped record's, which may have arrived: a delivery with no
+    answer). Found by tests/upstream/test_disk_cap.py under load."""
+    from engine.outbox.config import RemoteSinkConfig
+    from engine.outbox.sinks import remote_sink
+
+    sink = remote_sink(FakeRemote, RemoteSinkConfig(), make_ctx(outbox), "central")
+    sink.open()
+    try:
+        whole, head = tags(8, start=0, tag_count=2), tags(2, start=8, tag_count=2)  # t0: 0..6, 8; t1: 1..7, 9
+        first = sink._gap([whole.to_arrow(), head.to_arrow()], first_rec=100)
+        again = sink._gap([first], first_rec=200)
+    finally:
+        sink.close()
+
+    def marks(table) -> list[tuple[str, int]]:
+        frame = pl.from_arrow(table)
+        assert set(frame["quality"]) == {"bad"} and set(frame["reason"]) == {"dropped"}
+        start = tags(1)["timestamp"][0]
+        return sorted(
+            (t, (ts - start) // timedelta(milliseconds=1))
+            for t, ts in zip(frame["tag"], frame["timestamp"], strict=True)
+        )
+
+    assert marks(first) == [("t0", 0), ("t0", 8), ("t1", 1), ("t1", 9)]
+    assert marks(again) == marks(first)
+    assert len(set(pl.from_arrow(again)["_key"])) == 4  # keyed like the records they stand for
 
 
 def test_block_waits_for_room_instead_of_dropping(outbox, upstream):
