@@ -421,7 +421,7 @@ class TagHistorian:
                 return
             try:
                 cur.execute("SET TimeZone = 'UTC'")
-                self.write_last(cur)
+                self.write_last(cur, may_give_way=True)
             except duckdb.Error:
                 # kept and marked: the next commit's or this timer's write tries again
                 self.newest.write_later(max(1.0, min(self.last_every, 60.0)), self._write_when_due)
@@ -434,13 +434,18 @@ class TagHistorian:
             self.newest.abandon(self._generation)
         self._uncommitted, self._marking, self._generation = [], None, None
 
-    def write_last(self, cur: duckdb.DuckDBPyConnection | None = None) -> None:
+    def write_last(self, cur: duckdb.DuckDBPyConnection | None = None, may_give_way: bool = False) -> None:
         """Write the kept newest rows to `tag_last` now, each tag once, in slices of `write_slice`
         rows, each its own transaction between two batches (under `write_lock`); the last slice
         clears the crash marker of the generations written. With `cur`: outside a transaction.
-        Batches commit between the slices (see `engine.store.tag_newest`). A write that another
-        asks to give way (`NewestRows.yield_requested`) stops between slices; that one writes all."""
-        with self.newest.taking_last():
+        Batches commit between the slices (see `engine.store.tag_newest`). With `may_give_way` (the
+        timer's write) it holds `write_lock` for one slice at a time and stops between slices when
+        another write must happen now (`NewestRows.taking_last`), which then writes everything;
+        without, it holds `write_lock` throughout (a sink's close, `append`, retention)."""
+        # A write that must finish holds the batches' lock throughout (so the locks are always taken
+        # in one order: `write_lock`, then `last_lock`); only the timer's holds it slice by slice.
+        whole = contextlib.nullcontext() if may_give_way else self.newest.write_lock
+        with whole, self.newest.taking_last():
             rows, clear_below = self.newest.take()
             if rows.height == 0 and not self.newest.to_clear(clear_below):
                 self.newest.written(clear_below)
@@ -451,7 +456,7 @@ class TagHistorian:
                 size = max(1, self.write_slice)
                 starts = list(range(0, rows.height, size)) or [0]
                 for offset in starts:
-                    with self._between_batches():
+                    with self._between_batches(may_give_way):
                         self._write_slice(cur, rows.slice(offset, size), offset == starts[-1], clear_below)
                 self._known_tags = max(self._known_tags, rows.height)
             except BaseException:
@@ -464,9 +469,9 @@ class TagHistorian:
                     cur.close()
             self.newest.written(clear_below)
 
-    def _between_batches(self):
+    def _between_batches(self, may_give_way: bool = False):
         """The batches' lock for one slice of a write (`NewestRows.between_batches`)."""
-        return self.newest.between_batches()
+        return self.newest.between_batches(may_give_way)
 
     def _write_slice(
         self, cur: duckdb.DuckDBPyConnection, part: pl.DataFrame, last: bool, clear_below: int

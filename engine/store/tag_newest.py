@@ -97,8 +97,10 @@ class NewestRows:
 
     Locks: `write_lock` serialises the historian's batches (a stream's micro-batch,
     `TagHistorian.append`, retention); `last_lock` serialises the writes of `tag_last` (the timer's,
-    a sink's close, retention's). A write holds `write_lock` for one slice at a time only
-    (`between_batches`): batches commit between its slices, and wait for one slice at most. (Run
+    a sink's close, retention's). The timer's write holds `write_lock` for one slice at a time only
+    (`between_batches`): batches commit between its slices, and wait for one slice at most. A write
+    that must finish (a sink's close, `append`, retention) holds `write_lock` throughout, taken
+    before `last_lock`, the one order of the two. (Run
     beside the batches, on a cursor of its own without `write_lock`, the write cost more CPU per
     value and one Modbus run of three ran out of the 32 MB memory_limit: two transactions open at
     once.) Whoever must write now while holding `write_lock` (`taking_last`) makes a write under
@@ -145,14 +147,15 @@ class NewestRows:
             self.last_lock.release()
 
     @contextlib.contextmanager
-    def between_batches(self):
+    def between_batches(self, may_give_way: bool = False):
         """`write_lock` for one slice of a write, which holds `last_lock`: waits for the batch under
-        way to end, or gives way (`GaveWay`) to someone who waits for `last_lock` meanwhile."""
-        while not self.write_lock.acquire(timeout=0.02):
+        way to end, or (`may_give_way`: the timer's write, which need not finish) gives way
+        (`GaveWay`) to someone who waits for `last_lock` meanwhile."""
+        while not self.write_lock.acquire(timeout=0.02 if may_give_way else -1):
             if self._give_way.is_set():
                 raise GaveWay
         try:
-            if self._give_way.is_set():
+            if may_give_way and self._give_way.is_set():
                 raise GaveWay
             yield
         finally:
