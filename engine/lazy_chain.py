@@ -237,7 +237,7 @@ class LazyChainExecutor(Executor):
             or "duckdb" in sys.modules
         ):
             return
-        threading.Thread(target=_import_quietly, args=("duckdb",), name="import-duckdb", daemon=True).start()
+        threading.Thread(target=_import_duckdb_quietly, name="import-duckdb", daemon=True).start()
 
     def _counting_feeder(self) -> _Feeder | None:
         """A destination written through its writer counts the kept rows as they pass."""
@@ -347,13 +347,13 @@ class LazyChainExecutor(Executor):
         return int(pl.scan_parquet(temp, glob=False).select(pl.len()).collect().item())
 
 
-def _import_quietly(name: str) -> None:
-    """Import `name` ahead of its use; a failure is left to the use, which reports it."""
+def _import_duckdb_quietly() -> None:
+    """Import DuckDB ahead of its use; a failure is left to the use, which reports it. A plain
+    import, not one by name: the bundle's import scan sees it (packaging/bundle_modules.py)."""
     import contextlib
-    import importlib
 
     with contextlib.suppress(Exception):
-        importlib.import_module(name)
+        import duckdb  # noqa: F401
 
 
 def _utf8(sink) -> bool:
