@@ -23,12 +23,27 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.alerts import conditions as C
 from engine.alerts.delivery import ALERTS_PIPELINE, Notifier
 from engine.alerts.store import AlertStore
 
 if TYPE_CHECKING:  # Polars is imported when a tag rule has values to look at, not at a service start
     import polars as pl
+
+
+class _Conditions:
+    """engine/alerts/conditions.py, imported at its first use: a run of a pipeline without alert
+    rules never parses or checks a condition, so a one-shot `aggregator run` does not import it
+    (~5 ms of CPU; issue 12). After the first use `C` is the module itself."""
+
+    def __getattr__(self, name: str) -> Any:
+        global C
+        from engine.alerts import conditions
+
+        C = conditions  # type: ignore[assignment]
+        return getattr(conditions, name)
+
+
+C: Any = _Conditions()
 
 log = logging.getLogger("aggregator.alerts")
 
@@ -236,6 +251,10 @@ class AlertEngine:
             return
         if pipeline not in self.rules:
             self.load(pipeline, self._spec_of(pipeline))
+        if not self.rules.get(pipeline):  # no rules: nothing to raise or clear
+            for key in [k for k in self._lost if k[0] == pipeline]:
+                del self._lost[key]  # the stream ended: its sources are no longer lost
+            return
         status = data.get("status")
         error = data.get("error")
         for rule in self._rules(pipeline, C.PipelineFailed):

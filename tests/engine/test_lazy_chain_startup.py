@@ -24,6 +24,8 @@ NOT_FOR_A_FILE_RUN = {
     "engine.streaming.run",
     "engine.streaming.runner",
     "engine.outbox.manager",
+    # the alert conditions: parsed and checked only when a spec has `error_handling.alerts` (issue 12)
+    "engine.alerts.conditions",
     # the parsers of the other commands, with their modules (app/cli.py ALONE), and the service's
     # log module, for the line of a retry that a run without one never prints (app/commands.py)
     "app.serve",
