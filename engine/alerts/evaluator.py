@@ -251,10 +251,16 @@ class AlertEngine:
             return
         if pipeline not in self.rules:
             self.load(pipeline, self._spec_of(pipeline))
-        if not self.rules.get(pipeline):  # no rules: nothing to raise or clear
-            for key in [k for k in self._lost if k[0] == pipeline]:
-                del self._lost[key]  # the stream ended: its sources are no longer lost
-            return
+        if self.rules.get(pipeline):  # no rules, nothing to raise (and no conditions module loaded)
+            self._run_rules(pipeline, run_id, data)
+        # the stream ended: its sources are no longer lost
+        for key in [k for k in self._lost if k[0] == pipeline]:
+            del self._lost[key]
+            for rule in self._rules(pipeline, C.SourceLost):
+                self.clear(rule, key[1], f"{key[1]}: the run ended")
+
+    def _run_rules(self, pipeline: str, run_id: str, data: dict[str, Any]) -> None:
+        """A finished run against the pipeline's run rules (failed, finished with warnings)."""
         status = data.get("status")
         error = data.get("error")
         for rule in self._rules(pipeline, C.PipelineFailed):
@@ -269,11 +275,6 @@ class AlertEngine:
                 )
             elif status == "success":
                 self.clear(rule, pipeline, f"run {run_id} success")
-        # the stream ended: its sources are no longer lost
-        for key in [k for k in self._lost if k[0] == pipeline]:
-            del self._lost[key]
-            for rule in self._rules(pipeline, C.SourceLost):
-                self.clear(rule, key[1], f"{key[1]}: the run ended")
 
     def _source_state(self, data: dict[str, Any]) -> None:
         pipeline = self._run_pipeline.get(str(data.get("run_id")))
