@@ -231,14 +231,9 @@ class NewestRows:
         commit from now on belong to the next generation and are kept apart."""
         with self._lock:
             assert self._writing is None, "one write at a time (last_lock)"
-            older = [] if self._compact is None else [self._compact]
-            rows = (
-                newest(older + self._parts)
-                if self._parts
-                else (older[0] if older else LAST_SCHEMA.to_frame())
-            )
-            self._writing = rows
-            self._compact, self._parts, self._part_rows = None, [], 0
+            self._compact_parts()
+            rows = LAST_SCHEMA.to_frame() if self._compact is None else self._compact
+            self._writing, self._compact = rows, None
             clear_below = min([self.generation + 1, *self._open])
             self.generation += 1
             return rows, clear_below
@@ -269,11 +264,15 @@ class NewestRows:
     def _compacted(self) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
         """(rows being written, the rest compacted to one row per tag)."""
         with self._lock:  # held while compacting (tens of ms at 100,000 tags): one compaction at a time
-            if self._parts:
-                older = [] if self._compact is None else [self._compact]
-                self._compact = newest(older + self._parts)
-                self._parts, self._part_rows = [], 0
+            self._compact_parts()
             return self._writing, self._compact
+
+    def _compact_parts(self) -> None:
+        """The views kept so far, folded into the compacted rows: one row per tag (`_lock` held)."""
+        if self._parts:
+            older = [] if self._compact is None else [self._compact]
+            self._compact = newest(older + self._parts)
+            self._parts, self._part_rows = [], 0
 
     def rows(self) -> pl.DataFrame:
         """One row per tag of everything kept, the rows of a write under way included (compacts the
