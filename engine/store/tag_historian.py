@@ -35,7 +35,6 @@ import contextlib
 import fnmatch
 import math
 import re
-import sys
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -459,10 +458,11 @@ class TagHistorian:
                     with self._between_batches(may_give_way):
                         self._write_slice(cur, rows.slice(offset, size), offset == starts[-1], clear_below)
                 self._known_tags = max(self._known_tags, rows.height)
+            except tag_newest.GaveWay:  # kept again; the write that asked writes everything
+                self.newest.not_written()
+                return
             except BaseException:
                 self.newest.not_written()
-                if isinstance(sys.exc_info()[1], tag_newest.GaveWay):
-                    return
                 raise
             finally:
                 if own:
