@@ -497,12 +497,15 @@ def test_rate_limit(server, ctx):
         concurrency=4,
         max_pages=12,
     )
+    started = time.monotonic()
     assert read(src).height == 120
-    times = sorted(r.at for r in server.requests("/wo"))
-    assert len(times) == 12
-    # 12 requests at 5 per 0.5 s: the 6th and the 11th wait for a window each (1 s in all)
-    assert times[-1] - times[0] >= 0.8  # (arrival times: a loaded server may log the first late)
-    assert times[5] - times[0] >= 0.3
+    elapsed = time.monotonic() - started
+    assert len(server.requests("/wo")) == 12
+    # 12 requests at 5 per 0.5 s: the 6th and the 11th wait for a window each, so the 11th starts
+    # at least 1 s after the first. Measured on the client, where the limiter holds them: the
+    # server's arrival times are a neighbour of that (on a loaded machine the first was logged
+    # 0.26 s late, and the 6th then looked early).
+    assert elapsed >= 1.0, elapsed
 
 
 # --- config and validation ------------------------------------------------------------------------
