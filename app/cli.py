@@ -390,6 +390,19 @@ def start_up_done() -> None:
         gc.enable()
 
 
+def _stacks_on_sigusr1() -> None:
+    """`kill -USR1 <pid>` prints the stack of every thread to stderr (the journal, for the service)
+    and the process carries on: what a process that does not stop, or stops slowly, is waiting
+    for. Written by the interpreter itself (faulthandler), so it comes even when every Python
+    thread is blocked. Not on Windows (no SIGUSR1)."""
+    import faulthandler
+    import signal
+
+    usr1 = getattr(signal, "SIGUSR1", None)
+    if usr1 is not None:
+        faulthandler.register(usr1, all_threads=True, chain=False)
+
+
 def entry() -> None:
     """The `aggregator` console script. Everything is closed and flushed when `main` returns, so
     the process ends at once instead of spending ~0.15 s tearing down Polars' and DuckDB's native
@@ -398,6 +411,7 @@ def entry() -> None:
     import gc
     import os
 
+    _stacks_on_sigusr1()
     global _collector_paused
     if gc.isenabled():
         gc.disable()

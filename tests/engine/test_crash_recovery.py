@@ -103,9 +103,17 @@ def reaped(proc: subprocess.Popen):
 
 
 def sigterm(proc: subprocess.Popen) -> tuple[str, str]:
-    """SIGTERM `proc`, as a service manager's stop does, and answer its (stdout, stderr)."""
+    """SIGTERM `proc`, as a service manager's stop does, and answer its (stdout, stderr). A process
+    still there after 60 s fails the test with every thread's stack (SIGUSR1: app/cli.py)."""
     proc.send_signal(signal.SIGTERM)
-    return proc.communicate(timeout=60)
+    try:
+        return proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        proc.kill()
+        _out, err = proc.communicate()
+        pytest.fail(f"the process did not end within 60 s of SIGTERM; its threads then:\n{err[-20000:]}")
 
 
 def tables(db: Path) -> set[str]:
@@ -155,6 +163,67 @@ def test_sigterm_cancels_the_run_like_ctrl_c(tmp_path):
     assert not [t for t in left if t.startswith("_stage_")] and "readings" not in left
     with sqlite3.connect(data / "metadata.db") as con:
         assert con.execute("SELECT count(*) FROM run_leftovers").fetchone()[0] == 0
+
+
+def _tgkill(pid: int, tid: int, sig: int) -> None:
+    """`sig` to thread `tid` of process `pid` (Linux): what the kernel may do with a signal sent to
+    the process as a whole, when its main thread has one pending already."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.tgkill(pid, tid, sig) != 0:
+        raise OSError(ctypes.get_errno(), f"tgkill {pid} {tid}")
+
+
+def _takes(pid: int, tid: int, sig: int) -> bool:
+    """Thread `tid` of `pid` neither blocks nor ignores `sig` (/proc/PID/task/TID/status)."""
+    fields = dict(
+        line.split(":\t", 1)
+        for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines()
+        if ":\t" in line
+    )
+    bit = 1 << (sig - 1)
+    return not (int(fields["SigBlk"], 16) & bit or int(fields["SigIgn"], 16) & bit)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tgkill and /proc/PID/task (Linux)")
+def test_sigterm_delivered_to_another_thread_still_cancels_the_run(tmp_path):
+    """The kernel delivers a process's signal to any thread that takes it; CPython runs the handler
+    in the main thread only, at its next bytecode. The main thread must not sleep until the run
+    ends by itself (this run never would): it ends `cancelled` within seconds."""
+    data, out = tmp_path / "data", tmp_path / "out"
+    proc = start_run(tmp_path, "--json")
+    with reaped(proc):
+        poll(lambda: under_way(data, out), "the run to write its temporary file and stage", proc=proc)
+        others = [int(t.name) for t in Path(f"/proc/{proc.pid}/task").iterdir() if int(t.name) != proc.pid]
+        takers = [tid for tid in others if _takes(proc.pid, tid, signal.SIGTERM)]
+        assert takers, f"no thread of {proc.pid} but the main one takes SIGTERM"
+        _tgkill(proc.pid, takers[0], signal.SIGTERM)
+        try:
+            stdout, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("SIGTERM taken by a thread other than the main one never reached the run")
+    assert proc.returncode == 1, stderr
+    assert json.loads(stdout)["status"] == "cancelled"
+    assert hidden_files(out) == []
+
+
+def test_sigusr1_prints_every_threads_stack_and_the_run_carries_on(tmp_path):
+    """`kill -USR1` answers what a process that does not stop is waiting for: every thread's stack
+    on stderr, and the run goes on (SIGTERM still cancels it afterwards)."""
+    data, out = tmp_path / "data", tmp_path / "out"
+    proc = start_run(tmp_path, "--json")
+    with reaped(proc):
+        run = poll(lambda: under_way(data, out), "the run to write its temporary file and stage", proc=proc)
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)  # the dump is written by the signal handler itself, before the process goes on
+        assert proc.poll() is None, "SIGUSR1 ended the process"
+        assert run_record(data, run["run_id"])["status"] == "running"
+        stdout, stderr = sigterm(proc)
+    assert json.loads(stdout)["status"] == "cancelled"
+    assert "Current thread" in stderr or "Thread 0x" in stderr, stderr[-2000:]
+    assert "_wait" in stderr, "the main thread's stack (app/commands.py _wait) is not in the dump"
+    assert stderr.count("Thread 0x") >= 2, "one thread's stack only"
 
 
 def test_kill_9_is_recovered_by_the_next_command(tmp_path):
