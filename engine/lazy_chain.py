@@ -25,7 +25,6 @@ identical results, at the cost of the failed attempt's time.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ import polars as pl
 
 from engine.context import NodeContext
 from engine.errors import RunCancelled
-from engine.executor import ExecutionResult, Executor, _SinkWorker
+from engine.executor import ExecutionResult, Executor, NodeStats, _SinkWorker
 from engine.spec.plan import Plan
 from engine.transforms.base import OUT, REJECTED
 
@@ -211,8 +210,6 @@ class LazyChainExecutor(Executor):
         if final is None and not self._parquet_sinks:  # nothing tells the kept rows: the query counts
             counted.append((self.chain.steps[-1] if self.chain.steps else source, lf.select(pl.len())))
         reject_rows = {nid: 0 for nid in rejected}
-        if rejected:
-            self._import_reject_store()
         for nid, frame in rejected.items():
             queries.append(frame.sink_batches(self._on_rejects(nid, reject_rows), lazy=True))
         n_sinks = len(queries)
@@ -223,21 +220,26 @@ class LazyChainExecutor(Executor):
         kept = final.rows if final is not None else None
         self._count(source_rows, counts, kept, reject_rows, time.perf_counter() - t0)
 
-    def _import_reject_store(self) -> None:
-        """DuckDB (the reject store's) imported on a thread of its own while the query runs: Polars'
-        threads parse and encode without the GIL meanwhile, where the import (~35 ms of CPU) was
-        made by the first batch of rejects, holding up that output of the query. Nothing is opened
-        (a run without rejects creates no historian file), and nothing when rejects go elsewhere."""
+    def _open_reject_store(self) -> None:
+        """A run whose process has not opened the historian writes its rejects as one Parquet file
+        (`RejectFile`), folded into the historian's `_rejects` table by the next process that opens
+        it: opening DuckDB only for them cost a 1 M-row run ~0.13 CPU-s (import, connect, insert,
+        COMMIT, the checkpoint at close). Where the historian is open already (a DuckDB destination
+        opened it, a service's stream), the rejects go into the table as before (`RejectWriter`);
+        so does a dead-letter file (`dead_letter_queue.storage`). The push executor's fallback of a
+        failed query is this class too, and takes the same way."""
+        from engine.store.historian import RejectFile
+
         dlq = self.c.graph.error_handling.dead_letter_queue
-        if (
-            not dlq.enabled
-            or dlq.storage != "reject_store"
-            or self.ctx.historian is None
-            or self.ctx.dry_run
-            or "duckdb" in sys.modules
-        ):
+        historian = self.ctx.historian
+        if not dlq.enabled or historian is None or dlq.storage != "reject_store" or historian.is_open:
+            super()._open_reject_store()
             return
-        threading.Thread(target=_import_duckdb_quietly, name="import-duckdb", daemon=True).start()
+        writer = RejectFile(
+            historian, run_id=self.ctx.run_id, pipeline=self.ctx.pipeline, track=self.ctx.track
+        )
+        self._reject_worker = _SinkWorker(writer, NodeStats("rejects"))  # type: ignore[arg-type]
+        self._reject_worker.start()
 
     def _counting_feeder(self) -> _Feeder | None:
         """A destination written through its writer counts the kept rows as they pass."""
@@ -345,15 +347,6 @@ class LazyChainExecutor(Executor):
         """The kept rows, from the footer of the Parquet file a Polars sink wrote."""
         temp = self._parquet_sinks[0].temp
         return int(pl.scan_parquet(temp, glob=False).select(pl.len()).collect().item())
-
-
-def _import_duckdb_quietly() -> None:
-    """Import DuckDB ahead of its use; a failure is left to the use, which reports it. A plain
-    import, not one by name: the bundle's import scan sees it (packaging/bundle_modules.py)."""
-    import contextlib
-
-    with contextlib.suppress(Exception):
-        import duckdb  # noqa: F401
 
 
 def _utf8(sink) -> bool:

@@ -98,6 +98,7 @@ class LocalData:
 
     def objects(self) -> list[dict[str, Any]]:
         """The historian's tables and views: name, schema, kind, estimated rows, columns."""
+        self._core.workspace.historian.fold_rejects()  # one-shot runs' reject files, into `_rejects`
         cur = self._core.workspace.historian.cursor()
         try:
             rows = cur.execute(
@@ -144,6 +145,7 @@ class LocalData:
         import duckdb
         import polars as pl
 
+        self._core.workspace.historian.fold_rejects()  # one-shot runs' reject files, into `_rejects`
         cur = self._core.workspace.historian.cursor()
         try:
             self._refuse_writes(sql)

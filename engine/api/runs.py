@@ -285,7 +285,7 @@ class LocalRuns:
         from engine.store.historian import REJECTS_TABLE
 
         historian = self._core.workspace.historian
-        if self._no_rejects is not None:
+        if self._no_rejects is not None and not historian.pending_reject_files():  # files: folded below
             cur = historian.cursor()
             try:
                 cur.execute(f"SELECT 1 FROM {REJECTS_TABLE} LIMIT 0")
