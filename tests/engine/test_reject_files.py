@@ -311,3 +311,39 @@ def _run_without_rejects(tmp_path: Path, data: Path) -> str:
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)["run_id"]
+
+
+def test_pieces_of_several_nodes_and_shapes_are_all_kept(tmp_path):
+    """The rejects are encoded one frame per node and shape (`_reject_table`): pieces of two
+    nodes, interleaved, one of them in two shapes, all come back with their node and reason."""
+    historian = Historian(tmp_path / "historian.duckdb")
+    writer = RejectFile(historian, run_id="run-1", pipeline="orders")
+    pieces = [
+        ("check_email", rejected(2, start=0)),
+        ("check_price", pl.DataFrame({"price": [-1.0], "_reject_reason": ["price: below 0"]})),
+        ("check_email", rejected(3, start=2)),
+        ("check_email", pl.DataFrame({"order_id": [9], "_reject_reason": ["customer_email: missing"]})),
+        ("check_price", pl.DataFrame({"price": [-2.0], "_reject_reason": ["price: below 0"]})),
+    ]
+    for piece in pieces:
+        writer.write(piece)
+    writer.flush()
+    writer.publish()
+    try:
+        got = historian.rejects("run-1")
+    finally:
+        historian.close()
+    rows = sorted(
+        (n, r, json.dumps(json.loads(rec), sort_keys=True))
+        for n, r, rec in got.select("node_id", "reason", "record").rows()
+    )
+    expected = sorted(
+        (node, reason, json.dumps(record, sort_keys=True))
+        for node, frame in pieces
+        for reason, record in zip(
+            frame.get_column("_reject_reason"),
+            frame.drop("_reject_reason").with_columns(pl.col(pl.Date).dt.to_string("%Y-%m-%d")).to_dicts(),
+            strict=True,
+        )
+    )
+    assert rows == expected
