@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -347,3 +348,64 @@ def test_pieces_of_several_nodes_and_shapes_are_all_kept(tmp_path):
         )
     )
     assert rows == expected
+
+
+def test_a_killed_runs_hidden_reject_files_are_removed_by_the_next_start_up(tmp_path):
+    """A real `aggregator run` whose rejects spill to hidden part files is SIGKILLed: the next
+    opening of the data directory marks the run interrupted and removes its reject files (they
+    were recorded with the run before they were created), and no rejects of it are visible."""
+    from engine.workspace import Workspace
+
+    rows = 1_500_000  # all rejected: ~15 part files of 100,000, 55 MB (the one-query path)
+    ids = pl.int_range(rows, eager=True).alias("id")
+    pl.DataFrame(ids).with_columns(email=pl.lit("not-an-address-at-all")).write_csv(tmp_path / "in.csv")
+    spec = tmp_path / "p.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "name": "all bad",
+                "sources": [{"name": "in", "connector_type": "file", "config": {"path": "in.csv"}}],
+                "transformations": [
+                    {"type": "field_validation", "field_name": "email", "validation_type": "email_format"}
+                ],
+                "destinations": [
+                    {"name": "out", "connector_type": "file", "config": {"path": "out.parquet"}}
+                ],
+            }
+        )
+    )
+    data = tmp_path / "data"
+    env = {**os.environ, "AGGREGATOR_ALLOWED_ROOTS": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "run", str(spec), "--data-dir", str(data)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+    )
+    folder = data / REJECT_FILES_DIR
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.name.startswith(".") for p in _listing(folder)):
+            assert proc.poll() is None, proc.stderr.read().decode()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "no reject part file within 120 s"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert any(p.name.startswith(".") for p in _listing(folder))
+    with Workspace(data) as ws:
+        [run] = ws.recovered
+        assert run["status"] == "interrupted"
+        assert _listing(folder) == []  # every hidden file of the run removed; nothing published
+        assert ws.historian.rejects().height == 0
+
+
+def _listing(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except FileNotFoundError:
+        return []
