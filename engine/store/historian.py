@@ -236,21 +236,14 @@ class Historian:
                         cur.execute("ROLLBACK")
                     log.warning("rejects left in %s for later: %s", path, exc)
                     continue
-                path.unlink(missing_ok=True)
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:  # folded: the next fold gives the same rows again
+                    log.warning("folded rejects file %s not removed: %s", path, exc)
                 folded += 1
         finally:
             cur.close()
         return folded
-
-    def reclaim(self) -> int:
-        """After a write that met a full disk: give the file's unused tail back to the file system
-        (see `shrink_duckdb_file`). Closes the shared connection; the next cursor() reopens it.
-        Returns the bytes freed."""
-        with self._lock:
-            if self._con is not None:
-                self._con.close()
-                self._con = None
-            return shrink_duckdb_file(self.path)
 
     @staticmethod
     def _fold_one(cur: duckdb.DuckDBPyConnection, path: Path) -> None:
@@ -267,6 +260,16 @@ class Historian:
             [str(path)],
         )
         cur.execute("COMMIT")
+
+    def reclaim(self) -> int:
+        """After a write that met a full disk: give the file's unused tail back to the file system
+        (see `shrink_duckdb_file`). Closes the shared connection; the next cursor() reopens it.
+        Returns the bytes freed."""
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+            return shrink_duckdb_file(self.path)
 
     # ---- read-outs for the engine's API (no table is created by reading) -----------------------
     def has_tables(self, *names: str) -> bool:
