@@ -10,7 +10,10 @@ Tables (in the historian file of the data directory):
   of earlier versions, is folded in once at the first open.)
 - `tag_minutes` (+ `tag_minutes_state`): the 1-minute rollup (`engine.store.tag_rollup`), per tag
   per minute the partial statistics of every raw row older than `rolled_up_to` (a minute behind the
-  newest value), kept in the same transaction as each batch.
+  newest value), moved on between the batches, one slice of tags a transaction, once a batch
+  committed a new minute (`TagHistorian.advance_rollup`).
+- Checkpoints: a stream's commits do not checkpoint; a timer thread does, between two batches, once
+  the WAL holds `CHECKPOINT_WAL` bytes (`TagHistorian._checkpoint_soon`).
 
 Query rule: buckets of whole minutes (1m, 5m, 1h, 1d...) read the rollup for whole minutes before
 `rolled_up_to`, and raw rows for the newest minutes and for the partial minutes where `start` or
@@ -34,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import math
+import os
 import re
 import time
 import warnings
@@ -70,6 +74,18 @@ LAST_SLICE = 20_000
 # waits for one slice at most, ~15 - 40 ms, not for the whole write of 100,000 tags).
 WRITE_SLICE = 10_000
 _LAST_ROWS = "_tag_last_rows"
+# Checkpoints (issue 12): DuckDB checkpoints by itself in the COMMIT that takes the WAL past
+# `checkpoint_threshold` (16 MiB by default), and a batch's INSERT waits for a checkpoint under
+# way. At 100,000 values/s such COMMITs took 0.25 - 2.4 s at load 9 (the Modbus p99). A stream's
+# historian instead checkpoints on a timer thread between two batches once the WAL holds
+# CHECKPOINT_WAL bytes (docs/performance.md, round 4: a stream's write + COMMIT p99 1.5 - 2.1 s ->
+# 0.26 - 0.43 s at load 5 - 6). As much WAL as DuckDB's default: checkpoints at 8 MiB were twice
+# as many, shorter, and cost more CPU (31% of the pipeline's py-spy samples). DuckDB's own threshold
+# is raised to CHECKPOINT_THRESHOLD for the connection, so that a stream's COMMIT does not checkpoint
+# while the timer keeps up; it still bounds the WAL of every writer of the connection when the timer
+# does not (or no stream runs).
+CHECKPOINT_WAL = 16 * 2**20
+CHECKPOINT_THRESHOLD = "64MiB"
 
 # The bucket answers are small: DuckDB's copy to Arrow of a DB-API result costs less than binding
 # the statement twice as a relation (`TagHistorian._buckets`).
@@ -191,6 +207,7 @@ class TagHistorian:
         self.newest = tag_newest.of(historian)  # committed rows not yet in `tag_last` (shared)
         self.last_every = tag_newest.WRITE_EVERY  # seconds between writes of `tag_last`
         self.write_slice = WRITE_SLICE  # rows of `tag_last` upserted between two batches
+        self.checkpoint_wal = CHECKPOINT_WAL  # WAL bytes at which the timer checkpoints (streams)
         self._uncommitted: list[pl.DataFrame] = []  # this writer's batches in its open transaction
         self._marking: tuple[datetime | None, bool] | None = None  # the crash marker it set there
         self._generation: int | None = None  # the write generation of its open transaction
@@ -276,6 +293,12 @@ class TagHistorian:
                 )
         if marks:
             cur.execute(f"DELETE FROM {tag_newest.PENDING_TABLE}")
+        # an advance of the rollup stopped between its slices (see `tag_rollup.Advance`)
+        upto = cur.execute(tag_rollup.rolled_up_to_sql()).fetchall()
+        upto = upto[0][0] if upto else None
+        where = "minute IS NOT NULL" if upto is None else f"minute >= {upto}"
+        if cur.execute(f"SELECT count(*) FROM {MINUTES_TABLE} WHERE {where}").fetchall()[0][0]:
+            cur.execute(tag_rollup.unfinished_sql(upto))
         if cur.execute(f"SELECT count(*) FROM {tag_last.LOG_TABLE}").fetchall()[0][0]:
             for statement in tag_last.fold_sql():
                 cur.execute(statement)
@@ -327,6 +350,11 @@ class TagHistorian:
             late = ["timestamp IS NULL"] if stamps.null_count() else []
             if upto is not None and earliest is not None and _epoch_us(earliest) < upto * MINUTE_US:  # type: ignore[arg-type]
                 late.append(f"timestamp < {tag_rollup.minute_start(upto)}")
+            advance = self.newest.advance  # one between its slices (read under `write_lock`)
+            if advance is not None and earliest is not None and _epoch_us(earliest) < advance.new * MINUTE_US:  # type: ignore[arg-type]
+                clause = advance.late_clause()
+                if clause is not None:
+                    late.append(clause)
             if late:
                 added = cur.execute(tag_rollup.insert_sql(_BATCH, "WHERE " + " OR ".join(late))).fetchall()[
                     0
@@ -339,9 +367,9 @@ class TagHistorian:
             newest_minute = min(_epoch_us(latest), _epoch_us(datetime.now(UTC))) // MINUTE_US  # type: ignore[arg-type]
             target = newest_minute - LAG_MINUTES
             if upto is None or target > upto:
-                tags = max(self._known_tags, batch.height)
-                for statement in tag_rollup.advance_sql(TAGS_TABLE, upto, target, tags):
-                    cur.execute(statement)
+                # Not in this transaction: slice by slice between the batches, once committed
+                # (`advance_rollup`); a minute of 100,000 tags took 3 s inside a batch at load 11.
+                self.newest.want_rollup(target, max(self._known_tags, batch.height))
         # The newest rows per tag are kept in memory once committed (`committed`): a view of
         # the batch's columns, no copy, no statement per batch.
         self._uncommitted.append(batch.select(tag_last.LAST_COLUMNS))
@@ -389,6 +417,12 @@ class TagHistorian:
         self._uncommitted, self._marking, self._generation = [], None, None
         if generation is not None:
             self.newest.add(frames, generation, marking)
+        if write_now:
+            self._advance_now(cur)
+        else:  # a sink's commit (a stream's): the rollup's advance and checkpoints go to the timer
+            if self.newest.rollup_due is not None:
+                self.newest.later("rollup", 0.0, self._advance_when_due)
+            self._checkpoint_soon(cur)
         since = time.monotonic() - self.newest.last_write
         if since >= self.last_every:
             if not write_now:
@@ -427,6 +461,126 @@ class TagHistorian:
             finally:
                 cur.close()
 
+    # ---- the rollup's advance between the batches ----------------------------------------------
+    def advance_rollup(self, cur: duckdb.DuckDBPyConnection | None = None) -> None:
+        """Roll the minutes the batches asked for up (`NewestRows.want_rollup`), one slice of
+        TAGS_PER_SLICE tags a transaction, each between two batches (under `write_lock` for that
+        slice only: a batch waits for one slice at most, not the whole minute of 100,000 tags).
+        With `cur`: outside a transaction. When another thread's advance is under way this returns
+        at once: that one goes on to the newest minute asked for (a write that must finish may hold
+        `write_lock` here, which that advance waits for between its slices)."""
+        newest = self.newest
+        if newest.rollup_due is None and newest.advance is None:
+            return
+        if not newest.rollup_lock.acquire(blocking=False):
+            return
+        try:
+            own = cur is None
+            cur = cur or self.cursor()
+            try:
+                while True:
+                    self._between_slices()
+                    with newest.one_batch_gap() as held:
+                        if not held or not self._advance_slice(cur):
+                            return
+            finally:
+                if own:
+                    cur.close()
+        finally:
+            newest.rollup_lock.release()
+
+    def _advance_now(self, cur: duckdb.DuckDBPyConnection | None) -> None:
+        """`advance_rollup` after a commit: the batches are committed, so a failure here fails no
+        write (a caller would retry it: its rows twice); the timer tries again, and readers take
+        the minutes not rolled up from raw rows meanwhile."""
+        try:
+            self.advance_rollup(cur)
+        except duckdb.Error as exc:
+            self.newest.rollup_error = str(exc).splitlines()[0]
+            self.newest.later("rollup", 1.0, self._advance_when_due)
+
+    def _between_slices(self) -> None:
+        """Where an advance is between two slices, holding no lock of the batches (tests stop it here)."""
+
+    def _advance_slice(self, cur: duckdb.DuckDBPyConnection) -> bool:
+        """One slice of the advance under way, or the first of the next one (`write_lock` held);
+        False when the rollup is where the batches asked for."""
+        newest = self.newest
+        advance = newest.advance
+        if advance is None:
+            due, tags = newest.rollup_due, newest.rollup_tags
+            if due is None:
+                return False
+            upto = cur.execute(tag_rollup.rolled_up_to_sql()).fetchall()[0][0]
+            if upto is not None and due <= upto:
+                newest.rollup_done(due)
+                return False
+            advance = tag_rollup.Advance(upto, due, tag_rollup.slices_for(max(tags, self._known_tags)))
+        last = advance.done == advance.slices - 1
+        work = [tag_rollup.slice_sql(TAGS_TABLE, advance.old, advance.new, advance.slices, advance.done)]
+        _in_transaction(cur, [*work, tag_rollup.move_sql(advance.new)] if last else work)
+        advance.done += 1
+        newest.advance = None if last else advance
+        if last:
+            newest.rollup_done(advance.new)
+        return True
+
+    def _advance_when_due(self) -> None:
+        """The timer's advance (`advance_rollup`) on a historian that is still open; a failure is
+        retried (readers meanwhile take the minutes not rolled up from raw rows)."""
+        if tag_newest.exiting():
+            return
+        cur = self.historian.cursor_if_open()
+        if cur is None:  # closed: the next writer's batches ask again
+            return
+        try:
+            self.advance_rollup(cur)
+        except duckdb.Error as exc:
+            self.newest.rollup_error = str(exc).splitlines()[0]
+            self.newest.later("rollup", 1.0, self._advance_when_due)
+        finally:
+            cur.close()
+
+    # ---- checkpoints between the batches ----------------------------------------------------------
+    def wal_bytes(self) -> int:
+        """The size of the historian's write-ahead log now (0: none)."""
+        try:
+            return os.stat(f"{self.historian.path}.wal").st_size
+        except OSError:
+            return 0
+
+    def _checkpoint_soon(self, cur: duckdb.DuckDBPyConnection | None) -> None:
+        """After a sink's commit: DuckDB's own checkpoint threshold raised once per connection
+        (see CHECKPOINT_THRESHOLD), and a checkpoint handed to the timer thread once the WAL holds
+        `checkpoint_wal` bytes."""
+        newest = self.newest
+        if newest.threshold_for is not self.historian._con and cur is not None:
+            cur.execute(f"SET GLOBAL checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+            newest.threshold_for = self.historian._con
+        if self.wal_bytes() >= self.checkpoint_wal:
+            newest.later("checkpoint", 0.0, self._checkpoint_when_due)
+
+    def _checkpoint_when_due(self) -> None:
+        """The timer's checkpoint: between two batches (under `write_lock`, so no batch of this
+        historian has a transaction open and none waits inside DuckDB for it), if the WAL still
+        holds `checkpoint_wal` bytes. DuckDB refuses a CHECKPOINT while another cursor's transaction
+        has updated or deleted rows (one that only inserted does not stop it): then the next commit
+        asks again, and DuckDB's own threshold bounds the WAL meanwhile."""
+        if tag_newest.exiting():
+            return
+        cur = self.historian.cursor_if_open()
+        if cur is None:  # closed: its close checkpointed
+            return
+        try:
+            with self.newest.one_batch_gap() as held:
+                if held and self.wal_bytes() >= self.checkpoint_wal:
+                    cur.execute("CHECKPOINT")
+                    self.newest.checkpoints += 1
+        except duckdb.Error as exc:
+            self.newest.checkpoint_error = str(exc).splitlines()[0]
+        finally:
+            cur.close()
+
     def rolled_back(self) -> None:
         """The caller rolled back what `insert` wrote: nothing of it is kept."""
         if self._generation is not None:
@@ -434,6 +588,16 @@ class TagHistorian:
         self._uncommitted, self._marking, self._generation = [], None, None
 
     def write_last(self, cur: duckdb.DuckDBPyConnection | None = None, may_give_way: bool = False) -> None:
+        """`_write_last`; a write that must finish (a sink's close, `append`, retention) also rolls
+        up the minutes the batches asked for (`advance_rollup`), as a batch's commit did before."""
+        self._write_last(cur, may_give_way)
+        if not may_give_way:
+            if not self.newest.write_lock._is_owned():  # type: ignore[attr-defined]  # a sink's close
+                # the historian may be closed next: no statement of the timer's may run then
+                self.newest.settle(("rollup", "checkpoint"))
+            self._advance_now(cur)
+
+    def _write_last(self, cur: duckdb.DuckDBPyConnection | None = None, may_give_way: bool = False) -> None:
         """Write the kept newest rows to `tag_last` now, each tag once, in slices of `write_slice`
         rows, each its own transaction between two batches (under `write_lock`); the last slice
         clears the crash marker of the generations written. With `cur`: outside a transaction.
@@ -556,6 +720,9 @@ class TagHistorian:
                     f"DELETE FROM {MINUTES_TABLE} t USING _cutoffs c WHERE t.tag = c.tag AND t.minute <= {cut}"
                 )
                 upto = cur.execute(tag_rollup.rolled_up_to_sql()).fetchall()[0][0]
+                unfinished = self.newest.advance is not None
+                if unfinished:  # its slices done so far go: the re-insert below covers minutes < upto only
+                    cur.execute(tag_rollup.unfinished_sql(upto))
                 if upto is not None:
                     cur.execute(
                         tag_rollup.insert_sql(
@@ -565,6 +732,8 @@ class TagHistorian:
                         )
                     )
                 cur.execute("COMMIT")
+                if unfinished:
+                    self.newest.advance = None  # the next advance starts from `upto` again
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise

@@ -126,8 +126,21 @@ class NewestRows:
         self._open: dict[int, int] = {}  # open transactions per generation
         self.last_write = time.monotonic()
         self.recovered = False  # the crash marker was looked at (once per process and historian)
-        self._timer: threading.Timer | None = None
+        self._timers: dict[str, threading.Timer] = {}  # the timer thread of each kind of work
         self._give_way = threading.Event()  # someone waits for `last_lock`: a write stops between slices
+        # checkpoints between the batches (`TagHistorian._checkpoint_soon`): the connection whose
+        # checkpoint threshold was raised, the timer's checkpoints so far, the last one's refusal
+        self.threshold_for: object | None = None
+        # the rollup's advance between the batches (`TagHistorian.advance_rollup`): the minute the
+        # batches asked for and about how many tags, the advance under way (`tag_rollup.Advance`,
+        # changed under `write_lock`), one advancing thread at a time, its last failure
+        self.rollup_due: int | None = None
+        self.rollup_tags = 0
+        self.advance = None
+        self.rollup_lock = threading.Lock()
+        self.rollup_error: str | None = None
+        self.checkpoints = 0
+        self.checkpoint_error: str | None = None
 
     # ---- locks ------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -165,22 +178,68 @@ class NewestRows:
         """Call `write()` in `delay` seconds on a timer thread, unless one is pending already: rows
         committed by a stream that then commits nothing for a while still reach the table, and a
         commit that finds the table due hands its write to this thread (the batches go on)."""
+        self.later("last", delay, write, again_while_running=True)
+
+    def later(self, kind: str, delay: float, work, again_while_running: bool = False) -> None:
+        """Call `work()` in `delay` seconds on a timer thread of its own, unless one of this `kind`
+        is pending already, or running (unless `again_while_running`: the write of `tag_last` asks
+        for the next one itself). The write of `tag_last`, a checkpoint, the rollup's advance: each
+        is work between the batches, off the stream's thread."""
         with self._lock:
-            if self._timer is not None and self._timer.is_alive() and not self._timer.finished.is_set():
+            pending = self._timers.get(kind)
+            if pending is not None and pending.is_alive() and not pending.finished.is_set():
                 return
 
             def due() -> None:
-                with self._lock:
-                    if self._timer is timer:
-                        self._timer = None  # the write may ask for the next one
-                write()
+                if again_while_running:
+                    with self._lock:
+                        if self._timers.get(kind) is timer:
+                            del self._timers[kind]  # the work may ask for the next one
+                work()
 
             # Not a daemon: one stopped inside Polars or DuckDB at the interpreter's finalization
             # aborts the process; `_at_exit` cancels it before threads are joined.
             timer = threading.Timer(max(0.0, delay), due)
             timer.daemon = False
-            self._timer = timer
+            self._timers[kind] = timer
             timer.start()
+
+    def settle(self, kinds: tuple[str, ...], timeout: float = 120.0) -> None:
+        """Timers of these kinds that have not started are cancelled, and one running is waited for
+        (a sink's close: the historian may be closed next, and DuckDB refuses to close a connection
+        while a cursor of it runs a statement). Not while holding `write_lock`, which they wait for."""
+        with self._lock:
+            timers = [self._timers.pop(k) for k in kinds if k in self._timers]
+        for timer in timers:
+            timer.cancel()
+            if timer is not threading.current_thread():
+                timer.join(timeout)
+
+    @contextlib.contextmanager
+    def one_batch_gap(self):
+        """`write_lock` for work between two batches that may wait (a checkpoint, a slice of the
+        rollup's advance), taken in short waits so that interpreter exit does not wait for it:
+        yields False (lock not held) once the process is exiting."""
+        while not self.write_lock.acquire(timeout=0.05):
+            if _EXITING.is_set():
+                yield False
+                return
+        try:
+            yield True
+        finally:
+            self.write_lock.release()
+
+    def want_rollup(self, minute: int, tags: int) -> None:
+        """A batch asks for the rollup up to `minute` (of about `tags` tags)."""
+        with self._lock:
+            self.rollup_due = minute if self.rollup_due is None else max(self.rollup_due, minute)
+            self.rollup_tags = max(self.rollup_tags, tags)
+
+    def rollup_done(self, minute: int) -> None:
+        """The rollup reached `minute`: nothing is due unless a batch asked for more meanwhile."""
+        with self._lock:
+            if self.rollup_due is not None and self.rollup_due <= minute:
+                self.rollup_due = None
 
     # ---- the writers' transactions ----------------------------------------------------------------
     def begin(self) -> int:
@@ -333,8 +392,8 @@ def _at_exit() -> None:
         kept = list(_REGISTRY.values())
     for rows in kept:
         with rows._lock:
-            timer, rows._timer = rows._timer, None
-        if timer is not None:
+            timers, rows._timers = list(rows._timers.values()), {}
+        for timer in timers:
             timer.cancel()
         rows._give_way.set()  # a timer's write stops at its next slice
         if rows.last_lock.acquire(timeout=10):  # the timer's write holds it while it writes
