@@ -35,6 +35,7 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 _BATCH = "_aggregator_batch"  # the name an Arrow batch is registered under
 _FEED = "_aggregator_feed"  # the name of the Arrow stream an insert reads
 MERGE_ROWS = 1_000_000  # upsert: batches are gathered to about this many rows per MERGE
+ROW_GROUP_ROWS = 122_880  # DuckDB's row group: what the insert gets at a time (see ArrowFeed)
 STAGE_PREFIX = "_stage_"  # tables being built by a `replace` run; swapped in at commit
 
 
@@ -379,6 +380,12 @@ class ArrowFeed:
     memory, because nothing is gathered and DuckDB writes its row groups out as it goes; separate
     500 k-row INSERTs were 40% slower. A push waits until the insert has taken its batch, so a slow
     insert holds the writer back instead of letting batches pile up.
+
+    The insert gets whole row groups (`ROW_GROUP_ROWS`): DuckDB inserts on several threads, each
+    writing its row groups out as they fill, and a thread left with less than a row group hands its
+    rows to the transaction instead, which the checkpoint at close then compresses on one thread.
+    The run's batches (a few hundred to ~25 k rows) split at random between the threads did that in
+    most 1 M-row runs: 0.4-0.7 s of the close, and a file half as large again (13.6 against 8.9 MB).
     """
 
     _END = object()
@@ -388,6 +395,8 @@ class ArrowFeed:
         self.queue: queue.Queue = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
         self.aborted = False
+        self.gathered: list[pl.DataFrame] = []  # pushed, less than a row group, not handed yet
+        self.gathered_rows = 0
         cursor.register(_FEED, self)
         self.thread = threading.Thread(target=self._run, args=(statement,), name="duckdb-feed", daemon=True)
         self.thread.start()
@@ -409,13 +418,29 @@ class ArrowFeed:
         except BaseException as exc:
             self.error = exc
 
-    def push(self, table: pl.DataFrame | object) -> None:
-        """Hand a frame to the insert and wait until the insert has taken it (a hand-off: no batch
+    def push(self, frame: pl.DataFrame) -> None:
+        """Gather the frame; hand each whole row group gathered to the insert (one chunk each: the
+        stream gives DuckDB a frame's chunks one by one). Raise the insert's error if it has stopped."""
+        self.gathered.append(frame)
+        self.gathered_rows += frame.height
+        if self.gathered_rows < ROW_GROUP_ROWS:
+            if not self.thread.is_alive():
+                self._raise()
+            return
+        whole = self.gathered[0] if len(self.gathered) == 1 else pl.concat(self.gathered, rechunk=False)
+        cut = whole.height - whole.height % ROW_GROUP_ROWS
+        rest = whole.slice(cut)
+        self.gathered, self.gathered_rows = ([rest] if rest.height else []), rest.height
+        for start in range(0, cut, ROW_GROUP_ROWS):
+            self._hand(whole.slice(start, ROW_GROUP_ROWS).rechunk())
+
+    def _hand(self, item: pl.DataFrame | object) -> None:
+        """Hand an item to the insert and wait until the insert has taken it (a hand-off: no batch
         waits in between, which keeps one batch less in memory); raise the insert's error if it
         has stopped."""
         while self.thread.is_alive():
             try:
-                self.queue.put(table, timeout=0.1)
+                self.queue.put(item, timeout=0.1)
                 break
             except queue.Full:
                 continue
@@ -426,8 +451,11 @@ class ArrowFeed:
             self._raise()
 
     def finish(self) -> None:
-        """No more tables: wait for the statement to end; raise its error, if any."""
-        self.push(self._END)
+        """No more frames: hand what is gathered, wait for the statement to end; raise its error."""
+        if self.gathered:
+            rest, self.gathered, self.gathered_rows = self.gathered, [], 0
+            self._hand(pl.concat(rest, rechunk=True) if len(rest) > 1 else rest[0].rechunk())
+        self._hand(self._END)
         self.thread.join()
         self._unregister()
         self._raise()
@@ -435,6 +463,7 @@ class ArrowFeed:
     def abort(self) -> None:
         """Make the statement fail at its next batch and wait for it (nothing it wrote is kept)."""
         self.aborted = True
+        self.gathered, self.gathered_rows = [], 0
         with contextlib.suppress(queue.Full):
             self.queue.put_nowait(self._END)
         self.thread.join()
