@@ -5,11 +5,13 @@ Polars' "No space left on device (os error 28)", DuckDB's `IOException` "Could n
 No space left on device", SQLite's "database or disk is full". `no_space(exc)` recognises them all
 and `NoSpaceError` says it the same way: `no space left on device while writing <path>`.
 A file larger than the process may write (RLIMIT_FSIZE, EFBIG) is reported alike, in its words.
+`fsync_dir` makes a rename durable (the atomic commits of files: destinations, reject files).
 """
 
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 from engine.errors import ConnectorError
@@ -69,3 +71,17 @@ def duckdb_no_space(exc: BaseException, path: Path | str) -> NoSpaceError | None
     if full is not None:
         full.duckdb_file = Path(path)  # type: ignore[attr-defined]
     return full
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename durable: fsync the folder entry too (best effort where it is not supported)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

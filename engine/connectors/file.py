@@ -30,10 +30,9 @@ from engine.connectors.formats.common import (
     WriteOptions,
     apply_declared,
     first_line,
-    fsync_dir,
 )
 from engine.connectors.registry import register
-from engine.diskspace import as_no_space
+from engine.diskspace import as_no_space, fsync_dir
 from engine.errors import AggregatorError, ConnectorError, DataError
 from engine.recovery import remove_temp
 from engine.secrets import is_inside, is_protected, protected_paths, real_path

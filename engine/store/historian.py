@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine.diskspace import fsync_dir
 from engine.errors import UsageError
 
 if TYPE_CHECKING:  # Polars is imported where frames are made: a service start does not need it
@@ -528,20 +529,6 @@ def _is_reject_file(name: str) -> bool:
     return name.endswith(".parquet") and not name.startswith(".")
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable: the folder's entry synced too (best effort)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class RejectFile:
     """A one-shot run's rejected records as one Parquet file, not in DuckDB (issue 12).
 
@@ -637,13 +624,13 @@ class RejectFile:
         self.published = True
         self.temp = None
         self._forget_temp()
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
 
     def unpublish(self) -> None:
         if self.published:
             self.target.unlink(missing_ok=True)
             self.published = False
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
 
     def finalize(self) -> None:
         self.published = False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import codecs
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,17 +176,3 @@ def _unfit_rows(batch: pl.DataFrame, result: pl.DataFrame, column: str) -> pl.Se
     if given.dtype == pl.String:
         present &= given.str.strip_chars() != ""  # blank text is a missing value, as in CSV
     return (present & result.get_column(column).is_null()).arg_true()
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename durable: fsync the folder entry too (best effort where it is not supported)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
