@@ -164,11 +164,14 @@ def test_validation_time_is_linear_in_steps(tmp_path: Path) -> None:
     csv.write_text("name,value\nalpha,1.5\n")
     validate(_linear_doc(100, csv))  # imports and caches outside the timing
     wall = time.perf_counter()
-    t16 = _seconds(_linear_doc(16_000, csv))
-    assert t16 < 6.0, f"16k steps should validate in a few seconds of CPU, took {t16:.2f} s"
-    assert time.perf_counter() - wall < 30.0, "16k steps should not wait on anything"
+    t8 = min(_seconds(_linear_doc(8_000, csv)) for _ in range(2))
+    assert t8 < 6.0, f"8k steps should validate in a few seconds of CPU, took {t8:.2f} s"
+    assert time.perf_counter() - wall < 30.0, "8k steps should not wait on anything"
     t32 = _seconds(_linear_doc(32_000, csv))
-    assert t32 <= 2.5 * t16, f"16k steps: {t16:.2f} s, 32k: {t32:.2f} s"
+    # 4x the steps: linear is 4x the CPU, quadratic 16x. The bound sits between them, 2x from
+    # each: CPU time on a loaded machine (caches and cores shared) varied by 1.4x at 16k -> 32k,
+    # which failed the former bound of 2.5x for 2x the steps once in CI.
+    assert t32 <= 8 * t8, f"8k steps: {t8:.2f} s, 32k: {t32:.2f} s"
 
 
 def test_a_long_graph_in_reverse_order_validates(tmp_path: Path) -> None:
