@@ -264,10 +264,20 @@ def test_a_device_that_answers_again_is_connected_again(sim):
         sim.stall(unit=1)
         while not any(s == "lost" for s, _ in out.states) and time.monotonic() < deadline:
             time.sleep(0.02)
+        # still stalled: the device's link is opened again and a round is sent (its poll counted
+        # after the TCP open), which must not turn the source `connected`
+        polls = source.counters["polls"]
+        while source.counters["polls"] < polls + 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stalled = [s for s, _ in out.states]
         sim.clear()
         while source.state != "connected" and time.monotonic() < deadline:
             time.sleep(0.02)
     finally:
         source.stop()
+    assert source.counters["polls"] > polls, "no round after the outage"
+    assert "lost" in stalled and "connected" not in stalled[stalled.index("lost") :], out.states
     states = [s for s, _ in out.states]
-    assert "lost" in states and states[states.index("lost") :].count("connected") == 1, out.states
+    # after the stall is cleared, the first answer says `connected` (a later outage of a loaded
+    # machine, a slow answer past the 1 s timeout, may come and go again: not this test's matter)
+    assert "connected" in states[len(stalled) :], out.states
