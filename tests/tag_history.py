@@ -25,3 +25,20 @@ def seed_two_tags(data_dir: Path, source: str = "seed") -> Path:
     TagHistorian(historian).append(builder.take())
     historian.close()
     return data_dir
+
+
+def python_child(script: str):
+    """`script` (dedented) run by this interpreter as a process of its own, from the repository root,
+    stdin, stdout and stderr piped as text: a historian writer that a test reads, then kills."""
+    import subprocess
+    import sys
+    import textwrap
+
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
-import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +17,7 @@ from engine.connectors.historian_connector import HistorianConnector, HistorianS
 from engine.context import RunContext
 from engine.store.historian import Historian
 from engine.tags import TAG_SCHEMA
+from tests.tag_history import python_child
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,14 +193,7 @@ def test_a_start_after_sigkill_has_every_committed_row(tmp_path):
     and `tag_last` holds the newest of each tag."""
     path = tmp_path / "historian.duckdb"
     script = KILLED.format(root=str(ROOT), path=str(path), tmp=str(tmp_path))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
+    proc = python_child(script)
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         assert line, proc.stderr.read()  # type: ignore[union-attr]

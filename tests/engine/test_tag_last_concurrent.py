@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -21,6 +18,7 @@ from engine.context import RunContext
 from engine.store.historian import Historian
 from engine.store.tag_historian import TagHistorian
 from tests.engine.test_tag_last_promise import ROOT, batch, last, stored_table, table_rows
+from tests.tag_history import python_child
 from tests.waiting import wait_for
 
 
@@ -302,14 +300,7 @@ sys.stdin.read()  # killed here
 def test_a_start_after_sigkill_rebuilds_batches_committed_while_a_write_ran(tmp_path):
     path = tmp_path / "historian.duckdb"
     script = KILLED.format(root=str(ROOT), path=str(path), tmp=str(tmp_path))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
+    proc = python_child(script)
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]  # everything committed, one write done
         assert line, proc.stderr.read()  # type: ignore[union-attr]

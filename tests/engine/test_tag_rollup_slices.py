@@ -7,9 +7,6 @@ slices leaves nothing counted twice. Real DuckDB, real threads, a real SIGKILL o
 from __future__ import annotations
 
 import select
-import subprocess
-import sys
-import textwrap
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +21,7 @@ from engine.store import tag_rollup
 from engine.store.historian import Historian
 from engine.store.tag_historian import TagHistorian
 from engine.tags import TagBatchBuilder
+from tests.tag_history import python_child
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,14 +165,7 @@ sys.stdin.read()  # killed here
 def test_a_sigkill_between_two_slices_counts_nothing_twice(tmp_path):
     path = tmp_path / "h.duckdb"
     script = KILLED.format(root=str(ROOT), path=str(path))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
+    proc = python_child(script)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 120)  # a hung writer fails, not hangs
         assert ready, "the writer never reached its second slice"
