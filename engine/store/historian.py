@@ -123,6 +123,7 @@ class Historian:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
         self._small = False  # opened by `cursor(small_writes=True)`; not yet set up for the rest
+        self._set_once: dict[str, tuple[int, str]] = {}  # set_global_once: name -> (connection, value)
 
     def cursor(self, *, small_writes: bool = False) -> duckdb.DuckDBPyConnection:
         """A cursor of the shared connection: one per thread, all in one DuckDB instance.
@@ -165,6 +166,18 @@ class Historian:
         self._con.execute("SET GLOBAL preserve_insertion_order = false")
         self._fold_reject_files()
 
+    def set_global_once(self, cur: duckdb.DuckDBPyConnection, name: str, value: str) -> None:
+        """`SET GLOBAL name = value` through `cur` (a cursor of the open connection), once per
+        connection: a connection opened again (after `close` or `reclaim`) gets it at the next call."""
+        with self._lock:
+            con = self._con
+            if con is None or self._set_once.get(name) == (id(con), value):
+                return
+        cur.execute(f"SET GLOBAL {name} = '{value}'")
+        with self._lock:
+            if self._con is con:
+                self._set_once[name] = (id(con), value)
+
     def cursor_if_open(self) -> duckdb.DuckDBPyConnection | None:
         """A cursor of the shared connection if it is open now, else None (never opens the file:
         for background work that must not hold a closed historian's file again)."""
@@ -181,6 +194,7 @@ class Historian:
                 self._con.close()
                 self._con = None
                 self._small = False
+                self._set_once.clear()
 
     @property
     def is_open(self) -> bool:
@@ -270,6 +284,7 @@ class Historian:
             if self._con is not None:
                 self._con.close()
                 self._con = None
+                self._set_once.clear()
             return shrink_duckdb_file(self.path)
 
     # ---- read-outs for the engine's API (no table is created by reading) -----------------------

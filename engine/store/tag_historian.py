@@ -553,12 +553,10 @@ class TagHistorian:
         """After a sink's commit: DuckDB's own checkpoint threshold raised once per connection
         (see CHECKPOINT_THRESHOLD), and a checkpoint handed to the timer thread once the WAL holds
         `checkpoint_wal` bytes."""
-        newest = self.newest
-        if newest.threshold_for is not self.historian._con and cur is not None:
-            cur.execute(f"SET GLOBAL checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
-            newest.threshold_for = self.historian._con
+        if cur is not None:
+            self.historian.set_global_once(cur, "checkpoint_threshold", CHECKPOINT_THRESHOLD)
         if self.wal_bytes() >= self.checkpoint_wal:
-            newest.later("checkpoint", 0.0, self._checkpoint_when_due)
+            self.newest.later("checkpoint", 0.0, self._checkpoint_when_due)
 
     def _checkpoint_when_due(self) -> None:
         """The timer's checkpoint: between two batches (under `write_lock`, so no batch of this

@@ -128,9 +128,8 @@ class NewestRows:
         self.recovered = False  # the crash marker was looked at (once per process and historian)
         self._timers: dict[str, threading.Timer] = {}  # the timer thread of each kind of work
         self._give_way = threading.Event()  # someone waits for `last_lock`: a write stops between slices
-        # checkpoints between the batches (`TagHistorian._checkpoint_soon`): the connection whose
-        # checkpoint threshold was raised, the timer's checkpoints so far, the last one's refusal
-        self.threshold_for: object | None = None
+        # checkpoints between the batches (`TagHistorian._checkpoint_soon`): the timer's checkpoints
+        # so far, the last one's refusal
         # the rollup's advance between the batches (`TagHistorian.advance_rollup`): the minute the
         # batches asked for and about how many tags, the advance under way (`tag_rollup.Advance`,
         # changed under `write_lock`), one advancing thread at a time, its last failure
