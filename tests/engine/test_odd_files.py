@@ -213,6 +213,11 @@ DUPLICATES = [
     (['{"a": 1, "b": {"c": 1, "c": 2}}'], 1, 'duplicate key "c" at b.c'),
     (['{"x": [{"k": 1}]}', '{"x": [{"k": 1}, {"k": 1, "k": 2}]}'], 2, 'duplicate key "k" at x[1].k'),
     (['{"x": [{"y": [{"z": 1, "w": {"v": 1, "v": 1}}]}]}'], 1, 'duplicate key "v" at x[0].y[0].w.v'),
+    # a field that is text in one record and an object in another is a string column: the
+    # objects inside it, at any depth, are checked too (found by hypothesis, below)
+    (['{"_": ""}', '{"_": {"_": {"_": null, "_": "again"}}}'], 2, 'duplicate key "_" at _._._'),
+    (['{"a": "x"}', '{"a": [1, {"k": 1, "k": 2}]}'], 2, 'duplicate key "k" at a[1].k'),
+    (['{"x": ["t"]}', '{"x": [{"y": {"z": {"w": 1, "w": 2}}}]}'], 2, 'duplicate key "w" at x[0].y.z.w'),
 ]
 
 
@@ -321,6 +326,15 @@ def test_an_injected_duplicate_key_is_always_caught_and_never_invented(
         else:
             assert problem is not None and "duplicate key" in problem, texts
             assert problem.startswith(f"{tmp_path / name}, {'record' if as_array else 'line'} 2: ")
+
+
+def test_nested_objects_in_a_column_polars_reads_as_text_read_when_their_keys_are_unique(tmp_path):
+    # NDJSON only: Polars' JSON-array reader refuses a field that is text and an object
+    lines = ['{"a": "x"}', '{"a": {"b": {"c": 1, "d": [{"c": 2}]}}}', '{"a": [1, {"c": 3}]}']
+    (tmp_path / "deep.ndjson").write_text("\n".join(lines) + "\n")
+    values = read_all(tmp_path, path="deep.ndjson")["a"].to_list()
+    assert values[0] == "x"
+    assert [json.loads(v) for v in values[1:]] == [json.loads(t)["a"] for t in lines[1:]]
 
 
 def test_an_object_in_a_column_polars_reads_as_text_is_checked_too(tmp_path):

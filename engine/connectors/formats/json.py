@@ -9,6 +9,11 @@ which keeps duplicates visible, checks every record before Polars reads it: `jso
 record and over each object path of the Polars schema (struct columns, `[*]` for lists of
 structs), against their distinct count (`list_unique`), in one vectorised pass. Only when it finds one does the
 stdlib parser walk the file to name the first duplicate.
+
+A field that is an object in one record and text in another is a string column: the schema says
+nothing of the objects inside it. Their own keys are checked like any object's; when one holds a
+further object or array (at any depth), the stdlib parser walks the file and decides, since
+`json_keys` sees one level only.
 """
 
 from __future__ import annotations
@@ -63,12 +68,12 @@ def _duplicate_error(path: Path, key_path: str, **where: int) -> DataError:
     )
 
 
-def _object_paths(dtype: pl.DataType, path: str = "$") -> list[str]:
-    """JSON paths where a record may hold objects: structs, structs inside lists, and strings (a
-    field that is an object in one record and text in another becomes a string column holding the
-    object's JSON text, duplicates and all)."""
+def _object_paths(dtype: pl.DataType, path: str = "$") -> list[tuple[str, bool]]:
+    """JSON paths where a record may hold objects, each with whether it is a text path: structs,
+    structs inside lists, and strings (a field that is an object in one record and text in another
+    becomes a string column holding the object's JSON text, duplicates and all)."""
     if isinstance(dtype, pl.Struct):
-        out = [path]
+        out = [(path, False)]
         for f in dtype.fields:
             name = f.name
             step = f".{name}" if name.replace("_", "a").isalnum() else "." + json.dumps(name)
@@ -76,34 +81,44 @@ def _object_paths(dtype: pl.DataType, path: str = "$") -> list[str]:
         return out
     if isinstance(dtype, pl.List | pl.Array):
         return _object_paths(dtype.inner, f"{path}[*]")
-    return [path] if dtype == pl.String else []
+    return [(path, True)] if dtype == pl.String else []
 
 
 def _has_duplicate_keys(path: Path, schema: pl.Schema, fmt: str, limit: int | None) -> bool:
-    """True when some record (of the first `limit`) has a key twice in one of its objects."""
+    """True when some record (of the first `limit`) has a key twice in one of its objects, or may
+    have: an object under a text path that holds a further object or array, which `json_keys`
+    (one level) cannot see into."""
     import duckdb
 
     paths = _object_paths(pl.Struct(schema))  # "$" (the record) first
-    plain = [p for p in paths if "[*]" not in p]
-    listed = [p for p in paths if "[*]" in p]
+    plain = [p for p, _ in paths if "[*]" not in p]
+    listed = [p for p, _ in paths if "[*]" in p]
     # json_keys with a list of paths, or with a wildcard path, gives one key list per object
     columns = ["json_keys(json, ?::VARCHAR[]) AS k0"] + [
         f"json_keys(json, ?) AS k{i}" for i in range(1, len(listed) + 1)
     ]
     # a repeat: more keys than distinct keys (counting distinct keys is cheaper than building lists)
-    repeats = " OR ".join(
+    repeats = [
         f"len(flatten(k{i})) <> list_sum(list_transform(k{i}, lambda x: list_unique(x)))"
         for i in range(len(columns))
-    )
+    ]
+    # under a text path, the types of an object's values and an array's items: a container there
+    # is a nested object the schema does not describe
+    texts = [p for p, text in paths if text]
+    opaque = [
+        "list_has_any(list_concat(json_type(json, ?), json_type(json, ?)), ['OBJECT', 'ARRAY'])"
+        for _ in texts
+    ]
     reader = "read_ndjson_objects(?)" if fmt == "ndjson" else "read_json_objects(?, format = 'array')"
     head = "" if limit is None else f" LIMIT {int(limit)}"
     sql = (
-        f"SELECT EXISTS (SELECT 1 FROM (SELECT {', '.join(columns)} "
-        f"FROM (SELECT json FROM {reader}{head})) WHERE {repeats})"
+        f"SELECT EXISTS (SELECT 1 FROM (SELECT json, {', '.join(columns)} "
+        f"FROM (SELECT json FROM {reader}{head})) WHERE {' OR '.join(repeats + opaque)})"
     )
+    nested = [q for p in texts for q in (p + ".*", p + "[*]")]
     try:
         with duckdb.connect() as con:
-            return bool(con.execute(sql, [plain, *listed, str(path)]).fetchone()[0])
+            return bool(con.execute(sql, [plain, *listed, str(path), *nested]).fetchone()[0])
     except duckdb.Error:  # e.g. a record beyond DuckDB's object size: the stdlib parser decides
         return True
 
