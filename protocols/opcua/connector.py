@@ -360,11 +360,19 @@ class OpcUaSource(StreamingSource):
         batch = self._take()
         if not batch.height:
             return
-        try:
-            await asyncio.get_running_loop().run_in_executor(emitter, emit, batch)
-        except Exception as exc:  # the consumer failed: count it, keep the session alive
-            self.counters["errors"] += 1
-            self.ctx.log("error", f"emit failed: {exc}", self.name)
+        handed = asyncio.get_running_loop().run_in_executor(emitter, emit, batch)
+        handed.add_done_callback(self._emitted)
+        # Taken values are handed over even if stop() cancels the flusher now: cancelling the
+        # executor's future before its thread starts it would lose the batch (a loaded machine
+        # saw that). The emitter keeps its order, and `_run` waits for it before stop() returns.
+        with contextlib.suppress(Exception):  # counted and logged by `_emitted`
+            await asyncio.shield(handed)
+
+    def _emitted(self, handed: asyncio.Future) -> None:
+        if handed.cancelled() or handed.exception() is None:
+            return
+        self.counters["errors"] += 1  # the consumer failed: counted, the session stays alive
+        self.ctx.log("error", f"emit failed: {handed.exception()}", self.name)
 
 
 def _realign(builder: TagBatchBuilder) -> None:

@@ -108,3 +108,44 @@ def test_run_cli_prints_the_endpoint_and_tag_count(capsys):
     run_cli(0, 8, seconds=0.2)
     out = capsys.readouterr().out
     assert "opc.tcp://127.0.0.1:" in out and "8 tags" in out
+
+
+def test_a_batch_taken_when_stop_cancels_the_flusher_is_still_handed_over(recorder):
+    # The emitter's thread is busy when the flusher hands a batch over and stop() cancels the
+    # flusher: the batch must still reach the consumer (it is out of the builder already).
+    source = recorder(_config("opc.tcp://127.0.0.1:1")).source
+    source._on_value("Turbine01.Power", 1.5, 0, None, None)
+    got: list[int] = []
+    gate = threading.Event()
+    emitter = connector.ThreadPoolExecutor(1)
+    emitter.submit(gate.wait, 10)  # the consumer is still busy with the previous batch
+
+    async def flush_then_cancel() -> None:
+        flusher = asyncio.create_task(source._flush(lambda batch: got.append(batch.height), emitter))
+        await asyncio.sleep(0)  # the flusher takes the values and hands them to the emitter
+        assert len(source._builder) == 0
+        flusher.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await flusher
+
+    asyncio.run(flush_then_cancel())
+    gate.set()
+    emitter.shutdown(wait=True)
+    assert got == [1]
+
+
+def test_a_consumer_that_fails_is_counted_once_and_logged(recorder):
+    rec = recorder(_config("opc.tcp://127.0.0.1:1"))
+    source = rec.source
+    source._on_value("Turbine01.Power", 1.5, 0, None, None)
+
+    def failing(batch):
+        raise RuntimeError("historian full")
+
+    async def flush() -> None:
+        with connector.ThreadPoolExecutor(1) as emitter:
+            await source._flush(failing, emitter)
+
+    asyncio.run(flush())
+    assert source.counters["errors"] == 1
+    assert ("error", "emit failed: historian full") in rec.logs
