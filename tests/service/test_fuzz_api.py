@@ -39,6 +39,9 @@ def fuzzed(operation, headers: dict[str, str], excluded: list) -> None:
 
 
 @pytest.mark.slow
+# ~27 s at load 7, 56 s alone at load 8 - 11; a loaded suite run beside two benchmarks passed 120 s
+# (the timeout then fired inside hypothesis' generation, which reported it as a flaky strategy)
+@pytest.mark.timeout(360)
 def test_no_request_gets_a_server_error_and_answers_conform(api):
     auth = {"Authorization": f"Bearer {api.token}"}
     schema = schemathesis.openapi.from_url(api.url + "/openapi.json", headers=auth).exclude(path="/events")
