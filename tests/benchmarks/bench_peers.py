@@ -3,6 +3,7 @@
     python tests/benchmarks/bench_peers.py --quick                       # small defaults, ~2-3 min
     python tests/benchmarks/bench_peers.py [--legs batch,modbus,opcua,nodered] [--rows 1000000]
         [--rounds 5] [--seconds 10] [--modbus-tags 12500] [--opcua-nodes 2500] [--work DIR]
+        [--nodered-protocols opcua,modbus] [--nodered-opcua-nodes N] [--nodered-warmup 15]
 
 Every contender is a whole process of its own, started by this one, and the contenders of a leg
 take turns: round 1 runs A, B, C; round 2 runs B, C, A; ... so that a change of load on a shared
@@ -27,9 +28,29 @@ Legs (prints one JSON document):
   `subscribe_data_change` on every node, a handler that appends each value), against the wind-farm
   simulator (protocols/opcua/simulator.py) in a process of its own, every node changing at
   `--opcua-rate-hz`.
-- nodered: Node-RED is an optional peer. It runs only if `node`, `npm` and a `node-red` install
-  with node-red-contrib-modbus are found (NODE_RED_HOME, else .venv/peers/node-red); otherwise the
-  leg says `skipped` and why. Nothing is downloaded at run time.
+- nodered: Node-RED as a peer, in the same interleaved rounds, whole processes. Optional: it runs
+  only if `node`, `npm` and the pinned install of tests/benchmarks/nodered/ are found (NODE_RED_HOME,
+  else .venv/peers/node-red; benchmark only, never a product dependency); otherwise it says
+  `skipped` with the install line, from the repository root (nothing is downloaded at run time):
+      mkdir -p .venv/peers/node-red && cp tests/benchmarks/nodered/package*.json .venv/peers/node-red/ \
+          && npm ci --prefix .venv/peers/node-red --no-audit --no-fund
+  Node-RED runs headless (`node red.js --userDir TMP --settings nodered/settings.js FLOWS`: editor
+  and admin API off, the flow's GET /count on 127.0.0.1); its CPU is /proc/<pid>/stat utime +
+  stime (children included) over the same kind of window as ours. `--nodered-protocols`:
+  - opcua: nodered/opcua_flow.json, node-red-contrib-opcua's OpcUa-Client subscribing to every node
+    in one go (topic "multiple": one subscription, one monitored-item group, publishing and
+    sampling 100 ms) and a function node counting each value: the cheapest honest sink (a user
+    storing them would add a database node's cost). Beside it: our pipeline into the historian
+    (`opcua-historian`, run_streaming on a fresh data directory), our source alone (`opcua-ours`,
+    the opcua leg's) and the plain asyncua script; the simulator's update rounds in each window
+    give what it offered (`received_of_offered`).
+  - modbus: nodered/modbus_flow.json, node-red-contrib-modbus 5.23.3 (a modbus-client a device, an
+    inject every interval into a function splitting the register range into 125-register FC 3
+    requests, a modbus-flex-getter, a function counting registers, converted to tags), beside our
+    source and the plain pymodbus script, at the modbus leg's scale.
+  Every contender waits for its first values, then `--nodered-warmup` seconds (15; 5 with
+  --quick: Node-RED works off a backlog for 10 - 25 s after subscribing to 2,500 nodes), then its
+  window.
 """
 
 from __future__ import annotations
@@ -62,6 +83,7 @@ QUICK = {
     "modbus_tags": 2_500,
     "modbus_servers": 1,
     "opcua_nodes": 500,
+    "nodered_warmup": 5.0,
 }
 # The issue's scales: 8 Modbus units x 12,500 registers at 1 s (100k values/s), 2,500 OPC UA nodes.
 FULL = {
@@ -71,6 +93,7 @@ FULL = {
     "modbus_tags": 12_500,
     "modbus_servers": 2,
     "opcua_nodes": 2_500,
+    "nodered_warmup": 15.0,
 }
 
 
@@ -245,12 +268,16 @@ def batch_leg(args, work: Path) -> dict[str, Any]:
 
 # ---- ingest: the children ------------------------------------------------------------------------
 def _window(counter, warmup: float, seconds: float) -> dict[str, Any]:
-    """Wait `warmup`, then count `counter()` and this process's CPU over `seconds`."""
+    """Wait for the first values (up to 60 s), then `warmup`, then count `counter()` and this
+    process's CPU over `seconds`."""
+    deadline = time.monotonic() + 60
+    while not counter() and time.monotonic() < deadline:
+        time.sleep(0.05)
     time.sleep(warmup)
-    v0, c0, t0 = counter(), _cpu(), time.monotonic()
+    v0, c0, t0, e0 = counter(), _cpu(), time.monotonic(), time.time()
     time.sleep(seconds)
-    v1, c1, t1 = counter(), _cpu(), time.monotonic()
-    return {"values": v1 - v0, "cpu_s": round(c1 - c0, 4), "seconds": round(t1 - t0, 3)}
+    v1, c1, t1, e1 = counter(), _cpu(), time.monotonic(), time.time()
+    return {"values": v1 - v0, "cpu_s": round(c1 - c0, 4), "seconds": round(t1 - t0, 3), "epoch": [e0, e1]}
 
 
 def _cpu() -> float:
@@ -374,7 +401,10 @@ def child_opcua_plain(cfg: dict) -> dict:
             values.append((node, val, data.monitored_item.Value.SourceTimestamp))
 
     async def main(stop: asyncio.Event) -> None:
-        async with Client(cfg["endpoint"], timeout=30) as client:
+        # watchdog_s: asyncua's health probe (a server-state read every 1 s by default, 1 s timeout)
+        async with Client(
+            cfg["endpoint"], timeout=30, watchdog_intervall=cfg.get("watchdog_s", 1.0)
+        ) as client:
             sub = await client.create_subscription(100, Handler())
             nodes = [client.get_node(n) for n in cfg["nodes"]]
             await sub.subscribe_data_change(nodes, sampling_interval=0, queuesize=10)
@@ -395,11 +425,79 @@ def child_opcua_plain(cfg: dict) -> dict:
     return result
 
 
+def child_opcua_historian(cfg: dict) -> dict:
+    """Our whole real-time pipeline, `opc_ua -> historian` through `run_streaming` on a fresh data
+    directory (bench_opcua_pipeline.py's spec: publishing and sampling 100 ms, queue 10,
+    max_latency_ms 100): the values are rows committed to the historian (HistorianSink.commit
+    wrapped in this process), the CPU is this whole process's (runner, client, DuckDB threads). The
+    window opens once values are committed, `warmup` has passed and the headless run's live ring
+    buffer lease has lapsed (as in bench_opcua_pipeline.py)."""
+    import logging
+    import threading
+    from types import SimpleNamespace
+
+    from bench_opcua_pipeline import pipeline_spec
+
+    from engine.connectors.historian_connector import HistorianSink
+    from engine.spec.validate import validate
+    from engine.store import ring_buffer
+    from engine.streaming import run_streaming
+    from engine.workspace import Workspace
+    from protocols import register_all
+
+    register_all()
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
+    settings = SimpleNamespace(
+        publishing_ms=100, sampling_ms=100, queue_size=10, max_latency_ms=100, batch_size=50_000
+    )
+    plan = validate(pipeline_spec([(cfg["endpoint"], cfg["nodes"])], settings, workers=False))
+    committed = [0]
+    pending: dict[int, int] = {}
+    write, commit = HistorianSink.write, HistorianSink.commit
+
+    def counted_write(sink, batch):
+        write(sink, batch)
+        pending[id(sink)] = pending.get(id(sink), 0) + batch.height
+
+    def counted_commit(sink):
+        commit(sink)
+        committed[0] += pending.pop(id(sink), 0)
+
+    HistorianSink.write, HistorianSink.commit = counted_write, counted_commit
+    cancel = threading.Event()
+    record: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp, Workspace(Path(tmp) / "data") as ws:
+        thread = threading.Thread(
+            target=lambda: record.update(run_streaming(plan, ws, seconds=None, cancel=cancel)), daemon=True
+        )
+        t0 = time.monotonic()
+        thread.start()
+        try:
+            while committed[0] == 0 and time.monotonic() - t0 < 120 and thread.is_alive():
+                time.sleep(0.05)
+            if committed[0] == 0:
+                return {"values": 0, "error": f"nothing committed: {record.get('error')}"}
+            time.sleep(cfg["warmup"])
+            ring = ring_buffer.ring_buffers(ws.data_dir)
+            while ring.keeping and time.monotonic() - t0 < ring_buffer.DEFAULT_LEASE_S + 60:
+                time.sleep(0.1)
+            result = _window(lambda: committed[0], 0, cfg["seconds"])
+        finally:
+            cancel.set()
+            thread.join(60)
+    result["status"] = record.get("status")
+    result["rows_dropped"] = record.get("stream", {}).get("rows_dropped")
+    return result
+
+
 CHILDREN = {
     "modbus-ours": child_modbus_ours,
     "modbus-plain": child_modbus_plain,
     "opcua-ours": child_opcua_ours,
     "opcua-plain": child_opcua_plain,
+    "opcua-historian": child_opcua_historian,
+    "opcua-nodered": lambda cfg: child_opcua_nodered(cfg),
+    "modbus-nodered": lambda cfg: child_modbus_nodered(cfg),
 }
 
 
@@ -422,7 +520,9 @@ def ingest_summary(runs: dict[str, list], ours: str, peer: str) -> dict[str, Any
         }
         if len(answers) < len(results):
             leg[name]["error"] = next(
-                (r.get("stderr") or str(r["answer"])) for r in results if r not in answers
+                (r.get("stderr") or str(r["answer"]))
+                for r in results
+                if r["exit"] or not r["answer"].get("values")
             )
     leg["ratios_ours_to_peer"] = {
         "values_per_s": ratio(leg[ours]["values_per_s"], leg[peer]["values_per_s"]),
@@ -476,20 +576,363 @@ def opcua_leg(args, work: Path) -> dict[str, Any]:
     return leg
 
 
-def nodered_leg(args, work: Path) -> dict[str, Any]:
-    """Optional: only with node, npm and an installed Node-RED (nothing is downloaded here)."""
+# ---- Node-RED ------------------------------------------------------------------------------------
+NODERED = HERE / "nodered"  # package.json + package-lock.json (pinned), settings.js, flow templates
+NODERED_INSTALL = (
+    "mkdir -p .venv/peers/node-red && cp tests/benchmarks/nodered/package*.json .venv/peers/node-red/"
+    " && npm ci --prefix .venv/peers/node-red --no-audit --no-fund"
+)
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def nodered_home() -> Path:
+    return Path(os.environ.get("NODE_RED_HOME", ROOT / ".venv" / "peers" / "node-red"))
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (every thread) and of its waited-for children, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / CLOCK_TICK  # utime stime cutime cstime
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class NodeRed:
+    """Node-RED headless (`node red.js --userDir TMP --settings nodered/settings.js FLOWS`): the
+    editor and admin API off, the flow's own GET /count on 127.0.0.1 (a counting function node's
+    global `values`), read at the start and the end of a window."""
+
+    def __init__(self, flow: list[dict], work: Path):
+        self.user_dir = Path(tempfile.mkdtemp(prefix="nodered-", dir=work))
+        flows = self.user_dir / "flows.json"
+        flows.write_text(json.dumps(flow))
+        self.port = free_port()
+        red = nodered_home() / "node_modules" / "node-red" / "red.js"
+        self.log = (self.user_dir / "node-red.log").open("w")
+        self.proc = subprocess.Popen(
+            [
+                shutil.which("node") or "node",
+                str(red),
+                "--userDir",
+                str(self.user_dir),
+                "--settings",
+                str(NODERED / "settings.js"),
+                str(flows),
+            ],
+            cwd=self.user_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "NODE_RED_BENCH_PORT": str(self.port), "HOME": str(self.user_dir)},
+        )
+
+    def count(self) -> int | None:
+        """The flow's count of values, or None while its HTTP endpoint is not up yet."""
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/count", timeout=10) as answer:
+                return int(json.loads(answer.read())["values"])
+        except (OSError, urllib.error.URLError, ValueError, KeyError):
+            return None
+
+    def cpu(self) -> float:
+        return proc_cpu_seconds(self.proc.pid)
+
+    def log_tail(self) -> str:
+        self.log.flush()
+        return (self.user_dir / "node-red.log").read_text(errors="replace").strip()[-600:]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(15)
+        self.log.close()
+        shutil.rmtree(self.user_dir, ignore_errors=True)
+
+
+def nodered_window(flow: list[dict], cfg: dict, work: Path) -> dict[str, Any]:
+    """Start Node-RED with `flow`, wait until values arrive (the subscription or the polls are
+    established: the count rises above zero), then `warmup`, then count values and Node-RED's CPU
+    over `seconds`. Our /count requests cost Node-RED a few hundred µs, twice a window."""
+    t0 = time.monotonic()
+    red = NodeRed(flow, work)
+    try:
+        deadline = t0 + cfg.get("start_timeout", 120)
+        first = None
+        while time.monotonic() < deadline and red.proc.poll() is None:
+            n = red.count()
+            if n:
+                first = time.monotonic()
+                break
+            time.sleep(0.1)
+        if first is None:
+            why = "exited" if red.proc.poll() is not None else "sent no values"
+            return {
+                "values": 0,
+                "error": f"Node-RED {why} within {cfg.get('start_timeout', 120)} s: {red.log_tail()}",
+            }
+        time.sleep(cfg["warmup"])
+        v0, c0, m0, e0 = red.count(), red.cpu(), time.monotonic(), time.time()
+        time.sleep(cfg["seconds"])
+        v1, c1, m1, e1 = red.count(), red.cpu(), time.monotonic(), time.time()
+        result: dict[str, Any] = {
+            "values": (v1 or 0) - (v0 or 0),
+            "cpu_s": round(c1 - c0, 4),
+            "seconds": round(m1 - m0, 3),
+            "epoch": [e0, e1],
+            "first_values_after_s": round(first - t0, 2),
+            "rss_mb": round(_rss_kb(red.proc.pid) / 1024, 1),
+        }
+        log = red.log_tail()
+        if "rror" in log:
+            result["log"] = log
+        return result
+    finally:
+        red.stop()
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def opcua_flow(endpoint: str, nodes: list[str], interval_ms: int) -> list[dict]:
+    """nodered/opcua_flow.json filled in: an inject (once, at start) sends every node id to an
+    OpcUa-Client node in `subscribe` mode with topic "multiple" (node-red-contrib-opcua's one
+    subscription with one monitored-item group), publishing and sampling at `interval_ms`; each
+    value becomes a message into a function node that counts it."""
+    flow = json.loads((NODERED / "opcua_flow.json").read_text())
+    for node in flow:
+        if node["type"] == "OpcUa-Endpoint":
+            node["endpoint"] = endpoint
+        elif node["type"] == "inject":
+            node["payload"] = json.dumps([{"nodeId": n} for n in nodes])
+            for prop in node["props"]:
+                if prop["p"] == "interval":
+                    prop["v"] = str(interval_ms)
+        elif node["type"] == "OpcUa-Client":
+            node["time"] = str(interval_ms)
+    return flow
+
+
+def child_opcua_nodered(cfg: dict) -> dict:
+    flow = opcua_flow(cfg["endpoint"], cfg["nodes"], cfg.get("interval_ms", 100))
+    return nodered_window(flow, cfg, Path(cfg["work"]))
+
+
+def modbus_flow(config: dict) -> tuple[list[dict], float]:
+    """nodered/modbus_flow.json filled in, its `device_*` nodes once a device: a modbus-client (one
+    TCP connection a device, as the plain script), an inject every poll interval, a function that
+    splits the device's register range into 125-register requests (FC 3), a modbus-flex-getter
+    reading them, and one function counting the registers of every response. Returns the flow and
+    tags a register (the counter counts registers; the simulator's tags span a few more registers
+    than there are tags: float32 and wider take two or four)."""
+    width = {"float32": 2, "int32": 2, "uint32": 2, "float64": 4, "int64": 4, "uint64": 4}
+    template = json.loads((NODERED / "modbus_flow.json").read_text())
+    shared = [n for n in template if not n["id"].startswith("device_")]
+    per_device = [n for n in template if n["id"].startswith("device_")]
+    flow, tags, registers = list(shared), 0, 0
+    for i, device in enumerate(config["devices"]):
+        first = min(t["address"] for t in device["tags"])
+        last = max(t["address"] + width.get(t.get("type", "uint16"), 1) for t in device["tags"])
+        tags, registers = tags + len(device["tags"]), registers + last - first
+        text = json.dumps(per_device).replace('"device_', f'"d{i}_')
+        text = text.replace('"__HOST__"', json.dumps(device["host"]))
+        text = text.replace('"__PORT__"', json.dumps(str(device["port"])))
+        text = text.replace('"__UNIT__"', json.dumps(str(device["unit_id"])))
+        text = text.replace('"__INTERVAL_S__"', json.dumps(str(device["poll_interval_ms"] / 1000)))
+        payload = {"unitid": device["unit_id"], "first": first, "last": last}
+        text = text.replace('"__RANGE__"', json.dumps(json.dumps(payload)))
+        flow.extend(json.loads(text))
+    return flow, tags / registers
+
+
+def child_modbus_nodered(cfg: dict) -> dict:
+    flow, tags_a_register = modbus_flow(cfg["config"])
+    result = nodered_window(flow, cfg, Path(cfg["work"]))
+    result["registers"] = result["values"]
+    result["values"] = round(result["values"] * tags_a_register)  # values = tags, as the others count
+    return result
+
+
+def nodered_missing(packages: list[str]) -> str | None:
     missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
     if missing:
-        return {"skipped": f"{' and '.join(missing)} not found"}
-    home = Path(os.environ.get("NODE_RED_HOME", ROOT / ".venv" / "peers" / "node-red"))
-    red = home / "node_modules" / ".bin" / "node-red"
-    modbus = home / "node_modules" / "node-red-contrib-modbus"
-    if not red.exists() or not modbus.exists():
-        return {
-            "skipped": f"node and npm are here, but no Node-RED with node-red-contrib-modbus under {home} "
-            f"(install it with: npm install --prefix {home} node-red node-red-contrib-modbus)"
+        return f"{' and '.join(missing)} not found"
+    home = nodered_home()
+    absent = [p for p in ["node-red", *packages] if not (home / "node_modules" / p / "package.json").exists()]
+    if absent:
+        return f"no {', '.join(absent)} under {home} (install, from the repository root: {NODERED_INSTALL})"
+    return None
+
+
+def nodered_versions(packages: list[str]) -> dict[str, str]:
+    versions = {"node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()}
+    for p in ["node-red", *packages]:
+        meta = json.loads((nodered_home() / "node_modules" / p / "package.json").read_text())
+        versions[p] = meta["version"]
+    return versions
+
+
+class UpdateLog:
+    """The simulator's update rounds, sampled every 0.25 s in a thread while the contenders run
+    (bench_opcua_pipeline.Server answers "count" on its stdin): how many rounds it made inside each
+    contender's window, so what the simulator offered then (rounds x nodes) is known."""
+
+    def __init__(self, server) -> None:
+        import threading
+
+        self.server = server
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), self.server.updates()))
+            self._stop.wait(0.25)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def rounds(self, start: float, end: float) -> float | None:
+        def at(t: float) -> float | None:
+            for (t0, u0), (t1, u1) in zip(self.samples, self.samples[1:], strict=False):
+                if t0 <= t <= t1:
+                    return u0 + (u1 - u0) * (t - t0) / (t1 - t0) if t1 > t0 else u0
+            return None
+
+        a, b = at(start), at(end)
+        return None if a is None or b is None else b - a
+
+
+def nodered_leg(args, work: Path) -> dict[str, Any]:
+    """Node-RED beside ours and the plain scripts, in the same interleaved rounds: OPC UA
+    (node-red-contrib-opcua) and Modbus (node-red-contrib-modbus), `--nodered-protocols`. Optional:
+    only with node, npm and the pinned install of tests/benchmarks/nodered/ (nothing is downloaded
+    here); a protocol whose Node-RED package is missing says `skipped` and how to install it."""
+    out: dict[str, Any] = {}
+    packages = {"opcua": "node-red-contrib-opcua", "modbus": "node-red-contrib-modbus"}
+    legs = {"opcua": nodered_opcua, "modbus": nodered_modbus}
+    for protocol in args.nodered_protocols.split(","):
+        skipped = nodered_missing([packages[protocol]])
+        if skipped:
+            out[protocol] = {"skipped": skipped}
+            continue
+        out.setdefault("versions", nodered_versions([]))[packages[protocol]] = nodered_versions(
+            [packages[protocol]]
+        )[packages[protocol]]
+        out[protocol] = legs[protocol](args, work / protocol)
+    return out
+
+
+def nodered_opcua(args, work: Path) -> dict[str, Any]:
+    """OPC UA: our pipeline into the historian and our source alone, Node-RED and the plain asyncua
+    script, against one simulator. Every contender waits for values, then `--nodered-warmup`
+    seconds (Node-RED works off a backlog for 10 - 25 s after subscribing), then its window."""
+    from bench_opcua_pipeline import TAGS_PER_TURBINE, Server
+
+    work.mkdir(exist_ok=True)
+    turbines = max(1, args.nodered_opcua_nodes // TAGS_PER_TURBINE)
+    server = Server(turbines, args.opcua_rate_hz)
+    log = UpdateLog(server)
+    try:
+        cfg = {
+            "endpoint": server.endpoint,
+            "nodes": server.node_ids,
+            "warmup": args.nodered_warmup,
+            "seconds": args.seconds,
+            "interval_ms": 100,
+            "work": str(work),
+            "watchdog_s": 10.0,  # plain asyncua: its 1 s health probe drops the link at this rate
         }
-    return {"skipped": "a Node-RED install was found, but its flow runner is not written yet"}
+        names = ("opcua-historian", "opcua-ours", "opcua-nodered", "opcua-plain")
+        contenders = {k: child_cmd(k, cfg, work) for k in names}
+        runs = interleaved(contenders, args.rounds, timeout=args.nodered_warmup + args.seconds + 240)
+    finally:
+        log.stop()
+        server.stop()
+    leg = ingest_summary(runs, "opcua-historian", "opcua-nodered")
+    leg["ratios_ours_to_peer"] = {  # CPU a value, ours / peer (< 1: ours is cheaper)
+        f"{ours} / {peer}": ratio(leg[ours]["cpu_us_per_value"], leg[peer]["cpu_us_per_value"])
+        for ours in ("opcua-historian", "opcua-ours")
+        for peer in ("opcua-nodered", "opcua-plain")
+    }
+    nodes = len(cfg["nodes"])
+    for name in names:
+        answers = [r["answer"] for r in runs[name] if r["answer"].get("epoch")]
+        offered = [(a, log.rounds(*a["epoch"])) for a in answers]
+        # values received / values the simulator made in the same window (rounds x nodes)
+        leg[name]["simulator_values_per_s_each"] = [
+            round(r * nodes / a["seconds"]) if r is not None else None for a, r in offered
+        ]
+        leg[name]["received_of_offered_each"] = [
+            round(a["values"] / (r * nodes), 3) if r else None for a, r in offered
+        ]
+        leg[name]["received_of_offered"] = median([v for v in leg[name]["received_of_offered_each"] if v])
+    answers = [r["answer"] for r in runs["opcua-nodered"]]
+    leg["opcua-nodered"]["first_values_after_s"] = [a.get("first_values_after_s") for a in answers]
+    leg["opcua-nodered"]["rss_mb"] = [a.get("rss_mb") for a in answers]
+    logs = [a["log"] for a in answers if a.get("log")]
+    if logs:
+        leg["opcua-nodered"]["log"] = logs[0]
+    leg["nodes"] = nodes
+    leg["nominal_changes_per_s"] = round(nodes * args.opcua_rate_hz)
+    leg["warmup_s"] = args.nodered_warmup
+    return leg
+
+
+def nodered_modbus(args, work: Path) -> dict[str, Any]:
+    """Modbus: our source and Node-RED (a flex-getter flow) and the plain pymodbus script, polling
+    the same simulators (the modbus leg's scale: `--modbus-servers` x 4 units x `--modbus-tags`
+    at 1 s). Each waits for values, then `--nodered-warmup` seconds, then its window."""
+    from bench_modbus import start_simulator
+
+    from protocols.modbus.simulator import simulator_config
+
+    work.mkdir(exist_ok=True)
+    sims = [start_simulator(args.modbus_tags) for _ in range(args.modbus_servers)]
+    try:
+        endpoints = [("127.0.0.1", port, unit) for _, port in sims for unit in (1, 2, 3, 4)]
+        config = simulator_config(endpoints, args.modbus_tags, 1000, timeout_ms=2000)
+        cfg = {"config": config, "warmup": args.nodered_warmup, "seconds": args.seconds, "work": str(work)}
+        names = ("modbus-ours", "modbus-nodered", "modbus-plain")
+        contenders = {k: child_cmd(k, cfg, work) for k in names}
+        runs = interleaved(contenders, args.rounds, timeout=args.nodered_warmup + args.seconds + 240)
+    finally:
+        for proc, _ in sims:
+            proc.terminate()
+            proc.wait(10)
+    leg = ingest_summary(runs, "modbus-ours", "modbus-nodered")
+    leg["ratios_ours_to_peer"] = {
+        f"modbus-ours / {peer}": ratio(leg["modbus-ours"]["cpu_us_per_value"], leg[peer]["cpu_us_per_value"])
+        for peer in ("modbus-nodered", "modbus-plain")
+    }
+    answers = [r["answer"] for r in runs["modbus-nodered"]]
+    leg["modbus-nodered"]["first_values_after_s"] = [a.get("first_values_after_s") for a in answers]
+    leg["modbus-nodered"]["rss_mb"] = [a.get("rss_mb") for a in answers]
+    logs = [a["log"] for a in answers if a.get("log")]
+    if logs:
+        leg["modbus-nodered"]["log"] = logs[0]
+    leg["offered_values_per_s"] = len(endpoints) * args.modbus_tags
+    leg["devices"] = len(endpoints)
+    leg["warmup_s"] = args.nodered_warmup
+    return leg
 
 
 def machine() -> dict[str, Any]:
@@ -511,6 +954,13 @@ def main() -> None:
     ap.add_argument("--modbus-servers", type=int, help="simulator processes, 4 meters each")
     ap.add_argument("--opcua-nodes", type=int)
     ap.add_argument("--opcua-rate-hz", type=float, default=10.0)
+    ap.add_argument("--nodered-protocols", default="opcua,modbus", help="nodered leg: opcua,modbus")
+    ap.add_argument(
+        "--nodered-warmup", type=float, help="nodered leg: seconds from first values to the window"
+    )
+    ap.add_argument(
+        "--nodered-opcua-nodes", type=int, help="nodered leg: OPC UA nodes (default --opcua-nodes)"
+    )
     ap.add_argument("--batch-outputs", default="parquet,duckdb")
     ap.add_argument(
         "--batch-peers", default="polars,duckdb,pandas", help="scripts of tests/benchmarks/peers/"
@@ -531,6 +981,8 @@ def main() -> None:
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.nodered_opcua_nodes is None:
+        args.nodered_opcua_nodes = args.opcua_nodes
     legs = {"batch": batch_leg, "modbus": modbus_leg, "opcua": opcua_leg, "nodered": nodered_leg}
     unknown = set(args.legs.split(",")) - set(legs)
     if unknown:
