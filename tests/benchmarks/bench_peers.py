@@ -885,16 +885,21 @@ def nodered_opcua(args, work: Path) -> dict[str, Any]:
             round(a["values"] / (r * nodes), 3) if r else None for a, r in offered
         ]
         leg[name]["received_of_offered"] = median([v for v in leg[name]["received_of_offered_each"] if v])
-    answers = [r["answer"] for r in runs["opcua-nodered"]]
-    leg["opcua-nodered"]["first_values_after_s"] = [a.get("first_values_after_s") for a in answers]
-    leg["opcua-nodered"]["rss_mb"] = [a.get("rss_mb") for a in answers]
-    logs = [a["log"] for a in answers if a.get("log")]
-    if logs:
-        leg["opcua-nodered"]["log"] = logs[0]
+    _nodered_extras(leg, runs, "opcua-nodered")
     leg["nodes"] = nodes
     leg["nominal_changes_per_s"] = round(nodes * args.opcua_rate_hz)
     leg["warmup_s"] = args.nodered_warmup
     return leg
+
+
+def _nodered_extras(leg: dict[str, Any], runs: dict[str, list], name: str) -> None:
+    """What only the Node-RED child reports: when its first values came, its RSS, its first log."""
+    answers = [r["answer"] for r in runs[name]]
+    leg[name]["first_values_after_s"] = [a.get("first_values_after_s") for a in answers]
+    leg[name]["rss_mb"] = [a.get("rss_mb") for a in answers]
+    logs = [a["log"] for a in answers if a.get("log")]
+    if logs:
+        leg[name]["log"] = logs[0]
 
 
 def nodered_modbus(args, work: Path) -> dict[str, Any]:
@@ -923,12 +928,7 @@ def nodered_modbus(args, work: Path) -> dict[str, Any]:
         f"modbus-ours / {peer}": ratio(leg["modbus-ours"]["cpu_us_per_value"], leg[peer]["cpu_us_per_value"])
         for peer in ("modbus-nodered", "modbus-plain")
     }
-    answers = [r["answer"] for r in runs["modbus-nodered"]]
-    leg["modbus-nodered"]["first_values_after_s"] = [a.get("first_values_after_s") for a in answers]
-    leg["modbus-nodered"]["rss_mb"] = [a.get("rss_mb") for a in answers]
-    logs = [a["log"] for a in answers if a.get("log")]
-    if logs:
-        leg["modbus-nodered"]["log"] = logs[0]
+    _nodered_extras(leg, runs, "modbus-nodered")
     leg["offered_values_per_s"] = len(endpoints) * args.modbus_tags
     leg["devices"] = len(endpoints)
     leg["warmup_s"] = args.nodered_warmup
