@@ -123,7 +123,7 @@ class Historian:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
         self._small = False  # opened by `cursor(small_writes=True)`; not yet set up for the rest
-        self._set_once: dict[str, tuple[int, str]] = {}  # set_global_once: name -> (connection, value)
+        self._set_once: dict[str, str] = {}  # set_global_once on the open connection: name -> value
 
     def cursor(self, *, small_writes: bool = False) -> duckdb.DuckDBPyConnection:
         """A cursor of the shared connection: one per thread, all in one DuckDB instance.
@@ -171,12 +171,12 @@ class Historian:
         connection: a connection opened again (after `close` or `reclaim`) gets it at the next call."""
         with self._lock:
             con = self._con
-            if con is None or self._set_once.get(name) == (id(con), value):
+            if con is None or self._set_once.get(name) == value:
                 return
         cur.execute(f"SET GLOBAL {name} = '{value}'")
         with self._lock:
             if self._con is con:
-                self._set_once[name] = (id(con), value)
+                self._set_once[name] = value  # cleared wherever the connection is closed
 
     def cursor_if_open(self) -> duckdb.DuckDBPyConnection | None:
         """A cursor of the shared connection if it is open now, else None (never opens the file:
