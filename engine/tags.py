@@ -164,6 +164,37 @@ class TagBatchBuilder:
         self.reason.extend([reason] * n if reason is None or isinstance(reason, str) else reason)
         self.received_at.extend([now] * n)
 
+    def extend_columns(
+        self,
+        tags: Sequence[str],
+        numbers: Sequence[float | None],
+        texts: Sequence[str | None] | None,
+        timestamps_us: Sequence[int | None],
+        server_timestamps_us: Sequence[int | None],
+        quality: Quality | Sequence[Quality] = "good",
+        reason: str | Sequence[str | None] | None = None,
+        received_at: datetime | None = None,
+    ) -> None:
+        """Values already in columns (a decoded OPC UA publish response): numbers and texts as
+        `split_value` gives them (`texts` None: no text at all), times in epoch microseconds (a
+        timestamp None is the receive time). All sequences have the same length."""
+        n = len(tags)
+        columns = [numbers, timestamps_us, server_timestamps_us]
+        columns += [c for c in (texts, quality, reason) if c is not None and not isinstance(c, str)]
+        if any(len(c) != n for c in columns):
+            raise ValueError(f"extend_columns: columns of unequal length (tags: {n})")
+        now = epoch_us(received_at or utc_now())
+        if None in timestamps_us:
+            timestamps_us = [now if t is None else t for t in timestamps_us]
+        self.tag.extend(tags)
+        self.value.extend(numbers)
+        self.value_text.extend([None] * n if texts is None else texts)
+        self.timestamp.extend(timestamps_us)
+        self.server_timestamp.extend(server_timestamps_us)
+        self.quality.extend([quality] * n if isinstance(quality, str) else quality)
+        self.reason.extend([reason] * n if reason is None or isinstance(reason, str) else reason)
+        self.received_at.extend([now] * n)
+
     def gap(self, tags: Iterable[str], reason: str = COMM_LOST, at: datetime | None = None) -> None:
         """One bad record per tag: the link is down (or the device answered nothing usable)."""
         at = at or utc_now()

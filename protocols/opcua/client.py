@@ -57,6 +57,16 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _from_us(us: int | None) -> datetime | None:
+    """Epoch microseconds (the fast decoder's times) as a UTC datetime."""
+    from datetime import timedelta
+
+    return None if us is None else _EPOCH + timedelta(microseconds=us)
+
+
 CERT_SUFFIXES = (".der", ".pem", ".crt", ".cer")
 # Status names of a server refusing our certificate (a trailing colon-free token of one_line()).
 _CLIENT_CERT_REFUSED = {
@@ -680,13 +690,20 @@ class OpcUaSession:
     # --- subscriptions -------------------------------------------------------------------------
 
     async def subscribe(
-        self, nodes: Sequence[TagNode], sink: ValueSink, on_problem: ProblemSink | None = None
+        self,
+        nodes: Sequence[TagNode],
+        sink: ValueSink,
+        on_problem: ProblemSink | None = None,
+        columns_sink: ColumnsSink | None = None,
     ) -> tuple[Any, dict[str, int]]:
         """One subscription with a monitored item per node, created in large calls.
 
-        `on_problem(tag or None, error)` hears of everything the value path could not hand to
-        `sink`: a value that failed, a notification of an unknown kind or item, and a publish
-        response asyncua could not decode (tag None; its values are lost: read them again).
+        Publish responses are decoded into columns (notifications.py) and handed to
+        `columns_sink` in one call each; a message the fast decoder leaves to asyncua goes to
+        `sink` value by value (without `columns_sink`, every value goes to `sink`).
+        `on_problem(tag or None, error)` hears of everything the value path could not hand on:
+        a value that failed, a notification of an unknown kind or item, and a publish response
+        asyncua could not decode (tag None; its values are lost: read them again).
         Returns the subscription and the nodes the server refused ({tag: status code})."""
         from asyncua import ua
 
@@ -699,7 +716,9 @@ class OpcUaSession:
         params.RequestedMaxKeepAliveCount = self.client.get_keepalive_count(cfg.publishing_interval_ms)
         params.MaxNotificationsPerPublish = 0  # no limit: the server sends all in one message
         params.PublishingEnabled = True
-        subscription = _batch_subscription_class()(self.client.uaclient.session, params, sink, problem)
+        subscription = _batch_subscription_class()(
+            self.client.uaclient.session, params, sink, problem, columns_sink
+        )
         await subscription.init()
         self.client._subscriptions.append(subscription)  # so disconnect() deletes it
         mfilter = _data_change_filter(cfg)
@@ -725,21 +744,41 @@ class OpcUaSession:
         return subscription, refused
 
     def _watch_publish_decoding(self, problem: ProblemSink) -> None:
-        """asyncua logs a publish response it cannot parse and carries on: the values in it are
-        gone without a word. Hear of it, so it is counted and the values can be read again."""
+        """Publish responses take the fast path: the wrapper sends the PublishRequest as asyncua's
+        `UaSession.publish` does and decodes the answer into columns (notifications.py); what
+        that decoder leaves alone is decoded by asyncua as before. asyncua logs a publish response
+        it cannot parse and carries on: the values in it are gone without a word. Hear of it, so
+        it is counted and the values can be read again."""
+        from asyncua import ua
+        from asyncua.common.utils import Buffer
+        from asyncua.ua.ua_binary import struct_from_binary
         from asyncua.ua.uaerrors import UaStructParsingError
+
+        from protocols.opcua.notifications import FastPublishResponse, decode_publish
 
         session = self.client.uaclient.session
         if getattr(session, "_watched_publish", False):
             return
-        plain = session.publish
 
         async def publish(acks: list[Any]) -> Any:
+            request = ua.PublishRequest()
+            request.Parameters.SubscriptionAcknowledgements = acks if acks else []
+            data = await session._send_request(request, timeout=0)
+            if isinstance(data, Buffer):
+                start = data._cur_pos
+                columns = decode_publish(data._data, start, start + len(data))
+            else:
+                columns = decode_publish(data)
+            if columns is not None:
+                self.counters["publish_fast"] += 1
+                return FastPublishResponse(columns)
+            self.counters["publish_asyncua"] += 1
             try:
-                return await plain(acks)
-            except UaStructParsingError as exc:
-                problem(None, exc.__cause__ or exc)
-                raise
+                return struct_from_binary(ua.PublishResponse, data)
+            except Exception as exc:  # what asyncua's own publish() does, and counted
+                session.logger.exception("Error parsing notification from server")
+                problem(None, exc)
+                raise UaStructParsingError from exc
 
         session.publish = publish
         session._watched_publish = True
@@ -747,6 +786,9 @@ class OpcUaSession:
 
 ProblemSink = Callable[[str | None, BaseException | str], None]
 """(tag, or None for the whole message; the error) for what the value path could not deliver."""
+ColumnsSink = Callable[[list[str], list[Any], list[int], list[Any], list[Any], set[int]], None]
+"""(tags, values, status codes, source and server timestamps in epoch microseconds or None, the
+Variant types met) of one publish response decoded into columns (notifications.py)."""
 
 
 def _ignore_problem(tag: str | None, error: BaseException | str) -> None:
@@ -795,22 +837,67 @@ def _batch_subscription_class() -> type:
     from asyncua import ua
     from asyncua.common.subscription import Subscription
 
+    from protocols.opcua.notifications import FastPublishResult
+
     class BatchSubscription(Subscription):
         def __init__(
-            self, session: Any, params: Any, sink: ValueSink, problem: ProblemSink = _ignore_problem
+            self,
+            session: Any,
+            params: Any,
+            sink: ValueSink,
+            problem: ProblemSink = _ignore_problem,
+            columns_sink: ColumnsSink | None = None,
         ):
             super().__init__(session, params, handler=_NoHandler())
             self.sink = sink
             self.problem = problem
+            self.columns_sink = columns_sink
             self.tags: dict[int, str] = {}
             self.status_changes: list[int] = []
 
         async def publish_callback(self, publish_result: Any) -> None:
             # Nothing may escape: asyncua would log it and drop the rest of the message.
             try:
-                self._walk(publish_result)
+                if isinstance(publish_result, FastPublishResult):
+                    self._columns(publish_result.columns)
+                else:
+                    self._walk(publish_result)
             except Exception as exc:
                 self.problem(None, exc)
+
+        def _columns(self, columns: Any) -> None:
+            """A publish response decoded into columns: one call to `columns_sink`."""
+            import time
+
+            self.last_publish_at = time.monotonic()
+            self.last_sequence_number = int(columns.sequence_number)
+            if not columns.handles:
+                return
+            tag_of = self.tags.get
+            tags = [tag_of(h) for h in columns.handles]
+            values, codes = columns.values, columns.statuses
+            source, server = columns.source_us, columns.server_us
+            if None in tags:  # not ours: each one said, the others go on
+                keep = []
+                for i, (tag, handle) in enumerate(zip(tags, columns.handles, strict=True)):
+                    if tag is None:
+                        self.problem(None, f"a value for client handle {handle}, which is no item of ours")
+                    else:
+                        keep.append(i)
+                tags = [tags[i] for i in keep]
+                values, codes = [values[i] for i in keep], [codes[i] for i in keep]
+                source, server = [source[i] for i in keep], [server[i] for i in keep]
+                if not tags:
+                    return
+            if self.columns_sink is not None:
+                self.columns_sink(tags, values, codes, source, server, columns.types)
+                return
+            sink, problem = self.sink, self.problem
+            for tag, value, code, src, srv in zip(tags, values, codes, source, server, strict=True):
+                try:
+                    sink(tag, value, code, _from_us(src), _from_us(srv))
+                except Exception as exc:
+                    problem(tag, exc)
 
         def _walk(self, publish_result: Any) -> None:
             import time

@@ -19,7 +19,7 @@ import random
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,15 @@ from engine.connectors.registry import register
 from engine.context import RunContext
 from engine.errors import ConnectorError
 from engine.runs.retry import backoff_delays as shared_backoff
-from engine.tags import TagBatchBuilder
+from engine.tags import TagBatchBuilder, epoch_us, split_value
 from protocols.opcua.config import OpcUaConfig
-from protocols.timestamps import IMPLAUSIBLE, PLAUSIBLE_AHEAD, PLAUSIBLE_FROM
+from protocols.timestamps import (
+    IMPLAUSIBLE,
+    PLAUSIBLE_AHEAD,
+    PLAUSIBLE_AHEAD_US,
+    PLAUSIBLE_FROM,
+    PLAUSIBLE_FROM_US,
+)
 from protocols.timestamps import implausible as implausible_reason
 
 BATCH_VALUES = 50_000  # emit early when this many values are waiting
@@ -153,7 +159,9 @@ class OpcUaSource(StreamingSource):
                 self._bad_nodes(session.unresolved)
                 if cfg.mode == "subscribe":
                     self._resync = asyncio.Event()
-                    _, refused = await session.subscribe(nodes, self._on_value, self._on_problem)
+                    _, refused = await session.subscribe(
+                        nodes, self._on_value, self._on_problem, self._on_values
+                    )
                     self._refused(refused)
                     self.set_state("subscribed", f"{len(nodes)} nodes on {cfg.endpoint}")
                 if ever_connected:
@@ -246,6 +254,47 @@ class OpcUaSource(StreamingSource):
         elif not self._wake_scheduled and self._loop is not None:
             # Hand the values over once this publish response is walked (call_soon runs after it),
             # not at the flusher's next tick: that tick added up to a publishing interval of latency.
+            self._wake_scheduled = True
+            self._loop.call_soon(self._wake_after_publish)
+
+    def _on_values(
+        self,
+        tags: list[str],
+        values: list[Any],
+        codes: list[int],
+        source_us: list[int | None],
+        server_us: list[int | None],
+        types: set[int],
+    ) -> None:
+        """A publish response's values in columns (notifications.py), appended in bulk: what
+        `_on_value` does for each, with the same counters, drops, problems and log lines."""
+        builder = self._builder
+        n = len(tags)
+        room = MAX_PENDING - len(builder)
+        if room < n:
+            self.counters["dropped"] += n - max(room, 0)
+            if room <= 0:
+                return
+            n = room
+            tags, values, codes = tags[:n], values[:n], codes[:n]
+            source_us, server_us = source_us[:n], server_us[:n]
+        try:
+            implausible = extend_values(builder, tags, values, codes, source_us, server_us, types)
+        except Exception:  # one value we cannot store: value by value, so only it is a bad record
+            _realign(builder)
+            for row in zip(tags, values, codes, source_us, server_us, strict=True):
+                tag, value, code, src, srv = row
+                self._on_value(tag, value, code, _from_us(src), _from_us(srv))
+            return
+        for tag, reason in implausible:  # kept, uncertain: counted and logged once per node
+            self.counters["implausible_timestamps"] += 1
+            if (tag, IMPLAUSIBLE) not in self._problems_logged:
+                self._problems_logged.add((tag, IMPLAUSIBLE))
+                self.ctx.log("warning", f"OPC UA {self.config.endpoint}: node {tag}: {reason}", self.name)
+        self.counters["notifications"] += n
+        if len(builder) >= BATCH_VALUES and self._wake is not None:
+            self._wake.set()
+        elif not self._wake_scheduled and self._loop is not None:
             self._wake_scheduled = True
             self._loop.call_soon(self._wake_after_publish)
 
@@ -467,6 +516,80 @@ def add_value(
         reason=reason,
     )
     return implausible
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FLOATS = frozenset({10, 11})  # Variant Float, Double: the values are floats already
+_NUMBERS = frozenset(range(1, 12))  # Boolean, SByte..UInt64, Float, Double: float() of each
+_QUALITIES: dict[int, tuple[str, str | None]] = {}  # status code -> (quality, reason)
+
+
+def _from_us(us: int | None) -> datetime | None:
+    return None if us is None else _EPOCH + timedelta(microseconds=us)
+
+
+def _quality(code: int) -> tuple[str, str | None]:
+    known = _QUALITIES.get(code)
+    if known is None:
+        from protocols.opcua.client import status_quality
+
+        if len(_QUALITIES) >= 4096:
+            _QUALITIES.clear()
+        known = _QUALITIES[code] = status_quality(code)
+    return known
+
+
+def extend_values(
+    builder: TagBatchBuilder,
+    tags: list[str],
+    values: list[Any],
+    codes: list[int],
+    source_us: list[int | None],
+    server_us: list[int | None],
+    types: set[int],
+) -> list[tuple[str, str]]:
+    """`add_value` for columns (epoch microseconds): the source time (the server's when the source
+    gave none), the StatusCode as quality and reason, an implausible source time dropped and the
+    value kept `uncertain`. Returns (tag, reason) of each implausible source time."""
+    n = len(tags)
+    if types <= _FLOATS:
+        numbers, texts = values, None
+    elif types <= _NUMBERS:
+        numbers, texts = [float(v) for v in values], None
+    else:
+        split = [split_value(v) for v in values]
+        numbers, texts = [p[0] for p in split], [p[1] for p in split]
+    if any(codes):
+        pairs = [_quality(c) if c else _GOOD for c in codes]
+        quality: Any = [p[0] for p in pairs]
+        reason: Any = [p[1] for p in pairs]
+    else:
+        quality, reason = "good", None
+    implausible: list[tuple[str, str]] = []
+    low = PLAUSIBLE_FROM_US
+    high = epoch_us(datetime.now(UTC)) + PLAUSIBLE_AHEAD_US
+    plain = None not in source_us
+    if not plain or (n and not low <= min(source_us) <= max(source_us) <= high):  # type: ignore[type-var]
+        source_us = list(source_us)
+        for i, us in enumerate(source_us):
+            if us is None or low <= us <= high:
+                continue
+            if isinstance(quality, str):
+                quality, reason = [quality] * n, [reason] * n
+            shown = _from_us(us).isoformat().replace("+00:00", "Z")  # type: ignore[union-attr]
+            why = implausible_reason(f"source time {shown}")
+            implausible.append((tags[i], why))
+            source_us[i] = None
+            quality[i] = "uncertain" if quality[i] == "good" else quality[i]
+            reason[i] = why if reason[i] is None else f"{reason[i]}; {why}"
+        stamps = [s if s is not None else v for s, v in zip(source_us, server_us, strict=True)]
+    else:
+        stamps = source_us
+    builder.extend_columns(tags, numbers, texts, stamps, server_us, quality, reason)
+    return implausible
+
+
+_GOOD: tuple[str, str | None] = ("good", None)
 
 
 async def _read_once(config: OpcUaConfig, name: str, counters: Any, **options: Any) -> pl.DataFrame:
