@@ -129,6 +129,8 @@ class ModbusTcpClient:
         transport = self.transport
         if transport is None:
             raise RequestFailed(COMM_LOST, f"{where(request)}: not connected", link=True)
+        if self._waiter is not None:  # a caller's bug: answers would be matched to the wrong request
+            raise RuntimeError(f"{where(request)}: a request is already in flight on this connection")
         frame = self._frames.get(request)
         if frame is None:
             frame = self._frames[request] = bytearray(

@@ -498,3 +498,19 @@ def test_rtu_devices_keep_pymodbus():
         client.close()
 
     asyncio.run(main())
+
+
+def test_one_request_in_flight_per_connection():
+    async def main():
+        async with Scripted(silent) as server:
+            client = ModbusTcpClient("127.0.0.1", server.port, timeout=5)
+            assert await client.connect()
+            first = asyncio.create_task(client.read(request("holding", 0, 1)))
+            await server.wait_requests(1)
+            with pytest.raises(RuntimeError, match="holding 5\\+1: a request is already in flight"):
+                await client.read(request("holding", 5, 1))
+            client.link.data_received(adu(server.requests[0][0], 1, registers_pdu(3, [77])))
+            assert await first == [77] and len(server.requests) == 1  # nothing else was sent
+            client.close()
+
+    asyncio.run(main())
