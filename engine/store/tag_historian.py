@@ -205,7 +205,8 @@ class TagHistorian:
         self._pending_rows = 0  # rollup rows appended since the last compaction...
         self._pending_from: int | None = None  # ...and the earliest minute among them
         self.newest = tag_newest.of(historian)  # committed rows not yet in `tag_last` (shared)
-        self.last_every = tag_newest.WRITE_EVERY  # seconds between writes of `tag_last`
+        self.last_every = tag_newest.WRITE_EVERY  # seconds between writes of `tag_last`, at least
+        self.last_took = 0.0  # seconds the last write of `tag_last` held the batches' lock (`every`)
         self.write_slice = WRITE_SLICE  # rows of `tag_last` upserted between two batches
         self.checkpoint_wal = CHECKPOINT_WAL  # WAL bytes at which the timer checkpoints (streams)
         self._uncommitted: list[pl.DataFrame] = []  # this writer's batches in its open transaction
@@ -423,8 +424,8 @@ class TagHistorian:
             if self.newest.rollup_due is not None:
                 self.newest.later("rollup", 0.0, self._advance_when_due)
             self._checkpoint_soon(cur)
-        since = time.monotonic() - self.newest.last_write
-        if since >= self.last_every:
+        since, every = time.monotonic() - self.newest.last_write, self.every()
+        if since >= every:
             if not write_now:
                 self.newest.write_later(0.0, self._write_when_due)
                 return
@@ -433,9 +434,18 @@ class TagHistorian:
             except duckdb.Error:
                 # The batch is committed: failing it now would make a stream retry it (its rows
                 # twice). The rows stay kept and marked; the timer tries again.
-                self.newest.write_later(max(1.0, min(self.last_every, 60.0)), self._write_when_due)
-        elif self.last_every != math.inf:
-            self.newest.write_later(self.last_every - since, self._write_when_due)
+                self.newest.write_later(max(1.0, min(every, 60.0)), self._write_when_due)
+        elif every != math.inf:
+            self.newest.write_later(every - since, self._write_when_due)
+
+    def every(self) -> float:
+        """Seconds between two writes of `tag_last`: `last_every`, or longer when the last write
+        held the batches' lock for long, so that writes hold it `tag_newest.WRITE_DUTY` of the time
+        at most (up to `WRITE_EVERY_MAX`). 0 (a write at every commit) and inf (none) stay as set."""
+        if not 0.0 < self.last_every < math.inf:
+            return self.last_every
+        stretched = min(tag_newest.WRITE_EVERY_MAX, self.last_took / tag_newest.WRITE_DUTY)
+        return max(self.last_every, stretched)
 
     def _write_when_due(self) -> None:
         """The timer's write (`NewestRows.write_later`): only on a historian that is still open, and
@@ -444,10 +454,10 @@ class TagHistorian:
         with self.newest.last_lock:  # not `taking_last`: a timer gives way, it asks no one to
             if tag_newest.exiting() or (self.newest.empty and not self.newest.marked):
                 return
-            since = time.monotonic() - self.newest.last_write
-            if since < self.last_every:  # another write came first
-                if self.last_every != math.inf:
-                    self.newest.write_later(self.last_every - since, self._write_when_due)
+            since, every = time.monotonic() - self.newest.last_write, self.every()
+            if since < every:  # another write came first
+                if every != math.inf:
+                    self.newest.write_later(every - since, self._write_when_due)
                 return
             cur = self.historian.cursor_if_open()
             if cur is None:  # closed: the rows stay marked, the next open folds them
@@ -457,7 +467,7 @@ class TagHistorian:
                 self.write_last(cur, may_give_way=True)
             except duckdb.Error:
                 # kept and marked: the next commit's or this timer's write tries again
-                self.newest.write_later(max(1.0, min(self.last_every, 60.0)), self._write_when_due)
+                self.newest.write_later(max(1.0, min(every, 60.0)), self._write_when_due)
             finally:
                 cur.close()
 
@@ -616,10 +626,14 @@ class TagHistorian:
             try:
                 size = max(1, self.write_slice)
                 starts = list(range(0, rows.height, size)) or [0]
+                took = 0.0
                 for offset in starts:
                     with self._between_batches(may_give_way):
+                        began = time.monotonic()
                         self._write_slice(cur, rows.slice(offset, size), offset == starts[-1], clear_below)
+                        took += time.monotonic() - began
                 self._known_tags = max(self._known_tags, rows.height)
+                self.last_took = took
             except tag_newest.GaveWay:  # kept again; the write that asked writes everything
                 self.newest.not_written()
                 return

@@ -3,7 +3,8 @@
 Issue 12: folding every batch's newest rows into the keyed table `tag_last` (an upsert of every
 value) was the largest cost of a 100,000 values/s Modbus stream (~1.8 CPU-µs a value, the log
 append ~0.6 more). Instead the writer keeps the rows it committed and has not yet written to
-`tag_last` (`NewestRows`, one per `Historian` object), and writes them every `WRITE_EVERY` seconds,
+`tag_last` (`NewestRows`, one per `Historian` object), and writes them every `WRITE_EVERY` seconds
+(longer after a write that held the batches' lock long: `TagHistorian.every`),
 upserting each changed tag once (`TagHistorian.write_last`). Per batch the cost is keeping a view of
 its columns; every so often the views are compacted to one row per tag by one sort and one
 `unique` (vectorised, no Python loop per tag).
@@ -12,7 +13,8 @@ What `tag_last` promises (docs/architecture.md, "Storage"):
 - readers in the writer's process (`TagHistorian.last_values`, `Historian.newest_tag_rows`: the
   engine's API, so also the service's HTTP API, its clients and `aggregator query` through a
   service) get the newest committed row of every tag: the table merged with the rows kept here;
-- the table itself is at most `WRITE_EVERY` seconds (plus one write) behind the committed rows while
+- the table itself is at most one interval (`TagHistorian.every`: `WRITE_EVERY`, up to
+  `WRITE_EVERY_MAX`) plus one write behind the committed rows while
   a writer runs: a timer thread writes it `WRITE_EVERY` s after the last write (`write_later`; a
   stream's commit that finds it due hands the write to that thread, and `TagHistorian.append`
   writes it itself), and exact after a clean stop (a sink's close writes it);
@@ -46,9 +48,15 @@ import polars as pl
 from engine.store.tag_last import LAST_COLUMNS, LAST_TABLE
 from engine.tags import TAG_SCHEMA
 
-# How often the writer writes its newest rows to `tag_last` (seconds): the staleness readers in
-# other processes may see; each write upserts every tag that changed (at 100,000 tags ~0.16-0.4 CPU-s).
+# How often the writer writes its newest rows to `tag_last` (seconds): the staleness a reader of the
+# table itself may see; each write upserts every tag that changed (at 100,000 tags ~0.16-0.4 CPU-s).
 WRITE_EVERY = 5.0
+# ... at least: a write's slices hold the batches' lock, and may hold it WRITE_DUTY of the time at
+# most, so the interval grows with what the last write took (issue 12: at 100,000 changing tags a
+# write took ~0.57 s, every 5 s that was ~11% of the time and of a core; now every ~28 s), up to
+# WRITE_EVERY_MAX.
+WRITE_DUTY = 0.02
+WRITE_EVERY_MAX = 60.0
 # Views of batches kept before they are compacted to one row per tag (memory: ~60 bytes a row).
 COMPACT_AFTER = 100_000
 # The crash marker: per write generation, the earliest timestamp of rows committed to `tags` and
