@@ -8,10 +8,18 @@ columns' way into the tag batch (`extend_values`) must give the rows `add_value`
 from __future__ import annotations
 
 import math
+import os
 import random
+import shutil
+import socket
 import struct
+import subprocess
+import sys
+import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -506,3 +514,111 @@ def test_an_implausible_source_time_is_reported_per_row():
     assert frame["quality"].to_list() == ["good", "bad", "uncertain"]
     assert frame["reason"][1].startswith("BadNodeIdUnknown; implausible_timestamp")
     assert frame["timestamp"][1] == _from_us(NOW_US)  # the server's time stands in
+
+
+# --- a third-party encoder: node-opcua ------------------------------------------------------
+
+NODE_RED_HOME = Path(os.environ.get("NODE_RED_HOME", Path(sys.prefix) / "peers" / "node-red"))
+PEER_TYPES = [
+    "Double",
+    "Float",
+    "Int32",
+    "UInt16",
+    "UInt32",
+    "Boolean",
+    "String",
+    "ByteString",
+    "DateTime",
+    "Bad",
+]
+
+
+@pytest.fixture(scope="module")
+def nodeopcua(tmp_path_factory):
+    """nodeopcua_server.js on a free port. node-opcua comes with the Node-RED install that
+    bench_peers.py uses (tests/benchmarks/nodered; a benchmark peer, not a product dependency):
+    without it this test is skipped, saying so."""
+    if shutil.which("node") is None or not (NODE_RED_HOME / "node_modules" / "node-opcua").is_dir():
+        pytest.skip(
+            f"node-opcua not installed in {NODE_RED_HOME} (bench_peers.py --help has the install line)"
+        )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    home = tmp_path_factory.mktemp("nodeopcua")  # its PKI folder goes there
+    proc = subprocess.Popen(
+        ["node", str(Path(__file__).with_name("nodeopcua_server.js")), str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "NODE_RED_HOME": str(NODE_RED_HOME), "HOME": str(home)},
+    )
+    ready = threading.Event()
+    output: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            if line.startswith("READY"):
+                ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        if not ready.wait(90):
+            pytest.fail(f"node-opcua did not start: {''.join(output)[-2000:]}")
+        yield f"opc.tcp://127.0.0.1:{port}/UA/peer"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_third_party_server_takes_the_fast_path_with_asyncuas_results(nodeopcua, monkeypatch):
+    """Every publish response node-opcua sends is decoded fast, equal to asyncua's decoding of
+    the same bytes, and stored as the values it sent."""
+    import protocols.opcua.notifications as notifications
+    from engine.context import RunContext
+    from protocols.opcua.connector import OpcUaSource
+
+    captured: list[bytes] = []
+    plain = notifications.decode_publish
+
+    def recording(data, pos=0, end=None):
+        captured.append(bytes(data[pos:end]))
+        return plain(data, pos, end)
+
+    monkeypatch.setattr(notifications, "decode_publish", recording)
+    batches: list[pl.DataFrame] = []
+    config = {
+        "endpoint": nodeopcua,
+        "nodes": [f"ns=1;s=Peer.{name}" for name in PEER_TYPES],
+        "publishing_interval_ms": 100,
+        "sampling_interval_ms": 100,
+    }
+    source = OpcUaSource(config, RunContext(log=lambda *a, **k: None), "peer")
+    source.start(batches.append)
+    try:
+        deadline = time.monotonic() + 60
+        while sum(b.height for b in list(batches)) < 5 * len(PEER_TYPES):
+            assert time.monotonic() < deadline, f"too few values: {dict(source.counters)}"
+            time.sleep(0.05)
+    finally:
+        source.stop()
+    assert source.counters["publish_fast"] >= 1 and source.counters["publish_asyncua"] == 0
+    assert source.counters["errors"] == 0
+    messages = [m for m in captured if decode_publish(m) is not None and len(decode_publish(m))]
+    assert messages and len(messages) == len([m for m in captured if len(asyncua_columns(m)["handles"])])
+    for message in captured:
+        assert fast_columns(message) == asyncua_columns(message)
+    frame = pl.concat(batches)
+    rows = {tag: frame.filter(pl.col("tag") == f"Peer.{tag}") for tag in PEER_TYPES}
+    assert all(r.height >= 1 for r in rows.values())
+    assert rows["Bad"]["reason"].unique().to_list() == ["BadSensorFailure"]
+    assert set(rows["Boolean"]["value"]) <= {0.0, 1.0}
+    assert all(v == int(v) and v <= 0 for v in rows["Int32"]["value"])
+    assert all(v >= 4e9 for v in rows["UInt32"]["value"])
+    assert all(t.startswith("text ") and t.endswith(" ✓") for t in rows["String"]["value_text"])
+    assert all(len(t) == 6 and t.endswith("00ff") for t in rows["ByteString"]["value_text"])
+    assert all(t.startswith("2024-01-01 ") for t in rows["DateTime"]["value_text"])
+    good = frame.filter(pl.col("tag") != "Peer.Bad")
+    assert set(good["quality"]) == {"good"} and good["server_timestamp"].null_count() == 0
