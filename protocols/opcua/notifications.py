@@ -71,8 +71,11 @@ _HANDLE_MASK = struct.Struct("<IB")
 _HEADER = struct.Struct("<qII")  # ResponseHeader: Timestamp, RequestHandle, ServiceResult
 _SEQ_TIME = struct.Struct("<Iq")  # NotificationMessage: SequenceNumber, PublishTime
 
+# A Struct of BLOCK_ITEMS items takes ~190 bytes an item (2,048: ~0.4 MB) and ~160 us to make
+# (2,500 items) against ~230 us to unpack them; struct.iter_unpack and a transpose took ~630 us.
+BLOCK_ITEMS = 2048
 _BLOCKS: dict[tuple[str, int], struct.Struct] = {}  # (item format, count) -> Struct of them all
-_MAX_BLOCKS = 64
+_MAX_BLOCKS = 8
 
 
 class NotDecoded(Exception):
@@ -260,42 +263,56 @@ def _data_change(buf: Any, p: int, end: int, out: PublishColumns) -> int:
 
 def _uniform(buf: Any, p: int, end: int, n: int, mask: int, vtype: int, fmt: str, out: PublishColumns) -> int:
     """Every item laid out as the first one (the usual case: one type, the same fields): one
-    unpack of them all. Returns the position after them, or 0 when they are not uniform."""
-    block = _block(fmt, n)
-    if block.size > end - p:
-        return 0
-    fields = block.unpack_from(buf, p)
+    unpack per BLOCK_ITEMS of them. Returns the position after them, or 0 when they are not
+    uniform (nothing is added to `out` then)."""
     k = len(fmt)
-    if fields[1::k].count(mask) != n:
-        return 0
-    i = 2
-    if mask & HAS_VALUE:
-        if fields[2::k].count(vtype) != n:
+    handles: list[int] = []
+    values: list[Any] = []
+    statuses: list[int] = []
+    source: list[int | None] = []
+    server: list[int | None] = []
+    for start in range(0, n, BLOCK_ITEMS):
+        m = min(BLOCK_ITEMS, n - start)
+        block = _block(fmt, m)
+        if block.size > end - p:
             return 0
-        values = list(fields[3::k]) if vtype != NULL else [None] * n
-        i = 4 if vtype != NULL else 3
-    else:
-        values = [None] * n
-    if mask & HAS_STATUS:
-        statuses = list(fields[i::k])
-        i += 1
-    else:
-        statuses = [0] * n
-    if mask & HAS_SOURCE_TS:
-        source = _times(list(fields[i::k]))
-        i += 1
-    else:
-        source = [None] * n
-    if mask & HAS_SOURCE_PICO:
-        i += 1
-    server = _times(list(fields[i::k])) if mask & HAS_SERVER_TS else [None] * n
-    out.handles.extend(fields[0::k])
+        fields = block.unpack_from(buf, p)
+        p += block.size
+        if fields[1::k].count(mask) != m:
+            return 0
+        i = 2
+        if mask & HAS_VALUE:
+            if fields[2::k].count(vtype) != m:
+                return 0
+            if vtype != NULL:
+                values.extend(fields[3::k])
+                i = 4
+            else:
+                values.extend([None] * m)
+                i = 3
+        else:
+            values.extend([None] * m)
+        if mask & HAS_STATUS:
+            statuses.extend(fields[i::k])
+            i += 1
+        else:
+            statuses.extend([0] * m)
+        if mask & HAS_SOURCE_TS:
+            source.extend(_times(list(fields[i::k])))
+            i += 1
+        else:
+            source.extend([None] * m)
+        if mask & HAS_SOURCE_PICO:
+            i += 1
+        server.extend(_times(list(fields[i::k])) if mask & HAS_SERVER_TS else [None] * m)
+        handles.extend(fields[0::k])
+    out.handles.extend(handles)
     out.values.extend(values)
     out.statuses.extend(statuses)
     out.source_us.extend(source)
     out.server_us.extend(server)
     out.types.add(vtype)
-    return p + block.size
+    return p
 
 
 def _items(buf: Any, p: int, n: int, out: PublishColumns) -> int:

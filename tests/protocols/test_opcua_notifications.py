@@ -250,6 +250,22 @@ def test_several_notifications_and_the_message_fields():
     assert got.handles == [1, 2, 3, 4, 100, 101, 102] and got.types == {VT.Double.value, VT.Int32.value}
 
 
+@pytest.mark.parametrize("odd_at", [None, 0, 2047, 2048, 4500, 4999])
+def test_large_messages_in_several_blocks(odd_at):
+    """More items than one unpack takes (BLOCK_ITEMS), alike or with one item laid out otherwise."""
+    from protocols.opcua.notifications import BLOCK_ITEMS
+
+    n = 5000
+    assert n > 2 * BLOCK_ITEMS
+    dvs = [data_value(ua.Variant(i * 0.5, VT.Double), None, NOW, NOW) for i in range(n)]
+    if odd_at is not None:
+        dvs[odd_at] = data_value(ua.Variant(odd_at * 0.5, VT.Double), 0x80000000, NOW, NOW)
+    data = response(changes(*dvs))
+    assert_decodes_as_asyncua(data)
+    got = decode_publish(data)
+    assert len(got) == n and got.values[-1] == (n - 1) * 0.5
+
+
 def test_a_keep_alive_has_no_values_and_nothing_to_acknowledge():
     got = decode_publish(response(sequence=5))
     assert got is not None and len(got) == 0 and got.notification_count == 0
