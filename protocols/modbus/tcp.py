@@ -88,7 +88,7 @@ class ModbusTcpClient:
         self._waiter: asyncio.Future | None = None
         self._expect: tuple[int, int, int] = (0, 0, 0)  # transaction id, unit id, function code
         self._late: deque[int] = deque(maxlen=8)  # ids of requests sent again: a 2nd answer may come
-        self._frames: dict[ReadRequest, bytearray] = {}
+        self._frames: dict[tuple, bytearray] = {}  # the request's bytes (a 4-tuple hashes faster)
 
     # -- what the poller uses ----------------------------------------------------------------
     @property
@@ -109,7 +109,7 @@ class ModbusTcpClient:
             self.error = exc
             self.link = None
             return False
-        if self.link is not link:  # closed meanwhile
+        if self.link is not link or transport.is_closing():  # closed meanwhile
             transport.abort()
             return False
         self.transport = transport
@@ -131,9 +131,10 @@ class ModbusTcpClient:
             raise RequestFailed(COMM_LOST, f"{where(request)}: not connected", link=True)
         if self._waiter is not None:  # a caller's bug: answers would be matched to the wrong request
             raise RuntimeError(f"{where(request)}: a request is already in flight on this connection")
-        frame = self._frames.get(request)
+        key = (request.table, request.unit_id, request.address, request.count)
+        frame = self._frames.get(key)
         if frame is None:
-            frame = self._frames[request] = bytearray(
+            frame = self._frames[key] = bytearray(
                 REQUEST.pack(0, 0, 6, request.unit_id, request.function_code, request.address, request.count)
             )
         self._tid = tid = self._tid % 65535 + 1  # 1..65535 (0 means "any" to pymodbus' framer)
