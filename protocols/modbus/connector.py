@@ -1,7 +1,9 @@
 """The `modbus` connector: polls Modbus TCP/RTU devices and emits TAG_SCHEMA batches.
 
 One connection per device (serving one request at a time), each device polled
-on its own interval by its own asyncio task, all on the source's own loop and thread. A poll
+on its own interval by its own asyncio task, all on the source's own loop and thread; the
+devices' first rounds are spread evenly over the interval (n devices: device i starts i/n of an
+interval later), so their batches do not reach the pipeline all at once. A poll
 round reads the device's planned requests one after another, decodes every block and emits ONE
 batch for the round. A failed request marks only its own tags bad (`timeout`, `exception_<code>`,
 `bad_length`, `comm_lost`) and makes that device back off, exponentially and capped, while the
@@ -164,7 +166,9 @@ class DevicePoller:
         back-off of engine/runs/retry.py)."""
         return backoff_delay(self.failures, self.interval, 2.0, self.device.backoff_max_ms / 1000)
 
-    async def run(self) -> None:
+    async def run(self, phase: float = 0.0) -> None:
+        """Poll until cancelled; the first round waits `phase` (0 - 1) of the interval."""
+        await asyncio.sleep(phase * self.interval)
         due = time.monotonic()
         while True:
             disconnected = self.client is None or not self.client.connected
@@ -416,7 +420,12 @@ class ModbusSource(StreamingSource):
             self._loop.close()
 
     async def _main(self) -> None:
-        self._tasks = [asyncio.create_task(p.run(), name=p.device.name) for p in self._pollers]
+        # The devices' first rounds spread evenly over the interval: their batches then reach the
+        # pipeline one after another instead of all at once (docs/performance.md, task M).
+        n = len(self._pollers)
+        self._tasks = [
+            asyncio.create_task(p.run(i / n), name=p.device.name) for i, p in enumerate(self._pollers)
+        ]
         tasks = self._tasks
         try:
             results = await asyncio.gather(*tasks, return_exceptions=True)

@@ -514,3 +514,23 @@ def test_one_request_in_flight_per_connection():
             client.close()
 
     asyncio.run(main())
+
+
+def test_the_devices_first_rounds_are_spread_over_the_interval():
+    """4 devices at 800 ms: device i's first round starts no earlier than i/4 of the interval
+    after the source's start (200 ms apart), so their batches do not all come at once."""
+    import polars as pl
+
+    from engine.tags import utc_now
+    from tests.protocols.modbus.test_connector import make_source, run
+
+    with ModbusSimulator(meters=4, frozen_at=1000.0) as sim:
+        source = make_source(sim.connector_config(poll_interval_ms=800))
+        started = utc_now()
+        out = run(source, 20, until=lambda o: o.frame()["tag"].str.split(".").list.first().n_unique() == 4)
+    frame = out.frame().with_columns(pl.col("tag").str.split(".").list.first().alias("device"))
+    first = frame.group_by("device").agg(pl.col("timestamp").min()).sort("device")
+    assert first["device"].to_list() == ["meter1", "meter2", "meter3", "meter4"]
+    for i, stamp in enumerate(first["timestamp"].to_list()):
+        assert (stamp - started).total_seconds() >= i * 0.2, (i, stamp, started)
+    assert set(frame["quality"]) == {"good"}
