@@ -128,7 +128,7 @@ def idle_pipeline_modules(tmp_path_factory) -> list[str]:
 
 def test_the_idle_one_tag_pipeline_imports_no_gui_other_protocol_or_service_stack(idle_pipeline_modules):
     modules = idle_pipeline_modules
-    assert "pymodbus" in {m.split(".")[0] for m in modules}  # the list is of the pipeline process
+    assert "protocols.modbus.tcp" in modules  # the list is of the pipeline process (its Modbus/TCP client)
     tops = {m.split(".")[0] for m in modules}
     assert sorted(tops.intersection(NOT_IMPORTED)) == []
     ours = [
@@ -137,6 +137,12 @@ def test_the_idle_one_tag_pipeline_imports_no_gui_other_protocol_or_service_stac
         if any(m == p or m.startswith(p if p.endswith(".") else p + ".") for p in NOT_IMPORTED_OURS)
     ]
     assert ours == []
+
+
+def test_a_modbus_tcp_pipeline_does_not_import_pymodbus(idle_pipeline_modules):
+    # Modbus/TCP reads go through our own client (protocols/modbus/tcp.py, issue 12); pymodbus
+    # serves RTU lines only, so a TCP-only pipeline does not carry it.
+    assert "pymodbus" not in {m.split(".")[0] for m in idle_pipeline_modules}
 
 
 def test_the_idle_one_tag_pipeline_imports_no_numpy(idle_pipeline_modules):
