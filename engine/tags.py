@@ -65,6 +65,11 @@ def epoch_us(moment: datetime | None) -> int | None:
     return (moment - (_EPOCH_NAIVE if moment.tzinfo is None else _EPOCH)) // _MICROSECOND
 
 
+def from_epoch_us(us: int | None) -> datetime | None:
+    """`epoch_us` back: microseconds since 1970 as a UTC datetime (None stays None)."""
+    return None if us is None else _EPOCH + us * _MICROSECOND
+
+
 def _times(values: list[int | None]) -> pl.Series:
     return pl.Series(values, dtype=pl.Int64).cast(TIME)
 

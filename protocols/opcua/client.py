@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConnectorError
-from engine.tags import Quality
+from engine.tags import Quality, from_epoch_us
 from protocols.opcua.config import DEFAULT_MAX_NODES_PER_READ, OpcUaConfig
 
 NODE_ID_PREFIXES = ("ns=", "i=", "s=", "g=", "b=", "nsu=")
@@ -55,16 +55,6 @@ def _utc(moment: datetime | None) -> datetime | None:
     if moment <= _NO_TIME or moment >= _END_OF_TIME:
         return None
     return moment
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _from_us(us: int | None) -> datetime | None:
-    """Epoch microseconds (the fast decoder's times) as a UTC datetime."""
-    from datetime import timedelta
-
-    return None if us is None else _EPOCH + timedelta(microseconds=us)
 
 
 CERT_SUFFIXES = (".der", ".pem", ".crt", ".cer")
@@ -895,7 +885,7 @@ def _batch_subscription_class() -> type:
             sink, problem = self.sink, self.problem
             for tag, value, code, src, srv in zip(tags, values, codes, source, server, strict=True):
                 try:
-                    sink(tag, value, code, _from_us(src), _from_us(srv))
+                    sink(tag, value, code, from_epoch_us(src), from_epoch_us(srv))
                 except Exception as exc:
                     problem(tag, exc)
 

@@ -19,7 +19,7 @@ import random
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from engine.connectors.registry import register
 from engine.context import RunContext
 from engine.errors import ConnectorError
 from engine.runs.retry import backoff_delays as shared_backoff
-from engine.tags import TagBatchBuilder, epoch_us, split_value
+from engine.tags import TagBatchBuilder, epoch_us, from_epoch_us, split_value
 from protocols.opcua.config import OpcUaConfig
 from protocols.timestamps import (
     IMPLAUSIBLE,
@@ -248,8 +248,12 @@ class OpcUaSource(StreamingSource):
                 self.ctx.log(
                     "warning", f"OPC UA {self.config.endpoint}: node {tag}: {implausible}", self.name
                 )
-        self.counters["notifications"] += 1
-        if len(builder) >= BATCH_VALUES and self._wake is not None:
+        self._added(1)
+
+    def _added(self, n: int) -> None:
+        """`n` values joined the batch: counted, and the flusher woken for them."""
+        self.counters["notifications"] += n
+        if len(self._builder) >= BATCH_VALUES and self._wake is not None:
             self._wake.set()
         elif not self._wake_scheduled and self._loop is not None:
             # Hand the values over once this publish response is walked (call_soon runs after it),
@@ -284,19 +288,14 @@ class OpcUaSource(StreamingSource):
             _realign(builder)
             for row in zip(tags, values, codes, source_us, server_us, strict=True):
                 tag, value, code, src, srv = row
-                self._on_value(tag, value, code, _from_us(src), _from_us(srv))
+                self._on_value(tag, value, code, from_epoch_us(src), from_epoch_us(srv))
             return
         for tag, reason in implausible:  # kept, uncertain: counted and logged once per node
             self.counters["implausible_timestamps"] += 1
             if (tag, IMPLAUSIBLE) not in self._problems_logged:
                 self._problems_logged.add((tag, IMPLAUSIBLE))
                 self.ctx.log("warning", f"OPC UA {self.config.endpoint}: node {tag}: {reason}", self.name)
-        self.counters["notifications"] += n
-        if len(builder) >= BATCH_VALUES and self._wake is not None:
-            self._wake.set()
-        elif not self._wake_scheduled and self._loop is not None:
-            self._wake_scheduled = True
-            self._loop.call_soon(self._wake_after_publish)
+        self._added(n)
 
     def _wake_after_publish(self) -> None:
         self._wake_scheduled = False
@@ -518,14 +517,10 @@ def add_value(
     return implausible
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FLOATS = frozenset({10, 11})  # Variant Float, Double: the values are floats already
 _NUMBERS = frozenset(range(1, 12))  # Boolean, SByte..UInt64, Float, Double: float() of each
 _QUALITIES: dict[int, tuple[str, str | None]] = {}  # status code -> (quality, reason)
-
-
-def _from_us(us: int | None) -> datetime | None:
-    return None if us is None else _EPOCH + timedelta(microseconds=us)
+_GOOD: tuple[str, str | None] = ("good", None)
 
 
 def _quality(code: int) -> tuple[str, str | None]:
@@ -576,7 +571,7 @@ def extend_values(
                 continue
             if isinstance(quality, str):
                 quality, reason = [quality] * n, [reason] * n
-            shown = _from_us(us).isoformat().replace("+00:00", "Z")  # type: ignore[union-attr]
+            shown = from_epoch_us(us).isoformat().replace("+00:00", "Z")  # type: ignore[union-attr]
             why = implausible_reason(f"source time {shown}")
             implausible.append((tags[i], why))
             source_us[i] = None
@@ -587,9 +582,6 @@ def extend_values(
         stamps = source_us
     builder.extend_columns(tags, numbers, texts, stamps, server_us, quality, reason)
     return implausible
-
-
-_GOOD: tuple[str, str | None] = ("good", None)
 
 
 async def _read_once(config: OpcUaConfig, name: str, counters: Any, **options: Any) -> pl.DataFrame:

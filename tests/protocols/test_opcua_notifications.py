@@ -30,8 +30,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.tags import TagBatchBuilder, epoch_us
+from engine.tags import from_epoch_us as _from_us
 from protocols.opcua.client import _utc
-from protocols.opcua.connector import _from_us, add_value, extend_values
+from protocols.opcua.connector import add_value, extend_values
 from protocols.opcua.notifications import FastPublishResponse, decode_publish
 
 VT = ua.VariantType
