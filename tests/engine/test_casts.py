@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 
 import polars as pl
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from engine.connectors.file import FileConnector
@@ -115,7 +115,15 @@ TEXT = st.one_of(
 )
 
 
+def blank(value: str) -> bool:
+    """Blank as the casts see it: Unicode White_Space only (Rust's `trim`). Python's `str.strip`
+    also strips the separators U+001C - U+001F, which are control characters, not blanks (hypothesis
+    found "\x1f": refused by the declared type, null by the cast, as any text that is not a value)."""
+    return value.strip() == "" and not any(ch in value for ch in "\x1c\x1d\x1e\x1f")
+
+
 @settings(max_examples=150, deadline=None)
+@example(values=["\x1f"], to="int")
 @given(values=st.lists(TEXT, min_size=1, max_size=8), to=st.sampled_from(TYPES))
 def test_the_cast_and_a_declared_type_agree_on_any_text(values, to):
     """Value by value: where the declared type takes a value, it gives what the cast gives; where
@@ -125,8 +133,8 @@ def test_the_cast_and_a_declared_type_agree_on_any_text(values, to):
     for value, c, d in zip(values, cast, strict, strict=True):
         if d is DataError:
             assert c is None, (value, to)
-            assert value.strip() != ""
+            assert not blank(value)
         else:
             assert c == d or (c != c and d != d), (value, to, c, d)  # NaN equals NaN here
-        if value.strip() == "":
+        if blank(value):
             assert c is None and d is None
