@@ -27,16 +27,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import polars as pl
-
 from engine.connectors.base import Sink, Source
 from engine.connectors.file import FileSink, FileSinkConfig
 from engine.context import NodeContext, RunContext
 from engine.errors import AggregatorError, ConnectorError, RunCancelled, TransformError, error_line
+from engine.lazy import lazy_module
 from engine.spec.models import parse_input
 from engine.spec.plan import Plan
 from engine.store.historian import RejectWriter
+from engine.tags import as_frame
 from engine.transforms.base import OUT, REJECT_REASON, REJECTED
+
+pl = lazy_module("polars")
 
 QUEUE_DEPTH = 1
 READER_GRACE_S = 2.0
@@ -289,8 +291,9 @@ class GraphFlow:
         stats.rows_in += batch.height
         stats.status = "running"
         if node.kind == "destination":
-            self._deliver(nid, batch)
+            self._deliver(nid, batch)  # a stream's `TagBatch` as it is (engine/streaming/sinks.py)
             return
+        batch = as_frame(batch)
         transform = self.c.transforms[nid]
         if transform.streaming and len(node.inputs) == 1:
             frames = [batch]
@@ -384,6 +387,7 @@ class GraphFlow:
     def _sample(self, nid: str, port: str, batch: pl.DataFrame) -> None:
         if self.preview_limit is None:
             return
+        batch = as_frame(batch)
         key = (nid, port)
         have = self.samples.get(key)
         if have is None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import polars as pl
+from engine.lazy import lazy_module
+
+pl = lazy_module("polars")
 
 
 def _walk(path: str, schema: pl.Schema | dict) -> tuple[pl.Expr, pl.DataType]:

@@ -2,6 +2,9 @@
 
 OPC UA, Modbus, DNP3 and MQTT sources all emit Polars DataFrames with exactly `TAG_SCHEMA`, so the
 time-series transformations, the streaming executor and the historian need to know one shape only.
+A small batch may travel as a `TagBatch` instead: the same columns as plain lists, which the stream
+hands to the tag historian as they are and turns into a Polars frame only where a node needs one
+(issue 12 item 4: an idle one-tag pipeline does not import Polars at all).
 
 - `timestamp`: when the value was true: the device's or OPC UA server's source timestamp, or the
   poll time for devices without a clock (Modbus).
@@ -18,31 +21,50 @@ that a historian shows a gap instead of a flat line.
 
 from __future__ import annotations
 
+import functools
+import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import polars as pl
+from engine.lazy import lazy_module
+
+pl = lazy_module("polars")
 
 Quality = Literal["good", "uncertain", "bad"]
 QUALITIES: tuple[Quality, ...] = ("good", "uncertain", "bad")
 COMM_LOST = "comm_lost"
 
-TIME = pl.Datetime("us", "UTC")
-TAG_SCHEMA = pl.Schema(
-    {
-        "timestamp": TIME,
-        "server_timestamp": TIME,
-        "tag": pl.String,
-        "value": pl.Float64,
-        "value_text": pl.String,
-        "quality": pl.String,
-        "reason": pl.String,
-        "source": pl.String,
-        "received_at": TIME,
-    }
+TAG_COLUMNS = (
+    "timestamp",
+    "server_timestamp",
+    "tag",
+    "value",
+    "value_text",
+    "quality",
+    "reason",
+    "source",
+    "received_at",
 )
-TAG_COLUMNS = tuple(TAG_SCHEMA.names())
+TIME_COLUMNS = frozenset({"timestamp", "server_timestamp", "received_at"})
+# Batches up to this many rows may travel as a `TagBatch` (no Polars); larger ones are frames.
+LEAN_ROWS = 256
+
+
+@functools.cache
+def tag_schema() -> pl.Schema:
+    """`TAG_SCHEMA` (made on first use: it needs Polars)."""
+    time = pl.Datetime("us", "UTC")
+    types = {"value": pl.Float64}
+    return pl.Schema({c: time if c in TIME_COLUMNS else types.get(c, pl.String) for c in TAG_COLUMNS})
+
+
+def __getattr__(name: str) -> Any:  # TAG_SCHEMA and TIME import Polars: made when first asked for
+    if name == "TAG_SCHEMA":
+        return tag_schema()
+    if name == "TIME":
+        return tag_schema()["timestamp"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def utc_now() -> datetime:
@@ -70,12 +92,8 @@ def from_epoch_us(us: int | None) -> datetime | None:
     return None if us is None else _EPOCH + us * _MICROSECOND
 
 
-def _times(values: list[int | None]) -> pl.Series:
-    return pl.Series(values, dtype=pl.Int64).cast(TIME)
-
-
 def empty_tags() -> pl.DataFrame:
-    return pl.DataFrame(schema=TAG_SCHEMA)
+    return pl.DataFrame(schema=tag_schema())
 
 
 def conform(frame: pl.DataFrame) -> pl.DataFrame:
@@ -83,19 +101,159 @@ def conform(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(
         [
             (pl.col(name) if name in frame.columns else pl.lit(None)).cast(dtype).alias(name)
-            for name, dtype in TAG_SCHEMA.items()
+            for name, dtype in tag_schema().items()
         ]
     )
 
 
-def has_value(frame: pl.DataFrame) -> bool:
+def has_value(frame: pl.DataFrame | TagBatch) -> bool:
     """Does the batch carry a value (a record that is not `bad`)? Tag frames say so per row; a
     frame without `quality` has a value when it has a row."""
     if not frame.height:
         return False
     if "quality" not in frame.columns:
         return True
+    if isinstance(frame, TagBatch):
+        return any(q != "bad" for q in frame.column("quality"))
     return bool((frame.get_column("quality") != "bad").any())
+
+
+def is_frame(batch: Any) -> bool:
+    """Is `batch` a Polars DataFrame? (Without importing Polars: if it is not imported, it is not.)"""
+    polars = sys.modules.get("polars")
+    return polars is not None and isinstance(batch, polars.DataFrame)
+
+
+def as_frame(batch: Any) -> Any:
+    """A `TagBatch` as its Polars frame; anything else as it is."""
+    return batch.frame() if isinstance(batch, TagBatch) else batch
+
+
+def concat_batches(batches: Sequence[Any]) -> Any:
+    """One batch of several: a `TagBatch` when all are and their rows fit `LEAN_ROWS`, else a frame
+    (TagBatches of the same columns joined first and made one frame; else Polars' diagonal concat
+    of the frames, the TagBatches made frames)."""
+    batches = [b for b in batches if b.width]
+    if batches and all(isinstance(b, TagBatch) for b in batches) and len({b.columns for b in batches}) == 1:
+        if len(batches) == 1:
+            return batches[0]
+        joined = TagBatch.concat(batches)  # many small rounds: one frame made once, not one each
+        return joined if joined.height <= LEAN_ROWS else joined.frame()
+    frames = [as_frame(b) for b in batches]
+    if not frames:
+        return pl.DataFrame()
+    if len(frames) == 1:
+        return frames[0]
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
+class TagBatch:
+    """A few tag records as plain columns: `TAG_SCHEMA`'s (or some of them, in any order), times as
+    epoch microseconds (`epoch_us`). What a source hands over when its batch is small (a Modbus
+    round of a few tags): the stream moves it to the tag historian, which writes it with statement
+    parameters, so that a pipeline that only stores a few values a second never imports Polars.
+    `frame()` gives the same records as a TAG_SCHEMA frame (for transforms, other destinations,
+    large batches). Read-only by convention: batches share their column lists."""
+
+    __slots__ = ("_columns", "height")
+
+    def __init__(self, columns: dict[str, list[Any]]):
+        heights = {len(v) for v in columns.values()}
+        if len(heights) > 1:
+            raise ValueError(f"TagBatch: columns of unequal length ({sorted(heights)})")
+        unknown = [c for c in columns if c not in TAG_COLUMNS]
+        if unknown:
+            raise ValueError(
+                f"TagBatch: {unknown[0]!r} is not a tag column (allowed: {', '.join(TAG_COLUMNS)})"
+            )
+        self._columns = dict(columns)
+        self.height = heights.pop() if heights else 0
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(self._columns)
+
+    @property
+    def width(self) -> int:
+        return len(self._columns)
+
+    def __len__(self) -> int:
+        return self.height
+
+    def __repr__(self) -> str:
+        return f"TagBatch({self.height} rows: {', '.join(self._columns)})"
+
+    def column(self, name: str) -> list[Any]:
+        return self._columns[name]
+
+    def select(self, names: Iterable[str]) -> TagBatch:
+        return TagBatch({n: self._columns[n] for n in names})
+
+    def slice(self, offset: int, length: int | None = None) -> TagBatch:
+        end = None if length is None else offset + length
+        return TagBatch({n: v[offset:end] for n, v in self._columns.items()})
+
+    def head(self, n: int) -> TagBatch:
+        return self.slice(0, n)
+
+    def tail(self, n: int) -> TagBatch:
+        return self.slice(max(0, self.height - n))
+
+    def estimated_size(self) -> int:
+        """Bytes, about: what the same rows take in a frame (8 a number or time, 16 a short text)."""
+        return sum((8 if c in TIME_COLUMNS or c == "value" else 16) * self.height for c in self._columns)
+
+    def text_problem(self) -> str | None:
+        """Where the first text is that cannot be UTF-8 (a protocol's bytes decoded with surrogate
+        escapes), which neither Arrow nor DuckDB takes: `record N, field 'F': ...`; None if none."""
+        for name, column in self._columns.items():
+            if name in TIME_COLUMNS or name == "value":
+                continue
+            for row, text in enumerate(column):
+                if text is not None:
+                    try:
+                        text.encode("utf-8")
+                    except UnicodeEncodeError as exc:
+                        return f"record {row + 1}, field '{name}': text that is not UTF-8 ({exc.reason} at {exc.start})"
+        return None
+
+    def as_text(self) -> dict[str, list[str | None]]:
+        """Every value as text (times ISO 8601 UTC, text that is not UTF-8 with backslash escapes):
+        what the reject store keeps of a batch it could not take."""
+
+        def text(name: str, value: Any) -> str | None:
+            if value is None:
+                return None
+            if name in TIME_COLUMNS:
+                return from_epoch_us(value).isoformat()  # type: ignore[union-attr]
+            return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+        return {name: [text(name, v) for v in column] for name, column in self._columns.items()}
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """Row tuples, times as UTC datetimes: statement parameters (`engine.store.tag_historian`)."""
+        columns = [
+            [from_epoch_us(t) for t in v] if c in TIME_COLUMNS else v for c, v in self._columns.items()
+        ]
+        return list(zip(*columns, strict=True))
+
+    @staticmethod
+    def concat(batches: Sequence[TagBatch]) -> TagBatch:
+        names = batches[0].columns
+        return TagBatch({n: [x for b in batches for x in b._columns[n]] for n in names})
+
+    def frame(self) -> pl.DataFrame:
+        schema = tag_schema()
+        return pl.DataFrame(
+            {
+                c: (
+                    pl.Series(v, dtype=pl.Int64).cast(schema[c])
+                    if c in TIME_COLUMNS
+                    else pl.Series(v, dtype=schema[c])
+                )
+                for c, v in self._columns.items()
+            }
+        )
 
 
 class TagBatchBuilder:
@@ -206,21 +364,36 @@ class TagBatchBuilder:
         for tag in tags:
             self.add(tag, None, timestamp=at, quality="bad", reason=reason, received_at=at)
 
-    def take(self) -> pl.DataFrame:
-        """The collected values as one batch; the builder starts empty again."""
-        frame = pl.DataFrame(
+    def _batch(self) -> TagBatch:
+        return TagBatch(
             {
-                "timestamp": _times(self.timestamp),
-                "server_timestamp": _times(self.server_timestamp),
-                "tag": pl.Series(self.tag, dtype=pl.String),
-                "value": pl.Series(self.value, dtype=pl.Float64),
-                "value_text": pl.Series(self.value_text, dtype=pl.String),
-                "quality": pl.Series(self.quality, dtype=pl.String),
-                "reason": pl.Series(self.reason, dtype=pl.String),
-                "source": pl.Series([self.source] * len(self.tag), dtype=pl.String),
-                "received_at": _times(self.received_at),
+                "timestamp": self.timestamp,
+                "server_timestamp": self.server_timestamp,
+                "tag": self.tag,
+                "value": self.value,
+                "value_text": self.value_text,
+                "quality": self.quality,
+                "reason": self.reason,
+                "source": [self.source] * len(self.tag),
+                "received_at": self.received_at,
             }
         )
+
+    def take_batch(self) -> TagBatch:
+        """The collected values as one `TagBatch` (no Polars); the builder starts empty again."""
+        batch = self._batch()
+        self._clear()
+        return batch
+
+    def take_small(self) -> pl.DataFrame | TagBatch:
+        """`take_batch()` when the batch fits `LEAN_ROWS`, else `take()`: what a source hands the
+        stream (which accepts both)."""
+        return self.take_batch() if len(self) <= LEAN_ROWS else self.take()
+
+    def take(self) -> pl.DataFrame:
+        """The collected values as one TAG_SCHEMA frame; the builder starts empty again. When the
+        frame cannot be made (text that is not UTF-8), the values stay for the caller to repair."""
+        frame = self._batch().frame()
         self._clear()
         return frame
 

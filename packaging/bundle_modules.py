@@ -193,6 +193,19 @@ def page_modules() -> list[str]:
     return found
 
 
+def lazy_modules() -> list[str]:
+    """Every `lazy_module("name")` of app/, engine/, protocols/ and ui/ (engine/lazy.py imports the
+    module by that name on first use), read from the sources."""
+    found = []
+    for package in ("app", "engine", "protocols", "ui"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                called = isinstance(node, ast.Call) and getattr(node.func, "id", None) == "lazy_module"
+                if called and node.args and isinstance(node.args[0], ast.Constant):
+                    found.append(node.args[0].value)
+    return list(dict.fromkeys(found))
+
+
 def _literal(path: Path, name: str):
     for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
@@ -201,7 +214,8 @@ def _literal(path: Path, name: str):
 
 
 def by_name_modules() -> list[str]:
-    """Every module of ours the app imports by name (deduplicated, in a stable order)."""
+    """Every module the app imports by name (ours, and third-party ones imported lazily), deduplicated,
+    in a stable order."""
     mods = (
         connector_modules()
         + format_modules()
@@ -209,6 +223,7 @@ def by_name_modules() -> list[str]:
         + transform_modules()
         + warm_modules()
         + page_modules()
+        + lazy_modules()
     )
     return list(dict.fromkeys(mods))
 

@@ -19,10 +19,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
 
-import polars as pl
 from pydantic import BaseModel, ConfigDict
 
 from engine.context import RunContext
+from engine.lazy import lazy_module
+
+pl = lazy_module("polars")
 
 # Rows per batch. Measured on the 10 M-row benchmark: 300 k rows keep the run as fast as 500 k did
 # and hold 100-150 MB less in flight (each stage of the pipeline holds about one batch).
@@ -227,16 +229,21 @@ class StreamingSource(ABC):
         return thread
 
     def schema(self) -> pl.Schema | None:
-        from engine.tags import TAG_SCHEMA
+        from engine.tags import tag_schema
 
-        return TAG_SCHEMA
+        return tag_schema()
+
+    def emits_tag_records(self) -> bool:
+        """Are this source's records tag records (`engine.tags`: its `schema()` is the one above)?
+        Then it may hand over `TagBatch`es, which the stream takes as they are."""
+        return type(self).schema is StreamingSource.schema
 
     def sample(self, seconds: float = 2.0, limit: int | None = None) -> pl.DataFrame:
         """A short live sample (previews): run for `seconds` or until `limit` rows, then stop."""
         import threading
         import time
 
-        from engine.tags import empty_tags
+        from engine.tags import as_frame, empty_tags
 
         frames: list[pl.DataFrame] = []
         rows = 0
@@ -246,7 +253,7 @@ class StreamingSource(ABC):
             nonlocal rows
             if enough.is_set():
                 return
-            frames.append(batch)
+            frames.append(as_frame(batch))  # a preview is a frame (a `TagBatch` too)
             rows += batch.height
             if limit is not None and rows >= limit:
                 enough.set()

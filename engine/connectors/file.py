@@ -18,24 +18,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-import polars as pl
 from pydantic import Field, field_validator, model_validator
 
 from engine.connectors.base import DEFAULT_BATCH_ROWS, Connector, ConnectorConfig, Sink, Source
 from engine.connectors.formats import FORMATS, Format, format_of
 from engine.connectors.formats.common import (
-    DECLARED_DTYPES,
     FieldType,
     ReadOptions,
     WriteOptions,
     apply_declared,
+    declared_dtypes,
     first_line,
 )
 from engine.connectors.registry import register
 from engine.diskspace import as_no_space, fsync_dir
 from engine.errors import AggregatorError, ConnectorError, DataError
+from engine.lazy import lazy_module
 from engine.recovery import remove_temp
 from engine.secrets import is_inside, is_protected, protected_paths, real_path
+
+pl = lazy_module("polars")
 
 FormatName = Literal["csv", "json", "ndjson", "parquet", "excel", "xml"]
 _OPTION_FORMATS = {
@@ -221,7 +223,7 @@ class FileSource(Source):
         if not found:
             return None
         return pl.DataFrame(
-            schema={c: DECLARED_DTYPES.get(opts.declared.get(c, ""), t) for c, t in found.items()}
+            schema={c: declared_dtypes().get(opts.declared.get(c, ""), t) for c, t in found.items()}
         )
 
     def _union_schema(self, files: list[Path], opts: ReadOptions) -> pl.Schema | None:
@@ -247,7 +249,7 @@ class FileSource(Source):
             if found is None:
                 return None
             schemas.append(
-                pl.Schema({c: DECLARED_DTYPES.get(opts.declared.get(c, ""), t) for c, t in found.items()})
+                pl.Schema({c: declared_dtypes().get(opts.declared.get(c, ""), t) for c, t in found.items()})
             )
         if not schemas:
             return None

@@ -25,15 +25,17 @@ import threading
 import time
 
 import duckdb
-import polars as pl
 from pydantic import Field, field_validator
 
 from engine.connectors.base import Connector, ConnectorConfig, Sink
 from engine.connectors.registry import register
 from engine.errors import ConnectorError, UsageError, first_line
+from engine.lazy import lazy_module
 from engine.store import tag_newest
 from engine.store.tag_historian import TAGS_TABLE, TagHistorian, parse_duration, selector_matcher
-from engine.tags import TAG_SCHEMA, conform
+from engine.tags import TAG_COLUMNS, TagBatch, conform, tag_schema
+
+pl = lazy_module("polars")
 
 _TABLES_LOCK = threading.Lock()  # HistorianSink._cursor: one creator of the tag tables at a time
 
@@ -86,6 +88,7 @@ class HistorianSinkConfig(ConnectorConfig):
 
 class HistorianSink(Sink):
     config: HistorianSinkConfig
+    takes_tag_batches = True  # a stream hands over its `TagBatch`es as they are (engine/streaming/sinks.py)
 
     def __init__(self, config, ctx, name: str = "destination"):
         super().__init__(config, ctx, name)
@@ -139,7 +142,7 @@ class HistorianSink(Sink):
                 self.config.live_max_tags or ring_buffer.DEFAULT_MAX_TAGS,
             )
 
-    def write(self, batch: pl.DataFrame) -> None:
+    def write(self, batch: pl.DataFrame | TagBatch) -> None:
         if self.cur is None or self.store is None:
             raise ConnectorError(f"{self.describe_target()}: write() before open()")
         missing = [c for c in REQUIRED if c not in batch.columns]
@@ -147,15 +150,20 @@ class HistorianSink(Sink):
             self.abort()
             raise ConnectorError(
                 f"{self.describe_target()}: column '{missing[0]}' is missing (tag records need the columns"
-                f" of TAG_SCHEMA: {', '.join(TAG_SCHEMA.names())})"
+                f" of TAG_SCHEMA: {', '.join(TAG_COLUMNS)})"
             )
         if batch.height == 0:
             return
-        try:
-            batch = batch if batch.schema == TAG_SCHEMA else conform(batch)
-        except pl.exceptions.PolarsError as exc:
-            self.abort()
-            raise ConnectorError(f"{self.describe_target()}: not tag records: {first_line(exc)}") from None
+        if isinstance(batch, TagBatch) and batch.columns != TAG_COLUMNS:
+            batch = batch.frame()  # some columns only: conformed as a frame
+        if not isinstance(batch, TagBatch):  # a stream's few rows come as a TagBatch: no Polars
+            try:
+                batch = batch if batch.schema == tag_schema() else conform(batch)
+            except pl.exceptions.PolarsError as exc:
+                self.abort()
+                raise ConnectorError(
+                    f"{self.describe_target()}: not tag records: {first_line(exc)}"
+                ) from None
         self._guarded(self._begin)
         self._guarded(lambda: self.store.insert(self.cur, batch))  # type: ignore[union-attr,arg-type]
         self.rows += batch.height

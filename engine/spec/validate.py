@@ -16,12 +16,12 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-import polars as pl
 from pydantic import ValidationError
 
 from engine.connectors import registry as connectors
 from engine.connectors.base import ConnectorConfig
 from engine.errors import AggregatorError, SpecError, SpecIssue
+from engine.lazy import lazy_module
 from engine.spec import issues as pyd
 from engine.spec.convert import linear_to_graph, side_refs
 from engine.spec.guard import check_values
@@ -29,6 +29,8 @@ from engine.spec.models import GraphPipeline, LinearPipeline, Node, parse_input
 from engine.spec.plan import Compiled, Plan, mask_secrets, secret_places
 from engine.transforms import registry as transforms
 from engine.transforms.base import Transform, TransformConfig
+
+pl = lazy_module("polars")
 
 __all__ = ["Compiled", "Plan", "check_endpoint", "check_step", "form_of", "validate"]
 

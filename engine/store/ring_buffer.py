@@ -41,12 +41,14 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import polars as pl
-
 from engine.errors import UsageError
+from engine.lazy import lazy_module
+from engine.tags import TagBatch, as_frame
 
 if TYPE_CHECKING:  # numpy is imported when a buffer keeps or reads points: an idle process never does
     import numpy as np
+
+pl = lazy_module("polars")  # the same for Polars
 
 QUALITY_CODES = {"good": 0, "uncertain": 1, "bad": 2}
 DEFAULT_CAPACITY = 3_600  # the most a tag keeps: one hour at 1 Hz
@@ -119,7 +121,7 @@ class TagRingBuffer:
 
     def _clear(self) -> None:
         self._index: dict[str, int] = {}  # tag -> row
-        self._names = pl.DataFrame(schema={"tag": pl.String, "row": pl.Int64})  # the same, to join
+        self._names: pl.DataFrame | None = None  # the same as a frame, to join (first kept write)
         self.room = 0  # places per row now (grows by doubling up to tag_capacity)
         # The matrices, and per row where its next point goes and how many it holds: made by the
         # first kept write (`_add_rows`), so that a buffer nobody reads never imports numpy.
@@ -153,8 +155,8 @@ class TagRingBuffer:
         return not self.on_demand or bool(self._subscribers) or self._clock() < self._lease_until
 
     # ---- writing -------------------------------------------------------------------------------
-    def append(self, batch: pl.DataFrame) -> None:
-        """Add a TAG_SCHEMA batch (rows of a tag in batch order, which should be time order)."""
+    def append(self, batch: pl.DataFrame | TagBatch) -> None:
+        """Add a TAG_SCHEMA batch (a frame or a `TagBatch`; rows of a tag in batch order, which should be time order)."""
         if batch.height == 0:
             return
         if not self.keeping:
@@ -166,6 +168,7 @@ class TagRingBuffer:
             return
         import numpy as np
 
+        batch = as_frame(batch)
         columns = batch.select(
             pl.col("tag"),
             pl.col("timestamp").dt.epoch("us").fill_null(0).alias("ts"),
@@ -191,6 +194,8 @@ class TagRingBuffer:
         """Each row's ring (int64, -1 for tags beyond `max_tags`); new tags get rings (one join)."""
         import numpy as np
 
+        if self._names is None:
+            self._names = pl.DataFrame(schema={"tag": pl.String, "row": pl.Int64})
         found = columns.select("tag").join(self._names, on="tag", how="left", maintain_order="left")
         row = found.get_column("row")
         if row.null_count():

@@ -32,7 +32,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import polars as pl
+from engine.lazy import lazy_module
+
+pl = lazy_module("polars")
+
 
 WRITES_TABLE = "_tag_writes"  # seq BIGINT: the writes committed (one row per insert)
 MAX_ENTRIES = 64  # queries remembered per process (least recently used dropped)

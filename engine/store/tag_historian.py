@@ -46,14 +46,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import duckdb
-import polars as pl
 
 from engine.errors import UsageError
+from engine.lazy import lazy_module
 from engine.store import tag_bucket_cache, tag_last, tag_newest, tag_rollup
 from engine.store.historian import Historian, arrow_stream
 from engine.store.tag_last import LAST_TABLE
 from engine.store.tag_rollup import MINUTE_US, MINUTES_TABLE, STATE_TABLE, floor_div
-from engine.tags import TAG_COLUMNS, TAG_SCHEMA, conform
+from engine.tags import TAG_COLUMNS, TIME_COLUMNS, TagBatch, conform, from_epoch_us, tag_schema
+
+pl = lazy_module("polars")
 
 TAGS_TABLE = "tags"
 STATISTICS = ("avg", "min", "max", "first", "last", "sum", "count")
@@ -184,6 +186,32 @@ def _unregister(cur: duckdb.DuckDBPyConnection, name: str) -> None:
         cur.unregister(name)
 
 
+@contextlib.contextmanager
+def _scan(cur: duckdb.DuckDBPyConnection, name: str, batch: pl.DataFrame | TagBatch):
+    """(relation, parameters) a statement reads `batch` from: a frame is registered as `name` (the
+    Arrow C stream, no copy), a `TagBatch`'s few rows are a VALUES list of statement parameters,
+    typed as the tag columns (no Polars: issue 12 item 4)."""
+    if isinstance(batch, TagBatch):
+        names = batch.columns
+        cells = "(" + ", ".join("?" * len(names)) + ")"
+        typed = ", ".join(f"c{i}::{_SQL_TYPES.get(n, 'VARCHAR')} AS {n}" for i, n in enumerate(names))
+        aliases = ", ".join(f"c{i}" for i in range(len(names)))
+        values = ", ".join([cells] * batch.height)
+        yield (
+            f"(SELECT {typed} FROM (VALUES {values}) AS _v({aliases}))",
+            [x for r in batch.rows() for x in r],
+        )
+        return
+    cur.register(name, arrow_stream(batch))
+    try:
+        yield name, []
+    finally:
+        _unregister(cur, name)
+
+
+_SQL_TYPES = {"value": "DOUBLE", **dict.fromkeys(TIME_COLUMNS, "TIMESTAMPTZ")}
+
+
 def _to_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -305,12 +333,15 @@ class TagHistorian:
                 cur.execute(statement)
 
     # ---- writing --------------------------------------------------------------------------------
-    def append(self, batch: pl.DataFrame, cur: duckdb.DuckDBPyConnection | None = None) -> int:
-        """Store one TAG_SCHEMA batch: its rows, its rollup partials and its newest row per tag.
-        With `cur` the caller owns the transaction (a sink); without, the batch commits on its own."""
+    def append(self, batch: pl.DataFrame | TagBatch, cur: duckdb.DuckDBPyConnection | None = None) -> int:
+        """Store one TAG_SCHEMA batch (a frame, or a `TagBatch` of every tag column): its rows, its
+        rollup partials and its newest row per tag. With `cur` the caller owns the transaction (a
+        sink); without, the batch commits on its own."""
         if batch.height == 0:
             return 0
-        if batch.schema != TAG_SCHEMA:
+        if isinstance(batch, TagBatch) and batch.columns != TAG_COLUMNS:
+            batch = batch.frame()
+        if not isinstance(batch, TagBatch) and batch.schema != tag_schema():
             batch = conform(batch)
         if cur is not None:  # the caller commits, then calls committed() (or rolled_back())
             self.insert(cur, batch)
@@ -328,13 +359,21 @@ class TagHistorian:
                 cur.close()
         return batch.height
 
-    def insert(self, cur: duckdb.DuckDBPyConnection, batch: pl.DataFrame) -> None:
-        """`append` in the caller's open transaction (no conforming: `batch` is TAG_SCHEMA)."""
+    def insert(self, cur: duckdb.DuckDBPyConnection, batch: pl.DataFrame | TagBatch) -> None:
+        """`append` in the caller's open transaction (no conforming: `batch` is TAG_SCHEMA, or a
+        `TagBatch` of every tag column)."""
         if not self._ready:
             self.ensure_tables(cur, in_transaction=True)
-        stamps = batch.get_column("timestamp")
-        earliest, latest = stamps.min(), stamps.max()
-        self._mark_pending(cur, earliest, stamps.null_count() > 0)  # type: ignore[arg-type]
+        if isinstance(batch, TagBatch):
+            known = [t for t in batch.column("timestamp") if t is not None]
+            nulls = len(known) < batch.height
+            earliest, latest = (
+                (from_epoch_us(min(known)), from_epoch_us(max(known))) if known else (None, None)
+            )
+        else:
+            stamps = batch.get_column("timestamp")
+            earliest, latest, nulls = stamps.min(), stamps.max(), stamps.null_count() > 0
+        self._mark_pending(cur, earliest, nulls)  # type: ignore[arg-type]
         # cached query buckets from `earliest` on are read again (engine/store/tag_bucket_cache.py)
         path = str(self.historian.path)
         seq = tag_bucket_cache.note_write(path, None if earliest is None else _epoch_us(earliest))  # type: ignore[arg-type]
@@ -344,11 +383,10 @@ class TagHistorian:
                 f"DELETE FROM {tag_bucket_cache.WRITES_TABLE} WHERE seq < ?",
                 [seq - tag_bucket_cache.KEEP_WRITE_ROWS],
             )
-        cur.register(_BATCH, arrow_stream(batch))
-        try:
-            cur.execute(f"INSERT INTO {TAGS_TABLE} BY NAME SELECT * FROM {_BATCH}")
+        with _scan(cur, _BATCH, batch) as (rows, params):
+            cur.execute(f"INSERT INTO {TAGS_TABLE} BY NAME SELECT * FROM {rows}", params)
             upto = cur.execute(tag_rollup.rolled_up_to_sql()).fetchall()[0][0]
-            late = ["timestamp IS NULL"] if stamps.null_count() else []
+            late = ["timestamp IS NULL"] if nulls else []
             if upto is not None and earliest is not None and _epoch_us(earliest) < upto * MINUTE_US:  # type: ignore[arg-type]
                 late.append(f"timestamp < {tag_rollup.minute_start(upto)}")
             advance = self.newest.advance  # one between its slices (read under `write_lock`)
@@ -357,12 +395,9 @@ class TagHistorian:
                 if clause is not None:
                     late.append(clause)
             if late:
-                added = cur.execute(tag_rollup.insert_sql(_BATCH, "WHERE " + " OR ".join(late))).fetchall()[
-                    0
-                ][0]
+                statement = tag_rollup.insert_sql(rows, "WHERE " + " OR ".join(late))
+                added = cur.execute(statement, params).fetchall()[0][0]
                 self._note_pending(added, earliest)  # type: ignore[arg-type]
-        finally:
-            _unregister(cur, _BATCH)
         if latest is not None:
             # A clock running ahead must not drag the rollup into the future: it stops at now.
             newest_minute = min(_epoch_us(latest), _epoch_us(datetime.now(UTC))) // MINUTE_US  # type: ignore[arg-type]
@@ -650,18 +685,15 @@ class TagHistorian:
         return self.newest.between_batches(may_give_way)
 
     def _write_slice(
-        self, cur: duckdb.DuckDBPyConnection, part: pl.DataFrame, last: bool, clear_below: int
+        self, cur: duckdb.DuckDBPyConnection, part: pl.DataFrame | TagBatch, last: bool, clear_below: int
     ) -> None:
         """One slice of `write_last`, in a transaction of its own; the last clears the marker rows
         of the generations below `clear_below`."""
 
         def work() -> None:
             if part.height:
-                cur.register(_LAST_ROWS, arrow_stream(part))
-                try:
-                    cur.execute(tag_newest.upsert_sql(_LAST_ROWS))
-                finally:
-                    _unregister(cur, _LAST_ROWS)
+                with _scan(cur, _LAST_ROWS, part) as (rows, params):
+                    cur.execute(tag_newest.upsert_sql(rows), params)
             if last:
                 cur.execute(
                     f"DELETE FROM {tag_newest.PENDING_TABLE} WHERE gen < ? OR gen IS NULL", [clear_below]
@@ -989,7 +1021,7 @@ class TagHistorian:
             sql = f"SELECT {names} FROM {TAGS_TABLE} {where} ORDER BY tag, timestamp"
             frame = pl.from_arrow(cur.sql(sql, params=params).to_arrow_table())
             assert isinstance(frame, pl.DataFrame)
-            return frame.cast(TAG_SCHEMA)  # type: ignore[arg-type]
+            return frame.cast(tag_schema())  # type: ignore[arg-type]
         finally:
             cur.close()
 

@@ -38,15 +38,17 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import threading
 import time
 import weakref
 from datetime import datetime
 
-import polars as pl
-
+from engine.lazy import lazy_module
 from engine.store.tag_last import LAST_COLUMNS, LAST_TABLE
-from engine.tags import TAG_SCHEMA
+from engine.tags import TagBatch, as_frame, tag_schema
+
+pl = lazy_module("polars")
 
 # How often the writer writes its newest rows to `tag_last` (seconds): the staleness a reader of the
 # table itself may see; each write upserts every tag that changed (at 100,000 tags ~0.16-0.4 CPU-s).
@@ -62,7 +64,16 @@ COMPACT_AFTER = 100_000
 # The crash marker: per write generation, the earliest timestamp of rows committed to `tags` and
 # not yet to `tag_last` (and whether some had none).
 PENDING_TABLE = "tag_last_pending"
-LAST_SCHEMA = pl.Schema({c: TAG_SCHEMA[c] for c in LAST_COLUMNS})
+
+
+@functools.cache
+def last_schema() -> pl.Schema:
+    """The kept rows' columns (Polars' schema: made when first asked for)."""
+    return pl.Schema({c: tag_schema()[c] for c in LAST_COLUMNS})
+
+
+def _no_rows() -> TagBatch:
+    return TagBatch({c: [] for c in LAST_COLUMNS})
 
 
 def create_sql() -> list[str]:
@@ -84,16 +95,35 @@ def upsert_sql(source: str) -> str:
     )
 
 
-def newest(frames: list[pl.DataFrame]) -> pl.DataFrame:
-    """One row per tag of `frames` (LAST_SCHEMA, in arrival order) by the rule above: a stable sort
-    by timestamp (NULL first) keeps arrival order among ties, and the last row of each tag wins."""
+def newest(frames: list[pl.DataFrame | TagBatch]) -> pl.DataFrame | TagBatch:
+    """One row per tag of `frames` (the LAST_COLUMNS, in arrival order) by the rule above: a stable
+    sort by timestamp (NULL first) keeps arrival order among ties, and the last row of each tag
+    wins. `TagBatch`es only (a stream's few rows): the same rule in Python, and a `TagBatch`."""
     frames = [f for f in frames if f.height]
     if not frames:
-        return LAST_SCHEMA.to_frame()
+        return _no_rows()
+    if all(isinstance(f, TagBatch) for f in frames):
+        return _newest_rows(frames)  # type: ignore[arg-type]
+    frames = [as_frame(f) for f in frames]
     joined = frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=False)
     return joined.sort("timestamp", nulls_last=False, maintain_order=True).unique(
         "tag", keep="last", maintain_order=False
     )
+
+
+def _newest_rows(batches: list[TagBatch]) -> TagBatch:
+    """`newest` of tag batches: per tag the row with the latest timestamp (any beats NULL), the
+    later arrival on a tie."""
+    rows = TagBatch.concat(batches) if len(batches) > 1 else batches[0]
+    best: dict[str, tuple[tuple[bool, int], int]] = {}
+    for i, (tag, at) in enumerate(zip(rows.column("tag"), rows.column("timestamp"), strict=True)):
+        key = (at is not None, at or 0)
+        kept = best.get(tag)
+        if kept is None or key >= kept[0]:
+            best[tag] = (key, i)
+    keep = [i for _, i in best.values()]
+    columns = {c: rows.column(c) for c in LAST_COLUMNS}
+    return TagBatch({c: [v[i] for i in keep] for c, v in columns.items()})
 
 
 class GaveWay(Exception):
@@ -298,7 +328,7 @@ class NewestRows:
         with self._lock:
             assert self._writing is None, "one write at a time (last_lock)"
             self._compact_parts()
-            rows = LAST_SCHEMA.to_frame() if self._compact is None else self._compact
+            rows = _no_rows() if self._compact is None else self._compact
             self._writing, self._compact = rows, None
             clear_below = min([self.generation + 1, *self._open])
             self.generation += 1
@@ -342,11 +372,13 @@ class NewestRows:
 
     def rows(self) -> pl.DataFrame:
         """One row per tag of everything kept, the rows of a write under way included (compacts the
-        views)."""
+        views): a frame of `last_schema()`."""
         writing, compact = self._compacted()
         if writing is None:
-            return LAST_SCHEMA.to_frame() if compact is None else compact
-        return writing if compact is None else newest([writing, compact])
+            kept = last_schema().to_frame() if compact is None else compact
+        else:
+            kept = writing if compact is None else newest([writing, compact])
+        return as_frame(kept).select(LAST_COLUMNS) if kept.height else last_schema().to_frame()
 
     @property
     def empty(self) -> bool:

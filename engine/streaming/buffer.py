@@ -15,7 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import polars as pl
+from engine.lazy import lazy_module
+
+pl = lazy_module("polars")
 
 
 @dataclass

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
-import polars as pl
-
 from engine.context import NodeContext
 from engine.executor import GraphFlow, _concat
+from engine.lazy import lazy_module
+from engine.tags import concat_batches
 from engine.transforms.base import OUT, Transform
+
+pl = lazy_module("polars")
 
 
 class Stateful(Transform):
@@ -87,7 +89,7 @@ class MicroBatchFlow(GraphFlow):
             for nid in self.sources:
                 self._close_outputs(nid)
             self.reset_inputs()
-        outbox = {nid: _concat(frames) for nid, frames in self.outbox.items()}
+        outbox = {nid: concat_batches(frames) for nid, frames in self.outbox.items()}  # TagBatches too
         rejects, self.outbox, self.rejects = self.rejects, {}, []
         return {nid: f for nid, f in outbox.items() if f.height}, rejects
 

@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from typing import Any
 
-import polars as pl
+from engine.tags import TagBatch
 
 SAMPLES_PER_BATCH = 256  # rows sampled per micro-batch: enough for p99, cheap for big batches
 
 
-def received_us(frame: pl.DataFrame, arrived_us: int) -> pl.Series:
+def received_us(frame: Any, arrived_us: int) -> list[int]:
     """When each (sampled) row reached this process, in epoch microseconds: the `received_at`
-    column of tag records, else the time the batch was handed to the engine."""
+    column of tag records (a frame's or a `TagBatch`'s), else the time the batch was handed to the
+    engine."""
     step = max(1, frame.height // SAMPLES_PER_BATCH)
+    if isinstance(frame, TagBatch):
+        if "received_at" in frame.columns:
+            return [arrived_us if t is None else t for t in frame.column("received_at")[::step]]
+        return [arrived_us] * len(range(0, frame.height, step))
+    import polars as pl  # a frame: Polars is loaded
+
     column = frame.schema.get("received_at")
     if isinstance(column, pl.Datetime):
         series = frame.get_column("received_at").gather_every(step).dt.epoch("us")
-        return series.fill_null(arrived_us)
-    return pl.Series([arrived_us] * len(range(0, frame.height, step)), dtype=pl.Int64)
+        return series.fill_null(arrived_us).to_list()
+    return [arrived_us] * len(range(0, frame.height, step))
 
 
 class LatencyWindow:
@@ -27,10 +35,10 @@ class LatencyWindow:
         self._lock = threading.Lock()
         self.max_ms = 0.0
 
-    def add(self, received: pl.Series, committed_us: int) -> None:
-        if received.is_empty():
+    def add(self, received: list[int], committed_us: int) -> None:
+        if not received:
             return
-        values = ((committed_us - received) / 1000.0).to_list()
+        values = [(committed_us - r) / 1000.0 for r in received]
         with self._lock:
             self._values.extend(values)
             self.max_ms = max(self.max_ms, max(values))

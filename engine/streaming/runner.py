@@ -31,12 +31,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import polars as pl
-
 from engine.connectors.base import UP_STATES, StreamingSource, one_line_error
 from engine.context import RunContext
 from engine.errors import AggregatorError, RunCancelled, SpecError, error_line
-from engine.executor import _concat
+from engine.lazy import lazy_module
 from engine.runs.retry import retry_delays, retryable
 from engine.spec.plan import Plan
 from engine.store.historian import RejectWriter
@@ -46,8 +44,10 @@ from engine.streaming.flow import MicroBatchFlow
 from engine.streaming.latency import LatencyWindow, received_us
 from engine.streaming.settings import StreamSettings
 from engine.streaming.sinks import DeadLetterAppender, MicroBatchSink, make_committer
-from engine.tags import has_value
+from engine.tags import TAG_COLUMNS, TagBatch, concat_batches, has_value
 from engine.transforms.base import REJECT_REASON
+
+pl = lazy_module("polars")
 
 ALARM_LOG_INTERVAL_S = 1.0  # drop warnings are summed per source and logged at most this often
 
@@ -291,7 +291,7 @@ class StreamRunner:
             return
         began = time.monotonic()
         spend = self.settings.max_latency_ms / 2000
-        passes: list[tuple[int, list[pl.Series]]] = []  # per micro-batch: rows, receipt times
+        passes: list[tuple[int, list[int]]] = []  # per micro-batch: rows, receipt times (epoch µs)
         acks: dict[str, list[Any]] = {}
         counts: dict[str, int] = {}
         outputs: dict[str, list[pl.DataFrame]] = {}
@@ -301,14 +301,16 @@ class StreamRunner:
         try:
             while due:
                 taken = {nid: self.queues[nid].take(self.settings.batch_size) for nid in due}
-                received = [received_us(i.frame, i.arrived_us) for items in taken.values() for i in items]
+                received = [
+                    t for items in taken.values() for i in items for t in received_us(i.frame, i.arrived_us)
+                ]
                 rows = 0
                 for nid, items in taken.items():
                     acks.setdefault(nid, []).extend(i.ack for i in items if i.ack is not None)
                     count = sum(i.frame.height for i in items)
                     counts[nid] = counts.get(nid, 0) + count
                     rows += count
-                    self.flow.push(nid, _concat([i.frame for i in items]))
+                    self.flow.push(nid, concat_batches([i.frame for i in items]))
                     self.flow._progress(nid)
                 out, rej = self.flow.end_pass()
                 for nid, frame in out.items():
@@ -324,12 +326,12 @@ class StreamRunner:
             for nid, count in counts.items():
                 self.queues[nid].lost(count, "micro-batch failed")
             raise
-        self._commit_pass({nid: _concat(frames) for nid, frames in outputs.items()}, rejects, left)
+        self._commit_pass({nid: concat_batches(frames) for nid, frames in outputs.items()}, rejects, left)
         self._commit_source_rejects()  # a token's rejects are stored before it is acknowledged
         self._acknowledge(acks)
         committed_us = time.time_ns() // 1000
         for _, received in passes:
-            self.latency.add(pl.concat(received) if received else pl.Series(dtype=pl.Int64), committed_us)
+            self.latency.add(received, committed_us)
         latency = self.latency.snapshot()  # once per commit: it sorts the whole window
         for rows, received in passes:
             self.micro_batches += 1
@@ -341,10 +343,8 @@ class StreamRunner:
                     "rows": rows,
                     "latency_ms": latency,
                     # this batch's own: receipt of its oldest row to the commit (the metrics' histogram)
-                    "batch_latency_ms": round(
-                        (committed_us - min(s.min() for s in received if len(s))) / 1000.0, 3
-                    )
-                    if any(len(s) for s in received)
+                    "batch_latency_ms": round((committed_us - min(received)) / 1000.0, 3)
+                    if received
                     else None,
                 }
             )
@@ -378,11 +378,19 @@ class StreamRunner:
         """The `emit` a source gets: its queue's `put`, behind the rule. A batch that is not a
         frame of the source's schema is rejected with the reason; nothing raises into the source."""
         queue = self.queues[nid]
-        schema = source.schema()
+        # A source of tag records may hand over a `TagBatch` (a few rows, no Polars); its schema,
+        # which needs Polars, is only read for the first frame.
+        tag_batches = source.emits_tag_records()
+        schema: list[pl.Schema | None] = []
+
+        def schema_of() -> pl.Schema | None:
+            if not schema:
+                schema.append(source.schema())
+            return schema[0]
 
         def emit(batch: Any, ack: Any = None) -> None:
             try:
-                frame = _conform(batch, schema)
+                frame = _conform(batch, schema_of, tag_batches)
             except Exception as exc:
                 self._reject_batch(
                     nid, source, batch, str(exc) if isinstance(exc, BadBatch) else one_line_error(exc)
@@ -438,7 +446,9 @@ class StreamRunner:
         why = f"bad batch from the source: {reason}"
         source.item_failed("batch", why)
         rows = None
-        if isinstance(batch, pl.DataFrame) and batch.height:
+        if isinstance(batch, TagBatch):  # as text: it may hold text a frame cannot take
+            rows = pl.DataFrame(batch.as_text(), schema=dict.fromkeys(batch.columns, pl.String))
+        elif isinstance(batch, pl.DataFrame) and batch.height:
             try:  # the records as they came, each value as text, so that any type can be kept
                 rows = batch.select(pl.all().cast(pl.String, strict=False))
             except Exception:
@@ -679,11 +689,23 @@ class BadBatch(ValueError):
     """What a source handed over is not a frame of its schema (the message says why)."""
 
 
-def _conform(batch: Any, schema: pl.Schema | None) -> pl.DataFrame:
-    """The batch as a frame of the source's schema: columns of another type are cast (a cast that
-    fails rejects the batch), missing ones are null. Free when the schema is already right."""
+def _conform(
+    batch: Any, schema_of: Callable[[], pl.Schema | None], tag_batches: bool = False
+) -> pl.DataFrame | TagBatch:
+    """The batch as a frame of the source's schema (`schema_of()`): columns of another type are
+    cast (a cast that fails rejects the batch), missing ones are null. Free when the schema is
+    already right. A `TagBatch` of every tag column from a source of tag records (`tag_batches`)
+    stays as it is; any other is made a frame first."""
+    if isinstance(batch, TagBatch):
+        problem = batch.text_problem()
+        if problem is not None:  # a frame of it could not even be made
+            raise BadBatch(problem)
+        if tag_batches and batch.columns == TAG_COLUMNS:
+            return batch
+        batch = batch.frame()
     if not isinstance(batch, pl.DataFrame):
         raise BadBatch(f"expected a Polars DataFrame, got {type(batch).__name__}")
+    schema = schema_of()
     if schema is None or batch.schema == schema:
         return batch
     fixes = []

@@ -20,14 +20,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-import polars as pl
-
 from engine.connectors.base import Sink
 from engine.connectors.file import FileSinkConfig
 from engine.connectors.formats.common import is_utf8, to_text_frame
 from engine.context import RunContext
 from engine.errors import ConnectorError, DataError
 from engine.executor import dead_letter_rows
+from engine.lazy import lazy_module
+from engine.tags import as_frame
+
+pl = lazy_module("polars")
 
 APPENDABLE_FORMATS = ("csv", "ndjson")
 
@@ -57,7 +59,8 @@ class SessionSink:
                 if not self.opened:
                     self.sink.open()
                     self.opened = True
-                self.sink.write(frame)
+                # a `TagBatch` goes as it is to a sink that writes it (the tag historian)
+                self.sink.write(frame if getattr(self.sink, "takes_tag_batches", False) else as_frame(frame))
                 self.sink.commit()  # type: ignore[attr-defined]
         except BaseException:
             try:
@@ -84,7 +87,7 @@ class TransactionalSink:
         sink = self.sink
         try:
             sink.open()
-            sink.write(frame)
+            sink.write(as_frame(frame))
             sink.close()
         except BaseException:
             try:
@@ -131,7 +134,7 @@ class FileAppender:
     def commit(self, frame: pl.DataFrame) -> None:
         if frame.height == 0 and self.columns is not None:
             return
-        data = self._encode(frame)
+        data = self._encode(as_frame(frame))
         try:
             with open(self.target, "ab") as fh:
                 start = fh.tell()

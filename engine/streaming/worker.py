@@ -26,10 +26,12 @@ import threading
 from collections import Counter
 from typing import Any
 
-import polars as pl
-
 from engine.connectors.base import StreamingSource
 from engine.context import RunContext
+from engine.lazy import lazy_module
+from engine.tags import as_frame
+
+pl = lazy_module("polars")
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +144,7 @@ def _child(connector: str, config: dict[str, Any], name: str, conn) -> None:
         cls = getattr(importlib.import_module(module), cls_name)
         source = cls.make_source(cls.SourceConfig.model_validate(config), RunContext(), name)
         source.on_state = lambda _n, state, detail: send(STATE, json.dumps([state, detail]).encode())
-        source.start(lambda frame: send(BATCH, to_ipc(frame)))
+        source.start(lambda frame: send(BATCH, to_ipc(as_frame(frame))))  # a TagBatch too
     except Exception as exc:
         send(ERROR, f"{connector}: {type(exc).__name__}: {exc}".encode())
         return

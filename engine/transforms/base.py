@@ -10,10 +10,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-import polars as pl
 from pydantic import BaseModel, ConfigDict
 
 from engine.context import NodeContext
+from engine.lazy import lazy_module
+
+pl = lazy_module("polars")
 
 REJECT_REASON = "_reject_reason"
 OUT = "out"

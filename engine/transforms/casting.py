@@ -23,11 +23,12 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-import polars as pl
-
 from engine.errors import TransformError
+from engine.lazy import lazy_module
 from engine.transforms.common import is_numeric, is_text
-from engine.transforms.isotime import UTC_DATETIME, parse_iso_date, parse_iso_datetime, parse_literal
+from engine.transforms.isotime import parse_iso_date, parse_iso_datetime, parse_literal, utc_datetime
+
+pl = lazy_module("polars")
 
 TRUE_WORDS = ("true", "t", "yes", "y", "on", "1")
 FALSE_WORDS = ("false", "f", "no", "n", "off", "0")
@@ -136,7 +137,7 @@ def coerce_literal(value: Any, dtype: pl.DataType, path: str, param: str) -> pl.
             raise wrong from None
         if dtype == pl.Date:
             return pl.lit(instant.date() if isinstance(instant, datetime) else instant)
-        lit = pl.lit(instant, dtype=UTC_DATETIME)
+        lit = pl.lit(instant, dtype=utc_datetime())
         return (
             lit.dt.convert_time_zone(dtype.time_zone) if dtype.time_zone else lit.dt.replace_time_zone(None)
         )

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticCustomError
 
 from engine import paths
 from engine.errors import TransformError
+from engine.lazy import lazy_module
+
+pl = lazy_module("polars")
 
 
 class Params(BaseModel):

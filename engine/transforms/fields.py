@@ -13,7 +13,7 @@ from engine.context import NodeContext
 from engine.errors import TransformError
 from engine.transforms.base import OUT, Transform, TransformConfig
 from engine.transforms.common import Params, config_error, field
-from engine.transforms.isotime import UTC_DATETIME
+from engine.transforms.isotime import utc_datetime
 from engine.transforms.registry import register
 
 SPECIAL_VALUES = ("current_timestamp", "run_id", "source_name", "uuid")
@@ -110,7 +110,7 @@ class FieldAddition(Transform):
             value = pl.concat_str(parts, separator=cfg.parameters.separator, ignore_nulls=True)
         elif cfg.value == "current_timestamp":
             # One instant for the whole run, so every batch and every record carry the same value.
-            value = pl.lit(ctx.started_at, dtype=UTC_DATETIME)
+            value = pl.lit(ctx.started_at, dtype=utc_datetime())
         elif cfg.value == "run_id":
             value = pl.lit(str(ctx.run_id))
         elif cfg.value == "source_name":

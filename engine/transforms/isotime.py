@@ -7,12 +7,20 @@ converted with `date_time: to_timezone` after an explicit `parse`).
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, date, datetime
 
-import polars as pl
+from engine.lazy import lazy_module
 
-UTC_DATETIME = pl.Datetime("us", "UTC")
+pl = lazy_module("polars")
+
+
+@functools.cache
+def utc_datetime() -> pl.Datetime:
+    """Polars' UTC microsecond datetime type (made on first use: Polars is imported lazily)."""
+    return pl.Datetime("us", "UTC")
+
 
 _AWARE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M%#z")
 _NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M")

@@ -19,7 +19,7 @@ from engine.tags import TagBatchBuilder
 class FaultyConfig(ConnectorConfig):
     batches: int = 6  # good batches of `rows` rows; values number the rows 0, 1, 2...
     rows: int = 5
-    fault: str = "none"  # none | garbage | bad_item | die | exit
+    fault: str = "none"  # none | garbage | bad_text | bad_item | die | exit
     fault_after: int = 3  # the fault comes after this many good batches
     interval_s: float = 0.01
 
@@ -55,6 +55,10 @@ class FaultySource(StreamingSource):
         if fault == "garbage":
             emit({"not": "a frame"})  # not a DataFrame at all
             emit(pl.DataFrame({"tag": ["x"], "value": ["twelve"], "timestamp": ["yesterday"]}))
+        elif fault == "bad_text":  # a TagBatch whose 2nd record holds a server's undecodable bytes
+            bad = TagBatchBuilder(self.name)
+            bad.extend(["x", "y"], [1.0, "caf\udce9"], timestamp=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+            emit(bad.take_batch())
         elif fault == "bad_item":
             for item in ("message 1", "message 2"):
                 with self.guard(item):

@@ -149,3 +149,10 @@ def test_the_idle_one_tag_pipeline_imports_no_numpy(idle_pipeline_modules):
     # numpy comes with the ring buffer's first kept point; a foreground run has no viewer in its
     # process, so its buffers start without a lease and keep nothing (10.7 MB, issue 12 item 4).
     assert "numpy" not in {m.split(".")[0] for m in idle_pipeline_modules}
+
+
+def test_the_idle_one_tag_pipeline_imports_no_polars(idle_pipeline_modules):
+    # A Modbus round of one tag is a TagBatch (engine/tags.py): plain columns from the source
+    # through the stream into the historian's VALUES insert, so Polars (~35 MB) is never imported
+    # (issue 12 item 4: the idle one-tag pipeline < 100 MB). The list is taken after rows are stored.
+    assert "polars" not in {m.split(".")[0] for m in idle_pipeline_modules}

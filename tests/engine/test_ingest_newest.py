@@ -16,18 +16,20 @@ from hypothesis import strategies as st
 
 from engine.store.historian import Historian
 from engine.store.tag_historian import TagHistorian
-from engine.tags import TagBatchBuilder
+from engine.tags import TagBatch, TagBatchBuilder, epoch_us
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-def batch(rows: list[tuple[str, float, int | None]]) -> pl.DataFrame:
+def batch(rows: list[tuple[str, float, int | None]], lean: bool = False) -> pl.DataFrame | TagBatch:
+    """The rows as a frame, or (`lean`) as the TagBatch a stream's few rows travel as."""
     builder = TagBatchBuilder("test")
     for tag, value, _ in rows:
         builder.add(tag, value, timestamp=T0)
-    stamps = [None if s is None else T0 + timedelta(seconds=s) for _, _, s in rows]
-    frame = builder.take()
-    return frame.with_columns(pl.Series("timestamp", stamps, dtype=frame.schema["timestamp"]))
+    taken = builder.take_batch()
+    columns = {c: taken.column(c) for c in taken.columns}
+    columns["timestamp"] = [None if s is None else epoch_us(T0 + timedelta(seconds=s)) for _, _, s in rows]
+    return TagBatch(columns) if lean else TagBatch(columns).frame()
 
 
 def expected_newest(batches: list[list[tuple[str, float, int | None]]]) -> dict[str, float]:
@@ -53,17 +55,52 @@ rows_strategy = st.lists(
 )
 
 
-@settings(max_examples=12, deadline=None)
-@given(batches=st.lists(rows_strategy, min_size=1, max_size=6), last_every=st.sampled_from([math.inf, 0.0]))
-def test_last_values_follow_the_rule_whether_tags_repeat_or_not(batches, last_every):
+@settings(max_examples=20, deadline=None)
+@given(
+    batches=st.lists(rows_strategy, min_size=1, max_size=6),
+    last_every=st.sampled_from([math.inf, 0.0]),
+    lean=st.lists(st.booleans(), min_size=6, max_size=6),
+)
+def test_last_values_follow_the_rule_whether_tags_repeat_or_not(batches, last_every, lean):
+    """... and whether the batches are frames, TagBatches (kept and compacted in Python) or both."""
     with tempfile.TemporaryDirectory() as tmp:
         historian = Historian(Path(tmp) / "h.duckdb")
         try:
             store = TagHistorian(historian)
             store.last_every = last_every
-            for rows in batches:
-                store.append(batch(rows))
+            for rows, small in zip(batches, lean, strict=False):
+                store.append(batch(rows, small))
             got = dict(store.last_values().select("tag", "value").rows())
             assert got == expected_newest(batches)
         finally:
             historian.close()
+
+
+@settings(max_examples=15, deadline=None)
+@given(batches=st.lists(rows_strategy, min_size=1, max_size=5))
+def test_a_tag_batch_is_stored_exactly_as_the_same_rows_in_a_frame(batches):
+    """The historian writes a TagBatch with statement parameters and a frame through Arrow: the raw
+    rows, the minute rollup and `tag_last` come out the same, to the microsecond."""
+    stored = []
+    for lean in (False, True):
+        with tempfile.TemporaryDirectory() as tmp:
+            historian = Historian(Path(tmp) / "h.duckdb")
+            try:
+                store = TagHistorian(historian)
+                store.last_every = 0.0
+                for rows in batches:
+                    store.append(batch(rows, lean))
+                store.fold_last()
+                cur = historian.cursor()
+                stored.append(
+                    [
+                        cur.execute(f"SELECT * EXCLUDE (received_at) FROM {table} ORDER BY ALL").fetchall()
+                        for table in ("tags", "tag_last")
+                    ]
+                    + [cur.execute("SELECT * FROM tag_minutes ORDER BY ALL").fetchall()]
+                )
+                cur.close()
+            finally:
+                historian.close()
+    assert stored[0] == stored[1]
+    assert len(stored[0][0]) == sum(len(rows) for rows in batches)

@@ -104,6 +104,29 @@ def test_a_bad_batch_is_rejected_with_its_reason_and_everything_else_flows(ws, t
     assert runner.sources["src"].state == "stopped" and runner.stats()["sources"]["src"]["received"] == 30
 
 
+def test_a_tag_batch_with_text_that_is_not_utf8_is_rejected_naming_the_record(ws, tmp_path):
+    """A TagBatch (a few rows as plain columns) is not checked by Arrow on its way in, as a frame
+    is: text no store can take (surrogate escapes) is found at the door, the batch goes to the
+    reject store as text with the record and field named, and the stream goes on."""
+    runner, _ = runner_for(ws, tmp_path, doc(fault="bad_text"))
+    runner.start()
+    wait_for(lambda: runner.stats()["rows_committed"] == 30 and runner.stats()["rows_rejected"] == 2)
+    runner.stop()
+    assert values(ws) == [float(v) for v in range(30)]
+    (reason, record), *more = (
+        ws.historian.cursor()
+        .sql("SELECT reason, record::VARCHAR FROM _rejects WHERE run_id = 'run1' ORDER BY record::VARCHAR")
+        .fetchall()
+    )
+    assert (
+        reason
+        == "bad batch from the source: record 2, field 'value_text': text that is not UTF-8 (surrogates not allowed at 3)"
+    )
+    assert len(more) == 1 and "2026-01-02T03:04:05+00:00" in record
+    assert "caf\\\\udce9" in more[0][1]  # kept, escaped (JSON of a backslash escape)
+    assert runner.sources["src"].state == "stopped" and runner.status == "warning"
+
+
 def test_an_item_that_raises_is_counted_and_logged_with_the_item(ws, tmp_path):
     runner, logs = runner_for(ws, tmp_path, doc(fault="bad_item"))
     runner.start()
@@ -197,6 +220,6 @@ def test_conform_casts_what_fits_and_fills_what_is_missing():
     from engine.tags import TAG_SCHEMA
 
     frame = pl.DataFrame({"tag": ["a"], "value": [1]})  # value as an integer, other columns missing
-    out = _conform(frame, TAG_SCHEMA)
+    out = _conform(frame, lambda: TAG_SCHEMA)
     assert out.select(TAG_SCHEMA.names()).schema == TAG_SCHEMA
     assert out["value"].to_list() == [1.0] and out["quality"].to_list() == [None]

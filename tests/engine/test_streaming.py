@@ -723,3 +723,45 @@ def test_two_streams_into_one_historian_both_commit_every_row(ws, tmp_path):
     assert [r["rows_out"] for r in records] == [200, 200]
     (stored,) = ws.historian.cursor().execute("SELECT count(*) FROM tags").fetchone()
     assert stored == 400
+
+
+@pytest.mark.parametrize("kinds", [(True, True), (True, False)], ids=["two_lean", "lean_and_frame"])
+def test_tag_batches_from_two_sources_reach_the_historian_and_a_transform(ws, tmp_path, kinds):
+    """Sources of a few tags hand over TagBatches (no Polars: issue 12 item 4). Two of them into one
+    historian, or one beside a source of frames, in the same micro-batches: every row is stored
+    once, with its value; the same rows through a transform (which needs a frame) reach DuckDB."""
+    ticks = [{"rows_per_batch": 3, "batches": 20, "tags": 3, "lean": lean} for lean in kinds]
+    document = {
+        "name": "live",
+        "nodes": [
+            {"id": "a", "kind": "source", "connector_type": "test_ticks", "config": ticks[0]},
+            {"id": "b", "kind": "source", "connector_type": "test_ticks", "config": ticks[1]},
+            {"id": "hist", "kind": "destination", "inputs": ["a", "b"], "connector_type": "historian"},
+            {
+                "id": "big",
+                "kind": "transform",
+                "inputs": ["a"],
+                "transform": {
+                    "type": "record_filter",
+                    "condition": {"field": "value", "operator": "gte", "value": 30},
+                },
+            },
+            {
+                "id": "out",
+                "kind": "destination",
+                "inputs": ["big"],
+                "connector_type": "duckdb",
+                "config": {"table": "live"},
+            },
+        ],
+        "schedule": {"type": "real_time", "max_latency_ms": 50},
+    }
+    runner, _ = make_runner(ws, tmp_path, document)
+    runner.start()
+    try:  # every row committed to each destination (what the asserts below read back)
+        wait_for(lambda: [runner.sink_stats[d]["rows"] for d in ("hist", "out")] == [120, 30], 30)
+    finally:
+        runner.stop()
+    stored = ws.historian.cursor().execute("SELECT source, value, quality FROM tags ORDER BY ALL").fetchall()
+    assert stored == sorted([(s, float(v), "good") for s in ("a", "b") for v in range(60)])
+    assert sorted(table(ws)["value"].to_list()) == [float(v) for v in range(30, 60)]

@@ -43,6 +43,10 @@ def test_every_file_format_module_is_bundled():
     assert {f"engine.connectors.formats.{m}" for m in on_disk} <= mods
 
 
+def test_modules_imported_lazily_are_bundled():
+    assert "polars" in bm.lazy_modules() and "polars" in bm.by_name_modules()
+
+
 def test_every_listed_module_exists():
     missing = [m for m in bm.by_name_modules() if importlib.util.find_spec(m) is None]
     assert missing == []
@@ -58,6 +62,7 @@ KNOWN_SITES = {
     "app/simulate.py": "simulator_modules",
     "engine/streaming/worker.py": "connector_modules",  # 'module:Class' of a registered connector
     "engine/connectors/formats/__init__.py": "format_modules",  # FORMATS: a module per format, on first use
+    "engine/lazy.py": "lazy_modules",  # lazy_module("polars"): imported on first use
 }
 
 

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import polars as pl
-
 from engine.connectors.formats.common import ReadOptions, WriteOptions
+from engine.lazy import lazy_module
+
+pl = lazy_module("polars")
 
 
 class Writer(Protocol):

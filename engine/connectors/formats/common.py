@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import codecs
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import polars as pl
-
 from engine.errors import DataError, first_line  # noqa: F401  (formats import it from here)
+from engine.lazy import lazy_module
 from engine.transforms.casting import convert  # the one cast
+
+pl = lazy_module("polars")
 
 FieldType = Literal["string", "int", "float", "bool", "date", "datetime"]
 
@@ -119,17 +121,21 @@ def cast_expr(expr: pl.Expr, dtype: pl.DataType, target: FieldType) -> pl.Expr:
             return expr
         return _text_expr(expr, dtype, True, False).cast(pl.String)
     out = convert(expr, dtype, target)
-    return pl.lit(None, DECLARED_DTYPES[target]) if out is None else out
+    return pl.lit(None, declared_dtypes()[target]) if out is None else out
 
 
-DECLARED_DTYPES: dict[str, pl.DataType] = {
-    "string": pl.String(),
-    "int": pl.Int64(),
-    "float": pl.Float64(),
-    "bool": pl.Boolean(),
-    "date": pl.Date(),
-    "datetime": pl.Datetime("us", "UTC"),
-}
+@functools.cache
+def declared_dtypes() -> dict[str, pl.DataType]:
+    """The Polars type of each declared field type (made on first use: Polars is imported lazily)."""
+    return {
+        "string": pl.String(),
+        "int": pl.Int64(),
+        "float": pl.Float64(),
+        "bool": pl.Boolean(),
+        "date": pl.Date(),
+        "datetime": pl.Datetime("us", "UTC"),
+    }
+
 
 Locator = Callable[[int], dict]  # row index in the file -> {"line": n} or {"record": n}
 

@@ -6,6 +6,7 @@ import math
 import socket
 import threading
 import time
+from datetime import UTC, datetime
 
 import polars as pl
 import pytest
@@ -14,7 +15,7 @@ import protocols
 from engine.connectors import registry
 from engine.context import RunContext
 from engine.errors import ConnectorError
-from engine.tags import TAG_SCHEMA
+from engine.tags import TAG_SCHEMA, as_frame
 from protocols.modbus.config import ModbusSourceConfig
 from protocols.modbus.connector import ModbusSource
 from protocols.modbus.planner import plan_requests
@@ -29,7 +30,7 @@ class Collector:
 
     def __call__(self, batch: pl.DataFrame) -> None:
         with self.lock:
-            self.batches.append(batch)
+            self.batches.append(as_frame(batch))  # a small round is a TagBatch
 
     def on_state(self, name, state, detail) -> None:
         self.states.append((state, detail))
@@ -210,18 +211,40 @@ def test_check_names_an_unreachable_device():
         make_source(config).check()
 
 
-def test_round_frame_is_tag_schema_with_texts_and_failed_rows():
-    from engine.tags import utc_now
-    from protocols.modbus.connector import round_frame
+ROUND = (["m.a", "m.b", "m.sn", "m.c", "m.nan", "m.inf"], [2], [(3, 4, "exception_2")])
+ROUND_VALUES = [1.5, True, "MTR-1", None, float("nan"), float("-inf")]
 
-    tags = pl.Series("tag", ["m.a", "m.b", "m.sn", "m.c"])
-    frame = round_frame(tags, [1.5, True, "MTR-1", None], [2], [(3, 4, "exception_2")], utc_now(), "src")
+
+def _round(lean: bool, monkeypatch) -> pl.DataFrame:
+    """The round above as `round_frame` makes it: a TagBatch (few rows) or, with LEAN_ROWS 0, a frame."""
+    from engine.tags import TagBatch
+    from protocols.modbus import connector
+
+    if not lean:
+        monkeypatch.setattr(connector, "LEAN_ROWS", 0)
+    tags, text_rows, failed = ROUND
+    stamp = datetime(2026, 12, 3, 12, 0, 0, 250_000, tzinfo=UTC)
+    batch = connector.round_frame(tags, list(ROUND_VALUES), text_rows, failed, stamp, "src")
+    assert isinstance(batch, TagBatch) is lean
+    return as_frame(batch)
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["tag_batch", "frame"])
+def test_round_frame_is_tag_schema_with_texts_and_failed_rows(lean, monkeypatch):
+    frame = _round(lean, monkeypatch)
     assert frame.schema == TAG_SCHEMA
-    assert frame["value"].to_list() == [1.5, 1.0, None, None]
-    assert frame["value_text"].to_list() == [None, None, "MTR-1", None]
-    assert frame["quality"].to_list() == ["good", "good", "good", "bad"]
-    assert frame["reason"].to_list() == [None, None, None, "exception_2"]
+    assert frame["value"].to_list() == [1.5, 1.0, None, None, None, None]
+    assert frame["value_text"].to_list() == [None, None, "MTR-1", None, None, None]
+    assert frame["quality"].to_list() == ["good", "good", "good", "bad", "bad", "bad"]
+    assert frame["reason"].to_list() == [None, None, None, "exception_2", "not_finite", "not_finite"]
     assert frame["source"].unique().to_list() == ["src"] and frame["timestamp"].n_unique() == 1
+    assert frame["timestamp"][0] == datetime(2026, 12, 3, 12, 0, 0, 250_000, tzinfo=UTC)
+
+
+def test_a_small_round_and_a_large_round_make_the_same_rows(monkeypatch):
+    """The TagBatch of a few tags and the frame of many are two encodings of one round."""
+    lean, frame = _round(True, monkeypatch), _round(False, monkeypatch)
+    assert lean.drop("received_at").equals(frame.drop("received_at"))
 
 
 def test_a_device_that_never_answers_stays_lost_naming_its_endpoint():

@@ -19,6 +19,7 @@ import pytest
 from pyModbusTCP.server import EXP_DATA_ADDRESS, DataBank, DataHandler, ModbusServer
 
 from engine.context import RunContext
+from engine.tags import as_frame
 from protocols.modbus.config import ModbusSourceConfig
 from protocols.modbus.connector import ModbusSource
 from tests.net import free_port
@@ -145,7 +146,7 @@ class Running:
 
     def emit(self, frame: pl.DataFrame) -> None:
         with self.lock:
-            self.frames.append(frame)
+            self.frames.append(as_frame(frame))  # a small round is a TagBatch
 
     def frame(self) -> pl.DataFrame:
         with self.lock:
