@@ -8,6 +8,8 @@ import shutil
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from app.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, print_json, start_up_done
@@ -65,7 +67,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _wait(job, wake: threading.Event) -> Any:
+def _wait(job, wake: threading.Event, every_second: Callable[[], None] | None = None) -> Any:
     """The job's result. `wake` is set by a signal (Ctrl-C, SIGTERM) or, from here, by the job's
     end. Woken with the job still running, it was a signal: the job is cancelled, asked again every
     second until it has ended.
@@ -74,16 +76,34 @@ def _wait(job, wake: threading.Event) -> Any:
     sleeping until `wake` is set: the kernel may deliver a process's signal to any of its threads,
     and CPython runs the handler only in the main thread, at its next bytecode. A main thread
     asleep in a lock would run it only when the job ended by itself: a stream with no end would
-    never see its SIGTERM."""
+    never see its SIGTERM. `every_second`: housekeeping between the waits (a stream's memory)."""
     import concurrent.futures
 
     job.future.add_done_callback(lambda _f: wake.set())
     while not wake.wait(1.0):
-        pass
+        if every_second is not None:
+            every_second()
     while not job.done():
         job.cancel()
         concurrent.futures.wait([job.future], timeout=1.0)
     return job.result()
+
+
+class _Housekeeping:
+    """A real-time run's memory, as `aggregator serve` keeps its own: at most two glibc malloc
+    arenas for the threads started from now on, and free heap pages given back every
+    `TRIM_EVERY_S` (called once a second by `_wait`)."""
+
+    def __init__(self) -> None:
+        from app.memory import TRIM_EVERY_S, tune_malloc
+
+        self.trim, self.every = tune_malloc(), TRIM_EVERY_S
+        self.trimmed = time.monotonic()
+
+    def __call__(self) -> None:
+        if self.trim is not None and time.monotonic() - self.trimmed >= self.every:
+            self.trim()
+            self.trimmed = time.monotonic()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -91,6 +111,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     loaded = _load(args.spec)
     real_time = loaded["mode"] == "real_time"
+    # A stream runs for days: its memory is kept as the service's is (app/memory.py)
+    housekeeping = _Housekeeping() if real_time else None
     wake = threading.Event()  # a signal, or the job's end (_wait)
     # Ctrl-C and SIGTERM (a service manager, `kill`) cancel the run cleanly: it ends `cancelled`,
     # every destination aborts, no temporary file or stage table is left.
@@ -114,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     seconds=args.seconds if real_time else None,
                 )
                 printer.follow(job.id)
-                record = _wait(job, wake)
+                record = _wait(job, wake, housekeeping)
             finally:
                 unsubscribe()
     finally:

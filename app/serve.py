@@ -18,47 +18,14 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app.memory import TRIM_EVERY_S, settle_memory, tune_malloc
+
 DEFAULT_LISTEN = "127.0.0.1:8760"
-SETTLE_AFTER_S = 3.0  # after start-up: start-up's garbage collected, the rest frozen (_settle_memory)
-TRIM_EVERY_S = 30.0  # housekeeping: free heap pages given back to the OS this often (glibc)
-MALLOC_ARENAS = 2  # glibc: at most this many malloc arenas (its default: 8 a core)
+SETTLE_AFTER_S = 3.0  # after start-up: start-up's garbage collected, the rest frozen (settle_memory)
 log = logging.getLogger("aggregator.service")
-
-
-def _settle_memory(trim: Callable[[], Any] | None) -> None:
-    """Once started: start-up's garbage collected, what is left frozen (the imported modules: the
-    collector never walks them again), the collector back on, free heap pages back to the OS."""
-    gc.collect()
-    gc.freeze()
-    gc.enable()
-    if trim is not None:
-        trim()
-
-
-def _tune_malloc() -> Callable[[], Any] | None:
-    """glibc only (else None): at most `MALLOC_ARENAS` malloc arenas for the threads started from
-    now on (the API's, the engine's workers, a stream's threads: each would otherwise get an arena
-    of its own that holds on to what it once used), unless `MALLOC_ARENA_MAX` says otherwise; returns
-    `malloc_trim(0)`, which the service calls every `TRIM_EVERY_S` (free pages back to the OS)."""
-    import ctypes
-    import ctypes.util
-    import os
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt, trim = libc.mallopt, libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl has neither)
-        return None
-    if "MALLOC_ARENA_MAX" not in os.environ:
-        mallopt(-8, MALLOC_ARENAS)  # M_ARENA_MAX
-    return lambda: trim(0)
 
 
 def add_parser(sub: Any) -> None:
@@ -167,7 +134,7 @@ def _app(engine: Any, token: str, listen_host: str, metrics: Any):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    trim = _tune_malloc()  # before the imports below start threads
+    trim = tune_malloc()  # before the imports below start threads
     # No cyclic GC while start-up imports (~1,100 modules): it ran many times over objects that all
     # live on, ~10% of the CPU to the first /health. After start-up, those objects are frozen (never
     # scanned again) and the collector runs as usual.
@@ -226,7 +193,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 _say("error", "the HTTP server stopped; shutting down")
                 break
             if not settled and time.monotonic() - trimmed >= SETTLE_AFTER_S:
-                _settle_memory(trim)  # not at once: a full collection would delay the first requests
+                settle_memory(trim)  # not at once: a full collection would delay the first requests
                 settled = True
             if trim is not None and time.monotonic() - trimmed >= TRIM_EVERY_S:
                 trim()
