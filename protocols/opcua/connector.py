@@ -23,14 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
 from engine.connectors.base import Connector, ConnectorConfig, StreamingSource
 from engine.connectors.registry import register
 from engine.context import RunContext
 from engine.errors import ConnectorError
+from engine.lazy import lazy_module
 from engine.runs.retry import backoff_delays as shared_backoff
-from engine.tags import TagBatchBuilder, epoch_us, from_epoch_us, split_value
+from engine.tags import LEAN_ROWS, TagBatch, TagBatchBuilder, epoch_us, from_epoch_us, split_value
 from protocols.opcua.config import OpcUaConfig
 from protocols.timestamps import (
     IMPLAUSIBLE,
@@ -43,6 +42,7 @@ from protocols.timestamps import implausible as implausible_reason
 
 BATCH_VALUES = 50_000  # emit early when this many values are waiting
 MAX_PENDING = 2_000_000  # values held while `emit` is blocked; more are counted as dropped
+pl = lazy_module("polars")  # imported on first use: a few values a second travel as a TagBatch
 
 
 def backoff_delays(initial: float, maximum: float, jitter: float, rng: random.Random | None = None):
@@ -75,7 +75,7 @@ class OpcUaSource(StreamingSource):
 
     # --- the contract ------------------------------------------------------------------------
 
-    def start(self, emit: Callable[[pl.DataFrame], None]) -> None:
+    def start(self, emit: Callable[[Any], None]) -> None:
         if self._thread is not None:
             raise ConnectorError(f"OPC UA source '{self.name}' is already running")
         started = threading.Event()
@@ -112,7 +112,7 @@ class OpcUaSource(StreamingSource):
 
     # --- the loop ------------------------------------------------------------------------------
 
-    def _run(self, emit: Callable[[pl.DataFrame], None], started: threading.Event) -> None:
+    def _run(self, emit: Callable[[Any], None], started: threading.Event) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
         self._stopping = asyncio.Event()
@@ -126,7 +126,7 @@ class OpcUaSource(StreamingSource):
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
-    async def _main(self, emit: Callable[[pl.DataFrame], None], emitter: ThreadPoolExecutor) -> None:
+    async def _main(self, emit: Callable[[Any], None], emitter: ThreadPoolExecutor) -> None:
         link_down = asyncio.Event()  # set while the link is down: the flusher writes gap records
         flusher = asyncio.create_task(self._flush_loop(emit, emitter, link_down))
         try:
@@ -346,7 +346,7 @@ class OpcUaSource(StreamingSource):
         self.counters["gaps"] += len(self.tags)
 
     async def _flush_loop(
-        self, emit: Callable[[pl.DataFrame], None], emitter: ThreadPoolExecutor, link_down: asyncio.Event
+        self, emit: Callable[[Any], None], emitter: ThreadPoolExecutor, link_down: asyncio.Event
     ) -> None:
         interval = min(self.config.publishing_interval_ms / 1000.0, 1.0)
         assert self._wake is not None
@@ -370,39 +370,48 @@ class OpcUaSource(StreamingSource):
                     "error", f"OPC UA {self.config.endpoint}: batch failed: {exc!r}"[:300], self.name
                 )
 
-    def _take(self) -> pl.DataFrame:
-        """The collected values as a frame. Text that is not UTF-8 (a server's bytes decoded with
-        surrogate escapes) cannot enter Arrow: it is stored with U+FFFD in its place, as
-        `uncertain` with reason `invalid_utf8`, and logged with its tag."""
+    def _take(self) -> pl.DataFrame | TagBatch:
+        """The collected values as a batch: a `TagBatch` when they fit `LEAN_ROWS`, else a frame
+        (`TagBatchBuilder.take_small`). Text that is not UTF-8 (a server's bytes decoded with
+        surrogate escapes) can enter neither Arrow nor the stream: it is stored with U+FFFD in its
+        place, as `uncertain` with reason `invalid_utf8`, and logged with its tag. A few values are
+        checked before they are taken (a TagBatch is not checked on the way); a frame checks its
+        own text, so a large batch is only walked when making it failed."""
         builder = self._builder
         try:
-            return builder.take()
-        except Exception:
-            for tag in _repair_text(builder):
-                self.counters["bad_values"] += 1
-                key = (tag, "invalid_utf8")
-                if key not in self._problems_logged:
-                    self._problems_logged.add(key)
-                    self.ctx.log(
-                        "warning",
-                        f"OPC UA {self.config.endpoint}: node {tag}: text that is not UTF-8 (stored with U+FFFD)",
-                        self.name,
-                    )
+            if len(builder) <= LEAN_ROWS:
+                self._repaired(_repair_text(builder))
             try:
-                return builder.take()
-            except Exception as exc:
-                held = len(builder)
-                self._builder = TagBatchBuilder(self.name)
-                self.counters["dropped"] += held
-                self.counters["errors"] += 1
+                return builder.take_small()
+            except Exception:
+                self._repaired(_repair_text(builder))
+                return builder.take_small()
+        except Exception as exc:
+            held = len(builder)
+            self._builder = TagBatchBuilder(self.name)
+            self.counters["dropped"] += held
+            self.counters["errors"] += 1
+            self.ctx.log(
+                "error",
+                f"OPC UA {self.config.endpoint}: {held} values could not be batched: {exc!r}"[:300],
+                self.name,
+            )
+            return TagBatchBuilder(self.name).take_batch()
+
+    def _repaired(self, tags: list[str]) -> None:
+        """Values whose text `_repair_text` repaired: counted, and logged once per tag."""
+        for tag in tags:
+            self.counters["bad_values"] += 1
+            key = (tag, "invalid_utf8")
+            if key not in self._problems_logged:
+                self._problems_logged.add(key)
                 self.ctx.log(
-                    "error",
-                    f"OPC UA {self.config.endpoint}: {held} values could not be batched: {exc!r}"[:300],
+                    "warning",
+                    f"OPC UA {self.config.endpoint}: node {tag}: text that is not UTF-8 (stored with U+FFFD)",
                     self.name,
                 )
-                return TagBatchBuilder(self.name).take()
 
-    async def _flush(self, emit: Callable[[pl.DataFrame], None], emitter: ThreadPoolExecutor) -> None:
+    async def _flush(self, emit: Callable[[Any], None], emitter: ThreadPoolExecutor) -> None:
         if not len(self._builder):
             return
         batch = self._take()

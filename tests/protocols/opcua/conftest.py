@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -9,7 +10,7 @@ import polars as pl
 import pytest
 
 from engine.context import RunContext
-from engine.tags import empty_tags
+from engine.tags import as_frame, empty_tags
 from protocols.opcua.connector import OpcUaSource
 from protocols.opcua.simulator import OpcUaSimulator
 
@@ -28,15 +29,35 @@ class Recorder:
         self.logs: list[tuple[str, str]] = []  # (level, message) the source logged
         ctx = ctx or RunContext(log=lambda level, message, node=None: self.logs.append((level, message)))
         self.source = OpcUaSource(config, ctx, name)
-        self.batches: list[pl.DataFrame] = []
+        self.batches: list[pl.DataFrame] = []  # as frames (a TagBatch the source emits too)
+        self.kinds: list[str] = []  # what each batch was: "TagBatch" or "DataFrame"
         self.states: list[tuple[float, str, str | None]] = []
         self.source.on_state = lambda _name, state, detail: self.states.append(
             (time.monotonic(), state, detail)
         )
 
     def __enter__(self) -> Recorder:
-        self.source.start(self.batches.append)
+        self.source.start(self.keep)
         return self
+
+    def keep(self, batch) -> None:
+        self.kinds.append(type(batch).__name__)
+        self.batches.append(as_frame(batch))
+
+    def start_holding(self, release: threading.Event) -> None:
+        """Start, the first emit held until `release` is set (the runtime's back-pressure): the
+        values that arrive meanwhile are handed over as one batch after it."""
+
+        def emit(batch) -> None:
+            self.keep(batch)
+            if len(self.batches) == 1:
+                release.wait(20)
+
+        self.source.start(emit)
+
+    def held_back(self) -> int:
+        """Values collected since the first batch (while it is held)."""
+        return self.source.counters["notifications"] - (self.batches[0].height if self.batches else 0)
 
     def __exit__(self, *exc: object) -> None:
         self.source.stop()

@@ -8,10 +8,12 @@ import threading
 import time
 from collections import Counter
 
+import polars as pl
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from engine.tags import LEAN_ROWS, TAG_SCHEMA
 from protocols.opcua import connector
 from protocols.opcua.client import OpcUaSession, _data_change_filter
 from protocols.opcua.config import OpcUaConfig
@@ -149,3 +151,38 @@ def test_a_consumer_that_fails_is_counted_once_and_logged(recorder):
     asyncio.run(flush())
     assert source.counters["errors"] == 1
     assert ("error", "emit failed: historian full") in rec.logs
+
+
+def test_a_few_values_are_a_tag_batch_and_many_a_frame_with_the_same_records(farm, recorder):
+    """A batch of at most LEAN_ROWS values reaches the stream as a `TagBatch` (plain columns, no
+    Polars), a larger one (gathered while the consumer is held) as a frame; the records are the
+    same either way: every value once, the simulator's, with both timestamps."""
+    from protocols import windfarm
+
+    release = threading.Event()
+    rec = recorder(_config(farm.endpoint, sampling_interval_ms=50))
+    rec.start_holding(release)
+    try:
+        rec.wait_for(lambda: rec.held_back() > LEAN_ROWS + 20, timeout=20)
+        release.set()
+        rec.wait_for(lambda: "DataFrame" in rec.kinds and rec.kinds[-1] == "TagBatch")
+    finally:
+        release.set()
+        rec.source.stop()
+    kinds, batches = list(rec.kinds), list(rec.batches)
+    assert kinds[0] == "TagBatch" and kinds.count("DataFrame") == 1
+    assert all(
+        (kind == "TagBatch") == (b.height <= LEAN_ROWS) for kind, b in zip(kinds, batches, strict=True)
+    )
+    assert sum(b.height for b in batches) == rec.source.counters["notifications"]
+    for kind in ("TagBatch", "DataFrame"):
+        frame = pl.concat([b for k, b in zip(kinds, batches, strict=True) if k == kind])
+        assert frame.schema == TAG_SCHEMA and frame["source"].unique().to_list() == ["opcua"]
+        assert (
+            frame["quality"].unique().to_list() == ["good"] and frame["reason"].null_count() == frame.height
+        )
+        assert frame["timestamp"].null_count() == 0 and frame["server_timestamp"].null_count() == 0
+        speeds = frame.filter(pl.col("tag") == "Turbine02.WindSpeed")
+        assert speeds.height, kind
+        for ts, value in speeds.select("timestamp", "value").rows():
+            assert value == pytest.approx(windfarm.wind_speed(ts.timestamp(), 1), abs=1e-6), kind

@@ -6,10 +6,12 @@ that is not UTF-8, byte strings, arrays, NaN, UInt64 max), and a value no client
 from __future__ import annotations
 
 import math
+import threading
 
 import polars as pl
 import pytest
 
+from engine.tags import LEAN_ROWS
 from protocols.opcua.connector import read_once
 from protocols.opcua.simulator import ODD_NODES, OpcUaSimulator
 
@@ -96,6 +98,45 @@ def test_odd_values_are_stored_and_the_others_keep_streaming(odd_farm, recorder)
     }
     assert rec.source.counters["bad_values"] >= 4 and rec.source.counters["dropped"] == 0
     assert any("node Odd.NotUtf8: text that is not UTF-8" in m for _, m in rec.logs)
+    assert sum(b.height for b in rec.batches) == rec.source.counters["notifications"]
+
+
+def test_text_that_is_not_utf8_is_repaired_in_a_tag_batch_and_in_a_frame(odd_farm, recorder):
+    """A few values are handed over as a `TagBatch`, which the stream would reject whole for text
+    that is not UTF-8; many (gathered while the consumer is held) as a frame, which Arrow would
+    refuse. Both are repaired the same way before they leave, and the tag is logged once."""
+    config = {
+        "endpoint": odd_farm.endpoint,
+        "nodes": ODD,
+        "browse_root": "WindFarm",
+        "publishing_interval_ms": 100,
+    }
+    release = threading.Event()
+    rec = recorder(config)
+
+    def repaired(kind: str) -> pl.DataFrame:
+        kinds, batches = list(rec.kinds), list(rec.batches)
+        chosen = [b for k, b in zip(kinds, batches, strict=False) if k == kind]
+        return _rows(pl.concat(chosen), "Odd.NotUtf8") if chosen else pl.DataFrame()
+
+    rec.start_holding(release)
+    try:
+        rec.wait_for(lambda: rec.held_back() > LEAN_ROWS + 20, timeout=20)
+        release.set()
+        rec.wait_for(lambda: repaired("DataFrame").height >= 1 and repaired("TagBatch").height >= 2)
+    finally:
+        release.set()
+        rec.source.stop()
+    assert all(
+        (k == "TagBatch") == (b.height <= LEAN_ROWS) for k, b in zip(rec.kinds, rec.batches, strict=True)
+    )
+    for kind in ("TagBatch", "DataFrame"):
+        text = repaired(kind)
+        assert set(text["quality"]) == {"uncertain"} and set(text["reason"]) == {"invalid_utf8"}, kind
+        assert all(t.startswith("\ufffd\ufffd") for t in text["value_text"]), kind
+    logged = [m for _, m in rec.logs if "text that is not UTF-8" in m]
+    assert len(logged) == 1 and "node Odd.NotUtf8:" in logged[0]
+    assert rec.source.counters["bad_values"] >= rec.frame().filter(pl.col("reason") == "invalid_utf8").height
     assert sum(b.height for b in rec.batches) == rec.source.counters["notifications"]
 
 
