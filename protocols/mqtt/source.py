@@ -30,12 +30,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import polars as pl
-
 from engine.connectors.base import StreamingSource, one_line_error
 from engine.context import RunContext
 from engine.errors import ConnectorError
-from engine.tags import TagBatchBuilder, empty_tags, utc_now
+from engine.lazy import lazy_module
+from engine.tags import TagBatch, TagBatchBuilder, concat_batches, utc_now
 from protocols.connect_errors import os_error_reason, retrying
 from protocols.mqtt.config import MqttSourceConfig
 from protocols.timestamps import IMPLAUSIBLE
@@ -43,6 +42,7 @@ from protocols.timestamps import IMPLAUSIBLE
 LAST_ERRORS = 20
 LOG_EVERY_S = 10.0  # one warning per kind of problem this often; the rest are counted in it
 _GAP = object()  # queue marker: the connection was lost here
+pl = lazy_module("polars")  # imported on first use: a few Sparkplug values travel as a TagBatch
 
 
 def make_client(config: MqttSourceConfig, client_id: str) -> Any:
@@ -97,7 +97,7 @@ class MqttSource(StreamingSource):
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
-    def start(self, emit: Callable[[pl.DataFrame], None]) -> None:
+    def start(self, emit: Callable[[Any], None]) -> None:
         cfg = self.config
         self._decode = self._make_decoder()
         self._client = client = make_client(
@@ -221,7 +221,7 @@ class MqttSource(StreamingSource):
 
     # ---- the batcher thread ----------------------------------------------------------------------
 
-    def _run_batcher(self, emit: Callable[[pl.DataFrame], None]) -> None:
+    def _run_batcher(self, emit: Callable[[Any], None]) -> None:
         interval = self.config.batch_interval_ms / 1000
         while True:
             with self._wake:
@@ -240,7 +240,7 @@ class MqttSource(StreamingSource):
             if self._stopping.is_set() and not self._pending:
                 return
 
-    def _batch_safely(self, items: list[Any]) -> pl.DataFrame:
+    def _batch_safely(self, items: list[Any]) -> pl.DataFrame | TagBatch:
         """`_batch`, and when it fails on something unforeseen, message by message: the one that
         fails becomes a bad record with the reason, the others flow."""
         try:
@@ -258,11 +258,13 @@ class MqttSource(StreamingSource):
                 reason = f"bad_payload: {self._failed(topic, exc, 'bad_payloads')}"
                 builder = TagBatchBuilder(self.name)
                 builder.add(topic, None, quality="bad", reason=reason, received_at=received)
-                frames.append(builder.take())
-        return pl.concat(frames) if frames else empty_tags()
+                frames.append(builder.take_small())
+        return concat_batches(frames) if frames else TagBatchBuilder(self.name).take_batch()
 
-    def _batch(self, items: list[Any]) -> pl.DataFrame:
-        frames: list[pl.DataFrame] = []
+    def _batch(self, items: list[Any]) -> pl.DataFrame | TagBatch:
+        """The records of `items`: a `TagBatch` when they are few and decoded without Polars
+        (Sparkplug; a gap), else a frame (JSON payloads are decoded by Polars)."""
+        frames: list[pl.DataFrame | TagBatch] = []
         run: list[tuple[str, bytes, datetime]] = []
         for item in items:
             if item is _GAP:
@@ -271,15 +273,22 @@ class MqttSource(StreamingSource):
                     run = []
                 gap = TagBatchBuilder(self.name)
                 gap.gap(sorted(self.seen_tags))
-                frames.append(gap.take())
+                frames.append(gap.take_small())
             else:
                 run.append(item)
         if run:
             frames.append(self._decode(run))
-        frame = pl.concat(frames) if len(frames) > 1 else frames[0]
-        good = frame.filter(pl.col("reason").is_null() | ~pl.col("reason").str.starts_with("bad_payload"))
-        self.seen_tags.update(good["tag"].unique().to_list())
-        return frame
+        batch = concat_batches(frames) if len(frames) > 1 else frames[0]
+        if isinstance(batch, TagBatch):
+            self.seen_tags.update(
+                tag
+                for tag, reason in zip(batch.column("tag"), batch.column("reason"), strict=True)
+                if reason is None or not reason.startswith("bad_payload")
+            )
+        else:
+            good = batch.filter(pl.col("reason").is_null() | ~pl.col("reason").str.starts_with("bad_payload"))
+            self.seen_tags.update(good["tag"].unique().to_list())
+        return batch
 
     def _reject(self, rejected: list[tuple[str, str]]) -> None:
         """Bad payloads and implausible timestamps: counted, kept for the GUI, logged."""
@@ -311,7 +320,7 @@ class MqttSource(StreamingSource):
         self.last_errors.append((item, reason))
         return reason
 
-    def _make_decoder(self) -> Callable[[list[tuple[str, bytes, datetime]]], pl.DataFrame]:
+    def _make_decoder(self) -> Callable[[list[tuple[str, bytes, datetime]]], pl.DataFrame | TagBatch]:
         cfg = self.config
         if cfg.payload == "json":
             from protocols.mqtt.json_payload import JsonDecoder
@@ -331,7 +340,7 @@ class MqttSource(StreamingSource):
 
         session = self.sparkplug = SparkplugSession(cfg.sparkplug.group_ids, cfg.sparkplug.edge_nodes)
 
-        def decode_sparkplug(run: list[tuple[str, bytes, datetime]]) -> pl.DataFrame:
+        def decode_sparkplug(run: list[tuple[str, bytes, datetime]]) -> pl.DataFrame | TagBatch:
             builder = TagBatchBuilder(self.name)
             for topic, payload, received in run:
                 mark = len(builder)
@@ -352,7 +361,7 @@ class MqttSource(StreamingSource):
             for group, edge in session.rebirths:
                 self._request_rebirth(group, edge)
             session.rebirths.clear()
-            return builder.take()
+            return builder.take_small()
 
         return decode_sparkplug
 

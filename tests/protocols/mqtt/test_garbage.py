@@ -14,6 +14,7 @@ import pytest
 from engine.context import RunContext
 from engine.store.historian import Historian
 from engine.store.tag_historian import TagHistorian
+from engine.tags import as_frame
 from protocols.mqtt import sparkplug as sp
 from tests.conftest import require_service
 from tests.protocols.mqtt.test_source import Collector, make_source, publish, publisher, start_and_subscribe
@@ -251,7 +252,7 @@ def test_a_failing_emit_is_counted_and_the_batcher_goes_on(prefix):
 
     def emit(frame: pl.DataFrame) -> None:
         if not failed:
-            failed.append(frame)
+            failed.append(as_frame(frame))
             refused.set()
             raise RuntimeError("destination\nrefused")
         got.emit(frame)

@@ -13,7 +13,7 @@ import pytest
 from engine.connectors import registry
 from engine.context import RunContext
 from engine.errors import ConnectorError
-from engine.tags import TAG_SCHEMA
+from engine.tags import LEAN_ROWS, TAG_SCHEMA, as_frame
 from protocols.mqtt import sparkplug as sp
 from tests.conftest import require_service
 
@@ -29,14 +29,17 @@ def prefix():
 
 class Collector:
     def __init__(self):
-        self.frames: list[pl.DataFrame] = []
+        self.frames: list[pl.DataFrame] = []  # as frames (a TagBatch the source emits too)
+        self.kinds: list[str] = []  # what each batch was: "TagBatch" or "DataFrame"
         self.states: list[str] = []
         self.details: list[str | None] = []
         self.changed = threading.Condition()
 
-    def emit(self, frame: pl.DataFrame) -> None:
+    def emit(self, batch) -> None:
+        frame = as_frame(batch)
         assert frame.schema == TAG_SCHEMA
         with self.changed:
+            self.kinds.append(type(batch).__name__)
             self.frames.append(frame)
             self.changed.notify_all()
 
@@ -340,3 +343,40 @@ def test_a_refused_broker_is_one_line_with_the_endpoint_and_reason_within_5_s(pr
             source.stop()
     down = [d for s, d in zip(got.states, got.details, strict=True) if s in ("lost", "reconnecting")]
     assert set(down) == {expected}
+
+
+def test_a_few_sparkplug_values_are_a_tag_batch_and_many_a_frame_with_the_same_values(prefix):
+    """Up to LEAN_ROWS records of a batch reach the stream as a `TagBatch` (plain columns, no
+    Polars), more as a frame; the records are the same either way (a birth of 300 metrics, then
+    a data message of three, then the node's death: a gap record for every metric)."""
+    group = prefix
+    source, got = make_source("sparkplug_b", {"topics": [f"spBv1.0/{group}/#"], "batch_interval_ms": 20})
+    start_and_subscribe(source, got)
+    pub = publisher()
+    ns, t = f"spBv1.0/{group}", f"{group}/Mast1"
+    n = LEAN_ROWS + 44
+    birth = [sp.Metric("bdSeq", 0, sp.INT64)] + [
+        sp.Metric(f"m{i}", i / 2, sp.DOUBLE, alias=i + 1) for i in range(n)
+    ]
+    try:
+        publish(pub, f"{ns}/NBIRTH/Mast1", sp.encode_payload(birth, timestamp=T0, seq=0))
+        got.rows(n + 1)
+        data = [sp.Metric(None, 1000.0 + i, sp.DOUBLE, alias=i + 1) for i in range(3)]
+        publish(pub, f"{ns}/NDATA/Mast1", sp.encode_payload(data, timestamp=T0 + 1000, seq=1))
+        got.rows(n + 4)
+        publish(pub, f"{ns}/NDEATH/Mast1", sp.encode_payload([sp.Metric("bdSeq", 0, sp.INT64)]))
+        got.rows(2 * n + 5)
+    finally:
+        pub.loop_stop()
+        source.stop()
+    assert got.kinds == ["DataFrame", "TagBatch", "DataFrame"]
+    born, changed, died = got.frames
+    assert born.select("tag", "value", "quality").rows() == [(f"{t}/bdSeq", 0.0, "good")] + [
+        (f"{t}/m{i}", i / 2, "good") for i in range(n)
+    ]
+    assert changed.select("tag", "value", "quality", "reason").rows() == [
+        (f"{t}/m{i}", 1000.0 + i, "good", None) for i in range(3)
+    ]
+    assert changed["timestamp"].dt.epoch("ms").to_list() == [T0 + 1000] * 3
+    assert changed["source"].to_list() == ["mqtt-test"] * 3 and changed["received_at"].is_not_null().all()
+    assert died.height == n + 1 and (died["reason"] == "comm_lost").all()
