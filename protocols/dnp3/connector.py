@@ -13,8 +13,9 @@ OPC UA source does) and the point -> tag mapping.
   counted and logged with its item and never reaches the C++ stack (it would otherwise print
   "Exception ignored" on stderr and drop the rest of the header). One bad value never costs the
   others of its header.
-- Values are collected column by column and handed over as one Polars frame per response fragment
-  on an emitter thread, so a slow consumer never stalls the DNP3 stack.
+- Values are collected column by column and handed over as one batch per response fragment (a
+  `TagBatch` of plain columns when it has at most `LEAN_ROWS` values, else a Polars frame) on an
+  emitter thread, so a slow consumer never stalls the DNP3 stack.
 - opendnp3's own log lines go to the Python logger `protocols.dnp3.opendnp3` at debug level; the
   ones that say why a connection failed or closed also become the session state's reason.
 """
@@ -31,18 +32,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, NoReturn
 
-import polars as pl
-
 from engine.connectors.base import Connector, StreamingSource, one_line_error
 from engine.connectors.registry import register
 from engine.context import RunContext
 from engine.errors import ConnectorError
+from engine.lazy import lazy_module
 from engine.runs.retry import backoff_delays
-from engine.tags import COMM_LOST, TAG_SCHEMA, TIME
+from engine.tags import COMM_LOST, LEAN_ROWS, TagBatch, tag_schema
 from protocols.dnp3 import flags as dnp3_flags
 from protocols.dnp3.config import Dnp3Point, Dnp3SourceConfig, default_tag
 from protocols.timestamps import PLAUSIBLE_AHEAD_US, PLAUSIBLE_FROM_US, implausible
 
+pl = lazy_module("polars")  # imported on first use: a few values a fragment travel as a TagBatch
 log = logging.getLogger(__name__)
 STACK_LOG = logging.getLogger("protocols.dnp3.opendnp3")  # opendnp3's own lines, at debug level
 
@@ -84,7 +85,8 @@ class PointMap:
 
 
 class Columns:
-    """Values of one response fragment, column by column; `take()` makes ONE TAG_SCHEMA frame."""
+    """Values of one response fragment, column by column; `take()` makes ONE TAG_SCHEMA frame,
+    `take_small()` a `TagBatch` (no Polars) when the fragment has at most `LEAN_ROWS` values."""
 
     def __init__(self, source: str):
         self.source = source
@@ -101,21 +103,45 @@ class Columns:
     def __len__(self) -> int:
         return len(self.tag)
 
+    def take_small(self) -> pl.DataFrame | TagBatch:
+        """What the source hands the stream: `take_batch()` for a few values, else `take()`."""
+        return self.take_batch() if len(self.tag) <= LEAN_ROWS else self.take()
+
+    def take_batch(self) -> TagBatch:
+        n = len(self.tag)
+        batch = TagBatch(
+            {
+                "timestamp": self.timestamp,
+                "server_timestamp": [None] * n,
+                "tag": self.tag,
+                "value": self.value,
+                "value_text": [None] * n,
+                "quality": self.quality,
+                "reason": self.reason,
+                "source": [self.source] * n,
+                "received_at": self.received_at,
+            }
+        )
+        self.clear()  # new lists: the batch keeps the old ones
+        return batch
+
     def take(self) -> pl.DataFrame:
         n = len(self.tag)
+        schema = tag_schema()
+        time = schema["timestamp"]
         frame = pl.DataFrame(
             {
-                "timestamp": pl.Series(self.timestamp, dtype=pl.Int64).cast(TIME),
-                "server_timestamp": pl.Series([None] * n, dtype=pl.Int64).cast(TIME),
+                "timestamp": pl.Series(self.timestamp, dtype=pl.Int64).cast(time),
+                "server_timestamp": pl.Series([None] * n, dtype=pl.Int64).cast(time),
                 "tag": pl.Series(self.tag, dtype=pl.String),
                 "value": pl.Series(self.value, dtype=pl.Float64),
                 "value_text": pl.Series([None] * n, dtype=pl.String),
                 "quality": pl.Series(self.quality, dtype=pl.String),
                 "reason": pl.Series(self.reason, dtype=pl.String),
                 "source": pl.Series([self.source] * n, dtype=pl.String),
-                "received_at": pl.Series(self.received_at, dtype=pl.Int64).cast(TIME),
+                "received_at": pl.Series(self.received_at, dtype=pl.Int64).cast(time),
             },
-            schema=TAG_SCHEMA,
+            schema=schema,
         )
         self.clear()
         return frame
@@ -448,7 +474,7 @@ class _Session:
         elif info.fin and role == "events":
             counters["event_polls"] += 1
         if len(self.columns):
-            self.source.hand_over(self.columns.take())
+            self.source.hand_over(self.columns.take_small())
 
 
 class Dnp3Source(StreamingSource):
@@ -461,8 +487,8 @@ class Dnp3Source(StreamingSource):
         self.quality_cache: dict[tuple[str, int], tuple[str, str | None]] = {}
         self.wake = threading.Event()
         self.actions: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._emit: Callable[[pl.DataFrame], None] | None = None
-        self._outbox: queue.SimpleQueue[pl.DataFrame | None] = queue.SimpleQueue()
+        self._emit: Callable[[Any], None] | None = None
+        self._outbox: queue.SimpleQueue[pl.DataFrame | TagBatch | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._emitter: threading.Thread | None = None
@@ -472,7 +498,7 @@ class Dnp3Source(StreamingSource):
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def start(self, emit: Callable[[pl.DataFrame], None]) -> None:
+    def start(self, emit: Callable[[Any], None]) -> None:
         if self._thread is not None:
             raise ConnectorError(f"DNP3 source '{self.name}' is already running")
         self._emit = emit
@@ -493,8 +519,8 @@ class Dnp3Source(StreamingSource):
         self._thread = self._emitter = None
         self.set_state("stopped")
 
-    def hand_over(self, frame: pl.DataFrame) -> None:
-        """A frame for `emit`, from any thread (opendnp3's included): the emitter thread sends it."""
+    def hand_over(self, frame: pl.DataFrame | TagBatch) -> None:
+        """A batch for `emit`, from any thread (opendnp3's included): the emitter thread sends it."""
         self.counters["values"] += frame.height
         self._outbox.put(frame)
 
@@ -608,7 +634,7 @@ class Dnp3Source(StreamingSource):
         cols.reason = [reason] * len(tags)
         cols.received_at = [now] * len(tags)
         self.counters["gap_records"] += len(tags)
-        self._outbox.put(cols.take())
+        self._outbox.put(cols.take_small())
 
     # -- check -----------------------------------------------------------------------------------
 
@@ -810,7 +836,7 @@ class _Probe:
     def session_answered(self) -> None:
         pass
 
-    def hand_over(self, frame: pl.DataFrame) -> None:
+    def hand_over(self, frame: pl.DataFrame | TagBatch) -> None:
         pass
 
 

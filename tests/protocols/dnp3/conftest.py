@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from engine.context import RunContext
+from engine.tags import as_frame
 from protocols.dnp3.config import Dnp3SourceConfig
 from protocols.dnp3.connector import Dnp3Source
 from protocols.dnp3.simulator import Dnp3Simulator
@@ -26,13 +27,15 @@ class Batches:
     """What `emit` received, with a way to wait for a batch that matches."""
 
     def __init__(self) -> None:
-        self.frames: list[pl.DataFrame] = []
+        self.frames: list[pl.DataFrame] = []  # as frames (a TagBatch the source emits too)
+        self.kinds: list[str] = []  # what each batch was: "TagBatch" or "DataFrame"
         self.states: list[tuple[str, str | None]] = []
         self._cond = threading.Condition()
 
-    def emit(self, batch: pl.DataFrame) -> None:
+    def emit(self, batch) -> None:
         with self._cond:
-            self.frames.append(batch)
+            self.kinds.append(type(batch).__name__)
+            self.frames.append(as_frame(batch))
             self._cond.notify_all()
 
     def on_state(self, name: str, state: str, detail: str | None) -> None:

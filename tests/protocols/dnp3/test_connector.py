@@ -12,7 +12,7 @@ import pytest
 from engine.connectors import registry
 from engine.context import RunContext
 from engine.errors import ConnectorError
-from engine.tags import TAG_SCHEMA
+from engine.tags import LEAN_ROWS, TAG_SCHEMA, as_frame
 from protocols.dnp3 import connector as dnp3_connector
 from protocols.dnp3.config import Dnp3SourceConfig
 from protocols.dnp3.connector import Dnp3Connector, Dnp3Source
@@ -367,8 +367,8 @@ def test_a_bad_item_is_counted_and_the_others_flow(sim, run_source, monkeypatch)
 def test_a_failing_consumer_does_not_stop_the_source(sim, run_source):
     seen: list[pl.DataFrame] = []
 
-    def emit(batch: pl.DataFrame) -> None:
-        seen.append(batch)
+    def emit(batch) -> None:
+        seen.append(as_frame(batch))
         if len(seen) == 1:
             raise RuntimeError("disk hiccup")
 
@@ -524,7 +524,7 @@ def test_an_endpoint_that_never_answers_is_never_connected_and_backs_off():
         states: list[tuple[str, str | None]] = []
         source.on_state = lambda _name, state, detail: states.append((state, detail))
         frames: list[pl.DataFrame] = []
-        source.start(frames.append)
+        source.start(lambda batch: frames.append(as_frame(batch)))
         try:
             wait_for(lambda: sum(s == "lost" for s, _ in states) >= 3, timeout=10, what="three lost attempts")
         finally:
@@ -537,3 +537,26 @@ def test_an_endpoint_that_never_answers_is_never_connected_and_backs_off():
     gaps = [f for f in frames if (f["quality"] == "bad").all()]
     assert len(gaps) == 1 and gaps[0]["tag"].to_list() == ["AI.0"]  # one gap for the whole outage
     assert source.counters["reconnects"] == 0
+
+
+def test_a_small_fragment_is_a_tag_batch_and_a_large_one_a_frame_with_the_same_values(sim, run_source):
+    """A response fragment of at most LEAN_ROWS values reaches the stream as a `TagBatch` (plain
+    columns, no Polars), a larger one as a frame; the values are the outstation's either way."""
+    with Dnp3Simulator(port=0, feeders=20, update_interval_s=None, start_t=T0) as big:
+        assert sim.point_count <= LEAN_ROWS < big.point_count  # 28 and 280 points
+        for rtu, kind in ((sim, "TagBatch"), (big, "DataFrame")):
+            source, batches = run_source(
+                **endpoint(rtu), **QUIET, points=[p.model_dump() for p in rtu.points()]
+            )
+            fragment = batches.wait(lambda f, rtu=rtu: f.filter(STATIC).height >= rtu.point_count)
+            source.stop()
+            assert batches.kinds[batches.after(fragment) - 1] == kind
+            static = fragment.filter(STATIC)
+            assert static.schema == TAG_SCHEMA and static["source"].unique().to_list() == ["rtu"]
+            values = dict(zip(static["tag"], static["value"], strict=True))
+            raw = {key: value for key, (value, _) in rtu.snapshot().items()}
+            for point in rtu.points():
+                assert values[point.tag_name] == pytest.approx(raw[point.type, point.index] * point.scale)
+            assert (static["timestamp"] == static["received_at"]).all() and static[
+                "server_timestamp"
+            ].is_null().all()
