@@ -273,6 +273,10 @@ class _Session:
         ]  # when an implausible time was last logged, held back since
         self._last_error: str | None = None
         self.disabling = False  # DISABLE_UNSOLICITED sent, not yet answered
+        # The start-up is over (unsolicited reporting as configured): polls go out only from then
+        # on, so that the first user task to complete after the disable is the disable (a poll
+        # queued before it completed first under load, and "unsolicited off" was said too early).
+        self.settled = threading.Event()
         self.columns = Columns(source.name)
         self.channel: Any = None
         self.master: Any = None
@@ -365,6 +369,9 @@ class _Session:
         if result != "SUCCESS":
             counters["failed_tasks"] += 1
             log.debug("%s: task %s: %s", self.endpoint, task, result)
+            if task == "ENABLE_UNSOLICITED" or (task == "USER_TASK" and self.disabling):
+                self.disabling = False  # nothing to take back, or taking it back failed: poll
+                self._settle()
             return
         if not self.answered.is_set():  # the first answer: `connected`, before what follows
             self.answered.set()
@@ -378,13 +385,19 @@ class _Session:
         elif task == "ENABLE_UNSOLICITED":
             if self.config.accept_unsolicited:
                 self.source.set_state("subscribed", f"{self.endpoint}, unsolicited enabled")
+                self._settle()
             else:  # opendnp3 always enables classes 1-3 at start-up: take it back
                 self.disabling = True
                 self.source.actions.put(self.disable_unsolicited)
                 self.source.wake.set()
-        elif task == "USER_TASK" and self.disabling:  # tasks run one at a time, in order
+        elif task == "USER_TASK" and self.disabling:  # no poll is queued before it (`settled`)
             self.disabling = False
             self.source.set_state("connected", f"{self.endpoint}, polling (unsolicited off)")
+            self._settle()
+
+    def _settle(self) -> None:
+        self.settled.set()
+        self.source.wake.set()
 
     def on_values(self, info: Any, values: list[Any]) -> None:
         if not values:
@@ -598,10 +611,15 @@ class Dnp3Source(StreamingSource):
         now = time.monotonic()
         next_integrity = now + cfg.integrity_poll_interval_s
         next_events = now + cfg.event_poll_interval_s
+        polls_anyway = now + 2 * max(cfg.timeout_s, 1.0)  # the start-up never settled: poll all the same
         while not self._stopping.is_set() and not session.down.is_set():
             for action in _drain(self.actions):
                 action()
             now = time.monotonic()
+            if not session.settled.is_set() and now < polls_anyway:  # no poll before the start-up is over
+                self.wake.wait(min(0.05, polls_anyway - now))
+                self.wake.clear()
+                continue
             if now >= next_integrity:
                 session.integrity_poll()
                 next_integrity = now + cfg.integrity_poll_interval_s
