@@ -560,3 +560,42 @@ def test_a_small_fragment_is_a_tag_batch_and_a_large_one_a_frame_with_the_same_v
             assert (static["timestamp"] == static["received_at"]).all() and static[
                 "server_timestamp"
             ].is_null().all()
+
+
+SMALL_BATCHES_ONLY = """
+import sys, time
+from engine.context import RunContext
+from protocols.dnp3.config import Dnp3SourceConfig
+from protocols.dnp3.connector import Dnp3Source
+from protocols.dnp3.simulator import Dnp3Simulator
+
+with Dnp3Simulator(port=0, feeders=2, update_interval_s=None) as sim:
+    config = Dnp3SourceConfig(host="127.0.0.1", port=sim.port, outstation_address=sim.address)
+    source, got = Dnp3Source(config, RunContext(), "rtu"), []
+    source.start(got.append)
+    deadline = time.monotonic() + 20
+    while sum(b.height for b in got) < sim.point_count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    source.stop()
+    print(sorted({type(b).__name__ for b in got}), sum(b.height for b in got) >= sim.point_count, "polars" in sys.modules)
+"""
+
+
+def test_a_source_that_only_hands_over_a_few_values_never_imports_polars():
+    """Issue 12: a 28-point outstation's fragments travel as TagBatches; in a process of its own
+    the source, opendnp3 and the simulator never import Polars."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, "-c", SMALL_BATCHES_ONLY],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[-2] == "['TagBatch'] True False"

@@ -380,3 +380,54 @@ def test_a_few_sparkplug_values_are_a_tag_batch_and_many_a_frame_with_the_same_v
     assert changed["timestamp"].dt.epoch("ms").to_list() == [T0 + 1000] * 3
     assert changed["source"].to_list() == ["mqtt-test"] * 3 and changed["received_at"].is_not_null().all()
     assert died.height == n + 1 and (died["reason"] == "comm_lost").all()
+
+
+SMALL_BATCHES_ONLY = """
+import sys, time
+import paho.mqtt.client as mqtt
+import protocols.mqtt.connector  # registers the types
+from engine.connectors import registry
+from engine.context import RunContext
+from protocols.mqtt import sparkplug as sp
+
+ns = "spBv1.0/" + sys.argv[1]
+cls = registry.get("sparkplug_b")
+source, got = cls.make_source(cls.SourceConfig.model_validate({"topics": [ns + "/#"]}), RunContext(), "m"), []
+states = []
+source.on_state = lambda _name, state, _detail: states.append(state)
+source.start(got.append)
+deadline = time.monotonic() + 20
+while "subscribed" not in states and time.monotonic() < deadline:
+    time.sleep(0.02)
+pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+pub.connect("127.0.0.1", 1883)
+pub.loop_start()
+birth = [sp.Metric("bdSeq", 0, sp.INT64), sp.Metric("Speed", 7.5, sp.DOUBLE, alias=1)]
+pub.publish(ns + "/NBIRTH/E", sp.encode_payload(birth, seq=0), qos=1).wait_for_publish(5)
+pub.publish(ns + "/NDEATH/E", sp.encode_payload([sp.Metric("bdSeq", 0, sp.INT64)]), qos=1).wait_for_publish(5)
+while sum(b.height for b in got) < 4 and time.monotonic() < deadline:
+    time.sleep(0.02)
+pub.loop_stop()
+source.stop()
+print(sorted({type(b).__name__ for b in got}), sum(b.height for b in got), "polars" in sys.modules)
+"""
+
+
+def test_a_source_that_only_hands_over_a_few_values_never_imports_polars(prefix):
+    """Issue 12: Sparkplug births, data and deaths of a small node travel as TagBatches; in a
+    process of its own the source, paho and the Sparkplug decoder never import Polars."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, "-c", SMALL_BATCHES_ONLY, prefix],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[-2] == "['TagBatch'] 4 False"  # 2 values, 2 gap records

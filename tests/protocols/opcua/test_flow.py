@@ -186,3 +186,42 @@ def test_a_few_values_are_a_tag_batch_and_many_a_frame_with_the_same_records(far
         assert speeds.height, kind
         for ts, value in speeds.select("timestamp", "value").rows():
             assert value == pytest.approx(windfarm.wind_speed(ts.timestamp(), 1), abs=1e-6), kind
+
+
+SMALL_BATCHES_ONLY = """
+import sys, time
+from engine.context import RunContext
+from protocols.opcua.connector import OpcUaSource
+from protocols.opcua.simulator import OpcUaSimulator
+
+sim = OpcUaSimulator(turbines=1, interval_s=0.1).start()
+config = {"endpoint": sim.endpoint, "browse_root": "WindFarm", "publishing_interval_ms": 100}
+source, got = OpcUaSource(config, RunContext(), "opcua"), []
+source.start(got.append)
+deadline = time.monotonic() + 20
+while sum(b.height for b in got) < 12 and time.monotonic() < deadline:
+    time.sleep(0.05)
+source.stop()
+sim.stop()
+print(sorted({type(b).__name__ for b in got}), sum(b.height for b in got) >= 12, "polars" in sys.modules)
+"""
+
+
+def test_a_source_that_only_hands_over_a_few_values_never_imports_polars():
+    """Issue 12: a one-turbine subscription (a few values a publish) travels as TagBatches; in a
+    process of its own the source, its session and the simulator never import Polars."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, "-c", SMALL_BATCHES_ONLY],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[-2] == "['TagBatch'] True False"
