@@ -24,6 +24,7 @@ from engine.tags import has_value
 
 PREVIEW_SAMPLE_ROWS = 10_000  # rows read per polled source by a preview
 LIVE_SAMPLE_S = 2.0  # a streaming source's preview listens this long
+LIVE_FIRST_S = 10.0  # ... or, while it is still coming up with nothing yet, this long for its first batch
 
 
 @dataclass
@@ -87,7 +88,7 @@ def _executor_class():
                     last.update(state=state, detail=detail)
 
             self.live.on_state = on_state
-            frame = self.live.sample(seconds=self.seconds, limit=self.limit)
+            frame = self.live.sample(seconds=self.seconds, limit=self.limit, first_within=LIVE_FIRST_S)
             if not has_value(frame):
                 why = last.get("detail") or f"session {last.get('state', 'stopped')}"
                 if frame.height and "reason" in frame.columns:

@@ -238,8 +238,13 @@ class StreamingSource(ABC):
         Then it may hand over `TagBatch`es, which the stream takes as they are."""
         return type(self).schema is StreamingSource.schema
 
-    def sample(self, seconds: float = 2.0, limit: int | None = None) -> pl.DataFrame:
-        """A short live sample (previews): run for `seconds` or until `limit` rows, then stop."""
+    def sample(
+        self, seconds: float = 2.0, limit: int | None = None, first_within: float | None = None
+    ) -> pl.DataFrame:
+        """A short live sample (previews): run for `seconds` or until `limit` rows, then stop. With
+        `first_within` (seconds, more than `seconds`): a source that has handed over nothing yet and
+        is still on its way up (not `lost`, `reconnecting` or `failed`: a slow connect, a device's
+        first poll on a loaded machine) is listened to until its first batch, that long at most."""
         import threading
         import time
 
@@ -260,8 +265,14 @@ class StreamingSource(ABC):
 
         self.start(collect)
         try:
-            deadline = time.monotonic() + seconds
-            while not enough.is_set() and time.monotonic() < deadline and not self.ctx.cancel.is_set():
+            began = time.monotonic()
+            deadline, latest = began + seconds, began + max(seconds, first_within or 0.0)
+            while not enough.is_set() and not self.ctx.cancel.is_set():
+                now = time.monotonic()
+                if now >= deadline and (
+                    rows or now >= latest or self.state in ("lost", "reconnecting", "failed")
+                ):
+                    break
                 enough.wait(0.05)
         finally:
             self.stop()
