@@ -17,6 +17,7 @@ from protocols.dnp3 import connector as dnp3_connector
 from protocols.dnp3.config import Dnp3SourceConfig
 from protocols.dnp3.connector import Dnp3Connector, Dnp3Source
 from protocols.dnp3.simulator import COMM_LOST, ONLINE, OVER_RANGE, RESTART, Dnp3Simulator
+from tests.children import last_line
 from tests.net import free_port
 
 from .conftest import T0, wait_for
@@ -584,18 +585,4 @@ with Dnp3Simulator(port=0, feeders=2, update_interval_s=None) as sim:
 def test_a_source_that_only_hands_over_a_few_values_never_imports_polars():
     """Issue 12: a 28-point outstation's fragments travel as TagBatches; in a process of its own
     the source, opendnp3 and the simulator never import Polars."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[3]
-    done = subprocess.run(
-        [sys.executable, "-c", SMALL_BATCHES_ONLY],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[-2] == "['TagBatch'] True False"
+    assert last_line(SMALL_BATCHES_ONLY) == "['TagBatch'] True False"

@@ -15,6 +15,7 @@ from engine.context import RunContext
 from engine.errors import ConnectorError
 from engine.tags import LEAN_ROWS, TAG_SCHEMA, as_frame
 from protocols.mqtt import sparkplug as sp
+from tests.children import last_line
 from tests.conftest import require_service
 
 pytestmark = pytest.mark.services
@@ -416,18 +417,4 @@ print(sorted({type(b).__name__ for b in got}), sum(b.height for b in got), "pola
 def test_a_source_that_only_hands_over_a_few_values_never_imports_polars(prefix):
     """Issue 12: Sparkplug births, data and deaths of a small node travel as TagBatches; in a
     process of its own the source, paho and the Sparkplug decoder never import Polars."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[3]
-    done = subprocess.run(
-        [sys.executable, "-c", SMALL_BATCHES_ONLY, prefix],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[-2] == "['TagBatch'] 4 False"  # 2 values, 2 gap records
+    assert last_line(SMALL_BATCHES_ONLY, prefix) == "['TagBatch'] 4 False"  # 2 values, 2 gap records

@@ -17,6 +17,7 @@ from engine.tags import LEAN_ROWS, TAG_SCHEMA
 from protocols.opcua import connector
 from protocols.opcua.client import OpcUaSession, _data_change_filter
 from protocols.opcua.config import OpcUaConfig
+from tests.children import last_line
 
 
 def _config(endpoint: str, **extra) -> dict:
@@ -210,18 +211,4 @@ print(sorted({type(b).__name__ for b in got}), sum(b.height for b in got) >= 12,
 def test_a_source_that_only_hands_over_a_few_values_never_imports_polars():
     """Issue 12: a one-turbine subscription (a few values a publish) travels as TagBatches; in a
     process of its own the source, its session and the simulator never import Polars."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[3]
-    done = subprocess.run(
-        [sys.executable, "-c", SMALL_BATCHES_ONLY],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[-2] == "['TagBatch'] True False"
+    assert last_line(SMALL_BATCHES_ONLY) == "['TagBatch'] True False"
