@@ -97,6 +97,8 @@ class HistorianSink(Sink):
         self.rows = 0
         self.live = None
         self._last_retention = time.monotonic()
+        # how often retention runs at most, read once (not on every micro-batch's commit)
+        self._retention_every = parse_duration(self.config.retention_every).total_seconds()
         self._in_transaction = False
 
     def _cursor(self, store: TagHistorian) -> duckdb.DuckDBPyConnection:
@@ -188,8 +190,7 @@ class HistorianSink(Sink):
         if self.cur is None:
             raise ConnectorError(f"{self.describe_target()}: commit() before open()")
         self._guarded(self._commit)
-        every = parse_duration(self.config.retention_every).total_seconds()
-        if time.monotonic() - self._last_retention >= every:
+        if time.monotonic() - self._last_retention >= self._retention_every:
             self._retention()
 
     def close(self) -> None:
