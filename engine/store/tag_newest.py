@@ -50,9 +50,14 @@ from engine.tags import TagBatch, as_frame, tag_schema
 
 pl = lazy_module("polars")
 
-# How often the writer writes its newest rows to `tag_last` (seconds): the staleness a reader of the
-# table itself may see; each write upserts every tag that changed (at 100,000 tags ~0.16-0.4 CPU-s).
-WRITE_EVERY = 5.0
+# How often the writer writes its newest rows to `tag_last` (seconds): the staleness of the table
+# itself; each write upserts every tag that changed (at 100,000 tags ~0.16-0.4 CPU-s). No reader sees
+# that staleness: readers in the writer's process merge the rows kept here, no other process can open
+# the file while the writer has it, and after a crash the next open folds what the table missed. So
+# the interval is what a write costs against how much a crash leaves to fold: 5 s made the writes a
+# third of an idle one-tag stream's CPU (~7 CPU-ms each: a thread, a cursor, upsert, marker delete,
+# commit; issue 12), 30 s leaves a crash ~30 s of rows to fold at the next open.
+WRITE_EVERY = 30.0
 # ... at least: a write's slices hold the batches' lock, and may hold it WRITE_DUTY of the time at
 # most, so the interval grows with what the last write took (issue 12: at 100,000 changing tags a
 # write took ~0.57 s, every 5 s that was ~11% of the time and of a core; now every ~28 s), up to
