@@ -472,6 +472,7 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     cpu = [r["cpu_percent_of_one_core"] for r in results]
     return {
         "rss_mb": rss,
+        "rss_mb_window_max": [r["rss_mb_window_max"] for r in results],  # sampled through the window
         "cpu_percent": cpu,
         "rss_mb_median": round(statistics.median(rss), 1),
         "cpu_percent_median": round(statistics.median(cpu), 2),
