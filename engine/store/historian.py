@@ -189,6 +189,9 @@ class Historian:
             return quiet(self._con.cursor())
 
     def close(self) -> None:
+        newest = sys.modules.get("engine.store.tag_newest")  # not loaded: no timer of it runs
+        if newest is not None:
+            newest.settle_before_close(self)  # outside `_lock`, which a timer's cursor takes
         with self._lock:
             if self._con is not None:
                 self._con.close()

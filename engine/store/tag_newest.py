@@ -452,6 +452,17 @@ def exiting() -> bool:
     return _EXITING.is_set()
 
 
+def settle_before_close(historian) -> None:
+    """Before this `Historian` object closes: its timers that have not started are cancelled and
+    one running is waited for (DuckDB refuses to close a connection while a cursor of it runs a
+    statement). Nothing is lost: rows a cancelled write would have written are kept, and folded
+    from the tag table at the next open (see the module's docstring)."""
+    with _REGISTRY_LOCK:
+        rows = _REGISTRY.get(historian)
+    if rows is not None:
+        rows.settle(("last", "rollup", "checkpoint"))
+
+
 def of(historian) -> NewestRows:
     """The rows kept for this `Historian` object (its writers and readers share them)."""
     with _REGISTRY_LOCK:
