@@ -121,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.api.connect import without_viewers
 
     try:
-        with without_viewers(), _engine_or_service(args) as engine:
+        with without_viewers(streaming=real_time), _engine_or_service(args) as engine:
             if real_time and not args.json:
                 until = f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
                 print(f'Streaming "{loaded["name"]}" {until}...', flush=True)

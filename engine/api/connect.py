@@ -73,18 +73,23 @@ def engine_for(data_dir: Path | str | None = None, source: str = "cli") -> Engin
 
 
 @contextlib.contextmanager
-def without_viewers() -> Iterator[None]:
+def without_viewers(*, streaming: bool = False) -> Iterator[None]:
     """For a process with no viewer of its own (a foreground `aggregator run`: no window, no API):
     the live ring buffers made meanwhile keep nothing, and import no numpy, until something reads
-    them (engine/store/ring_buffer.py `set_start_lease`). The default lease is back afterwards: the
-    setting is the process's, and a test may run the command line in its own process."""
+    them (engine/store/ring_buffer.py `set_start_lease`). `streaming` (a real-time run, which runs
+    no bulk query): its historian gives DuckDB's freed memory back at once (engine/store/historian.py
+    `release_at_once`). The defaults are back afterwards: the settings are the process's, and a test
+    may run the command line in its own process."""
+    from engine.store.historian import release_at_once
     from engine.store.ring_buffer import DEFAULT_LEASE_S, set_start_lease
 
     set_start_lease(0)
+    release_at_once(streaming)
     try:
         yield
     finally:
         set_start_lease(DEFAULT_LEASE_S)
+        release_at_once(False)
 
 
 __all__ = ["engine_for", "service_url", "without_viewers"]
