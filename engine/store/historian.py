@@ -43,8 +43,9 @@ _SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)\s*$", re.
 # one-tag stream that was each minute's rollup (+2.2 MB) and each write of tag_last (+0.8 MB): the
 # process spent a third of its time 2 - 3 MB above its resting size. With both thresholds this low,
 # DuckDB hands freed memory back when each task ends: flat at rest, and no CPU measured on a
-# 100k values/s Modbus stream; but +18% CPU on bulk queries over millions of rows, so only where no
-# such query runs: a foreground real-time `aggregator run` (`release_at_once`; docs/performance.md,
+# 100k values/s Modbus stream; but bulk work over millions of rows pays the flushes (+4% CPU under
+# the default memory_limit, +23% with 1 GB: tests/benchmarks/bench_duckdb_release.py), so only a
+# foreground real-time `aggregator run` gets them (`release_at_once`; docs/performance.md,
 # "DuckDB's freed memory").
 RELEASE_AT_ONCE = {
     "allocator_flush_threshold": "256KB",
