@@ -27,6 +27,15 @@ def allocator_settings(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     return dict(rows.fetchall())
 
 
+def reference_settings(config: dict[str, str]) -> dict[str, str]:
+    """What DuckDB reports for `config` on a connection of its own (closed again)."""
+    con = duckdb.connect(config=config)
+    try:
+        return allocator_settings(con)
+    finally:
+        con.close()
+
+
 def opened_settings(path) -> dict[str, str]:
     historian = Historian(path)
     try:
@@ -36,8 +45,8 @@ def opened_settings(path) -> dict[str, str]:
 
 
 def test_only_a_streaming_process_without_viewers_opens_its_historian_to_release_at_once(tmp_path):
-    released = allocator_settings(duckdb.connect(config=dict(RELEASE_AT_ONCE)))
-    default = allocator_settings(duckdb.connect())
+    released = reference_settings(dict(RELEASE_AT_ONCE))
+    default = reference_settings({})
     assert released != default  # the settings change something DuckDB reports
 
     with without_viewers(streaming=True):
