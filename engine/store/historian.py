@@ -444,32 +444,49 @@ def _reject_table(
     for node_id, rows in batches:
         if rows.height:
             groups.setdefault((node_id, tuple(map(str, rows.schema.items()))), []).append(rows)
-    parts = []
-    for (node_id, _shape), frames in groups.items():
-        rows = frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=False)
-        if reason_column in rows.columns:
-            reasons, payload = rows.get_column(reason_column).cast(pl.String), rows.drop(reason_column)
-        else:
-            reasons, payload = pl.repeat(None, rows.height, dtype=pl.String, eager=True), rows
-        parts.append(
-            pl.DataFrame(
-                {
-                    "node_id": pl.repeat(node_id, rows.height, eager=True),
-                    "reason": reasons,
-                    "record": _records_as_json(payload),
-                }
-            )
-        )
-    if not parts:
+    if not groups:
         return None
     now = datetime.now(UTC).replace(tzinfo=None)
-    return pl.concat(parts).select(
-        pl.lit(run_id).alias("run_id"),
-        pl.lit(pipeline).alias("pipeline"),
-        "node_id",
-        "reason",
-        "record",
-        pl.lit(now).alias("rejected_at"),
+    parts = [
+        reject_rows(
+            (frames[0] if len(frames) == 1 else pl.concat(frames, rechunk=False)).lazy(),
+            node_id=node_id,
+            run_id=run_id,
+            pipeline=pipeline,
+            at=now,
+            reason_column=reason_column,
+        )
+        for (node_id, _shape), frames in groups.items()
+    ]
+    return pl.concat(parts).collect()
+
+
+def reject_rows(
+    rejected: pl.LazyFrame,
+    *,
+    node_id: str,
+    run_id: str,
+    pipeline: str,
+    at: datetime,
+    reason_column: str = "_reject_reason",
+) -> pl.LazyFrame:
+    """REJECTS_TABLE's columns for one node's rejected rows: the reason (`reason_column`, null
+    where there is none) and the rest of the row as one JSON object, `record`, built column-wise
+    by Polars (no per-row Python). Lazy, so the one-query chain sinks it inside its own query
+    (engine/lazy_chain.py); `_reject_table` collects it for the batches the other writers get.
+    `at` is naive UTC, as the table's `rejected_at` is."""
+    import polars as pl
+
+    schema = rejected.collect_schema()
+    payload = [name for name in schema.names() if name != reason_column]
+    reason = pl.col(reason_column).cast(pl.String) if reason_column in schema else pl.lit(None, pl.String)
+    return rejected.select(
+        pl.lit(run_id, pl.String).alias("run_id"),
+        pl.lit(pipeline, pl.String).alias("pipeline"),
+        pl.lit(node_id, pl.String).alias("node_id"),
+        reason.alias("reason"),
+        _record_json(schema, payload).alias("record"),
+        pl.lit(at).alias("rejected_at"),
     )
 
 
@@ -632,6 +649,38 @@ class RejectFile:
         if part is not None:
             self.parts.append(part)
 
+    def new_part(self) -> Path:
+        """A hidden part file for a Polars sink to write REJECTS_TABLE's rows into (the one-query
+        chain sinks its rejects inside its own query: `reject_rows`). It is one of the run's parts
+        from now on, so an abort removes it whether or not the sink got to write it; `adopt` says
+        when the sink is done."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self._hidden("part")
+        self.parts.append((path, self._track("file", str(path))))
+        return path
+
+    def adopt(self, path: Path) -> int:
+        """The rows a sink wrote into part file `path` (from its footer); an empty part is removed,
+        so a run without rejects leaves no file."""
+        import polars as pl
+
+        rows = 0
+
+        def count() -> None:
+            nonlocal rows
+            rows = int(pl.scan_parquet(path, glob=False).select(pl.len()).collect().item())
+
+        self._guarded(count)
+        if rows == 0:
+            for i, (part, forget) in enumerate(self.parts):
+                if part == path:
+                    del self.parts[i]
+                    path.unlink(missing_ok=True)
+                    forget()  # type: ignore[operator]
+                    break
+        self.rows += rows
+        return rows
+
     def flush(self) -> None:
         """Everything written and synced in the temporary file; the commit only renames it."""
         if self.temp is not None:
@@ -645,11 +694,14 @@ class RejectFile:
             import polars as pl
 
             self._spill()
-            self.temp = self._hidden("tmp")
-            self._forget_temp = self._track("file", str(self.temp))
-            paths = [str(p) for p, _forget in self.parts]
-            self._guarded(lambda: pl.scan_parquet(paths).sink_parquet(self.temp))
-            self._drop_parts()
+            if len(self.parts) == 1:  # one part (a sink's, or one spill) is the file already
+                self.temp, self._forget_temp = self.parts.pop()  # type: ignore[assignment]
+            else:
+                self.temp = self._hidden("tmp")
+                self._forget_temp = self._track("file", str(self.temp))
+                paths = [str(p) for p, _forget in self.parts]
+                self._guarded(lambda: pl.scan_parquet(paths).sink_parquet(self.temp))
+                self._drop_parts()
         assert self.temp is not None
         self._guarded(lambda: _fsync_file(self.temp))
 
@@ -716,20 +768,20 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def _records_as_json(df: pl.DataFrame) -> pl.Series:
-    """One JSON object per row, built column-wise by Polars (no per-row Python dicts)."""
+def _record_json(schema: pl.Schema, names: list[str]) -> pl.Expr:
+    """Columns `names` of each row as one JSON object; times as ISO text (a datetime with its
+    fraction and a Z, a date as a date)."""
     import polars as pl
 
-    if not df.columns:
-        return pl.Series("record", ["{}"] * df.height)
-    safe = df.select(
+    if not names:
+        return pl.repeat(pl.lit("{}"), pl.len())
+    return pl.struct(
         [
             pl.col(c).dt.to_string("%Y-%m-%dT%H:%M:%S%.fZ")
-            if df.schema[c] == pl.Datetime
+            if schema[c] == pl.Datetime
             else pl.col(c).dt.to_string("%Y-%m-%d")  # a date has no time to format: it failed so
-            if df.schema[c] == pl.Date
+            if schema[c] == pl.Date
             else pl.col(c)
-            for c in df.columns
+            for c in names
         ]
-    )
-    return safe.select(pl.struct(pl.all()).struct.json_encode().alias("record")).to_series()
+    ).struct.json_encode()

@@ -291,3 +291,40 @@ def test_a_cancelled_one_query_run_leaves_nothing(ws, kind):
     with ws.historian.cursor() as cur:
         tables = {r[0] for r in cur.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     assert f"out_cancel_{kind}" not in tables
+
+
+def test_a_run_cancelled_mid_query_stops_the_query_with_no_python_output(ws, monkeypatch):
+    """A chain whose every output is a Polars sink (Parquet, no validation: no callback into
+    Python) still stops where it is when cancelled: the source's batches pass a look at the
+    cancellation (`_cancellable`). The run is cancelled after the first batch; the query must
+    raise (not run to its end), and nothing is left."""
+    src = ws.data_dir / "cancel_mid.csv"
+    pl.DataFrame({"name": ["ann", "bob"] * 100_000, "qty": list(range(200_000))}).write_csv(src)
+    doc = _doc(src, [STEPS[0]], _destination("parquet", ws.data_dir, "cancel_mid"))
+    plan = validate(doc)
+    ctx = run_context(plan, ws, "cancel-mid", datetime.now(UTC), ws.data_dir, threading.Event(), False)
+    looks = []
+
+    def cancelled_after_the_first_batch() -> bool:
+        looks.append(1)
+        return len(looks) > 1
+
+    ctx.cancel.is_set = cancelled_after_the_first_batch  # type: ignore[method-assign]
+    stopped = []
+    collect_all = pl.collect_all
+
+    def recording(queries, *args, **kwargs):
+        try:
+            return collect_all(queries, *args, **kwargs)
+        except BaseException as exc:
+            stopped.append(exc)
+            raise
+
+    monkeypatch.setattr(pl, "collect_all", recording)
+    executor = LazyChainExecutor(plan, ctx, chain_of(plan))
+    with pytest.raises(RunCancelled):
+        executor.execute()
+    assert stopped, "the query ran to its end: nothing in it looked at the cancellation"
+    assert not executor.took_lazy_path
+    assert not (ws.data_dir / "out_cancel_mid.parquet").exists()
+    assert [p.name for p in ws.data_dir.glob(".out_cancel_mid*")] == []
