@@ -114,6 +114,7 @@ class LazyChainExecutor(Executor):
         self.took_lazy_path = False
         self._feeders: list[_Feeder] = []
         self._parquet_sinks: list[Any] = []  # file destinations a Polars sink writes as Parquet
+        self._csv_sinks: list[Any] = []  # ... and as CSV
 
     def execute(self) -> ExecutionResult:
         scan = self._scan()
@@ -185,11 +186,15 @@ class LazyChainExecutor(Executor):
 
     # ---- the query ---------------------------------------------------------------------------
     def _run_query(self, scan: pl.LazyFrame) -> None:
-        """Every output in one `collect_all`. Row counts come from what the outputs wrote (the
-        kept rows, the rejects) and from a standalone count of the source (a line count: ~15 ms a
-        1M-row CSV); a count inside the query costs a second pass over its plan (+40% CPU on the
-        benchmark chain), so one is added only after each `record_filter` but the last, where
-        nothing else tells how many rows went on."""
+        """Every output in one `collect_all`, from ONE read of the source: Polars shares a
+        subplan between outputs only where it sees it (the largest common one; what lies inside it
+        was read and transformed again for each other output that needed it), so the frames that
+        several outputs take are cached (`.cache()`: here after a counted filter, in
+        `field_validation` for its two ports); tests/engine/test_lazy_chain.py checks the plan.
+        Row counts come from what the outputs wrote (the kept rows, the rejects) and from a
+        standalone count of the source (a line count: ~15 ms a 1M-row CSV); a count inside the
+        query is added only after each `record_filter` but the last, where nothing else tells how
+        many rows went on."""
         t0 = time.perf_counter()
         source = self.chain.source
         source_rows = int(scan.select(pl.len()).collect().item())
@@ -204,14 +209,13 @@ class LazyChainExecutor(Executor):
             lf = ports[OUT]
             if REJECTED in ports:
                 rejected[nid] = ports[REJECTED]
-            if nid in filters[:-1]:
+            if nid in filters[:-1]:  # cached: shared by the count and what follows (one read)
+                lf = lf.cache()
                 counted.append((nid, lf.select(pl.len())))
         queries: list[pl.LazyFrame] = []
         for nid in self.chain.destinations:
             queries.append(self._destination_query(nid, lf))
         final = self._counting_feeder()
-        if final is None and not self._parquet_sinks:  # nothing tells the kept rows: the query counts
-            counted.append((self.chain.steps[-1] if self.chain.steps else source, lf.select(pl.len())))
         reject_rows = {nid: 0 for nid in rejected}
         reject_file = self._reject_file() if rejected else None
         parts: dict[str, Any] = {}
@@ -327,6 +331,7 @@ class LazyChainExecutor(Executor):
             self._parquet_sinks.append(sink)
             return lf.sink_parquet(sink.temp, compression=options.compression or "snappy", lazy=True)
         values = sink.config._option_values()
+        self._csv_sinks.append(sink)
         lf = lf.with_columns(_text_columns(lf))
         return lf.sink_csv(
             sink.temp, include_header=values["header"], separator=values["delimiter"], lazy=True
@@ -360,8 +365,6 @@ class LazyChainExecutor(Executor):
         for worker in self._sinks.values():
             if not worker.thread.started:  # a Polars sink wrote the temporary file: complete it
                 _complete(worker.sink)
-        if kept is None and counts.get(steps[-1] if steps else source) is None:
-            kept = self._kept_in_file()
         after: list[int | None] = []
         rows: int | None = source_rows
         for nid in steps:
@@ -370,7 +373,9 @@ class LazyChainExecutor(Executor):
             elif rows is not None:
                 rows -= reject_rows.get(nid, 0)
             after.append(rows)
-        rows = kept if kept is not None else counts.get(steps[-1] if steps else source)
+        if None in after and kept is None:  # the last filter's: known from the kept rows only
+            kept = self._kept_in_file()
+        rows = kept
         for i in range(len(steps) - 1, -1, -1):
             if after[i] is None:
                 after[i] = rows
@@ -398,9 +403,21 @@ class LazyChainExecutor(Executor):
             self.stats[nid].rows_in = rows
 
     def _kept_in_file(self) -> int:
-        """The kept rows, from the footer of the Parquet file a Polars sink wrote."""
-        temp = self._parquet_sinks[0].temp
-        return int(pl.scan_parquet(temp, glob=False).select(pl.len()).collect().item())
+        """The kept rows, from the footer of the Parquet file a Polars sink wrote, else from the
+        CSV file one wrote (read again, from the page cache: ~10 ms for 1 M rows). Counting them
+        inside the query instead split its plan in two: Polars shares one subplan between outputs,
+        and the count took it, so a validation's rejects read and transformed the source again."""
+        if self._parquet_sinks:
+            temp = self._parquet_sinks[0].temp
+            return int(pl.scan_parquet(temp, glob=False).select(pl.len()).collect().item())
+        sink = self._csv_sinks[0]
+        if sink.temp.stat().st_size == 0:
+            return 0
+        values = sink.config._option_values()
+        csv = pl.scan_csv(
+            sink.temp, has_header=values["header"], separator=values["delimiter"], infer_schema=False
+        )
+        return int(csv.select(pl.len()).collect().item())
 
 
 def _utc_now():

@@ -145,8 +145,11 @@ class FieldValidation(Transform):
         valid = valid.fill_null(False)
         if cfg.on_failure == "flag":
             return {OUT: lf.with_columns(valid.alias(f"{flat_name(cfg.field_name)}_valid"))}
-        # The check runs once: both ports filter the same marked frame, which collect_all shares.
-        marked = lf.with_columns(valid.alias(_VALID))
+        # The check runs once: both ports filter the same marked frame, cached so that collect_all
+        # shares it even when it lies inside another shared subplan (a second validation's: Polars
+        # shares the largest common subplan only, and the first validation's rejects read and
+        # checked the source again).
+        marked = lf.with_columns(valid.alias(_VALID)).cache()
         rejected = (
             marked.filter(~pl.col(_VALID))
             .drop(_VALID)

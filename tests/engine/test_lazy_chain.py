@@ -328,3 +328,63 @@ def test_a_run_cancelled_mid_query_stops_the_query_with_no_python_output(ws, mon
     assert not executor.took_lazy_path
     assert not (ws.data_dir / "out_cancel_mid.parquet").exists()
     assert [p.name for p in ws.data_dir.glob(".out_cancel_mid*")] == []
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        [13],  # one validation
+        [13, 14],  # two: the first one's rejects lie inside the second's shared subplan
+        [13, 0, 15, 16],
+        [5, 13],  # a filter before a validation: the kept rows are counted from the file
+        [5, 6, 13, 14],  # two filters (the first counted in the query) and two validations
+    ],
+)
+@pytest.mark.parametrize("kind", ["parquet", "csv", "duckdb"])
+def test_the_query_reads_its_source_once(ws, monkeypatch, steps, kind):
+    """Every output of the one query (kept rows, each validation's rejects, the counts) comes from
+    one read of the source: Polars shares a subplan between outputs only where it can see it, and
+    an output that re-reads the source re-parses and re-transforms all of it. Read off the plan
+    Polars runs (`explain_all`): one scan. Before, a CSV destination (its kept rows counted in the
+    query) and a second validation each added a scan; the counts must stay right all the same."""
+    src = ws.data_dir / f"once_{kind}_{len(steps)}_{steps[0]}.csv"
+    n = 60
+    pl.DataFrame(
+        {
+            "name": [None if i % 9 == 0 else f"n{i}" for i in range(n)],
+            "email": ["bad" if i % 4 == 0 else f"u{i}@example.com" for i in range(n)],
+            "price": [float(i) for i in range(n)],
+            "qty": list(range(n)),
+            "status": [["completed", "pending", "cancelled", "odd"][i % 4] for i in range(n)],
+            "note1": ["x"] * n,
+            "note2": ["p"] * n,
+        }
+    ).write_csv(src)
+    plans: list[str] = []
+    collect_all = pl.collect_all
+
+    def explained(queries, *args, **kwargs):
+        queries = list(queries)
+        plans.append(pl.explain_all(queries))
+        return collect_all(queries, *args, **kwargs)
+
+    monkeypatch.setattr(pl, "collect_all", explained)
+    tag = f"once_{kind}_{'_'.join(map(str, steps))}"
+    doc = _doc(src, [STEPS[i] for i in steps], _destination(kind, ws.data_dir, tag))
+    lazy = _run(ws, doc, f"{tag}-lazy", datetime.now(UTC), lazy=True)
+    [plan] = plans
+    assert plan.count("SCAN [") == 1, plan
+    monkeypatch.setattr(pl, "collect_all", collect_all)
+    push = _run(
+        ws,
+        doc | {"destinations": [{"name": "out", **_destination(kind, ws.data_dir, tag + "p")}]},
+        f"{tag}-push",
+        datetime.now(UTC),
+        lazy=False,
+    )
+    assert (lazy.rows_in, lazy.rows_out, lazy.rows_rejected) == (
+        push.rows_in,
+        push.rows_out,
+        push.rows_rejected,
+    )
+    assert lazy.rows_rejected > 0
