@@ -296,7 +296,7 @@ def test_a_cancelled_one_query_run_leaves_nothing(ws, kind):
 def test_a_run_cancelled_mid_query_stops_the_query_with_no_python_output(ws, monkeypatch):
     """A chain whose every output is a Polars sink (Parquet, no validation: no callback into
     Python) still stops where it is when cancelled: the source's batches pass a look at the
-    cancellation (`_cancellable`). The run is cancelled after the first batch; the query must
+    cancellation (`_Looker`). The run is cancelled after the first batch; the query must
     raise (not run to its end), and nothing is left."""
     src = ws.data_dir / "cancel_mid.csv"
     pl.DataFrame({"name": ["ann", "bob"] * 100_000, "qty": list(range(200_000))}).write_csv(src)
@@ -388,3 +388,30 @@ def test_the_query_reads_its_source_once(ws, monkeypatch, steps, kind):
         push.rows_rejected,
     )
     assert lazy.rows_rejected > 0
+
+
+def test_a_plan_that_would_read_twice_counts_the_source_on_its_own(ws, monkeypatch):
+    """The source's rows are counted as its batches enter the query (`_Looker`), which is right
+    only when the plan reads the source once; `_reads_once` checks the plan first, and where it
+    says no (here forced), the file is counted on its own, and the counts are still the push
+    executor's."""
+    src = ws.data_dir / "guard.csv"
+    pl.DataFrame(
+        {"email": ["a@example.com", "bad", None] * 40, "status": ["ok", "cancelled", "ok", "x"] * 30}
+    ).write_csv(src)
+    steps = [
+        {"type": "field_validation", "field_name": "email", "validation_type": "email_format"},
+        STEPS[5],
+    ]
+    seen = []
+    monkeypatch.setattr(lazy_chain, "_reads_once", lambda queries: seen.append(len(queries)) or False)
+    doc = _doc(src, steps, _destination("parquet", ws.data_dir, "guard"))
+    lazy = _run(ws, doc, "guard-lazy", datetime.now(UTC), lazy=True)
+    assert seen, "the plan was not checked"
+    push = _run(ws, doc, "guard-push", datetime.now(UTC), lazy=False)
+    assert (lazy.rows_in, lazy.rows_out, lazy.rows_rejected) == (
+        push.rows_in,
+        push.rows_out,
+        push.rows_rejected,
+    )
+    assert lazy.rows_in == 120 and lazy.rows_rejected == 40
