@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.diskspace import as_no_space
+from engine.diskspace import NoSpaceError, as_no_space
 from engine.runs.timefmt import now_iso
 from engine.secrets import mask
 from engine.statuses import UNFINISHED
@@ -432,6 +432,22 @@ class MetadataStore:
             )
         )
         return cur.rowcount > 0
+
+    def running_counts(self, run_id: str, rows_in: int, rows_out: int, rows_rejected: int) -> None:
+        """A long run's counts so far, on its record while it is unfinished: a stream killed
+        (SIGKILL, power) keeps them when the next start-up marks it `interrupted`. Never raises
+        for a full disk (the final record says it all, or the counts stay as they were)."""
+        marks = ", ".join("?" for _ in UNFINISHED)
+        try:
+            self._write(
+                lambda: self.db.execute(
+                    "UPDATE runs SET rows_in = ?, rows_out = ?, rows_rejected = ?"
+                    f" WHERE run_id = ? AND status IN ({marks})",
+                    [rows_in, rows_out, rows_rejected, run_id, *UNFINISHED],
+                )
+            )
+        except (NoSpaceError, sqlite3.Error) as exc:  # the stream goes on: its final record counts
+            _log.warning("run %s: its counts so far were not saved: %s", run_id, exc)
 
     def note_leftover(self, run_id: str, kind: str, location: str, name: str | None = None) -> int:
         """Record, BEFORE creating it, something a run's destination is about to create (`file`: a

@@ -457,3 +457,61 @@ def test_shrinking_a_killed_processes_file_keeps_every_committed_row(tmp_path, w
     finally:
         con.close()
     assert shrink_duckdb_file(db) == 0  # nothing more to give back
+
+
+def test_a_killed_streams_record_keeps_its_counts(tmp_path):
+    """A real-time run's record carries its counts while it runs (every `COUNTS_EVERY_S`,
+    engine/streaming/run.py), so that after a kill -9 the next command marks it `interrupted` with
+    what it had received and committed, not zeros. Waits on the record itself showing committed
+    rows, then kills; the counts must not exceed the rows the historian holds."""
+    import protocols  # noqa: F401  (the Modbus simulator)
+    from protocols.modbus.simulator import ModbusSimulator, simulator_config
+
+    data = tmp_path / "data"
+    with ModbusSimulator(meters=1, frozen_at=1000.0) as sim:
+        doc = {
+            "name": "meters",
+            "sources": [
+                {
+                    "name": "meters",
+                    "connector_type": "modbus",
+                    "config": simulator_config([(sim.host, sim.port, sim.unit_ids[0])], poll_interval_ms=100),
+                }
+            ],
+            "destinations": [{"name": "table", "connector_type": "duckdb", "config": {"table": "meters"}}],
+            "schedule": {"type": "real_time", "max_latency_ms": 100},
+        }
+        (tmp_path / "meters.json").write_text(json.dumps(doc))
+        proc = subprocess.Popen(
+            [str(EXE), "run", str(tmp_path / "meters.json"), "--data-dir", str(data), "--seconds", "300"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        with reaped(proc):
+
+            def counted() -> dict[str, Any] | None:
+                with sqlite3.connect(data / "metadata.db") as con:
+                    con.row_factory = sqlite3.Row
+                    run = con.execute("SELECT * FROM runs WHERE status = 'running'").fetchone()
+                return dict(run) if run is not None and (run["rows_out"] or 0) > 0 else None
+
+            running = poll(counted, "the running record to show committed rows", timeout=60, proc=proc)
+            proc.kill()  # SIGKILL: nothing of the process runs any more
+            proc.communicate()
+    listed = subprocess.run(
+        [str(EXE), "runs", "--data-dir", str(data), "--status", "interrupted", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    [row] = json.loads(listed.stdout)
+    assert row["run_id"] == running["run_id"] and row["status"] == "interrupted"
+    assert row["rows_in"] >= row["rows_out"] >= running["rows_out"] > 0
+    con = duckdb.connect(str(data / "historian.duckdb"))
+    try:
+        stored = con.execute("SELECT count(*) FROM meters").fetchone()[0]
+    finally:
+        con.close()
+    assert stored >= row["rows_out"]  # counted once committed: never more than was stored
