@@ -136,6 +136,19 @@ def hidden_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob(".*")) if folder.exists() else []
 
 
+def interrupted_runs(data: Path) -> list[dict[str, Any]]:
+    """`aggregator runs --status interrupted --json`: a command that opens the data directory, so
+    it marks the runs whose process is gone first."""
+    listed = subprocess.run(
+        [str(EXE), "runs", "--data-dir", str(data), "--status", "interrupted", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    return json.loads(listed.stdout)
+
+
 def start_run(tmp_path: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [str(EXE), "run", str(endless_pipeline(tmp_path)), "--data-dir", str(tmp_path / "data"), *args],
@@ -244,14 +257,7 @@ def test_kill_9_is_recovered_by_the_next_command(tmp_path):
     assert run["temp"].exists()
     assert run["stage"] in tables(data / "historian.duckdb")
 
-    listed = subprocess.run(
-        [str(EXE), "runs", "--data-dir", str(data), "--status", "interrupted", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert listed.returncode == 0, listed.stderr
-    rows = json.loads(listed.stdout)
+    rows = interrupted_runs(data)  # the next command finds the dead run
     assert [r["run_id"] for r in rows] == [run["run_id"]]
     reason = f"process {proc.pid} ended without finishing the run (killed or crashed)"
     assert rows[0]["status"] == "interrupted" and rows[0]["error"] == reason
@@ -357,30 +363,41 @@ def test_a_finished_runs_leftovers_are_removed_and_a_running_runs_are_kept(tmp_p
     assert not gone.exists() and not gone.with_name(gone.name + ".w").exists()
 
 
+def meters_pipeline(tmp_path: Path, sim, *destinations: dict) -> Path:
+    """`meters.json`: a real-time pipeline polling the simulator's one meter every 100 ms."""
+    from protocols.modbus.simulator import simulator_config
+
+    doc = {
+        "name": "meters",
+        "sources": [
+            {
+                "name": "meters",
+                "connector_type": "modbus",
+                "config": simulator_config([(sim.host, sim.port, sim.unit_ids[0])], poll_interval_ms=100),
+            }
+        ],
+        "destinations": list(destinations),
+        "schedule": {"type": "real_time", "max_latency_ms": 100},
+    }
+    path = tmp_path / "meters.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
 def test_sigterm_cancels_a_real_time_run(tmp_path):
     """A `--seconds` real_time run stopped by SIGTERM ends `cancelled` (exit 1), its micro-batch
     temporary files gone."""
     import protocols  # noqa: F401  (the Modbus simulator)
-    from protocols.modbus.simulator import ModbusSimulator, simulator_config
+    from protocols.modbus.simulator import ModbusSimulator
 
     data, out = tmp_path / "data", tmp_path / "out"
     with ModbusSimulator(meters=1, frozen_at=1000.0) as sim:
-        doc = {
-            "name": "meters",
-            "sources": [
-                {
-                    "name": "meters",
-                    "connector_type": "modbus",
-                    "config": simulator_config([(sim.host, sim.port, sim.unit_ids[0])], poll_interval_ms=100),
-                }
-            ],
-            "destinations": [
-                {"name": "copy", "connector_type": "file", "config": {"path": "out/meters.csv"}},
-                {"name": "table", "connector_type": "duckdb", "config": {"table": "meters"}},
-            ],
-            "schedule": {"type": "real_time", "max_latency_ms": 100},
-        }
-        (tmp_path / "meters.json").write_text(json.dumps(doc))
+        meters_pipeline(
+            tmp_path,
+            sim,
+            {"name": "copy", "connector_type": "file", "config": {"path": "out/meters.csv"}},
+            {"name": "table", "connector_type": "duckdb", "config": {"table": "meters"}},
+        )
         proc = subprocess.Popen(
             [
                 str(EXE),
@@ -465,23 +482,13 @@ def test_a_killed_streams_record_keeps_its_counts(tmp_path):
     what it had received and committed, not zeros. Waits on the record itself showing committed
     rows, then kills; the counts must not exceed the rows the historian holds."""
     import protocols  # noqa: F401  (the Modbus simulator)
-    from protocols.modbus.simulator import ModbusSimulator, simulator_config
+    from protocols.modbus.simulator import ModbusSimulator
 
     data = tmp_path / "data"
     with ModbusSimulator(meters=1, frozen_at=1000.0) as sim:
-        doc = {
-            "name": "meters",
-            "sources": [
-                {
-                    "name": "meters",
-                    "connector_type": "modbus",
-                    "config": simulator_config([(sim.host, sim.port, sim.unit_ids[0])], poll_interval_ms=100),
-                }
-            ],
-            "destinations": [{"name": "table", "connector_type": "duckdb", "config": {"table": "meters"}}],
-            "schedule": {"type": "real_time", "max_latency_ms": 100},
-        }
-        (tmp_path / "meters.json").write_text(json.dumps(doc))
+        meters_pipeline(
+            tmp_path, sim, {"name": "table", "connector_type": "duckdb", "config": {"table": "meters"}}
+        )
         proc = subprocess.Popen(
             [str(EXE), "run", str(tmp_path / "meters.json"), "--data-dir", str(data), "--seconds", "300"],
             stdout=subprocess.PIPE,
@@ -499,14 +506,7 @@ def test_a_killed_streams_record_keeps_its_counts(tmp_path):
             running = poll(counted, "the running record to show committed rows", timeout=60, proc=proc)
             proc.kill()  # SIGKILL: nothing of the process runs any more
             proc.communicate()
-    listed = subprocess.run(
-        [str(EXE), "runs", "--data-dir", str(data), "--status", "interrupted", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert listed.returncode == 0, listed.stderr
-    [row] = json.loads(listed.stdout)
+    [row] = interrupted_runs(data)
     assert row["run_id"] == running["run_id"] and row["status"] == "interrupted"
     assert row["rows_in"] >= row["rows_out"] >= running["rows_out"] > 0
     con = duckdb.connect(str(data / "historian.duckdb"))
