@@ -200,6 +200,7 @@ class MqSource(StreamingSource):
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._outstanding: dict[int, list[Any]] = {}  # token -> broker acks, emitted, not yet committed
+        self._emitted_at: dict[int, float] = {}  # token -> time.monotonic() it was emitted
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
         self._acks_done = threading.Condition(self._lock)
@@ -245,9 +246,23 @@ class MqSource(StreamingSource):
         with self._lock:
             for token in tokens:
                 acks.extend(self._outstanding.pop(token, ()))
+                self._emitted_at.pop(token, None)
             self._acks_done.notify_all()
         if acks:
             self._ack(acks)  # counts `acked` once the broker's acks are sent
+
+    def held_acks(self, longer_than: float, at_most: float) -> list[Any]:
+        """The broker acks of the batches emitted and not yet committed for between `longer_than`
+        and `at_most` seconds (a broker that re-delivers what is held too long is told they are
+        still being worked on: NATS JetStream)."""
+        now = time.monotonic()
+        with self._lock:
+            return [
+                ack
+                for token, acks in self._outstanding.items()
+                if longer_than <= now - self._emitted_at.get(token, now) < at_most
+                for ack in acks
+            ]
 
     # ---- the source's thread --------------------------------------------------------------------
     def _run(self, emit: Callable[..., None]) -> None:
@@ -339,6 +354,7 @@ class MqSource(StreamingSource):
                 token = next(self._seq)
                 with self._lock:
                     self._outstanding[token] = acks
+                    self._emitted_at[token] = time.monotonic()
                 emit(frame, ack=token)
             elif frame.height:
                 emit(frame)

@@ -8,8 +8,12 @@ next to the destination's config, so that the one `nats` connector class holds b
   published while the source is away are never seen. Use JetStream where that matters.
 - JetStream (`jetstream: true`): a durable pull consumer (`durable`, created on `stream` when
   missing, `AckExplicit`); `fetch` takes up to `batch_max_messages` at a time, and each message is
-  acked only after the micro-batch holding it is committed. An unacked message comes again after
-  `ack_wait_s`, or at the next start.
+  acked only after the micro-batch holding it is committed. While it waits for that commit, the
+  source tells JetStream every `ack_wait_s / 3` that it is still being worked on (`in_progress`,
+  +WPI), so a commit slower than `ack_wait_s` (a restart's first, a slow destination) does not
+  have it re-delivered and stored twice; for at most KEEP_IN_PROGRESS x `ack_wait_s`, after which
+  JetStream re-delivers it (a micro-batch that failed, or a batch the queue dropped, is never
+  acknowledged). An unacked message comes again after that, or at the next start.
 
 The connection does not reconnect by itself (as the destination's): a lost one turns the session
 `lost`, and the source connects afresh with back-off (`reconnecting`).
@@ -17,6 +21,7 @@ The connection does not reconnect by itself (as the destination's): a lost one t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from collections import deque
@@ -26,6 +31,8 @@ from engine.connectors.mq_common import Message, MqSource
 from engine.connectors.nats_upstream import NatsSourceConfig, _Loop, _reason, _safe_url
 from engine.context import RunContext
 from engine.errors import ConnectorError
+
+KEEP_IN_PROGRESS = 10  # x ack_wait_s: how long a held message is kept from re-delivery at most
 
 
 class NatsSource(MqSource):
@@ -40,6 +47,7 @@ class NatsSource(MqSource):
         self._psub: Any = None
         self._sub: Any = None
         self._core: deque[Message] = deque()
+        self._keeper: asyncio.Task | None = None  # JetStream: `in_progress` for held messages
         self._arrived = threading.Condition()
 
     def _reason(self, exc: BaseException) -> str:
@@ -112,6 +120,7 @@ class NatsSource(MqSource):
                 self._psub = await js.pull_subscribe(
                     cfg.subject, durable=self.durable, stream=cfg.stream, config=consumer
                 )
+                self._keeper = asyncio.get_running_loop().create_task(self._keep_in_progress())
             else:
                 self._core.clear()
 
@@ -130,6 +139,21 @@ class NatsSource(MqSource):
             await nc.close()
             raise
         self._nc = nc
+
+    async def _keep_in_progress(self) -> None:
+        """Every ack_wait/3, `in_progress` for each message emitted at least that long ago and not
+        yet acknowledged: JetStream restarts its ack_wait timer, so a message waits for a slow
+        commit instead of coming twice. Ends with the connection (its task is cancelled by
+        `_close`; a failed send means the link is gone, and the source reconnects)."""
+        ack_wait = self.config.ack_wait_s
+        every = ack_wait / 3
+        while True:
+            await asyncio.sleep(every)
+            for msg in self.held_acks(every, ack_wait * KEEP_IN_PROGRESS):
+                try:
+                    await msg.in_progress()
+                except Exception:
+                    return
 
     def _fetch(self, limit: int, wait_s: float) -> list[Message]:
         import nats.errors
@@ -178,9 +202,14 @@ class NatsSource(MqSource):
 
     def _close(self) -> None:
         nc, self._nc, self._psub, self._sub = self._nc, None, None, None
-        if nc is not None and self._loop is not None:
-            with contextlib.suppress(Exception):
-                self._run_async(nc.close(), 5)
+        keeper, self._keeper = self._keeper, None
+        if self._loop is not None:
+            if keeper is not None:
+                with contextlib.suppress(RuntimeError):  # the loop is closed already
+                    self._loop.loop.call_soon_threadsafe(keeper.cancel)
+            if nc is not None:
+                with contextlib.suppress(Exception):
+                    self._run_async(nc.close(), 5)
 
     def stop(self) -> None:
         super().stop()

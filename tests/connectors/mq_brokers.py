@@ -17,9 +17,9 @@ from tests.conftest import require_service
 
 ACKING = ("rabbitmq", "redis_streams", "nats_js")
 # JetStream re-delivers a message not acked within this long. Each message is acked after the
-# micro-batch holding it commits, so a commit slower than this stores it twice (at-least-once): at
-# 2 s a loaded CI machine's first commit after a restart (the historian's tables created) took
-# longer, and a re-delivered message came twice. Long enough for that, short enough that messages
+# micro-batch holding it commits; at 2 s a loaded CI machine's first commit after a restart (the
+# historian's tables created) took longer and a re-delivered message came twice (since then the
+# source keeps held messages in progress: test_nats_in_progress.py). Short enough that messages
 # handed to a killed process come again within the tests' waits.
 ACK_WAIT_S = 10.0
 ALL = (*ACKING, "nats_core")
@@ -153,6 +153,19 @@ class Broker:
 
             return asyncio.run(pending())
         return None
+
+    def redelivered(self) -> int:
+        """JetStream: messages of the test's consumer delivered more than once."""
+
+        async def count() -> int:
+            import nats
+
+            nc = await nats.connect("nats://127.0.0.1:4222")
+            info = await nc.jetstream().consumer_info(self.id, "d1")
+            await nc.close()
+            return int(info.num_redelivered)
+
+        return asyncio.run(count())
 
     def cleanup(self) -> None:
         try:
