@@ -142,30 +142,24 @@ class Broker:
             finally:
                 r.close()
         if self.kind == "nats_js":
-
-            async def pending() -> int:
-                import nats
-
-                nc = await nats.connect("nats://127.0.0.1:4222")
-                info = await nc.jetstream().consumer_info(self.id, "d1")
-                await nc.close()
-                return int(info.num_ack_pending)
-
-            return asyncio.run(pending())
+            return int(self._consumer_info().num_ack_pending)
         return None
 
     def redelivered(self) -> int:
         """JetStream: messages of the test's consumer delivered more than once."""
+        return int(self._consumer_info().num_redelivered)
 
-        async def count() -> int:
+    def _consumer_info(self) -> Any:
+        async def info() -> Any:
             import nats
 
             nc = await nats.connect("nats://127.0.0.1:4222")
-            info = await nc.jetstream().consumer_info(self.id, "d1")
-            await nc.close()
-            return int(info.num_redelivered)
+            try:
+                return await nc.jetstream().consumer_info(self.id, "d1")
+            finally:
+                await nc.close()
 
-        return asyncio.run(count())
+        return asyncio.run(info())
 
     def cleanup(self) -> None:
         try:
