@@ -175,8 +175,9 @@ class LazyChainExecutor(Executor):
         except OSError:
             return None
         if fmt == "parquet":
-            self._source_rows = int(pl.scan_parquet(path, glob=False).select(pl.len()).collect().item())
-            return pl.scan_parquet(path, glob=False)
+            scan = pl.scan_parquet(path, glob=False)
+            self._source_rows = int(scan.select(pl.len()).collect().item())  # from the footer
+            return scan
         from engine.connectors.formats import csv as csv_format
 
         opts = source._options()
@@ -229,9 +230,7 @@ class LazyChainExecutor(Executor):
             from engine.store.historian import reject_rows as as_reject_rows
 
             parts[nid] = reject_file.new_part()
-            rows = as_reject_rows(
-                frame, node_id=nid, run_id=self.ctx.run_id, pipeline=self.ctx.pipeline, at=_utc_now()
-            )
+            rows = as_reject_rows(frame, node_id=nid, run_id=self.ctx.run_id, pipeline=self.ctx.pipeline)
             queries.append(rows.sink_parquet(parts[nid], lazy=True))
         n_sinks = len(queries)
         everything = [*queries, *(q for _nid, q in counted)]
@@ -409,12 +408,6 @@ class LazyChainExecutor(Executor):
             sink.temp, has_header=values["header"], separator=values["delimiter"], infer_schema=False
         )
         return int(csv.select(pl.len()).collect().item())
-
-
-def _utc_now():
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _utf8(sink) -> bool:

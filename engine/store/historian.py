@@ -467,15 +467,18 @@ def reject_rows(
     node_id: str,
     run_id: str,
     pipeline: str,
-    at: datetime,
+    at: datetime | None = None,
     reason_column: str = "_reject_reason",
 ) -> pl.LazyFrame:
     """REJECTS_TABLE's columns for one node's rejected rows: the reason (`reason_column`, null
     where there is none) and the rest of the row as one JSON object, `record`, built column-wise
     by Polars (no per-row Python). Lazy, so the one-query chain sinks it inside its own query
     (engine/lazy_chain.py); `_reject_table` collects it for the batches the other writers get.
-    `at` is naive UTC, as the table's `rejected_at` is."""
+    `at` is naive UTC, as the table's `rejected_at` is (now, when not given)."""
     import polars as pl
+
+    if at is None:
+        at = datetime.now(UTC).replace(tzinfo=None)
 
     schema = rejected.collect_schema()
     payload = [name for name in schema.names() if name != reason_column]
@@ -664,13 +667,7 @@ class RejectFile:
         so a run without rejects leaves no file."""
         import polars as pl
 
-        rows = 0
-
-        def count() -> None:
-            nonlocal rows
-            rows = int(pl.scan_parquet(path, glob=False).select(pl.len()).collect().item())
-
-        self._guarded(count)
+        rows = self._guarded(lambda: int(pl.scan_parquet(path, glob=False).select(pl.len()).collect().item()))
         if rows == 0:
             for i, (part, forget) in enumerate(self.parts):
                 if part == path:
@@ -746,10 +743,11 @@ class RejectFile:
             forget()  # type: ignore[operator]
         self.parts = []
 
-    def _guarded(self, action) -> None:
-        """An error is one line naming the reject store (a full disk: NoSpaceError)."""
+    def _guarded(self, action):
+        """`action()`'s value; an error is one line naming the reject store (a full disk:
+        NoSpaceError)."""
         try:
-            action()
+            return action()
         except Exception as exc:
             from engine.diskspace import as_no_space
             from engine.errors import ConnectorError
