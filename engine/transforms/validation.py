@@ -153,7 +153,7 @@ class FieldValidation(Transform):
         rejected = (
             marked.filter(~pl.col(_VALID))
             .drop(_VALID)
-            .with_columns(pl.concat_str([pl.lit(f"{cfg.field_name}: "), reason]).alias(REJECT_REASON))
+            .with_columns(_reason_of(cfg.field_name, reason).alias(REJECT_REASON))
         )
         return {OUT: marked.filter(pl.col(_VALID)).drop(_VALID), REJECTED: rejected}
 
@@ -162,11 +162,19 @@ def _quoted(value: pl.Expr) -> pl.Expr:
     return pl.concat_str([pl.lit("'"), value.cast(pl.String), pl.lit("'")])
 
 
-def _check(cfg: FieldValidationConfig, value: pl.Expr, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr]:
-    """(is valid, reason text) for the configured check."""
+def _reason_of(name: str, reason: pl.Expr | str) -> pl.Expr:
+    """The `_reject_reason` column: the field's name before the check's reason. A constant reason
+    is one literal (a concatenation is made again for every rejected row: Polars does not fold it)."""
+    if isinstance(reason, str):
+        return pl.lit(f"{name}: {reason}", pl.String)
+    return pl.concat_str([pl.lit(f"{name}: "), reason])
+
+
+def _check(cfg: FieldValidationConfig, value: pl.Expr, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr | str]:
+    """(is valid, reason text): the reason is a str where it is the same for every failing row."""
     kind, p, path = cfg.validation_type, cfg.parameters, cfg.field_name
     if kind == "not_null":
-        return value.is_not_null(), pl.lit("value is missing (null)")
+        return value.is_not_null(), "value is missing (null)"
     if kind == "unique":
         # Only the first record of each value is valid: later duplicates are rejected.
         return value.is_first_distinct(), pl.concat_str([pl.lit("duplicate value "), _quoted(value)])
@@ -176,7 +184,7 @@ def _check(cfg: FieldValidationConfig, value: pl.Expr, dtype: pl.DataType) -> tu
                 f"email_format needs a text field, but '{path}' is {dtype}", param="field_name"
             )
         text = value.cast(pl.String).str.strip_chars()
-        return text.str.contains(EMAIL_PATTERN), pl.lit("not a valid email address")
+        return text.str.contains(EMAIL_PATTERN), "not a valid email address"
     if isinstance(p, RegexParameters):
         matched = value.cast(pl.String).str.contains(p.regex)
         return matched, pl.concat_str([_quoted(value), pl.lit(f" does not match the pattern '{p.regex}'")])
