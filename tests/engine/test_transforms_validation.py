@@ -6,6 +6,8 @@ from datetime import date
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from engine.context import NodeContext, RunContext
@@ -194,3 +196,36 @@ def test_config_errors(step, loc, text):
         build({"type": "field_validation", "field_name": "x", **step})
     assert err.value.errors()[0]["loc"] == loc
     assert text in err.value.errors()[0]["msg"]
+
+
+# email_format matches EMAIL_PATTERN on the trimmed value, as one pattern that allows the
+# whitespace around it (engine/transforms/validation.py EMAIL_PADDED): the same answer as trimming
+# (`str.strip_chars()`, Unicode whitespace) and then matching, for any value.
+_WHITESPACE = " \t\n\r\x0b\x0c\x85\xa0\u1680\u2003\u2028\u202f\u3000"
+_EMAIL_PIECES = st.text(alphabet="ab0.-_@+Z" + _WHITESPACE, max_size=12)
+_EMAILISH = st.builds(
+    lambda pre, local, domain, tld, post: f"{pre}{local}@{domain}.{tld}{post}",
+    st.text(alphabet=_WHITESPACE, max_size=3),
+    _EMAIL_PIECES,
+    _EMAIL_PIECES,
+    st.text(alphabet="abcZ1" + _WHITESPACE, max_size=4),
+    st.text(alphabet=_WHITESPACE + "x", max_size=3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_EMAILISH, _EMAIL_PIECES, st.text(max_size=20), st.none()), max_size=30))
+def test_email_format_is_the_pattern_on_the_trimmed_value(values):
+    from engine.transforms.validation import EMAIL_PADDED, EMAIL_PATTERN
+
+    s = pl.Series("email", values, dtype=pl.String)
+    trimmed_then_matched = s.str.strip_chars().str.contains(EMAIL_PATTERN)
+    assert s.str.contains(EMAIL_PADDED).to_list() == trimmed_then_matched.to_list()
+
+
+def test_email_format_accepts_an_address_with_whitespace_around_it():
+    frame = pl.DataFrame({"email": [" ada@example.com\t", "\u00a0bob@mail.co.uk\u3000", "a b@c.de", "x@y "]})
+    step = {"type": "field_validation", "field_name": "email", "validation_type": "email_format"}
+    out = build(step).apply([frame.lazy()], NodeContext(RunContext(), "v"))
+    assert out["out"].collect()["email"].to_list() == [" ada@example.com\t", "\u00a0bob@mail.co.uk\u3000"]
+    assert out["rejected"].collect()["email"].to_list() == ["a b@c.de", "x@y "]
