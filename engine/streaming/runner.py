@@ -41,7 +41,7 @@ from engine.store.historian import RejectWriter
 from engine.streaming.buffer import BatchQueue
 from engine.streaming.checks import check_streaming
 from engine.streaming.flow import MicroBatchFlow
-from engine.streaming.latency import LatencyWindow, received_us
+from engine.streaming.latency import LatencyWindow, received_us, sample_step
 from engine.streaming.settings import StreamSettings
 from engine.streaming.sinks import DeadLetterAppender, MicroBatchSink, make_committer
 from engine.tags import TAG_COLUMNS, TagBatch, concat_batches, has_value
@@ -298,11 +298,15 @@ class StreamRunner:
         rejects: list[tuple[str, pl.DataFrame]] = []
         left = 0  # rows that left the pipeline, per micro-batch, counted once
         grouped = 0
+        step = sample_step(self.settings.commit_rows)  # the receipt times sampled: ~256 a commit
         try:
             while due:
                 taken = {nid: self.queues[nid].take(self.settings.batch_size) for nid in due}
                 received = [
-                    t for items in taken.values() for i in items for t in received_us(i.frame, i.arrived_us)
+                    t
+                    for items in taken.values()
+                    for i in items
+                    for t in received_us(i.frame, i.arrived_us, step)
                 ]
                 rows = 0
                 for nid, items in taken.items():
