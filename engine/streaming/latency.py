@@ -51,7 +51,11 @@ def received_us(frame: Any, arrived_us: int, step: int | None = None) -> list[in
 
 
 class LatencyWindow:
-    def __init__(self, size: int = 20_000):
+    """The latest `size` sampled latencies; `snapshot` sorts them (once a commit). At ~256 samples a
+    commit, 4,096 span a few seconds of a 100k values/s stream (20,000 samples spanned ~0.5 s of it
+    when every third row was sampled) and sort in ~0.24 ms against ~2.3 ms."""
+
+    def __init__(self, size: int = 4096):
         self._values: deque[float] = deque(maxlen=size)  # milliseconds
         self._lock = threading.Lock()
         self.max_ms = 0.0
