@@ -47,7 +47,8 @@ def runner_for(ws, tmp_path, ticks: dict, **schedule):
     return StreamRunner(compiled, ctx, settings=settings, on_event=events.append), events
 
 
-def test_one_big_source_batch_is_micro_batches_of_batch_size_in_one_commit(ws, tmp_path):
+def one_big_batch(ws, tmp_path):
+    """1,000 rows handed over at once, in micro-batches of 100, run until they are committed."""
     runner, events = runner_for(
         ws,
         tmp_path,
@@ -58,6 +59,11 @@ def test_one_big_source_batch_is_micro_batches_of_batch_size_in_one_commit(ws, t
     runner.start()
     wait_until(lambda: runner.stats()["rows_committed"] == 1_000, timeout=30, what="the batch committed")
     runner.stop()
+    return runner, events
+
+
+def test_one_big_source_batch_is_micro_batches_of_batch_size_in_one_commit(ws, tmp_path):
+    runner, events = one_big_batch(ws, tmp_path)
     sizes = [e["rows"] for e in events if e["event"] == "micro_batch"]
     assert sizes == [100] * 10  # the transforms' window is still batch_size rows
     assert runner.stats()["sinks"]["hist"]["commits"] == 1
@@ -95,16 +101,7 @@ def test_receipt_times_are_sampled_per_commit_not_per_micro_batch(ws, tmp_path):
     the first row of every micro-batch (its batch latency): 1,000 rows in ten micro-batches of 100,
     under the default 50,000-row commit, are 10 samples. Sampled per micro-batch, it was every row
     (1,000): on a 100k values/s stream, ~35k a second through Python."""
-    runner, events = runner_for(
-        ws,
-        tmp_path,
-        {"rows_per_batch": 1_000, "batches": 1, "tags": 50},
-        batch_size=100,
-        max_latency_ms=60_000,
-    )
-    runner.start()
-    wait_until(lambda: runner.stats()["rows_committed"] == 1_000, timeout=30, what="the batch committed")
-    runner.stop()
+    _runner, events = one_big_batch(ws, tmp_path)
     batches = [e for e in events if e["event"] == "micro_batch"]
     assert len(batches) == 10
     assert {e["latency_ms"]["window"] for e in batches} == {10}
