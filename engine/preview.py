@@ -47,11 +47,14 @@ def run_preview(
     *,
     limit: int,
     sample_rows: int = PREVIEW_SAMPLE_ROWS,
-    live_seconds: float = LIVE_SAMPLE_S,
+    live_seconds: float | None = None,
 ) -> Preview:
     """Preview `compiled` (ctx.dry_run must be set: destinations are not opened). Raises
-    RunCancelled when `ctx.cancel` is set meanwhile (a cut-short live sample is no preview)."""
+    RunCancelled when `ctx.cancel` is set meanwhile (a cut-short live sample is no preview).
+    `live_seconds`: how long a streaming source is listened to (None: LIVE_SAMPLE_S, read now)."""
     assert ctx.dry_run, "a preview writes nothing"
+    if live_seconds is None:
+        live_seconds = LIVE_SAMPLE_S
     executor = _executor_class()(
         compiled, ctx, sample_rows=max(sample_rows, limit), preview_limit=limit, live_seconds=live_seconds
     )

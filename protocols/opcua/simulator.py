@@ -219,6 +219,11 @@ class OpcUaSimulator:
         self.max_nodes_per_read = limit
         self._call(self._declare_limits(self._server))
 
+    def subscriptions(self) -> int:
+        """How many subscriptions clients hold on the server now (a client is listening)."""
+        server = self._server
+        return 0 if server is None else len(server.iserver.subscription_service.subscriptions)
+
     def stall(self, stalled: bool = True) -> None:
         """Stop (or resume) updating the values; the server still answers."""
         self._stalled = stalled

@@ -133,12 +133,18 @@ def test_selecting_an_opc_ua_source_previews_a_live_sample(qtbot, editor, opcua_
     assert page.engine.call(lambda: page.engine.workspace.metadata.runs()).result(10) == []
 
 
-def test_a_live_sample_can_be_cancelled_while_sampling(qtbot, panel, opcua_sim):
+def test_a_live_sample_can_be_cancelled_while_sampling(qtbot, panel, opcua_sim, monkeypatch):
+    import engine.preview
+
+    # The sample listens a minute, so the Cancel below lands while it listens however slow the
+    # machine (with the 2 s default, a starved GUI thread once woke after the sample had ended).
+    monkeypatch.setattr(engine.preview, "LIVE_SAMPLE_S", 60.0)
     opcua_sim.stall()  # values stop changing: the sample waits its full time for more rows
     try:
+        listening = opcua_sim.subscriptions()
         panel.show_node(opcua_doc(opcua_sim), "plc")
         job = panel.job
-        qtbot.wait(400)  # connected and listening
+        qtbot.waitUntil(lambda: opcua_sim.subscriptions() > listening, timeout=30_000)  # connected, listening
         assert panel.running and not job.done()
         with qtbot.waitSignal(panel.failed, timeout=30_000) as failed:
             qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
