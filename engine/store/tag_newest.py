@@ -170,6 +170,9 @@ class NewestRows:
         self.last_write = time.monotonic()
         self.recovered = False  # the crash marker was looked at (once per process and historian)
         self._timers: dict[str, threading.Timer] = {}  # the timer thread of each kind of work
+        # ... and those whose work runs after it left `_timers` (`again_while_running`): `settle`
+        # waits for them too
+        self._running: dict[str, set[threading.Timer]] = {}
         self._give_way = threading.Event()  # someone waits for `last_lock`: a write stops between slices
         # checkpoints between the batches (`TagHistorian._checkpoint_soon`): the timer's checkpoints
         # so far, the last one's refusal
@@ -237,7 +240,13 @@ class NewestRows:
                     with self._lock:
                         if self._timers.get(kind) is timer:
                             del self._timers[kind]  # the work may ask for the next one
-                work()
+                        self._running.setdefault(kind, set()).add(timer)
+                try:
+                    work()
+                finally:
+                    if again_while_running:
+                        with self._lock:
+                            self._running[kind].discard(timer)
 
             # Not a daemon: one stopped inside Polars or DuckDB at the interpreter's finalization
             # aborts the process; `_at_exit` cancels it before threads are joined.
@@ -249,13 +258,20 @@ class NewestRows:
     def settle(self, kinds: tuple[str, ...], timeout: float = 120.0) -> None:
         """Timers of these kinds that have not started are cancelled, and one running is waited for
         (a sink's close: the historian may be closed next, and DuckDB refuses to close a connection
-        while a cursor of it runs a statement). Not while holding `write_lock`, which they wait for."""
-        with self._lock:
-            timers = [self._timers.pop(k) for k in kinds if k in self._timers]
-        for timer in timers:
-            timer.cancel()
-            if timer is not threading.current_thread():
-                timer.join(timeout)
+        while a cursor of it runs a statement), also a write of `tag_last` that had left `_timers`
+        to let its work ask for the next (it once ran on while `Historian.close` closed the
+        connection: "connection is busy"). Not while holding `write_lock`, which they wait for."""
+        deadline = time.monotonic() + timeout
+        while True:  # again: a running write may have asked for the next one meanwhile
+            with self._lock:
+                timers = [self._timers.pop(k) for k in kinds if k in self._timers]
+                timers += [t for k in kinds for t in self._running.get(k, ())]
+            timers = [t for t in timers if t is not threading.current_thread()]
+            if not timers or time.monotonic() >= deadline:
+                return
+            for timer in timers:
+                timer.cancel()
+                timer.join(max(0.0, deadline - time.monotonic()))
 
     @contextlib.contextmanager
     def one_batch_gap(self):
