@@ -12,7 +12,7 @@ from engine.tags import TagBatch, epoch_us
 # enough for p99 over the window. Sampled per micro-batch instead (256 of each), a stream of
 # 1,000-row micro-batches had every third row's time go through Python: on the Modbus benchmark's
 # 100k values/s, ~35k samples a second, ~4% of a core (the lists, the latencies, the window).
-SAMPLES_PER_BATCH = 256
+SAMPLES_PER_COMMIT = 256
 
 
 # Up to this many samples of a frame are read value by value (~1.5 µs each); more, by converting the
@@ -23,7 +23,7 @@ FEW_SAMPLES = 64
 
 def sample_step(rows: int) -> int:
     """Every how many rows one is sampled, when `rows` rows are committed together."""
-    return max(1, rows // SAMPLES_PER_BATCH)
+    return max(1, rows // SAMPLES_PER_COMMIT)
 
 
 def received_us(frame: Any, arrived_us: int, step: int | None = None) -> list[int]:
@@ -33,15 +33,13 @@ def received_us(frame: Any, arrived_us: int, step: int | None = None) -> list[in
     frame's own), so every frame gives at least its first row (the oldest, for the batch latency)."""
     if step is None:
         step = sample_step(frame.height)
-    if isinstance(frame, TagBatch):
-        if "received_at" in frame.columns:
-            return [arrived_us if t is None else t for t in frame.column("received_at")[::step]]
-        return [arrived_us] * len(range(0, frame.height, step))
-    import polars as pl  # a frame: Polars is loaded
-
     rows = range(0, frame.height, step)
     if "received_at" not in frame.columns:
         return [arrived_us] * len(rows)
+    if isinstance(frame, TagBatch):
+        return [arrived_us if t is None else t for t in frame.column("received_at")[::step]]
+    import polars as pl  # a frame: Polars is loaded
+
     series = frame.get_column("received_at")
     if not isinstance(series.dtype, pl.Datetime):
         return [arrived_us] * len(rows)
