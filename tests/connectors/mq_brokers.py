@@ -149,6 +149,30 @@ class Broker:
         """JetStream: messages of the test's consumer delivered more than once."""
         return int(self._consumer_info().num_redelivered)
 
+    def state(self) -> str:
+        """What the broker holds now, one line for a failed assertion (JetStream: the stream's
+        messages and the consumer's delivered, redelivered, pending and unacked counts)."""
+        if self.kind != "nats_js":
+            return f"{self.kind}: unacked {self.unacked()}"
+
+        async def both() -> Any:
+            import nats
+
+            nc = await nats.connect("nats://127.0.0.1:4222")
+            try:
+                js = nc.jetstream()
+                return await js.stream_info(self.id), await js.consumer_info(self.id, "d1")
+            finally:
+                await nc.close()
+
+        stream, consumer = asyncio.run(both())
+        return (
+            f"stream {stream.state.messages} messages (seq {stream.state.first_seq}-{stream.state.last_seq});"
+            f" consumer delivered seq {consumer.delivered.stream_seq}, ack floor {consumer.ack_floor.stream_seq},"
+            f" redelivered {consumer.num_redelivered}, ack pending {consumer.num_ack_pending},"
+            f" pending {consumer.num_pending}"
+        )
+
     def _consumer_info(self) -> Any:
         async def info() -> Any:
             import nats

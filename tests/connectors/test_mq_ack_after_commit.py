@@ -51,8 +51,9 @@ def run_child(broker: Broker, mode: str, data_dir: Path, n: int) -> str:
     return proc.stdout
 
 
-def values_after_restart(broker: Broker, data_dir: Path, expect: int) -> list[float]:
-    """Start the pipeline again (in this process, into a historian), wait for `expect` rows, stop."""
+def values_after_restart(broker: Broker, data_dir: Path, expect: int) -> tuple[list[float], dict]:
+    """Start the pipeline again (in this process, into a historian), wait for `expect` rows, stop:
+    the values stored, and the source's counters (messages received, acked...)."""
     doc = {
         "name": "mq",
         "nodes": [
@@ -82,8 +83,21 @@ def values_after_restart(broker: Broker, data_dir: Path, expect: int) -> list[fl
             wait_for(lambda: runner.sources["src"].counters["acked"] >= expect, what="their acks")
         finally:
             runner.stop()
+        counters = dict(runner.sources["src"].counters)
         rows = ws.historian.cursor().sql(f"SELECT value FROM {TAGS_TABLE} ORDER BY value").fetchall()
-        return [r[0] for r in rows]
+        return [r[0] for r in rows], counters
+
+
+def differences(values: list[float], expected, broker: Broker, counters: dict) -> str:
+    """A failed comparison in one line: the values stored twice, those missing, the source's
+    counters and the broker's own counts (a duplicate: received twice, redelivered by the broker,
+    or published twice?)."""
+    seen: dict[float, int] = {}
+    for v in values:
+        seen[v] = seen.get(v, 0) + 1
+    twice = sorted(v for v, n in seen.items() if n > 1)
+    missing = sorted(float(v) for v in expected if float(v) not in seen)
+    return f"{len(values)} rows; stored twice {twice}; missing {missing}; source {counters}; {broker.state()}"
 
 
 @pytest.mark.parametrize("kind", ACKING)
@@ -94,7 +108,8 @@ def test_killed_before_the_commit_the_messages_come_again_after_it_they_do_not(k
         broker.publish(tag_bodies(200))
         out = run_child(broker, "before", tmp_path / "a", 200)
         assert "received" in out  # killed with the messages in hand, nothing committed
-        assert values_after_restart(broker, tmp_path / "b", 200) == [float(i) for i in range(200)]
+        values, counters = values_after_restart(broker, tmp_path / "b", 200)
+        assert values == [float(i) for i in range(200)], differences(values, range(200), broker, counters)
 
         broker.publish(tag_bodies(100, start=200))
         out = run_child(broker, "after", tmp_path / "c", 100)
@@ -105,6 +120,7 @@ def test_killed_before_the_commit_the_messages_come_again_after_it_they_do_not(k
         broker.publish([canary.encode()])
         # what was committed does not come again: the next start sees the canary only (a message
         # left unacked would come first: RabbitMQ requeues at the head, Redis re-reads its pending)
-        assert values_after_restart(broker, tmp_path / "d", 1) == [1000.0]
+        values, counters = values_after_restart(broker, tmp_path / "d", 1)
+        assert values == [1000.0], differences(values, [1000], broker, counters)
     finally:
         broker.cleanup()
