@@ -120,11 +120,11 @@ def historian_leg(args) -> dict:
                 command += ["--format", "raw", "-o", args.py_spy]
                 profiler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             cpu0, start, start_us = cpu_seconds(os.getpid()), time.monotonic(), time.time_ns() // 1000
-            checkpoints0 = None if tag_newest is None else tag_newest.of(ws.historian).checkpoints
             # `tag_last` as another process reads the table: every row committed before the last
             # write of the table is in it (engine/store/tag_newest.py); the longest gap between
             # writes in the window is how old the table got
             newest = None if tag_newest is None else tag_newest.of(ws.historian)
+            checkpoints0 = None if newest is None else newest.checkpoints
             longest_gap = 0.0
             while time.monotonic() - start < args.seconds:
                 time.sleep(0.05)

@@ -155,17 +155,10 @@ class Broker:
         if self.kind != "nats_js":
             return f"{self.kind}: unacked {self.unacked()}"
 
-        async def both() -> Any:
-            import nats
+        async def both(js: Any) -> Any:
+            return await js.stream_info(self.id), await js.consumer_info(self.id, "d1")
 
-            nc = await nats.connect("nats://127.0.0.1:4222")
-            try:
-                js = nc.jetstream()
-                return await js.stream_info(self.id), await js.consumer_info(self.id, "d1")
-            finally:
-                await nc.close()
-
-        stream, consumer = asyncio.run(both())
+        stream, consumer = self._jetstream(both)
         return (
             f"stream {stream.state.messages} messages (seq {stream.state.first_seq}-{stream.state.last_seq});"
             f" consumer delivered seq {consumer.delivered.stream_seq}, ack floor {consumer.ack_floor.stream_seq},"
@@ -174,16 +167,22 @@ class Broker:
         )
 
     def _consumer_info(self) -> Any:
-        async def info() -> Any:
+        return self._jetstream(lambda js: js.consumer_info(self.id, "d1"))
+
+    @staticmethod
+    def _jetstream(call: Any) -> Any:
+        """`await call(js)` on a connection of its own (closed after)."""
+
+        async def run() -> Any:
             import nats
 
             nc = await nats.connect("nats://127.0.0.1:4222")
             try:
-                return await nc.jetstream().consumer_info(self.id, "d1")
+                return await call(nc.jetstream())
             finally:
                 await nc.close()
 
-        return asyncio.run(info())
+        return asyncio.run(run())
 
     def cleanup(self) -> None:
         try:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -92,9 +93,7 @@ def differences(values: list[float], expected, broker: Broker, counters: dict) -
     """A failed comparison in one line: the values stored twice, those missing, the source's
     counters and the broker's own counts (a duplicate: received twice, redelivered by the broker,
     or published twice?)."""
-    seen: dict[float, int] = {}
-    for v in values:
-        seen[v] = seen.get(v, 0) + 1
+    seen = Counter(values)
     twice = sorted(v for v, n in seen.items() if n > 1)
     missing = sorted(float(v) for v in expected if float(v) not in seen)
     return f"{len(values)} rows; stored twice {twice}; missing {missing}; source {counters}; {broker.state()}"
