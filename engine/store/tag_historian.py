@@ -49,7 +49,7 @@ import duckdb
 
 from engine.errors import UsageError
 from engine.lazy import lazy_module
-from engine.store import tag_bucket_cache, tag_last, tag_newest, tag_rollup
+from engine.store import tag_bucket_cache, tag_last, tag_newest, tag_rollup, tag_rollup_memory
 from engine.store.historian import Historian, arrow_stream
 from engine.store.tag_last import LAST_TABLE
 from engine.store.tag_rollup import MINUTE_US, MINUTES_TABLE, STATE_TABLE, floor_div
@@ -76,6 +76,10 @@ LAST_SLICE = 20_000
 # waits for one slice at most, ~15 - 40 ms, not for the whole write of 100,000 tags).
 WRITE_SLICE = 10_000
 _LAST_ROWS = "_tag_last_rows"
+# The rollup's advance writes the minutes the writer kept in memory when it kept them whole
+# (`engine.store.tag_rollup_memory`), and reads raw rows only for the rest.
+KEEP_MINUTES = True
+_KEPT_ROWS = "_tag_kept_minutes"
 # Checkpoints (issue 12): DuckDB checkpoints by itself in the COMMIT that takes the WAL past
 # `checkpoint_threshold` (16 MiB by default), and a batch's INSERT waits for a checkpoint under
 # way. At 100,000 values/s such COMMITs took 0.25 - 2.4 s at load 9 (the Modbus p99). A stream's
@@ -241,6 +245,10 @@ class TagHistorian:
         self._pending_rows = 0  # rollup rows appended since the last compaction...
         self._pending_from: int | None = None  # ...and the earliest minute among them
         self.newest = tag_newest.of(historian)  # committed rows not yet in `tag_last` (shared)
+        # the open minutes' rollup partials, kept as batches commit (shared; None: the advance
+        # always reads raw rows, as the tests' reference does)
+        self.kept = tag_rollup_memory.of(historian) if KEEP_MINUTES else None
+        self._keep_from: int | None = None  # minutes this transaction's rows are kept from
         self.last_every = tag_newest.WRITE_EVERY  # seconds between writes of `tag_last`, at least
         self.last_took = 0.0  # seconds the last write of `tag_last` held the batches' lock (`every`)
         self.write_slice = WRITE_SLICE  # rows of `tag_last` upserted between two batches
@@ -391,6 +399,8 @@ class TagHistorian:
                 f"DELETE FROM {tag_bucket_cache.WRITES_TABLE} WHERE seq < ?",
                 [seq - tag_bucket_cache.KEEP_WRITE_ROWS],
             )
+        if self.kept is not None and not self.kept.started:
+            self.kept.start(self._newest_raw_minute(cur))
         with _scan(cur, _BATCH, batch) as (rows, params):
             if isinstance(batch, TagBatch):  # the parameters straight into the columns: ~30% less CPU
                 cur.execute(_values_insert_sql(batch), params)
@@ -409,6 +419,17 @@ class TagHistorian:
                 statement = tag_rollup.insert_sql(rows, "WHERE " + " OR ".join(late))
                 added = cur.execute(statement, params).fetchall()[0][0]
                 self._note_pending(added, earliest)  # type: ignore[arg-type]
+        if self.kept is not None and earliest is not None:
+            # rows of minutes before the rollup's (or an advance's from raw rows) are late rows,
+            # folded in above: not kept
+            floor = max(
+                m
+                for m in (upto, advance.new if advance is not None else None, tag_rollup_memory.NO_MINUTE)
+                if m is not None
+            )
+            self._keep_from = floor if self._keep_from is None else max(self._keep_from, floor)
+            if isinstance(batch, TagBatch):  # not kept (no Polars for a stream's few rows): not whole
+                self.kept.lose({t // MINUTE_US for t in known})
         if latest is not None:
             # A clock running ahead must not drag the rollup into the future: it stops at now.
             newest_minute = min(_epoch_us(latest), _epoch_us(datetime.now(UTC))) // MINUTE_US  # type: ignore[arg-type]
@@ -462,6 +483,13 @@ class TagHistorian:
         `cur` (outside a transaction)."""
         frames, marking, generation = self._uncommitted, self._marking, self._generation
         self._uncommitted, self._marking, self._generation = [], None, None
+        keep_from, self._keep_from = self._keep_from, None
+        if keep_from is not None and self.kept is not None:
+            self.kept.accepting_from(keep_from)
+            now_minute = _epoch_us(datetime.now(UTC)) // MINUTE_US
+            for frame in frames:
+                if not isinstance(frame, TagBatch):
+                    self.kept.keep(frame, now_minute)
         if generation is not None:
             self.newest.add(frames, generation, marking)
         if write_now:
@@ -571,7 +599,12 @@ class TagHistorian:
             if upto is not None and due <= upto:
                 newest.rollup_done(due)
                 return False
+            if self.kept is not None and self.kept.whole(upto, due):
+                self._advance_kept(cur, due)
+                return True
             advance = tag_rollup.Advance(upto, due, tag_rollup.slices_for(max(tags, self._known_tags)))
+            if self.kept is not None:  # rows of these minutes are read from the table: none kept
+                self.kept.accepting_from(due)
         last = advance.done == advance.slices - 1
         work = [tag_rollup.slice_sql(TAGS_TABLE, advance.old, advance.new, advance.slices, advance.done)]
         _in_transaction(cur, [*work, tag_rollup.move_sql(advance.new)] if last else work)
@@ -580,6 +613,33 @@ class TagHistorian:
         if last:
             newest.rollup_done(advance.new)
         return True
+
+    def _advance_kept(self, cur: duckdb.DuckDBPyConnection, due: int) -> None:
+        """The advance to minute `due` from the partials kept in memory (`tag_rollup_memory`: the
+        minutes were kept whole), one INSERT and the move of `rolled_up_to` in one transaction."""
+        assert self.kept is not None
+        partials = self.kept.partials(due)
+        work = [tag_rollup.move_sql(due)]
+        if partials is not None:
+            cur.register(_KEPT_ROWS, arrow_stream(partials))
+            names = ", ".join(tag_rollup.COLUMNS)
+            work.insert(0, f"INSERT INTO {MINUTES_TABLE} ({names}) SELECT {names} FROM {_KEPT_ROWS}")
+        try:
+            _in_transaction(cur, work)
+        finally:
+            if partials is not None:
+                _unregister(cur, _KEPT_ROWS)
+        self.kept.accepting_from(due)
+        self.kept.advances += 1
+        self.newest.rollup_done(due)
+
+    def _newest_raw_minute(self, cur: duckdb.DuckDBPyConnection) -> int | None:
+        """The minute of the newest raw row not rolled up yet (None: none): rows this process's
+        kept minutes never saw (`tag_rollup_memory.KeptMinutes.start`)."""
+        upto = cur.execute(tag_rollup.rolled_up_to_sql()).fetchall()[0][0]
+        where = "" if upto is None else f" WHERE timestamp >= {tag_rollup.minute_start(upto)}"
+        newest = cur.execute(f"SELECT max(epoch_us(timestamp)) FROM {TAGS_TABLE}{where}").fetchall()[0][0]
+        return None if newest is None else newest // MINUTE_US
 
     def _advance_when_due(self) -> None:
         """The timer's advance (`advance_rollup`) on a historian that is still open; a failure is
@@ -640,6 +700,7 @@ class TagHistorian:
         if self._generation is not None:
             self.newest.abandon(self._generation)
         self._uncommitted, self._marking, self._generation = [], None, None
+        self._keep_from = None
 
     def write_last(self, cur: duckdb.DuckDBPyConnection | None = None, may_give_way: bool = False) -> None:
         """`_write_last`; a write that must finish (a sink's close, `append`, retention) also rolls
@@ -787,6 +848,8 @@ class TagHistorian:
                         )
                     )
                 cur.execute("COMMIT")
+                if self.kept is not None:  # raw rows of the minutes kept may be gone
+                    self.kept.forget()
                 if unfinished:
                     self.newest.advance = None  # the next advance starts from `upto` again
             except BaseException:

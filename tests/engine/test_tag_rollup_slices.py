@@ -45,6 +45,9 @@ class PausedAdvance(TagHistorian):
 
     def __init__(self, historian: Historian):
         super().__init__(historian)
+        # the advance from raw rows, slice by slice: as for minutes the writer did not keep whole
+        # (engine.store.tag_rollup_memory: rows an earlier process wrote, a stream's TagBatch)
+        self.kept = None
         self.hold, self.paused, self.go = threading.Event(), threading.Event(), threading.Event()
         self.threads: set[int] = set()
 
