@@ -62,6 +62,14 @@ def historian_leg(args) -> dict:
         from engine.store import tag_newest
     except ImportError:  # code before the newest rows were kept in memory (a checkout of older code)
         tag_newest = None
+    from engine.store import tag_historian
+
+    try:
+        from engine.store import tag_rollup_memory
+    except ImportError:  # code before the open minutes were kept in memory
+        tag_rollup_memory = None
+    if args.no_kept_minutes:
+        tag_historian.KEEP_MINUTES = False  # every advance reads raw rows (the code before, A/B)
     from engine.streaming import run_streaming
     from engine.workspace import Workspace
     from protocols import register_all
@@ -125,6 +133,8 @@ def historian_leg(args) -> dict:
             # writes in the window is how old the table got
             newest = None if tag_newest is None else tag_newest.of(ws.historian)
             checkpoints0 = None if newest is None else newest.checkpoints
+            kept = None if tag_rollup_memory is None else tag_rollup_memory.of(ws.historian)
+            kept0 = None if kept is None else kept.advances
             longest_gap = 0.0
             while time.monotonic() - start < args.seconds:
                 time.sleep(0.05)
@@ -132,6 +142,7 @@ def historian_leg(args) -> dict:
                     longest_gap = max(longest_gap, time.monotonic() - newest.last_write)
             cpu1, end, end_us = cpu_seconds(os.getpid()), time.monotonic(), time.time_ns() // 1000
             checkpoints = None if newest is None else newest.checkpoints - checkpoints0  # type: ignore[operator]
+            kept_advances = None if kept is None else kept.advances - kept0  # type: ignore[operator]
             load = os.getloadavg()
             ring_bytes, ring_kept = ring.memory_bytes(), ring.keeping
             kept_bytes = None if newest is None else newest.rows().estimated_size()
@@ -179,6 +190,8 @@ def historian_leg(args) -> dict:
         "cpu_us_per_stored_value": round(1e6 * cpu / stored, 3) if stored else None,
         "minute_boundaries_in_window": end_us // 60_000_000 - start_us // 60_000_000,
         "checkpoints_in_window": checkpoints,
+        "kept_minutes": tag_historian.KEEP_MINUTES if tag_rollup_memory is not None else None,
+        "rollup_advances_from_kept_minutes_in_window": kept_advances,
         "load_average_1_5_15": [round(x, 2) for x in load],
         "peak_queued_rows": source.get("peak_queued_rows"),
         "live_ring_buffer": {"keeping": ring_kept, "memory_bytes": ring_bytes},
@@ -193,6 +206,11 @@ def main() -> None:
     parser.add_argument("--historian", action="store_true", help="modbus -> historian pipeline leg")
     parser.add_argument("--max-latency-ms", type=int, default=250, help="--historian: the schedule's")
     parser.add_argument("--batch-size", type=int, default=None, help="--historian: the schedule's")
+    parser.add_argument(
+        "--no-kept-minutes",
+        action="store_true",
+        help="--historian: the rollup's advance reads raw rows, as before the open minutes were kept",
+    )
     parser.add_argument(
         "--py-spy", default=None, help="--historian: py-spy raw profile of the window to this file"
     )

@@ -1,11 +1,17 @@
 """The historian's per-minute rollup alone: one minute of raw tag rows (100,000 tags a second by
 default) rolled up the way `TagHistorian.advance_rollup` does it (`tag_rollup.slice_sql`, in slices
 of tags), in a DuckDB file opened with the historian's settings (`connection_config`: the 32 MB
-memory_limit), against fewer, larger slices and against one statement on one thread. Prints one
-JSON document: wall and CPU seconds per variant, or the error (an out-of-memory is a result here).
+memory_limit), against fewer, larger slices, against one statement on one thread, and against the
+partials the writer keeps in memory as it commits (`engine.store.tag_rollup_memory`: the minute's
+rows handed over as a stream commits them, ~15,000 rows a frame, then one INSERT of the partials).
+Prints one JSON document: wall and CPU seconds per variant, or the error (an out-of-memory is a
+result here).
 
     python tests/benchmarks/bench_rollup_slices.py [--tags 100000] [--long-names] [--rounds 2]
         [--memory-limit 32MB] [--work /tmp/rollup-bench]
+
+A stream commits ~6.5 times a second at 100,000 values a second (`bench_modbus.py --historian`):
+390 frames a minute, so the kept variant gets the minute in frames of `tags * 60 / 390` rows.
 
 `--long-names`: tag names like OPC UA node ids (`ns=2;s=Plant0/Area/Line/Machine/Sensor_1.Value`)
 instead of `meter0.hr1`: the aggregation's memory grows with the names, which bounds the slice size.
@@ -79,6 +85,41 @@ def variant(path: Path, statements: list[str], memory_limit: str, threads: int |
     return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "rollup_rows": rows, "error": error}
 
 
+def kept_variant(path: Path, memory_limit: str, frame_rows: int) -> dict:
+    """The minute's partials kept in memory as its frames commit, then written with one INSERT."""
+    import polars as pl
+
+    from engine.store.historian import arrow_stream
+    from engine.store.tag_rollup_memory import KeptMinutes
+
+    config = connection_config(path)
+    config["memory_limit"] = memory_limit
+    con = duckdb.connect(str(path), config=config)
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {tag_rollup.MINUTES_TABLE} AS {tag_rollup.partials_sql('tags', 'WHERE false')}"
+    )
+    table = pl.from_arrow(
+        con.execute("SELECT * FROM tags").to_arrow_table()
+    )  # not timed: the stream's frames
+    assert isinstance(table, pl.DataFrame)
+    frames = [table.slice(i, frame_rows) for i in range(0, table.height, frame_rows)]
+    before, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    kept = KeptMinutes()
+    kept.start(None)
+    for frame in frames:
+        kept.keep(frame, MINUTE)
+    partials = kept.partials(MINUTE + 1)
+    con.register("_kept", arrow_stream(partials))
+    names = ", ".join(tag_rollup.COLUMNS)
+    con.execute(f"INSERT INTO temp.{tag_rollup.MINUTES_TABLE} ({names}) SELECT {names} FROM _kept")
+    wall, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    rows = con.execute(f"SELECT count(*) FROM temp.{tag_rollup.MINUTES_TABLE}").fetchone()[0]  # type: ignore[index]
+    con.close()
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "rollup_rows": rows, "error": None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tags", type=int, default=100_000)
@@ -99,11 +140,13 @@ def main() -> None:
         "one statement": (1, None),
         "one statement, one DuckDB thread": (1, 1),
     }
-    results: dict[str, list[dict]] = {name: [] for name in variants}
+    kept_name = "kept in memory as frames of ~15,000 rows commit, one INSERT"
+    results: dict[str, list[dict]] = {name: [] for name in [*variants, kept_name]}
     for _ in range(args.rounds):
         for name, (k, threads) in variants.items():
             statements = [tag_rollup.slice_sql("tags", MINUTE, MINUTE + 1, k, i) for i in range(k)]
             results[name].append(variant(path, statements, args.memory_limit, threads))
+        results[kept_name].append(kept_variant(path, args.memory_limit, args.tags * 60 // 390))
     print(
         json.dumps(
             {
