@@ -64,8 +64,13 @@ WRITE_EVERY = 30.0
 # WRITE_EVERY_MAX.
 WRITE_DUTY = 0.02
 WRITE_EVERY_MAX = 60.0
-# Views of batches kept before they are compacted to one row per tag (memory: ~60 bytes a row).
+# Views of batches kept before they are compacted to one row per tag (memory: ~60 bytes a row)...
 COMPACT_AFTER = 100_000
+# ... and at least this many times the rows of the last compaction: a compaction's cost is mostly
+# building its one row per tag (at 100,000 tags ~15 ms of a 200,000-row compaction, Polars'
+# `unique` with its gather), so fewer, larger ones cost less (issue 12, every second's 100,000
+# rows: 2.6% of a core at 1x, 1.7% at 2x; docs/performance.md) for ~12 MB more views held.
+COMPACT_RATIO = 2
 # The crash marker: per write generation, the earliest timestamp of rows committed to `tags` and
 # not yet to `tag_last` (and whether some had none).
 PENDING_TABLE = "tag_last_pending"
@@ -336,7 +341,7 @@ class NewestRows:
                 self.marks[generation] = merge_marks(self.marks.get(generation), marked)
             self._close(generation)
             compact = self._part_rows >= max(
-                COMPACT_AFTER, 0 if self._compact is None else self._compact.height
+                COMPACT_AFTER, 0 if self._compact is None else COMPACT_RATIO * self._compact.height
             )
         if compact:
             self._compacted()
