@@ -484,10 +484,16 @@ def settle_before_close(historian) -> None:
         rows.settle(("last", "rollup", "checkpoint"))
 
 
+def shared(registry: weakref.WeakKeyDictionary, historian, make):
+    """What `registry` keeps for this `Historian` object (made by `make()` at the first ask): the
+    state its writers and readers share, gone with the object."""
+    with _REGISTRY_LOCK:
+        found = registry.get(historian)
+        if found is None:
+            found = registry[historian] = make()
+        return found
+
+
 def of(historian) -> NewestRows:
     """The rows kept for this `Historian` object (its writers and readers share them)."""
-    with _REGISTRY_LOCK:
-        found = _REGISTRY.get(historian)
-        if found is None:
-            found = _REGISTRY[historian] = NewestRows()
-        return found
+    return shared(_REGISTRY, historian, NewestRows)

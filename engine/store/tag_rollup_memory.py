@@ -40,6 +40,7 @@ import threading
 import weakref
 
 from engine.lazy import lazy_module
+from engine.store import tag_newest
 from engine.store.tag_rollup import COLUMNS, MINUTE_US
 
 pl = lazy_module("polars")
@@ -293,14 +294,9 @@ class KeptMinutes:
         return pl.concat(frames) if frames else None
 
 
-_REGISTRY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_REGISTRY_LOCK = threading.Lock()
+_KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def of(historian) -> KeptMinutes:
     """The kept minutes of this `Historian` object (its writers share them)."""
-    with _REGISTRY_LOCK:
-        found = _REGISTRY.get(historian)
-        if found is None:
-            found = _REGISTRY[historian] = KeptMinutes()
-        return found
+    return tag_newest.shared(_KEPT, historian, KeptMinutes)

@@ -17,7 +17,7 @@ from engine.store import tag_rollup, tag_rollup_memory
 from engine.store.historian import Historian
 from engine.store.tag_historian import TagHistorian
 from engine.tags import TAG_COLUMNS, TagBatch, tag_schema
-from tests.engine.test_tag_rollup_slices import stream_commit
+from tests.engine.test_tag_rollup_slices import same_as_raw, stream_commit
 from tests.waiting import wait_for
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -115,12 +115,7 @@ def test_the_advance_writes_kept_minutes_and_reads_no_raw_rows(tmp_path):
         # up to minute 0 (nothing: the historian was empty, every minute whole), to 1, to 2: from memory
         assert store.kept.advances == 3
         assert merged(store).get_column("upto")[0] == MINUTE0 + 2
-        stats = ["avg", "min", "max", "first", "last", "sum", "count"]
-        end = T0 + timedelta(minutes=2)
-        rolled = store.query("*", T0, end, bucket="1m", statistics=stats)
-        raw = store.query("*", T0, end, bucket="1m", statistics=stats, use_rollup=False, use_cache=False)
-        assert rolled.height == 10
-        assert_frame_equal(rolled.sort("tag", "bucket"), raw.sort("tag", "bucket"), check_exact=False)
+        assert same_as_raw(store, 2, start=T0).height == 5 * 2
     finally:
         historian.close()
 
@@ -245,12 +240,7 @@ def test_a_streams_commits_roll_up_from_the_kept_minutes_on_the_timer_thread(tmp
             lambda: merged(store).get_column("upto")[0] == MINUTE0 + 3, timeout=60, what="the timer's advance"
         )
         assert store.kept is not None and store.kept.advances >= 2
-        stats = ["avg", "min", "max", "first", "last", "sum", "count"]
-        end = T0 + timedelta(minutes=3)
-        rolled = store.query("*", T0, end, bucket="1m", statistics=stats)
-        raw = store.query("*", T0, end, bucket="1m", statistics=stats, use_rollup=False, use_cache=False)
-        assert rolled.height == 7 * 3
-        assert_frame_equal(rolled.sort("tag", "bucket"), raw.sort("tag", "bucket"), check_exact=False)
+        assert same_as_raw(store, 3, start=T0).height == 7 * 3
     finally:
         cur.close()
         historian.close()

@@ -77,10 +77,11 @@ def rolled_up_to(store: TagHistorian):
         cur.close()
 
 
-def same_as_raw(store: TagHistorian, minutes: int = 4) -> pl.DataFrame:
-    end = T0 + timedelta(minutes=minutes)
-    rolled = store.query("*", T0, end, bucket="1m", statistics=STATS).sort("tag", "bucket")
-    raw = store.query("*", T0, end, bucket="1m", statistics=STATS, use_rollup=False, use_cache=False)
+def same_as_raw(store: TagHistorian, minutes: int = 4, start: datetime = T0) -> pl.DataFrame:
+    """The 1-minute buckets from the rollup equal the raw rows' (`minutes` from `start`)."""
+    end = start + timedelta(minutes=minutes)
+    rolled = store.query("*", start, end, bucket="1m", statistics=STATS).sort("tag", "bucket")
+    raw = store.query("*", start, end, bucket="1m", statistics=STATS, use_rollup=False, use_cache=False)
     assert_frame_equal(rolled, raw.sort("tag", "bucket"), check_exact=False)
     return rolled
 
