@@ -152,7 +152,6 @@ class KeptMinutes:
         self.size = 0
         self._categories = None
         self._hold = None  # a Series of the categories: Polars keeps them while one is alive
-        self.kept_rows = 0  # rows kept so far (the benchmark's and the tests' handle)
         self.advances = 0  # advances written from the kept minutes
 
     # ---- what is whole ---------------------------------------------------------------------------
@@ -271,7 +270,6 @@ class KeptMinutes:
                     kept.add(slots, at, values, valued)
                 else:
                     kept.add(slots[rows], at[rows], values[rows], valued[rows])
-        self.kept_rows += len(slots)
         self._bound()
 
     def _bound(self) -> None:
