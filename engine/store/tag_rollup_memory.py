@@ -9,9 +9,10 @@ it commits it, so it keeps the partial statistics of the minutes not yet rolled 
 (`KeptMinutes`, one per `Historian` object, beside `tag_newest.NewestRows`), and an advance whose
 minutes it kept whole writes them with one INSERT of one row per tag (`TagHistorian._advance_kept`).
 
-Per committed frame the cost is one cast of the tag column to a private Polars Categorical (its
-codes are the slots: dense, stable for the process) and ~10 numpy scatters (`ufunc.at`), measured
-0.66 CPU-s a minute at 100,000 tags a second against the SQL slices' 1.8 - 2.2.
+Per committed frame the cost is one Polars `select` (the tag cast to a private Categorical, whose
+codes are the slots: dense, stable for the process) and ~10 numpy scatters (`ufunc.at`): at 100,000
+tags a second 0.87 - 0.90 CPU-s a minute with the partials' INSERT, against the SQL slices'
+1.7 - 2.0 (`tests/benchmarks/bench_rollup_slices.py`).
 
 The partials are the rollup's (`tag_rollup.partials_sql`), by the same rules: per tag, minute and
 `is_bad` (quality `bad`): `rows` (all rows), `n` (rows with a value), `total`, `lo`, `hi`
