@@ -20,7 +20,7 @@ The partials are the rollup's (`tag_rollup.partials_sql`), by the same rules: pe
 `max` is NaN when any is), `first_ts`/`first_value` and `last_ts`/`last_value` (the earliest and
 newest rows with a value; on a tie of timestamps the earlier, and the later, arrival).
 
-When the kept partials are whole (`complete`): a minute is kept only when this object has seen
+When the kept partials are whole (`whole`): a minute is kept only when this object has seen
 every row of it that any writer committed. All writers of a historian in this process share this
 object (`of`) and feed it the frames they commit (`TagHistorian.committed`); what it cannot know
 about makes the minutes concerned not whole, and their advance reads raw rows as before:
@@ -28,7 +28,7 @@ about makes the minutes concerned not whole, and their advance reads raw rows as
   minutes up to the newest raw row's (`start`) are not whole;
 - `TagBatch` commits (a stream's few rows, no Polars: issue 12 item 4) are not kept: the minutes
   they touch are not whole (an idle one-tag pipeline never pays for this module);
-- rows more than `AHEAD_MINUTES` past the wall clock's minute, and minutes beyond `MAX_MINUTES`
+- rows `AHEAD_MINUTES` or more past the wall clock's minute, and minutes beyond `MAX_MINUTES`
   kept at once (a rollup that cannot advance), are dropped rather than held: not whole;
 - a retention run deletes raw rows: every minute kept so far stops being whole (`forget`).
 Rows of minutes the rollup has passed (late rows, NULL timestamps) are not kept: `insert` folds
