@@ -423,9 +423,8 @@ class TagHistorian:
             # rows of minutes before the rollup's (or an advance's from raw rows) are late rows,
             # folded in above: not kept
             floor = max(
-                m
-                for m in (upto, advance.new if advance is not None else None, tag_rollup_memory.NO_MINUTE)
-                if m is not None
+                tag_rollup_memory.NO_MINUTE if upto is None else upto,
+                tag_rollup_memory.NO_MINUTE if advance is None else advance.new,
             )
             self._keep_from = floor if self._keep_from is None else max(self._keep_from, floor)
             if isinstance(batch, TagBatch):  # not kept (no Polars for a stream's few rows): not whole
@@ -486,10 +485,10 @@ class TagHistorian:
         keep_from, self._keep_from = self._keep_from, None
         if keep_from is not None and self.kept is not None:
             self.kept.accepting_from(keep_from)
-            now_minute = _epoch_us(datetime.now(UTC)) // MINUTE_US
-            for frame in frames:
-                if not isinstance(frame, TagBatch):
-                    self.kept.keep(frame, now_minute)
+            kept = [f for f in frames if not isinstance(f, TagBatch)]  # a stream's TagBatch: lost in `insert`
+            now_minute = _epoch_us(datetime.now(UTC)) // MINUTE_US if kept else 0
+            for frame in kept:
+                self.kept.keep(frame, now_minute)
         if generation is not None:
             self.newest.add(frames, generation, marking)
         if write_now:
@@ -622,8 +621,7 @@ class TagHistorian:
         work = [tag_rollup.move_sql(due)]
         if partials is not None:
             cur.register(_KEPT_ROWS, arrow_stream(partials))
-            names = ", ".join(tag_rollup.COLUMNS)
-            work.insert(0, f"INSERT INTO {MINUTES_TABLE} ({names}) SELECT {names} FROM {_KEPT_ROWS}")
+            work.insert(0, tag_rollup.append_sql(_KEPT_ROWS))
         try:
             _in_transaction(cur, work)
         finally:

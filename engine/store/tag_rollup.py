@@ -104,6 +104,13 @@ def insert_sql(source: str, where: str = "") -> str:
     return f"INSERT INTO {MINUTES_TABLE} ({', '.join(COLUMNS)}) {partials_sql(source, where)}"
 
 
+def append_sql(source: str) -> str:
+    """Append partial rows already made (`source` has the rollup's `COLUMNS`: the partials the
+    writer kept in memory, `engine.store.tag_rollup_memory`) to the rollup."""
+    names = ", ".join(COLUMNS)
+    return f"INSERT INTO {MINUTES_TABLE} ({names}) SELECT {names} FROM {source}"
+
+
 def minute_start(minute: int) -> str:
     return f"make_timestamptz({minute * MINUTE_US}::BIGINT)"
 

@@ -11,8 +11,8 @@ minutes it kept whole writes them with one INSERT of one row per tag (`TagHistor
 
 Per committed frame the cost is one Polars `select` (the tag cast to a private Categorical, whose
 codes are the slots: dense, stable for the process) and ~10 numpy scatters (`ufunc.at`): at 100,000
-tags a second 0.87 - 0.90 CPU-s a minute with the partials' INSERT, against the SQL slices'
-1.7 - 2.0 (`tests/benchmarks/bench_rollup_slices.py`).
+tags a second 0.62 - 0.90 CPU-s a minute with the partials' INSERT (how the frames are chunked
+matters), against the SQL slices' 1.7 - 2.0 (`tests/benchmarks/bench_rollup_slices.py`).
 
 The partials are the rollup's (`tag_rollup.partials_sql`), by the same rules: per tag, minute and
 `is_bad` (quality `bad`): `rows` (all rows), `n` (rows with a value), `total`, `lo`, `hi`
@@ -112,14 +112,14 @@ class _Minute:
         """The partial rows of the slots that had rows, in `tag_rollup.COLUMNS` order."""
         slots = np.flatnonzero(self.rows)
         n = self.n[slots]
-        none = n == 0
+        valueless = np.flatnonzero(n == 0)  # NULL statistics, as SQL's aggregates of no values
         time = pl.Datetime("us", "UTC")
 
         def doubles(array):
-            return pl.Series(array[slots], dtype=pl.Float64).scatter(np.flatnonzero(none), None)
+            return pl.Series(array[slots], dtype=pl.Float64).scatter(valueless, None)
 
         def stamps(array):
-            return pl.Series(array[slots], dtype=pl.Int64).scatter(np.flatnonzero(none), None).cast(time)
+            return pl.Series(array[slots], dtype=pl.Int64).scatter(valueless, None).cast(time)
 
         return pl.DataFrame(
             {

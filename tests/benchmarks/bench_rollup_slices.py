@@ -60,16 +60,23 @@ def build(path: Path, tags: int, long_names: bool) -> None:
     con.close()
 
 
-def variant(path: Path, statements: list[str], memory_limit: str, threads: int | None) -> dict:
+def open_minute(path: Path, memory_limit: str, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """The minute's file with the historian's settings, and the rollup's table as a temporary one:
+    every variant starts from an empty rollup."""
     config = connection_config(path)
     config["memory_limit"] = memory_limit
     if threads is not None:
         config["threads"] = threads
     con = duckdb.connect(str(path), config=config)
-    # the rollup's table, as a temporary one: every variant starts from an empty rollup
+    con.execute("SET TimeZone = 'UTC'")
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {tag_rollup.MINUTES_TABLE} AS {tag_rollup.partials_sql('tags', 'WHERE false')}"
     )
+    return con
+
+
+def variant(path: Path, statements: list[str], memory_limit: str, threads: int | None) -> dict:
+    con = open_minute(path, memory_limit, threads)
     target = f"temp.{tag_rollup.MINUTES_TABLE}"
     before, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     error = None
@@ -92,16 +99,8 @@ def kept_variant(path: Path, memory_limit: str, frame_rows: int) -> dict:
     from engine.store.historian import arrow_stream
     from engine.store.tag_rollup_memory import KeptMinutes
 
-    config = connection_config(path)
-    config["memory_limit"] = memory_limit
-    con = duckdb.connect(str(path), config=config)
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {tag_rollup.MINUTES_TABLE} AS {tag_rollup.partials_sql('tags', 'WHERE false')}"
-    )
-    table = pl.from_arrow(
-        con.execute("SELECT * FROM tags").to_arrow_table()
-    )  # not timed: the stream's frames
+    con = open_minute(path, memory_limit)
+    table = pl.from_arrow(con.sql("SELECT * FROM tags").to_arrow_table())  # not timed: the stream's frames
     assert isinstance(table, pl.DataFrame)
     frames = [table.slice(i, frame_rows) for i in range(0, table.height, frame_rows)]
     before, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
@@ -111,8 +110,7 @@ def kept_variant(path: Path, memory_limit: str, frame_rows: int) -> dict:
         kept.keep(frame, MINUTE)
     partials = kept.partials(MINUTE + 1)
     con.register("_kept", arrow_stream(partials))
-    names = ", ".join(tag_rollup.COLUMNS)
-    con.execute(f"INSERT INTO temp.{tag_rollup.MINUTES_TABLE} ({names}) SELECT {names} FROM _kept")
+    con.execute(tag_rollup.append_sql("_kept").replace("INSERT INTO ", "INSERT INTO temp.", 1))
     wall, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
     rows = con.execute(f"SELECT count(*) FROM temp.{tag_rollup.MINUTES_TABLE}").fetchone()[0]  # type: ignore[index]
     con.close()
