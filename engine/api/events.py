@@ -1,6 +1,6 @@
 """The engine's event catalogue as typed records (architecture: one front door).
 
-Every event the engine publishes is one of the frozen dataclasses below. A subscriber of
+Every event the engine publishes is one of the frozen records below (`EngineEvent`). A subscriber of
 `EngineAPI.subscribe` receives these records, never dicts; the wire (the service's event stream, the
 GUI bridge's Qt signal) carries `record.to_dict()`, which is the dict shape the engine has always
 emitted: `{"event": <kind>, <fields>...}`. `event_from_dict` is the reverse, so a `RemoteEngine`
@@ -21,40 +21,100 @@ Design:
 
 from __future__ import annotations
 
-import dataclasses
-import threading
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+import inspect
+from collections.abc import Mapping
+from dataclasses import FrozenInstanceError
 from typing import Any, ClassVar
 
 
-@dataclass(frozen=True, kw_only=True)
 class EngineEvent:
-    """The common part of every event record."""
+    """The common part of every event record.
+
+    A record is frozen and keyword-only, compares, hashes and prints by its fields, and pickles,
+    as a `@dataclass(frozen=True, kw_only=True)` would; its fields are its class's annotations that
+    are not `ClassVar`s (a base's first), a default is the class attribute of the same name. It is
+    not a dataclass because creating one is ~1 ms of CPU a class (six methods generated and
+    compiled), ~11 ms for the catalogue at every start of every process, 1.2% of a 1 M-row
+    `aggregator run`; these methods are written once, here, and a record class costs what a plain
+    class does."""
 
     kind: ClassVar[str] = ""
     wire_names: ClassVar[Mapping[str, str]] = {}  # attribute -> key on the wire, where they differ
     optional: ClassVar[frozenset[str]] = frozenset()  # fields left off the wire while None
+    fields: ClassVar[tuple[str, ...]] = ("job", "extra")  # in order, a base's first
+    _defaults: ClassVar[dict[str, Any]] = {"job": None}  # `extra` defaults to a new empty dict
     job: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        names, defaults = list(cls.fields), dict(cls._defaults)
+        for name, note in inspect.get_annotations(cls).items():
+            if str(note).startswith("ClassVar"):
+                continue
+            if name not in names:
+                names.append(name)
+            if name in cls.__dict__:
+                defaults[name] = cls.__dict__[name]
+            else:
+                defaults.pop(name, None)
+        cls.fields, cls._defaults = tuple(names), defaults
+
+    def __init__(self, **values: Any) -> None:
+        own = self.__dict__
+        for name in self.fields:
+            if name in values:
+                own[name] = values.pop(name)
+            elif name in self._defaults:
+                own[name] = self._defaults[name]
+            elif name == "extra":
+                own[name] = {}
+            else:
+                raise TypeError(f"{type(self).__name__}() missing required keyword argument: '{name}'")
+        if values:
+            raise TypeError(
+                f"{type(self).__name__}() got an unexpected keyword argument '{next(iter(values))}'"
+            )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field '{name}'")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field '{name}'")
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(self.__dict__[name] for name in self.fields)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={self.__dict__[name]!r}" for name in self.fields)
+        return f"{type(self).__qualname__}({shown})"
 
     def to_dict(self) -> dict[str, Any]:
         """The wire shape: `{"event": kind, **fields, **extra}`; `job` and optional fields holding
         None are left out."""
         out: dict[str, Any] = {"event": self.kind}
-        for f in dataclasses.fields(self):
-            unset = (f.name in self.optional or f.name == "job") and getattr(self, f.name) is None
-            if f.name == "extra" or unset:
+        values = self.__dict__
+        for name in self.fields:
+            unset = (name in self.optional or name == "job") and values[name] is None
+            if name == "extra" or unset:
                 continue
-            out[self.wire_names.get(f.name, f.name)] = getattr(self, f.name)
-        out.update(self.extra)
+            out[self.wire_names.get(name, name)] = values[name]
+        out.update(values["extra"])
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EngineEvent:
         """The record of a wire dict of this kind: known keys become fields, the rest `extra`."""
         wire_to_attr = {wire: attr for attr, wire in cls.wire_names.items()}
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        names = set(cls.fields) - {"extra"}
         known: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         for key, value in data.items():
@@ -74,7 +134,6 @@ class EngineEvent:
 
 
 # ---- jobs ------------------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
 class _JobEvent(EngineEvent):
     """A job began or ended: its kind (the key `kind` on the wire) and how many jobs run now."""
 
@@ -83,27 +142,23 @@ class _JobEvent(EngineEvent):
     wire_names: ClassVar[Mapping[str, str]] = {"job_kind": "kind"}
 
 
-@dataclass(frozen=True, kw_only=True)
 class JobStarted(_JobEvent):
     """A background call began; `running` is how many jobs run now (the status bar's indicator)."""
 
     kind: ClassVar[str] = "job_started"
 
 
-@dataclass(frozen=True, kw_only=True)
 class JobFinished(_JobEvent):
     kind: ClassVar[str] = "job_finished"
 
 
 # ---- runs ------------------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
 class RunStarted(EngineEvent):
     kind: ClassVar[str] = "run_started"
     run_id: str
     pipeline: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
 class RunFinished(EngineEvent):
     """A run ended: success, warning, failed, cancelled or interrupted."""
 
@@ -122,22 +177,15 @@ class RunFinished(EngineEvent):
     )
 
 
-def _make_Retrying() -> type[EngineEvent]:
-    @dataclass(frozen=True, kw_only=True)
-    class Retrying(EngineEvent):
-        """A failed batch attempt is retried after `delay_s`; `attempt` is the coming one."""
+class Retrying(EngineEvent):
+    """A failed batch attempt is retried after `delay_s`; `attempt` is the coming one."""
 
-        __qualname__ = "Retrying"
-
-        kind: ClassVar[str] = "retrying"
-        run_id: str
-        attempt: int
-        delay_s: float
-
-    return Retrying
+    kind: ClassVar[str] = "retrying"
+    run_id: str
+    attempt: int
+    delay_s: float
 
 
-@dataclass(frozen=True, kw_only=True)
 class NodeProgress(EngineEvent):
     """One node's status and counts so far (and once more, final, when the run has committed)."""
 
@@ -151,7 +199,6 @@ class NodeProgress(EngineEvent):
     duration_s: float = 0.0
 
 
-@dataclass(frozen=True, kw_only=True)
 class Committing(EngineEvent):
     """A batch run's destinations are committing (the last step; no more progress comes)."""
 
@@ -160,7 +207,6 @@ class Committing(EngineEvent):
 
 
 # ---- streams ---------------------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
 class StreamStats(EngineEvent):
     """A streaming run's counters, about once a second; per-source/sink/node maps ride in `extra`."""
 
@@ -175,20 +221,14 @@ class StreamStats(EngineEvent):
     rows_rejected: int = 0
 
 
-def _make_MicroBatch() -> type[EngineEvent]:
-    @dataclass(frozen=True, kw_only=True)
-    class MicroBatch(EngineEvent):
-        __qualname__ = "MicroBatch"
-        kind: ClassVar[str] = "micro_batch"
-        run_id: str | None = None
-        sequence: int = 0
-        rows: int = 0
-        latency_ms: Any = None
-
-    return MicroBatch
+class MicroBatch(EngineEvent):
+    kind: ClassVar[str] = "micro_batch"
+    run_id: str | None = None
+    sequence: int = 0
+    rows: int = 0
+    latency_ms: Any = None
 
 
-@dataclass(frozen=True, kw_only=True)
 class SourceState(EngineEvent):
     """A streaming source's session changed: connecting, connected, subscribed, lost,
     reconnecting, stopped; `detail` says why (masked where it is made)."""
@@ -200,166 +240,89 @@ class SourceState(EngineEvent):
     detail: str | None = None
 
 
-def _make_SinkRetry() -> type[EngineEvent]:
-    @dataclass(frozen=True, kw_only=True)
-    class SinkRetry(EngineEvent):
-        __qualname__ = "SinkRetry"
-        kind: ClassVar[str] = "sink_retry"
-        run_id: str | None = None
-        node: str
-        attempt: int
-        delay_s: float
-        error: str = ""
-
-    return SinkRetry
+class SinkRetry(EngineEvent):
+    kind: ClassVar[str] = "sink_retry"
+    run_id: str | None = None
+    node: str
+    attempt: int
+    delay_s: float
+    error: str = ""
 
 
-def _make_Alarm() -> type[EngineEvent]:
-    @dataclass(frozen=True, kw_only=True)
-    class Alarm(EngineEvent):
-        """Something an operator must see (rows dropped by a full queue...). On the wire the alarm's
-        own kind is the key `kind`, as it always was."""
+class Alarm(EngineEvent):
+    """Something an operator must see (rows dropped by a full queue...). On the wire the alarm's
+    own kind is the key `kind`, as it always was."""
 
-        __qualname__ = "Alarm"
-
-        kind: ClassVar[str] = "alarm"
-        alarm: str
-        run_id: str | None = None
-        node: str | None = None
-        rows: int = 0
-        reason: str = ""
-        total_dropped: int = 0
-        wire_names: ClassVar[Mapping[str, str]] = {"alarm": "kind"}
-
-    return Alarm
+    kind: ClassVar[str] = "alarm"
+    alarm: str
+    run_id: str | None = None
+    node: str | None = None
+    rows: int = 0
+    reason: str = ""
+    total_dropped: int = 0
+    wire_names: ClassVar[Mapping[str, str]] = {"alarm": "kind"}
 
 
 # ---- connectors ------------------------------------------------------------------------------
-def _make_ConnectorsChanged() -> type[EngineEvent]:
-    @dataclass(frozen=True, kw_only=True)
-    class ConnectorsChanged(EngineEvent):
-        __qualname__ = "ConnectorsChanged"
-        kind: ClassVar[str] = "connectors_changed"
-        name: str
-
-    return ConnectorsChanged
+class ConnectorsChanged(EngineEvent):
+    kind: ClassVar[str] = "connectors_changed"
+    name: str
 
 
-def _make_ConnectionTested() -> type[EngineEvent]:
-    @dataclass(frozen=True, kw_only=True)
-    class ConnectionTested(EngineEvent):
-        __qualname__ = "ConnectionTested"
-        kind: ClassVar[str] = "connection_tested"
-        name: str
-        ok: bool
-        error: str | None = None
-        detail: str | None = None  # what answered, when the connector says (a version, permissions)
-        seconds: float = 0.0
-
-    return ConnectionTested
+class ConnectionTested(EngineEvent):
+    kind: ClassVar[str] = "connection_tested"
+    name: str
+    ok: bool
+    error: str | None = None
+    detail: str | None = None  # what answered, when the connector says (a version, permissions)
+    seconds: float = 0.0
 
 
 # ---- alerts ----------------------------------------------------------------------------------
-def _make_AlertChanged() -> type[EngineEvent]:
-    @dataclass(frozen=True, kw_only=True)
-    class AlertChanged(EngineEvent):
-        """An alert was raised, acknowledged or cleared (engine/alerts; `action` says which)."""
+class AlertChanged(EngineEvent):
+    """An alert was raised, acknowledged or cleared (engine/alerts; `action` says which)."""
 
-        __qualname__ = "AlertChanged"
-
-        kind: ClassVar[str] = "alert"
-        alert_id: int
-        action: str
-        pipeline: str = ""
-        subject: str = ""
-        severity: str = "warning"
-        state: str = ""
-        message: str = ""
-        condition: str = ""
-
-    return AlertChanged
+    kind: ClassVar[str] = "alert"
+    alert_id: int
+    action: str
+    pipeline: str = ""
+    subject: str = ""
+    severity: str = "warning"
+    state: str = ""
+    message: str = ""
+    condition: str = ""
 
 
-def _make_UnknownEvent() -> type[EngineEvent]:
-    @dataclass(frozen=True, kw_only=True)
-    class UnknownEvent(EngineEvent):
-        """An event of a kind this catalogue does not know (from a newer service): kept, not lost."""
+class UnknownEvent(EngineEvent):
+    """An event of a kind this catalogue does not know (from a newer service): kept, not lost."""
 
-        __qualname__ = "UnknownEvent"
+    name: str
 
-        name: str
-
-        def to_dict(self) -> dict[str, Any]:
-            return {"event": self.name, **({"job": self.job} if self.job is not None else {}), **self.extra}
-
-    return UnknownEvent
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.name, **({"job": self.job} if self.job is not None else {}), **self.extra}
 
 
-# Made on first use (PEP 562 `__getattr__` below): creating a frozen dataclass generates and
-# compiles six methods, ~1 ms of CPU a class, 15 - 18 ms for the catalogue's 18 at every start of
-# every process (a 10-row `aggregator run` is ~0.35 CPU-s). A one-shot batch run uses the job, run,
-# progress and stream records; these kinds come from retries, streams, alarms, connectors, alerts
-# and newer services, and are made (once, under a lock) when something names or receives one.
-_MADE_ON_USE: dict[str, Callable[[], type[EngineEvent]]] = {
-    "Retrying": _make_Retrying,
-    "MicroBatch": _make_MicroBatch,
-    "SinkRetry": _make_SinkRetry,
-    "Alarm": _make_Alarm,
-    "ConnectorsChanged": _make_ConnectorsChanged,
-    "ConnectionTested": _make_ConnectionTested,
-    "AlertChanged": _make_AlertChanged,
-    "UnknownEvent": _make_UnknownEvent,
+# Kind on the wire -> record class.
+CATALOGUE: Mapping[str, type[EngineEvent]] = {
+    cls.kind: cls
+    for cls in (
+        JobStarted,
+        JobFinished,
+        RunStarted,
+        RunFinished,
+        Retrying,
+        NodeProgress,
+        Committing,
+        StreamStats,
+        MicroBatch,
+        SourceState,
+        SinkRetry,
+        Alarm,
+        ConnectorsChanged,
+        ConnectionTested,
+        AlertChanged,
+    )
 }
-_making = threading.Lock()
-
-
-def __getattr__(name: str) -> type[EngineEvent]:
-    make = _MADE_ON_USE.get(name)
-    if make is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    with _making:
-        made = globals().get(name)
-        if made is None:  # one class object for every caller (isinstance, pickle)
-            made = globals()[name] = make()
-        return made
-
-
-class _Catalogue(Mapping[str, type[EngineEvent]]):
-    """Kind on the wire -> record class; a class made on use is made when its kind is looked up."""
-
-    def __init__(self, names: dict[str, str]):
-        self._names = names
-
-    def __getitem__(self, kind: str) -> type[EngineEvent]:
-        name = self._names[kind]
-        return globals().get(name) or __getattr__(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-
-CATALOGUE: Mapping[str, type[EngineEvent]] = _Catalogue(
-    {
-        "job_started": "JobStarted",
-        "job_finished": "JobFinished",
-        "run_started": "RunStarted",
-        "run_finished": "RunFinished",
-        "retrying": "Retrying",
-        "node_progress": "NodeProgress",
-        "committing": "Committing",
-        "stream_stats": "StreamStats",
-        "micro_batch": "MicroBatch",
-        "source_state": "SourceState",
-        "sink_retry": "SinkRetry",
-        "alarm": "Alarm",
-        "connectors_changed": "ConnectorsChanged",
-        "connection_tested": "ConnectionTested",
-        "alert": "AlertChanged",
-    }
-)
 
 
 def event_from_dict(data: Mapping[str, Any]) -> EngineEvent:
@@ -370,7 +333,7 @@ def event_from_dict(data: Mapping[str, Any]) -> EngineEvent:
     if cls is None:
         job = data.get("job")
         rest = {k: v for k, v in data.items() if k not in ("event", "job")}
-        return __getattr__("UnknownEvent")(name=name, job=job, extra=rest)
+        return UnknownEvent(name=name, job=job, extra=rest)
     try:
         return cls.from_dict(data)
     except TypeError as exc:  # a required field is missing
@@ -384,23 +347,23 @@ def as_event(event: EngineEvent | Mapping[str, Any]) -> EngineEvent:
 
 __all__ = [
     "CATALOGUE",
-    "Alarm",  # noqa: F822 (made on use: `__getattr__`)
-    "AlertChanged",  # noqa: F822 (made on use: `__getattr__`)
+    "Alarm",
+    "AlertChanged",
     "Committing",
-    "ConnectionTested",  # noqa: F822 (made on use: `__getattr__`)
-    "ConnectorsChanged",  # noqa: F822 (made on use: `__getattr__`)
+    "ConnectionTested",
+    "ConnectorsChanged",
     "EngineEvent",
     "JobFinished",
     "JobStarted",
-    "MicroBatch",  # noqa: F822 (made on use: `__getattr__`)
+    "MicroBatch",
     "NodeProgress",
-    "Retrying",  # noqa: F822 (made on use: `__getattr__`)
+    "Retrying",
     "RunFinished",
     "RunStarted",
-    "SinkRetry",  # noqa: F822 (made on use: `__getattr__`)
+    "SinkRetry",
     "SourceState",
     "StreamStats",
-    "UnknownEvent",  # noqa: F822 (made on use: `__getattr__`)
+    "UnknownEvent",
     "as_event",
     "event_from_dict",
 ]

@@ -17,7 +17,7 @@ NODE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
 
 def custom_implementation(data: Any) -> Any:
