@@ -6,6 +6,7 @@ from raw rows as before."""
 from __future__ import annotations
 
 import math
+import select
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -17,7 +18,8 @@ from engine.store import tag_rollup, tag_rollup_memory
 from engine.store.historian import Historian
 from engine.store.tag_historian import TagHistorian
 from engine.tags import TAG_COLUMNS, TagBatch, tag_schema
-from tests.engine.test_tag_rollup_slices import same_as_raw, stream_commit
+from tests.engine.test_tag_rollup_slices import ROOT, same_as_raw, stream_commit
+from tests.tag_history import python_child
 from tests.waiting import wait_for
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -243,4 +245,43 @@ def test_a_streams_commits_roll_up_from_the_kept_minutes_on_the_timer_thread(tmp
         assert same_as_raw(store, 3, start=T0).height == 7 * 3
     finally:
         cur.close()
+        historian.close()
+
+
+KILLED = """
+import sys
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from tests.engine.test_tag_rollup_memory import frame, merged, store_on
+historian, store = store_on(Path({path!r}), keep=True)
+for second in range(0, 230, 10):  # minutes 0 - 3, five tags every 10 s
+    store.append(frame([(f"t{{i}}", float(second + i), second * 1_000_000, "good") for i in range(5)]))
+# minutes 0 - 2 rolled up from the kept minutes; minute 3 and its partials live in memory only
+print("kept", store.kept.advances, merged(store).get_column("upto")[0], sorted(store.kept.minutes), flush=True)
+sys.stdin.read()  # killed here
+"""
+
+
+def test_a_sigkill_loses_the_kept_minutes_and_the_next_process_rolls_them_up_from_raw_rows(tmp_path):
+    path = tmp_path / "h.duckdb"
+    proc = python_child(KILLED.format(root=str(ROOT), path=str(path)))
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 120)  # a hung writer fails, not hangs
+        line = proc.stdout.readline() if ready else ""  # type: ignore[union-attr]
+    finally:
+        proc.kill()  # SIGKILL with minute 3's partials in memory, never written
+        _, err = proc.communicate()
+    # advances to minutes 0 (nothing before it), 1, 2 and 3, each from the kept minutes
+    assert line.startswith(f"kept 4 {MINUTE0 + 3} [({MINUTE0 + 3}, False)]"), line + err
+    historian, store = store_on(path, keep=True)
+    try:
+        assert merged(store).get_column("upto")[0] == MINUTE0 + 3  # what the killed process committed
+        store.append(frame([("t0", 99.0, 250 * 1_000_000, "good")]))  # minute 4: minute 3 is due
+        store.append(frame([("t0", 98.0, 300 * 1_000_000, "good")]))  # minute 5: minute 4 is due
+        assert merged(store).get_column("upto")[0] == MINUTE0 + 5
+        # minute 3 from raw rows (the killed process's); minute 4 this process saw whole
+        assert store.kept is not None and store.kept.advances == 1
+        rolled = same_as_raw(store, 5, start=T0)
+        assert rolled.get_column("count").sum() == 5 * 23 + 1  # every row once: none lost, none twice
+    finally:
         historian.close()
