@@ -6,8 +6,9 @@
 
 On bench_batch.py's chain and generated orders, each leg runs `aggregator run` and the peer scripts
 of tests/benchmarks/peers/ (a hand-written Polars lazy script, a DuckDB SQL script, pandas) on the
-same input, one after the other in every round, so that a slow spell of the shared machine hits
-them alike; the figures are the medians and the ratios ours / peer. Legs:
+same input, one after the other in every round (the order rotating from round to round), so that a
+slow spell of the shared machine hits them alike; the figures are the medians and the ratios ours /
+peer of the medians (`ours_over`), and the median of each round's ratio (`ours_over_paired`). Legs:
 
 - `parquet_large`: --rows rows CSV -> Parquet (target: <= 1.1x Polars); both Parquet legs write
   zstd, as the Polars script does by default (the file destination's own default is snappy);
@@ -77,19 +78,30 @@ def leg(commands: dict[str, list[str]], rounds: int, env: dict, cleanup, nice: i
         timed(cmd, env, nice)
     times: dict[str, list[float]] = {name: [] for name in commands}
     cpus: dict[str, list[float]] = {name: [] for name in commands}
-    for _ in range(rounds):
-        for name, cmd in commands.items():
+    names = list(commands)
+    for r in range(rounds):
+        # the order rotates (A B C, B C A, ...): no contender always runs first, or always after
+        # the one that writes the most (the page cache's write-back falls on all of them)
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             cleanup()
-            wall, cpu = timed(cmd, env, nice)
+            wall, cpu = timed(commands[name], env, nice)
             times[name].append(wall)
             cpus[name].append(cpu)
     medians = {name: statistics.median(ts) for name, ts in times.items()}
     cpu_medians = {name: statistics.median(ts) for name, ts in cpus.items()}
     ours, ours_cpu = medians["ours"], cpu_medians["ours"]
+    # ours / peer within each round, then the median: a machine whose speed drifts over the pass
+    # (a shared VM) moves both runs of a round together
+    paired = {
+        name: round(statistics.median(o / t for o, t in zip(times["ours"], ts, strict=True)), 2)
+        for name, ts in times.items()
+        if name != "ours"
+    }
     return {
         "median_s": {name: round(s, 3) for name, s in medians.items()},
         "runs_s": {name: [round(t, 3) for t in ts] for name, ts in times.items()},
         "ours_over": {name: round(ours / s, 2) for name, s in medians.items() if name != "ours"},
+        "ours_over_paired": paired,
         "cpu_median_s": {name: round(s, 3) for name, s in cpu_medians.items()},
         "cpu_ours_over": {name: round(ours_cpu / s, 2) for name, s in cpu_medians.items() if name != "ours"},
     }
