@@ -137,7 +137,7 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
 
         add_audit_parser(sub, data_dir)
 
-        from app.serve import add_parser as add_serve_parser
+        from app.serve_args import add_parser as add_serve_parser
 
         add_serve_parser(sub)
         from app.settings import add_parser as add_settings_parser
