@@ -81,7 +81,7 @@ rows = st.tuples(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=25, deadline=None)  # ~0.7 s an example: two historians
 @given(batches=st.lists(st.lists(rows, min_size=1, max_size=12), min_size=1, max_size=8))
 def test_kept_minutes_give_the_rollup_of_raw_rows(tmp_path_factory, batches):
     # No two rows share a timestamp (µs: the ms drawn and the row's number): on a tie of
