@@ -226,9 +226,10 @@ class LocalRuns:
 
     def stop(self, job_id: str) -> bool:
         """Stop a running stream gracefully (the last micro-batch is committed), or cancel a run;
-        False if no such job."""
+        False if no such job, or if it has ended (its result is there; the job may be listed a
+        moment longer, until its end is recorded)."""
         for job in self._core.jobs():
-            if job.id == job_id:
+            if job.id == job_id and not job.done():
                 job.cancel()
                 return True
         return False
