@@ -42,6 +42,19 @@ class Run:
         emit.takes_ack = True  # type: ignore[attr-defined]
         self.emit = emit
 
+    def __enter__(self) -> Run:
+        self.source.start(self.emit)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.source.stop()
+
+    def wait_values(self, n: int, timeout: float = 20.0, what: str = "the messages") -> None:
+        wait_for(lambda: len(self.values) >= n, timeout=timeout, what=f"{what} ({n} values)")
+
+    def wait_duplicates(self, n: int) -> None:
+        wait_for(lambda: self.source.counters["duplicates"] >= n, timeout=30, what=f"{n} copies dropped")
+
     def commit(self) -> None:
         tokens, self.tokens = self.tokens, []
         self.source.acknowledge(tokens)
@@ -62,20 +75,15 @@ async def _no_keeper(self) -> None:
 @pytest.mark.services
 def test_a_copy_of_a_held_message_is_dropped_and_its_first_copy_acked_settles_it(broker, monkeypatch):
     monkeypatch.setattr(nats_source.NatsSource, "_keep_in_progress", _no_keeper)
-    run = Run(broker)
     broker.publish(tag_bodies(5))
-    run.source.start(run.emit)
-    try:
-        wait_for(lambda: len(run.values) >= 5, what="the 5 messages")
-        # held, not committed: JetStream hands each over again once ack_wait has run out
-        wait_for(lambda: run.source.counters["duplicates"] >= 5, timeout=30, what="5 copies dropped")
+    with Run(broker) as run:
+        run.wait_values(5)
+        run.wait_duplicates(5)  # held, not committed: each comes again once ack_wait has run out
         assert sorted(run.values) == [float(i) for i in range(5)]
         assert broker.unacked() == 5  # a dropped copy is not acked: its first copy is not committed
         run.commit()
         wait_for(lambda: broker.unacked() == 0, what="the acks")
         assert sorted(run.values) == [float(i) for i in range(5)]
-    finally:
-        run.source.stop()
 
 
 @pytest.mark.services
@@ -90,36 +98,28 @@ def test_a_copy_of_a_committed_message_is_acked_and_dropped(broker, monkeypatch)
         return send(self, acks)
 
     monkeypatch.setattr(nats_source.NatsSource, "_send_acks", lose_the_first)
-    run = Run(broker)
     broker.publish(tag_bodies(5))
-    run.source.start(run.emit)
-    try:
-        wait_for(lambda: len(run.values) >= 5, what="the 5 messages")
+    with Run(broker) as run:
+        run.wait_values(5)
         run.commit()
         assert lost == [5]
-        wait_for(lambda: run.source.counters["duplicates"] >= 5, timeout=30, what="5 copies dropped")
+        run.wait_duplicates(5)
         wait_for(lambda: broker.unacked() == 0, what="the copies' acks")
         assert sorted(run.values) == [float(i) for i in range(5)]
-    finally:
-        run.source.stop()
 
 
 @pytest.mark.services
 def test_a_message_held_past_the_keepers_horizon_is_taken_again(broker, monkeypatch):
     monkeypatch.setattr(nats_source, "KEEP_IN_PROGRESS", 2)  # the horizon: 2 x ack_wait
-    run = Run(broker)
     broker.publish(tag_bodies(3))
-    run.source.start(run.emit)
-    try:
-        wait_for(lambda: len(run.values) >= 3, what="the 3 messages")
+    with Run(broker) as run:
+        run.wait_values(3)
         # never committed (its micro-batch failed): kept in progress for 2 s, then given up, and
         # the copy JetStream hands over after that is emitted again
-        wait_for(lambda: len(run.values) >= 6, timeout=30, what="the 3 messages again")
+        run.wait_values(6, timeout=30, what="the messages again")
         assert sorted(run.values) == sorted([float(i) for i in range(3)] * 2)
         run.commit()
         wait_for(lambda: broker.unacked() == 0, what="the acks")
-    finally:
-        run.source.stop()
 
 
 @given(
