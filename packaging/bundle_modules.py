@@ -229,6 +229,14 @@ def by_name_modules() -> list[str]:
 
 
 # Third-party packages that load their own parts by name (string imports, entry points).
-THIRD_PARTY_SUBMODULES = ["uvicorn", "asyncua", "pymodbus", "apscheduler", "keyring.backends", "opendnp3"]
+THIRD_PARTY_SUBMODULES = [
+    "uvicorn",
+    "asyncua",
+    "pymodbus",
+    "apscheduler",
+    "keyring.backends",
+    "opendnp3",
+    "uvloop",
+]
 THIRD_PARTY_DATA = ["fastapi_offline", "asyncua"]  # Swagger UI's files; asyncua's XML address space
 THIRD_PARTY_METADATA = ["data-aggregator", "apscheduler", "keyring", "fastapi", "pydantic", "uvicorn"]

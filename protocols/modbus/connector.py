@@ -43,6 +43,7 @@ from engine.lazy import lazy_module
 from engine.runs.retry import backoff_delay
 from engine.tags import COMM_LOST, LEAN_ROWS, TagBatch, TagBatchBuilder, epoch_us, tag_schema, utc_now
 from protocols.connect_errors import os_error_reason, retrying
+from protocols.event_loop import new_event_loop
 from protocols.modbus.config import BIT_TABLES, ModbusDevice, ModbusSourceConfig
 from protocols.modbus.planner import ReadRequest, plan_requests
 from protocols.modbus.tcp import ModbusTcpClient, RequestFailed
@@ -398,8 +399,16 @@ class ModbusSource(StreamingSource):
         self.device_states = {d.name: "connecting" for d in self.config.devices}
         self.set_state("connecting")
         demote_library_logs("pymodbus")
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop(self.requests_per_s())
         self._thread = self.spawn(self._run, name=f"modbus-{self.name}")
+
+    def requests_per_s(self) -> float:
+        """The requests a second the planned rounds make: the event loop is chosen by it
+        (protocols/event_loop.py). 0 with a serial device: pymodbus' serial transport has only run
+        on asyncio's loop, and a serial line polls a few requests a second anyway."""
+        if any(p.device.transport != "tcp" for p in self._pollers):
+            return 0.0
+        return sum(len(p.requests) / p.interval for p in self._pollers)
 
     def stop(self) -> None:
         if self._thread is None:

@@ -156,3 +156,9 @@ def test_the_idle_one_tag_pipeline_imports_no_polars(idle_pipeline_modules):
     # through the stream into the historian's VALUES insert, so Polars (~35 MB) is never imported
     # (issue 12 item 4: the idle one-tag pipeline < 100 MB). The list is taken after rows are stored.
     assert "polars" not in {m.split(".")[0] for m in idle_pipeline_modules}
+
+
+def test_the_idle_one_tag_pipeline_polls_on_asyncios_loop(idle_pipeline_modules):
+    # uvloop (~2 MB) is for busy sources (protocols/event_loop.py): one tag at 1 s is 1 request a
+    # second, under FAST_LOOP_FROM.
+    assert "uvloop" not in {m.split(".")[0] for m in idle_pipeline_modules}

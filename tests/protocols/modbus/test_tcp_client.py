@@ -29,6 +29,20 @@ from tests.net import closed_port, free_port
 from tests.protocols.modbus.test_pymodbustcp_peer import Peer
 
 
+@pytest.fixture(params=["asyncio", "uvloop"])
+def each_loop(request, monkeypatch):
+    """The test's `asyncio.run` on each loop a source may poll on (protocols/event_loop.py: uvloop
+    under load): the client's framing, timeouts and closes must not depend on the loop."""
+    if request.param == "uvloop":
+        import uvloop
+
+        monkeypatch.setattr(asyncio, "run", uvloop.run)
+    return request.param
+
+
+ON_BOTH_LOOPS = pytest.mark.usefixtures("each_loop")
+
+
 def request(table: str, address: int, count: int, unit: int = 1) -> ReadRequest:
     return ReadRequest(table, unit, address, count, tuple(range(count)))
 
@@ -135,6 +149,7 @@ async def read_with_pymodbus(port: int, req: ReadRequest) -> list:
         client.close()
 
 
+@ON_BOTH_LOOPS
 def test_the_simulator_every_planned_request_reads_as_pymodbus_reads_it():
     with ModbusSimulator(meters=2, tags_per_meter=314, frozen_at=1000.0) as sim:
         config = ModbusSourceConfig.model_validate(sim.connector_config())
@@ -157,6 +172,7 @@ def test_the_simulator_every_planned_request_reads_as_pymodbus_reads_it():
         assert asyncio.run(main()) == 14  # 7 requests a meter, a 125-register block among them
 
 
+@ON_BOTH_LOOPS
 def test_pymodbustcp_server_large_blocks_of_every_table_read_as_written():
     """pyModbusTCP's server, a third-party peer: random 125-register blocks and 2000-bit blocks
     (the protocol's largest), against what was written and against pymodbus' reading."""
@@ -206,6 +222,7 @@ def test_pymodbustcp_server_large_blocks_of_every_table_read_as_written():
 
 
 # -- framing: split answers, coalesced answers, a request sent again ----------------------------
+@ON_BOTH_LOOPS
 def test_an_answer_split_at_every_byte_boundary_is_reassembled():
     words = [(7919 * i) % 65536 for i in range(125)]
     bits = [i % 3 == 0 for i in range(19)]
@@ -235,6 +252,7 @@ def test_an_answer_split_at_every_byte_boundary_is_reassembled():
     asyncio.run(main())
 
 
+@ON_BOTH_LOOPS
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     words=st.lists(st.integers(0, 65535), min_size=1, max_size=125),
@@ -275,6 +293,7 @@ def test_split_and_coalesced_answers_after_a_request_sent_again(words, late, cut
     asyncio.run(main())
 
 
+@ON_BOTH_LOOPS
 def test_a_late_answer_and_its_duplicate_coalesced_over_tcp():
     """Over the wire: the device misses the first sending of request 1 and answers the next; its
     answer to the other sending comes in one segment with request 2's answer."""
@@ -307,6 +326,7 @@ def test_a_late_answer_and_its_duplicate_coalesced_over_tcp():
 
 
 # -- failures, worded as the poller reports them ----------------------------------------------
+@ON_BOTH_LOOPS
 @pytest.mark.parametrize("code", [1, 2, 3, 4, 6, 11])
 def test_exception_answers_fail_only_that_request(code):
     def answer(req, _n):
@@ -331,6 +351,7 @@ def test_exception_answers_fail_only_that_request(code):
     asyncio.run(main())
 
 
+@ON_BOTH_LOOPS
 def test_no_answer_is_a_timeout_after_the_retries_and_the_link_is_closed():
     async def main():
         async with Scripted(silent) as server:
@@ -353,6 +374,7 @@ def test_no_answer_is_a_timeout_after_the_retries_and_the_link_is_closed():
     asyncio.run(main())
 
 
+@ON_BOTH_LOOPS
 def test_the_poller_reports_a_silent_device_as_before():
     """read_block with a device's settings: the poller's wording (`no answer within N ms`)."""
 
@@ -383,6 +405,7 @@ def test_the_poller_reports_a_silent_device_as_before():
     asyncio.run(main())
 
 
+@ON_BOTH_LOOPS
 def test_a_server_that_closes_mid_answer_is_comm_lost():
     def answer(req, _n):
         tid, unit, function, _address, count = req
@@ -400,6 +423,7 @@ def test_a_server_that_closes_mid_answer_is_comm_lost():
     asyncio.run(main())
 
 
+@ON_BOTH_LOOPS
 @pytest.mark.parametrize(
     ("reply", "reason", "detail"),
     [
@@ -447,6 +471,7 @@ def test_a_wrong_answer_is_named(reply, reason, detail):
     asyncio.run(main())
 
 
+@ON_BOTH_LOOPS
 def test_a_short_bit_answer_is_bad_length():
     async def main():
         async with Scripted(lambda req, _n: adu(req[0], 1, bits_pdu(1, [True] * 8))) as server:
@@ -463,6 +488,7 @@ def test_a_short_bit_answer_is_bad_length():
     asyncio.run(main())
 
 
+@ON_BOTH_LOOPS
 def test_a_refused_connection_names_why():
     port = closed_port()
 
@@ -476,6 +502,7 @@ def test_a_refused_connection_names_why():
     asyncio.run(main())
 
 
+@ON_BOTH_LOOPS
 def test_rtu_devices_keep_pymodbus():
     from pymodbus.client import AsyncModbusSerialClient
 
@@ -500,6 +527,7 @@ def test_rtu_devices_keep_pymodbus():
     asyncio.run(main())
 
 
+@ON_BOTH_LOOPS
 def test_one_request_in_flight_per_connection():
     async def main():
         async with Scripted(silent) as server:
