@@ -15,7 +15,7 @@ import protocols
 from engine.connectors import registry
 from engine.context import RunContext
 from engine.errors import ConnectorError
-from engine.tags import TAG_SCHEMA, as_frame
+from engine.tags import TAG_SCHEMA, as_frame, epoch_us
 from protocols.modbus.config import ModbusSourceConfig
 from protocols.modbus.connector import ModbusSource
 from protocols.modbus.planner import plan_requests
@@ -59,9 +59,11 @@ def run(source: ModbusSource, seconds: float, until=None) -> Collector:
 
 
 def polls_of(frame: pl.DataFrame, device: str) -> int:
+    """The device's rounds in `frame`: one `received_at` a round (its requests' rows are stamped
+    apart, each when its answer came)."""
     return (
         frame.filter(pl.col("tag").str.starts_with(f"{device}."))
-        .select(pl.col("timestamp").n_unique())
+        .select(pl.col("received_at").n_unique())
         .item()
     )
 
@@ -215,7 +217,12 @@ ROUND = (["m.a", "m.b", "m.sn", "m.c", "m.nan", "m.inf"], [2], [(3, 4, "exceptio
 ROUND_VALUES = [1.5, True, "MTR-1", None, float("nan"), float("-inf")]
 
 
-def _round(lean: bool, monkeypatch) -> pl.DataFrame:
+# The round's three requests answered at these moments: (end row, epoch µs)
+ANSWERED = [datetime(2026, 12, 3, 12, 0, 0, 250_000 + 40_000 * i, tzinfo=UTC) for i in range(3)]
+STAMPS = [(2 * (i + 1), epoch_us(at)) for i, at in enumerate(ANSWERED)]
+
+
+def _round(lean: bool, monkeypatch, stamps=STAMPS) -> pl.DataFrame:
     """The round above as `round_frame` makes it: a TagBatch (few rows) or, with LEAN_ROWS 0, a frame."""
     from engine.tags import TagBatch
     from protocols.modbus import connector
@@ -223,8 +230,7 @@ def _round(lean: bool, monkeypatch) -> pl.DataFrame:
     if not lean:
         monkeypatch.setattr(connector, "LEAN_ROWS", 0)
     tags, text_rows, failed = ROUND
-    stamp = datetime(2026, 12, 3, 12, 0, 0, 250_000, tzinfo=UTC)
-    batch = connector.round_frame(tags, list(ROUND_VALUES), text_rows, failed, stamp, "src")
+    batch = connector.round_frame(tags, list(ROUND_VALUES), text_rows, failed, stamps, "src")
     assert isinstance(batch, TagBatch) is lean
     return as_frame(batch)
 
@@ -237,13 +243,21 @@ def test_round_frame_is_tag_schema_with_texts_and_failed_rows(lean, monkeypatch)
     assert frame["value_text"].to_list() == [None, None, "MTR-1", None, None, None]
     assert frame["quality"].to_list() == ["good", "good", "good", "bad", "bad", "bad"]
     assert frame["reason"].to_list() == [None, None, None, "exception_2", "not_finite", "not_finite"]
-    assert frame["source"].unique().to_list() == ["src"] and frame["timestamp"].n_unique() == 1
-    assert frame["timestamp"][0] == datetime(2026, 12, 3, 12, 0, 0, 250_000, tzinfo=UTC)
+    assert frame["source"].unique().to_list() == ["src"]
+    # each request's rows carry the moment its answer came
+    assert frame["timestamp"].to_list() == [at for at in ANSWERED for _ in range(2)]
 
 
-def test_a_small_round_and_a_large_round_make_the_same_rows(monkeypatch):
+@pytest.mark.parametrize("lean", [True, False], ids=["tag_batch", "frame"])
+def test_a_round_answered_in_one_instant_has_one_timestamp(lean, monkeypatch):
+    frame = _round(lean, monkeypatch, stamps=[(2, STAMPS[0][1]), (6, STAMPS[0][1])])
+    assert frame["timestamp"].to_list() == [ANSWERED[0]] * 6
+
+
+@pytest.mark.parametrize("stamps", [STAMPS, [(6, STAMPS[1][1])]], ids=["per_request", "one"])
+def test_a_small_round_and_a_large_round_make_the_same_rows(monkeypatch, stamps):
     """The TagBatch of a few tags and the frame of many are two encodings of one round."""
-    lean, frame = _round(True, monkeypatch), _round(False, monkeypatch)
+    lean, frame = _round(True, monkeypatch, stamps), _round(False, monkeypatch, stamps)
     assert lean.drop("received_at").equals(frame.drop("received_at"))
 
 

@@ -171,7 +171,7 @@ class Running:
 
 
 def last_round(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.filter(pl.col("timestamp") == pl.col("timestamp").max()) if frame.height else frame
+    return frame.filter(pl.col("received_at") == pl.col("received_at").max()) if frame.height else frame
 
 
 @pytest.fixture

@@ -562,3 +562,53 @@ def test_the_devices_first_rounds_are_spread_over_the_interval():
     for i, stamp in enumerate(first["timestamp"].to_list()):
         assert (stamp - started).total_seconds() >= i * 0.2, (i, stamp, started)
     assert set(frame["quality"]) == {"good"}
+
+
+@ON_BOTH_LOOPS
+def test_each_requests_rows_are_stamped_when_its_answer_came():
+    """A device that takes 60 ms to answer each of a round's 3 requests: each request's rows carry
+    the moment its own answer came: after the server wrote it, before the next request reached the
+    server (the client sends it once the answer is in), not the round's start."""
+    from engine.tags import as_frame
+    from tests.protocols.modbus.test_connector import make_source
+
+    arrived: list[int] = []  # epoch µs: a request reached the server
+    written: list[int] = []  # epoch µs: the server wrote its answer
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                raw = await reader.readexactly(12)
+                arrived.append(time.time_ns() // 1000)
+                tid, _p, _l, unit, function, address, count = struct.unpack(">HHHBBHH", raw)
+                await asyncio.sleep(0.06)
+                written.append(time.time_ns() // 1000)
+                writer.write(adu(tid, unit, registers_pdu(function, [address + k for k in range(count)])))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def main():
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        tags = [{"name": f"t{i}", "address": 1000 * i} for i in range(3)]  # 3 requests: too far apart
+        source = make_source(
+            {"devices": [{"name": "m", "port": port, "poll_interval_ms": 60_000, "tags": tags}]}
+        )
+        batches: list = []
+        source.start(batches.append)
+        try:
+            deadline = time.monotonic() + 20
+            while not batches and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        finally:
+            await asyncio.to_thread(source.stop)
+            server.close()
+        return as_frame(batches[0])
+
+    frame = asyncio.run(main())
+    assert frame["value"].to_list() == [0.0, 1000.0, 2000.0]
+    stamps = frame["timestamp"].dt.epoch("us").to_list()
+    assert written[0] <= stamps[0] <= arrived[1]
+    assert written[1] <= stamps[1] <= arrived[2]
+    assert written[2] <= stamps[2] <= frame["received_at"].dt.epoch("us")[0]
+    assert stamps[0] - arrived[0] >= 50_000  # not the round's start: the first answer took 60 ms
