@@ -89,5 +89,7 @@ def test_an_idle_service_carries_no_data_gui_or_protocol_stack_and_stays_under_i
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, out.read_text(errors="replace")
     assert loaded & set(DATA + GUI + PROTOCOL_STACKS) == set()
+    # uvicorn would take uvloop whenever installed (app/serve.py asks for asyncio's loop)
+    assert "uvloop" not in loaded
     assert "app" in loaded and "fastapi" in loaded  # the list is the service's own
     assert rss < IDLE_SERVICE_TARGET_MB
