@@ -325,39 +325,48 @@ def round_frame(
     if len(values) <= LEAN_ROWS:
         return _round_batch(tags, values, texts, failed, stamps, source)
     series = tag_column() if tag_column is not None else pl.Series("tag", tags, dtype=pl.String)
-    columns: dict[str, Any] = {
-        "tag": series,
-        "value": pl.Series(values, dtype=pl.Float64),
-        "value_text": pl.Series(texts, dtype=pl.String) if texts else pl.lit(None, pl.String),
-        "quality": pl.lit("good"),
-        "reason": pl.lit(None, pl.String),
-    }
+    rows, time = len(values), tag_schema()["timestamp"]
+    value = pl.Series("value", values, dtype=pl.Float64)
     if failed:
-        quality, reason = _failed_columns(len(values), failed)
-        columns["quality"], columns["reason"] = pl.Series(quality), pl.Series(reason, dtype=pl.String)
-    exprs = {name: c if isinstance(c, pl.Expr) else pl.lit(c) for name, c in columns.items()}
-    odd = (~columns["value"].is_finite()).fill_null(False)
+        quality, reason = _failed_columns(rows, failed)
+        good = pl.Series("quality", quality, dtype=pl.String)
+        why = pl.Series("reason", reason, dtype=pl.String)
+    else:
+        good, why = _repeat("quality", "good", pl.String, rows), _repeat("reason", None, pl.String, rows)
+    odd = (~value.is_finite()).fill_null(False)
     if odd.any():  # NaN/infinity in a float register: garbage, or the device's "no value"
-        exprs["value"] = pl.when(odd).then(None).otherwise(exprs["value"])
-        exprs["quality"] = pl.when(odd).then(pl.lit("bad")).otherwise(exprs["quality"])
-        exprs["reason"] = pl.when(odd).then(pl.lit(NOT_FINITE)).otherwise(exprs["reason"])
-    time = tag_schema()["timestamp"]
-    return pl.DataFrame({"tag": series}).select(
-        _stamp_column(stamps).cast(time).alias("timestamp"),
-        pl.lit(None, time).alias("server_timestamp"),
-        *[expr.alias(name) for name, expr in exprs.items()],
-        pl.lit(source).alias("source"),
-        pl.lit(utc_now(), time).alias("received_at"),
+        at = odd.arg_true()
+        value, good, why = value.scatter(at, None), good.scatter(at, "bad"), why.scatter(at, NOT_FINITE)
+    # Series made one by one, no expressions: nothing for Polars' thread pool to wake for
+    return pl.DataFrame(
+        [
+            _stamp_column(stamps, rows).cast(time),
+            _repeat("server_timestamp", None, time, rows),
+            series,
+            value,
+            pl.Series("value_text", texts, dtype=pl.String)
+            if texts
+            else _repeat("value_text", None, pl.String, rows),
+            good,
+            why,
+            _repeat("source", source, pl.String, rows),
+            _repeat("received_at", epoch_us(utc_now()), pl.Int64, rows).cast(time),
+        ]
     )
 
 
-def _stamp_column(stamps: list[tuple[int, int]]) -> pl.Expr:
+def _repeat(name: str, value: Any, dtype: Any, rows: int) -> pl.Series:
+    """`value` `rows` times (a constant column, made without the expression engine)."""
+    return pl.Series(name, [value], dtype=dtype).new_from_index(0, rows)
+
+
+def _stamp_column(stamps: list[tuple[int, int]], rows: int) -> pl.Series:
     """The timestamp column (epoch µs, Int64) of `round_frame`: each request's stamp over its rows."""
     if len({us for _, us in stamps}) == 1:
-        return pl.lit(stamps[0][1], pl.Int64)
+        return _repeat("timestamp", stamps[0][1], pl.Int64, rows)
     ends = np.fromiter((end for end, _ in stamps), np.int64, len(stamps))
-    counts = np.diff(ends, prepend=0)
-    return pl.lit(pl.Series(np.repeat(np.fromiter((us for _, us in stamps), np.int64, len(stamps)), counts)))
+    at = np.fromiter((us for _, us in stamps), np.int64, len(stamps))
+    return pl.Series("timestamp", np.repeat(at, np.diff(ends, prepend=0)))
 
 
 def _round_batch(
