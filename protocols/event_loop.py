@@ -39,5 +39,5 @@ def new_event_loop(requests_per_s: float) -> asyncio.AbstractEventLoop:
 
 
 def is_fast(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether `loop` is uvloop's (for a source's status and the tests)."""
+    """Whether `loop` is uvloop's (the tests ask which loop a source got)."""
     return type(loop).__module__.startswith("uvloop")

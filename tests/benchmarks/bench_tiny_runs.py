@@ -26,19 +26,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # thread_cpu, beside this script
+from thread_cpu import thread_ticks  # noqa: E402
+
 TARGET_MS = 2.0
 
 
 def thread_cpu() -> Counter:
     """CPU ticks per thread group (name without its number) of the live threads."""
     out: Counter = Counter()
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            stat = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-            name = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
-        except OSError:
-            continue
-        out[(tid, re.sub(r"[-_]?\d+$", "", name))] += int(stat[11]) + int(stat[12])
+    for tid, (name, ticks) in thread_ticks(os.getpid()).items():
+        out[(str(tid), re.sub(r"[-_]?\d+$", "", name))] += ticks
     return out
 
 

@@ -19,19 +19,24 @@ import time
 from pathlib import Path
 
 
-def sample(pid: int) -> dict[int, tuple[str, float]]:
-    """tid -> (the kernel's thread name, CPU seconds so far)."""
-    tick = os.sysconf("SC_CLK_TCK")
+def thread_ticks(pid: int) -> dict[int, tuple[str, int]]:
+    """tid -> (the kernel's thread name, user + system clock ticks so far) of the live threads."""
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-        except FileNotFoundError:  # ended meanwhile
+        except OSError:  # ended meanwhile
             continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
-        out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / tick)  # utime, stime
+        out[int(tid)] = (name, int(fields[11]) + int(fields[12]))  # utime, stime
     return out
+
+
+def sample(pid: int) -> dict[int, tuple[str, float]]:
+    """tid -> (the kernel's thread name, CPU seconds so far)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    return {tid: (name, ticks / tick) for tid, (name, ticks) in thread_ticks(pid).items()}
 
 
 def python_names(pid: int) -> dict[int, str]:

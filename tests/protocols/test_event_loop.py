@@ -74,6 +74,15 @@ def test_a_busy_modbus_source_on_uvloop_reads_what_asyncios_loop_reads(monkeypat
     assert got.equals(expected)
 
 
+def planned_source(config: dict):
+    """A Modbus source with its devices' pollers (their request plans) made, as start() makes them."""
+    from protocols.modbus.connector import DevicePoller
+
+    source = make_source(config)
+    source._pollers = [DevicePoller(d, source) for d in source.config.devices]
+    return source
+
+
 def test_a_serial_device_keeps_asyncios_loop():
     config = {
         "devices": [
@@ -87,10 +96,7 @@ def test_a_serial_device_keeps_asyncios_loop():
             }
         ]
     }
-    source = make_source(config)
-    from protocols.modbus.connector import DevicePoller
-
-    source._pollers = [DevicePoller(d, source) for d in source.config.devices]
+    source = planned_source(config)
     assert len(source._pollers[0].requests) == 50  # 5,000 a second, were it TCP
     assert source.requests_per_s() == 0.0
 
@@ -109,8 +115,5 @@ def test_a_sources_requests_a_second_come_from_its_plan(interval_ms, expected):
             }
         ]
     }
-    source = make_source(config)
-    from protocols.modbus.connector import DevicePoller
-
-    source._pollers = [DevicePoller(d, source) for d in source.config.devices]
+    source = planned_source(config)
     assert source.requests_per_s() == pytest.approx(expected)
