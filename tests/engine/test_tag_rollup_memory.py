@@ -73,12 +73,10 @@ values = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True, width=64),
     st.integers(-1000, 1000).map(float),
 )
-rows = st.tuples(
-    st.sampled_from(["a", "b", "c", "d.e"]),
-    values,
-    st.one_of(st.none(), st.integers(0, 4 * 60_000 - 1)),  # ms into four minutes
-    st.sampled_from(["good", "bad", "uncertain", None]),
-)
+TAGS = ["a", "b", "c", "d.e"]
+times = st.one_of(st.none(), st.integers(0, 4 * 60_000 - 1))  # ms into four minutes
+qualities = st.sampled_from(["good", "bad", "uncertain", None])
+rows = st.tuples(st.sampled_from(TAGS), values, times, qualities)
 
 
 @settings(max_examples=25, deadline=None)  # ~0.7 s an example: two historians
@@ -285,3 +283,35 @@ def test_a_sigkill_loses_the_kept_minutes_and_the_next_process_rolls_them_up_fro
         assert rolled.get_column("count").sum() == 5 * 23 + 1  # every row once: none lost, none twice
     finally:
         historian.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batches=st.lists(
+        st.lists(st.tuples(st.sampled_from([*TAGS, None]), values, times, qualities)),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_a_frames_columns_for_the_kept_minutes_are_its_rows(batches):
+    # `KeptMinutes._columns` takes each column by itself, and a column without NULLs without a
+    # pass for its mask: what it gives must be each row's, NULLs or none, across frames.
+    kept = tag_rollup_memory.KeptMinutes()
+    slot_of: dict[str, int] = {}
+    for batch in batches:
+        c = kept._columns(frame(batch))
+        assert {len(a) for a in c.values()} <= {len(batch)}
+        for i, (tag, value, us, quality) in enumerate(batch):
+            assert c["known"][i] == (us is not None)
+            t0_us = int(T0.timestamp()) * 1_000_000
+            assert c["at"][i] == (0 if us is None else t0_us + us)
+            assert c["tagged"][i] == (tag is not None)
+            if tag is None:
+                assert c["slot"][i] == 0
+            else:  # one slot a tag, the same in every frame, no two tags sharing one
+                assert slot_of.setdefault(tag, int(c["slot"][i])) == c["slot"][i]
+            assert c["valued"][i] == (value is not None)
+            expected = math.nan if value is None else value
+            assert c["value"][i] == expected or (math.isnan(expected) and math.isnan(c["value"][i]))
+            assert c["bad"][i] == (quality == "bad")
+    assert len(set(slot_of.values())) == len(slot_of)

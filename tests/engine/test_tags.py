@@ -137,3 +137,15 @@ def test_has_value_reads_a_tag_batch_without_polars():
     bad = TagBatchBuilder("s")
     bad.gap(["a", "b"])
     assert not has_value(bad.take_batch()) and not has_value(TagBatch({"tag": [], "quality": []}))
+
+
+def test_concat_of_frames_appends_alike_ones_and_aligns_unlike_ones():
+    one, two = _batch_of([("a", 1.0, 5)]).frame(), _batch_of([("b", 2.0, 6), ("c", None, 7)]).frame()
+    joined = concat_batches([one, two, one])  # one source's rounds: chunks appended
+    assert joined.equals(pl.concat([one, two, one])) and joined.schema == TAG_SCHEMA
+    assert (one.height, two.height) == (1, 2)  # the inputs are left as they were
+    # unlike frames (a column missing, another of a wider type): aligned, nulls where missing
+    narrow = pl.DataFrame({"tag": ["x"], "value": pl.Series([3], dtype=pl.Int32)})
+    aligned = concat_batches([one, narrow])
+    assert aligned.height == 2 and aligned["value"].to_list() == [1.0, 3.0]
+    assert aligned["quality"].to_list() == [one["quality"][0], None]

@@ -248,6 +248,18 @@ def test_round_frame_is_tag_schema_with_texts_and_failed_rows(lean, monkeypatch)
     assert frame["timestamp"].to_list() == [at for at in ANSWERED for _ in range(2)]
 
 
+def test_huge_finite_values_whose_sum_overflows_stay_good(monkeypatch):
+    # the frame checks for NaN/infinity by the values' sum first: an overflowing sum of finite
+    # values must not make a value bad
+    from protocols.modbus import connector
+
+    monkeypatch.setattr(connector, "LEAN_ROWS", 0)
+    values = [1e308, 1e308, -1e308, 2.5]
+    frame = connector.round_frame(["m.a", "m.b", "m.c", "m.d"], values, [], [], [(4, STAMPS[0][1])], "src")
+    assert frame["value"].to_list() == [1e308, 1e308, -1e308, 2.5]
+    assert frame["quality"].to_list() == ["good"] * 4 and frame["reason"].null_count() == 4
+
+
 @pytest.mark.parametrize("lean", [True, False], ids=["tag_batch", "frame"])
 def test_a_round_answered_in_one_instant_has_one_timestamp(lean, monkeypatch):
     frame = _round(lean, monkeypatch, stamps=[(2, STAMPS[0][1]), (6, STAMPS[0][1])])
