@@ -141,7 +141,7 @@ def test_has_value_reads_a_tag_batch_without_polars():
 
 def test_concat_of_frames_appends_alike_ones_and_aligns_unlike_ones():
     one, two = _batch_of([("a", 1.0, 5)]).frame(), _batch_of([("b", 2.0, 6), ("c", None, 7)]).frame()
-    joined = concat_batches([one, two, one])  # one source's rounds: chunks appended
+    joined = concat_batches([one, two, one])  # alike frames: one source's rounds
     assert joined.equals(pl.concat([one, two, one])) and joined.schema == TAG_SCHEMA
     assert (one.height, two.height) == (1, 2)  # the inputs are left as they were
     # unlike frames (a column missing, another of a wider type): aligned, nulls where missing
