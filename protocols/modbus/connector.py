@@ -351,6 +351,7 @@ def round_frame(
             good,
             why,
             _repeat("source", source, pl.String, rows),
+            # epoch µs, then cast: a tz-aware datetime made a Series costs ~0.3 ms more a round
             _repeat("received_at", epoch_us(utc_now()), pl.Int64, rows).cast(time),
         ]
     )
