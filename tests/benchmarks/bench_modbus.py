@@ -52,6 +52,12 @@ def historian_leg(args) -> dict:
     import tempfile
     import threading
 
+    from app.memory import tune_malloc
+
+    # This process stands for a real-time `aggregator run`: its allocators as that command sets them
+    # (app/memory.py), before anything loads Polars
+    tune_malloc()
+
     from bench_opcua_pipeline import CommitClock, cpu_seconds
 
     from engine.spec.validate import validate
@@ -127,6 +133,7 @@ def historian_leg(args) -> dict:
                 command += ["--duration", str(int(args.seconds)), "--rate", "50", "--nonblocking"]
                 command += ["--format", "raw", "-o", args.py_spy]
                 profiler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             cpu0, start, start_us = cpu_seconds(os.getpid()), time.monotonic(), time.time_ns() // 1000
             # `tag_last` as another process reads the table: every row committed before the last
             # write of the table is in it (engine/store/tag_newest.py); the longest gap between
@@ -141,6 +148,7 @@ def historian_leg(args) -> dict:
                 if newest is not None:
                     longest_gap = max(longest_gap, time.monotonic() - newest.last_write)
             cpu1, end, end_us = cpu_seconds(os.getpid()), time.monotonic(), time.time_ns() // 1000
+            faults1 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             checkpoints = None if newest is None else newest.checkpoints - checkpoints0  # type: ignore[operator]
             kept_advances = None if kept is None else kept.advances - kept0  # type: ignore[operator]
             load = os.getloadavg()
@@ -198,6 +206,9 @@ def historian_leg(args) -> dict:
         "tag_last_longest_gap_between_writes_s": None if newest is None else round(longest_gap, 2),
         "tag_last_kept_in_memory_bytes": kept_bytes,
         "max_rss_mb": max_rss_mb,
+        # fresh pages the process touched (minor faults): what an allocator handing pages back costs
+        "page_faults_per_s": round((faults1 - faults0) / wall),
+        "polars_allocator": os.environ.get("_RJEM_MALLOC_CONF"),
     }
 
 

@@ -12,6 +12,8 @@ variant: CPU and wall seconds, checkpoints, the file's size after a last checkpo
 - `--row-group-size`: the database's (`ATTACH ... (ROW_GROUP_SIZE n)`; the default is 122,880).
 - `--columns`: the `tags` columns kept (the table's order); `--tag-as-int` stores the tag as an
   INTEGER instead of its name.
+- `--set`: a DuckDB setting on top (e.g. `block_allocator_memory=64MB`); the JSON line gives the
+  system CPU and the page faults (fresh memory touched) beside the total.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ def main() -> None:
     parser.add_argument("--row-group-size", type=int, default=None)
     parser.add_argument("--columns", default="all")
     parser.add_argument("--tag-as-int", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a DuckDB setting")
     args = parser.parse_args()
     columns = list(TYPES) if args.columns == "all" else args.columns.split(",")
     unknown = [c for c in columns if c not in TYPES]
@@ -88,6 +91,9 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="probe-insert-")
     path = os.path.join(work, "h.duckdb")
     config = {"memory_limit": "32MB", "checkpoint_threshold": "64MiB"}
+    for setting in args.set:
+        name, _, value = setting.partition("=")
+        config[name.strip()] = value.strip()
     if args.row_group_size:
         con = duckdb.connect(config=config)
         con.execute(f"ATTACH '{path}' AS h (ROW_GROUP_SIZE {args.row_group_size})")
@@ -126,7 +132,10 @@ def main() -> None:
         "row_group_size": args.row_group_size or 122_880,
         "columns": columns,
         "tag_as_int": args.tag_as_int,
+        "settings": args.set,
         "cpu_s": round(cpu, 2),
+        "system_cpu_s": round(after.ru_stime - before.ru_stime, 2),
+        "page_faults": after.ru_minflt - before.ru_minflt,
         "wall_s": round(wall, 2),
         "checkpoints": checkpoints,
         "file_mb": round(size / 2**20, 1),
