@@ -84,3 +84,31 @@ def test_aggregator_run_of_a_stream_releases_at_once_and_a_batch_run_does_not(tm
     assert main(["run", str(batch), "--data-dir", str(tmp_path / "batch")]) == 0
     assert configs, "the batch run opened no historian"
     assert not any(set(config).intersection(NAMES) for config in configs)
+
+
+def block_pool(con: duckdb.DuckDBPyConnection) -> str:
+    return con.execute(
+        "SELECT value FROM duckdb_settings() WHERE name = 'block_allocator_memory'"
+    ).fetchone()[0]
+
+
+def test_every_historian_takes_its_storage_blocks_from_a_pool(tmp_path):
+    """`BLOCK_POOL` (engine/store/historian.py): a stream's appends reuse pooled blocks instead of
+    faulting fresh pages in; a batch run's historian and a streaming one alike."""
+    reference = duckdb.connect(config={"block_allocator_memory": historian_module.BLOCK_POOL})
+    try:
+        pooled = block_pool(reference)
+    finally:
+        reference.close()
+    default = duckdb.connect()
+    try:
+        assert block_pool(default) != pooled  # the setting changes something DuckDB reports
+    finally:
+        default.close()
+    for streaming, name in ((False, "batch.duckdb"), (True, "streaming.duckdb")):
+        with without_viewers(streaming=streaming):
+            historian = Historian(tmp_path / name)
+            try:
+                assert block_pool(historian.cursor()) == pooled
+            finally:
+                historian.close()
