@@ -1,6 +1,6 @@
 """Memory housekeeping of the long-running processes (`aggregator serve`, a real-time
-`aggregator run`): Polars' freed pages kept for reuse, fewer glibc malloc arenas, start-up's objects frozen, free heap pages given back.
-Measured in docs/performance.md ("Idle memory and CPU")."""
+`aggregator run`): Polars' freed pages kept for reuse, fewer glibc malloc arenas, start-up's objects
+frozen, free heap pages given back. Measured in docs/performance.md ("Idle memory and CPU")."""
 
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ def settle_memory(trim: Callable[[], Any] | None) -> None:
 
 def tune_malloc() -> Callable[[], Any] | None:
     """Called before anything imports Polars: Polars' allocator keeps a stream's freed pages for
-    reuse (`engine.allocator_for_streams`). glibc only (else None): at most `MALLOC_ARENAS` malloc arenas for the threads started from
-    now on (the API's, the engine's workers, a stream's threads: each would otherwise get an arena
-    of its own that holds on to what it once used), unless `MALLOC_ARENA_MAX` says otherwise; returns
-    `malloc_trim(0)`, which the service calls every `TRIM_EVERY_S` (free pages back to the OS)."""
+    reuse (`engine.allocator_for_streams`). glibc only (else None): at most `MALLOC_ARENAS` malloc
+    arenas for the threads started from now on (the API's, the engine's workers, a stream's threads:
+    each would otherwise get an arena of its own that holds on to what it once used), unless
+    `MALLOC_ARENA_MAX` says otherwise; returns `malloc_trim(0)`, which the service calls every
+    `TRIM_EVERY_S` (free pages back to the OS)."""
     import ctypes
     import ctypes.util
     import os

@@ -39,14 +39,6 @@ MEMORY_LIMIT_ENV = "AGGREGATOR_HISTORIAN_MEMORY_LIMIT"
 THREADS_ENV = "AGGREGATOR_HISTORIAN_THREADS"
 DEFAULT_MEMORY_LIMIT_MB = 32  # at most; a quarter of RAM if that is less (measured: see docs/performance.md)
 _SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)\s*$", re.IGNORECASE)
-# DuckDB's allocator keeps what a query freed for ~10 - 17 s before giving it back. In an idle
-# one-tag stream that was each minute's rollup (+2.2 MB) and each write of tag_last (+0.8 MB): the
-# process spent a third of its time 2 - 3 MB above its resting size. With both thresholds this low,
-# DuckDB hands freed memory back when each task ends: flat at rest, and no CPU measured on a
-# 100k values/s Modbus stream; but bulk work over millions of rows pays the flushes (+4% CPU under
-# the default memory_limit, +23% with 1 GB: tests/benchmarks/bench_duckdb_release.py), so only a
-# foreground real-time `aggregator run` gets them (`release_at_once`; docs/performance.md,
-# "DuckDB's freed memory").
 # DuckDB's storage blocks (256 KB: what an INSERT appends into, a CHECKPOINT writes out) come from a
 # pool of this size that DuckDB reuses instead of from its allocator, which handed them back and
 # faulted fresh pages in for the next: Modbus at 100,000 values/s into the historian took ~12,500
@@ -55,6 +47,14 @@ _SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)\s*$", re.
 # the database's, touched only as blocks are used (the idle pipeline and service: same RSS), and
 # freed when it closes; a bulk load (1 M rows into DuckDB) ran at the same speed.
 BLOCK_POOL = "32MB"
+# DuckDB's allocator keeps what a query freed for ~10 - 17 s before giving it back. In an idle
+# one-tag stream that was each minute's rollup (+2.2 MB) and each write of tag_last (+0.8 MB): the
+# process spent a third of its time 2 - 3 MB above its resting size. With both thresholds this low,
+# DuckDB hands freed memory back when each task ends: flat at rest, and no CPU measured on a
+# 100k values/s Modbus stream; but bulk work over millions of rows pays the flushes (+4% CPU under
+# the default memory_limit, +23% with 1 GB: tests/benchmarks/bench_duckdb_release.py), so only a
+# foreground real-time `aggregator run` gets them (`release_at_once`; docs/performance.md,
+# "DuckDB's freed memory").
 RELEASE_AT_ONCE = {
     "allocator_flush_threshold": "256KB",
     "allocator_bulk_deallocation_flush_threshold": "256KB",
@@ -80,9 +80,9 @@ def default_memory_limit() -> str:
 def connection_config(path: Path, *, small_writes: bool = False) -> dict[str, str | int]:
     """The historian connection's settings: memory_limit, the block pool (`BLOCK_POOL`), threads
     (`AGGREGATOR_HISTORIAN_THREADS`, else DuckDB's: one a core; one with `small_writes`, for a
-    connection opened only for a run's rejects), temp_directory beside the file, in the data directory (a query over the limit
-    spills there rather than failing, and never into a /tmp that may be small), and
-    `RELEASE_AT_ONCE` after `release_at_once(True)`."""
+    connection opened only for a run's rejects), temp_directory beside the file, in the data
+    directory (a query over the limit spills there rather than failing, and never into a /tmp that
+    may be small), and `RELEASE_AT_ONCE` after `release_at_once(True)`."""
     config: dict[str, str | int] = {
         "memory_limit": default_memory_limit(),
         "temp_directory": str(path.with_name(path.name + ".tmp")),

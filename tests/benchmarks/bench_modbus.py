@@ -17,7 +17,11 @@ to its historian COMMIT (`bench_opcua_pipeline.CommitClock`), and this process's
 pipeline: polling, dispatcher, DuckDB) as % of one core and CPU-seconds per stored value. Its
 window is a minute by default: the historian rolls each minute up once (~2 CPU-s at 100,000 tags),
 so a shorter window counts that work 0 or 1 times (`minute_boundaries_in_window` says which) and
-swung the CPU figure by ~9 points (~1.85 CPU-s in a 20 s window) from run to run.
+swung the CPU figure by ~9 points (~1.85 CPU-s in a 20 s window) from run to run. The process
+tunes its allocators as a streaming process does (app/memory.py `tune_malloc`: Polars' freed pages
+kept 60 s, two glibc arenas; `polars_allocator` shows the setting) and opens the historian as the
+service does (not with `RELEASE_AT_ONCE`, which only a foreground run gets); `page_faults_per_s`
+counts the fresh pages the process touched in the window.
 """
 
 from __future__ import annotations
@@ -54,8 +58,7 @@ def historian_leg(args) -> dict:
 
     from app.memory import tune_malloc
 
-    # This process stands for a real-time `aggregator run`: its allocators as that command sets them
-    # (app/memory.py), before anything loads Polars
+    # Allocators as a streaming process sets them (app/memory.py), before anything loads Polars
     tune_malloc()
 
     from bench_opcua_pipeline import CommitClock, cpu_seconds
