@@ -10,9 +10,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def last_line(script: str, *args: str, timeout: float = 60) -> str:
-    """Run `script` with this interpreter from the repository root; it must exit 0 (else the test
-    fails with its stderr). Returns the last line it printed."""
+def last_line(script: str, *args: str, timeout: float = 60, env: dict[str, str] | None = None) -> str:
+    """Run `script` with this interpreter from the repository root (in `env`, else this process's
+    environment); it must exit 0 (else the test fails with its stderr). Returns the last line it
+    printed."""
     done = subprocess.run(
         [sys.executable, "-c", script, *args],
         cwd=ROOT,
@@ -20,6 +21,7 @@ def last_line(script: str, *args: str, timeout: float = 60) -> str:
         text=True,
         timeout=timeout,
         check=False,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.rstrip("\n").split("\n")[-1]

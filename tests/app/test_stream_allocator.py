@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 import engine
 from protocols.modbus.simulator import ModbusSimulator
-from tests.children import ROOT, last_line
+from tests.children import last_line
 from tests.pipelines import csv_into_duckdb, one_modbus_tag
 
 # Prints, as its last line, the allocator setting in force when Polars was first imported (null if
@@ -44,14 +42,7 @@ print(json.dumps({"at_polars_import": seen.get("at_polars_import"), "returned": 
 
 
 def watched(call: str, *args: str, env: dict[str, str] | None = None) -> dict:
-    script = WATCH.replace("CALL", call)
-    if env is None:
-        return json.loads(last_line(script, *args))
-    done = subprocess.run(
-        [sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().split("\n")[-1])
+    return json.loads(last_line(WATCH.replace("CALL", call), *args, env=env))
 
 
 def test_the_two_settings_differ_only_in_how_long_freed_pages_are_kept():
@@ -89,7 +80,7 @@ def test_a_value_inherited_from_an_engine_process_is_chosen_again(inherited):
     value = {
         "batch": engine.BATCH_ALLOCATOR,
         "stream": engine.STREAM_ALLOCATOR,
-        "after polars": f"dirty_decay_ms:500,muzzy_decay_ms:1000,{engine.STREAM_ALLOCATOR}",
+        "after polars": f"{engine.POLARS_OWN},{engine.STREAM_ALLOCATOR}",
     }[inherited]
     env = {**os.environ, "_RJEM_MALLOC_CONF": value, engine.ALLOCATOR_CHOSEN_ENV: "1"}
     seen = watched("import engine, polars\nreturned = None", env=env)
