@@ -39,14 +39,6 @@ MEMORY_LIMIT_ENV = "AGGREGATOR_HISTORIAN_MEMORY_LIMIT"
 THREADS_ENV = "AGGREGATOR_HISTORIAN_THREADS"
 DEFAULT_MEMORY_LIMIT_MB = 32  # at most; a quarter of RAM if that is less (measured: see docs/performance.md)
 _SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)\s*$", re.IGNORECASE)
-# DuckDB's storage blocks (256 KB: what an INSERT appends into, a CHECKPOINT writes out) come from a
-# pool of this size that DuckDB reuses instead of from its allocator, which handed them back and
-# faulted fresh pages in for the next: Modbus at 100,000 values/s into the historian took ~12,500
-# page faults a second and 39.7 - 42.0% of a core; with the pool ~9,500 and 36.3 - 41.1% in the same
-# pass (tests/benchmarks/bench_modbus.py, 3 alternating pairs; docs/performance.md). The pool is
-# the database's, touched only as blocks are used (the idle pipeline and service: same RSS), and
-# freed when it closes; a bulk load (1 M rows into DuckDB) ran at the same speed.
-BLOCK_POOL = "32MB"
 # DuckDB's allocator keeps what a query freed for ~10 - 17 s before giving it back. In an idle
 # one-tag stream that was each minute's rollup (+2.2 MB) and each write of tag_last (+0.8 MB): the
 # process spent a third of its time 2 - 3 MB above its resting size. With both thresholds this low,
@@ -78,7 +70,7 @@ def default_memory_limit() -> str:
 
 
 def connection_config(path: Path, *, small_writes: bool = False) -> dict[str, str | int]:
-    """The historian connection's settings: memory_limit, the block pool (`BLOCK_POOL`), threads
+    """The historian connection's settings: memory_limit, threads
     (`AGGREGATOR_HISTORIAN_THREADS`, else DuckDB's: one a core; one with `small_writes`, for a
     connection opened only for a run's rejects), temp_directory beside the file, in the data
     directory (a query over the limit spills there rather than failing, and never into a /tmp that
@@ -86,7 +78,6 @@ def connection_config(path: Path, *, small_writes: bool = False) -> dict[str, st
     config: dict[str, str | int] = {
         "memory_limit": default_memory_limit(),
         "temp_directory": str(path.with_name(path.name + ".tmp")),
-        "block_allocator_memory": BLOCK_POOL,
     }
     if _release_at_once:
         config.update(RELEASE_AT_ONCE)

@@ -21,25 +21,25 @@ from tests.pipelines import csv_into_duckdb, one_modbus_tag
 NAMES = tuple(RELEASE_AT_ONCE)
 
 
-def allocator_settings(con: duckdb.DuckDBPyConnection, names: tuple[str, ...] = NAMES) -> dict[str, str]:
-    marks = ", ".join("?" for _ in names)
-    rows = con.execute(f"SELECT name, value FROM duckdb_settings() WHERE name IN ({marks})", list(names))
+def allocator_settings(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    marks = ", ".join("?" for _ in NAMES)
+    rows = con.execute(f"SELECT name, value FROM duckdb_settings() WHERE name IN ({marks})", list(NAMES))
     return dict(rows.fetchall())
 
 
-def reference_settings(config: dict[str, str], names: tuple[str, ...] = NAMES) -> dict[str, str]:
+def reference_settings(config: dict[str, str]) -> dict[str, str]:
     """What DuckDB reports for `config` on a connection of its own (closed again)."""
     con = duckdb.connect(config=config)
     try:
-        return allocator_settings(con, names)
+        return allocator_settings(con)
     finally:
         con.close()
 
 
-def opened_settings(path, names: tuple[str, ...] = NAMES) -> dict[str, str]:
+def opened_settings(path) -> dict[str, str]:
     historian = Historian(path)
     try:
-        return allocator_settings(historian.cursor(), names)
+        return allocator_settings(historian.cursor())
     finally:
         historian.close()
 
@@ -84,16 +84,3 @@ def test_aggregator_run_of_a_stream_releases_at_once_and_a_batch_run_does_not(tm
     assert main(["run", str(batch), "--data-dir", str(tmp_path / "batch")]) == 0
     assert configs, "the batch run opened no historian"
     assert not any(set(config).intersection(NAMES) for config in configs)
-
-
-POOL = ("block_allocator_memory",)
-
-
-def test_every_historian_takes_its_storage_blocks_from_a_pool(tmp_path):
-    """`BLOCK_POOL` (engine/store/historian.py): a stream's appends reuse pooled blocks instead of
-    faulting fresh pages in; a batch run's historian and a streaming one alike."""
-    pooled = reference_settings({"block_allocator_memory": historian_module.BLOCK_POOL}, POOL)
-    assert reference_settings({}, POOL) != pooled  # the setting changes something DuckDB reports
-    for streaming, name in ((False, "batch.duckdb"), (True, "streaming.duckdb")):
-        with without_viewers(streaming=streaming):
-            assert opened_settings(tmp_path / name, POOL) == pooled
