@@ -3,6 +3,7 @@ batches, and the CPU of the polling process (as % of one core).
 
     python tests/benchmarks/bench_modbus.py [--servers 2] [--tags-per-meter 12500] [--seconds 10]
     python tests/benchmarks/bench_modbus.py --historian [--seconds 60] [--max-latency-ms 250] [--py-spy OUT]
+        [--speed-probe]
 
 Each simulator runs in a process of its own (`run_cli`: 4 meters, one unit id each), so its CPU
 is not counted; the polling process opens one connection per meter and polls every meter once a
@@ -21,7 +22,13 @@ swung the CPU figure by ~9 points (~1.85 CPU-s in a 20 s window) from run to run
 tunes its allocators as a streaming process does (app/memory.py `tune_malloc`: Polars' freed pages
 kept 60 s, two glibc arenas; `polars_allocator` shows the setting) and opens the historian as the
 service does (not with `RELEASE_AT_ONCE`, which only a foreground run gets); `page_faults_per_s`
-counts the fresh pages the process touched in the window.
+counts the fresh pages the process touched in the window. `host_steal_percent`: the share of the
+machine's CPU time the hypervisor gave to other guests in the window (/proc/stat). It is one sign
+of a shared host, not the only one: in one session the same code took 29 – 43% of a core as
+`probe_duckdb_insert.py` slowed from 6.8 to 10.7 CPU-s, in 5 s samples of steal up to ~30% and
+in windows with steal under 1% (docs/performance.md). `--speed-probe` measures the machine's speed
+itself: probe_duckdb_insert.py's CPU-seconds before the pipeline starts and after it stops
+(`speed_probe_cpu_s`; ~30 s more).
 """
 
 from __future__ import annotations
@@ -50,6 +57,19 @@ def start_simulator(tags: int) -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
+def speed_probe() -> float | None:
+    """CPU-seconds of probe_duckdb_insert.py's defaults (a minute of this stream's rows inserted,
+    committed and checkpointed by DuckDB, in a process of its own): the same work takes 6.1 – 11.1
+    CPU-s on instances of this 2-core machine, and drifted from 6.8 to 10.7 within one session, so a
+    CPU figure of the pipeline says little without it. None if the probe failed."""
+    probe = Path(__file__).resolve().parent / "probe_duckdb_insert.py"
+    done = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=300)
+    try:
+        return float(json.loads(done.stdout.strip().splitlines()[-1])["cpu_s"])
+    except (IndexError, KeyError, ValueError):
+        return None
+
+
 def historian_leg(args) -> dict:
     """The pipeline `modbus -> historian` at the polling leg's scale (see the module doc)."""
     import os
@@ -61,7 +81,7 @@ def historian_leg(args) -> dict:
     # Allocators as a streaming process sets them (app/memory.py), before anything loads Polars
     tune_malloc()
 
-    from bench_opcua_pipeline import CommitClock, cpu_seconds
+    from bench_opcua_pipeline import CommitClock, cpu_seconds, machine_ticks, steal_percent
 
     from engine.spec.validate import validate
     from engine.store import ring_buffer
@@ -137,6 +157,7 @@ def historian_leg(args) -> dict:
                 command += ["--format", "raw", "-o", args.py_spy]
                 profiler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            ticks0 = machine_ticks()
             cpu0, start, start_us = cpu_seconds(os.getpid()), time.monotonic(), time.time_ns() // 1000
             # `tag_last` as another process reads the table: every row committed before the last
             # write of the table is in it (engine/store/tag_newest.py); the longest gap between
@@ -152,6 +173,7 @@ def historian_leg(args) -> dict:
                     longest_gap = max(longest_gap, time.monotonic() - newest.last_write)
             cpu1, end, end_us = cpu_seconds(os.getpid()), time.monotonic(), time.time_ns() // 1000
             faults1 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            ticks1 = machine_ticks()
             checkpoints = None if newest is None else newest.checkpoints - checkpoints0  # type: ignore[operator]
             kept_advances = None if kept is None else kept.advances - kept0  # type: ignore[operator]
             load = os.getloadavg()
@@ -211,6 +233,8 @@ def historian_leg(args) -> dict:
         "max_rss_mb": max_rss_mb,
         # fresh pages the process touched (minor faults): what an allocator handing pages back costs
         "page_faults_per_s": round((faults1 - faults0) / wall),
+        # the hypervisor's share of the window given to other guests (/proc/stat's steal)
+        "host_steal_percent": steal_percent(ticks0, ticks1),
         "polars_allocator": os.environ.get("_RJEM_MALLOC_CONF"),
     }
 
@@ -235,6 +259,12 @@ def main() -> None:
         "--seconds", type=float, default=None, help="the window: 10 s, or with --historian a minute (60 s)"
     )
     parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument(
+        "--speed-probe",
+        action="store_true",
+        help="--historian: run probe_duckdb_insert.py (a minute of the stream's rows into DuckDB) in a"
+        " process of its own before the pipeline starts and after it stops: the machine's speed then",
+    )
     args = parser.parse_args()
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     if args.seconds is None:
@@ -246,8 +276,11 @@ def main() -> None:
         out = {
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-            **historian_leg(args),
         }
+        before = speed_probe() if args.speed_probe else None
+        out.update(historian_leg(args))
+        if args.speed_probe:
+            out["speed_probe_cpu_s"] = {"before": before, "after": speed_probe()}
         print(json.dumps(out, indent=2))
         return
 

@@ -117,6 +117,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICK  # utime + stime
 
 
+def machine_ticks() -> list[int] | None:
+    """The machine's CPU time by state (/proc/stat's first line: user, nice, system, idle, iowait,
+    irq, softirq, steal, ...), or None where there is no /proc/stat. Two readings give
+    `steal_percent` over the time between them."""
+    try:
+        return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def steal_percent(before: list[int] | None, after: list[int] | None) -> float | None:
+    """The share of all CPUs' time the hypervisor gave to other guests between two `machine_ticks`
+    readings: where it is high, another tenant shared this machine's cores, and CPU per value (our
+    own CPU time) rises with it, as caches and cores are shared."""
+    if before is None or after is None or len(before) < 8 or len(after) < 8:
+        return None
+    # guest time is counted in user time already: leave it out of the total
+    total = sum(after[:8]) - sum(before[:8])
+    return round(100 * (after[7] - before[7]) / total, 1) if total > 0 else None
+
+
 # ---- the commit hook: latency of every committed row ----------------------------------------------
 class CommitClock:
     """Wraps HistorianSink.write/commit in this process: after each COMMIT returns, notes now minus
