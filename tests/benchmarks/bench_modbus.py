@@ -24,8 +24,8 @@ kept 60 s, two glibc arenas; `polars_allocator` shows the setting) and opens the
 service does (not with `RELEASE_AT_ONCE`, which only a foreground run gets); `page_faults_per_s`
 counts the fresh pages the process touched in the window. `host_steal_percent`: the share of the
 machine's CPU time the hypervisor gave to other guests in the window (/proc/stat). It is one sign
-of a shared host, not the only one: in one session the same code took 29 – 43% of a core as
-`probe_duckdb_insert.py` slowed from 6.8 to 10.7 CPU-s, in 5 s samples of steal up to ~30% and
+of a shared host, not the only one: in one session the same code took 29 – 44% of a core as
+`probe_duckdb_insert.py` slowed from 6.8 to 11.1 CPU-s, in 5 s samples of steal up to ~30% and
 in windows with steal under 1% (docs/performance.md). `--speed-probe` measures the machine's speed
 itself: probe_duckdb_insert.py's CPU-seconds before the pipeline starts and after it stops
 (`speed_probe_cpu_s`; ~30 s more).
@@ -60,13 +60,13 @@ def start_simulator(tags: int) -> tuple[subprocess.Popen, int]:
 def speed_probe() -> float | None:
     """CPU-seconds of probe_duckdb_insert.py's defaults (a minute of this stream's rows inserted,
     committed and checkpointed by DuckDB, in a process of its own): the same work takes 6.1 – 11.1
-    CPU-s on instances of this 2-core machine, and drifted from 6.8 to 10.7 within one session, so a
-    CPU figure of the pipeline says little without it. None if the probe failed."""
+    CPU-s on instances of this 2-core machine, and drifted from 6.8 to 11.1 within one session, so a
+    CPU figure of the pipeline says little without it. None if the probe failed or took over 5 min."""
     probe = Path(__file__).resolve().parent / "probe_duckdb_insert.py"
-    done = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=300)
     try:
+        done = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=300)
         return float(json.loads(done.stdout.strip().splitlines()[-1])["cpu_s"])
-    except (IndexError, KeyError, ValueError):
+    except (subprocess.TimeoutExpired, IndexError, KeyError, ValueError):
         return None
 
 

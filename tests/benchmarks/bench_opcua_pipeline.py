@@ -129,8 +129,9 @@ def machine_ticks() -> list[int] | None:
 
 def steal_percent(before: list[int] | None, after: list[int] | None) -> float | None:
     """The share of all CPUs' time the hypervisor gave to other guests between two `machine_ticks`
-    readings: where it is high, another tenant shared this machine's cores, and CPU per value (our
-    own CPU time) rises with it, as caches and cores are shared."""
+    readings: where it is high, another tenant had this machine's cores. One sign of a shared host,
+    not the only one: a guest also runs slower with no steal at all (shared caches, memory, sibling
+    hyperthreads), which only a fixed piece of work timed (bench_modbus.py `--speed-probe`) shows."""
     if before is None or after is None or len(before) < 8 or len(after) < 8:
         return None
     # guest time is counted in user time already: leave it out of the total

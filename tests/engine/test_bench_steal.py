@@ -1,7 +1,7 @@
 """The Modbus benchmark's reading of the host's steal time (tests/benchmarks/bench_opcua_pipeline.py
 `machine_ticks` / `steal_percent`, reported by bench_modbus.py as `host_steal_percent`): the share
-of the machine's CPU time the hypervisor gave to other guests, which explains a CPU-per-value
-figure that rises while our code does not change (docs/performance.md)."""
+of the machine's CPU time the hypervisor gave to other guests, one reason a CPU-per-value figure
+rises while our code does not change (docs/performance.md)."""
 
 from __future__ import annotations
 
