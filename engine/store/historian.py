@@ -70,11 +70,11 @@ def default_memory_limit() -> str:
 
 
 def connection_config(path: Path, *, small_writes: bool = False) -> dict[str, str | int]:
-    """The historian connection's settings: memory_limit, threads
-    (`AGGREGATOR_HISTORIAN_THREADS`, else DuckDB's: one a core; one with `small_writes`, for a
-    connection opened only for a run's rejects), temp_directory beside the file, in the data
-    directory (a query over the limit spills there rather than failing, and never into a /tmp that
-    may be small), and `RELEASE_AT_ONCE` after `release_at_once(True)`."""
+    """The historian connection's settings: memory_limit, threads (`AGGREGATOR_HISTORIAN_THREADS`,
+    else DuckDB's: one a core; one with `small_writes`, for a connection opened only for a run's
+    rejects), temp_directory beside the file, in the data directory (a query over the limit
+    spills there rather than failing, and never into a /tmp that may be small), and
+    `RELEASE_AT_ONCE` after `release_at_once(True)`."""
     config: dict[str, str | int] = {
         "memory_limit": default_memory_limit(),
         "temp_directory": str(path.with_name(path.name + ".tmp")),
