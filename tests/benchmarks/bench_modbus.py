@@ -57,14 +57,17 @@ def start_simulator(tags: int) -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
-def speed_probe() -> float | None:
+def speed_probe(env: dict[str, str]) -> float | None:
     """CPU-seconds of probe_duckdb_insert.py's defaults (a minute of this stream's rows inserted,
-    committed and checkpointed by DuckDB, in a process of its own): the same work takes 6.1 – 11.1
-    CPU-s on instances of this 2-core machine, and drifted from 6.8 to 11.1 within one session, so a
-    CPU figure of the pipeline says little without it. None if the probe failed or took over 5 min."""
+    committed and checkpointed by DuckDB, in a process of its own, in `env`): the same work takes
+    6.1 – 11.1 CPU-s on instances of this 2-core machine, and drifted from 6.8 to 11.1 within one
+    session, so a CPU figure of the pipeline says little without it. None if the probe failed or
+    took over 5 min."""
     probe = Path(__file__).resolve().parent / "probe_duckdb_insert.py"
     try:
-        done = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, str(probe)], capture_output=True, text=True, timeout=300, env=env
+        )
         return float(json.loads(done.stdout.strip().splitlines()[-1])["cpu_s"])
     except (subprocess.TimeoutExpired, IndexError, KeyError, ValueError):
         return None
@@ -277,10 +280,13 @@ def main() -> None:
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         }
-        before = speed_probe() if args.speed_probe else None
+        # both probes in the environment this process started with: the leg sets the allocators'
+        # variables for itself (tune_malloc), which the probe after it would otherwise inherit
+        probe_env = dict(os.environ)
+        before = speed_probe(probe_env) if args.speed_probe else None
         out.update(historian_leg(args))
         if args.speed_probe:
-            out["speed_probe_cpu_s"] = {"before": before, "after": speed_probe()}
+            out["speed_probe_cpu_s"] = {"before": before, "after": speed_probe(probe_env)}
         print(json.dumps(out, indent=2))
         return
 
