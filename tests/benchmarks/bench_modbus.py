@@ -60,7 +60,7 @@ def start_simulator(tags: int) -> tuple[subprocess.Popen, int]:
 def speed_probe(env: dict[str, str]) -> float | None:
     """CPU-seconds of probe_duckdb_insert.py's defaults (a minute of this stream's rows inserted,
     committed and checkpointed by DuckDB, in a process of its own, in `env`): the same work takes
-    6.1 – 11.1 CPU-s on instances of this 2-core machine, and drifted from 6.8 to 11.1 within one
+    5.8 – 11.1 CPU-s on instances of this 2-core machine, and drifted from 6.8 to 11.1 within one
     session, so a CPU figure of the pipeline says little without it. None if the probe failed or
     took over 5 min."""
     probe = Path(__file__).resolve().parent / "probe_duckdb_insert.py"
